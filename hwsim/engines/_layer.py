@@ -1,0 +1,226 @@
+"""One layer on one target: precision, sparsity, tiling, energy -> :class:`LayerResult`.
+
+Both engines call :func:`evaluate`; they differ only in the ``timer`` that turns the layer's
+tile schedule into cycles (closed form or SimPy). Formulas are listed in
+:mod:`hwsim.engines._base`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from math import ceil
+
+from ..profile import Precision
+from ..result import LayerResult
+from ..workload import Conv2d, Elementwise, Gemm, Layer
+from ._plan import plan_gemm
+from ._schedule import Block, Tile, closed_form
+from ._target import GemmWork, Target
+from ._tiling import GemmPlan
+
+__all__ = ["evaluate", "keeps_output", "output_bytes", "Timer"]
+
+#: turns a layer's tile schedule into cycles
+Timer = Callable[[Block], float]
+
+
+def _bytes(bits: int) -> float:
+    """Bytes per element: bits / 8 (float layers: bits = 32 -> 4 bytes)."""
+    return bits / 8.0
+
+
+def _ifmap_elements(layer: Layer, g: Gemm) -> int:
+    """Input elements of one instance of the layer's first GEMM: a convolution reads its
+    ifmap (in_h·in_w·channels), or the im2col rows when fewer (a strided 1×1 conv skips
+    pixels); every other GEMM reads its M×K operand."""
+    mk = g.M * g.K
+    if isinstance(layer, Conv2d):
+        channels = g.K // (layer.k_h * layer.k_w)
+        return min(mk, layer.batch * layer.in_h * layer.in_w * channels)
+    return mk
+
+
+def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chip: bool):
+    """GemmWork of ``g`` plus its effective (executed) MACs per instance."""
+    prof = t.profile
+    sp = prof.sparsity
+    if g.weights_are_activations:
+        w_bits, compute_frac, stored_frac = g.a_bits, 1.0, 1.0
+    else:
+        w_bits = g.w_bits if prof.weight_storage == "packed" else mode.w_bits
+        nm_frac = g.nm[0] / g.nm[1] if g.nm else 1.0
+        if sp.zero_skipping:  # skips every zero weight (N:M ones too), stores them compressed
+            compute_frac = stored_frac = g.weight_density
+        elif g.nm and g.nm in sp.nm_patterns:  # structured-sparse unit: n of every m
+            compute_frac = stored_frac = nm_frac
+        else:  # a dense target computes and stores the zeros
+            compute_frac = stored_frac = 1.0
+    wb = _bytes(w_bits)
+    if stored_frac < 1.0:
+        wb = min(wb, stored_frac * (w_bits + sp.index_bits_per_nonzero) / 8.0)
+    k_eff = max(1, ceil(g.K * compute_frac - 1e-9))
+    cycles = t.mapping.cycles(g.M, g.N, k_eff, mode.macs_per_pe_per_cycle)
+    ab = _bytes(g.a_bits)
+    in_el = _ifmap_elements(layer, g) if first else g.M * g.K
+    ib = in_el * ab / (g.M * g.K)
+    role = "inputs" if g.weights_are_activations else "weights"
+    work = GemmWork(g.count, g.M, g.N, g.K, cycles, wb, ib, ab, role, in_chip, False)
+    return work, k_eff
+
+
+def _fits_on_chip(t: Target, nbytes: float) -> bool:
+    """An activation stays on chip, for the next layer to read in place, when it fits the
+    active part of both the outputs' home and the inputs' home: the same level when shared
+    (a CPU cache, a unified buffer), or dedicated ifmap/ofmap buffers that swap roles."""
+    return 0 < nbytes <= t.capacity("outputs") and nbytes <= t.capacity("inputs")
+
+
+def output_bytes(layer: Layer) -> float:
+    """Bytes of the layer's output, stored at the layer's a_bits (the next layer reads it)."""
+    gemms = layer.gemms()
+    if gemms:
+        g = gemms[-1]
+        return g.count * g.M * g.N * _bytes(g.a_bits)
+    return layer.memory_elements()[1] * _bytes(layer.compression.a_bits)
+
+
+def keeps_output(t: Target, layer: Layer) -> bool:
+    """Does ``layer`` leave its output on chip (no write-back; the next layer reads it)?"""
+    return _fits_on_chip(t, output_bytes(layer))
+
+
+def _peak(t: Target, w_bits: int, a_bits: int) -> float:
+    key = (w_bits, a_bits)
+    peak = t.peak_cache.get(key)
+    if peak is None:
+        peak = t.peak_cache[key] = t.profile.compute.peak_macs_per_cycle(w_bits, a_bits)
+    return peak
+
+
+def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | None) -> LayerResult:
+    """Simulate ``layer`` on ``t``; ``timer=None`` times the schedule in closed form."""
+    prof = t.profile
+    gemms = layer.gemms()
+    zero = (0.0,) * len(t.bandwidth)
+    output_on_chip = keeps_output(t, layer)
+    reads = {"weights": 0.0, "inputs": 0.0}
+    write = mac_pj = onchip_pj = 0.0
+    compute = eff_macs = tiles = 0
+    plans: list[GemmPlan] = []
+    if gemms:
+        w_bits, a_bits = gemms[0].w_bits, gemms[0].a_bits
+        peak = _peak(t, w_bits, a_bits)
+        modes = [prof.compute.resolve(g.w_bits, g.a_bits) for g in gemms]
+        works = []
+        in_chip = input_on_chip
+        last = len(gemms) - 1
+        for i, (g, mode) in enumerate(zip(gemms, modes, strict=True)):
+            work, k_eff = _work(t, layer, g, mode, i == 0, in_chip)
+            works.append((g, mode, work, k_eff))
+            # a low-rank factor passes its output to the next factor on chip if it fits
+            in_chip = _fits_on_chip(t, g.count * g.M * g.N * work.ob)
+            work.out_chip = output_on_chip if i == last else in_chip
+        for g, mode, work, k_eff in works:
+            plan = plan_gemm(t, work)
+            plans.append(plan)
+            tiles += plan.tiles
+            compute += g.count * work.cycles
+            executed = g.count * g.M * g.N * k_eff
+            eff_macs += executed
+            mac_pj += executed * mode.energy_pj_per_mac
+            reads[work.w_role] += plan.w_bytes
+            reads["inputs"] += plan.i_bytes
+            write += plan.o_bytes
+            onchip_pj += _onchip_pj(t, g, work, k_eff, plan)
+        schedule = (
+            plans[0].schedule if len(plans) == 1 else Block(1, tuple(p.schedule for p in plans))
+        )
+    else:
+        w_bits, a_bits = layer.compression.w_bits, layer.compression.a_bits
+        try:
+            peak = _peak(t, w_bits, a_bits)
+        except ValueError:  # a memory-only layer never runs on the MAC array
+            peak = 0.0
+        ab = _bytes(a_bits)
+        n_read, n_write = layer.memory_elements()
+        if input_on_chip:
+            n_read -= layer.elements if isinstance(layer, Elementwise) else n_read
+        reads["inputs"] = n_read * ab
+        write = 0.0 if output_on_chip else n_write * ab
+        vec = {}
+        for role, nbytes in (("inputs", reads["inputs"]), ("outputs", write)):
+            port = t.port_of[role]
+            v = tuple(nbytes / t.bandwidth[port] if j == port else 0.0 for j in range(len(zero)))
+            vec[role] = (v, zero) if t.double[role] else (zero, v)
+        (ld, ls), (sd, ss) = vec["inputs"], vec["outputs"]
+        schedule = Block(1, (Tile(float(t.tile_cycles), ld, sd, ls, ss),))
+        tiles = 1
+        onchip_pj = (reads["inputs"] * t.home_pj.get("inputs", 0.0)
+                     + write * t.home_pj.get("outputs", 0.0))  # fmt: skip
+    if timer is not None:
+        body = timer(schedule)
+    elif len(plans) == 1:
+        body = plans[0].cycles  # already summed when the plan was chosen
+    else:
+        body = closed_form(schedule)
+    busy = [0.0] * len(zero)
+    for role, nbytes in (*reads.items(), ("outputs", write)):
+        port = t.port_of[role]
+        busy[port] += nbytes / t.bandwidth[port]
+    dma = max(busy)
+    # per-layer cost, plus each tile's handshake (inside the schedule's compute steps)
+    tile_overhead = tiles * t.tile_cycles
+    overhead = prof.overheads.layer_cycles + tile_overhead
+    body_cycles = max(compute + tile_overhead, ceil(body - 1e-6))
+    total = body_cycles + prof.overheads.layer_cycles
+    offchip_pj = 0.0
+    for role, nbytes in (*reads.items(), ("outputs", write)):
+        offchip_pj += nbytes * t.ports[t.port_of[role]].energy_pj_per_byte
+    energy_j = (mac_pj + offchip_pj + onchip_pj) * 1e-12 + prof.static_power_w * total / (
+        prof.clock_hz
+    )
+    shares = (("compute", compute), ("memory", dma), ("overhead", overhead))
+    bound = max(shares, key=lambda s: s[1])[0]
+    util = eff_macs / (peak * total) if peak > 0 and total > 0 else 0.0
+    return LayerResult(
+        name=layer.name,
+        op=layer.op,
+        macs=layer.macs,
+        w_bits=w_bits,
+        a_bits=a_bits,
+        compute_cycles=compute,
+        stall_cycles=body_cycles - compute - tile_overhead,
+        overhead_cycles=overhead,
+        total_cycles=total,
+        dram_read_bytes=ceil(reads["weights"] + reads["inputs"] - 1e-9),
+        dram_write_bytes=ceil(write - 1e-9),
+        peak_macs_per_cycle=peak,
+        dram_bytes_per_cycle=sum(t.bandwidth),
+        utilization=util,
+        bound=bound,
+        energy_j=energy_j,
+        effective_macs=eff_macs,
+        dram_read_bytes_by_operand=(
+            ("weights", ceil(reads["weights"] - 1e-9)),
+            ("inputs", ceil(reads["inputs"] - 1e-9)),
+        ),
+        dma_cycles=ceil(dma - 1e-6),
+        input_on_chip=input_on_chip,
+        output_on_chip=output_on_chip,
+    )
+
+
+def _onchip_pj(t: Target, g: Gemm, work: GemmWork, k_eff: int, plan: GemmPlan) -> float:
+    """On-chip energy: the array's buffer reads (each element once per use the dataflow
+    makes, :meth:`Mapping.onchip_reads`), plus filling the home levels with what came from
+    off chip and draining outputs to it."""
+    w_el, i_el, o_el = t.mapping.onchip_reads(g.M, g.N, k_eff)
+    role = work.w_role
+    pj = g.count * (
+        w_el * work.wb * t.inner_pj.get(role, 0.0)
+        + i_el * work.ib * t.inner_pj.get("inputs", 0.0)
+        + o_el * work.ob * t.inner_pj.get("outputs", 0.0)
+    )
+    pj += plan.w_bytes * t.home_pj.get(role, 0.0) + plan.i_bytes * t.home_pj.get("inputs", 0.0)
+    pj += plan.o_bytes * t.home_pj.get("outputs", 0.0)
+    return pj

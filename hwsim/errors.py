@@ -1,0 +1,26 @@
+"""Errors a user can cause and fix. The CLI prints them as one line (exit code 2)."""
+
+from __future__ import annotations
+
+__all__ = ["LowbitError", "ProfileError", "WorkloadError"]
+
+
+class LowbitError(Exception):
+    """Base of every error caused by user input (a file, a flag, a request body)."""
+
+
+class ProfileError(LowbitError):
+    """A hardware profile failed to parse or validate.
+
+    ``problems`` lists every problem found as ``"key.path: message"``; the message names the
+    file, so one error tells the user everything to fix.
+    """
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(f"{source}: " + "; ".join(self.problems))
+
+
+class WorkloadError(LowbitError):
+    """A workload (built-in name, topology CSV, ONNX file) could not be read."""

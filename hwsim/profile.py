@@ -1,0 +1,177 @@
+"""Hardware profile: the frozen, validated description of one target.
+
+Built from a TOML file by :mod:`hwsim.profiles` (parse -> validate -> build). Units live in
+field names. Engines read these objects only; they never see raw TOML.
+
+Conventions:
+    * A *PE* is one multiply-accumulate slot of the compute unit at the base precision.
+      ``peak MACs/cycle`` at bits (w, a) = ``rows * cols * cores * macs_per_pe_per_cycle``
+      of the precision mode that runs (w, a).
+    * Unsupported (w, a) are *promoted* to the cheapest supported mode with at least those
+      bits (see :meth:`ComputeUnit.resolve`). Float layers (bits = 32) need a float mode.
+    * ``memory`` is ordered outermost first. Off-chip levels (DRAM, flash) are the ports
+      all DMA shares; on-chip levels hold the operands named in ``holds``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from .errors import LowbitError
+
+__all__ = [
+    "OPERANDS",
+    "COMPUTE_KINDS",
+    "DATAFLOWS",
+    "Precision",
+    "ComputeUnit",
+    "MemoryLevel",
+    "SparsitySupport",
+    "Overheads",
+    "Tunable",
+    "AreaModel",
+    "HardwareProfile",
+    "UnsupportedPrecision",
+]
+
+OPERANDS = ("weights", "inputs", "outputs")
+#: systolic: a PE array with a SCALE-Sim style fold model (dataflow os/ws/is).
+#: vector: SIMD lanes / DSP columns; rows = reduction (K) lanes, cols = output (N) lanes.
+COMPUTE_KINDS = ("systolic", "vector")
+DATAFLOWS = {"systolic": ("os", "ws", "is"), "vector": ("vector",)}
+
+
+class UnsupportedPrecision(LowbitError, ValueError):
+    """A layer asks for bits the target cannot run, even by promotion."""
+
+
+@dataclass(frozen=True, slots=True)
+class Precision:
+    """One precision mode the compute unit runs natively."""
+
+    w_bits: int
+    a_bits: int
+    macs_per_pe_per_cycle: float
+    energy_pj_per_mac: float
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeUnit:
+    kind: str
+    rows: int
+    cols: int
+    dataflow: str
+    dataflows: tuple[str, ...]
+    precisions: tuple[Precision, ...]
+    cores: int = 1
+
+    @property
+    def pes(self) -> int:
+        return self.rows * self.cols * self.cores
+
+    def resolve(self, w_bits: int, a_bits: int) -> Precision:
+        """The mode that runs (w_bits, a_bits): exact if supported, else the cheapest mode
+        with at least those bits (fewest w·a bits, then highest throughput)."""
+        fits = [p for p in self.precisions if p.w_bits >= w_bits and p.a_bits >= a_bits]
+        if not fits:
+            have = ", ".join(f"W{p.w_bits}A{p.a_bits}" for p in self.precisions)
+            raise UnsupportedPrecision(
+                f"no precision mode runs W{w_bits}A{a_bits} (supported: {have})"
+            )
+        return min(fits, key=lambda p: (p.w_bits * p.a_bits, -p.macs_per_pe_per_cycle))
+
+    def peak_macs_per_cycle(self, w_bits: int, a_bits: int) -> float:
+        return self.pes * self.resolve(w_bits, a_bits).macs_per_pe_per_cycle
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLevel:
+    name: str
+    size_bytes: int
+    bandwidth_bytes_per_cycle: float
+    energy_pj_per_byte: float
+    holds: tuple[str, ...]
+    off_chip: bool = False
+    double_buffered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SparsitySupport:
+    """What the target does with zeros. Structured (channel) pruning always helps: it is a
+    real shape change."""
+
+    nm_patterns: tuple[tuple[int, int], ...] = ()
+    zero_skipping: bool = False
+    index_bits_per_nonzero: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Overheads:
+    """Fixed costs: per layer (launch, configuration, synchronisation) and per tile (the
+    compute side's handshake with the DMA for each buffer it consumes: descriptor issue,
+    semaphores). The per-tile default is an estimate of a few tens of cycles."""
+
+    layer_cycles: int = 0
+    tile_cycles: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Tunable:
+    """A parameter co-design may change: a key path into the profile and its choices."""
+
+    key: str
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AreaModel:
+    """Silicon area, mm²: per PE (per precision-mode-capable MAC), per KiB SRAM, per GB/s."""
+
+    mm2_per_pe: float
+    mm2_per_kib_sram: float
+    mm2_per_gbps_dram: float
+    base_mm2: float = 0.0
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareProfile:
+    name: str
+    description: str
+    family: str
+    schema_version: int
+    clock_hz: float
+    compute: ComputeUnit
+    memory: tuple[MemoryLevel, ...]
+    sparsity: SparsitySupport = field(default_factory=SparsitySupport)
+    overheads: Overheads = field(default_factory=Overheads)
+    #: "packed": weights move at the layer's own bits even when compute promotes them
+    #: (a CPU unpacks INT4 to INT8 in registers); "promoted": stored at the promoted bits.
+    weight_storage: str = "packed"
+    static_power_w: float = 0.0
+    tunables: tuple[Tunable, ...] = ()
+    area: AreaModel | None = None
+    source: str = ""
+
+    def off_chip(self, operand: str) -> MemoryLevel:
+        """The outermost level holding ``operand`` (DRAM, or flash for MCU weights)."""
+        for level in self.memory:
+            if level.off_chip and operand in level.holds:
+                return level
+        raise ValueError(f"profile {self.name!r}: no off-chip level holds {operand!r}")
+
+    def on_chip(self, operand: str) -> tuple[MemoryLevel, ...]:
+        """On-chip levels holding ``operand``, outermost first."""
+        return tuple(m for m in self.memory if not m.off_chip and operand in m.holds)
+
+    def content_hash(self) -> str:
+        """sha256 of the built profile (not the file), stable across formatting changes."""
+        data = asdict(self)
+        data.pop("source", None)
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def to_dict(self) -> dict:
+        return asdict(self)

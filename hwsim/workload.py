@@ -1,0 +1,359 @@
+"""Workload IR: the layers a simulator sees, with their shapes and their compression.
+
+Shapes are the *dense, original* shapes of a layer; the layer's :class:`Compression`
+says how it was reduced (structured pruning of output / input channels, N:M or unstructured
+sparsity, low rank, bit-widths). The simulator derives the effective shapes from both, so a
+plan can be applied to a built-in workload without rewriting it, and a rank-r layer is
+simulated as its two factor GEMMs (first-class, not a rewrite the user must do).
+
+Every compute layer reduces to a GEMM view (:class:`Gemm`): ``M`` rows of input (output
+pixels × batch, or tokens), ``N`` output features (filters), ``K`` reduction length
+(window size), repeated ``count`` times (groups, attention heads). This is the notation
+SCALE-Sim uses (P = M, N = filters, W = K).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+__all__ = [
+    "FLOAT_BITS",
+    "Compression",
+    "Gemm",
+    "Layer",
+    "Conv2d",
+    "Linear",
+    "MatMul",
+    "Elementwise",
+    "Pool",
+    "Workload",
+    "ceil_div",
+]
+
+#: bit-width that stands for "left in floating point" (fp32).
+FLOAT_BITS = 32
+
+_VALID_BITS = set(range(1, 17)) | {FLOAT_BITS}
+
+
+@dataclass(frozen=True, slots=True)
+class Compression:
+    """How one layer is compressed. Defaults mean dense W8A8.
+
+    Attributes:
+        w_bits: weight bit-width (1-16, or 32 = float).
+        a_bits: input-activation bit-width (1-16, or 32 = float).
+        out_keep: fraction of output channels / filters kept by structured pruning.
+        in_keep: fraction of input channels kept (set when the producer was pruned).
+        nm: N:M fine-grained sparsity as ``(n, m)``: n non-zeros in every m weights.
+        density: unstructured weight density (1.0 = dense).
+        rank: low-rank factorisation rank, or None for a full-rank layer.
+    """
+
+    w_bits: int = 8
+    a_bits: int = 8
+    out_keep: float = 1.0
+    in_keep: float = 1.0
+    nm: tuple[int, int] | None = None
+    density: float = 1.0
+    rank: int | None = None
+
+    def __post_init__(self) -> None:
+        errors = []
+        for key in ("w_bits", "a_bits"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value not in _VALID_BITS:
+                errors.append(
+                    f"{key}: must be an integer 1-16 or {FLOAT_BITS} (float), got {value!r}"
+                )
+        for key in ("out_keep", "in_keep", "density"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+                errors.append(f"{key}: must be in (0, 1], got {value!r}")
+        if self.nm is not None:
+            ok = (
+                isinstance(self.nm, tuple)
+                and len(self.nm) == 2
+                and all(isinstance(v, int) for v in self.nm)
+                and 0 < self.nm[0] <= self.nm[1]
+            )
+            if not ok:
+                errors.append(f"nm: must be (n, m) with 0 < n <= m, got {self.nm!r}")
+        if self.rank is not None and (not isinstance(self.rank, int) or self.rank < 1):
+            errors.append(f"rank: must be a positive integer or None, got {self.rank!r}")
+        if errors:
+            raise ValueError("invalid compression: " + "; ".join(errors))
+
+    @property
+    def weight_density(self) -> float:
+        """Fraction of weights that are non-zero after N:M and unstructured sparsity."""
+        nm = self.nm[0] / self.nm[1] if self.nm else 1.0
+        return nm * self.density
+
+
+@dataclass(frozen=True, slots=True)
+class Gemm:
+    """One GEMM the hardware runs: ``count`` independent (M×K)·(K×N) products.
+
+    ``weights_are_activations`` is true for attention matmuls (both operands come from
+    activations: no weight fetch from DRAM, both at ``a_bits``).
+    """
+
+    name: str
+    M: int
+    N: int
+    K: int
+    count: int = 1
+    w_bits: int = 8
+    a_bits: int = 8
+    weight_density: float = 1.0
+    nm: tuple[int, int] | None = None
+    weights_are_activations: bool = False
+
+    @property
+    def macs(self) -> int:
+        """Dense MACs (sparsity is a hardware matter: not every target skips zeros)."""
+        return self.M * self.N * self.K * self.count
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Layer:
+    """Base of all layers: a name and a compression. Subclasses define the shapes."""
+
+    name: str
+    compression: Compression = field(default_factory=Compression)
+
+    op: str = field(default="", init=False)
+
+    def gemms(self) -> tuple[Gemm, ...]:
+        """The GEMMs this layer runs after compression (empty for memory-only layers)."""
+        return ()
+
+    @property
+    def macs(self) -> int:
+        return sum(g.macs for g in self.gemms())
+
+    def with_compression(self, compression: Compression) -> Layer:
+        return replace(self, compression=compression)
+
+    # memory-only traffic, in elements (compute layers derive theirs from gemms)
+    def memory_elements(self) -> tuple[int, int]:
+        """(elements read, elements written) for a memory-only layer."""
+        return (0, 0)
+
+
+def _kept(n: int, keep: float) -> int:
+    """Channels left after keeping a fraction ``keep`` of ``n`` (at least one)."""
+    return max(1, int(round(n * keep)))
+
+
+def _factor(name: str, M: int, N: int, K: int, count: int, c: Compression) -> tuple[Gemm, ...]:
+    """Dense or rank-r GEMMs for an (M×K)·(K×N) layer; rank r -> (K→r) then (r→N)."""
+    common = dict(
+        count=count, w_bits=c.w_bits, a_bits=c.a_bits, weight_density=c.weight_density, nm=c.nm
+    )
+    if c.rank is None or c.rank >= min(N, K):
+        return (Gemm(name, M, N, K, **common),)
+    r = c.rank
+    return (Gemm(f"{name}.lr0", M, r, K, **common), Gemm(f"{name}.lr1", M, N, r, **common))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conv2d(Layer):
+    """2-D convolution (NHWC view). ``groups == in_c == out_c`` is depthwise.
+
+    ``out_h``/``out_w`` are stored, not derived, because conventions differ: PyTorch floors
+    ``(H + 2p - F) / S + 1``; SCALE-Sim (no padding) takes ``ceil((H - F + S) / S)``.
+    A low-rank conv is a k×k conv with r filters followed by a 1×1 conv.
+    """
+
+    in_h: int
+    in_w: int
+    in_c: int
+    out_c: int
+    k_h: int
+    k_w: int
+    stride: int = 1
+    out_h: int
+    out_w: int
+    groups: int = 1
+    batch: int = 1
+    op: str = field(default="conv2d", init=False)
+
+    def __post_init__(self) -> None:
+        dims = ("in_h", "in_w", "in_c", "out_c", "k_h", "k_w", "stride", "out_h", "out_w")
+        bad = [
+            f"{d}={getattr(self, d)!r}"
+            for d in (*dims, "groups", "batch")
+            if not isinstance(getattr(self, d), int) or getattr(self, d) < 1
+        ]
+        if bad:
+            raise ValueError(f"layer {self.name!r}: dimensions must be positive integers: {bad}")
+        if self.in_c % self.groups or self.out_c % self.groups:
+            raise ValueError(
+                f"layer {self.name!r}: groups={self.groups} must divide in_c={self.in_c} "
+                f"and out_c={self.out_c}"
+            )
+
+    @staticmethod
+    def out_size(size: int, k: int, stride: int, padding: int) -> int:
+        """PyTorch's output size: floor((size + 2·padding − k) / stride) + 1."""
+        return (size + 2 * padding - k) // stride + 1
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.in_c
+
+    def gemms(self) -> tuple[Gemm, ...]:
+        c = self.compression
+        M = self.out_h * self.out_w * self.batch
+        if self.groups > 1:
+            # grouped / depthwise: pruning keeps whole groups, so channels per group stay.
+            groups = _kept(self.groups, min(c.out_keep, c.in_keep))
+            N = self.out_c // self.groups
+            K = self.k_h * self.k_w * (self.in_c // self.groups)
+            return _factor(self.name, M, N, K, groups, c)
+        N = _kept(self.out_c, c.out_keep)
+        in_c = _kept(self.in_c, c.in_keep)
+        K = self.k_h * self.k_w * in_c
+        if c.rank is None or c.rank >= min(N, K):
+            return _factor(self.name, M, N, K, 1, c)
+        # k×k conv with r filters, then 1×1 conv r -> N (same output pixels)
+        common = dict(w_bits=c.w_bits, a_bits=c.a_bits, weight_density=c.weight_density, nm=c.nm)
+        return (
+            Gemm(f"{self.name}.lr0", M, c.rank, K, **common),
+            Gemm(f"{self.name}.lr1", M, N, c.rank, **common),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Linear(Layer):
+    """Fully connected layer on ``tokens`` rows (batch × sequence)."""
+
+    in_features: int
+    out_features: int
+    tokens: int = 1
+    op: str = field(default="linear", init=False)
+
+    def __post_init__(self) -> None:
+        bad = [
+            f"{d}={getattr(self, d)!r}"
+            for d in ("in_features", "out_features", "tokens")
+            if not isinstance(getattr(self, d), int) or getattr(self, d) < 1
+        ]
+        if bad:
+            raise ValueError(f"layer {self.name!r}: dimensions must be positive integers: {bad}")
+
+    def gemms(self) -> tuple[Gemm, ...]:
+        c = self.compression
+        N = _kept(self.out_features, c.out_keep)
+        K = _kept(self.in_features, c.in_keep)
+        return _factor(self.name, self.tokens, N, K, 1, c)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MatMul(Layer):
+    """Activation × activation product (attention QKᵀ and AV): ``heads`` (M×K)·(K×N).
+
+    Both operands are activations: quantized at ``a_bits``, never fetched as weights, not
+    prunable or factorisable.
+    """
+
+    M: int
+    N: int
+    K: int
+    heads: int = 1
+    op: str = field(default="matmul", init=False)
+
+    def __post_init__(self) -> None:
+        bad = [
+            f"{d}={getattr(self, d)!r}"
+            for d in ("M", "N", "K", "heads")
+            if not isinstance(getattr(self, d), int) or getattr(self, d) < 1
+        ]
+        if bad:
+            raise ValueError(f"layer {self.name!r}: dimensions must be positive integers: {bad}")
+
+    def gemms(self) -> tuple[Gemm, ...]:
+        a = self.compression.a_bits
+        return (
+            Gemm(
+                self.name,
+                self.M,
+                self.N,
+                self.K,
+                self.heads,
+                w_bits=a,
+                a_bits=a,
+                weights_are_activations=True,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Elementwise(Layer):
+    """Memory-only layer (add, activation, norm, softmax): reads ``inputs`` tensors of
+    ``elements`` each and writes one."""
+
+    elements: int
+    inputs: int = 1
+    op: str = field(default="elementwise", init=False)
+
+    def memory_elements(self) -> tuple[int, int]:
+        return (self.elements * self.inputs, self.elements)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pool(Layer):
+    """Pooling: memory-only; reads ``in_elements`` and writes ``out_elements``."""
+
+    in_elements: int
+    out_elements: int
+    op: str = field(default="pool", init=False)
+
+    def memory_elements(self) -> tuple[int, int]:
+        return (self.in_elements, self.out_elements)
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A named, ordered list of layers (execution order)."""
+
+    name: str
+    layers: tuple[Layer, ...]
+
+    def __post_init__(self) -> None:
+        names = [layer.name for layer in self.layers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"workload {self.name!r}: duplicate layer names {dupes}")
+        if not self.layers:
+            raise ValueError(f"workload {self.name!r}: has no layers")
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"workload {self.name!r} has no layer {name!r}")
+
+    def with_compression(self, by_name: dict[str, Compression]) -> Workload:
+        """A copy with the given layers' compression replaced; unknown names are an error."""
+        known = {layer.name for layer in self.layers}
+        unknown = sorted(set(by_name) - known)
+        if unknown:
+            raise KeyError(f"workload {self.name!r} has no layers {unknown}")
+        return Workload(
+            self.name,
+            tuple(
+                layer.with_compression(by_name[layer.name]) if layer.name in by_name else layer
+                for layer in self.layers
+            ),
+        )
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)

@@ -1,0 +1,188 @@
+"""``lowbit search``: multi-objective search of per-layer bits, pruning and rank on Ray."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hwsim.errors import LowbitError
+
+HELP = "search per-layer compression (accuracy vs simulated latency) with Optuna on Ray"
+
+_SAMPLERS = ("nsga2", "tpe", "random", "gp")
+_BASELINES = ("uniform", "random", "quant-only", "hawq")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="NAME", help="zoo model name")
+    parser.add_argument(
+        "--hardware", required=True, metavar="NAME|FILE", help="built-in profile or a .toml"
+    )
+    parser.add_argument("--trials", type=int, default=100, help="completed trials (default 100)")
+    parser.add_argument("--workers", type=int, default=1, help="Ray workers (default 1)")
+    parser.add_argument("--study", metavar="NAME", help="study name (default MODEL-HW-sSEED)")
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="sqlite:///x.db, postgresql://..., or a .journal file (default: OUT/study.journal)",
+    )
+    parser.add_argument("--sampler", choices=_SAMPLERS, default="nsga2", help="default nsga2")
+    parser.add_argument("--seed", type=int, default=0, help="training and sampler seed")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default runs/STUDY)")
+    parser.add_argument(
+        "--ray-address", metavar="ADDR", help="connect to this Ray cluster (default: local)"
+    )
+    parser.add_argument("--max-latency-ms", type=float, metavar="X", help="latency constraint")
+    parser.add_argument(
+        "--min-accuracy", type=float, metavar="Y", help="accuracy constraint (fraction, 0-1)"
+    )
+    parser.add_argument(
+        "--objectives",
+        default="accuracy,latency",
+        metavar="LIST",
+        help="accuracy,latency[,energy][,size] (default accuracy,latency)",
+    )
+    parser.add_argument(
+        "--baselines",
+        default="",
+        metavar="LIST",
+        help=f"comma list of {', '.join(_BASELINES)} or 'all' (same budget, same run dir)",
+    )
+    parser.add_argument(
+        "--pin-first-last", action="store_true", help="keep the first/last layer at W8A8"
+    )
+    parser.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="QAT recovery steps per trial before measuring accuracy (default 0)",
+    )
+    parser.add_argument(
+        "--trial-timeout", type=float, metavar="S", help="fail a trial after S seconds"
+    )
+    parser.add_argument(
+        "--co-design",
+        action="store_true",
+        help="also search the profile's [[tunables]] (array size, SRAMs, bandwidth, ...)",
+    )
+    parser.add_argument(
+        "--area-budget",
+        type=float,
+        metavar="MM2",
+        help="with --co-design: silicon area limit in mm2 (the profile's [area] model)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the search space as JSON and exit"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def parse_list(text: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Comma list -> names (``all`` = every valid name); unknown names are an error."""
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if items == ("all",):
+        return valid
+    bad = [t for t in items if t not in valid]
+    if bad:
+        raise LowbitError(f"--{what}: unknown {', '.join(bad)} (valid: {', '.join(valid)}, all)")
+    return items
+
+
+def run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from search.run import run_search, zoo_space
+
+    if not getattr(args, "verbose", False):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    if args.area_budget is not None and not args.co_design:
+        raise LowbitError("--area-budget needs --co-design")
+    if args.area_budget is not None and not args.area_budget > 0:
+        raise LowbitError(f"--area-budget: must be > 0 mm2, got {args.area_budget:g}")
+    if args.dry_run:
+        codesign = None
+        if args.co_design:
+            from search.codesign import build_codesign
+
+            codesign, _ = build_codesign(args.hardware, area_budget_mm2=args.area_budget)
+        space = zoo_space(
+            args.model, args.hardware, pin_first_last=args.pin_first_last, codesign=codesign
+        )
+        sys.stdout.write(space.to_json() + "\n")
+        return 0
+    baselines = parse_list(args.baselines, _BASELINES, "baselines")
+    objectives = parse_list(
+        args.objectives, ("accuracy", "latency", "energy", "size"), "objectives"
+    )
+    from pathlib import Path
+
+    from hwsim.profiles import load_profile
+
+    profile = load_profile(args.hardware)
+    suffix = "-codesign" if args.co_design else ""
+    study = args.study or f"{args.model}-{profile.name}-s{args.seed}{suffix}"
+    out = Path(args.out) if args.out else Path("runs") / study
+    try:
+        result = run_search(
+            model=args.model,
+            hardware=args.hardware if args.co_design else profile,
+            n_trials=args.trials,
+            out_dir=out,
+            workers=args.workers,
+            study_name=study,
+            storage=args.storage,
+            sampler=args.sampler,
+            seed=args.seed,
+            ray_address=args.ray_address,
+            max_latency_ms=args.max_latency_ms,
+            min_accuracy=args.min_accuracy,
+            methods=("joint", *baselines),
+            objectives=objectives,
+            pin_first_last=args.pin_first_last,
+            trial_timeout_s=args.trial_timeout,
+            finetune_steps=args.finetune_steps,
+            progress=not args.quiet,
+            co_design=args.co_design,
+            area_budget_mm2=args.area_budget,
+        )
+    except ValueError as exc:  # bad storage URL and similar settings
+        raise LowbitError(str(exc)) from None
+    sys.stdout.write(format_summary(result.summary))
+    return 0
+
+
+def format_summary(summary: dict) -> str:
+    """A plain-text table of the methods of a run."""
+    ref = summary["reference"]
+    lines = [
+        f"{summary['model']} on {summary['hardware']['name']}: FP32 val {ref['fp32_val']:.2%} "
+        f"test {ref['fp32_test']:.2%}, W8A8 latency {ref['w8a8_latency_ms']:.4g} ms",
+        f"hypervolume: accuracy vs latency/W8A8, reference point "
+        f"{tuple(summary['hypervolume']['reference_point'])} (max 2.0)",
+        "",
+        f"{'method':<12} {'done':>5} {'failed':>6} {'HV val':>7} {'HV test':>7} "
+        f"{'best ms @-1pt':>13} {'speed-up':>8} {'test acc':>8}",
+    ]
+    for name, m in summary["methods"].items():
+        best = m["best_within_1pt"]
+        ms = f"{best['latency_ms']:.4g}" if best else "-"
+        speed = f"{m['speedup_vs_w8a8']:.2f}x" if m["speedup_vs_w8a8"] else "-"
+        acc = f"{best['accuracy_test']:.2%}" if best else "-"
+        lines.append(
+            f"{name:<12} {m['completed']:>5} {m['failed']:>6} {m['hypervolume_val']:>7.4f} "
+            f"{m['hypervolume_test']:>7.4f} {ms:>13} {speed:>8} {acc:>8}"
+        )
+    codesign = summary.get("co_design")
+    if codesign:
+        budget = codesign["area_budget_mm2"]
+        lines.append("")
+        lines.append(
+            f"co-design: {len(codesign['tunables'])} hardware parameters, area budget "
+            + (f"{budget:g} mm2" if budget else "none")
+            + f" (the profile as given: {codesign['base_area_mm2']:.3g} mm2)"
+        )
+    lines.append("")
+    lines.append(f"run directory: {summary.get('run_dir', '')}")
+    return "\n".join(lines) + "\n"

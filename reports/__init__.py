@@ -1,0 +1,1 @@
+"""reports: tables, plots and HTML pages built from results."""

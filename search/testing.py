@@ -1,0 +1,108 @@
+"""A cheap, deterministic evaluator for testing the search driver (as ``optuna.testing``).
+
+:class:`SyntheticEvaluator` scores a configuration with closed-form objectives instead of a
+trained model and the simulator, so properties of the driver (resume, failures, timeouts,
+storage, Pareto bookkeeping) are tested in milliseconds per trial. It can be told to fail,
+return NaN or hang on given trial numbers, and to log every evaluation to a file.
+
+Objectives (per non-matmul layer, with w/a bits, keep ratio k, rank fraction r, N:M n/m):
+    latency_ms = 0.1 + Σ (w·a / 64) · k · r · (n/m)
+    accuracy   = 0.95 − Σ [0.002·((8 − w)² + (8 − a)²) + 0.05·(1 − k) + 0.03·(1 − r)
+                 + 0.01·(N:M used)]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .evaluator import Evaluator, Reference, TrialOutcome, TrialRequest
+
+__all__ = ["SyntheticSpec", "SyntheticEvaluator", "synthetic_objectives"]
+
+
+def synthetic_objectives(settings: dict[str, dict[str, Any]]) -> tuple[float, float]:
+    """(accuracy, latency_ms) of per-layer ``settings`` (module docstring)."""
+    latency, accuracy = 0.1, 0.95
+    for kw in settings.values():
+        w, a = kw["w_bits"], kw["a_bits"]
+        keep = kw.get("keep", 1.0)
+        rank = kw.get("rank_fraction") or 1.0
+        nm = kw.get("nm")
+        density = nm[0] / nm[1] if nm else 1.0
+        latency += (w * a / 64) * keep * rank * density
+        accuracy -= 0.002 * ((8 - w) ** 2 + (8 - a) ** 2)
+        accuracy -= 0.05 * (1 - keep) + 0.03 * (1 - rank) + (0.01 if nm else 0.0)
+    return accuracy, latency
+
+
+def _plan_json(settings: dict[str, dict[str, Any]]) -> str:
+    """The settings as a CompressionPlan JSON object (written without importing torch)."""
+    layers = {
+        name: {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}
+        for name, kw in settings.items()
+    }
+    return json.dumps({"version": 1, "pin_first_last": False, "layers": layers})
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticSpec:
+    """Picklable recipe of a :class:`SyntheticEvaluator` (what a Ray actor receives)."""
+
+    fail_numbers: tuple[int, ...] = ()
+    nan_numbers: tuple[int, ...] = ()
+    hang_numbers: tuple[int, ...] = ()
+    sleep_s: float = 0.0
+    log_path: str | None = None
+
+    def build(self) -> SyntheticEvaluator:
+        return SyntheticEvaluator(self)
+
+
+class SyntheticEvaluator(Evaluator):
+    def __init__(self, spec: SyntheticSpec) -> None:
+        self.spec = spec
+
+    def evaluate(self, request: TrialRequest) -> TrialOutcome:
+        start = time.perf_counter()
+        if self.spec.log_path:
+            with Path(self.spec.log_path).open("a", encoding="utf-8") as fh:
+                fh.write(f"{request.number} {request.split}\n")
+        if request.number in self.spec.hang_numbers:
+            time.sleep(3600)
+        if self.spec.sleep_s:
+            time.sleep(self.spec.sleep_s)
+        if request.number in self.spec.fail_numbers:
+            raise RuntimeError(f"synthetic failure of trial {request.number}")
+        accuracy, latency = synthetic_objectives(request.settings)
+        if request.number in self.spec.nan_numbers:
+            accuracy = float("nan")
+        if request.split == "test":
+            accuracy -= 0.005  # test is a little harder than val, as with real data
+        return TrialOutcome(
+            number=request.number,
+            split=request.split,
+            accuracy=accuracy,
+            latency_ms=latency,
+            energy_mj=latency * 0.5,
+            size_kib=sum(kw["w_bits"] for kw in request.settings.values()) / 8,
+            duration_s=time.perf_counter() - start,
+            plan_json=_plan_json(request.settings),
+            total_cycles=int(latency * 1e6),
+        )
+
+    def reference(self, w8a8: dict[str, dict[str, Any]]) -> Reference:
+        accuracy, latency = synthetic_objectives(w8a8)
+        return Reference(
+            dataset="synthetic",
+            fp32_val=0.95,
+            fp32_test=0.945,
+            w8a8_latency_ms=latency,
+            w8a8_energy_mj=latency * 0.5,
+            w8a8_size_kib=sum(kw["w_bits"] for kw in w8a8.values()) / 8,
+            w8a8_val=accuracy,
+            w8a8_test=accuracy - 0.005,
+        )

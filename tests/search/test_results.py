@@ -1,0 +1,99 @@
+"""Run-directory files: atomic writes, deployment config round trip and schema checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from search.evaluator import LayerCost
+from search.results import (
+    CONFIG_SCHEMA_VERSION,
+    ConfigError,
+    DeploymentConfig,
+    atomic_write_text,
+    load_config,
+)
+
+
+def _config() -> DeploymentConfig:
+    from models.plan import CompressionPlan, LayerSpec
+
+    plan = CompressionPlan(
+        layers={"conv1": LayerSpec(w_bits=4, a_bits=8, keep=0.5), "_default": LayerSpec(8, 8)},
+        pin_first_last=False,
+    )
+    return DeploymentConfig(
+        id="joint-00007",
+        model="digits-cnn",
+        dataset="digits",
+        seed=0,
+        hardware="npu-bitfusion",
+        hardware_hash="ab" * 32,
+        method="joint",
+        study="digits-cnn-npu-bitfusion-s0",
+        trial_number=7,
+        plan=plan.to_dict(),
+        accuracy_val=0.97,
+        accuracy_test=0.965,
+        fp32_val=0.98,
+        fp32_test=0.975,
+        engine="analytic",
+        latency_ms=0.0123,
+        energy_mj=0.0004,
+        total_cycles=6150,
+        size_kib=12.5,
+        layers=(LayerCost("conv1", "conv2d", 4, 8, 9216, 1200, 0.0024, 0.0001),),
+        lowbit_version="0.1.0",
+    )
+
+
+def test_config_round_trip(tmp_path):
+    cfg = _config()
+    path = cfg.write(tmp_path / "configs" / "joint-00007.json")
+    loaded = load_config(path)
+    assert loaded == cfg
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == CONFIG_SCHEMA_VERSION
+    assert data["hardware"] == {"name": "npu-bitfusion", "content_hash": "ab" * 32}
+    # the plan in the file is a CompressionPlan the models package accepts as is
+    from models.plan import CompressionPlan
+
+    assert CompressionPlan.from_dict(data["plan"]).resolve("conv1").keep == 0.5
+
+
+def test_schema_problems_are_listed_with_their_paths(tmp_path):
+    data = _config().to_dict()
+    data["schema_version"] = 2
+    del data["accuracy"]["test"]
+    data["simulation"]["latency_ms"] = "fast"
+    data["plan"]["layers"]["conv1"]["w_bits"] = 9
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    for needle in (
+        str(path),
+        "schema_version: unsupported 2",
+        "accuracy.test: missing",
+        "simulation.latency_ms: must be number",
+        'plan.layers["conv1"].w_bits',
+    ):
+        assert needle in text
+
+
+def test_not_json_and_missing_file(tmp_path):
+    (tmp_path / "x.json").write_text("{nope")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(tmp_path / "x.json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.json")
+
+
+def test_atomic_write_replaces_and_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "summary.json"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]

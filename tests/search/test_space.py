@@ -1,0 +1,137 @@
+"""The search space respects the target's bit-widths and the model's structure."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import optuna
+import pytest
+from search_testkit import SYNTHETIC_LAYERS, make_profile
+
+from search.space import SearchSpace, build_space, target_bits
+
+
+def test_bits_bit_flexible_target(bitfusion_like):
+    # BitFusion-style: every 2/4/8 mode is native
+    assert target_bits(bitfusion_like) == ((2, 4, 8), (2, 4, 8))
+
+
+def test_bits_int8_cpu_with_packed_weights(int8_cpu_like):
+    # INT8-only compute: activations stay 8 bits; packed storage still makes W2/W4 cut traffic
+    assert target_bits(int8_cpu_like) == ((2, 4, 8), (8,))
+
+
+def test_bits_int8_npu_promoting_weights():
+    npu = make_profile("int8-npu", [(8, 8, 1.0)], weight_storage="promoted")
+    assert target_bits(npu) == ((8,), (8,))
+
+
+def test_bits_bitserial_target(bitserial_like):
+    assert target_bits(bitserial_like) == (tuple(range(2, 9)), tuple(range(2, 9)))
+
+
+def test_every_offered_bit_pair_runs_on_its_target(bitfusion_like, int8_cpu_like, bitserial_like):
+    for profile in (bitfusion_like, int8_cpu_like, bitserial_like):
+        space = build_space(SYNTHETIC_LAYERS, profile, model="m")
+        native_w = {p.w_bits for p in profile.compute.precisions}
+        for layer in space.layers:
+            for w in layer.w_bits:
+                for a in layer.a_bits:
+                    profile.compute.resolve(w, a)  # raises if the target cannot run it
+                # a weight width is offered only if native, or packed storage makes it cheaper
+                assert w in native_w or profile.weight_storage == "packed"
+            assert set(layer.a_bits) <= {p.a_bits for p in profile.compute.precisions}
+
+
+def test_builtin_profiles_spaces_run():
+    profiles = pytest.importorskip("hwsim.profiles")
+    for name in profiles.builtin_profile_names():
+        profile = profiles.load_profile(name)
+        w_bits, a_bits = target_bits(profile)
+        assert 8 in w_bits and 8 in a_bits
+        for w in w_bits:
+            for a in a_bits:
+                profile.compute.resolve(w, a)
+
+
+def test_structure_choices(synthetic_space, int8_cpu_like):
+    by_name = {layer.name: layer for layer in synthetic_space.layers}
+    # pruning only for producers; fc2 (the classifier) is not one
+    assert len(by_name["conv1"].keep) > 1 and by_name["fc2"].keep == (1.0,)
+    # N:M 2:4 only where the reduction length (9 for conv1) is a multiple of 4
+    assert by_name["conv1"].nm == ("dense",) and by_name["conv2"].nm == ("dense", "2:4")
+    # rank fractions offered only where r·(N + K) < N·K (conv1: N=16, K=9, full rank 9)
+    for layer, info in zip(synthetic_space.layers, SYNTHETIC_LAYERS, strict=True):
+        for f in layer.rank_fraction:
+            if f < 1.0:
+                r = max(1, round(f * info.full_rank))
+                assert r * (info.out_channels + info.reduction) < info.out_channels * info.reduction
+    assert by_name["conv1"].rank_fraction == (0.25, 0.5, 1.0)  # r = 2, 4 (7 would not pay)
+    # no N:M where the target has no N:M support
+    cpu = build_space(SYNTHETIC_LAYERS, int8_cpu_like, model="m")
+    assert all(layer.nm == ("dense",) for layer in cpu.layers)
+
+
+def test_pinning_removes_first_and_last(bitfusion_like):
+    space = build_space(SYNTHETIC_LAYERS, bitfusion_like, model="m", pin_first_last=True)
+    assert space.pinned == ("conv1", "fc2")
+    assert [layer.name for layer in space.layers] == ["conv2", "fc1"]
+
+
+def test_json_round_trip(synthetic_space):
+    again = SearchSpace.from_json(synthetic_space.to_json())
+    assert again == synthetic_space
+    assert json.loads(synthetic_space.to_json())["size"] == synthetic_space.size
+
+
+def test_suggest_and_settings(synthetic_space):
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    for _ in range(20):
+        trial = study.ask()
+        params = synthetic_space.suggest(trial)
+        assert set(params) == set(synthetic_space.distributions())
+        settings = synthetic_space.settings(params)
+        assert set(settings) == {layer.name for layer in synthetic_space.layers}
+        for name, kw in settings.items():
+            assert kw["w_bits"] == params[f"{name}.w_bits"]
+            assert (kw["nm"] is None) == (params.get(f"{name}.nm", "dense") == "dense")
+        study.tell(trial, [0.0, 0.0])
+
+
+def test_settings_rejects_foreign_params(synthetic_space):
+    params = synthetic_space.uniform_params(8, 8)
+    with pytest.raises(ValueError, match="unknown"):
+        synthetic_space.settings({**params, "conv9.w_bits": 8})
+    with pytest.raises(ValueError, match="invalid"):
+        synthetic_space.settings({**params, "conv1.w_bits": 3})
+
+
+def test_uniform_and_quant_only(synthetic_space, int8_cpu_like):
+    settings = synthetic_space.settings(synthetic_space.uniform_params(4, 4))
+    assert all(kw["w_bits"] == 4 and kw["a_bits"] == 4 and kw["keep"] == 1.0
+               for kw in settings.values())  # fmt: skip
+    cpu = build_space(SYNTHETIC_LAYERS, int8_cpu_like, model="m")
+    assert cpu.supports_uniform(4, 8) and not cpu.supports_uniform(4, 4)
+    with pytest.raises(ValueError, match="W4A4"):
+        cpu.uniform_params(4, 4)
+    bits = synthetic_space.quant_only().distributions()
+    assert bits and all(name.endswith(("w_bits", "a_bits")) for name in bits)
+
+
+def test_zoo_space_plans_pass_the_model_check():
+    """Every sampled configuration of a real zoo model is a valid CompressionPlan for it."""
+    from models.zoo import build
+    from search.run import zoo_space
+
+    profile = make_profile("zoo-bitfusion", [(w, a, 1.0) for w in (2, 4, 8) for a in (2, 4, 8)],
+                           nm_patterns=((2, 4),))  # fmt: skip
+    for model_name in ("digits-cnn", "digits-vit"):
+        model = build(model_name)
+        space = zoo_space(model_name, profile)
+        rng = random.Random(0)
+        for _ in range(10):
+            params = {n: rng.choice(d.choices) for n, d in space.distributions().items()}
+            space.plan(params).check(model)  # raises PlanError naming the field
