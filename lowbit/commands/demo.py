@@ -1,42 +1,68 @@
-"""``lowbit demo``: the main job on built-in defaults.
+"""``lowbit demo``: the main job on built-in defaults, in a few minutes on 2 cores.
 
-Simulates a built-in network on a built-in bit-flexible NPU at uniform 8-bit and at
-mixed lower bit-widths, prints the per-layer table and the speed-up: the question lowbit
-answers, in its smallest form. (The search issue replaces this with a small search.)
+1. simulate a built-in network on a bit-flexible NPU at uniform precisions (the simulator);
+2. search per-layer bits, pruning and rank for the ``digits-cnn`` zoo model on that NPU,
+   with every baseline on the same budget (the product's main job);
+3. print where the results are.
+
+Each step runs the same code as its own subcommand, through the command table.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "run the main job on built-in defaults (simulate resnet18 on npu-bitfusion)"
+HELP = "run the main job on built-in defaults: a small search of digits-cnn on npu-bitfusion"
 
-_DEFAULT_HARDWARE = "npu-bitfusion"
-_DEFAULT_WORKLOAD = "resnet18"
+_HARDWARE = "npu-bitfusion"
+_NETWORK = "resnet18"
+_MODEL = "digits-cnn"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hardware", default=_DEFAULT_HARDWARE, help="profile name or file")
-    parser.add_argument("--workload", default=_DEFAULT_WORKLOAD, help="workload name or CSV")
+    parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    parser.add_argument("--trials", type=int, default=60, help="trials per method (default 60)")
+    parser.add_argument("--workers", type=int, default=2, help="Ray workers (default 2)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._resolve import apply_bits, resolve_profile, resolve_workload
-    from .simulate import render_result, simulate
+    from lowbit.cli import main
 
-    profile = resolve_profile(args.hardware)
-    workload = resolve_workload(args.workload)
-    results = {}
-    for w_bits, a_bits in ((8, 8), (4, 8), (4, 4), (2, 4)):
-        compressed = apply_bits(workload, w_bits=w_bits, a_bits=a_bits)
-        results[(w_bits, a_bits)] = simulate(compressed, profile, engine="analytic")
-    print(render_result(results[(8, 8)]))
-    base = results[(8, 8)]
-    print(f"uniform precision on {profile.name}:")
-    for (w_bits, a_bits), result in results.items():
+    from ._resolve import apply_bits, resolve_profile, resolve_workload
+    from .simulate import simulate
+
+    profile = resolve_profile(_HARDWARE)
+    network = resolve_workload(_NETWORK)
+    print(f"[1/2] {_NETWORK} on {profile.name}, uniform precision (analytic engine)")
+    base = None
+    for w_bits, a_bits in ((8, 8), (4, 8), (4, 4), (2, 2)):
+        result = simulate(
+            apply_bits(network, w_bits=w_bits, a_bits=a_bits), profile, engine="analytic"
+        )
+        base = base or result
         speedup = base.total_cycles / result.total_cycles
         print(
-            f"  W{w_bits}A{a_bits}  {result.latency_s * 1e3:9.4g} ms  "
-            f"{result.energy_j * 1e3:9.4g} mJ  speed-up {speedup:5.2f}x"
+            f"  W{w_bits}A{a_bits}  {result.latency_s * 1e3:8.4g} ms  "
+            f"{result.energy_j * 1e3:8.4g} mJ  speed-up {speedup:5.2f}x"
         )
+    out = Path(args.out)
+    print(f"\n[2/2] search: {_MODEL} on {profile.name}, {args.trials} trials per method")
+    code = main(
+        [
+            "search",
+            "--model", _MODEL,
+            "--hardware", _HARDWARE,
+            "--trials", str(args.trials),
+            "--workers", str(args.workers),
+            "--baselines", "all",
+            "--finetune-steps", "50",
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    if code:
+        return code
+    print(f"\nresults: {out.resolve()}")
+    for name in ("pareto.csv", "trials.csv", "summary.json", "configs/"):
+        print(f"  {out / name}")
     return 0
