@@ -163,7 +163,11 @@ SCHEMA = Table(
             required=False,
         ),
         "overheads": Table(
-            {"layer_cycles": Key("int", required=False, default=0, low=0, high=10**9)},
+            {
+                "layer_cycles": Key("int", required=False, default=0, low=0, high=10**9),
+                # default as hwsim.profile.Overheads: a few tens of cycles per tile
+                "tile_cycles": Key("int", required=False, default=16, low=0, high=10**6),
+            },
             required=False,
         ),
         "tunables": TableArray(

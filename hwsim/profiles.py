@@ -270,7 +270,10 @@ def _build(d: dict, *, source: str) -> HardwareProfile:
         compute=compute,
         memory=memory,
         sparsity=sparsity,
-        overheads=Overheads(layer_cycles=d["overheads"]["layer_cycles"]),
+        overheads=Overheads(
+            layer_cycles=d["overheads"]["layer_cycles"],
+            tile_cycles=d["overheads"]["tile_cycles"],
+        ),
         weight_storage=d["weight_storage"],
         static_power_w=float(d["static_power_w"]),
         tunables=tunables,

@@ -15,9 +15,11 @@ A SCALE-Sim v2/v3 config describes one systolic array. It becomes a ``systolic``
   :data:`CALC_BANDWIDTH_BYTES_PER_CYCLE` (1 MiB/cycle: effectively unlimited; a small
   prologue for the first tile may still show as stall cycles).
 * Clock 1 GHz: SCALE-Sim reports cycles only, so seconds are nominal.
-* No per-layer overheads, no sparsity support, ``MemoryBanks``, address offsets,
-  request buffers, custom layouts and Ramulator traces are accepted and ignored (they only
-  shape SCALE-Sim's traces or bank conflicts). ``SparsitySupport: true`` is rejected.
+* No per-layer or per-tile overheads (``layer_cycles = tile_cycles = 0``: SCALE-Sim counts
+  neither a launch cost nor a DMA handshake per tile). No sparsity support
+  (``SparsitySupport: true`` is rejected); ``MemoryBanks``, address offsets, request
+  buffers, custom layouts and Ramulator traces are accepted and ignored (they only shape
+  SCALE-Sim's traces or bank conflicts).
 * Energy: SCALE-Sim has none; we attach Horowitz (ISSCC 2014, 45 nm) figures so energy
   columns are not empty: 0.23 pJ per 8-bit MAC (0.2 mult + 0.03 add), 2.5 pJ/byte SRAM
   (32 KB, 64-bit access 20 pJ), 162.5 pJ/byte DRAM (1.3 nJ per 64-bit access).
@@ -227,7 +229,8 @@ def scalesim_cfg_to_dict(text: str, *, source: str = "<scalesim cfg>") -> dict[s
             sram("ofmap_sram", ints["OfmapSramSzkB"], "outputs"),
         ],
         "sparsity": {"nm_patterns": [], "zero_skipping": False, "index_bits_per_nonzero": 0.0},
-        "overheads": {"layer_cycles": 0},
+        # SCALE-Sim models neither a per-layer nor a per-tile (DMA handshake) cost
+        "overheads": {"layer_cycles": 0, "tile_cycles": 0},
     }
 
 

@@ -25,6 +25,11 @@ COMMANDS: dict[str, str] = {
     "models": "models_cmd",
     "evaluate": "evaluate",
     "search": "search",
+    "report": "report",
+    "serve": "serve",
+    "export": "export",
+    "validate": "validate",
+    "calibrate-host": "calibrate_host",
 }
 
 

@@ -21,6 +21,7 @@ from .run import SearchResult, SearchSetup, execute, run_search, zoo_space
 from .space import SearchSpace, build_space, describe_model, target_bits
 from .storage import open_storage
 from .summary import HV_REFERENCE
+from .user import describe_user_model, run_search_user, user_space
 
 __all__ = [
     "METHODS",
@@ -32,6 +33,7 @@ __all__ = [
     "SearchSpace",
     "build_space",
     "describe_model",
+    "describe_user_model",
     "execute",
     "hypervolume_2d",
     "load_config",
@@ -39,6 +41,8 @@ __all__ = [
     "non_dominated_sort",
     "open_storage",
     "run_search",
+    "run_search_user",
     "target_bits",
+    "user_space",
     "zoo_space",
 ]

@@ -19,7 +19,10 @@ overrides, so each variant is validated exactly like a ``--set`` on the command 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import math
+import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +51,8 @@ HW_PREFIX = "hw:"
 HARDWARE_KEY = "@hardware"
 #: name of the area constraint (Trial.set_constraint) and of its user attribute
 AREA_CONSTRAINT = "max_area_mm2"
+#: hardware combinations :meth:`CoDesign.warm_start_overrides` examines at most
+MAX_ENUMERATED = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,41 @@ class CoDesign:
             trial.set_constraint(AREA_CONSTRAINT, violation)
             trial.set_user_attr(f"constraint.{AREA_CONSTRAINT}", violation)
 
+    def warm_start_overrides(self) -> dict[str, int | float] | None:
+        """The hardware the search's warm start (uniform W8A8, W4A8, ...) runs on: the
+        profile as given if it fits the budget, else the valid combination of choices with
+        the largest area that fits (the most hardware the budget buys; ties: fewest changed
+        keys), or None when no combination fits. At most :data:`MAX_ENUMERATED` combinations
+        are examined (a seeded random sample beyond that)."""
+        base = self.overrides({})
+        budget = self.area_budget_mm2
+        if budget is None or self.area_mm2(base) <= budget:
+            return base
+        from hwsim.errors import ProfileError
+        from hwsim.profiles import profile_from_dict
+
+        data = json.loads(self.profile_data)
+        data.pop("tunables", None)  # area only: skip re-validating every tunable per variant
+        keys = [c.key for c in self.choices]
+        values = [c.values for c in self.choices]
+        if math.prod(len(v) for v in values) <= MAX_ENUMERATED:
+            combos = list(itertools.product(*values))
+        else:  # too many to try: a seeded random sample
+            rng = random.Random(0)
+            combos = [tuple(rng.choice(v) for v in values) for _ in range(MAX_ENUMERATED)]
+        best, best_key = None, None
+        for combo in combos:
+            overrides = dict(zip(keys, combo, strict=True))
+            try:
+                profile = profile_from_dict(data, source=self.source, overrides=overrides)
+            except ProfileError:
+                continue
+            area = area_breakdown(profile).total_mm2
+            changed = sum(overrides[k] != base[k] for k in keys)
+            if area <= budget and (best_key is None or (area, -changed) > best_key):
+                best, best_key = overrides, (area, -changed)
+        return best
+
     def describe(self) -> dict[str, Any]:
         """What summary.json says about the co-design (no raw profile data)."""
         base = self.overrides({})
@@ -185,7 +225,7 @@ def build_codesign(
         LowbitError: the profile declares no ``[[tunables]]``, or a budget is given and it
             has no ``[area]`` model.
     """
-    from hwsim.profiles import load_profile, load_profile_data, profile_from_dict
+    from hwsim.profiles import load_profile_data, profile_from_dict
 
     data = load_profile_data(hardware)
     source = str(hardware)
@@ -219,7 +259,7 @@ def build_codesign(
     return codesign, profile
 
 
-def record_hardware(run_dir: Path, codesign: CoDesign, pareto_rows: list[dict]) -> None:
+def record_hardware(run_dir: Path, *, codesign: CoDesign, pareto_rows: list[dict]) -> None:
     """Add each Pareto config's chosen hardware to its deployment config
     (``configs/<config_id>.json`` of every row of pareto.csv): under ``hardware``, the
     ``overrides``, ``area_mm2`` and its ``area`` breakdown, the variant's ``content_hash``
@@ -246,4 +286,3 @@ def record_hardware(run_dir: Path, codesign: CoDesign, pareto_rows: list[dict]) 
             }
         )
         write_json(path, data)
-

@@ -162,8 +162,9 @@ def _run_method(name, *, space, pool, storage, setup, reference) -> tuple[optuna
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     n_trials, max_asks = setup.n_trials, None
     if method.warm_start and not study.trials:
+        hardware, on = _warm_start_hardware(mspace)
         for label, params in uniform_configs(mspace, pool, setup.seed)[: setup.n_trials]:
-            study.enqueue_trial(params, user_attrs={"label": label})
+            study.enqueue_trial({**params, **hardware}, user_attrs={"label": label + on})
     if method.fixed is not None:
         known = [
             t.params
@@ -201,6 +202,20 @@ def _run_method(name, *, space, pool, storage, setup, reference) -> tuple[optuna
     return study, stats
 
 
+def _warm_start_hardware(space: SearchSpace) -> tuple[dict[str, Any], str]:
+    """Co-design: the ``hw:`` params the warm start uses when the profile as given is over
+    the area budget (:meth:`search.codesign.CoDesign.warm_start_overrides`) and a label
+    suffix saying so; ``({}, "")`` otherwise."""
+    codesign = space.codesign
+    if codesign is None:
+        return {}, ""
+    overrides = codesign.warm_start_overrides()
+    if overrides is None or overrides == codesign.overrides({}):
+        return {}, ""
+    params = {c.param: overrides[c.key] for c in codesign.choices if len(c.values) > 1}
+    return params, " (largest hardware within the area budget)"
+
+
 def execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> SearchResult:
     """Run ``setup.methods`` with ``evaluator`` (a picklable spec with ``build()``) on
     ``space``; write the run directory and return its summary."""
@@ -234,7 +249,7 @@ def execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Search
     constraints = dict(setup.constraints)
     described = describe_spec(evaluator)
     if space.codesign is not None:
-        record_hardware(run_dir, space.codesign, pareto_rows)
+        record_hardware(run_dir, codesign=space.codesign, pareto_rows=pareto_rows)
         described.pop("codesign", None)  # summary.json's co_design section says it all
         if space.codesign.area_budget_mm2 is not None:
             constraints["max_area_mm2"] = space.codesign.area_budget_mm2

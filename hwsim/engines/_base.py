@@ -10,11 +10,21 @@ built-in profile × workload):
 * ``total = compute + stall + overhead`` (all integer cycles, stall >= 0), and
   ``total >= max(effective_macs / peak_macs_per_cycle, off-chip bytes / bandwidth)``;
 * a workload's totals are the sums of its layers; results are deterministic;
-* fewer bits (promoted or native) and fewer channels never cost a layer cycles (by
-  construction of the plan choice, :mod:`hwsim.engines._tiling`); the chosen plan's bytes
-  and energy usually fall too but are not guaranteed to: a faster plan that re-fetches
-  more can become feasible;
+* fewer bits (promoted or native), fewer channels, more on-chip memory (any level's
+  ``size_bytes``) and more off-chip bandwidth never cost a layer cycles: the plan is the
+  exact minimum over a candidate set that only grows as bytes shrink or capacity grows,
+  and a fixed plan's cycles only fall as its bytes, or the time to move them, do
+  (:mod:`hwsim.engines._tiling`, :mod:`hwsim.engines._plan`);
 * ``0 < utilization <= 1`` for compute layers; energy > 0.
+
+The objective is cycles alone. Bytes moved and energy usually fall with the changes above
+but are not guaranteed to: fewer bits or more memory can make a plan feasible that is a
+few cycles faster and re-fetches an operand more often (a finer pipeline with a shorter
+fill), so its DRAM traffic and energy rise. On the built-ins, 109 of the 23,465 pairs of
+a layer at consecutive bits along the chains of tests/hwsim/test_contract.py use more
+energy at fewer bits (133 move more bytes). Ranking plans by a weighted cost instead
+would break the cycles guarantees above; each layer's ``energy_j`` and ``dram_*_bytes``
+are reported (``lowbit simulate --json``) so a study can see it.
 
 How a profile is read (hwsim/profile.py describes the target; this is the interpretation):
 
@@ -23,6 +33,11 @@ factors are already in their shapes). Each runs in the mode ``compute.resolve(w,
 (promoted bits when the target lacks the exact ones) at ``m = macs_per_pe_per_cycle``.
 Systolic units use the SCALE-Sim v3 fold model and vector units a lane model, both in
 :mod:`hwsim.engines.dataflows`; the reported peak is ``compute.peak_macs_per_cycle(w, a)``.
+A PE at m operand pairs per cycle computes an m-long dot product, so m shortens the
+reduction, ``K' = ceil(K / m)``, wherever the dataflow maps K (BitFusion's fused
+multipliers share an adder tree; its own simulator counts ``ceil(K / (rows * m))``
+passes); m < 1 (a 16-bit operand at half rate) lengthens it. At m = 1 the fold model is
+SCALE-Sim's, exactly.
 A GEMM with ``count`` instances (groups, depthwise channels, attention heads) costs
 ``count × cycles(one instance)``: SCALE-Sim runs a depthwise layer as one layer per
 channel and sums them, the ``- 1`` included per instance.
@@ -54,8 +69,9 @@ double-buffered levels overlap compute (prologue + Σ max(compute, DMA) + epilog
 transfers into single-buffered levels serialize with it. The off-chip port is one
 resource for all DMA of the layer (reads and writes); distinct off-chip levels (DRAM and
 flash) are distinct ports working in parallel. Each tile's compute is its share of its
-GEMM's fold-model cycles by folds (an edge tile holds the array for whole folds), so the
-tiles' compute sums to the fold model exactly; each tile also costs the compute side
+GEMM's fold-model cycles by folds (an edge tile holds the array for whole folds; with
+m != 1 a tile's K block of ``rows`` is a share of a fold), so the tiles' compute sums to
+the fold model exactly; each tile also costs the compute side
 ``overheads.tile_cycles`` (handshake with the DMA). ``overheads.layer_cycles`` is added to
 every layer, memory-only layers (Elementwise, Pool: off-chip reads + writes, no compute)
 too. ``overhead = layer_cycles + tiles × tile_cycles``; ``stall = total - compute -

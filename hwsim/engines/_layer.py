@@ -75,18 +75,19 @@ def _fits_on_chip(t: Target, nbytes: float) -> bool:
     return 0 < nbytes <= t.capacity("outputs") and nbytes <= t.capacity("inputs")
 
 
-def output_bytes(layer: Layer) -> float:
-    """Bytes of the layer's output, stored at the layer's a_bits (the next layer reads it)."""
-    gemms = layer.gemms()
+def output_bytes(layer: Layer, gemms: tuple[Gemm, ...] | None = None) -> float:
+    """Bytes of the layer's output, stored at the layer's a_bits (the next layer reads it);
+    ``gemms``: the layer's GEMMs if already at hand."""
+    gemms = layer.gemms() if gemms is None else gemms
     if gemms:
         g = gemms[-1]
         return g.count * g.M * g.N * _bytes(g.a_bits)
     return layer.memory_elements()[1] * _bytes(layer.compression.a_bits)
 
 
-def keeps_output(t: Target, layer: Layer) -> bool:
+def keeps_output(t: Target, layer: Layer, gemms: tuple[Gemm, ...] | None = None) -> bool:
     """Does ``layer`` leave its output on chip (no write-back; the next layer reads it)?"""
-    return _fits_on_chip(t, output_bytes(layer))
+    return _fits_on_chip(t, output_bytes(layer, gemms))
 
 
 def _peak(t: Target, w_bits: int, a_bits: int) -> float:
@@ -102,7 +103,7 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
     prof = t.profile
     gemms = layer.gemms()
     zero = (0.0,) * len(t.bandwidth)
-    output_on_chip = keeps_output(t, layer)
+    output_on_chip = keeps_output(t, layer, gemms)
     reads = {"weights": 0.0, "inputs": 0.0}
     write = mac_pj = onchip_pj = 0.0
     compute = eff_macs = tiles = 0
@@ -110,7 +111,7 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
     if gemms:
         w_bits, a_bits = gemms[0].w_bits, gemms[0].a_bits
         peak = _peak(t, w_bits, a_bits)
-        modes = [prof.compute.resolve(g.w_bits, g.a_bits) for g in gemms]
+        modes = [t.mode(g.w_bits, g.a_bits) for g in gemms]
         works = []
         in_chip = input_on_chip
         last = len(gemms) - 1

@@ -1,134 +1,102 @@
-"""Choosing a GEMM's tiling: candidates from :func:`hwsim.engines._tiling.shapes`, a lower
-bound on each, and the fewest cycles among them (exactly: a candidate is built only while
-its bound can still win). Why the choice is monotone in bits is explained in
-:mod:`hwsim.engines._tiling`."""
+"""Choosing a GEMM's tiling: the fewest cycles among the candidates of
+:mod:`hwsim.engines._tiling` (every family's shapes, batched instances), exactly.
+
+The search is best-first branch and bound over a small tree: a family, its K slices, a
+slice's inner tile sizes (rows), a row's outer tile sizes (candidates). Each node has a
+lower bound (:mod:`hwsim.engines._bounds`) on the cycles of every candidate below it;
+nodes are expanded, and candidates built, in increasing order of bound until the bound
+reaches the best plan built so far. Every candidate is either built or has a bound at
+least the best plan's cycles, so the result is the minimum over the whole (fixed,
+fit-filtered) candidate set -- which is why more capacity or fewer bits never pick a
+slower plan (:mod:`hwsim.engines._tiling`).
+"""
 
 from __future__ import annotations
 
+from heapq import heappop, heappush
+
+from ._bounds import bounder, floorer
 from ._target import GemmWork, Target
-from ._tiling import GemmPlan, build, inner_resident, shapes, split
+from ._tiling import FAMILIES, Family, GemmPlan, batches, build, inner_resident
 
-__all__ = ["plan_gemm", "bounder"]
+__all__ = ["plan_gemm", "bounder", "floorer"]
 
-
-def bounder(t: Target, w: GemmWork, *, scalar: bool = True):
-    """``bound(shape, weights_outer, resident, tiles)``: cycles no schedule of the shape can
-    beat. Nothing overlaps the first tile's prefetch; after it, every tile's compute and
-    handshake, every single-buffered transfer and the last write-back run one after the
-    other, and each port still has its other transfers to make. Per-GEMM constants are
-    computed once; ``scalar`` takes the single-port shortcut when it applies."""
-    bw = t.bandwidth
-    nports = len(bw)
-    ports = (t.port_of[w.w_role], t.port_of["inputs"], t.port_of["outputs"])
-    double = (t.double[w.w_role], t.double["inputs"], t.double["outputs"])
-    M, N, K, G = w.M, w.N, w.K, w.G
-    gm, gn = t.mapping.granularity()
-    gm, gn, gk = min(gm, M), min(gn, N), min(t.gk, K)
-    wb, ib = w.wb, 0.0 if w.in_chip else w.ib
-    ob = 0.0 if w.out_chip else w.ob
-    size_w, size_i, size_o = G * N * K * wb, G * M * K * ib, G * M * N * ob
-    work = w.cycles * G
-    sync = t.tile_cycles
-    d_w, d_i, d_o = double
-
-    def edges(shape):
-        """Sizes of the first and the last tile (balanced splits, :func:`split`)."""
-        mt, nt, kt, gt = shape
-        sm, sn, sk, sg = split(M, mt, gm), split(N, nt, gn), split(K, kt, gk), split(G, gt)
-        first = (sm[0][0], sn[0][0], sk[0][0], sg[0][0])
-        last = (sm[-1][0], sn[-1][0], sg[-1][0])
-        return first, last
-
-    def moved(shape, weights_outer: bool, resident: bool):
-        mt, nt, kt, _ = shape
-        n_m, n_n = -(-M // mt), -(-N // nt)
-        if weights_outer:
-            x_w = size_w if kt == K else size_w * n_m
-            x_i = size_i if resident else size_i * n_n
-        else:
-            x_i = size_i if kt == K else size_i * n_n
-            x_w = size_w if resident else size_w * n_m
-        return x_w, x_i
-
-    if scalar and nports == 1:
-        bw0 = bw[0]
-        serial_o = 0.0 if d_o else size_o
-
-        def bound1(shape, weights_outer: bool, resident: bool, tiles: int) -> float:
-            x_w, x_i = moved(shape, weights_outer, resident)
-            (fm, fn, fk, fg), (lm, ln, lg) = edges(shape)
-            head = fg * fk * ((fn * wb if d_w else 0.0) + (fm * ib if d_i else 0.0))
-            serial = serial_o + (0.0 if d_w else x_w) + (0.0 if d_i else x_i)
-            if d_o:
-                serial += lg * lm * ln * ob
-            busy = x_w + x_i + size_o
-            rest = work + tiles * sync + serial / bw0
-            other = (busy - head) / bw0
-            return head / bw0 + (rest if rest > other else other)
-
-        return bound1
-
-    p_w, p_i, p_o = ports
-    bw_w, bw_i, bw_o = bw[p_w], bw[p_i], bw[p_o]
-    out_busy = size_o / bw_o
-
-    def bound(shape, weights_outer: bool, resident: bool, tiles: int) -> float:
-        x_w, x_i = moved(shape, weights_outer, resident)
-        (fm, fn, fk, fg), (lm, ln, lg) = edges(shape)
-        busy = [0.0] * nports
-        head = [0.0] * nports
-        serial = [0.0] * nports
-        busy[p_w] += x_w / bw_w
-        busy[p_i] += x_i / bw_i
-        busy[p_o] += out_busy
-        if d_w:
-            head[p_w] += fg * fn * fk * wb / bw_w
-        else:
-            serial[p_w] += x_w / bw_w
-        if d_i:
-            head[p_i] += fg * fm * fk * ib / bw_i
-        else:
-            serial[p_i] += x_i / bw_i
-        if d_o:  # the last tile's write-back follows all compute
-            serial[p_o] += lg * lm * ln * ob / bw_o
-        else:
-            serial[p_o] += out_busy
-        rest = max([b - h for b, h in zip(busy, head, strict=True)])
-        return max(head) + max(work + tiles * sync + max(serial), rest)
-
-    return bound
+#: node kinds of the search in :func:`plan_gemm`
+_FAMILY, _SLICE, _ROW, _CANDIDATE = range(4)
 
 
 def plan_gemm(t: Target, w: GemmWork) -> GemmPlan:
-    """The plan with the fewest cycles among the candidates (:func:`shapes`): they are
-    visited by increasing lower bound (:func:`bounder`) and built only while that bound is
-    below the best cycles so far, so the result is the exact minimum. Among plans with
-    equal cycles, the fewer bytes win if both were built."""
+    """The plan with the fewest cycles among the candidates, by best-first branch and
+    bound (module docstring). Among plans with equal cycles, the fewer bytes win if both
+    were built."""
     levels = t.holds(w.w_role)
     bound = bounder(t, w)
+    floor = floorer(t, w)
     M, N, K, G = w.M, w.N, w.K, w.G
-    candidates = []
-    # K split moves the same bytes in either order: one order is enough
-    for split_k, weights_outer in ((False, True), (False, False), (True, True)):
-        for shape in shapes(t, w, weights_outer, split_k):
-            mt, nt, kt, gt = shape
-            resident = kt == K and inner_resident(levels, w, mt, nt, weights_outer, gt)
-            tiles = -(-M // mt) * -(-N // nt) * -(-K // kt) * -(-G // gt)
-            lb = bound(shape, weights_outer, resident, tiles)
-            candidates.append((lb, len(candidates), shape, weights_outer, resident))
-    if not candidates:  # nothing fits: fold-sized tiles, every operand at every use
-        gm, gn = t.mapping.granularity()
-        shape = (min(gm, w.M), min(gn, w.N), min(t.gk, w.K), 1)
-        return build(t, w, shape, True, False, reuse=False)
-    candidates.sort()
+    # heap entries: (key, order, kind, family, kt, isz, i, more); ``order`` keeps ties
+    # deterministic. A family yields its K slices one at a time (largest first, keyed by
+    # a floor that only grows along them; ``kt`` is then the index), a K slice its rows
+    # (inner sizes, likewise), a row its candidates (outer sizes, likewise; ``i`` indexes
+    # ``family.o_sizes``), and a candidate keyed by its bound is built.
+    heap: list = []
+    order = 0
+    for split_k, weights_outer in FAMILIES:
+        fam = Family(t, w, weights_outer, split_k)
+        if fam.k_sizes:
+            heap.append((floor(fam, fam.k_sizes[0]), order, _FAMILY, fam, 0, 0, 0, None))
+            order += 1
+    for gt in batches(t, w):
+        shape = (M, N, K, gt)
+        lb = bound(shape, True, True, -(-G // gt))
+        heap.append((lb, order, _CANDIDATE, None, 0, 0, 0, (shape, True, True)))
+        order += 1
+    heap.sort()
     best: GemmPlan | None = None
-    for lb, _, shape, weights_outer, resident in candidates:
-        if best is not None and lb >= best.cycles:
+    best_cycles, best_bytes = float("inf"), 0.0
+
+    def push(key: float, kind: int, fam, kt: int, isz: int, i: int, more) -> None:
+        nonlocal order
+        if key < best_cycles:
+            heappush(heap, (key, order, kind, fam, kt, isz, i, more))
+            order += 1
+
+    while heap:
+        key, _, kind, fam, kt, isz, i, more = heappop(heap)
+        if key >= best_cycles:
             break
-        plan = build(t, w, shape, weights_outer, resident)
-        if best is None or (plan.cycles, plan.w_bytes + plan.i_bytes) < (
-            best.cycles,
-            best.w_bytes + best.i_bytes,
-        ):
-            best = plan
+        if kind == _CANDIDATE:
+            plan = build(t, w, *more)
+            moved = plan.w_bytes + plan.i_bytes
+            if (plan.cycles, moved) < (best_cycles, best_bytes):
+                best, best_cycles, best_bytes = plan, plan.cycles, moved
+        elif kind == _FAMILY:  # its kt-th K slice, then itself again at the next
+            push(key, _SLICE, fam, fam.k_sizes[kt], 0, 0, None)
+            if kt + 1 < len(fam.k_sizes):
+                push(floor(fam, fam.k_sizes[kt + 1]), _FAMILY, fam, kt + 1, 0, 0, None)
+        elif kind == _SLICE:  # its i-th row, then itself again at the next
+            sizes = fam.inners(kt)
+            if not sizes:
+                continue
+            push(floor(fam, kt, sizes[i]), _ROW, fam, kt, sizes[i], 0, None)
+            if i + 1 < len(sizes):
+                push(floor(fam, kt, sizes[i + 1], edges=False), _SLICE, fam, kt, 0, i + 1, None)
+        else:  # a row: its candidate at outer size o_sizes[i], then itself at the next
+            if more is None:  # first visit: the outer sizes that fit are a suffix
+                first = len(fam.o_sizes) - len(fam.outers(kt, isz))
+                if first < len(fam.o_sizes):
+                    push(floor(fam, kt, isz, first), _ROW, fam, kt, isz, first, True)
+                continue
+            wo = fam.weights_outer
+            osz = fam.o_sizes[i]
+            shape = fam.shape(kt, isz, osz)
+            tiles = -(-M // shape[0]) * -(-N // shape[1]) * -(-K // kt) * G
+            resident = kt == K and inner_resident(levels, w, shape[0], shape[1], wo)
+            push(bound(shape, wo, resident, tiles), _CANDIDATE, None, 0, 0, 0,
+                 (shape, wo, resident))  # fmt: skip
+            if i + 1 < len(fam.o_sizes):
+                push(floor(fam, kt, isz, i + 1), _ROW, fam, kt, isz, i + 1, True)
+    if best is None:  # nothing fits: fold-sized tiles, every operand at every use
+        gm, gn = t.mapping.granularity()
+        shape = (min(gm, M), min(gn, N), min(t.gk, K), 1)
+        return build(t, w, shape, True, False, reuse=False)
     return best

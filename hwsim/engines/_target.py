@@ -4,7 +4,7 @@ documented in :mod:`hwsim.engines._tiling`."""
 
 from __future__ import annotations
 
-from ..profile import HardwareProfile
+from ..profile import HardwareProfile, Precision
 from .dataflows import Mapping, mapping_for
 
 __all__ = ["Target", "GemmWork"]
@@ -17,7 +17,7 @@ class Target:
 
     __slots__ = (
         "profile", "mapping", "ports", "bandwidth", "port_of", "home", "levels", "double",
-        "inner_pj", "home_pj", "gk", "tile_cycles", "peak_cache", "memo",
+        "inner_pj", "home_pj", "gk", "tile_cycles", "peak_cache", "mode_cache", "memo",
     )  # fmt: skip
 
     def __init__(self, profile: HardwareProfile) -> None:
@@ -62,12 +62,22 @@ class Target:
             for i, m in enumerate(levels)
         )
         compute = profile.compute
-        # K block of a tile: the array's reduction width (os streams K: any length)
+        # K block of a tile: the array's reduction width (os streams K: any length), at the
+        # base rate whatever the bits, so the tiling candidates do not depend on them
         self.gk = compute.rows if compute.kind == "vector" or compute.dataflow != "os" else 1
         self.tile_cycles = profile.overheads.tile_cycles
         self.peak_cache: dict[tuple[int, int], float] = {}
+        self.mode_cache: dict[tuple[int, int], Precision] = {}
         #: engine-owned results cache for this profile, (layer, input_on_chip) -> result
         self.memo: dict = {}
+
+    def mode(self, w_bits: int, a_bits: int) -> Precision:
+        """``compute.resolve(w_bits, a_bits)``, cached (raises UnsupportedPrecision)."""
+        key = (w_bits, a_bits)
+        mode = self.mode_cache.get(key)
+        if mode is None:
+            mode = self.mode_cache[key] = self.profile.compute.resolve(w_bits, a_bits)
+        return mode
 
     def capacity(self, role: str) -> float:
         """Active bytes of ``role``'s home level (0 if it has none)."""

@@ -20,11 +20,12 @@ Tiles
 
     * K whole: the outer operand's tile stays on chip for all inner tiles; the next outer
       tile's is prefetched alongside them in shares of their compute time (into the other
-      half of a double buffer), the first one up front. The inner loop is cut into
-      ``PIPELINE_STEPS`` tiles (fewer only if they do not fit).
-    * K split: K is cut into ``PIPELINE_STEPS`` slices (multiples of the array's reduction
-      width); every tile loads both operands' slices and the outputs stay on chip until
-      the last slice (output stationary at the buffer level).
+      half of a double buffer), the first one up front. The inner loop is cut into tiles
+      of the pipeline granule (``PIPELINE_STEPS`` of them) or finer.
+    * K split: K is cut into slices of the granule or finer (multiples of the array's
+      reduction width, ``rows``; at m != 1 that is a share of a fold); every tile loads
+      both operands' slices and the outputs stay on chip until the last slice (output
+      stationary at the buffer level).
 
 Off-chip traffic (the usual reuse rule: an operand is re-fetched once per iteration of
 every loop it does not depend on outside its innermost non-trivial loop; Timeloop,
@@ -39,28 +40,37 @@ tile of a convolution is a share of its ifmap (in_h·in_w·in_c), not of the im2
 (halos ignored), or of the im2col matrix when that is smaller (a strided 1×1 conv).
 
 Choosing the plan (:mod:`hwsim.engines._plan`)
-    Candidates: both loop orders with K whole and every outer tile size on a fixed ladder
-    (the whole dimension, then fold-block·2^j), whole instances batched by a ladder of
-    counts, and K split. Each tile also costs ``overheads.tile_cycles`` on the compute
-    side. The plan with the fewest cycles wins. The ladders depend
-    on the GEMM's dimensions only, the feasible shapes only gain members as bytes shrink,
-    and a fixed shape's cycles only fall as its bytes do: so fewer bits never pick a slower
-    plan than more bits did (``monotone in bits``, tested on every built-in).
+    Candidates (:class:`Family`): both loop orders with K whole and K split (one order:
+    it moves the same bytes either way), every combination of a K slice, an inner and an
+    outer tile size from fixed ladders (the whole dimension, or the pipeline granule for
+    K slices, then fold-block·2^j below it) that fits, and whole instances batched by a ladder of
+    counts. Each tile also costs ``overheads.tile_cycles`` on the compute side. The plan
+    with the fewest cycles wins, exactly (branch and bound). The ladders depend on the
+    GEMM's dimensions only, so the candidates that fit only gain members as bytes
+    shrink or capacity grows, and a fixed candidate's cycles only fall as its bytes do
+    (or its inner operand becomes resident, or the ports get faster): so fewer bits,
+    more on-chip memory and more bandwidth never pick a slower plan (tested on every
+    built-in). Choosing one size per dimension from what fits -- "the largest tile that
+    fits" -- would not be monotone: a bigger tile that newly fits lengthens the
+    pipeline's fill and can be slower than the smaller one it displaces.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from math import floor
 
 from ._schedule import Block, Tile, closed_form
 from ._target import GemmWork, Target
 
-__all__ = ["GemmPlan", "PIPELINE_STEPS", "split", "shapes", "inner_resident", "build", "traffic"]
+__all__ = [
+    "GemmPlan", "PIPELINE_STEPS", "FAMILIES", "Family", "split", "batches", "shapes",
+    "inner_resident", "build", "traffic",
+]  # fmt: skip
 
-#: the pipelined loop (inner tiles with K whole, K slices when split) is cut into at most
-#: this many tiles: fine enough that the pipeline's prologue and epilogue are small.
-#: Fixed, so fewer bits never coarsen the pipeline.
+#: the pipelined loop (inner tiles with K whole, K slices when split) is cut into tiles of
+#: at most the granule (:func:`_granule`), i.e. into at least this many: fine enough that
+#: the pipeline's fill and drain are small. Fixed, as every ladder is, so the candidates
+#: depend on the GEMM's dimensions only.
 PIPELINE_STEPS = 16
 
 
@@ -88,13 +98,6 @@ def split(total: int, tile: int, gran: int = 1) -> tuple[tuple[int, int], ...]:
     if last == per:
         return ((per, full + 1),)
     return ((per, full), (last, 1)) if full else ((last, 1),)
-
-
-def _largest(limit: float, gran: int, dim: int) -> int:
-    """Largest multiple of ``gran`` <= limit, or ``dim`` if it all fits; 0 if none fits."""
-    if limit >= dim:
-        return dim
-    return int(floor(limit / gran + 1e-9)) * gran
 
 
 @lru_cache(maxsize=4096)
@@ -152,54 +155,90 @@ def inner_resident(levels, w: GemmWork, mt: int, nt: int, weights_outer: bool, g
     return True
 
 
-def shapes(t: Target, w: GemmWork, weights_outer: bool, split_k: bool):
-    """Candidate (Mt, Nt, Kt, gt) of one loop order with K whole or split."""
+class Family:
+    """The candidates of one loop order with K whole or split: a tile shape takes its K
+    slice, inner and outer sizes from fixed ladders (:func:`_ladder`, depending on the
+    GEMM's dimensions only) and is a candidate when it fits. So more capacity or fewer
+    bytes per element only ever add candidates.
+
+    K whole: ``kt = K``; inner sizes from the pipeline granule (:func:`_granule`) down.
+    K split: K slices from the granule down; inner sizes from the whole dimension down
+    (at ``kt = K``, when the granule is all of K, only those above the inner granule:
+    below it they repeat K whole). Outer sizes: from the whole dimension down."""
+
+    __slots__ = (
+        "weights_outer", "split_k", "o_idx", "i_idx", "k_sizes", "i_sizes", "o_sizes",
+        "i_whole", "grans", "dims", "levels", "w", "outer_parts",
+    )  # fmt: skip
+
+    def __init__(self, t: Target, w: GemmWork, weights_outer: bool, split_k: bool) -> None:
+        gm, gn = t.mapping.granularity()
+        self.w, self.levels = w, t.holds(w.w_role)
+        self.weights_outer, self.split_k = weights_outer, split_k
+        self.dims = (w.M, w.N, w.K)
+        self.grans = (min(gm, w.M), min(gn, w.N), min(t.gk, w.K))
+        self.o_idx, self.i_idx = (1, 0) if weights_outer else (0, 1)
+        o, i, grans = self.o_idx, self.i_idx, self.grans
+        self.o_sizes = _ladder(self.dims[o], grans[o])
+        granule = _granule(self.dims[i], grans[i])
+        if split_k:
+            self.k_sizes = _ladder(_granule(w.K, grans[2]), grans[2])
+            self.i_sizes = _ladder(self.dims[i], grans[i])
+            self.i_whole = tuple(s for s in self.i_sizes if s > granule)
+        else:
+            self.k_sizes = (w.K,)
+            self.i_sizes = self.i_whole = _ladder(granule, grans[i])
+        #: per outer size: its first and last tile (balanced splits) and their number
+        self.outer_parts = tuple(
+            (parts[0][0], parts[-1][0], -(-self.dims[o] // s))
+            for s in self.o_sizes
+            for parts in (split(self.dims[o], s, grans[o]),)
+        )
+
+    def inners(self, kt: int) -> tuple[int, ...]:
+        """Inner sizes with K slices of ``kt``, largest first."""
+        return self.i_whole if kt == self.w.K else self.i_sizes
+
+    def outers(self, kt: int, isz: int) -> tuple[int, ...]:
+        """Outer sizes that fit beside K slices of ``kt`` and inner tiles of ``isz``,
+        largest first (none if even the smallest does not fit)."""
+        sizes = list(self.grans)
+        sizes[2], sizes[self.i_idx] = kt, isz
+        if _fit(self.levels, self.w, self.i_idx, sizes) < isz:
+            return ()
+        lim = _fit(self.levels, self.w, self.o_idx, sizes)
+        return tuple(o for o in self.o_sizes if o <= lim)
+
+    def shape(self, kt: int, isz: int, osz: int) -> tuple[int, int, int, int]:
+        """(Mt, Nt, Kt, 1)."""
+        return (isz, osz, kt, 1) if self.weights_outer else (osz, isz, kt, 1)
+
+
+#: the families of candidates, (split K, weights outer); K split moves the same bytes in
+#: either order, so one order is enough
+FAMILIES = ((False, True), (False, False), (True, True))
+
+
+def batches(t: Target, w: GemmWork) -> tuple[int, ...]:
+    """Instance counts ``gt`` > 1 that fit whole, several instances per tile (one tile
+    each: the loop order is moot). A fixed ladder too, filtered by fit."""
     levels = t.holds(w.w_role)
-    gm, gn = t.mapping.granularity()
-    dims = (w.M, w.N, w.K)
-    grans = (min(gm, w.M), min(gn, w.N), min(t.gk, w.K))
-    o_idx, i_idx = (1, 0) if weights_outer else (0, 1)
-    sizes = list(grans)
-    if not split_k:
-        # inner tile: the pipeline granule, or the largest ladder size that fits
-        sizes[2] = w.K
-        if _fit(levels, w, 2, sizes) < w.K:
-            return
-        sizes[i_idx] = _granule(dims[i_idx], grans[i_idx])
-        lim = _fit(levels, w, i_idx, sizes)
-        if lim < sizes[i_idx]:
-            sizes[i_idx] = next(
-                (v for v in _ladder(dims[i_idx], grans[i_idx]) if v <= lim), grans[i_idx]
-            )
-        # outer tile: every feasible ladder size (bigger: fewer re-fetches of the inner
-        # operand; smaller: a shorter prologue)
-        lim = _fit(levels, w, o_idx, sizes)
-        for size in _ladder(dims[o_idx], grans[o_idx]):
-            if size <= lim or size == grans[o_idx]:
-                sizes[o_idx] = size
-                yield (*sizes, 1)
-        # whole instances, several at once (one tile each: the loop order is moot)
-        if weights_outer and w.G > 1 and inner_resident(levels, w, w.M, w.N, weights_outer):
-            for gt in _ladder(w.G, 1)[:-1]:
-                if inner_resident(levels, w, w.M, w.N, weights_outer, gt):
-                    yield (w.M, w.N, w.K, gt)
-        return
-    # K split: K slices of the granule; outer tiles from the ladder, the inner one the
-    # largest ladder size that fits beside it (both set the re-fetches)
-    if _fit(levels, w, 2, sizes) < grans[2]:
-        return
-    sizes[2] = max(grans[2], min(_granule(w.K, grans[2]), _largest(
-        _fit(levels, w, 2, sizes), grans[2], w.K)))  # fmt: skip
-    lim = _fit(levels, w, o_idx, sizes)
-    inner_ladder = _ladder(dims[i_idx], grans[i_idx])
-    for size in _ladder(dims[o_idx], grans[o_idx]):
-        if size > lim and size != grans[o_idx]:
-            continue
-        sizes[o_idx] = size
-        sizes[i_idx] = grans[i_idx]
-        i_lim = _fit(levels, w, i_idx, sizes)
-        sizes[i_idx] = next((v for v in inner_ladder if v <= i_lim), grans[i_idx])
-        yield (*sizes, 1)
+    if w.G == 1 or not inner_resident(levels, w, w.M, w.N, True):
+        return ()
+    return tuple(g for g in _ladder(w.G, 1)[:-1] if inner_resident(levels, w, w.M, w.N, True, g))
+
+
+def shapes(t: Target, w: GemmWork, weights_outer: bool, split_k: bool):
+    """Every candidate (Mt, Nt, Kt, gt) of one family (batched instances ride with
+    weights outer, K whole)."""
+    fam = Family(t, w, weights_outer, split_k)
+    for kt in fam.k_sizes:
+        for isz in fam.inners(kt):
+            for osz in fam.outers(kt, isz):
+                yield fam.shape(kt, isz, osz)
+    if weights_outer and not split_k:
+        for gt in batches(t, w):
+            yield (w.M, w.N, w.K, gt)
 
 
 def _counts(w: GemmWork, shape) -> tuple[int, int, int, int]:

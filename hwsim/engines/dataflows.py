@@ -21,10 +21,18 @@ ISPASS 2020; cycle counts as in the v3.0.0 source, see /work/shared/PEERS.md)::
 
     folds = ceil(S_r / R) * ceil(S_c / C);  cycles = folds * cycles_per_fold - 1
 
-A PE that runs ``m`` operand pairs per cycle (BitFusion fuses bit-bricks: m = (8/w)(8/a);
-a 16-bit activation at half rate: m = 0.5) consumes the streamed operand m times faster, so
-the streamed length becomes ``T' = ceil(T / m)`` while fill and drain (R, C) stay the same:
-the skew through the array is set by its geometry, not by the operand width.
+A PE that runs ``m`` operand pairs per cycle computes an ``m``-long dot product each
+cycle: BitFusion's Fusion Unit fuses its bit-bricks into m = (8/w)(8/a) low-bit multipliers
+whose products are added in its shift-add tree (Sharma et al., "Bit Fusion", ISCA 2018),
+and the released BitFusion simulator counts ``ceil(K / (rows * m))`` passes over
+the reduction (hsharma35/bitfusion, ``accelerator.py: get_compute_cycles``). So ``m``
+shortens the *reduction* K wherever the dataflow maps it -- rows for ws and is, the
+streamed dimension for os -- ``K' = ceil(K / m)``; a PE at half rate (a 16-bit operand on
+an 8-bit datapath, m = 1/2) needs two cycles per product, ``K' = 2K``. At m = 1 this is
+SCALE-Sim's model exactly. Scaling K rather than the streamed M or N matters for small
+GEMMs: a batch-1 fully connected layer (M = 1) on a weight-stationary array still gains
+from low bits, as on BitFusion. Fill and drain (R, C) stay the same: the skew through the
+array is set by its geometry, not by the operand width.
 
 Vector units (SIMD lanes, DSP columns): ``rows`` lanes reduce over K, ``cols`` lanes produce
 outputs over N, ``cores`` work on rows of M in parallel (one instruction per cycle per core)::
@@ -57,11 +65,11 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _streamed(t: int, macs_per_pe: float) -> int:
-    """Streamed length at m operand pairs per PE per cycle: ceil(T / m)."""
+def _reduced(k: int, macs_per_pe: float) -> int:
+    """Reduction length at m operand pairs per PE per cycle: ceil(K / m) (module docstring)."""
     if macs_per_pe == 1.0:
-        return t
-    return max(1, ceil(t / macs_per_pe - 1e-9))
+        return k
+    return max(1, ceil(k / macs_per_pe - 1e-9))
 
 
 class Mapping(ABC):
@@ -107,9 +115,9 @@ class _Systolic(Mapping):
         return _cdiv(s_r, self.rows) * _cdiv(s_c, self.cols)
 
     def cycles(self, M: int, N: int, K: int, macs_per_pe: float) -> int:
-        s_r, s_c, t = self.dims(M, N, K)
+        s_r, s_c, t = self.dims(M, N, _reduced(K, macs_per_pe))
         folds = _cdiv(s_r, self.rows) * _cdiv(s_c, self.cols)
-        per_fold = self.preload * self.rows + self.rows + self.cols + _streamed(t, macs_per_pe) - 2
+        per_fold = self.preload * self.rows + self.rows + self.cols + t - 2
         # ``cores`` arrays share the folds (1 for every SCALE-Sim style array)
         return _cdiv(folds, self.cores) * per_fold - 1
 

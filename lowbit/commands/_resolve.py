@@ -43,8 +43,14 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workload",
         required=True,
-        metavar="NAME|FILE.csv",
-        help="built-in workload name (resnet18, bert-base, ...) or a SCALE-Sim topology CSV",
+        metavar="NAME|FILE.csv|FILE.onnx",
+        help="built-in workload name (resnet18, bert-base, a zoo model, ...), a SCALE-Sim "
+        "topology CSV or an ONNX model",
+    )
+    parser.add_argument(
+        "--allow-unmapped",
+        action="store_true",
+        help="ONNX: simulate the ops hwsim can map and list the others (default: an error)",
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
@@ -66,7 +72,7 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_target(args: argparse.Namespace) -> tuple[HardwareProfile, Workload]:
     """The profile and the compressed workload the common arguments describe."""
     profile = resolve_profile(args.hardware, sets=args.sets)
-    workload = resolve_workload(args.workload)
+    workload = resolve_workload(args.workload, allow_unmapped=args.allow_unmapped)
     if args.bits:
         w_bits, a_bits = parse_bits(args.bits)
         workload = apply_bits(workload, w_bits=w_bits, a_bits=a_bits)
@@ -87,18 +93,38 @@ def resolve_profile(
     return load_profile(spec, overrides=merged or None)
 
 
-def resolve_workload(spec: str) -> Workload:
-    """A built-in (or registered) workload name, or a SCALE-Sim topology CSV path."""
+def resolve_workload(spec: str, *, allow_unmapped: bool = False) -> Workload:
+    """A built-in (or registered) workload name, a SCALE-Sim topology CSV path or an ONNX
+    model (``.onnx``, read by :mod:`models.onnx_workload`). An ONNX op hwsim cannot map is an
+    error naming it; with ``allow_unmapped`` the rest is simulated and one warning line on
+    stderr lists what was left out."""
     from hwsim.workloads import BUILTIN_WORKLOADS, builtin_workload
 
     if spec.lower().endswith(".csv"):
         from hwsim.topology import load_topology
 
         return load_topology(spec)
+    if spec.lower().endswith(".onnx"):
+        try:
+            from models.onnx_workload import import_onnx
+        except ImportError as exc:
+            raise LowbitError(
+                f"{spec}: ONNX workloads need the models package and onnx ({exc})"
+            ) from None
+        imported = import_onnx(spec, allow_unmapped=allow_unmapped)
+        if imported.unmapped:
+            import sys
+
+            listed = ", ".join(f"{name} ({op})" for name, op, _ in imported.unmapped)
+            print(
+                f"warning: {spec}: {len(imported.unmapped)} op(s) not simulated: {listed}",
+                file=sys.stderr,
+            )
+        return imported.workload
     if spec not in BUILTIN_WORKLOADS and Path(spec).suffix:
         raise WorkloadError(
             f"{spec}: unsupported workload file type {Path(spec).suffix!r} "
-            "(use a SCALE-Sim topology .csv or a built-in name)"
+            "(use a SCALE-Sim topology .csv, an ONNX model .onnx or a built-in name)"
         )
     if spec not in BUILTIN_WORKLOADS:
         _register_zoo()

@@ -1,4 +1,9 @@
-"""``lowbit sweep``: simulate a workload over a grid of profile-key values."""
+"""``lowbit sweep``: simulate workloads over a grid of profile-key values.
+
+With ``--workloads a,b,c`` every grid point (a hypothetical accelerator) runs the whole
+suite; the table and the plot then add the suite's geometric-mean speed-up per point, and
+the silicon area of each point when the profile has an ``[area]`` model (hwsim.area).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import csv
 import io
 import itertools
+import math
 import os
 import re
 import tempfile
@@ -13,13 +19,42 @@ from pathlib import Path
 
 from hwsim.errors import LowbitError
 
-from ._resolve import add_target_arguments
-
 HELP = "simulate over a grid of hardware parameters (--vary key=v1,v2,...); writes CSV + plot"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_target_arguments(parser)
+    parser.add_argument(
+        "--hardware",
+        required=True,
+        metavar="NAME|FILE",
+        help="built-in profile name, a profile .toml or a SCALE-Sim .cfg",
+    )
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--workload",
+        metavar="NAME|FILE.csv",
+        help="built-in workload name (resnet18, bert-base, ...) or a SCALE-Sim topology CSV",
+    )
+    which.add_argument(
+        "--workloads",
+        metavar="A,B,...",
+        help="several workloads (a suite): every grid point runs all of them",
+    )
+    bits = parser.add_mutually_exclusive_group()
+    bits.add_argument(
+        "--bits",
+        metavar="WxAy",
+        help="uniform bit-widths for every compute layer, e.g. W4A8 (matmuls use the A bits)",
+    )
+    bits.add_argument("--plan", metavar="PLAN.json", help="per-layer compression plan (JSON)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile key, e.g. --set compute.rows=64 (repeatable)",
+    )
     parser.add_argument(
         "--vary",
         action="append",
@@ -32,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         metavar="DIR",
-        help="directory for sweep.csv and sweep.png (default ./sweep-<hardware>-<workload>)",
+        help="directory for sweep.csv and sweep.png (default ./sweep-<hardware>-<workload(s)>)",
     )
     parser.add_argument(
         "--engine", choices=("analytic", "event"), default="analytic", help="default: analytic"
@@ -42,57 +77,138 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hwsim.profiles import parse_set
 
-    from ._resolve import resolve_profile, resolve_target
+    from ._resolve import apply_bits, apply_plan, parse_bits, resolve_profile, resolve_workload
     from .simulate import render_table, simulate
 
     axes = parse_vary(args.vary, parse_set)
-    base_profile, workload = resolve_target(args)
-    base = simulate(workload, base_profile, engine=args.engine)
+    names = _workload_names(args)
+    base_profile = resolve_profile(args.hardware, sets=args.sets)
+    workloads = []
+    for name in names:
+        workload = resolve_workload(name)
+        if args.bits:
+            w_bits, a_bits = parse_bits(args.bits)
+            workload = apply_bits(workload, w_bits=w_bits, a_bits=a_bits)
+        elif args.plan:
+            workload = apply_plan(workload, args.plan)
+        workloads.append(workload)
+    bases = {w.name: simulate(w, base_profile, engine=args.engine) for w in workloads}
 
     keys = [key for key, _ in axes]
     records = []
     for combo in itertools.product(*(values for _, values in axes)):
         overrides = dict(zip(keys, combo, strict=True))
         profile = resolve_profile(args.hardware, sets=args.sets, overrides=overrides)
-        result = simulate(workload, profile, engine=args.engine)
-        records.append(
-            {
-                **overrides,
-                "total_cycles": result.total_cycles,
-                "latency_s": result.latency_s,
-                "energy_j": result.energy_j,
-                "speedup": base.latency_s / result.latency_s,
-            }
-        )
-
-    headers = (*keys, "total cycles", "latency ms", "energy mJ", "speed-up")
+        area = _area(profile)
+        for workload in workloads:
+            result = simulate(workload, profile, engine=args.engine)
+            records.append(
+                {
+                    "workload": workload.name,
+                    **overrides,
+                    "total_cycles": result.total_cycles,
+                    "latency_s": result.latency_s,
+                    "energy_j": result.energy_j,
+                    "speedup": bases[workload.name].latency_s / result.latency_s,
+                    "area_mm2": area,
+                }
+            )
+    with_area = all(r["area_mm2"] is not None for r in records)
+    suite = len(workloads) > 1
+    headers = (
+        *(("workload",) if suite else ()),
+        *keys,
+        "total cycles",
+        "latency ms",
+        "energy mJ",
+        "speed-up",
+        *(("area mm2",) if with_area else ()),
+    )
     rows = [
         (
+            *((r["workload"],) if suite else ()),
             *(_fmt(r[k]) for k in keys),
             f"{r['total_cycles']:,}",
             f"{r['latency_s'] * 1e3:.4g}",
             f"{r['energy_j'] * 1e3:.4g}",
             f"{r['speedup']:.3g}x",
+            *((f"{r['area_mm2']:.3g}",) if with_area else ()),
         )
         for r in records
     ]
-    out = args.out or Path(f"sweep-{_slug(args.hardware)}-{_slug(args.workload)}")
+    label = "+".join(_slug(n) for n in names)
+    out = args.out or Path(f"sweep-{_slug(args.hardware)}-{label[:80]}")
+    title = f"{label if suite else workloads[0].name} on {base_profile.name}"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _write_csv(out / "sweep.csv", keys, records)
-        _write_plot(out / "sweep.png", keys, records, title=f"{workload.name} on {base.hardware}")
+        _write_csv(out / "sweep.csv", keys, records, with_area=with_area)
+        if suite:
+            _write_suite_plot(out / "sweep.png", keys, records, title=title)
+        else:
+            _write_plot(out / "sweep.png", keys, records, title=title)
     except OSError as exc:
         raise LowbitError(f"--out {out}: cannot write results: {exc.strerror or exc}") from None
 
+    given = ", ".join(f"{b.workload} {b.latency_s * 1e3:.4g} ms" for b in bases.values())
     print(
-        f"{workload.name} on {base.hardware} ({args.engine} engine): {len(records)} points; "
-        f"speed-up vs the profile as given ({base.latency_s * 1e3:.4g} ms)"
+        f"{title} ({args.engine} engine): {len(records)} points; "
+        f"speed-up vs the profile as given ({given})"
     )
     print()
-    print(render_table(headers, rows, right=range(len(headers))))
+    print(render_table(headers, rows, right=range(1 if suite else 0, len(headers))))
+    if suite:
+        print()
+        print(f"suite ({len(workloads)} workloads): geometric-mean speed-up per grid point")
+        print()
+        summary = _suite_rows(keys, records)
+        suite_headers = (*keys, "geomean speed-up", "total latency ms")
+        suite_headers += ("area mm2",) if with_area else ()
+        table = [
+            (
+                *(_fmt(v) for v in point),
+                f"{gm:.3g}x",
+                f"{total * 1e3:.4g}",
+                *((f"{area:.3g}",) if with_area else ()),
+            )
+            for point, gm, total, area in summary
+        ]
+        print(render_table(suite_headers, table, right=range(len(suite_headers))))
     print()
     print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
     return 0
+
+
+def _workload_names(args: argparse.Namespace) -> list[str]:
+    if args.workload:
+        return [args.workload]
+    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+    if not names:
+        raise LowbitError("--workloads: give one or more names separated by commas")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise LowbitError(f"--workloads: {', '.join(repeated)} given twice")
+    return names
+
+
+def _area(profile) -> float | None:
+    """The profile's silicon area (mm2) if it has an [area] model."""
+    if profile.area is None:
+        return None
+    from hwsim.area import area_mm2
+
+    return area_mm2(profile)
+
+
+def _suite_rows(keys: list[str], records: list[dict]) -> list[tuple]:
+    """Per grid point: (values, geometric-mean speed-up, total latency s, area)."""
+    points: dict[tuple, list[dict]] = {}
+    for r in records:
+        points.setdefault(tuple(r[k] for k in keys), []).append(r)
+    out = []
+    for point, rs in points.items():
+        gm = math.exp(sum(math.log(r["speedup"]) for r in rs) / len(rs))
+        out.append((point, gm, sum(r["latency_s"] for r in rs), rs[0]["area_mm2"]))
+    return out
 
 
 def parse_vary(items: list[str], parse_set) -> list[tuple[str, list[object]]]:
@@ -134,10 +250,11 @@ def _replace_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def _write_csv(path: Path, keys: list[str], records: list[dict]) -> None:
+def _write_csv(path: Path, keys: list[str], records: list[dict], *, with_area: bool) -> None:
     buffer = io.StringIO()
-    fields = [*keys, "total_cycles", "latency_s", "energy_j", "speedup"]
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    fields = ["workload", *keys, "total_cycles", "latency_s", "energy_j", "speedup"]
+    fields += ["area_mm2"] if with_area else []
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(records)
     _replace_atomically(path, buffer.getvalue().encode())
@@ -174,6 +291,50 @@ def _write_plot(path: Path, keys: list[str], records: list[dict], *, title: str)
         ax.grid(True, alpha=0.3)
         if rest:
             ax.legend(fontsize="small")
+        buffer = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    _replace_atomically(path, buffer.getvalue())
+
+
+def _write_suite_plot(path: Path, keys: list[str], records: list[dict], *, title: str) -> None:
+    """Speed-up vs the first varied key: one line per workload and the suite's geometric
+    mean (bold) when one key varies; the geometric mean per combination of the others else."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first, rest = keys[0], keys[1:]
+    numeric = all(isinstance(r[first], (int, float)) for r in records)
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    try:
+        if not rest:
+            for name in dict.fromkeys(r["workload"] for r in records):
+                pts = [r for r in records if r["workload"] == name]
+                xs = [p[first] if numeric else str(p[first]) for p in pts]
+                ax.plot(xs, [p["speedup"] for p in pts], marker="o", alpha=0.6, label=name)
+        for point_rest in dict.fromkeys(tuple(r[k] for k in rest) for r in records):
+            chosen = [r for r in records if tuple(r[k] for k in rest) == point_rest]
+            summary = _suite_rows([first], chosen)
+            xs = [p[0][0] if numeric else str(p[0][0]) for p in summary]
+            name = ", ".join(f"{k}={_fmt(v)}" for k, v in zip(rest, point_rest, strict=True))
+            ax.plot(xs, [p[1] for p in summary], marker="s", linewidth=2.4, color=None if rest
+                    else "black", label=f"geomean {name}".strip())  # fmt: skip
+        values = [r[first] for r in records]
+        if numeric and min(values) > 0 and max(values) >= 4 * min(values):
+            ax.set_xscale("log", base=2)
+            ticks = sorted(set(values))
+            ax.set_xticks(ticks, [_fmt(t) for t in ticks])
+            ax.minorticks_off()
+        ax.axhline(1.0, color="#888888", linewidth=0.8, linestyle=":")
+        ax.set_xlabel(first)
+        ax.set_ylabel("speed-up vs the profile as given (x)")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
         buffer = io.BytesIO()
         fig.tight_layout()
         fig.savefig(buffer, format="png", dpi=100)

@@ -76,18 +76,22 @@ def test_depthwise_sums_per_channel_layers(make_target):
     assert hwsim.simulate_layer(layer, profile).compute_cycles == 6 * 298 == 1788
 
 
-def test_fused_pe_streams_faster(make_target):
-    """A PE running m operand pairs per cycle shortens the streamed length to ceil(T/m)
-    and keeps fill and drain: os 8x8, M=64 N=48 K=40 at m=4 -> 48 * (8+8+10-2) - 1."""
+def test_fused_pe_shortens_the_reduction(make_target):
+    """A PE running m operand pairs per cycle computes an m-long dot product (BitFusion's
+    fused multipliers feed one adder tree): the reduction becomes K' = ceil(K/m) wherever
+    the dataflow maps K, fill and drain stay. 8x8 array, M=64 N=48 K=40."""
     unit = _unit(make_target, rows=8, cols=8)
-    os = OutputStationary(unit)
+    os = OutputStationary(unit)  # os streams K: 48 folds of 8+8+10-2
     assert os.cycles(64, 48, 40, 4.0) == 48 * (8 + 8 + 10 - 2) - 1
-    # half-rate 16-bit activations (m = 0.5): the stream takes twice as long
+    # half-rate 16-bit activations (m = 0.5): the reduction takes twice as long
     assert os.cycles(64, 48, 40, 0.5) == 48 * (8 + 8 + 80 - 2) - 1
-    ws = WeightStationary(unit)  # ws streams M: ceil(64/4) = 16
-    assert ws.cycles(64, 48, 40, 4.0) == 30 * (16 + 8 + 16 - 2) - 1
-    iss = InputStationary(unit)  # is streams N: ceil(48/3) = 16
-    assert iss.cycles(64, 48, 40, 3.0) == 40 * (16 + 8 + 16 - 2) - 1
+    ws = WeightStationary(unit)  # ws maps K on rows: ceil(ceil(40/4)/8) * ceil(48/8) folds
+    assert ws.cycles(64, 48, 40, 1.0) == 5 * 6 * (16 + 8 + 64 - 2) - 1  # SCALE-Sim's 2579
+    assert ws.cycles(64, 48, 40, 4.0) == 2 * 6 * (16 + 8 + 64 - 2) - 1
+    assert ws.cycles(64, 48, 40, 0.5) == 10 * 6 * (16 + 8 + 64 - 2) - 1
+    assert ws.cycles(1, 48, 40, 4.0) < ws.cycles(1, 48, 40, 1.0)  # one streamed row gains
+    iss = InputStationary(unit)  # is maps K on rows too: ceil(ceil(40/3)/8) * ceil(64/8)
+    assert iss.cycles(64, 48, 40, 3.0) == 2 * 8 * (16 + 8 + 48 - 2) - 1
 
 
 def test_vector_lane_model(make_target):

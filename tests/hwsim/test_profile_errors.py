@@ -8,6 +8,7 @@ import pytest
 import hwsim.profiles
 from hwsim._profile_schema import SCHEMA, Key, Table
 from hwsim.errors import LowbitError, ProfileError
+from hwsim.profile import Overheads
 from hwsim.profiles import (
     load_profile,
     load_profile_data,
@@ -74,6 +75,13 @@ def test_the_tiny_profile_is_valid(tmp_path):
     assert profile.compute.peak_macs_per_cycle(8, 8) == 16
     assert profile.compute.cores == 1 and profile.weight_storage == "packed"
     assert profile.sparsity.nm_patterns == () and profile.overheads.layer_cycles == 0
+    # the schema's default per-tile cost is the dataclass's (hwsim/profile.py Overheads)
+    assert profile.overheads.tile_cycles == Overheads().tile_cycles == 16
+
+
+def test_tile_cycles_is_read_from_the_file(tmp_path):
+    text = TINY.replace("[compute]", "[overheads]\ntile_cycles = 40\n\n[compute]", 1)
+    assert load_profile(write(tmp_path, text)).overheads.tile_cycles == 40
 
 
 BAD_FILES = [
@@ -112,6 +120,14 @@ BAD_FILES = [
     ('holds = ["weights", "inputs", "outputs"]\ndouble', 'holds = ["wts"]\ndouble', "holds[0]"),
     ("[compute]", "[sparsity]\nnm_patterns = [[4, 2]]\n\n[compute]", "nm_patterns[0]: must be"),
     ("[compute]", "[overheads]\nlayer_cycles = -1\n\n[compute]", "overheads.layer_cycles: must"),
+    ("[compute]", "[overheads]\ntile_cycles = -1\n\n[compute]",
+     "overheads.tile_cycles: must be >= 0, got -1"),
+    ("[compute]", "[overheads]\ntile_cycles = 2.5\n\n[compute]",
+     "overheads.tile_cycles: must be an integer, got 2.5"),
+    ("[compute]", "[overheads]\ntile_cycles = 10_000_000\n\n[compute]",
+     "overheads.tile_cycles: must be <= 1000000"),
+    ("[compute]", "[overheads]\ntile_cycle = 8\n\n[compute]",
+     'overheads.tile_cycle: unknown key (did you mean "tile_cycles"?)'),
     (
         'dataflows = ["os", "ws"]',
         'dataflows = ["os", "ws"]\nprecision_model = "bitfusion"',

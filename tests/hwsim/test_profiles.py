@@ -92,6 +92,11 @@ def test_builtin_numbers_cite_a_source(name):
         assert "source" in _comment_block(lines, header).lower(), header
     precision = next(h for h in lines if h.startswith(("[[compute.precision]]", "[compute.bit")))
     assert "source" in _comment_block(lines, precision).lower()
+    # both fixed costs are set in the file, each explained ("Source:" or "Estimate:")
+    overheads = _comment_block(lines, "[overheads]")
+    assert load_profile_data(name)["overheads"].keys() == {"layer_cycles", "tile_cycles"}
+    for key in ("layer_cycles", "tile_cycles"):
+        assert f"# {key}. source" in overheads.lower() or f"# {key}. estimate" in overheads.lower()
 
 
 # Peak MACs/cycle at (w_bits, a_bits), each from the datasheet / paper cited in the profile.
@@ -164,6 +169,7 @@ def test_memory_hierarchy_invariants(name):
     off = [m.off_chip for m in profile.memory]
     assert off == sorted(off, reverse=True), "off-chip levels come first"
     assert profile.overheads.layer_cycles >= 0 and profile.clock_hz > 0
+    assert profile.overheads.tile_cycles >= 0
 
 
 def test_promotion_to_the_cheapest_covering_mode():

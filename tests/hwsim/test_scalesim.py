@@ -134,6 +134,7 @@ def test_cfg_profile(tmp_path):
     dram = profile.off_chip("weights")
     assert dram.bandwidth_bytes_per_cycle == 10  # USER: Bandwidth words/cycle, 1 B words
     assert profile.off_chip("inputs") is dram and profile.overheads.layer_cycles == 0
+    assert profile.overheads.tile_cycles == 0  # SCALE-Sim models no per-tile handshake
 
 
 def test_calc_mode_gets_unlimited_bandwidth(tmp_path):

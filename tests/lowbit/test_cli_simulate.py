@@ -170,7 +170,7 @@ def test_plan_without_models_package(capsys, tmp_path, monkeypatch):
         (["--bits", "W0A8"], "--bits: weight bits must be 1-16 or 32"),
         (["--set", "compute.rowz=3"], "compute.rowz"),
         (["--workload", "missing.csv"], "missing.csv: cannot read topology file"),
-        (["--workload", "net.onnx"], "unsupported workload file type '.onnx'"),
+        (["--workload", "net.onnx"], "net.onnx: no such file"),
         (["--plan", "missing-plan.json"], "missing-plan.json: cannot read plan"),
     ],
 )

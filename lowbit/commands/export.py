@@ -1,0 +1,117 @@
+"""``lowbit export``: a deployment config as FP32 and real INT8 (QDQ) ONNX models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .models_cmd import format_table
+
+HELP = "export a deployment config (configs/ID.json) as INT8 + FP32 ONNX with deploy.json"
+
+_FORMATS = ("table", "json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="ID.json", help="deployment config")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument(
+        "--weight-type",
+        choices=("auto", "s8", "u8"),
+        default="auto",
+        help="int8 weight storage: s8 with VNNI, u8 (exact u8u8 kernels) without (default auto)",
+    )
+    parser.add_argument(
+        "--finetune-steps",
+        type=int,
+        metavar="N",
+        help="QAT steps the search used (default: from the run's summary.json, else 0)",
+    )
+    parser.add_argument(
+        "--no-check", action="store_true", help="skip the INT8 vs fake-quant check on test"
+    )
+    parser.add_argument("--format", choices=_FORMATS, default="table", help="default: table")
+
+
+def finetune_steps_of(config_path: Path) -> int:
+    """The search's ``finetune_steps`` from the run directory holding ``configs/ID.json``."""
+    summary = config_path.resolve().parent.parent / "summary.json"
+    try:
+        data = json.loads(summary.read_text(encoding="utf-8"))
+        return int((data.get("evaluator") or {}).get("finetune_steps", 0) or 0)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from hwsim.errors import LowbitError
+    from models.export import export_plan
+    from models.plan import CompressionPlan
+    from search.results import load_config
+
+    path = Path(args.config)
+    cfg = load_config(path)
+    steps = args.finetune_steps if args.finetune_steps is not None else finetune_steps_of(path)
+    if steps < 0:
+        raise LowbitError(f"--finetune-steps must be >= 0, got {steps}")
+    plan = CompressionPlan.from_dict(cfg.plan)
+    result = export_plan(
+        cfg.model, plan, out_dir=args.out, seed=cfg.seed, finetune_steps=steps,
+        weight_type=args.weight_type, config_id=cfg.id, check=not args.no_check,
+    )  # fmt: skip
+    firmware = _firmware(cfg, plan, steps, Path(args.out))
+    if args.format == "json":
+        json.dump(result.deploy, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    deploy = result.deploy
+    rows = [
+        [r["name"], r["kind"], "x".join(map(str, r.get("weight_shape", []))) or "-",
+         _bits(r["w_bits"]), _bits(r["a_bits"]), r["runs_as"]]
+        for r in deploy["layers"]
+    ]  # fmt: skip
+    out = [f"{cfg.id}: {cfg.model} -> {result.out_dir}"]
+    out.append(format_table(["layer", "kind", "weight shape", "W", "A", "runs as"], rows))
+    check = deploy.get("check")
+    if check:
+        out.append(
+            f"check on {check['split']} ({check['samples']} samples): argmax agreement "
+            f"{check['argmax_agreement']:.2%}, max |logit diff| {check['max_abs_logit_diff']:.3g}"
+            f", accuracy INT8 {check['accuracy_int8']:.2%} / fake-quant "
+            f"{check['accuracy_fake_quant']:.2%} / FP32 {check['accuracy_fp32_onnx']:.2%}"
+        )
+    kernels = ", ".join(f"{k} x{v}" for k, v in deploy["ort_kernels"]["int8"].items())
+    out.append(f"ONNX Runtime INT8 kernels: {kernels}")
+    out.append(f"wrote {result.int8_path.name}, {result.fp32_path.name}, {result.deploy_path.name}")
+    out.append(firmware)
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _firmware(cfg, plan, steps: int, out_dir: Path) -> str:
+    """Write firmware.json (models.firmware) when the run's profile is a built-in one whose
+    content is unchanged; the line saying what happened."""
+    from hwsim.errors import LowbitError
+    from hwsim.profiles import load_profile
+    from models.firmware import write_zoo_firmware_config
+
+    try:
+        profile = load_profile(cfg.hardware)
+    except LowbitError:
+        profile = None
+    if profile is None or profile.content_hash() != cfg.hardware_hash:
+        return (
+            f"firmware.json not written: the run's profile {cfg.hardware!r} is not a built-in "
+            "profile as searched (use models.firmware.write_firmware_config)"
+        )
+    path = write_zoo_firmware_config(
+        out_dir / "firmware.json", model=cfg.model, plan=plan, profile=profile, seed=cfg.seed,
+        finetune_steps=steps,
+    )  # fmt: skip
+    return f"wrote {path.name} (firmware deployment config, {profile.family}: {profile.name})"
+
+
+def _bits(bits: int | None) -> str:
+    return "float" if bits is None else str(bits)

@@ -1,0 +1,81 @@
+"""``lowbit validate``: simulated vs measured latency and fake-quant vs INT8 accuracy of a run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .models_cmd import format_table
+
+HELP = "export a run's Pareto configs to INT8 ONNX, time them on this CPU, compare with hwsim"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, metavar="DIR", help="search run directory")
+    parser.add_argument(
+        "--top", type=int, metavar="K", help="at most K Pareto configs, spread along the front"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE.toml|NAME",
+        help="host profile (default: $LOWBIT_CACHE/host/host-cpu.toml, calibrated if missing) "
+        "or a built-in profile to compare, e.g. cpu-x86-avx2",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=100, help="timed runs per model and batch (default 100)"
+    )
+    parser.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from search.latency import BATCHES
+    from search.validate import validate_run
+
+    result = validate_run(
+        args.run, top=args.top, profile_path=args.profile, repeats=args.repeats,
+        warmup=args.warmup,
+    )  # fmt: skip
+    if args.format == "json":
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    headers = ["config", "fake-quant", "INT8", "diff pt"]
+    for b in BATCHES:
+        headers += [f"b{b} ms", f"b{b} sim", f"b{b} err", f"b{b} x FP32"]
+    rows = []
+    for r in result["configs"]:
+        row = [r["config_id"], f"{r['accuracy_fake_quant']:.2%}", f"{r['accuracy_int8']:.2%}",
+               f"{r['accuracy_diff_points']:+.2f}"]  # fmt: skip
+        for b in BATCHES:
+            row += [
+                f"{r[f'measured_int8_ms_b{b}']:.4f}",
+                f"{r[f'simulated_ms_b{b}']:.4f}",
+                f"{r[f'sim_error_pct_b{b}']:+.0f}%",
+                f"{r[f'int8_speedup_vs_fp32_b{b}']:.2f}",
+            ]
+        rows.append(row)
+    lines = [format_table(headers, rows)]
+    for b in BATCHES:
+        m = result["metrics"][f"b{b}"]
+        adj = m["adjusted"]
+        lines.append(
+            f"batch {b}: Spearman {_num(m['spearman'])}, Kendall {_num(m['kendall'])}, MAPE "
+            f"{m['mape_pct']:.1f}%, within 10% {m['within_10pct']:.0%}, within 15% "
+            f"{m['within_15pct']:.0%} | adjusted (+ costs hwsim lacks): Spearman "
+            f"{_num(adj['spearman'])}, MAPE {adj['mape_pct']:.1f}%, within 15% "
+            f"{adj['within_15pct']:.0%}"
+        )
+    acc = result["accuracy"]
+    load = result["load_average"]["before"][0]
+    lines.append(
+        f"largest |INT8 - fake-quant| accuracy difference: {acc['max_abs_diff_points']:.2f} "
+        f"points; load average {load:.2f}; wrote validation.csv, validation.json, validation.png"
+    )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

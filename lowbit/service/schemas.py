@@ -1,0 +1,169 @@
+"""Request bodies of the HTTP API: pydantic models with bounds, unknown fields rejected.
+
+A body that does not fit is answered with 422 and FastAPI's list of problems, each with the
+field's location (``["body", "trials"]``). Names (profiles, models, workloads, methods) are
+checked against lowbit's registries here, so a typo is a 422 naming the field and the valid
+choices, never a path handed to the file system.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "MAX_TRIALS",
+    "MAX_WORKERS",
+    "SimulateRequest",
+    "SearchRequest",
+    "profile_names",
+    "model_names",
+    "workload_names",
+]
+
+#: budget bounds of one search started through the API
+MAX_TRIALS = 2000
+MAX_WORKERS = 8
+_BITS = re.compile(r"^[Ww](\d{1,2})[Aa](\d{1,2})$")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+
+
+@functools.cache
+def profile_names() -> tuple[str, ...]:
+    from hwsim.profiles import builtin_profile_names
+
+    return tuple(builtin_profile_names())
+
+
+@functools.cache
+def model_names() -> tuple[str, ...]:
+    from models.zoo import ZOO
+
+    return tuple(ZOO)
+
+
+@functools.cache
+def workload_names() -> tuple[str, ...]:
+    """Built-in workloads and the zoo models (registered as workloads)."""
+    from hwsim.workloads import workload_names as names
+    from models.bridge import register_zoo_workloads
+
+    register_zoo_workloads()
+    return tuple(names())
+
+
+def _one_of(value: str, valid: tuple[str, ...], what: str) -> str:
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r} (valid: {', '.join(valid)})")
+    return value
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SimulateRequest(_Body):
+    """``POST /v1/simulate``: what ``lowbit simulate`` takes, as JSON."""
+
+    profile: str | dict[str, Any] = Field(
+        description="a built-in profile name, or an inline profile (the TOML schema as JSON)"
+    )
+    overrides: dict[str, int | float | bool | str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description='profile key overrides, as --set (e.g. {"compute.rows": 64})',
+    )
+    workload: str = Field(pattern=_NAME, description="built-in workload or zoo model name")
+    bits: str | None = Field(default=None, description="uniform bits for every layer, e.g. W4A8")
+    plan: dict[str, Any] | None = Field(
+        default=None, description="per-layer compression plan (models.plan JSON)"
+    )
+    engine: Literal["analytic", "event"] = "analytic"
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        return _one_of(value, profile_names(), "profile") if isinstance(value, str) else value
+
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, value: str) -> str:
+        return _one_of(value, workload_names(), "workload")
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        match = _BITS.match(value)
+        ok = match and all(1 <= int(b) <= 16 or int(b) == 32 for b in match.groups())
+        if not ok:
+            raise ValueError(f"expected WxAy with bits 1-16 or 32, like W4A8; got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _bits_or_plan(self) -> SimulateRequest:
+        if self.bits is not None and self.plan is not None:
+            raise ValueError("give bits or plan, not both")
+        return self
+
+
+_BASELINES = ("uniform", "random", "quant-only", "hawq")
+_OBJECTIVES = ("accuracy", "latency", "energy", "size")
+
+
+class SearchRequest(_Body):
+    """``POST /v1/searches``: a search of ``model`` on built-in ``profile``."""
+
+    model: str = Field(pattern=_NAME, description="zoo model name")
+    profile: str = Field(pattern=_NAME, description="built-in hardware profile name")
+    trials: int = Field(ge=1, le=MAX_TRIALS, description="completed trials per searched method")
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS, description="Ray workers")
+    baselines: list[Literal["uniform", "random", "quant-only", "hawq"]] = Field(
+        default_factory=list, max_length=len(_BASELINES)
+    )
+    sampler: Literal["nsga2", "tpe", "random", "gp"] = "nsga2"
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    objectives: list[Literal["accuracy", "latency", "energy", "size"]] = Field(
+        default_factory=lambda: ["accuracy", "latency"], min_length=2, max_length=4
+    )
+    max_latency_ms: float | None = Field(default=None, gt=0, le=1e6)
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    pin_first_last: bool = False
+    finetune_steps: int = Field(default=0, ge=0, le=1000)
+    trial_timeout_s: float | None = Field(default=None, gt=0, le=86400)
+    co_design: bool = False
+    area_budget_mm2: float | None = Field(default=None, gt=0, le=1e6)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        return _one_of(value, model_names(), "model")
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: str) -> str:
+        return _one_of(value, profile_names(), "profile")
+
+    @field_validator("baselines", "objectives")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"repeated names in {value}")
+        return value
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[str]) -> list[str]:
+        if value[:2] != ["accuracy", "latency"]:
+            raise ValueError("must start with accuracy, latency")
+        return value
+
+    @model_validator(mode="after")
+    def _area(self) -> SearchRequest:
+        if self.area_budget_mm2 is not None and not self.co_design:
+            raise ValueError("area_budget_mm2 needs co_design: true")
+        return self

@@ -1,0 +1,147 @@
+"""Measure one deployment configuration on this CPU: real INT8/FP32 latency and accuracy,
+and the simulator's latency on the host profile.
+
+Protocol (what ``lowbit validate`` reports): the configuration is exported
+(:func:`models.export.export_plan`: FP32 and QDQ INT8 ONNX), each model runs in an ONNX
+Runtime session on one thread (intra- and inter-op), at every batch size, on the first
+samples of the test split: ``warmup`` untimed runs, then the median and interquartile range
+of ``repeats`` timed runs (:func:`models.hostbench.time_session`). Accuracy is the INT8
+model's on the whole test split. The simulated latency is ``hwsim.simulate`` of
+``models.bridge.to_workload(base, plan, batch=B)`` on the host profile (analytic engine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hwsim.profile import HardwareProfile
+
+__all__ = ["BATCHES", "ConfigTarget", "measure_config", "memory_elements"]
+
+#: batch sizes every configuration is timed at
+BATCHES = (1, 64)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigTarget:
+    """One configuration to validate.
+
+    Attributes:
+        config_id: the run's config id (``joint-00012``) or ``uniform-W8A8`` for a baseline
+            validate added itself.
+        source: ``pareto`` (a config file of the run) or ``uniform`` (a baseline).
+        method: the search method that found it (``uniform`` for baselines).
+        model: zoo model name. seed: its training seed.
+        plan: the compression plan (JSON object).
+        fake_quant_test: the search's fake-quant test accuracy (None: measure it here).
+        search_latency_ms: the search's simulated latency on its own target (None if none).
+    """
+
+    config_id: str
+    source: str
+    method: str
+    model: str
+    seed: int
+    plan: dict[str, Any]
+    fake_quant_test: float | None = None
+    search_latency_ms: float | None = None
+
+
+def memory_elements(base: Any, workload: Any) -> dict[str, int]:
+    """Elements the workload's memory-only layers process, by operator kind (the names
+    :func:`models.hostbench.elementwise_costs` measures): outputs of elementwise layers,
+    inputs of pooling layers."""
+    from torch import nn
+
+    from models.zoo import Add, TokenEmbedding
+
+    kinds = ((nn.LayerNorm, "LayerNormalization"), (nn.Softmax, "Softmax"), (nn.GELU, "Gelu"),
+             ((Add, TokenEmbedding), "Add"))  # fmt: skip
+    modules = dict(base.named_modules())
+    out: dict[str, int] = {}
+    for layer in workload.layers:
+        if layer.op not in ("elementwise", "pool"):
+            continue
+        module = modules.get(layer.name.split("#")[0])
+        if layer.op == "pool":
+            kind, count = "MaxPool", layer.memory_elements()[0]
+        else:
+            kind = next((k for t, k in kinds if isinstance(module, t)), "Add")
+            count = layer.memory_elements()[1]
+        out[kind] = out.get(kind, 0) + count
+    return out
+
+
+def _timing_ms(timing) -> tuple[float, float]:
+    return timing.median_s * 1e3, timing.iqr_s * 1e3
+
+
+def measure_config(
+    target: ConfigTarget,
+    *,
+    out_dir: Path,
+    profile: HardwareProfile,
+    finetune_steps: int = 0,
+    batches: tuple[int, ...] = BATCHES,
+    repeats: int = 100,
+    warmup: int = 20,
+) -> dict[str, Any]:
+    """Export ``target`` into ``out_dir`` and measure it (module docstring); one flat row."""
+    import hwsim
+    from models.bridge import to_workload
+    from models.data import load_split
+    from models.evaluate import as_model_input
+    from models.export import export_plan, ort_session
+    from models.hostbench import time_session
+    from models.plan import CompressionPlan
+    from models.train import load_trained
+
+    plan = CompressionPlan.from_dict(target.plan)
+    result = export_plan(
+        target.model, plan, out_dir=out_dir, seed=target.seed, finetune_steps=finetune_steps,
+        config_id=target.config_id, check=True,
+    )  # fmt: skip
+    check = result.deploy["check"]
+    fake = target.fake_quant_test
+    if fake is None:
+        fake = check["accuracy_fake_quant"]
+    row: dict[str, Any] = {
+        "config_id": target.config_id,
+        "source": target.source,
+        "method": target.method,
+        "accuracy_fake_quant": fake,
+        "accuracy_int8": check["accuracy_int8"],
+        "accuracy_diff_points": (check["accuracy_int8"] - fake) * 100,
+        "accuracy_fp32_onnx": check["accuracy_fp32_onnx"],
+        "argmax_agreement": check["argmax_agreement"],
+        "max_abs_logit_diff": check["max_abs_logit_diff"],
+    }
+    base = load_trained(target.model, seed=target.seed)
+    x, _ = load_split(base.dataset, "test")
+    x = as_model_input(base, x).numpy()
+    sessions = {
+        "int8": ort_session(str(result.int8_path)),
+        "fp32": ort_session(str(result.fp32_path)),
+    }
+    for batch in batches:
+        if batch > len(x):
+            raise ValueError(f"batch {batch} is larger than the test split ({len(x)} samples)")
+        feed = x[:batch]
+        for kind, session in sessions.items():
+            t = time_session(session, feed, warmup=warmup, repeats=repeats)
+            row[f"measured_{kind}_ms_b{batch}"], row[f"iqr_{kind}_ms_b{batch}"] = _timing_ms(t)
+        workload = to_workload(base, plan, batch=batch)
+        sim = hwsim.simulate(workload, profile)
+        row[f"simulated_ms_b{batch}"] = sim.latency_s * 1e3
+        row[f"memory_elements_b{batch}"] = memory_elements(base, workload)
+        measured = row[f"measured_int8_ms_b{batch}"]
+        row[f"sim_error_pct_b{batch}"] = (row[f"simulated_ms_b{batch}"] / measured - 1) * 100
+        row[f"int8_speedup_vs_fp32_b{batch}"] = row[f"measured_fp32_ms_b{batch}"] / measured
+    row["sim_layers"] = len(workload.layers)
+    row["ort_int8_ops"] = sum(result.deploy["ort_kernels"]["int8"].values())
+    row["search_latency_ms"] = target.search_latency_ms
+    row["export_dir"] = str(out_dir)
+    row["int8_kernels"] = result.deploy["ort_kernels"]["int8"]
+    return row

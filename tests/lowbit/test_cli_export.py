@@ -1,0 +1,110 @@
+"""`lowbit export`, `lowbit validate` and `lowbit calibrate-host` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import pytest
+
+from hwsim.profiles import load_profile
+from lowbit.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
+from test_validate import PRUNED, W8A8, make_run, write_config  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An empty LOWBIT_CACHE for this module (the previous value is restored)."""
+    path = tmp_path_factory.mktemp("cli-export-cache")
+    previous = os.environ.get("LOWBIT_CACHE")
+    os.environ["LOWBIT_CACHE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("LOWBIT_CACHE", None)
+    else:
+        os.environ["LOWBIT_CACHE"] = previous
+
+
+def error_of(capsys, *argv: str) -> str:
+    """Run a command that must fail with a user error; return its one-line message."""
+    assert main(list(argv)) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lowbit: error: "), captured.err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def host_toml(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("host") / "host.toml"
+    assert main(["calibrate-host", "--quick", "--out", str(path)]) == 0
+    return path
+
+
+def test_calibrate_host_writes_a_loadable_profile(host_toml, capsys):
+    profile = load_profile(host_toml)
+    assert profile.family == "cpu" and profile.name == "host-cpu"
+    assert host_toml.with_suffix(".json").is_file()
+
+
+def test_calibrate_host_rejects_a_non_toml_path(tmp_path, capsys):
+    message = error_of(capsys, "calibrate-host", "--quick", "--out", str(tmp_path / "x.yaml"))
+    assert "must end in .toml" in message
+
+
+@pytest.mark.slow
+def test_export_a_config(tmp_path, capsys):
+    config = write_config(tmp_path / "run", "joint-00002", PRUNED)
+    out = tmp_path / "export"
+    assert main(["export", "--config", str(config), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "argmax agreement" in text and "QLinearConv" in text
+    assert {p.name for p in out.iterdir()} == {"model.int8.onnx", "model.fp32.onnx", "deploy.json"}
+    onnx.checker.check_model(onnx.load(out / "model.int8.onnx"))
+    assert main(["export", "--config", str(config), "--out", str(out), "--format", "json",
+                 "--no-check"]) == 0  # fmt: skip
+    deploy = json.loads(capsys.readouterr().out)
+    assert deploy["config_id"] == "joint-00002" and "check" not in deploy
+
+
+@pytest.mark.slow
+def test_validate_a_run(tmp_path, host_toml, capsys):
+    run_dir = make_run(tmp_path / "run", {"joint-00001": W8A8})
+    argv = ["validate", "--run", str(run_dir), "--profile", str(host_toml), "--repeats", "3",
+            "--warmup", "1"]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "Spearman" in text and "uniform-W2A8" in text
+    assert (run_dir / "validation.json").is_file() and (run_dir / "validation.csv").is_file()
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    missing = error_of(capsys, "validate", "--run", str(tmp_path / "nope"))
+    assert "does not exist" in missing
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text('{"schema_version": 1,')
+    assert "not valid JSON" in error_of(
+        capsys, "export", "--config", str(corrupt), "--out", str(tmp_path / "o")
+    )
+    assert "cannot read" in error_of(
+        capsys, "export", "--config", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")
+    )
+
+
+@pytest.mark.slow
+def test_config_of_another_model_is_an_error(tmp_path, capsys):
+    # the plan names digits-cnn's layers; the config claims digits-mlp
+    plan = {"version": 1, "pin_first_last": False,
+            "layers": {"conv2": {"w_bits": 4, "a_bits": 8, "keep": 0.5}}}  # fmt: skip
+    config = write_config(tmp_path / "run", "joint-00001", plan, model="digits-mlp")
+    message = error_of(capsys, "export", "--config", str(config), "--out", str(tmp_path / "o"))
+    assert "conv2" in message and "no Conv/Linear/MatMulSite" in message
+    run_dir = make_run(tmp_path / "run2", {"joint-00001": W8A8})
+    write_config(run_dir, "joint-00001", W8A8, model="digits-vit")
+    assert "model 'digits-vit'" in error_of(capsys, "validate", "--run", str(run_dir))

@@ -1,0 +1,259 @@
+"""Export to real INT8 ONNX: the QDQ pass on hand-built graphs, and whole zoo models.
+
+Tolerance of INT8 vs fake quantization (stated once): ONNX Runtime accumulates in int32 and
+requantizes each layer's output once, the fake-quant model accumulates in float32, so a value
+on a rounding boundary may land one code apart. We require argmax agreement >= 99% on the
+test split and logits within 5% of the logit range; the exported weights must be exactly the
+fake-quant grid codes (checked in the pass itself and below).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from models.export import act_grid, deploy_copy, export_plan, ort_session
+from models.onnx_quant import ActGrid, ExportError, LayerQuant, WeightGrid, quantize_graph
+from models.plan import CompressionPlan, LayerSpec
+
+RNG = np.random.default_rng(0)
+
+
+def _float_graph() -> onnx.ModelProto:
+    """input -> /a/Conv (4->8, 3x3) -> Relu -> MaxPool -> /b/Conv (8->8, 1x1) -> output,
+    named like the TorchScript exporter names module scopes (same weights every call)."""
+    rng = np.random.default_rng(7)
+    w1 = rng.integers(-7, 8, size=(8, 4, 3, 3)).astype(np.float32) * 0.1
+    w2 = rng.integers(-2, 2, size=(8, 8, 1, 1)).astype(np.float32) * 0.05
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="/a/Conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"], name="/Relu"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="/pool/MaxPool", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["output"], name="/b/Conv"),
+    ]  # fmt: skip
+    inits = [
+        numpy_helper.from_array(w1, "w1"),
+        numpy_helper.from_array(np.zeros(8, np.float32), "b1"),
+        numpy_helper.from_array(w2, "w2"),
+        numpy_helper.from_array(np.full(8, 0.1, np.float32), "b2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 8, 4, 4])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _layers(b_grid: ActGrid) -> list[LayerQuant]:
+    model = _float_graph()
+    w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return [
+        LayerQuant("a", "conv", (ActGrid(0.02, 128),),
+                   WeightGrid(np.round(w["w1"] / 0.1).astype(np.int64), np.full(8, 0.1), 4)),
+        LayerQuant("b", "conv", (b_grid,),
+                   WeightGrid(np.round(w["w2"] / 0.05).astype(np.int64), np.full(8, 0.05), 2)),
+    ]  # fmt: skip
+
+
+def _ops(model: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+def test_qdq_pass_moves_the_quantizer_before_relu_and_pool():
+    # a 4-bit unsigned grid (codes 0..15, zero point 0) at the input of /b/Conv
+    grid = ActGrid(0.1, 0, 0, 15)
+    model, storage = quantize_graph(_float_graph(), _layers(grid))
+    ops = _ops(model)
+    assert "Relu" not in ops  # Q clamps at the zero point = qmin: the Relu is a no-op
+    assert ops.count("Clip") == 1  # the sub-8-bit grid is enforced once, on uint8 codes
+    clip = next(n for n in model.graph.node if n.op_type == "Clip")
+    conv_a = next(n for n in model.graph.node if n.name == "/a/Conv")
+    producer_of_clip = next(n for n in model.graph.node if clip.input[0] in n.output)
+    assert producer_of_clip.op_type == "QuantizeLinear"
+    assert producer_of_clip.input[0] == conv_a.output[0]  # quantized right at /a/Conv's output
+    assert storage == {"a": "s8", "b": "s8"}
+    kinds = {t.name: t.data_type for t in model.graph.initializer}
+    assert sum(1 for v in kinds.values() if v == TensorProto.INT32) == 4  # 2 biases + 2 zps
+
+
+def test_qdq_model_computes_the_fake_quant_function():
+    """ONNX Runtime on the QDQ graph = a numpy emulation of the grids, up to 1 output code."""
+    grid = ActGrid(0.1, 0, 0, 15)
+    model, _ = quantize_graph(_float_graph(), _layers(grid))
+    x = RNG.normal(size=(2, 4, 8, 8)).astype(np.float32)
+    out = ort_session(model).run(None, {"input": x})[0]
+    ref_model = _float_graph()
+    w = {t.name: numpy_helper.to_array(t).copy() for t in ref_model.graph.initializer}
+    xq = (np.clip(np.round(x / 0.02) + 128, 0, 255) - 128) * 0.02
+    c1 = torch.nn.functional.conv2d(torch.from_numpy(xq), torch.from_numpy(w["w1"]), padding=1)
+    p1 = torch.nn.functional.max_pool2d(torch.relu(c1), 2).numpy()
+    p1q = np.clip(np.round(p1 / 0.1), 0, 15) * 0.1
+    ref = torch.nn.functional.conv2d(torch.from_numpy(p1q.astype(np.float32)),
+                                     torch.from_numpy(w["w2"])).numpy() + 0.1  # fmt: skip
+    # one 4-bit input code (0.1) times the largest |weight| sum of a filter bounds the error
+    bound = 0.1 * np.abs(w["w2"]).reshape(8, -1).sum(1).max()
+    assert np.abs(out - ref).max() <= bound
+    assert np.abs(out - ref).mean() < 0.1 * bound
+
+
+def test_qdq_pass_rejects_weights_off_the_grid_and_missing_layers():
+    layers = _layers(ActGrid(0.1, 0))
+    bad = LayerQuant("a", "conv", layers[0].inputs, WeightGrid(layers[0].weight.codes + 1,
+                     layers[0].weight.scales, 4))  # fmt: skip
+    with pytest.raises(ExportError, match="not on the layer's grid"):
+        quantize_graph(_float_graph(), [bad])
+    with pytest.raises(ExportError, match="'nope'"):
+        quantize_graph(_float_graph(), [LayerQuant("nope", "conv", (ActGrid(0.1, 0),))])
+    with pytest.raises(ValueError, match="zero_point"):
+        ActGrid(0.1, 300)
+    with pytest.raises(ValueError, match="weight_type"):
+        quantize_graph(_float_graph(), layers, weight_type="s4")
+
+
+def test_act_grid_maps_signed_grids_to_uint8():
+    # signed symmetric 8-bit grid -128..127 (zero point 0) = uint8 0..255, zero point 128
+    assert act_grid(torch.tensor(0.5), torch.tensor(0), -128, 127) == ActGrid(0.5, 128, 0, 255)
+    # signed 4-bit grid -8..7 is clipped to codes 120..135 around 128
+    assert act_grid(torch.tensor(0.5), torch.tensor(0), -8, 7) == ActGrid(0.5, 128, 120, 135)
+    assert act_grid(torch.tensor(0.5), torch.tensor(3), 0, 15).clipped
+
+
+MIXED = CompressionPlan(
+    layers={
+        "_default": LayerSpec(w_bits=4, a_bits=8),
+        "conv2": LayerSpec(w_bits=4, a_bits=8, keep=0.5),
+        "conv3": LayerSpec(w_bits=2, a_bits=6, rank=8),
+        "fc1": LayerSpec(w_bits=8, a_bits=8, rank=16),
+    },
+    pin_first_last=True,
+)
+
+
+@pytest.fixture(scope="module")
+def mixed_export(tmp_path_factory, lowbit_cache):
+    return export_plan("digits-cnn", MIXED, out_dir=tmp_path_factory.mktemp("mixed"))
+
+
+def _initializers(path) -> dict[str, np.ndarray]:
+    model = onnx.load(path)
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def _codes(path, layer: str) -> np.ndarray:
+    """A layer's stored weight codes (int8 or uint8) as in the ONNX file."""
+    found = [v for k, v in _initializers(path).items()
+             if k.startswith(f"{layer}.weight_quantized")]  # fmt: skip
+    assert len(found) == 1, layer
+    return found[0]
+
+
+def _levels(path, layer: str) -> np.ndarray:
+    """Stored codes minus their zero points, output channels first."""
+    model = onnx.load(path)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear"
+              and n.input[0].startswith(f"{layer}.weight_quantized"))  # fmt: skip
+    axis = next(a.i for a in dq.attribute if a.name == "axis")
+    codes = np.moveaxis(inits[dq.input[0]].astype(np.int64), axis, 0)
+    zero = inits[dq.input[2]].astype(np.int64)
+    return codes - zero.reshape((-1,) + (1,) * (codes.ndim - 1))
+
+
+@pytest.mark.slow
+def test_int8_outputs_match_fake_quant(mixed_export):
+    check = mixed_export.deploy["check"]
+    assert check["split"] == "test" and check["samples"] == 360
+    assert check["argmax_agreement"] >= 0.99
+    assert check["max_abs_logit_diff"] <= 0.05 * check["logit_range"]
+    assert abs(check["accuracy_int8"] - check["accuracy_fake_quant"]) <= 2 / 360
+
+
+@pytest.mark.slow
+def test_pruned_and_low_rank_shapes_are_real(mixed_export):
+    path = mixed_export.int8_path
+    assert _codes(path, "conv1").shape == (16, 1, 3, 3)  # pinned first layer: dense
+    assert _codes(path, "conv2").shape == (16, 16, 3, 3)  # keep 0.5 of 32 filters
+    assert _codes(path, "conv3.first").shape == (8, 16, 3, 3)  # rank 8, 16 inputs left
+    assert _codes(path, "conv3.second").shape == (32, 8, 1, 1)
+    # fc1's input = 32 channels x 4 positions; rank 16 (out, in): levels are out-first
+    assert _levels(path, "fc1.first").shape == (16, 128)
+    assert _levels(path, "fc1.second").shape == (64, 16)
+    fp32 = _initializers(mixed_export.fp32_path)
+    assert any(v.shape == (16, 16, 3, 3) for v in fp32.values())
+
+
+@pytest.mark.slow
+def test_low_bit_codes_stay_on_their_grid(mixed_export):
+    """Stored codes are k times the grid codes (a finer integer scale for the int32 bias):
+    divided by their per-channel gcd they take at most 2^b levels within ±2^(b-1)."""
+    path = mixed_export.int8_path
+    for layer, bits in (("conv2", 4), ("conv3.first", 2), ("fc1.first", 8), ("conv1", 8)):
+        levels = _levels(path, layer)
+        for row in levels.reshape(levels.shape[0], -1):
+            step = np.gcd.reduce(np.abs(row))
+            if step == 0:
+                continue  # a channel whose weights are all zero
+            grid = row // step
+            assert len(np.unique(grid)) <= 2**bits
+            # a folded BatchNorm may negate a channel: -2^(b-1) becomes +2^(b-1)
+            assert np.abs(grid).max() <= 2 ** (bits - 1)
+        assert np.abs(levels).max() <= (127 if bits < 8 else 128)
+
+
+@pytest.mark.slow
+def test_deploy_json_describes_the_model(mixed_export):
+    deploy = json.loads(mixed_export.deploy_path.read_text())
+    assert deploy == mixed_export.deploy
+    assert deploy["inputs"] == [{"name": "input", "dtype": "float32",
+                                 "shape": ["batch", 1, 8, 8]}]  # fmt: skip
+    assert deploy["plan"] == MIXED.to_dict()
+    layers = {row["name"]: row for row in deploy["layers"]}
+    assert layers["conv3.first"]["w_bits"] == 2 and layers["conv3.first"]["a_bits"] == 6
+    assert all(row["runs_as"] == "int8" for row in deploy["layers"])
+    kernels = deploy["ort_kernels"]["int8"]
+    assert kernels.get("QLinearConv", 0) == 4 and "Conv" not in kernels
+    assert kernels.get("Clip", 0) >= 1  # the 6-bit activations of conv3's factors
+
+
+@pytest.mark.slow
+def test_float_layers_stay_float_and_u8_weights_are_exact(tmp_path, lowbit_cache):
+    plan = CompressionPlan(
+        layers={"_default": LayerSpec(w_bits=8, a_bits=8), "fc1": LayerSpec()},
+        pin_first_last=False,
+    )
+    s8 = export_plan("digits-cnn", plan, out_dir=tmp_path / "s8", weight_type="s8")
+    u8 = export_plan("digits-cnn", plan, out_dir=tmp_path / "u8", weight_type="u8")
+    rows = {row["name"]: row for row in s8.deploy["layers"]}
+    assert rows["fc1"]["runs_as"] == "float" and rows["fc2"]["runs_as"] == "int8"
+    assert not any(k.startswith("fc1.weight_quantized") for k in _initializers(s8.int8_path))
+    assert _codes(u8.int8_path, "conv2").dtype == np.uint8
+    assert _codes(s8.int8_path, "conv2").dtype == np.int8
+    x = np.random.default_rng(1).uniform(size=(16, 1, 8, 8)).astype(np.float32)
+    out = [ort_session(str(r.int8_path)).run(None, {"input": x})[0] for r in (s8, u8)]
+    np.testing.assert_allclose(out[0], out[1], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_deploy_copy_folds_batchnorm_exactly(digits_cnn):
+    from models.data import load_split
+    from models.quant import QuantLayer
+
+    x, _ = load_split("digits", "val")
+    plan = CompressionPlan.from_bits_string("W4A8", pin_first_last=False)
+    from models import compress
+
+    small = compress(digits_cnn, plan, calib=x)
+    for m in small.modules():  # float activations: compare the folded float network
+        if isinstance(m, QuantLayer):
+            m.a_bits = None
+    deploy, quants, _ = deploy_copy(small)
+    with torch.no_grad():
+        np.testing.assert_allclose(deploy(x[:64]).numpy(), small(x[:64]).numpy(), atol=1e-4)
+    for lq in quants:
+        assert lq.weight is not None and lq.weight.bits == 4

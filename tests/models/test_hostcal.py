@@ -1,0 +1,93 @@
+"""Host calibration: OS facts, the timing harness, and a quick calibration's profile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwsim.profiles import load_profile, validate_profile_data
+from models import hostbench, hostcal
+from models.export import ort_session
+
+
+@pytest.fixture(scope="module")
+def quick_calibration() -> hostcal.Calibration:
+    return hostcal.calibrate(quick=True)
+
+
+def test_cpu_info_reads_the_os():
+    info = hostcal.cpu_info()
+    assert info["clock_hz"] > 1e8
+    assert info["simd_lanes_32bit"] in (4, 8, 16)
+    assert info["vnni"] == bool({"avx512_vnni", "avx_vnni", "amx_int8"} & hostcal.cpu_flags())
+    sys_cache = Path("/sys/devices/system/cpu/cpu0/cache")
+    if sys_cache.is_dir():  # sizes come from the OS, e.g. "1024K" -> 1048576
+        for index in sys_cache.glob("index*"):
+            if (index / "type").read_text().strip() in ("Data", "Unified"):
+                level = f"L{(index / 'level').read_text().strip()}"
+                size = (index / "size").read_text().strip()
+                assert info["caches_bytes"][level] == int(size[:-1]) * 1024
+
+
+def test_time_session_orders_its_quartiles():
+    chain = hostbench.chain_model("gemm", 16, 1, 2, True)
+    timing = hostbench.time_session(ort_session(chain), np.ones((1, 16), np.float32), repeats=9)
+    assert timing.runs == 9
+    assert 0 < timing.q1_s <= timing.median_s <= timing.q3_s
+    assert timing.iqr_s == pytest.approx(timing.q3_s - timing.q1_s)
+    with pytest.raises(ValueError, match="repeats"):
+        hostbench.time_session(ort_session(chain), np.ones((1, 16), np.float32), repeats=0)
+
+
+def test_int8_chain_runs_on_integer_kernels():
+    from models.export import kernel_census
+
+    kernels = kernel_census(hostbench.chain_model("conv", 16, 4, 3, True))
+    assert kernels.get("QLinearConv") == 3 and "Conv" not in kernels
+
+
+def test_quick_calibration_gives_a_valid_profile(quick_calibration, tmp_path):
+    data = quick_calibration.data
+    assert validate_profile_data(data) == []
+    profile = quick_calibration.profile()
+    assert profile.family == "cpu" and profile.schema_version == 1
+    assert profile.name == hostcal.PROFILE_NAME
+    assert profile.weight_storage == "promoted"  # weights are int8 codes whatever the grid
+    # INT8 and FP32 modes only: sub-8-bit layers promote to INT8 (no native INT4 compute)
+    modes = {(p.w_bits, p.a_bits) for p in profile.compute.precisions}
+    assert modes == {(8, 8), (32, 32)}
+    assert profile.compute.resolve(4, 8).w_bits == 8
+    caches = quick_calibration.measurements["cpu"]["caches_bytes"]
+    on_chip = {m.name: m.size_bytes for m in profile.memory if not m.off_chip}
+    for level, size in caches.items():
+        assert on_chip[level.lower()] == size
+    path = hostcal.write(quick_calibration, tmp_path / "host.toml")
+    loaded = load_profile(path)
+    assert loaded.content_hash() == profile.content_hash()  # the TOML round-trips
+    text = path.read_text()
+    assert "VNNI" in text and "flags" in text
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["cpu"]["flags"] == quick_calibration.measurements["cpu"]["flags"]
+    assert sidecar["run_overhead_s"] >= 0 and sidecar["op_overhead_s"] >= 0
+
+
+def test_fit_reproduces_the_chains_it_was_fitted_on(quick_calibration):
+    fit = quick_calibration.measurements["fit"]
+    assert fit["layer_cycles"] > 0 and fit["cols"] in (4, 8, 16, 32, 64)
+    assert fit["int8_macs_per_pe_per_cycle"] > 0 and fit["fp32_macs_per_pe_per_cycle"] > 0
+    for row in quick_calibration.measurements["chains"]:
+        # every chain is simulated with the fitted profile (within a factor of 4 on this
+        # coarse quick fit: the point is that both numbers describe the same layers)
+        assert 0.25 < row["simulated_layer_s"] / row["layer_s"] < 4
+
+
+def test_load_or_calibrate_writes_a_missing_profile(tmp_path, monkeypatch, quick_calibration):
+    monkeypatch.setattr(hostcal, "calibrate", lambda quick=False: quick_calibration)
+    path = tmp_path / "host" / "host-cpu.toml"
+    profile = hostcal.load_or_calibrate(path)
+    assert path.is_file() and profile.name == hostcal.PROFILE_NAME
+    again = hostcal.load_or_calibrate(path)  # present: loaded, not recalibrated
+    assert again.content_hash() == profile.content_hash()

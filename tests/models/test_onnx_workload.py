@@ -1,0 +1,281 @@
+"""ONNX models as hwsim workloads: shapes and MACs of exported networks, attention, bits of
+quantized graphs, unmapped ops reported by name, bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from onnx_nets import Conv1dNet, ConvZoo, ResNet18, TinyTransformer, export
+
+from hwsim.errors import WorkloadError
+from hwsim.workload import FLOAT_BITS, Compression
+from hwsim.workloads import builtin_workload
+from lowbit.commands._resolve import resolve_workload
+from models.onnx_workload import UnmappedOpsError, import_onnx, load_onnx_workload
+
+COMPUTE = ("conv2d", "linear", "matmul")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- exported networks ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_resnet18_from_the_default_exporter_matches_the_builtin_workload(tmp_path):
+    path = export(ResNet18(), torch.zeros(1, 3, 224, 224), tmp_path / "r18.onnx", dynamo=True)
+    workload = load_onnx_workload(path)
+    builtin = builtin_workload("resnet18")  # torchvision shapes, written by hand in hwsim
+    assert [layer.op for layer in workload.layers] == [layer.op for layer in builtin.layers]
+    for ours, reference in zip(workload.layers, builtin.layers, strict=True):
+        assert ours.macs == reference.macs, ours.name
+        assert ours.memory_elements() == reference.memory_elements(), ours.name
+        if ours.op in COMPUTE:  # compute layers carry the torch module names
+            assert ours.name == reference.name
+    # hand counts: conv1 = 112·112 outputs × 64 filters × 7·7·3; fc = 512 × 1000
+    assert workload.layer("conv1").macs == 112 * 112 * 64 * 7 * 7 * 3
+    assert workload.layer("fc").macs == 512 * 1000
+    assert workload.macs == 1_814_073_344  # torchvision's 1.81 GMACs
+    assert all(layer.compression == Compression() for layer in workload.layers)  # float: W8A8
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_conv_kinds_hand_counted(tmp_path, dynamo):
+    path = export(ConvZoo(), torch.zeros(1, 3, 16, 16), tmp_path / "convs.onnx", dynamo=dynamo)
+    layers = {layer.name: layer for layer in load_onnx_workload(path).layers}
+    assert layers["plain"].macs == 16 * 16 * 16 * (3 * 3 * 3)  # out pixels × filters × k·k·in
+    grouped = layers["grouped"]
+    assert (grouped.groups, grouped.macs) == (4, 16 * 16 * 32 * (3 * 3 * 16 // 4))
+    depthwise = layers["depthwise"]
+    assert depthwise.depthwise and (depthwise.out_h, depthwise.out_w) == (8, 8)
+    assert depthwise.macs == 8 * 8 * 32 * 3 * 3  # one 3×3 filter per channel
+    assert layers["fc"].macs == 32 * 8 * 8 * 10
+
+
+def test_conv1d_is_a_conv2d_of_height_one(tmp_path):
+    path = export(Conv1dNet(), torch.zeros(1, 4, 40), tmp_path / "c1d.onnx", dynamo=False)
+    conv = load_onnx_workload(path).layer("conv")
+    assert (conv.in_h, conv.in_w, conv.k_h, conv.k_w, conv.out_h, conv.out_w) == (
+        1,
+        40,
+        1,
+        5,
+        1,
+        18,
+    )
+    assert conv.macs == 18 * 8 * 5 * 4  # (40 - 5) // 2 + 1 = 18 outputs × 8 filters × 5·4
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_transformer_attention_matmuls(tmp_path, dynamo):
+    batch, tokens, dim, heads, hidden = 2, 6, 32, 4, 64
+    model = TinyTransformer(dim=dim, heads=heads, hidden=hidden)
+    path = export(model, torch.zeros(batch, tokens, dim), tmp_path / "t.onnx", dynamo=dynamo)
+    workload = load_onnx_workload(path)
+    linears = {layer.name: layer for layer in workload.layers if layer.op == "linear"}
+    assert set(linears) == {"attn.q", "attn.k", "attn.v", "attn.proj", "fc1", "fc2", "head"}
+    assert linears["attn.q"].macs == batch * tokens * dim * dim  # every token row
+    assert linears["fc1"].macs == batch * tokens * dim * hidden
+    assert linears["head"].macs == batch * dim * 5
+    scores, context = [layer for layer in workload.layers if layer.op == "matmul"]
+    head_dim = dim // heads
+    # QKᵀ: (tokens × head_dim)·(head_dim × tokens) per head and sample; AV: (t × t)·(t × hd)
+    assert (scores.M, scores.N, scores.K, scores.heads) == (tokens, tokens, head_dim, batch * heads)
+    assert (context.M, context.N, context.K, context.heads) == (tokens, head_dim, tokens, 8)
+    ops = [layer.op for layer in workload.layers]
+    assert ops.count("elementwise") >= 5  # 2 LayerNorms, softmax, GELU, 2 residual adds
+    softmax = workload.layers[ops.index("matmul") + 1]
+    assert softmax.op == "elementwise" and softmax.elements == batch * heads * tokens * tokens
+    assert workload.macs == model_macs(batch, tokens, dim, heads, hidden)
+
+
+def model_macs(batch: int, tokens: int, dim: int, heads: int, hidden: int) -> int:
+    """TinyTransformer MACs: 4 projections, QKᵀ and AV, the MLP, the head (by hand)."""
+    rows = batch * tokens
+    return (
+        rows * dim * dim * 4 + 2 * rows * tokens * dim + rows * dim * hidden * 2 + batch * dim * 5
+    )
+
+
+# --- quantized graphs --------------------------------------------------------------------
+
+
+def _qdq_model(weights: dict[str, np.ndarray], *, act_clip: int | None) -> onnx.ModelProto:
+    """input → Q/DQ (uint8, optionally clipped to [0, act_clip]) → Gemm per weight in turn;
+    weights are int8 codes per output channel (axis 0, transB); ``float:`` names stay float."""
+    nodes, inits, x = [], [], "input"
+    features = next(iter(weights.values())).shape[1]
+    for i, (name, codes) in enumerate(weights.items()):
+        inits += [numpy_helper.from_array(np.array(0.1, np.float32), f"s{i}"),
+                  numpy_helper.from_array(np.array(0, np.uint8), f"z{i}")]  # fmt: skip
+        nodes.append(helper.make_node("QuantizeLinear", [x, f"s{i}", f"z{i}"], [f"q{i}"]))
+        codes_out = f"q{i}"
+        if act_clip is not None:
+            inits += [numpy_helper.from_array(np.array(0, np.uint8), f"lo{i}"),
+                      numpy_helper.from_array(np.array(act_clip, np.uint8), f"hi{i}")]  # fmt: skip
+            nodes.append(helper.make_node("Clip", [f"q{i}", f"lo{i}", f"hi{i}"], [f"c{i}"]))
+            codes_out = f"c{i}"
+        nodes.append(helper.make_node("DequantizeLinear", [codes_out, f"s{i}", f"z{i}"], [f"d{i}"]))
+        if name.startswith("float:"):
+            inits.append(numpy_helper.from_array(codes.astype(np.float32), f"{name[6:]}.weight"))
+            weight = f"{name[6:]}.weight"
+        else:
+            inits += [
+                numpy_helper.from_array(codes.astype(np.int8), f"{name}.weight_quantized"),
+                numpy_helper.from_array(np.full(codes.shape[0], 0.05, np.float32), f"ws{i}"),
+                numpy_helper.from_array(np.zeros(codes.shape[0], np.int8), f"wz{i}"),
+            ]
+            weight = f"{name}.weight_dq"
+            nodes.append(helper.make_node(
+                "DequantizeLinear", [f"{name}.weight_quantized", f"ws{i}", f"wz{i}"], [weight],
+                axis=0,
+            ))  # fmt: skip
+        nodes.append(helper.make_node("Gemm", [f"d{i}", weight], [f"y{i}"], transB=1))
+        x = f"y{i}"
+    graph = helper.make_graph(
+        nodes, "qdq",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", features])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def test_bits_come_from_the_quantized_graph(tmp_path):
+    rng = np.random.default_rng(0)
+    weights = {
+        "int8": rng.integers(-128, 128, size=(16, 16)),  # 256 levels: 8 bits
+        "int4": rng.integers(-8, 8, size=(16, 16)),  # codes −8…7: 4 bits
+        "int4_scaled": 15 * rng.integers(-8, 8, size=(16, 16)),  # same grid, step 15: 4 bits
+        "int2": rng.integers(-2, 2, size=(16, 16)),  # 2 bits
+        "float:plain": rng.normal(size=(16, 16)),  # left in float: 32 bits
+    }
+    path = tmp_path / "qdq.onnx"
+    onnx.save(_qdq_model(weights, act_clip=None), path)
+    result = import_onnx(path)
+    assert result.quantized
+    bits = {layer.name: (layer.compression.w_bits, layer.compression.a_bits)
+            for layer in result.workload.layers}  # fmt: skip
+    assert bits == {"int8": (8, 8), "int4": (4, 8), "int4_scaled": (4, 8), "int2": (2, 8),
+                    "plain": (FLOAT_BITS, 8)}  # fmt: skip
+    onnx.save(_qdq_model({"a": weights["int4"]}, act_clip=15), path)  # uint8 clipped to 0…15
+    (layer,) = load_onnx_workload(path).layers
+    assert (layer.compression.w_bits, layer.compression.a_bits) == (4, 4)
+
+
+@pytest.mark.slow
+def test_lowbit_export_round_trip(tmp_path, trained):
+    """The INT8 ONNX ``lowbit export`` writes has the plan's shapes and bits, as the bridge
+    simulates them (pinned first/last layers at W8A8, a pruned layer, 2-bit weights, a
+    4-bit activation grid carried through a MaxPool)."""
+    from models.bridge import to_workload
+    from models.export import export_plan
+    from models.plan import CompressionPlan, LayerSpec
+    from models.zoo import build
+
+    trained("digits-cnn")  # trains into the session cache export_plan reads
+    plan = CompressionPlan(
+        layers={
+            "_default": LayerSpec(w_bits=4, a_bits=4),
+            "conv2": LayerSpec(w_bits=2, a_bits=4, keep=0.5),
+        }  # fmt: skip
+    )
+    exported = export_plan("digits-cnn", plan, out_dir=tmp_path / "export")
+    ours = load_onnx_workload(exported.int8_path)
+    bridge = to_workload(build("digits-cnn"), plan)
+
+    def compute(workload):
+        return [(layer.name, layer.macs, layer.compression.w_bits, layer.compression.a_bits)
+                for layer in workload.layers if layer.op in COMPUTE]  # fmt: skip
+
+    assert compute(ours) == compute(bridge)
+    assert ("conv2", 147456, 2, 4) in compute(ours)  # 8·8 pixels × 16 kept filters × 9·16
+
+
+# --- unmapped ops and bad input ----------------------------------------------------------
+
+
+def _with_unmapped(path) -> None:
+    """Conv → ConvTranspose (no hwsim mapping) → a custom-domain op → Relu."""
+    w = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "conv.weight")
+    wt = numpy_helper.from_array(np.ones((4, 4, 2, 2), np.float32), "up.weight")
+    nodes = [
+        helper.make_node("Conv", ["input", "conv.weight"], ["a"], name="conv", pads=[1] * 4),
+        helper.make_node("ConvTranspose", ["a", "up.weight"], ["b"], name="up1", strides=[2, 2]),
+        helper.make_node("Mystery", ["b"], ["c"], name="magic", domain="example.custom"),
+        helper.make_node("Relu", ["b"], ["d"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("d", TensorProto.FLOAT, None)], [w, wt],
+    )  # fmt: skip
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("example.custom", 1)]
+    )
+    onnx.save(model, path)
+
+
+def test_unmapped_ops_are_reported_by_name(tmp_path, capsys):
+    path = tmp_path / "odd.onnx"
+    _with_unmapped(path)
+    with pytest.raises(UnmappedOpsError) as info:
+        import_onnx(path)
+    message = str(info.value)
+    assert "up1 (ConvTranspose)" in message and "magic (Mystery)" in message
+    assert [name for name, _, _ in info.value.unmapped] == ["up1", "magic"]
+    result = import_onnx(path, allow_unmapped=True)
+    assert [layer.name for layer in result.workload.layers] == ["conv", "relu"]
+    assert [(name, op) for name, op, _ in result.unmapped] == [
+        ("up1", "ConvTranspose"),
+        ("magic", "Mystery"),
+    ]
+    # the CLI wiring: an error by default, one warning line with allow_unmapped
+    with pytest.raises(UnmappedOpsError):
+        resolve_workload(str(path))
+    workload = resolve_workload(str(path), allow_unmapped=True)
+    assert workload.name == "odd"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: {path}: 2 op(s) not simulated: up1 (ConvTranspose), magic (Mystery)"]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\x08\x07\x12\xff\xfe garbage", "not a readable ONNX model"),
+        (b"this is a text file, not a model\n", "ONNX model"),
+        (b"", "not an ONNX model"),
+    ],
+    ids=["corrupt", "text", "empty"],
+)
+def test_bad_files_name_the_file(tmp_path, content, expected):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(WorkloadError, match=expected) as info:
+        resolve_workload(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_missing_file_and_symbolic_dims(tmp_path):
+    with pytest.raises(WorkloadError, match="missing.onnx: no such file"):
+        import_onnx(tmp_path / "missing.onnx")
+    model = TinyTransformer()
+    path = tmp_path / "t.onnx"
+    model.eval()
+    with pytest.warns(Warning):  # TorchScript exporter deprecation
+        torch.onnx.export(
+            model, (torch.zeros(1, 6, 32),), str(path), dynamo=False, input_names=["x"],
+            dynamic_axes={"x": {0: "batch", 1: "tokens"}},
+        )  # fmt: skip
+    with pytest.raises(WorkloadError, match=r"axis 1 \(tokens\).*dims="):
+        import_onnx(path)
+    workload = load_onnx_workload(path, batch=2, dims={"tokens": 6})
+    assert workload.macs == model_macs(2, 6, 32, 4, 64)

@@ -1,0 +1,141 @@
+"""Hardware co-design: the profile's tunables in the search space under an area budget."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import optuna
+import pytest
+from search_testkit import SYNTHETIC_LAYERS
+
+from hwsim.area import area_mm2
+from hwsim.errors import LowbitError
+from hwsim.profiles import load_profile
+from search import load_config, run_search
+from search.codesign import AREA_CONSTRAINT, HARDWARE_KEY, build_codesign
+from search.space import SearchSpace, build_space
+
+BUDGET_MM2 = 3.5  # below npu-bitfusion as given (3.94 mm2), so the budget binds
+
+
+@pytest.fixture(scope="module")
+def codesign():
+    cd, _ = build_codesign("npu-bitfusion", area_budget_mm2=BUDGET_MM2)
+    return cd
+
+
+@pytest.fixture(scope="module")
+def space(codesign):
+    profile = load_profile("npu-bitfusion")
+    return build_space(SYNTHETIC_LAYERS, profile, model="synthetic-cnn", codesign=codesign)
+
+
+def test_choices_are_the_tunables_plus_the_value_as_given(codesign):
+    profile = load_profile("npu-bitfusion")
+    assert [c.key for c in codesign.choices] == [t.key for t in profile.tunables]
+    rows = next(c for c in codesign.choices if c.key == "compute.rows")
+    assert rows.base == profile.compute.rows and rows.base in rows.values
+    assert set(rows.values) == set(profile.tunables[0].values) | {profile.compute.rows}
+
+
+def test_space_samples_hardware_and_hands_it_to_the_evaluator(space, codesign):
+    dists = space.distributions()
+    hw = [name for name in dists if name.startswith("hw:")]
+    assert sorted(hw) == sorted(c.param for c in codesign.choices if len(c.values) > 1)
+    params = space.uniform_params(8, 8)
+    settings = space.settings(params)
+    assert settings[HARDWARE_KEY] == codesign.overrides({})  # uniform = the profile as given
+    assert set(space.plan(params).layers) == {layer.name for layer in space.layers}
+    chosen = {**params, "hw:compute.rows": 32, "hw:memory.wbuf.size_bytes": 131_072}
+    assert space.hardware_overrides(chosen)["compute.rows"] == 32
+    assert space.settings(chosen)[HARDWARE_KEY]["memory.wbuf.size_bytes"] == 131_072
+
+
+def test_space_json_round_trip(space):
+    again = SearchSpace.from_json(space.to_json())
+    assert again == space
+    assert again.codesign.profile({}).content_hash() == load_profile("npu-bitfusion").content_hash()
+
+
+def test_area_constraint_is_set_at_ask_time(space, codesign):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for _ in range(12):
+        trial = study.ask()
+        params = space.suggest(trial)
+        expected = area_mm2(load_profile("npu-bitfusion", overrides=codesign.overrides(params)))
+        frozen = study.tell(trial, [0.9, 1.0])
+        assert frozen.user_attrs["area_mm2"] == pytest.approx(expected)
+        assert frozen.constraints[AREA_CONSTRAINT] == pytest.approx(expected - BUDGET_MM2)
+
+
+def test_warm_start_hardware_is_the_largest_that_fits(codesign):
+    overrides = codesign.warm_start_overrides()
+    assert overrides is not None and codesign.area_mm2(overrides) <= BUDGET_MM2
+    # no combination of choices within the budget has more area (3^4 = 81 combinations)
+    keys = [c.key for c in codesign.choices]
+    for combo in itertools.product(*(c.values for c in codesign.choices)):
+        area = area_mm2(
+            load_profile("npu-bitfusion", overrides=dict(zip(keys, combo, strict=True)))
+        )
+        assert area > BUDGET_MM2 or area <= codesign.area_mm2(overrides) + 1e-12
+    roomy, _ = build_codesign("npu-bitfusion", area_budget_mm2=100.0)
+    assert roomy.warm_start_overrides() == roomy.overrides({})
+    tiny, _ = build_codesign("npu-bitfusion", area_budget_mm2=0.01)
+    assert tiny.warm_start_overrides() is None
+
+
+def test_codesign_input_errors():
+    with pytest.raises(LowbitError, match=r"\[\[tunables\]\]"):
+        build_codesign("cpu-x86-avx2")
+    with pytest.raises(LowbitError, match="area budget needs co-design"):
+        run_search(model="digits-cnn", hardware="npu-bitfusion", n_trials=1, out_dir="x",
+                   area_budget_mm2=3.0)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_codesign_search_respects_the_budget_and_records_the_hardware(ray_session, tmp_path):
+    import hwsim
+    import models
+
+    out = tmp_path / "run"
+    result = run_search(
+        model="digits-cnn",
+        hardware="npu-bitfusion",
+        n_trials=8,
+        out_dir=out,
+        workers=2,
+        methods=("joint", "uniform"),
+        co_design=True,
+        area_budget_mm2=BUDGET_MM2,
+        progress=False,
+    )
+    summary = result.summary
+    assert summary["constraints"]["max_area_mm2"] == BUDGET_MM2
+    assert summary["co_design"]["base_area_mm2"] == pytest.approx(
+        area_mm2(load_profile("npu-bitfusion"))
+    )
+    # the journal: every trial's area is its hardware's, feasible exactly when within budget
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))
+    )
+    study = optuna.load_study(study_name=summary["study"], storage=storage)
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        hw = {k[3:]: v for k, v in t.params.items() if k.startswith("hw:")}
+        expected = area_mm2(load_profile("npu-bitfusion", overrides=hw))
+        assert t.user_attrs["area_mm2"] == pytest.approx(expected)
+        assert (t.constraints[AREA_CONSTRAINT] <= 0) == (expected <= BUDGET_MM2)
+    ids = result.methods["joint"].pareto
+    assert ids
+    base = models.load_trained("digits-cnn")
+    for cid in ids:
+        path = out / "configs" / f"{cid}.json"
+        cfg = load_config(path)  # still a valid deployment config
+        hardware = json.loads(path.read_text())["hardware"]
+        variant = load_profile("npu-bitfusion", overrides=hardware["overrides"])
+        assert hardware["content_hash"] == cfg.hardware_hash == variant.content_hash()
+        assert hardware["area_mm2"] == pytest.approx(area_mm2(variant))
+        assert hardware["area_mm2"] <= BUDGET_MM2  # Pareto sets hold feasible trials only
+        plan = models.CompressionPlan.from_dict(cfg.plan)
+        sim = hwsim.simulate(models.to_workload(base, plan), variant)
+        assert cfg.latency_ms == pytest.approx(sim.latency_s * 1e3)
