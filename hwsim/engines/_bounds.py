@@ -54,7 +54,14 @@ def bounder(t: Target, w: GemmWork, *, scalar: bool = True):
       last tile's compute), then the compute of the tiles after its last transfer -- one,
       or with K whole a whole outer iteration when the port moves only the outer
       operand (the last iteration prefetches nothing), or all but the first iteration
-      when it moves only a resident inner operand.
+      when it moves only a resident inner operand (one port: the first iteration's
+      loads, then the other iterations' compute);
+    * K split with the operands on two ports: each step waits for the slower of its
+      tile's two slices.
+
+    Each tile computes its share of the GEMM's folds (as :func:`_tiling.build`), so the
+    compute of any n tiles is at least n of the smallest and at least the rest of the
+    work less the other tiles at the largest.
 
     Per-GEMM constants are computed once; ``scalar`` takes the single-port shortcut when
     it applies (the same formulas)."""
