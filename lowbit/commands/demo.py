@@ -3,7 +3,9 @@
 1. simulate a built-in network on a bit-flexible NPU at uniform precisions (the simulator);
 2. search per-layer bits, pruning and rank for the ``digits-cnn`` zoo model on that NPU,
    with every baseline on the same budget (the product's main job);
-3. print where the results are.
+3. validate the winners: export them to INT8 ONNX, time them on this CPU and compare with
+   the simulator's host-CPU model (calibrated by microbenchmarks on first use);
+4. write the HTML report and print where the results are.
 
 Each step runs the same code as its own subcommand, through the command table.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "run the main job on built-in defaults: a small search of digits-cnn on npu-bitfusion"
+HELP = "run the main job on built-in defaults: search digits-cnn on npu-bitfusion, validate, report"
 
 _HARDWARE = "npu-bitfusion"
 _NETWORK = "resnet18"
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     profile = resolve_profile(_HARDWARE)
     network = resolve_workload(_NETWORK)
-    print(f"[1/2] {_NETWORK} on {profile.name}, uniform precision (analytic engine)")
+    print(f"[1/4] {_NETWORK} on {profile.name}, uniform precision (analytic engine)")
     base = None
     for w_bits, a_bits in ((8, 8), (4, 8), (4, 4), (2, 2)):
         result = simulate(
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             f"{result.energy_j * 1e3:8.4g} mJ  speed-up {speedup:5.2f}x"
         )
     out = Path(args.out)
-    print(f"\n[2/2] search: {_MODEL} on {profile.name}, {args.trials} trials per method")
+    print(f"\n[2/4] search: {_MODEL} on {profile.name}, {args.trials} trials per method")
     code = main(
         [
             "search",
@@ -62,7 +64,15 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if code:
         return code
+    print("\n[3/4] validate the Pareto configs on this CPU (real INT8 vs simulated)")
+    code = main(["validate", "--run", str(out), "--top", "5"])
+    if code:
+        return code
+    print("\n[4/4] report")
+    code = main(["report", "--run", str(out)])
+    if code:
+        return code
     print(f"\nresults: {out.resolve()}")
-    for name in ("pareto.csv", "trials.csv", "summary.json", "configs/"):
+    for name in ("report.html", "pareto.csv", "trials.csv", "summary.json", "validation.csv"):
         print(f"  {out / name}")
     return 0
