@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwsim.fileio import atomic_write_bytes
 from models.graph import MatMulSite
 from models.onnx_quant import ActGrid, ExportError, LayerQuant, WeightGrid, quantize_graph
 from models.plan import CompressionPlan
@@ -305,18 +306,6 @@ def build_compressed(
     return base, compressed.eval()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @torch.no_grad()
 def _check(compressed: nn.Module, int8: Any, fp32: Any) -> dict[str, Any]:
     """INT8 ONNX vs fake-quant torch outputs (and FP32 ONNX accuracy) on the test split."""
@@ -375,8 +364,8 @@ def export_plan(
             row["weight_storage"] = storage[row["name"]]
     out = Path(out_dir)
     paths = {"int8": out / "model.int8.onnx", "fp32": out / "model.fp32.onnx"}
-    _write_atomic(paths["fp32"], fp32.SerializeToString())
-    _write_atomic(paths["int8"], int8.SerializeToString())
+    atomic_write_bytes(paths["fp32"], fp32.SerializeToString())
+    atomic_write_bytes(paths["int8"], int8.SerializeToString())
     info = {
         "schema_version": DEPLOY_SCHEMA_VERSION,
         "kind": "lowbit-deployment",
@@ -402,5 +391,5 @@ def export_plan(
     if check:
         info["check"] = _check(compressed, int8, fp32)
     deploy_path = out / "deploy.json"
-    _write_atomic(deploy_path, (json.dumps(info, indent=2) + "\n").encode())
+    atomic_write_bytes(deploy_path, (json.dumps(info, indent=2) + "\n").encode())
     return ExportResult(out, paths["int8"], paths["fp32"], deploy_path, info)

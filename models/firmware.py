@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ import torch
 from torch import nn
 
 from hwsim.errors import LowbitError
+from hwsim.fileio import atomic_write_text
 from hwsim.profile import HardwareProfile
 from hwsim.result import SimResult
 from models._firmware_schema import FIRMWARE_KIND, FIRMWARE_SCHEMA_VERSION, validate_firmware_config
@@ -270,17 +269,7 @@ def write_firmware_config(
     problems = validate_firmware_config(config)
     if problems:  # a bug, not a user error: the config was just built
         raise RuntimeError(f"built an invalid firmware config for {path}: {problems}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(config, indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(config, indent=2) + "\n")
 
 
 def write_zoo_firmware_config(

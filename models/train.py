@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from hwsim.fileio import atomic_write
 
 from . import data
 from .evaluate import accuracy
@@ -184,16 +185,7 @@ def _fit(model: ZooModel, recipe: TrainRecipe, *, seed: int) -> float:
 
 
 def _save_atomic(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def train(name: str, *, seed: int = 0, recipe: TrainRecipe | None = None) -> TrainedModel:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hwsim.errors import LowbitError
+from hwsim.fileio import atomic_write_text
 
 from .evaluator import LayerCost
 from .storage import FAIL_REASON_ATTR
@@ -71,23 +70,6 @@ _KINDS = {
 
 class ConfigError(LowbitError):
     """A deployment configuration file is malformed (every problem listed)."""
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temp file in the same directory + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_json(path: str | Path, data: Any) -> Path:

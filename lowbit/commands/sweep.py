@@ -12,12 +12,11 @@ import csv
 import io
 import itertools
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from hwsim.errors import LowbitError
+from hwsim.fileio import atomic_write_bytes, atomic_write_text
 
 HELP = "simulate over a grid of hardware parameters (--vary key=v1,v2,...); writes CSV + plot"
 
@@ -238,18 +237,6 @@ def _slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(spec).stem if "/" in spec else spec)
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_csv(path: Path, keys: list[str], records: list[dict], *, with_area: bool) -> None:
     buffer = io.StringIO()
     fields = ["workload", *keys, "total_cycles", "latency_s", "energy_j", "speedup"]
@@ -257,7 +244,7 @@ def _write_csv(path: Path, keys: list[str], records: list[dict], *, with_area: b
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(records)
-    _replace_atomically(path, buffer.getvalue().encode())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _write_plot(path: Path, keys: list[str], records: list[dict], *, title: str) -> None:
@@ -296,7 +283,7 @@ def _write_plot(path: Path, keys: list[str], records: list[dict], *, title: str)
         fig.savefig(buffer, format="png", dpi=100)
     finally:
         plt.close(fig)
-    _replace_atomically(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _write_suite_plot(path: Path, keys: list[str], records: list[dict], *, title: str) -> None:
@@ -340,4 +327,4 @@ def _write_suite_plot(path: Path, keys: list[str], records: list[dict], *, title
         fig.savefig(buffer, format="png", dpi=100)
     finally:
         plt.close(fig)
-    _replace_atomically(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
