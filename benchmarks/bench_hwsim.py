@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from scalesim_reference import CFG_TEMPLATE  # the sibling script (imports no SCALE-Sim here)
+
 import hwsim
 from hwsim.engines.analytic import AnalyticEngine
 from hwsim.profiles import builtin_profile_names, load_profile
@@ -42,46 +44,9 @@ COLD_LAYERS = 3000
 COLD_REPEATS = 3
 WARM_SECONDS = 1.0
 
-SCALESIM_CFG = """\
-[general]
-run_name = bench_32x32_os
-
-[architecture_presets]
-ArrayHeight: 32
-ArrayWidth: 32
-IfmapSramSzkB: 64
-FilterSramSzkB: 64
-OfmapSramSzkB: 32
-IfmapOffset: 0
-FilterOffset: 10000000
-OfmapOffset: 20000000
-Bandwidth: 10
-Dataflow: os
-MemoryBanks: 1
-ReadRequestBuffer: 512
-WriteRequestBuffer: 512
-
-[layout]
-IfmapCustomLayout: False
-IfmapSRAMBankBandwidth: 10
-IfmapSRAMBankNum: 10
-IfmapSRAMBankPort: 2
-FilterCustomLayout: False
-FilterSRAMBankBandwidth: 10
-FilterSRAMBankNum: 10
-FilterSRAMBankPort: 2
-
-[sparsity]
-SparsitySupport: false
-SparseRep: ellpack_block
-OptimizedMapping: false
-BlockSize: 8
-RandomNumberGeneratorSeed: 40
-
-[run_presets]
-InterfaceBandwidth: CALC
-UseRamulatorTrace: False
-"""
+#: a 32x32 output-stationary array, the reference script's cfg (CALC bandwidth: SCALE-Sim
+#: reports compute cycles only)
+SCALESIM_CFG = CFG_TEMPLATE.format(rows=32, cols=32, dataflow="os")
 
 
 def distinct_layers(n: int) -> list:

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from .profile import OPERANDS
+from .workload import ELEMENTWISE_KINDS
 
 __all__ = [
     "SCHEMA",
@@ -167,6 +168,20 @@ SCHEMA = Table(
                 "layer_cycles": Key("int", required=False, default=0, low=0, high=10**9),
                 # default as hwsim.profile.Overheads: a few tens of cycles per tile
                 "tile_cycles": Key("int", required=False, default=16, low=0, high=10**6),
+                "run_cycles": Key("int", required=False, default=0, low=0, high=10**9),
+                "gemm_cycles": Key("int", required=False, default=0, low=0, high=10**9),
+                "conv_channel_multiple": Key("int", required=False, default=1, low=1, high=1024),
+                "conv_min_out_channels": Key("int", required=False, default=1, low=1, high=65536),
+                "unaligned_conv_cycles_per_pixel": Key(
+                    "number", required=False, default=0.0, low=0, high=10**6, unit="cycles"
+                ),
+                "elementwise_cycles_per_element": Table(
+                    {
+                        kind: Key("number", required=False, low=0, high=10**6, unit="cycles")
+                        for kind in ELEMENTWISE_KINDS
+                    },
+                    required=False,
+                ),
             },
             required=False,
         ),

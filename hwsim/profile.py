@@ -111,10 +111,37 @@ class SparsitySupport:
 class Overheads:
     """Fixed costs: per layer (launch, configuration, synchronisation) and per tile (the
     compute side's handshake with the DMA for each buffer it consumes: descriptor issue,
-    semaphores). The per-tile default is an estimate of a few tens of cycles."""
+    semaphores). The per-tile default is an estimate of a few tens of cycles.
+
+    ``run_cycles`` is paid once per inference (a runtime's ``Run`` call: input/output
+    binding, graph walk); ``gemm_cycles`` once per integer GEMM a layer runs, on top of
+    ``layer_cycles`` (a low-rank layer is two GEMMs: two kernel launches, two
+    requantization setups; float GEMMs do not pay it); ``elementwise_cycles_per_element``
+    maps a memory-only layer's ``kind`` (:data:`hwsim.workload.ELEMENTWISE_KINDS`) to its
+    compute cost per element (a CPU runs LayerNorm or GELU at a few cycles per element,
+    not at copy speed). All default to no cost.
+    """
 
     layer_cycles: int = 0
     tile_cycles: int = 16
+    run_cycles: int = 0
+    gemm_cycles: int = 0
+    elementwise_cycles_per_element: tuple[tuple[str, float], ...] = ()
+    #: integer convolutions whose channels do not fit the CPU's direct kernel -- input or
+    #: output channels not a multiple of ``conv_channel_multiple``, or fewer output
+    #: channels than ``conv_min_out_channels`` -- run a generic im2col path that costs
+    #: ``unaligned_conv_cycles_per_pixel`` more per output pixel (building the pixel's
+    #: im2col row, requantizing it). Defaults: no such path.
+    conv_channel_multiple: int = 1
+    conv_min_out_channels: int = 1
+    unaligned_conv_cycles_per_pixel: float = 0.0
+
+    def elementwise_cost(self, kind: str) -> float:
+        """Cycles per element of a memory-only layer of ``kind`` (0 when not given)."""
+        for name, cycles in self.elementwise_cycles_per_element:
+            if name == kind:
+                return cycles
+        return 0.0
 
 
 @dataclass(frozen=True, slots=True)

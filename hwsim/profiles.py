@@ -273,6 +273,17 @@ def _build(d: dict, *, source: str) -> HardwareProfile:
         overheads=Overheads(
             layer_cycles=d["overheads"]["layer_cycles"],
             tile_cycles=d["overheads"]["tile_cycles"],
+            run_cycles=d["overheads"]["run_cycles"],
+            gemm_cycles=d["overheads"]["gemm_cycles"],
+            conv_channel_multiple=d["overheads"]["conv_channel_multiple"],
+            conv_min_out_channels=d["overheads"]["conv_min_out_channels"],
+            unaligned_conv_cycles_per_pixel=float(
+                d["overheads"]["unaligned_conv_cycles_per_pixel"]
+            ),
+            elementwise_cycles_per_element=tuple(
+                (kind, float(v))
+                for kind, v in sorted(d["overheads"]["elementwise_cycles_per_element"].items())
+            ),
         ),
         weight_storage=d["weight_storage"],
         static_power_w=float(d["static_power_w"]),

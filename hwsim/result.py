@@ -52,6 +52,9 @@ class LayerResult:
 
 @dataclass(frozen=True, slots=True)
 class SimResult:
+    """A workload on one target: ``total_cycles`` = Σ layers' ``total_cycles`` +
+    ``run_cycles`` (the profile's once-per-inference cost)."""
+
     hardware: str
     workload: str
     engine: str
@@ -60,6 +63,7 @@ class SimResult:
     latency_s: float
     energy_j: float
     layers: tuple[LayerResult, ...]
+    run_cycles: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -70,5 +74,6 @@ class SimResult:
             "total_cycles": self.total_cycles,
             "latency_s": self.latency_s,
             "energy_j": self.energy_j,
+            "run_cycles": self.run_cycles,
             "layers": [layer.to_dict() for layer in self.layers],
         }

@@ -27,6 +27,7 @@ __all__ = [
     "Elementwise",
     "Pool",
     "Workload",
+    "ELEMENTWISE_KINDS",
     "ceil_div",
 ]
 
@@ -34,6 +35,21 @@ __all__ = [
 FLOAT_BITS = 32
 
 _VALID_BITS = set(range(1, 17)) | {FLOAT_BITS}
+
+#: operator kinds of memory-only layers (``Elementwise.kind``, ``Pool.kind``) that a profile
+#: may give a per-element compute cost (``overheads.elementwise_cycles_per_element``);
+#: "" = unknown, costed by its memory traffic alone
+ELEMENTWISE_KINDS = (
+    "add", "mul", "relu", "gelu", "layernorm", "softmax", "embedding", "maxpool", "avgpool",
+)  # fmt: skip
+
+
+def _check_kind(layer_name: str, kind: str) -> None:
+    if kind != "" and kind not in ELEMENTWISE_KINDS:
+        raise ValueError(
+            f"layer {layer_name!r}: unknown kind {kind!r} (valid: {', '.join(ELEMENTWISE_KINDS)}, "
+            "or empty)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,11 +309,21 @@ class MatMul(Layer):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Elementwise(Layer):
     """Memory-only layer (add, activation, norm, softmax): reads ``inputs`` tensors of
-    ``elements`` each and writes one."""
+    ``elements`` each and writes one. ``kind`` (one of :data:`ELEMENTWISE_KINDS`, or "")
+    names the operator so a profile can charge its per-element compute cost."""
 
     elements: int
     inputs: int = 1
+    kind: str = ""
     op: str = field(default="elementwise", init=False)
+
+    def __post_init__(self) -> None:
+        _check_kind(self.name, self.kind)
+
+    @property
+    def cost_elements(self) -> int:
+        """Elements the per-element cost applies to: the output's (one per input set)."""
+        return self.elements
 
     def memory_elements(self) -> tuple[int, int]:
         return (self.elements * self.inputs, self.elements)
@@ -305,11 +331,22 @@ class Elementwise(Layer):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pool(Layer):
-    """Pooling: memory-only; reads ``in_elements`` and writes ``out_elements``."""
+    """Pooling: memory-only; reads ``in_elements`` and writes ``out_elements``; ``kind`` is
+    "maxpool", "avgpool" or "" (see :class:`Elementwise`)."""
 
     in_elements: int
     out_elements: int
+    kind: str = ""
     op: str = field(default="pool", init=False)
+
+    def __post_init__(self) -> None:
+        _check_kind(self.name, self.kind)
+
+    @property
+    def cost_elements(self) -> int:
+        """Elements the per-element cost applies to: the input's (each is compared or
+        summed once per window it falls in; with ONNX Runtime's kernels ~ once)."""
+        return self.in_elements
 
     def memory_elements(self) -> tuple[int, int]:
         return (self.in_elements, self.out_elements)

@@ -54,17 +54,24 @@ class _Net:
         out_h = Conv2d.out_size(self.h, k, stride, padding)
         out_w = Conv2d.out_size(self.w, k, stride, padding)
         self.layers.append(
-            Pool(name=name, in_elements=self.elements, out_elements=out_h * out_w * self.c)
+            Pool(
+                name=name,
+                in_elements=self.elements,
+                out_elements=out_h * out_w * self.c,
+                kind="maxpool",
+            )
         )
         self.h, self.w = out_h, out_w
 
     def global_pool(self, name: str) -> None:
-        self.layers.append(Pool(name=name, in_elements=self.elements, out_elements=self.c))
+        self.layers.append(
+            Pool(name=name, in_elements=self.elements, out_elements=self.c, kind="avgpool")
+        )
         self.h = self.w = 1
 
     def add(self, name: str) -> None:
         """Residual add of two tensors of the current shape."""
-        self.layers.append(Elementwise(name=name, elements=self.elements, inputs=2))
+        self.layers.append(Elementwise(name=name, elements=self.elements, inputs=2, kind="add"))
 
     def linear(self, name: str, out_features: int) -> None:
         self.layers.append(Linear(name=name, in_features=self.c, out_features=out_features))
@@ -160,6 +167,13 @@ def mobilenetv2() -> Workload:
 # --- Transformer encoder layers ------------------------------------------------------------
 
 
+#: kind of each memory-only role of an encoder layer
+_KINDS = {
+    "softmax": "softmax", "add1": "add", "add2": "add", "gelu": "gelu", "ln1": "layernorm",
+    "ln2": "layernorm",
+}  # fmt: skip
+
+
 def _encoder_layer(
     prefix: str, *, seq: int, hidden: int, heads: int, ffn: int, names: dict[str, str]
 ) -> list[Layer]:
@@ -170,7 +184,9 @@ def _encoder_layer(
         return Linear(name=prefix + names[role], in_features=in_f, out_features=out_f, tokens=seq)
 
     def elementwise(role: str, elements: int, inputs: int = 1) -> Elementwise:
-        return Elementwise(name=prefix + names[role], elements=elements, inputs=inputs)
+        return Elementwise(
+            name=prefix + names[role], elements=elements, inputs=inputs, kind=_KINDS[role]
+        )
 
     attention = [
         linear("q", hidden, hidden),
@@ -252,13 +268,15 @@ def vit_b16() -> Workload:
     net.conv("conv_proj", hidden, 16, stride=16)
     layers = list(net.layers)
     # class token concatenated, then the position embedding added (one pass over seq x hidden)
-    layers.append(Elementwise(name="encoder.pos_embedding", elements=seq * hidden, inputs=2))
+    layers.append(
+        Elementwise(name="encoder.pos_embedding", elements=seq * hidden, inputs=2, kind="embedding")
+    )
     for i in range(12):
         layers += _encoder_layer(
             f"encoder.layers.encoder_layer_{i}.",
             seq=seq, hidden=hidden, heads=12, ffn=3072, names=_VIT_NAMES,
         )  # fmt: skip
-    layers.append(Elementwise(name="encoder.ln", elements=seq * hidden))
+    layers.append(Elementwise(name="encoder.ln", elements=seq * hidden, kind="layernorm"))
     layers.append(Linear(name="heads.head", in_features=hidden, out_features=1000))  # cls token
     return Workload("vit-b16", tuple(layers))
 

@@ -66,6 +66,14 @@ _POOLS = (
 _ELEMENTWISE: dict[type, int] = {
     nn.LayerNorm: 1, nn.Softmax: 1, nn.GELU: 1, Add: 2, TokenEmbedding: 2,
 }  # fmt: skip
+#: memory-only module type -> hwsim kind (hwsim.workload.ELEMENTWISE_KINDS), for the
+#: profile's per-element cost
+_KINDS: dict[type, str] = {
+    nn.LayerNorm: "layernorm", nn.Softmax: "softmax", nn.GELU: "gelu", Add: "add",
+    TokenEmbedding: "embedding", nn.MaxPool1d: "maxpool", nn.MaxPool2d: "maxpool",
+    nn.AdaptiveMaxPool1d: "maxpool", nn.AdaptiveMaxPool2d: "maxpool", nn.AvgPool1d: "avgpool",
+    nn.AvgPool2d: "avgpool", nn.AdaptiveAvgPool1d: "avgpool", nn.AdaptiveAvgPool2d: "avgpool",
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +181,11 @@ def _conv(call: _Call, compression: Compression) -> Conv2d:
     )  # fmt: skip
 
 
+def _kind(module: nn.Module) -> str:
+    """The hwsim kind of a memory-only module ("" for one :data:`_KINDS` does not name)."""
+    return next((kind for t, kind in _KINDS.items() if isinstance(module, t)), "")
+
+
 def _layer(call: _Call, compression: Compression | None, scale: tuple[int, int]) -> Layer:
     """The hwsim layer of one call; ``scale`` = (kept, all) channels of the feeding producer.
 
@@ -198,11 +211,11 @@ def _layer(call: _Call, compression: Compression | None, scale: tuple[int, int])
         in_elements = math.prod(call.inputs[0]) * kept // total
         return Pool(
             name=call.name, compression=compression or Compression(), in_elements=in_elements,
-            out_elements=out_elements,
+            out_elements=out_elements, kind=_kind(module),
         )  # fmt: skip
     return Elementwise(
         name=call.name, compression=compression or Compression(), elements=out_elements,
-        inputs=_ELEMENTWISE[type(module)],
+        inputs=_ELEMENTWISE[type(module)], kind=_kind(module),
     )  # fmt: skip
 
 

@@ -8,17 +8,24 @@ The host model is measured, not typed by hand (``lowbit calibrate-host``):
 * memory bandwidth of DRAM and of each cache level (numpy copies of buffers sized for it);
 * ONNX Runtime (1 thread) on chains of identical layers, INT8 QDQ and FP32: conv and GEMM
   layers shaped like the zoo's, and tiny layers (:mod:`models.hostbench`). Two chain depths
-  give the per-layer cost. The intercept (the fixed cost of one ``Run`` call), the cost of a
-  tiny non-GEMM operator and the per-element cost of LayerNorm/Softmax/GELU/Add/pooling
-  have no hwsim field: they are recorded in the sidecar, not modelled.
+  give the per-layer cost and the intercept: the fixed cost of one ``Run`` call, written as
+  ``overheads.run_cycles`` (median over the batch-1 INT8 chains: the deployed graphs are
+  INT8 and their Run call quantizes the input and dequantizes the output too);
+* ONNX Runtime on chains of a tiny Add (the dispatch cost of one operator, written as
+  ``overheads.layer_cycles``) and of LayerNorm/Softmax/GELU/Add/Relu/MaxPool on zoo-sized
+  tensors (per-element costs, written as ``[overheads.elementwise_cycles_per_element]``;
+  ``embedding`` -- class token + positions -- is one Add pass and takes Add's cost).
 
 Fitted on the per-layer costs by least squares of log(simulated) − log(measured), simulating
-the same layers with hwsim: ``overheads.layer_cycles`` (the fixed per-operator cost that
-dominates tiny layers), the INT8 and FP32 ``macs_per_pe_per_cycle`` (effective throughput)
-and ``compute.cols`` among 1, 2 or 4 SIMD registers (the N blocking of the kernels: MLAS's
-INT8 convolutions cost about the same for 16 or 32 output channels). Weights are stored as
-int8 whatever their grid (no native INT4 compute, no packed low-bit kernels in the export),
-so ``weight_storage = "promoted"``.
+the same layers with hwsim: the fixed cost of one GEMM operator (dominates tiny layers;
+written as ``layer_cycles`` = the measured dispatch cost, which FP32 operators pay alone,
+plus ``gemm_cycles`` = the rest, which integer GEMMs pay: requantization setup, weight
+packing; a low-rank layer's two GEMMs pay it twice), the
+INT8 and FP32 ``macs_per_pe_per_cycle`` (effective throughput) and ``compute.cols`` among
+1, 2 or 4 SIMD registers (the N blocking of the kernels: MLAS's INT8 convolutions cost
+about the same for 16 or 32 output channels). Weights are stored as int8 whatever their
+grid (no native INT4 compute, no packed low-bit kernels in the export), so
+``weight_storage = "promoted"``.
 Energies are the built-in ``cpu-x86-avx2`` estimates. Everything measured is also written
 to a JSON sidecar (``<profile>.json``).
 """
@@ -39,6 +46,7 @@ import numpy as np
 
 from hwsim.errors import LowbitError
 
+from ._hostcal_toml import PROFILE_NAME, profile_toml
 from .hostbench import (
     DEPTHS,
     FULL_SHAPES,
@@ -57,14 +65,29 @@ __all__ = [
     "default_profile_path",
     "calibrate",
     "load_or_calibrate",
+    "overheads",
     "profile_toml",
     "write",
 ]
 
 log = logging.getLogger(__name__)
 
-PROFILE_NAME = "host-cpu"
 _KiB = 1024
+
+#: ONNX Runtime's direct INT8 (NHWC) convolution takes input and output channels in
+#: multiples of 4 and at least 16 output channels; other convolutions run its generic
+#: im2col + GEMM path at a fixed extra cost per output pixel (fitted). Found by sweeping a
+#: 3x3 conv's channels (1-64 in, 4-64 out) on this host: 8->8, 2->16, 16->15, 16->17 are
+#: slow, 4->16, 12->20 and 16->24 are not.
+CONV_CHANNEL_MULTIPLE = 4
+CONV_MIN_OUT_CHANNELS = 16
+
+#: ONNX operator timed by :func:`models.hostbench.elementwise_costs` -> the hwsim kinds
+#: (:data:`hwsim.workload.ELEMENTWISE_KINDS`) that take its per-element cost
+ORT_KINDS = {
+    "Add": ("add", "embedding"), "Relu": ("relu",), "LayerNormalization": ("layernorm",),
+    "Softmax": ("softmax",), "Gelu": ("gelu",), "MaxPool": ("maxpool",),
+}  # fmt: skip
 
 
 @cache
@@ -154,9 +177,20 @@ def _simulated_layer_s(rows, data: dict[str, Any]) -> np.ndarray:
     return np.array(out)
 
 
-def _with(data: dict[str, Any], layer_cycles: float, m8: float, m32: float) -> dict[str, Any]:
+def _with(
+    data: dict[str, Any], gemm_op: float, m8: float, m32: float, unaligned: float, glue: float
+) -> dict[str, Any]:
+    """``data`` with the fitted parameters: ``gemm_op`` is an INT8 GEMM operator's fixed
+    cost, of which ``glue`` (the measured dispatch) every operator pays."""
     new = json.loads(json.dumps(data))
-    new["overheads"] = {"layer_cycles": int(round(layer_cycles))}
+    layer = min(int(round(glue)), int(round(gemm_op)))
+    new["overheads"] = {
+        "layer_cycles": layer,
+        "gemm_cycles": int(round(gemm_op)) - layer,
+        "conv_channel_multiple": CONV_CHANNEL_MULTIPLE,
+        "conv_min_out_channels": CONV_MIN_OUT_CHANNELS,
+        "unaligned_conv_cycles_per_pixel": float(f"{unaligned:.4g}"),
+    }
     for mode in new["compute"]["precision"]:
         mode["macs_per_pe_per_cycle"] = float(f"{m8 if mode['w_bits'] == 8 else m32:.6g}")
     return new
@@ -188,14 +222,18 @@ def _coordinate_search(loss, theta: np.ndarray) -> tuple[float, np.ndarray]:
     return best, theta
 
 
-def _fit(rows, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
-    """Fit layer_cycles, the INT8/FP32 rates and the output-lane count (the N blocking of
-    the kernels: 1, 2 or 4 SIMD registers) to the measured per-layer costs."""
+def _fit(
+    rows, data: dict[str, Any], *, glue_cycles: float
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fit an INT8 GEMM operator's fixed cost (``glue_cycles`` of it is the dispatch every
+    operator pays), the INT8/FP32 rates, the unaligned-conv cost per pixel and the
+    output-lane count (the N blocking of the kernels: 1, 2 or 4 SIMD registers) to the
+    measured per-layer costs."""
     measured = np.log([r["layer_s"] for r in rows])
     int8 = np.array([r["precision"] == "int8" for r in rows])
 
     def loss(theta: np.ndarray, base: dict[str, Any]) -> float:
-        sim = _simulated_layer_s(rows, _with(base, *theta))
+        sim = _simulated_layer_s(rows, _with(base, *theta, glue_cycles))
         return float(np.mean((np.log(np.maximum(sim, 1e-12)) - measured) ** 2))
 
     tiny = float(np.exp(measured.min()))
@@ -204,24 +242,55 @@ def _fit(rows, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
         trial_data = _with_cols(data, lanes)
         value, fit = _coordinate_search(
             lambda th, d=trial_data: loss(th, d),
-            np.array([max(tiny * data["clock_hz"], 1.0), 4.0, 1.0]),
+            np.array([max(tiny * data["clock_hz"], 1.0), 4.0, 1.0, 32.0]),
         )
         if value < best:
             best, theta, cols = value, fit, lanes
     data = _with_cols(data, cols)
-    fitted = _with(data, *theta)
+    fitted = _with(data, *theta, glue_cycles)
     sim = _simulated_layer_s(rows, fitted)
     for row, s in zip(rows, sim, strict=True):
         row["simulated_layer_s"] = float(s)
     errors = np.abs(sim / np.exp(measured) - 1)
     return fitted, {
-        "layer_cycles": fitted["overheads"]["layer_cycles"],
+        # an INT8 GEMM operator's whole fixed cost (layer_cycles + gemm_cycles)
+        "layer_cycles": fitted["overheads"]["layer_cycles"] + fitted["overheads"]["gemm_cycles"],
         "int8_macs_per_pe_per_cycle": float(theta[1]),
         "fp32_macs_per_pe_per_cycle": float(theta[2]),
+        "unaligned_conv_cycles_per_pixel": fitted["overheads"]["unaligned_conv_cycles_per_pixel"],
         "cols": int(cols),
         "rms_log_error": math.sqrt(best),
         "mean_abs_pct_error": float(errors.mean() * 100),
         "mean_abs_pct_error_int8": float(errors[int8].mean() * 100),
+    }
+
+
+def overheads(
+    *,
+    gemm_op_cycles: float,
+    run_s: float,
+    op_s: float,
+    elementwise: dict[str, float],
+    clock_hz: float,
+    conv: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``[overheads]`` table from the measurements: ``gemm_op_cycles`` (the fitted fixed
+    cost of one GEMM operator) splits into ``layer_cycles`` = the dispatch cost every
+    operator pays (``op_s``, at most the whole) and ``gemm_cycles`` = the rest; the Run
+    call's and the per-element costs (seconds) become cycles at ``clock_hz``; ``conv``: the
+    unaligned-convolution keys, copied."""
+    layer = min(int(round(op_s * clock_hz)), int(round(gemm_op_cycles)))
+    conv = conv or {}
+    per_element = {}
+    for op, seconds in sorted(elementwise.items()):
+        for kind in ORT_KINDS.get(op, ()):
+            per_element[kind] = float(f"{seconds * clock_hz:.4g}")
+    return {
+        "layer_cycles": layer,
+        "gemm_cycles": int(round(gemm_op_cycles)) - layer,
+        "run_cycles": int(round(run_s * clock_hz)),
+        **conv,
+        "elementwise_cycles_per_element": dict(sorted(per_element.items())),
     }
 
 
@@ -289,10 +358,16 @@ def calibrate(*, quick: bool = False) -> Calibration:
         for level, size in caches.items():
             bandwidth[level] = copy_bandwidth(size // 2, repeats=20)
     rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
-    data, fit = _fit(rows, _base_data(info, bandwidth))
-    run_s = float(np.median([r["run_s"] for r in rows]))
     op_s = glue_op_s(repeats=repeats)
+    data, fit = _fit(rows, _base_data(info, bandwidth), glue_cycles=op_s * info["clock_hz"])
+    batch1 = [r["run_s"] for r in rows if r["batch"] == 1 and r["precision"] == "int8"]
+    run_s = float(np.median(batch1 or [r["run_s"] for r in rows]))
     elementwise = elementwise_costs(repeats=repeats)
+    data["overheads"] = overheads(
+        gemm_op_cycles=fit["layer_cycles"], run_s=run_s, op_s=op_s, elementwise=elementwise,
+        clock_hz=data["clock_hz"], conv={k: v for k, v in data["overheads"].items()
+                                          if k.startswith(("conv_", "unaligned_"))},
+    )  # fmt: skip
     measurements = {
         "cpu": info, "onnxruntime": ort.__version__, "threads": 1, "quick": quick,
         "bandwidth_bytes_per_s": bandwidth, "chains": rows, "fit": fit,
@@ -304,81 +379,17 @@ def calibrate(*, quick: bool = False) -> Calibration:
     return calibration
 
 
-def profile_toml(calibration: Calibration) -> str:
-    """The profile as TOML, with comments saying what each number was measured from."""
-    d, m = calibration.data, calibration.measurements
-    cpu, fit = m["cpu"], m["fit"]
-    lanes = cpu["simd_lanes_32bit"]
-    lines = [
-        f"# {PROFILE_NAME}: measured by `lowbit calibrate-host` on {m['date']}",
-        f"# CPU: {cpu['model']}; flags: {' '.join(cpu['flags'])}",
-        f"# VNNI: {cpu['vnni']}; ONNX Runtime {m['onnxruntime']}, 1 thread. Raw data: the "
-        ".json sidecar.",
-        f"# Fit on {len(m['chains'])} layer chains: rms log error {fit['rms_log_error']:.3f}, "
-        f"mean |error| {fit['mean_abs_pct_error']:.1f}%.",
-        f"# Not modelled by hwsim: fixed cost per Run call ~{m['run_overhead_s'] * 1e6:.2f} us; "
-        f"each non-GEMM operator ~{m['op_overhead_s'] * 1e6:.2f} us.",
-        "schema_version = 1",
-        f"name = {json.dumps(d['name'])}",
-        f"description = {json.dumps(d['description'])}",
-        'family = "cpu"',
-        f"clock_hz = {d['clock_hz']!r}  # /proc/cpuinfo cpu MHz",
-        'weight_storage = "promoted"  # exported weights are int8 codes whatever their grid',
-        f"static_power_w = {d.get('static_power_w', 0.0)!r}  # cpu-x86-avx2 estimate",
-        "",
-        "[compute]",
-        'kind = "vector"',
-        f"rows = {d['compute']['rows']}",
-        f"cols = {d['compute']['cols']}  # fitted N blocking: {d['compute']['cols'] // lanes} "
-        f"register(s) of {lanes} 32-bit lanes",
-        "cores = 1",
-        'dataflow = "vector"',
-        'dataflows = ["vector"]',
-        'precision_model = "table"',
-    ]
-    for mode in d["compute"]["precision"]:
-        what = "FP32" if mode["w_bits"] == 32 else "INT8 (lower bits promote here)"
-        lines += [
-            "",
-            f"# {what}: effective rate fitted on the layer chains",
-            "[[compute.precision]]",
-            f"w_bits = {mode['w_bits']}",
-            f"a_bits = {mode['a_bits']}",
-            f"macs_per_pe_per_cycle = {mode['macs_per_pe_per_cycle']!r}",
-            f"energy_pj_per_mac = {mode['energy_pj_per_mac']!r}  # cpu-x86-avx2 estimate",
-        ]
-    for mem in d["memory"]:
-        size = "  # /proc/meminfo" if mem["name"] == "dram" else "  # /sys/.../cpu0/cache"
-        lines += [
-            "",
-            f"# {mem['name']}: copy bandwidth measured with numpy",
-            "[[memory]]",
-            f"name = {json.dumps(mem['name'])}",
-            f"size_bytes = {mem['size_bytes']}{size}",
-            f"bandwidth_bytes_per_cycle = {mem['bandwidth_bytes_per_cycle']!r}",
-            f"energy_pj_per_byte = {mem['energy_pj_per_byte']!r}  # cpu-x86-avx2 estimate",
-            f"holds = {json.dumps(mem['holds'])}",
-            f"off_chip = {str(mem.get('off_chip', False)).lower()}",
-            f"double_buffered = {str(mem.get('double_buffered', False)).lower()}",
-        ]
-    lines += ["", "[sparsity]  # ONNX Runtime's CPU kernels do not skip zeros",
-              "nm_patterns = []", "zero_skipping = false", "index_bits_per_nonzero = 0.0", "",
-              "# fitted: fixed cost of one operator (dispatch, packing, requantization setup)",
-              "[overheads]", f"layer_cycles = {d['overheads']['layer_cycles']}", ""]  # fmt: skip
-    return "\n".join(lines)
-
-
 def write(calibration: Calibration, path: str | Path) -> Path:
     """Write the TOML profile and its JSON sidecar atomically; re-load it to check."""
+    from hwsim.fileio import atomic_write_bytes
     from hwsim.profiles import load_profile
-    from models.export import _write_atomic
 
     path = Path(path)
     if path.suffix != ".toml":
         raise LowbitError(f"{path}: the profile file must end in .toml")
-    _write_atomic(path, profile_toml(calibration).encode())
+    atomic_write_bytes(path, profile_toml(calibration).encode())
     sidecar = path.with_suffix(".json")
-    _write_atomic(sidecar, (json.dumps(calibration.measurements, indent=2) + "\n").encode())
+    atomic_write_bytes(sidecar, (json.dumps(calibration.measurements, indent=2) + "\n").encode())
     load_profile(path)
     return path
 

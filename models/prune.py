@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from models.graph import PruneGroup
-from models.lowrank import LowRankConv, LowRankLinear
+from models.lowrank import LowRankConv, LowRankLinear, _conv_like
 
 __all__ = [
     "kept_channels",
@@ -79,17 +79,7 @@ def _rebuild(module: nn.Module, *, out_idx=None, in_idx=None) -> nn.Module:
     if isinstance(module, nn.Linear):
         new = nn.utils.skip_init(nn.Linear, in_c, out_c, bias=has_bias)
     else:
-        new = nn.utils.skip_init(
-            type(module),
-            in_c,
-            out_c,
-            module.kernel_size,
-            stride=module.stride,
-            padding=module.padding,
-            dilation=module.dilation,
-            bias=has_bias,
-            padding_mode=module.padding_mode,
-        )
+        new = _conv_like(module, in_c, out_c, pointwise=False, bias=has_bias)
     with torch.no_grad():
         new.weight.copy_(weight)
         if has_bias:

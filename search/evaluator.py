@@ -45,6 +45,7 @@ __all__ = [
     "ZooEvaluator",
     "weight_bytes",
     "layer_costs",
+    "measured_outcome",
 ]
 
 SPLITS = ("val", "test")
@@ -122,6 +123,29 @@ class Reference:
     w8a8_val: float
     w8a8_test: float
 
+    @classmethod
+    def of_w8a8(
+        cls,
+        *,
+        dataset: str,
+        fp32_val: float,
+        fp32_test: float,
+        val: TrialOutcome,
+        test: TrialOutcome,
+    ) -> Reference:
+        """The reference from the FP32 accuracies and the W8A8 outcomes on val and test
+        (cost from the val outcome: it does not depend on the split)."""
+        return cls(
+            dataset=dataset,
+            fp32_val=fp32_val,
+            fp32_test=fp32_test,
+            w8a8_latency_ms=val.latency_ms,
+            w8a8_energy_mj=val.energy_mj,
+            w8a8_size_kib=val.size_kib,
+            w8a8_val=val.accuracy,
+            w8a8_test=test.accuracy,
+        )
+
 
 class Evaluator(abc.ABC):
     """Evaluates configurations for one model on one target (see the module docstring)."""
@@ -177,6 +201,34 @@ def layer_costs(sim: SimResult) -> tuple[LayerCost, ...]:
             energy_mj=r.energy_j * 1e3,
         )
         for r in sim.layers
+    )
+
+
+def measured_outcome(
+    request: TrialRequest,
+    *,
+    accuracy: float,
+    sim: SimResult,
+    workload: Workload,
+    plan: Any,
+    started_s: float,
+    area_mm2: float = float("nan"),
+) -> TrialOutcome:
+    """The outcome of ``request``: its measured ``accuracy``, the simulation ``sim`` of
+    ``workload`` compressed by ``plan`` (a ``models.plan.CompressionPlan``), and the time
+    since ``started_s`` (a ``time.perf_counter()`` value)."""
+    return TrialOutcome(
+        number=request.number,
+        split=request.split,
+        accuracy=accuracy,
+        latency_ms=sim.latency_s * 1e3,
+        energy_mj=sim.energy_j * 1e3,
+        size_kib=weight_bytes(workload) / 1024,
+        duration_s=time.perf_counter() - started_s,
+        plan_json=plan.to_json(),
+        total_cycles=sim.total_cycles,
+        layers=layer_costs(sim) if request.detail else (),
+        area_mm2=area_mm2,
     )
 
 
@@ -264,17 +316,13 @@ class ZooEvaluator(Evaluator):
             from hwsim.area import area_mm2
 
             area = area_mm2(profile)
-        return TrialOutcome(
-            number=request.number,
-            split=request.split,
+        return measured_outcome(
+            request,
             accuracy=acc,
-            latency_ms=sim.latency_s * 1e3,
-            energy_mj=sim.energy_j * 1e3,
-            size_kib=weight_bytes(workload) / 1024,
-            duration_s=time.perf_counter() - start,
-            plan_json=plan.to_json(),
-            total_cycles=sim.total_cycles,
-            layers=layer_costs(sim) if request.detail else (),
+            sim=sim,
+            workload=workload,
+            plan=plan,
+            started_s=start,
             area_mm2=area,
         )
 
@@ -284,15 +332,8 @@ class ZooEvaluator(Evaluator):
         fp32 = {split: accuracy(self.base, *self.data[split]) for split in SPLITS}
         val = self.evaluate(TrialRequest(-1, w8a8, split="val"))
         test = self.evaluate(TrialRequest(-1, w8a8, split="test"))
-        return Reference(
-            dataset=self.dataset,
-            fp32_val=fp32["val"],
-            fp32_test=fp32["test"],
-            w8a8_latency_ms=val.latency_ms,
-            w8a8_energy_mj=val.energy_mj,
-            w8a8_size_kib=val.size_kib,
-            w8a8_val=val.accuracy,
-            w8a8_test=test.accuracy,
+        return Reference.of_w8a8(
+            dataset=self.dataset, fp32_val=fp32["val"], fp32_test=fp32["test"], val=val, test=test
         )
 
     def hawq_inputs(

@@ -140,6 +140,8 @@ def measure_config(
         row[f"sim_error_pct_b{batch}"] = (row[f"simulated_ms_b{batch}"] / measured - 1) * 100
         row[f"int8_speedup_vs_fp32_b{batch}"] = row[f"measured_fp32_ms_b{batch}"] / measured
     row["sim_layers"] = len(workload.layers)
+    # kernels hwsim charges an operator for: each GEMM (low-rank: two), each memory-only layer
+    row["sim_kernels"] = sum(max(1, len(layer.gemms())) for layer in workload.layers)
     row["ort_int8_ops"] = sum(result.deploy["ort_kernels"]["int8"].values())
     row["search_latency_ms"] = target.search_latency_ms
     row["export_dir"] = str(out_dir)

@@ -50,7 +50,7 @@ from hwsim.errors import LowbitError
 from hwsim.profile import HardwareProfile
 
 from . import results
-from .run import SearchResult, SearchSetup, execute
+from .run import SearchResult, SearchSetup, _profile, execute
 from .space import LayerInfo, SearchSpace, build_space, describe_model
 from .user_evaluator import UserEvaluatorSpec, score, ship
 
@@ -175,14 +175,6 @@ def describe_user_model(model, example_input, *, name: str | None = None) -> Use
         not_prunable=tuple(analysis.rejected),
         trace_error=analysis.trace_error,
     )
-
-
-def _profile(hardware: str | Path | HardwareProfile) -> HardwareProfile:
-    if isinstance(hardware, HardwareProfile):
-        return hardware
-    from hwsim.profiles import load_profile
-
-    return load_profile(hardware)
 
 
 def user_space(

@@ -23,7 +23,7 @@ from typing import Any
 
 from hwsim.profile import HardwareProfile
 
-from .evaluator import Evaluator, Reference, TrialOutcome, TrialRequest, layer_costs, weight_bytes
+from .evaluator import Evaluator, Reference, TrialOutcome, TrialRequest, measured_outcome
 
 __all__ = ["UserEvaluatorSpec", "UserEvaluator", "ship", "score"]
 
@@ -118,17 +118,8 @@ class UserEvaluator(Evaluator):
         metric = score(fn, compressed, what="compressed model")
         workload = models.to_workload(self.base, plan, name=self.spec.name)
         sim = hwsim.simulate(workload, self.spec.profile, engine=self.spec.engine)
-        return TrialOutcome(
-            number=request.number,
-            split=request.split,
-            accuracy=metric,
-            latency_ms=sim.latency_s * 1e3,
-            energy_mj=sim.energy_j * 1e3,
-            size_kib=weight_bytes(workload) / 1024,
-            duration_s=time.perf_counter() - start,
-            plan_json=plan.to_json(),
-            total_cycles=sim.total_cycles,
-            layers=layer_costs(sim) if request.detail else (),
+        return measured_outcome(
+            request, accuracy=metric, sim=sim, workload=workload, plan=plan, started_s=start
         )
 
     def reference(self, w8a8: dict[str, dict[str, Any]]) -> Reference:
@@ -142,16 +133,12 @@ class UserEvaluator(Evaluator):
                 raise LowbitError(
                     f"the uniform W8A8 reference failed: {type(exc).__name__}: {exc}"
                 ) from exc
-        val = outcomes["val"]
-        return Reference(
+        return Reference.of_w8a8(
             dataset=self.spec.dataset,
             fp32_val=self.spec.fp32[0],
             fp32_test=self.spec.fp32[1],
-            w8a8_latency_ms=val.latency_ms,
-            w8a8_energy_mj=val.energy_mj,
-            w8a8_size_kib=val.size_kib,
-            w8a8_val=val.accuracy,
-            w8a8_test=outcomes["test"].accuracy,
+            val=outcomes["val"],
+            test=outcomes["test"],
         )
 
 

@@ -14,15 +14,18 @@ each to INT8 ONNX and measures it (:mod:`search.latency`), and writes into the r
 ``validation/<id>/`` each configuration's model.int8.onnx, model.fp32.onnx, deploy.json
 
 The host profile is ``$LOWBIT_CACHE/host/host-cpu.toml``, calibrated on first use
-(:mod:`models.hostcal`). The "adjusted" metrics are a diagnostic of three costs hwsim cannot
-express yet, all measured by the calibration's microbenchmarks (nothing is fitted here):
-the fixed cost of one Run call; the dispatch cost of every operator ONNX Runtime runs beyond
-the workload's layers (input quantizer, layout transposes, flatten/reshape, the second
-factor of a low-rank layer); the per-element cost of memory-only layers (LayerNorm,
-Softmax, GELU, Add, pooling)::
+(:mod:`models.hostcal`). The "adjusted" metrics are a diagnostic of the costs the host
+profile does not model, all measured by the calibration's microbenchmarks (nothing is
+fitted here): the dispatch cost of every operator ONNX Runtime runs beyond the workload's
+kernels (input quantizer, layout transposes, flatten/reshape), plus the fixed cost of one
+Run call and the per-element cost of memory-only layers (LayerNorm, Softmax, GELU, Add,
+pooling) when the profile lacks them (``overheads.run_cycles`` /
+``[overheads.elementwise_cycles_per_element]``: an older calibration, or a built-in)::
 
-    adjusted = simulated + run + max(0, operators − layers) · operator
+    adjusted = simulated + run + max(0, operators − kernels) · operator
                + Σ_kind elements(kind) · cost_per_element(kind)
+
+where kernels = the workload's GEMMs (a low-rank layer runs two) plus its memory-only layers.
 """
 
 from __future__ import annotations
@@ -241,7 +244,7 @@ def validate_run(
         profile = load_profile(profile_path)  # a built-in, e.g. cpu-x86-avx2
     else:
         profile = load_or_calibrate(profile_path)
-    overheads = _overheads(profile.source)
+    overheads = _unmodelled(_overheads(profile.source), profile)
     finetune = int((summary.get("evaluator") or {}).get("finetune_steps", 0) or 0)
     load_before = os.getloadavg()
     rows = []
@@ -288,12 +291,29 @@ def validate_run(
 
 def _adjusted_ms(row: dict[str, Any], batch: int, overheads: dict[str, Any]) -> float:
     """The simulated latency plus the costs hwsim cannot express (module docstring)."""
-    extra_ops = max(0, row["ort_int8_ops"] - row["sim_layers"])
+    extra_ops = max(0, row["ort_int8_ops"] - row.get("sim_kernels", row["sim_layers"]))
     seconds = overheads["run_overhead_s"] + extra_ops * overheads["op_overhead_s"]
     per_element = overheads["elementwise_s_per_element"]
     for kind, count in row[f"memory_elements_b{batch}"].items():
         seconds += count * per_element.get(kind, 0.0)
     return row[f"simulated_ms_b{batch}"] + seconds * 1e3
+
+
+def _unmodelled(overheads: dict[str, Any], profile) -> dict[str, Any]:
+    """``overheads`` less what ``profile`` already charges: the Run call when it has
+    ``run_cycles``, the per-element cost of each operator whose kinds it prices."""
+    from models.hostcal import ORT_KINDS
+
+    out = dict(overheads)
+    if profile.overheads.run_cycles > 0:
+        out["run_overhead_s"] = 0.0
+    priced = {k for k, _ in profile.overheads.elementwise_cycles_per_element}
+    out["elementwise_s_per_element"] = {
+        op: cost
+        for op, cost in overheads["elementwise_s_per_element"].items()
+        if not set(ORT_KINDS.get(op, ())) & priced
+    }
+    return out
 
 
 def _overheads(source: str) -> dict[str, Any]:

@@ -9,8 +9,10 @@ built-in profile × workload):
 
 * ``total = compute + stall + overhead`` (all integer cycles, stall >= 0), and
   ``total >= max(effective_macs / peak_macs_per_cycle, off-chip bytes / bandwidth)``;
-* a workload's totals are the sums of its layers; results are deterministic;
-* fewer bits (promoted or native), fewer channels, more on-chip memory (any level's
+* a workload's totals are the sums of its layers (cycles: plus ``overheads.run_cycles``,
+  once per inference); results are deterministic;
+* fewer bits (promoted or native), fewer channels (except into an unaligned convolution
+  when a profile prices those, below), more on-chip memory (any level's
   ``size_bytes``) and more off-chip bandwidth never cost a layer cycles: the plan is the
   exact minimum over a candidate set that only grows as bytes shrink or capacity grows,
   and a fixed plan's cycles only fall as its bytes, or the time to move them, do
@@ -73,10 +75,19 @@ GEMM's fold-model cycles by folds (an edge tile holds the array for whole folds;
 m != 1 a tile's K block of ``rows`` is a share of a fold), so the tiles' compute sums to
 the fold model exactly; each tile also costs the compute side
 ``overheads.tile_cycles`` (handshake with the DMA). ``overheads.layer_cycles`` is added to
-every layer, memory-only layers (Elementwise, Pool: off-chip reads + writes, no compute)
-too. ``overhead = layer_cycles + tiles × tile_cycles``; ``stall = total - compute -
-overhead``; ``bound`` is the largest of compute cycles, the busiest port's DMA cycles and
-the overhead.
+every layer, memory-only layers (Elementwise, Pool: off-chip reads + writes) too, and
+``overheads.gemm_cycles`` once per integer GEMM of the layer (a low-rank layer pays it
+twice; a float GEMM does not: it is an integer kernel's requantization and packing setup).
+An integer, ungrouped convolution whose channels miss the direct kernel's
+(``overheads.conv_channel_multiple``, ``conv_min_out_channels``) computes for
+``unaligned_conv_cycles_per_pixel`` more cycles per output pixel (a CPU's im2col path).
+A memory-only layer whose ``kind`` has a cost in
+``overheads.elementwise_cycles_per_element`` computes for ``ceil(elements × cost)`` cycles
+(elements: :attr:`~hwsim.workload.Elementwise.cost_elements`), overlapped with its
+traffic: its body is ``max(compute + tile_cycles, transfer schedule)``.
+``overhead = layer_cycles + integer gemms × gemm_cycles + tiles × tile_cycles``; ``stall = total -
+compute - overhead``; a workload adds ``overheads.run_cycles`` once to the layers' sum;
+``bound`` is the largest of compute cycles, the busiest port's DMA cycles and the overhead.
 
 Energy (joules). ``effective MACs × energy_pj_per_mac(mode)`` + off-chip bytes × that
 level's ``energy_pj_per_byte`` + on-chip: every operand element the dataflow reads from
@@ -147,7 +158,8 @@ class Engine(ABC):
         for layer in workload.layers:
             results.append(self._layer(layer, t, on_chip))
             on_chip = results[-1].output_on_chip
-        total = sum(r.total_cycles for r in results)
+        run = profile.overheads.run_cycles  # once per inference (a runtime's Run call)
+        total = sum(r.total_cycles for r in results) + run
         return SimResult(
             hardware=profile.name,
             workload=workload.name,
@@ -157,4 +169,5 @@ class Engine(ABC):
             latency_s=total / profile.clock_hz,
             energy_j=sum(r.energy_j for r in results),
             layers=tuple(results),
+            run_cycles=run,
         )

@@ -12,7 +12,7 @@ from math import ceil
 
 from ..profile import Precision
 from ..result import LayerResult
-from ..workload import Conv2d, Elementwise, Gemm, Layer
+from ..workload import FLOAT_BITS, Conv2d, Elementwise, Gemm, Layer
 from ._plan import plan_gemm
 from ._schedule import Block, Tile, closed_form
 from ._target import GemmWork, Target
@@ -60,12 +60,28 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
         wb = min(wb, stored_frac * (w_bits + sp.index_bits_per_nonzero) / 8.0)
     k_eff = max(1, ceil(g.K * compute_frac - 1e-9))
     cycles = t.mapping.cycles(g.M, g.N, k_eff, mode.macs_per_pe_per_cycle)
+    if _unaligned_conv(t, layer, g, mode, first):
+        cycles += ceil(prof.overheads.unaligned_conv_cycles_per_pixel * g.M - 1e-9)
     ab = _bytes(g.a_bits)
     in_el = _ifmap_elements(layer, g) if first else g.M * g.K
     ib = in_el * ab / (g.M * g.K)
     role = "inputs" if g.weights_are_activations else "weights"
     work = GemmWork(g.count, g.M, g.N, g.K, cycles, wb, ib, ab, role, in_chip, False)
     return work, k_eff
+
+
+def _unaligned_conv(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool) -> bool:
+    """Does this GEMM of an integer, ungrouped convolution miss the CPU's direct kernel
+    (``Overheads.conv_channel_multiple`` / ``conv_min_out_channels``)? Its input channels
+    are K / (k_h·k_w) for the layer's first GEMM, K for a low-rank layer's 1×1 second."""
+    o = t.profile.overheads
+    if o.unaligned_conv_cycles_per_pixel <= 0 or mode.w_bits >= 32:
+        return False
+    if not isinstance(layer, Conv2d) or layer.groups > 1:
+        return False
+    in_c = g.K // (layer.k_h * layer.k_w) if first else g.K
+    step = o.conv_channel_multiple
+    return in_c % step != 0 or g.N % step != 0 or g.N < o.conv_min_out_channels
 
 
 def _fits_on_chip(t: Target, nbytes: float) -> bool:
@@ -143,6 +159,11 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         except ValueError:  # a memory-only layer never runs on the MAC array
             peak = 0.0
         ab = _bytes(a_bits)
+        # the operator's own work (a CPU's LayerNorm, GELU...), overlapped with its traffic
+        kind = getattr(layer, "kind", "")
+        if kind:
+            per_element = prof.overheads.elementwise_cost(kind)
+            compute = ceil(layer.cost_elements * per_element - 1e-9)
         n_read, n_write = layer.memory_elements()
         if input_on_chip:
             n_read -= layer.elements if isinstance(layer, Elementwise) else n_read
@@ -169,11 +190,14 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         port = t.port_of[role]
         busy[port] += nbytes / t.bandwidth[port]
     dma = max(busy)
-    # per-layer cost, plus each tile's handshake (inside the schedule's compute steps)
+    # per-layer cost and per-integer-GEMM cost (each low-rank factor is one more kernel), plus
+    # each tile's handshake (inside the schedule's compute steps)
     tile_overhead = tiles * t.tile_cycles
-    overhead = prof.overheads.layer_cycles + tile_overhead
+    int_gemms = sum(1 for g in gemms if t.mode(g.w_bits, g.a_bits).w_bits < FLOAT_BITS)
+    fixed = prof.overheads.layer_cycles + int_gemms * prof.overheads.gemm_cycles
+    overhead = fixed + tile_overhead
     body_cycles = max(compute + tile_overhead, ceil(body - 1e-6))
-    total = body_cycles + prof.overheads.layer_cycles
+    total = body_cycles + fixed
     offchip_pj = 0.0
     for role, nbytes in (*reads.items(), ("outputs", write)):
         offchip_pj += nbytes * t.ports[t.port_of[role]].energy_pj_per_byte

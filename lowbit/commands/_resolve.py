@@ -19,8 +19,12 @@ if TYPE_CHECKING:
     from hwsim.workload import Workload
 
 __all__ = [
+    "add_compression_arguments",
+    "add_hardware_argument",
+    "add_set_argument",
     "add_target_arguments",
     "apply_bits",
+    "apply_compression",
     "apply_plan",
     "parse_bits",
     "resolve_profile",
@@ -34,12 +38,7 @@ _COMPUTE_OPS = ("conv2d", "linear", "matmul")
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --hardware, --workload, --bits/--plan and --set to ``parser``."""
-    parser.add_argument(
-        "--hardware",
-        required=True,
-        metavar="NAME|FILE",
-        help="built-in profile name, a profile .toml or a SCALE-Sim .cfg",
-    )
+    add_hardware_argument(parser)
     parser.add_argument(
         "--workload",
         required=True,
@@ -52,6 +51,22 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="ONNX: simulate the ops hwsim can map and list the others (default: an error)",
     )
+    add_compression_arguments(parser)
+    add_set_argument(parser)
+
+
+def add_hardware_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the required --hardware (a profile name or file) to ``parser``."""
+    parser.add_argument(
+        "--hardware",
+        required=True,
+        metavar="NAME|FILE",
+        help="built-in profile name, a profile .toml or a SCALE-Sim .cfg",
+    )
+
+
+def add_compression_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --bits and --plan (one or the other; read by :func:`apply_compression`)."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--bits",
@@ -59,6 +74,10 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         help="uniform bit-widths for every compute layer, e.g. W4A8 (matmuls use the A bits)",
     )
     group.add_argument("--plan", metavar="PLAN.json", help="per-layer compression plan (JSON)")
+
+
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the repeatable --set KEY=VALUE profile override (``args.sets``) to ``parser``."""
     parser.add_argument(
         "--set",
         dest="sets",
@@ -73,12 +92,7 @@ def resolve_target(args: argparse.Namespace) -> tuple[HardwareProfile, Workload]
     """The profile and the compressed workload the common arguments describe."""
     profile = resolve_profile(args.hardware, sets=args.sets)
     workload = resolve_workload(args.workload, allow_unmapped=args.allow_unmapped)
-    if args.bits:
-        w_bits, a_bits = parse_bits(args.bits)
-        workload = apply_bits(workload, w_bits=w_bits, a_bits=a_bits)
-    elif args.plan:
-        workload = apply_plan(workload, args.plan)
-    return profile, workload
+    return profile, apply_compression(workload, bits=args.bits, plan=args.plan)
 
 
 def resolve_profile(
@@ -154,6 +168,17 @@ def parse_bits(text: str) -> tuple[int, int]:
                 f"--bits: {label} bits must be 1-16 or {FLOAT_BITS} (float), got {bits}"
             )
     return w_bits, a_bits
+
+
+def apply_compression(workload: Workload, *, bits: str | None, plan: str | None) -> Workload:
+    """``workload`` at the uniform ``bits`` (``"W4A8"``) or under the ``plan`` file; as it is
+    when neither is given."""
+    if bits:
+        w_bits, a_bits = parse_bits(bits)
+        return apply_bits(workload, w_bits=w_bits, a_bits=a_bits)
+    if plan:
+        return apply_plan(workload, plan)
+    return workload
 
 
 def apply_bits(workload: Workload, *, w_bits: int, a_bits: int) -> Workload:

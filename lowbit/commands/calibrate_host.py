@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump({"profile": str(path), **m}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    fit, cpu = m["fit"], m["cpu"]
+    fit, cpu, o = m["fit"], m["cpu"], calibration.data["overheads"]
     bw = ", ".join(f"{k} {v / 1e9:.0f} GB/s" for k, v in m["bandwidth_bytes_per_s"].items())
     caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in cpu["caches_bytes"].items())
     lines = [
@@ -46,12 +46,14 @@ def run(args: argparse.Namespace) -> int:
         f"{cpu['simd_lanes_32bit']} lanes",
         f"flags: {' '.join(cpu['flags'])}",
         f"caches: {caches}; copy bandwidth: {bw}",
-        f"fitted on {len(m['chains'])} layer chains: layer_cycles {fit['layer_cycles']}, "
+        f"fitted on {len(m['chains'])} layer chains: {fit['layer_cycles']} cycles per INT8 layer, "
         f"INT8 {fit['int8_macs_per_pe_per_cycle']:.3g} / FP32 "
         f"{fit['fp32_macs_per_pe_per_cycle']:.3g} MACs/lane/cycle, cols {fit['cols']}; "
         f"mean |error| {fit['mean_abs_pct_error']:.1f}%",
-        f"not in hwsim: {m['run_overhead_s'] * 1e6:.2f} us per Run call, "
-        f"{m['op_overhead_s'] * 1e6:.2f} us per extra operator",
+        f"fixed costs: run_cycles {o['run_cycles']} per inference "
+        f"({m['run_overhead_s'] * 1e6:.2f} us per Run call), layer_cycles {o['layer_cycles']} "
+        f"per operator, gemm_cycles {o['gemm_cycles']} per INT8 GEMM, "
+        f"{o['unaligned_conv_cycles_per_pixel']:.3g} cycles/pixel for unaligned INT8 convs",
         f"wrote {path} (+ {path.with_suffix('.json').name})",
     ]
     sys.stdout.write("\n".join(lines) + "\n")

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ._resolve import add_set_argument
+
 HELP = "list the built-in hardware profiles, or show one (compute, precisions, memory)"
 
 
@@ -20,14 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "memory levels, sparsity, overheads, source file and content hash.",
     )
     show.add_argument("profile", metavar="NAME|FILE", help="built-in name, .toml or .cfg file")
-    show.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a profile key, e.g. --set compute.rows=64 (repeatable)",
-    )
+    add_set_argument(show)
     show.add_argument("--format", choices=("text", "json"), default="text")
 
 

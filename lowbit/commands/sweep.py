@@ -18,16 +18,20 @@ from pathlib import Path
 from hwsim.errors import LowbitError
 from hwsim.fileio import atomic_write_bytes, atomic_write_text
 
+from ._resolve import (
+    add_compression_arguments,
+    add_hardware_argument,
+    add_set_argument,
+    apply_compression,
+    resolve_profile,
+    resolve_workload,
+)
+
 HELP = "simulate over a grid of hardware parameters (--vary key=v1,v2,...); writes CSV + plot"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--hardware",
-        required=True,
-        metavar="NAME|FILE",
-        help="built-in profile name, a profile .toml or a SCALE-Sim .cfg",
-    )
+    add_hardware_argument(parser)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument(
         "--workload",
@@ -39,21 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="A,B,...",
         help="several workloads (a suite): every grid point runs all of them",
     )
-    bits = parser.add_mutually_exclusive_group()
-    bits.add_argument(
-        "--bits",
-        metavar="WxAy",
-        help="uniform bit-widths for every compute layer, e.g. W4A8 (matmuls use the A bits)",
-    )
-    bits.add_argument("--plan", metavar="PLAN.json", help="per-layer compression plan (JSON)")
-    parser.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a profile key, e.g. --set compute.rows=64 (repeatable)",
-    )
+    add_compression_arguments(parser)
+    add_set_argument(parser)
     parser.add_argument(
         "--vary",
         action="append",
@@ -76,21 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hwsim.profiles import parse_set
 
-    from ._resolve import apply_bits, apply_plan, parse_bits, resolve_profile, resolve_workload
     from .simulate import render_table, simulate
 
     axes = parse_vary(args.vary, parse_set)
     names = _workload_names(args)
     base_profile = resolve_profile(args.hardware, sets=args.sets)
-    workloads = []
-    for name in names:
-        workload = resolve_workload(name)
-        if args.bits:
-            w_bits, a_bits = parse_bits(args.bits)
-            workload = apply_bits(workload, w_bits=w_bits, a_bits=a_bits)
-        elif args.plan:
-            workload = apply_plan(workload, args.plan)
-        workloads.append(workload)
+    workloads = [
+        apply_compression(resolve_workload(name), bits=args.bits, plan=args.plan) for name in names
+    ]
     bases = {w.name: simulate(w, base_profile, engine=args.engine) for w in workloads}
 
     keys = [key for key, _ in axes]
@@ -266,24 +250,17 @@ def _write_plot(path: Path, keys: list[str], records: list[dict], *, title: str)
             ys = [p["latency_s"] * 1e3 for p in points]
             name = ", ".join(f"{k}={_fmt(v)}" for k, v in zip(rest, label, strict=True))
             ax.plot(xs, ys, marker="o", label=name or None)
-        values = [r[first] for r in records]
-        if numeric and min(values) > 0 and max(values) >= 4 * min(values):
-            ax.set_xscale("log", base=2)  # sizes are usually varied in powers of two
-            ticks = sorted(set(values))
-            ax.set_xticks(ticks, [_fmt(t) for t in ticks])
-            ax.minorticks_off()
+        _log2_axis(ax, [r[first] for r in records], numeric=numeric)
         ax.set_xlabel(first)
         ax.set_ylabel("latency (ms)")
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
         if rest:
             ax.legend(fontsize="small")
-        buffer = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buffer, format="png", dpi=100)
+        png = _png(fig)
     finally:
         plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, png)
 
 
 def _write_suite_plot(path: Path, keys: list[str], records: list[dict], *, title: str) -> None:
@@ -310,21 +287,32 @@ def _write_suite_plot(path: Path, keys: list[str], records: list[dict], *, title
             name = ", ".join(f"{k}={_fmt(v)}" for k, v in zip(rest, point_rest, strict=True))
             ax.plot(xs, [p[1] for p in summary], marker="s", linewidth=2.4, color=None if rest
                     else "black", label=f"geomean {name}".strip())  # fmt: skip
-        values = [r[first] for r in records]
-        if numeric and min(values) > 0 and max(values) >= 4 * min(values):
-            ax.set_xscale("log", base=2)
-            ticks = sorted(set(values))
-            ax.set_xticks(ticks, [_fmt(t) for t in ticks])
-            ax.minorticks_off()
+        _log2_axis(ax, [r[first] for r in records], numeric=numeric)
         ax.axhline(1.0, color="#888888", linewidth=0.8, linestyle=":")
         ax.set_xlabel(first)
         ax.set_ylabel("speed-up vs the profile as given (x)")
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-        buffer = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buffer, format="png", dpi=100)
+        png = _png(fig)
     finally:
         plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, png)
+
+
+def _log2_axis(ax, values: list, *, numeric: bool) -> None:
+    """A log2 x axis ticked at ``values`` when they are positive numbers spanning 4x or more
+    (sizes are usually varied in powers of two)."""
+    if numeric and min(values) > 0 and max(values) >= 4 * min(values):
+        ax.set_xscale("log", base=2)
+        ticks = sorted(set(values))
+        ax.set_xticks(ticks, [_fmt(t) for t in ticks])
+        ax.minorticks_off()
+
+
+def _png(fig) -> bytes:
+    """``fig`` laid out and rendered as a 100-dpi PNG."""
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
 import pytest
+from cli_testkit import error_of
 
 from hwsim.profiles import load_profile
 from lowbit.cli import main
@@ -17,27 +16,7 @@ from lowbit.cli import main
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
 from test_validate import PRUNED, W8A8, make_run, write_config  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """An empty LOWBIT_CACHE for this module (the previous value is restored)."""
-    path = tmp_path_factory.mktemp("cli-export-cache")
-    previous = os.environ.get("LOWBIT_CACHE")
-    os.environ["LOWBIT_CACHE"] = str(path)
-    yield path
-    if previous is None:
-        os.environ.pop("LOWBIT_CACHE", None)
-    else:
-        os.environ["LOWBIT_CACHE"] = previous
-
-
-def error_of(capsys, *argv: str) -> str:
-    """Run a command that must fail with a user error; return its one-line message."""
-    assert main(list(argv)) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lowbit: error: "), captured.err
-    return lines[0]
+pytestmark = pytest.mark.usefixtures("fresh_cache")  # an empty LOWBIT_CACHE
 
 
 @pytest.fixture(scope="module")

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_testkit import error_of
 
 from lowbit.cli import main
 from models.bridge import to_workload
 from models.plan import CompressionPlan
 from models.zoo import build, zoo_names
 
-
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """An empty checkpoint cache for this module (the previous LOWBIT_CACHE is restored)."""
-    path = tmp_path_factory.mktemp("cli-cache")
-    previous = os.environ.get("LOWBIT_CACHE")
-    os.environ["LOWBIT_CACHE"] = str(path)
-    yield path
-    if previous is None:
-        os.environ.pop("LOWBIT_CACHE", None)
-    else:
-        os.environ["LOWBIT_CACHE"] = previous
+pytestmark = pytest.mark.usefixtures("fresh_cache")  # an empty LOWBIT_CACHE
 
 
 def run_json(capsys, *argv: str):
@@ -33,20 +21,11 @@ def run_json(capsys, *argv: str):
     return json.loads(capsys.readouterr().out)
 
 
-def error_of(capsys, *argv: str) -> str:
-    """Run a command that must fail with a user error; return its one-line message."""
-    assert main(list(argv)) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lowbit: error: "), captured.err
-    return lines[0]
-
-
-def test_train_caches_the_checkpoint(capsys, cache):
+def test_train_caches_the_checkpoint(capsys, fresh_cache):
     first = run_json(capsys, "train", "--model", "digits-cnn")
     assert first["cached"] is False and first["model"] == "digits-cnn" and first["seed"] == 0
     path = Path(first["checkpoint"])
-    assert path.is_file() and path.is_relative_to(cache)
+    assert path.is_file() and path.is_relative_to(fresh_cache)
     mtime = path.stat().st_mtime_ns
     second = run_json(capsys, "train", "--model", "digits-cnn")
     assert second["cached"] is True and path.stat().st_mtime_ns == mtime

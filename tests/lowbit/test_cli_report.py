@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from lowbit.cli import main
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
+def searched(zoo_cache, tmp_path_factory):
     """A tiny search run through the CLI (digits-mlp, 4 trials, uniform baseline)."""
-    before = os.environ.get("LOWBIT_CACHE")
-    if not before:
-        os.environ["LOWBIT_CACHE"] = str(tmp_path_factory.mktemp("lowbit-cache"))
     out = tmp_path_factory.mktemp("cli") / "run"
     argv = [
         "search",
@@ -33,9 +28,7 @@ def searched(tmp_path_factory):
         "--quiet",
     ]
     assert main(argv) == 0
-    yield out
-    if not before:
-        os.environ.pop("LOWBIT_CACHE", None)
+    return out
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_testkit import error_of
 
 import hwsim
 from hwsim.profiles import load_profile
@@ -28,15 +29,6 @@ LAYER_KEYS = {
 def run_json(capsys, *argv: str) -> dict:
     assert main(["simulate", *argv, "--format", "json"]) == 0
     return json.loads(capsys.readouterr().out)
-
-
-def error_of(capsys, *argv: str) -> str:
-    """Run a command that must fail with a user error; return its one-line message."""
-    assert main(list(argv)) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lowbit: error: "), captured.err
-    return lines[0]
 
 
 def test_json_is_the_sim_result(capsys):

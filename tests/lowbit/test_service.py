@@ -26,6 +26,9 @@ httpx = pytest.importorskip("httpx")
 from lowbit.cli import main  # noqa: E402
 from search import load_config  # noqa: E402
 
+#: workers train models into LOWBIT_CACHE: a temporary one unless one is set (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("zoo_cache")
+
 TINY_SEARCH = {
     "model": "digits-mlp",
     "profile": "npu-bitfusion",
@@ -79,17 +82,6 @@ def serve(state_dir: Path, *, token: str | None = None):
             proc.kill()
             proc.wait()
         log.close()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def model_cache(tmp_path_factory):
-    """Workers train models into LOWBIT_CACHE: a temporary one unless one is set."""
-    before = os.environ.get("LOWBIT_CACHE")
-    if not before:
-        os.environ["LOWBIT_CACHE"] = str(tmp_path_factory.mktemp("lowbit-cache"))
-    yield os.environ["LOWBIT_CACHE"]
-    if not before:
-        os.environ.pop("LOWBIT_CACHE", None)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ Each trained model is trained once per session (:func:`trained`) and handed out 
 from __future__ import annotations
 
 import copy
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,10 @@ from torch import nn
 
 
 @pytest.fixture(scope="session", autouse=True)
-def lowbit_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh ``LOWBIT_CACHE`` for the whole session (the previous value is restored)."""
-    path = tmp_path_factory.mktemp("lowbit-cache")
-    previous = os.environ.get("LOWBIT_CACHE")
-    os.environ["LOWBIT_CACHE"] = str(path)
-    yield path
-    if previous is None:
-        os.environ.pop("LOWBIT_CACHE", None)
-    else:
-        os.environ["LOWBIT_CACHE"] = previous
+def lowbit_cache(fresh_session_cache: Path) -> Path:
+    """A fresh ``LOWBIT_CACHE`` for the whole session (tests/conftest.py; the previous value
+    is restored at the end)."""
+    return fresh_session_cache
 
 
 @pytest.fixture(scope="session")

@@ -137,6 +137,21 @@ def test_vit_attention_and_memory_layers():
     assert names[qk + 1 : qk + 3] == ["blocks.0.attn.softmax", "blocks.0.attn.av"]
 
 
+@pytest.mark.parametrize("name", zoo_names())
+def test_memory_only_layers_name_their_operator(name):
+    """Every memory-only layer carries the kind the host profile prices per element, and
+    it is the module's operator (LayerNorm -> layernorm, MaxPool -> maxpool...)."""
+    expected = {nn.LayerNorm: "layernorm", nn.Softmax: "softmax", nn.GELU: "gelu",
+                nn.MaxPool1d: "maxpool", nn.MaxPool2d: "maxpool"}  # fmt: skip
+    model = build(name)
+    modules = dict(model.named_modules())
+    for layer in to_workload(model).layers:
+        if isinstance(layer, (Elementwise, Pool)):
+            module = modules[layer.name.split("#")[0]]
+            want = next((k for t, k in expected.items() if isinstance(module, t)), None)
+            assert layer.kind == (want or layer.kind) and layer.kind, layer.name
+
+
 def test_compression_settings_follow_the_plan():
     model = build("digits-cnn")
     workload = to_workload(model, CompressionPlan.from_bits_string("W4A6"))

@@ -91,3 +91,32 @@ def test_load_or_calibrate_writes_a_missing_profile(tmp_path, monkeypatch, quick
     assert path.is_file() and profile.name == hostcal.PROFILE_NAME
     again = hostcal.load_or_calibrate(path)  # present: loaded, not recalibrated
     assert again.content_hash() == profile.content_hash()
+
+
+def test_overheads_split_the_fitted_gemm_cost_and_convert_seconds():
+    # 1 GHz: seconds * 1e9 = cycles. The fitted 1000-cycle GEMM operator = 200 dispatch
+    # (measured on tiny Adds) + 800 GEMM-only; Add's cost also prices "embedding".
+    o = hostcal.overheads(
+        gemm_op_cycles=1000, run_s=2.5e-6, op_s=0.2e-6,
+        elementwise={"Add": 0.3e-9, "LayerNormalization": 0.75e-9, "Unknown": 1e-9},
+        clock_hz=1e9,
+    )  # fmt: skip
+    assert (o["layer_cycles"], o["gemm_cycles"], o["run_cycles"]) == (200, 800, 2500)
+    assert o["elementwise_cycles_per_element"] == {"add": 0.3, "embedding": 0.3, "layernorm": 0.75}
+    # a dispatch dearer than the fitted operator: the operator's cost is all dispatch
+    o = hostcal.overheads(gemm_op_cycles=100, run_s=0, op_s=1e-6, elementwise={}, clock_hz=1e9)
+    assert (o["layer_cycles"], o["gemm_cycles"]) == (100, 0)
+
+
+def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
+    """The Run call, the operator dispatch and the per-element costs measured are in the
+    profile, in cycles at its clock (not only in the sidecar)."""
+    m, profile = quick_calibration.measurements, quick_calibration.profile()
+    o, clock = profile.overheads, profile.clock_hz
+    assert o.run_cycles == round(m["run_overhead_s"] * clock) > 0
+    assert o.layer_cycles + o.gemm_cycles == m["fit"]["layer_cycles"]
+    assert o.layer_cycles == min(round(m["op_overhead_s"] * clock), m["fit"]["layer_cycles"])
+    for op, kinds in hostcal.ORT_KINDS.items():
+        for kind in kinds:
+            seconds = m["elementwise_s_per_element"][op]
+            assert o.elementwise_cost(kind) == pytest.approx(seconds * clock, rel=1e-3)

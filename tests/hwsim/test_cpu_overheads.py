@@ -1,0 +1,205 @@
+"""The CPU runtime costs a profile may declare: once per inference (``run_cycles``), once per
+GEMM (``gemm_cycles``) and per element of memory-only layers by kind
+(``elementwise_cycles_per_element``). Their defaults cost nothing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import tomllib
+
+import hwsim
+from hwsim.profile import Overheads, Precision
+from hwsim.profiles import load_profile_data, profile_from_dict, validate_profile_data
+from hwsim.workload import (
+    ELEMENTWISE_KINDS,
+    Compression,
+    Conv2d,
+    Elementwise,
+    Linear,
+    Pool,
+    Workload,
+)
+
+FC = Linear(name="fc", in_features=256, out_features=256)
+LOW_RANK = FC.with_compression(Compression(rank=16))
+
+
+def _with(profile, **overheads):
+    return replace(profile, overheads=replace(profile.overheads, **overheads))
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_run_overhead_is_added_once_per_inference(make_target, engine):
+    base = make_target(layer_cycles=7)
+    costly = _with(base, run_cycles=1000)
+    for depth in (1, 3):
+        wl = Workload("w", tuple(replace(FC, name=f"fc{i}") for i in range(depth)))
+        r0 = hwsim.simulate(wl, base, engine=engine)
+        r1 = hwsim.simulate(wl, costly, engine=engine)
+        assert r1.total_cycles - r0.total_cycles == 1000  # whatever the depth
+        assert r1.run_cycles == 1000 and r0.run_cycles == 0
+        assert r1.total_cycles == sum(x.total_cycles for x in r1.layers) + r1.run_cycles
+        assert r1.latency_s == pytest.approx(r1.total_cycles / base.clock_hz)
+        assert [x.total_cycles for x in r1.layers] == [x.total_cycles for x in r0.layers]
+        assert r1.to_dict()["run_cycles"] == 1000
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_a_low_rank_layer_pays_two_gemm_overheads(make_target, engine):
+    base = make_target(layer_cycles=50, tile_cycles=0)
+    costly = _with(base, gemm_cycles=300)
+    assert len(LOW_RANK.gemms()) == 2 and len(FC.gemms()) == 1
+    for layer, gemms in ((FC, 1), (LOW_RANK, 2)):
+        r0 = hwsim.simulate_layer(layer, base, engine=engine)
+        r1 = hwsim.simulate_layer(layer, costly, engine=engine)
+        assert r1.total_cycles - r0.total_cycles == 300 * gemms
+        assert r1.overhead_cycles - r0.overhead_cycles == 300 * gemms
+        assert r1.total_cycles == r1.compute_cycles + r1.stall_cycles + r1.overhead_cycles
+    # a memory-only layer runs no GEMM: layer_cycles only
+    add = Elementwise(name="add", elements=1024, inputs=2, kind="add")
+    assert (
+        hwsim.simulate_layer(add, costly).total_cycles
+        == hwsim.simulate_layer(add, base).total_cycles
+    )
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_elementwise_cost_is_the_max_of_work_and_traffic(make_target, engine):
+    base = make_target(dram_bytes_per_cycle=16.0, layer_cycles=100, tile_cycles=0)
+    n = 64 * 1024
+    dma = 3 * n // 16  # two inputs read + one output written, 1 byte each
+    add = Elementwise(name="add", elements=n, inputs=2, kind="add")
+    ln = Elementwise(name="ln", elements=n, kind="layernorm")
+    cheap = _with(base, elementwise_cycles_per_element=(("add", 0.125),))
+    r = hwsim.simulate_layer(add, cheap, engine=engine)
+    assert r.compute_cycles == n // 8 and r.total_cycles == 100 + dma  # traffic hides it
+    costly = _with(base, elementwise_cycles_per_element=(("add", 2.0), ("layernorm", 3.0)))
+    r = hwsim.simulate_layer(add, costly, engine=engine)
+    assert r.compute_cycles == 2 * n and r.total_cycles == 100 + 2 * n  # work dominates
+    assert r.bound == "compute" and r.stall_cycles == 0
+    assert hwsim.simulate_layer(ln, costly, engine=engine).compute_cycles == 3 * n
+    # a kind the profile does not list, or no kind: traffic alone, as before
+    plain = Elementwise(name="add", elements=n, inputs=2)
+    for layer, profile in ((plain, costly), (ln, cheap)):
+        assert hwsim.simulate_layer(layer, profile, engine=engine).compute_cycles == 0
+    # pooling is charged per input element
+    pool = Pool(name="p", in_elements=4 * n, out_elements=n, kind="maxpool")
+    maxpool = _with(base, elementwise_cycles_per_element=(("maxpool", 1.5),))
+    assert hwsim.simulate_layer(pool, maxpool, engine=engine).compute_cycles == 6 * n
+
+
+def test_overheads_default_to_no_cost():
+    o = Overheads()
+    assert o.run_cycles == o.gemm_cycles == 0 and o.elementwise_cycles_per_element == ()
+    assert o.unaligned_conv_cycles_per_pixel == 0.0
+    assert all(o.elementwise_cost(kind) == 0.0 for kind in ELEMENTWISE_KINDS)
+    for name in hwsim.builtin_profile_names():  # the built-ins are unchanged
+        o = hwsim.load_profile(name).overheads
+        assert (o.run_cycles, o.gemm_cycles, o.elementwise_cycles_per_element) == (0, 0, ())
+        assert o.unaligned_conv_cycles_per_pixel == 0.0
+
+
+def test_unknown_kind_is_rejected_with_the_valid_names():
+    with pytest.raises(ValueError, match="unknown kind 'norm'.*layernorm"):
+        Elementwise(name="x", elements=4, kind="norm")
+    with pytest.raises(ValueError, match="maxpool"):
+        Pool(name="p", in_elements=4, out_elements=1, kind="max")
+
+
+def test_profile_schema_reads_and_checks_the_new_overheads():
+    data = load_profile_data("cpu-x86-avx2")
+    data["overheads"] = {
+        "run_cycles": 6000, "gemm_cycles": 700, "conv_channel_multiple": 4,
+        "unaligned_conv_cycles_per_pixel": 35.5,
+        "elementwise_cycles_per_element": {"layernorm": 2.0, "gelu": 1},
+    }  # fmt: skip
+    assert validate_profile_data(data) == []
+    o = profile_from_dict(data, source="test").overheads
+    assert (o.run_cycles, o.gemm_cycles) == (6000, 700)
+    assert (o.conv_channel_multiple, o.conv_min_out_channels) == (4, 1)
+    assert o.unaligned_conv_cycles_per_pixel == 35.5
+    assert o.elementwise_cycles_per_element == (("gelu", 1.0), ("layernorm", 2.0))
+    bad = load_profile_data("cpu-x86-avx2")
+    bad["overheads"] = {"run_cycles": -1, "elementwise_cycles_per_element": {"lnorm": 1.0}}
+    errors = validate_profile_data(bad)
+    assert any(e.startswith("overheads.run_cycles:") for e in errors)
+    assert any("overheads.elementwise_cycles_per_element.lnorm: unknown key" in e for e in errors)
+
+
+def test_builtin_workloads_name_their_memory_only_kinds():
+    """Every memory-only layer of the built-in workloads says what operator it is."""
+    from hwsim.workloads import BUILTIN_WORKLOADS
+
+    for name in BUILTIN_WORKLOADS:
+        for layer in hwsim.builtin_workload(name).layers:
+            if layer.op in ("elementwise", "pool"):
+                assert layer.kind in ELEMENTWISE_KINDS, (name, layer.name)
+
+
+def test_readme_example_keys_parse():
+    """The README's table names are TOML keys the schema accepts."""
+    text = "[overheads]\nrun_cycles = 1\ngemm_cycles = 2\n"
+    text += "[overheads.elementwise_cycles_per_element]\n"
+    text += "".join(f"{kind} = 0.5\n" for kind in ELEMENTWISE_KINDS)
+    data = load_profile_data("cpu-x86-avx2")
+    data["overheads"] = tomllib.loads(text)["overheads"]
+    assert validate_profile_data(data) == []
+
+
+def test_float_gemms_do_not_pay_the_integer_gemm_cost(make_target):
+    modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
+    base = make_target(precisions=modes, layer_cycles=50)
+    costly = _with(base, gemm_cycles=300)
+    fp32 = FC.with_compression(Compression(w_bits=32, a_bits=32))
+    assert (
+        hwsim.simulate_layer(fp32, costly).total_cycles
+        == hwsim.simulate_layer(fp32, base).total_cycles
+    )
+    int4 = FC.with_compression(Compression(w_bits=4, a_bits=8))  # promoted to INT8: integer
+    assert (
+        hwsim.simulate_layer(int4, costly).total_cycles
+        == hwsim.simulate_layer(int4, base).total_cycles + 300
+    )
+
+
+def _conv(in_c: int, out_c: int, **kw) -> Conv2d:
+    return Conv2d(name="c", in_h=8, in_w=8, in_c=in_c, out_c=out_c, k_h=3, k_w=3,
+                  out_h=8, out_w=8, **kw)  # fmt: skip
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_unaligned_convolutions_pay_per_output_pixel(make_target, engine):
+    """ONNX Runtime's direct INT8 conv takes channels in multiples of 4 and >= 16 output
+    channels; others pay the generic path's cost per output pixel (8 x 8 x batch)."""
+    modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
+    base = make_target(kind="vector", rows=1, cols=32, dataflow="vector", precisions=modes)
+    cpu = _with(base, conv_channel_multiple=4, conv_min_out_channels=16,
+                unaligned_conv_cycles_per_pixel=40.0)  # fmt: skip
+
+    def extra(layer) -> int:
+        return (
+            hwsim.simulate_layer(layer, cpu, engine=engine).compute_cycles
+            - hwsim.simulate_layer(layer, base, engine=engine).compute_cycles
+        )
+
+    for in_c, out_c in ((16, 16), (4, 16), (12, 20), (16, 64)):  # the direct kernel
+        assert extra(_conv(in_c, out_c)) == 0
+    for in_c, out_c in ((16, 12), (16, 8), (1, 16), (6, 16), (16, 18)):  # the generic path
+        assert extra(_conv(in_c, out_c)) == 40 * 64
+    assert extra(_conv(1, 16, batch=4)) == 40 * 64 * 4
+    # pruning 16 -> 12 output channels is slower on such a CPU
+    pruned = _conv(16, 16).with_compression(Compression(out_keep=0.75))
+    assert (
+        hwsim.simulate_layer(pruned, cpu).total_cycles
+        > hwsim.simulate_layer(_conv(16, 16), cpu).total_cycles
+    )
+    # a low-rank conv: each factor by its own channels. Rank 8: 16 -> 8 (too few outputs)
+    # then 8 -> 32 (aligned); rank 6: 16 -> 6 and 6 -> 32 (6 not a multiple of 4) both pay
+    assert extra(_conv(16, 32).with_compression(Compression(rank=8))) == 40 * 64
+    assert extra(_conv(16, 32).with_compression(Compression(rank=6))) == 2 * 40 * 64
+    # float, depthwise and fully connected layers are not convolutions of that kernel
+    assert extra(_conv(16, 12).with_compression(Compression(w_bits=32, a_bits=32))) == 0
+    assert extra(_conv(12, 12, groups=12)) == 0
+    assert extra(Linear(name="fc", in_features=6, out_features=10)) == 0
