@@ -170,6 +170,9 @@ SCHEMA = Table(
                 "tile_cycles": Key("int", required=False, default=16, low=0, high=10**6),
                 "run_cycles": Key("int", required=False, default=0, low=0, high=10**9),
                 "gemm_cycles": Key("int", required=False, default=0, low=0, high=10**9),
+                "narrow_activation_cycles": Key(
+                    "int", required=False, default=0, low=0, high=10**9
+                ),
                 "conv_channel_multiple": Key("int", required=False, default=1, low=1, high=1024),
                 "conv_min_out_channels": Key("int", required=False, default=1, low=1, high=65536),
                 "unaligned_conv_cycles_per_pixel": Key(

@@ -126,6 +126,11 @@ class Overheads:
     tile_cycles: int = 16
     run_cycles: int = 0
     gemm_cycles: int = 0
+    #: once per activation operand narrower than 8 bits of an integer layer that computes at
+    #: 8 bits or more: the runtime clamps the codes to the narrow grid with one more operator
+    #: (the Clip ONNX Runtime runs in lowbit's INT8 exports). Not for targets that compute at
+    #: the narrow width natively.
+    narrow_activation_cycles: int = 0
     elementwise_cycles_per_element: tuple[tuple[str, float], ...] = ()
     #: integer convolutions whose channels do not fit the CPU's direct kernel -- input or
     #: output channels not a multiple of ``conv_channel_multiple``, or fewer output

@@ -275,6 +275,7 @@ def _build(d: dict, *, source: str) -> HardwareProfile:
             tile_cycles=d["overheads"]["tile_cycles"],
             run_cycles=d["overheads"]["run_cycles"],
             gemm_cycles=d["overheads"]["gemm_cycles"],
+            narrow_activation_cycles=d["overheads"]["narrow_activation_cycles"],
             conv_channel_multiple=d["overheads"]["conv_channel_multiple"],
             conv_min_out_channels=d["overheads"]["conv_min_out_channels"],
             unaligned_conv_cycles_per_pixel=float(

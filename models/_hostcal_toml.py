@@ -77,6 +77,8 @@ def profile_toml(calibration: Calibration) -> str:
               f"gemm_cycles = {o.get('gemm_cycles', 0)}  # fitted: the rest of an INT8 GEMM "
               "operator's fixed cost (packing, requantization setup)",
               f"run_cycles = {o.get('run_cycles', 0)}  # measured: one Run call",
+              f"narrow_activation_cycles = {o.get('narrow_activation_cycles', 0)}  # one "
+              "operator's dispatch: the Clip that clamps a sub-8-bit activation",
               f"conv_channel_multiple = {o.get('conv_channel_multiple', 1)}  # the direct "
               "INT8 conv kernel's channel blocking (channel sweep)",
               f"conv_min_out_channels = {o.get('conv_min_out_channels', 1)}",

@@ -187,6 +187,8 @@ def _with(
     new["overheads"] = {
         "layer_cycles": layer,
         "gemm_cycles": int(round(gemm_op)) - layer,
+        # a sub-8-bit activation is clamped by one more (Clip) operator: one dispatch
+        "narrow_activation_cycles": layer,
         "conv_channel_multiple": CONV_CHANNEL_MULTIPLE,
         "conv_min_out_channels": CONV_MIN_OUT_CHANNELS,
         "unaligned_conv_cycles_per_pixel": float(f"{unaligned:.4g}"),
@@ -288,6 +290,7 @@ def overheads(
     return {
         "layer_cycles": layer,
         "gemm_cycles": int(round(gemm_op_cycles)) - layer,
+        "narrow_activation_cycles": layer,
         "run_cycles": int(round(run_s * clock_hz)),
         **conv,
         "elementwise_cycles_per_element": dict(sorted(per_element.items())),

@@ -141,7 +141,14 @@ def measure_config(
         row[f"int8_speedup_vs_fp32_b{batch}"] = row[f"measured_fp32_ms_b{batch}"] / measured
     row["sim_layers"] = len(workload.layers)
     # kernels hwsim charges an operator for: each GEMM (low-rank: two), each memory-only layer
+    # (+ the Clip of each sub-8-bit activation, when the profile prices it)
     row["sim_kernels"] = sum(max(1, len(layer.gemms())) for layer in workload.layers)
+    if profile.overheads.narrow_activation_cycles:
+        row["sim_kernels"] += sum(
+            (2 if layer.op == "matmul" else 1)
+            for layer in workload.layers
+            if layer.gemms() and layer.compression.a_bits < 8
+        )
     row["ort_int8_ops"] = sum(result.deploy["ort_kernels"]["int8"].values())
     row["search_latency_ms"] = target.search_latency_ms
     row["export_dir"] = str(out_dir)

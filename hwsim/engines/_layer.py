@@ -70,6 +70,18 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
     return work, k_eff
 
 
+def _narrow_operands(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> int:
+    """Activation operands narrower than 8 bits that an integer mode of 8+ bits must clamp
+    (one extra operator each: both operands of an attention matmul, the input otherwise)."""
+    if not gemms:
+        return 0
+    g = gemms[0]
+    mode = t.mode(g.w_bits, g.a_bits)
+    if g.a_bits >= 8 or mode.a_bits < 8 or mode.w_bits >= FLOAT_BITS:
+        return 0
+    return 2 if g.weights_are_activations else 1
+
+
 def _unaligned_conv(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool) -> bool:
     """Does this GEMM of an integer, ungrouped convolution miss the CPU's direct kernel
     (``Overheads.conv_channel_multiple`` / ``conv_min_out_channels``)? Its input channels
@@ -195,6 +207,7 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
     tile_overhead = tiles * t.tile_cycles
     int_gemms = sum(1 for g in gemms if t.mode(g.w_bits, g.a_bits).w_bits < FLOAT_BITS)
     fixed = prof.overheads.layer_cycles + int_gemms * prof.overheads.gemm_cycles
+    fixed += _narrow_operands(t, layer, gemms) * prof.overheads.narrow_activation_cycles
     overhead = fixed + tile_overhead
     body_cycles = max(compute + tile_overhead, ceil(body - 1e-6))
     total = body_cycles + fixed

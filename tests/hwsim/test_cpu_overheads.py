@@ -18,6 +18,7 @@ from hwsim.workload import (
     Conv2d,
     Elementwise,
     Linear,
+    MatMul,
     Pool,
     Workload,
 )
@@ -203,3 +204,29 @@ def test_unaligned_convolutions_pay_per_output_pixel(make_target, engine):
     assert extra(_conv(16, 12).with_compression(Compression(w_bits=32, a_bits=32))) == 0
     assert extra(_conv(12, 12, groups=12)) == 0
     assert extra(Linear(name="fc", in_features=6, out_features=10)) == 0
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_sub_8_bit_activations_pay_one_clamp_operator_each(make_target, engine):
+    """A4 on an INT8-only target runs at A8 plus one Clip per narrow activation operand
+    (ONNX Runtime's exports); a target that computes A4 natively pays nothing."""
+    base = make_target(layer_cycles=50, tile_cycles=0)
+    costly = _with(base, narrow_activation_cycles=400)
+    a4 = FC.with_compression(Compression(w_bits=8, a_bits=4))
+    for layer, extra in ((FC, 0), (a4, 400)):
+        r0 = hwsim.simulate_layer(layer, base, engine=engine)
+        r1 = hwsim.simulate_layer(layer, costly, engine=engine)
+        assert r1.total_cycles - r0.total_cycles == extra
+    qk = MatMul(name="qk", M=16, N=16, K=8, heads=4, compression=Compression(a_bits=4))
+    assert (
+        hwsim.simulate_layer(qk, costly).total_cycles - hwsim.simulate_layer(qk, base).total_cycles
+        == 2 * 400  # both operands are activations
+    )
+    from hwsim.profiles import load_profile
+
+    bitfusion = load_profile("npu-bitfusion")  # runs A4 natively: no clamp operator
+    native = _with(bitfusion, narrow_activation_cycles=400)
+    assert (
+        hwsim.simulate_layer(a4, native).total_cycles
+        == hwsim.simulate_layer(a4, bitfusion).total_cycles
+    )
