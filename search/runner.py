@@ -115,6 +115,30 @@ class EvaluatorActor:
         return getattr(self.evaluator, method)(**kwargs)
 
 
+def start_ray(workers: int, address: str | None) -> bool:
+    """Join the Ray cluster at ``address``, or start a local one on loopback with
+    ``workers`` CPUs and no dashboard; True if this call started Ray (the caller shuts it
+    down), False if it was already running."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        # "local" always starts a new single-node cluster (never RAY_ADDRESS's)
+        ray.init(
+            address="local",
+            num_cpus=workers,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            object_store_memory=128 * 1024**2,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    return True
+
+
 class RayPool:
     """``workers`` evaluator actors on a local (loopback, no dashboard) or given Ray cluster.
 
@@ -127,22 +151,7 @@ class RayPool:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self._ray = ray
-        self._started = False
-        if not ray.is_initialized():
-            if ray_address:
-                ray.init(address=ray_address, logging_level=logging.WARNING)
-            else:
-                # "local" always starts a new single-node cluster (never RAY_ADDRESS's)
-                ray.init(
-                    address="local",
-                    num_cpus=workers,
-                    include_dashboard=False,
-                    _node_ip_address="127.0.0.1",
-                    object_store_memory=128 * 1024**2,
-                    logging_level=logging.WARNING,
-                    log_to_driver=False,
-                )
-            self._started = True
+        self._started = start_ray(workers, ray_address)
         self._remote = ray.remote(num_cpus=1, max_restarts=0)(EvaluatorActor)
         self.spec = spec
         self.actors = [self._remote.remote(spec) for _ in range(workers)]

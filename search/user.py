@@ -51,6 +51,7 @@ from hwsim.profile import HardwareProfile
 
 from . import results
 from .run import SearchResult, SearchSetup, _profile, execute
+from .runner import start_ray
 from .space import LayerInfo, SearchSpace, build_space, describe_model
 from .user_evaluator import UserEvaluatorSpec, score, ship
 
@@ -293,7 +294,7 @@ def run_search_user(
     calib_batch = _calib_tensor(calib, samples=calib_samples)
     fp32 = _fp32_scores(base, evaluate, evaluate_test)
     results.write_json(setup.out_dir / "user_model.json", info.to_dict())
-    started = _start_ray(workers, ray_address)
+    started = start_ray(workers, ray_address)
     try:
         with ship(base, calib_batch, evaluate, evaluate_test) as payload:
             spec = UserEvaluatorSpec(
@@ -337,21 +338,3 @@ def _fp32_scores(model, evaluate, evaluate_test) -> tuple[float, float]:
             f"{type(exc).__name__}: {exc}"
         ) from exc
     return val, test
-
-
-def _start_ray(workers: int, address: str | None) -> bool:
-    """Start Ray as :class:`search.runner.RayPool` would (it must run before the payload is
-    put in the object store); True if this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        ray.init(
-            address="local", num_cpus=workers, include_dashboard=False,
-            _node_ip_address="127.0.0.1", object_store_memory=128 * 1024**2,
-            logging_level=logging.WARNING, log_to_driver=False,
-        )  # fmt: skip
-    return True
