@@ -49,7 +49,7 @@ from hwsim.workload import (
     Pool,
     Workload,
 )
-from models.graph import MatMulSite, prune_groups_of
+from models.graph import COMPUTE_LAYERS, MatMulSite, prune_groups_of
 from models.plan import CompressionPlan, LayerSpec
 from models.prune import kept_channels
 
@@ -57,7 +57,6 @@ from .zoo import ZOO, Add, TokenEmbedding, build
 
 __all__ = ["compressions", "register_zoo_workloads", "to_workload"]
 
-_COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _POOLS = (
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
@@ -95,7 +94,7 @@ def _trace(model: nn.Module, batch: int) -> list[_Call]:
         )
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
-    watched = (*_COMPUTE, MatMulSite, *_POOLS, *_ELEMENTWISE)
+    watched = (*COMPUTE_LAYERS, MatMulSite, *_POOLS, *_ELEMENTWISE)
     calls: list[_Call] = []
     seen: dict[str, int] = {}
 
@@ -139,7 +138,7 @@ def compressions(model: nn.Module, plan: CompressionPlan) -> dict[str, Compressi
         return modules[name].weight.shape[0]
 
     kept = {name: kept_channels(out_channels(name), spec.keep) for name, spec in specs.items()
-            if isinstance(modules[name], _COMPUTE)}  # fmt: skip
+            if isinstance(modules[name], COMPUTE_LAYERS)}  # fmt: skip
     consumed: dict[str, list[int]] = {}  # consumer -> [kept inputs, all inputs]
     for group in prune_groups_of(model):
         n = out_channels(group.producer)
@@ -191,7 +190,7 @@ def _layer(call: _Call, compression: Compression | None, scale: tuple[int, int])
 
     ``compression`` None means hwsim's default (compute layers without a plan)."""
     module = call.module
-    if isinstance(module, _COMPUTE):
+    if isinstance(module, COMPUTE_LAYERS):
         compression = compression or Compression()
         if isinstance(module, nn.Linear):
             return Linear(
@@ -252,7 +251,7 @@ def to_workload(
     for call in calls:
         compression = by_name.get(call.name)
         module = call.module
-        if isinstance(module, (*_COMPUTE, MatMulSite)):
+        if isinstance(module, (*COMPUTE_LAYERS, MatMulSite)):
             layers.append(_layer(call, compression, (1, 1)))
             scale = (1, 1)
             if call.name in producers and compression is not None:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from models.graph import MatMulSite, prune_groups_of
-from models.lowrank import LowRankConv, LowRankLinear, factorize, to_dense
+from models.lowrank import LOWRANK_LAYERS, factorize, to_dense
 from models.plan import CompressionPlan, LayerSpec, PlanError
 from models.prune import apply_mask, magnitude_mask, nm_mask, prune_group
 from models.quant import (
@@ -51,7 +51,6 @@ TRANSFORMS: dict[str, Transform] = {}
 #: the order compress() runs the transforms in.
 ORDER = ("lowrank", "prune", "sparsify", "bn_recalibrate", "quantize", "calibrate")
 
-_LOWRANK = (LowRankLinear, LowRankConv)
 _QUANT_TYPES = {nn.Linear: QuantLinear, nn.Conv1d: QuantConv1d, nn.Conv2d: QuantConv2d}
 
 
@@ -69,7 +68,7 @@ def register_transform(kind: str) -> Callable[[Transform], Transform]:
 
 def _parts(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
     """The weighted layers behind a plan layer: itself, or both factors if low-ranked."""
-    if isinstance(module, _LOWRANK):
+    if isinstance(module, LOWRANK_LAYERS):
         return [(f"{name}.first", module.first), (f"{name}.second", module.second)]
     return [(name, module)]
 
@@ -90,7 +89,7 @@ def _prune(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor) -
             prune_group(model, group, keep=keep)
     for name in specs:
         module = model.get_submodule(name)
-        if isinstance(module, _LOWRANK):
+        if isinstance(module, LOWRANK_LAYERS):
             out = module.second.weight.shape[0]
             reduction = module.first.weight[0].numel()
             if module.rank >= min(out, reduction):  # same rule as hwsim.workload._factor

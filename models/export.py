@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from hwsim.fileio import atomic_write_bytes
-from models.graph import MatMulSite
+from models.graph import COMPUTE_LAYERS, MatMulSite
 from models.onnx_quant import ActGrid, ExportError, LayerQuant, WeightGrid, quantize_graph
 from models.plan import CompressionPlan
 from models.quant import QuantLayer, QuantMatMul
@@ -188,7 +188,7 @@ def deploy_copy(
                 model.set_submodule(name, MatMulSite())
             rows.append(_row(name, "matmul", None, module, grids[0] is not None))
             continue
-        if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        if not isinstance(module, COMPUTE_LAYERS):
             continue
         bn_name = pairs.get(name)
         quant = isinstance(module, QuantLayer)

@@ -39,8 +39,8 @@ from hwsim.fileio import atomic_write_text
 from hwsim.profile import HardwareProfile
 from hwsim.result import SimResult
 from models._firmware_schema import FIRMWARE_KIND, FIRMWARE_SCHEMA_VERSION, validate_firmware_config
-from models.graph import MatMulSite
-from models.lowrank import LowRankConv, LowRankLinear
+from models.graph import COMPUTE_LAYERS, MatMulSite
+from models.lowrank import LOWRANK_LAYERS, LowRankConv, LowRankLinear
 from models.plan import CompressionPlan
 from models.quant import QuantLayer, QuantMatMul
 
@@ -55,9 +55,6 @@ __all__ = [
     "write_firmware_config",
     "write_zoo_firmware_config",
 ]
-
-_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
-_LOWRANK = (LowRankLinear, LowRankConv)
 
 
 class FirmwareConfigError(LowbitError):
@@ -160,12 +157,12 @@ def _layers(model: nn.Module, plan: CompressionPlan) -> list[dict[str, Any]]:
                 "tensors": [{"name": name, "input": grids[0], "input_b": grids[1]}],
             })  # fmt: skip
             continue
-        if not isinstance(module, (*_WEIGHTED, *_LOWRANK)):
+        if not isinstance(module, (*COMPUTE_LAYERS, *LOWRANK_LAYERS)):
             continue
         inside.add(name)
         parts = (
             [(f"{name}.first", module.first), (f"{name}.second", module.second)]
-            if isinstance(module, _LOWRANK)
+            if isinstance(module, LOWRANK_LAYERS)
             else [(name, module)]
         )
         first, last = parts[0][1], parts[-1][1]
@@ -179,7 +176,9 @@ def _layers(model: nn.Module, plan: CompressionPlan) -> list[dict[str, Any]]:
                 "out_channels": int(last.weight.shape[0]),
                 "kept_out_channels": _indices(getattr(module, "kept_out_channels", None)),
                 "kept_in_channels": _indices(getattr(module, "kept_in_channels", None)),
-                "low_rank": {"rank": int(module.rank)} if isinstance(module, _LOWRANK) else None,
+                "low_rank": (
+                    {"rank": int(module.rank)} if isinstance(module, LOWRANK_LAYERS) else None
+                ),
                 "sparsity": _sparsity([p for _, p in parts], plan.resolve(name).nm),
                 "tensors": [_tensor(part_name, part) for part_name, part in parts],
             }

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["PruneGroup", "MatMulSite", "prune_groups_of"]
+__all__ = ["COMPUTE_LAYERS", "PruneGroup", "MatMulSite", "prune_groups_of"]
+
+#: layer types the transforms quantize, prune and factorise, and the simulator bridge maps
+COMPUTE_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 @dataclass(frozen=True, slots=True)

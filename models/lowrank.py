@@ -18,7 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["LowRankLinear", "LowRankConv", "factorize", "to_dense"]
+from models.graph import COMPUTE_LAYERS
+
+__all__ = ["LOWRANK_LAYERS", "LowRankLinear", "LowRankConv", "factorize", "to_dense"]
 
 
 class LowRankLinear(nn.Module):
@@ -67,6 +69,10 @@ class LowRankConv(nn.Module):
         return self.second(self.first(x))
 
 
+#: the factorised layer types (each holds ``.first`` then ``.second``)
+LOWRANK_LAYERS = (LowRankLinear, LowRankConv)
+
+
 def _conv_like(conv: nn.Conv1d | nn.Conv2d, in_c: int, out_c: int, *, pointwise: bool, bias: bool):
     """A conv of the same dimensionality: ``conv``'s geometry, or 1×1 if ``pointwise``."""
     if pointwise:
@@ -101,7 +107,7 @@ def factorize(module: nn.Module, *, rank: int, name: str = "") -> LowRankLinear 
         raise ValueError(
             f"{label}: grouped convolution (groups={module.groups}) cannot be low-ranked"
         )
-    if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+    if not isinstance(module, COMPUTE_LAYERS):
         raise ValueError(f"{label}: only Linear, Conv1d and Conv2d can be low-ranked")
     weight = module.weight
     out = weight.shape[0]

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from torch import nn
 
 from hwsim.errors import LowbitError
-from models.graph import MatMulSite, prune_groups_of
+from models.graph import COMPUTE_LAYERS, MatMulSite, prune_groups_of
 
 __all__ = [
     "PLAN_VERSION",
@@ -46,7 +46,6 @@ PLAN_VERSION = 1
 _BITS = range(2, 9)
 _GRANULARITIES = ("per_channel", "per_tensor")
 _CALIBRATIONS = ("minmax", "percentile", "mse")
-_COMPUTE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 class PlanError(LowbitError, ValueError):
@@ -325,7 +324,7 @@ class CompressionPlan:
         self.check(model)
         layers = compute_layers(model)
         producers = {g.producer for g in prune_groups_of(model)}
-        weighted = [name for name, m in layers.items() if isinstance(m, _COMPUTE_TYPES)]
+        weighted = [name for name, m in layers.items() if isinstance(m, COMPUTE_LAYERS)]
         pinned = {weighted[0], weighted[-1]} if self.pin_first_last and weighted else set()
         out = {}
         for name, module in layers.items():
@@ -394,7 +393,7 @@ def compute_layers(model: nn.Module) -> dict[str, nn.Module]:
     """
     out = {}
     for name, module in model.named_modules():
-        if isinstance(module, (*_COMPUTE_TYPES, MatMulSite)) and name:
+        if isinstance(module, (*COMPUTE_LAYERS, MatMulSite)) and name:
             out[name] = module
     return out
 

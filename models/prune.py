@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.graph import PruneGroup
-from models.lowrank import LowRankConv, LowRankLinear, _conv_like
+from models.graph import COMPUTE_LAYERS, PruneGroup
+from models.lowrank import LOWRANK_LAYERS, LowRankConv, _conv_like
 
 __all__ = [
     "kept_channels",
@@ -31,9 +31,6 @@ __all__ = [
     "magnitude_mask",
     "apply_mask",
 ]
-
-_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d)
-_LOWRANK = (LowRankLinear, LowRankConv)
 
 
 def kept_channels(n: int, keep: float) -> int:
@@ -46,7 +43,7 @@ def kept_channels(n: int, keep: float) -> int:
 
 def _dense_weight(module: nn.Module) -> torch.Tensor:
     """The (out × rest) weight matrix a module applies (product of the factors if low-rank)."""
-    if isinstance(module, _LOWRANK):
+    if isinstance(module, LOWRANK_LAYERS):
         w1 = module.first.weight.reshape(module.first.weight.shape[0], -1)
         w2 = module.second.weight.reshape(module.second.weight.shape[0], -1)
         return w2 @ w1
@@ -96,10 +93,10 @@ def _compose(old: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _slice_out(module: nn.Module, idx: torch.Tensor, name: str) -> nn.Module:
-    if isinstance(module, _LOWRANK):
+    if isinstance(module, LOWRANK_LAYERS):
         module.second = _rebuild(module.second, out_idx=idx)
         new = module
-    elif isinstance(module, _WEIGHTED):
+    elif isinstance(module, COMPUTE_LAYERS):
         new = _rebuild(module, out_idx=idx)
     else:
         raise ValueError(f"prune group producer {name!r} is a {type(module).__name__}, not a layer")
@@ -112,10 +109,10 @@ def _slice_in(module: nn.Module, idx: torch.Tensor, name: str) -> nn.Module:
         groups = module.first.groups if isinstance(module, LowRankConv) else module.groups
         if groups != 1:
             raise ValueError(f"consumer {name!r} is a grouped convolution: cannot drop its inputs")
-    if isinstance(module, _LOWRANK):
+    if isinstance(module, LOWRANK_LAYERS):
         module.first = _rebuild(module.first, in_idx=idx)
         new = module
-    elif isinstance(module, _WEIGHTED):
+    elif isinstance(module, COMPUTE_LAYERS):
         new = _rebuild(module, in_idx=idx)
     else:
         raise ValueError(f"prune group consumer {name!r} is a {type(module).__name__}, not a layer")

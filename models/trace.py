@@ -40,7 +40,7 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
-from models.graph import PruneGroup
+from models.graph import COMPUTE_LAYERS, PruneGroup
 
 __all__ = [
     "PruneAnalysis",
@@ -50,7 +50,6 @@ __all__ = [
     "prepare_model",
 ]
 
-_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 _ELEMENTWISE_MODULES = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU,
@@ -172,7 +171,7 @@ class _Walker:
             before = _shape(cur)
             if user.op == "call_module":
                 module = self.module(user)
-                if isinstance(module, _LAYERS):
+                if isinstance(module, COMPUTE_LAYERS):
                     return self._consumer(name, cur, user, module, axis, repeat, followers)
                 if self.calls.get(user.target, 0) > 1:
                     return f"it flows into {user.target!r}, which is called more than once"
@@ -262,7 +261,7 @@ def analyse_prune_groups(model: nn.Module, example_input: torch.Tensor) -> Prune
     groups, rejected, seen = [], [], set()
     for node in nodes:
         module = model.get_submodule(node.target)
-        if not isinstance(module, _LAYERS) or node.target in seen:
+        if not isinstance(module, COMPUTE_LAYERS) or node.target in seen:
             continue
         seen.add(node.target)
         if calls[node.target] > 1:
