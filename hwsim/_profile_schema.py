@@ -178,6 +178,16 @@ SCHEMA = Table(
                 "unaligned_conv_cycles_per_pixel": Key(
                     "number", required=False, default=0.0, low=0, high=10**6, unit="cycles"
                 ),
+                "conv_cycles_per_pixel": Key(
+                    "number", required=False, default=0.0, low=0, high=10**6, unit="cycles"
+                ),
+                "requant_cycles_per_output": Key(
+                    "number", required=False, default=0.0, low=0, high=10**6, unit="cycles"
+                ),
+                "pool_channel_block": Key("int", required=False, default=0, low=0, high=4096),
+                "conv_cycles_per_image": Key(
+                    "number", required=False, default=0.0, low=0, high=10**9, unit="cycles"
+                ),
                 "elementwise_cycles_per_element": Table(
                     {
                         kind: Key("number", required=False, low=0, high=10**6, unit="cycles")

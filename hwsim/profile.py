@@ -140,6 +140,24 @@ class Overheads:
     conv_channel_multiple: int = 1
     conv_min_out_channels: int = 1
     unaligned_conv_cycles_per_pixel: float = 0.0
+    #: every integer, ungrouped convolution with a k x k window (k > 1; of a low-rank one,
+    #: the k x k factor) costs this much per output pixel on top of its MACs: the CPU kernel
+    #: gathers the pixel's window (im2col) and requantizes its outputs. ONNX Runtime's INT8
+    #: NHWC 3x3 conv costs ~20 cycles per pixel however few its channels; a 1 x 1 conv reads
+    #: its rows in place. Default: no such cost.
+    conv_cycles_per_pixel: float = 0.0
+    #: the same convolutions also cost this much per image of the batch (the kernel sets up
+    #: each image's window gather: padding, buffers). Default: no such cost.
+    conv_cycles_per_image: float = 0.0
+    #: every integer GEMM (conv, linear, matmul; each factor of a low-rank layer) costs this
+    #: much per output element on top of its MACs: requantizing the int32 accumulator
+    #: (scale, round, clamp, narrow). Float GEMMs do not pay it. Default: no such cost.
+    requant_cycles_per_output: float = 0.0
+    #: a pooling layer whose channel count is known processes each pixel's channels in
+    #: blocks of this many elements (one SIMD register: 64 uint8 with AVX-512), so its
+    #: per-element cost applies to the channels padded up to a multiple of it: pooling 8
+    #: channels costs what pooling 64 does (ONNX Runtime's NhwcMaxPool). 0: per element.
+    pool_channel_block: int = 0
 
     def elementwise_cost(self, kind: str) -> float:
         """Cycles per element of a memory-only layer of ``kind`` (0 when not given)."""

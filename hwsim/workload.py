@@ -332,15 +332,32 @@ class Elementwise(Layer):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pool(Layer):
     """Pooling: memory-only; reads ``in_elements`` and writes ``out_elements``; ``kind`` is
-    "maxpool", "avgpool" or "" (see :class:`Elementwise`)."""
+    "maxpool", "avgpool" or "" (see :class:`Elementwise`); ``channels``: the input's channel
+    count when known (0: unknown), for targets that pool a pixel's channels in SIMD blocks
+    (``Overheads.pool_channel_block``)."""
 
     in_elements: int
     out_elements: int
     kind: str = ""
+    channels: int = 0
     op: str = field(default="pool", init=False)
 
     def __post_init__(self) -> None:
         _check_kind(self.name, self.kind)
+        if self.channels < 0 or (self.channels and self.in_elements % self.channels):
+            raise ValueError(
+                f"layer {self.name!r}: channels {self.channels} must divide in_elements "
+                f"{self.in_elements} (or be 0: unknown)"
+            )
+
+    def block_elements(self, block: int) -> int:
+        """Input elements with each pixel's channels padded to a multiple of ``block`` (what a
+        kernel that pools a pixel's channels in SIMD blocks processes); ``cost_elements``
+        when the channels are unknown or ``block`` is 0."""
+        if not block or not self.channels:
+            return self.cost_elements
+        pixels = self.in_elements // self.channels
+        return pixels * -(-self.channels // block) * block
 
     @property
     def cost_elements(self) -> int:

@@ -23,8 +23,9 @@ def profile_toml(calibration: Calibration) -> str:
         f"# CPU: {cpu['model']}; flags: {' '.join(cpu['flags'])}",
         f"# VNNI: {cpu['vnni']}; ONNX Runtime {m['onnxruntime']}, 1 thread. Raw data: the "
         ".json sidecar.",
-        f"# Fit on {len(m['chains'])} layer chains: rms log error {fit['rms_log_error']:.3f}, "
-        f"mean |error| {fit['mean_abs_pct_error']:.1f}%.",
+        f"# INT8 fit on {fit['int8_measurements']} layer chains and single convs: mean |error| "
+        f"{fit['mean_abs_pct_error_int8']:.1f}% (FP32 chains: "
+        f"{fit['mean_abs_pct_error_fp32']:.1f}%).",
         f"# Measured: fixed cost per Run call ~{m['run_overhead_s'] * 1e6:.2f} us; "
         f"each operator's dispatch ~{m['op_overhead_s'] * 1e6:.2f} us.",
         "schema_version = 1",
@@ -84,7 +85,16 @@ def profile_toml(calibration: Calibration) -> str:
               f"conv_min_out_channels = {o.get('conv_min_out_channels', 1)}",
               "unaligned_conv_cycles_per_pixel = "
               f"{o.get('unaligned_conv_cycles_per_pixel', 0.0)!r}  # fitted: generic im2col path",
-              "", "# measured: cycles per element of memory-bound operators (FP32 chains)",
+              f"conv_cycles_per_pixel = {o.get('conv_cycles_per_pixel', 0.0)!r}  # fitted: "
+              "every INT8 k x k conv's per-pixel gather and requantization",
+              f"conv_cycles_per_image = {o.get('conv_cycles_per_image', 0.0)!r}  # fitted: "
+              "its per-image setup",
+              f"requant_cycles_per_output = {o.get('requant_cycles_per_output', 0.0)!r}  # "
+              "fitted: every INT8 GEMM's requantization of one output",
+              f"pool_channel_block = {o.get('pool_channel_block', 0)}  # uint8 per SIMD "
+              "register: NhwcMaxPool pools a pixel's channels a register at a time",
+              "", "# measured: cycles per element of memory-bound operators (FP32 chains; "
+              "maxpool: uint8 NHWC between INT8 convs)",
               "[overheads.elementwise_cycles_per_element]",
               *(f"{k} = {v!r}" for k, v in o.get("elementwise_cycles_per_element", {}).items()),
               ""]  # fmt: skip

@@ -208,9 +208,13 @@ def _layer(call: _Call, compression: Compression | None, scale: tuple[int, int])
     out_elements = math.prod(call.output) * kept // total
     if isinstance(module, _POOLS):
         in_elements = math.prod(call.inputs[0]) * kept // total
+        # (N, C, spatial...): the channels that survive pruning, when the scale is theirs
+        c = call.inputs[0][1] if len(call.inputs[0]) >= 3 else 0
+        channels = c if total == 1 else (kept if total == c else 0)
         return Pool(
             name=call.name, compression=compression or Compression(), in_elements=in_elements,
             out_elements=out_elements, kind=_kind(module),
+            channels=channels if channels and in_elements % channels == 0 else 0,
         )  # fmt: skip
     return Elementwise(
         name=call.name, compression=compression or Compression(), elements=out_elements,

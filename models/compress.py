@@ -17,7 +17,10 @@ Each stage is a transform registered under a kind in :data:`TRANSFORMS` and run 
    is the cheap "adaptive BN" fix of EagleEye (Li et al., ECCV 2020), which makes pruned
    candidates' accuracy without finetuning track their finetuned accuracy.
 5. ``quantize``: Conv/Linear (each factor) → QuantConv*/QuantLinear, MatMulSite → QuantMatMul.
-6. ``calibrate``: activation ranges from ``calib`` (float activations, quantized weights).
+6. ``fold_bn``: a BatchNorm reading a quantized conv's output is folded into it as deployment
+   folds it (:mod:`models._bn_fold`): the folded bias is rounded to the int32 grid the
+   integer kernel adds it on, so the measured accuracy is the INT8 model's.
+7. ``calibrate``: activation ranges from ``calib`` (float activations, quantized weights).
 
 Every step is deterministic (stable sorts, SVD on CPU), so the same plan and model give the
 same compressed model.
@@ -31,6 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from models._bn_fold import fold_batchnorms
 from models.graph import MatMulSite, prune_groups_of
 from models.lowrank import LOWRANK_LAYERS, factorize, to_dense
 from models.plan import CompressionPlan, LayerSpec, PlanError
@@ -49,7 +53,7 @@ Transform = Callable[[nn.Module, dict[str, LayerSpec], torch.Tensor], None]
 #: kind → transform(model, effective specs, calib); each modifies the (copied) model in place.
 TRANSFORMS: dict[str, Transform] = {}
 #: the order compress() runs the transforms in.
-ORDER = ("lowrank", "prune", "sparsify", "bn_recalibrate", "quantize", "calibrate")
+ORDER = ("lowrank", "prune", "sparsify", "bn_recalibrate", "quantize", "fold_bn", "calibrate")
 
 _QUANT_TYPES = {nn.Linear: QuantLinear, nn.Conv1d: QuantConv1d, nn.Conv2d: QuantConv2d}
 
@@ -160,6 +164,11 @@ def _quantize(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor
                 per_channel=spec.weight_granularity == "per_channel",
             )
             model.set_submodule(part_name, wrapper)
+
+
+@register_transform("fold_bn")
+def _fold_bn(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor) -> None:
+    fold_batchnorms(model, calib[:1])
 
 
 @register_transform("calibrate")

@@ -6,7 +6,9 @@ weights on their grids, activation grids calibrated on val; optional QAT steps),
 into a plain float network (:func:`deploy_copy`: quantization wrappers unwrapped, BatchNorm
 folded into the preceding convolution), exports it with the TorchScript ONNX exporter
 (opset 17, dynamic batch axis) and quantizes it with :func:`models.onnx_quant.quantize_graph`
-on the very grids the search measured. It writes::
+on the very grids the search measured; :func:`models._onnx_layout.flatten_channels_last`
+then makes the classifier read the last feature map in channels-last order, so ONNX
+Runtime's INT8 graph stays NHWC to the end (bit-identical outputs). It writes::
 
     model.fp32.onnx   the compressed network in float (same shapes, same weights)
     model.int8.onnx   the QDQ INT8 model ONNX Runtime runs on its integer kernels
@@ -14,7 +16,10 @@ on the very grids the search measured. It writes::
 
 Folding BatchNorm keeps weights on a grid: a channel's codes are unchanged (their sign flips
 with a negative BN scale) and its scale is multiplied by |γ/σ|, so a per-tensor grid becomes
-a per-channel one with the same codes.
+a per-channel one with the same codes. The folded bias is rounded to the int32 accumulator
+grid; the fake-quant model rounds it the same way (:mod:`models._intbias`), and the codes,
+scales and bias written here come from the same function, so the INT8 model computes what
+the search measured up to float32 rounding in the requantization.
 
 Example:
     >>> from models.plan import CompressionPlan
@@ -41,6 +46,10 @@ import torch
 from torch import nn
 
 from hwsim.fileio import atomic_write_bytes
+from models._bn_fold import conv_bn_pairs, fold_batchnorm_float
+from models._codecheck import code_agreement
+from models._intbias import IntegerLayer, integer_layer, runs_integer
+from models._onnx_layout import flatten_channels_last
 from models.graph import COMPUTE_LAYERS, MatMulSite
 from models.onnx_quant import ActGrid, ExportError, LayerQuant, WeightGrid, quantize_graph
 from models.plan import CompressionPlan
@@ -100,17 +109,25 @@ def act_grid(scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int
     return ActGrid(float(scale), int(zero_point) + shift, qmin + shift, qmax + shift)
 
 
-def _weight_grid(layer: QuantLayer) -> WeightGrid:
-    """Integer codes (q − zero_point) and per-channel scales of a quantized weight."""
+def _weight_grid(layer: QuantLayer, bn: nn.Module | None) -> tuple[WeightGrid, IntegerLayer]:
+    """The grid of ``layer``'s quantized weights (``bn`` folded in) and its integer form."""
     w = layer.weight.detach().double()
-    out = w.shape[0]
-    scale = layer.weight_scale.double().reshape(-1)
-    scales = scale.expand(out) if scale.numel() == 1 else scale
-    view = scales.reshape((-1,) + (1,) * (w.dim() - 1))
-    codes = torch.round(w / view)
-    if float((codes * view - w).abs().max()) > 1e-5 * float(w.abs().max() + 1e-12):
+    view = (-1,) + (1,) * (w.dim() - 1)
+    scale = layer.weight_scale.double().reshape(view if layer.per_channel else ())
+    if float((torch.round(w / scale) * scale - w).abs().max()) > 1e-5 * float(w.abs().max()):
         raise ExportError("a quantized layer's weights are off their grid (requantize first)")
-    return WeightGrid(codes.to(torch.int64).numpy(), scales.numpy().copy(), int(layer.w_bits))
+    form = integer_layer(layer, batchnorm=bn)
+    scales = form.weight_scales.double().numpy().copy()
+    return WeightGrid(form.codes.numpy().copy(), scales, int(layer.w_bits)), form
+
+
+@torch.no_grad()
+def _set_integer_weights(plain: nn.Module, form: IntegerLayer) -> None:
+    """Weights codes · scales and the int32 bias times its scale: the integer kernel's."""
+    view = (-1,) + (1,) * (form.codes.dim() - 1)
+    plain.weight.copy_(form.codes.double() * form.weight_scales.double().reshape(view))
+    if form.bias is not None:
+        plain.bias.copy_(form.bias)
 
 
 def _plain(layer: nn.Module, *, bias: bool) -> nn.Module:
@@ -131,36 +148,6 @@ def _plain(layer: nn.Module, *, bias: bool) -> nn.Module:
     return new.eval()
 
 
-def _conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
-    """conv name -> BatchNorm name where the BatchNorm reads the conv's output directly."""
-    # the outputs are kept alive during the pass, so no other tensor can reuse their ids
-    outputs: dict[int, tuple[str, torch.Tensor]] = {}
-    pairs: dict[str, str] = {}
-    handles = []
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-
-            def post(mod, args, out, n=name):
-                outputs[id(out)] = (n, out)
-
-            handles.append(m.register_forward_hook(post))
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-
-            def pre(mod, args, n=name):
-                src = outputs.get(id(args[0]))
-                if src is not None and src[1] is args[0]:
-                    pairs[src[0]] = n
-
-            handles.append(m.register_forward_pre_hook(pre))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    return pairs
-
-
 def deploy_copy(
     compressed: nn.Module,
 ) -> tuple[nn.Module, list[LayerQuant], list[dict[str, Any]]]:
@@ -171,8 +158,7 @@ def deploy_copy(
         per quantized layer, one row per compute layer for deploy.json).
     """
     model = copy.deepcopy(compressed).eval()
-    example = torch.zeros(1, *model.input_shape)
-    pairs = _conv_bn_pairs(model, example)
+    pairs = conv_bn_pairs(model, torch.zeros(1, *model.input_shape))
     quants: list[LayerQuant] = []
     rows: list[dict[str, Any]] = []
     for name, module in list(model.named_modules()):
@@ -191,17 +177,18 @@ def deploy_copy(
         if not isinstance(module, COMPUTE_LAYERS):
             continue
         bn_name = pairs.get(name)
+        bn = model.get_submodule(bn_name) if bn_name is not None else None
         quant = isinstance(module, QuantLayer)
-        grid = _weight_grid(module) if quant and module.w_bits is not None else None
-        plain = _plain(module, bias=module.bias is not None or bn_name is not None)
+        plain = _plain(module, bias=module.bias is not None or bn is not None)
+        grid = form = None
+        if quant and module.w_bits is not None:
+            grid, form = _weight_grid(module, bn)
+        if form is not None and runs_integer(module):
+            _set_integer_weights(plain, form)
+        elif bn is not None:
+            fold_batchnorm_float(plain, bn)
         if bn_name is not None:
-            factor = _fold(plain, model.get_submodule(bn_name))
             model.set_submodule(bn_name, nn.Identity())
-            if grid is not None:
-                sign = np.where(factor < 0, -1, 1).reshape((-1,) + (1,) * (grid.codes.ndim - 1))
-                scales = np.where(factor == 0, grid.scales, grid.scales * np.abs(factor))
-                codes = np.where(factor.reshape(sign.shape) == 0, 0, grid.codes * sign)
-                grid = WeightGrid(codes, scales, grid.bits)
         model.set_submodule(name, plain)
         a = None
         if quant and module.a_bits is not None and module.act_scale is not None:
@@ -211,19 +198,6 @@ def deploy_copy(
             quants.append(LayerQuant(name, kind, (a,), grid))
         rows.append(_row(name, kind, plain, module, a is not None and grid is not None))
     return model.eval(), quants, rows
-
-
-@torch.no_grad()
-def _fold(conv: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> np.ndarray:
-    """Fold ``bn`` into ``conv`` in place (conv has a bias); returns the per-channel factor."""
-    factor = 1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
-    if bn.affine:
-        factor = factor * bn.weight.double()
-    shift = -bn.running_mean.double() * factor + (bn.bias.double() if bn.affine else 0.0)
-    shape = (-1,) + (1,) * (conv.weight.dim() - 1)
-    conv.weight.copy_((conv.weight.double() * factor.reshape(shape)).float())
-    conv.bias.copy_((conv.bias.double() * factor + shift).float())
-    return factor.numpy()
 
 
 def _row(name: str, kind: str, plain: nn.Module | None, module: nn.Module, integer: bool):
@@ -307,8 +281,12 @@ def build_compressed(
 
 
 @torch.no_grad()
-def _check(compressed: nn.Module, int8: Any, fp32: Any) -> dict[str, Any]:
-    """INT8 ONNX vs fake-quant torch outputs (and FP32 ONNX accuracy) on the test split."""
+def _check(compressed: nn.Module, int8: Any, fp32: Any, *, qdq: Any) -> dict[str, Any]:
+    """INT8 ONNX vs fake-quant torch outputs (and FP32 ONNX accuracy) on the test split, and
+    the fraction of equal activation codes per integer layer, end to end and with each layer
+    fed ONNX Runtime's input codes (``_forced``, :mod:`models._codecheck`). The codes are
+    read from ``qdq``, the INT8 graph before :func:`flatten_channels_last` (the fake-quant
+    model's layer order); ``int8`` must compute exactly what it does."""
     from models.data import load_split
     from models.evaluate import as_model_input
 
@@ -318,6 +296,10 @@ def _check(compressed: nn.Module, int8: Any, fp32: Any) -> dict[str, Any]:
     real = ort_session(int8).run(None, {INPUT_NAME: x.numpy()})[0]
     flt = ort_session(fp32).run(None, {INPUT_NAME: x.numpy()})[0]
     labels = y.numpy()
+    if not np.array_equal(real, ort_session(qdq).run(None, {INPUT_NAME: x.numpy()})[0]):
+        raise ExportError("the channels-last INT8 graph does not compute what the QDQ graph does")
+    codes = code_agreement(compressed, qdq, x)
+    forced = code_agreement(compressed, qdq, x, teacher_forced=True)
     return {
         "split": "test",
         "samples": len(labels),
@@ -327,6 +309,10 @@ def _check(compressed: nn.Module, int8: Any, fp32: Any) -> dict[str, Any]:
         "accuracy_int8": float((real.argmax(1) == labels).mean()),
         "accuracy_fake_quant": float((fake.argmax(1) == labels).mean()),
         "accuracy_fp32_onnx": float((flt.argmax(1) == labels).mean()),
+        "min_code_agreement": min(codes.values(), default=1.0),
+        "min_code_agreement_forced": min(forced.values(), default=1.0),
+        "code_agreement": codes,
+        "code_agreement_forced": forced,
     }
 
 
@@ -358,7 +344,8 @@ def export_plan(
     _, compressed = build_compressed(model, plan, seed=seed, finetune_steps=finetune_steps)
     deploy, quants, rows = deploy_copy(compressed)
     fp32 = to_onnx(deploy, input_shape=tuple(compressed.input_shape))
-    int8, storage = quantize_graph(fp32, quants, weight_type=wtype)
+    qdq, storage = quantize_graph(fp32, quants, weight_type=wtype)
+    int8 = flatten_channels_last(qdq)  # stays NHWC up to the classifier (bit-identical)
     for row in rows:
         if row["name"] in storage:
             row["weight_storage"] = storage[row["name"]]
@@ -389,7 +376,7 @@ def export_plan(
         "ort_kernels": {"int8": kernel_census(int8), "fp32": kernel_census(fp32)},
     }  # fmt: skip
     if check:
-        info["check"] = _check(compressed, int8, fp32)
+        info["check"] = _check(compressed, int8, fp32, qdq=qdq)
     deploy_path = out / "deploy.json"
     atomic_write_bytes(deploy_path, (json.dumps(info, indent=2) + "\n").encode())
     return ExportResult(out, paths["int8"], paths["fp32"], deploy_path, info)

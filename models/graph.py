@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["COMPUTE_LAYERS", "PruneGroup", "MatMulSite", "prune_groups_of"]
+__all__ = ["COMPUTE_LAYERS", "PruneGroup", "MatMulSite", "prune_groups_of", "run_hooked"]
 
 #: layer types the transforms quantize, prune and factorise, and the simulator bridge maps
 COMPUTE_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -53,3 +53,17 @@ def prune_groups_of(model: nn.Module) -> tuple[PruneGroup, ...]:
     """The model's declared prune groups (``model.prune_groups()``), or none."""
     method = getattr(model, "prune_groups", None)
     return tuple(method()) if callable(method) else ()
+
+
+def run_hooked(model: nn.Module, x: torch.Tensor, handles: list) -> torch.Tensor:
+    """One forward pass of ``model`` on ``x`` in eval mode (batch statistics would change the
+    running ones), with hooks already registered (``handles``), which are removed after; the
+    model's train/eval mode is restored whatever happens."""
+    was_training = model.training
+    model.eval()
+    try:
+        return model(x)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()

@@ -30,11 +30,14 @@ __all__ = [
     "QUICK_SHAPES",
     "Timing",
     "bench_chains",
+    "bind",
     "chain_model",
     "copy_bandwidth",
     "elementwise_costs",
     "glue_op_s",
+    "run_times_s",
     "time_session",
+    "timing_of",
 ]
 
 _KiB = 1024
@@ -67,24 +70,41 @@ class Timing:
         return self.q3_s - self.q1_s
 
 
+def bind(session: Any, x: np.ndarray) -> Any:
+    """An IOBinding of ``session`` with ``x`` bound once as its input and the outputs left
+    for ONNX Runtime to allocate (so a timed run is the Run call alone)."""
+    binding = session.io_binding()
+    binding.bind_cpu_input(session.get_inputs()[0].name, np.ascontiguousarray(x))
+    for out in session.get_outputs():
+        binding.bind_output(out.name)
+    return binding
+
+
+def run_times_s(session: Any, binding: Any, *, runs: int) -> np.ndarray:
+    """Seconds of each of ``runs`` consecutive Run calls on ``binding``."""
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter_ns()
+        session.run_with_iobinding(binding)
+        times[i] = time.perf_counter_ns() - start
+    return times * 1e-9
+
+
+def timing_of(times_s: np.ndarray) -> Timing:
+    """Median and quartiles of run times (seconds)."""
+    q1, med, q3 = np.percentile(times_s, (25, 50, 75))
+    return Timing(float(med), float(q1), float(q3), len(times_s))
+
+
 def time_session(session: Any, x: np.ndarray, *, warmup: int = 10, repeats: int = 50) -> Timing:
     """Median and quartiles of ``repeats`` timed runs after ``warmup`` (IOBinding: input
     bound once, outputs allocated by ONNX Runtime, so the time is the Run call)."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
-    binding = session.io_binding()
-    binding.bind_cpu_input(session.get_inputs()[0].name, np.ascontiguousarray(x))
-    for out in session.get_outputs():
-        binding.bind_output(out.name)
-    for _ in range(warmup):
-        session.run_with_iobinding(binding)
-    times = np.empty(repeats)
-    for i in range(repeats):
-        start = time.perf_counter_ns()
-        session.run_with_iobinding(binding)
-        times[i] = time.perf_counter_ns() - start
-    q1, med, q3 = np.percentile(times * 1e-9, (25, 50, 75))
-    return Timing(float(med), float(q1), float(q3), repeats)
+    binding = bind(session, x)
+    if warmup:
+        run_times_s(session, binding, runs=warmup)
+    return timing_of(run_times_s(session, binding, runs=repeats))
 
 
 def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):

@@ -14,17 +14,20 @@ The host model is measured, not typed by hand (``lowbit calibrate-host``):
 * ONNX Runtime on chains of a tiny Add (the dispatch cost of one operator, written as
   ``overheads.layer_cycles``) and of LayerNorm/Softmax/GELU/Add/Relu/MaxPool on zoo-sized
   tensors (per-element costs, written as ``[overheads.elementwise_cycles_per_element]``;
-  ``embedding`` -- class token + positions -- is one Add pass and takes Add's cost).
+  ``embedding`` -- class token + positions -- is one Add pass and takes Add's cost);
+* ONNX Runtime's per-node profiler on single INT8 convs shaped like compressed networks'
+  (stems, pruned and unaligned channel counts, 1x1 low-rank factors: :mod:`models.hostconv`)
+  and on the uint8 NHWC MaxPool between two INT8 convs (``maxpool``, with
+  ``pool_channel_block`` = the uint8 lanes of one SIMD register: the deployed graphs are
+  INT8).
 
-Fitted on the per-layer costs by least squares of log(simulated) − log(measured), simulating
-the same layers with hwsim: the fixed cost of one GEMM operator (dominates tiny layers;
-written as ``layer_cycles`` = the measured dispatch cost, which FP32 operators pay alone,
-plus ``gemm_cycles`` = the rest, which integer GEMMs pay: requantization setup, weight
-packing; a low-rank layer's two GEMMs pay it twice), the
-INT8 and FP32 ``macs_per_pe_per_cycle`` (effective throughput) and ``compute.cols`` among
-1, 2 or 4 SIMD registers (the N blocking of the kernels: MLAS's INT8 convolutions cost
-about the same for 16 or 32 output channels). Weights are stored as int8 whatever their
-grid (no native INT4 compute, no packed low-bit kernels in the export), so
+The GEMM and convolution costs are fitted on the INT8 chains and single convs by weighted
+non-negative least squares (:mod:`models._hostcal_fit`): an INT8 GEMM operator's fixed cost
+(``gemm_cycles``, on top of the measured dispatch every operator pays), cycles per MAC,
+per-pixel and per-image costs of k x k convs, the generic path's extra per pixel, the
+requantization cost per output, and ``compute.cols`` among 1, 2 or 4 SIMD registers (the
+kernels' N blocking); the FP32 rate on the FP32 chains. Weights are stored as int8 whatever
+their grid (no native INT4 compute, no packed low-bit kernels in the export), so
 ``weight_storage = "promoted"``.
 Energies are the built-in ``cpu-x86-avx2`` estimates. Everything measured is also written
 to a JSON sidecar (``<profile>.json``).
@@ -34,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import platform
 import time
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ import numpy as np
 
 from hwsim.errors import LowbitError
 
+from ._hostcal_fit import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS, fit
 from ._hostcal_toml import PROFILE_NAME, profile_toml
 from .hostbench import (
     DEPTHS,
@@ -56,8 +59,11 @@ from .hostbench import (
     elementwise_costs,
     glue_op_s,
 )
+from .hostconv import CONV_SWEEP, QUICK_CONV_SWEEP, conv_sweep, int8_maxpool_s_per_element
 
 __all__ = [
+    "CONV_CHANNEL_MULTIPLE",
+    "CONV_MIN_OUT_CHANNELS",
     "PROFILE_NAME",
     "Calibration",
     "cpu_flags",
@@ -74,13 +80,9 @@ log = logging.getLogger(__name__)
 
 _KiB = 1024
 
-#: ONNX Runtime's direct INT8 (NHWC) convolution takes input and output channels in
-#: multiples of 4 and at least 16 output channels; other convolutions run its generic
-#: im2col + GEMM path at a fixed extra cost per output pixel (fitted). Found by sweeping a
-#: 3x3 conv's channels (1-64 in, 4-64 out) on this host: 8->8, 2->16, 16->15, 16->17 are
-#: slow, 4->16, 12->20 and 16->24 are not.
-CONV_CHANNEL_MULTIPLE = 4
-CONV_MIN_OUT_CHANNELS = 16
+#: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
+_RECOMPUTED = ("layer_cycles", "gemm_cycles", "narrow_activation_cycles", "run_cycles",
+               "elementwise_cycles_per_element")  # fmt: skip
 
 #: ONNX operator timed by :func:`models.hostbench.elementwise_costs` -> the hwsim kinds
 #: (:data:`hwsim.workload.ELEMENTWISE_KINDS`) that take its per-element cost
@@ -146,127 +148,6 @@ def default_profile_path() -> Path:
     return cache_dir() / "host" / f"{PROFILE_NAME}.toml"
 
 
-def _layers(row: dict[str, Any], depth: int):
-    """The hwsim layers of a chain (for fitting)."""
-    from hwsim.workload import Compression, Conv2d, Linear, Workload
-
-    bits = 8 if row["precision"] == "int8" else 32
-    comp = Compression(w_bits=bits, a_bits=bits)
-    n, s = row["size"], row["spatial"]
-    if row["kind"] == "conv":
-        make = lambda i: Conv2d(  # noqa: E731
-            name=f"l{i}", compression=comp, in_h=s, in_w=s, in_c=n, out_c=n, k_h=3, k_w=3,
-            out_h=s, out_w=s, batch=row["batch"],
-        )  # fmt: skip
-    else:
-        make = lambda i: Linear(  # noqa: E731
-            name=f"l{i}", compression=comp, in_features=n, out_features=n, tokens=row["batch"]
-        )
-    return Workload("chain", tuple(make(i) for i in range(depth)))
-
-
-def _simulated_layer_s(rows, data: dict[str, Any]) -> np.ndarray:
-    import hwsim
-    from hwsim.profiles import profile_from_dict
-
-    profile = profile_from_dict(data, source="host calibration")
-    out = []
-    for row in rows:
-        t = [hwsim.simulate(_layers(row, d), profile).latency_s for d in DEPTHS]
-        out.append((t[1] - t[0]) / (DEPTHS[1] - DEPTHS[0]))
-    return np.array(out)
-
-
-def _with(
-    data: dict[str, Any], gemm_op: float, m8: float, m32: float, unaligned: float, glue: float
-) -> dict[str, Any]:
-    """``data`` with the fitted parameters: ``gemm_op`` is an INT8 GEMM operator's fixed
-    cost, of which ``glue`` (the measured dispatch) every operator pays."""
-    new = json.loads(json.dumps(data))
-    layer = min(int(round(glue)), int(round(gemm_op)))
-    new["overheads"] = {
-        "layer_cycles": layer,
-        "gemm_cycles": int(round(gemm_op)) - layer,
-        # a sub-8-bit activation is clamped by one more (Clip) operator: one dispatch
-        "narrow_activation_cycles": layer,
-        "conv_channel_multiple": CONV_CHANNEL_MULTIPLE,
-        "conv_min_out_channels": CONV_MIN_OUT_CHANNELS,
-        "unaligned_conv_cycles_per_pixel": float(f"{unaligned:.4g}"),
-    }
-    for mode in new["compute"]["precision"]:
-        mode["macs_per_pe_per_cycle"] = float(f"{m8 if mode['w_bits'] == 8 else m32:.6g}")
-    return new
-
-
-def lanes_of(data: dict[str, Any]) -> int:
-    return int(data["compute"]["cols"])
-
-
-def _with_cols(data: dict[str, Any], cols: int) -> dict[str, Any]:
-    new = json.loads(json.dumps(data))
-    new["compute"]["cols"] = int(cols)
-    return new
-
-
-def _coordinate_search(loss, theta: np.ndarray) -> tuple[float, np.ndarray]:
-    """Minimise ``loss`` over positive parameters: coordinate search on a log grid (the loss
-    is piecewise constant in places: integer cycles, ceilings), the grid shrinking each
-    sweep."""
-    best = loss(theta)
-    for sweep in range(4):
-        for i in range(len(theta)):
-            for factor in 2.0 ** (np.linspace(-3, 3, 13) / (sweep + 1)):
-                trial = theta.copy()
-                trial[i] *= factor
-                value = loss(trial)
-                if value < best:
-                    best, theta = value, trial
-    return best, theta
-
-
-def _fit(
-    rows, data: dict[str, Any], *, glue_cycles: float
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Fit an INT8 GEMM operator's fixed cost (``glue_cycles`` of it is the dispatch every
-    operator pays), the INT8/FP32 rates, the unaligned-conv cost per pixel and the
-    output-lane count (the N blocking of the kernels: 1, 2 or 4 SIMD registers) to the
-    measured per-layer costs."""
-    measured = np.log([r["layer_s"] for r in rows])
-    int8 = np.array([r["precision"] == "int8" for r in rows])
-
-    def loss(theta: np.ndarray, base: dict[str, Any]) -> float:
-        sim = _simulated_layer_s(rows, _with(base, *theta, glue_cycles))
-        return float(np.mean((np.log(np.maximum(sim, 1e-12)) - measured) ** 2))
-
-    tiny = float(np.exp(measured.min()))
-    best, theta, cols = math.inf, None, None
-    for lanes in (lanes_of(data), 2 * lanes_of(data), 4 * lanes_of(data)):
-        trial_data = _with_cols(data, lanes)
-        value, fit = _coordinate_search(
-            lambda th, d=trial_data: loss(th, d),
-            np.array([max(tiny * data["clock_hz"], 1.0), 4.0, 1.0, 32.0]),
-        )
-        if value < best:
-            best, theta, cols = value, fit, lanes
-    data = _with_cols(data, cols)
-    fitted = _with(data, *theta, glue_cycles)
-    sim = _simulated_layer_s(rows, fitted)
-    for row, s in zip(rows, sim, strict=True):
-        row["simulated_layer_s"] = float(s)
-    errors = np.abs(sim / np.exp(measured) - 1)
-    return fitted, {
-        # an INT8 GEMM operator's whole fixed cost (layer_cycles + gemm_cycles)
-        "layer_cycles": fitted["overheads"]["layer_cycles"] + fitted["overheads"]["gemm_cycles"],
-        "int8_macs_per_pe_per_cycle": float(theta[1]),
-        "fp32_macs_per_pe_per_cycle": float(theta[2]),
-        "unaligned_conv_cycles_per_pixel": fitted["overheads"]["unaligned_conv_cycles_per_pixel"],
-        "cols": int(cols),
-        "rms_log_error": math.sqrt(best),
-        "mean_abs_pct_error": float(errors.mean() * 100),
-        "mean_abs_pct_error_int8": float(errors[int8].mean() * 100),
-    }
-
-
 def overheads(
     *,
     gemm_op_cycles: float,
@@ -274,15 +155,15 @@ def overheads(
     op_s: float,
     elementwise: dict[str, float],
     clock_hz: float,
-    conv: dict[str, Any] | None = None,
+    fitted: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``[overheads]`` table from the measurements: ``gemm_op_cycles`` (the fitted fixed
     cost of one GEMM operator) splits into ``layer_cycles`` = the dispatch cost every
     operator pays (``op_s``, at most the whole) and ``gemm_cycles`` = the rest; the Run
-    call's and the per-element costs (seconds) become cycles at ``clock_hz``; ``conv``: the
-    unaligned-convolution keys, copied."""
+    call's and the per-element costs (seconds) become cycles at ``clock_hz``; ``fitted``: the
+    other fitted keys (per-pixel, per-image and requantization costs), copied."""
     layer = min(int(round(op_s * clock_hz)), int(round(gemm_op_cycles)))
-    conv = conv or {}
+    fitted = fitted or {}
     per_element = {}
     for op, seconds in sorted(elementwise.items()):
         for kind in ORT_KINDS.get(op, ()):
@@ -292,7 +173,7 @@ def overheads(
         "gemm_cycles": int(round(gemm_op_cycles)) - layer,
         "narrow_activation_cycles": layer,
         "run_cycles": int(round(run_s * clock_hz)),
-        **conv,
+        **fitted,
         "elementwise_cycles_per_element": dict(sorted(per_element.items())),
     }
 
@@ -361,19 +242,32 @@ def calibrate(*, quick: bool = False) -> Calibration:
         for level, size in caches.items():
             bandwidth[level] = copy_bandwidth(size // 2, repeats=20)
     rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
+    sweep = conv_sweep(QUICK_CONV_SWEEP if quick else CONV_SWEEP, repeats=2 * repeats)
     op_s = glue_op_s(repeats=repeats)
-    data, fit = _fit(rows, _base_data(info, bandwidth), glue_cycles=op_s * info["clock_hz"])
+    data, fitted = fit(rows, sweep, _base_data(info, bandwidth),
+                       glue_cycles=op_s * info["clock_hz"], depths=DEPTHS)  # fmt: skip
     batch1 = [r["run_s"] for r in rows if r["batch"] == 1 and r["precision"] == "int8"]
     run_s = float(np.median(batch1 or [r["run_s"] for r in rows]))
     elementwise = elementwise_costs(repeats=repeats)
+    # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
+    # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
+    # 64 do -- not at the FP32 chain's per-element cost (kept in the sidecar). Measured at
+    # one register's worth of channels: the cost per element of a full block.
+    block = 4 * info["simd_lanes_32bit"]
+    pool = int8_maxpool_s_per_element(
+        channels=block, batch=16 if quick else 64, repeats=2 * repeats
+    )
+    int8_elementwise = {**elementwise, "MaxPool": pool["s_per_element"]}
     data["overheads"] = overheads(
-        gemm_op_cycles=fit["layer_cycles"], run_s=run_s, op_s=op_s, elementwise=elementwise,
-        clock_hz=data["clock_hz"], conv={k: v for k, v in data["overheads"].items()
-                                          if k.startswith(("conv_", "unaligned_"))},
+        gemm_op_cycles=fitted["layer_cycles"], run_s=run_s, op_s=op_s,
+        elementwise=int8_elementwise, clock_hz=data["clock_hz"],
+        fitted={**{k: v for k, v in data["overheads"].items() if k not in _RECOMPUTED},
+                "pool_channel_block": block},
     )  # fmt: skip
     measurements = {
         "cpu": info, "onnxruntime": ort.__version__, "threads": 1, "quick": quick,
-        "bandwidth_bytes_per_s": bandwidth, "chains": rows, "fit": fit,
+        "bandwidth_bytes_per_s": bandwidth, "chains": rows, "conv_sweep": sweep,
+        "fit": fitted, "int8_maxpool": pool,
         "run_overhead_s": run_s, "op_overhead_s": op_s,
         "elementwise_s_per_element": elementwise, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }  # fmt: skip

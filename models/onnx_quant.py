@@ -19,7 +19,9 @@ Representation:
   shifted by 128 (zero point 128). A grid narrower than 0…255 (sub-8-bit activations) gets
   a ``Clip`` on the uint8 codes between Q and DQ, because QuantizeLinear saturates at the
   type's limits, not at the grid's.
-* Bias of Conv/Gemm: int32 on the scale s_x·s_w (what QLinearConv/QGemm accumulate in).
+* Bias of Conv/Gemm: int32 on the scale s_x·s_w/k (what QLinearConv/QGemm accumulate in;
+  k refines the weight codes, :func:`_refine`). The exporter hands over biases already on
+  that grid (:mod:`models._intbias`), also those a MatMul + Add adds in float.
 * Saturation without VNNI: on AVX2 without VNNI, ONNX Runtime's u8·s8 kernels multiply with
   ``vpmaddubsw``, which adds two u8·s8 products into a *saturating* int16: 2·255·127 =
   64770 > 32767, so 8-bit weights can overflow (errors of ~10% were measured on a Zen 3
@@ -47,6 +49,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from hwsim.errors import LowbitError
+from models._intbias import REFINE_LIMIT
 
 __all__ = [
     "COMMUTING_OPS",
@@ -249,8 +252,7 @@ def _quantize_weight(g: _Graph, node: onnx.NodeProto, layer: LayerQuant, weight_
     tol = 1e-4 * float(np.abs(expected).max() + 1e-12)
     if float(np.abs(float_w - expected).max()) > tol:
         raise ExportError(f"layer {layer.name!r}: ONNX weights are not on the layer's grid")
-    limit = 64 if weight_type == "u8" else 127
-    codes, scales = _refine(codes.astype(np.int64), scales, axis, limit)
+    codes, scales = _refine(codes.astype(np.int64), scales, axis)
     stored, zero_points, dtype = _store(codes, axis, weight_type, layer.name)
     base = f"{layer.name}.weight"
     q = g.add_init(g.name(base + "_quantized"), stored)
@@ -262,18 +264,14 @@ def _quantize_weight(g: _Graph, node: onnx.NodeProto, layer: LayerQuant, weight_
     return scales, dtype
 
 
-def _refine(codes: np.ndarray, scales: np.ndarray, axis: int, limit: int):
+def _refine(codes: np.ndarray, scales: np.ndarray, axis: int):
     """(codes · k, scales / k) per channel with the largest integer k keeping |codes · k| <=
-    ``limit``: the same grid values, on a finer integer scale.
-
-    QLinearConv/QGemm add the bias as int32 on the accumulator scale s_x · s_w, so a coarse
-    low-bit weight scale (2-bit weights, coarse input grid) would round the bias by up to
-    s_x · s_w / 2 — about one output code in our tests. Multiplying the codes by k cuts that
-    error k-fold without changing any weight value (``limit`` keeps s8 codes within 127, or
-    within 64 where u8·s8 arithmetic could saturate)."""
+    :data:`models._intbias.REFINE_LIMIT`: the same weight values on a finer integer scale, so
+    a k-times finer int32 bias grid (s_x · s_w / k). The rule is the fake-quant model's
+    (:func:`models._intbias.integer_layer`, whose codes arrive here refined already: k = 1)."""
     other = tuple(i for i in range(codes.ndim) if i != axis)
     peak = np.maximum(np.abs(codes).max(axis=other), 1)
-    k = np.maximum(limit // peak, 1)
+    k = np.maximum(REFINE_LIMIT // peak, 1)
     shape = _axis_shape(codes.ndim, axis)
     return codes * k.reshape(shape), (scales / k).astype(np.float32)
 

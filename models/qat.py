@@ -5,8 +5,10 @@ forward with a straight-through estimator (gradient of rounding = identity); act
 stay as calibrated. Pruning survives: removed channels are gone from the shapes, and masked
 weights (N:M, unstructured) are multiplied by their ``weight_mask`` in forward and re-zeroed
 after every optimizer step. BatchNorm layers stay in eval mode (running statistics frozen,
-affine parameters trained) so the calibrated activation ranges remain valid. At the end the
-weights are snapped back onto their grids (:func:`models.quant.requantize_weights`).
+affine parameters trained) so the calibrated activation ranges remain valid. Training uses
+the float bias (the int32 rounding deployment applies is left to the eval-mode forward, see
+:func:`models._intbias.bias_rounded`). At the end the weights are snapped back onto their
+grids (:func:`models.quant.requantize_weights`).
 """
 
 from __future__ import annotations

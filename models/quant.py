@@ -23,6 +23,12 @@ the weights then). At inference ``weight`` already holds fake-quantized values o
 training mode the wrappers quantize the float ``weight`` in forward with a straight-through
 estimator, and :func:`requantize_weights` snaps it back to the grid afterwards
 (``models.qat.finetune`` does this).
+
+In eval mode a layer that runs on integer kernels once deployed (weights and input
+quantized) computes what the kernel computes: its bias (with a folded BatchNorm's shift,
+:mod:`models._bn_fold`) rounded to the int32 accumulator grid (:mod:`models._intbias`), and
+in inference the exact integer accumulator (:meth:`QuantLayer.forward`). Training (QAT)
+keeps the float bias. The grid arithmetic is in :mod:`models._grid` (re-exported here).
 """
 
 from __future__ import annotations
@@ -31,6 +37,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models._grid import (
+    MSE_RATIOS,
+    PERCENTILE,
+    calibrate,
+    fake_quantize,
+    qparams,
+    ste_fake_quantize,
+)
+from models._intbias import bias_rounded, integer_inference, integer_layer
 from models.graph import MatMulSite
 
 __all__ = [
@@ -51,64 +66,6 @@ __all__ = [
     "calibrate_model",
     "requantize_weights",
 ]
-
-#: percentile used by the ``percentile`` calibration (of |x| for a symmetric grid).
-PERCENTILE = 99.9
-#: clipping ratios (of the min/max range) tried by the ``mse`` calibration.
-MSE_RATIOS = torch.linspace(1.0 / 64, 1.0, 64)
-#: at most this many elements are used to estimate percentiles and MSE (strided subsample).
-_MAX_SAMPLES = 1 << 16
-_TINY = 1e-12
-
-
-def qparams(
-    lo: torch.Tensor, hi: torch.Tensor, *, bits: int, symmetric: bool, signed: bool = True
-) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """(scale, zero_point, qmin, qmax) for ranges [lo, hi] (scalars or per-channel vectors).
-
-    ``signed`` only matters for a symmetric grid (see the module docstring).
-    """
-    lo = torch.minimum(lo, torch.zeros_like(lo))
-    hi = torch.maximum(hi, torch.zeros_like(hi))
-    if symmetric:
-        if signed:
-            qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-            scale = torch.maximum(-lo, hi) / (2 ** (bits - 1) - 0.5)
-        else:
-            qmin, qmax = 0, 2**bits - 1
-            scale = hi / qmax
-        scale = scale.clamp_min(_TINY)
-        return scale, torch.zeros_like(scale, dtype=torch.int64), qmin, qmax
-    qmin, qmax = 0, 2**bits - 1
-    scale = ((hi - lo) / qmax).clamp_min(_TINY)
-    zero_point = torch.round(-lo / scale).clamp(qmin, qmax).to(torch.int64)
-    return scale, zero_point, qmin, qmax
-
-
-def fake_quantize(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int
-) -> torch.Tensor:
-    """Round to the grid and map back to floats; scale/zero_point broadcast against ``x``."""
-    q = torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
-    return (q - zero_point) * scale
-
-
-def ste_fake_quantize(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int
-) -> torch.Tensor:
-    """Fake quantization with a clipped straight-through estimator.
-
-    The gradient is the identity where ``x`` lies inside the grid's range and zero where it is
-    clipped (as PyTorch's FakeQuantize does): without the clip, training cannot see that
-    values beyond a fixed range saturate, and QAT with fixed activation ranges diverges.
-    """
-    if not (torch.is_grad_enabled() and x.requires_grad):
-        return fake_quantize(x, scale, zero_point, qmin, qmax)
-    with torch.no_grad():
-        code = torch.round(x / scale) + zero_point
-        inside = (code >= qmin) & (code <= qmax)
-        fq = (code.clamp(qmin, qmax) - zero_point) * scale
-    return torch.where(inside, x + (fq - x).detach(), fq)
 
 
 def _channel_shape(weight: torch.Tensor) -> tuple[int, ...]:
@@ -135,54 +92,15 @@ def quantize_weight(
     return wq, scale, zero_point, qmin, qmax
 
 
-def _subsample(x: torch.Tensor) -> torch.Tensor:
-    flat = x.detach().reshape(-1).float()
-    if flat.numel() > _MAX_SAMPLES:
-        flat = flat[:: -(-flat.numel() // _MAX_SAMPLES)]  # deterministic stride
-    return flat
-
-
-def calibrate(
-    samples: torch.Tensor, *, bits: int, symmetric: bool, method: str
-) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """Per-tensor (scale, zero_point, qmin, qmax) for activations ``samples``.
-
-    A symmetric grid is signed only if the samples have negative values.
-    """
-    x = samples.detach().float()
-    lo, hi = x.min(), x.max()
-    signed = bool(lo < 0)
-    if method == "minmax":
-        pass
-    elif method == "percentile":
-        flat = _subsample(x)
-        if symmetric:
-            bound = torch.quantile(flat.abs(), PERCENTILE / 100)
-            lo, hi = (-bound if signed else lo.new_zeros(())), bound
-        else:
-            lo = torch.quantile(flat, 1 - PERCENTILE / 100)
-            hi = torch.quantile(flat, PERCENTILE / 100)
-    elif method == "mse":
-        flat = _subsample(x)
-        best = None
-        for ratio in MSE_RATIOS:
-            params = qparams(lo * ratio, hi * ratio, bits=bits, symmetric=symmetric, signed=signed)
-            err = torch.mean((fake_quantize(flat, *params) - flat) ** 2).item()
-            if best is None or err < best[0]:
-                best = (err, params)
-        return best[1]
-    else:
-        raise ValueError(f"unknown calibration {method!r} (valid: minmax, percentile, mse)")
-    return qparams(lo, hi, bits=bits, symmetric=symmetric, signed=signed)
-
-
 class QuantLayer:
     """Mixin for a Conv/Linear whose weight and input are fake-quantized.
 
     Attributes (read by exporters): ``w_bits``, ``a_bits`` (None = float), ``symmetric``,
     ``per_channel``, ``weight_scale`` / ``weight_zero_point`` (shape (out,) per channel, else
     ()), ``weight_qmin``/``weight_qmax``, ``act_scale`` / ``act_zero_point`` (shape ()),
-    ``act_qmin``/``act_qmax``, optional ``weight_mask`` (1 = kept weight).
+    ``act_qmin``/``act_qmax``, optional ``weight_mask`` (1 = kept weight),
+    ``folded_batchnorm`` (the BatchNorm reading the output once it is folded into the layer,
+    see :mod:`models._bn_fold`; None before and for other layers).
     """
 
     def _setup_quant(
@@ -224,6 +142,52 @@ class QuantLayer:
             self.weight_qmin,
             self.weight_qmax,
         )
+
+    @torch.no_grad()
+    def weight_codes(self) -> torch.Tensor:
+        """Integer codes q − zero_point of the weight on its grid (float64, weight's shape),
+        rounded as forward rounds them (in training mode from the float master weight)."""
+        w = self._masked_weight().detach()
+        shape = _channel_shape(w) if self.per_channel else ()
+        zp = self.weight_zero_point.reshape(shape)
+        q = torch.round(w / self.weight_scale.reshape(shape)) + zp
+        return (q.clamp(self.weight_qmin, self.weight_qmax) - zp).double()
+
+    @property
+    def folded_batchnorm(self) -> nn.Module | None:
+        return self.__dict__.get("_folded_batchnorm")  # kept outside the module tree
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Float compute on the grids; in eval mode, on a layer that runs on integer kernels
+        once deployed, what those kernels compute: exactly so in inference
+        (:meth:`_integer_forward`), else with the rounded bias (differentiable, equal up to
+        float32 rounding; a folded BatchNorm adds the rounding of the folded bias)."""
+        if integer_inference(self):
+            return self._integer_forward(x)
+        bias = self.bias
+        if bias is not None and self.folded_batchnorm is None and bias_rounded(self):
+            bias = bias + (integer_layer(self).bias.to(bias.dtype) - bias).detach()
+        return self._compute(self._quant_input(x), self._quant_weight(), bias)
+
+    def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference as the integer kernel computes it (:mod:`models._intbias`), a folded
+        BatchNorm included: the int32 accumulator Σ x_code·w_code + bias_code, converted to
+        float32 and times the float32 scale s_x·s_w[c]. The accumulator is exact (float32 if
+        it stays below 2^24, float64 else), so a float output (the logits) matches ONNX
+        Runtime's bit for bit and the codes rounded from it match but for requantization
+        ties (ONNX Runtime multiplies by one scale s_x·s_w/s_y, we by s_x·s_w then divide)."""
+        zero = int(self.act_zero_point)
+        codes = torch.clamp(torch.round(x / self.act_scale) + zero, self.act_qmin, self.act_qmax)
+        form = integer_layer(self, batchnorm=self.folded_batchnorm)
+        bias = form.bias_codes
+        # |acc| <= max |x code| · Σ|w codes| + |bias code|, per channel
+        bound = max(self.act_qmax - zero, zero - self.act_qmin) * form.codes.flatten(1).abs().sum(1)
+        bound = bound + (0 if bias is None else bias.abs())
+        dtype = torch.float32 if int(bound.max()) < 2**24 else torch.float64
+        bias = None if bias is None else bias.to(dtype)
+        acc = self._compute((codes - zero).to(dtype), form.codes.to(dtype), bias)
+        scale = self.act_scale.float() * form.weight_scales
+        return acc.float() * scale.reshape(self._channel_view(acc))
 
     @torch.no_grad()
     def requantize(self) -> None:
@@ -301,15 +265,21 @@ class QuantLayer:
 class QuantLinear(QuantLayer, nn.Linear):
     """nn.Linear with fake-quantized weight and input."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self._quant_input(x), self._quant_weight(), self.bias)
+    def _compute(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        return F.linear(x, weight, bias)
+
+    def _channel_view(self, out: torch.Tensor) -> tuple[int, ...]:
+        return (-1,)  # features last
 
 
 class QuantConv(QuantLayer):
     """Base of the quantized convolutions (isinstance target for Conv1d and Conv2d)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self._quant_input(x), self._quant_weight(), self.bias)
+    def _compute(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        return self._conv_forward(x, weight, bias)
+
+    def _channel_view(self, out: torch.Tensor) -> tuple[int, ...]:
+        return (-1,) + (1,) * (out.dim() - 2)  # channels first
 
 
 class QuantConv1d(QuantConv, nn.Conv1d):

@@ -5,7 +5,8 @@ Protocol (what ``lowbit validate`` reports): the configuration is exported
 (:func:`models.export.export_plan`: FP32 and QDQ INT8 ONNX), each model runs in an ONNX
 Runtime session on one thread (intra- and inter-op), at every batch size, on the first
 samples of the test split: ``warmup`` untimed runs, then the median and interquartile range
-of ``repeats`` timed runs (:func:`models.hostbench.time_session`). Accuracy is the INT8
+of ``repeats`` timed runs, taken round-robin over all configurations in a few rounds
+(:func:`time_configs`: a load spike hits every configuration alike). Accuracy is the INT8
 model's on the whole test split. The simulated latency is ``hwsim.simulate`` of
 ``models.bridge.to_workload(base, plan, batch=B)`` on the host profile (analytic engine).
 """
@@ -16,9 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hwsim.profile import HardwareProfile
 
-__all__ = ["BATCHES", "ConfigTarget", "measure_config", "memory_elements"]
+__all__ = [
+    "BATCHES",
+    "ConfigTarget",
+    "Prepared",
+    "measure_config",
+    "memory_elements",
+    "prepare_config",
+    "time_configs",
+]
 
 #: batch sizes every configuration is timed at
 BATCHES = (1, 64)
@@ -74,27 +85,31 @@ def memory_elements(base: Any, workload: Any) -> dict[str, int]:
     return out
 
 
-def _timing_ms(timing) -> tuple[float, float]:
-    return timing.median_s * 1e3, timing.iqr_s * 1e3
+@dataclass(slots=True)
+class Prepared:
+    """One exported configuration, ready to time: its row (accuracy, simulated latency) and
+    an ONNX Runtime session per model kind with the test samples of each batch size."""
+
+    row: dict[str, Any]
+    sessions: dict[str, Any]
+    feeds: dict[int, Any]
 
 
-def measure_config(
+def prepare_config(
     target: ConfigTarget,
     *,
     out_dir: Path,
     profile: HardwareProfile,
     finetune_steps: int = 0,
     batches: tuple[int, ...] = BATCHES,
-    repeats: int = 100,
-    warmup: int = 20,
-) -> dict[str, Any]:
-    """Export ``target`` into ``out_dir`` and measure it (module docstring); one flat row."""
+) -> Prepared:
+    """Export ``target`` into ``out_dir``, check its accuracy and simulate it on ``profile``
+    at every batch size (module docstring); the timing is :func:`time_configs`'."""
     import hwsim
     from models.bridge import to_workload
     from models.data import load_split
     from models.evaluate import as_model_input
     from models.export import export_plan, ort_session
-    from models.hostbench import time_session
     from models.plan import CompressionPlan
     from models.train import load_trained
 
@@ -117,28 +132,23 @@ def measure_config(
         "accuracy_fp32_onnx": check["accuracy_fp32_onnx"],
         "argmax_agreement": check["argmax_agreement"],
         "max_abs_logit_diff": check["max_abs_logit_diff"],
+        # the share of activation codes equal in fake-quant and INT8, worst layer: end to end,
+        # and with each layer fed the INT8 model's own input codes
+        "min_code_agreement": check.get("min_code_agreement"),
+        "min_code_agreement_forced": check.get("min_code_agreement_forced"),
     }
     base = load_trained(target.model, seed=target.seed)
     x, _ = load_split(base.dataset, "test")
     x = as_model_input(base, x).numpy()
-    sessions = {
-        "int8": ort_session(str(result.int8_path)),
-        "fp32": ort_session(str(result.fp32_path)),
-    }
+    feeds = {}
     for batch in batches:
         if batch > len(x):
             raise ValueError(f"batch {batch} is larger than the test split ({len(x)} samples)")
-        feed = x[:batch]
-        for kind, session in sessions.items():
-            t = time_session(session, feed, warmup=warmup, repeats=repeats)
-            row[f"measured_{kind}_ms_b{batch}"], row[f"iqr_{kind}_ms_b{batch}"] = _timing_ms(t)
+        feeds[batch] = x[:batch]
         workload = to_workload(base, plan, batch=batch)
         sim = hwsim.simulate(workload, profile)
         row[f"simulated_ms_b{batch}"] = sim.latency_s * 1e3
         row[f"memory_elements_b{batch}"] = memory_elements(base, workload)
-        measured = row[f"measured_int8_ms_b{batch}"]
-        row[f"sim_error_pct_b{batch}"] = (row[f"simulated_ms_b{batch}"] / measured - 1) * 100
-        row[f"int8_speedup_vs_fp32_b{batch}"] = row[f"measured_fp32_ms_b{batch}"] / measured
     row["sim_layers"] = len(workload.layers)
     # kernels hwsim charges an operator for: each GEMM (low-rank: two), each memory-only layer
     # (+ the Clip of each sub-8-bit activation, when the profile prices it)
@@ -153,4 +163,71 @@ def measure_config(
     row["search_latency_ms"] = target.search_latency_ms
     row["export_dir"] = str(out_dir)
     row["int8_kernels"] = result.deploy["ort_kernels"]["int8"]
-    return row
+    paths = {"int8": result.int8_path, "fp32": result.fp32_path}
+    sessions = {kind: ort_session(str(path)) for kind, path in paths.items()}
+    return Prepared(row, sessions, feeds)
+
+
+def time_configs(
+    prepared: list[Prepared], *, repeats: int = 100, warmup: int = 20, rounds: int = 4
+) -> dict[int, tuple[list[float], list[float]]]:
+    """Time every model of ``prepared`` at every batch size, round-robin: ``rounds`` rounds,
+    each running every model ``ceil(repeats / rounds)`` times, so a load spike on this
+    machine lands on all configurations alike rather than on one. Fills each row's
+    ``measured_{int8,fp32}_ms_b{B}`` (median of all runs), ``iqr_..._ms_b{B}`` and
+    ``int8_speedup_vs_fp32_b{B}``, and the simulation error; returns, per batch size, the
+    INT8 medians of the even and of the odd rounds (two independent measurements, for the
+    measurement's own repeatability)."""
+    from models.hostbench import bind, run_times_s, timing_of
+
+    if repeats < 1 or warmup < 0 or rounds < 1:
+        raise ValueError(f"need repeats, rounds >= 1 and warmup >= 0, got {repeats}, {rounds}, "
+                         f"{warmup}")  # fmt: skip
+    rounds = min(rounds, repeats)
+    per_round = -(-repeats // rounds)
+    bound = {}
+    for i, p in enumerate(prepared):
+        for kind, session in p.sessions.items():
+            for batch, x in p.feeds.items():
+                bound[i, kind, batch] = (session, bind(session, x))
+                if warmup:
+                    run_times_s(session, bound[i, kind, batch][1], runs=warmup)
+    samples: dict[tuple, list] = {key: [] for key in bound}
+    for _ in range(rounds):
+        for key, (session, binding) in bound.items():
+            samples[key].append(run_times_s(session, binding, runs=per_round))
+    halves: dict[int, tuple[list[float], list[float]]] = {}
+    for (i, kind, batch), parts in samples.items():
+        row = prepared[i].row
+        timing = timing_of(np.concatenate(parts))
+        row[f"measured_{kind}_ms_b{batch}"] = timing.median_s * 1e3
+        row[f"iqr_{kind}_ms_b{batch}"] = timing.iqr_s * 1e3
+        if kind == "int8":
+            even, odd = halves.setdefault(batch, ([], []))
+            even.append(float(np.median(np.concatenate(parts[0::2]))) * 1e3)
+            odd.append(float(np.median(np.concatenate(parts[1::2] or parts))) * 1e3)
+    for p in prepared:
+        row = p.row
+        for batch in p.feeds:
+            measured = row[f"measured_int8_ms_b{batch}"]
+            row[f"sim_error_pct_b{batch}"] = (row[f"simulated_ms_b{batch}"] / measured - 1) * 100
+            row[f"int8_speedup_vs_fp32_b{batch}"] = row[f"measured_fp32_ms_b{batch}"] / measured
+    return halves
+
+
+def measure_config(
+    target: ConfigTarget,
+    *,
+    out_dir: Path,
+    profile: HardwareProfile,
+    finetune_steps: int = 0,
+    batches: tuple[int, ...] = BATCHES,
+    repeats: int = 100,
+    warmup: int = 20,
+) -> dict[str, Any]:
+    """Export ``target`` into ``out_dir`` and measure it (module docstring); one flat row."""
+    prepared = prepare_config(
+        target, out_dir=out_dir, profile=profile, finetune_steps=finetune_steps, batches=batches
+    )
+    time_configs([prepared], repeats=repeats, warmup=warmup)
+    return prepared.row

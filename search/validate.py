@@ -14,18 +14,12 @@ each to INT8 ONNX and measures it (:mod:`search.latency`), and writes into the r
 ``validation/<id>/`` each configuration's model.int8.onnx, model.fp32.onnx, deploy.json
 
 The host profile is ``$LOWBIT_CACHE/host/host-cpu.toml``, calibrated on first use
-(:mod:`models.hostcal`). The "adjusted" metrics are a diagnostic of the costs the host
-profile does not model, all measured by the calibration's microbenchmarks (nothing is
-fitted here): the dispatch cost of every operator ONNX Runtime runs beyond the workload's
-kernels (input quantizer, layout transposes, flatten/reshape), plus the fixed cost of one
-Run call and the per-element cost of memory-only layers (LayerNorm, Softmax, GELU, Add,
-pooling) when the profile lacks them (``overheads.run_cycles`` /
-``[overheads.elementwise_cycles_per_element]``: an older calibration, or a built-in)::
-
-    adjusted = simulated + run + max(0, operators − kernels) · operator
-               + Σ_kind elements(kind) · cost_per_element(kind)
-
-where kernels = the workload's GEMMs (a low-rank layer runs two) plus its memory-only layers.
+(:mod:`models.hostcal`). Each batch size's metrics also carry ``repeatability``: the same
+metrics between the INT8 medians of the even and of the odd timing rounds
+(:func:`search.latency.time_configs`), two independent measurements of the same models. It
+is the ceiling of what any latency model can score on this machine at this load: when the
+configurations' true latencies differ by less than the measurement's noise, their measured
+ranks are partly noise.
 """
 
 from __future__ import annotations
@@ -41,7 +35,7 @@ import numpy as np
 
 from hwsim.errors import LowbitError
 
-from .latency import BATCHES, ConfigTarget, measure_config
+from .latency import BATCHES, ConfigTarget, prepare_config, time_configs
 from .results import ConfigError, load_config, write_csv, write_json
 
 __all__ = [
@@ -59,6 +53,7 @@ UNIFORM_BASELINES = ((8, 8), (4, 8), (2, 8))
 VALIDATION_COLUMNS = (
     "config_id", "source", "method", "accuracy_fake_quant", "accuracy_int8",
     "accuracy_diff_points", "accuracy_fp32_onnx", "argmax_agreement", "max_abs_logit_diff",
+    "min_code_agreement", "min_code_agreement_forced",
     *(f"{key}_b{b}" for b in BATCHES for key in (
         "measured_int8_ms", "iqr_int8_ms", "measured_fp32_ms", "iqr_fp32_ms", "simulated_ms",
         "sim_error_pct", "int8_speedup_vs_fp32")),
@@ -244,25 +239,26 @@ def validate_run(
         profile = load_profile(profile_path)  # a built-in, e.g. cpu-x86-avx2
     else:
         profile = load_or_calibrate(profile_path)
-    overheads = _unmodelled(_overheads(profile.source), profile)
     finetune = int((summary.get("evaluator") or {}).get("finetune_steps", 0) or 0)
     load_before = os.getloadavg()
-    rows = []
+    prepared = []
     for target in targets:
-        log.info("validating %s", target.config_id)
-        rows.append(
-            measure_config(
+        log.info("exporting %s", target.config_id)
+        prepared.append(
+            prepare_config(
                 target, out_dir=run_dir / "validation" / target.config_id, profile=profile,
-                finetune_steps=finetune, batches=batches, repeats=repeats, warmup=warmup,
+                finetune_steps=finetune, batches=batches,
             )
         )  # fmt: skip
+    log.info("timing %d configurations round-robin", len(prepared))
+    halves = time_configs(prepared, repeats=repeats, warmup=warmup)
+    rows = [p.row for p in prepared]
     metrics: dict[str, Any] = {}
     for batch in batches:
         sim = [r[f"simulated_ms_b{batch}"] for r in rows]
         real = [r[f"measured_int8_ms_b{batch}"] for r in rows]
         metrics[f"b{batch}"] = latency_metrics(sim, real)
-        adjusted = [_adjusted_ms(r, batch, overheads) for r in rows]
-        metrics[f"b{batch}"]["adjusted"] = latency_metrics(adjusted, real)
+        metrics[f"b{batch}"]["repeatability"] = latency_metrics(*halves[batch])
         ratios = [r[f"int8_speedup_vs_fp32_b{batch}"] for r in rows]
         metrics[f"b{batch}"]["int8_speedup_vs_fp32"] = {
             "min": min(ratios), "median": float(np.median(ratios)), "max": max(ratios),
@@ -273,8 +269,8 @@ def validate_run(
         "kind": "lowbit-validation",
         "run_dir": str(run_dir),
         "model": summary["model"],
-        "host": {"cpu": cpu_info(), "profile": profile.source, "profile_hash":
-                 profile.content_hash(), "calibration_overheads": overheads},
+        "host": {"cpu": cpu_info(), "profile": profile.source,
+                 "profile_hash": profile.content_hash()},
         "settings": {"batches": list(batches), "repeats": repeats, "warmup": warmup,
                      "intra_op_threads": 1, "inter_op_threads": 1, "finetune_steps": finetune},
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
@@ -287,45 +283,3 @@ def validate_run(
     write_json(run_dir / "validation.json", result)
     _plot(rows, run_dir / "validation.png", metrics)
     return result
-
-
-def _adjusted_ms(row: dict[str, Any], batch: int, overheads: dict[str, Any]) -> float:
-    """The simulated latency plus the costs hwsim cannot express (module docstring)."""
-    extra_ops = max(0, row["ort_int8_ops"] - row.get("sim_kernels", row["sim_layers"]))
-    seconds = overheads["run_overhead_s"] + extra_ops * overheads["op_overhead_s"]
-    per_element = overheads["elementwise_s_per_element"]
-    for kind, count in row[f"memory_elements_b{batch}"].items():
-        seconds += count * per_element.get(kind, 0.0)
-    return row[f"simulated_ms_b{batch}"] + seconds * 1e3
-
-
-def _unmodelled(overheads: dict[str, Any], profile) -> dict[str, Any]:
-    """``overheads`` less what ``profile`` already charges: the Run call when it has
-    ``run_cycles``, the per-element cost of each operator whose kinds it prices."""
-    from models.hostcal import ORT_KINDS
-
-    out = dict(overheads)
-    if profile.overheads.run_cycles > 0:
-        out["run_overhead_s"] = 0.0
-    priced = {k for k, _ in profile.overheads.elementwise_cycles_per_element}
-    out["elementwise_s_per_element"] = {
-        op: cost
-        for op, cost in overheads["elementwise_s_per_element"].items()
-        if not set(ORT_KINDS.get(op, ())) & priced
-    }
-    return out
-
-
-def _overheads(source: str) -> dict[str, Any]:
-    """The calibration's per-Run, per-operator (seconds) and per-element costs from the
-    profile's JSON sidecar (zeros for a profile without one, e.g. a built-in)."""
-    sidecar = Path(source.split(" with ")[0]).with_suffix(".json")
-    try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = {}
-    if not isinstance(data, dict):
-        data = {}
-    out: dict[str, Any] = {k: float(data.get(k, 0.0)) for k in ("run_overhead_s", "op_overhead_s")}
-    out["elementwise_s_per_element"] = dict(data.get("elementwise_s_per_element") or {})
-    return out

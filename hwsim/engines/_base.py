@@ -80,7 +80,13 @@ every layer, memory-only layers (Elementwise, Pool: off-chip reads + writes) too
 twice; a float GEMM does not: it is an integer kernel's requantization and packing setup).
 An integer, ungrouped convolution whose channels miss the direct kernel's
 (``overheads.conv_channel_multiple``, ``conv_min_out_channels``) computes for
-``unaligned_conv_cycles_per_pixel`` more cycles per output pixel (a CPU's im2col path).
+``unaligned_conv_cycles_per_pixel`` more cycles per output pixel (a CPU's im2col path);
+every integer, ungrouped convolution with a k×k window (k > 1; a low-rank one's k×k factor)
+also pays ``conv_cycles_per_pixel`` per output pixel (the im2col gather, requantization)
+and ``conv_cycles_per_image`` per image of the batch. Every integer GEMM pays
+``requant_cycles_per_output`` per output element (requantizing its int32 accumulators).
+A pool that knows its channels, on a profile with ``overheads.pool_channel_block``, pays
+its per-element cost on the channels padded to that block (a SIMD register per pixel).
 A memory-only layer whose ``kind`` has a cost in
 ``overheads.elementwise_cycles_per_element`` computes for ``ceil(elements × cost)`` cycles
 (elements: :attr:`~hwsim.workload.Elementwise.cost_elements`), overlapped with its

@@ -12,7 +12,7 @@ from math import ceil
 
 from ..profile import Precision
 from ..result import LayerResult
-from ..workload import FLOAT_BITS, Conv2d, Elementwise, Gemm, Layer
+from ..workload import FLOAT_BITS, Conv2d, Elementwise, Gemm, Layer, Pool
 from ._plan import plan_gemm
 from ._schedule import Block, Tile, closed_form
 from ._target import GemmWork, Target
@@ -60,8 +60,17 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
         wb = min(wb, stored_frac * (w_bits + sp.index_bits_per_nonzero) / 8.0)
     k_eff = max(1, ceil(g.K * compute_frac - 1e-9))
     cycles = t.mapping.cycles(g.M, g.N, k_eff, mode.macs_per_pe_per_cycle)
-    if _unaligned_conv(t, layer, g, mode, first):
-        cycles += ceil(prof.overheads.unaligned_conv_cycles_per_pixel * g.M - 1e-9)
+    if mode.w_bits < FLOAT_BITS and prof.overheads.requant_cycles_per_output > 0:
+        cycles += ceil(prof.overheads.requant_cycles_per_output * g.M * g.N - 1e-9)
+    if _integer_conv(t, layer, mode):
+        # the im2col gather: a GEMM over k x k windows (a 1 x 1 conv reads its rows in place)
+        o = prof.overheads
+        windowed = first and layer.k_h * layer.k_w > 1
+        per_pixel = o.conv_cycles_per_pixel if windowed else 0.0
+        if _unaligned_conv(t, layer, g, first):
+            per_pixel += o.unaligned_conv_cycles_per_pixel
+        per_image = o.conv_cycles_per_image if windowed else 0.0
+        cycles += ceil(per_pixel * g.M + per_image * layer.batch - 1e-9)
     ab = _bytes(g.a_bits)
     in_el = _ifmap_elements(layer, g) if first else g.M * g.K
     ib = in_el * ab / (g.M * g.K)
@@ -82,15 +91,20 @@ def _narrow_operands(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> int:
     return 2 if g.weights_are_activations else 1
 
 
-def _unaligned_conv(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool) -> bool:
+def _integer_conv(t: Target, layer: Layer, mode: Precision) -> bool:
+    """An integer, ungrouped convolution on a target with per-pixel convolution costs?"""
+    o = t.profile.overheads
+    if max(o.unaligned_conv_cycles_per_pixel, o.conv_cycles_per_pixel,
+           o.conv_cycles_per_image) <= 0:  # fmt: skip
+        return False
+    return mode.w_bits < 32 and isinstance(layer, Conv2d) and layer.groups == 1
+
+
+def _unaligned_conv(t: Target, layer: Layer, g: Gemm, first: bool) -> bool:
     """Does this GEMM of an integer, ungrouped convolution miss the CPU's direct kernel
     (``Overheads.conv_channel_multiple`` / ``conv_min_out_channels``)? Its input channels
     are K / (k_h·k_w) for the layer's first GEMM, K for a low-rank layer's 1×1 second."""
     o = t.profile.overheads
-    if o.unaligned_conv_cycles_per_pixel <= 0 or mode.w_bits >= 32:
-        return False
-    if not isinstance(layer, Conv2d) or layer.groups > 1:
-        return False
     in_c = g.K // (layer.k_h * layer.k_w) if first else g.K
     step = o.conv_channel_multiple
     return in_c % step != 0 or g.N % step != 0 or g.N < o.conv_min_out_channels
@@ -175,7 +189,10 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         kind = getattr(layer, "kind", "")
         if kind:
             per_element = prof.overheads.elementwise_cost(kind)
-            compute = ceil(layer.cost_elements * per_element - 1e-9)
+            elements = layer.cost_elements
+            if isinstance(layer, Pool):
+                elements = layer.block_elements(prof.overheads.pool_channel_block)
+            compute = ceil(elements * per_element - 1e-9)
         n_read, n_write = layer.memory_elements()
         if input_on_chip:
             n_read -= layer.elements if isinstance(layer, Elementwise) else n_read

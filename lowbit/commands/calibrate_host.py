@@ -46,10 +46,13 @@ def run(args: argparse.Namespace) -> int:
         f"{cpu['simd_lanes_32bit']} lanes",
         f"flags: {' '.join(cpu['flags'])}",
         f"caches: {caches}; copy bandwidth: {bw}",
-        f"fitted on {len(m['chains'])} layer chains: {fit['layer_cycles']} cycles per INT8 layer, "
+        f"fitted on {len(m['chains'])} layer chains + {len(m['conv_sweep'])} single convs: "
+        f"{fit['layer_cycles']} cycles per INT8 layer, "
         f"INT8 {fit['int8_macs_per_pe_per_cycle']:.3g} / FP32 "
         f"{fit['fp32_macs_per_pe_per_cycle']:.3g} MACs/lane/cycle, cols {fit['cols']}; "
-        f"mean |error| {fit['mean_abs_pct_error']:.1f}%",
+        f"{fit['conv_cycles_per_pixel']:.3g} (+{fit['unaligned_conv_cycles_per_pixel']:.3g} "
+        f"unaligned) cycles per conv pixel; mean |error| INT8 "
+        f"{fit['mean_abs_pct_error_int8']:.1f}%, FP32 {fit['mean_abs_pct_error_fp32']:.1f}%",
         f"fixed costs: run_cycles {o['run_cycles']} per inference "
         f"({m['run_overhead_s'] * 1e6:.2f} us per Run call), layer_cycles {o['layer_cycles']} "
         f"per operator, gemm_cycles {o['gemm_cycles']} per INT8 GEMM, "

@@ -89,17 +89,34 @@ def test_elementwise_cost_is_the_max_of_work_and_traffic(make_target, engine):
     pool = Pool(name="p", in_elements=4 * n, out_elements=n, kind="maxpool")
     maxpool = _with(base, elementwise_cycles_per_element=(("maxpool", 1.5),))
     assert hwsim.simulate_layer(pool, maxpool, engine=engine).compute_cycles == 6 * n
+    # a pool that knows its channels, on a target that pools a pixel's channels in SIMD
+    # blocks of 64: 8 channels cost what 64 do; 96 channels take two blocks (128)
+    blocked = _with(maxpool, pool_channel_block=64)
+    for channels, padded in ((8, 64), (64, 64), (96, 128)):
+        px = 16
+        layer = Pool(name="p", in_elements=px * channels, out_elements=px * channels // 4,
+                     kind="maxpool", channels=channels)  # fmt: skip
+        r = hwsim.simulate_layer(layer, blocked, engine=engine)
+        assert r.compute_cycles == 1.5 * px * padded
+        # without the block (or the channels), per element as before
+        assert hwsim.simulate_layer(layer, maxpool, engine=engine).compute_cycles == (
+            1.5 * px * channels
+        )
+    assert hwsim.simulate_layer(pool, blocked, engine=engine).compute_cycles == 6 * n
+    with pytest.raises(ValueError, match="channels 3 must divide"):
+        Pool(name="p", in_elements=16, out_elements=4, channels=3)
 
 
 def test_overheads_default_to_no_cost():
     o = Overheads()
     assert o.run_cycles == o.gemm_cycles == 0 and o.elementwise_cycles_per_element == ()
-    assert o.unaligned_conv_cycles_per_pixel == 0.0
+    assert o.unaligned_conv_cycles_per_pixel == o.conv_cycles_per_pixel == 0.0
+    assert o.conv_cycles_per_image == o.requant_cycles_per_output == 0.0
     assert all(o.elementwise_cost(kind) == 0.0 for kind in ELEMENTWISE_KINDS)
     for name in hwsim.builtin_profile_names():  # the built-ins are unchanged
         o = hwsim.load_profile(name).overheads
         assert (o.run_cycles, o.gemm_cycles, o.elementwise_cycles_per_element) == (0, 0, ())
-        assert o.unaligned_conv_cycles_per_pixel == 0.0
+        assert o.unaligned_conv_cycles_per_pixel == o.conv_cycles_per_pixel == 0.0
 
 
 def test_unknown_kind_is_rejected_with_the_valid_names():
@@ -113,19 +130,25 @@ def test_profile_schema_reads_and_checks_the_new_overheads():
     data = load_profile_data("cpu-x86-avx2")
     data["overheads"] = {
         "run_cycles": 6000, "gemm_cycles": 700, "conv_channel_multiple": 4,
-        "unaligned_conv_cycles_per_pixel": 35.5,
+        "unaligned_conv_cycles_per_pixel": 35.5, "conv_cycles_per_pixel": 21.25,
+        "conv_cycles_per_image": 180, "requant_cycles_per_output": 0.25,
         "elementwise_cycles_per_element": {"layernorm": 2.0, "gelu": 1},
     }  # fmt: skip
     assert validate_profile_data(data) == []
     o = profile_from_dict(data, source="test").overheads
     assert (o.run_cycles, o.gemm_cycles) == (6000, 700)
     assert (o.conv_channel_multiple, o.conv_min_out_channels) == (4, 1)
-    assert o.unaligned_conv_cycles_per_pixel == 35.5
+    assert (o.unaligned_conv_cycles_per_pixel, o.conv_cycles_per_pixel) == (35.5, 21.25)
+    assert (o.conv_cycles_per_image, o.requant_cycles_per_output) == (180.0, 0.25)
     assert o.elementwise_cycles_per_element == (("gelu", 1.0), ("layernorm", 2.0))
     bad = load_profile_data("cpu-x86-avx2")
-    bad["overheads"] = {"run_cycles": -1, "elementwise_cycles_per_element": {"lnorm": 1.0}}
+    bad["overheads"] = {
+        "run_cycles": -1, "conv_cycles_per_pixel": -2.0,
+        "elementwise_cycles_per_element": {"lnorm": 1.0},
+    }  # fmt: skip
     errors = validate_profile_data(bad)
     assert any(e.startswith("overheads.run_cycles:") for e in errors)
+    assert any(e.startswith("overheads.conv_cycles_per_pixel:") for e in errors)
     assert any("overheads.elementwise_cycles_per_element.lnorm: unknown key" in e for e in errors)
 
 
@@ -204,6 +227,59 @@ def test_unaligned_convolutions_pay_per_output_pixel(make_target, engine):
     assert extra(_conv(16, 12).with_compression(Compression(w_bits=32, a_bits=32))) == 0
     assert extra(_conv(12, 12, groups=12)) == 0
     assert extra(Linear(name="fc", in_features=6, out_features=10)) == 0
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_every_integer_convolution_pays_per_output_pixel(make_target, engine):
+    """``conv_cycles_per_pixel``: each integer conv GEMM pays it per output pixel (gathering
+    the pixel's row, requantizing its outputs), on top of the unaligned path's extra."""
+    modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
+    base = make_target(kind="vector", rows=1, cols=32, dataflow="vector", precisions=modes)
+    cpu = _with(base, conv_cycles_per_pixel=20.0, conv_channel_multiple=4,
+                conv_min_out_channels=16, unaligned_conv_cycles_per_pixel=40.0)  # fmt: skip
+
+    def extra(layer) -> int:
+        return (
+            hwsim.simulate_layer(layer, cpu, engine=engine).compute_cycles
+            - hwsim.simulate_layer(layer, base, engine=engine).compute_cycles
+        )
+
+    assert extra(_conv(16, 16)) == 20 * 64  # direct kernel: the per-pixel cost only
+    assert extra(_conv(16, 16, batch=3)) == 20 * 64 * 3
+    assert extra(_conv(1, 16)) == (20 + 40) * 64  # generic path: both
+    # low rank: the 3x3 factor (16 -> 8: too few outputs) gathers windows, the 1x1 does not
+    assert extra(_conv(16, 32).with_compression(Compression(rank=8))) == (20 + 40) * 64
+    one_by_one = Conv2d(name="p", in_h=8, in_w=8, in_c=16, out_c=16, k_h=1, k_w=1,
+                        out_h=8, out_w=8)  # fmt: skip
+    assert extra(one_by_one) == 0
+    per_image = _with(cpu, conv_cycles_per_image=500.0)
+    assert (
+        hwsim.simulate_layer(_conv(16, 16, batch=3), per_image, engine=engine).compute_cycles
+        - hwsim.simulate_layer(_conv(16, 16, batch=3), cpu, engine=engine).compute_cycles
+        == 500 * 3
+    )
+    assert extra(_conv(16, 16).with_compression(Compression(w_bits=32, a_bits=32))) == 0
+    assert extra(_conv(12, 12, groups=12)) == 0
+    assert extra(Linear(name="fc", in_features=16, out_features=16)) == 0
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_integer_gemms_pay_requantization_per_output(make_target, engine):
+    modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
+    base = make_target(kind="vector", rows=1, cols=32, dataflow="vector", precisions=modes)
+    cpu = _with(base, requant_cycles_per_output=0.5)
+
+    def extra(layer) -> int:
+        return (
+            hwsim.simulate_layer(layer, cpu, engine=engine).compute_cycles
+            - hwsim.simulate_layer(layer, base, engine=engine).compute_cycles
+        )
+
+    assert extra(_conv(16, 24, batch=2)) == 0.5 * 2 * 64 * 24  # M x N outputs
+    assert extra(Linear(name="fc", in_features=64, out_features=10, tokens=8)) == 0.5 * 8 * 10
+    # low rank: both factors requantize (16 -> 8, then 8 -> 24)
+    assert extra(_conv(16, 24).with_compression(Compression(rank=8))) == 0.5 * 64 * (8 + 24)
+    assert extra(_conv(16, 24).with_compression(Compression(w_bits=32, a_bits=32))) == 0
 
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())

@@ -184,6 +184,9 @@ def test_pruning_propagates_to_consumers_and_memory_layers():
     assert isinstance(workload.layer("pool2"), Pool)
     assert workload.layer("pool2").memory_elements() == (16 * 8 * 8, 16 * 4 * 4)
     assert workload.layer("pool3").memory_elements() == (8 * 4 * 4, 8 * 2 * 2)
+    # and know their kept channel count (hwsim's SIMD channel blocks)
+    assert (workload.layer("pool2").channels, workload.layer("pool3").channels) == (16, 8)
+    assert to_workload(model).layer("pool2").channels == 32
 
 
 def test_batch_scales_every_gemm():

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from tiny_nets import TinyAttention, TinyCNN, TinyMLP, example_input, seeded
 from torch import nn
 from torch.nn import functional as F
 
+from models._bn_fold import FoldedBatchNorm2d, conv_bn_pairs
+from models._intbias import integer_layer
 from models.compress import ORDER, TRANSFORMS, compress, register_transform
 from models.data import load_split
 from models.evaluate import evaluate
@@ -149,6 +153,74 @@ def test_transform_registry() -> None:
     assert set(ORDER) == set(TRANSFORMS)
     with pytest.raises(ValueError, match="already registered"):
         register_transform("prune")(lambda model, specs, calib: None)
+
+
+def test_batchnorms_after_quantized_convs_are_folded_and_keep_their_names() -> None:
+    model = seeded(TinyCNN)
+    out = compress(model, MIXED, calib=example_input(model, 64))
+    assert type(out.bn1) is FoldedBatchNorm2d and type(out.bn2) is FoldedBatchNorm2d
+    assert out.bn1.producer is out.conv1 and out.conv1.folded_batchnorm is out.bn1
+    # conv2 is low-ranked: the BatchNorm reads the output of its second factor
+    assert out.bn2.producer is out.conv2.second and out.conv2.second.folded_batchnorm is out.bn2
+    assert out.conv2.first.folded_batchnorm is None and out.fc1.folded_batchnorm is None
+    bn_keys = {k for k in model.state_dict() if k.startswith("bn")}
+    assert {k for k in out.state_dict() if k.startswith("bn")} == bn_keys
+    twin = copy.deepcopy(out)  # (finetune works on a copy) the links stay inside the copy
+    assert twin.bn2.producer is twin.conv2.second and twin.bn2.producer is not out.conv2.second
+    assert twin.conv1.folded_batchnorm is twin.bn1
+
+
+def test_a_shared_conv_or_batchnorm_is_not_folded() -> None:
+    class Twice(nn.Module):
+        def __init__(self, shared: bool) -> None:
+            super().__init__()
+            self.shared = shared
+            self.conv, self.bn = nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2)
+            self.conv2, self.bn2 = nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.bn(self.conv(x))
+            return self.bn(self.conv(x)) if self.shared else self.bn2(self.conv2(x))
+
+    x = torch.randn(1, 2, 4, 4)
+    assert conv_bn_pairs(Twice(shared=False), x) == {"conv": "bn", "conv2": "bn2"}
+    assert conv_bn_pairs(Twice(shared=True), x) == {}  # one fold cannot serve both calls
+
+
+def _emulate_conv_bn(conv, bn, x: torch.Tensor) -> torch.Tensor:
+    """The folded integer conv (int64 accumulator, numpy): float32(Σ x_code·w_code +
+    bias_code) times float32(s_x·s_w[c]), w_code and bias_code with the BatchNorm folded."""
+    form = integer_layer(conv, batchnorm=bn)
+    zero = int(conv.act_zero_point)
+    xc = torch.clamp(torch.round(x / conv.act_scale) + zero, conv.act_qmin, conv.act_qmax) - zero
+    acc = F.conv2d(xc.double(), form.codes.double(), form.bias_codes.double(), padding=1)
+    assert torch.equal(acc, acc.round())  # integers: exact in float64
+    scale = conv.act_scale.float() * form.weight_scales
+    return acc.float() * scale.reshape(-1, 1, 1)
+
+
+def test_folded_conv_and_batchnorm_compute_the_integer_kernel() -> None:
+    model = seeded(TinyCNN)
+    x = example_input(model, 64)
+    out = compress(model, CompressionPlan.from_bits_string("W4A4", pin_first_last=False), calib=x)
+    conv, bn = out.conv2, out.bn2  # conv2 has a bias: folded with the BatchNorm shift
+    h = torch.relu(out.bn1(out.conv1(x))).detach()
+    with torch.no_grad():
+        exact = bn(conv(h))
+    assert torch.equal(exact, _emulate_conv_bn(conv, bn, h))
+    form = integer_layer(conv, batchnorm=bn)
+    step = float(conv.act_scale) * form.weight_scales.double()
+    assert torch.all((form.bias - form.float_bias).abs() <= step / 2 * (1 + 1e-6))
+    assert not torch.equal(form.bias, form.float_bias)
+    # with gradients: float conv, the BatchNorm adds the rounding of the folded bias
+    with_grad = bn(conv(h))
+    assert with_grad.requires_grad
+    assert torch.allclose(with_grad, exact, rtol=0, atol=1e-5 * float(exact.abs().max()))
+    # training mode (QAT: conv training, BatchNorm frozen) keeps the float bias
+    conv.train()
+    plain = nn.BatchNorm2d(12).eval()
+    plain.load_state_dict(bn.state_dict())
+    assert torch.allclose(bn(conv(h)), plain(conv(h)), atol=1e-6)
 
 
 # --- the trained zoo model ------------------------------------------------------------------

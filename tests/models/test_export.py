@@ -1,10 +1,13 @@
 """Export to real INT8 ONNX: the QDQ pass on hand-built graphs, and whole zoo models.
 
-Tolerance of INT8 vs fake quantization (stated once): ONNX Runtime accumulates in int32 and
-requantizes each layer's output once, the fake-quant model accumulates in float32, so a value
-on a rounding boundary may land one code apart. We require argmax agreement >= 99% on the
-test split and logits within 5% of the logit range; the exported weights must be exactly the
-fake-quant grid codes (checked in the pass itself and below).
+Tolerance of INT8 vs fake quantization (stated once): the fake-quant inference computes the
+integer kernels' accumulators and int32 biases (models._intbias), so activation codes agree
+code for code but for requantization ties; test_export_codes.py states that tolerance (1 code
+in 10,000 per layer, teacher forced) and it is asserted on the mixed export below too. The
+older, looser
+bounds stay as a floor: argmax agreement >= 99% on the test split and logits within 5% of
+the logit range; the exported weights must be exactly the fake-quant grid codes (checked in
+the pass itself and below).
 """
 
 from __future__ import annotations
@@ -172,6 +175,18 @@ def test_int8_outputs_match_fake_quant(mixed_export):
     assert check["argmax_agreement"] >= 0.99
     assert check["max_abs_logit_diff"] <= 0.05 * check["logit_range"]
     assert abs(check["accuracy_int8"] - check["accuracy_fake_quant"]) <= 2 / 360
+
+
+@pytest.mark.slow
+def test_int8_codes_equal_fake_quant_codes(mixed_export):
+    check = mixed_export.deploy["check"]
+    layers = {"conv1", "conv2", "conv3.first", "conv3.second", "fc1.first", "fc1.second", "fc2"}
+    assert set(check["code_agreement"]) == set(check["code_agreement_forced"]) == layers
+    assert check["min_code_agreement_forced"] >= 0.9999  # test_export_codes.CNN_AGREEMENT
+    # end to end, one requantization tie upstream moves many 8-bit codes downstream
+    # (measured: 2 of 368,640 conv2 input codes -> 99.83 % of fc2's)
+    assert check["min_code_agreement"] >= 0.99
+    assert check["argmax_agreement"] >= 0.995
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hwsim.profiles import load_profile, validate_profile_data
-from models import hostbench, hostcal
+from models import hostbench, hostcal, hostconv
 from models.export import ort_session
 
 
@@ -78,10 +78,22 @@ def test_fit_reproduces_the_chains_it_was_fitted_on(quick_calibration):
     fit = quick_calibration.measurements["fit"]
     assert fit["layer_cycles"] > 0 and fit["cols"] in (4, 8, 16, 32, 64)
     assert fit["int8_macs_per_pe_per_cycle"] > 0 and fit["fp32_macs_per_pe_per_cycle"] > 0
+    assert fit["conv_cycles_per_pixel"] >= 0 and fit["conv_cycles_per_image"] >= 0
     for row in quick_calibration.measurements["chains"]:
         # every chain is simulated with the fitted profile (within a factor of 4 on this
         # coarse quick fit: the point is that both numbers describe the same layers)
-        assert 0.25 < row["simulated_layer_s"] / row["layer_s"] < 4
+        assert 0.25 < row["simulated_s"] / row["layer_s"] < 4
+    sweep = quick_calibration.measurements["conv_sweep"]
+    assert len(sweep) == len(hostconv.QUICK_CONV_SWEEP)
+    for row in sweep:  # single INT8 convs: the kernel time, simulated without the dispatch
+        assert 0.25 < row["simulated_s"] / row["kernel_s"] < 4
+    # ONNX Runtime's generic path: 16 -> 8 channels (too few outputs for the direct kernel)
+    # costs more than 16 -> 16, measured and simulated alike
+    by_shape = {(r["in_c"], r["out_c"], r["k"]): r for r in sweep}
+    fewer, aligned = by_shape[16, 8, 3], by_shape[16, 16, 3]
+    assert fewer["kernel_s"] > aligned["kernel_s"]
+    assert fewer["simulated_s"] > aligned["simulated_s"]
+    assert fit["unaligned_conv_cycles_per_pixel"] > 0
 
 
 def test_load_or_calibrate_writes_a_missing_profile(tmp_path, monkeypatch, quick_calibration):
@@ -115,8 +127,16 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
     o, clock = profile.overheads, profile.clock_hz
     assert o.run_cycles == round(m["run_overhead_s"] * clock) > 0
     assert o.layer_cycles + o.gemm_cycles == m["fit"]["layer_cycles"]
-    assert o.layer_cycles == min(round(m["op_overhead_s"] * clock), m["fit"]["layer_cycles"])
+    assert o.layer_cycles == round(m["op_overhead_s"] * clock)
+    for key in ("conv_cycles_per_pixel", "conv_cycles_per_image", "requant_cycles_per_output",
+                "unaligned_conv_cycles_per_pixel"):  # fmt: skip
+        assert getattr(o, key) == m["fit"][key]  # every fitted key reaches the profile
     for op, kinds in hostcal.ORT_KINDS.items():
         for kind in kinds:
-            seconds = m["elementwise_s_per_element"][op]
+            # MaxPool: the uint8 NHWC pool between INT8 convs (the deployed graphs' kernel),
+            # per element of one SIMD register's worth of channels
+            seconds = (m["int8_maxpool"]["s_per_element"] if op == "MaxPool"
+                       else m["elementwise_s_per_element"][op])  # fmt: skip
             assert o.elementwise_cost(kind) == pytest.approx(seconds * clock, rel=1e-3)
+    assert o.pool_channel_block == 4 * m["cpu"]["simd_lanes_32bit"]
+    assert "NhwcMaxPool" in m["int8_maxpool"]["kernels"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from models._intbias import REFINE_LIMIT, integer_layer
 from models.quant import (
     QuantConv,
     QuantConv1d,
@@ -175,3 +178,82 @@ def test_quant_matmul_quantizes_both_operands() -> None:
     )
     assert torch.allclose(mm(a, b), expected)
     assert mm.w_bits == mm.a_bits == 4
+
+
+# --- the deployed integer form (models._intbias) ---------------------------------------------
+
+
+def _golden_linear() -> QuantLinear:
+    """Linear(4 -> 1), weights [1, -0.5, 0.25, 0], bias 0.1, 3-bit symmetric weights, 8-bit
+    input grid calibrated on [0, 1] (scale 1/255), in eval mode."""
+    layer = nn.Linear(4, 1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, -0.5, 0.25, 0.0]]))
+        layer.bias.fill_(0.1)
+    q = QuantLinear.from_float(layer, w_bits=3, a_bits=8, symmetric=True, per_channel=True)
+    q.set_activation_range(torch.linspace(0.0, 1.0, 11), method="minmax")
+    return q.eval()
+
+
+def test_integer_layer_refines_codes_and_rounds_the_bias_to_the_accumulator_grid() -> None:
+    q = _golden_linear()
+    form = integer_layer(q)
+    # scale = 1 / 3.5 (max|w| / (2^2 - 1/2)); codes 3.5 -> 3 (clipped), -1.75 -> -2, 0.875 -> 1;
+    # peak 3 -> k = 64 // 3 = 21 (REFINE_LIMIT)
+    assert REFINE_LIMIT == 64
+    assert form.codes.tolist() == [[63, -42, 21, 0]]
+    assert torch.allclose(form.weight_scales.double() * form.codes, q.weight.double(), rtol=1e-6)
+    # accumulator step s_x·s_w/k = 1 / (255 · 3.5 · 21); 0.1 / step = 1874.25 -> 1874
+    assert form.bias_codes.tolist() == [1874]
+    step = float(q.act_scale) * float(form.weight_scales[0])
+    assert float(form.bias[0]) == pytest.approx(1874 * step, rel=1e-6)
+    assert abs(float(form.bias[0]) - 0.1) <= step / 2
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_refinement_is_the_largest_factor_within_the_limit(bits: int) -> None:
+    torch.manual_seed(bits)
+    q = QuantConv2d.from_float(
+        nn.Conv2d(3, 6, 3), w_bits=bits, a_bits=8, symmetric=bits % 2 == 0, per_channel=True
+    )
+    q.set_activation_range(torch.randn(100), method="minmax")
+    form = integer_layer(q.eval())
+    raw = q.weight_codes().flatten(1).abs().amax(1)
+    refined = form.codes.flatten(1).abs().amax(1)
+    k = refined // raw.clamp_min(1)
+    assert torch.all(refined <= max(REFINE_LIMIT, int(raw.max())))  # 8-bit codes: k = 1
+    assert torch.all(raw * (k + 1) > REFINE_LIMIT)  # k + 1 would exceed the limit
+    assert torch.equal(form.codes, q.weight_codes().long() * k.reshape(-1, 1, 1, 1))
+
+
+def _kernel(q: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    """What QGemm computes (numpy, int64 accumulator): float32(Σ x_code·w_code + bias_code)
+    times the float32 scale s_x·s_w[c]."""
+    form = integer_layer(q)
+    codes = np.clip(np.rint(x.numpy() / q.act_scale.numpy()) + int(q.act_zero_point),
+                    q.act_qmin, q.act_qmax) - int(q.act_zero_point)  # fmt: skip
+    acc = codes.astype(np.int64) @ form.codes.numpy().T + form.bias_codes.numpy()
+    scale = np.float32(q.act_scale.numpy()) * form.weight_scales.numpy()
+    return torch.from_numpy(acc.astype(np.float32) * scale)
+
+
+def test_inference_computes_what_the_integer_kernel_computes() -> None:
+    torch.manual_seed(0)
+    q = QuantLinear.from_float(nn.Linear(48, 10), w_bits=4, a_bits=6, symmetric=False,
+                               per_channel=False)  # fmt: skip
+    x = torch.randn(64, 48)
+    calibrate_model(q, x, methods={})
+    q.eval()
+    with torch.no_grad():
+        exact = q(x)
+    assert torch.equal(exact, _kernel(q, x))  # bit for bit, as ONNX Runtime's float output
+    # with gradients: float compute with the rounded bias (straight-through), equal up to
+    # float32 rounding of the float products
+    out = q(x)
+    assert torch.allclose(out, exact, rtol=0, atol=1e-5 * float(exact.abs().max()))
+    out.sum().backward()
+    assert q.weight.grad is not None and q.bias.grad is not None
+    # training (QAT) keeps the float bias
+    q.train()
+    xq = fake_quantize(x, q.act_scale, q.act_zero_point, q.act_qmin, q.act_qmax)
+    assert torch.allclose(q(x), F.linear(xq, q.weight, q.bias), atol=1e-6)

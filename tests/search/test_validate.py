@@ -100,7 +100,10 @@ def test_validation_fields(validated):
     for batch in (1, 64):
         metrics = result["metrics"][f"b{batch}"]
         assert set(metrics) >= {"n", "spearman", "kendall", "mape_pct", "within_10pct",
-                                "within_15pct", "adjusted", "int8_speedup_vs_fp32"}  # fmt: skip
+                                "within_15pct", "repeatability",
+                                "int8_speedup_vs_fp32"}  # fmt: skip
+        assert metrics["repeatability"]["n"] == 4
+        assert metrics["repeatability"]["mape_pct"] >= 0
         assert metrics["n"] == 4
         assert 0.0 <= metrics["within_10pct"] <= metrics["within_15pct"] <= 1.0
     for row in result["configs"]:

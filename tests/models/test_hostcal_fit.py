@@ -1,0 +1,72 @@
+"""The host fit recovers known costs: measurements simulated from a profile with known
+parameters are fitted back to those parameters (a round trip through hwsim)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hwsim.profiles import load_profile_data
+from models._hostcal_fit import chain_layer_s, fit, sweep_kernel_s, with_params
+
+DEPTHS = (1, 5)
+TRUE = {"gemm": 1300.0, "mac": 1 / 8.0, "conv_px": 14.0, "conv_img": 150.0,
+        "unaligned": 30.0, "requant": 0.25, "m32": 2.0}  # fmt: skip
+GLUE = 550.0
+
+
+def _base() -> dict:
+    data = load_profile_data("cpu-x86-avx2")
+    data["compute"].update(rows=1, cols=16, cores=1)
+    for key in ("tunables", "area"):
+        data.pop(key, None)
+    return data
+
+
+def _rows():
+    chains = [
+        {"kind": kind, "size": size, "spatial": spatial, "batch": batch, "precision": prec}
+        for kind, size, spatial, batch in (
+            ("conv", 8, 8, 1), ("conv", 16, 8, 16), ("conv", 32, 8, 64), ("conv", 16, 4, 64),
+            ("gemm", 16, 1, 1), ("gemm", 128, 1, 64), ("gemm", 256, 1, 64),
+        )
+        for prec in ("int8", "fp32")
+    ]  # fmt: skip
+    sweep = [
+        {"in_c": cin, "out_c": cout, "k": k, "spatial": s, "batch": 64}
+        for cin, cout, k, s in (
+            (1, 16, 3, 8), (1, 16, 3, 4), (16, 16, 3, 8), (16, 16, 3, 4), (16, 32, 3, 8),
+            (32, 32, 3, 4), (6, 8, 3, 8), (16, 12, 3, 4), (4, 16, 1, 8), (16, 32, 1, 8),
+        )
+    ]  # fmt: skip
+    truth = with_params(_base(), TRUE, GLUE)
+    int8 = [r for r in chains if r["precision"] == "int8"]
+    fp32 = [r for r in chains if r["precision"] == "fp32"]
+    for rows, sim in ((int8, chain_layer_s(int8, truth, DEPTHS)),
+                      (fp32, chain_layer_s(fp32, truth, DEPTHS))):  # fmt: skip
+        for row, s in zip(rows, sim, strict=True):
+            row["layer_s"] = float(s)
+    for row, s in zip(sweep, sweep_kernel_s(sweep, truth), strict=True):
+        row["kernel_s"] = float(s)
+    return chains, sweep
+
+
+def test_fit_recovers_the_parameters_it_was_simulated_with():
+    chains, sweep = _rows()
+    data = _base()
+    data["compute"]["cols"] = 16  # the lane count; the fit tries 16, 32 and 64
+    fitted, summary = fit(chains, sweep, data, glue_cycles=GLUE, depths=DEPTHS)
+    o = fitted["overheads"]
+    assert summary["cols"] == 16
+    assert summary["mean_abs_pct_error_int8"] < 1.0 and summary["mean_abs_pct_error_fp32"] < 1.0
+    # integer cycles and ceilings in the simulation: within a few percent
+    assert o["gemm_cycles"] == pytest.approx(TRUE["gemm"], rel=0.05)
+    assert summary["int8_macs_per_pe_per_cycle"] == pytest.approx(1 / TRUE["mac"], rel=0.05)
+    assert o["conv_cycles_per_pixel"] == pytest.approx(TRUE["conv_px"], rel=0.05)
+    assert o["conv_cycles_per_image"] == pytest.approx(TRUE["conv_img"], rel=0.1)
+    assert o["unaligned_conv_cycles_per_pixel"] == pytest.approx(TRUE["unaligned"], rel=0.05)
+    assert o["requant_cycles_per_output"] == pytest.approx(TRUE["requant"], rel=0.1)
+    assert summary["fp32_macs_per_pe_per_cycle"] == pytest.approx(TRUE["m32"], rel=0.05)
+    assert o["layer_cycles"] == GLUE
+    for row in chains + sweep:  # every row carries its simulated value
+        measured = row.get("layer_s", row.get("kernel_s"))
+        assert row["simulated_s"] == pytest.approx(measured, rel=0.02)

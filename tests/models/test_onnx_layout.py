@@ -1,0 +1,55 @@
+"""flatten_channels_last: the INT8 CNN stays NHWC up to its classifier, computing the same
+function (INT8: bit-identical outputs, since an integer kernel sums the same products)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models._onnx_layout import flatten_channels_last
+from models.export import build_compressed, deploy_copy, kernel_census, ort_session, to_onnx
+from models.onnx_quant import quantize_graph
+from models.plan import CompressionPlan
+
+
+@pytest.fixture(scope="module")
+def w4a4_graphs(lowbit_cache):
+    """digits-cnn at W4A4 (a sub-8-bit activation's Clip sits before the last MaxPool):
+    its FP32 and INT8 ONNX graphs as the export builds them."""
+    _, compressed = build_compressed("digits-cnn", CompressionPlan.from_bits_string("W4A4"))
+    deploy, quants, _ = deploy_copy(compressed)
+    fp32 = to_onnx(deploy, input_shape=tuple(compressed.input_shape))
+    int8, _ = quantize_graph(fp32, quants, weight_type="s8")
+    x = np.random.default_rng(0).random((32, *compressed.input_shape), np.float32)
+    return fp32, int8, x
+
+
+def _run(model, x):
+    return ort_session(model).run(None, {"input": x})[0]
+
+
+def test_int8_outputs_are_bit_identical_and_the_pools_stay_nhwc(w4a4_graphs):
+    _, int8, x = w4a4_graphs
+    nhwc = flatten_channels_last(int8)
+    assert np.array_equal(_run(int8, x), _run(nhwc, x))
+    before, after = kernel_census(int8), kernel_census(nhwc)
+    # without the pass ONNX Runtime moves its NCHW transpose above the Clip and runs one
+    # pool as the plain NCHW MaxPool; with it, both pools are NhwcMaxPool
+    assert after.get("NhwcMaxPool") == 2 and "MaxPool" not in after
+    # one Transpose fewer: only the input's (1 channel -> NHWC) is left
+    assert after.get("Transpose", 0) == before.get("Transpose", 0) - 1 == 1
+    assert sum(after.values()) < sum(before.values())
+
+
+def test_float_graph_computes_the_same_function(w4a4_graphs):
+    fp32, _, x = w4a4_graphs
+    out, ref = _run(flatten_channels_last(fp32), x), _run(fp32, x)
+    # float sums in another order: equal to float32 rounding
+    assert np.allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_graphs_without_a_map_flatten_are_unchanged(lowbit_cache):
+    _, mlp = build_compressed("digits-mlp", CompressionPlan.from_bits_string("W8A8"))
+    deploy, _, _ = deploy_copy(mlp)
+    graph = to_onnx(deploy, input_shape=tuple(mlp.input_shape))
+    assert flatten_channels_last(graph).SerializeToString() == graph.SerializeToString()
