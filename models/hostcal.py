@@ -62,11 +62,13 @@ from .hostbench import (
 from .hostconv import CONV_SWEEP, QUICK_CONV_SWEEP, conv_sweep, int8_maxpool_s_per_element
 
 __all__ = [
+    "CALIBRATION_VERSION",
     "CONV_CHANNEL_MULTIPLE",
     "CONV_MIN_OUT_CHANNELS",
     "PROFILE_NAME",
     "Calibration",
     "cpu_flags",
+    "calibration_version_of",
     "cpu_info",
     "default_profile_path",
     "calibrate",
@@ -79,6 +81,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _KiB = 1024
+
+#: the calibration method's version, in each profile's sidecar: a profile calibrated by an
+#: older method is recalibrated by :func:`load_or_calibrate` (2: per-pixel/per-image conv,
+#: requantization and channel-block pool costs, Gauss-Newton fit)
+CALIBRATION_VERSION = 2
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
 _RECOMPUTED = ("layer_cycles", "gemm_cycles", "narrow_activation_cycles", "run_cycles",
@@ -265,6 +272,7 @@ def calibrate(*, quick: bool = False) -> Calibration:
                 "pool_channel_block": block},
     )  # fmt: skip
     measurements = {
+        "calibration_version": CALIBRATION_VERSION,
         "cpu": info, "onnxruntime": ort.__version__, "threads": 1, "quick": quick,
         "bandwidth_bytes_per_s": bandwidth, "chains": rows, "conv_sweep": sweep,
         "fit": fitted, "int8_maxpool": pool,
@@ -291,13 +299,30 @@ def write(calibration: Calibration, path: str | Path) -> Path:
     return path
 
 
+def calibration_version_of(path: str | Path) -> int | None:
+    """The :data:`CALIBRATION_VERSION` a profile was calibrated with (its JSON sidecar's;
+    0 for a sidecar without one), or None when it has no sidecar (not written by
+    :func:`write`: a profile a user wrote by hand)."""
+    try:
+        data = json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return int(data.get("calibration_version", 0)) if isinstance(data, dict) else None
+
+
 def load_or_calibrate(path: str | Path | None = None, *, quick: bool = False):
     """The host profile at ``path`` (default :func:`default_profile_path`); calibrated and
-    written first if the file is missing."""
+    written first if the file is missing or was calibrated by an older method (its sidecar's
+    ``calibration_version``: an old profile lacks costs the simulator now models)."""
     from hwsim.profiles import load_profile
 
     path = Path(path) if path is not None else default_profile_path()
+    version = calibration_version_of(path) if path.is_file() else None
     if not path.is_file():
         log.warning("no host profile at %s: calibrating this CPU (about a minute)", path)
+        write(calibrate(quick=quick), path)
+    elif version is not None and version < CALIBRATION_VERSION:
+        log.warning("host profile %s is from calibration v%d (now v%d): recalibrating",
+                    path, version, CALIBRATION_VERSION)  # fmt: skip
         write(calibrate(quick=quick), path)
     return load_profile(path)

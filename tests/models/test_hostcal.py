@@ -103,6 +103,27 @@ def test_load_or_calibrate_writes_a_missing_profile(tmp_path, monkeypatch, quick
     assert path.is_file() and profile.name == hostcal.PROFILE_NAME
     again = hostcal.load_or_calibrate(path)  # present: loaded, not recalibrated
     assert again.content_hash() == profile.content_hash()
+    assert hostcal.calibration_version_of(path) == hostcal.CALIBRATION_VERSION
+
+
+def test_a_profile_from_an_older_calibration_is_recalibrated(
+    tmp_path, monkeypatch, quick_calibration
+):
+    path = hostcal.write(quick_calibration, tmp_path / "host.toml")
+    sidecar = path.with_suffix(".json")
+    old = json.loads(sidecar.read_text())
+    old["calibration_version"] = hostcal.CALIBRATION_VERSION - 1
+    sidecar.write_text(json.dumps(old))
+    calls = []
+    monkeypatch.setattr(hostcal, "calibrate",
+                        lambda quick=False: calls.append(1) or quick_calibration)  # fmt: skip
+    hostcal.load_or_calibrate(path)
+    assert calls == [1] and hostcal.calibration_version_of(path) == hostcal.CALIBRATION_VERSION
+    hostcal.load_or_calibrate(path)  # current now: not again
+    assert calls == [1]
+    # a profile without a sidecar (written by hand) is the user's: loaded as it is
+    sidecar.unlink()
+    assert hostcal.load_or_calibrate(path).name == hostcal.PROFILE_NAME and calls == [1]
 
 
 def test_overheads_split_the_fitted_gemm_cost_and_convert_seconds():
