@@ -1,3 +1,3 @@
 """lowbit: the CLI and HTTP service over hwsim, models, search and reports (wiring only)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -10,12 +10,20 @@ docs/firmware-config.md, ``schema_version`` :data:`FIRMWARE_SCHEMA_VERSION`):
   weight tensor it runs (two for a low-rank layer: ``<name>.first`` and ``<name>.second``)
   with the weight shape, the conv geometry and the quantization grids: weights per output
   channel (``scale``/``zero_point`` lists), the input activation per tensor.
+  A tensor that runs on integer kernels (``runs_as: "int8"``,
+  :func:`models._intbias.runs_integer`) is described in its deployed integer form, the one
+  the fake-quant model computes and :mod:`models.export` writes into ``model.int8.onnx``
+  (:func:`models._intbias.integer_layer`): the BatchNorm reading its output folded in
+  (``folded_batchnorm``), per-channel int8 weight scales and zero points after folding and
+  refinement, and the bias as int32 codes on the accumulator grid ``s_x·s_w[c]``. Other
+  tensors (``runs_as: "float"``) keep their trained grids and float bias.
 - ``targets``: per target family (``npu``, ``fpga``, ``cpu``) and profile, the expected
   latency and energy from the simulator, per layer and in total.
 
 :func:`add_target` adds another target's numbers to a config; :func:`write_firmware_config`
 writes atomically (temp file + ``os.replace``) after validating; :func:`load_firmware_config`
-validates a file and reports every problem with its key path.
+validates a file and reports every problem with its key path (a file of another schema
+version, e.g. 1 with its scales before BatchNorm folding, is refused with the reason).
 
 Example:
     >>> small = models.compress(base, plan, calib=x_val)                  # doctest: +SKIP
@@ -38,7 +46,14 @@ from hwsim.errors import LowbitError
 from hwsim.fileio import atomic_write_text
 from hwsim.profile import HardwareProfile
 from hwsim.result import SimResult
-from models._firmware_schema import FIRMWARE_KIND, FIRMWARE_SCHEMA_VERSION, validate_firmware_config
+from models._firmware_schema import (
+    FIRMWARE_KIND,
+    FIRMWARE_SCHEMA_VERSION,
+    INT8_QMAX,
+    INT8_QMIN,
+    validate_firmware_config,
+)
+from models._intbias import integer_layer, runs_integer
 from models.graph import COMPUTE_LAYERS, MatMulSite
 from models.lowrank import LOWRANK_LAYERS, LowRankConv, LowRankLinear
 from models.plan import CompressionPlan
@@ -74,7 +89,7 @@ def _floats(value: torch.Tensor) -> list[float]:
 
 
 def _weight_grid(layer: nn.Module) -> dict[str, Any] | None:
-    """The weight quantization of a QuantLayer (per channel or per tensor), or None."""
+    """The trained weight grid of a QuantLayer (per channel or per tensor), or None."""
     if not isinstance(layer, QuantLayer) or layer.w_bits is None:
         return None
     return {
@@ -85,6 +100,49 @@ def _weight_grid(layer: nn.Module) -> dict[str, Any] | None:
         "qmax": int(layer.weight_qmax),
         "scale": _floats(layer.weight_scale),
         "zero_point": [int(v) for v in layer.weight_zero_point.reshape(-1)],
+    }
+
+
+def _int8_zero_points(levels: torch.Tensor, name: str) -> torch.Tensor:
+    """Per-channel zero points storing ``levels`` (output channels first) as int8: 0 unless
+    a channel's levels need a shift to fit (a −128 code negated by a folded BatchNorm, an
+    asymmetric 8-bit grid), the rule ``models.onnx_quant`` stores ``s8`` weights by."""
+    flat = levels.reshape(levels.shape[0], -1)
+    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    if int((hi - lo).max()) > INT8_QMAX - INT8_QMIN:
+        raise ValueError(f"{name}: weight levels span more than 8 bits")
+    zero = torch.zeros_like(lo)
+    return torch.minimum(torch.maximum(zero, INT8_QMIN - lo), INT8_QMAX - hi)
+
+
+def _integer_form(name: str, layer: nn.Module, names: dict[int, str]) -> dict[str, Any]:
+    """Weight grid, int32 bias and folded BatchNorm of a layer that runs on integer kernels,
+    as deployed (:func:`models._intbias.integer_layer`, the form the exporter writes)."""
+    bn = layer.folded_batchnorm
+    if bn is not None and id(bn) not in names:
+        raise ValueError(f"{name}: its folded BatchNorm is not a module of the model")
+    form = integer_layer(layer, batchnorm=bn)
+    zero_points = _int8_zero_points(form.codes, name)
+    weight = {
+        "bits": layer.w_bits,
+        "granularity": "per_channel",
+        "symmetric": layer.symmetric,
+        "qmin": INT8_QMIN,
+        "qmax": INT8_QMAX,
+        "scale": _floats(form.weight_scales),
+        "zero_point": [int(v) for v in zero_points],
+    }
+    bias = None
+    if form.bias_codes is not None:
+        # the accumulator grid s_x·s_w[c] in float32, as models.onnx_quant writes the bias
+        # scale (and models._intbias rounds the bias to it)
+        step = (layer.act_scale.detach().float().double() * form.weight_scales.double()).float()
+        bias = {"bits": 32, "scale": _floats(step), "codes": [int(v) for v in form.bias_codes]}
+    return {
+        "runs_as": "int8",
+        "folded_batchnorm": None if bn is None else names[id(bn)],
+        "weight": weight,
+        "bias": bias,
     }
 
 
@@ -101,8 +159,8 @@ def _act_grid(bits, scale, zero_point, qmin, qmax) -> dict[str, Any] | None:
     }
 
 
-def _tensor(name: str, layer: nn.Module) -> dict[str, Any]:
-    """One weight tensor a layer runs: shape, geometry, grids."""
+def _tensor(name: str, layer: nn.Module, names: dict[int, str]) -> dict[str, Any]:
+    """One weight tensor a layer runs: shape, geometry, how it runs, grids and bias."""
     entry: dict[str, Any] = {"name": name, "weight_shape": list(layer.weight.shape)}
     if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
         entry.update(
@@ -110,8 +168,11 @@ def _tensor(name: str, layer: nn.Module) -> dict[str, Any]:
             padding=list(layer.padding) if not isinstance(layer.padding, str) else layer.padding,
             dilation=list(layer.dilation), groups=layer.groups,
         )  # fmt: skip
-    entry["weight"] = _weight_grid(layer)
     quant = isinstance(layer, QuantLayer)
+    if quant and runs_integer(layer):
+        entry.update(_integer_form(name, layer, names))
+    else:  # float compute: the trained grid (if any) and the float bias stay as they are
+        entry.update(runs_as="float", folded_batchnorm=None, weight=_weight_grid(layer), bias=None)
     entry["input"] = (
         _act_grid(layer.a_bits, layer.act_scale, layer.act_zero_point, layer.act_qmin,
                   layer.act_qmax) if quant else None
@@ -139,6 +200,7 @@ def _sparsity(parts: list[nn.Module], spec_nm) -> dict[str, Any]:
 
 def _layers(model: nn.Module, plan: CompressionPlan) -> list[dict[str, Any]]:
     out, inside = [], set()
+    names = {id(m): n for n, m in model.named_modules()}
     for name, module in model.named_modules():
         if not name or any(name.startswith(p + ".") for p in inside):
             continue
@@ -154,7 +216,11 @@ def _layers(model: nn.Module, plan: CompressionPlan) -> list[dict[str, Any]]:
                 )  # fmt: skip
             out.append({
                 "name": name, "kind": "matmul", "w_bits": a_bits, "a_bits": a_bits,
-                "tensors": [{"name": name, "input": grids[0], "input_b": grids[1]}],
+                "tensors": [{
+                    "name": name,
+                    "runs_as": "int8" if None not in grids else "float",
+                    "input": grids[0], "input_b": grids[1],
+                }],
             })  # fmt: skip
             continue
         if not isinstance(module, (*COMPUTE_LAYERS, *LOWRANK_LAYERS)):
@@ -180,7 +246,7 @@ def _layers(model: nn.Module, plan: CompressionPlan) -> list[dict[str, Any]]:
                     {"rank": int(module.rank)} if isinstance(module, LOWRANK_LAYERS) else None
                 ),
                 "sparsity": _sparsity([p for _, p in parts], plan.resolve(name).nm),
-                "tensors": [_tensor(part_name, part) for part_name, part in parts],
+                "tensors": [_tensor(part_name, part, names) for part_name, part in parts],
             }
         )
     return out

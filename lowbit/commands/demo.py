@@ -13,6 +13,8 @@ Each step runs the same code as its own subcommand, through the command table.
 from __future__ import annotations
 
 import argparse
+import json
+import time
 from pathlib import Path
 
 HELP = "run the main job on built-in defaults: search digits-cnn on npu-bitfusion, validate, report"
@@ -49,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
             f"{result.energy_j * 1e3:8.4g} mJ  speed-up {speedup:5.2f}x"
         )
     out = Path(args.out)
+    aside = _set_aside_stale_run(out, profile)
+    if aside is not None:
+        print(
+            f"\n{out} holds a run from another lowbit version or target profile: moved to "
+            f"{aside} (kept, not resumed)"
+        )
     print(f"\n[2/4] search: {_MODEL} on {profile.name}, {args.trials} trials per method")
     code = main(
         [
@@ -76,3 +84,22 @@ def run(args: argparse.Namespace) -> int:
     for name in ("report.html", "pareto.csv", "trials.csv", "summary.json", "validation.csv"):
         print(f"  {out / name}")
     return 0
+
+
+def _set_aside_stale_run(out: Path, profile) -> Path | None:
+    """Rename a previous demo run in ``out`` made by another lowbit version or on another
+    profile content (its trials' latencies and accuracies would not be comparable: the
+    search would refuse to resume it) to ``<out>.<time>``; return the new path, or None."""
+    import lowbit
+
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        hardware_hash = summary["hardware"]["content_hash"]
+        version = summary["versions"]["lowbit"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # nothing there, or not a run summary: the search decides
+    if hardware_hash == profile.content_hash() and version == lowbit.__version__:
+        return None
+    aside = out.with_name(f"{out.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+    out.rename(aside)
+    return aside
