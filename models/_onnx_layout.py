@@ -67,6 +67,8 @@ def flatten_channels_last(model: onnx.ModelProto) -> onnx.ModelProto:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     for flatten in [n for n in graph.node if n.op_type == "Flatten"]:
+        if flatten.input[0].endswith("__nhwc"):
+            continue  # flattened channels-last already (the pass is idempotent)
         axis = next((a.i for a in flatten.attribute if a.name == "axis"), 1)
         shape = _shape(model, flatten.input[0])
         if axis != 1 or shape is None or len(shape) != 4 or min(shape[1:]) < 1:

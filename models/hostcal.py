@@ -84,8 +84,9 @@ _KiB = 1024
 
 #: the calibration method's version, in each profile's sidecar: a profile calibrated by an
 #: older method is recalibrated by :func:`load_or_calibrate` (2: per-pixel/per-image conv,
-#: requantization and channel-block pool costs, Gauss-Newton fit)
-CALIBRATION_VERSION = 2
+#: requantization and channel-block pool costs, Gauss-Newton fit; 3: single convs measured
+#: in a network's context, wide convs)
+CALIBRATION_VERSION = 3
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
 _RECOMPUTED = ("layer_cycles", "gemm_cycles", "narrow_activation_cycles", "run_cycles",

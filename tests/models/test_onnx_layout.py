@@ -39,6 +39,8 @@ def test_int8_outputs_are_bit_identical_and_the_pools_stay_nhwc(w4a4_graphs):
     # one Transpose fewer: only the input's (1 channel -> NHWC) is left
     assert after.get("Transpose", 0) == before.get("Transpose", 0) - 1 == 1
     assert sum(after.values()) < sum(before.values())
+    # idempotent: a second pass changes nothing
+    assert flatten_channels_last(nhwc).SerializeToString() == nhwc.SerializeToString()
 
 
 def test_float_graph_computes_the_same_function(w4a4_graphs):
