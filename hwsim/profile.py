@@ -158,6 +158,11 @@ class Overheads:
     #: per-element cost applies to the channels padded up to a multiple of it: pooling 8
     #: channels costs what pooling 64 does (ONNX Runtime's NhwcMaxPool). 0: per element.
     pool_channel_block: int = 0
+    #: the deployment pads integer convolutions' channels up to the direct kernel's
+    #: (``conv_channel_multiple``, ``conv_min_out_channels``) with zero filters, as lowbit's
+    #: INT8 export does: such a conv computes on the padded counts instead of paying the
+    #: unaligned path. Default: channels as they are.
+    pad_conv_channels: bool = False
 
     def elementwise_cost(self, kind: str) -> float:
         """Cycles per element of a memory-only layer of ``kind`` (0 when not given)."""

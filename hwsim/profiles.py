@@ -285,6 +285,7 @@ def _build(d: dict, *, source: str) -> HardwareProfile:
             conv_cycles_per_image=float(d["overheads"]["conv_cycles_per_image"]),
             requant_cycles_per_output=float(d["overheads"]["requant_cycles_per_output"]),
             pool_channel_block=d["overheads"]["pool_channel_block"],
+            pad_conv_channels=d["overheads"]["pad_conv_channels"],
             elementwise_cycles_per_element=tuple(
                 (kind, float(v))
                 for kind, v in sorted(d["overheads"]["elementwise_cycles_per_element"].items())

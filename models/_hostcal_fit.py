@@ -30,13 +30,7 @@ from typing import Any
 
 import numpy as np
 
-#: ONNX Runtime's direct INT8 (NHWC) convolution takes input and output channels in
-#: multiples of 4 and at least 16 output channels; other convolutions run its generic
-#: im2col + GEMM path at a fixed extra cost per output pixel (fitted). Found by sweeping a
-#: 3x3 conv's channels (1-64 in, 4-64 out) on this host: 8->8, 2->16, 16->15, 16->17 are
-#: slow, 4->16, 12->20 and 16->24 are not (models.hostconv.CONV_SWEEP measures it).
-CONV_CHANNEL_MULTIPLE = 4
-CONV_MIN_OUT_CHANNELS = 16
+from models._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
 
 
 def _chain(row: dict[str, Any], depth: int):

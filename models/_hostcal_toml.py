@@ -93,6 +93,8 @@ def profile_toml(calibration: Calibration) -> str:
               "fitted: every INT8 GEMM's requantization of one output",
               f"pool_channel_block = {o.get('pool_channel_block', 0)}  # uint8 per SIMD "
               "register: NhwcMaxPool pools a pixel's channels a register at a time",
+              f"pad_conv_channels = {str(o.get('pad_conv_channels', False)).lower()}  # lowbit "
+              "export pads conv channels to the direct kernel's",
               "", "# measured: cycles per element of memory-bound operators (FP32 chains; "
               "maxpool: uint8 NHWC between INT8 convs)",
               "[overheads.elementwise_cycles_per_element]",

@@ -66,6 +66,7 @@ def flatten_channels_last(model: onnx.ModelProto) -> onnx.ModelProto:
     constant weight flattens in (H, W, C) order (module docstring); other graphs unchanged."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
+    before: dict[str, onnx.NodeProto] = {}
     for flatten in [n for n in graph.node if n.op_type == "Flatten"]:
         if flatten.input[0].endswith("__nhwc"):
             continue  # flattened channels-last already (the pass is idempotent)
@@ -99,7 +100,14 @@ def flatten_channels_last(model: onnx.ModelProto) -> onnx.ModelProto:
             name=f"{flatten.name or 'flatten'}__channels_last",
         )  # fmt: skip
         flatten.input[0] = nhwc
-        index = list(graph.node).index(flatten)
-        graph.node.insert(index, transpose)
+        before[flatten.output[0]] = transpose
+    if before:  # inserted at the end: inserting into the repeated field shifts references
+        nodes = []
+        for node in graph.node:
+            if node.output and node.output[0] in before:
+                nodes.append(before[node.output[0]])
+            nodes.append(onnx.NodeProto.FromString(node.SerializeToString()))
+        graph.ClearField("node")
+        graph.node.extend(nodes)
     onnx.checker.check_model(model)
     return model

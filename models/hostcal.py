@@ -85,8 +85,8 @@ _KiB = 1024
 #: the calibration method's version, in each profile's sidecar: a profile calibrated by an
 #: older method is recalibrated by :func:`load_or_calibrate` (2: per-pixel/per-image conv,
 #: requantization and channel-block pool costs, Gauss-Newton fit; 3: single convs measured
-#: in a network's context, wide convs)
-CALIBRATION_VERSION = 3
+#: in a network's context, wide convs; 4: the export pads conv channels)
+CALIBRATION_VERSION = 4
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
 _RECOMPUTED = ("layer_cycles", "gemm_cycles", "narrow_activation_cycles", "run_cycles",
@@ -270,7 +270,9 @@ def calibrate(*, quick: bool = False) -> Calibration:
         gemm_op_cycles=fitted["layer_cycles"], run_s=run_s, op_s=op_s,
         elementwise=int8_elementwise, clock_hz=data["clock_hz"],
         fitted={**{k: v for k, v in data["overheads"].items() if k not in _RECOMPUTED},
-                "pool_channel_block": block},
+                "pool_channel_block": block,
+                # lowbit's export pads conv channels to the direct kernel's (models._onnx_pad)
+                "pad_conv_channels": True},
     )  # fmt: skip
     measurements = {
         "calibration_version": CALIBRATION_VERSION,

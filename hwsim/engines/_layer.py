@@ -59,15 +59,20 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
     if stored_frac < 1.0:
         wb = min(wb, stored_frac * (w_bits + sp.index_bits_per_nonzero) / 8.0)
     k_eff = max(1, ceil(g.K * compute_frac - 1e-9))
-    cycles = t.mapping.cycles(g.M, g.N, k_eff, mode.macs_per_pe_per_cycle)
+    n_run, k_run, padded = g.N, k_eff, False
+    if prof.overheads.pad_conv_channels and _integer_conv(t, layer, mode):
+        n_run, k_run = _padded_channels(t, layer, g, first)
+        k_run = max(1, ceil(k_run * compute_frac - 1e-9))
+        padded = True
+    cycles = t.mapping.cycles(g.M, n_run, k_run, mode.macs_per_pe_per_cycle)
     if mode.w_bits < FLOAT_BITS and prof.overheads.requant_cycles_per_output > 0:
-        cycles += ceil(prof.overheads.requant_cycles_per_output * g.M * g.N - 1e-9)
+        cycles += ceil(prof.overheads.requant_cycles_per_output * g.M * n_run - 1e-9)
     if _integer_conv(t, layer, mode):
         # the im2col gather: a GEMM over k x k windows (a 1 x 1 conv reads its rows in place)
         o = prof.overheads
         windowed = first and layer.k_h * layer.k_w > 1
         per_pixel = o.conv_cycles_per_pixel if windowed else 0.0
-        if _unaligned_conv(t, layer, g, first):
+        if not padded and _unaligned_conv(t, layer, g, first):
             per_pixel += o.unaligned_conv_cycles_per_pixel
         per_image = o.conv_cycles_per_image if windowed else 0.0
         cycles += ceil(per_pixel * g.M + per_image * layer.batch - 1e-9)
@@ -98,6 +103,34 @@ def _integer_conv(t: Target, layer: Layer, mode: Precision) -> bool:
            o.conv_cycles_per_image) <= 0:  # fmt: skip
         return False
     return mode.w_bits < 32 and isinstance(layer, Conv2d) and layer.groups == 1
+
+
+def _aligned(channels: int, step: int, minimum: int = 1) -> int:
+    return max(minimum, -(-channels // step) * step)
+
+
+def _padded_channels(t: Target, layer: Layer, g: Gemm, first: bool) -> tuple[int, int]:
+    """(N, K) of an integer conv GEMM whose channels the deployment pads up to the direct
+    kernel's (``Overheads.pad_conv_channels``, as ``models._onnx_pad`` does): outputs to a
+    multiple of ``conv_channel_multiple`` and at least ``conv_min_out_channels``; inputs as
+    their producer padded them -- the same rule, except a stem's (fewer channels than the
+    multiple: the network's input, padded to the multiple only); a low-rank layer's 1x1
+    second GEMM reads its first's padded outputs."""
+    o = t.profile.overheads
+    step, least = o.conv_channel_multiple, o.conv_min_out_channels
+    window = layer.k_h * layer.k_w if first else 1
+    in_c = g.K // window
+    in_pad = _aligned(in_c, step) if (first and in_c < step) else _aligned(in_c, step, least)
+    return _aligned(g.N, step, least), in_pad * window
+
+
+def _padded_stem(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> bool:
+    """A stem (fewer input channels than the multiple) whose input the deployment pads."""
+    o = t.profile.overheads
+    if not (o.pad_conv_channels and gemms and isinstance(layer, Conv2d)):
+        return False
+    mode = t.mode(gemms[0].w_bits, gemms[0].a_bits)
+    return _integer_conv(t, layer, mode) and layer.in_c < o.conv_channel_multiple
 
 
 def _unaligned_conv(t: Target, layer: Layer, g: Gemm, first: bool) -> bool:
@@ -225,6 +258,8 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
     int_gemms = sum(1 for g in gemms if t.mode(g.w_bits, g.a_bits).w_bits < FLOAT_BITS)
     fixed = prof.overheads.layer_cycles + int_gemms * prof.overheads.gemm_cycles
     fixed += _narrow_operands(t, layer, gemms) * prof.overheads.narrow_activation_cycles
+    if _padded_stem(t, layer, gemms):  # the Pad operator that widens the network's input
+        fixed += prof.overheads.layer_cycles
     overhead = fixed + tile_overhead
     body_cycles = max(compute + tile_overhead, ceil(body - 1e-6))
     total = body_cycles + fixed

@@ -264,6 +264,46 @@ def test_every_integer_convolution_pays_per_output_pixel(make_target, engine):
 
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_padded_channels_cost_what_the_aligned_conv_costs(make_target, engine):
+    """pad_conv_channels: an unaligned conv runs as the aligned one the export pads it to
+    (outputs to a multiple of 4 and >= 16; a stem's 1 input channel to 4), not the generic
+    path."""
+    modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
+    base = make_target(kind="vector", rows=1, cols=32, dataflow="vector", precisions=modes)
+    cpu = _with(base, conv_channel_multiple=4, conv_min_out_channels=16, conv_cycles_per_pixel=20.0,
+                unaligned_conv_cycles_per_pixel=40.0, requant_cycles_per_output=0.5)  # fmt: skip
+    padded = _with(cpu, pad_conv_channels=True)
+
+    def cycles(layer, profile) -> int:
+        return hwsim.simulate_layer(layer, profile, engine=engine).compute_cycles
+
+    for (in_c, out_c), (in_pad, out_pad) in (
+        ((16, 12), (16, 16)), ((8, 6), (16, 16)), ((1, 16), (4, 16)), ((3, 20), (4, 20)),
+        ((16, 16), (16, 16)),
+    ):  # fmt: skip
+        assert cycles(_conv(in_c, out_c), padded) == cycles(_conv(in_pad, out_pad), cpu)
+    # a stem's input is widened by one more operator (a Pad): one dispatch
+    assert (
+        hwsim.simulate_layer(
+            _conv(1, 16), _with(padded, layer_cycles=300), engine=engine
+        ).total_cycles
+        - hwsim.simulate_layer(_conv(1, 16), padded, engine=engine).total_cycles
+        == 2 * 300
+    )
+    # padding beats the generic path here, and never touches an aligned conv
+    assert cycles(_conv(16, 12), padded) < cycles(_conv(16, 12), cpu)
+    # low rank 16 -> 32 at rank 6: the 3x3 factor's 6 outputs and the 1x1's 6 inputs pad to 16
+    lowrank = _conv(16, 32).with_compression(Compression(rank=16))
+    assert cycles(_conv(16, 32).with_compression(Compression(rank=6)), padded) == cycles(
+        lowrank, cpu
+    )
+    # float and depthwise convs are left alone
+    for layer in (_conv(16, 12).with_compression(Compression(w_bits=32, a_bits=32)),
+                  _conv(12, 12, groups=12)):  # fmt: skip
+        assert cycles(layer, padded) == cycles(layer, cpu)
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
 def test_integer_gemms_pay_requantization_per_output(make_target, engine):
     modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
     base = make_target(kind="vector", rows=1, cols=32, dataflow="vector", precisions=modes)

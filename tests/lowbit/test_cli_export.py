@@ -46,10 +46,13 @@ def test_export_a_config(tmp_path, capsys):
     assert "argmax agreement" in text and "QLinearConv" in text
     assert {p.name for p in out.iterdir()} == {"model.int8.onnx", "model.fp32.onnx", "deploy.json"}
     onnx.checker.check_model(onnx.load(out / "model.int8.onnx"))
+    padded = json.loads((out / "deploy.json").read_text())["padded_channels"]
+    assert padded.get("/conv1/Conv:in") == [1, 4]  # the 1-channel stem's input
     assert main(["export", "--config", str(config), "--out", str(out), "--format", "json",
-                 "--no-check"]) == 0  # fmt: skip
+                 "--no-check", "--no-pad-channels"]) == 0  # fmt: skip
     deploy = json.loads(capsys.readouterr().out)
     assert deploy["config_id"] == "joint-00002" and "check" not in deploy
+    assert deploy["padded_channels"] == {}
 
 
 @pytest.mark.slow

@@ -191,16 +191,24 @@ def test_int8_codes_equal_fake_quant_codes(mixed_export):
 
 @pytest.mark.slow
 def test_pruned_and_low_rank_shapes_are_real(mixed_export):
+    # the FP32 model has the compressed shapes exactly
+    fp32 = [v.shape for v in _initializers(mixed_export.fp32_path).values()]
+    for shape in ((16, 1, 3, 3), (16, 16, 3, 3), (8, 16, 3, 3), (32, 8, 1, 1)):
+        assert shape in fp32  # pinned stem; keep 0.5 of 32 filters; rank 8 with 16 inputs left
+    # the INT8 model pads them to ONNX Runtime's direct kernel (multiples of 4, >= 16 out)
+    # with zero codes: the 1-channel stem's input to 4, conv3's rank 8 to 16
     path = mixed_export.int8_path
-    assert _codes(path, "conv1").shape == (16, 1, 3, 3)  # pinned first layer: dense
-    assert _codes(path, "conv2").shape == (16, 16, 3, 3)  # keep 0.5 of 32 filters
-    assert _codes(path, "conv3.first").shape == (8, 16, 3, 3)  # rank 8, 16 inputs left
-    assert _codes(path, "conv3.second").shape == (32, 8, 1, 1)
+    assert mixed_export.deploy["padded_channels"] == {
+        "/conv1/Conv:in": [1, 4], "/conv3/first/Conv": [8, 16],
+    }  # fmt: skip
+    conv1, first, second = (_codes(path, n) for n in ("conv1", "conv3.first", "conv3.second"))
+    assert conv1.shape == (16, 4, 3, 3) and not conv1[:, 1:].any()
+    assert _codes(path, "conv2").shape == (16, 16, 3, 3)
+    assert first.shape == (16, 16, 3, 3) and not first[8:].any()
+    assert second.shape == (32, 16, 1, 1) and not second[:, 8:].any()
     # fc1's input = 32 channels x 4 positions; rank 16 (out, in): levels are out-first
     assert _levels(path, "fc1.first").shape == (16, 128)
     assert _levels(path, "fc1.second").shape == (64, 16)
-    fp32 = _initializers(mixed_export.fp32_path)
-    assert any(v.shape == (16, 16, 3, 3) for v in fp32.values())
 
 
 @pytest.mark.slow

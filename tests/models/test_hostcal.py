@@ -160,4 +160,5 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
                        else m["elementwise_s_per_element"][op])  # fmt: skip
             assert o.elementwise_cost(kind) == pytest.approx(seconds * clock, rel=1e-3)
     assert o.pool_channel_block == 4 * m["cpu"]["simd_lanes_32bit"]
+    assert o.pad_conv_channels  # lowbit's export pads conv channels (models._onnx_pad)
     assert "NhwcMaxPool" in m["int8_maxpool"]["kernels"]
