@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 
 from .errors import LowbitError
 
@@ -222,11 +222,30 @@ class HardwareProfile:
         return tuple(m for m in self.memory if not m.off_chip and operand in m.holds)
 
     def content_hash(self) -> str:
-        """sha256 of the built profile (not the file), stable across formatting changes."""
-        data = asdict(self)
+        """sha256 of the built profile (not the file), stable across formatting changes and
+        across new optional keys: a field at its default value is left out, so a profile
+        that does not use a key added later keeps its hash (and its studies resume)."""
+        data = _without_defaults(self)
         data.pop("source", None)
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _without_defaults(value):
+    """``value`` as JSON-ready data, dataclass fields equal to their defaults left out."""
+    if is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in fields(value):
+            item = getattr(value, f.name)
+            if f.default is not MISSING and item == f.default:
+                continue
+            if f.default_factory is not MISSING and item == f.default_factory():
+                continue
+            out[f.name] = _without_defaults(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_without_defaults(v) for v in value]
+    return value

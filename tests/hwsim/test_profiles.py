@@ -70,6 +70,12 @@ def test_content_hash_is_stable_and_ignores_formatting(name, tmp_path):
     # and a real change changes it
     changed = load_profile(name, overrides={"clock_hz": profile.clock_hz / 2})
     assert changed.content_hash() != profile.content_hash()
+    # an optional key written at its default is no change (a key added to the schema later
+    # leaves existing profiles' hashes, and so their studies, as they were)
+    explicit = load_profile(name, overrides={"overheads.requant_cycles_per_output": 0.0})
+    assert explicit.content_hash() == profile.content_hash()
+    costly = load_profile(name, overrides={"overheads.requant_cycles_per_output": 0.5})
+    assert costly.content_hash() != profile.content_hash()
 
 
 def _comment_block(lines: list[str], header: str) -> str:
