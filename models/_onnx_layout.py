@@ -8,9 +8,9 @@ activation's clamp) and a MaxPool, which then runs as the plain NCHW ``MaxPool``
 host 4-9x slower than ``NhwcMaxPool`` at batch 64 (measured on the demo's configs).
 
 :func:`flatten_channels_last` removes the need for NCHW order: it flattens in (H, W, C)
-order -- an explicit ``Transpose(0, 2, 3, 1)`` before the ``Flatten``, which ONNX Runtime
-cancels against its own NHWC transpose -- and permutes the consumer's weight columns to
-match. The network computes exactly the same function (the same products, summed in a
+order ((L, C) for a 1-D map) -- an explicit channels-last Transpose before the
+``Flatten``, which ONNX Runtime cancels against its own NHWC transpose -- and permutes the
+consumer's weight columns to match. The network computes exactly the same function (the same products, summed in a
 different order by an integer kernel: the outputs are bit-identical).
 """
 
@@ -62,8 +62,9 @@ def _weight(graph: onnx.GraphProto, name: str) -> tuple[onnx.TensorProto, int | 
 
 
 def flatten_channels_last(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` whose Flatten of a (N, C, H, W) map feeding one Gemm/MatMul with a
-    constant weight flattens in (H, W, C) order (module docstring); other graphs unchanged."""
+    """A copy of ``model`` whose Flatten of a (N, C, spatial...) map (2-D or 1-D) feeding one
+    Gemm/MatMul with a constant weight flattens channels last, (spatial..., C) (module
+    docstring); other graphs unchanged."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     before: dict[str, onnx.NodeProto] = {}
@@ -72,10 +73,10 @@ def flatten_channels_last(model: onnx.ModelProto) -> onnx.ModelProto:
             continue  # flattened channels-last already (the pass is idempotent)
         axis = next((a.i for a in flatten.attribute if a.name == "axis"), 1)
         shape = _shape(model, flatten.input[0])
-        if axis != 1 or shape is None or len(shape) != 4 or min(shape[1:]) < 1:
+        if axis != 1 or shape is None or len(shape) < 3 or min(shape[1:]) < 1:
             continue
-        c, h, w = shape[1:]
-        if h * w == 1:
+        c, spatial = shape[1], int(np.prod(shape[2:]))
+        if spatial == 1:
             continue  # (C, 1, 1): the orders agree
         layer = _through_qdq(graph, flatten.output[0])
         if layer is None or layer.op_type not in ("Gemm", "MatMul"):
@@ -87,16 +88,17 @@ def flatten_channels_last(model: onnx.ModelProto) -> onnx.ModelProto:
         weight = numpy_helper.to_array(tensor)
         trans_b = any(a.name == "transB" and a.i for a in layer.attribute)
         in_axis = 1 if (layer.op_type == "Gemm" and trans_b) else 0
-        if weight.ndim != 2 or weight.shape[in_axis] != c * h * w or channel_axis == in_axis:
+        if weight.ndim != 2 or weight.shape[in_axis] != c * spatial or channel_axis == in_axis:
             continue
         if in_axis == 1:
-            permuted = weight.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(weight.shape)
+            permuted = weight.reshape(-1, c, spatial).transpose(0, 2, 1).reshape(weight.shape)
         else:
-            permuted = weight.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(weight.shape)
+            permuted = weight.reshape(c, spatial, -1).transpose(1, 0, 2).reshape(weight.shape)
         tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(permuted), tensor.name))
         nhwc = f"{flatten.input[0]}__nhwc"
+        perm = [0, *range(2, len(shape)), 1]  # channels last: (N, C, *S) -> (N, *S, C)
         transpose = helper.make_node(
-            "Transpose", [flatten.input[0]], [nhwc], perm=[0, 2, 3, 1],
+            "Transpose", [flatten.input[0]], [nhwc], perm=perm,
             name=f"{flatten.name or 'flatten'}__channels_last",
         )  # fmt: skip
         flatten.input[0] = nhwc

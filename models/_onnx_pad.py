@@ -242,6 +242,9 @@ def pad_conv_channels(
         dq = g.weight_dq(conv.input[1])
         if dq is None or _attr(conv, "group", 1) != 1:
             continue
+        readers = g.consumers(conv.output[0])
+        if not readers or any(r.op_type != "QuantizeLinear" for r in readers):
+            continue  # not requantized: ONNX Runtime runs it as a float Conv, no INT8 kernel
         codes = g.array(dq.input[0])
         cin = codes.shape[1]
         target_in = aligned_channels(cin, multiple=multiple)

@@ -55,3 +55,17 @@ def test_graphs_without_a_map_flatten_are_unchanged(lowbit_cache):
     deploy, _, _ = deploy_copy(mlp)
     graph = to_onnx(deploy, input_shape=tuple(mlp.input_shape))
     assert flatten_channels_last(graph).SerializeToString() == graph.SerializeToString()
+
+
+def test_a_1d_cnn_stays_channels_last_too(lowbit_cache):
+    """mnist1d-cnn (Conv1d): the (N, C, L) map is flattened (L, C)-major, bit-identically,
+    and both pools run as NhwcMaxPool."""
+    _, cnn = build_compressed("mnist1d-cnn", CompressionPlan.from_bits_string("W8A8"))
+    deploy, quants, _ = deploy_copy(cnn)
+    fp32 = to_onnx(deploy, input_shape=tuple(cnn.input_shape))
+    int8, _ = quantize_graph(fp32, quants, weight_type="s8")
+    x = np.random.default_rng(1).normal(size=(16, *cnn.input_shape)).astype(np.float32)
+    nhwc = flatten_channels_last(int8)
+    assert np.array_equal(_run(int8, x), _run(nhwc, x))
+    after = kernel_census(nhwc)
+    assert after.get("NhwcMaxPool") == 2 and "MaxPool" not in after

@@ -76,3 +76,14 @@ def test_a_conv_whose_output_leaves_the_graph_keeps_its_channels(pruned):
     )
     _, record = pad_conv_channels(cut)
     assert "/conv2/Conv" not in record and "/conv1/Conv" in record
+
+
+def test_a_conv_onnx_runtime_runs_in_float_is_not_padded(lowbit_cache):
+    """digits-vit's patch embedding feeds float ops (no requantizer after it): ONNX Runtime
+    runs it as a float Conv, where padding would only add work."""
+    _, vit = build_compressed("digits-vit", CompressionPlan.from_bits_string("W4A8"))
+    deploy, quants, _ = deploy_copy(vit)
+    qdq, _ = quantize_graph(to_onnx(deploy, input_shape=tuple(vit.input_shape)), quants,
+                            weight_type="s8")  # fmt: skip
+    padded, record = pad_conv_channels(qdq)
+    assert record == {} and kernel_census(padded).get("Pad") is None
