@@ -61,7 +61,7 @@ def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
                     pairs[src[0]] = n
 
             handles.append(m.register_forward_pre_hook(pre))
-    run_hooked(model, example, handles)
+    run_hooked(model, example, handles=handles)
     return {conv: bn for conv, bn in pairs.items() if calls[conv] == calls[bn] == 1}
 
 

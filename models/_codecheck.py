@@ -73,7 +73,7 @@ def fake_quant_codes(
         else:
             continue
         handles.append(m.register_forward_pre_hook(pre))
-    run_hooked(model, x, handles)
+    run_hooked(model, x, handles=handles)
     return codes
 
 

@@ -134,13 +134,18 @@ def _gauss_newton(simulate, measured: np.ndarray, weight: np.ndarray, start: dic
     Gauss-Newton: hwsim's CPU cost is nearly linear in each parameter (counted events times
     a cost), but not exactly (the tiler's choices and compute/traffic overlap move with the
     MAC rate), so it is linearised around the current estimate -- each parameter's feature
-    is the change of the simulated time per unit of it -- and solved again, a few times."""
+    is the change of the simulated time per unit of it -- and solved again, a few times; the
+    estimate with the smallest weighted error is returned."""
     from scipy.optimize import nnls
 
     theta = dict(start)
     keys = tuple(start)
-    for _ in range(5):
+    best, best_theta = math.inf, theta
+    for _ in range(6):
         at = simulate(theta)
+        error = float(np.sum(((at - measured) * weight) ** 2))
+        if error < best:  # the steps may overshoot: keep the best estimate seen
+            best, best_theta = error, theta
         columns = []
         for key in keys:
             step = 0.25 * max(theta[key], start[key])
@@ -150,7 +155,10 @@ def _gauss_newton(simulate, measured: np.ndarray, weight: np.ndarray, start: dic
         solved, _ = nnls(features * weight[:, None], target * weight)
         theta = {k: max(float(v), 1 / 4096 if k in ("mac", "mac32") else 0.0)
                  for k, v in zip(keys, solved, strict=True)}  # fmt: skip
-    return theta
+    at = simulate(theta)
+    if float(np.sum(((at - measured) * weight) ** 2)) < best:
+        best_theta = theta
+    return best_theta
 
 
 def _linear_fit(int8, sweep, data, *, glue: float, depths) -> tuple[float, dict[str, float]]:

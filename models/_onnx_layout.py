@@ -10,8 +10,10 @@ host 4-9x slower than ``NhwcMaxPool`` at batch 64 (measured on the demo's config
 :func:`flatten_channels_last` removes the need for NCHW order: it flattens in (H, W, C)
 order ((L, C) for a 1-D map) -- an explicit channels-last Transpose before the
 ``Flatten``, which ONNX Runtime cancels against its own NHWC transpose -- and permutes the
-consumer's weight columns to match. The network computes exactly the same function (the same products, summed in a
-different order by an integer kernel: the outputs are bit-identical).
+consumer's weight columns to match. The network computes exactly the same function: the
+same products, summed in another order by an integer kernel, so the outputs are
+bit-identical. A float classifier (a weight-only or float plan) is left alone: summing
+float products in another order changes the last bits.
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ def _weight(graph: onnx.GraphProto, name: str) -> tuple[onnx.TensorProto, int | 
     return codes, (axis if numpy_helper.to_array(scale).size > 1 else None)
 
 
+def _integer_input(graph: onnx.GraphProto, layer: onnx.NodeProto) -> bool:
+    """Does ``layer`` read a dequantized (integer) activation -- an INT8 kernel's input?"""
+    producer = next((n for n in graph.node if layer.input[0] in n.output), None)
+    return producer is not None and producer.op_type == "DequantizeLinear"
+
+
 def flatten_channels_last(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` whose Flatten of a (N, C, spatial...) map (2-D or 1-D) feeding one
     Gemm/MatMul with a constant weight flattens channels last, (spatial..., C) (module
@@ -82,9 +90,11 @@ def flatten_channels_last(model: onnx.ModelProto) -> onnx.ModelProto:
         if layer is None or layer.op_type not in ("Gemm", "MatMul"):
             continue
         found = _weight(graph, layer.input[1])
-        if found is None:
+        if found is None or not _integer_input(graph, layer):
             continue
         tensor, channel_axis = found
+        if tensor.data_type not in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
+            continue  # a float weight: ONNX Runtime runs a float Gemm
         weight = numpy_helper.to_array(tensor)
         trans_b = any(a.name == "transB" and a.i for a in layer.attribute)
         in_axis = 1 if (layer.op_type == "Gemm" and trans_b) else 0

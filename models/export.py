@@ -302,8 +302,10 @@ def _check(compressed: nn.Module, int8: Any, fp32: Any, *, qdq: Any) -> dict[str
     flt = ort_session(fp32).run(None, {INPUT_NAME: x.numpy()})[0]
     labels = y.numpy()
     if not np.array_equal(real, ort_session(qdq).run(None, {INPUT_NAME: x.numpy()})[0]):
-        raise ExportError("the padded, channels-last INT8 graph does not compute what the QDQ "
-                          "graph does")  # fmt: skip
+        raise ExportError(
+            "the INT8 graph after the export's kernel passes (channel padding, channels-last "
+            "flatten) does not compute what the QDQ graph does"
+        )
     codes = code_agreement(compressed, qdq, x)
     forced = code_agreement(compressed, qdq, x, teacher_forced=True)
     return {

@@ -55,7 +55,7 @@ def prune_groups_of(model: nn.Module) -> tuple[PruneGroup, ...]:
     return tuple(method()) if callable(method) else ()
 
 
-def run_hooked(model: nn.Module, x: torch.Tensor, handles: list) -> torch.Tensor:
+def run_hooked(model: nn.Module, x: torch.Tensor, *, handles: list) -> torch.Tensor:
     """One forward pass of ``model`` on ``x`` in eval mode (batch statistics would change the
     running ones), with hooks already registered (``handles``), which are removed after; the
     model's train/eval mode is restored whatever happens."""

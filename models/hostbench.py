@@ -70,7 +70,7 @@ class Timing:
         return self.q3_s - self.q1_s
 
 
-def bind(session: Any, x: np.ndarray) -> Any:
+def bind(session: Any, *, x: np.ndarray) -> Any:
     """An IOBinding of ``session`` with ``x`` bound once as its input and the outputs left
     for ONNX Runtime to allocate (so a timed run is the Run call alone)."""
     binding = session.io_binding()
@@ -80,7 +80,7 @@ def bind(session: Any, x: np.ndarray) -> Any:
     return binding
 
 
-def run_times_s(session: Any, binding: Any, *, runs: int) -> np.ndarray:
+def run_times_s(session: Any, *, binding: Any, runs: int) -> np.ndarray:
     """Seconds of each of ``runs`` consecutive Run calls on ``binding``."""
     times = np.empty(runs)
     for i in range(runs):
@@ -101,10 +101,10 @@ def time_session(session: Any, x: np.ndarray, *, warmup: int = 10, repeats: int 
     bound once, outputs allocated by ONNX Runtime, so the time is the Run call)."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
-    binding = bind(session, x)
+    binding = bind(session, x=x)
     if warmup:
-        run_times_s(session, binding, runs=warmup)
-    return timing_of(run_times_s(session, binding, runs=repeats))
+        run_times_s(session, binding=binding, runs=warmup)
+    return timing_of(run_times_s(session, binding=binding, runs=repeats))
 
 
 def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):

@@ -170,14 +170,15 @@ def prepare_config(
 
 def time_configs(
     prepared: list[Prepared], *, repeats: int = 100, warmup: int = 20, rounds: int = 4
-) -> dict[int, tuple[list[float], list[float]]]:
+) -> dict[int, tuple[list[float], list[float]] | None]:
     """Time every model of ``prepared`` at every batch size, round-robin: ``rounds`` rounds,
-    each running every model ``ceil(repeats / rounds)`` times, so a load spike on this
-    machine lands on all configurations alike rather than on one. Fills each row's
-    ``measured_{int8,fp32}_ms_b{B}`` (median of all runs), ``iqr_..._ms_b{B}`` and
-    ``int8_speedup_vs_fp32_b{B}``, and the simulation error; returns, per batch size, the
-    INT8 medians of the even and of the odd rounds (two independent measurements, for the
-    measurement's own repeatability)."""
+    each running every model ``ceil(repeats / rounds)`` times in a shuffled order (fixed
+    seed), so a load spike on this machine or a neighbour's cache footprint lands on all
+    configurations alike rather than on one. Fills each row's
+    ``measured_{int8,fp32}_ms_b{B}`` (median of all runs), ``iqr_..._ms_b{B}``,
+    ``timed_runs`` and ``int8_speedup_vs_fp32_b{B}``, and the simulation error; returns,
+    per batch size, the INT8 medians of the even and of the odd rounds (two independent
+    measurements, for the measurement's own repeatability), or None with a single round."""
     from models.hostbench import bind, run_times_s, timing_of
 
     if repeats < 1 or warmup < 0 or rounds < 1:
@@ -189,23 +190,31 @@ def time_configs(
     for i, p in enumerate(prepared):
         for kind, session in p.sessions.items():
             for batch, x in p.feeds.items():
-                bound[i, kind, batch] = (session, bind(session, x))
+                bound[i, kind, batch] = (session, bind(session, x=x))
                 if warmup:
-                    run_times_s(session, bound[i, kind, batch][1], runs=warmup)
+                    run_times_s(session, binding=bound[i, kind, batch][1], runs=warmup)
     samples: dict[tuple, list] = {key: [] for key in bound}
+    keys = list(bound)
+    order = np.random.default_rng(0)
     for _ in range(rounds):
-        for key, (session, binding) in bound.items():
-            samples[key].append(run_times_s(session, binding, runs=per_round))
-    halves: dict[int, tuple[list[float], list[float]]] = {}
+        for index in order.permutation(len(keys)):
+            session, binding = bound[keys[index]]
+            samples[keys[index]].append(run_times_s(session, binding=binding, runs=per_round))
+    halves: dict[int, tuple[list[float], list[float]] | None] = {}
     for (i, kind, batch), parts in samples.items():
         row = prepared[i].row
         timing = timing_of(np.concatenate(parts))
         row[f"measured_{kind}_ms_b{batch}"] = timing.median_s * 1e3
         row[f"iqr_{kind}_ms_b{batch}"] = timing.iqr_s * 1e3
-        if kind == "int8":
-            even, odd = halves.setdefault(batch, ([], []))
-            even.append(float(np.median(np.concatenate(parts[0::2]))) * 1e3)
-            odd.append(float(np.median(np.concatenate(parts[1::2] or parts))) * 1e3)
+        row["timed_runs"] = timing.runs
+        if kind != "int8":
+            continue
+        if rounds < 2:
+            halves[batch] = None
+            continue
+        even, odd = halves.setdefault(batch, ([], []))
+        even.append(float(np.median(np.concatenate(parts[0::2]))) * 1e3)
+        odd.append(float(np.median(np.concatenate(parts[1::2]))) * 1e3)
     for p in prepared:
         row = p.row
         for batch in p.feeds:

@@ -258,7 +258,9 @@ def validate_run(
         sim = [r[f"simulated_ms_b{batch}"] for r in rows]
         real = [r[f"measured_int8_ms_b{batch}"] for r in rows]
         metrics[f"b{batch}"] = latency_metrics(sim, real)
-        metrics[f"b{batch}"]["repeatability"] = latency_metrics(*halves[batch])
+        # None with one timing round (repeats 1): no two halves to compare
+        half = halves.get(batch)
+        metrics[f"b{batch}"]["repeatability"] = latency_metrics(*half) if half else None
         ratios = [r[f"int8_speedup_vs_fp32_b{batch}"] for r in rows]
         metrics[f"b{batch}"]["int8_speedup_vs_fp32"] = {
             "min": min(ratios), "median": float(np.median(ratios)), "max": max(ratios),
@@ -271,7 +273,8 @@ def validate_run(
         "model": summary["model"],
         "host": {"cpu": cpu_info(), "profile": profile.source,
                  "profile_hash": profile.content_hash()},
-        "settings": {"batches": list(batches), "repeats": repeats, "warmup": warmup,
+        "settings": {"batches": list(batches), "repeats": repeats,
+                     "timed_runs": rows[0].get("timed_runs") if rows else 0, "warmup": warmup,
                      "intra_op_threads": 1, "inter_op_threads": 1, "finetune_steps": finetune},
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "metrics": metrics,

@@ -100,6 +100,7 @@ def _set_aside_stale_run(out: Path, profile) -> Path | None:
         return None  # nothing there, or not a run summary: the search decides
     if hardware_hash == profile.content_hash() and version == lowbit.__version__:
         return None
+    out = out.resolve()  # "." has no name to suffix
     aside = out.with_name(f"{out.name}.{time.strftime('%Y%m%d-%H%M%S')}")
     out.rename(aside)
     return aside

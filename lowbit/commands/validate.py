@@ -60,11 +60,16 @@ def run(args: argparse.Namespace) -> int:
     for b in BATCHES:
         m = result["metrics"][f"b{b}"]
         rep = m["repeatability"]
+        itself = (
+            f" | measurement vs itself (half the runs vs the other half): Spearman "
+            f"{_num(rep['spearman'])}, MAPE {rep['mape_pct']:.1f}%"
+            if rep
+            else ""
+        )
         lines.append(
             f"batch {b}: Spearman {_num(m['spearman'])}, Kendall {_num(m['kendall'])}, MAPE "
             f"{m['mape_pct']:.1f}%, within 10% {m['within_10pct']:.0%}, within 15% "
-            f"{m['within_15pct']:.0%} | measurement vs itself (half the runs vs the other "
-            f"half): Spearman {_num(rep['spearman'])}, MAPE {rep['mape_pct']:.1f}%"
+            f"{m['within_15pct']:.0%}{itself}"
         )
     acc = result["accuracy"]
     load = result["load_average"]["before"][0]

@@ -69,3 +69,13 @@ def test_a_1d_cnn_stays_channels_last_too(lowbit_cache):
     assert np.array_equal(_run(int8, x), _run(nhwc, x))
     after = kernel_census(nhwc)
     assert after.get("NhwcMaxPool") == 2 and "MaxPool" not in after
+
+
+def test_a_float_classifier_is_left_alone(lowbit_cache):
+    """Weight-only quantization (W4AFP): fc1 is a float Gemm, where summing its products in
+    another order would change the last bits, so the pass leaves the graph as it is."""
+    _, cnn = build_compressed("digits-cnn", CompressionPlan.from_bits_string("W4AFP"))
+    deploy, quants, _ = deploy_copy(cnn)
+    qdq, _ = quantize_graph(to_onnx(deploy, input_shape=tuple(cnn.input_shape)), quants,
+                            weight_type="s8")  # fmt: skip
+    assert flatten_channels_last(qdq).SerializeToString() == qdq.SerializeToString()

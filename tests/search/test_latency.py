@@ -1,0 +1,44 @@
+"""time_configs: round-robin timing of exported models (real tiny ONNX Runtime sessions)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.export import ort_session
+from models.hostbench import chain_model
+from search.latency import Prepared, time_configs
+
+
+def _prepared(depth: int) -> Prepared:
+    sessions = {kind: ort_session(chain_model("gemm", 16, 1, depth, kind == "int8"))
+                for kind in ("int8", "fp32")}  # fmt: skip
+    row = {"config_id": f"chain-{depth}", "simulated_ms_b1": 0.01, "simulated_ms_b4": 0.02}
+    x = np.ones((4, 16), np.float32)
+    return Prepared(row, sessions, {1: x[:1], 4: x})
+
+
+def test_rows_get_medians_and_two_independent_halves():
+    prepared = [_prepared(1), _prepared(3)]
+    halves = time_configs(prepared, repeats=6, warmup=1, rounds=4)
+    for p in prepared:
+        row = p.row
+        assert row["timed_runs"] == 4 * 2  # 4 rounds of ceil(6 / 4) runs
+        for batch in (1, 4):
+            measured = row[f"measured_int8_ms_b{batch}"]
+            assert measured > 0 and row[f"iqr_int8_ms_b{batch}"] >= 0
+            assert (
+                row[f"int8_speedup_vs_fp32_b{batch}"]
+                == row[f"measured_fp32_ms_b{batch}"] / measured
+            )
+            assert (
+                row[f"sim_error_pct_b{batch}"]
+                == (row[f"simulated_ms_b{batch}"] / measured - 1) * 100
+            )
+    for batch in (1, 4):  # even and odd rounds: one median per configuration each
+        even, odd = halves[batch]
+        assert len(even) == len(odd) == 2 and min(even + odd) > 0
+
+
+def test_one_round_has_no_repeatability():
+    halves = time_configs([_prepared(1)], repeats=1, warmup=0, rounds=4)
+    assert halves == {1: None, 4: None}
