@@ -76,9 +76,9 @@ class _Graph:
     def weight_dq(self, tensor: str) -> onnx.NodeProto | None:
         """The DequantizeLinear of constant codes that produces ``tensor``, if any."""
         dq = self.producer(tensor)
-        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in self.inits:
-            return None
-        return dq if all(name in self.inits for name in dq.input[1:3]) else None
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) != 3:
+            return None  # not constant codes with an explicit scale and zero point
+        return dq if all(name in self.inits for name in dq.input) else None
 
     def terminals(self, tensor: str) -> list[tuple[onnx.NodeProto, str]] | None:
         """The nodes that finally consume ``tensor``'s channels, through :data:`_PASS`
@@ -245,6 +245,9 @@ def pad_conv_channels(
         readers = g.consumers(conv.output[0])
         if not readers or any(r.op_type != "QuantizeLinear" for r in readers):
             continue  # not requantized: ONNX Runtime runs it as a float Conv, no INT8 kernel
+        has_bias = len(conv.input) > 2 and bool(conv.input[2])
+        if has_bias and g.weight_dq(conv.input[2]) is None:
+            continue  # a float bias: not the int32 bias of an INT8 kernel (lowbit never writes it)
         codes = g.array(dq.input[0])
         cin = codes.shape[1]
         target_in = aligned_channels(cin, multiple=multiple)

@@ -87,3 +87,17 @@ def test_a_conv_onnx_runtime_runs_in_float_is_not_padded(lowbit_cache):
                             weight_type="s8")  # fmt: skip
     padded, record = pad_conv_channels(qdq)
     assert record == {} and kernel_census(padded).get("Pad") is None
+
+
+def test_a_conv_with_a_float_bias_is_left_alone(pruned):
+    """A graph lowbit does not write (conv2's bias a float constant, not int32 codes): the
+    pass skips that conv rather than failing."""
+    qdq, x = pruned
+    odd = onnx.ModelProto.FromString(qdq.SerializeToString())
+    conv2 = next(n for n in odd.graph.node if n.name == "/conv2/Conv")
+    odd.graph.initializer.append(numpy_helper.from_array(np.zeros(12, np.float32), "float_bias"))
+    conv2.input[2] = "float_bias"
+    padded, record = pad_conv_channels(odd)
+    assert "/conv2/Conv" not in record and "/conv1/Conv" in record
+    assert np.array_equal(ort_session(padded).run(None, {"input": x})[0],
+                          ort_session(odd).run(None, {"input": x})[0])  # fmt: skip
