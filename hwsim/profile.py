@@ -34,6 +34,7 @@ __all__ = [
     "AreaModel",
     "HardwareProfile",
     "UnsupportedPrecision",
+    "aligned_channels",
 ]
 
 OPERANDS = ("weights", "inputs", "outputs")
@@ -249,3 +250,9 @@ def _without_defaults(value):
     if isinstance(value, (list, tuple)):
         return [_without_defaults(v) for v in value]
     return value
+
+
+def aligned_channels(channels: int, *, multiple: int, minimum: int = 1) -> int:
+    """``channels`` rounded up to a multiple of ``multiple``, and at least ``minimum``: the
+    channel counts a kernel that blocks channels takes (``Overheads.pad_conv_channels``)."""
+    return max(minimum, -(-channels // multiple) * multiple)

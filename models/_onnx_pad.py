@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
+
+from hwsim.profile import aligned_channels
+from models._onnx_edit import GraphEdit, attr
 
 __all__ = [
     "CONV_CHANNEL_MULTIPLE",
@@ -39,75 +42,30 @@ CONV_MIN_OUT_CHANNELS = 16
 _PASS = ("QuantizeLinear", "DequantizeLinear", "Clip", "Relu", "MaxPool", "AveragePool")
 
 
-def aligned_channels(channels: int, *, multiple: int, minimum: int = 1) -> int:
-    """``channels`` rounded up to a multiple of ``multiple``, and at least ``minimum``."""
-    return max(minimum, -(-channels // multiple) * multiple)
-
-
-class _Graph:
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.graph = model.graph
-        self.inits = {t.name: t for t in model.graph.initializer}
-        # nodes to add before the node producing a tensor; inserted at the end (inserting
-        # into a protobuf repeated field shifts what references to its elements see)
-        self.before: dict[str, onnx.NodeProto] = {}
-
-    def insert_pending(self) -> None:
-        nodes = []
-        for node in self.graph.node:
-            if node.output and node.output[0] in self.before:
-                nodes.append(self.before[node.output[0]])
-            nodes.append(onnx.NodeProto.FromString(node.SerializeToString()))
-        self.graph.ClearField("node")
-        self.graph.node.extend(nodes)
-
-    def producer(self, tensor: str) -> onnx.NodeProto | None:
-        return next((n for n in self.graph.node if tensor in n.output), None)
-
-    def consumers(self, tensor: str) -> list[onnx.NodeProto]:
-        return [n for n in self.graph.node if tensor in n.input]
-
-    def array(self, name: str) -> np.ndarray:
-        return numpy_helper.to_array(self.inits[name])
-
-    def set(self, name: str, array: np.ndarray) -> None:
-        self.inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), name))
-
-    def weight_dq(self, tensor: str) -> onnx.NodeProto | None:
-        """The DequantizeLinear of constant codes that produces ``tensor``, if any."""
-        dq = self.producer(tensor)
-        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) != 3:
-            return None  # not constant codes with an explicit scale and zero point
-        return dq if all(name in self.inits for name in dq.input) else None
-
-    def terminals(self, tensor: str) -> list[tuple[onnx.NodeProto, str]] | None:
-        """The nodes that finally consume ``tensor``'s channels, through :data:`_PASS`
-        operators, with the tensor each reads; None when one may not be padded (a graph
-        output, a per-channel grid on the way, an operator that mixes channels...)."""
-        outputs = {o.name for o in self.graph.output}
-        found, todo = [], [tensor]
-        while todo:
-            current = todo.pop()
-            if current in outputs:
-                return None
-            for node in self.consumers(current):
-                if node.op_type in _PASS:
-                    if node.op_type in ("QuantizeLinear", "DequantizeLinear") and any(
-                        self.array(n).size > 1 for n in node.input[1:] if n in self.inits
-                    ):
-                        return None
-                    if node.op_type == "Clip" and node.input[0] != current:
-                        return None
-                    todo.append(node.output[0])
-                elif node.op_type in ("Conv", "Flatten") and node.input[0] == current:
-                    found.append((node, current))
-                else:
+def _terminals(g: GraphEdit, tensor: str) -> list[onnx.NodeProto] | None:
+    """The nodes that finally consume ``tensor``'s channels, through :data:`_PASS`
+    operators; None when one may not be padded (a graph output, a per-channel grid on the
+    way, an operator that mixes channels...)."""
+    outputs = {o.name for o in g.graph.output}
+    found, todo = [], [tensor]
+    while todo:
+        current = todo.pop()
+        if current in outputs:
+            return None
+        for node in g.consumers(current):
+            if node.op_type in _PASS:
+                if node.op_type in ("QuantizeLinear", "DequantizeLinear") and any(
+                    g.array(n).size > 1 for n in node.input[1:] if n in g.inits
+                ):
                     return None
-        return found
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+                if node.op_type == "Clip" and node.input[0] != current:
+                    return None
+                todo.append(node.output[0])
+            elif node.op_type in ("Conv", "Flatten") and node.input[0] == current:
+                found.append(node)
+            else:
+                return None
+    return found
 
 
 def _pad_axis(array: np.ndarray, axis: int, new: int, fill) -> np.ndarray:
@@ -123,19 +81,19 @@ def _pad_axis(array: np.ndarray, axis: int, new: int, fill) -> np.ndarray:
     return np.concatenate([array, block], axis=axis)
 
 
-def _zero_points(g: _Graph, dq: onnx.NodeProto, channels: int, axis: int) -> np.ndarray:
+def _zero_points(g: GraphEdit, dq: onnx.NodeProto, channels: int, axis: int) -> np.ndarray:
     """Per-channel zero points of a weight DQ along its channel ``axis`` (broadcast)."""
     zp = g.array(dq.input[2]).reshape(-1)
     return np.broadcast_to(zp, (channels,)) if zp.size == 1 else zp
 
 
-def _pad_consumer(g: _Graph, node: onnx.NodeProto, old: int, new: int, *, apply: bool) -> bool:
+def _pad_consumer(g: GraphEdit, node: onnx.NodeProto, old: int, new: int, *, apply: bool) -> bool:
     """Zero weights for the new input channels of ``node`` (a Conv, or a Flatten feeding
     a Gemm/MatMul); False when it has no constant quantized weight to pad. ``apply``:
     change the weights (else only check that they can be)."""
     if node.op_type == "Conv":
         dq = g.weight_dq(node.input[1])
-        if dq is None or _attr(node, "group", 1) != 1:
+        if dq is None or attr(node, "group", 1) != 1:
             return False
         codes = g.array(dq.input[0])
         if codes.shape[1] != old:
@@ -146,23 +104,16 @@ def _pad_consumer(g: _Graph, node: onnx.NodeProto, old: int, new: int, *, apply:
         g.set(dq.input[0], _pad_axis(codes, 1, new, zp.reshape((-1,) + (1,) * (codes.ndim - 2))))
         return True
     # Flatten (axis 1) of (N, C, spatial...) -> one Gemm/MatMul through a Q/DQ pair
-    if _attr(node, "axis", 1) != 1:
+    if attr(node, "axis", 1) != 1:
         return False
-    layer = node
-    for _ in range(3):
-        nxt = g.consumers(layer.output[0])
-        if len(nxt) != 1:
-            return False
-        layer = nxt[0]
-        if layer.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            break
-    if layer.op_type not in ("Gemm", "MatMul"):
+    layer = g.through_qdq(node.output[0])
+    if layer is None or layer.op_type not in ("Gemm", "MatMul"):
         return False
     dq = g.weight_dq(layer.input[1])
     if dq is None:
         return False
     codes = g.array(dq.input[0])
-    in_axis = 1 if (layer.op_type == "Gemm" and _attr(layer, "transB", 0)) else 0
+    in_axis = 1 if (layer.op_type == "Gemm" and attr(layer, "transB", 0)) else 0
     out_axis = 1 - in_axis
     if codes.ndim != 2 or codes.shape[in_axis] % old:
         return False
@@ -176,7 +127,7 @@ def _pad_consumer(g: _Graph, node: onnx.NodeProto, old: int, new: int, *, apply:
     return True
 
 
-def _pad_producer(g: _Graph, conv: onnx.NodeProto, new: int) -> None:
+def _pad_producer(g: GraphEdit, conv: onnx.NodeProto, new: int) -> None:
     """Zero filters for ``conv``'s new output channels: codes at the zero point, scale 1
     (any positive scale dequantizes them to 0), bias code 0 at scale s_x x 1."""
     dq = g.weight_dq(conv.input[1])
@@ -199,7 +150,7 @@ def _pad_producer(g: _Graph, conv: onnx.NodeProto, new: int) -> None:
                 g.set(name, _pad_axis(array, 0, new, value))
 
 
-def _pad_input(g: _Graph, conv: onnx.NodeProto, new: int) -> bool:
+def _pad_input(g: GraphEdit, conv: onnx.NodeProto, new: int) -> bool:
     """A stem: pad the graph input's channels with zeros (a Pad before its quantizer)."""
     q = g.producer(conv.input[0])
     while q is not None and q.op_type in ("DequantizeLinear", "Clip"):
@@ -211,19 +162,17 @@ def _pad_input(g: _Graph, conv: onnx.NodeProto, new: int) -> bool:
     rank = len(inputs[source].type.tensor_type.shape.dim)
     dq = g.weight_dq(conv.input[1])
     old = g.array(dq.input[0]).shape[1]
-    if rank < 3 or len(g.terminals(source) or []) != 1:
+    if rank < 3 or len(_terminals(g, source) or []) != 1:
         return False
     if not _pad_consumer(g, conv, old, new, apply=False):
         return False
     pads = [0] * (2 * rank)
     pads[rank + 1] = new - old
-    pads_name = f"{source}__channel_pads"
-    g.graph.initializer.append(numpy_helper.from_array(np.array(pads, np.int64), pads_name))
-    g.inits[pads_name] = g.graph.initializer[-1]
+    pads_name = g.add_init(f"{source}__channel_pads", np.array(pads, np.int64))
     padded = f"{source}__channel_padded"
     node = helper.make_node("Pad", [source, pads_name], [padded], name=f"{source}__pad")
     q.input[0] = padded
-    g.before[q.output[0]] = node
+    g.insert_before(q.output[0], node)
     return _pad_consumer(g, conv, old, new, apply=True)
 
 
@@ -236,11 +185,11 @@ def pad_conv_channels(
     """A copy of ``model`` with its INT8 convolutions' channels padded (module docstring),
     and ``{conv node: (channels, padded channels)}`` for each output or input padded."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    g = _Graph(model)
+    g = GraphEdit(model)
     padded: dict[str, tuple[int, int]] = {}
     for conv in [n for n in g.graph.node if n.op_type == "Conv"]:
         dq = g.weight_dq(conv.input[1])
-        if dq is None or _attr(conv, "group", 1) != 1:
+        if dq is None or attr(conv, "group", 1) != 1:
             continue
         readers = g.consumers(conv.output[0])
         if not readers or any(r.op_type != "QuantizeLinear" for r in readers):
@@ -257,16 +206,14 @@ def pad_conv_channels(
         target = aligned_channels(out, multiple=multiple, minimum=min_out)
         if target == out:
             continue
-        terminals = g.terminals(conv.output[0])
+        terminals = _terminals(g, conv.output[0])
         if not terminals:
             continue
         # every reader takes the new channels, or none is changed
-        if not all(_pad_consumer(g, t, out, target, apply=False) for t, _ in terminals):
+        if not all(_pad_consumer(g, t, out, target, apply=False) for t in terminals):
             continue
-        for t, _ in terminals:
+        for t in terminals:
             _pad_consumer(g, t, out, target, apply=True)
         _pad_producer(g, conv, target)
         padded[conv.name] = (out, target)
-    g.insert_pending()
-    onnx.checker.check_model(model)
-    return model, padded
+    return g.finish(), padded

@@ -1,4 +1,4 @@
-"""Measure one deployment configuration on this CPU: real INT8/FP32 latency and accuracy,
+"""Measure deployment configurations on this CPU: real INT8/FP32 latency and accuracy,
 and the simulator's latency on the host profile.
 
 Protocol (what ``lowbit validate`` reports): the configuration is exported
@@ -25,7 +25,6 @@ __all__ = [
     "BATCHES",
     "ConfigTarget",
     "Prepared",
-    "measure_config",
     "memory_elements",
     "prepare_config",
     "time_configs",
@@ -222,21 +221,3 @@ def time_configs(
             row[f"sim_error_pct_b{batch}"] = (row[f"simulated_ms_b{batch}"] / measured - 1) * 100
             row[f"int8_speedup_vs_fp32_b{batch}"] = row[f"measured_fp32_ms_b{batch}"] / measured
     return halves
-
-
-def measure_config(
-    target: ConfigTarget,
-    *,
-    out_dir: Path,
-    profile: HardwareProfile,
-    finetune_steps: int = 0,
-    batches: tuple[int, ...] = BATCHES,
-    repeats: int = 100,
-    warmup: int = 20,
-) -> dict[str, Any]:
-    """Export ``target`` into ``out_dir`` and measure it (module docstring); one flat row."""
-    prepared = prepare_config(
-        target, out_dir=out_dir, profile=profile, finetune_steps=finetune_steps, batches=batches
-    )
-    time_configs([prepared], repeats=repeats, warmup=warmup)
-    return prepared.row

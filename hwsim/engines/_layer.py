@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from math import ceil
 
-from ..profile import Precision
+from ..profile import Precision, aligned_channels
 from ..result import LayerResult
 from ..workload import FLOAT_BITS, Conv2d, Elementwise, Gemm, Layer, Pool
 from ._plan import plan_gemm
@@ -59,17 +59,18 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
     if stored_frac < 1.0:
         wb = min(wb, stored_frac * (w_bits + sp.index_bits_per_nonzero) / 8.0)
     k_eff = max(1, ceil(g.K * compute_frac - 1e-9))
-    n_run, k_run, padded = g.N, k_eff, False
-    if prof.overheads.pad_conv_channels and _integer_conv(t, layer, mode):
-        n_run, k_run = _padded_channels(t, layer, g, first)
-        k_run = max(1, ceil(k_run * compute_frac - 1e-9))
-        padded = True
+    o = prof.overheads
+    int_conv = _integer_conv(layer, mode)
+    padded = int_conv and o.pad_conv_channels
+    n_run, k_run = g.N, k_eff
+    if padded:
+        n_run, k_padded = _padded_channels(t, layer, g, first)
+        k_run = max(1, ceil(k_padded * compute_frac - 1e-9))
     cycles = t.mapping.cycles(g.M, n_run, k_run, mode.macs_per_pe_per_cycle)
-    if mode.w_bits < FLOAT_BITS and prof.overheads.requant_cycles_per_output > 0:
-        cycles += ceil(prof.overheads.requant_cycles_per_output * g.M * n_run - 1e-9)
-    if _integer_conv(t, layer, mode):
+    if mode.w_bits < FLOAT_BITS and o.requant_cycles_per_output > 0:
+        cycles += ceil(o.requant_cycles_per_output * g.M * n_run - 1e-9)
+    if int_conv and _conv_costs(o):
         # the im2col gather: a GEMM over k x k windows (a 1 x 1 conv reads its rows in place)
-        o = prof.overheads
         windowed = first and layer.k_h * layer.k_w > 1
         per_pixel = o.conv_cycles_per_pixel if windowed else 0.0
         if not padded and _unaligned_conv(t, layer, g, first):
@@ -96,17 +97,21 @@ def _narrow_operands(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> int:
     return 2 if g.weights_are_activations else 1
 
 
-def _integer_conv(t: Target, layer: Layer, mode: Precision) -> bool:
-    """An integer, ungrouped convolution on a target with per-pixel convolution costs?"""
-    o = t.profile.overheads
-    if max(o.unaligned_conv_cycles_per_pixel, o.conv_cycles_per_pixel,
-           o.conv_cycles_per_image) <= 0:  # fmt: skip
-        return False
-    return mode.w_bits < 32 and isinstance(layer, Conv2d) and layer.groups == 1
+def _integer_conv(layer: Layer, mode: Precision) -> bool:
+    """An integer, ungrouped convolution (what a CPU's direct INT8 conv kernel runs)?"""
+    return mode.w_bits < FLOAT_BITS and isinstance(layer, Conv2d) and layer.groups == 1
 
 
-def _aligned(channels: int, step: int, minimum: int = 1) -> int:
-    return max(minimum, -(-channels // step) * step)
+def _conv_costs(o) -> bool:
+    """Does the profile charge integer convolutions per pixel or per image?"""
+    return max(o.unaligned_conv_cycles_per_pixel, o.conv_cycles_per_pixel,
+               o.conv_cycles_per_image) > 0  # fmt: skip
+
+
+def _in_channels(layer: Layer, g: Gemm, first: bool) -> int:
+    """A conv GEMM's input channels: K / (k_h·k_w) for the layer's first GEMM, K for a
+    low-rank layer's 1×1 second."""
+    return g.K // (layer.k_h * layer.k_w) if first else g.K
 
 
 def _padded_channels(t: Target, layer: Layer, g: Gemm, first: bool) -> tuple[int, int]:
@@ -118,10 +123,11 @@ def _padded_channels(t: Target, layer: Layer, g: Gemm, first: bool) -> tuple[int
     second GEMM reads its first's padded outputs."""
     o = t.profile.overheads
     step, least = o.conv_channel_multiple, o.conv_min_out_channels
+    in_c = _in_channels(layer, g, first)
+    stem = first and in_c < step
+    in_pad = aligned_channels(in_c, multiple=step, minimum=1 if stem else least)
     window = layer.k_h * layer.k_w if first else 1
-    in_c = g.K // window
-    in_pad = _aligned(in_c, step) if (first and in_c < step) else _aligned(in_c, step, least)
-    return _aligned(g.N, step, least), in_pad * window
+    return aligned_channels(g.N, multiple=step, minimum=least), in_pad * window
 
 
 def _padded_stem(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> bool:
@@ -130,15 +136,15 @@ def _padded_stem(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> bool:
     if not (o.pad_conv_channels and gemms and isinstance(layer, Conv2d)):
         return False
     mode = t.mode(gemms[0].w_bits, gemms[0].a_bits)
-    return _integer_conv(t, layer, mode) and layer.in_c < o.conv_channel_multiple
+    return _integer_conv(layer, mode) and layer.in_c < o.conv_channel_multiple
 
 
 def _unaligned_conv(t: Target, layer: Layer, g: Gemm, first: bool) -> bool:
     """Does this GEMM of an integer, ungrouped convolution miss the CPU's direct kernel
     (``Overheads.conv_channel_multiple`` / ``conv_min_out_channels``)? Its input channels
-    are K / (k_h·k_w) for the layer's first GEMM, K for a low-rank layer's 1×1 second."""
+    are :func:`_in_channels`."""
     o = t.profile.overheads
-    in_c = g.K // (layer.k_h * layer.k_w) if first else g.K
+    in_c = _in_channels(layer, g, first)
     step = o.conv_channel_multiple
     return in_c % step != 0 or g.N % step != 0 or g.N < o.conv_min_out_channels
 
