@@ -5,6 +5,8 @@ time models:
 
 * :func:`time_session` — the timing harness: warm-up runs, then the median and quartiles
   of timed ``Run`` calls (IOBinding: the input is bound once);
+* :func:`depth_slope` — the cost of one more layer in a chain, timed robustly (both depths
+  alternately in rounds, median slope, retried while scattered, never clipped);
 * :func:`bench_chains` — per-layer cost of chains of identical conv / GEMM layers, INT8 QDQ
   (fused by ONNX Runtime into QLinearConv / QGemm) and FP32 (+ Relu). A chain of depth d
   costs ``run + d · layer``; two depths give ``layer`` and ``run`` (the fixed cost of a
@@ -24,8 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from hwsim.errors import LowbitError
+
 __all__ = [
     "DEPTHS",
+    "MAX_SPREAD",
+    "MeasurementError",
+    "Slope",
     "FULL_SHAPES",
     "QUICK_SHAPES",
     "Timing",
@@ -33,6 +40,7 @@ __all__ = [
     "bind",
     "chain_model",
     "copy_bandwidth",
+    "depth_slope",
     "elementwise_costs",
     "glue_op_s",
     "run_times_s",
@@ -157,25 +165,86 @@ def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def bench_chains(shapes, *, repeats: int) -> list[dict[str, Any]]:
-    """Per-layer and per-run cost of every chain shape, INT8 and FP32."""
+class MeasurementError(LowbitError):
+    """A microbenchmark did not give a usable number (a non-positive per-layer time after
+    every retry: the machine was too busy, or the runtime elided the layers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Slope:
+    """Cost of one more layer in a chain, from chains of two depths (seconds)."""
+
+    per_layer_s: float
+    intercept_s: float
+    #: interquartile range of the per-round estimates over their median (0 = perfectly
+    #: repeatable); the measurement is retried with more runs while it exceeds
+    #: :data:`MAX_SPREAD`
+    spread: float
+    attempts: int
+
+
+#: largest relative spread of the per-round slope estimates accepted without a retry
+MAX_SPREAD = 0.25
+
+
+def depth_slope(build: Any, x: np.ndarray, *, depths: tuple[int, int] = DEPTHS, repeats: int,
+                rounds: int = 5, attempts: int = 3, what: str = "chain") -> Slope:  # fmt: skip
+    """Per-layer cost of ``build(depth)`` (an ONNX model of ``depth`` identical layers) on
+    input ``x``: both depths are timed alternately in ``rounds`` rounds of ``repeats`` runs
+    (so a load spike hits both alike), each round gives one slope, and the median slope is
+    the answer. A non-positive or scattered (relative IQR above :data:`MAX_SPREAD`) answer is
+    measured again with twice the runs, up to ``attempts`` times; a scattered positive one is
+    then accepted (its spread is recorded), a non-positive one raises
+    :class:`MeasurementError` naming ``what``: a difference of two timings is never clipped
+    into a fake number."""
     from models.export import ort_session
 
+    short, long = depths
+    if not 0 < short < long:
+        raise ValueError(f"need 0 < depths[0] < depths[1], got {depths}")
+    sessions = [ort_session(build(d)) for d in depths]
+    bindings = [bind(s, x=x) for s in sessions]
+    for session, binding in zip(sessions, bindings, strict=True):
+        run_times_s(session, binding=binding, runs=10)
+    for attempt in range(1, attempts + 1):
+        slopes, intercepts = [], []
+        for _ in range(rounds):
+            t0, t1 = (float(np.median(run_times_s(s, binding=b, runs=repeats)))
+                      for s, b in zip(sessions, bindings, strict=True))  # fmt: skip
+            slope = (t1 - t0) / (long - short)
+            slopes.append(slope)
+            intercepts.append(t0 - short * slope)
+        per_layer = float(np.median(slopes))
+        q1, q3 = np.percentile(slopes, (25, 75))
+        spread = float((q3 - q1) / per_layer) if per_layer > 0 else math.inf
+        if per_layer > 0 and (spread <= MAX_SPREAD or attempt == attempts):
+            return Slope(per_layer, max(float(np.median(intercepts)), 0.0), spread, attempt)
+        repeats *= 2
+    raise MeasurementError(
+        f"{what}: the per-layer time did not come out positive in {attempts} attempts "
+        f"(median of depth-{long} minus depth-{short} chains <= 0); the machine may be too "
+        "busy to calibrate: retry when it is quiet"
+    )
+
+
+def bench_chains(shapes, *, repeats: int) -> list[dict[str, Any]]:
+    """Per-layer and per-run cost of every chain shape, INT8 and FP32 (:func:`depth_slope`)."""
     rows = []
     for kind, size, spatial, batch in shapes:
         shape = (batch, size, spatial, spatial) if kind == "conv" else (batch, size)
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
         for int8 in (True, False):
-            t = [
-                time_session(ort_session(chain_model(kind, size, spatial, d, int8)), x,
-                             repeats=repeats).median_s
-                for d in DEPTHS
-            ]  # fmt: skip
-            per_layer = max((t[1] - t[0]) / (DEPTHS[1] - DEPTHS[0]), 1e-9)
+            precision = "int8" if int8 else "fp32"
+            slope = depth_slope(
+                lambda d, kind=kind, size=size, spatial=spatial, int8=int8: chain_model(
+                    kind, size, spatial, d, int8
+                ),
+                x, repeats=repeats, what=f"{precision} {kind} chain {size}x{spatial} b{batch}",
+            )  # fmt: skip
             rows.append({
                 "kind": kind, "size": size, "spatial": spatial, "batch": batch,
-                "precision": "int8" if int8 else "fp32", "layer_s": per_layer,
-                "run_s": max(t[0] - DEPTHS[0] * per_layer, 0.0),
+                "precision": precision, "layer_s": slope.per_layer_s,
+                "run_s": slope.intercept_s, "spread": slope.spread,
             })  # fmt: skip
     return rows
 
@@ -183,8 +252,6 @@ def bench_chains(shapes, *, repeats: int) -> list[dict[str, Any]]:
 def glue_op_s(*, repeats: int) -> float:
     """Cost of one tiny non-GEMM operator (dispatch only): a chain of Adds on 16 floats."""
     from onnx import TensorProto, helper, numpy_helper
-
-    from models.export import ort_session
 
     def chain(depth: int):
         nodes = [helper.make_node("Add", ["x" if i == 0 else f"a{i}", "c"], [f"a{i + 1}"])
@@ -197,10 +264,7 @@ def glue_op_s(*, repeats: int) -> float:
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
     x = np.zeros((1, 16), np.float32)
-    short, long = (
-        time_session(ort_session(chain(depth)), x, repeats=repeats).median_s for depth in (1, 17)
-    )
-    return max((long - short) / 16, 0.0)
+    return depth_slope(chain, x, depths=(1, 17), repeats=repeats, what="Add dispatch").per_layer_s
 
 
 def copy_bandwidth(nbytes: int, *, repeats: int) -> float:
@@ -275,12 +339,11 @@ def elementwise_costs(*, repeats: int) -> dict[str, float]:
     """Seconds per (input) element of memory-bound operators (:data:`ELEMENTWISE_SHAPES`,
     two chain depths as :func:`bench_chains`). hwsim has no per-element compute cost for
     such layers: recorded for the engine's CPU model and ``lowbit validate``'s diagnostic."""
-    from models.export import ort_session
 
     out = {}
     for op, shape in ELEMENTWISE_SHAPES.items():
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-        t = [time_session(ort_session(_elementwise_chain(op, d)), x, repeats=repeats).median_s
-             for d in DEPTHS]  # fmt: skip
-        out[op] = max((t[1] - t[0]) / (DEPTHS[1] - DEPTHS[0]), 0.0) / x.size
+        slope = depth_slope(lambda d, op=op: _elementwise_chain(op, d), x, repeats=repeats,
+                            what=f"{op} chain")  # fmt: skip
+        out[op] = slope.per_layer_s / x.size
     return out

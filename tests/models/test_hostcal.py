@@ -42,6 +42,22 @@ def test_time_session_orders_its_quartiles():
         hostbench.time_session(ort_session(chain), np.ones((1, 16), np.float32), repeats=0)
 
 
+def test_depth_slope_measures_one_more_layer_and_refuses_a_negative_one():
+    x = np.ones((1, 64), np.float32)
+    slope = hostbench.depth_slope(
+        lambda d: hostbench.chain_model("gemm", 64, 1, d, False), x, repeats=5
+    )
+    assert slope.per_layer_s > 0 and slope.intercept_s >= 0
+    assert slope.spread >= 0 and 1 <= slope.attempts <= 3
+    # the "deeper" chain has fewer layers: the difference is negative on any machine,
+    # and it is refused (never clipped to a tiny positive number)
+    with pytest.raises(hostbench.MeasurementError, match="reversed chain"):
+        hostbench.depth_slope(
+            lambda d: hostbench.chain_model("gemm", 64, 1, 12 - 2 * d, False), x,
+            repeats=5, attempts=2, what="reversed chain",
+        )  # fmt: skip
+
+
 def test_int8_chain_runs_on_integer_kernels():
     from models.export import kernel_census
 
