@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from models import compress, evaluate, load_split, load_trained, to_workload
-from models.evaluate import as_model_input
-from models.plan import CompressionPlan
-from models.zoo import ZOO
+from lowbit.models import compress, evaluate, load_split, load_trained, to_workload
+from lowbit.models.evaluate import as_model_input
+from lowbit.models.plan import CompressionPlan
+from lowbit.models.zoo import ZOO
 
 BITS = ("W8A8", "W4A8", "W2A8")
 

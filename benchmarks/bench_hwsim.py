@@ -32,12 +32,12 @@ from pathlib import Path
 
 from scalesim_reference import CFG_TEMPLATE  # the sibling script (imports no SCALE-Sim here)
 
-import hwsim
-from hwsim.engines.analytic import AnalyticEngine
-from hwsim.profiles import builtin_profile_names, load_profile
-from hwsim.scalesim import load_scalesim_cfg, load_topology
-from hwsim.workload import Conv2d, Linear, Workload
-from hwsim.workloads import builtin_workload, workload_names
+from lowbit import hwsim
+from lowbit.hwsim.engines.analytic import AnalyticEngine
+from lowbit.hwsim.profiles import builtin_profile_names, load_profile
+from lowbit.hwsim.scalesim import load_scalesim_cfg, load_topology
+from lowbit.hwsim.workload import Conv2d, Linear, Workload
+from lowbit.hwsim.workloads import builtin_workload, workload_names
 
 ROOT = Path(__file__).resolve().parent.parent
 COLD_LAYERS = 3000

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from models import compress, load_split, load_trained
-from models.evaluate import accuracy, as_model_input
-from models.graph import prune_groups_of
-from models.plan import CompressionPlan, LayerSpec
-from models.zoo import zoo_names
+from lowbit.models import compress, load_split, load_trained
+from lowbit.models.evaluate import accuracy, as_model_input
+from lowbit.models.graph import prune_groups_of
+from lowbit.models.plan import CompressionPlan, LayerSpec
+from lowbit.models.zoo import zoo_names
 
 ROOT = Path(__file__).resolve().parent.parent
 #: seconds per step the project aims for (see the module docstring)

@@ -70,7 +70,7 @@ def _oracle_best(run_dir: Path, fp32_test: float) -> dict | None:
 
 
 def run_target(args, target: str, seed: int, runs: Path) -> dict:
-    from search import run_search
+    from lowbit.search import run_search
 
     out = runs / f"{args.model}-{target}-s{seed}"
     start = time.perf_counter()
@@ -103,7 +103,7 @@ def run_target(args, target: str, seed: int, runs: Path) -> dict:
 
 
 def throughput(args, target: str, runs: Path) -> dict:
-    from search import run_search
+    from lowbit.search import run_search
 
     out = {}
     for workers in (1, 2):

@@ -89,14 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    import hwsim
-    import models
-    from hwsim.profiles import load_profile
-    from models.firmware import write_firmware_config
-    from models.plan import CompressionPlan
-    from models.trace import prepare_model
-    from search import load_config
-    from search.user import run_search_user
+    from lowbit import hwsim, models
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.models.firmware import write_firmware_config
+    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.trace import prepare_model
+    from lowbit.search import load_config
+    from lowbit.search.user import run_search_user
 
     data = load_data()
     net = train(DigitsCNN(), *data["train"], epochs=args.epochs)

@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from hwsim.errors import LowbitError
+from lowbit.hwsim.errors import LowbitError
 
 from . import __version__
 

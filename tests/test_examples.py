@@ -23,7 +23,7 @@ def load_example(name: str):
 
 @pytest.mark.slow
 def test_onnx_across_targets(tmp_path, capsys):
-    from hwsim.profiles import builtin_profile_names, load_profile
+    from lowbit.hwsim.profiles import builtin_profile_names, load_profile
 
     example = load_example("onnx_across_targets")
     assert example.main(["--out", str(tmp_path / "cnn.onnx"), "--bits", "W8A8"]) == 0
@@ -40,8 +40,8 @@ def test_onnx_across_targets(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_user_cnn_digits_fpga(tmp_path, capsys):
-    from models.firmware import load_firmware_config
-    from search import load_config
+    from lowbit.models.firmware import load_firmware_config
+    from lowbit.search import load_config
 
     example = load_example("user_cnn_digits_fpga")
     out_dir = tmp_path / "run"

@@ -1,7 +1,7 @@
 """Shared wiring for commands that simulate: turn ``--hardware``, ``--workload``,
 ``--bits``, ``--plan`` and ``--set`` into a profile and a (compressed) workload.
 
-Every bad input becomes a :class:`~hwsim.errors.LowbitError` (one line, exit code 2).
+Every bad input becomes a :class:`~lowbit.hwsim.errors.LowbitError` (one line, exit code 2).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwsim.errors import LowbitError, WorkloadError
+from lowbit.hwsim.errors import LowbitError, WorkloadError
 
 if TYPE_CHECKING:
-    from hwsim.profile import HardwareProfile
-    from hwsim.workload import Workload
+    from lowbit.hwsim.profile import HardwareProfile
+    from lowbit.hwsim.workload import Workload
 
 __all__ = [
     "add_compression_arguments",
@@ -100,7 +100,7 @@ def resolve_profile(
 ) -> HardwareProfile:
     """Load a profile by name or path; ``sets`` are ``key=value`` strings, ``overrides`` an
     already parsed mapping applied after them."""
-    from hwsim.profiles import load_profile, parse_set
+    from lowbit.hwsim.profiles import load_profile, parse_set
 
     merged: dict[str, object] = dict(parse_set(list(sets))) if sets else {}
     merged.update(overrides or {})
@@ -109,18 +109,18 @@ def resolve_profile(
 
 def resolve_workload(spec: str, *, allow_unmapped: bool = False) -> Workload:
     """A built-in (or registered) workload name, a SCALE-Sim topology CSV path or an ONNX
-    model (``.onnx``, read by :mod:`models.onnx_workload`). An ONNX op hwsim cannot map is an
+    model (``.onnx``, read by :mod:`lowbit.models.onnx_workload`). An ONNX op hwsim cannot map is an
     error naming it; with ``allow_unmapped`` the rest is simulated and one warning line on
     stderr lists what was left out."""
-    from hwsim.workloads import BUILTIN_WORKLOADS, builtin_workload
+    from lowbit.hwsim.workloads import BUILTIN_WORKLOADS, builtin_workload
 
     if spec.lower().endswith(".csv"):
-        from hwsim.topology import load_topology
+        from lowbit.hwsim.topology import load_topology
 
         return load_topology(spec)
     if spec.lower().endswith(".onnx"):
         try:
-            from models.onnx_workload import import_onnx
+            from lowbit.models.onnx_workload import import_onnx
         except ImportError as exc:
             raise LowbitError(
                 f"{spec}: ONNX workloads need the models package and onnx ({exc})"
@@ -148,7 +148,7 @@ def resolve_workload(spec: str, *, allow_unmapped: bool = False) -> Workload:
 def _register_zoo() -> None:
     """Add the model zoo's networks as workloads, when the models package is installed."""
     try:
-        from models.bridge import register_zoo_workloads
+        from lowbit.models.bridge import register_zoo_workloads
     except ImportError:
         return
     register_zoo_workloads()
@@ -156,7 +156,7 @@ def _register_zoo() -> None:
 
 def parse_bits(text: str) -> tuple[int, int]:
     """``"W4A8"`` -> ``(4, 8)``; bits 1-16, or 32 for float."""
-    from hwsim.workload import FLOAT_BITS
+    from lowbit.hwsim.workload import FLOAT_BITS
 
     match = _BITS.match(text.strip())
     if not match:
@@ -202,7 +202,7 @@ def apply_plan(workload: Workload, path: str) -> Workload:
     every layer's compression (pinning, in_keep and integer ranks included).
     """
     try:
-        from models.plan import CompressionPlan
+        from lowbit.models.plan import CompressionPlan
     except ImportError as exc:
         raise LowbitError(
             f"--plan needs the models package (models.plan), which is not available: {exc}; "
@@ -233,8 +233,8 @@ def apply_plan(workload: Workload, path: str) -> Workload:
 
 def _zoo_compressions(workload: Workload, plan) -> dict | None:
     """Per-layer compressions from the models package when ``workload`` is a zoo model."""
-    from models.bridge import compressions
-    from models.zoo import ZOO, build
+    from lowbit.models.bridge import compressions
+    from lowbit.models.zoo import ZOO, build
 
     if workload.name not in ZOO:
         return None
@@ -249,7 +249,7 @@ def _compression_from_spec(layer, spec, pinned: bool):
     rules: a pinned (first/last) layer runs W8A8 (float stays float), dense, full rank;
     ``rank_fraction`` f gives rank max(1, round(f * min(N, K))) and a rank that would not
     reduce the layer (or a grouped conv) stays full rank (models.plan.rank_for)."""
-    from hwsim.workload import FLOAT_BITS, Compression, Conv2d
+    from lowbit.hwsim.workload import FLOAT_BITS, Compression, Conv2d
 
     def bits(value: int | None) -> int:
         return FLOAT_BITS if value is None else value

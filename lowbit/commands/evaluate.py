@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwsim.errors import LowbitError
+from lowbit.hwsim.errors import LowbitError
 
 from .models_cmd import format_table
 
 if TYPE_CHECKING:
-    from models.plan import CompressionPlan
+    from lowbit.models.plan import CompressionPlan
 
 HELP = "compress a zoo model (--plan or --bits; calibrated on val) and measure its accuracy"
 
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_plan(args: argparse.Namespace) -> CompressionPlan:
     """The CompressionPlan from ``--plan FILE`` or ``--bits WxAy``."""
-    from models.plan import CompressionPlan
+    from lowbit.models.plan import CompressionPlan
 
     if args.bits:
         return CompressionPlan.from_bits_string(args.bits)
@@ -49,8 +49,8 @@ def load_plan(args: argparse.Namespace) -> CompressionPlan:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models import compress, evaluate, load_split, load_trained
-    from models.evaluate import as_model_input
+    from lowbit.models import compress, evaluate, load_split, load_trained
+    from lowbit.models.evaluate import as_model_input
 
     plan = load_plan(args)
     base = load_trained(args.model, seed=args.seed)

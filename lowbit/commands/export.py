@@ -52,10 +52,10 @@ def finetune_steps_of(config_path: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwsim.errors import LowbitError
-    from models.export import export_plan
-    from models.plan import CompressionPlan
-    from search.results import load_config
+    from lowbit.hwsim.errors import LowbitError
+    from lowbit.models.export import export_plan
+    from lowbit.models.plan import CompressionPlan
+    from lowbit.search.results import load_config
 
     path = Path(args.config)
     cfg = load_config(path)
@@ -100,9 +100,9 @@ def run(args: argparse.Namespace) -> int:
 def _firmware(cfg, plan, steps: int, out_dir: Path) -> str:
     """Write firmware.json (models.firmware) when the run's profile is a built-in one whose
     content is unchanged; the line saying what happened."""
-    from hwsim.errors import LowbitError
-    from hwsim.profiles import load_profile
-    from models.firmware import write_zoo_firmware_config
+    from lowbit.hwsim.errors import LowbitError
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.models.firmware import write_zoo_firmware_config
 
     try:
         profile = load_profile(cfg.hardware)

@@ -47,10 +47,10 @@ def run(args: argparse.Namespace) -> int:
 def zoo_rows(*, seed: int, train: bool) -> list[dict]:
     """One dict per zoo model: name, dataset, description, params, macs, fp32_test_accuracy,
     seed. MACs are per sample (batch 1, hwsim's count of the dense model)."""
-    from models.bridge import to_workload
-    from models.train import load_checkpoint
-    from models.train import train as train_model
-    from models.zoo import ZOO, build
+    from lowbit.models.bridge import to_workload
+    from lowbit.models.train import load_checkpoint
+    from lowbit.models.train import train as train_model
+    from lowbit.models.zoo import ZOO, build
 
     rows = []
     for name, entry in ZOO.items():

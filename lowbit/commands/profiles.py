@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwsim.profiles import builtin_profile_names, load_profile, parse_set
+    from lowbit.hwsim.profiles import builtin_profile_names, load_profile, parse_set
 
     if args.action == "show":
         overrides = parse_set(args.sets) if args.sets else None
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _int8_peak(profile) -> float | None:
-    from hwsim.profile import UnsupportedPrecision
+    from lowbit.hwsim.profile import UnsupportedPrecision
 
     try:
         return profile.compute.peak_macs_per_cycle(8, 8)

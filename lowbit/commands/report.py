@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reports import build_report
+    from lowbit.reports import build_report
 
     configs = [c.strip() for c in args.configs.split(",") if c.strip()] if args.configs else None
     path = build_report(args.run, out=args.out, configs=configs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hwsim.errors import LowbitError
+from lowbit.hwsim.errors import LowbitError
 
 HELP = "search per-layer compression (accuracy vs simulated latency) with Optuna on Ray"
 
@@ -92,7 +92,7 @@ def parse_list(text: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from search.run import run_search, zoo_space
+    from lowbit.search.run import run_search, zoo_space
 
     if not getattr(args, "verbose", False):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         codesign = None
         if args.co_design:
-            from search.codesign import build_codesign
+            from lowbit.search.codesign import build_codesign
 
             codesign, _ = build_codesign(args.hardware, area_budget_mm2=args.area_budget)
         space = zoo_space(
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from pathlib import Path
 
-    from hwsim.profiles import load_profile
+    from lowbit.hwsim.profiles import load_profile
 
     profile = load_profile(args.hardware)
     suffix = "-codesign" if args.co_design else ""

@@ -7,7 +7,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from hwsim.errors import LowbitError
+from lowbit.hwsim.errors import LowbitError
 
 HELP = "serve the HTTP API: simulate, start and follow searches, fetch reports (docs at /docs)"
 

@@ -39,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
 def simulate(workload, profile, *, engine: str):
     """hwsim.simulate with precision problems turned into one-line user errors."""
-    import hwsim
-    from hwsim.errors import LowbitError
-    from hwsim.profile import UnsupportedPrecision
+    from lowbit import hwsim
+    from lowbit.hwsim.errors import LowbitError
+    from lowbit.hwsim.profile import UnsupportedPrecision
 
     try:
         return hwsim.simulate(workload, profile, engine=engine)

@@ -15,8 +15,8 @@ import math
 import re
 from pathlib import Path
 
-from hwsim.errors import LowbitError
-from hwsim.fileio import atomic_write_bytes, atomic_write_text
+from lowbit.hwsim.errors import LowbitError
+from lowbit.hwsim.fileio import atomic_write_bytes, atomic_write_text
 
 from ._resolve import (
     add_compression_arguments,
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwsim.profiles import parse_set
+    from lowbit.hwsim.profiles import parse_set
 
     from .simulate import render_table, simulate
 
@@ -177,7 +177,7 @@ def _area(profile) -> float | None:
     """The profile's silicon area (mm2) if it has an [area] model."""
     if profile.area is None:
         return None
-    from hwsim.area import area_mm2
+    from lowbit.hwsim.area import area_mm2
 
     return area_mm2(profile)
 

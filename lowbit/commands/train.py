@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.train import load_checkpoint, train
+    from lowbit.models.train import load_checkpoint, train
 
     trained = None if args.force else load_checkpoint(args.model, seed=args.seed)
     cached = trained is not None

@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.latency import BATCHES
-    from search.validate import validate_run
+    from lowbit.search.latency import BATCHES
+    from lowbit.search.validate import validate_run
 
     result = validate_run(
         args.run, top=args.top, profile_path=args.profile, repeats=args.repeats,

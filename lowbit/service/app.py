@@ -28,7 +28,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from hwsim.errors import LowbitError
+from lowbit.hwsim.errors import LowbitError
 
 from .jobs import JobError, Jobs
 from .schemas import SearchRequest, SimulateRequest
@@ -98,9 +98,9 @@ def _unprocessable(field: str, message: str) -> HTTPException:
 
 def _simulate(req: SimulateRequest) -> dict[str, Any]:
     """What ``lowbit simulate --format json`` prints, for a request body."""
-    from hwsim.profiles import load_profile, profile_from_dict
     from lowbit.commands._resolve import apply_bits, apply_plan, parse_bits, resolve_workload
     from lowbit.commands.simulate import simulate
+    from lowbit.hwsim.profiles import load_profile, profile_from_dict
 
     try:
         if isinstance(req.profile, str):
@@ -168,7 +168,7 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
 
     @app.get("/v1/profiles", dependencies=guard, summary="Built-in hardware profiles")
     def profiles() -> list[dict[str, Any]]:
-        from hwsim.profiles import builtin_profile_names, load_profile
+        from lowbit.hwsim.profiles import builtin_profile_names, load_profile
 
         out = []
         for name in builtin_profile_names():
@@ -189,7 +189,7 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
 
     @app.get("/v1/models", dependencies=guard, summary="The model zoo")
     def zoo() -> list[dict[str, Any]]:
-        from models.zoo import ZOO
+        from lowbit.models.zoo import ZOO
 
         return [
             {"name": e.name, "dataset": e.dataset, "description": e.description}
@@ -210,7 +210,7 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
 
     @app.get("/v1/searches/{search_id}", dependencies=guard, summary="One search's progress")
     def search(search_id: str) -> dict[str, Any]:
-        from reports import ReportError, run_status
+        from lowbit.reports import ReportError, run_status
 
         state = jobs.state(search_id)
         try:
@@ -247,7 +247,7 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
 
     @app.get("/v1/searches/{search_id}/report", dependencies=guard, summary="HTML report")
     def report(search_id: str) -> FileResponse:
-        from reports import REPORT_FILE, build_report
+        from lowbit.reports import REPORT_FILE, build_report
 
         state = jobs.state(search_id)
         if state["state"] != "completed":

@@ -51,7 +51,7 @@ def valid_id(text: str) -> bool:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from search.results import write_json
+    from lowbit.search.results import write_json
 
     write_json(path, data)
 

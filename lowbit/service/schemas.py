@@ -33,14 +33,14 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
 
 @functools.cache
 def profile_names() -> tuple[str, ...]:
-    from hwsim.profiles import builtin_profile_names
+    from lowbit.hwsim.profiles import builtin_profile_names
 
     return tuple(builtin_profile_names())
 
 
 @functools.cache
 def model_names() -> tuple[str, ...]:
-    from models.zoo import ZOO
+    from lowbit.models.zoo import ZOO
 
     return tuple(ZOO)
 
@@ -48,8 +48,8 @@ def model_names() -> tuple[str, ...]:
 @functools.cache
 def workload_names() -> tuple[str, ...]:
     """Built-in workloads and the zoo models (registered as workloads)."""
-    from hwsim.workloads import workload_names as names
-    from models.bridge import register_zoo_workloads
+    from lowbit.hwsim.workloads import workload_names as names
+    from lowbit.models.bridge import register_zoo_workloads
 
     register_zoo_workloads()
     return tuple(names())

@@ -1,7 +1,7 @@
 """The process that runs one search of the service: ``python -m lowbit.service.worker DIR``.
 
 It reads ``DIR/job.json`` (written by :class:`lowbit.service.jobs.Jobs`), runs the search
-into ``DIR/run`` with :func:`search.run_search` (Ray workers included), writes the run's
+into ``DIR/run`` with :func:`lowbit.search.run_search` (Ray workers included), writes the run's
 report, and records how it ended in ``DIR/status.json``: completed, failed with the reason,
 or cancelled (SIGTERM, sent by ``DELETE /v1/searches/{id}``, stops the search cleanly so
 its Ray cluster shuts down).
@@ -27,8 +27,8 @@ def _stop(signum: int, frame: Any) -> None:
 def _run(job: dict[str, Any], run_dir: Path) -> None:
     import optuna
 
-    from reports import build_report
-    from search.run import run_search
+    from lowbit.reports import build_report
+    from lowbit.search.run import run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     req = job["request"]
@@ -56,8 +56,8 @@ def _run(job: dict[str, Any], run_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hwsim.errors import LowbitError
-    from search.results import write_json
+    from lowbit.hwsim.errors import LowbitError
+    from lowbit.search.results import write_json
 
     args = sys.argv[1:] if argv is None else argv
     job_dir = Path(args[0])

@@ -6,7 +6,7 @@ from functools import cache
 
 import pytest
 
-from hwsim.profile import (
+from lowbit.hwsim.profile import (
     ComputeUnit,
     HardwareProfile,
     MemoryLevel,
@@ -92,7 +92,7 @@ def npu32() -> HardwareProfile:
 
 def _builtin_profile_names() -> list[str]:
     try:
-        from hwsim.profiles import builtin_profile_names
+        from lowbit.hwsim.profiles import builtin_profile_names
     except ImportError:  # pragma: no cover - only while profiles are being written
         return []
     return builtin_profile_names()
@@ -100,7 +100,7 @@ def _builtin_profile_names() -> list[str]:
 
 def _builtin_workload_names() -> list[str]:
     try:
-        from hwsim.workloads import BUILTIN_WORKLOADS
+        from lowbit.hwsim.workloads import BUILTIN_WORKLOADS
     except ImportError:  # pragma: no cover
         return []
     return sorted(BUILTIN_WORKLOADS)
@@ -116,7 +116,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @cache
 def _load_builtin(name: str) -> HardwareProfile:
-    from hwsim.profiles import load_profile
+    from lowbit.hwsim.profiles import load_profile
 
     return load_profile(name)
 
@@ -130,6 +130,6 @@ def builtin_profile(profile_name: str) -> HardwareProfile:
 @pytest.fixture
 def builtin_workload_(workload_name: str):
     """The built-in workload ``workload_name``."""
-    from hwsim.workloads import builtin_workload
+    from lowbit.hwsim.workloads import builtin_workload
 
     return builtin_workload(workload_name)

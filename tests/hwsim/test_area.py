@@ -7,16 +7,16 @@ from dataclasses import replace
 
 import pytest
 
-from hwsim.area import area_breakdown, area_mm2
-from hwsim.errors import ProfileError
-from hwsim.profiles import builtin_profile_names, load_profile
+from lowbit.hwsim.area import area_breakdown, area_mm2
+from lowbit.hwsim.errors import ProfileError
+from lowbit.hwsim.profiles import builtin_profile_names, load_profile
 
 #: every NPU and FPGA built-in declares [[tunables]] and [area] (co-design needs both)
 CODESIGN_TARGETS = [n for n in builtin_profile_names() if load_profile(n).family in ("npu", "fpga")]
 
 
 def test_golden_npu_systolic_32():
-    # hardware_profiles/npu-systolic-32.toml: base 0.5 mm2 + 32x32 PEs x 0.0007
+    # lowbit/hardware_profiles/npu-systolic-32.toml: base 0.5 mm2 + 32x32 PEs x 0.0007
     # + (64 + 64 + 32) KiB on-chip x 0.006 + 12.8 B/cycle x 1 GHz = 12.8 GB/s x 0.2
     expected = 0.5 + 1024 * 0.0007 + 160 * 0.006 + 12.8 * 0.2
     assert area_mm2(load_profile("npu-systolic-32")) == pytest.approx(expected)

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-import hwsim
-from hwsim.engines.analytic import AnalyticEngine
-from hwsim.profile import UnsupportedPrecision
-from hwsim.workload import Compression, Workload
+from lowbit import hwsim
+from lowbit.hwsim.engines.analytic import AnalyticEngine
+from lowbit.hwsim.profile import UnsupportedPrecision
+from lowbit.hwsim.workload import Compression, Workload
 
 
 def _compress(workload: Workload, compression: Compression) -> Workload:

@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 import tomllib
 
-import hwsim
-from hwsim.profile import Overheads, Precision
-from hwsim.profiles import load_profile_data, profile_from_dict, validate_profile_data
-from hwsim.workload import (
+from lowbit import hwsim
+from lowbit.hwsim.profile import Overheads, Precision
+from lowbit.hwsim.profiles import load_profile_data, profile_from_dict, validate_profile_data
+from lowbit.hwsim.workload import (
     ELEMENTWISE_KINDS,
     Compression,
     Conv2d,
@@ -154,7 +154,7 @@ def test_profile_schema_reads_and_checks_the_new_overheads():
 
 def test_builtin_workloads_name_their_memory_only_kinds():
     """Every memory-only layer of the built-in workloads says what operator it is."""
-    from hwsim.workloads import BUILTIN_WORKLOADS
+    from lowbit.hwsim.workloads import BUILTIN_WORKLOADS
 
     for name in BUILTIN_WORKLOADS:
         for layer in hwsim.builtin_workload(name).layers:
@@ -338,7 +338,7 @@ def test_sub_8_bit_activations_pay_one_clamp_operator_each(make_target, engine):
         hwsim.simulate_layer(qk, costly).total_cycles - hwsim.simulate_layer(qk, base).total_cycles
         == 2 * 400  # both operands are activations
     )
-    from hwsim.profiles import load_profile
+    from lowbit.hwsim.profiles import load_profile
 
     bitfusion = load_profile("npu-bitfusion")  # runs A4 natively: no clamp operator
     native = _with(bitfusion, narrow_activation_cycles=400)

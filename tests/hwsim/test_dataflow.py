@@ -1,7 +1,8 @@
 """Compute mappings: the SCALE-Sim fold model (os / ws / is) and the vector lane model.
 
-Golden values are computed by hand from the SCALE-Sim v3.0.0 fold formula (see
-/work/shared/PEERS.md and hwsim/engines/dataflows.py):
+Golden values are computed by hand from the SCALE-Sim v3.0.0 fold formula (as its
+``scalesim/compute/`` operand-matrix code counts cycles; restated in
+lowbit/hwsim/engines/dataflows.py):
 
     os: S_r = M, S_c = N, T = K, cycles per fold = R + C + T - 2
     ws: S_r = K, S_c = N, T = M, cycles per fold = 2R + C + T - 2
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import pytest
 
-import hwsim
-from hwsim.engines.dataflows import (
+from lowbit import hwsim
+from lowbit.hwsim.engines.dataflows import (
     MAPPINGS,
     InputStationary,
     OutputStationary,
@@ -22,8 +23,8 @@ from hwsim.engines.dataflows import (
     WeightStationary,
     mapping_for,
 )
-from hwsim.profile import Precision
-from hwsim.workload import Compression, Conv2d, Linear
+from lowbit.hwsim.profile import Precision
+from lowbit.hwsim.workload import Compression, Conv2d, Linear
 
 
 def _unit(make_target, **kw):

@@ -9,16 +9,16 @@ import sys
 
 import pytest
 
-import hwsim
-from hwsim.engines import ENGINES, engine_names, get_engine
-from hwsim.engines._plan import bounder
-from hwsim.engines._schedule import Block, Tile, closed_form, closed_form_general, iter_tiles
-from hwsim.engines._tiling import build, inner_resident, shapes, split
-from hwsim.engines.analytic import AnalyticEngine
-from hwsim.engines.event import EventEngine, simulate_schedule
-from hwsim.errors import LowbitError
-from hwsim.profile import Precision, SparsitySupport, UnsupportedPrecision
-from hwsim.workload import Compression, Conv2d, Elementwise, Linear, MatMul, Pool, Workload
+from lowbit import hwsim
+from lowbit.hwsim.engines import ENGINES, engine_names, get_engine
+from lowbit.hwsim.engines._plan import bounder
+from lowbit.hwsim.engines._schedule import Block, Tile, closed_form, closed_form_general, iter_tiles
+from lowbit.hwsim.engines._tiling import build, inner_resident, shapes, split
+from lowbit.hwsim.engines.analytic import AnalyticEngine
+from lowbit.hwsim.engines.event import EventEngine, simulate_schedule
+from lowbit.hwsim.errors import LowbitError
+from lowbit.hwsim.profile import Precision, SparsitySupport, UnsupportedPrecision
+from lowbit.hwsim.workload import Compression, Conv2d, Elementwise, Linear, MatMul, Pool, Workload
 
 CONV = Conv2d(name="conv", in_h=28, in_w=28, in_c=64, out_c=64, k_h=3, k_w=3,
               out_h=28, out_w=28)  # fmt: skip
@@ -52,7 +52,7 @@ def test_simulate_result_bookkeeping(npu32):
 
 def test_import_is_light_and_never_imports_torch():
     code = (
-        "import sys, hwsim; assert 'torch' not in sys.modules; "
+        "import sys; from lowbit import hwsim; assert 'torch' not in sys.modules; "
         "assert 'simpy' not in sys.modules; hwsim.load_profile; hwsim.builtin_workload; "
         "assert 'torch' not in sys.modules; print('ok')"
     )
@@ -61,8 +61,8 @@ def test_import_is_light_and_never_imports_torch():
 
 
 def test_lazy_reexports():
-    from hwsim.profiles import builtin_profile_names, load_profile
-    from hwsim.workloads import builtin_workload
+    from lowbit.hwsim.profiles import builtin_profile_names, load_profile
+    from lowbit.hwsim.workloads import builtin_workload
 
     assert hwsim.load_profile is load_profile
     assert hwsim.builtin_profile_names is builtin_profile_names
@@ -90,7 +90,7 @@ def test_memo_and_cold_evaluation_agree(npu32):
 
 
 def test_memo_is_bounded(npu32, monkeypatch):
-    import hwsim.engines.analytic as analytic
+    import lowbit.hwsim.engines.analytic as analytic
 
     monkeypatch.setattr(analytic, "MEMO_LIMIT", 2)
     engine = AnalyticEngine()
@@ -194,7 +194,7 @@ def _plans(target, work):
 def test_schedule_moves_the_reported_bytes(make_target, shared):
     """Summing the loads and stores of every tile gives the traffic the reuse rule
     reports, and the planner's lower bound never exceeds a schedule's cycles."""
-    from hwsim.engines._layer import _work
+    from lowbit.hwsim.engines._layer import _work
 
     profile = make_target(rows=8, cols=8, sram_bytes=(8192, 4096, 2048),
                           shared_sram=16384 if shared else None)  # fmt: skip
@@ -219,9 +219,9 @@ def test_schedule_moves_the_reported_bytes(make_target, shared):
 def test_plan_is_the_exact_minimum(make_target, ports, tile_cycles):
     """The branch and bound returns the fewest cycles of all candidates, and its bounds
     (per candidate, per K slice and row of a family) never exceed a candidate's cycles."""
-    from hwsim.engines._layer import _work
-    from hwsim.engines._plan import floorer, plan_gemm
-    from hwsim.engines._tiling import FAMILIES, Family, batches
+    from lowbit.hwsim.engines._layer import _work
+    from lowbit.hwsim.engines._plan import floorer, plan_gemm
+    from lowbit.hwsim.engines._tiling import FAMILIES, Family, batches
 
     kw = {"shared": {"shared_sram": 24576}, "flash": {"flash_bytes_per_cycle": 1.0}}
     profile = make_target(rows=8, cols=8, sram_bytes=(8192, 4096, 2048), dram_bytes_per_cycle=4.0,

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from hwsim.fileio import atomic_write, atomic_write_bytes, atomic_write_text
+from lowbit.hwsim.fileio import atomic_write, atomic_write_bytes, atomic_write_text
 
 
 def test_round_trip_and_creates_parent(tmp_path):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-import hwsim.profiles
-from hwsim._profile_schema import SCHEMA, Key, Table
-from hwsim.errors import LowbitError, ProfileError
-from hwsim.profile import Overheads
-from hwsim.profiles import (
+import lowbit.hwsim.profiles
+from lowbit.hwsim._profile_schema import SCHEMA, Key, Table
+from lowbit.hwsim.errors import LowbitError, ProfileError
+from lowbit.hwsim.profile import Overheads
+from lowbit.hwsim.profiles import (
     load_profile,
     load_profile_data,
     parse_set,
@@ -239,8 +239,8 @@ def test_parse_set_rejects_malformed_items(items, expected):
 
 def test_builtin_name_must_equal_its_file_name(tmp_path, monkeypatch):
     (tmp_path / "foo.toml").write_text(TINY)  # name = "tiny"
-    monkeypatch.setattr(hwsim.profiles, "PROFILE_DIR", tmp_path)
-    assert hwsim.profiles.builtin_profile_names() == ["foo"]
+    monkeypatch.setattr(lowbit.hwsim.profiles, "PROFILE_DIR", tmp_path)
+    assert lowbit.hwsim.profiles.builtin_profile_names() == ["foo"]
     with pytest.raises(ProfileError, match='must equal its file name "foo", got "tiny"'):
         load_profile("foo")
 

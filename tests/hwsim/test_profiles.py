@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from hwsim._precision_models import expand_precisions
-from hwsim._profile_schema import SCHEMA, Key, Table, TableArray, fill_defaults
-from hwsim.errors import ProfileError
-from hwsim.profile import UnsupportedPrecision
-from hwsim.profiles import (
+from lowbit.hwsim._precision_models import expand_precisions
+from lowbit.hwsim._profile_schema import SCHEMA, Key, Table, TableArray, fill_defaults
+from lowbit.hwsim.errors import ProfileError
+from lowbit.hwsim.profile import UnsupportedPrecision
+from lowbit.hwsim.profiles import (
     PROFILE_DIR,
     builtin_profile_names,
     load_profile,
@@ -299,7 +299,7 @@ def test_cfg_paths_go_to_the_scalesim_loader(monkeypatch, tmp_path):
         return load_profile("npu-systolic-32")
 
     monkeypatch.setitem(
-        sys.modules, "hwsim.scalesim", types.SimpleNamespace(load_scalesim_cfg=fake)
+        sys.modules, "lowbit.hwsim.scalesim", types.SimpleNamespace(load_scalesim_cfg=fake)
     )
     cfg = tmp_path / "scale.cfg"
     profile = load_profile(cfg, overrides={"compute.rows": 8})

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from hwsim.errors import ProfileError, WorkloadError
-from hwsim.profile import UnsupportedPrecision
-from hwsim.scalesim import (
+from lowbit.hwsim.errors import ProfileError, WorkloadError
+from lowbit.hwsim.profile import UnsupportedPrecision
+from lowbit.hwsim.scalesim import (
     CALC_BANDWIDTH_BYTES_PER_CYCLE,
     load_scalesim_cfg,
     load_topology,
     parse_topology,
     scalesim_cfg_to_dict,
 )
-from hwsim.workload import Conv2d, Linear
+from lowbit.hwsim.workload import Conv2d, Linear
 
 REFERENCE = json.loads(
     (Path(__file__).parent / "data" / "scalesim_reference.json").read_text(encoding="utf-8")
@@ -77,7 +77,7 @@ def test_reference_covers_the_brief():
 
 
 def _ours(run: dict, tmp_path: Path, engine: str) -> dict[str, int]:
-    import hwsim
+    from lowbit import hwsim
 
     profile = load_scalesim_cfg(_write(tmp_path, "ref.cfg", run["cfg"]))
     workload = parse_topology(REFERENCE["topologies"][run["topology"]], name=run["topology"])
@@ -151,7 +151,7 @@ def test_cfg_overrides(tmp_path):
 
 
 def test_load_profile_dispatches_cfg(tmp_path):
-    from hwsim.profiles import load_profile
+    from lowbit.hwsim.profiles import load_profile
 
     path = _write(tmp_path, "scale.cfg", SCALE_CFG)
     assert load_profile(path) == load_scalesim_cfg(path)

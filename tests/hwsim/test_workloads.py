@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hwsim.errors import WorkloadError
-from hwsim.workload import Conv2d, Elementwise, Linear, MatMul, Pool, Workload
-from hwsim.workloads import (
+from lowbit.hwsim.errors import WorkloadError
+from lowbit.hwsim.workload import Conv2d, Elementwise, Linear, MatMul, Pool, Workload
+from lowbit.hwsim.workloads import (
     BUILTIN_WORKLOADS,
     builtin_workload,
     register_workload,
@@ -137,7 +137,7 @@ def test_unknown_name_lists_valid_names():
 
 
 def test_register_workload(monkeypatch):
-    monkeypatch.setattr("hwsim.workloads.BUILTIN_WORKLOADS", dict(BUILTIN_WORKLOADS))
+    monkeypatch.setattr("lowbit.hwsim.workloads.BUILTIN_WORKLOADS", dict(BUILTIN_WORKLOADS))
     tiny = Workload("tiny", (Linear(name="fc", in_features=4, out_features=2),))
     register_workload("tiny", lambda: tiny)
     assert builtin_workload("tiny") is tiny

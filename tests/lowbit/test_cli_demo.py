@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-import hwsim
 import lowbit
+from lowbit import hwsim
 from lowbit.commands.demo import _set_aside_stale_run
 
 

@@ -10,8 +10,8 @@ import onnx
 import pytest
 from cli_testkit import error_of
 
-from hwsim.profiles import load_profile
 from lowbit.cli import main
+from lowbit.hwsim.profiles import load_profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
 from test_validate import PRUNED, W8A8, make_run, write_config  # noqa: E402

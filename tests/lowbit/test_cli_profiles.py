@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from hwsim.profiles import PROFILE_DIR, builtin_profile_names, load_profile
 from lowbit import cli
+from lowbit.hwsim.profiles import PROFILE_DIR, builtin_profile_names, load_profile
 
 
 @pytest.fixture

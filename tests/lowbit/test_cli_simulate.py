@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from cli_testkit import error_of
 
-import hwsim
-from hwsim.profiles import load_profile
-from hwsim.workloads import builtin_workload
+from lowbit import hwsim
 from lowbit.cli import main
+from lowbit.hwsim.profiles import load_profile
+from lowbit.hwsim.workloads import builtin_workload
 
 REFERENCE = json.loads(
     (Path(__file__).parents[1] / "hwsim" / "data" / "scalesim_reference.json").read_text()
@@ -123,9 +123,9 @@ def test_plan(capsys, tmp_path):
 
 
 def test_plan_on_a_zoo_model_uses_the_model_graph(capsys, tmp_path):
-    from models.bridge import compressions, register_zoo_workloads
-    from models.plan import CompressionPlan
-    from models.zoo import build
+    from lowbit.models.bridge import compressions, register_zoo_workloads
+    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.zoo import build
 
     plan = CompressionPlan.uniform(w_bits=4, a_bits=8, keep=0.5)
     path = tmp_path / "plan.json"
@@ -143,7 +143,7 @@ def test_plan_on_a_zoo_model_uses_the_model_graph(capsys, tmp_path):
 
 
 def test_plan_without_models_package(capsys, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "models.plan", None)  # import fails
+    monkeypatch.setitem(sys.modules, "lowbit.models.plan", None)  # import fails
     path = tmp_path / "plan.json"
     path.write_text("{}")
     line = error_of(

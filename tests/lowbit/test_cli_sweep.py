@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from hwsim.area import area_mm2
-from hwsim.profiles import load_profile
 from lowbit.cli import main
+from lowbit.hwsim.area import area_mm2
+from lowbit.hwsim.profiles import load_profile
 
 
 def test_sweep_a_suite(capsys, tmp_path):

@@ -24,7 +24,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 
 from lowbit.cli import main  # noqa: E402
-from search import load_config  # noqa: E402
+from lowbit.search import load_config  # noqa: E402
 
 #: workers train models into LOWBIT_CACHE: a temporary one unless one is set (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("zoo_cache")
@@ -150,7 +150,7 @@ def test_simulate_is_lowbit_simulate_json(server):
 
 
 def test_simulate_inline_profile_and_plan(server):
-    from hwsim.profiles import load_profile_data
+    from lowbit.hwsim.profiles import load_profile_data
 
     inline = load_profile_data("npu-systolic-32")
     plan = {"version": 1, "layers": {"_default": {"w_bits": 8, "a_bits": 8}}}

@@ -25,7 +25,7 @@ def lowbit_cache(fresh_session_cache: Path) -> Path:
 @pytest.fixture(scope="session")
 def trained(lowbit_cache: Path) -> Callable[[str], nn.Module]:
     """``trained(name)``: a copy of zoo model ``name`` trained (seed 0) with its real recipe."""
-    from models.train import load_trained
+    from lowbit.models.train import load_trained
 
     models: dict[str, nn.Module] = {}
 

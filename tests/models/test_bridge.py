@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-import models
-from hwsim.errors import WorkloadError
-from hwsim.workload import FLOAT_BITS, Compression, Conv2d, Elementwise, MatMul, Pool
-from hwsim.workloads import BUILTIN_WORKLOADS, builtin_workload
-from models.bridge import register_zoo_workloads, to_workload
-from models.plan import CompressionPlan, LayerSpec
-from models.zoo import build, zoo_names
+from lowbit import models
+from lowbit.hwsim.errors import WorkloadError
+from lowbit.hwsim.workload import FLOAT_BITS, Compression, Conv2d, Elementwise, MatMul, Pool
+from lowbit.hwsim.workloads import BUILTIN_WORKLOADS, builtin_workload
+from lowbit.models.bridge import register_zoo_workloads, to_workload
+from lowbit.models.plan import CompressionPlan, LayerSpec
+from lowbit.models.zoo import build, zoo_names
 
 
 def real_gemms(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, int, int]]:

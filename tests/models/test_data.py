@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models import data
-from models.data import DatasetError, load_split, split_indices, split_sizes
+from lowbit.models import data
+from lowbit.models.data import DatasetError, load_split, split_indices, split_sizes
 
 DATASETS = ("digits", "mnist1d")
 

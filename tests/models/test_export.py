@@ -20,9 +20,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from models.export import act_grid, deploy_copy, export_plan, ort_session
-from models.onnx_quant import ActGrid, ExportError, LayerQuant, WeightGrid, quantize_graph
-from models.plan import CompressionPlan, LayerSpec
+from lowbit.models.export import act_grid, deploy_copy, export_plan, ort_session
+from lowbit.models.onnx_quant import ActGrid, ExportError, LayerQuant, WeightGrid, quantize_graph
+from lowbit.models.plan import CompressionPlan, LayerSpec
 
 RNG = np.random.default_rng(0)
 
@@ -264,12 +264,12 @@ def test_float_layers_stay_float_and_u8_weights_are_exact(tmp_path, lowbit_cache
 
 @pytest.mark.slow
 def test_deploy_copy_folds_batchnorm_exactly(digits_cnn):
-    from models.data import load_split
-    from models.quant import QuantLayer
+    from lowbit.models.data import load_split
+    from lowbit.models.quant import QuantLayer
 
     x, _ = load_split("digits", "val")
     plan = CompressionPlan.from_bits_string("W4A8", pin_first_last=False)
-    from models import compress
+    from lowbit.models import compress
 
     small = compress(digits_cnn, plan, calib=x)
     for m in small.modules():  # float activations: compare the folded float network

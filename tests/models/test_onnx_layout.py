@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models._onnx_layout import flatten_channels_last
-from models.export import build_compressed, deploy_copy, kernel_census, ort_session, to_onnx
-from models.onnx_quant import quantize_graph
-from models.plan import CompressionPlan
+from lowbit.models._onnx_layout import flatten_channels_last
+from lowbit.models.export import build_compressed, deploy_copy, kernel_census, ort_session, to_onnx
+from lowbit.models.onnx_quant import quantize_graph
+from lowbit.models.plan import CompressionPlan
 
 
 @pytest.fixture(scope="module")

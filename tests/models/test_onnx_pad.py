@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from models._onnx_pad import aligned_channels, pad_conv_channels
-from models.export import build_compressed, deploy_copy, kernel_census, ort_session, to_onnx
-from models.onnx_quant import quantize_graph
-from models.plan import CompressionPlan, LayerSpec
+from lowbit.models._onnx_pad import aligned_channels, pad_conv_channels
+from lowbit.models.export import build_compressed, deploy_copy, kernel_census, ort_session, to_onnx
+from lowbit.models.onnx_quant import quantize_graph
+from lowbit.models.plan import CompressionPlan, LayerSpec
 
 
 def _weights(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:

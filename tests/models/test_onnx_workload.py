@@ -10,11 +10,11 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx_nets import Conv1dNet, ConvZoo, ResNet18, TinyTransformer, export
 
-from hwsim.errors import WorkloadError
-from hwsim.workload import FLOAT_BITS, Compression
-from hwsim.workloads import builtin_workload
 from lowbit.commands._resolve import resolve_workload
-from models.onnx_workload import UnmappedOpsError, import_onnx, load_onnx_workload
+from lowbit.hwsim.errors import WorkloadError
+from lowbit.hwsim.workload import FLOAT_BITS, Compression
+from lowbit.hwsim.workloads import builtin_workload
+from lowbit.models.onnx_workload import UnmappedOpsError, import_onnx, load_onnx_workload
 
 COMPUTE = ("conv2d", "linear", "matmul")
 
@@ -176,10 +176,10 @@ def test_lowbit_export_round_trip(tmp_path, trained):
     """The INT8 ONNX ``lowbit export`` writes has the plan's shapes and bits, as the bridge
     simulates them (pinned first/last layers at W8A8, a pruned layer, 2-bit weights, a
     4-bit activation grid carried through a MaxPool)."""
-    from models.bridge import to_workload
-    from models.export import export_plan
-    from models.plan import CompressionPlan, LayerSpec
-    from models.zoo import build
+    from lowbit.models.bridge import to_workload
+    from lowbit.models.export import export_plan
+    from lowbit.models.plan import CompressionPlan, LayerSpec
+    from lowbit.models.zoo import build
 
     trained("digits-cnn")  # trains into the session cache export_plan reads
     plan = CompressionPlan(

@@ -7,8 +7,8 @@ import json
 import pytest
 from tiny_nets import TinyAttention, TinyCNN, TinyMLP, seeded
 
-from hwsim.errors import LowbitError
-from models.plan import CompressionPlan, LayerSpec, PlanError, full_rank, rank_for
+from lowbit.hwsim.errors import LowbitError
+from lowbit.models.plan import CompressionPlan, LayerSpec, PlanError, full_rank, rank_for
 
 # one spec per option value, so the round trip covers every field and every choice
 SPECS = [

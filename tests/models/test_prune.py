@@ -7,10 +7,10 @@ import torch
 from tiny_nets import TinyAttention, TinyCNN, TinyMLP, example_input, seeded
 from torch import nn
 
-from hwsim.workload import _kept
-from models.graph import PruneGroup
-from models.lowrank import factorize
-from models.prune import (
+from lowbit.hwsim.workload import _kept
+from lowbit.models.graph import PruneGroup
+from lowbit.models.lowrank import factorize
+from lowbit.models.prune import (
     apply_mask,
     filter_importance,
     kept_channels,

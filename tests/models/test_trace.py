@@ -11,11 +11,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-import models
-from models.graph import PruneGroup, prune_groups_of
-from models.plan import CompressionPlan, LayerSpec
-from models.trace import analyse_prune_groups, derive_prune_groups, prepare_model
-from models.zoo import build, zoo_names
+from lowbit import models
+from lowbit.models.graph import PruneGroup, prune_groups_of
+from lowbit.models.plan import CompressionPlan, LayerSpec
+from lowbit.models.trace import analyse_prune_groups, derive_prune_groups, prepare_model
+from lowbit.models.zoo import build, zoo_names
 
 
 @pytest.mark.parametrize("name", zoo_names())

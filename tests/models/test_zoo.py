@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from models import data, train
-from models.evaluate import evaluate
-from models.graph import MatMulSite
-from models.zoo import ZOO, TrainRecipe, ZooError, build, zoo_names
+from lowbit.models import data, train
+from lowbit.models.evaluate import evaluate
+from lowbit.models.graph import MatMulSite
+from lowbit.models.zoo import ZOO, TrainRecipe, ZooError, build, zoo_names
 
 NAMES = zoo_names()
 #: FP32 test-accuracy targets of the zoo (the project's stated goals for each recipe)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.graph import MatMulSite, PruneGroup
+from lowbit.models.graph import MatMulSite, PruneGroup
 
 
 class TinyCNN(nn.Module):

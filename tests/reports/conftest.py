@@ -12,7 +12,7 @@ BUDGET_MM2 = 3.5
 @pytest.fixture(scope="session")
 def tiny_run(ray_session, tmp_path_factory):
     """The run directory of a tiny real search (Ray, 2 workers)."""
-    from search import run_search
+    from lowbit.search import run_search
 
     out = tmp_path_factory.mktemp("tiny-run") / "run"
     run_search(

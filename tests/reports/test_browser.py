@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from reports import build_report
+from lowbit.reports import build_report
 
 _PROBE = """
 <script>

@@ -11,8 +11,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from reports import ReportError, build_report, load_run, render_report, select_configs
-from reports.layers import config_detail
+from lowbit.reports import ReportError, build_report, load_run, render_report, select_configs
+from lowbit.reports.layers import config_detail
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -112,7 +112,7 @@ def test_layer_detail_reproduces_the_config(tiny_run):
 
 
 def test_validation_section_appears_when_validate_ran(tiny_run, tmp_path):
-    from search.validate import VALIDATION_COLUMNS
+    from lowbit.search.validate import VALIDATION_COLUMNS
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from reports import run_status
+from lowbit.reports import run_status
 
 
 def test_finished_run_status_is_the_summary(tiny_run):

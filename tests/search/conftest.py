@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from search_testkit import SYNTHETIC_LAYERS, bitfusion_profile, make_profile
 
-from hwsim.profile import HardwareProfile
-from search.space import build_space
+from lowbit.hwsim.profile import HardwareProfile
+from lowbit.search.space import build_space
 
 
 @pytest.fixture(scope="session")

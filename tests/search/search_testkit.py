@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from hwsim.profile import ComputeUnit, HardwareProfile, MemoryLevel, Precision, SparsitySupport
-from search.space import LayerInfo
+from lowbit.hwsim.profile import (
+    ComputeUnit,
+    HardwareProfile,
+    MemoryLevel,
+    Precision,
+    SparsitySupport,
+)
+from lowbit.search.space import LayerInfo
 
 
 def make_profile(

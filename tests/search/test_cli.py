@@ -10,7 +10,7 @@ import textwrap
 
 from lowbit.cli import main
 from lowbit.commands.search import format_summary
-from search.space import SearchSpace
+from lowbit.search.space import SearchSpace
 
 DRY_RUN = textwrap.dedent(
     """

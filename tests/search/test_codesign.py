@@ -9,12 +9,12 @@ import optuna
 import pytest
 from search_testkit import SYNTHETIC_LAYERS
 
-from hwsim.area import area_mm2
-from hwsim.errors import LowbitError
-from hwsim.profiles import load_profile
-from search import load_config, run_search
-from search.codesign import AREA_CONSTRAINT, HARDWARE_KEY, build_codesign
-from search.space import SearchSpace, build_space
+from lowbit.hwsim.area import area_mm2
+from lowbit.hwsim.errors import LowbitError
+from lowbit.hwsim.profiles import load_profile
+from lowbit.search import load_config, run_search
+from lowbit.search.codesign import AREA_CONSTRAINT, HARDWARE_KEY, build_codesign
+from lowbit.search.space import SearchSpace, build_space
 
 BUDGET_MM2 = 3.5  # below npu-bitfusion as given (3.94 mm2), so the budget binds
 
@@ -95,8 +95,7 @@ def test_codesign_input_errors():
 
 @pytest.mark.slow
 def test_codesign_search_respects_the_budget_and_records_the_hardware(ray_session, tmp_path):
-    import hwsim
-    import models
+    from lowbit import hwsim, models
 
     out = tmp_path / "run"
     result = run_search(

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from search.hawq import (
+from lowbit.search.hawq import (
     HawqInputs,
     allocate,
     bit_options,

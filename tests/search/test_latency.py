@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.export import ort_session
-from models.hostbench import chain_model
-from search.latency import Prepared, time_configs
+from lowbit.models.export import ort_session
+from lowbit.models.hostbench import chain_model
+from lowbit.search.latency import Prepared, time_configs
 
 
 def _prepared(depth: int) -> Prepared:

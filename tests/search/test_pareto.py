@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from search.pareto import dominates, hypervolume_2d, non_dominated, non_dominated_sort
+from lowbit.search.pareto import dominates, hypervolume_2d, non_dominated, non_dominated_sort
 
 ACC_LAT = ("maximize", "minimize")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from search.progress import Progress, format_eta
+from lowbit.search.progress import Progress, format_eta
 
 
 class _Tty(io.StringIO):

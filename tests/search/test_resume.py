@@ -16,9 +16,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.run import SearchSetup, execute
-from search.storage import FAIL_REASON_ATTR, open_storage
-from search.testing import SyntheticSpec
+from lowbit.search.run import SearchSetup, execute
+from lowbit.search.storage import FAIL_REASON_ATTR, open_storage
+from lowbit.search.testing import SyntheticSpec
 
 HERE = Path(__file__).parent
 
@@ -27,9 +27,9 @@ SCRIPT = textwrap.dedent(
     import sys
     sys.path.insert(0, {here!r})
     from search_testkit import SYNTHETIC_LAYERS, bitfusion_profile
-    from search.run import SearchSetup, execute
-    from search.space import build_space
-    from search.testing import SyntheticSpec
+    from lowbit.search.run import SearchSetup, execute
+    from lowbit.search.space import build_space
+    from lowbit.search.testing import SyntheticSpec
 
     space = build_space(SYNTHETIC_LAYERS, bitfusion_profile(), model="synthetic-cnn")
     setup = SearchSetup(n_trials=200, out_dir={run!r}, study_name="k", workers=2,

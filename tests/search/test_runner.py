@@ -9,12 +9,12 @@ import json
 import pytest
 from optuna.trial import TrialState
 
-from search import load_config
-from search.pareto import hypervolume_2d, non_dominated
-from search.run import SearchSetup, execute
-from search.storage import FAIL_REASON_ATTR, open_storage
-from search.summary import HV_REFERENCE
-from search.testing import SyntheticSpec, synthetic_objectives
+from lowbit.search import load_config
+from lowbit.search.pareto import hypervolume_2d, non_dominated
+from lowbit.search.run import SearchSetup, execute
+from lowbit.search.storage import FAIL_REASON_ATTR, open_storage
+from lowbit.search.summary import HV_REFERENCE
+from lowbit.search.testing import SyntheticSpec, synthetic_objectives
 
 
 def _run(space, tmp_path, spec=None, **kw):

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from search_testkit import SYNTHETIC_LAYERS, make_profile
 
-from search.space import SearchSpace, build_space, target_bits
+from lowbit.search.space import SearchSpace, build_space, target_bits
 
 
 def test_bits_bit_flexible_target(bitfusion_like):
@@ -45,7 +45,7 @@ def test_every_offered_bit_pair_runs_on_its_target(bitfusion_like, int8_cpu_like
 
 
 def test_builtin_profiles_spaces_run():
-    profiles = pytest.importorskip("hwsim.profiles")
+    profiles = pytest.importorskip("lowbit.hwsim.profiles")
     for name in profiles.builtin_profile_names():
         profile = profiles.load_profile(name)
         w_bits, a_bits = target_bits(profile)
@@ -123,8 +123,8 @@ def test_uniform_and_quant_only(synthetic_space, int8_cpu_like):
 
 def test_zoo_space_plans_pass_the_model_check():
     """Every sampled configuration of a real zoo model is a valid CompressionPlan for it."""
-    from models.zoo import build
-    from search.run import zoo_space
+    from lowbit.models.zoo import build
+    from lowbit.search.run import zoo_space
 
     profile = make_profile("zoo-bitfusion", [(w, a, 1.0) for w in (2, 4, 8) for a in (2, 4, 8)],
                            nm_patterns=((2, 4),))  # fmt: skip

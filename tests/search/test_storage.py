@@ -7,7 +7,7 @@ import pytest
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.trial import TrialState
 
-from search.storage import FAIL_REASON_ATTR, JOURNAL_FILE, open_storage, recover_interrupted
+from lowbit.search.storage import FAIL_REASON_ATTR, JOURNAL_FILE, open_storage, recover_interrupted
 
 
 def _study(storage, name="s"):

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-import models
-from hwsim.errors import LowbitError
-from models.plan import CompressionPlan
-from search import load_config
-from search.user import describe_user_model, run_search_user, user_space
+from lowbit import models
+from lowbit.hwsim.errors import LowbitError
+from lowbit.models.plan import CompressionPlan
+from lowbit.search import load_config
+from lowbit.search.user import describe_user_model, run_search_user, user_space
 
 
 class SignalNet(nn.Module):
@@ -223,9 +223,9 @@ def test_model_and_data_travel_once_through_the_object_store(ray_session, traine
     evaluator is built; trial requests carry only per-layer settings."""
     from ray import cloudpickle
 
-    from hwsim.profiles import load_profile
-    from search.evaluator import TrialRequest
-    from search.user_evaluator import UserEvaluatorSpec, ship
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.search.evaluator import TrialRequest
+    from lowbit.search.user_evaluator import UserEvaluatorSpec, ship
 
     model, x, _ = trained_net
     metric = agreement_with(model, x)
@@ -246,9 +246,9 @@ def test_model_and_data_travel_once_through_the_object_store(ray_session, traine
 
 
 def test_pinned_layers_run_w8a8_and_untouched_stay_float(trained_net):
-    from hwsim.profiles import load_profile
-    from search.evaluator import TrialRequest
-    from search.user_evaluator import UserEvaluatorSpec
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.search.evaluator import TrialRequest
+    from lowbit.search.user_evaluator import UserEvaluatorSpec
 
     model, x, _ = trained_net
     profile = load_profile("npu-bitfusion")

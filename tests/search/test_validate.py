@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hwsim.errors import LowbitError
-from search.results import ConfigError, DeploymentConfig, write_json
-from search.validate import VALIDATION_COLUMNS, latency_metrics, targets_of_run, validate_run
+from lowbit.hwsim.errors import LowbitError
+from lowbit.search.results import ConfigError, DeploymentConfig, write_json
+from lowbit.search.validate import VALIDATION_COLUMNS, latency_metrics, targets_of_run, validate_run
 
 MODEL = "digits-cnn"
 PRUNED = {
@@ -27,9 +27,9 @@ W8A8 = {"version": 1, "pin_first_last": False, "layers": {"_default": {"w_bits":
 
 def write_config(run_dir: Path, cid: str, plan: dict, *, model: str = MODEL) -> Path:
     """A deployment config as the search writes it, with its fake-quant test accuracy."""
-    import models
-    from models.evaluate import accuracy
-    from models.plan import CompressionPlan
+    from lowbit import models
+    from lowbit.models.evaluate import accuracy
+    from lowbit.models.plan import CompressionPlan
 
     base = models.load_trained(MODEL)
     x_val, _ = models.load_split("digits", "val")
@@ -58,7 +58,7 @@ def make_run(run_dir: Path, configs: dict[str, dict]) -> Path:
 
 @pytest.fixture(scope="module")
 def host_profile(tmp_path_factory, zoo_cache) -> Path:
-    from models import hostcal
+    from lowbit.models import hostcal
 
     return hostcal.write(hostcal.calibrate(quick=True), tmp_path_factory.mktemp("host") / "h.toml")
 

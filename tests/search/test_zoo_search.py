@@ -11,15 +11,14 @@ import json
 
 import pytest
 
-from search import load_config, run_search
+from lowbit.search import load_config, run_search
 
 
 @pytest.mark.slow
 def test_zoo_search_configs_reproduce(ray_session, tmp_path):
-    import hwsim
-    import models
-    from hwsim.profiles import load_profile
-    from models.evaluate import accuracy, as_model_input
+    from lowbit import hwsim, models
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.models.evaluate import accuracy, as_model_input
 
     profile = load_profile("npu-bitfusion")
     result = run_search(

@@ -1,0 +1,223 @@
+"""Validation of raw profile data: the schema walk plus the rules that tie keys together.
+
+:func:`validate` returns every problem as ``"key.path: message"`` (nothing raised), so the
+loader can report all of them in one :class:`~lowbit.hwsim.errors.ProfileError`. Rules only look at
+values that passed the schema walk, so one mistake is reported once.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+from ._precision_models import BITFUSION_BITS, PRECISION_MODELS
+from ._profile_overrides import BadPath, resolve_path
+from ._profile_schema import (
+    BITFUSION_DEFAULT_BITS,
+    BITSERIAL_DEFAULT_BITS,
+    SCHEMA,
+    SCHEMA_VERSIONS,
+    check_tree,
+    is_int,
+    show,
+)
+from .profile import DATAFLOWS, OPERANDS
+
+__all__ = ["validate"]
+
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+# level names appear in key paths (memory.NAME.size_bytes): no dots, not an index
+_LEVEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def validate(data: object, *, check_tunables: bool = True) -> list[str]:
+    """Every problem in raw profile ``data`` (an empty list means it builds).
+
+    Example:
+        >>> validate({"schema_version": 2})
+        ['schema_version: unsupported 2 (supported: 1)']
+    """
+    if not isinstance(data, dict):
+        return [f"profile: must be a table, got {show(data)}"]
+    version = data.get("schema_version")
+    if is_int(version) and version not in SCHEMA_VERSIONS:
+        # other keys may mean something else in another version: report this alone
+        supported = ", ".join(map(str, SCHEMA_VERSIONS))
+        return [f"schema_version: unsupported {version} (supported: {supported})"]
+    out: list[str] = []
+    check_tree(SCHEMA, data, "", out)
+    name = data.get("name")
+    if isinstance(name, str) and not _PROFILE_NAME.match(name):
+        out.append(
+            f"name: must start with a letter or digit and hold only letters, digits and . _ + -"
+            f", got {show(name)}"
+        )
+    if isinstance(data.get("compute"), dict):
+        _compute_rules(data["compute"], out)
+    if isinstance(data.get("memory"), list):
+        _memory_rules(data["memory"], out)
+    sparsity = data.get("sparsity")
+    if isinstance(sparsity, dict) and isinstance(sparsity.get("nm_patterns"), list):
+        _unique(sparsity["nm_patterns"], "sparsity.nm_patterns", out)
+    if check_tunables and not out and data.get("tunables"):
+        _tunable_rules(data, out)
+    return out
+
+
+def _unique(items: list, path: str, out: list[str]) -> None:
+    seen: list = []
+    for i, item in enumerate(items):
+        if item in seen:
+            out.append(f"{path}[{i}]: {show(item)} listed twice")
+        seen.append(item)
+
+
+def _str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _compute_rules(compute: dict, out: list[str]) -> None:
+    kind = compute.get("kind")
+    if isinstance(kind, str) and kind in DATAFLOWS:
+        allowed = DATAFLOWS[kind]
+        valid = ", ".join(allowed)
+        dataflow = compute.get("dataflow")
+        if dataflow is None and kind == "systolic":
+            out.append(f"compute.dataflow: missing (a systolic array needs one of: {valid})")
+        elif isinstance(dataflow, str) and dataflow not in allowed:
+            out.append(f"compute.dataflow: unknown '{dataflow}' (valid: {valid})")
+        dataflows = compute.get("dataflows")
+        if _str_list(dataflows):
+            if not dataflows:
+                out.append("compute.dataflows: must not be empty")
+            for i, d in enumerate(dataflows):
+                if d not in allowed:
+                    out.append(f"compute.dataflows[{i}]: unknown '{d}' (valid: {valid})")
+            _unique(dataflows, "compute.dataflows", out)
+            if isinstance(dataflow, str) and dataflow in allowed and dataflow not in dataflows:
+                out.append(
+                    f"compute.dataflow: '{dataflow}' is not in compute.dataflows "
+                    f"({', '.join(dataflows)})"
+                )
+    model = compute.get("precision_model", "table")
+    if not isinstance(model, str) or model not in PRECISION_MODELS:
+        return  # reported by the schema walk
+    for other in PRECISION_MODELS:
+        if other != model and other in compute:
+            out.append(
+                f'compute.{other}: only read when precision_model = "{other}" (it is "{model}")'
+            )
+    entries = compute.get("precision", [])
+    if model == "table" and not entries:
+        out.append(
+            'compute.precision: missing (precision_model = "table" needs at least one '
+            "[[compute.precision]] entry)"
+        )
+    elif model != "table" and model not in compute:
+        out.append(f'compute.{model}: missing (precision_model = "{model}" needs it)')
+    derived: list[tuple[int, int]] = []
+    params = compute.get(model)
+    if model != "table" and isinstance(params, dict):
+        default = BITFUSION_DEFAULT_BITS if model == "bitfusion" else BITSERIAL_DEFAULT_BITS
+        bits = params.get("bits", list(default))
+        if isinstance(bits, list) and all(is_int(b) for b in bits):
+            where = f"compute.{model}.bits"
+            if not bits:
+                out.append(f"{where}: must not be empty")
+            _unique(bits, where, out)
+            for i, b in enumerate(bits):
+                if model == "bitfusion" and b not in BITFUSION_BITS:
+                    out.append(
+                        f"{where}[{i}]: must be 2, 4, 8 or 16 (BitBricks fuse in powers of "
+                        f"two), got {b}"
+                    )
+                elif model == "bitserial" and b == 32:
+                    out.append(f"{where}[{i}]: bit-serial widths are integers 1-16, got 32")
+            derived = [(w, a) for w in bits for a in bits]
+    seen = set(derived)
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(entry, dict):
+            continue
+        w, a = entry.get("w_bits"), entry.get("a_bits")
+        if not (is_int(w) and is_int(a)):
+            continue
+        if (w == 32) != (a == 32):
+            out.append(
+                f"compute.precision[{i}]: w_bits and a_bits must both be 32 (float) or both "
+                f"integer widths, got W{w}A{a}"
+            )
+        if (w, a) in seen:
+            origin = f'precision_model = "{model}"' if (w, a) in derived else "an earlier entry"
+            out.append(f"compute.precision[{i}]: W{w}A{a} is already defined by {origin}")
+        seen.add((w, a))
+
+
+def _memory_rules(levels: list, out: list[str]) -> None:
+    names: dict[str, int] = {}
+    complete = True  # every level has valid holds / off_chip: coverage can be checked
+    first_on_chip: str | None = None
+    for i, level in enumerate(levels):
+        if not isinstance(level, dict):
+            complete = False
+            continue
+        name = level.get("name")
+        label = f'"{name}"' if isinstance(name, str) else f"memory[{i}]"
+        if isinstance(name, str):
+            if not _LEVEL_NAME.match(name):
+                out.append(
+                    f"memory[{i}].name: must start with a letter and hold only letters, "
+                    f"digits, _ and - (it is used in key paths), got {show(name)}"
+                )
+            if name in names:
+                first = names[name]
+                out.append(f"memory[{i}].name: {show(name)} is also the name of memory[{first}]")
+            names.setdefault(name, i)
+        holds = level.get("holds")
+        if _str_list(holds):
+            if not holds:
+                out.append(f"memory[{i}].holds: must name at least one of {', '.join(OPERANDS)}")
+            _unique(holds, f"memory[{i}].holds", out)
+        else:
+            complete = False
+        off_chip = level.get("off_chip", False)
+        if not isinstance(off_chip, bool):
+            complete = False
+        elif not off_chip and first_on_chip is None:
+            first_on_chip = label
+        elif off_chip and first_on_chip is not None:
+            out.append(
+                f"memory[{i}]: off-chip level {label} comes after on-chip level "
+                f"{first_on_chip} (list levels outermost first)"
+            )
+    if not complete:
+        return
+    for operand in OPERANDS:
+        if not any(lv.get("off_chip", False) and operand in lv["holds"] for lv in levels):
+            out.append(
+                f"memory: no off-chip level holds {operand} (set off_chip = true on the "
+                f'DRAM / flash level and list "{operand}" in its holds)'
+            )
+
+
+def _tunable_rules(data: dict, out: list[str]) -> None:
+    for i, tunable in enumerate(data["tunables"]):
+        key, values = tunable["key"], tunable["values"]
+        where = f"tunables[{i}]"
+        try:
+            _container, _leaf, spec, _canonical = resolve_path(data, key)
+        except BadPath as exc:
+            out.append(f"{where}.key: {key}: {exc}")
+            continue
+        if spec.type not in ("int", "number"):
+            out.append(f"{where}.key: {key} is not numeric (tunable values are numbers)")
+            continue
+        if not values:
+            out.append(f"{where}.values: must not be empty")
+        _unique(values, f"{where}.values", out)
+        for j, value in enumerate(values):
+            variant = copy.deepcopy(data)
+            container, leaf, _spec, _canonical = resolve_path(variant, key, create=True)
+            container[leaf] = value
+            problems = validate(variant, check_tunables=False)
+            if problems:
+                out.append(f"{where}.values[{j}]: {key} = {show(value)} gives {problems[0]!r}")

@@ -1,0 +1,322 @@
+"""One layer on one target: precision, sparsity, tiling, energy -> :class:`LayerResult`.
+
+Both engines call :func:`evaluate`; they differ only in the ``timer`` that turns the layer's
+tile schedule into cycles (closed form or SimPy). Formulas are listed in
+:mod:`lowbit.hwsim.engines._base`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from math import ceil
+
+from ..profile import Precision, aligned_channels
+from ..result import LayerResult
+from ..workload import FLOAT_BITS, Conv2d, Elementwise, Gemm, Layer, Pool
+from ._plan import plan_gemm
+from ._schedule import Block, Tile, closed_form
+from ._target import GemmWork, Target
+from ._tiling import GemmPlan
+
+__all__ = ["evaluate", "keeps_output", "output_bytes", "Timer"]
+
+#: turns a layer's tile schedule into cycles
+Timer = Callable[[Block], float]
+
+
+def _bytes(bits: int) -> float:
+    """Bytes per element: bits / 8 (float layers: bits = 32 -> 4 bytes)."""
+    return bits / 8.0
+
+
+def _ifmap_elements(layer: Layer, g: Gemm) -> int:
+    """Input elements of one instance of the layer's first GEMM: a convolution reads its
+    ifmap (in_h·in_w·channels), or the im2col rows when fewer (a strided 1×1 conv skips
+    pixels); every other GEMM reads its M×K operand."""
+    mk = g.M * g.K
+    if isinstance(layer, Conv2d):
+        channels = g.K // (layer.k_h * layer.k_w)
+        return min(mk, layer.batch * layer.in_h * layer.in_w * channels)
+    return mk
+
+
+def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chip: bool):
+    """GemmWork of ``g`` plus its effective (executed) MACs per instance."""
+    prof = t.profile
+    sp = prof.sparsity
+    if g.weights_are_activations:
+        w_bits, compute_frac, stored_frac = g.a_bits, 1.0, 1.0
+    else:
+        w_bits = g.w_bits if prof.weight_storage == "packed" else mode.w_bits
+        nm_frac = g.nm[0] / g.nm[1] if g.nm else 1.0
+        if sp.zero_skipping:  # skips every zero weight (N:M ones too), stores them compressed
+            compute_frac = stored_frac = g.weight_density
+        elif g.nm and g.nm in sp.nm_patterns:  # structured-sparse unit: n of every m
+            compute_frac = stored_frac = nm_frac
+        else:  # a dense target computes and stores the zeros
+            compute_frac = stored_frac = 1.0
+    wb = _bytes(w_bits)
+    if stored_frac < 1.0:
+        wb = min(wb, stored_frac * (w_bits + sp.index_bits_per_nonzero) / 8.0)
+    k_eff = max(1, ceil(g.K * compute_frac - 1e-9))
+    o = prof.overheads
+    int_conv = _integer_conv(layer, mode)
+    padded = int_conv and o.pad_conv_channels
+    n_run, k_run = g.N, k_eff
+    if padded:
+        n_run, k_padded = _padded_channels(t, layer, g, first)
+        k_run = max(1, ceil(k_padded * compute_frac - 1e-9))
+    cycles = t.mapping.cycles(g.M, n_run, k_run, mode.macs_per_pe_per_cycle)
+    if mode.w_bits < FLOAT_BITS and o.requant_cycles_per_output > 0:
+        cycles += ceil(o.requant_cycles_per_output * g.M * n_run - 1e-9)
+    if int_conv and _conv_costs(o):
+        # the im2col gather: a GEMM over k x k windows (a 1 x 1 conv reads its rows in place)
+        windowed = first and layer.k_h * layer.k_w > 1
+        per_pixel = o.conv_cycles_per_pixel if windowed else 0.0
+        if not padded and _unaligned_conv(t, layer, g, first):
+            per_pixel += o.unaligned_conv_cycles_per_pixel
+        per_image = o.conv_cycles_per_image if windowed else 0.0
+        cycles += ceil(per_pixel * g.M + per_image * layer.batch - 1e-9)
+    ab = _bytes(g.a_bits)
+    in_el = _ifmap_elements(layer, g) if first else g.M * g.K
+    ib = in_el * ab / (g.M * g.K)
+    role = "inputs" if g.weights_are_activations else "weights"
+    work = GemmWork(g.count, g.M, g.N, g.K, cycles, wb, ib, ab, role, in_chip, False)
+    return work, k_eff
+
+
+def _narrow_operands(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> int:
+    """Activation operands narrower than 8 bits that an integer mode of 8+ bits must clamp
+    (one extra operator each: both operands of an attention matmul, the input otherwise)."""
+    if not gemms:
+        return 0
+    g = gemms[0]
+    mode = t.mode(g.w_bits, g.a_bits)
+    if g.a_bits >= 8 or mode.a_bits < 8 or mode.w_bits >= FLOAT_BITS:
+        return 0
+    return 2 if g.weights_are_activations else 1
+
+
+def _integer_conv(layer: Layer, mode: Precision) -> bool:
+    """An integer, ungrouped convolution (what a CPU's direct INT8 conv kernel runs)?"""
+    return mode.w_bits < FLOAT_BITS and isinstance(layer, Conv2d) and layer.groups == 1
+
+
+def _conv_costs(o) -> bool:
+    """Does the profile charge integer convolutions per pixel or per image?"""
+    return max(o.unaligned_conv_cycles_per_pixel, o.conv_cycles_per_pixel,
+               o.conv_cycles_per_image) > 0  # fmt: skip
+
+
+def _in_channels(layer: Layer, g: Gemm, first: bool) -> int:
+    """A conv GEMM's input channels: K / (k_h·k_w) for the layer's first GEMM, K for a
+    low-rank layer's 1×1 second."""
+    return g.K // (layer.k_h * layer.k_w) if first else g.K
+
+
+def _padded_channels(t: Target, layer: Layer, g: Gemm, first: bool) -> tuple[int, int]:
+    """(N, K) of an integer conv GEMM whose channels the deployment pads up to the direct
+    kernel's (``Overheads.pad_conv_channels``, as ``models._onnx_pad`` does): outputs to a
+    multiple of ``conv_channel_multiple`` and at least ``conv_min_out_channels``; inputs as
+    their producer padded them -- the same rule, except a stem's (fewer channels than the
+    multiple: the network's input, padded to the multiple only); a low-rank layer's 1x1
+    second GEMM reads its first's padded outputs."""
+    o = t.profile.overheads
+    step, least = o.conv_channel_multiple, o.conv_min_out_channels
+    in_c = _in_channels(layer, g, first)
+    stem = first and in_c < step
+    in_pad = aligned_channels(in_c, multiple=step, minimum=1 if stem else least)
+    window = layer.k_h * layer.k_w if first else 1
+    return aligned_channels(g.N, multiple=step, minimum=least), in_pad * window
+
+
+def _padded_stem(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> bool:
+    """A stem (fewer input channels than the multiple) whose input the deployment pads."""
+    o = t.profile.overheads
+    if not (o.pad_conv_channels and gemms and isinstance(layer, Conv2d)):
+        return False
+    mode = t.mode(gemms[0].w_bits, gemms[0].a_bits)
+    return _integer_conv(layer, mode) and layer.in_c < o.conv_channel_multiple
+
+
+def _unaligned_conv(t: Target, layer: Layer, g: Gemm, first: bool) -> bool:
+    """Does this GEMM of an integer, ungrouped convolution miss the CPU's direct kernel
+    (``Overheads.conv_channel_multiple`` / ``conv_min_out_channels``)? Its input channels
+    are :func:`_in_channels`."""
+    o = t.profile.overheads
+    in_c = _in_channels(layer, g, first)
+    step = o.conv_channel_multiple
+    return in_c % step != 0 or g.N % step != 0 or g.N < o.conv_min_out_channels
+
+
+def _fits_on_chip(t: Target, nbytes: float) -> bool:
+    """An activation stays on chip, for the next layer to read in place, when it fits the
+    active part of both the outputs' home and the inputs' home: the same level when shared
+    (a CPU cache, a unified buffer), or dedicated ifmap/ofmap buffers that swap roles."""
+    return 0 < nbytes <= t.capacity("outputs") and nbytes <= t.capacity("inputs")
+
+
+def output_bytes(layer: Layer, gemms: tuple[Gemm, ...] | None = None) -> float:
+    """Bytes of the layer's output, stored at the layer's a_bits (the next layer reads it);
+    ``gemms``: the layer's GEMMs if already at hand."""
+    gemms = layer.gemms() if gemms is None else gemms
+    if gemms:
+        g = gemms[-1]
+        return g.count * g.M * g.N * _bytes(g.a_bits)
+    return layer.memory_elements()[1] * _bytes(layer.compression.a_bits)
+
+
+def keeps_output(t: Target, layer: Layer, gemms: tuple[Gemm, ...] | None = None) -> bool:
+    """Does ``layer`` leave its output on chip (no write-back; the next layer reads it)?"""
+    return _fits_on_chip(t, output_bytes(layer, gemms))
+
+
+def _peak(t: Target, w_bits: int, a_bits: int) -> float:
+    key = (w_bits, a_bits)
+    peak = t.peak_cache.get(key)
+    if peak is None:
+        peak = t.peak_cache[key] = t.profile.compute.peak_macs_per_cycle(w_bits, a_bits)
+    return peak
+
+
+def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | None) -> LayerResult:
+    """Simulate ``layer`` on ``t``; ``timer=None`` times the schedule in closed form."""
+    prof = t.profile
+    gemms = layer.gemms()
+    zero = (0.0,) * len(t.bandwidth)
+    output_on_chip = keeps_output(t, layer, gemms)
+    reads = {"weights": 0.0, "inputs": 0.0}
+    write = mac_pj = onchip_pj = 0.0
+    compute = eff_macs = tiles = 0
+    plans: list[GemmPlan] = []
+    if gemms:
+        w_bits, a_bits = gemms[0].w_bits, gemms[0].a_bits
+        peak = _peak(t, w_bits, a_bits)
+        modes = [t.mode(g.w_bits, g.a_bits) for g in gemms]
+        works = []
+        in_chip = input_on_chip
+        last = len(gemms) - 1
+        for i, (g, mode) in enumerate(zip(gemms, modes, strict=True)):
+            work, k_eff = _work(t, layer, g, mode, i == 0, in_chip)
+            works.append((g, mode, work, k_eff))
+            # a low-rank factor passes its output to the next factor on chip if it fits
+            in_chip = _fits_on_chip(t, g.count * g.M * g.N * work.ob)
+            work.out_chip = output_on_chip if i == last else in_chip
+        for g, mode, work, k_eff in works:
+            plan = plan_gemm(t, work)
+            plans.append(plan)
+            tiles += plan.tiles
+            compute += g.count * work.cycles
+            executed = g.count * g.M * g.N * k_eff
+            eff_macs += executed
+            mac_pj += executed * mode.energy_pj_per_mac
+            reads[work.w_role] += plan.w_bytes
+            reads["inputs"] += plan.i_bytes
+            write += plan.o_bytes
+            onchip_pj += _onchip_pj(t, g, work, k_eff, plan)
+        schedule = (
+            plans[0].schedule if len(plans) == 1 else Block(1, tuple(p.schedule for p in plans))
+        )
+    else:
+        w_bits, a_bits = layer.compression.w_bits, layer.compression.a_bits
+        try:
+            peak = _peak(t, w_bits, a_bits)
+        except ValueError:  # a memory-only layer never runs on the MAC array
+            peak = 0.0
+        ab = _bytes(a_bits)
+        # the operator's own work (a CPU's LayerNorm, GELU...), overlapped with its traffic
+        kind = getattr(layer, "kind", "")
+        if kind:
+            per_element = prof.overheads.elementwise_cost(kind)
+            elements = layer.cost_elements
+            if isinstance(layer, Pool):
+                elements = layer.block_elements(prof.overheads.pool_channel_block)
+            compute = ceil(elements * per_element - 1e-9)
+        n_read, n_write = layer.memory_elements()
+        if input_on_chip:
+            n_read -= layer.elements if isinstance(layer, Elementwise) else n_read
+        reads["inputs"] = n_read * ab
+        write = 0.0 if output_on_chip else n_write * ab
+        vec = {}
+        for role, nbytes in (("inputs", reads["inputs"]), ("outputs", write)):
+            port = t.port_of[role]
+            v = tuple(nbytes / t.bandwidth[port] if j == port else 0.0 for j in range(len(zero)))
+            vec[role] = (v, zero) if t.double[role] else (zero, v)
+        (ld, ls), (sd, ss) = vec["inputs"], vec["outputs"]
+        schedule = Block(1, (Tile(float(t.tile_cycles), ld, sd, ls, ss),))
+        tiles = 1
+        onchip_pj = (reads["inputs"] * t.home_pj.get("inputs", 0.0)
+                     + write * t.home_pj.get("outputs", 0.0))  # fmt: skip
+    if timer is not None:
+        body = timer(schedule)
+    elif len(plans) == 1:
+        body = plans[0].cycles  # already summed when the plan was chosen
+    else:
+        body = closed_form(schedule)
+    busy = [0.0] * len(zero)
+    for role, nbytes in (*reads.items(), ("outputs", write)):
+        port = t.port_of[role]
+        busy[port] += nbytes / t.bandwidth[port]
+    dma = max(busy)
+    # per-layer cost and per-integer-GEMM cost (each low-rank factor is one more kernel), plus
+    # each tile's handshake (inside the schedule's compute steps)
+    tile_overhead = tiles * t.tile_cycles
+    int_gemms = sum(1 for g in gemms if t.mode(g.w_bits, g.a_bits).w_bits < FLOAT_BITS)
+    fixed = prof.overheads.layer_cycles + int_gemms * prof.overheads.gemm_cycles
+    fixed += _narrow_operands(t, layer, gemms) * prof.overheads.narrow_activation_cycles
+    if _padded_stem(t, layer, gemms):  # the Pad operator that widens the network's input
+        fixed += prof.overheads.layer_cycles
+    overhead = fixed + tile_overhead
+    body_cycles = max(compute + tile_overhead, ceil(body - 1e-6))
+    total = body_cycles + fixed
+    offchip_pj = 0.0
+    for role, nbytes in (*reads.items(), ("outputs", write)):
+        offchip_pj += nbytes * t.ports[t.port_of[role]].energy_pj_per_byte
+    energy_j = (mac_pj + offchip_pj + onchip_pj) * 1e-12 + prof.static_power_w * total / (
+        prof.clock_hz
+    )
+    shares = (("compute", compute), ("memory", dma), ("overhead", overhead))
+    bound = max(shares, key=lambda s: s[1])[0]
+    util = eff_macs / (peak * total) if peak > 0 and total > 0 else 0.0
+    return LayerResult(
+        name=layer.name,
+        op=layer.op,
+        macs=layer.macs,
+        w_bits=w_bits,
+        a_bits=a_bits,
+        compute_cycles=compute,
+        stall_cycles=body_cycles - compute - tile_overhead,
+        overhead_cycles=overhead,
+        total_cycles=total,
+        dram_read_bytes=ceil(reads["weights"] + reads["inputs"] - 1e-9),
+        dram_write_bytes=ceil(write - 1e-9),
+        peak_macs_per_cycle=peak,
+        dram_bytes_per_cycle=sum(t.bandwidth),
+        utilization=util,
+        bound=bound,
+        energy_j=energy_j,
+        effective_macs=eff_macs,
+        dram_read_bytes_by_operand=(
+            ("weights", ceil(reads["weights"] - 1e-9)),
+            ("inputs", ceil(reads["inputs"] - 1e-9)),
+        ),
+        dma_cycles=ceil(dma - 1e-6),
+        input_on_chip=input_on_chip,
+        output_on_chip=output_on_chip,
+    )
+
+
+def _onchip_pj(t: Target, g: Gemm, work: GemmWork, k_eff: int, plan: GemmPlan) -> float:
+    """On-chip energy: the array's buffer reads (each element once per use the dataflow
+    makes, :meth:`Mapping.onchip_reads`), plus filling the home levels with what came from
+    off chip and draining outputs to it."""
+    w_el, i_el, o_el = t.mapping.onchip_reads(g.M, g.N, k_eff)
+    role = work.w_role
+    pj = g.count * (
+        w_el * work.wb * t.inner_pj.get(role, 0.0)
+        + i_el * work.ib * t.inner_pj.get("inputs", 0.0)
+        + o_el * work.ob * t.inner_pj.get("outputs", 0.0)
+    )
+    pj += plan.w_bytes * t.home_pj.get(role, 0.0) + plan.i_bytes * t.home_pj.get("inputs", 0.0)
+    pj += plan.o_bytes * t.home_pj.get("outputs", 0.0)
+    return pj

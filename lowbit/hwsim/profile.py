@@ -1,0 +1,258 @@
+"""Hardware profile: the frozen, validated description of one target.
+
+Built from a TOML file by :mod:`lowbit.hwsim.profiles` (parse -> validate -> build). Units live in
+field names. Engines read these objects only; they never see raw TOML.
+
+Conventions:
+    * A *PE* is one multiply-accumulate slot of the compute unit at the base precision.
+      ``peak MACs/cycle`` at bits (w, a) = ``rows * cols * cores * macs_per_pe_per_cycle``
+      of the precision mode that runs (w, a).
+    * Unsupported (w, a) are *promoted* to the cheapest supported mode with at least those
+      bits (see :meth:`ComputeUnit.resolve`). Float layers (bits = 32) need a float mode.
+    * ``memory`` is ordered outermost first. Off-chip levels (DRAM, flash) are the ports
+      all DMA shares; on-chip levels hold the operands named in ``holds``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+
+from .errors import LowbitError
+
+__all__ = [
+    "OPERANDS",
+    "COMPUTE_KINDS",
+    "DATAFLOWS",
+    "Precision",
+    "ComputeUnit",
+    "MemoryLevel",
+    "SparsitySupport",
+    "Overheads",
+    "Tunable",
+    "AreaModel",
+    "HardwareProfile",
+    "UnsupportedPrecision",
+    "aligned_channels",
+]
+
+OPERANDS = ("weights", "inputs", "outputs")
+#: systolic: a PE array with a SCALE-Sim style fold model (dataflow os/ws/is).
+#: vector: SIMD lanes / DSP columns; rows = reduction (K) lanes, cols = output (N) lanes.
+COMPUTE_KINDS = ("systolic", "vector")
+DATAFLOWS = {"systolic": ("os", "ws", "is"), "vector": ("vector",)}
+
+
+class UnsupportedPrecision(LowbitError, ValueError):
+    """A layer asks for bits the target cannot run, even by promotion."""
+
+
+@dataclass(frozen=True, slots=True)
+class Precision:
+    """One precision mode the compute unit runs natively."""
+
+    w_bits: int
+    a_bits: int
+    macs_per_pe_per_cycle: float
+    energy_pj_per_mac: float
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeUnit:
+    kind: str
+    rows: int
+    cols: int
+    dataflow: str
+    dataflows: tuple[str, ...]
+    precisions: tuple[Precision, ...]
+    cores: int = 1
+
+    @property
+    def pes(self) -> int:
+        return self.rows * self.cols * self.cores
+
+    def resolve(self, w_bits: int, a_bits: int) -> Precision:
+        """The mode that runs (w_bits, a_bits): exact if supported, else the cheapest mode
+        with at least those bits (fewest w·a bits, then highest throughput)."""
+        fits = [p for p in self.precisions if p.w_bits >= w_bits and p.a_bits >= a_bits]
+        if not fits:
+            have = ", ".join(f"W{p.w_bits}A{p.a_bits}" for p in self.precisions)
+            raise UnsupportedPrecision(
+                f"no precision mode runs W{w_bits}A{a_bits} (supported: {have})"
+            )
+        return min(fits, key=lambda p: (p.w_bits * p.a_bits, -p.macs_per_pe_per_cycle))
+
+    def peak_macs_per_cycle(self, w_bits: int, a_bits: int) -> float:
+        return self.pes * self.resolve(w_bits, a_bits).macs_per_pe_per_cycle
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLevel:
+    name: str
+    size_bytes: int
+    bandwidth_bytes_per_cycle: float
+    energy_pj_per_byte: float
+    holds: tuple[str, ...]
+    off_chip: bool = False
+    double_buffered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SparsitySupport:
+    """What the target does with zeros. Structured (channel) pruning always helps: it is a
+    real shape change."""
+
+    nm_patterns: tuple[tuple[int, int], ...] = ()
+    zero_skipping: bool = False
+    index_bits_per_nonzero: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Overheads:
+    """Fixed costs: per layer (launch, configuration, synchronisation) and per tile (the
+    compute side's handshake with the DMA for each buffer it consumes: descriptor issue,
+    semaphores). The per-tile default is an estimate of a few tens of cycles.
+
+    ``run_cycles`` is paid once per inference (a runtime's ``Run`` call: input/output
+    binding, graph walk); ``gemm_cycles`` once per integer GEMM a layer runs, on top of
+    ``layer_cycles`` (a low-rank layer is two GEMMs: two kernel launches, two
+    requantization setups; float GEMMs do not pay it); ``elementwise_cycles_per_element``
+    maps a memory-only layer's ``kind`` (:data:`lowbit.hwsim.workload.ELEMENTWISE_KINDS`) to its
+    compute cost per element (a CPU runs LayerNorm or GELU at a few cycles per element,
+    not at copy speed). All default to no cost.
+    """
+
+    layer_cycles: int = 0
+    tile_cycles: int = 16
+    run_cycles: int = 0
+    gemm_cycles: int = 0
+    #: once per activation operand narrower than 8 bits of an integer layer that computes at
+    #: 8 bits or more: the runtime clamps the codes to the narrow grid with one more operator
+    #: (the Clip ONNX Runtime runs in lowbit's INT8 exports). Not for targets that compute at
+    #: the narrow width natively.
+    narrow_activation_cycles: int = 0
+    elementwise_cycles_per_element: tuple[tuple[str, float], ...] = ()
+    #: integer convolutions whose channels do not fit the CPU's direct kernel -- input or
+    #: output channels not a multiple of ``conv_channel_multiple``, or fewer output
+    #: channels than ``conv_min_out_channels`` -- run a generic im2col path that costs
+    #: ``unaligned_conv_cycles_per_pixel`` more per output pixel (building the pixel's
+    #: im2col row, requantizing it). Defaults: no such path.
+    conv_channel_multiple: int = 1
+    conv_min_out_channels: int = 1
+    unaligned_conv_cycles_per_pixel: float = 0.0
+    #: every integer, ungrouped convolution with a k x k window (k > 1; of a low-rank one,
+    #: the k x k factor) costs this much per output pixel on top of its MACs: the CPU kernel
+    #: gathers the pixel's window (im2col) and requantizes its outputs. ONNX Runtime's INT8
+    #: NHWC 3x3 conv costs ~20 cycles per pixel however few its channels; a 1 x 1 conv reads
+    #: its rows in place. Default: no such cost.
+    conv_cycles_per_pixel: float = 0.0
+    #: the same convolutions also cost this much per image of the batch (the kernel sets up
+    #: each image's window gather: padding, buffers). Default: no such cost.
+    conv_cycles_per_image: float = 0.0
+    #: every integer GEMM (conv, linear, matmul; each factor of a low-rank layer) costs this
+    #: much per output element on top of its MACs: requantizing the int32 accumulator
+    #: (scale, round, clamp, narrow). Float GEMMs do not pay it. Default: no such cost.
+    requant_cycles_per_output: float = 0.0
+    #: a pooling layer whose channel count is known processes each pixel's channels in
+    #: blocks of this many elements (one SIMD register: 64 uint8 with AVX-512), so its
+    #: per-element cost applies to the channels padded up to a multiple of it: pooling 8
+    #: channels costs what pooling 64 does (ONNX Runtime's NhwcMaxPool). 0: per element.
+    pool_channel_block: int = 0
+    #: the deployment pads integer convolutions' channels up to the direct kernel's
+    #: (``conv_channel_multiple``, ``conv_min_out_channels``) with zero filters, as lowbit's
+    #: INT8 export does: such a conv computes on the padded counts instead of paying the
+    #: unaligned path. Default: channels as they are.
+    pad_conv_channels: bool = False
+
+    def elementwise_cost(self, kind: str) -> float:
+        """Cycles per element of a memory-only layer of ``kind`` (0 when not given)."""
+        for name, cycles in self.elementwise_cycles_per_element:
+            if name == kind:
+                return cycles
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Tunable:
+    """A parameter co-design may change: a key path into the profile and its choices."""
+
+    key: str
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AreaModel:
+    """Silicon area, mm²: per PE (per precision-mode-capable MAC), per KiB SRAM, per GB/s."""
+
+    mm2_per_pe: float
+    mm2_per_kib_sram: float
+    mm2_per_gbps_dram: float
+    base_mm2: float = 0.0
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareProfile:
+    name: str
+    description: str
+    family: str
+    schema_version: int
+    clock_hz: float
+    compute: ComputeUnit
+    memory: tuple[MemoryLevel, ...]
+    sparsity: SparsitySupport = field(default_factory=SparsitySupport)
+    overheads: Overheads = field(default_factory=Overheads)
+    #: "packed": weights move at the layer's own bits even when compute promotes them
+    #: (a CPU unpacks INT4 to INT8 in registers); "promoted": stored at the promoted bits.
+    weight_storage: str = "packed"
+    static_power_w: float = 0.0
+    tunables: tuple[Tunable, ...] = ()
+    area: AreaModel | None = None
+    source: str = ""
+
+    def off_chip(self, operand: str) -> MemoryLevel:
+        """The outermost level holding ``operand`` (DRAM, or flash for MCU weights)."""
+        for level in self.memory:
+            if level.off_chip and operand in level.holds:
+                return level
+        raise ValueError(f"profile {self.name!r}: no off-chip level holds {operand!r}")
+
+    def on_chip(self, operand: str) -> tuple[MemoryLevel, ...]:
+        """On-chip levels holding ``operand``, outermost first."""
+        return tuple(m for m in self.memory if not m.off_chip and operand in m.holds)
+
+    def content_hash(self) -> str:
+        """sha256 of the built profile (not the file), stable across formatting changes and
+        across new optional keys: a field at its default value is left out, so a profile
+        that does not use a key added later keeps its hash (and its studies resume)."""
+        data = _without_defaults(self)
+        data.pop("source", None)
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _without_defaults(value):
+    """``value`` as JSON-ready data, dataclass fields equal to their defaults left out."""
+    if is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in fields(value):
+            item = getattr(value, f.name)
+            if f.default is not MISSING and item == f.default:
+                continue
+            if f.default_factory is not MISSING and item == f.default_factory():
+                continue
+            out[f.name] = _without_defaults(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_without_defaults(v) for v in value]
+    return value
+
+
+def aligned_channels(channels: int, *, multiple: int, minimum: int = 1) -> int:
+    """``channels`` rounded up to a multiple of ``multiple``, and at least ``minimum``: the
+    channel counts a kernel that blocks channels takes (``Overheads.pad_conv_channels``)."""
+    return max(minimum, -(-channels // multiple) * multiple)

@@ -1,0 +1,235 @@
+"""The host profile's fitted parameters (split from :mod:`lowbit.models.hostcal`).
+
+Two kinds of measurement are fitted, each simulated with hwsim on the profile being fitted:
+
+* layer chains (:func:`lowbit.models.hostbench.bench_chains`): the per-layer cost of identical
+  C→C conv / GEMM layers, dispatch included, INT8 and FP32;
+* the INT8 conv sweep (:func:`lowbit.models.hostconv.conv_sweep`): the kernel time of single
+  3x3 and 1x1 convs with the channel counts compressed networks have (stems, pruned, unaligned),
+  compared with the simulated layer minus its dispatch (``layer_cycles``).
+
+The INT8 parameters -- an INT8 GEMM operator's fixed cost beyond the measured dispatch
+(``gemm_cycles``), the INT8 cycles per MAC, the per-pixel and per-image costs of every INT8
+k×k conv (``conv_cycles_per_pixel``, ``conv_cycles_per_image``: two map sizes tell them
+apart), the generic path's extra (``unaligned_conv_cycles_per_pixel``), the requantization
+cost per output element of every INT8 GEMM (``requant_cycles_per_output``) -- are fitted
+on the INT8 measurements alone, by weighted non-negative least squares of the relative
+error (chains and sweep weighted equally). hwsim's CPU cost is nearly linear in each of
+them, so the fit is linearised around the estimate and solved again a few times
+(Gauss-Newton): deterministic, with no search over starting points. ``compute.cols`` (the
+kernels' N blocking: 1, 2 or 4 SIMD registers) is the one that fits best. The FP32 MAC rate
+is then fitted on the FP32 chains with the rest fixed: the deployed graphs are INT8, so FP32
+layers must not pull the fit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from lowbit.models._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
+
+
+def _chain(row: dict[str, Any], depth: int):
+    """The hwsim layers of a chain."""
+    from lowbit.hwsim.workload import Compression, Conv2d, Linear, Workload
+
+    bits = 8 if row["precision"] == "int8" else 32
+    comp = Compression(w_bits=bits, a_bits=bits)
+    n, s = row["size"], row["spatial"]
+    if row["kind"] == "conv":
+        make = lambda i: Conv2d(  # noqa: E731
+            name=f"l{i}", compression=comp, in_h=s, in_w=s, in_c=n, out_c=n, k_h=3, k_w=3,
+            out_h=s, out_w=s, batch=row["batch"],
+        )  # fmt: skip
+    else:
+        make = lambda i: Linear(  # noqa: E731
+            name=f"l{i}", compression=comp, in_features=n, out_features=n, tokens=row["batch"]
+        )
+    return Workload("chain", tuple(make(i) for i in range(depth)))
+
+
+def chain_layer_s(rows, data: dict[str, Any], depths: tuple[int, int]) -> np.ndarray:
+    """Simulated per-layer seconds of each chain row (the same two-depth difference)."""
+    from lowbit import hwsim
+    from lowbit.hwsim.profiles import profile_from_dict
+
+    profile = profile_from_dict(data, source="host calibration")
+    out = []
+    for row in rows:
+        t = [hwsim.simulate(_chain(row, d), profile).latency_s for d in depths]
+        out.append((t[1] - t[0]) / (depths[1] - depths[0]))
+    return np.array(out)
+
+
+def sweep_kernel_s(rows, data: dict[str, Any]) -> np.ndarray:
+    """Simulated kernel seconds of each conv-sweep row: the layer without its dispatch."""
+    from lowbit import hwsim
+    from lowbit.hwsim.profiles import profile_from_dict
+    from lowbit.hwsim.workload import Compression, Conv2d
+
+    profile = profile_from_dict(data, source="host calibration")
+    out = []
+    for row in rows:
+        s = row["spatial"]
+        layer = Conv2d(
+            name="c", compression=Compression(w_bits=8, a_bits=8), in_h=s, in_w=s,
+            in_c=row["in_c"], out_c=row["out_c"], k_h=row["k"], k_w=row["k"], out_h=s, out_w=s,
+            batch=row["batch"],
+        )  # fmt: skip
+        cycles = hwsim.simulate_layer(layer, profile).total_cycles
+        out.append(max(cycles - profile.overheads.layer_cycles, 1) / profile.clock_hz)
+    return np.array(out)
+
+
+#: the INT8 parameters, each fitted as the coefficient of its simulated feature
+INT8_PARAMS = ("gemm", "mac", "conv_px", "conv_img", "unaligned", "requant")
+
+
+def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> dict[str, Any]:
+    """``data`` with the INT8 parameters (:data:`INT8_PARAMS`; ``mac``: cycles per MAC per
+    lane, the inverse of the rate) and ``m32`` (the FP32 rate); ``glue`` is the measured
+    dispatch every operator pays (``layer_cycles``)."""
+    new = json.loads(json.dumps(data))
+    layer = int(round(glue))
+    new["overheads"] = {
+        "layer_cycles": layer,
+        "gemm_cycles": int(round(params["gemm"])),
+        # a sub-8-bit activation is clamped by one more (Clip) operator: one dispatch
+        "narrow_activation_cycles": layer,
+        "conv_channel_multiple": CONV_CHANNEL_MULTIPLE,
+        "conv_min_out_channels": CONV_MIN_OUT_CHANNELS,
+        "unaligned_conv_cycles_per_pixel": float(f"{params['unaligned']:.4g}"),
+        "conv_cycles_per_pixel": float(f"{params['conv_px']:.4g}"),
+        "conv_cycles_per_image": float(f"{params['conv_img']:.4g}"),
+        "requant_cycles_per_output": float(f"{params['requant']:.4g}"),
+    }
+    for mode in new["compute"]["precision"]:
+        rate = 1.0 / params["mac"] if mode["w_bits"] == 8 else params.get("m32", 1.0)
+        mode["macs_per_pe_per_cycle"] = float(f"{rate:.6g}")
+    return new
+
+
+def _with_cols(data: dict[str, Any], cols: int) -> dict[str, Any]:
+    new = json.loads(json.dumps(data))
+    new["compute"]["cols"] = int(cols)
+    return new
+
+
+def _simulate(int8, sweep, data, depths) -> np.ndarray:
+    """Simulated seconds of the INT8 chains' layers then the sweep's kernels."""
+    return np.concatenate([chain_layer_s(int8, data, depths), sweep_kernel_s(sweep, data)])
+
+
+#: where the Gauss-Newton iterations start (cycles; ``mac``: cycles per MAC per lane)
+_START = {"gemm": 1000.0, "mac": 0.125, "conv_px": 10.0, "conv_img": 100.0, "unaligned": 20.0,
+          "requant": 0.2}  # fmt: skip
+
+
+def _gauss_newton(simulate, measured: np.ndarray, weight: np.ndarray, start: dict[str, float]):
+    """Non-negative weighted least squares of ``simulate(params) ≈ measured``, by
+    Gauss-Newton: hwsim's CPU cost is nearly linear in each parameter (counted events times
+    a cost), but not exactly (the tiler's choices and compute/traffic overlap move with the
+    MAC rate), so it is linearised around the current estimate -- each parameter's feature
+    is the change of the simulated time per unit of it -- and solved again, a few times; the
+    estimate with the smallest weighted error is returned."""
+    from scipy.optimize import nnls
+
+    theta = dict(start)
+    keys = tuple(start)
+    best, best_theta = math.inf, theta
+    for _ in range(6):
+        at = simulate(theta)
+        error = float(np.sum(((at - measured) * weight) ** 2))
+        if error < best:  # the steps may overshoot: keep the best estimate seen
+            best, best_theta = error, theta
+        columns = []
+        for key in keys:
+            step = 0.25 * max(theta[key], start[key])
+            columns.append((simulate({**theta, key: theta[key] + step}) - at) / step)
+        features = np.stack(columns, axis=1)
+        target = measured - at + features @ np.array([theta[k] for k in keys])
+        solved, _ = nnls(features * weight[:, None], target * weight)
+        theta = {k: max(float(v), 1 / 4096 if k in ("mac", "mac32") else 0.0)
+                 for k, v in zip(keys, solved, strict=True)}  # fmt: skip
+    at = simulate(theta)
+    if float(np.sum(((at - measured) * weight) ** 2)) < best:
+        best_theta = theta
+    return best_theta
+
+
+def _linear_fit(int8, sweep, data, *, glue: float, depths) -> tuple[float, dict[str, float]]:
+    """The INT8 parameters by :func:`_gauss_newton`; rows weighted by 1/measured (the
+    relative error) and each group (chains, sweep) by 1/sqrt(its size)."""
+    measured = np.array([r["layer_s"] for r in int8] + [r["kernel_s"] for r in sweep])
+    group = np.array([len(int8)] * len(int8) + [len(sweep)] * len(sweep), dtype=float)
+    weight = 1.0 / (measured * np.sqrt(group))
+
+    def simulate(theta: dict[str, float]) -> np.ndarray:
+        return _simulate(int8, sweep, with_params(data, theta, glue), depths)
+
+    theta = _gauss_newton(simulate, measured, weight, _START)
+    return float(np.mean(_log_error(simulate(theta), measured))), theta
+
+
+def _log_error(sim: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    return (np.log(np.maximum(sim, 1e-12)) - np.log(measured)) ** 2
+
+
+def fit(
+    chains, sweep, data: dict[str, Any], *, glue_cycles: float, depths: tuple[int, int]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit the profile to the chains and the conv sweep (module docstring); returns the
+    profile data and the fit's summary. Each row gains its simulated value."""
+    int8 = [r for r in chains if r["precision"] == "int8"]
+    fp32 = [r for r in chains if r["precision"] != "int8"]
+    lanes = int(data["compute"]["cols"])
+    best, theta, cols = math.inf, None, lanes
+    for n in (lanes, 2 * lanes, 4 * lanes):
+        value, params = _linear_fit(int8, sweep, _with_cols(data, n), glue=glue_cycles,
+                                    depths=depths)  # fmt: skip
+        if value < best:
+            best, theta, cols = value, params, n
+    data = _with_cols(data, cols)
+    fp32_best, m32 = 0.0, 1.0
+    if fp32:  # FP32 cycles per MAC, the rest fixed
+        measured = np.array([r["layer_s"] for r in fp32])
+
+        def simulate32(th: dict[str, float]) -> np.ndarray:
+            params = {**theta, "m32": 1.0 / th["mac32"]}
+            return chain_layer_s(fp32, with_params(data, params, glue_cycles), depths)
+
+        m32 = 1.0 / _gauss_newton(simulate32, measured, 1.0 / measured, {"mac32": 0.5})["mac32"]
+        sim = chain_layer_s(fp32, with_params(data, {**theta, "m32": m32}, glue_cycles), depths)
+        fp32_best = float(np.mean(_log_error(sim, measured)))
+    theta = {**theta, "m32": m32}
+    fitted = with_params(data, theta, glue_cycles)
+    errors: dict[str, list[float]] = {}
+    for group, rows, sim, key in (
+        ("int8", int8, chain_layer_s(int8, fitted, depths), "layer_s"),
+        ("fp32", fp32, chain_layer_s(fp32, fitted, depths), "layer_s"),
+        ("int8", sweep, sweep_kernel_s(sweep, fitted), "kernel_s"),
+    ):
+        for row, s in zip(rows, sim, strict=True):
+            row["simulated_s"] = float(s)
+            errors.setdefault(group, []).append(abs(s / row[key] - 1))
+    o = fitted["overheads"]
+    return fitted, {
+        # an INT8 GEMM operator's whole fixed cost (layer_cycles + gemm_cycles)
+        "layer_cycles": o["layer_cycles"] + o["gemm_cycles"],
+        "int8_macs_per_pe_per_cycle": 1.0 / theta["mac"],
+        "fp32_macs_per_pe_per_cycle": float(theta["m32"]),
+        "unaligned_conv_cycles_per_pixel": o["unaligned_conv_cycles_per_pixel"],
+        "conv_cycles_per_pixel": o["conv_cycles_per_pixel"],
+        "conv_cycles_per_image": o["conv_cycles_per_image"],
+        "requant_cycles_per_output": o["requant_cycles_per_output"],
+        "cols": int(cols),
+        "rms_log_error_int8": math.sqrt(best),
+        "rms_log_error_fp32": math.sqrt(fp32_best),
+        "mean_abs_pct_error_int8": float(np.mean(errors.get("int8", [0.0])) * 100),
+        "mean_abs_pct_error_fp32": float(np.mean(errors.get("fp32", [0.0])) * 100),
+        "int8_measurements": len(errors.get("int8", [])),
+    }

@@ -1,0 +1,103 @@
+"""The host profile as TOML (:func:`profile_toml`), with comments saying what each number
+was measured from; split from :mod:`lowbit.models.hostcal`, which re-exports it."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .hostcal import Calibration
+
+#: the host profile's name (re-exported by models.hostcal)
+PROFILE_NAME = "host-cpu"
+
+
+def profile_toml(calibration: Calibration) -> str:
+    """The profile as TOML, with comments saying what each number was measured from."""
+    d, m = calibration.data, calibration.measurements
+    cpu, fit, o = m["cpu"], m["fit"], d["overheads"]
+    lanes = cpu["simd_lanes_32bit"]
+    lines = [
+        f"# {PROFILE_NAME}: measured by `lowbit calibrate-host` on {m['date']}",
+        f"# CPU: {cpu['model']}; flags: {' '.join(cpu['flags'])}",
+        f"# VNNI: {cpu['vnni']}; ONNX Runtime {m['onnxruntime']}, 1 thread. Raw data: the "
+        ".json sidecar.",
+        f"# INT8 fit on {fit['int8_measurements']} layer chains and single convs: mean |error| "
+        f"{fit['mean_abs_pct_error_int8']:.1f}% (FP32 chains: "
+        f"{fit['mean_abs_pct_error_fp32']:.1f}%).",
+        f"# Measured: fixed cost per Run call ~{m['run_overhead_s'] * 1e6:.2f} us; "
+        f"each operator's dispatch ~{m['op_overhead_s'] * 1e6:.2f} us.",
+        "schema_version = 1",
+        f"name = {json.dumps(d['name'])}",
+        f"description = {json.dumps(d['description'])}",
+        'family = "cpu"',
+        f"clock_hz = {d['clock_hz']!r}  # /proc/cpuinfo cpu MHz",
+        'weight_storage = "promoted"  # exported weights are int8 codes whatever their grid',
+        f"static_power_w = {d.get('static_power_w', 0.0)!r}  # cpu-x86-avx2 estimate",
+        "",
+        "[compute]",
+        'kind = "vector"',
+        f"rows = {d['compute']['rows']}",
+        f"cols = {d['compute']['cols']}  # fitted N blocking: {d['compute']['cols'] // lanes} "
+        f"register(s) of {lanes} 32-bit lanes",
+        "cores = 1",
+        'dataflow = "vector"',
+        'dataflows = ["vector"]',
+        'precision_model = "table"',
+    ]
+    for mode in d["compute"]["precision"]:
+        what = "FP32" if mode["w_bits"] == 32 else "INT8 (lower bits promote here)"
+        lines += [
+            "",
+            f"# {what}: effective rate fitted on the layer chains",
+            "[[compute.precision]]",
+            f"w_bits = {mode['w_bits']}",
+            f"a_bits = {mode['a_bits']}",
+            f"macs_per_pe_per_cycle = {mode['macs_per_pe_per_cycle']!r}",
+            f"energy_pj_per_mac = {mode['energy_pj_per_mac']!r}  # cpu-x86-avx2 estimate",
+        ]
+    for mem in d["memory"]:
+        size = "  # /proc/meminfo" if mem["name"] == "dram" else "  # /sys/.../cpu0/cache"
+        lines += [
+            "",
+            f"# {mem['name']}: copy bandwidth measured with numpy",
+            "[[memory]]",
+            f"name = {json.dumps(mem['name'])}",
+            f"size_bytes = {mem['size_bytes']}{size}",
+            f"bandwidth_bytes_per_cycle = {mem['bandwidth_bytes_per_cycle']!r}",
+            f"energy_pj_per_byte = {mem['energy_pj_per_byte']!r}  # cpu-x86-avx2 estimate",
+            f"holds = {json.dumps(mem['holds'])}",
+            f"off_chip = {str(mem.get('off_chip', False)).lower()}",
+            f"double_buffered = {str(mem.get('double_buffered', False)).lower()}",
+        ]
+    lines += ["", "[sparsity]  # ONNX Runtime's CPU kernels do not skip zeros",
+              "nm_patterns = []", "zero_skipping = false", "index_bits_per_nonzero = 0.0", "",
+              "[overheads]",
+              f"layer_cycles = {o['layer_cycles']}  # measured: one operator's dispatch",
+              f"gemm_cycles = {o.get('gemm_cycles', 0)}  # fitted: the rest of an INT8 GEMM "
+              "operator's fixed cost (packing, requantization setup)",
+              f"run_cycles = {o.get('run_cycles', 0)}  # measured: one Run call",
+              f"narrow_activation_cycles = {o.get('narrow_activation_cycles', 0)}  # one "
+              "operator's dispatch: the Clip that clamps a sub-8-bit activation",
+              f"conv_channel_multiple = {o.get('conv_channel_multiple', 1)}  # the direct "
+              "INT8 conv kernel's channel blocking (channel sweep)",
+              f"conv_min_out_channels = {o.get('conv_min_out_channels', 1)}",
+              "unaligned_conv_cycles_per_pixel = "
+              f"{o.get('unaligned_conv_cycles_per_pixel', 0.0)!r}  # fitted: generic im2col path",
+              f"conv_cycles_per_pixel = {o.get('conv_cycles_per_pixel', 0.0)!r}  # fitted: "
+              "every INT8 k x k conv's per-pixel gather and requantization",
+              f"conv_cycles_per_image = {o.get('conv_cycles_per_image', 0.0)!r}  # fitted: "
+              "its per-image setup",
+              f"requant_cycles_per_output = {o.get('requant_cycles_per_output', 0.0)!r}  # "
+              "fitted: every INT8 GEMM's requantization of one output",
+              f"pool_channel_block = {o.get('pool_channel_block', 0)}  # uint8 per SIMD "
+              "register: NhwcMaxPool pools a pixel's channels a register at a time",
+              f"pad_conv_channels = {str(o.get('pad_conv_channels', False)).lower()}  # lowbit "
+              "export pads conv channels to the direct kernel's",
+              "", "# measured: cycles per element of memory-bound operators (FP32 chains; "
+              "maxpool: uint8 NHWC between INT8 convs)",
+              "[overheads.elementwise_cycles_per_element]",
+              *(f"{k} = {v!r}" for k, v in o.get("elementwise_cycles_per_element", {}).items()),
+              ""]  # fmt: skip
+    return "\n".join(lines)

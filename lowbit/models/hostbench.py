@@ -1,0 +1,349 @@
+"""Microbenchmarks of this CPU through ONNX Runtime (one thread) and numpy.
+
+Used by :mod:`lowbit.models.hostcal` to calibrate the host profile and by ``lowbit validate`` to
+time models:
+
+* :func:`time_session` — the timing harness: warm-up runs, then the median and quartiles
+  of timed ``Run`` calls (IOBinding: the input is bound once);
+* :func:`depth_slope` — the cost of one more layer in a chain, timed robustly (both depths
+  alternately in rounds, median slope, retried while scattered, never clipped);
+* :func:`bench_chains` — per-layer cost of chains of identical conv / GEMM layers, INT8 QDQ
+  (fused by ONNX Runtime into QLinearConv / QGemm) and FP32 (+ Relu). A chain of depth d
+  costs ``run + d · layer``; two depths give ``layer`` and ``run`` (the fixed cost of a
+  ``Run`` call: session dispatch, input binding, output allocation);
+* :func:`glue_op_s` — the dispatch cost of one tiny non-GEMM operator (a chain of Adds);
+* :func:`elementwise_costs` — seconds per element of Add, Relu, LayerNorm, Softmax, Gelu
+  and MaxPool;
+* :func:`copy_bandwidth` — bytes read + written per second by numpy copies of a buffer.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lowbit.hwsim.errors import LowbitError
+
+__all__ = [
+    "DEPTHS",
+    "MAX_SPREAD",
+    "MeasurementError",
+    "Slope",
+    "FULL_SHAPES",
+    "QUICK_SHAPES",
+    "Timing",
+    "bench_chains",
+    "bind",
+    "chain_model",
+    "copy_bandwidth",
+    "depth_slope",
+    "elementwise_costs",
+    "glue_op_s",
+    "run_times_s",
+    "time_session",
+    "timing_of",
+]
+
+_KiB = 1024
+
+#: layer chains (kind, size, spatial, batch): conv = C→C 3x3 on spatial² pixels; gemm =
+#: F→F on ``batch`` rows; shapes span the zoo's layers (4-128 channels, batch 1-64); the
+#: last four are convolutions the direct INT8 kernel does not take (models.hostcal)
+FULL_SHAPES = (
+    ("conv", 8, 8, 1), ("conv", 16, 8, 1), ("conv", 32, 4, 1), ("conv", 16, 8, 16),
+    ("conv", 32, 8, 64), ("conv", 16, 8, 64), ("conv", 64, 4, 64), ("conv", 32, 4, 64),
+    ("gemm", 16, 1, 1), ("gemm", 64, 1, 1), ("gemm", 128, 1, 1), ("gemm", 64, 1, 64),
+    ("gemm", 128, 1, 64), ("gemm", 256, 1, 64), ("gemm", 32, 1, 1088),
+    ("conv", 8, 8, 16), ("conv", 8, 8, 64), ("conv", 6, 8, 64), ("conv", 12, 4, 64),
+)  # fmt: skip
+QUICK_SHAPES = (("conv", 16, 4, 1), ("conv", 16, 8, 16), ("gemm", 16, 1, 1), ("gemm", 64, 1, 64))
+DEPTHS = (1, 5)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Latency statistics of repeated runs (seconds)."""
+
+    median_s: float
+    q1_s: float
+    q3_s: float
+    runs: int
+
+    @property
+    def iqr_s(self) -> float:
+        return self.q3_s - self.q1_s
+
+
+def bind(session: Any, *, x: np.ndarray) -> Any:
+    """An IOBinding of ``session`` with ``x`` bound once as its input and the outputs left
+    for ONNX Runtime to allocate (so a timed run is the Run call alone)."""
+    binding = session.io_binding()
+    binding.bind_cpu_input(session.get_inputs()[0].name, np.ascontiguousarray(x))
+    for out in session.get_outputs():
+        binding.bind_output(out.name)
+    return binding
+
+
+def run_times_s(session: Any, *, binding: Any, runs: int) -> np.ndarray:
+    """Seconds of each of ``runs`` consecutive Run calls on ``binding``."""
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter_ns()
+        session.run_with_iobinding(binding)
+        times[i] = time.perf_counter_ns() - start
+    return times * 1e-9
+
+
+def timing_of(times_s: np.ndarray) -> Timing:
+    """Median and quartiles of run times (seconds)."""
+    q1, med, q3 = np.percentile(times_s, (25, 50, 75))
+    return Timing(float(med), float(q1), float(q3), len(times_s))
+
+
+def time_session(session: Any, x: np.ndarray, *, warmup: int = 10, repeats: int = 50) -> Timing:
+    """Median and quartiles of ``repeats`` timed runs after ``warmup`` (IOBinding: input
+    bound once, outputs allocated by ONNX Runtime, so the time is the Run call)."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    binding = bind(session, x=x)
+    if warmup:
+        run_times_s(session, binding=binding, runs=warmup)
+    return timing_of(run_times_s(session, binding=binding, runs=repeats))
+
+
+def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):
+    """ONNX model: ``depth`` identical layers (module docstring), QDQ INT8 or FP32 + Relu."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(size * 131 + depth)
+    shape = ["b", size, spatial, spatial] if kind == "conv" else ["b", size]
+    w_shape = (size, size, 3, 3) if kind == "conv" else (size, size)
+    inits, nodes = [], []
+
+    def init(name: str, array: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    act = (init("s", np.array(0.05, np.float32)), init("z", np.array(0, np.uint8)))
+    x = "x"
+    if int8:
+        nodes.append(helper.make_node("QuantizeLinear", [x, *act], ["xq"]))
+        nodes.append(helper.make_node("DequantizeLinear", ["xq", *act], ["x0"]))
+        x = "x0"
+    for i in range(depth):
+        w = rng.integers(-64, 64, size=w_shape).astype(np.int8)
+        scale = np.full(size, 0.02 / math.sqrt(w[0].size), np.float32)
+        if int8:
+            wq = (init(f"w{i}", w), init(f"ws{i}", scale), init(f"wz{i}", np.zeros(size, np.int8)))
+            nodes.append(helper.make_node("DequantizeLinear", list(wq), [f"wd{i}"], axis=0))
+            bq = (init(f"b{i}", np.zeros(size, np.int32)), init(f"bs{i}", scale * 0.05),
+                  init(f"bz{i}", np.zeros(size, np.int32)))  # fmt: skip
+            nodes.append(helper.make_node("DequantizeLinear", list(bq), [f"bd{i}"], axis=0))
+            weight, bias = f"wd{i}", f"bd{i}"
+        else:
+            weight = init(f"w{i}", (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))))
+            bias = init(f"b{i}", np.zeros(size, np.float32))
+        y = f"y{i}"
+        if kind == "conv":
+            nodes.append(helper.make_node("Conv", [x, weight, bias], [y], pads=[1] * 4))
+        else:
+            nodes.append(helper.make_node("Gemm", [x, weight, bias], [y], transB=1))
+        if int8:
+            nodes.append(helper.make_node("QuantizeLinear", [y, *act], [f"q{i}"]))
+            nodes.append(helper.make_node("DequantizeLinear", [f"q{i}", *act], [f"a{i}"]))
+        else:
+            nodes.append(helper.make_node("Relu", [y], [f"a{i}"]))
+        x = f"a{i}"
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+class MeasurementError(LowbitError):
+    """A microbenchmark did not give a usable number (a non-positive per-layer time after
+    every retry: the machine was too busy, or the runtime elided the layers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Slope:
+    """Cost of one more layer in a chain, from chains of two depths (seconds)."""
+
+    per_layer_s: float
+    intercept_s: float
+    #: interquartile range of the per-round estimates over their median (0 = perfectly
+    #: repeatable); the measurement is retried with more runs while it exceeds
+    #: :data:`MAX_SPREAD`
+    spread: float
+    attempts: int
+
+
+#: largest relative spread of the per-round slope estimates accepted without a retry
+MAX_SPREAD = 0.25
+
+
+def depth_slope(build: Any, x: np.ndarray, *, depths: tuple[int, int] = DEPTHS, repeats: int,
+                rounds: int = 5, attempts: int = 3, what: str = "chain") -> Slope:  # fmt: skip
+    """Per-layer cost of ``build(depth)`` (an ONNX model of ``depth`` identical layers) on
+    input ``x``: both depths are timed alternately in ``rounds`` rounds of ``repeats`` runs
+    (so a load spike hits both alike), each round gives one slope, and the median slope is
+    the answer. A non-positive or scattered (relative IQR above :data:`MAX_SPREAD`) answer is
+    measured again with twice the runs, up to ``attempts`` times; a scattered positive one is
+    then accepted (its spread is recorded), a non-positive one raises
+    :class:`MeasurementError` naming ``what``: a difference of two timings is never clipped
+    into a fake number."""
+    from lowbit.models.export import ort_session
+
+    short, long = depths
+    if not 0 < short < long:
+        raise ValueError(f"need 0 < depths[0] < depths[1], got {depths}")
+    sessions = [ort_session(build(d)) for d in depths]
+    bindings = [bind(s, x=x) for s in sessions]
+    for session, binding in zip(sessions, bindings, strict=True):
+        run_times_s(session, binding=binding, runs=10)
+    for attempt in range(1, attempts + 1):
+        slopes, intercepts = [], []
+        for _ in range(rounds):
+            t0, t1 = (float(np.median(run_times_s(s, binding=b, runs=repeats)))
+                      for s, b in zip(sessions, bindings, strict=True))  # fmt: skip
+            slope = (t1 - t0) / (long - short)
+            slopes.append(slope)
+            intercepts.append(t0 - short * slope)
+        per_layer = float(np.median(slopes))
+        q1, q3 = np.percentile(slopes, (25, 75))
+        spread = float((q3 - q1) / per_layer) if per_layer > 0 else math.inf
+        if per_layer > 0 and (spread <= MAX_SPREAD or attempt == attempts):
+            return Slope(per_layer, max(float(np.median(intercepts)), 0.0), spread, attempt)
+        repeats *= 2
+    raise MeasurementError(
+        f"{what}: the per-layer time did not come out positive in {attempts} attempts "
+        f"(median of depth-{long} minus depth-{short} chains <= 0); the machine may be too "
+        "busy to calibrate: retry when it is quiet"
+    )
+
+
+def bench_chains(shapes, *, repeats: int) -> list[dict[str, Any]]:
+    """Per-layer and per-run cost of every chain shape, INT8 and FP32 (:func:`depth_slope`)."""
+    rows = []
+    for kind, size, spatial, batch in shapes:
+        shape = (batch, size, spatial, spatial) if kind == "conv" else (batch, size)
+        x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        for int8 in (True, False):
+            precision = "int8" if int8 else "fp32"
+            slope = depth_slope(
+                lambda d, kind=kind, size=size, spatial=spatial, int8=int8: chain_model(
+                    kind, size, spatial, d, int8
+                ),
+                x, repeats=repeats, what=f"{precision} {kind} chain {size}x{spatial} b{batch}",
+            )  # fmt: skip
+            rows.append({
+                "kind": kind, "size": size, "spatial": spatial, "batch": batch,
+                "precision": precision, "layer_s": slope.per_layer_s,
+                "run_s": slope.intercept_s, "spread": slope.spread,
+            })  # fmt: skip
+    return rows
+
+
+def glue_op_s(*, repeats: int) -> float:
+    """Cost of one tiny non-GEMM operator (dispatch only): a chain of Adds on 16 floats."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def chain(depth: int):
+        nodes = [helper.make_node("Add", ["x" if i == 0 else f"a{i}", "c"], [f"a{i + 1}"])
+                 for i in range(depth)]  # fmt: skip
+        graph = helper.make_graph(
+            nodes, "glue", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+            [helper.make_tensor_value_info(f"a{depth}", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(np.ones(16, np.float32), "c")],
+        )  # fmt: skip
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    x = np.zeros((1, 16), np.float32)
+    return depth_slope(chain, x, depths=(1, 17), repeats=repeats, what="Add dispatch").per_layer_s
+
+
+def copy_bandwidth(nbytes: int, *, repeats: int) -> float:
+    """Copy bandwidth (bytes read + written per second) of a ``nbytes`` buffer, best run."""
+    src = np.ones(max(nbytes // 8, 1), dtype=np.float64)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    loops = max(1, (64 * _KiB**2) // max(nbytes, 1))
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(loops):
+            np.copyto(dst, src)
+        best = min(best, (time.perf_counter() - start) / loops)
+    return 2 * src.nbytes / best
+
+
+#: memory-bound operators timed per element by :func:`elementwise_costs`, and the float
+#: tensor each runs on: digits-vit at batch 64 (64 x 17 tokens x 32 features), and the
+#: digits-cnn conv2 output at batch 64 for MaxPool (3x3, stride 1: the size is kept)
+ELEMENTWISE_SHAPES = {
+    "Add": (1088, 32),
+    "Relu": (1088, 32),
+    "LayerNormalization": (1088, 32),
+    "Softmax": (1088, 32),
+    "Gelu": (1088, 32),
+    "MaxPool": (64, 32, 8, 8),
+}
+
+
+def _elementwise_node(op: str, src: str, dst: str) -> list:
+    """The node(s) of one operator; Gelu is the erf form the TorchScript exporter writes
+    (ONNX Runtime fuses it into one Gelu kernel)."""
+    from onnx import helper
+
+    if op == "Gelu":
+        return [
+            helper.make_node("Div", [src, "sqrt2"], [f"{dst}_d"]),
+            helper.make_node("Erf", [f"{dst}_d"], [f"{dst}_e"]),
+            helper.make_node("Add", [f"{dst}_e", "one"], [f"{dst}_a"]),
+            helper.make_node("Mul", [src, f"{dst}_a"], [f"{dst}_m"]),
+            helper.make_node("Mul", [f"{dst}_m", "half"], [dst]),
+        ]
+    if op == "MaxPool":
+        return [helper.make_node(op, [src], [dst], kernel_shape=[3, 3], pads=[1] * 4)]
+    extra = {"Add": ["gamma"], "LayerNormalization": ["gamma", "beta"]}.get(op, [])
+    attrs = {"axis": -1} if op in ("LayerNormalization", "Softmax") else {}
+    return [helper.make_node(op, [src, *extra], [dst], **attrs)]
+
+
+def _elementwise_chain(op: str, depth: int):
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = ELEMENTWISE_SHAPES[op]
+    scalars = {"sqrt2": 2**0.5, "one": 1.0, "half": 0.5}
+    inits = [
+        numpy_helper.from_array(np.ones(shape[-1], np.float32), "gamma"),
+        numpy_helper.from_array(np.zeros(shape[-1], np.float32), "beta"),
+        *(numpy_helper.from_array(np.array(v, np.float32), k) for k, v in scalars.items()),
+    ]
+    nodes = []
+    for i in range(depth):
+        nodes += _elementwise_node(op, "x" if i == 0 else f"a{i}", f"a{i + 1}")
+    graph = helper.make_graph(
+        nodes, "elementwise", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info(f"a{depth}", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def elementwise_costs(*, repeats: int) -> dict[str, float]:
+    """Seconds per (input) element of memory-bound operators (:data:`ELEMENTWISE_SHAPES`,
+    two chain depths as :func:`bench_chains`). hwsim has no per-element compute cost for
+    such layers: recorded for the engine's CPU model and ``lowbit validate``'s diagnostic."""
+
+    out = {}
+    for op, shape in ELEMENTWISE_SHAPES.items():
+        x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        slope = depth_slope(lambda d, op=op: _elementwise_chain(op, d), x, repeats=repeats,
+                            what=f"{op} chain")  # fmt: skip
+        out[op] = slope.per_layer_s / x.size
+    return out

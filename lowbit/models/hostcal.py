@@ -1,0 +1,331 @@
+"""Host CPU calibration: measure this CPU through ONNX Runtime and write an hwsim profile.
+
+The host model is measured, not typed by hand (``lowbit calibrate-host``):
+
+* from the OS: CPU flags (AVX-512, VNNI), clock (``/proc/cpuinfo``), cache sizes
+  (``/sys/devices/system/cpu/cpu0/cache``), SIMD width (16 int32/fp32 lanes with AVX-512F,
+  8 with AVX2);
+* memory bandwidth of DRAM and of each cache level (numpy copies of buffers sized for it);
+* ONNX Runtime (1 thread) on chains of identical layers, INT8 QDQ and FP32: conv and GEMM
+  layers shaped like the zoo's, and tiny layers (:mod:`lowbit.models.hostbench`). Two chain depths
+  give the per-layer cost and the intercept: the fixed cost of one ``Run`` call, written as
+  ``overheads.run_cycles`` (median over the batch-1 INT8 chains: the deployed graphs are
+  INT8 and their Run call quantizes the input and dequantizes the output too);
+* ONNX Runtime on chains of a tiny Add (the dispatch cost of one operator, written as
+  ``overheads.layer_cycles``) and of LayerNorm/Softmax/GELU/Add/Relu/MaxPool on zoo-sized
+  tensors (per-element costs, written as ``[overheads.elementwise_cycles_per_element]``;
+  ``embedding`` -- class token + positions -- is one Add pass and takes Add's cost);
+* ONNX Runtime's per-node profiler on single INT8 convs shaped like compressed networks'
+  (stems, pruned and unaligned channel counts, 1x1 low-rank factors: :mod:`lowbit.models.hostconv`)
+  and on the uint8 NHWC MaxPool between two INT8 convs (``maxpool``, with
+  ``pool_channel_block`` = the uint8 lanes of one SIMD register: the deployed graphs are
+  INT8).
+
+The GEMM and convolution costs are fitted on the INT8 chains and single convs by weighted
+non-negative least squares (:mod:`lowbit.models._hostcal_fit`): an INT8 GEMM operator's fixed cost
+(``gemm_cycles``, on top of the measured dispatch every operator pays), cycles per MAC,
+per-pixel and per-image costs of k x k convs, the generic path's extra per pixel, the
+requantization cost per output, and ``compute.cols`` among 1, 2 or 4 SIMD registers (the
+kernels' N blocking); the FP32 rate on the FP32 chains. Weights are stored as int8 whatever
+their grid (no native INT4 compute, no packed low-bit kernels in the export), so
+``weight_storage = "promoted"``.
+Energies are the built-in ``cpu-x86-avx2`` estimates. Everything measured is also written
+to a JSON sidecar (``<profile>.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lowbit.hwsim.errors import LowbitError
+
+from ._hostcal_fit import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS, fit
+from ._hostcal_toml import PROFILE_NAME, profile_toml
+from .hostbench import (
+    DEPTHS,
+    FULL_SHAPES,
+    QUICK_SHAPES,
+    bench_chains,
+    copy_bandwidth,
+    elementwise_costs,
+    glue_op_s,
+)
+from .hostconv import CONV_SWEEP, QUICK_CONV_SWEEP, conv_sweep, int8_maxpool_s_per_element
+
+__all__ = [
+    "CALIBRATION_VERSION",
+    "CONV_CHANNEL_MULTIPLE",
+    "CONV_MIN_OUT_CHANNELS",
+    "PROFILE_NAME",
+    "Calibration",
+    "cpu_flags",
+    "calibration_version_of",
+    "cpu_info",
+    "default_profile_path",
+    "calibrate",
+    "load_or_calibrate",
+    "overheads",
+    "profile_toml",
+    "write",
+]
+
+log = logging.getLogger(__name__)
+
+_KiB = 1024
+
+#: the calibration method's version, in each profile's sidecar: a profile calibrated by an
+#: older method is recalibrated by :func:`load_or_calibrate` (2: per-pixel/per-image conv,
+#: requantization and channel-block pool costs, Gauss-Newton fit; 3: single convs measured
+#: in a network's context, wide convs; 4: the export pads conv channels)
+CALIBRATION_VERSION = 4
+
+#: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
+_RECOMPUTED = ("layer_cycles", "gemm_cycles", "narrow_activation_cycles", "run_cycles",
+               "elementwise_cycles_per_element")  # fmt: skip
+
+#: ONNX operator timed by :func:`lowbit.models.hostbench.elementwise_costs` -> the hwsim kinds
+#: (:data:`lowbit.hwsim.workload.ELEMENTWISE_KINDS`) that take its per-element cost
+ORT_KINDS = {
+    "Add": ("add", "embedding"), "Relu": ("relu",), "LayerNormalization": ("layernorm",),
+    "Softmax": ("softmax",), "Gelu": ("gelu",), "MaxPool": ("maxpool",),
+}  # fmt: skip
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where unavailable)."""
+    for line in _read("/proc/cpuinfo").splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _size(text: str) -> int:
+    text = text.strip().upper()
+    scale = {"K": _KiB, "M": _KiB**2, "G": _KiB**3}.get(text[-1:], 1)
+    return int(text.rstrip("KMG") or 0) * scale
+
+
+def cpu_info() -> dict[str, Any]:
+    """Model name, clock, SIMD lanes, VNNI, and data/unified cache sizes per level (bytes)."""
+    text = _read("/proc/cpuinfo")
+    field = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        field.setdefault(key.strip(), value.strip())
+    mhz = float(field.get("cpu MHz") or 3000.0)
+    caches: dict[int, int] = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        kind = _read(str(index / "type")).strip()
+        if kind in ("Data", "Unified"):
+            caches[int(_read(str(index / "level")) or 0)] = _size(_read(str(index / "size")))
+    flags = cpu_flags()
+    meminfo = _read("/proc/meminfo").split()
+    memory = _size(meminfo[1] + "K") if meminfo[:1] == ["MemTotal:"] else 0
+    return {
+        "model": field.get("model name", platform.processor() or "unknown"),
+        "clock_hz": mhz * 1e6,
+        "simd_lanes_32bit": 16 if "avx512f" in flags else 8 if "avx2" in flags else 4,
+        "vnni": bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags),
+        "flags": sorted(f for f in flags if f.startswith(("avx", "fma", "amx", "sse4"))),
+        "caches_bytes": {f"L{k}": v for k, v in sorted(caches.items())},
+        "memory_bytes": memory,
+    }
+
+
+def default_profile_path() -> Path:
+    """``$LOWBIT_CACHE/host/host-cpu.toml`` (``~/.cache/lowbit`` without the variable)."""
+    from lowbit.models.train import cache_dir
+
+    return cache_dir() / "host" / f"{PROFILE_NAME}.toml"
+
+
+def overheads(
+    *,
+    gemm_op_cycles: float,
+    run_s: float,
+    op_s: float,
+    elementwise: dict[str, float],
+    clock_hz: float,
+    fitted: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``[overheads]`` table from the measurements: ``gemm_op_cycles`` (the fitted fixed
+    cost of one GEMM operator) splits into ``layer_cycles`` = the dispatch cost every
+    operator pays (``op_s``, at most the whole) and ``gemm_cycles`` = the rest; the Run
+    call's and the per-element costs (seconds) become cycles at ``clock_hz``; ``fitted``: the
+    other fitted keys (per-pixel, per-image and requantization costs), copied."""
+    layer = min(int(round(op_s * clock_hz)), int(round(gemm_op_cycles)))
+    fitted = fitted or {}
+    per_element = {}
+    for op, seconds in sorted(elementwise.items()):
+        for kind in ORT_KINDS.get(op, ()):
+            per_element[kind] = float(f"{seconds * clock_hz:.4g}")
+    return {
+        "layer_cycles": layer,
+        "gemm_cycles": int(round(gemm_op_cycles)) - layer,
+        "narrow_activation_cycles": layer,
+        "run_cycles": int(round(run_s * clock_hz)),
+        **fitted,
+        "elementwise_cycles_per_element": dict(sorted(per_element.items())),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """A calibrated host profile (raw TOML data, validated) and what was measured."""
+
+    data: dict[str, Any]
+    measurements: dict[str, Any]
+
+    def profile(self):
+        from lowbit.hwsim.profiles import profile_from_dict
+
+        return profile_from_dict(self.data, source=f"{PROFILE_NAME} calibration")
+
+
+def _base_data(info: dict[str, Any], bandwidth: dict[str, float]) -> dict[str, Any]:
+    """Profile data from the built-in cpu-x86-avx2 with the host's measured numbers."""
+    from lowbit.hwsim.profiles import load_profile_data
+
+    data = load_profile_data("cpu-x86-avx2")
+    clock = info["clock_hz"]
+    data["name"] = PROFILE_NAME
+    data["description"] = f"this host: {info['model']}, 1 thread, ONNX Runtime INT8 QDQ / FP32"
+    data["clock_hz"] = clock
+    data["weight_storage"] = "promoted"
+    data["compute"].update(rows=1, cols=info["simd_lanes_32bit"], cores=1)
+    levels = {"dram": ("DRAM", bandwidth["DRAM"])}
+    for level in ("L3", "L2", "L1"):
+        if level in info["caches_bytes"]:
+            levels[level.lower()] = (level, bandwidth.get(level, bandwidth["DRAM"]))
+    memory = []
+    for mem in data["memory"]:
+        if mem["name"] not in levels:
+            continue
+        key, bw = levels[mem["name"]]
+        if mem["name"] != "dram":
+            mem["size_bytes"] = int(info["caches_bytes"][key])
+        elif info.get("memory_bytes"):
+            mem["size_bytes"] = int(info["memory_bytes"])
+        mem["bandwidth_bytes_per_cycle"] = round(bw / clock, 3)
+        memory.append(mem)
+    data["memory"] = memory
+    for key in ("tunables", "area"):  # nothing to tune on a measured host; area unknown
+        data.pop(key, None)
+    return data
+
+
+def calibrate(*, quick: bool = False) -> Calibration:
+    """Measure this CPU (module docstring) and fit a host profile; validated, not written.
+
+    ``quick`` uses four layer shapes and few repeats (for tests; coarser numbers).
+    """
+    import onnxruntime as ort
+
+    info = cpu_info()
+    repeats = 10 if quick else 60
+    caches = info["caches_bytes"]
+    bandwidth = {
+        "DRAM": copy_bandwidth(
+            max(64 * _KiB**2, 2 * caches.get("L3", 0)), repeats=2 if quick else 4
+        )
+    }
+    if not quick:
+        for level, size in caches.items():
+            bandwidth[level] = copy_bandwidth(size // 2, repeats=20)
+    rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
+    sweep = conv_sweep(QUICK_CONV_SWEEP if quick else CONV_SWEEP, repeats=2 * repeats)
+    op_s = glue_op_s(repeats=repeats)
+    data, fitted = fit(rows, sweep, _base_data(info, bandwidth),
+                       glue_cycles=op_s * info["clock_hz"], depths=DEPTHS)  # fmt: skip
+    batch1 = [r["run_s"] for r in rows if r["batch"] == 1 and r["precision"] == "int8"]
+    run_s = float(np.median(batch1 or [r["run_s"] for r in rows]))
+    elementwise = elementwise_costs(repeats=repeats)
+    # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
+    # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
+    # 64 do -- not at the FP32 chain's per-element cost (kept in the sidecar). Measured at
+    # one register's worth of channels: the cost per element of a full block.
+    block = 4 * info["simd_lanes_32bit"]
+    pool = int8_maxpool_s_per_element(
+        channels=block, batch=16 if quick else 64, repeats=2 * repeats
+    )
+    int8_elementwise = {**elementwise, "MaxPool": pool["s_per_element"]}
+    data["overheads"] = overheads(
+        gemm_op_cycles=fitted["layer_cycles"], run_s=run_s, op_s=op_s,
+        elementwise=int8_elementwise, clock_hz=data["clock_hz"],
+        fitted={**{k: v for k, v in data["overheads"].items() if k not in _RECOMPUTED},
+                "pool_channel_block": block,
+                # lowbit's export pads conv channels to the direct kernel's (models._onnx_pad)
+                "pad_conv_channels": True},
+    )  # fmt: skip
+    measurements = {
+        "calibration_version": CALIBRATION_VERSION,
+        "cpu": info, "onnxruntime": ort.__version__, "threads": 1, "quick": quick,
+        "bandwidth_bytes_per_s": bandwidth, "chains": rows, "conv_sweep": sweep,
+        "fit": fitted, "int8_maxpool": pool,
+        "run_overhead_s": run_s, "op_overhead_s": op_s,
+        "elementwise_s_per_element": elementwise, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }  # fmt: skip
+    calibration = Calibration(data, measurements)
+    calibration.profile()  # validated here: a profile that fails validation is a bug
+    return calibration
+
+
+def write(calibration: Calibration, path: str | Path) -> Path:
+    """Write the TOML profile and its JSON sidecar atomically; re-load it to check."""
+    from lowbit.hwsim.fileio import atomic_write_bytes
+    from lowbit.hwsim.profiles import load_profile
+
+    path = Path(path)
+    if path.suffix != ".toml":
+        raise LowbitError(f"{path}: the profile file must end in .toml")
+    atomic_write_bytes(path, profile_toml(calibration).encode())
+    sidecar = path.with_suffix(".json")
+    atomic_write_bytes(sidecar, (json.dumps(calibration.measurements, indent=2) + "\n").encode())
+    load_profile(path)
+    return path
+
+
+def calibration_version_of(path: str | Path) -> int | None:
+    """The :data:`CALIBRATION_VERSION` a profile was calibrated with (its JSON sidecar's;
+    0 for a sidecar without one), or None when it has no sidecar (not written by
+    :func:`write`: a profile a user wrote by hand)."""
+    try:
+        data = json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return int(data.get("calibration_version", 0)) if isinstance(data, dict) else None
+
+
+def load_or_calibrate(path: str | Path | None = None, *, quick: bool = False):
+    """The host profile at ``path`` (default :func:`default_profile_path`); calibrated and
+    written first if the file is missing or was calibrated by an older method (its sidecar's
+    ``calibration_version``: an old profile lacks costs the simulator now models)."""
+    from lowbit.hwsim.profiles import load_profile
+
+    path = Path(path) if path is not None else default_profile_path()
+    version = calibration_version_of(path) if path.is_file() else None
+    if not path.is_file():
+        log.warning("no host profile at %s: calibrating this CPU (about a minute)", path)
+        write(calibrate(quick=quick), path)
+    elif version is not None and version < CALIBRATION_VERSION:
+        log.warning("host profile %s is from calibration v%d (now v%d): recalibrating",
+                    path, version, CALIBRATION_VERSION)  # fmt: skip
+        write(calibrate(quick=quick), path)
+    return load_profile(path)

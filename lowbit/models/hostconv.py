@@ -1,0 +1,175 @@
+"""Per-kernel microbenchmarks of ONNX Runtime's INT8 convolution and pooling kernels.
+
+:mod:`lowbit.models.hostbench` times chains of identical layers (C→C), which cannot show the
+shapes a compressed network really has: a stem conv from 1 input channel, pruned convs
+(8→12), channel-changing low-rank factors. Those run ONNX Runtime's *generic* INT8 conv
+path, which costs ~45 cycles per output pixel however few its MACs, against ~20 for the
+direct NHWC kernel. This module measures single layers by ONNX Runtime's own per-node
+profiler (``SessionOptions.enable_profiling``: one ``*_kernel_time`` event per node and
+run, in microseconds), averaged over many runs:
+
+* :func:`conv_sweep` — the kernel time of one QDQ INT8 conv (→ ``QLinearConv``) for every
+  (in channels, out channels, kernel, spatial, batch) of :data:`CONV_SWEEP`;
+* :func:`int8_maxpool_s_per_element` — the 2x2 MaxPool between two INT8 convs, which
+  ONNX Runtime runs on uint8 NHWC tensors (``NhwcMaxPool``), per input element.
+
+Each measured layer sits in a network's context (:func:`_model`): its input is the output
+of a conv before it (in cache, channels-last) and its output feeds another conv, so its
+kernel time is what it costs inside a compressed network -- measured alone, fed from the
+graph input, the same conv costs 5-10 % more.
+
+The kernel time excludes the dispatch between nodes (measured by
+:func:`lowbit.models.hostbench.glue_op_s`) and the ``Run`` call; :mod:`lowbit.models.hostcal` fits
+the host profile to both kinds of measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CONV_SWEEP", "QUICK_CONV_SWEEP", "conv_sweep", "int8_maxpool_s_per_element"]
+
+#: (in channels, out channels, kernel, spatial, batch): 3x3 stems (1 in), pruned and
+#: unaligned channel counts (6, 8, 12), the direct kernel's (4k in, >= 16 out), at the zoo's
+#: batch-64 sizes on 8x8 and 4x4 maps; wide convs (64 in, up to 128 out: the kernels'
+#: output-channel blocking shows in their cost); and 1x1 convs (a low-rank conv's second
+#: factor)
+CONV_SWEEP = (
+    tuple(
+        (cin, cout, 3, spatial, 64)
+        for spatial in (8, 4)
+        for cin in (1, 4, 6, 8, 16, 32)
+        for cout in (4, 8, 12, 16, 32, 64)
+    )
+    + tuple((64, cout, 3, spatial, 64) for spatial in (8, 4) for cout in (16, 32, 48, 96, 128))
+    + tuple((cin, cout, 1, 8, 64) for cin, cout in ((4, 16), (8, 32), (6, 16), (16, 32), (12, 64)))
+)
+QUICK_CONV_SWEEP = ((1, 16, 3, 4, 16), (16, 16, 3, 4, 16), (16, 8, 3, 4, 16), (4, 16, 1, 4, 16))
+
+
+def _model(cin: int, cout: int, *, k: int = 3, pool: bool = False):
+    """QDQ graph around the conv under test, ``probe`` (cin→cout, k x k, same padding), in
+    a network's context: its input is the output of a 16→cin 3x3 conv (hot in cache,
+    channels-last), or for cin = 1 the graph input (a stem); its output feeds [a 2x2
+    MaxPool, ``pool``, then] a cout→16 1x1 conv. Every conv is Q/DQ-wrapped (→ QLinearConv)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(cin * 97 + cout)
+    inits, nodes = [], []
+
+    def init(name: str, array: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    act = (init("s", np.array(0.05, np.float32)), init("z", np.array(0, np.uint8)))
+
+    def qdq(src: str, dst: str) -> None:
+        nodes.append(helper.make_node("QuantizeLinear", [src, *act], [f"{dst}_q"]))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{dst}_q", *act], [dst]))
+
+    def conv(src: str, dst: str, c_in: int, c_out: int, size: int, name: str) -> None:
+        w = rng.integers(-64, 64, size=(c_out, c_in, size, size)).astype(np.int8)
+        scale = np.full(c_out, 0.02 / np.sqrt(w[0].size), np.float32)
+        wq = (init(f"{name}_w", w), init(f"{name}_ws", scale),
+              init(f"{name}_wz", np.zeros(c_out, np.int8)))  # fmt: skip
+        bq = (init(f"{name}_b", np.zeros(c_out, np.int32)), init(f"{name}_bs", scale * 0.05),
+              init(f"{name}_bz", np.zeros(c_out, np.int32)))  # fmt: skip
+        nodes.append(helper.make_node("DequantizeLinear", list(wq), [f"{name}_wd"], axis=0))
+        nodes.append(helper.make_node("DequantizeLinear", list(bq), [f"{name}_bd"], axis=0))
+        nodes.append(helper.make_node("Conv", [src, f"{name}_wd", f"{name}_bd"], [f"{name}_y"],
+                                      pads=[size // 2] * 4, name=name))  # fmt: skip
+        qdq(f"{name}_y", dst)
+
+    qdq("x", "x0")
+    src, channels = "x0", 1
+    if cin > 1:
+        conv("x0", "a_pre", 16, cin, 3, "pre")
+        src, channels = "a_pre", 16
+    conv(src, "a_probe", cin, cout, k, "probe")
+    src = "a_probe"
+    if pool:
+        nodes.append(helper.make_node("MaxPool", [src], ["p"], kernel_shape=[2, 2],
+                                      strides=[2, 2], name="pool"))  # fmt: skip
+        qdq("p", "p0")
+        src = "p0"
+    conv(src, "out", cout, 16, 1, "post")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", channels, "h", "w"])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "kernel", [x], [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _input(cin: int, spatial: int, batch: int) -> np.ndarray:
+    """The graph input of :func:`_model` (16 channels unless the probe is a stem)."""
+    channels = 1 if cin == 1 else 16
+    return np.random.default_rng(0).random((batch, channels, spatial, spatial), np.float32)
+
+
+def _kernel_s(model: Any, x: np.ndarray, *, repeats: int, warmup: int = 20) -> dict[str, Any]:
+    """Mean kernel seconds of one run per node of ``model`` (keyed by the node name ONNX
+    Runtime gives it: the original name plus a suffix after fusion) with its operator, from
+    the per-node profiler, after ``warmup`` runs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = os.path.join(tmp, "kernels")
+        session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        feed = {session.get_inputs()[0].name: x}
+        for _ in range(warmup + repeats):
+            session.run(None, feed)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    per_run: dict[str, list[float]] = {}
+    ops: dict[str, str] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            node = event["name"].removesuffix("_kernel_time")
+            per_run.setdefault(node, []).append(event["dur"] * 1e-6)
+            ops[node] = event["args"]["op_name"]
+    runs = warmup + repeats
+    # the warmup runs' events are dropped: the last `repeats` runs of each node
+    return {node: (ops[node], float(np.sum(v[len(v) * warmup // runs :]) / repeats))
+            for node, v in per_run.items()}  # fmt: skip
+
+
+def _node(kernels: dict[str, Any], name: str) -> tuple[str, float]:
+    """The (operator, seconds) of the node named ``name`` (before fusion's suffix)."""
+    found = [v for node, v in kernels.items() if node == name or node.startswith(f"{name}_")]
+    if len(found) != 1:
+        raise RuntimeError(f"node {name!r} not found once in the profile: {sorted(kernels)}")
+    return found[0]
+
+
+def conv_sweep(shapes=CONV_SWEEP, *, repeats: int = 100) -> list[dict[str, Any]]:
+    """Kernel time of one INT8 conv per shape (module docstring): rows of
+    ``in_c, out_c, k, spatial, batch, kernel_s``."""
+    rows = []
+    for cin, cout, k, spatial, batch in shapes:
+        kernels = _kernel_s(_model(cin, cout, k=k), _input(cin, spatial, batch), repeats=repeats)
+        op, seconds = _node(kernels, "probe")
+        if op != "QLinearConv":
+            raise RuntimeError(f"ONNX Runtime ran the {cin}->{cout} conv as {op}, not QLinearConv")
+        rows.append({"in_c": cin, "out_c": cout, "k": k, "spatial": spatial, "batch": batch,
+                     "kernel_s": seconds})  # fmt: skip
+    return rows
+
+
+def int8_maxpool_s_per_element(*, channels: int = 64, spatial: int = 8, batch: int = 64,
+                               repeats: int = 100) -> dict[str, Any]:  # fmt: skip
+    """Seconds per input element of the 2x2 MaxPool between two INT8 convs, and the kernel
+    ONNX Runtime ran it with (``NhwcMaxPool`` on uint8 where the layout allows)."""
+    x = _input(channels, spatial, batch)
+    kernels = _kernel_s(_model(channels, channels, pool=True), x, repeats=repeats)
+    op, seconds = _node(kernels, "pool")
+    pooled = batch * channels * spatial * spatial  # the pool's input elements
+    return {"s_per_element": seconds / pooled, "kernels": [op]}

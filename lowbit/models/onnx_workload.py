@@ -1,0 +1,422 @@
+"""ONNX models as hwsim workloads (``lowbit simulate --workload model.onnx``).
+
+:func:`import_onnx` loads the file, gives symbolic input dimensions values (the first axis is
+the batch, 1 by default; others come from ``dims``), runs ``onnx.shape_inference`` (with data
+propagation, so ``Shape → Gather → Reshape`` chains resolve) and maps every node that depends
+on the model input, in graph order:
+
+- **Conv** / ConvInteger / QLinearConv → ``Conv2d`` (``group`` kept: depthwise is
+  ``groups == in_c``); a 1-D conv is a 2-D conv of height 1. 3-D convs are unmapped.
+- **Gemm** / **MatMul** (MatMulInteger, QLinearMatMul, QGemm) with a constant operand →
+  ``Linear`` (``tokens`` = every row of the activation: batch × sequence); of two
+  activations (attention QKᵀ and AV) → ``MatMul`` with ``heads`` = the product of the
+  output's leading dimensions (batch included).
+- Pooling and reductions (MaxPool, AveragePool, Global*Pool, Reduce*) → ``Pool``.
+- Element-wise ops: a chain of them is one memory pass, ``Elementwise`` with ``inputs`` = the
+  elements it reads over the elements it writes, rounded (a residual add + ReLU reads 2;
+  an exported GELU's Div/Erf/Add/Mul chain reads 1); a bias add, BatchNormalization, ReLU,
+  ReLU6 (Clip) or LeakyReLU with one activation input right after a compute layer runs in
+  that layer's output stage and adds nothing — the fusion convention of ``hwsim.workloads``.
+  Softmax and the normalisations (LayerNormalization, …) are passes of their own.
+- Data movement and metadata (Reshape, Transpose, Concat, Slice, Gather, Cast, Q/DQ, …) and
+  anything computed from constants only are free: an accelerator addresses them in place.
+
+**Unmapped ops are never dropped silently.** By default an op outside these tables (LSTM,
+ConvTranspose, Resize, Einsum, If/Loop, custom domains …) or a mapped op without the shapes
+it needs raises :class:`UnmappedOpsError` listing every such node by name and op type;
+with ``allow_unmapped=True`` the workload is built without them and
+:attr:`OnnxImport.unmapped` lists them (``lowbit.commands._resolve.resolve_workload`` then
+prints them on one warning line).
+
+Bit-widths: a graph without quantization ops describes shapes only and gets hwsim's default
+compression (W8A8), like the built-in workloads, so ``--bits`` chooses them. In a quantized
+graph (QDQ or QLinear/Integer ops) each compute layer takes them from the graph: a weight out
+of a DequantizeLinear (or an integer weight of a QLinear op) has the bits of the grid its
+codes use per channel (``models._onnx_graph.span_bits``: int8 codes within [-8, 7], or on a
+16-level grid of a coarser step, are 4-bit) and an
+activation the width of its QuantizeLinear type, narrowed by a Clip between Q and DQ; layers
+left in float there are 32-bit (``hwsim.FLOAT_BITS``).
+
+Example:
+    >>> from lowbit.models.onnx_workload import load_onnx_workload
+    >>> workload = load_onnx_workload("resnet18.onnx")          # doctest: +SKIP
+    >>> round(workload.macs / 1e9, 2)                           # doctest: +SKIP
+    1.81
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from lowbit.hwsim.errors import WorkloadError
+from lowbit.hwsim.workload import (
+    FLOAT_BITS,
+    Compression,
+    Conv2d,
+    Elementwise,
+    Layer,
+    Linear,
+    MatMul,
+    Pool,
+    Workload,
+)
+
+from ._onnx_graph import OnnxGraph, dtype_bits, load_graph
+
+__all__ = ["OnnxImport", "UnmappedOpsError", "import_onnx", "load_onnx_workload"]
+
+#: compute op -> (activation input index, weight input index, weight zero-point index or -1)
+_COMPUTE = {
+    "Conv": (0, 1, -1), "ConvInteger": (0, 1, 3), "QLinearConv": (0, 3, 5),
+    "Gemm": (0, 1, -1), "QGemm": (0, 3, 5),
+    "MatMul": (0, 1, -1), "MatMulInteger": (0, 1, 3), "QLinearMatMul": (0, 3, 5),
+}  # fmt: skip
+_CONVS = {"Conv", "ConvInteger", "QLinearConv"}
+_POOLS = {
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
+    "QLinearAveragePool", "QLinearGlobalAveragePool", "ReduceMean", "ReduceMax", "ReduceMin",
+    "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare",
+    "ArgMax", "ArgMin",
+}  # fmt: skip
+#: element-wise ops of one activation (fusable into a compute layer's output stage)
+_UNARY = {
+    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
+    "Gelu", "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "Erf", "Exp", "Log",
+    "Sqrt", "Neg", "Abs", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos",
+    "Not", "IsNaN", "IsInf", "BatchNormalization", "ThresholdedRelu", "Shrink",
+    "QLinearSigmoid", "QLinearLeakyRelu",
+}  # fmt: skip
+#: element-wise ops of several tensors (broadcasting)
+_BINARY = {
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Mod", "Where", "Equal",
+    "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "BitShift",
+    "QLinearAdd", "QLinearMul",
+}  # fmt: skip
+#: what a compute layer's output stage applies for free (with one activation input: bias,
+#: BatchNorm scale/shift, ReLU/ReLU6/LeakyReLU); other element-wise ops need a pass
+_EPILOGUE = {
+    "Relu", "LeakyRelu", "PRelu", "Clip", "BatchNormalization", "Add", "Sub", "Mul", "Div",
+    "QLinearLeakyRelu",
+}  # fmt: skip
+#: passes of their own (a reduction then an element-wise step over the same tensor)
+_STANDALONE = {
+    "Softmax", "LogSoftmax", "LayerNormalization", "InstanceNormalization",
+    "GroupNormalization", "LpNormalization", "MeanVarianceNormalization",
+    "SkipLayerNormalization",
+}  # fmt: skip
+#: data movement / metadata ops: free (the output aliases an input)
+_FREE = {
+    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose", "Cast",
+    "CastLike", "Gather", "GatherElements", "Slice", "Split", "Expand", "Tile", "Pad",
+    "Shape", "Size", "Constant", "ConstantOfShape", "Range", "QuantizeLinear",
+    "DequantizeLinear", "DynamicQuantizeLinear", "Concat", "QLinearConcat",
+}  # fmt: skip
+#: free ops of several activations: their output is a new tensor (no view of one input)
+_JOINS = {"Concat", "QLinearConcat"}
+_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+
+
+class UnmappedOpsError(WorkloadError):
+    """The graph has ops that cannot be mapped to hwsim layers (all listed by name)."""
+
+    def __init__(self, source: str, unmapped: tuple[tuple[str, str, str], ...]):
+        self.source = source
+        self.unmapped = unmapped
+        listed = "; ".join(f"{name} ({op}): {why}" for name, op, why in unmapped)
+        super().__init__(
+            f"{source}: {len(unmapped)} op(s) cannot be mapped to hwsim layers: {listed} "
+            "(allow_unmapped=True simulates the rest)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OnnxImport:
+    """What :func:`import_onnx` found.
+
+    Attributes:
+        workload: the mapped layers.
+        unmapped: ``(node name, op type, reason)`` of every node left out.
+        quantized: the graph carries bit-widths (Q/DQ, QLinear or Integer ops).
+    """
+
+    workload: Workload
+    unmapped: tuple[tuple[str, str, str], ...] = ()
+    quantized: bool = False
+
+
+class _Importer:
+    """Two passes over the graph's nodes (see the module docstring for the rules): the first
+    finds which tensors are views of which (free ops) and who reads them, the second maps."""
+
+    def __init__(self, graph: OnnxGraph) -> None:
+        self.g = graph
+        ops = {node.op_type for node in graph.nodes}
+        self.quantized = bool(ops & (_QUANT_OPS | (set(_COMPUTE) - {"Conv", "Gemm", "MatMul"})))
+        self.alias: dict[str, str] = {}  # tensor -> the tensor it is a view of
+        self.readers: dict[str, set[int]] = {}  # root tensor -> indices of nodes reading it
+        self.owner: dict[str, str | int] = {}  # root tensor -> "compute" | group id
+        self.groups: dict[int, list[int]] = {}  # group id -> node indices
+        self.unmapped: list[tuple[str, str, str]] = []
+        self.layers: dict[int, Layer] = {}  # node index (of a group: its last) -> layer
+        self.names: dict[str, int] = {}
+        self.skip: set[int] = set()
+        for index, node in enumerate(graph.nodes):
+            acts = graph.activation_inputs(node)
+            if not acts and node.output and all(o in graph.static for o in node.output):
+                self.skip.add(index)  # computed from constants / shapes only
+            elif (node.op_type in _FREE and node.op_type not in _JOINS) or self._code_clip(node):
+                self.skip.add(index)
+                self.alias.update({out: acts[0] for out in node.output if acts})
+        for index, node in enumerate(graph.nodes):
+            if index not in self.skip or node.op_type in _JOINS:
+                for tensor in graph.activation_inputs(node):
+                    self.readers.setdefault(self.root(tensor), set()).add(index)
+        for out in graph.outputs:
+            self.readers.setdefault(self.root(out), set()).add(-1)  # -1: the graph output
+
+    # --- helpers -------------------------------------------------------------------------
+    def _code_clip(self, node: onnx.NodeProto) -> bool:
+        """A Clip of QuantizeLinear codes (a sub-8-bit grid): part of the quantizer."""
+        source = self.g.producer.get(node.input[0]) if node.input else None
+        return node.op_type == "Clip" and source is not None and source.op_type in _QUANT_OPS
+
+    def root(self, name: str) -> str:
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+    def only_reader(self, root: str, index: int) -> bool:
+        return self.readers.get(root) == {index}
+
+    def bits(self, tensor: str) -> int:
+        """Storage bits of an activation (default 8 in a float graph, 32 if unquantized)."""
+        if not self.quantized:
+            return 8
+        found = self.g.activation_bits(tensor)
+        return FLOAT_BITS if found is None else found
+
+    def unique(self, name: str) -> str:
+        self.names[name] = self.names.get(name, 0) + 1
+        return name if self.names[name] == 1 else f"{name}#{self.names[name]}"
+
+    def shape(self, tensor: str) -> tuple[int, ...]:
+        shape = self.g.shapes.get(tensor)
+        if shape is None:
+            raise _Unmappable(f"shape of {tensor!r} unknown after shape inference")
+        if not all(d > 0 for d in shape):
+            raise _Unmappable(f"tensor {tensor!r} has an empty dimension {shape}")
+        return shape
+
+    # --- the pass --------------------------------------------------------------------------
+    def run(self) -> None:
+        for index, node in enumerate(self.g.nodes):
+            if index in self.skip or node.op_type in _JOINS:
+                continue
+            op = node.op_type
+            try:
+                if op in _COMPUTE and node.domain in ("", "ai.onnx", "com.microsoft"):
+                    self.layers[index] = self.compute(node, index)
+                    self.owner.update({out: "compute" for out in node.output})
+                elif op in _POOLS or op in _STANDALONE:
+                    self.layers[index] = self.memory(node, index, pool=op in _POOLS)
+                elif op in _UNARY or op in _BINARY:
+                    self.elementwise(node, index)
+                else:
+                    raise _Unmappable(f"no hwsim mapping for {op}")
+            except _Unmappable as exc:
+                self.unmapped.append((node.name or f"{op}_{index}", op, str(exc)))
+        self.group_layers()
+
+    def compute(self, node: onnx.NodeProto, index: int) -> Layer:
+        x_at, w_at, _ = _COMPUTE[node.op_type]
+        x, w = node.input[x_at], node.input[w_at]
+        x_static, w_static = x in self.g.static, w in self.g.static
+        if node.op_type in _CONVS:
+            if not w_static:
+                raise _Unmappable("convolution with a weight computed at run time")
+            return self.conv(node, index, x, w)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        a, b = self.shape(x), self.shape(w)
+        if node.op_type in ("Gemm", "QGemm"):  # 2-D, optionally transposed operands
+            a = a[::-1] if attrs.get("transA", 0) else a
+            b = b[::-1] if attrs.get("transB", 0) else b
+        a = (1, *a) if len(a) == 1 else a
+        b = (*b, 1) if len(b) == 1 else b
+        out = self.shape(node.output[0])
+        if x_static and w_static:
+            raise _Unmappable("product of two constants")
+        if w_static and len(b) == 2:  # activation · weight: a Linear over every row of x
+            weight_axis = 0 if attrs.get("transB", 0) else 1  # the output-feature axis
+            return Linear(
+                name=self.unique(self.g.layer_name(node, index, weight=w)),
+                compression=self.compression(node, x, w, axis=weight_axis),
+                in_features=a[-1], out_features=b[-1], tokens=math.prod(a[:-1]),
+            )  # fmt: skip
+        if x_static and len(a) == 2:  # weight · activation: a Linear over b's columns
+            return Linear(
+                name=self.unique(self.g.layer_name(node, index, weight=x)),
+                compression=self.compression(node, w, x, axis=0),
+                in_features=a[-1], out_features=a[-2], tokens=math.prod(out) // a[-2],
+            )  # fmt: skip
+        if x_static or w_static:
+            raise _Unmappable("product with a batched constant operand")
+        bits = max(self.bits(x), self.bits(w))
+        return MatMul(
+            name=self.unique(self.g.layer_name(node, index, weight=None)),
+            compression=Compression(w_bits=bits, a_bits=bits) if self.quantized else Compression(),
+            M=a[-2], N=b[-1], K=a[-1], heads=math.prod(out[:-2]),
+        )  # fmt: skip
+
+    def compression(self, node: onnx.NodeProto, act: str, weight: str, *, axis: int):
+        """Bits of a weighted layer: default W8A8 in a float graph, else from the graph."""
+        if not self.quantized:
+            return Compression()
+        if _COMPUTE[node.op_type][2] >= 0:  # QLinear/Integer op: integer inputs
+            w_bits = self.g.codes_bits(weight, axis)
+            a_bits = dtype_bits(self.g.dtypes.get(act, 0)) or self.bits(act)
+        else:
+            w_bits, a_bits = self.g.weight_bits(weight), self.bits(act)
+        return Compression(w_bits=FLOAT_BITS if w_bits is None else w_bits, a_bits=a_bits)
+
+    def conv(self, node: onnx.NodeProto, index: int, x: str, w: str) -> Layer:
+        xs, ws, ys = self.shape(x), self.shape(w), self.shape(node.output[0])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        strides = list(attrs.get("strides", [1] * (len(xs) - 2)))
+        if len(xs) == 3:  # a 1-D conv is a 2-D conv of height 1
+            xs, ws, ys = (*xs[:2], 1, xs[2]), (*ws[:2], 1, ws[2]), (*ys[:2], 1, ys[2])
+        if len(xs) != 4:
+            raise _Unmappable(f"{len(xs) - 2}-D convolution (hwsim maps 1-D and 2-D)")
+        # hwsim keeps one stride (informational: output sizes are stored); take the larger
+        return Conv2d(
+            name=self.unique(self.g.layer_name(node, index, weight=w)),
+            compression=self.compression(node, x, w, axis=0), in_h=xs[2], in_w=xs[3],
+            in_c=xs[1], out_c=ws[0], k_h=ws[2], k_w=ws[3], stride=max(strides), out_h=ys[2],
+            out_w=ys[3], groups=int(attrs.get("group", 1)), batch=xs[0],
+        )  # fmt: skip
+
+    def memory(self, node: onnx.NodeProto, index: int, *, pool: bool) -> Layer:
+        x = self.g.activation_inputs(node)[0]
+        in_elements, out_elements = math.prod(self.shape(x)), math.prod(self.shape(node.output[0]))
+        bits = self.bits(x)
+        common = dict(
+            name=self.unique(self.g.layer_name(node, index, weight=None)),
+            compression=Compression(w_bits=bits, a_bits=bits),
+        )
+        if pool:
+            return Pool(**common, in_elements=in_elements, out_elements=out_elements)
+        return Elementwise(**common, elements=out_elements)
+
+    def elementwise(self, node: onnx.NodeProto, index: int) -> None:
+        """Fuse into the compute layer it follows, or join / start an element-wise group."""
+        roots = list(dict.fromkeys(self.root(t) for t in self.g.activation_inputs(node)))
+        if (
+            node.op_type in _EPILOGUE
+            and len(roots) == 1
+            and self.owner.get(roots[0]) == "compute"
+            and self.only_reader(roots[0], index)
+        ):
+            self.owner.update({out: "compute" for out in node.output})  # output stage
+            return
+        joined = {
+            owner
+            for r in roots
+            if isinstance(owner := self.owner.get(r), int) and self.only_reader(r, index)
+        }
+        group = min(joined, default=index)
+        members = [index] + [i for other in joined for i in self.groups.pop(other)]
+        self.groups[group] = sorted(members)
+        for tensor, owner in self.owner.items():
+            if owner in joined:
+                self.owner[tensor] = group
+        self.owner.update({out: group for out in node.output})
+
+    def group_layers(self) -> None:
+        """One Elementwise per group, placed at its last node: reads = the distinct outside
+        tensors it reads, elements = its largest output read outside the group."""
+        for members in self.groups.values():
+            nodes = [self.g.nodes[i] for i in members]
+            produced = {out for n in nodes for out in n.output}
+            reads = sorted(
+                {
+                    t
+                    for n in nodes
+                    for t in self.g.activation_inputs(n)
+                    if t not in produced and self.root(t) not in produced
+                }
+            )
+            leaving = [
+                out for out in produced if not self.readers.get(out, set()) <= set(members)
+            ] or [nodes[-1].output[0]]
+            try:
+                elements = max(math.prod(self.shape(out)) for out in leaving)
+                read = sum(math.prod(self.shape(t)) for t in reads)
+            except _Unmappable as exc:
+                self.unmapped.append(
+                    (nodes[0].name or nodes[0].op_type, nodes[0].op_type, str(exc))
+                )
+                continue
+            bits = self.bits(reads[0]) if reads else 8
+            self.layers[members[-1]] = Elementwise(
+                name=self.unique(self.g.layer_name(nodes[0], members[0], weight=None)),
+                compression=Compression(w_bits=bits, a_bits=bits),
+                elements=elements,
+                inputs=max(1, round(read / elements)),
+            )
+
+
+class _Unmappable(Exception):
+    """A node of a mapped op type whose attributes or shapes hwsim cannot represent."""
+
+
+def import_onnx(
+    path: str | Path,
+    *,
+    batch: int = 1,
+    dims: Mapping[str, int] | None = None,
+    allow_unmapped: bool = False,
+    name: str | None = None,
+) -> OnnxImport:
+    """Map the ONNX model at ``path`` to an hwsim workload (rules in the module docstring).
+
+    Args:
+        path: the .onnx file.
+        batch: value of a symbolic first input axis.
+        dims: values of other symbolic input dimensions, by their names.
+        allow_unmapped: leave unmappable nodes out (listed in the result) instead of raising.
+        name: workload name; defaults to the file's stem.
+
+    Raises:
+        WorkloadError: the file is not a readable ONNX model or has no mappable layer;
+            :class:`UnmappedOpsError` when nodes cannot be mapped and ``allow_unmapped``
+            is false.
+    """
+    graph = load_graph(path, batch=batch, dims=dims)
+    importer = _Importer(graph)
+    importer.run()
+    unmapped = tuple(importer.unmapped)
+    if unmapped and not allow_unmapped:
+        raise UnmappedOpsError(str(path), unmapped)
+    layers = tuple(importer.layers[i] for i in sorted(importer.layers))
+    if not layers:
+        raise WorkloadError(f"{path}: no layers hwsim can simulate were found")
+    workload = Workload(name or Path(path).stem, layers)
+    return OnnxImport(workload=workload, unmapped=unmapped, quantized=importer.quantized)
+
+
+def load_onnx_workload(
+    path: str | Path,
+    *,
+    batch: int = 1,
+    dims: Mapping[str, int] | None = None,
+    allow_unmapped: bool = False,
+    name: str | None = None,
+) -> Workload:
+    """The workload of :func:`import_onnx` (same arguments)."""
+    return import_onnx(
+        path, batch=batch, dims=dims, allow_unmapped=allow_unmapped, name=name
+    ).workload

@@ -1,0 +1,429 @@
+"""Per-layer compression plans: what to do to each layer, as versioned JSON-round-trippable data.
+
+A :class:`CompressionPlan` maps keys to :class:`LayerSpec` settings. A key is a layer name from
+``model.named_modules()`` (a Conv1d/Conv2d/Linear or a :class:`~lowbit.models.graph.MatMulSite`), a
+``"re:<regex>"`` pattern (``re.fullmatch`` on the layer name) or ``"_default"``. Resolution:
+exact name > first matching ``re:`` key in insertion order > ``_default`` > float and dense.
+
+Settings given by exact name are checked strictly against the model (:meth:`CompressionPlan.check`);
+settings from a pattern or ``_default`` apply where they mean something: a keep ratio only to
+prune-group producers, a rank only to factorisable layers and only below their full rank.
+:meth:`CompressionPlan.effective` returns these normalised per-layer settings (with first/last
+pinning applied); compress() and the simulator bridge both read it, so shapes agree.
+
+Example:
+    >>> plan = CompressionPlan.from_bits_string("W4A8")
+    >>> plan.resolve("conv1").w_bits
+    4
+    >>> CompressionPlan.from_json(plan.to_json()) == plan
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from torch import nn
+
+from lowbit.hwsim.errors import LowbitError
+from lowbit.models.graph import COMPUTE_LAYERS, MatMulSite, prune_groups_of
+
+__all__ = [
+    "PLAN_VERSION",
+    "PlanError",
+    "LayerSpec",
+    "CompressionPlan",
+    "compute_layers",
+    "full_rank",
+    "rank_eligible",
+    "rank_for",
+]
+
+PLAN_VERSION = 1
+_BITS = range(2, 9)
+_GRANULARITIES = ("per_channel", "per_tensor")
+_CALIBRATIONS = ("minmax", "percentile", "mse")
+
+
+class PlanError(LowbitError, ValueError):
+    """A compression plan is malformed or does not fit the model.
+
+    ``problems`` lists every problem as ``"field.path: message"``; the message joins them so one
+    error tells the user everything to fix.
+    """
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid compression plan: " + "; ".join(self.problems))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_fraction(value: Any) -> bool:
+    """A number in (0, 1]."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 < value <= 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSpec:
+    """How to compress one layer. The defaults mean float and dense (no compression).
+
+    Attributes:
+        w_bits: weight bit-width 2-8, or None to leave weights in float.
+        a_bits: input-activation bit-width 2-8 (both operands of a MatMulSite), or None.
+        weight_granularity: one weight scale per output channel or one per tensor.
+        symmetric: signed symmetric grid with zero point 0 (else unsigned with a zero point).
+        calibration: activation range estimator on the calibration batch.
+        keep: fraction of the layer's OUTPUT channels kept by structured pruning, in (0, 1];
+            kept count = ``models.prune.kept_channels(n, keep) = max(1, round(n * keep))``.
+        nm: N:M sparsity ``(n, m)``: n non-zeros in every m consecutive reduction weights.
+        density: unstructured magnitude-pruning density in (0, 1] (after N:M, if both).
+        rank: low-rank factorisation rank (a positive integer below the full rank).
+        rank_fraction: rank as a fraction of the full rank, in (0, 1] (see :func:`rank_for`).
+    """
+
+    w_bits: int | None = None
+    a_bits: int | None = None
+    weight_granularity: Literal["per_channel", "per_tensor"] = "per_channel"
+    symmetric: bool = True
+    calibration: Literal["minmax", "percentile", "mse"] = "minmax"
+    keep: float = 1.0
+    nm: tuple[int, int] | None = None
+    density: float = 1.0
+    rank: int | None = None
+    rank_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.nm, list):  # JSON gives lists
+            object.__setattr__(self, "nm", tuple(self.nm))
+        problems = []
+        for key in ("w_bits", "a_bits"):
+            value = getattr(self, key)
+            if value is not None and not (_is_int(value) and value in _BITS):
+                problems.append(f"{key}: must be an integer 2-8 or null (float), got {value!r}")
+        if self.weight_granularity not in _GRANULARITIES:
+            problems.append(
+                f"weight_granularity: must be one of {list(_GRANULARITIES)}, "
+                f"got {self.weight_granularity!r}"
+            )
+        if not isinstance(self.symmetric, bool):
+            problems.append(f"symmetric: must be true or false, got {self.symmetric!r}")
+        if self.calibration not in _CALIBRATIONS:
+            problems.append(
+                f"calibration: must be one of {list(_CALIBRATIONS)}, got {self.calibration!r}"
+            )
+        for key in ("keep", "density"):
+            if not _is_fraction(getattr(self, key)):
+                problems.append(f"{key}: must be in (0, 1], got {getattr(self, key)!r}")
+        if self.nm is not None:
+            ok = (
+                isinstance(self.nm, tuple)
+                and len(self.nm) == 2
+                and all(_is_int(v) for v in self.nm)
+                and 0 < self.nm[0] <= self.nm[1]
+            )
+            if not ok:
+                problems.append(f"nm: must be [n, m] with 0 < n <= m, got {self.nm!r}")
+        if self.rank is not None and not (_is_int(self.rank) and self.rank >= 1):
+            problems.append(f"rank: must be a positive integer or null, got {self.rank!r}")
+        if self.rank_fraction is not None and not _is_fraction(self.rank_fraction):
+            problems.append(f"rank_fraction: must be in (0, 1] or null, got {self.rank_fraction!r}")
+        if self.rank is not None and self.rank_fraction is not None:
+            problems.append("rank_fraction: give at most one of rank and rank_fraction")
+        if problems:
+            raise PlanError(problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (``nm`` as a list)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if out["nm"] is not None:
+            out["nm"] = list(out["nm"])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerSpec:
+        """Build from a dict; missing fields take their defaults, unknown ones are an error."""
+        if not isinstance(data, dict):
+            raise PlanError([f"settings: must be an object, got {data!r}"])
+        known = {f.name for f in fields(cls)}
+        problems = [
+            f"{key}: unknown setting (valid: {', '.join(sorted(known))})"
+            for key in sorted(set(data) - known)
+        ]
+        try:
+            spec = cls(**{k: v for k, v in data.items() if k in known})
+        except PlanError as exc:
+            problems.extend(exc.problems)
+        if problems:
+            raise PlanError(problems)
+        return spec
+
+
+@dataclass(frozen=True, slots=True)
+class CompressionPlan:
+    """Per-layer compression settings for one model.
+
+    Attributes:
+        layers: settings keyed by layer name, ``"re:<regex>"`` (full match) or ``"_default"``.
+        pin_first_last: keep the first and last Conv/Linear at W8A8 (float stays float), dense,
+            unpruned and full rank, whatever the other keys say.
+        version: plan format version (only :data:`PLAN_VERSION` is understood).
+    """
+
+    layers: dict[str, LayerSpec] = field(default_factory=dict)
+    pin_first_last: bool = True
+    version: int = PLAN_VERSION
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.version != PLAN_VERSION:
+            problems.append(
+                f"version: only version {PLAN_VERSION} is supported, got {self.version!r}"
+            )
+        if not isinstance(self.pin_first_last, bool):
+            problems.append(f"pin_first_last: must be true or false, got {self.pin_first_last!r}")
+        if not isinstance(self.layers, dict):
+            raise PlanError(problems + [f"layers: must be a mapping, got {type(self.layers)}"])
+        object.__setattr__(self, "layers", dict(self.layers))  # private copy
+        for key, spec in self.layers.items():
+            if not isinstance(key, str) or not key:
+                problems.append(f"layers[{key!r}]: key must be a non-empty string")
+            elif key.startswith("re:"):
+                try:
+                    re.compile(key[3:])
+                except re.error as exc:
+                    problems.append(f'layers["{key}"]: bad regular expression: {exc}')
+            if not isinstance(spec, LayerSpec):
+                problems.append(f'layers["{key}"]: must be a LayerSpec, got {type(spec).__name__}')
+        if problems:
+            raise PlanError(problems)
+
+    # --- construction -----------------------------------------------------------------------
+    @classmethod
+    def uniform(
+        cls, *, w_bits: int | None, a_bits: int | None, pin_first_last: bool = True, **spec: Any
+    ) -> CompressionPlan:
+        """One setting for every layer (the ``_default`` key); extra keywords go to LayerSpec."""
+        return cls(
+            layers={"_default": LayerSpec(w_bits=w_bits, a_bits=a_bits, **spec)},
+            pin_first_last=pin_first_last,
+        )
+
+    @classmethod
+    def from_bits_string(cls, text: str, *, pin_first_last: bool = True) -> CompressionPlan:
+        """``"W4A8"`` → uniform 4-bit weights, 8-bit activations (``FP``/``32`` = float)."""
+        match = re.fullmatch(r"W(\d+|FP)A(\d+|FP)", text.strip(), flags=re.IGNORECASE)
+        if match is None:
+            raise PlanError(
+                [f"bits: expected a string like W4A8 (W<2-8|FP>A<2-8|FP>), got {text!r}"]
+            )
+
+        def parse(token: str) -> int | None:
+            return None if token.upper() in ("FP", "32") else int(token)
+
+        return cls.uniform(
+            w_bits=parse(match[1]), a_bits=parse(match[2]), pin_first_last=pin_first_last
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "pin_first_last": self.pin_first_last,
+            "layers": {key: spec.to_dict() for key, spec in self.layers.items()},
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CompressionPlan:
+        """Build from a parsed JSON object; every problem is reported with its field path."""
+        if not isinstance(data, dict):
+            raise PlanError([f"plan: must be a JSON object, got {type(data).__name__}"])
+        problems = [
+            f"{key}: unknown field (valid: layers, pin_first_last, version)"
+            for key in sorted(set(data) - {"version", "pin_first_last", "layers"})
+        ]
+        if data.get("version", PLAN_VERSION) != PLAN_VERSION:
+            problems.append(
+                f"version: only version {PLAN_VERSION} is supported, got {data['version']!r}"
+            )
+        raw_layers = data.get("layers", {})
+        layers: dict[str, LayerSpec] = {}
+        if not isinstance(raw_layers, dict):
+            problems.append(f"layers: must be an object, got {type(raw_layers).__name__}")
+            raw_layers = {}
+        for key, raw in raw_layers.items():
+            if not isinstance(raw, dict):
+                problems.append(f'layers["{key}"]: must be an object of settings, got {raw!r}')
+                continue
+            try:
+                layers[key] = LayerSpec.from_dict(raw)
+            except PlanError as exc:
+                problems.extend(f'layers["{key}"].{p}' for p in exc.problems)
+        if problems:
+            raise PlanError(problems)
+        return cls(layers=layers, pin_first_last=data.get("pin_first_last", True))
+
+    @classmethod
+    def from_json(cls, text: str) -> CompressionPlan:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError([f"plan: not valid JSON: {exc}"]) from None
+        return cls.from_dict(data)
+
+    # --- resolution -------------------------------------------------------------------------
+    def resolve(self, name: str) -> LayerSpec:
+        """Settings for layer ``name`` by key precedence (no pinning, no model needed)."""
+        if name in self.layers and not name.startswith("re:") and name != "_default":
+            return self.layers[name]
+        for key, spec in self.layers.items():
+            if key.startswith("re:") and re.fullmatch(key[3:], name):
+                return spec
+        return self.layers.get("_default", LayerSpec())
+
+    def check(self, model: nn.Module) -> None:
+        """Raise one PlanError listing every key or setting that does not fit ``model``."""
+        layers = compute_layers(model)
+        producers = {g.producer for g in prune_groups_of(model)}
+        problems = []
+        for key, spec in self.layers.items():
+            if key == "_default":
+                continue
+            if key.startswith("re:"):
+                if not any(re.fullmatch(key[3:], name) for name in layers):
+                    problems.append(f'layers["{key}"]: pattern matches no layer')
+                continue
+            module = layers.get(key)
+            if module is None:
+                problems.append(
+                    f'layers["{key}"]: no Conv/Linear/MatMulSite named {key!r} '
+                    f"(layers: {', '.join(layers)})"
+                )
+                continue
+            fit = _fit_problems(key, spec, module, producers)
+            problems.extend(f'layers["{key}"].{p}' for p in fit)
+        if problems:
+            raise PlanError(problems)
+
+    def effective(self, model: nn.Module) -> dict[str, LayerSpec]:
+        """Normalised settings of every compute layer and MatMulSite, in module order.
+
+        Pinned first/last layers get W8A8 (a float setting stays float), keep 1, no rank and
+        no sparsity. ``keep`` is 1 on non-producers; ``rank`` is the integer rank from
+        :func:`rank_for` (``rank_fraction`` cleared), None where it would not reduce the layer
+        or the layer cannot be factorised; a MatMulSite has ``w_bits = a_bits`` (both operands
+        are activations) and no pruning or rank.
+        """
+        self.check(model)
+        layers = compute_layers(model)
+        producers = {g.producer for g in prune_groups_of(model)}
+        weighted = [name for name, m in layers.items() if isinstance(m, COMPUTE_LAYERS)]
+        pinned = {weighted[0], weighted[-1]} if self.pin_first_last and weighted else set()
+        out = {}
+        for name, module in layers.items():
+            spec = self.resolve(name)
+            if isinstance(module, MatMulSite):
+                spec = LayerSpec(
+                    w_bits=spec.a_bits,
+                    a_bits=spec.a_bits,
+                    symmetric=spec.symmetric,
+                    calibration=spec.calibration,
+                )
+            elif name in pinned:
+                spec = replace(
+                    spec,
+                    w_bits=None if spec.w_bits is None else 8,
+                    a_bits=None if spec.a_bits is None else 8,
+                    keep=1.0,
+                    nm=None,
+                    density=1.0,
+                    rank=None,
+                    rank_fraction=None,
+                )
+            else:
+                spec = replace(
+                    spec,
+                    keep=spec.keep if name in producers else 1.0,
+                    rank=rank_for(spec, module),
+                    rank_fraction=None,
+                )
+            out[name] = spec
+        return out
+
+
+def _fit_problems(name: str, spec: LayerSpec, module: nn.Module, producers: set[str]) -> list[str]:
+    """Problems of a spec given by exact name for this module (field: message)."""
+    problems = []
+    if isinstance(module, MatMulSite):
+        for key, dense in (("keep", 1.0), ("nm", None), ("density", 1.0), ("rank", None)):
+            if getattr(spec, key) != dense:
+                problems.append(f"{key}: {name!r} is a MatMulSite (no weights to prune/factorise)")
+        if spec.rank_fraction is not None:
+            problems.append(f"rank_fraction: {name!r} is a MatMulSite (no weights to factorise)")
+        return problems
+    if spec.keep < 1.0 and name not in producers:
+        problems.append(
+            f"keep: {spec.keep} but {name!r} is not a prune-group producer "
+            f"(producers: {', '.join(sorted(producers)) or 'none'})"
+        )
+    if spec.rank is not None or spec.rank_fraction is not None:
+        key = "rank" if spec.rank is not None else "rank_fraction"
+        if not rank_eligible(module):
+            problems.append(f"{key}: {name!r} is a grouped convolution (not factorisable)")
+        elif spec.rank is not None and spec.rank >= full_rank(module):
+            problems.append(
+                f"rank: {spec.rank} is not below full rank {full_rank(module)} "
+                "(= min(out, in·k·k)); use a smaller rank or none"
+            )
+    return problems
+
+
+def compute_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Conv1d/Conv2d/Linear layers and MatMulSites by name, in ``named_modules()`` order.
+
+    The quantized wrappers of :mod:`lowbit.models.quant` subclass these types, so a compressed model
+    lists them too (a low-rank layer as its two factors ``name.first`` and ``name.second``).
+    """
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (*COMPUTE_LAYERS, MatMulSite)) and name:
+            out[name] = module
+    return out
+
+
+def full_rank(module: nn.Module) -> int:
+    """min(out, in·k·k) for a Linear or ungrouped conv (the weight viewed as out × rest)."""
+    weight = module.weight
+    return min(weight.shape[0], weight[0].numel())
+
+
+def rank_eligible(module: nn.Module) -> bool:
+    """Linear layers and ungrouped Conv1d/Conv2d can be factorised by truncated SVD."""
+    if isinstance(module, nn.Linear):
+        return True
+    return isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1
+
+
+def rank_for(spec: LayerSpec, layer: nn.Module) -> int | None:
+    """Integer rank of ``layer`` under ``spec``, or None if it stays full rank.
+
+    ``rank_fraction`` f gives ``max(1, round(f * full_rank))``; a rank at or above the full
+    rank (which could not reduce the layer) or an ineligible layer gives None.
+    """
+    if not rank_eligible(layer):
+        return None
+    full = full_rank(layer)
+    if spec.rank is not None:
+        rank = spec.rank
+    elif spec.rank_fraction is not None:
+        rank = max(1, int(round(spec.rank_fraction * full)))
+    else:
+        return None
+    return rank if rank < full else None

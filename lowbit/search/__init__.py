@@ -1,0 +1,48 @@
+"""search: multi-objective Optuna studies on Ray over bits, pruning and rank.
+
+Optuna asks and tells on the driver; Ray actors (one per worker) hold the trained model and
+data once and evaluate trials (compress → accuracy on val; simulated latency/energy on the
+target). Studies live in a journal file in the run directory (or any database URL), so a
+rerun with the same study name resumes, also after the driver was killed.
+
+Example (starts a local Ray; a few minutes)::
+
+    from lowbit.search import run_search
+    result = run_search(model="digits-cnn", hardware="npu-bitfusion", n_trials=60,
+                        out_dir="runs/cnn-bitfusion", workers=2,
+                        methods=("joint", "quant-only", "random", "uniform", "hawq"))
+    print(result.summary["methods"]["joint"]["hypervolume_val"])
+"""
+
+from .baselines import METHODS
+from .pareto import hypervolume_2d, non_dominated, non_dominated_sort
+from .results import ConfigError, DeploymentConfig, load_config
+from .run import SearchResult, SearchSetup, execute, run_search, zoo_space
+from .space import SearchSpace, build_space, describe_model, target_bits
+from .storage import open_storage
+from .summary import HV_REFERENCE
+from .user import describe_user_model, run_search_user, user_space
+
+__all__ = [
+    "METHODS",
+    "HV_REFERENCE",
+    "ConfigError",
+    "DeploymentConfig",
+    "SearchResult",
+    "SearchSetup",
+    "SearchSpace",
+    "build_space",
+    "describe_model",
+    "describe_user_model",
+    "execute",
+    "hypervolume_2d",
+    "load_config",
+    "non_dominated",
+    "non_dominated_sort",
+    "open_storage",
+    "run_search",
+    "run_search_user",
+    "target_bits",
+    "user_space",
+    "zoo_space",
+]

@@ -1,0 +1,223 @@
+"""Measure deployment configurations on this CPU: real INT8/FP32 latency and accuracy,
+and the simulator's latency on the host profile.
+
+Protocol (what ``lowbit validate`` reports): the configuration is exported
+(:func:`lowbit.models.export.export_plan`: FP32 and QDQ INT8 ONNX), each model runs in an ONNX
+Runtime session on one thread (intra- and inter-op), at every batch size, on the first
+samples of the test split: ``warmup`` untimed runs, then the median and interquartile range
+of ``repeats`` timed runs, taken round-robin over all configurations in a few rounds
+(:func:`time_configs`: a load spike hits every configuration alike). Accuracy is the INT8
+model's on the whole test split. The simulated latency is ``hwsim.simulate`` of
+``models.bridge.to_workload(base, plan, batch=B)`` on the host profile (analytic engine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lowbit.hwsim.profile import HardwareProfile
+
+__all__ = [
+    "BATCHES",
+    "ConfigTarget",
+    "Prepared",
+    "memory_elements",
+    "prepare_config",
+    "time_configs",
+]
+
+#: batch sizes every configuration is timed at
+BATCHES = (1, 64)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigTarget:
+    """One configuration to validate.
+
+    Attributes:
+        config_id: the run's config id (``joint-00012``) or ``uniform-W8A8`` for a baseline
+            validate added itself.
+        source: ``pareto`` (a config file of the run) or ``uniform`` (a baseline).
+        method: the search method that found it (``uniform`` for baselines).
+        model: zoo model name. seed: its training seed.
+        plan: the compression plan (JSON object).
+        fake_quant_test: the search's fake-quant test accuracy (None: measure it here).
+        search_latency_ms: the search's simulated latency on its own target (None if none).
+    """
+
+    config_id: str
+    source: str
+    method: str
+    model: str
+    seed: int
+    plan: dict[str, Any]
+    fake_quant_test: float | None = None
+    search_latency_ms: float | None = None
+
+
+def memory_elements(base: Any, workload: Any) -> dict[str, int]:
+    """Elements the workload's memory-only layers process, by operator kind (the names
+    :func:`lowbit.models.hostbench.elementwise_costs` measures): outputs of elementwise layers,
+    inputs of pooling layers."""
+    from torch import nn
+
+    from lowbit.models.zoo import Add, TokenEmbedding
+
+    kinds = ((nn.LayerNorm, "LayerNormalization"), (nn.Softmax, "Softmax"), (nn.GELU, "Gelu"),
+             ((Add, TokenEmbedding), "Add"))  # fmt: skip
+    modules = dict(base.named_modules())
+    out: dict[str, int] = {}
+    for layer in workload.layers:
+        if layer.op not in ("elementwise", "pool"):
+            continue
+        module = modules.get(layer.name.split("#")[0])
+        if layer.op == "pool":
+            kind, count = "MaxPool", layer.memory_elements()[0]
+        else:
+            kind = next((k for t, k in kinds if isinstance(module, t)), "Add")
+            count = layer.memory_elements()[1]
+        out[kind] = out.get(kind, 0) + count
+    return out
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One exported configuration, ready to time: its row (accuracy, simulated latency) and
+    an ONNX Runtime session per model kind with the test samples of each batch size."""
+
+    row: dict[str, Any]
+    sessions: dict[str, Any]
+    feeds: dict[int, Any]
+
+
+def prepare_config(
+    target: ConfigTarget,
+    *,
+    out_dir: Path,
+    profile: HardwareProfile,
+    finetune_steps: int = 0,
+    batches: tuple[int, ...] = BATCHES,
+) -> Prepared:
+    """Export ``target`` into ``out_dir``, check its accuracy and simulate it on ``profile``
+    at every batch size (module docstring); the timing is :func:`time_configs`'."""
+    from lowbit import hwsim
+    from lowbit.models.bridge import to_workload
+    from lowbit.models.data import load_split
+    from lowbit.models.evaluate import as_model_input
+    from lowbit.models.export import export_plan, ort_session
+    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.train import load_trained
+
+    plan = CompressionPlan.from_dict(target.plan)
+    result = export_plan(
+        target.model, plan, out_dir=out_dir, seed=target.seed, finetune_steps=finetune_steps,
+        config_id=target.config_id, check=True,
+    )  # fmt: skip
+    check = result.deploy["check"]
+    fake = target.fake_quant_test
+    if fake is None:
+        fake = check["accuracy_fake_quant"]
+    row: dict[str, Any] = {
+        "config_id": target.config_id,
+        "source": target.source,
+        "method": target.method,
+        "accuracy_fake_quant": fake,
+        "accuracy_int8": check["accuracy_int8"],
+        "accuracy_diff_points": (check["accuracy_int8"] - fake) * 100,
+        "accuracy_fp32_onnx": check["accuracy_fp32_onnx"],
+        "argmax_agreement": check["argmax_agreement"],
+        "max_abs_logit_diff": check["max_abs_logit_diff"],
+        # the share of activation codes equal in fake-quant and INT8, worst layer: end to end,
+        # and with each layer fed the INT8 model's own input codes
+        "min_code_agreement": check.get("min_code_agreement"),
+        "min_code_agreement_forced": check.get("min_code_agreement_forced"),
+    }
+    base = load_trained(target.model, seed=target.seed)
+    x, _ = load_split(base.dataset, "test")
+    x = as_model_input(base, x).numpy()
+    feeds = {}
+    for batch in batches:
+        if batch > len(x):
+            raise ValueError(f"batch {batch} is larger than the test split ({len(x)} samples)")
+        feeds[batch] = x[:batch]
+        workload = to_workload(base, plan, batch=batch)
+        sim = hwsim.simulate(workload, profile)
+        row[f"simulated_ms_b{batch}"] = sim.latency_s * 1e3
+        row[f"memory_elements_b{batch}"] = memory_elements(base, workload)
+    row["sim_layers"] = len(workload.layers)
+    # kernels hwsim charges an operator for: each GEMM (low-rank: two), each memory-only layer
+    # (+ the Clip of each sub-8-bit activation, when the profile prices it)
+    row["sim_kernels"] = sum(max(1, len(layer.gemms())) for layer in workload.layers)
+    if profile.overheads.narrow_activation_cycles:
+        row["sim_kernels"] += sum(
+            (2 if layer.op == "matmul" else 1)
+            for layer in workload.layers
+            if layer.gemms() and layer.compression.a_bits < 8
+        )
+    row["ort_int8_ops"] = sum(result.deploy["ort_kernels"]["int8"].values())
+    row["search_latency_ms"] = target.search_latency_ms
+    row["export_dir"] = str(out_dir)
+    row["int8_kernels"] = result.deploy["ort_kernels"]["int8"]
+    paths = {"int8": result.int8_path, "fp32": result.fp32_path}
+    sessions = {kind: ort_session(str(path)) for kind, path in paths.items()}
+    return Prepared(row, sessions, feeds)
+
+
+def time_configs(
+    prepared: list[Prepared], *, repeats: int = 100, warmup: int = 20, rounds: int = 4
+) -> dict[int, tuple[list[float], list[float]] | None]:
+    """Time every model of ``prepared`` at every batch size, round-robin: ``rounds`` rounds,
+    each running every model ``ceil(repeats / rounds)`` times in a shuffled order (fixed
+    seed), so a load spike on this machine or a neighbour's cache footprint lands on all
+    configurations alike rather than on one. Fills each row's
+    ``measured_{int8,fp32}_ms_b{B}`` (median of all runs), ``iqr_..._ms_b{B}``,
+    ``timed_runs`` and ``int8_speedup_vs_fp32_b{B}``, and the simulation error; returns,
+    per batch size, the INT8 medians of the even and of the odd rounds (two independent
+    measurements, for the measurement's own repeatability), or None with a single round."""
+    from lowbit.models.hostbench import bind, run_times_s, timing_of
+
+    if repeats < 1 or warmup < 0 or rounds < 1:
+        raise ValueError(f"need repeats, rounds >= 1 and warmup >= 0, got {repeats}, {rounds}, "
+                         f"{warmup}")  # fmt: skip
+    rounds = min(rounds, repeats)
+    per_round = -(-repeats // rounds)
+    bound = {}
+    for i, p in enumerate(prepared):
+        for kind, session in p.sessions.items():
+            for batch, x in p.feeds.items():
+                bound[i, kind, batch] = (session, bind(session, x=x))
+                if warmup:
+                    run_times_s(session, binding=bound[i, kind, batch][1], runs=warmup)
+    samples: dict[tuple, list] = {key: [] for key in bound}
+    keys = list(bound)
+    order = np.random.default_rng(0)
+    for _ in range(rounds):
+        for index in order.permutation(len(keys)):
+            session, binding = bound[keys[index]]
+            samples[keys[index]].append(run_times_s(session, binding=binding, runs=per_round))
+    halves: dict[int, tuple[list[float], list[float]] | None] = {}
+    for (i, kind, batch), parts in samples.items():
+        row = prepared[i].row
+        timing = timing_of(np.concatenate(parts))
+        row[f"measured_{kind}_ms_b{batch}"] = timing.median_s * 1e3
+        row[f"iqr_{kind}_ms_b{batch}"] = timing.iqr_s * 1e3
+        row["timed_runs"] = timing.runs
+        if kind != "int8":
+            continue
+        if rounds < 2:
+            halves[batch] = None
+            continue
+        even, odd = halves.setdefault(batch, ([], []))
+        even.append(float(np.median(np.concatenate(parts[0::2]))) * 1e3)
+        odd.append(float(np.median(np.concatenate(parts[1::2]))) * 1e3)
+    for p in prepared:
+        row = p.row
+        for batch in p.feeds:
+            measured = row[f"measured_int8_ms_b{batch}"]
+            row[f"sim_error_pct_b{batch}"] = (row[f"simulated_ms_b{batch}"] / measured - 1) * 100
+            row[f"int8_speedup_vs_fp32_b{batch}"] = row[f"measured_fp32_ms_b{batch}"] / measured
+    return halves

@@ -1,0 +1,403 @@
+"""The per-layer search space, derived from a model's layers and a hardware profile.
+
+For every compute layer (Conv/Linear) and attention product (MatMulSite) the space holds the
+choices worth trying **on that target**:
+
+* ``w_bits`` / ``a_bits``: the bit-widths of the target's native precision modes (2-8 bits),
+  plus, when weights are stored packed (``profile.weight_storage == "packed"``), the packable
+  weight widths 2/4/8 (whole codes per byte): on an INT8-only CPU lower weight bits still cut
+  weight traffic though compute promotes them to INT8; activations there stay at 8. Bits the
+  target would only promote to a wider mode (W3 on BitFusion runs as W4) cost the same as the
+  wider mode and lose accuracy, so they are not offered. 8/8 is always offered (the reference).
+* ``keep``: structured keep ratio of the output channels, 0.25-1.0 in steps of 1/8, only for
+  prune-group producers (ratios giving the same kept channel count are merged).
+* ``nm``: ``"dense"`` or one of ``profile.sparsity.nm_patterns`` (``"2:4"``), only where the
+  target has N:M support and the layer's reduction length is a multiple of M.
+* ``rank_fraction``: 1.0 (full) or a fraction of the full rank, for Linear and ungrouped conv
+  layers where that rank ``r`` really reduces MACs: ``r·(N + K) < N·K`` for an N×K weight.
+
+With ``pin_first_last`` the first and last Conv/Linear are left out (the plan pins them at
+W8A8, dense). The space is one frozen, JSON-serialisable object; Optuna parameters are named
+``"<layer>.<setting>"`` and are all categorical (only settings with 2+ choices are sampled).
+
+With co-design (:mod:`lowbit.search.codesign`) the space also holds the profile's tunable hardware
+parameters, named ``"hw:<key path>"``; :meth:`SearchSpace.settings` then returns their
+values as profile overrides under the reserved entry ``HARDWARE_KEY`` ("@hardware").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from lowbit.hwsim.profile import HardwareProfile, UnsupportedPrecision
+
+from .codesign import HARDWARE_KEY, HW_PREFIX, CoDesign
+
+if TYPE_CHECKING:
+    import optuna
+    from torch import nn
+
+    from lowbit.models.plan import CompressionPlan
+
+__all__ = [
+    "SPACE_VERSION",
+    "KEEP_CHOICES",
+    "RANK_CHOICES",
+    "SETTINGS",
+    "LayerInfo",
+    "LayerChoices",
+    "SearchSpace",
+    "target_bits",
+    "describe_model",
+    "build_space",
+    "HARDWARE_KEY",
+]
+
+SPACE_VERSION = 1
+KEEP_CHOICES = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+RANK_CHOICES = (0.25, 0.5, 0.75, 1.0)
+#: the settings of one layer, in parameter order
+SETTINGS = ("w_bits", "a_bits", "keep", "nm", "rank_fraction")
+_PACKABLE_W_BITS = (2, 4, 8)
+DENSE = "dense"
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    """What the space needs to know about one layer of the model.
+
+    Attributes:
+        name: module name (``model.named_modules()``).
+        kind: "conv", "linear" or "matmul" (activation × activation product).
+        out_channels: output channels / features N (0 for a matmul).
+        reduction: reduction length K of one output (in·k·k per group; 0 for a matmul).
+        full_rank: min(N, K) if the layer can be factorised by SVD, else 0.
+        producer: the layer's output channels can be pruned (a prune-group producer).
+    """
+
+    name: str
+    kind: str
+    out_channels: int = 0
+    reduction: int = 0
+    full_rank: int = 0
+    producer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LayerChoices:
+    """The choices of one layer; a one-element tuple is a fixed setting."""
+
+    name: str
+    kind: str
+    w_bits: tuple[int, ...]
+    a_bits: tuple[int, ...]
+    keep: tuple[float, ...] = (1.0,)
+    nm: tuple[str, ...] = (DENSE,)
+    rank_fraction: tuple[float, ...] = (1.0,)
+
+    def choices(self) -> dict[str, tuple]:
+        """Setting -> choices, for the settings this layer has (a matmul has no weights)."""
+        out = {key: getattr(self, key) for key in SETTINGS}
+        if self.kind == "matmul":
+            del out["w_bits"], out["keep"], out["nm"], out["rank_fraction"]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSpace:
+    """Per-layer choices for one model on one target (see the module docstring)."""
+
+    model: str
+    hardware: str
+    hardware_hash: str
+    pin_first_last: bool
+    pinned: tuple[str, ...]
+    w_bits: tuple[int, ...]
+    a_bits: tuple[int, ...]
+    layers: tuple[LayerChoices, ...]
+    version: int = SPACE_VERSION
+    #: the hardware parameters of a co-design search (None: the profile is fixed)
+    codesign: CoDesign | None = None
+
+    # --- Optuna --------------------------------------------------------------------------
+    def distributions(self) -> dict[str, optuna.distributions.CategoricalDistribution]:
+        """Every sampled parameter (2+ choices) and its categorical distribution."""
+        from optuna.distributions import CategoricalDistribution
+
+        out = {
+            f"{layer.name}.{key}": CategoricalDistribution(values)
+            for layer in self.layers
+            for key, values in layer.choices().items()
+            if len(values) > 1
+        }
+        if self.codesign is not None:
+            for choice in self.codesign.choices:
+                if len(choice.values) > 1:
+                    out[choice.param] = CategoricalDistribution(choice.values)
+        return out
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample every parameter of the space on ``trial``; returns the params dict.
+
+        With co-design this also records the trial's hardware area and sets its area
+        constraint (:meth:`lowbit.search.codesign.CoDesign.mark`): both are known at ask time.
+        """
+        params = {
+            name: trial.suggest_categorical(name, dist.choices)
+            for name, dist in self.distributions().items()
+        }
+        if self.codesign is not None:
+            self.codesign.mark(trial, params)
+        return params
+
+    @property
+    def size(self) -> int:
+        """Number of distinct configurations (product of the choice counts)."""
+        n = 1
+        for dist in self.distributions().values():
+            n *= len(dist.choices)
+        return n
+
+    # --- configurations ------------------------------------------------------------------
+    def settings(self, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Per-layer :class:`lowbit.models.plan.LayerSpec` keyword arguments for ``params``.
+
+        Parameters missing from ``params`` take the layer's only choice; a parameter that is
+        not in the space or a value outside its choices raises ValueError. With co-design
+        the entry ``HARDWARE_KEY`` holds the chosen profile overrides ``{key path: value}``.
+        """
+        dists = self.distributions()
+        unknown = sorted(set(params) - set(dists))
+        bad = [
+            f"{k}={v!r} (choices: {list(dists[k].choices)})"
+            for k, v in params.items()
+            if k in dists and v not in dists[k].choices
+        ]
+        if unknown or bad:
+            raise ValueError(f"params do not fit the space: unknown {unknown}, invalid {bad}")
+        out = {}
+        for layer in self.layers:
+            chosen = {}
+            for key, values in layer.choices().items():
+                name = f"{layer.name}.{key}"
+                if name in params:
+                    chosen[key] = params[name]
+                elif len(values) == 1:
+                    chosen[key] = values[0]
+                else:
+                    raise ValueError(f"params: missing {name!r} (choices: {list(values)})")
+            if layer.kind == "matmul":
+                out[layer.name] = {"w_bits": chosen["a_bits"], "a_bits": chosen["a_bits"]}
+                continue
+            nm = None if chosen["nm"] == DENSE else tuple(int(v) for v in chosen["nm"].split(":"))
+            rank = None if chosen["rank_fraction"] >= 1.0 else float(chosen["rank_fraction"])
+            out[layer.name] = {
+                "w_bits": int(chosen["w_bits"]),
+                "a_bits": int(chosen["a_bits"]),
+                "keep": float(chosen["keep"]),
+                "nm": nm,
+                "rank_fraction": rank,
+            }
+        if self.codesign is not None:
+            out[HARDWARE_KEY] = self.codesign.overrides(params)
+        return out
+
+    def hardware_overrides(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The profile overrides chosen by ``params`` (empty without co-design)."""
+        return self.codesign.overrides(params) if self.codesign is not None else {}
+
+    def plan(self, params: Mapping[str, Any]) -> CompressionPlan:
+        """The :class:`lowbit.models.plan.CompressionPlan` of ``params`` (one key per layer)."""
+        from lowbit.models.plan import CompressionPlan, LayerSpec
+
+        layers = {
+            name: LayerSpec(**kw)
+            for name, kw in self.settings(params).items()
+            if name != HARDWARE_KEY
+        }
+        return CompressionPlan(layers=layers, pin_first_last=self.pin_first_last)
+
+    def supports_uniform(self, w_bits: int, a_bits: int) -> bool:
+        """Whether uniform W{w}A{a} is a point of the space."""
+        return w_bits in self.w_bits and a_bits in self.a_bits
+
+    def uniform_params(
+        self, w_bits: int, a_bits: int, *, overrides: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Params of uniform W{w}A{a}, dense, unpruned, full rank, on the hardware as given
+        (plus ``overrides``)."""
+        if not self.supports_uniform(w_bits, a_bits):
+            raise ValueError(
+                f"W{w_bits}A{a_bits} is not in the space of {self.hardware!r} "
+                f"(weights {list(self.w_bits)}, activations {list(self.a_bits)})"
+            )
+        fixed = {"w_bits": w_bits, "a_bits": a_bits, "keep": 1.0, "nm": DENSE, "rank_fraction": 1.0}
+        params = {
+            name: fixed[name.rsplit(".", 1)[1]]
+            for name in self.distributions()
+            if not name.startswith(HW_PREFIX)
+        }
+        if self.codesign is not None:
+            params.update(self.codesign.base_params())
+        params.update(overrides or {})
+        return params
+
+    def quant_only(self) -> SearchSpace:
+        """The same space without pruning, N:M sparsity or low rank (bits only)."""
+        layers = tuple(
+            replace(layer, keep=(1.0,), nm=(DENSE,), rank_fraction=(1.0,)) for layer in self.layers
+        )
+        return replace(self, layers=layers)
+
+    # --- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["size"] = self.size
+        data["parameters"] = len(self.distributions())
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchSpace:
+        data = json.loads(text)
+        if data.get("version") != SPACE_VERSION:
+            raise ValueError(f"search space version {data.get('version')!r} is not supported")
+        data.pop("size", None)
+        data.pop("parameters", None)
+        layers = tuple(
+            LayerChoices(**{k: tuple(v) if isinstance(v, list) else v for k, v in layer.items()})
+            for layer in data.pop("layers")
+        )
+        tuples = {k: tuple(data.pop(k)) for k in ("pinned", "w_bits", "a_bits")}
+        codesign = data.pop("codesign", None)
+        if codesign is not None:
+            codesign = CoDesign.from_dict(codesign)
+        return cls(layers=layers, codesign=codesign, **tuples, **data)
+
+
+def target_bits(profile: HardwareProfile) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(weight bits, activation bits) worth trying on ``profile`` (module docstring)."""
+    native = [
+        (p.w_bits, p.a_bits)
+        for p in profile.compute.precisions
+        if 2 <= p.w_bits <= 8 and 2 <= p.a_bits <= 8
+    ]
+    w_set = {w for w, _ in native} | {8}
+    a_set = {a for _, a in native} | {8}
+    if profile.weight_storage == "packed":
+        w_set |= set(_PACKABLE_W_BITS)
+
+    def runs(w: int, a: int) -> bool:
+        try:
+            profile.compute.resolve(w, a)
+        except UnsupportedPrecision:
+            return False
+        return True
+
+    if not runs(8, 8):
+        raise ValueError(f"profile {profile.name!r} cannot run W8A8: no integer search space")
+    w_ok = tuple(sorted(w for w in w_set if all(runs(w, a) for a in a_set)))
+    a_ok = tuple(sorted(a for a in a_set if all(runs(w, a) for w in w_ok)))
+    return w_ok, a_ok
+
+
+def describe_model(model: nn.Module) -> tuple[LayerInfo, ...]:
+    """The :class:`LayerInfo` of every compute layer and MatMulSite, in module order."""
+    from torch import nn as tnn
+
+    from lowbit.models.graph import MatMulSite, prune_groups_of
+    from lowbit.models.plan import compute_layers, full_rank, rank_eligible
+
+    producers = {g.producer for g in prune_groups_of(model)}
+    out = []
+    for name, module in compute_layers(model).items():
+        if isinstance(module, MatMulSite):
+            out.append(LayerInfo(name=name, kind="matmul"))
+            continue
+        weight = module.weight
+        out.append(
+            LayerInfo(
+                name=name,
+                kind="linear" if isinstance(module, tnn.Linear) else "conv",
+                out_channels=int(weight.shape[0]),
+                reduction=int(weight[0].numel()),  # in·k·k of one group
+                full_rank=full_rank(module) if rank_eligible(module) else 0,
+                producer=name in producers,
+            )
+        )
+    return tuple(out)
+
+
+def _keep_choices(n: int, ratios: Sequence[float]) -> tuple[float, ...]:
+    """Ratios with distinct kept counts ``max(1, round(n·keep))`` (the largest ratio of each)."""
+    by_count: dict[int, float] = {}
+    for keep in sorted(ratios):
+        by_count[max(1, round(n * keep))] = keep
+    return tuple(sorted(by_count.values()))
+
+
+def _rank_choices(layer: LayerInfo, fractions: Sequence[float]) -> tuple[float, ...]:
+    """Fractions whose rank (as models.plan.rank_for) is below full and reduces MACs."""
+    n, k, full = layer.out_channels, layer.reduction, layer.full_rank
+    out = {1.0}
+    if full:
+        for f in fractions:
+            r = max(1, int(round(f * full)))
+            if f < 1.0 and r < full and r * (n + k) < n * k:
+                out.add(float(f))
+    return tuple(sorted(out))
+
+
+def build_space(
+    layers: Sequence[LayerInfo],
+    profile: HardwareProfile,
+    *,
+    model: str,
+    pin_first_last: bool = False,
+    keep_choices: Sequence[float] = KEEP_CHOICES,
+    rank_choices: Sequence[float] = RANK_CHOICES,
+    codesign: CoDesign | None = None,
+) -> SearchSpace:
+    """The space of ``layers`` (from :func:`describe_model`) on ``profile``; with
+    ``codesign`` (:func:`lowbit.search.codesign.build_codesign`) also the profile's tunables."""
+    w_bits, a_bits = target_bits(profile)
+    weighted = [layer.name for layer in layers if layer.kind != "matmul"]
+    pinned = (weighted[0], weighted[-1]) if pin_first_last and weighted else ()
+    nm_patterns = tuple(tuple(p) for p in profile.sparsity.nm_patterns)
+    choices = []
+    for layer in layers:
+        if layer.name in pinned:
+            continue
+        if layer.kind == "matmul":
+            choices.append(LayerChoices(name=layer.name, kind="matmul", w_bits=(), a_bits=a_bits))
+            continue
+        nm = (DENSE,) + tuple(
+            f"{n}:{m}" for n, m in nm_patterns if layer.reduction and layer.reduction % m == 0
+        )
+        choices.append(
+            LayerChoices(
+                name=layer.name,
+                kind=layer.kind,
+                w_bits=w_bits,
+                a_bits=a_bits,
+                keep=_keep_choices(layer.out_channels, keep_choices) if layer.producer else (1.0,),
+                nm=nm,
+                rank_fraction=_rank_choices(layer, rank_choices),
+            )
+        )
+    return SearchSpace(
+        model=model,
+        hardware=profile.name,
+        hardware_hash=profile.content_hash(),
+        pin_first_last=pin_first_last,
+        pinned=tuple(pinned),
+        w_bits=w_bits,
+        a_bits=a_bits,
+        layers=tuple(choices),
+        codesign=codesign,
+    )

@@ -1,0 +1,224 @@
+"""What a run reports: Pareto sets re-evaluated on test, hypervolumes, speed-ups, configs.
+
+Hypervolume (stated in summary.json): 2-D, accuracy (maximise, fraction 0-1) vs latency
+normalised by the uniform W8A8 latency of the same model on the same target (minimise), with
+the fixed reference point (accuracy 0, latency 2 × W8A8). The largest possible value is 2.0;
+normalising makes values comparable across methods, models and targets.
+
+"Best within 1 point": among a method's Pareto configurations whose *val* accuracy is at
+most 1 point below FP32 val (the ranking split), the fastest; its *test* accuracy is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from lowbit.hwsim.profile import HardwareProfile
+
+from . import results
+from .baselines import method as get_method
+from .evaluator import TrialOutcome, TrialRequest
+from .pareto import hypervolume_2d, non_dominated
+from .runner import OBJECTIVES
+
+__all__ = [
+    "HV_REFERENCE",
+    "HV_DIRECTIONS",
+    "ONE_POINT",
+    "MethodSummary",
+    "feasible_complete",
+    "trials_hypervolume",
+    "pareto_trials",
+    "summarise_method",
+    "describe_spec",
+    "summary_dict",
+]
+
+log = logging.getLogger(__name__)
+
+#: (accuracy, latency / W8A8 latency) reference point of every hypervolume
+HV_REFERENCE = (0.0, 2.0)
+HV_DIRECTIONS = ("maximize", "minimize")
+#: "within 1 point of FP32": accuracy is a fraction, so 1 point = 0.01
+ONE_POINT = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSummary:
+    """One method's results (see the module docstring for the definitions)."""
+
+    name: str
+    study: str
+    completed: int
+    failed: int
+    hypervolume_val: float
+    hypervolume_test: float
+    pareto: tuple[str, ...]
+    best_within_1pt: dict[str, Any] | None
+    speedup_vs_w8a8: float | None
+    this_run: dict[str, Any]
+
+
+def _norm_points(trials: list, w8a8_ms: float) -> list[tuple[float, float]]:
+    return [(t.user_attrs["accuracy"], t.user_attrs["latency_ms"] / w8a8_ms) for t in trials]
+
+
+def feasible_complete(study: optuna.Study) -> list:
+    """COMPLETE trials whose constraints (if any) all hold (<= 0)."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [t for t in trials if all(v <= 0 for v in t.constraints.values())]
+
+
+def trials_hypervolume(trials: list, w8a8_ms: float) -> float:
+    """Hypervolume of ``trials`` in the (accuracy, latency / W8A8) plane (module docstring)."""
+    return hypervolume_2d(
+        _norm_points(trials, w8a8_ms), reference=HV_REFERENCE, directions=HV_DIRECTIONS
+    )
+
+
+def pareto_trials(study: optuna.Study, objectives: tuple[str, ...]) -> list:
+    """Feasible trials non-dominated in all the study's objectives, one per distinct params
+    (the lowest trial number)."""
+    trials = feasible_complete(study)
+    directions = [OBJECTIVES[o][1] for o in objectives]
+    front = [trials[i] for i in non_dominated([t.values for t in trials], directions=directions)]
+    seen, out = set(), []
+    for t in sorted(front, key=lambda t: t.number):
+        key = json.dumps(t.params, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
+def _config(
+    cid: str, trial, outcome: TrialOutcome, *, study, method, space, reference, setup, engine
+) -> results.DeploymentConfig:
+    return results.DeploymentConfig(
+        id=cid,
+        model=space.model,
+        dataset=reference.dataset,
+        seed=setup.seed,
+        hardware=space.hardware,
+        hardware_hash=space.hardware_hash,
+        method=method,
+        study=study.study_name,
+        trial_number=trial.number,
+        plan=json.loads(outcome.plan_json) if outcome.plan_json else {},
+        accuracy_val=float(trial.user_attrs["accuracy"]),
+        accuracy_test=float(outcome.accuracy),
+        fp32_val=reference.fp32_val,
+        fp32_test=reference.fp32_test,
+        engine=engine,
+        latency_ms=float(outcome.latency_ms),
+        energy_mj=float(outcome.energy_mj),
+        total_cycles=int(outcome.total_cycles),
+        size_kib=float(outcome.size_kib),
+        layers=outcome.layers,
+        lowbit_version=results.versions()["lowbit"],
+    )
+
+
+def summarise_method(name, study, *, space, pool, setup, reference, engine, run_dir, stats):
+    """Re-evaluate the Pareto set on test, write its configs; the method's summary + rows."""
+    mspace = get_method(name).space(space)
+    front = pareto_trials(study, setup.objectives)
+    requests = [
+        TrialRequest(t.number, mspace.settings(t.params), split="test", detail=True) for t in front
+    ]
+    outcomes = pool.map(requests) if requests else []
+    w8 = reference.w8a8_latency_ms
+    rows, ids, tested = [], [], []
+    for trial, outcome in zip(front, outcomes, strict=True):
+        if outcome.failed:
+            log.warning("%s trial %d failed on test: %s", name, trial.number, outcome.error)
+            continue
+        cid = f"{name}-{trial.number:05d}"
+        cfg = _config(
+            cid, trial, outcome, study=study, method=name, space=space, reference=reference,
+            setup=setup, engine=engine,
+        )  # fmt: skip
+        cfg.write(run_dir / "configs" / f"{cid}.json")
+        ids.append(cid)
+        tested.append((trial, outcome))
+        rows.append(
+            {
+                "method": name,
+                "config_id": cid,
+                "number": trial.number,
+                "accuracy_val": trial.user_attrs["accuracy"],
+                "accuracy_test": outcome.accuracy,
+                "latency_ms": outcome.latency_ms,
+                "latency_vs_w8a8": outcome.latency_ms / w8,
+                "energy_mj": outcome.energy_mj,
+                "size_kib": outcome.size_kib,
+                "params": json.dumps(trial.params, sort_keys=True),
+            }
+        )
+    hv_test = hypervolume_2d(
+        [(o.accuracy, o.latency_ms / w8) for _, o in tested],
+        reference=HV_REFERENCE,
+        directions=HV_DIRECTIONS,
+    )
+    ok = [(t, o) for t, o in tested if t.user_attrs["accuracy"] >= reference.fp32_val - ONE_POINT]
+    best = None
+    if ok:
+        t, o = min(ok, key=lambda p: (p[1].latency_ms, -p[0].user_attrs["accuracy"]))
+        best = {
+            "config_id": f"{name}-{t.number:05d}",
+            "latency_ms": o.latency_ms,
+            "latency_vs_w8a8": o.latency_ms / w8,
+            "accuracy_val": t.user_attrs["accuracy"],
+            "accuracy_test": o.accuracy,
+            "test_loss_points": (reference.fp32_test - o.accuracy) * 100,
+        }
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    summary = MethodSummary(
+        name=name,
+        study=study.study_name,
+        completed=states.count(TrialState.COMPLETE),
+        failed=states.count(TrialState.FAIL),
+        hypervolume_val=trials_hypervolume(feasible_complete(study), w8),
+        hypervolume_test=hv_test,
+        pareto=tuple(ids),
+        best_within_1pt=best,
+        speedup_vs_w8a8=(w8 / best["latency_ms"]) if best else None,
+        this_run={
+            "completed": stats.completed,
+            "failed": stats.failed,
+            "seconds": stats.seconds,
+            "trials_per_minute": 60 * stats.completed / stats.seconds if stats.seconds else None,
+        },
+    )
+    return summary, rows
+
+
+def describe_spec(spec: Any) -> dict[str, Any]:
+    """The evaluator spec's settings for summary.json (the profile is named elsewhere)."""
+    out: dict[str, Any] = {"type": type(spec).__name__}
+    if is_dataclass(spec):
+        for f in fields(spec):
+            value = getattr(spec, f.name)
+            if not isinstance(value, HardwareProfile):
+                out[f.name] = value
+    return out
+
+
+def summary_dict(s: MethodSummary) -> dict[str, Any]:
+    return {
+        "study": s.study,
+        "completed": s.completed,
+        "failed": s.failed,
+        "hypervolume_val": s.hypervolume_val,
+        "hypervolume_test": s.hypervolume_test,
+        "pareto": list(s.pareto),
+        "best_within_1pt": s.best_within_1pt,
+        "speedup_vs_w8a8": s.speedup_vs_w8a8,
+        "this_run": s.this_run,
+    }
