@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from lowbit.models import compress, evaluate, load_split, load_trained, to_workload
-from lowbit.models.evaluate import as_model_input
-from lowbit.models.plan import CompressionPlan
+from lowbit.models.accuracy import as_model_input
+from lowbit.models.compression.plan import CompressionPlan
 from lowbit.models.zoo import ZOO
 
 BITS = ("W8A8", "W4A8", "W2A8")

@@ -34,8 +34,8 @@ from scalesim_reference import CFG_TEMPLATE  # the sibling script (imports no SC
 
 from lowbit import hwsim
 from lowbit.hwsim.engines.analytic import AnalyticEngine
-from lowbit.hwsim.profiles import builtin_profile_names, load_profile
-from lowbit.hwsim.scalesim import load_scalesim_cfg, load_topology
+from lowbit.hwsim.profiles import builtin_profile_names, load_profile, load_scalesim_cfg
+from lowbit.hwsim.scalesim import load_topology
 from lowbit.hwsim.workload import Conv2d, Linear, Workload
 from lowbit.hwsim.workloads import builtin_workload, workload_names
 

@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 
 from lowbit.models import compress, load_split, load_trained
-from lowbit.models.evaluate import accuracy, as_model_input
+from lowbit.models.accuracy import accuracy, as_model_input
+from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 from lowbit.models.graph import prune_groups_of
-from lowbit.models.plan import CompressionPlan, LayerSpec
 from lowbit.models.zoo import zoo_names
 
 ROOT = Path(__file__).resolve().parent.parent

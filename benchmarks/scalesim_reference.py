@@ -5,9 +5,9 @@ dataflow (os, ws, is) on two array sizes and writes the per-layer compute cycles
 cfg and topology texts and full provenance, to one JSON file. lowbit never imports
 SCALE-Sim: run this with SCALE-Sim's own interpreter, in a venv outside the repo::
 
-    python3 -m venv /work/scalesim-ref/venv
-    /work/scalesim-ref/venv/bin/pip install scalesim==3.0.0 'numpy<2.4'
-    /work/scalesim-ref/venv/bin/python benchmarks/scalesim_reference.py \\
+    python3 -m venv ../scalesim-venv
+    ../scalesim-venv/bin/pip install scalesim==3.0.0 'numpy<2.4'
+    ../scalesim-venv/bin/python benchmarks/scalesim_reference.py \\
         --out tests/hwsim/data/scalesim_reference.json
 
 (scalesim 3.0.0 crashes on numpy >= 2.4.) ``--run CFG TOPOLOGY [--gemm]`` instead runs
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             "generated_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "generator": "benchmarks/scalesim_reference.py",
             "command": (
-                "/work/scalesim-ref/venv/bin/python benchmarks/scalesim_reference.py "
+                "../scalesim-venv/bin/python benchmarks/scalesim_reference.py "
                 "--out tests/hwsim/data/scalesim_reference.json"
             ),
             "api": (

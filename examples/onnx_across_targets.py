@@ -1,7 +1,7 @@
 """One ONNX file, every built-in target: export a small CNN from PyTorch, simulate it everywhere.
 
 A user's flow for a model that lives in ONNX: ``torch.onnx.export`` (or any exporter) writes
-the file, :func:`lowbit.models.onnx_workload.load_onnx_workload` turns its graph into an hwsim
+the file, :func:`lowbit.hwsim.onnx_workload.load_onnx_workload` turns its graph into an hwsim
 workload, and ``hwsim.simulate`` runs it on each built-in hardware profile at W8A8 (a float
 ONNX file describes shapes; ``--bits`` picks other widths). The same file works from the
 command line: ``lowbit simulate --hardware npu-bitfusion --workload cnn.onnx``.
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     from lowbit import hwsim
+    from lowbit.hwsim.onnx_workload import load_onnx_workload
     from lowbit.hwsim.profile import UnsupportedPrecision
     from lowbit.hwsim.profiles import builtin_profile_names, load_profile
-    from lowbit.models.onnx_workload import load_onnx_workload
 
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)

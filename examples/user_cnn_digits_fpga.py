@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from lowbit import hwsim, models
     from lowbit.hwsim.profiles import load_profile
-    from lowbit.models.firmware import write_firmware_config
-    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.compression.plan import CompressionPlan
+    from lowbit.models.export.firmware import write_firmware_config
     from lowbit.models.trace import prepare_model
     from lowbit.search import load_config
     from lowbit.search.user import run_search_user

@@ -40,7 +40,7 @@ def test_onnx_across_targets(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_user_cnn_digits_fpga(tmp_path, capsys):
-    from lowbit.models.firmware import load_firmware_config
+    from lowbit.models.export.firmware import load_firmware_config
     from lowbit.search import load_config
 
     example = load_example("user_cnn_digits_fpga")

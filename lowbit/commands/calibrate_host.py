@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lowbit.hwsim.errors import LowbitError
-    from lowbit.models.hostcal import calibrate, default_profile_path, write
+    from lowbit.models.hostcal.calibration import calibrate, default_profile_path, write
 
     path = Path(args.out) if args.out else default_profile_path()
     if path.suffix != ".toml":  # checked before the minute of measuring

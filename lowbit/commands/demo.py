@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lowbit.cli import main
+    from lowbit.models.workloads import apply_bits, resolve_workload, simulate
 
-    from ._resolve import apply_bits, resolve_profile, resolve_workload
-    from .simulate import simulate
+    from ._resolve import resolve_profile
 
     profile = resolve_profile(_HARDWARE)
     network = resolve_workload(_NETWORK)

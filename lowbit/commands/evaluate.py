@@ -13,7 +13,7 @@ from lowbit.hwsim.errors import LowbitError
 from .models_cmd import format_table
 
 if TYPE_CHECKING:
-    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.compression.plan import CompressionPlan
 
 HELP = "compress a zoo model (--plan or --bits; calibrated on val) and measure its accuracy"
 
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_plan(args: argparse.Namespace) -> CompressionPlan:
     """The CompressionPlan from ``--plan FILE`` or ``--bits WxAy``."""
-    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.compression.plan import CompressionPlan
 
     if args.bits:
         return CompressionPlan.from_bits_string(args.bits)
@@ -50,7 +50,7 @@ def load_plan(args: argparse.Namespace) -> CompressionPlan:
 
 def run(args: argparse.Namespace) -> int:
     from lowbit.models import compress, evaluate, load_split, load_trained
-    from lowbit.models.evaluate import as_model_input
+    from lowbit.models.accuracy import as_model_input
 
     plan = load_plan(args)
     base = load_trained(args.model, seed=args.seed)

@@ -53,8 +53,8 @@ def finetune_steps_of(config_path: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from lowbit.hwsim.errors import LowbitError
-    from lowbit.models.export import export_plan
-    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.compression.plan import CompressionPlan
+    from lowbit.models.export.deploy import export_plan
     from lowbit.search.results import load_config
 
     path = Path(args.config)
@@ -102,7 +102,7 @@ def _firmware(cfg, plan, steps: int, out_dir: Path) -> str:
     content is unchanged; the line saying what happened."""
     from lowbit.hwsim.errors import LowbitError
     from lowbit.hwsim.profiles import load_profile
-    from lowbit.models.firmware import write_zoo_firmware_config
+    from lowbit.models.export.firmware import write_zoo_firmware_config
 
     try:
         profile = load_profile(cfg.hardware)

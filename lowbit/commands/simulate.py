@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lowbit.models.workloads import simulate
+
     from ._resolve import resolve_target
 
     profile, workload = resolve_target(args)
@@ -35,20 +37,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render_result(result))
     return 0
-
-
-def simulate(workload, profile, *, engine: str):
-    """hwsim.simulate with precision problems turned into one-line user errors."""
-    from lowbit import hwsim
-    from lowbit.hwsim.errors import LowbitError
-    from lowbit.hwsim.profile import UnsupportedPrecision
-
-    try:
-        return hwsim.simulate(workload, profile, engine=engine)
-    except UnsupportedPrecision as exc:
-        if isinstance(exc, LowbitError):
-            raise
-        raise LowbitError(f"{profile.name}: {exc}") from None
 
 
 def write_csv(result, stream) -> None:

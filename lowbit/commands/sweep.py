@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.fileio import atomic_write_bytes, atomic_write_text
+from lowbit.models.workloads import resolve_workload
 
 from ._resolve import (
     add_compression_arguments,
@@ -24,7 +25,6 @@ from ._resolve import (
     add_set_argument,
     apply_compression,
     resolve_profile,
-    resolve_workload,
 )
 
 HELP = "simulate over a grid of hardware parameters (--vary key=v1,v2,...); writes CSV + plot"
@@ -67,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lowbit.hwsim.profiles import parse_set
 
-    from .simulate import render_table, simulate
+    from lowbit.models.workloads import simulate
+
+    from .simulate import render_table
 
     axes = parse_vary(args.vary, parse_set)
     names = _workload_names(args)

@@ -3,7 +3,7 @@
 A profile is a built-in name (``npu-systolic-32``: a file in lowbit/hardware_profiles/), a
 path to a ``.toml`` file in the same schema (lowbit/hardware_profiles/README.md), or a
 SCALE-Sim ``.cfg``
-(handed to :func:`lowbit.hwsim.scalesim.load_scalesim_cfg`). Every problem in a file -- syntax,
+(read by :func:`load_scalesim_cfg`). Every problem in a file -- syntax,
 missing or unknown keys, types, ranges, cross-key rules, bad overrides -- is collected with
 its key path and raised as ONE :class:`~lowbit.hwsim.errors.ProfileError` naming the file.
 
@@ -47,6 +47,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "load_scalesim_cfg",
     "PROFILE_DIR",
     "builtin_profile_names",
     "builtin_profile_path",
@@ -132,6 +133,32 @@ def validate_profile_data(data: object) -> list[str]:
     return validate(data)
 
 
+def load_scalesim_cfg(
+    path: str | Path, *, overrides: Mapping[str, object] | None = None
+) -> HardwareProfile:
+    """Read a SCALE-Sim ``.cfg`` file into a systolic hardware profile
+    (:mod:`lowbit.hwsim.scalesim` converts it; it is validated like a TOML profile).
+
+    Args:
+        path: the ``.cfg`` file.
+        overrides: key-path overrides in the TOML schema (``{"compute.rows": 64}``),
+            applied before validation, as for TOML profiles.
+
+    Raises:
+        ProfileError: unreadable file, a missing or malformed key (every problem listed,
+            each with its ``[section] key``), or an override the schema rejects.
+
+    Example:
+        >>> profile = load_scalesim_cfg("scale.cfg")  # doctest: +SKIP
+        >>> profile.compute.rows, profile.compute.dataflow  # doctest: +SKIP
+        (32, 'os')
+    """
+    from .scalesim import read_scalesim_cfg  # lazy: SCALE-Sim support is optional
+
+    data = read_scalesim_cfg(path)
+    return profile_from_dict(data, source=str(path), overrides=dict(overrides or {}) or None)
+
+
 def load_profile(
     name_or_path: str | Path, *, overrides: Mapping[str, object] | None = None
 ) -> HardwareProfile:
@@ -148,8 +175,6 @@ def load_profile(
     """
     path, expected_name = _locate(name_or_path)
     if path.suffix == ".cfg":
-        from .scalesim import load_scalesim_cfg  # lazy: SCALE-Sim support is optional
-
         return load_scalesim_cfg(path, overrides=dict(overrides) if overrides else None)
     if not overrides:
         try:

@@ -33,13 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProfileError
-from .profile import HardwareProfile
 from .topology import load_topology, parse_topology
 
 __all__ = [
     "CALC_BANDWIDTH_BYTES_PER_CYCLE",
     "SCALESIM_CLOCK_HZ",
-    "load_scalesim_cfg",
+    "read_scalesim_cfg",
     "load_topology",
     "parse_topology",
     "scalesim_cfg_to_dict",
@@ -71,24 +70,13 @@ _DATAFLOWS = ("os", "ws", "is")
 _MODES = ("CALC", "USER")
 
 
-def load_scalesim_cfg(
-    path: str | Path, *, overrides: dict[str, object] | None = None
-) -> HardwareProfile:
-    """Read a SCALE-Sim ``.cfg`` file into a systolic hardware profile.
-
-    Args:
-        path: the ``.cfg`` file.
-        overrides: key-path overrides in the TOML schema (``{"compute.rows": 64}``),
-            applied before validation, as for TOML profiles.
+def read_scalesim_cfg(path: str | Path) -> dict[str, Any]:
+    """Read a SCALE-Sim ``.cfg`` file into profile data in the TOML schema (not validated:
+    :func:`lowbit.hwsim.profiles.load_scalesim_cfg` builds the profile).
 
     Raises:
-        ProfileError: unreadable file, a missing or malformed key (every problem listed,
-            each with its ``[section] key``), or an override the schema rejects.
-
-    Example:
-        >>> profile = load_scalesim_cfg("scale.cfg")  # doctest: +SKIP
-        >>> profile.compute.rows, profile.compute.dataflow  # doctest: +SKIP
-        (32, 'os')
+        ProfileError: unreadable file, or a missing or malformed key (every problem listed,
+            each with its ``[section] key``).
     """
     path = Path(path)
     try:
@@ -97,10 +85,7 @@ def load_scalesim_cfg(
         raise ProfileError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise ProfileError(str(path), ["not a text (UTF-8) SCALE-Sim config"]) from None
-    data = scalesim_cfg_to_dict(text, source=str(path))
-    from .profiles import profile_from_dict  # lazy: hwsim.profiles imports this module
-
-    return profile_from_dict(data, source=str(path), overrides=overrides)
+    return scalesim_cfg_to_dict(text, source=str(path))
 
 
 def scalesim_cfg_to_dict(text: str, *, source: str = "<scalesim cfg>") -> dict[str, Any]:

@@ -6,8 +6,9 @@ The public facade; the submodules hold the details:
 - :mod:`lowbit.models.zoo` — the registered networks (:data:`ZOO`, :func:`build`);
 - :mod:`lowbit.models.train` — deterministic training and the checkpoint cache
   (:func:`load_trained`);
-- :mod:`lowbit.models.evaluate` — accuracy on a split (:func:`evaluate`);
-- :mod:`lowbit.models.plan`, :mod:`lowbit.models.compress`, :mod:`lowbit.models.qat` —
+- :mod:`lowbit.models.accuracy` — accuracy on a split (:func:`evaluate`);
+- :mod:`lowbit.models.compression.plan`, :mod:`lowbit.models.compression.compress`,
+  :mod:`lowbit.models.compression.qat` —
   compression plans, :func:`compress` and :func:`finetune`;
 - :mod:`lowbit.models.bridge` — a model + plan as an hwsim workload (:func:`to_workload`).
 
@@ -22,17 +23,7 @@ Example:
 
 from __future__ import annotations
 
-# Functions are imported eagerly (not lazily): ``models.compress`` and ``models.evaluate``
-# share their names with submodules, and binding the functions here, after the submodules
-# are loaded, keeps the names pointing at the functions.
-from .bridge import register_zoo_workloads, to_workload
-from .compress import compress
-from .data import load_split
-from .evaluate import evaluate
-from .plan import CompressionPlan, LayerSpec, PlanError
-from .qat import finetune
-from .train import load_trained
-from .zoo import ZOO, build
+from typing import Any
 
 __all__ = [
     "ZOO",
@@ -48,3 +39,34 @@ __all__ = [
     "register_zoo_workloads",
     "to_workload",
 ]
+
+#: public name -> submodule holding it, imported on first access: subpackages that need no
+#: torch (``hostcal``, ``workloads``) stay torch-free, and ``import lowbit.models`` is instant
+_LAZY = {
+    "register_zoo_workloads": "bridge",
+    "to_workload": "bridge",
+    "compress": "compression.compress",
+    "CompressionPlan": "compression.plan",
+    "LayerSpec": "compression.plan",
+    "PlanError": "compression.plan",
+    "finetune": "compression.qat",
+    "load_split": "data",
+    "evaluate": "accuracy",
+    "load_trained": "train",
+    "ZOO": "zoo",
+    "build": "zoo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lowbit.models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -49,11 +49,10 @@ from lowbit.hwsim.workload import (
     Pool,
     Workload,
 )
+from lowbit.models.compression.plan import CompressionPlan, LayerSpec
+from lowbit.models.compression.prune import kept_channels
 from lowbit.models.graph import COMPUTE_LAYERS, MatMulSite, prune_groups_of
-from lowbit.models.plan import CompressionPlan, LayerSpec
-from lowbit.models.prune import kept_channels
-
-from .zoo import ZOO, Add, TokenEmbedding, build
+from lowbit.models.zoo import ZOO, Add, TokenEmbedding, build
 
 __all__ = ["compressions", "register_zoo_workloads", "to_workload"]
 

@@ -23,7 +23,8 @@ conv consumer (its inputs cannot be dropped one by one). A model ``torch.fx`` ca
 (data-dependent control flow) gets no prune groups and the trace error is reported.
 
 :func:`prepare_model` attaches the groups to the model instance as a ``prune_groups``
-callable (what :func:`lowbit.models.graph.prune_groups_of` reads, so :func:`lowbit.models.compress`
+callable (what :func:`lowbit.models.graph.prune_groups_of` reads, so
+:func:`lowbit.models.compression.compress`
 and :func:`lowbit.models.to_workload` use them) and ``input_shape`` from the example input.
 
 Example:

@@ -13,7 +13,7 @@ generator seeded with ``seed``, and the loop runs on one thread with
 
 Example:
     >>> model = load_trained("digits-cnn")            # trains once, then loads
-    >>> from lowbit.models.evaluate import evaluate
+    >>> from lowbit.models.accuracy import evaluate
     >>> evaluate(model, split="test") > 0.95
     True
 """
@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from lowbit.hwsim.fileio import atomic_write
+from lowbit.models import data
+from lowbit.models.accuracy import accuracy
+from lowbit.models.zoo import ZooModel, build, entry
 
-from . import data
-from .evaluate import accuracy
-from .zoo import ZooModel, build, entry
 from .zoo._base import TrainRecipe
 
 __all__ = [

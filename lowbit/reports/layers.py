@@ -74,7 +74,7 @@ def hardware_of(config: dict[str, Any]) -> dict[str, Any]:
 
 def _plan_settings(model, plan) -> dict[str, dict[str, Any]]:
     """Per compute layer: bits, keep, N:M, integer rank and full rank (plan.effective)."""
-    from lowbit.models.plan import compute_layers, full_rank, rank_eligible
+    from lowbit.models.compression.plan import compute_layers, full_rank, rank_eligible
 
     modules = compute_layers(model)
     out = {}

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from lowbit.hwsim.area import area_breakdown
 from lowbit.hwsim.errors import LowbitError
+from lowbit.hwsim.fileio import atomic_write_text
 from lowbit.hwsim.profile import HardwareProfile
 
 if TYPE_CHECKING:
@@ -268,8 +269,6 @@ def record_hardware(run_dir: Path, *, codesign: CoDesign, pareto_rows: list[dict
     :func:`lowbit.search.results.load_config` reads ``hardware`` by key, so the files stay valid
     deployment configs.
     """
-    from .results import write_json
-
     base_hash = codesign.profile({}).content_hash()
     for row in pareto_rows:
         path = run_dir / "configs" / f"{row['config_id']}.json"
@@ -285,4 +284,4 @@ def record_hardware(run_dir: Path, *, codesign: CoDesign, pareto_rows: list[dict
                 "area": area_breakdown(variant).to_dict() if variant.area else None,
             }
         )
-        write_json(path, data)
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")

@@ -57,7 +57,8 @@ class TrialRequest:
 
     Attributes:
         number: the Optuna trial number (echoed back; -1 for requests outside a study).
-        settings: layer name -> :class:`lowbit.models.plan.LayerSpec` keyword arguments; with
+        settings: layer name -> :class:`lowbit.models.compression.plan.LayerSpec` keyword
+        arguments; with
             co-design also ``HARDWARE_KEY`` -> profile overrides (module docstring).
         split: "val" during the search, "test" for the final Pareto configurations.
         detail: also return per-layer simulation results.
@@ -257,8 +258,8 @@ class ZooEvaluator(Evaluator):
         import torch
 
         from lowbit import models
+        from lowbit.models.accuracy import as_model_input
         from lowbit.models.data import load_split
-        from lowbit.models.evaluate import as_model_input
 
         torch.set_num_threads(spec.threads)
         self.spec = spec
@@ -271,7 +272,7 @@ class ZooEvaluator(Evaluator):
         self.calib = self.data["val"][0]
 
     def _plan(self, settings: dict[str, dict[str, Any]]):
-        from lowbit.models.plan import CompressionPlan, LayerSpec
+        from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 
         layers = {name: LayerSpec(**kw) for name, kw in settings.items() if name != HARDWARE_KEY}
         return CompressionPlan(layers=layers, pin_first_last=self.spec.pin_first_last)
@@ -295,7 +296,7 @@ class ZooEvaluator(Evaluator):
 
     def _accuracy(self, plan, split: str) -> float:
         from lowbit import models
-        from lowbit.models.evaluate import accuracy
+        from lowbit.models.accuracy import accuracy
 
         compressed = models.compress(self.base, plan, calib=self.calib)
         if self.spec.finetune_steps:
@@ -327,7 +328,7 @@ class ZooEvaluator(Evaluator):
         )
 
     def reference(self, w8a8: dict[str, dict[str, Any]]) -> Reference:
-        from lowbit.models.evaluate import accuracy
+        from lowbit.models.accuracy import accuracy
 
         fp32 = {split: accuracy(self.base, *self.data[split]) for split in SPLITS}
         val = self.evaluate(TrialRequest(-1, w8a8, split="val"))
@@ -345,8 +346,8 @@ class ZooEvaluator(Evaluator):
         probes: int,
         seed: int,
     ) -> Any:
+        from lowbit.models.accuracy import as_model_input
         from lowbit.models.data import load_split
-        from lowbit.models.evaluate import as_model_input
 
         from .hawq import HawqInputs, hutchinson_traces, weight_perturbations
 

@@ -107,7 +107,7 @@ def weight_perturbations(
     model, *, layers: Sequence[str], bits: Sequence[int]
 ) -> dict[str, dict[int, float]]:
     """‖Q_b(W) − W‖² per layer and bit-width (symmetric per-channel, as compress() does)."""
-    from lowbit.models.quant import quantize_weight
+    from lowbit.models.compression.quant import quantize_weight
 
     modules = dict(model.named_modules())
     out: dict[str, dict[int, float]] = {}

@@ -2,7 +2,8 @@
 and the simulator's latency on the host profile.
 
 Protocol (what ``lowbit validate`` reports): the configuration is exported
-(:func:`lowbit.models.export.export_plan`: FP32 and QDQ INT8 ONNX), each model runs in an ONNX
+(:func:`lowbit.models.export.deploy.export_plan`: FP32 and QDQ INT8 ONNX), each model runs in an
+ONNX
 Runtime session on one thread (intra- and inter-op), at every batch size, on the first
 samples of the test split: ``warmup`` untimed runs, then the median and interquartile range
 of ``repeats`` timed runs, taken round-robin over all configurations in a few rounds
@@ -61,7 +62,7 @@ class ConfigTarget:
 
 def memory_elements(base: Any, workload: Any) -> dict[str, int]:
     """Elements the workload's memory-only layers process, by operator kind (the names
-    :func:`lowbit.models.hostbench.elementwise_costs` measures): outputs of elementwise layers,
+    :func:`lowbit.models.hostcal.bench.elementwise_costs` measures): outputs of elementwise layers,
     inputs of pooling layers."""
     from torch import nn
 
@@ -105,11 +106,12 @@ def prepare_config(
     """Export ``target`` into ``out_dir``, check its accuracy and simulate it on ``profile``
     at every batch size (module docstring); the timing is :func:`time_configs`'."""
     from lowbit import hwsim
+    from lowbit.models.accuracy import as_model_input
     from lowbit.models.bridge import to_workload
+    from lowbit.models.compression.plan import CompressionPlan
     from lowbit.models.data import load_split
-    from lowbit.models.evaluate import as_model_input
-    from lowbit.models.export import export_plan, ort_session
-    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.export.deploy import export_plan
+    from lowbit.models.export.ort import ort_session
     from lowbit.models.train import load_trained
 
     plan = CompressionPlan.from_dict(target.plan)
@@ -178,7 +180,7 @@ def time_configs(
     ``timed_runs`` and ``int8_speedup_vs_fp32_b{B}``, and the simulation error; returns,
     per batch size, the INT8 medians of the even and of the odd rounds (two independent
     measurements, for the measurement's own repeatability), or None with a single round."""
-    from lowbit.models.hostbench import bind, run_times_s, timing_of
+    from lowbit.models.hostcal.bench import bind, run_times_s, timing_of
 
     if repeats < 1 or warmup < 0 or rounds < 1:
         raise ValueError(f"need repeats, rounds >= 1 and warmup >= 0, got {repeats}, {rounds}, "

@@ -240,7 +240,7 @@ class DeploymentConfig:
                 continue
             layers.append(LayerCost(**raw))
         if values["plan"] is not None:
-            from lowbit.models.plan import CompressionPlan, PlanError
+            from lowbit.models.compression.plan import CompressionPlan, PlanError
 
             try:
                 CompressionPlan.from_dict(values["plan"])

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import optuna
     from torch import nn
 
-    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.compression.plan import CompressionPlan
 
 __all__ = [
     "SPACE_VERSION",
@@ -163,7 +163,8 @@ class SearchSpace:
 
     # --- configurations ------------------------------------------------------------------
     def settings(self, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        """Per-layer :class:`lowbit.models.plan.LayerSpec` keyword arguments for ``params``.
+        """Per-layer :class:`lowbit.models.compression.plan.LayerSpec` keyword arguments for
+        ``params``.
 
         Parameters missing from ``params`` take the layer's only choice; a parameter that is
         not in the space or a value outside its choices raises ValueError. With co-design
@@ -210,8 +211,9 @@ class SearchSpace:
         return self.codesign.overrides(params) if self.codesign is not None else {}
 
     def plan(self, params: Mapping[str, Any]) -> CompressionPlan:
-        """The :class:`lowbit.models.plan.CompressionPlan` of ``params`` (one key per layer)."""
-        from lowbit.models.plan import CompressionPlan, LayerSpec
+        """The :class:`lowbit.models.compression.plan.CompressionPlan` of ``params`` (one key per
+        layer)."""
+        from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 
         layers = {
             name: LayerSpec(**kw)
@@ -310,8 +312,8 @@ def describe_model(model: nn.Module) -> tuple[LayerInfo, ...]:
     """The :class:`LayerInfo` of every compute layer and MatMulSite, in module order."""
     from torch import nn as tnn
 
+    from lowbit.models.compression.plan import compute_layers, full_rank, rank_eligible
     from lowbit.models.graph import MatMulSite, prune_groups_of
-    from lowbit.models.plan import compute_layers, full_rank, rank_eligible
 
     producers = {g.producer for g in prune_groups_of(model)}
     out = []

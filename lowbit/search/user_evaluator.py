@@ -96,7 +96,7 @@ class UserEvaluator(Evaluator):
     def plan(self, settings: dict[str, dict[str, Any]]):
         """The trial's plan; pinned first/last layers are given W8A8 explicitly (layers the
         space does not name stay float: the untouched ones)."""
-        from lowbit.models.plan import CompressionPlan, LayerSpec
+        from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 
         layers = {
             name: LayerSpec(**kw) for name, kw in settings.items() if not name.startswith("@")

@@ -14,7 +14,8 @@ each to INT8 ONNX and measures it (:mod:`lowbit.search.latency`), and writes int
 ``validation/<id>/`` each configuration's model.int8.onnx, model.fp32.onnx, deploy.json
 
 The host profile is ``$LOWBIT_CACHE/host/host-cpu.toml``, calibrated on first use
-(:mod:`lowbit.models.hostcal`). Each batch size's metrics also carry ``repeatability``: the same
+(:mod:`lowbit.models.hostcal.calibration`). Each batch size's metrics also carry ``repeatability``:
+the same
 metrics between the INT8 medians of the even and of the odd timing rounds
 (:func:`lowbit.search.latency.time_configs`), two independent measurements of the same models. It
 is the ceiling of what any latency model can score on this machine at this load: when the
@@ -121,7 +122,7 @@ def targets_of_run(run_dir: Path, *, top: int | None = None) -> tuple[list[Confi
     pin = bool((summary.get("evaluator") or {}).get("pin_first_last", False))
     baselines = []
     for w, a in UNIFORM_BASELINES:
-        from lowbit.models.plan import CompressionPlan
+        from lowbit.models.compression.plan import CompressionPlan
 
         plan = CompressionPlan.uniform(w_bits=w, a_bits=a, pin_first_last=pin).to_dict()
         baselines.append(ConfigTarget(f"uniform-W{w}A{a}", "uniform", "uniform", model, seed, plan))
@@ -131,7 +132,7 @@ def targets_of_run(run_dir: Path, *, top: int | None = None) -> tuple[list[Confi
 def _distinct(targets: list[ConfigTarget], model: str, seed: int) -> list[ConfigTarget]:
     """The first of every group of targets with the same effective per-layer settings (the
     joint search often re-finds a uniform configuration; it is measured once)."""
-    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.compression.plan import CompressionPlan
     from lowbit.models.zoo import build
 
     net = build(model, seed=seed)
@@ -227,7 +228,7 @@ def validate_run(
         warmup: untimed runs before timing.
         batches: batch sizes (default 1 and 64).
     """
-    from lowbit.models.hostcal import cpu_info, load_or_calibrate
+    from lowbit.models.hostcal.calibration import cpu_info, load_or_calibrate
 
     if repeats < 1 or warmup < 0:
         raise LowbitError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")

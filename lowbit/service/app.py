@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hmac
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +97,15 @@ def _unprocessable(field: str, message: str) -> HTTPException:
 
 def _simulate(req: SimulateRequest) -> dict[str, Any]:
     """What ``lowbit simulate --format json`` prints, for a request body."""
-    from lowbit.commands._resolve import apply_bits, apply_plan, parse_bits, resolve_workload
-    from lowbit.commands.simulate import simulate
     from lowbit.hwsim.profiles import load_profile, profile_from_dict
+    from lowbit.models.compression.plan import CompressionPlan
+    from lowbit.models.workloads import (
+        apply_bits,
+        apply_plan,
+        parse_bits,
+        resolve_workload,
+        simulate,
+    )
 
     try:
         if isinstance(req.profile, str):
@@ -117,13 +122,11 @@ def _simulate(req: SimulateRequest) -> dict[str, Any]:
             w_bits, a_bits = parse_bits(req.bits)
             workload = apply_bits(workload, w_bits=w_bits, a_bits=a_bits)
         elif req.plan is not None:
-            import json
-
-            # the CLI's plan reader takes a file: one request's plan in a private temp dir
-            with tempfile.TemporaryDirectory(prefix="lowbit-plan-") as tmp:
-                path = Path(tmp) / "plan.json"
-                path.write_text(json.dumps(req.plan), encoding="utf-8")
-                workload = apply_plan(workload, str(path))
+            try:
+                plan = CompressionPlan.from_dict(req.plan)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise LowbitError(f"not a valid compression plan: {exc}") from None
+            workload = apply_plan(workload, plan)
     except LowbitError as exc:
         raise _unprocessable("plan" if req.plan is not None else "bits", str(exc)) from None
     try:

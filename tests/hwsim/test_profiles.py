@@ -294,17 +294,17 @@ def test_every_tunable_value_builds_a_distinct_valid_profile(name):
 def test_cfg_paths_go_to_the_scalesim_loader(monkeypatch, tmp_path):
     calls = []
 
-    def fake(path, *, overrides=None):
-        calls.append((Path(path), overrides))
-        return load_profile("npu-systolic-32")
+    def fake(path):
+        calls.append(Path(path))
+        return load_profile_data("npu-systolic-32")
 
     monkeypatch.setitem(
-        sys.modules, "lowbit.hwsim.scalesim", types.SimpleNamespace(load_scalesim_cfg=fake)
+        sys.modules, "lowbit.hwsim.scalesim", types.SimpleNamespace(read_scalesim_cfg=fake)
     )
     cfg = tmp_path / "scale.cfg"
     profile = load_profile(cfg, overrides={"compute.rows": 8})
-    assert profile.name == "npu-systolic-32"
-    assert calls == [(cfg, {"compute.rows": 8})]
+    assert profile.name == "npu-systolic-32" and profile.compute.rows == 8
+    assert calls == [cfg]
 
 
 def _schema_keys(table: Table, prefix: str = "") -> tuple[set[str], set[str]]:

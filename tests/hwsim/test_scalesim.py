@@ -11,9 +11,9 @@ import pytest
 
 from lowbit.hwsim.errors import ProfileError, WorkloadError
 from lowbit.hwsim.profile import UnsupportedPrecision
+from lowbit.hwsim.profiles import load_scalesim_cfg
 from lowbit.hwsim.scalesim import (
     CALC_BANDWIDTH_BYTES_PER_CYCLE,
-    load_scalesim_cfg,
     load_topology,
     parse_topology,
     scalesim_cfg_to_dict,

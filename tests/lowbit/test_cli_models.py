@@ -10,7 +10,7 @@ from cli_testkit import error_of
 
 from lowbit.cli import main
 from lowbit.models.bridge import to_workload
-from lowbit.models.plan import CompressionPlan
+from lowbit.models.compression.plan import CompressionPlan
 from lowbit.models.zoo import build, zoo_names
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")  # an empty LOWBIT_CACHE

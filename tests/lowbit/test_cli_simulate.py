@@ -124,7 +124,7 @@ def test_plan(capsys, tmp_path):
 
 def test_plan_on_a_zoo_model_uses_the_model_graph(capsys, tmp_path):
     from lowbit.models.bridge import compressions, register_zoo_workloads
-    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.compression.plan import CompressionPlan
     from lowbit.models.zoo import build
 
     plan = CompressionPlan.uniform(w_bits=4, a_bits=8, keep=0.5)
@@ -143,14 +143,15 @@ def test_plan_on_a_zoo_model_uses_the_model_graph(capsys, tmp_path):
 
 
 def test_plan_without_models_package(capsys, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "lowbit.models.plan", None)  # import fails
+    monkeypatch.setitem(sys.modules, "lowbit.models.compression.plan", None)  # import fails
     path = tmp_path / "plan.json"
     path.write_text("{}")
     line = error_of(
         capsys, "simulate", "--hardware", "npu-systolic-32", "--workload", "resnet18",
         "--plan", str(path),
     )  # fmt: skip
-    assert "--plan needs the models package (models.plan)" in line
+    assert f"{path}: a compression plan needs lowbit.models.compression" in line
+    assert "use --bits" in line
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from lowbit.hwsim.errors import WorkloadError
 from lowbit.hwsim.workload import FLOAT_BITS, Compression, Conv2d, Elementwise, MatMul, Pool
 from lowbit.hwsim.workloads import BUILTIN_WORKLOADS, builtin_workload
 from lowbit.models.bridge import register_zoo_workloads, to_workload
-from lowbit.models.plan import CompressionPlan, LayerSpec
+from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 from lowbit.models.zoo import build, zoo_names
 
 

@@ -10,16 +10,16 @@ from tiny_nets import TinyAttention, TinyCNN, TinyMLP, example_input, seeded
 from torch import nn
 from torch.nn import functional as F
 
-from lowbit.models._bn_fold import FoldedBatchNorm2d, conv_bn_pairs
-from lowbit.models._intbias import integer_layer
-from lowbit.models.compress import ORDER, TRANSFORMS, compress, register_transform
+from lowbit.models.accuracy import evaluate
+from lowbit.models.compression._bn_fold import FoldedBatchNorm2d, conv_bn_pairs
+from lowbit.models.compression._intbias import integer_layer
+from lowbit.models.compression.compress import ORDER, TRANSFORMS, compress, register_transform
+from lowbit.models.compression.lowrank import LowRankConv, LowRankLinear
+from lowbit.models.compression.plan import CompressionPlan, LayerSpec, PlanError
+from lowbit.models.compression.qat import finetune
+from lowbit.models.compression.quant import QuantConv2d, QuantLayer, QuantLinear, QuantMatMul
 from lowbit.models.data import load_split
-from lowbit.models.evaluate import evaluate
 from lowbit.models.graph import MatMulSite
-from lowbit.models.lowrank import LowRankConv, LowRankLinear
-from lowbit.models.plan import CompressionPlan, LayerSpec, PlanError
-from lowbit.models.qat import finetune
-from lowbit.models.quant import QuantConv2d, QuantLayer, QuantLinear, QuantMatMul
 
 MIXED = CompressionPlan(
     layers={

@@ -20,9 +20,16 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from lowbit.models.export import act_grid, deploy_copy, export_plan, ort_session
-from lowbit.models.onnx_quant import ActGrid, ExportError, LayerQuant, WeightGrid, quantize_graph
-from lowbit.models.plan import CompressionPlan, LayerSpec
+from lowbit.models.compression.plan import CompressionPlan, LayerSpec
+from lowbit.models.export.deploy import act_grid, deploy_copy, export_plan
+from lowbit.models.export.onnx_quant import (
+    ActGrid,
+    ExportError,
+    LayerQuant,
+    WeightGrid,
+    quantize_graph,
+)
+from lowbit.models.export.ort import ort_session
 
 RNG = np.random.default_rng(0)
 
@@ -264,8 +271,8 @@ def test_float_layers_stay_float_and_u8_weights_are_exact(tmp_path, lowbit_cache
 
 @pytest.mark.slow
 def test_deploy_copy_folds_batchnorm_exactly(digits_cnn):
+    from lowbit.models.compression.quant import QuantLayer
     from lowbit.models.data import load_split
-    from lowbit.models.quant import QuantLayer
 
     x, _ = load_split("digits", "val")
     plan = CompressionPlan.from_bits_string("W4A8", pin_first_last=False)

@@ -27,12 +27,13 @@ import pytest
 import torch
 from tiny_nets import TinyAttention, TinyCNN, seeded
 
-from lowbit.models._codecheck import code_agreement
-from lowbit.models.compress import compress
+from lowbit.models.compression.compress import compress
+from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 from lowbit.models.data import load_split
-from lowbit.models.export import deploy_copy, export_plan, ort_session, to_onnx
-from lowbit.models.onnx_quant import quantize_graph
-from lowbit.models.plan import CompressionPlan, LayerSpec
+from lowbit.models.export._codecheck import code_agreement
+from lowbit.models.export.deploy import deploy_copy, export_plan, to_onnx
+from lowbit.models.export.onnx_quant import quantize_graph
+from lowbit.models.export.ort import ort_session
 
 #: 1 code in 10,000 per layer for conv/linear networks, 1 in 1,000 with float ops between
 #: integer layers (module docstring)

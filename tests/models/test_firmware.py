@@ -15,8 +15,9 @@ from torch import nn
 
 from lowbit import hwsim, models
 from lowbit.hwsim.profiles import load_profile
-from lowbit.models._intbias import integer_layer
-from lowbit.models.firmware import (
+from lowbit.models.compression._intbias import integer_layer
+from lowbit.models.compression.plan import CompressionPlan, LayerSpec
+from lowbit.models.export.firmware import (
     FIRMWARE_SCHEMA_VERSION,
     FirmwareConfigError,
     add_target,
@@ -25,7 +26,6 @@ from lowbit.models.firmware import (
     validate_firmware_config,
     write_firmware_config,
 )
-from lowbit.models.plan import CompressionPlan, LayerSpec
 from lowbit.models.trace import prepare_model
 
 
@@ -297,7 +297,7 @@ def test_other_schema_versions_are_refused_with_one_clear_problem(deployed, tmp_
 def test_zoo_config_as_lowbit_export_writes_it(trained, tmp_path):
     """``lowbit export`` writes firmware.json through write_zoo_firmware_config: the zoo model
     built and simulated as the search did."""
-    from lowbit.models.firmware import write_zoo_firmware_config
+    from lowbit.models.export.firmware import write_zoo_firmware_config
 
     trained("digits-cnn")  # trains into the session cache the builder reads
     plan = CompressionPlan(layers={"_default": LayerSpec(w_bits=4, a_bits=8, keep=0.75)})
@@ -350,8 +350,8 @@ def test_zoo_config_equals_the_exported_int8_model(tmp_path, lowbit_cache):
     import onnx
     from onnx import numpy_helper
 
-    from lowbit.models.export import export_plan
-    from lowbit.models.firmware import write_zoo_firmware_config
+    from lowbit.models.export.deploy import export_plan
+    from lowbit.models.export.firmware import write_zoo_firmware_config
 
     # unpadded: the firmware config describes the compressed layers, not ONNX Runtime's
     # channel padding (models._onnx_pad)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from lowbit.hwsim.profiles import load_profile, validate_profile_data
-from lowbit.models import hostbench, hostcal, hostconv
-from lowbit.models.export import ort_session
+from lowbit.models.export.ort import ort_session
+from lowbit.models.hostcal import bench as hostbench
+from lowbit.models.hostcal import calibration as hostcal
+from lowbit.models.hostcal import conv as hostconv
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def test_depth_slope_measures_one_more_layer_and_refuses_a_negative_one():
 
 
 def test_int8_chain_runs_on_integer_kernels():
-    from lowbit.models.export import kernel_census
+    from lowbit.models.export.ort import kernel_census
 
     kernels = kernel_census(hostbench.chain_model("conv", 16, 4, 3, True))
     assert kernels.get("QLinearConv") == 3 and "Conv" not in kernels

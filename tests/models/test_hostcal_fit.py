@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lowbit.hwsim.profiles import load_profile_data
-from lowbit.models._hostcal_fit import chain_layer_s, fit, sweep_kernel_s, with_params
+from lowbit.models.hostcal._fit import chain_layer_s, fit, sweep_kernel_s, with_params
 
 DEPTHS = (1, 5)
 TRUE = {"gemm": 1300.0, "mac": 1 / 8.0, "conv_px": 14.0, "conv_img": 150.0,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lowbit.models.lowrank import LowRankConv, LowRankLinear, factorize, to_dense
+from lowbit.models.compression.lowrank import LowRankConv, LowRankLinear, factorize, to_dense
 
 # Full-rank factors multiply back to W up to float32 rounding of the SVD factors: on these
 # unit-scale layers the output differs by far less than this (stated tolerance).

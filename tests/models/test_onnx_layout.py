@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lowbit.models._onnx_layout import flatten_channels_last
-from lowbit.models.export import build_compressed, deploy_copy, kernel_census, ort_session, to_onnx
-from lowbit.models.onnx_quant import quantize_graph
-from lowbit.models.plan import CompressionPlan
+from lowbit.models.compression.plan import CompressionPlan
+from lowbit.models.export._onnx_layout import flatten_channels_last
+from lowbit.models.export.deploy import build_compressed, deploy_copy, to_onnx
+from lowbit.models.export.onnx_quant import quantize_graph
+from lowbit.models.export.ort import kernel_census, ort_session
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from lowbit.models._onnx_pad import aligned_channels, pad_conv_channels
-from lowbit.models.export import build_compressed, deploy_copy, kernel_census, ort_session, to_onnx
-from lowbit.models.onnx_quant import quantize_graph
-from lowbit.models.plan import CompressionPlan, LayerSpec
+from lowbit.models.compression.plan import CompressionPlan, LayerSpec
+from lowbit.models.export._onnx_pad import aligned_channels, pad_conv_channels
+from lowbit.models.export.deploy import build_compressed, deploy_copy, to_onnx
+from lowbit.models.export.onnx_quant import quantize_graph
+from lowbit.models.export.ort import kernel_census, ort_session
 
 
 def _weights(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:

@@ -10,11 +10,11 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx_nets import Conv1dNet, ConvZoo, ResNet18, TinyTransformer, export
 
-from lowbit.commands._resolve import resolve_workload
 from lowbit.hwsim.errors import WorkloadError
+from lowbit.hwsim.onnx_workload import UnmappedOpsError, import_onnx, load_onnx_workload
 from lowbit.hwsim.workload import FLOAT_BITS, Compression
 from lowbit.hwsim.workloads import builtin_workload
-from lowbit.models.onnx_workload import UnmappedOpsError, import_onnx, load_onnx_workload
+from lowbit.models.workloads import resolve_workload
 
 COMPUTE = ("conv2d", "linear", "matmul")
 
@@ -177,8 +177,8 @@ def test_lowbit_export_round_trip(tmp_path, trained):
     simulates them (pinned first/last layers at W8A8, a pruned layer, 2-bit weights, a
     4-bit activation grid carried through a MaxPool)."""
     from lowbit.models.bridge import to_workload
-    from lowbit.models.export import export_plan
-    from lowbit.models.plan import CompressionPlan, LayerSpec
+    from lowbit.models.compression.plan import CompressionPlan, LayerSpec
+    from lowbit.models.export.deploy import export_plan
     from lowbit.models.zoo import build
 
     trained("digits-cnn")  # trains into the session cache export_plan reads
@@ -225,7 +225,7 @@ def _with_unmapped(path) -> None:
     onnx.save(model, path)
 
 
-def test_unmapped_ops_are_reported_by_name(tmp_path, capsys):
+def test_unmapped_ops_are_reported_by_name(tmp_path):
     path = tmp_path / "odd.onnx"
     _with_unmapped(path)
     with pytest.raises(UnmappedOpsError) as info:
@@ -239,13 +239,15 @@ def test_unmapped_ops_are_reported_by_name(tmp_path, capsys):
         ("up1", "ConvTranspose"),
         ("magic", "Mystery"),
     ]
-    # the CLI wiring: an error by default, one warning line with allow_unmapped
+    # the library: an error by default, one warning line with allow_unmapped
     with pytest.raises(UnmappedOpsError):
         resolve_workload(str(path))
-    workload = resolve_workload(str(path), allow_unmapped=True)
+    warnings = []
+    workload = resolve_workload(str(path), allow_unmapped=True, warn=warnings.append)
     assert workload.name == "odd"
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"warning: {path}: 2 op(s) not simulated: up1 (ConvTranspose), magic (Mystery)"]
+    assert warnings == [
+        f"warning: {path}: 2 op(s) not simulated: up1 (ConvTranspose), magic (Mystery)"
+    ]
 
 
 @pytest.mark.parametrize(

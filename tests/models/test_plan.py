@@ -8,7 +8,13 @@ import pytest
 from tiny_nets import TinyAttention, TinyCNN, TinyMLP, seeded
 
 from lowbit.hwsim.errors import LowbitError
-from lowbit.models.plan import CompressionPlan, LayerSpec, PlanError, full_rank, rank_for
+from lowbit.models.compression.plan import (
+    CompressionPlan,
+    LayerSpec,
+    PlanError,
+    full_rank,
+    rank_for,
+)
 
 # one spec per option value, so the round trip covers every field and every choice
 SPECS = [

@@ -8,9 +8,8 @@ from tiny_nets import TinyAttention, TinyCNN, TinyMLP, example_input, seeded
 from torch import nn
 
 from lowbit.hwsim.workload import _kept
-from lowbit.models.graph import PruneGroup
-from lowbit.models.lowrank import factorize
-from lowbit.models.prune import (
+from lowbit.models.compression.lowrank import factorize
+from lowbit.models.compression.prune import (
     apply_mask,
     filter_importance,
     kept_channels,
@@ -18,6 +17,7 @@ from lowbit.models.prune import (
     nm_mask,
     prune_group,
 )
+from lowbit.models.graph import PruneGroup
 
 
 def test_kept_channels_matches_the_simulator() -> None:

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lowbit.models._intbias import REFINE_LIMIT, integer_layer
-from lowbit.models.quant import (
+from lowbit.models.compression._intbias import REFINE_LIMIT, integer_layer
+from lowbit.models.compression.quant import (
     QuantConv,
     QuantConv1d,
     QuantConv2d,

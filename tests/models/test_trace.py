@@ -12,8 +12,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from lowbit import models
+from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 from lowbit.models.graph import PruneGroup, prune_groups_of
-from lowbit.models.plan import CompressionPlan, LayerSpec
 from lowbit.models.trace import analyse_prune_groups, derive_prune_groups, prepare_model
 from lowbit.models.zoo import build, zoo_names
 

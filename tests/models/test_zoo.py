@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lowbit.models import data, train
-from lowbit.models.evaluate import evaluate
+from lowbit.models.accuracy import evaluate
 from lowbit.models.graph import MatMulSite
 from lowbit.models.zoo import ZOO, TrainRecipe, ZooError, build, zoo_names
 

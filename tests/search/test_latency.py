@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowbit.models.export import ort_session
-from lowbit.models.hostbench import chain_model
+from lowbit.models.export.ort import ort_session
+from lowbit.models.hostcal.bench import chain_model
 from lowbit.search.latency import Prepared, time_configs
 
 

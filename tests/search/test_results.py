@@ -17,7 +17,7 @@ from lowbit.search.results import (
 
 
 def _config() -> DeploymentConfig:
-    from lowbit.models.plan import CompressionPlan, LayerSpec
+    from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 
     plan = CompressionPlan(
         layers={"conv1": LayerSpec(w_bits=4, a_bits=8, keep=0.5), "_default": LayerSpec(8, 8)},
@@ -57,7 +57,7 @@ def test_config_round_trip(tmp_path):
     assert data["schema_version"] == CONFIG_SCHEMA_VERSION
     assert data["hardware"] == {"name": "npu-bitfusion", "content_hash": "ab" * 32}
     # the plan in the file is a CompressionPlan the models package accepts as is
-    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.compression.plan import CompressionPlan
 
     assert CompressionPlan.from_dict(data["plan"]).resolve("conv1").keep == 0.5
 

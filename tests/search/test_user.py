@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from lowbit import models
 from lowbit.hwsim.errors import LowbitError
-from lowbit.models.plan import CompressionPlan
+from lowbit.models.compression.plan import CompressionPlan
 from lowbit.search import load_config
 from lowbit.search.user import describe_user_model, run_search_user, user_space
 

@@ -28,8 +28,8 @@ W8A8 = {"version": 1, "pin_first_last": False, "layers": {"_default": {"w_bits":
 def write_config(run_dir: Path, cid: str, plan: dict, *, model: str = MODEL) -> Path:
     """A deployment config as the search writes it, with its fake-quant test accuracy."""
     from lowbit import models
-    from lowbit.models.evaluate import accuracy
-    from lowbit.models.plan import CompressionPlan
+    from lowbit.models.accuracy import accuracy
+    from lowbit.models.compression.plan import CompressionPlan
 
     base = models.load_trained(MODEL)
     x_val, _ = models.load_split("digits", "val")
@@ -58,7 +58,7 @@ def make_run(run_dir: Path, configs: dict[str, dict]) -> Path:
 
 @pytest.fixture(scope="module")
 def host_profile(tmp_path_factory, zoo_cache) -> Path:
-    from lowbit.models import hostcal
+    from lowbit.models.hostcal import calibration as hostcal
 
     return hostcal.write(hostcal.calibrate(quick=True), tmp_path_factory.mktemp("host") / "h.toml")
 

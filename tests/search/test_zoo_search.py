@@ -18,7 +18,7 @@ from lowbit.search import load_config, run_search
 def test_zoo_search_configs_reproduce(ray_session, tmp_path):
     from lowbit import hwsim, models
     from lowbit.hwsim.profiles import load_profile
-    from lowbit.models.evaluate import accuracy, as_model_input
+    from lowbit.models.accuracy import accuracy, as_model_input
 
     profile = load_profile("npu-bitfusion")
     result = run_search(

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .data import load_split
+from lowbit.models.data import load_split
 
 __all__ = ["accuracy", "as_model_input", "evaluate"]
 

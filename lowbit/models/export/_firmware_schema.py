@@ -1,12 +1,13 @@
 """The firmware config schema (docs/firmware-config.md): validation that lists every
-problem with its key path. Kept apart from :mod:`lowbit.models.firmware`, which builds configs."""
+problem with its key path. Kept apart from :mod:`lowbit.models.export.firmware`, which builds
+configs."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from lowbit.models.plan import CompressionPlan, PlanError
+from lowbit.models.compression.plan import CompressionPlan, PlanError
 
 __all__ = [
     "FIRMWARE_KIND",

@@ -11,9 +11,12 @@ docs/firmware-config.md, ``schema_version`` :data:`FIRMWARE_SCHEMA_VERSION`):
   with the weight shape, the conv geometry and the quantization grids: weights per output
   channel (``scale``/``zero_point`` lists), the input activation per tensor.
   A tensor that runs on integer kernels (``runs_as: "int8"``,
-  :func:`lowbit.models._intbias.runs_integer`) is described in its deployed integer form, the one
-  the fake-quant model computes and :mod:`lowbit.models.export` writes into ``model.int8.onnx``
-  (:func:`lowbit.models._intbias.integer_layer`): the BatchNorm reading its output folded in
+  :func:`lowbit.models.compression._intbias.runs_integer`) is described in its deployed integer
+  form, the one
+  the fake-quant model computes and :mod:`lowbit.models.export.deploy` writes into
+  ``model.int8.onnx``
+  (:func:`lowbit.models.compression._intbias.integer_layer`): the BatchNorm reading its output
+  folded in
   (``folded_batchnorm``), per-channel int8 weight scales and zero points after folding and
   refinement, and the bias as int32 codes on the accumulator grid ``s_x·s_w[c]``. Other
   tensors (``runs_as: "float"``) keep their trained grids and float bias.
@@ -46,18 +49,18 @@ from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.fileio import atomic_write_text
 from lowbit.hwsim.profile import HardwareProfile
 from lowbit.hwsim.result import SimResult
-from lowbit.models._firmware_schema import (
+from lowbit.models.compression._intbias import integer_layer, runs_integer
+from lowbit.models.compression.lowrank import LOWRANK_LAYERS, LowRankConv, LowRankLinear
+from lowbit.models.compression.plan import CompressionPlan
+from lowbit.models.compression.quant import QuantLayer, QuantMatMul
+from lowbit.models.export._firmware_schema import (
     FIRMWARE_KIND,
     FIRMWARE_SCHEMA_VERSION,
     INT8_QMAX,
     INT8_QMIN,
     validate_firmware_config,
 )
-from lowbit.models._intbias import integer_layer, runs_integer
 from lowbit.models.graph import COMPUTE_LAYERS, MatMulSite
-from lowbit.models.lowrank import LOWRANK_LAYERS, LowRankConv, LowRankLinear
-from lowbit.models.plan import CompressionPlan
-from lowbit.models.quant import QuantLayer, QuantMatMul
 
 __all__ = [
     "FIRMWARE_KIND",
@@ -117,7 +120,8 @@ def _int8_zero_points(levels: torch.Tensor, name: str) -> torch.Tensor:
 
 def _integer_form(name: str, layer: nn.Module, names: dict[int, str]) -> dict[str, Any]:
     """Weight grid, int32 bias and folded BatchNorm of a layer that runs on integer kernels,
-    as deployed (:func:`lowbit.models._intbias.integer_layer`, the form the exporter writes)."""
+    as deployed (:func:`lowbit.models.compression._intbias.integer_layer`, the form the exporter
+    writes)."""
     bn = layer.folded_batchnorm
     if bn is not None and id(bn) not in names:
         raise ValueError(f"{name}: its folded BatchNorm is not a module of the model")
@@ -350,7 +354,7 @@ def write_zoo_firmware_config(
     search evaluated it (``models.export.build_compressed``) and simulated (analytic)."""
     from lowbit import hwsim
     from lowbit.models.bridge import to_workload
-    from lowbit.models.export import build_compressed
+    from lowbit.models.export.deploy import build_compressed
 
     base, compressed = build_compressed(model, plan, seed=seed, finetune_steps=finetune_steps)
     sim = hwsim.simulate(to_workload(base, plan, name=model), profile)

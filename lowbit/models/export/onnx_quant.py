@@ -1,6 +1,7 @@
 """Static INT8 quantization of an exported float ONNX graph in QDQ format, with given grids.
 
-The search measured accuracy with fake quantization (:mod:`lowbit.models.quant`): weights on a
+The search measured accuracy with fake quantization (:mod:`lowbit.models.compression.quant`):
+weights on a
 per-channel low-bit grid, each quantized layer's input rounded to a calibrated grid. This
 pass writes exactly those grids into the graph as QuantizeLinear / DequantizeLinear pairs
 (the QDQ format of ONNX Runtime's static quantization), so ONNX Runtime fuses them into its
@@ -21,7 +22,7 @@ Representation:
   type's limits, not at the grid's.
 * Bias of Conv/Gemm: int32 on the scale s_x·s_w/k (what QLinearConv/QGemm accumulate in;
   k refines the weight codes, :func:`_refine`). The exporter hands over biases already on
-  that grid (:mod:`lowbit.models._intbias`), also those a MatMul + Add adds in float.
+  that grid (:mod:`lowbit.models.compression._intbias`), also those a MatMul + Add adds in float.
 * Saturation without VNNI: on AVX2 without VNNI, ONNX Runtime's u8·s8 kernels multiply with
   ``vpmaddubsw``, which adds two u8·s8 products into a *saturating* int16: 2·255·127 =
   64770 > 32767, so 8-bit weights can overflow (errors of ~10% were measured on a Zen 3
@@ -49,7 +50,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from lowbit.hwsim.errors import LowbitError
-from lowbit.models._intbias import REFINE_LIMIT
+from lowbit.models.compression._intbias import REFINE_LIMIT
 
 __all__ = [
     "COMMUTING_OPS",
@@ -266,10 +267,12 @@ def _quantize_weight(g: _Graph, node: onnx.NodeProto, layer: LayerQuant, weight_
 
 def _refine(codes: np.ndarray, scales: np.ndarray, axis: int):
     """(codes · k, scales / k) per channel with the largest integer k keeping |codes · k| <=
-    :data:`lowbit.models._intbias.REFINE_LIMIT`: the same weight values on a finer integer
+    :data:`lowbit.models.compression._intbias.REFINE_LIMIT`: the same weight values on a finer
+    integer
     scale, so
     a k-times finer int32 bias grid (s_x · s_w / k). The rule is the fake-quant model's
-    (:func:`lowbit.models._intbias.integer_layer`, whose codes arrive here refined already:
+    (:func:`lowbit.models.compression._intbias.integer_layer`, whose codes arrive here refined
+    already:
     k = 1)."""
     other = tuple(i for i in range(codes.ndim) if i != axis)
     peak = np.maximum(np.abs(codes).max(axis=other), 1)

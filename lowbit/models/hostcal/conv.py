@@ -1,6 +1,6 @@
 """Per-kernel microbenchmarks of ONNX Runtime's INT8 convolution and pooling kernels.
 
-:mod:`lowbit.models.hostbench` times chains of identical layers (C→C), which cannot show the
+:mod:`lowbit.models.hostcal.bench` times chains of identical layers (C→C), which cannot show the
 shapes a compressed network really has: a stem conv from 1 input channel, pruned convs
 (8→12), channel-changing low-rank factors. Those run ONNX Runtime's *generic* INT8 conv
 path, which costs ~45 cycles per output pixel however few its MACs, against ~20 for the
@@ -19,7 +19,8 @@ kernel time is what it costs inside a compressed network -- measured alone, fed 
 graph input, the same conv costs 5-10 % more.
 
 The kernel time excludes the dispatch between nodes (measured by
-:func:`lowbit.models.hostbench.glue_op_s`) and the ``Run`` call; :mod:`lowbit.models.hostcal` fits
+:func:`lowbit.models.hostcal.bench.glue_op_s`) and the ``Run`` call;
+:mod:`lowbit.models.hostcal.calibration` fits
 the host profile to both kinds of measurement.
 """
 

@@ -7,8 +7,9 @@ weights (N:M, unstructured) are multiplied by their ``weight_mask`` in forward a
 after every optimizer step. BatchNorm layers stay in eval mode (running statistics frozen,
 affine parameters trained) so the calibrated activation ranges remain valid. Training uses
 the float bias (the int32 rounding deployment applies is left to the eval-mode forward, see
-:func:`lowbit.models._intbias.bias_rounded`). At the end the weights are snapped back onto their
-grids (:func:`lowbit.models.quant.requantize_weights`).
+:func:`lowbit.models.compression._intbias.bias_rounded`). At the end the weights are snapped back
+onto their
+grids (:func:`lowbit.models.compression.quant.requantize_weights`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lowbit.models.quant import requantize_weights
+from lowbit.models.compression.quant import requantize_weights
 
 __all__ = ["finetune"]
 
@@ -52,7 +53,8 @@ def finetune(
     """A copy of compressed ``model`` finetuned with Adam for ``steps`` minibatches.
 
     Args:
-        model: usually the output of :func:`lowbit.models.compress.compress` (left untouched).
+        model: usually the output of :func:`lowbit.models.compression.compress.compress` (left
+        untouched).
         steps: optimizer steps; lr: Adam learning rate; batch_size: samples per step.
         split: data split to train on (``models.data.load_split``).
         seed: seeds the minibatch order (the run is deterministic on CPU).
@@ -63,8 +65,8 @@ def finetune(
     Example:
         >>> recovered = finetune(compress(model, plan, calib=x_val), steps=100)
     """
+    from lowbit.models.accuracy import as_model_input
     from lowbit.models.data import load_split
-    from lowbit.models.evaluate import as_model_input
 
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")

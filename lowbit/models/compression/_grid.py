@@ -1,7 +1,8 @@
 """Uniform affine grids: their parameters, rounding, and activation range calibration.
 
 The grid rules (symmetric/asymmetric, signed/unsigned, the three calibration methods) are
-described in :mod:`lowbit.models.quant`, which re-exports everything here; the layer wrappers live
+described in :mod:`lowbit.models.compression.quant`, which re-exports everything here; the layer
+wrappers live
 there too. Rounding is ``torch.round``: half to even, as ONNX Runtime's QuantizeLinear and
 its integer kernels' requantization round.
 """

@@ -2,7 +2,8 @@
 
 The exporter folds a BatchNorm that reads a conv's output into that conv (weights · f,
 bias · f + shift) and the integer kernel adds the folded bias as an int32 on its accumulator
-grid (:mod:`lowbit.models._intbias`). The fake-quant model keeps the BatchNorm as a module, so its
+grid (:mod:`lowbit.models.compression._intbias`). The fake-quant model keeps the BatchNorm as a
+module, so its
 statistics and affine parameters keep their names and QAT trains them as before; after
 :func:`fold_batchnorms` it is a :class:`FoldedBatchNorm1d`/:class:`FoldedBatchNorm2d` linked
 to its conv (both ways, outside the module tree). In inference the conv then computes conv
@@ -17,9 +18,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lowbit.models._intbias import batchnorm_affine, bias_rounded, integer_inference, integer_layer
+from lowbit.models.compression._intbias import (
+    batchnorm_affine,
+    bias_rounded,
+    integer_inference,
+    integer_layer,
+)
+from lowbit.models.compression.quant import QuantConv
 from lowbit.models.graph import run_hooked
-from lowbit.models.quant import QuantConv
 
 __all__ = [
     "FoldedBatchNorm",
@@ -69,10 +75,12 @@ class FoldedBatchNorm:
     """Mixin: a BatchNorm folded into the quantized conv ``producer`` when deployed.
 
     In inference the producer computes conv and BatchNorm together as the integer kernel
-    does (:meth:`lowbit.models.quant.QuantLayer._integer_forward`) and this module passes its input
+    does (:meth:`lowbit.models.compression.quant.QuantLayer._integer_forward`) and this module
+    passes its input
     on; in eval mode with gradients it adds (deployed bias − float folded bias) per channel;
     otherwise (batch statistics: nothing to fold; the producer training, calibrating or not
-    running on integer kernels, see :func:`lowbit.models._intbias.bias_rounded`) it is the plain
+    running on integer kernels, see :func:`lowbit.models.compression._intbias.bias_rounded`) it is
+    the plain
     BatchNorm.
     ``producer`` is kept outside the module tree (it is registered where it was), so names
     and state dicts are unchanged.

@@ -4,7 +4,7 @@ Each integer layer reads uint8 activation codes. ONNX Runtime's are the inputs o
 DequantizeLinear nodes feeding each Conv/Gemm/MatMul (exposed as extra graph outputs; the
 logits must stay bit-identical, so the exposure did not change what ONNX Runtime fused).
 The fake-quant model's are what each quantized layer rounds its input to (signed grids
-shifted by 128, as :func:`lowbit.models.export.act_grid` stores them).
+shifted by 128, as :func:`lowbit.models.export.deploy.act_grid` stores them).
 
 End to end, one code that differs upstream changes many codes downstream (8-bit layers
 amplify it most). ``teacher_forced=True`` feeds every quantized layer ONNX Runtime's input
@@ -39,7 +39,7 @@ def fake_quant_codes(
     """Input codes of every quantized layer of ``model`` on ``x`` (a MatMul site's second
     operand under ``"<name>:b"``); with ``force`` (codes by the same names), each layer
     then reads the forced codes instead of its own."""
-    from lowbit.models.quant import QuantLayer, QuantMatMul
+    from lowbit.models.compression.quant import QuantLayer, QuantMatMul
 
     codes: dict[str, np.ndarray] = {}
 
@@ -83,8 +83,8 @@ def int8_codes(int8: Any, x: np.ndarray) -> dict[str, np.ndarray]:
     import onnx
     from onnx import helper
 
-    from lowbit.models.export import INPUT_NAME, ort_session
-    from lowbit.models.onnx_quant import ExportError, scope_of
+    from lowbit.models.export.onnx_quant import ExportError, scope_of
+    from lowbit.models.export.ort import INPUT_NAME, ort_session
 
     model = onnx.ModelProto()
     model.CopyFrom(int8)

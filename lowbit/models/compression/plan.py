@@ -388,7 +388,8 @@ def _fit_problems(name: str, spec: LayerSpec, module: nn.Module, producers: set[
 def compute_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Conv1d/Conv2d/Linear layers and MatMulSites by name, in ``named_modules()`` order.
 
-    The quantized wrappers of :mod:`lowbit.models.quant` subclass these types, so a compressed model
+    The quantized wrappers of :mod:`lowbit.models.compression.quant` subclass these types, so a
+    compressed model
     lists them too (a low-rank layer as its two factors ``name.first`` and ``name.second``).
     """
     out = {}

@@ -18,7 +18,8 @@ Each stage is a transform registered under a kind in :data:`TRANSFORMS` and run 
    candidates' accuracy without finetuning track their finetuned accuracy.
 5. ``quantize``: Conv/Linear (each factor) → QuantConv*/QuantLinear, MatMulSite → QuantMatMul.
 6. ``fold_bn``: a BatchNorm reading a quantized conv's output is folded into it as deployment
-   folds it (:mod:`lowbit.models._bn_fold`): the folded bias is rounded to the int32 grid the
+   folds it (:mod:`lowbit.models.compression._bn_fold`): the folded bias is rounded to the
+   int32 grid the
    integer kernel adds it on, so the measured accuracy is the INT8 model's.
 7. ``calibrate``: activation ranges from ``calib`` (float activations, quantized weights).
 
@@ -34,18 +35,18 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lowbit.models._bn_fold import fold_batchnorms
-from lowbit.models.graph import MatMulSite, prune_groups_of
-from lowbit.models.lowrank import LOWRANK_LAYERS, factorize, to_dense
-from lowbit.models.plan import CompressionPlan, LayerSpec, PlanError
-from lowbit.models.prune import apply_mask, magnitude_mask, nm_mask, prune_group
-from lowbit.models.quant import (
+from lowbit.models.compression._bn_fold import fold_batchnorms
+from lowbit.models.compression.lowrank import LOWRANK_LAYERS, factorize, to_dense
+from lowbit.models.compression.plan import CompressionPlan, LayerSpec, PlanError
+from lowbit.models.compression.prune import apply_mask, magnitude_mask, nm_mask, prune_group
+from lowbit.models.compression.quant import (
     QuantConv1d,
     QuantConv2d,
     QuantLinear,
     QuantMatMul,
     calibrate_model,
 )
+from lowbit.models.graph import MatMulSite, prune_groups_of
 
 __all__ = ["compress", "register_transform", "TRANSFORMS", "ORDER"]
 

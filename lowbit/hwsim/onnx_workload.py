@@ -38,7 +38,7 @@ activation the width of its QuantizeLinear type, narrowed by a Clip between Q an
 left in float there are 32-bit (``hwsim.FLOAT_BITS``).
 
 Example:
-    >>> from lowbit.models.onnx_workload import load_onnx_workload
+    >>> from lowbit.hwsim.onnx_workload import load_onnx_workload
     >>> workload = load_onnx_workload("resnet18.onnx")          # doctest: +SKIP
     >>> round(workload.macs / 1e9, 2)                           # doctest: +SKIP
     1.81
@@ -53,6 +53,7 @@ from pathlib import Path
 
 import onnx
 
+from lowbit.hwsim._onnx_graph import OnnxGraph, dtype_bits, load_graph
 from lowbit.hwsim.errors import WorkloadError
 from lowbit.hwsim.workload import (
     FLOAT_BITS,
@@ -65,8 +66,6 @@ from lowbit.hwsim.workload import (
     Pool,
     Workload,
 )
-
-from ._onnx_graph import OnnxGraph, dtype_bits, load_graph
 
 __all__ = ["OnnxImport", "UnmappedOpsError", "import_onnx", "load_onnx_workload"]
 

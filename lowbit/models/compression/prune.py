@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lowbit.models.compression.lowrank import LOWRANK_LAYERS, LowRankConv, _conv_like
 from lowbit.models.graph import COMPUTE_LAYERS, PruneGroup
-from lowbit.models.lowrank import LOWRANK_LAYERS, LowRankConv, _conv_like
 
 __all__ = [
     "kept_channels",

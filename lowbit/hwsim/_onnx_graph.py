@@ -1,4 +1,4 @@
-"""Reading an ONNX graph for :mod:`lowbit.models.onnx_workload`: load, fix the input dimensions,
+"""Reading an ONNX graph for :mod:`lowbit.hwsim.onnx_workload`: load, fix the input dimensions,
 infer shapes, find constant tensors, read bit-widths and name layers.
 
 Kept apart from the op mapping so each module has one job. Nothing here knows hwsim.

@@ -6,8 +6,9 @@ is an int32 on the accumulator grid ``s_x·s_w[c]``, not a float. A BatchNorm th
 conv's output is folded into the conv first (weights·f, bias·f + shift, f = γ/√(σ²+ε) per
 channel), so its shift is rounded to that grid too. :func:`integer_layer` computes this form
 in one place: the fake-quant model's inference computes with exactly these codes and this
-bias (:meth:`lowbit.models.quant.QuantLayer.forward`, :mod:`lowbit.models._bn_fold`) and the
-exporter writes exactly them (:mod:`lowbit.models.export`), so the search measures what the
+bias (:meth:`lowbit.models.compression.quant.QuantLayer.forward`,
+:mod:`lowbit.models.compression._bn_fold`) and the
+exporter writes exactly them (:mod:`lowbit.models.export.deploy`), so the search measures what the
 INT8 model computes.
 
 The rounding is small (in the digits-cnn demo configs at most 0.033 of the next layer's
@@ -90,7 +91,7 @@ def bias_rounded(layer: nn.Module) -> bool:
 def integer_inference(layer: nn.Module) -> bool:
     """Inference computes ``layer`` (with its folded BatchNorm) as the integer kernel does:
     the rounded bias applies, no gradient is needed and a folded BatchNorm uses its running
-    statistics (see :meth:`lowbit.models.quant.QuantLayer.forward`)."""
+    statistics (see :meth:`lowbit.models.compression.quant.QuantLayer.forward`)."""
     bn = getattr(layer, "folded_batchnorm", None)
     return bias_rounded(layer) and not torch.is_grad_enabled() and (bn is None or not bn.training)
 
@@ -112,7 +113,8 @@ def integer_layer(
     """The integer form of quantized ``layer`` (with ``batchnorm`` folded into it, if given).
 
     Args:
-        layer: a :class:`lowbit.models.quant.QuantLayer` with quantized weights; the bias is
+        layer: a :class:`lowbit.models.compression.quant.QuantLayer` with quantized weights; the
+        bias is
             rounded only if it :func:`runs_integer` (else ``bias`` is None).
         batchnorm: the BatchNorm reading ``layer``'s output, folded as the exporter folds it;
             a channel with factor 0 keeps its scale and gets zero codes.

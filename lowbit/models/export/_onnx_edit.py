@@ -1,5 +1,5 @@
 """Editing an ONNX graph in place: the lookups and the node insertion that lowbit's export
-passes share (:mod:`lowbit.models._onnx_pad`, :mod:`lowbit.models._onnx_layout`)."""
+passes share (:mod:`lowbit.models.export._onnx_pad`, :mod:`lowbit.models.export._onnx_layout`)."""
 
 from __future__ import annotations
 

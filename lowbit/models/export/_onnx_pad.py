@@ -2,7 +2,7 @@
 
 ONNX Runtime's fast INT8 convolution (NHWC ``QLinearConv``) needs input and output
 channels in multiples of 4 and at least 16 output channels; any other convolution runs its
-generic im2col path at ~45 instead of ~20 cycles per output pixel (:mod:`lowbit.models.hostconv`
+generic im2col path at ~45 instead of ~20 cycles per output pixel (:mod:`lowbit.models.hostcal.conv`
 measures both). A pruned network is full of such counts (16 → 12, 8 → 6) and a grey-scale
 stem has 1 input channel, so pruning can make the INT8 model *slower*. A deployment
 engineer pads them: :func:`pad_conv_channels` gives every such conv zero filters up to the
@@ -21,7 +21,7 @@ import onnx
 from onnx import helper
 
 from lowbit.hwsim.profile import aligned_channels
-from lowbit.models._onnx_edit import GraphEdit, attr
+from lowbit.models.export._onnx_edit import GraphEdit, attr
 
 __all__ = [
     "CONV_CHANNEL_MULTIPLE",

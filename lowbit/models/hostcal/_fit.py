@@ -1,10 +1,10 @@
-"""The host profile's fitted parameters (split from :mod:`lowbit.models.hostcal`).
+"""The host profile's fitted parameters (split from :mod:`lowbit.models.hostcal.calibration`).
 
 Two kinds of measurement are fitted, each simulated with hwsim on the profile being fitted:
 
-* layer chains (:func:`lowbit.models.hostbench.bench_chains`): the per-layer cost of identical
+* layer chains (:func:`lowbit.models.hostcal.bench.bench_chains`): the per-layer cost of identical
   C→C conv / GEMM layers, dispatch included, INT8 and FP32;
-* the INT8 conv sweep (:func:`lowbit.models.hostconv.conv_sweep`): the kernel time of single
+* the INT8 conv sweep (:func:`lowbit.models.hostcal.conv.conv_sweep`): the kernel time of single
   3x3 and 1x1 convs with the channel counts compressed networks have (stems, pruned, unaligned),
   compared with the simulated layer minus its dispatch (``layer_cycles``).
 
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.models._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
+from lowbit.models.export._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
 
 
 def _chain(row: dict[str, Any], depth: int):

@@ -1,6 +1,7 @@
 """Microbenchmarks of this CPU through ONNX Runtime (one thread) and numpy.
 
-Used by :mod:`lowbit.models.hostcal` to calibrate the host profile and by ``lowbit validate`` to
+Used by :mod:`lowbit.models.hostcal.calibration` to calibrate the host profile and by ``lowbit
+validate`` to
 time models:
 
 * :func:`time_session` — the timing harness: warm-up runs, then the median and quartiles
@@ -197,7 +198,7 @@ def depth_slope(build: Any, x: np.ndarray, *, depths: tuple[int, int] = DEPTHS, 
     then accepted (its spread is recorded), a non-positive one raises
     :class:`MeasurementError` naming ``what``: a difference of two timings is never clipped
     into a fake number."""
-    from lowbit.models.export import ort_session
+    from lowbit.models.export.ort import ort_session
 
     short, long = depths
     if not 0 < short < long:

@@ -1,5 +1,5 @@
 """The host profile as TOML (:func:`profile_toml`), with comments saying what each number
-was measured from; split from :mod:`lowbit.models.hostcal`, which re-exports it."""
+was measured from; split from :mod:`lowbit.models.hostcal.calibration`, which re-exports it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .hostcal import Calibration
+    from lowbit.models.hostcal.calibration import Calibration
 
 #: the host profile's name (re-exported by models.hostcal)
 PROFILE_NAME = "host-cpu"

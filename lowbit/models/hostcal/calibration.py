@@ -7,7 +7,8 @@ The host model is measured, not typed by hand (``lowbit calibrate-host``):
   8 with AVX2);
 * memory bandwidth of DRAM and of each cache level (numpy copies of buffers sized for it);
 * ONNX Runtime (1 thread) on chains of identical layers, INT8 QDQ and FP32: conv and GEMM
-  layers shaped like the zoo's, and tiny layers (:mod:`lowbit.models.hostbench`). Two chain depths
+  layers shaped like the zoo's, and tiny layers (:mod:`lowbit.models.hostcal.bench`). Two chain
+  depths
   give the per-layer cost and the intercept: the fixed cost of one ``Run`` call, written as
   ``overheads.run_cycles`` (median over the batch-1 INT8 chains: the deployed graphs are
   INT8 and their Run call quantizes the input and dequantizes the output too);
@@ -16,13 +17,14 @@ The host model is measured, not typed by hand (``lowbit calibrate-host``):
   tensors (per-element costs, written as ``[overheads.elementwise_cycles_per_element]``;
   ``embedding`` -- class token + positions -- is one Add pass and takes Add's cost);
 * ONNX Runtime's per-node profiler on single INT8 convs shaped like compressed networks'
-  (stems, pruned and unaligned channel counts, 1x1 low-rank factors: :mod:`lowbit.models.hostconv`)
+  (stems, pruned and unaligned channel counts, 1x1 low-rank factors:
+  :mod:`lowbit.models.hostcal.conv`)
   and on the uint8 NHWC MaxPool between two INT8 convs (``maxpool``, with
   ``pool_channel_block`` = the uint8 lanes of one SIMD register: the deployed graphs are
   INT8).
 
 The GEMM and convolution costs are fitted on the INT8 chains and single convs by weighted
-non-negative least squares (:mod:`lowbit.models._hostcal_fit`): an INT8 GEMM operator's fixed cost
+non-negative least squares (:mod:`lowbit.models.hostcal._fit`): an INT8 GEMM operator's fixed cost
 (``gemm_cycles``, on top of the measured dispatch every operator pays), cycles per MAC,
 per-pixel and per-image costs of k x k convs, the generic path's extra per pixel, the
 requantization cost per output, and ``compute.cols`` among 1, 2 or 4 SIMD registers (the
@@ -47,10 +49,9 @@ from typing import Any
 import numpy as np
 
 from lowbit.hwsim.errors import LowbitError
-
-from ._hostcal_fit import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS, fit
-from ._hostcal_toml import PROFILE_NAME, profile_toml
-from .hostbench import (
+from lowbit.models.hostcal._fit import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS, fit
+from lowbit.models.hostcal._toml import PROFILE_NAME, profile_toml
+from lowbit.models.hostcal.bench import (
     DEPTHS,
     FULL_SHAPES,
     QUICK_SHAPES,
@@ -59,7 +60,12 @@ from .hostbench import (
     elementwise_costs,
     glue_op_s,
 )
-from .hostconv import CONV_SWEEP, QUICK_CONV_SWEEP, conv_sweep, int8_maxpool_s_per_element
+from lowbit.models.hostcal.conv import (
+    CONV_SWEEP,
+    QUICK_CONV_SWEEP,
+    conv_sweep,
+    int8_maxpool_s_per_element,
+)
 
 __all__ = [
     "CALIBRATION_VERSION",
@@ -92,7 +98,7 @@ CALIBRATION_VERSION = 4
 _RECOMPUTED = ("layer_cycles", "gemm_cycles", "narrow_activation_cycles", "run_cycles",
                "elementwise_cycles_per_element")  # fmt: skip
 
-#: ONNX operator timed by :func:`lowbit.models.hostbench.elementwise_costs` -> the hwsim kinds
+#: ONNX operator timed by :func:`lowbit.models.hostcal.bench.elementwise_costs` -> the hwsim kinds
 #: (:data:`lowbit.hwsim.workload.ELEMENTWISE_KINDS`) that take its per-element cost
 ORT_KINDS = {
     "Add": ("add", "embedding"), "Relu": ("relu",), "LayerNormalization": ("layernorm",),

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from lowbit.models._onnx_edit import GraphEdit, attr
+from lowbit.models.export._onnx_edit import GraphEdit, attr
 
 __all__ = ["flatten_channels_last"]
 

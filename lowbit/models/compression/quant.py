@@ -26,10 +26,11 @@ estimator, and :func:`requantize_weights` snaps it back to the grid afterwards
 
 In eval mode a layer that runs on integer kernels once deployed (weights and input
 quantized) computes what the kernel computes: its bias (with a folded BatchNorm's shift,
-:mod:`lowbit.models._bn_fold`) rounded to the int32 accumulator grid
-(:mod:`lowbit.models._intbias`), and
+:mod:`lowbit.models.compression._bn_fold`) rounded to the int32 accumulator grid
+(:mod:`lowbit.models.compression._intbias`), and
 in inference the exact integer accumulator (:meth:`QuantLayer.forward`). Training (QAT)
-keeps the float bias. The grid arithmetic is in :mod:`lowbit.models._grid` (re-exported here).
+keeps the float bias. The grid arithmetic is in :mod:`lowbit.models.compression._grid` (re-exported
+here).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lowbit.models._grid import (
+from lowbit.models.compression._grid import (
     MSE_RATIOS,
     PERCENTILE,
     calibrate,
@@ -46,7 +47,7 @@ from lowbit.models._grid import (
     qparams,
     ste_fake_quantize,
 )
-from lowbit.models._intbias import bias_rounded, integer_inference, integer_layer
+from lowbit.models.compression._intbias import bias_rounded, integer_inference, integer_layer
 from lowbit.models.graph import MatMulSite
 
 __all__ = [
@@ -101,7 +102,7 @@ class QuantLayer:
     ()), ``weight_qmin``/``weight_qmax``, ``act_scale`` / ``act_zero_point`` (shape ()),
     ``act_qmin``/``act_qmax``, optional ``weight_mask`` (1 = kept weight),
     ``folded_batchnorm`` (the BatchNorm reading the output once it is folded into the layer,
-    see :mod:`lowbit.models._bn_fold`; None before and for other layers).
+    see :mod:`lowbit.models.compression._bn_fold`; None before and for other layers).
     """
 
     def _setup_quant(
@@ -171,7 +172,8 @@ class QuantLayer:
         return self._compute(self._quant_input(x), self._quant_weight(), bias)
 
     def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference as the integer kernel computes it (:mod:`lowbit.models._intbias`), a folded
+        """Inference as the integer kernel computes it (:mod:`lowbit.models.compression._intbias`),
+        a folded
         BatchNorm included: the int32 accumulator Σ x_code·w_code + bias_code, converted to
         float32 and times the float32 scale s_x·s_w[c]. The accumulator is exact (float32 if
         it stays below 2^24, float64 else), so a float output (the logits) matches ONNX

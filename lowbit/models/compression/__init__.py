@@ -1,0 +1,12 @@
+"""Compression transforms on a torch model: the per-layer plan and what carries it out.
+
+- :mod:`~lowbit.models.compression.plan` — the versioned, JSON round-trippable per-layer plan
+  (bits, keep ratio, N:M / unstructured sparsity, rank) and how it resolves per layer;
+- :mod:`~lowbit.models.compression.lowrank`, :mod:`~lowbit.models.compression.prune`,
+  :mod:`~lowbit.models.compression.quant` — the three transforms (applied in that order);
+- :mod:`~lowbit.models.compression.compress` — a plan applied to a model, activations
+  calibrated (``compress``); :mod:`~lowbit.models.compression.qat` — a few steps of
+  quantization-aware finetuning;
+- private helpers: the integer grids (``_grid``), BatchNorm folding (``_bn_fold``) and the
+  int32 bias the INT8 kernels add (``_intbias``).
+"""

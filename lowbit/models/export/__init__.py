@@ -1,0 +1,13 @@
+"""A compressed model as files other tools run: INT8 ONNX for ONNX Runtime and firmware
+configs.
+
+- :mod:`~lowbit.models.export.deploy` — ``export_plan``: the config's model built for real,
+  written as ``model.int8.onnx`` / ``model.fp32.onnx`` / ``deploy.json``;
+- :mod:`~lowbit.models.export.onnx_quant` — the QDQ graph with the search's exact grids;
+  ``_onnx_layout`` / ``_onnx_pad`` — bit-identical passes that fit ONNX Runtime's kernels
+  (``_onnx_edit``: the graph-editing helper they share); ``_codecheck`` — fake-quant vs INT8
+  code agreement;
+- :mod:`~lowbit.models.export.firmware` — the firmware config (``firmware.json``);
+- :mod:`~lowbit.models.export.ort` — ONNX Runtime sessions and kernel census, shared with
+  host calibration (torch-free).
+"""
