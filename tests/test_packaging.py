@@ -3,6 +3,7 @@ can import lowbit from an installed wheel (no editable install hiding the proble
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,9 @@ def test_wheel_in_a_fresh_venv_beside_a_user_models_package(tmp_path):
     (project / "models").mkdir(parents=True)
     (project / "models" / "__init__.py").write_text(textwrap.dedent(USER_MODELS))
     (project / "train.py").write_text(textwrap.dedent(USER_SCRIPT))
-    out = subprocess.run([py, "train.py"], cwd=project, capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only the venv's paths
+    out = subprocess.run(
+        [py, "train.py"], cwd=project, capture_output=True, text=True, timeout=300, env=env
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
