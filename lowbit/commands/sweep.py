@@ -66,7 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lowbit.hwsim.profiles import parse_set
-
     from lowbit.models.workloads import simulate
 
     from .simulate import render_table
