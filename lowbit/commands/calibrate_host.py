@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     bw = ", ".join(f"{k} {v / 1e9:.0f} GB/s" for k, v in m["bandwidth_bytes_per_s"].items())
     caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in cpu["caches_bytes"].items())
     lines = [
-        f"CPU: {cpu['model']}, {cpu['clock_hz'] / 1e9:.2f} GHz, VNNI {cpu['vnni']}, "
-        f"{cpu['simd_lanes_32bit']} lanes",
+        f"CPU: {cpu.get('label', cpu['model'])}, {cpu['clock_hz'] / 1e9:.2f} GHz, "
+        f"{cpu['simd_lanes_32bit']} lanes of 32 bits",
         f"flags: {' '.join(cpu['flags'])}",
         f"caches: {caches}; copy bandwidth: {bw}",
         f"fitted on {len(m['chains'])} layer chains + {len(m['conv_sweep'])} single convs: "

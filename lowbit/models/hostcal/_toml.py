@@ -20,9 +20,9 @@ def profile_toml(calibration: Calibration) -> str:
     lanes = cpu["simd_lanes_32bit"]
     lines = [
         f"# {PROFILE_NAME}: measured by `lowbit calibrate-host` on {m['date']}",
-        f"# CPU: {cpu['model']}; flags: {' '.join(cpu['flags'])}",
-        f"# VNNI: {cpu['vnni']}; ONNX Runtime {m['onnxruntime']}, 1 thread. Raw data: the "
-        ".json sidecar.",
+        f"# CPU: {cpu.get('label', cpu['model'])}; flags: {' '.join(cpu['flags'])}",
+        f"# integer ISA: {cpu.get('isa', '?')}; VNNI: {cpu['vnni']}; "
+        f"ONNX Runtime {m['onnxruntime']}, 1 thread. Raw data: the .json sidecar.",
         f"# INT8 fit on {fit['int8_measurements']} layer chains and single convs: mean |error| "
         f"{fit['mean_abs_pct_error_int8']:.1f}% (FP32 chains: "
         f"{fit['mean_abs_pct_error_fp32']:.1f}%).",

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.hwsim.errors import LowbitError
+from lowbit.models.cache import cache_dir
 from lowbit.models.hostcal._fit import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS, fit
 from lowbit.models.hostcal._toml import PROFILE_NAME, profile_toml
 from lowbit.models.hostcal.bench import (
@@ -66,6 +67,7 @@ from lowbit.models.hostcal.conv import (
     conv_sweep,
     int8_maxpool_s_per_element,
 )
+from lowbit.models.hostcal.isa import detect_isa, host_label
 
 __all__ = [
     "CALIBRATION_VERSION",
@@ -142,13 +144,17 @@ def cpu_info() -> dict[str, Any]:
         if kind in ("Data", "Unified"):
             caches[int(_read(str(index / "level")) or 0)] = _size(_read(str(index / "size")))
     flags = cpu_flags()
+    isa = detect_isa(flags)
     meminfo = _read("/proc/meminfo").split()
     memory = _size(meminfo[1] + "K") if meminfo[:1] == ["MemTotal:"] else 0
     return {
         "model": field.get("model name", platform.processor() or "unknown"),
         "clock_hz": mhz * 1e6,
-        "simd_lanes_32bit": 16 if "avx512f" in flags else 8 if "avx2" in flags else 4,
-        "vnni": bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags),
+        "simd_lanes_32bit": isa.simd_lanes_32bit,
+        "vnni": isa.vnni,
+        "isa": isa.name,
+        "isa_fallbacks": list(isa.fallbacks),
+        "label": host_label(field.get("model name", platform.processor() or ""), isa),
         "flags": sorted(f for f in flags if f.startswith(("avx", "fma", "amx", "sse4"))),
         "caches_bytes": {f"L{k}": v for k, v in sorted(caches.items())},
         "memory_bytes": memory,
@@ -157,8 +163,6 @@ def cpu_info() -> dict[str, Any]:
 
 def default_profile_path() -> Path:
     """``$LOWBIT_CACHE/host/host-cpu.toml`` (``~/.cache/lowbit`` without the variable)."""
-    from lowbit.models.train import cache_dir
-
     return cache_dir() / "host" / f"{PROFILE_NAME}.toml"
 
 

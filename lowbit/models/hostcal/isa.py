@@ -1,0 +1,92 @@
+"""The integer instruction set of a CPU, from its feature flags (``/proc/cpuinfo``).
+
+The INT8 kernels ONNX Runtime's MLAS library picks depend on it (its platform dispatch reads
+the same CPUID bits), and so do the numbers a host profile is fitted to:
+
+==============  =====================================================================
+``amx-int8``    Intel AMX tiles (``amx_int8`` + ``amx_tile``): INT8 GEMMs on tiles
+``avx512-vnni`` AVX-512 with VNNI (``avx512_vnni``): 64 u8·s8 products per instruction
+``avx-vnni``    AVX2 with the VEX-coded VNNI (``avx_vnni``): 32 per instruction
+``avx512``      AVX-512BW without VNNI: u8·s8 via ``vpmaddubsw`` (saturating pairs)
+``avx2``        AVX2 (``avx2``): u8·s8 via ``vpmaddubsw``, 32 products per instruction
+``sse4``        SSE4.1 only
+``arm-i8mm``    Armv8.6 matrix multiply (``i8mm``): SMMLA 2x8 · 8x2 blocks
+``arm-dotprod`` Armv8.2 dot product (``asimddp``): SDOT, 4 products per 32-bit lane
+``arm-neon``    NEON without dot product
+``generic``     none of the above
+==============  =====================================================================
+
+The best one wins (AMX-INT8 CPUs also have AVX-512 VNNI: ``fallbacks`` lists the others, as
+MLAS uses them for shapes its best kernel does not take). Every measured number lowbit
+prints names the CPU model and this ISA beside it (:func:`host_label`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["ISA_ORDER", "Isa", "detect_isa", "host_label"]
+
+#: (name, flags that must all be present, SIMD lanes of 32 bits), best first
+ISA_ORDER: tuple[tuple[str, frozenset[str], int], ...] = (
+    ("amx-int8", frozenset({"amx_int8", "amx_tile", "avx512f"}), 16),
+    ("avx512-vnni", frozenset({"avx512_vnni", "avx512bw"}), 16),
+    ("avx-vnni", frozenset({"avx_vnni", "avx2"}), 8),
+    ("avx512", frozenset({"avx512bw", "avx512f"}), 16),
+    ("avx2", frozenset({"avx2"}), 8),
+    ("sse4", frozenset({"sse4_1"}), 4),
+    ("arm-i8mm", frozenset({"i8mm", "asimddp"}), 4),
+    ("arm-dotprod", frozenset({"asimddp"}), 4),
+    ("arm-neon", frozenset({"asimd"}), 4),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Isa:
+    """The integer ISA of a CPU (module docstring).
+
+    Attributes:
+        name: the best ISA the flags allow (``"avx512-vnni"``, ...; ``"generic"``).
+        simd_lanes_32bit: 32-bit lanes of its vector registers.
+        fallbacks: the other ISAs the CPU also runs, best first.
+    """
+
+    name: str
+    simd_lanes_32bit: int
+    fallbacks: tuple[str, ...] = ()
+
+    @property
+    def vnni(self) -> bool:
+        """An INT8 dot-product instruction without intermediate saturation (VNNI, AMX,
+        Arm SDOT/SMMLA): weights can use the full s8 range with u8 activations."""
+        return self.name in ("amx-int8", "avx512-vnni", "avx-vnni", "arm-i8mm", "arm-dotprod")
+
+    @property
+    def label(self) -> str:
+        """Human-readable, e.g. ``AVX-512 VNNI``."""
+        return _LABELS.get(self.name, self.name)
+
+
+_LABELS = {
+    "amx-int8": "AMX-INT8 (+AVX-512 VNNI)", "avx512-vnni": "AVX-512 VNNI",
+    "avx-vnni": "AVX-VNNI (AVX2)", "avx512": "AVX-512 (no VNNI)", "avx2": "AVX2",
+    "sse4": "SSE4.1", "arm-i8mm": "Arm i8mm + dot product", "arm-dotprod": "Arm dot product",
+    "arm-neon": "Arm NEON", "generic": "no SIMD integer dot product",
+}  # fmt: skip
+
+
+def detect_isa(flags: Iterable[str]) -> Isa:
+    """The :class:`Isa` of a CPU with these feature flags (``/proc/cpuinfo``'s ``flags`` on
+    x86, ``Features`` on Arm)."""
+    flags = frozenset(flags)
+    found = [(name, lanes) for name, need, lanes in ISA_ORDER if need <= flags]
+    if not found:
+        return Isa("generic", 4)
+    (best, lanes), rest = found[0], found[1:]
+    return Isa(best, lanes, tuple(name for name, _ in rest))
+
+
+def host_label(model: str, isa: Isa) -> str:
+    """``"<CPU model>, <ISA label>"``: what every measured number is printed beside."""
+    return f"{model.strip() or 'unknown CPU'}, {isa.label}"
