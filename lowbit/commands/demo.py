@@ -17,6 +17,8 @@ import json
 import time
 from pathlib import Path
 
+from ._data_dir import add_data_dir_argument, apply_data_dir
+
 HELP = "run the main job on built-in defaults: search digits-cnn on npu-bitfusion, validate, report"
 
 _HARDWARE = "npu-bitfusion"
@@ -28,9 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     parser.add_argument("--trials", type=int, default=60, help="trials per method (default 60)")
     parser.add_argument("--workers", type=int, default=2, help="Ray workers (default 2)")
+    add_data_dir_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_data_dir(args)
     from lowbit.cli import main
     from lowbit.models.workloads import apply_bits, resolve_workload, simulate
 

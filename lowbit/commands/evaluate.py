@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from lowbit.hwsim.errors import LowbitError
 
+from ._data_dir import add_data_dir_argument, apply_data_dir
 from .models_cmd import format_table
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=("val", "test"), default="test", help="default: test")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     parser.add_argument("--format", choices=_FORMATS, default="table", help="default: table")
+    add_data_dir_argument(parser)
 
 
 def load_plan(args: argparse.Namespace) -> CompressionPlan:
@@ -49,6 +51,7 @@ def load_plan(args: argparse.Namespace) -> CompressionPlan:
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_data_dir(args)
     from lowbit.models import compress, evaluate, load_split, load_trained
     from lowbit.models.accuracy import as_model_input
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ._data_dir import add_data_dir_argument, apply_data_dir
 from .models_cmd import format_table
 
 HELP = "export a deployment config (configs/ID.json) as INT8 + FP32 ONNX with deploy.json"
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "zero channels to ONNX Runtime's fast INT8 kernel: same outputs, up to 2x faster)",
     )
     parser.add_argument("--format", choices=_FORMATS, default="table", help="default: table")
+    add_data_dir_argument(parser)
 
 
 def finetune_steps_of(config_path: Path) -> int:
@@ -52,6 +54,7 @@ def finetune_steps_of(config_path: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_data_dir(args)
     from lowbit.hwsim.errors import LowbitError
     from lowbit.models.compression.plan import CompressionPlan
     from lowbit.models.export.deploy import export_plan

@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from ._data_dir import add_data_dir_argument, apply_data_dir
+
 HELP = "list the model zoo: dataset, parameters, MACs per sample, FP32 test accuracy"
 
 _FORMATS = ("table", "json")
@@ -20,9 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not train missing checkpoints (their accuracy is shown as '-' / null)",
     )
     parser.add_argument("--format", choices=_FORMATS, default="table", help="default: table")
+    add_data_dir_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_data_dir(args)
     rows = zoo_rows(seed=args.seed, train=not args.no_train)
     if args.format == "json":
         json.dump(rows, sys.stdout, indent=2)

@@ -7,6 +7,8 @@ import sys
 
 from lowbit.hwsim.errors import LowbitError
 
+from ._data_dir import add_data_dir_argument, apply_data_dir
+
 HELP = "search per-layer compression (accuracy vs simulated latency) with Optuna on Ray"
 
 _SAMPLERS = ("nsga2", "tpe", "random", "gp")
@@ -76,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dry-run", action="store_true", help="print the search space as JSON and exit"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    add_data_dir_argument(parser)
 
 
 def parse_list(text: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -90,6 +93,7 @@ def parse_list(text: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_data_dir(args)
     import optuna
 
     from lowbit.search.run import run_search, zoo_space

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ._data_dir import add_data_dir_argument, apply_data_dir
 from .models_cmd import format_table
 
 HELP = "train a zoo model (deterministic) and cache the checkpoint under $LOWBIT_CACHE"
@@ -20,9 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--force", action="store_true", help="retrain even if a checkpoint is cached"
     )
     parser.add_argument("--format", choices=_FORMATS, default="table", help="default: table")
+    add_data_dir_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_data_dir(args)
     from lowbit.models.train import load_checkpoint, train
 
     trained = None if args.force else load_checkpoint(args.model, seed=args.seed)

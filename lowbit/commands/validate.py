@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ._data_dir import add_data_dir_argument, apply_data_dir
 from .models_cmd import format_table
 
 HELP = "export a run's Pareto configs to INT8 ONNX, time them on this CPU, compare with hwsim"
@@ -27,9 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
     parser.add_argument("--format", choices=("table", "json"), default="table")
+    add_data_dir_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_data_dir(args)
     from lowbit.search.latency import BATCHES
     from lowbit.search.validate import validate_run
 

@@ -66,7 +66,7 @@ def test_loads_are_deterministic_and_independent(dataset):
 def test_regeneration_is_identical_and_keeps_global_rng():
     before = {s: load_split("mnist1d", s) for s in data.SPLITS}
     data._all_arrays.cache_clear()
-    data._split_arrays.cache_clear()
+    data._split_index.cache_clear()
     np.random.seed(123)
     after = {s: load_split("mnist1d", s) for s in data.SPLITS}  # regenerates the dataset
     # mnist1d's generator reseeds numpy's global RNG; load_split restores the caller's state
@@ -77,7 +77,9 @@ def test_regeneration_is_identical_and_keeps_global_rng():
 
 
 def test_unknown_names_list_valid_ones():
-    with pytest.raises(DatasetError, match="valid names: digits, mnist1d"):
+    with pytest.raises(
+        DatasetError, match="valid names: cifar10, digits, fashion-mnist, mnist, mnist1d"
+    ):
         load_split("cifar", "train")
     with pytest.raises(DatasetError, match="valid names: train, val, test"):
         load_split("digits", "validation")
