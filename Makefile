@@ -42,7 +42,8 @@ test: $(STAMP) data
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_hwsim.py
-	@for b in benchmarks/bench_models.py benchmarks/bench_search.py; do \
+	@for b in benchmarks/bench_models.py benchmarks/bench_search.py \
+	    benchmarks/bench_residual_int8.py; do \
 	  if [ -f $$b ]; then $(PY) $$b || exit 1; fi; done
 
 lint: $(STAMP)

@@ -7,7 +7,9 @@ test split. MACs are per sample (``models.bridge.to_workload``). Prints Markdown
 
 Usage::
 
-    .venv/bin/python benchmarks/accuracy_table.py [--seed S] [--json FILE]
+    .venv/bin/python benchmarks/accuracy_table.py [--seed S] [--json FILE] [--models A,B]
+
+Edge models train on first use (minutes each; ``lowbit train --model NAME`` caches them).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from lowbit.models.zoo import ZOO
 BITS = ("W8A8", "W4A8", "W2A8")
 
 
-def rows(*, seed: int) -> list[dict]:
+def rows(*, seed: int, names: list[str]) -> list[dict]:
     out = []
-    for name, entry in ZOO.items():
-        base = load_trained(name, seed=seed)
+    for name in names:
+        entry = ZOO[name]
+        base = load_trained(name, seed=seed, progress=True)
         calib = as_model_input(base, load_split(base.dataset, "val")[0])
         row = {
             "model": name,
@@ -60,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument(
+        "--models", default=",".join(ZOO), help="comma-separated zoo names (default: all)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    table = rows(seed=args.seed)
+    table = rows(seed=args.seed, names=[n for n in args.models.split(",") if n])
     sys.stdout.write(markdown(table))
     if args.json:
         args.json.write_text(json.dumps(table, indent=2) + "\n")

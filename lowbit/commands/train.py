@@ -26,12 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     apply_data_dir(args)
-    from lowbit.models.train import load_checkpoint, train
+    from lowbit.models.train import ConsoleProgress, load_checkpoint, train
+    from lowbit.models.zoo import entry
 
     trained = None if args.force else load_checkpoint(args.model, seed=args.seed)
     cached = trained is not None
     if trained is None:
-        trained = train(args.model, seed=args.seed)
+        progress = ConsoleProgress(args.model, entry(args.model).recipe.epochs)
+        trained = train(args.model, seed=args.seed, progress=progress)
     result = {
         "model": trained.name,
         "seed": trained.seed,

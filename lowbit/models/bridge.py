@@ -14,13 +14,17 @@ with forward hooks and emits one hwsim layer per module call, in execution order
 
 Shapes are the dense originals; each compute layer carries an ``hwsim.Compression`` from
 ``plan.effective(model)``, so hwsim derives the effective GEMMs itself: ``w_bits``/``a_bits``
-(float → ``hwsim.FLOAT_BITS``), ``out_keep = kept_channels(n, keep) / n``, ``in_keep`` of every
-consumer of a pruned producer (from ``prune_groups()``), ``nm``, ``density`` and the integer
-``rank`` (``models.plan.rank_for``, the rule the low-rank transform uses). Memory-only layers
-fed by a pruned producer (through shape-preserving layers and pooling) count its kept
-channels only, at the ``a_bits`` of the layer that wrote the tensor (hwsim stores outputs at
-a layer's a_bits). Without a plan every layer has hwsim's default compression (dense W8A8),
-like the built-in workloads.
+(float → ``hwsim.FLOAT_BITS``), ``out_keep = kept_channels(n, keep) / n`` of a group's producer
+and its coupled producers (a residual stream), ``in_keep`` of every consumer of a pruned group
+(from ``prune_groups()``), both of a depthwise follower (hwsim keeps that many of its groups),
+``nm``, ``density`` and the integer ``rank`` (``models.plan.rank_for``, the rule the low-rank
+transform uses). Memory-only layers fed by a pruned producer (through shape-preserving
+layers and pooling; a residual :class:`~lowbit.models.zoo.Add` after the last producer of
+its stream) count its kept channels only, at the ``a_bits`` of the layer that wrote the
+tensor (hwsim stores outputs at a layer's a_bits); a residual Add or global average pool
+that runs on integer kernels under the plan (``QuantAdd``/``QuantGlobalAvgPool``) at its own
+bits. Without a plan every layer has hwsim's default compression (dense W8A8), like the
+built-in workloads.
 
 Example:
     >>> from lowbit.models.zoo import build
@@ -49,9 +53,16 @@ from lowbit.hwsim.workload import (
     Pool,
     Workload,
 )
+from lowbit.models.compression._dataflow import quant_sites
 from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 from lowbit.models.compression.prune import kept_channels
-from lowbit.models.graph import COMPUTE_LAYERS, MatMulSite, prune_groups_of
+from lowbit.models.graph import (
+    COMPUTE_LAYERS,
+    MatMulSite,
+    PruneGroup,
+    is_depthwise,
+    prune_groups_of,
+)
 from lowbit.models.zoo import ZOO, Add, TokenEmbedding, build
 
 __all__ = ["compressions", "register_zoo_workloads", "to_workload"]
@@ -124,38 +135,51 @@ def _bits(bits: int | None) -> int:
     return FLOAT_BITS if bits is None else bits
 
 
+def _channel_keeps(
+    groups: tuple[PruneGroup, ...], specs: dict[str, LayerSpec], modules: dict[str, nn.Module]
+) -> tuple[dict[str, tuple[int, int]], dict[str, list[int]]]:
+    """(layer -> (kept, all) output channels for every producer, coupled producer and
+    depthwise follower of a group; consumer -> [kept, all] inputs, summed over groups)."""
+    out: dict[str, tuple[int, int]] = {}
+    consumed: dict[str, list[int]] = {}
+    for group in groups:
+        n = modules[group.producer].weight.shape[0]
+        spec = specs.get(group.producer)
+        kept = kept_channels(n, spec.keep) if spec is not None else n
+        for name in (*group.producers, *group.followers):
+            if isinstance(modules[name], COMPUTE_LAYERS):
+                out[name] = (kept, n)
+        for consumer in group.consumers:
+            totals = consumed.setdefault(consumer, [0, 0])
+            totals[0] += kept * group.consumer_repeat
+            totals[1] += n * group.consumer_repeat
+    return out, consumed
+
+
 def compressions(model: nn.Module, plan: CompressionPlan) -> dict[str, Compression]:
     """The ``hwsim.Compression`` of every compute layer and MatMulSite under ``plan``.
 
     ``in_keep`` of a consumer is the kept fraction of its producers' channels (several
-    producers feeding one consumer count together, weighted by ``consumer_repeat``).
+    producers feeding one consumer count together, weighted by ``consumer_repeat``); coupled
+    producers keep their group's fraction; a depthwise follower keeps it on both sides.
     """
     specs: dict[str, LayerSpec] = plan.effective(model)
     modules = dict(model.named_modules())
-
-    def out_channels(name: str) -> int:
-        return modules[name].weight.shape[0]
-
-    kept = {name: kept_channels(out_channels(name), spec.keep) for name, spec in specs.items()
-            if isinstance(modules[name], COMPUTE_LAYERS)}  # fmt: skip
-    consumed: dict[str, list[int]] = {}  # consumer -> [kept inputs, all inputs]
-    for group in prune_groups_of(model):
-        n = out_channels(group.producer)
-        for consumer in group.consumers:
-            totals = consumed.setdefault(consumer, [0, 0])
-            totals[0] += kept[group.producer] * group.consumer_repeat
-            totals[1] += n * group.consumer_repeat
+    kept, consumed = _channel_keeps(prune_groups_of(model), specs, modules)
     out: dict[str, Compression] = {}
     for name, spec in specs.items():
         if isinstance(modules[name], MatMulSite):
             bits = _bits(spec.a_bits)
             out[name] = Compression(w_bits=bits, a_bits=bits)
             continue
+        kept_out, all_out = kept.get(name, (1, 1))
         kept_in, all_in = consumed.get(name, (1, 1))
+        if is_depthwise(modules[name]):  # a per-channel conv: its inputs are its outputs
+            kept_in, all_in = kept_out, all_out
         out[name] = Compression(
             w_bits=_bits(spec.w_bits),
             a_bits=_bits(spec.a_bits),
-            out_keep=kept[name] / out_channels(name),
+            out_keep=kept_out / all_out,
             in_keep=kept_in / all_in,
             nm=tuple(spec.nm) if spec.nm is not None else None,
             density=spec.density,
@@ -221,6 +245,16 @@ def _layer(call: _Call, compression: Compression | None, scale: tuple[int, int])
     )  # fmt: skip
 
 
+def _site_compressions(model: nn.Module, plan: CompressionPlan | None) -> dict[str, Compression]:
+    """Residual adds and global pools that run on integer kernels under ``plan`` (as
+    ``compress`` finds them, :func:`lowbit.models.compression._dataflow.quant_sites`) read
+    and write their tensors at their own bits."""
+    if plan is None:
+        return {}
+    sites = quant_sites(model, plan.effective(model))
+    return {name: Compression(w_bits=s.a_bits, a_bits=s.a_bits) for name, s in sites.items()}
+
+
 def to_workload(
     model: nn.Module,
     plan: CompressionPlan | None = None,
@@ -242,8 +276,15 @@ def to_workload(
     """
     calls = _trace(model, batch)
     by_name = compressions(model, plan) if plan is not None else {}
+    by_name.update(_site_compressions(model, plan))
     modules = dict(model.named_modules())
-    producers = {group.producer for group in prune_groups_of(model)}
+    # layers whose output channels a group prunes: producers, coupled producers, depthwise
+    producers = {
+        name
+        for group in prune_groups_of(model)
+        for name in (*group.producers, *group.followers)
+        if isinstance(modules[name], COMPUTE_LAYERS)
+    }
     layers: list[Layer] = []
     # channels of the last compute layer's output that survive pruning, followed through
     # memory-only layers of the same size (BN/ReLU/GELU) and pooling
@@ -266,7 +307,7 @@ def to_workload(
             continue
         if math.prod(call.inputs[0]) != flow_elements:
             scale = (1, 1)
-        layers.append(_layer(call, stored, scale))
+        layers.append(_layer(call, compression or stored, scale))
         flow_elements = math.prod(call.output)
     if not layers:
         raise WorkloadError(f"{type(model).__name__}: no layers hwsim can simulate were found")

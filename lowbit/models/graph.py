@@ -1,7 +1,8 @@
 """How a model tells the compression transforms about its structure.
 
-Zoo models (and, later, user models through an automatic tracer) describe which output
-channels can be physically removed and which layers consume them (:class:`PruneGroup`), and
+Zoo models (and user models through the tracer, :mod:`lowbit.models.trace`) describe which
+output channels can be physically removed and which layers consume them (:class:`PruneGroup`,
+residual streams as one group of coupled producers), and
 mark activation × activation products (attention) with :class:`MatMulSite` modules so the
 quantizer can quantize both operands and the simulator bridge can emit ``MatMul`` layers.
 """
@@ -13,7 +14,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["COMPUTE_LAYERS", "PruneGroup", "MatMulSite", "prune_groups_of", "run_hooked"]
+__all__ = [
+    "COMPUTE_LAYERS",
+    "PruneGroup",
+    "MatMulSite",
+    "is_depthwise",
+    "keep_owners",
+    "prune_groups_of",
+    "run_hooked",
+]
 
 #: layer types the transforms quantize, prune and factorise, and the simulator bridge maps
 COMPUTE_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -25,18 +34,52 @@ class PruneGroup:
 
     Attributes:
         producer: module name (Conv1d/Conv2d/Linear) whose output channels (weight dim 0)
-            structured pruning removes.
+            structured pruning removes; its plan entry's ``keep`` sets the group's keep ratio.
         consumers: modules whose input channels (weight dim 1) shrink with them.
-        followers: per-channel modules between them (BatchNorm, LayerNorm over channels)
-            sliced with the producer.
+        followers: per-channel modules between them, sliced with the producer: BatchNorm,
+            LayerNorm over channels, and per-channel (depthwise) convolutions with
+            ``groups == in_channels == out_channels``, which lose the same channels (weight
+            rows, and their groups shrink with them).
         consumer_repeat: how many consecutive consumer inputs each producer channel feeds
             (a Linear after a channel-major flatten of ``repeat`` spatial positions).
+        coupled: further producers whose outputs are summed with the producer's (the operands
+            of residual adds along one residual stream). All of them lose the same channel
+            indices, ranked by their summed (per producer normalised) filter importance; they
+            have no keep ratio of their own. ``followers`` and ``consumers`` then list those of
+            the whole stream.
     """
 
     producer: str
     consumers: tuple[str, ...]
     followers: tuple[str, ...] = ()
     consumer_repeat: int = 1
+    coupled: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        producers = (self.producer, *self.coupled)
+        if len(set(producers)) != len(producers):
+            raise ValueError(
+                f"prune group of {self.producer!r}: the producer and its coupled producers "
+                f"{list(self.coupled)} must be distinct layers"
+            )
+
+    @property
+    def producers(self) -> tuple[str, ...]:
+        """The producer, then the coupled producers."""
+        return (self.producer, *self.coupled)
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    """A per-channel convolution: groups = input channels = output channels (> 1)."""
+    if not isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return False
+    return 1 < module.groups == module.in_channels == module.out_channels
+
+
+def keep_owners(groups: tuple[PruneGroup, ...]) -> dict[str, str]:
+    """Layer -> the primary producer whose keep ratio removes its output channels, for every
+    coupled producer and follower (BatchNorm, depthwise conv) of ``groups``."""
+    return {name: group.producer for group in groups for name in (*group.coupled, *group.followers)}
 
 
 class MatMulSite(nn.Module):

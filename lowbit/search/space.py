@@ -10,7 +10,9 @@ choices worth trying **on that target**:
   target would only promote to a wider mode (W3 on BitFusion runs as W4) cost the same as the
   wider mode and lose accuracy, so they are not offered. 8/8 is always offered (the reference).
 * ``keep``: structured keep ratio of the output channels, 0.25-1.0 in steps of 1/8, only for
-  prune-group producers (ratios giving the same kept channel count are merged).
+  prune-group producers (ratios giving the same kept channel count are merged). A residual
+  stream's coupled producers have none: the group's producer's keep prunes them too (and
+  with ``pin_first_last``, a group with a pinned member is not pruned at all).
 * ``nm``: ``"dense"`` or one of ``profile.sparsity.nm_patterns`` (``"2:4"``), only where the
   target has N:M support and the layer's reduction length is a multiple of M.
 * ``rank_fraction``: 1.0 (full) or a fraction of the full rank, for Linear and ungrouped conv
@@ -76,6 +78,8 @@ class LayerInfo:
         reduction: reduction length K of one output (in·k·k per group; 0 for a matmul).
         full_rank: min(N, K) if the layer can be factorised by SVD, else 0.
         producer: the layer's output channels can be pruned (a prune-group producer).
+        coupled: the other compute layers whose output channels this producer's keep ratio
+            removes too (a residual stream's coupled producers, depthwise followers).
     """
 
     name: str
@@ -84,6 +88,7 @@ class LayerInfo:
     reduction: int = 0
     full_rank: int = 0
     producer: bool = False
+    coupled: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,9 +320,13 @@ def describe_model(model: nn.Module) -> tuple[LayerInfo, ...]:
     from lowbit.models.compression.plan import compute_layers, full_rank, rank_eligible
     from lowbit.models.graph import MatMulSite, prune_groups_of
 
-    producers = {g.producer for g in prune_groups_of(model)}
+    layers = compute_layers(model)
+    coupled = {
+        g.producer: tuple(n for n in (*g.coupled, *g.followers) if n in layers)
+        for g in prune_groups_of(model)
+    }
     out = []
-    for name, module in compute_layers(model).items():
+    for name, module in layers.items():
         if isinstance(module, MatMulSite):
             out.append(LayerInfo(name=name, kind="matmul"))
             continue
@@ -329,7 +338,8 @@ def describe_model(model: nn.Module) -> tuple[LayerInfo, ...]:
                 out_channels=int(weight.shape[0]),
                 reduction=int(weight[0].numel()),  # in·k·k of one group
                 full_rank=full_rank(module) if rank_eligible(module) else 0,
-                producer=name in producers,
+                producer=name in coupled,
+                coupled=coupled.get(name, ()),
             )
         )
     return tuple(out)
@@ -378,6 +388,8 @@ def build_space(
         if layer.kind == "matmul":
             choices.append(LayerChoices(name=layer.name, kind="matmul", w_bits=(), a_bits=a_bits))
             continue
+        # a group with a pinned member keeps its channels (CompressionPlan.effective)
+        prunable = layer.producer and not set(layer.coupled) & set(pinned)
         nm = (DENSE,) + tuple(
             f"{n}:{m}" for n, m in nm_patterns if layer.reduction and layer.reduction % m == 0
         )
@@ -387,7 +399,7 @@ def build_space(
                 kind=layer.kind,
                 w_bits=w_bits,
                 a_bits=a_bits,
-                keep=_keep_choices(layer.out_channels, keep_choices) if layer.producer else (1.0,),
+                keep=_keep_choices(layer.out_channels, keep_choices) if prunable else (1.0,),
                 nm=nm,
                 rank_fraction=_rank_choices(layer, rank_choices),
             )

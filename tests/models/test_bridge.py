@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+from tiny_nets import TinyInvertedResidual, TinyResNet, example_input, seeded
 from torch import nn
 
 from lowbit import models
 from lowbit.hwsim.errors import WorkloadError
 from lowbit.hwsim.workload import FLOAT_BITS, Compression, Conv2d, Elementwise, MatMul, Pool
 from lowbit.hwsim.workloads import BUILTIN_WORKLOADS, builtin_workload
-from lowbit.models.bridge import register_zoo_workloads, to_workload
-from lowbit.models.compression.plan import CompressionPlan, LayerSpec
+from lowbit.models.bridge import compressions, register_zoo_workloads, to_workload
+from lowbit.models.compression.plan import CompressionPlan, LayerSpec, PlanError
 from lowbit.models.zoo import build, zoo_names
 
 
@@ -39,7 +42,9 @@ def real_gemms(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, int, i
 
 
 def simulated_gemms(workload) -> dict[str, tuple[int, int, int]]:
-    """(M, N, K) of every weight GEMM hwsim derives; factor names as compress() names them."""
+    """(M, N, K) of every weight GEMM hwsim derives; factor names as compress() names them.
+    A grouped (depthwise) conv's ``count`` GEMMs of N filters each are ``N · count`` filters,
+    as the real layer counts them."""
     rename = {".lr0": ".first", ".lr1": ".second"}
     out = {}
     for layer in workload.layers:
@@ -48,7 +53,7 @@ def simulated_gemms(workload) -> dict[str, tuple[int, int, int]]:
                 name = gemm.name
                 for old, new in rename.items():
                     name = name.removesuffix(old) + new if name.endswith(old) else name
-                out[name] = (gemm.M, gemm.N, gemm.K)
+                out[name] = (gemm.M, gemm.N * gemm.count, gemm.K)
     return out
 
 
@@ -82,6 +87,32 @@ PLANS = {
         }
     ),
     "mnist1d-mlp": CompressionPlan(layers={"re:fc[12]": LayerSpec(keep=0.5, rank=20)}),
+    "fashion-resnet": CompressionPlan(
+        layers={
+            "layer1.conv1": LayerSpec(w_bits=4, a_bits=8, rank=8),
+            "layer2.conv1": LayerSpec(keep=0.5, rank_fraction=0.5),
+            "layer2.conv2": LayerSpec(keep=0.75),  # a residual stream: conv2 + down
+            "layer3.conv2": LayerSpec(keep=0.5, nm=(2, 4)),
+            "_default": LayerSpec(w_bits=4, a_bits=8),
+        }
+    ),
+    "fashion-resnet-demo": CompressionPlan(  # the same network: one plan is enough
+        layers={"layer2.conv2": LayerSpec(keep=0.5, rank_fraction=0.5)}
+    ),
+    "fashion-mobilenet": CompressionPlan(
+        layers={
+            "blocks.1.expand": LayerSpec(keep=0.5),  # through the depthwise conv
+            "blocks.3.project": LayerSpec(keep=0.5),  # a stream of two projections
+            "head": LayerSpec(rank_fraction=0.25),
+        },
+        pin_first_last=False,
+    ),
+    "fashion-vit": CompressionPlan(
+        layers={
+            "re:.*mlp.fc1": LayerSpec(w_bits=4, a_bits=8, keep=0.5, rank=16),
+            "re:.*attn.v": LayerSpec(rank=8),
+        }
+    ),
 }
 
 
@@ -212,3 +243,95 @@ def test_untraceable_models_raise_a_workload_error():
 def test_trained_and_untrained_models_give_the_same_workload(digits_cnn):
     plan = PLANS["digits-cnn"]
     assert to_workload(digits_cnn, plan) == to_workload(build("digits-cnn"), plan)
+
+
+def real_macs(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """MACs of every Conv/Linear the (compressed) model runs, by plan layer (a low-rank
+    layer's two factors summed): output elements x (inputs per group x window)."""
+    macs: dict[str, int] = {}
+
+    def hook(name, module, args, output):
+        layer = name.removesuffix(".first").removesuffix(".second")
+        macs[layer] = macs.get(layer, 0) + output.numel() * module.weight[0].numel()
+
+    handles = [
+        module.register_forward_hook(lambda m, a, o, name=name: hook(name, m, a, o))
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))
+    ]
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return macs
+
+
+#: every group at keep 0.5 (the residual streams through their producer's key), low rank on
+#: a block conv and on the head
+RESIDUAL_PLANS = {
+    TinyResNet: CompressionPlan(
+        layers={
+            "_default": LayerSpec(w_bits=8, a_bits=8, keep=0.5),
+            "block2.conv1": LayerSpec(w_bits=4, a_bits=8, keep=0.5, rank=6),
+        },
+        pin_first_last=False,
+    ),
+    TinyInvertedResidual: CompressionPlan(
+        layers={
+            "_default": LayerSpec(w_bits=8, a_bits=8, keep=0.5),
+            "head": LayerSpec(w_bits=8, a_bits=8, keep=0.75, rank=2),
+        },
+        pin_first_last=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("cls", [TinyResNet, TinyInvertedResidual])
+def test_residual_and_depthwise_macs_equal_the_compressed_model(cls):
+    base = seeded(cls)
+    plan, batch = RESIDUAL_PLANS[cls], 3
+    small = models.compress(base, plan, calib=example_input(base, n=32))
+    workload = to_workload(base, plan, batch=batch)
+    simulated = {layer.name: layer.macs for layer in workload.layers if layer.macs}
+    assert simulated == real_macs(small, example_input(base, n=batch))
+    assert workload.macs < to_workload(base, batch=batch).macs
+    # residual adds and the pool move the kept channels of their stream only
+    second = (8, 16) if cls is TinyResNet else (4, 64)  # (kept channels, positions)
+    for name, (kept, positions) in {"block1.add": (4, 64), "block2.add": second}.items():
+        add = workload.layer(name)
+        assert isinstance(add, Elementwise) and add.kind == "add" and add.inputs == 2
+        assert add.elements == batch * kept * positions
+    pool = workload.layer("pool")
+    kept = 8 if cls is TinyResNet else 12  # the last stream (16 -> 8), the head (16 -> 12)
+    assert isinstance(pool, Pool) and pool.channels == small.fc.in_features == kept
+    if cls is TinyInvertedResidual:  # the depthwise conv runs its 12 kept channels
+        dw = workload.layer("block1.dw")
+        assert dw.depthwise and dw.compression.out_keep == dw.compression.in_keep == 0.5
+        (gemm,) = dw.gemms()
+        assert (gemm.count, gemm.N, gemm.K) == (12, 1, 9) == (small.block1.dw.groups, 1, 9)
+
+
+def test_coupled_producers_follow_their_group_and_pinning_freezes_a_stream():
+    model = seeded(TinyResNet)
+    plan = CompressionPlan(layers={"_default": LayerSpec(keep=0.5)}, pin_first_last=False)
+    by_name = compressions(model, plan)
+    # stream 1 (block1.conv2 + the stem): 8 -> 4; its readers lose the same inputs
+    assert by_name["stem"].out_keep == by_name["block1.conv2"].out_keep == 0.5
+    assert by_name["block2.shortcut"].in_keep == by_name["block2.conv1"].in_keep == 0.5
+    assert by_name["block2.shortcut"].out_keep == by_name["block2.conv2"].out_keep == 0.5
+    # pinning the stem (the first layer) keeps every channel of its stream
+    pinned = compressions(model, replace(plan, pin_first_last=True))
+    assert pinned["stem"].out_keep == pinned["block1.conv2"].out_keep == 1.0
+    assert pinned["block1.conv1"].in_keep == 1.0 and pinned["block1.conv1"].out_keep == 0.5
+    # a coupled producer has no keep of its own: the error names the group's key
+    with pytest.raises(PlanError, match=r"set keep on 'block1.conv2'") as error:
+        to_workload(model, CompressionPlan(layers={"stem": LayerSpec(keep=0.5)}))
+    assert error.value.problems == [
+        "layers[\"stem\"].keep: 0.5 but 'stem' is pruned with the prune group of producer "
+        "'block1.conv2' and has no keep ratio of its own: set keep on 'block1.conv2'"
+    ]
+    # nor has a depthwise follower (its channels are its expansion conv's)
+    with pytest.raises(PlanError, match=r"'block1.dw' is pruned .* set keep on 'block1.expand'"):
+        CompressionPlan(layers={"block1.dw": LayerSpec(keep=0.5)}).check(
+            seeded(TinyInvertedResidual)
+        )

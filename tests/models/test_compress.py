@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from tiny_nets import TinyAttention, TinyCNN, TinyMLP, example_input, seeded
@@ -187,16 +188,25 @@ def test_a_shared_conv_or_batchnorm_is_not_folded() -> None:
     assert conv_bn_pairs(Twice(shared=True), x) == {}  # one fold cannot serve both calls
 
 
-def _emulate_conv_bn(conv, bn, x: torch.Tensor) -> torch.Tensor:
+def _emulate_conv_bn(conv, bn, x: torch.Tensor, grid=None) -> torch.Tensor:
     """The folded integer conv (int64 accumulator, numpy): float32(Σ x_code·w_code +
-    bias_code) times float32(s_x·s_w[c]), w_code and bias_code with the BatchNorm folded."""
+    bias_code) times float32(s_x·s_w[c]), w_code and bias_code with the BatchNorm folded;
+    with an output ``grid`` (scale, zero point, qmin, qmax; unsigned here), requantized as
+    QLinearConv does (onnxruntime qlinearconv.cc: one float32 multiplier
+    fl(fl(s_x·s_w[c]) / s_y), rounded half to even, saturated) and dequantized."""
     form = integer_layer(conv, batchnorm=bn)
     zero = int(conv.act_zero_point)
     xc = torch.clamp(torch.round(x / conv.act_scale) + zero, conv.act_qmin, conv.act_qmax) - zero
     acc = F.conv2d(xc.double(), form.codes.double(), form.bias_codes.double(), padding=1)
     assert torch.equal(acc, acc.round())  # integers: exact in float64
-    scale = conv.act_scale.float() * form.weight_scales
-    return acc.float() * scale.reshape(-1, 1, 1)
+    scale = (conv.act_scale.float() * form.weight_scales).numpy()
+    if grid is None:
+        return acc.float() * torch.from_numpy(scale).reshape(-1, 1, 1)
+    s_y, zp, qmin, qmax = float(grid[0]), grid[1], grid[2], grid[3]
+    multiplier = (scale / np.float32(s_y)).astype(np.float32).reshape(-1, 1, 1)
+    codes = np.clip(np.round(acc.float().numpy() * multiplier), -zp, 255 - zp) + zp
+    codes = np.clip(codes, qmin, qmax)
+    return torch.from_numpy(((codes - zp) * np.float32(s_y)).astype(np.float32))
 
 
 def test_folded_conv_and_batchnorm_compute_the_integer_kernel() -> None:
@@ -205,6 +215,15 @@ def test_folded_conv_and_batchnorm_compute_the_integer_kernel() -> None:
     out = compress(model, CompressionPlan.from_bits_string("W4A4", pin_first_last=False), calib=x)
     conv, bn = out.conv2, out.bn2  # conv2 has a bias: folded with the BatchNorm shift
     h = torch.relu(out.bn1(out.conv1(x))).detach()
+    # only fc1 reads conv2's output (through ReLU, max pooling and flatten): conv2 writes it
+    # on fc1's input grid, as the fused QLinearConv does
+    assert conv.output_readers == ((out.fc1, "act"),)
+    grid = (out.fc1.act_scale, int(out.fc1.act_zero_point), out.fc1.act_qmin, out.fc1.act_qmax)
+    assert grid[2] == 0  # unsigned (after ReLU): no shift to uint8 codes
+    with torch.no_grad():
+        requantized = bn(conv(h))
+    assert torch.equal(requantized, _emulate_conv_bn(conv, bn, h, grid))
+    conv.set_output_readers(())  # a float output (nobody requantizes it)
     with torch.no_grad():
         exact = bn(conv(h))
     assert torch.equal(exact, _emulate_conv_bn(conv, bn, h))

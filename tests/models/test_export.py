@@ -19,9 +19,10 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from tiny_nets import TinyInvertedResidual, TinyResNet, seeded
 
 from lowbit.models.compression.plan import CompressionPlan, LayerSpec
-from lowbit.models.export.deploy import act_grid, deploy_copy, export_plan
+from lowbit.models.export.deploy import act_grid, deploy_copy, export_compressed, export_plan
 from lowbit.models.export.onnx_quant import (
     ActGrid,
     ExportError,
@@ -287,3 +288,49 @@ def test_deploy_copy_folds_batchnorm_exactly(digits_cnn):
         np.testing.assert_allclose(deploy(x[:64]).numpy(), small(x[:64]).numpy(), atol=1e-4)
     for lq in quants:
         assert lq.weight is not None and lq.weight.bits == 4
+
+
+#: conv outputs the export pads (channels, padded): only convs read by plain convs; a conv
+#: read by a residual add or a depthwise conv (and the depthwise conv) is left alone. The
+#: 1-channel stem runs as QLinearConv (its output is quantized for the add and the next
+#: conv), so its input is padded to 4 channels as on digits-cnn
+RESIDUAL_PADDING = {
+    TinyResNet: {
+        "/stem/Conv:in": [1, 4], "/block1/conv1/Conv": [4, 16], "/block2/conv1/Conv": [8, 16],
+    },
+    TinyInvertedResidual: {"/stem/Conv:in": [1, 4]},
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [TinyResNet, TinyInvertedResidual])
+def test_pruned_residual_and_depthwise_nets_export_exactly(cls, tmp_path, lowbit_cache):
+    from lowbit.models import compress
+    from lowbit.models.data import load_split
+
+    x, _ = load_split("digits", "val")
+    plan = CompressionPlan(
+        layers={
+            "_default": LayerSpec(w_bits=8, a_bits=8, keep=0.5),
+            "re:block1\\..*": LayerSpec(w_bits=4, a_bits=8, keep=0.5),
+        },
+        pin_first_last=False,
+    )
+    small = compress(seeded(cls), plan, calib=x)
+    result = export_compressed(small, out_dir=tmp_path, source={"plan": plan.to_dict()})
+    # _check raised if the padded, channels-last INT8 graph were not bit-identical to the
+    # QDQ graph; the codes agree as on the zoo CNN (test_export_codes.CNN_AGREEMENT)
+    check = result.deploy["check"]
+    assert check["min_code_agreement_forced"] >= 0.9999 and check["min_code_agreement"] >= 0.99
+    assert check["argmax_agreement"] >= 0.99
+    assert check["max_abs_logit_diff"] <= 0.05 * check["logit_range"]
+    assert result.deploy["padded_channels"] == RESIDUAL_PADDING[cls]
+    # the FP32 graph has the pruned shapes (streams 8 -> 4; a depthwise conv of 12 groups)
+    shapes = {tuple(v.shape) for v in _initializers(result.fp32_path).values()}
+    assert (4, 1, 3, 3) in shapes and (10, 8) in shapes
+    if cls is TinyInvertedResidual:
+        dw = next(n for n in onnx.load(result.fp32_path).graph.node if n.name == "/block1/dw/Conv")
+        assert next(a.i for a in dw.attribute if a.name == "group") == 12
+        assert _codes(result.int8_path, "block1.dw").shape == (12, 1, 3, 3)
+    logits = ort_session(str(result.int8_path)).run(None, {"input": x[:8].numpy()})[0]
+    assert logits.shape == (8, 10)

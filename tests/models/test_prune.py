@@ -1,17 +1,29 @@
-"""Structured channel pruning, N:M and magnitude masks."""
+"""Structured channel pruning (plain, residual streams, depthwise), N:M and magnitude masks."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
-from tiny_nets import TinyAttention, TinyCNN, TinyMLP, example_input, seeded
+from tiny_nets import (
+    TinyAttention,
+    TinyCNN,
+    TinyInvertedResidual,
+    TinyMLP,
+    TinyResNet,
+    example_input,
+    seeded,
+)
 from torch import nn
 
 from lowbit.hwsim.workload import _kept
-from lowbit.models.compression.lowrank import factorize
+from lowbit.models.compression.lowrank import LOWRANK_LAYERS, factorize
+from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 from lowbit.models.compression.prune import (
     apply_mask,
     filter_importance,
+    group_importance,
     kept_channels,
     magnitude_mask,
     nm_mask,
@@ -29,7 +41,7 @@ def test_kept_channels_matches_the_simulator() -> None:
             assert kept_channels(n, keep) == _kept(n, keep)
 
 
-@pytest.mark.parametrize("cls", [TinyCNN, TinyMLP, TinyAttention])
+@pytest.mark.parametrize("cls", [TinyCNN, TinyMLP, TinyAttention, TinyResNet, TinyInvertedResidual])
 def test_keep_one_is_the_identity(cls) -> None:
     model = seeded(cls)
     x = example_input(model)
@@ -116,6 +128,131 @@ def test_layernorm_follower_and_unsupported_follower() -> None:
     attention = seeded(TinyAttention)
     with pytest.raises(ValueError, match="follower 'head'"):
         prune_group(attention, PruneGroup("fc1", ("fc2",), ("head",)), keep=0.5)
+
+
+def masked_reference(dense: nn.Module, pruned: nn.Module) -> nn.Module:
+    """``dense`` with the channels ``pruned`` removed silenced instead: the producers' filters
+    and bias, the depthwise followers' filters and the BatchNorms' affine parameters of those
+    channels set to zero, so they carry exact zeros (ReLU/ReLU6/pooling/adds keep 0) and
+    contribute nothing to any consumer."""
+    ref = copy.deepcopy(dense)
+    for group in dense.prune_groups():
+        kept = pruned.get_submodule(group.producer).kept_out_channels.tolist()
+        n = ref.get_submodule(group.producer).weight.shape[0]
+        removed = [c for c in range(n) if c not in kept]
+        with torch.no_grad():
+            for name in (*group.producers, *group.followers):
+                module = ref.get_submodule(name)
+                module.weight[removed] = 0.0
+                if module.bias is not None:
+                    module.bias[removed] = 0.0
+    return ref
+
+
+#: layer -> weight shape after pruning every group at keep 0.5 (stream 8 -> 4, 16 -> 8)
+PRUNED_SHAPES = {
+    TinyResNet: {
+        "stem": (4, 1, 3, 3), "block1.conv1": (4, 4, 3, 3), "block1.conv2": (4, 4, 3, 3),
+        "block2.conv1": (8, 4, 3, 3), "block2.conv2": (8, 8, 3, 3),
+        "block2.shortcut": (8, 4, 1, 1), "fc": (10, 8),
+    },
+    TinyInvertedResidual: {
+        "stem": (4, 1, 3, 3), "block1.expand": (12, 4, 1, 1), "block1.dw": (12, 1, 3, 3),
+        "block1.project": (4, 12, 1, 1), "block2.expand": (12, 4, 1, 1),
+        "block2.dw": (12, 1, 3, 3), "block2.project": (4, 12, 1, 1), "head": (8, 4, 1, 1),
+        "fc": (10, 8),
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("cls", [TinyResNet, TinyInvertedResidual])
+def test_residual_and_depthwise_pruning_equals_masking(cls) -> None:
+    dense = seeded(cls)
+    x = example_input(dense)
+    pruned = copy.deepcopy(dense)
+    for group in pruned.prune_groups():
+        prune_group(pruned, group, keep=0.5)
+    for name, shape in PRUNED_SHAPES[cls].items():
+        assert tuple(pruned.get_submodule(name).weight.shape) == shape, name
+    for name, module in pruned.named_modules():
+        if isinstance(module, nn.BatchNorm2d):  # every BN has its conv's channels
+            assert module.running_mean.shape == (module.num_features,)
+        if isinstance(module, nn.Conv2d) and module.weight.shape[1] == 1 and name != "stem":
+            assert module.groups == module.in_channels == module.out_channels == 12  # depthwise
+    assert torch.allclose(pruned(x), masked_reference(dense, pruned)(x), atol=1e-5)
+    assert not torch.allclose(pruned(x), dense(x), atol=1e-3)  # channels really went
+
+
+def test_coupled_producers_lose_the_same_channels_by_summed_importance() -> None:
+    model = seeded(TinyInvertedResidual)
+    stream = model.prune_groups()[0]
+    scores = group_importance(model, stream)
+    # each producer's filter norms count by their share of that producer's total
+    expected = sum(
+        filter_importance(model.get_submodule(n)) / filter_importance(model.get_submodule(n)).sum()
+        for n in stream.producers
+    )
+    assert torch.allclose(scores, expected)
+    # scaling one producer's weights (BN after it absorbs such scales) changes nothing
+    scaled = copy.deepcopy(model)
+    with torch.no_grad():
+        scaled.block1.project.weight.mul_(1000.0)
+    assert torch.allclose(group_importance(scaled, stream), scores)
+    prune_group(model, stream, keep=0.5)
+    kept = model.stem.kept_out_channels
+    assert set(kept.tolist()) == set(scores.topk(4).indices.tolist())
+    for name in stream.coupled:
+        assert torch.equal(model.get_submodule(name).kept_out_channels, kept)
+    for name in stream.consumers[:-1]:  # the expansions read the stream
+        assert torch.equal(model.get_submodule(name).kept_in_channels, kept)
+    inner = model.prune_groups()[1]
+    prune_group(model, inner, keep=0.25)  # 24 -> 6: the depthwise conv keeps the same 6
+    dw = model.block1.dw
+    assert torch.equal(dw.kept_out_channels, model.block1.expand.kept_out_channels)
+    assert dw.groups == dw.in_channels == dw.out_channels == 6
+
+
+@pytest.mark.parametrize("cls", [TinyResNet, TinyInvertedResidual])
+def test_compress_and_finetune_keep_pruned_residual_nets_consistent(cls) -> None:
+    """low rank -> prune (streams, depthwise) -> quantize, BN re-estimated, then QAT."""
+    from lowbit.models import compress, finetune
+
+    base = seeded(cls)
+    x = example_input(base, n=64)
+    plan = CompressionPlan(
+        layers={"_default": LayerSpec(w_bits=4, a_bits=8, keep=0.5, rank_fraction=0.5)},
+        pin_first_last=False,
+    )
+    small = compress(base, plan, calib=x)
+    lowranked = [n for n, m in small.named_modules() if isinstance(m, LOWRANK_LAYERS)]
+    assert lowranked, "the plan low-ranks some layers before pruning them"
+    for group in base.prune_groups():  # every producer of a group keeps the same channels
+        kept = [small.get_submodule(n).kept_out_channels.tolist() for n in group.producers]
+        assert (
+            all(k == kept[0] for k in kept)
+            and len(kept[0]) == PRUNED_SHAPES[cls][group.producer][0]
+        )
+    for name, module in small.named_modules():
+        if isinstance(module, nn.BatchNorm2d):  # re-estimated on x, not the seeded statistics
+            assert not torch.equal(module.running_mean, base.get_submodule(name).running_mean)
+    tuned = finetune(small, steps=3, batch_size=16)
+    shapes = {k: v.shape for k, v in small.state_dict().items()}
+    assert {k: v.shape for k, v in tuned.state_dict().items()} == shapes
+    assert tuned(x).shape == (64, 10) and torch.isfinite(tuned(x)).all()
+
+
+def test_unprunable_structures_are_clear_errors() -> None:
+    grouped = nn.Sequential(nn.Conv2d(4, 8, 1), nn.Conv2d(8, 8, 3, groups=2), nn.Conv2d(8, 4, 1))
+    with pytest.raises(ValueError, match="groups=2.*only per-channel"):
+        prune_group(grouped, PruneGroup("0", ("2",), followers=("1",)), keep=0.5)
+    with pytest.raises(ValueError, match="'1' is a grouped convolution whose inputs"):
+        prune_group(copy.deepcopy(grouped), PruneGroup("0", ("1",)), keep=0.5)
+    with pytest.raises(ValueError, match="must be distinct layers"):
+        PruneGroup("block1.conv2", ("fc",), coupled=("stem", "block1.conv2"))
+    model = seeded(TinyResNet)
+    wrong = PruneGroup("block1.conv1", ("block1.conv2",), coupled=("block2.conv2",))
+    with pytest.raises(ValueError, match="'block2.conv2' has 16 output channels"):
+        prune_group(model, wrong, keep=0.5)
 
 
 @pytest.mark.parametrize(("n", "m"), [(1, 4), (2, 4), (2, 8), (4, 8), (3, 3)])

@@ -135,3 +135,45 @@ def test_zoo_space_plans_pass_the_model_check():
         for _ in range(10):
             params = {n: rng.choice(d.choices) for n, d in space.distributions().items()}
             space.plan(params).check(model)  # raises PlanError naming the field
+
+
+def test_residual_streams_get_one_keep_knob_on_their_key():
+    """A traced residual net: the stream's key (not the stem, which pin_first_last pins) gets
+    the keep knob, its coupled producers and the depthwise conv none; pinning the stem
+    freezes the stream (its channels are the stem's) but not the other groups."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    from lowbit.models.trace import prepare_model
+    from lowbit.search.space import describe_model
+
+    class ResidualNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(1, 8, 3, padding=1)
+            self.conv1, self.conv2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.expand, self.project = nn.Conv2d(8, 16, 1), nn.Conv2d(16, 8, 1)
+            self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = F.relu(self.stem(x))
+            x = x + self.conv2(F.relu(self.conv1(x)))
+            x = x + self.project(F.relu6(self.dw(F.relu6(self.expand(x)))))
+            return self.fc(x.mean((2, 3)))
+
+    model = ResidualNet()
+    prepare_model(model, torch.zeros(1, 1, 8, 8))
+    profile = make_profile("resnet-bitfusion", [(w, 8, 1.0) for w in (4, 8)])
+    layers = describe_model(model)
+    assert {layer.name: layer.coupled for layer in layers if layer.producer} == {
+        "conv1": (), "conv2": ("stem", "project"), "expand": ("dw",),
+    }  # fmt: skip
+    for pin, knobs in ((False, {"conv1", "conv2", "expand"}), (True, {"conv1", "expand"})):
+        space = build_space(layers, profile, model="residual", pin_first_last=pin)
+        assert {layer.name for layer in space.layers if len(layer.keep) > 1} == knobs
+        rng = random.Random(0)
+        for _ in range(5):  # every sampled configuration is a valid plan for the model
+            params = {n: rng.choice(d.choices) for n, d in space.distributions().items()}
+            space.plan(params).check(model)

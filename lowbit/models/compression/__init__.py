@@ -7,6 +7,9 @@
 - :mod:`~lowbit.models.compression.compress` — a plan applied to a model, activations
   calibrated (``compress``); :mod:`~lowbit.models.compression.qat` — a few steps of
   quantization-aware finetuning;
-- private helpers: the integer grids (``_grid``), BatchNorm folding (``_bn_fold``) and the
-  int32 bias the INT8 kernels add (``_intbias``).
+- :mod:`~lowbit.models.compression.quant_residual` — residual adds and global average pools
+  fake-quantized as ONNX Runtime's QLinearAdd / QLinearGlobalAveragePool compute them;
+- private helpers: the integer grids (``_grid``), BatchNorm folding (``_bn_fold``), the
+  int32 bias the INT8 kernels add and their requantization (``_intbias``), the integer
+  arithmetic of adds and pools (``_intadd``) and where quantized values flow (``_dataflow``).
 """

@@ -39,6 +39,8 @@ __all__ = [
     "bias_rounded",
     "integer_inference",
     "integer_layer",
+    "output_grid",
+    "requantize",
     "runs_integer",
 ]
 
@@ -142,3 +144,41 @@ def integer_layer(
     step = (layer.act_scale.detach().float().double() * weight_scales.double()).float().double()
     bias_codes = torch.round(bias / step).clamp(_INT32_MIN, _INT32_MAX)
     return IntegerLayer(codes.long(), weight_scales, bias_codes * step, bias_codes.long(), bias)
+
+
+def requantize(
+    acc: torch.Tensor, scale: torch.Tensor, s_y: torch.Tensor, zero_point: int, qmin: int, qmax: int
+) -> torch.Tensor:
+    """The output of a fused integer Conv/Gemm with a quantized output, dequantized: the
+    exact accumulator ``acc`` requantized onto grid (s_y, zero_point, qmin, qmax) as ONNX
+    Runtime does it (``QLinearConv``/``QGemm`` compute one float32 multiplier per channel,
+    ``fl(fl(s_x·s_w[c]) / s_y)``, and ``MlasRequantizeOutput`` rounds
+    ``fl(fl(acc) · multiplier)`` half to even, clamped to the uint8 codes; a sub-8-bit grid
+    then clamps to its codes, the exporter's Clip). ``scale`` is ``fl(s_x·s_w[c])`` shaped to
+    broadcast against ``acc``; codes and clamps are in the uint8 space the model stores
+    (a signed grid shifted by 128)."""
+    shift = 128 if qmin < 0 else 0
+    zp = zero_point + shift
+    s_y = s_y.float()
+    codes = torch.round(acc.float() * (scale / s_y))
+    codes = torch.clamp(codes, -zp, 255 - zp) + zp
+    codes = torch.clamp(codes, qmin + shift, qmax + shift)
+    return (codes - zp) * s_y
+
+
+def output_grid(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int, int, int] | None:
+    """(scale, zero_point, qmin, qmax) of the grid ONNX Runtime's fused kernel writes
+    ``layer``'s output on when ``layer`` reads ``x``: the grid all its ``output_readers``
+    share (:func:`lowbit.models.compression._dataflow.output_readers`), if they do and the
+    layer exports as a Conv or Gemm (a Linear on 2-D input); else None."""
+    readers = getattr(layer, "output_readers", ())
+    if not readers or (isinstance(layer, nn.Linear) and x.dim() != 2):
+        return None
+    grids = []
+    for reader, prefix in readers:
+        scale = getattr(reader, f"{prefix}_scale", None)
+        if getattr(reader, "a_bits", None) is None or scale is None:
+            return None
+        zp, qmin, qmax = (getattr(reader, f"{prefix}_{k}") for k in ("zero_point", "qmin", "qmax"))
+        grids.append((scale, int(zp), qmin, qmax))
+    return grids[0] if len({(float(g[0].float()), *g[1:]) for g in grids}) == 1 else None

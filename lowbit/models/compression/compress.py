@@ -6,22 +6,31 @@ Each stage is a transform registered under a kind in :data:`TRANSFORMS` and run 
 
 1. ``lowrank``: truncated SVD of layers with a rank (the module keeps its name and becomes a
    LowRankLinear/LowRankConv with ``.first`` and ``.second``).
-2. ``prune``: structured pruning of each prune-group producer with keep < 1; a low-ranked
-   producer loses output channels of its second factor, a low-ranked consumer input channels
-   of its first. A low-rank pair whose rank is then ≥ min(out, in·k·k) is multiplied back
-   into one dense layer, as the simulator (hwsim) treats it, so real and simulated shapes agree.
+2. ``prune``: structured pruning of each prune-group producer with keep < 1 (with a residual
+   stream's coupled producers, BatchNorms and depthwise convolutions, the same channels); a
+   low-ranked producer loses output channels of its second factor, a low-ranked consumer
+   input channels of its first. A low-rank pair whose rank is then ≥ min(out, in·k·k) is
+   multiplied back into one dense layer, as the simulator (hwsim) treats it, so real and
+   simulated shapes agree.
 3. ``sparsify``: N:M then unstructured magnitude masks (both factors of a low-rank layer).
 4. ``bn_recalibrate``: if steps 1-3 changed any weights, BatchNorm running statistics are
    re-estimated on ``calib`` (one forward pass, cumulative average). Removing channels or
    weights shifts the statistics every later BatchNorm saw in training; re-estimating them
    is the cheap "adaptive BN" fix of EagleEye (Li et al., ECCV 2020), which makes pruned
    candidates' accuracy without finetuning track their finetuned accuracy.
-5. ``quantize``: Conv/Linear (each factor) → QuantConv*/QuantLinear, MatMulSite → QuantMatMul.
+5. ``quantize``: Conv/Linear (each factor) → QuantConv*/QuantLinear, MatMulSite → QuantMatMul;
+   a residual Add or global average pool whose output quantized layers read
+   (:mod:`lowbit.models.compression._residual_sites`) → QuantAdd / QuantGlobalAvgPool with
+   their readers' activation settings, so it runs as ONNX Runtime's integer kernel and the
+   layers before it keep integer outputs.
 6. ``fold_bn``: a BatchNorm reading a quantized conv's output is folded into it as deployment
    folds it (:mod:`lowbit.models.compression._bn_fold`): the folded bias is rounded to the
    int32 grid the
    integer kernel adds it on, so the measured accuracy is the INT8 model's.
-7. ``calibrate``: activation ranges from ``calib`` (float activations, quantized weights).
+7. ``calibrate``: activation ranges from ``calib`` (float activations, quantized weights);
+   then each integer layer whose output only quantized inputs read is told who they are
+   (:func:`lowbit.models.compression._dataflow.output_readers`), so it rounds its output
+   onto their grid as the fused integer kernel does.
 
 Every step is deterministic (stable sorts, SVD on CPU), so the same plan and model give the
 same compressed model.
@@ -36,12 +45,15 @@ import torch
 from torch import nn
 
 from lowbit.models.compression._bn_fold import fold_batchnorms
+from lowbit.models.compression._dataflow import output_readers, quant_sites
 from lowbit.models.compression.lowrank import LOWRANK_LAYERS, factorize, to_dense
 from lowbit.models.compression.plan import CompressionPlan, LayerSpec, PlanError
 from lowbit.models.compression.prune import apply_mask, magnitude_mask, nm_mask, prune_group
 from lowbit.models.compression.quant import (
+    QuantAdd,
     QuantConv1d,
     QuantConv2d,
+    QuantGlobalAvgPool,
     QuantLinear,
     QuantMatMul,
     calibrate_model,
@@ -148,6 +160,13 @@ def _quant_type(layer: nn.Module, name: str) -> type:
 
 @register_transform("quantize")
 def _quantize(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor) -> None:
+    for name, site in quant_sites(model, specs).items():
+        settings = dict(a_bits=site.a_bits, symmetric=site.symmetric, calibration=site.calibration)
+        if site.kind == "add":
+            model.set_submodule(name, QuantAdd(relu=site.relu, **settings))
+        else:
+            size = model.get_submodule(name).output_size
+            model.set_submodule(name, QuantGlobalAvgPool(size, **settings))
     for name, spec in specs.items():
         if spec.w_bits is None and spec.a_bits is None:
             continue
@@ -180,6 +199,8 @@ def _calibrate(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tenso
             methods[part_name] = spec.calibration
     if any(s.a_bits is not None for s in specs.values()):
         calibrate_model(model, calib, methods=methods)
+        for name, readers in output_readers(model).items():
+            model.get_submodule(name).set_output_readers(readers)
 
 
 def compress(

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from torch import nn
 
 from lowbit.hwsim.errors import LowbitError
-from lowbit.models.graph import COMPUTE_LAYERS, MatMulSite, prune_groups_of
+from lowbit.models.graph import COMPUTE_LAYERS, MatMulSite, keep_owners, prune_groups_of
 
 __all__ = [
     "PLAN_VERSION",
@@ -291,7 +291,8 @@ class CompressionPlan:
     def check(self, model: nn.Module) -> None:
         """Raise one PlanError listing every key or setting that does not fit ``model``."""
         layers = compute_layers(model)
-        producers = {g.producer for g in prune_groups_of(model)}
+        groups = prune_groups_of(model)
+        producers, owners = {g.producer for g in groups}, keep_owners(groups)
         problems = []
         for key, spec in self.layers.items():
             if key == "_default":
@@ -307,7 +308,7 @@ class CompressionPlan:
                     f"(layers: {', '.join(layers)})"
                 )
                 continue
-            fit = _fit_problems(key, spec, module, producers)
+            fit = _fit_problems(key, spec, module, producers, owners)
             problems.extend(f'layers["{key}"].{p}' for p in fit)
         if problems:
             raise PlanError(problems)
@@ -316,16 +317,19 @@ class CompressionPlan:
         """Normalised settings of every compute layer and MatMulSite, in module order.
 
         Pinned first/last layers get W8A8 (a float setting stays float), keep 1, no rank and
-        no sparsity. ``keep`` is 1 on non-producers; ``rank`` is the integer rank from
-        :func:`rank_for` (``rank_fraction`` cleared), None where it would not reduce the layer
-        or the layer cannot be factorised; a MatMulSite has ``w_bits = a_bits`` (both operands
-        are activations) and no pruning or rank.
+        no sparsity; so does the keep of a group with a pinned coupled producer or follower
+        (its channels are the pinned layer's). ``keep`` is 1 on non-producers (coupled
+        producers and depthwise followers follow their group's producer); ``rank`` is the
+        integer rank from :func:`rank_for` (``rank_fraction`` cleared), None where it would
+        not reduce the layer or the layer cannot be factorised; a MatMulSite has
+        ``w_bits = a_bits`` (both operands are activations) and no pruning or rank.
         """
         self.check(model)
         layers = compute_layers(model)
-        producers = {g.producer for g in prune_groups_of(model)}
+        groups = prune_groups_of(model)
         weighted = [name for name, m in layers.items() if isinstance(m, COMPUTE_LAYERS)]
         pinned = {weighted[0], weighted[-1]} if self.pin_first_last and weighted else set()
+        producers = {g.producer for g in groups if not pinned & {*g.producers, *g.followers}}
         out = {}
         for name, module in layers.items():
             spec = self.resolve(name)
@@ -358,8 +362,11 @@ class CompressionPlan:
         return out
 
 
-def _fit_problems(name: str, spec: LayerSpec, module: nn.Module, producers: set[str]) -> list[str]:
-    """Problems of a spec given by exact name for this module (field: message)."""
+def _fit_problems(
+    name: str, spec: LayerSpec, module: nn.Module, producers: set[str], owners: dict[str, str]
+) -> list[str]:
+    """Problems of a spec given by exact name for this module (field: message); ``owners``:
+    coupled producers and followers -> their group's producer."""
     problems = []
     if isinstance(module, MatMulSite):
         for key, dense in (("keep", 1.0), ("nm", None), ("density", 1.0), ("rank", None)):
@@ -368,7 +375,12 @@ def _fit_problems(name: str, spec: LayerSpec, module: nn.Module, producers: set[
         if spec.rank_fraction is not None:
             problems.append(f"rank_fraction: {name!r} is a MatMulSite (no weights to factorise)")
         return problems
-    if spec.keep < 1.0 and name not in producers:
+    if spec.keep < 1.0 and name in owners:
+        problems.append(
+            f"keep: {spec.keep} but {name!r} is pruned with the prune group of producer "
+            f"{owners[name]!r} and has no keep ratio of its own: set keep on {owners[name]!r}"
+        )
+    elif spec.keep < 1.0 and name not in producers:
         problems.append(
             f"keep: {spec.keep} but {name!r} is not a prune-group producer "
             f"(producers: {', '.join(sorted(producers)) or 'none'})"

@@ -3,10 +3,14 @@
 Structured pruning ranks a producer's output filters by their L1 (or L2) norm, keeps the
 ``kept_channels(n, keep)`` largest in their original order, and rebuilds every module of the
 :class:`~lowbit.models.graph.PruneGroup`: the producer loses weight/bias rows, followers (BatchNorm,
-LayerNorm) lose the same entries, consumers lose the matching input columns (``repeat``
-consecutive columns per channel after a channel-major flatten). The kept original indices are
-recorded as ``kept_out_channels`` on the new producer (``kept_in_channels`` on consumers) for
-exporters and deployment configs.
+LayerNorm) lose the same entries, per-channel (depthwise) convolution followers lose the same
+filters and their groups shrink with them, consumers lose the matching input columns
+(``repeat`` consecutive columns per channel after a channel-major flatten). A residual stream's
+coupled producers lose the same channels as the producer: the ranking is by the sum over the
+stream's producers of each one's filter norms divided by their sum (so a producer with large
+weights does not decide alone). The kept original indices are recorded as
+``kept_out_channels`` on the new producers and depthwise followers (``kept_in_channels`` on
+consumers and depthwise followers) for exporters and deployment configs.
 
 Masks: N:M (exactly n non-zeros in every m consecutive weights along the reduction dimension,
 channel-innermost for convolutions as in an NHWC implicit GEMM: order (kh, kw, C)) and
@@ -26,6 +30,7 @@ from lowbit.models.graph import COMPUTE_LAYERS, PruneGroup
 __all__ = [
     "kept_channels",
     "filter_importance",
+    "group_importance",
     "prune_group",
     "nm_mask",
     "magnitude_mask",
@@ -56,6 +61,29 @@ def filter_importance(module: nn.Module, *, norm: str = "l1") -> torch.Tensor:
     if norm not in ("l1", "l2"):
         raise ValueError(f"unknown norm {norm!r} (valid: l1, l2)")
     return torch.linalg.vector_norm(_dense_weight(module), ord=1 if norm == "l1" else 2, dim=1)
+
+
+@torch.no_grad()
+def group_importance(model: nn.Module, group: PruneGroup, *, norm: str = "l1") -> torch.Tensor:
+    """Importance of each channel of ``group``: the producer's filter norms, or with coupled
+    producers the sum of every producer's filter norms divided by their total (a producer
+    whose filters are all zero adds nothing)."""
+    names = group.producers
+    scores = [filter_importance(model.get_submodule(name), norm=norm) for name in names]
+    for name, score in zip(names[1:], scores[1:], strict=True):
+        if score.shape != scores[0].shape:
+            raise ValueError(
+                f"coupled producer {name!r} has {score.numel()} output channels but producer "
+                f"{group.producer!r} has {scores[0].numel()}: they must be equal to be added"
+            )
+    if len(scores) == 1:
+        return scores[0]
+    total = torch.zeros_like(scores[0])
+    for score in scores:
+        mass = score.sum()
+        if mass > 0:
+            total += score / mass
+    return total
 
 
 def _copy_public_attrs(src: nn.Module, dst: nn.Module) -> None:
@@ -93,6 +121,11 @@ def _compose(old: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _slice_out(module: nn.Module, idx: torch.Tensor, name: str) -> nn.Module:
+    if getattr(module, "groups", 1) != 1:
+        raise ValueError(
+            f"prune group producer {name!r} is a grouped convolution: a depthwise convolution "
+            "is listed as a follower of the producer before it"
+        )
     if isinstance(module, LOWRANK_LAYERS):
         module.second = _rebuild(module.second, out_idx=idx)
         new = module
@@ -108,7 +141,10 @@ def _slice_in(module: nn.Module, idx: torch.Tensor, name: str) -> nn.Module:
     if isinstance(module, (nn.Conv1d, nn.Conv2d, LowRankConv)):
         groups = module.first.groups if isinstance(module, LowRankConv) else module.groups
         if groups != 1:
-            raise ValueError(f"consumer {name!r} is a grouped convolution: cannot drop its inputs")
+            raise ValueError(
+                f"consumer {name!r} is a grouped convolution whose inputs cannot be dropped one "
+                "by one (a depthwise convolution belongs in the group's followers)"
+            )
     if isinstance(module, LOWRANK_LAYERS):
         module.first = _rebuild(module.first, in_idx=idx)
         new = module
@@ -121,7 +157,35 @@ def _slice_in(module: nn.Module, idx: torch.Tensor, name: str) -> nn.Module:
 
 
 @torch.no_grad()
+def _slice_per_channel_conv(module: nn.Module, idx: torch.Tensor, name: str) -> nn.Module:
+    """A depthwise conv (groups = in = out channels) keeping only channels ``idx``."""
+    n = module.in_channels
+    if not (module.groups == n == module.out_channels):
+        raise ValueError(
+            f"prune group follower {name!r} is a convolution with groups={module.groups}, "
+            f"{n} input and {module.out_channels} output channels; only per-channel "
+            "(depthwise) convolutions with groups = input = output channels can follow a producer"
+        )
+    k = len(idx)
+    new = nn.utils.skip_init(
+        type(module), k, k, module.kernel_size, stride=module.stride, padding=module.padding,
+        dilation=module.dilation, groups=k, bias=module.bias is not None,
+        padding_mode=module.padding_mode,
+    )  # fmt: skip
+    new.weight.copy_(module.weight.detach()[idx])
+    if module.bias is not None:
+        new.bias.copy_(module.bias.detach()[idx])
+    _copy_public_attrs(module, new)
+    new.kept_out_channels = _compose(getattr(module, "kept_out_channels", None), idx)
+    new.kept_in_channels = _compose(getattr(module, "kept_in_channels", None), idx)
+    new.train(module.training)
+    return new
+
+
+@torch.no_grad()
 def _slice_follower(module: nn.Module, idx: torch.Tensor, name: str) -> nn.Module:
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return _slice_per_channel_conv(module, idx, name)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         new = type(module)(
             len(idx),
@@ -148,26 +212,26 @@ def _slice_follower(module: nn.Module, idx: torch.Tensor, name: str) -> nn.Modul
     else:
         raise ValueError(
             f"prune group follower {name!r} is a {type(module).__name__} "
-            "(supported: BatchNorm, LayerNorm over channels)"
+            "(supported: BatchNorm, LayerNorm over channels, depthwise Conv1d/Conv2d)"
         )
     new.train(module.training)
     return new
 
 
 def prune_group(model: nn.Module, group: PruneGroup, *, keep: float, norm: str = "l1") -> None:
-    """Physically remove the least important output channels of ``group.producer`` in place.
+    """Physically remove the least important output channels of ``group``'s producers in place.
 
-    Keeps ``kept_channels(n, keep)`` filters by ``norm`` in their original order and shrinks
-    the followers and consumers to match. ``keep = 1`` rebuilds the same layers (identity).
+    Keeps ``kept_channels(n, keep)`` channels by ``norm`` (:func:`group_importance`) in their
+    original order, the same ones in the producer and every coupled producer, and shrinks the
+    followers and consumers to match. ``keep = 1`` rebuilds the same layers (identity).
     """
-    producer = model.get_submodule(group.producer)
-    n = _dense_weight(producer).shape[0]
-    k = kept_channels(n, keep)
-    scores = filter_importance(producer, norm=norm)
+    scores = group_importance(model, group, norm=norm)
+    k = kept_channels(len(scores), keep)
     # stable sort: ties keep the lower index, so the choice is deterministic
     order = torch.sort(scores, descending=True, stable=True).indices[:k]
     idx = torch.sort(order).values
-    model.set_submodule(group.producer, _slice_out(producer, idx, group.producer))
+    for name in group.producers:
+        model.set_submodule(name, _slice_out(model.get_submodule(name), idx, name))
     for name in group.followers:
         model.set_submodule(name, _slice_follower(model.get_submodule(name), idx, name))
     repeat = group.consumer_repeat

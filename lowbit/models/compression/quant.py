@@ -47,7 +47,14 @@ from lowbit.models.compression._grid import (
     qparams,
     ste_fake_quantize,
 )
-from lowbit.models.compression._intbias import bias_rounded, integer_inference, integer_layer
+from lowbit.models.compression._intbias import (
+    bias_rounded,
+    integer_inference,
+    integer_layer,
+    output_grid,
+    requantize,
+)
+from lowbit.models.compression.quant_residual import QuantAdd, QuantGlobalAvgPool
 from lowbit.models.graph import MatMulSite
 
 __all__ = [
@@ -64,6 +71,8 @@ __all__ = [
     "QuantConv1d",
     "QuantConv2d",
     "QuantMatMul",
+    "QuantAdd",
+    "QuantGlobalAvgPool",
     "quantized_layers",
     "calibrate_model",
     "requantize_weights",
@@ -102,7 +111,9 @@ class QuantLayer:
     ()), ``weight_qmin``/``weight_qmax``, ``act_scale`` / ``act_zero_point`` (shape ()),
     ``act_qmin``/``act_qmax``, optional ``weight_mask`` (1 = kept weight),
     ``folded_batchnorm`` (the BatchNorm reading the output once it is folded into the layer,
-    see :mod:`lowbit.models.compression._bn_fold`; None before and for other layers).
+    see :mod:`lowbit.models.compression._bn_fold`; None before and for other layers),
+    ``output_readers`` (the quantized inputs that alone read the output, set by
+    :func:`lowbit.models.compression.compress`).
     """
 
     def _setup_quant(
@@ -159,6 +170,16 @@ class QuantLayer:
     def folded_batchnorm(self) -> nn.Module | None:
         return self.__dict__.get("_folded_batchnorm")  # kept outside the module tree
 
+    @property
+    def output_readers(self) -> tuple[tuple[nn.Module, str], ...]:
+        """(module, grid prefix) of each quantized input reading this layer's output
+        (:func:`lowbit.models.compression._dataflow.output_readers`), kept outside the
+        module tree; empty if others read it too or nobody told the layer."""
+        return self.__dict__.get("_output_readers", ())
+
+    def set_output_readers(self, readers: tuple[tuple[nn.Module, str], ...]) -> None:
+        object.__setattr__(self, "_output_readers", tuple(readers))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float compute on the grids; in eval mode, on a layer that runs on integer kernels
         once deployed, what those kernels compute: exactly so in inference
@@ -173,12 +194,13 @@ class QuantLayer:
 
     def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Inference as the integer kernel computes it (:mod:`lowbit.models.compression._intbias`),
-        a folded
-        BatchNorm included: the int32 accumulator Σ x_code·w_code + bias_code, converted to
-        float32 and times the float32 scale s_x·s_w[c]. The accumulator is exact (float32 if
-        it stays below 2^24, float64 else), so a float output (the logits) matches ONNX
-        Runtime's bit for bit and the codes rounded from it match but for requantization
-        ties (ONNX Runtime multiplies by one scale s_x·s_w/s_y, we by s_x·s_w then divide)."""
+        a folded BatchNorm included: the int32 accumulator Σ x_code·w_code + bias_code,
+        exact (float32 if it stays below 2^24, float64 else). With an output grid
+        (:func:`~lowbit.models.compression._intbias.output_grid`),
+        requantized onto it as the fused kernel does (one float32 multiplier s_x·s_w/s_y,
+        :func:`~lowbit.models.compression._intbias.requantize`) and returned dequantized;
+        else converted to float32 and times the float32 scale s_x·s_w[c], which a float
+        output (the logits) computes bit for bit."""
         zero = int(self.act_zero_point)
         codes = torch.clamp(torch.round(x / self.act_scale) + zero, self.act_qmin, self.act_qmax)
         form = integer_layer(self, batchnorm=self.folded_batchnorm)
@@ -189,8 +211,9 @@ class QuantLayer:
         dtype = torch.float32 if int(bound.max()) < 2**24 else torch.float64
         bias = None if bias is None else bias.to(dtype)
         acc = self._compute((codes - zero).to(dtype), form.codes.to(dtype), bias)
-        scale = self.act_scale.float() * form.weight_scales
-        return acc.float() * scale.reshape(self._channel_view(acc))
+        scale = (self.act_scale.float() * form.weight_scales).reshape(self._channel_view(acc))
+        grid = output_grid(self, x)
+        return acc.float() * scale if grid is None else requantize(acc, scale, *grid)
 
     @torch.no_grad()
     def requantize(self) -> None:
@@ -333,19 +356,22 @@ class QuantMatMul(MatMulSite):
         return a @ b
 
 
+_QUANTIZED = (QuantLayer, QuantMatMul, QuantAdd, QuantGlobalAvgPool)
+
+
 def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The QuantLayer and QuantMatMul modules of ``model`` by name."""
-    return {
-        name: m for name, m in model.named_modules() if isinstance(m, (QuantLayer, QuantMatMul))
-    }
+    """The quantized modules of ``model`` by name: QuantLayer, QuantMatMul and the residual
+    adds and global pools of :mod:`lowbit.models.compression.quant_residual`."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, _QUANTIZED)}
 
 
 @torch.no_grad()
 def calibrate_model(model: nn.Module, calib: torch.Tensor, *, methods: dict[str, str]) -> None:
     """Observe every quantized layer's input on ``calib`` and set its activation grid.
 
-    ``methods`` maps a quantized layer name to its calibration method (default ``minmax``).
-    The pass runs with float activations and quantized weights.
+    ``methods`` maps a quantized layer name to its calibration method (default: the
+    module's own ``calibration``, else ``minmax``). The pass runs with float activations and
+    quantized weights.
     """
     layers = quantized_layers(model)
     for m in layers.values():
@@ -362,11 +388,13 @@ def calibrate_model(model: nn.Module, calib: torch.Tensor, *, methods: dict[str,
     for name, m in layers.items():
         if not observed[name]:
             continue  # layer not reached by forward
-        method = methods.get(name, "minmax")
-        if isinstance(m, QuantMatMul):
-            a = torch.cat([s[0].reshape(-1) for s in observed[name]])
-            b = torch.cat([s[1].reshape(-1) for s in observed[name]])
-            m.set_activation_range((a, b), method=method)
+        method = methods.get(name, getattr(m, "calibration", "minmax"))
+        first = observed[name][0]
+        if isinstance(first, tuple):  # several operands (MatMul, add, pool input and output)
+            samples = tuple(
+                torch.cat([s[i].reshape(-1) for s in observed[name]]) for i in range(len(first))
+            )
+            m.set_activation_range(samples, method=method)
         else:
             m.set_activation_range(
                 torch.cat([s.reshape(-1) for s in observed[name]]), method=method

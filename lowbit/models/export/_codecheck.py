@@ -1,10 +1,12 @@
 """Layer by layer: do the fake-quant model and the INT8 ONNX model round to the same codes?
 
 Each integer layer reads uint8 activation codes. ONNX Runtime's are the inputs of the
-DequantizeLinear nodes feeding each Conv/Gemm/MatMul (exposed as extra graph outputs; the
-logits must stay bit-identical, so the exposure did not change what ONNX Runtime fused).
-The fake-quant model's are what each quantized layer rounds its input to (signed grids
-shifted by 128, as :func:`lowbit.models.export.deploy.act_grid` stores them).
+DequantizeLinear nodes feeding each Conv/Gemm/MatMul, residual Add (``QLinearAdd``) and
+GlobalAveragePool (exposed as extra graph outputs; the logits must stay bit-identical, so
+the exposure did not change what ONNX Runtime fused). The fake-quant model's are what each
+quantized layer rounds its input to (signed grids shifted by 128, as
+:func:`lowbit.models.export.deploy.act_grid` stores them); an add's second input is named
+``"<name>:b"`` like a MatMul's.
 
 End to end, one code that differs upstream changes many codes downstream (8-bit layers
 amplify it most). ``teacher_forced=True`` feeds every quantized layer ONNX Runtime's input
@@ -24,7 +26,7 @@ from lowbit.models.graph import run_hooked
 
 __all__ = ["code_agreement", "fake_quant_codes", "int8_codes"]
 
-_COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+_COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool")
 
 
 def _codes(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) -> np.ndarray:
@@ -36,10 +38,15 @@ def _codes(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) -> np.ndarr
 def fake_quant_codes(
     model: nn.Module, x: torch.Tensor, *, force: dict[str, np.ndarray] | None = None
 ) -> dict[str, np.ndarray]:
-    """Input codes of every quantized layer of ``model`` on ``x`` (a MatMul site's second
-    operand under ``"<name>:b"``); with ``force`` (codes by the same names), each layer
-    then reads the forced codes instead of its own."""
-    from lowbit.models.compression.quant import QuantLayer, QuantMatMul
+    """Input codes of every quantized layer of ``model`` on ``x`` (a MatMul site's or
+    residual add's second operand under ``"<name>:b"``); with ``force`` (codes by the same
+    names), each layer then reads the forced codes instead of its own."""
+    from lowbit.models.compression.quant import (
+        QuantAdd,
+        QuantGlobalAvgPool,
+        QuantLayer,
+        QuantMatMul,
+    )
 
     codes: dict[str, np.ndarray] = {}
 
@@ -60,12 +67,12 @@ def fake_quant_codes(
     for name, m in model.named_modules():
         if getattr(m, "a_bits", None) is None or getattr(m, "act_scale", None) is None:
             continue
-        if isinstance(m, QuantLayer):
+        if isinstance(m, (QuantLayer, QuantGlobalAvgPool)):
 
             def pre(mod, args, n=name):
                 return (visit(mod, n, args[0], False),)
 
-        elif isinstance(m, QuantMatMul):
+        elif isinstance(m, (QuantMatMul, QuantAdd)):
 
             def pre(mod, args, n=name):
                 return visit(mod, n, args[0], False), visit(mod, n + ":b", args[1], True)
@@ -77,14 +84,14 @@ def fake_quant_codes(
     return codes
 
 
-def int8_codes(int8: Any, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Input codes of every integer Conv/Gemm/MatMul of QDQ model ``int8`` run by ONNX
-    Runtime on ``x``, by torch module name (a second activation operand under ``":b"``)."""
+def _exposed(int8: Any) -> tuple[Any, dict[str, str]]:
+    """A copy of QDQ model ``int8`` with the input codes of every integer
+    Conv/Gemm/MatMul/Add/GlobalAveragePool as extra outputs, and layer name (a second
+    activation operand under ``":b"``) -> exposed tensor."""
     import onnx
     from onnx import helper
 
-    from lowbit.models.export.onnx_quant import ExportError, scope_of
-    from lowbit.models.export.ort import INPUT_NAME, ort_session
+    from lowbit.models.export.onnx_quant import scope_of
 
     model = onnx.ModelProto()
     model.CopyFrom(int8)
@@ -101,22 +108,55 @@ def int8_codes(int8: Any, x: np.ndarray) -> dict[str, np.ndarray]:
     for tensor in exposed.values():
         info = helper.make_tensor_value_info(tensor, onnx.TensorProto.UINT8, None)
         model.graph.output.append(info)
-    outs = ort_session(model).run(None, {INPUT_NAME: x})
-    plain = ort_session(int8).run(None, {INPUT_NAME: x})[0]
-    if not np.array_equal(outs[0], plain):
+    return model, exposed
+
+
+def _run_codes(sessions: tuple[Any, Any], names: list[str], x: np.ndarray):
+    """Codes by layer name from the exposing session, checked against the plain one."""
+    from lowbit.models.export.onnx_quant import ExportError
+    from lowbit.models.export.ort import INPUT_NAME
+
+    outs = sessions[0].run(None, {INPUT_NAME: x})
+    if not np.array_equal(outs[0], sessions[1].run(None, {INPUT_NAME: x})[0]):
         raise ExportError("exposing intermediate codes changed the INT8 model's outputs")
-    return {name: out.astype(np.int64) for name, out in zip(exposed, outs[1:], strict=True)}
+    return {name: out.astype(np.int64) for name, out in zip(names, outs[1:], strict=True)}
+
+
+def int8_codes(int8: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Input codes of every integer Conv/Gemm/MatMul/Add/GlobalAveragePool of QDQ model
+    ``int8`` run by ONNX Runtime on ``x``, by torch module name (a second activation operand
+    under ``":b"``)."""
+    from lowbit.models.export.ort import ort_session
+
+    model, exposed = _exposed(int8)
+    return _run_codes((ort_session(model), ort_session(int8)), list(exposed), x)
 
 
 def code_agreement(
-    model: nn.Module, int8: Any, x: torch.Tensor, *, teacher_forced: bool = False
+    model: nn.Module,
+    int8: Any,
+    x: torch.Tensor,
+    *,
+    teacher_forced: bool = False,
+    batch_size: int = 256,
 ) -> dict[str, float]:
     """Fraction of equal input codes per integer layer, fake-quant ``model`` vs ``int8``
-    (end to end, or ``teacher_forced``: see the module docstring)."""
-    real = int8_codes(int8, x.numpy())
-    fake = fake_quant_codes(model, x, force=real if teacher_forced else None)
-    return {
-        name: float(np.mean(fake[name].reshape(codes.shape) == codes))
-        for name, codes in real.items()
-        if name in fake
-    }
+    (end to end, or ``teacher_forced``: see the module docstring), counted over ``x`` in
+    batches of ``batch_size`` samples (every layer's codes of a whole split at once would
+    not fit in memory for 28×28 images)."""
+    from lowbit.models.export.ort import ort_session
+
+    exposing, exposed = _exposed(int8)
+    sessions = (ort_session(exposing), ort_session(int8))
+    equal: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for start in range(0, len(x), batch_size):
+        chunk = x[start : start + batch_size]
+        real = _run_codes(sessions, list(exposed), chunk.numpy())
+        fake = fake_quant_codes(model, chunk, force=real if teacher_forced else None)
+        for name, codes in real.items():
+            if name in fake:
+                same = int((fake[name].reshape(codes.shape) == codes).sum())
+                equal[name] = equal.get(name, 0) + same
+                total[name] = total.get(name, 0) + codes.size
+    return {name: equal[name] / total[name] for name in equal}

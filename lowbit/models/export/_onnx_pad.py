@@ -11,6 +11,11 @@ classifier reading that tensor zero weights for the new channels, and a stem's i
 ``Pad`` with zeros. The padded channels compute exact zeros, which every consumer weighs by
 zero: the network computes exactly the same function (bit-identical INT8 outputs).
 
+Only a conv whose channels reach plain convs (or a flattened classifier) is padded. A conv
+read by a residual add (its channels are shared with the stream's other producers), by a
+grouped or depthwise conv (whose groups would have to grow with them), or a grouped conv
+itself is left alone, as is any graph this pass does not expect.
+
 hwsim models the padded network on a profile with ``overheads.pad_conv_channels``.
 """
 

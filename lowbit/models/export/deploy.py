@@ -25,7 +25,9 @@ a per-channel one with the same codes. The folded bias is rounded to the int32 a
 grid; the fake-quant model rounds it the same way (:mod:`lowbit.models.compression._intbias`), and
 the codes,
 scales and bias written here come from the same function, so the INT8 model computes what
-the search measured up to float32 rounding in the requantization.
+the search measured; the fake-quant model also requantizes each integer layer's output and
+computes residual adds and global pooling as ONNX Runtime's kernels do
+(:mod:`lowbit.models.compression.quant_residual`), so the codes agree to the bit.
 
 Example:
     >>> from lowbit.models.compression.plan import CompressionPlan
@@ -54,9 +56,11 @@ from lowbit.models.compression._bn_fold import conv_bn_pairs, fold_batchnorm_flo
 from lowbit.models.compression._intbias import IntegerLayer, integer_layer, runs_integer
 from lowbit.models.compression.plan import CompressionPlan
 from lowbit.models.compression.quant import QuantLayer, QuantMatMul
+from lowbit.models.compression.quant_residual import QuantAdd, QuantGlobalAvgPool
 from lowbit.models.export._codecheck import code_agreement
 from lowbit.models.export._onnx_layout import flatten_channels_last
 from lowbit.models.export._onnx_pad import pad_conv_channels
+from lowbit.models.export.calib_subset import calibration_inputs
 from lowbit.models.export.onnx_quant import (
     ActGrid,
     ExportError,
@@ -66,6 +70,7 @@ from lowbit.models.export.onnx_quant import (
 )
 from lowbit.models.export.ort import INPUT_NAME, OUTPUT_NAME, kernel_census, ort_session
 from lowbit.models.graph import COMPUTE_LAYERS, MatMulSite
+from lowbit.models.zoo._base import Add
 
 __all__ = [
     "DEPLOY_SCHEMA_VERSION",
@@ -74,6 +79,7 @@ __all__ = [
     "act_grid",
     "build_compressed",
     "deploy_copy",
+    "export_compressed",
     "export_plan",
     "resolve_weight_type",
     "to_onnx",
@@ -165,13 +171,24 @@ def deploy_copy(
 
     Returns:
         (float module with BatchNorm folded and wrappers removed, one :class:`LayerQuant`
-        per quantized layer, one row per compute layer for deploy.json).
+        per quantized layer, one row per compute layer and per quantized residual add or
+        global pool for deploy.json).
     """
     model = copy.deepcopy(compressed).eval()
     pairs = conv_bn_pairs(model, torch.zeros(1, *model.input_shape))
     quants: list[LayerQuant] = []
     rows: list[dict[str, Any]] = []
     for name, module in list(model.named_modules()):
+        if isinstance(module, (QuantAdd, QuantGlobalAvgPool)):
+            quant = _residual_site(module, name)
+            if quant is not None:
+                quants.append(quant)
+                rows.append(_row(name, quant.kind, None, module, True))
+            if isinstance(module, QuantAdd):
+                model.set_submodule(name, Add())
+            else:
+                model.set_submodule(name, nn.AdaptiveAvgPool2d(module.output_size))
+            continue
         if isinstance(module, MatMulSite):
             grids = (None, None)
             if isinstance(module, QuantMatMul) and module.a_bits is not None:
@@ -210,6 +227,17 @@ def deploy_copy(
     return model.eval(), quants, rows
 
 
+def _residual_site(module: QuantAdd | QuantGlobalAvgPool, name: str) -> LayerQuant | None:
+    """The grids of a quantized residual add (inputs a, b) or global pool (input), with
+    their output grid; None if it stays float."""
+    if module.a_bits is None or module.act_scale is None:
+        return None
+    prefixes = ("act", "b") if isinstance(module, QuantAdd) else ("act",)
+    inputs = tuple(act_grid(*module.grid(p)) for p in prefixes)
+    kind = "add" if isinstance(module, QuantAdd) else "pool"
+    return LayerQuant(name, kind, inputs, output=act_grid(*module.grid("out")))
+
+
 def _row(name: str, kind: str, plain: nn.Module | None, module: nn.Module, integer: bool):
     w_bits = getattr(module, "w_bits", None)
     a_bits = getattr(module, "a_bits", None)
@@ -245,17 +273,26 @@ def to_onnx(module: nn.Module, *, input_shape: tuple[int, ...]) -> Any:
 
 
 def build_compressed(
-    model: str, plan: CompressionPlan, *, seed: int = 0, finetune_steps: int = 0
+    model: str,
+    plan: CompressionPlan,
+    *,
+    seed: int = 0,
+    finetune_steps: int = 0,
+    qat_seed: int | None = None,
+    calib_samples: int | None = None,
+    calib_seed: int = 0,
 ) -> tuple[nn.Module, nn.Module]:
-    """(trained base model, compressed model) as the search evaluator builds them."""
+    """(trained base model, compressed model) as the search evaluator builds them, with the
+    calibration subset and QAT seed a deployment config records (defaults: all of val,
+    ``seed``; :func:`lowbit.models.export.calib_subset.calibration_inputs`)."""
     from lowbit import models
-    from lowbit.models.accuracy import as_model_input
 
     base = models.load_trained(model, seed=seed)
-    calib, _ = models.load_split(base.dataset, "val")
-    compressed = models.compress(base, plan, calib=as_model_input(base, calib))
+    calib = calibration_inputs(base, samples=calib_samples, seed=calib_seed)
+    compressed = models.compress(base, plan, calib=calib)
     if finetune_steps:
-        compressed = models.finetune(compressed, steps=finetune_steps, seed=seed)
+        qat = seed if qat_seed is None else qat_seed
+        compressed = models.finetune(compressed, steps=finetune_steps, seed=qat)
     return base, compressed.eval()
 
 
@@ -307,6 +344,9 @@ def export_plan(
     out_dir: str | Path,
     seed: int = 0,
     finetune_steps: int = 0,
+    qat_seed: int | None = None,
+    calib_samples: int | None = None,
+    calib_seed: int = 0,
     weight_type: str = "auto",
     config_id: str | None = None,
     check: bool = True,
@@ -319,6 +359,8 @@ def export_plan(
         plan: the per-layer plan (a deployment config's ``plan``).
         out_dir: directory for the three files (created; files replaced atomically).
         finetune_steps: QAT steps the search used (its evaluator's ``finetune_steps``).
+        qat_seed, calib_samples, calib_seed: the QAT seed and the calibration subset of the
+            config (:func:`build_compressed`; defaults: ``seed``, the whole val split).
         weight_type: ``auto`` (s8 with VNNI, u8 without), ``s8`` or ``u8``.
         config_id: recorded in deploy.json.
         check: compare INT8 outputs with the fake-quant model on the test split.
@@ -328,7 +370,37 @@ def export_plan(
         PlanError: the plan does not fit the model; ExportError: unsupported structure.
     """
     wtype = resolve_weight_type(weight_type)
-    _, compressed = build_compressed(model, plan, seed=seed, finetune_steps=finetune_steps)
+    _, compressed = build_compressed(
+        model, plan, seed=seed, finetune_steps=finetune_steps, qat_seed=qat_seed,
+        calib_samples=calib_samples, calib_seed=calib_seed,
+    )  # fmt: skip
+    source = {"config_id": config_id, "model": model, "seed": seed,
+              "finetune_steps": finetune_steps, "plan": plan.to_dict()}  # fmt: skip
+    return export_compressed(
+        compressed, out_dir=out_dir, weight_type=wtype, check=check, pad_channels=pad_channels,
+        source=source,
+    )  # fmt: skip
+
+
+def export_compressed(
+    compressed: nn.Module,
+    *,
+    out_dir: str | Path,
+    weight_type: str = "auto",
+    check: bool = True,
+    pad_channels: bool = True,
+    source: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Write an already compressed model's FP32/INT8 ONNX and deploy.json (what
+    :func:`export_plan` does after building the model; see its arguments).
+
+    ``compressed`` is a :func:`lowbit.models.compress` result of a model following the zoo
+    protocol (``input_shape``, ``dataset``, ``num_classes``); ``source`` says in deploy.json
+    where it came from (``config_id``, ``model``, ``seed``, ``finetune_steps``, ``plan``; null
+    when not given).
+    """
+    wtype = resolve_weight_type(weight_type)
+    source = source or {}
     deploy, quants, rows = deploy_copy(compressed)
     fp32 = to_onnx(deploy, input_shape=tuple(compressed.input_shape))
     qdq, storage = quantize_graph(fp32, quants, weight_type=wtype)
@@ -346,12 +418,12 @@ def export_plan(
     info = {
         "schema_version": DEPLOY_SCHEMA_VERSION,
         "kind": "lowbit-deployment",
-        "config_id": config_id,
-        "model": model,
+        "config_id": source.get("config_id"),
+        "model": source.get("model", getattr(compressed, "zoo_name", "") or None),
         "dataset": compressed.dataset,
-        "seed": seed,
-        "finetune_steps": finetune_steps,
-        "plan": plan.to_dict(),
+        "seed": source.get("seed"),
+        "finetune_steps": source.get("finetune_steps", 0),
+        "plan": source.get("plan"),
         "files": {"int8": paths["int8"].name, "fp32": paths["fp32"].name},
         "inputs": [{"name": INPUT_NAME, "dtype": "float32",
                     "shape": ["batch", *compressed.input_shape]}],

@@ -21,8 +21,9 @@ Representation:
   a ``Clip`` on the uint8 codes between Q and DQ, because QuantizeLinear saturates at the
   type's limits, not at the grid's.
 * Bias of Conv/Gemm: int32 on the scale s_x·s_w/k (what QLinearConv/QGemm accumulate in;
-  k refines the weight codes, :func:`_refine`). The exporter hands over biases already on
-  that grid (:mod:`lowbit.models.compression._intbias`), also those a MatMul + Add adds in float.
+  k refines the weight codes, :mod:`lowbit.models.export._onnx_weights`). The exporter hands
+  over biases already on that grid (:mod:`lowbit.models.compression._intbias`), also those a
+  MatMul + Add adds in float.
 * Saturation without VNNI: on AVX2 without VNNI, ONNX Runtime's u8·s8 kernels multiply with
   ``vpmaddubsw``, which adds two u8·s8 products into a *saturating* int16: 2·255·127 =
   64770 > 32767, so 8-bit weights can overflow (errors of ~10% were measured on a Zen 3
@@ -33,10 +34,20 @@ Representation:
   With VNNI (``vpdpbusd`` accumulates in int32) nothing can saturate and s8 is used.
 
 Activation Q/DQ pairs are placed as early as exactness allows: a quantized input is walked
-back through ops that commute with rounding to a grid containing zero (Relu, MaxPool and
-pure data movement), so the producing Conv/Gemm/MatMul gets a quantized output (ONNX Runtime
-then fuses it into an integer kernel with a uint8 output) and MaxPool/Reshape run on uint8.
-A Relu right after a quantizer whose lowest code is the zero point is a no-op and removed.
+back through ops that commute with rounding to a grid containing zero (Relu, MaxPool, a Clip
+with constant bounds such as ReLU6, and pure data movement), so the producing
+Conv/Gemm/MatMul gets a quantized output (ONNX Runtime then fuses it into an integer kernel
+with a uint8 output) and MaxPool/Reshape run on uint8. A Relu right after a quantizer whose
+lowest code is the zero point is a no-op and removed; a Clip becomes a Clip of the codes
+(rounding is monotone: round(clip(x, lo, hi)) = clip(round(x), round(lo), round(hi))), and
+disappears when it spans the whole grid.
+
+Residual adds and global average pools (``add`` / ``pool`` layers,
+:mod:`lowbit.models.compression.quant_residual`) get their inputs quantized like a compute
+layer's and their output quantized on its own grid, DQ ×2 → Add → Q and DQ →
+GlobalAveragePool → Q, which ONNX Runtime fuses into ``QLinearAdd`` and
+``QLinearGlobalAveragePool``. Their readers normally quantize on that very grid, and their
+quantizer then is the output's; a reader on another grid requantizes after it.
 """
 
 from __future__ import annotations
@@ -49,8 +60,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from lowbit.hwsim.errors import LowbitError
-from lowbit.models.compression._intbias import REFINE_LIMIT
+from lowbit.models.export._onnx_weights import quantize_bias, quantize_weight
+from lowbit.models.export._qdq_grids import (
+    LAYER_OPS,
+    ActGrid,
+    ExportError,
+    LayerQuant,
+    WeightGrid,
+    scope_of,
+)
 
 __all__ = [
     "COMMUTING_OPS",
@@ -70,83 +88,6 @@ COMMUTING_OPS = frozenset(
 )
 #: int8 weight storage: s8 (u8·s8 kernels) or u8 with zero point 128 (exact u8·u8 kernels)
 WEIGHT_TYPES = ("s8", "u8")
-_COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
-
-
-class ExportError(LowbitError):
-    """A model cannot be exported as requested (unsupported layer, grid mismatch)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ActGrid:
-    """An activation grid as uint8 codes: value = (code − zero_point) · scale.
-
-    ``qmin``/``qmax`` are the codes the grid uses (0 and 255 for an 8-bit grid).
-    """
-
-    scale: float
-    zero_point: int
-    qmin: int = 0
-    qmax: int = 255
-
-    def __post_init__(self) -> None:
-        if not (self.scale > 0 and np.isfinite(self.scale)):
-            raise ValueError(f"activation scale must be > 0, got {self.scale!r}")
-        if not 0 <= self.qmin <= self.zero_point <= self.qmax <= 255:
-            raise ValueError(
-                f"need 0 <= qmin <= zero_point <= qmax <= 255, got "
-                f"{self.qmin}, {self.zero_point}, {self.qmax}"
-            )
-
-    @property
-    def clipped(self) -> bool:
-        """The grid is narrower than uint8 (a Clip between Q and DQ enforces it)."""
-        return (self.qmin, self.qmax) != (0, 255)
-
-    def key(self) -> tuple[float, int, int, int]:
-        return (float(np.float32(self.scale)), self.zero_point, self.qmin, self.qmax)
-
-
-@dataclass(frozen=True, slots=True)
-class WeightGrid:
-    """Integer weight codes (shape of the torch weight, output channels first) and one
-    scale per output channel: weight = codes · scales[c]."""
-
-    codes: np.ndarray
-    scales: np.ndarray
-    bits: int
-
-    def __post_init__(self) -> None:
-        if self.scales.shape != (self.codes.shape[0],):
-            raise ValueError(
-                f"need one scale per output channel: codes {self.codes.shape}, "
-                f"scales {self.scales.shape}"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class LayerQuant:
-    """How one compute layer runs: its ONNX scope (the torch module name), its kind
-    (``conv``, ``linear`` or ``matmul``: activation × activation), the grids of its
-    quantized inputs (None = float input) and its weight grid (None = float weights)."""
-
-    name: str
-    kind: str
-    inputs: tuple[ActGrid | None, ...]
-    weight: WeightGrid | None = None
-
-    @property
-    def integer(self) -> bool:
-        """Runs on integer kernels: every operand quantized."""
-        if self.kind == "matmul":
-            return all(g is not None for g in self.inputs)
-        return self.inputs[0] is not None and self.weight is not None
-
-
-def scope_of(node: onnx.NodeProto) -> str:
-    """The torch module name of a node exported by the TorchScript exporter
-    (``/blocks.0/attn/q/MatMul`` → ``blocks.0.attn.q``)."""
-    return node.name.rsplit("/", 1)[0].lstrip("/").replace("/", ".")
 
 
 @dataclass
@@ -162,6 +103,8 @@ class _Graph:
         self.inits = {t.name: t for t in self.graph.initializer}
         self.outputs = {o.name for o in self.graph.output}
         self.fresh = 0
+        #: tensor -> grid key of the quantizer that all its consumers read
+        self.quantized: dict[str, tuple] = {}
 
     def producer(self, tensor: str) -> onnx.NodeProto | None:
         for node in self.nodes:
@@ -182,6 +125,11 @@ class _Graph:
 
     def finish(self, model: onnx.ModelProto) -> onnx.ModelProto:
         used = {name for n in self.nodes for name in n.input}
+        # the bounds of a Clip the pass removed (ReLU6) are read by nobody now
+        self.nodes = [
+            n for n in self.nodes
+            if n.op_type != "Constant" or any(o in used or o in self.outputs for o in n.output)
+        ]  # fmt: skip
         del self.graph.node[:]
         self.graph.node.extend(_topological(self.nodes, self.graph))
         del self.graph.initializer[:]
@@ -213,126 +161,15 @@ def _topological(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[on
     return order
 
 
-def _compute_node(g: _Graph, layer: LayerQuant) -> onnx.NodeProto:
-    found = [n for n in g.nodes if n.op_type in _COMPUTE_OPS and scope_of(n) == layer.name]
+def _layer_node(g: _Graph, layer: LayerQuant) -> onnx.NodeProto:
+    ops = LAYER_OPS[layer.kind]
+    found = [n for n in g.nodes if n.op_type in ops and scope_of(n) == layer.name]
     if len(found) != 1:
         raise ExportError(
-            f"layer {layer.name!r}: expected one Conv/Gemm/MatMul node in its ONNX scope, "
+            f"layer {layer.name!r}: expected one {'/'.join(ops)} node in its ONNX scope, "
             f"found {[n.name for n in found]}"
         )
     return found[0]
-
-
-def _weight_layout(node: onnx.NodeProto, codes: np.ndarray) -> tuple[np.ndarray, int]:
-    """(codes laid out like the ONNX weight input, the output-channel axis)."""
-    if node.op_type == "Conv":
-        return codes, 0
-    trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-    if node.op_type == "Gemm" and trans_b:
-        return codes, 0
-    return codes.T, 1  # Gemm without transB and MatMul hold W^T: (in, out)
-
-
-def _quantize_weight(g: _Graph, node: onnx.NodeProto, layer: LayerQuant, weight_type: str):
-    """Replace the float weight input by int8/uint8 codes + DequantizeLinear (per channel).
-
-    Returns the per-channel weight scales (for the bias) and the storage type (s8/u8).
-    """
-    w = layer.weight
-    name = node.input[1]
-    if name not in g.inits:
-        raise ExportError(f"layer {layer.name!r}: weight {name!r} is not an initializer")
-    float_w = numpy_helper.to_array(g.inits[name])
-    codes, axis = _weight_layout(node, w.codes)
-    scales = w.scales.astype(np.float32)
-    if float_w.shape != codes.shape:
-        raise ExportError(
-            f"layer {layer.name!r}: ONNX weight shape {float_w.shape} != grid {codes.shape}"
-        )
-    expected = codes.astype(np.float64) * scales.reshape(_axis_shape(codes.ndim, axis))
-    tol = 1e-4 * float(np.abs(expected).max() + 1e-12)
-    if float(np.abs(float_w - expected).max()) > tol:
-        raise ExportError(f"layer {layer.name!r}: ONNX weights are not on the layer's grid")
-    codes, scales = _refine(codes.astype(np.int64), scales, axis)
-    stored, zero_points, dtype = _store(codes, axis, weight_type, layer.name)
-    base = f"{layer.name}.weight"
-    q = g.add_init(g.name(base + "_quantized"), stored)
-    s = g.add_init(g.name(base + "_scale"), scales)
-    z = g.add_init(g.name(base + "_zero_point"), zero_points)
-    out = g.name(base + "_dequantized")
-    g.nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [out], axis=axis))
-    node.input[1] = out
-    return scales, dtype
-
-
-def _refine(codes: np.ndarray, scales: np.ndarray, axis: int):
-    """(codes · k, scales / k) per channel with the largest integer k keeping |codes · k| <=
-    :data:`lowbit.models.compression._intbias.REFINE_LIMIT`: the same weight values on a finer
-    integer
-    scale, so
-    a k-times finer int32 bias grid (s_x · s_w / k). The rule is the fake-quant model's
-    (:func:`lowbit.models.compression._intbias.integer_layer`, whose codes arrive here refined
-    already:
-    k = 1)."""
-    other = tuple(i for i in range(codes.ndim) if i != axis)
-    peak = np.maximum(np.abs(codes).max(axis=other), 1)
-    k = np.maximum(REFINE_LIMIT // peak, 1)
-    shape = _axis_shape(codes.ndim, axis)
-    return codes * k.reshape(shape), (scales / k).astype(np.float32)
-
-
-def _store(codes: np.ndarray, axis: int, weight_type: str, name: str):
-    """(stored codes, per-channel zero points, storage type name) with stored − zero point =
-    codes. The zero point is 0 (s8) or 128 (u8) unless a channel's codes need a shift to fit
-    (8-bit asymmetric grids, or a −128 code negated by a folded BatchNorm): ONNX Runtime's
-    integer kernels take per-channel weight zero points. ``u8`` is used only where s8 codes
-    could saturate u8·s8 arithmetic without VNNI (some |code| > 64, module docstring)."""
-    other = tuple(i for i in range(codes.ndim) if i != axis)
-    lo, hi = codes.min(axis=other), codes.max(axis=other)
-    if int((hi - lo).max()) > 255:
-        raise ExportError(f"layer {name!r}: weight codes span more than 8 bits")
-    kind = "s8"
-    if weight_type == "u8":
-        s8_zp = np.clip(0, -128 - lo, 127 - hi)
-        if int(np.abs(codes + s8_zp.reshape(_axis_shape(codes.ndim, axis))).max()) > 64:
-            kind = "u8"
-    if kind == "s8":
-        dtype, default, qmin, qmax = np.int8, 0, -128, 127
-    else:
-        dtype, default, qmin, qmax = np.uint8, 128, 0, 255
-    zp = np.clip(default, qmin - lo, qmax - hi)
-    stored = codes + zp.reshape(_axis_shape(codes.ndim, axis))
-    return stored.astype(dtype), zp.astype(dtype), kind
-
-
-def _axis_shape(ndim: int, axis: int) -> tuple[int, ...]:
-    shape = [1] * ndim
-    shape[axis] = -1
-    return tuple(shape)
-
-
-def _quantize_bias(g: _Graph, node: onnx.NodeProto, layer: LayerQuant, w_scales: np.ndarray):
-    """Conv/Gemm bias as int32 on the accumulator scale s_x · s_w[c] (+ DequantizeLinear)."""
-    if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or not node.input[2]:
-        return
-    name = node.input[2]
-    if name not in g.inits:
-        return
-    bias = numpy_helper.to_array(g.inits[name]).astype(np.float64)
-    if bias.shape != w_scales.shape:
-        return  # a broadcast Gemm bias: leave it float
-    scale = (np.float64(np.float32(layer.inputs[0].scale)) * w_scales.astype(np.float64)).astype(
-        np.float32
-    )
-    limit = np.iinfo(np.int32)
-    codes = np.clip(np.round(bias / scale.astype(np.float64)), limit.min, limit.max)
-    base = f"{layer.name}.bias"
-    q = g.add_init(g.name(base + "_quantized"), codes.astype(np.int32))
-    s = g.add_init(g.name(base + "_scale"), scale)
-    z = g.add_init(g.name(base + "_zero_point"), np.zeros(scale.shape, dtype=np.int32))
-    out = g.name(base + "_dequantized")
-    g.nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [out], axis=0))
-    node.input[2] = out
 
 
 def _qdq(g: _Graph, tensor: str, grid: ActGrid, label: str, *, clip: bool = True) -> str:
@@ -344,14 +181,55 @@ def _qdq(g: _Graph, tensor: str, grid: ActGrid, label: str, *, clip: bool = True
     q = g.name(f"{label}_quantized")
     g.nodes.append(helper.make_node("QuantizeLinear", [tensor, s, z], [q]))
     if clip and grid.clipped:
-        lo = g.add_init(g.name(f"{label}_qmin"), np.array(grid.qmin, dtype=np.uint8))
-        hi = g.add_init(g.name(f"{label}_qmax"), np.array(grid.qmax, dtype=np.uint8))
-        clipped = g.name(f"{label}_clipped")
-        g.nodes.append(helper.make_node("Clip", [q, lo, hi], [clipped]))
-        q = clipped
+        q = _clip_codes(g, q, grid.qmin, grid.qmax, label)
     out = g.name(f"{label}_dequantized")
     g.nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [out]))
     return out
+
+
+def _clip_codes(g: _Graph, codes: str, lo: int, hi: int, label: str) -> str:
+    """Append a Clip of uint8 ``codes`` to [lo, hi]; returns the clipped name."""
+    low = g.add_init(g.name(f"{label}_qmin"), np.array(lo, dtype=np.uint8))
+    high = g.add_init(g.name(f"{label}_qmax"), np.array(hi, dtype=np.uint8))
+    clipped = g.name(f"{label}_clipped")
+    g.nodes.append(helper.make_node("Clip", [codes, low, high], [clipped]))
+    return clipped
+
+
+def _constant(g: _Graph, tensor: str) -> float | None:
+    """The scalar value of an initializer or Constant node output, else None."""
+    if tensor in g.inits:
+        array = numpy_helper.to_array(g.inits[tensor])
+    else:
+        node = g.producer(tensor)
+        if node is None or node.op_type != "Constant" or not node.attribute:
+            return None
+        array = numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].t else None
+    return float(array.reshape(-1)[0]) if array is not None and array.size == 1 else None
+
+
+def _clip_bounds(g: _Graph, node: onnx.NodeProto) -> tuple[float, float] | None:
+    """(min, max) of a Clip with constant bounds (a ReLU6), else None."""
+    if node.op_type != "Clip":
+        return None
+    bounds = []
+    for idx, default in ((1, -np.inf), (2, np.inf)):
+        if len(node.input) <= idx or not node.input[idx]:
+            bounds.append(default)
+            continue
+        value = _constant(g, node.input[idx])
+        if value is None:
+            return None
+        bounds.append(value)
+    return bounds[0], bounds[1]
+
+
+def _code(value: float, grid: ActGrid) -> int:
+    """The code QuantizeLinear (and the fake-quant model) rounds ``value`` to on ``grid``."""
+    if not np.isfinite(value):
+        return grid.qmin if value < 0 else grid.qmax
+    q = np.round(np.float32(value) / np.float32(grid.scale)) + grid.zero_point
+    return int(np.clip(q, grid.qmin, grid.qmax))
 
 
 def _place(g: _Graph, tensor: str, grid: ActGrid, edges: list[tuple[onnx.NodeProto, int]]):
@@ -367,7 +245,10 @@ def _place(g: _Graph, tensor: str, grid: ActGrid, edges: list[tuple[onnx.NodePro
     cur = tensor
     while True:
         node = g.producer(cur)
-        if node is None or node.op_type not in COMMUTING_OPS or not node.input:
+        commutes = node is not None and (
+            node.op_type in COMMUTING_OPS or _clip_bounds(g, node) is not None
+        )
+        if not commutes or not node.input:
             break
         src = node.input[0]
         if src in g.inits or len(g.consumers(src)) != 1 or src in g.outputs:
@@ -376,11 +257,23 @@ def _place(g: _Graph, tensor: str, grid: ActGrid, edges: list[tuple[onnx.NodePro
         cur = src
     head_edges = g.consumers(cur)
     out = _qdq(g, cur, grid, label)
+    g.quantized[cur] = grid.key()
     for node, idx in head_edges:
         node.input[idx] = out
     for node in reversed(path):  # head first: node's input is now dequantized
         result = node.output[0]
         readers = g.consumers(result)
+        bounds = _clip_bounds(g, node)
+        if bounds is not None:  # clamping commutes with monotone rounding: clamp the codes
+            lo, hi = _code(bounds[0], grid), _code(bounds[1], grid)
+            g.nodes.remove(node)
+            if lo > grid.qmin or hi < grid.qmax:
+                dq = g.producer(node.input[0])
+                label = result.strip("/").replace("/", ".")
+                dq.input[0] = _clip_codes(g, dq.input[0], lo, hi, label)
+            for reader, idx in readers:
+                reader.input[idx] = node.input[0]
+            continue
         if node.op_type == "Relu" and grid.qmin == grid.zero_point:
             # Q already maps every negative value to the zero point: Relu is a no-op
             g.nodes.remove(node)
@@ -391,6 +284,24 @@ def _place(g: _Graph, tensor: str, grid: ActGrid, edges: list[tuple[onnx.NodePro
         requantized = _qdq(g, result, grid, label, clip=False)
         for reader, idx in readers:
             reader.input[idx] = requantized
+
+
+def _place_output(g: _Graph, layer: LayerQuant, tensor: str) -> None:
+    """Quantize the output of an add or pool on its grid for every reader (QLinearAdd and
+    QLinearGlobalAveragePool write it so), unless its readers' quantizer placed there is
+    that grid already; readers wanting another grid requantize after it."""
+    grid = layer.output
+    readers = g.consumers(tensor)
+    if g.quantized.get(tensor) == grid.key() and len(readers) == 1:
+        return
+    if tensor in g.outputs:
+        raise ExportError(
+            f"layer {layer.name!r}: a quantized add or pool cannot write the model's output"
+        )
+    out = _qdq(g, tensor, grid, tensor.strip("/").replace("/", "."))
+    g.quantized[tensor] = grid.key()
+    for node, idx in readers:
+        node.input[idx] = out
 
 
 def quantize_graph(
@@ -416,14 +327,17 @@ def quantize_graph(
     g = _Graph(out.graph)
     storage: dict[str, str] = {}
     requests: dict[str, list[tuple[onnx.NodeProto, int, ActGrid]]] = {}
+    outputs: list[tuple[LayerQuant, str]] = []
     for layer in layers:
-        node = _compute_node(g, layer)
+        node = _layer_node(g, layer)
         if layer.weight is not None and layer.integer:
-            scales, storage[layer.name] = _quantize_weight(g, node, layer, weight_type)
-            _quantize_bias(g, node, layer, scales)
+            scales, storage[layer.name] = quantize_weight(g, node, layer, weight_type)
+            quantize_bias(g, node, layer, scales)
         for idx, grid in enumerate(layer.inputs):
             if grid is not None:
                 requests.setdefault(node.input[idx], []).append((node, idx, grid))
+        if layer.output is not None:
+            outputs.append((layer, node.output[0]))
     for tensor, reqs in requests.items():
         grids = {grid.key() for _, _, grid in reqs}
         if len(grids) == 1:
@@ -431,6 +345,8 @@ def quantize_graph(
         else:  # consumers want different grids: one quantizer per edge
             for node, idx, grid in reqs:
                 _place(g, tensor, grid, [(node, idx)])
+    for layer, tensor in outputs:  # after the readers' quantizers, which may be the same
+        _place_output(g, layer, tensor)
     result = g.finish(out)
     onnx.checker.check_model(result)
     return result, storage

@@ -1,14 +1,21 @@
-"""The model zoo: small networks on offline datasets, each with its training recipe.
+"""The model zoo: networks on offline datasets, each with its training recipe.
 
-============  =======  ===================================================
-name          dataset  architecture
-============  =======  ===================================================
-digits-cnn    digits   3 Conv2d+BN+ReLU (16-32-32), 2 max pools, fc 128→64→10
-digits-mlp    digits   64→128→64→10
-digits-vit    digits   2×2 patches, 2 pre-norm encoder blocks (width 32, 4 heads)
-mnist1d-cnn   mnist1d  3 Conv1d+BN+ReLU (32-32-32), 2 max pools, fc 320→64→10
-mnist1d-mlp   mnist1d  40→100→100→10
-============  =======  ===================================================
+Toy models (seconds to train; the tests train them) and edge-scale models on real
+Fashion-MNIST images (millions of MACs, minutes to train; ``tier = "edge"``):
+
+=================  =============  =========================================================
+name               dataset        architecture
+=================  =============  =========================================================
+digits-cnn         digits         3 Conv2d+BN+ReLU (16-32-32), 2 max pools, fc 128→64→10
+digits-mlp         digits         64→128→64→10
+digits-vit         digits         2×2 patches, 2 pre-norm encoder blocks (width 32, 4 heads)
+mnist1d-cnn        mnist1d        3 Conv1d+BN+ReLU (32-32-32), 2 max pools, fc 320→64→10
+mnist1d-mlp        mnist1d        40→100→100→10
+fashion-resnet     fashion-mnist  ResNet: stem 24, basic blocks 24-48-96, residual adds
+fashion-resnet-demo               the same network on the demo's short schedule
+fashion-mobilenet  fashion-mnist  MobileNetV2: inverted residuals, depthwise convs
+fashion-vit        fashion-mnist  ViT: 4×4 patches, 4 encoder blocks (width 64, 4 heads)
+=================  =============  =========================================================
 
 Example:
     >>> model = build("digits-cnn")
@@ -23,13 +30,17 @@ import torch
 from ._base import Add, TokenEmbedding, TrainRecipe, ZooEntry, ZooError, ZooModel
 from .cnn import ConvNet, digits_cnn, mnist1d_cnn
 from .mlp import MLP, digits_mlp, mnist1d_mlp
-from .vit import ViT, digits_vit
+from .mobilenet import MobileNetV2, fashion_mobilenet
+from .resnet import ResNet, fashion_resnet
+from .vit import ViT, digits_vit, fashion_vit
 
 __all__ = [
     "ZOO",
     "Add",
     "ConvNet",
     "MLP",
+    "MobileNetV2",
+    "ResNet",
     "TokenEmbedding",
     "TrainRecipe",
     "ViT",
@@ -40,6 +51,20 @@ __all__ = [
     "entry",
     "zoo_names",
 ]
+
+#: the edge CNNs' recipe: Nesterov SGD, one cycle (1 warm-up epoch, cosine decay), light
+#: augmentation (shifts of up to 2 pixels, left-right flips), label smoothing, 2 threads
+EDGE_CNN_RECIPE = TrainRecipe(
+    epochs=8, batch_size=128, lr=0.1, weight_decay=5e-4, warmup_epochs=1, label_smoothing=0.1,
+    max_shift=2, optimizer="sgd", hflip=True, threads=2,
+)  # fmt: skip
+
+#: ``lowbit demo``'s schedule: the edge recipe over 3 epochs of 20,000 images each (about a
+#: minute and a half on 2 cores instead of ten), a few points below the full recipe
+DEMO_RECIPE = TrainRecipe(
+    epochs=3, batch_size=128, lr=0.1, weight_decay=5e-4, warmup_epochs=1, label_smoothing=0.1,
+    max_shift=2, optimizer="sgd", hflip=True, threads=2, train_subset=20_000,
+)  # fmt: skip
 
 #: name -> entry, in listing order. Recipes were tuned once on the val split (see
 #: benchmarks/accuracy_table.py for the accuracies they reach).
@@ -67,6 +92,24 @@ ZOO: dict[str, ZooEntry] = {
             "mnist1d-mlp", "mnist1d", mnist1d_mlp,
             TrainRecipe(epochs=60, batch_size=128, lr=3e-3, max_shift=2),
             "MLP 40-100-100-10",
+        ),
+        ZooEntry(
+            "fashion-resnet", "fashion-mnist", fashion_resnet, EDGE_CNN_RECIPE,
+            "ResNet, basic blocks 24-48-96, residual adds, ~21 MMAC", tier="edge",
+        ),
+        ZooEntry(
+            "fashion-resnet-demo", "fashion-mnist", fashion_resnet, DEMO_RECIPE,
+            "fashion-resnet on the demo's short schedule (3 x 20,000 images)", tier="edge",
+        ),
+        ZooEntry(
+            "fashion-mobilenet", "fashion-mnist", fashion_mobilenet, EDGE_CNN_RECIPE,
+            "MobileNetV2, inverted residuals, depthwise, ~7 MMAC", tier="edge",
+        ),
+        ZooEntry(
+            "fashion-vit", "fashion-mnist", fashion_vit,
+            TrainRecipe(epochs=10, batch_size=128, lr=2e-3, weight_decay=5e-2, warmup_epochs=1,
+                        label_smoothing=0.1, max_shift=2, hflip=True, threads=2),
+            "ViT, 4x4 patches, 4 blocks, width 64, 4 heads", tier="edge",
         ),
     )
 }  # fmt: skip

@@ -71,11 +71,17 @@ class TokenEmbedding(nn.Module):
         return torch.cat([cls, x], dim=1) + self.pos_embedding
 
 
+#: optimizers a recipe may name
+OPTIMIZERS = ("adamw", "sgd")
+
+
 @dataclass(frozen=True, slots=True)
 class TrainRecipe:
-    """How a zoo model is trained: AdamW, cosine learning-rate decay, cross-entropy.
+    """How a zoo model is trained: AdamW (or SGD with Nesterov momentum), linear warm-up then
+    cosine learning-rate decay (one cycle), cross-entropy.
 
-    Every field enters the checkpoint key, so changing the recipe retrains.
+    Every field enters the checkpoint key, so changing the recipe retrains (fields added
+    later enter it only when they differ from their default, so older keys stay valid).
 
     Attributes:
         epochs: passes over the train split.
@@ -86,6 +92,13 @@ class TrainRecipe:
         label_smoothing: cross-entropy label smoothing.
         max_shift: random translation of each training input by up to this many samples
             along every spatial axis (zero padded), 0 = no augmentation.
+        optimizer: ``"adamw"`` or ``"sgd"`` (Nesterov momentum ``momentum``).
+        momentum: SGD momentum.
+        hflip: flip each training image left-right with probability 1/2.
+        threads: torch threads while training (results are reproducible for a given
+            thread count on a given CPU).
+        train_subset: train on the first this many samples of each epoch's shuffled order
+            (0 = all): a shorter schedule, stated where it is used (``lowbit demo``).
     """
 
     epochs: int
@@ -95,10 +108,26 @@ class TrainRecipe:
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     max_shift: int = 0
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    hflip: bool = False
+    threads: int = 1
+    train_subset: int = 0
 
     def __post_init__(self) -> None:
         problems = []
-        for key in ("epochs", "batch_size"):
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(
+                f"optimizer: must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if not 0 <= self.momentum < 1:
+            problems.append(f"momentum: must be in [0, 1), got {self.momentum!r}")
+        if not isinstance(self.hflip, bool):
+            problems.append(f"hflip: must be true or false, got {self.hflip!r}")
+        for key in ("train_subset",):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                problems.append(f"{key}: must be an integer >= 0, got {getattr(self, key)!r}")
+        for key in ("epochs", "batch_size", "threads"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 problems.append(f"{key}: must be a positive integer, got {getattr(self, key)!r}")
         for key in ("warmup_epochs", "max_shift"):
@@ -113,8 +142,19 @@ class TrainRecipe:
         if problems:
             raise ValueError("invalid training recipe: " + "; ".join(problems))
 
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, float | int | str | bool]:
+        """Every field, except those added after the first release while at their default
+        (the checkpoint key hashes this: older recipes keep their keys)."""
+        data = asdict(self)
+        for key, default in _LATER_DEFAULTS.items():
+            if data[key] == default:
+                del data[key]
+        return data
+
+
+#: recipe fields added after the first release, with their defaults (see ``to_dict``)
+_LATER_DEFAULTS = {"optimizer": "adamw", "momentum": 0.9, "hflip": False, "threads": 1,
+                   "train_subset": 0}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +175,6 @@ class ZooEntry:
     factory: Callable[[], ZooModel]
     recipe: TrainRecipe
     description: str
+    #: ``"toy"`` (seconds to train; tests train them) or ``"edge"`` (edge-scale, millions of
+    #: MACs on real images; minutes to train, so tests never do)
+    tier: str = "toy"

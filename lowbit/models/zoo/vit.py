@@ -1,4 +1,4 @@
-"""A tiny Vision Transformer for 8×8 digits: ``digits-vit``.
+"""Vision Transformers: ``digits-vit`` (8×8 digits) and ``fashion-vit`` (28×28 Fashion-MNIST).
 
 Patches of 2×2 pixels become 16 tokens (a strided ``patch_embed`` Conv2d, as in ViT), a
 class token and position embeddings are added (``embed``), then pre-norm encoder blocks
@@ -18,7 +18,7 @@ from lowbit.models.graph import MatMulSite, PruneGroup
 
 from ._base import Add, TokenEmbedding, ZooModel
 
-__all__ = ["Attention", "EncoderBlock", "FeedForward", "ViT", "digits_vit"]
+__all__ = ["Attention", "EncoderBlock", "FeedForward", "ViT", "digits_vit", "fashion_vit"]
 
 
 class Attention(nn.Module):
@@ -140,3 +140,12 @@ def digits_vit() -> ViT:
     return ViT(
         dataset="digits", input_shape=(1, 8, 8), patch=2, dim=32, heads=4, depth=2, mlp_hidden=64
     )
+
+
+def fashion_vit() -> ViT:
+    """Fashion-MNIST 28×28 as 49 patches of 4×4: width 64, 4 heads, 4 blocks, MLP 128
+    (~8 MMAC, ~140k params)."""
+    return ViT(
+        dataset="fashion-mnist", input_shape=(1, 28, 28), patch=4, dim=64, heads=4, depth=4,
+        mlp_hidden=128,
+    )  # fmt: skip
