@@ -7,7 +7,7 @@ channel behind a DequantizeLinear, refined to a finer integer scale for the int3
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import onnx
@@ -16,8 +16,9 @@ from onnx import helper, numpy_helper
 from lowbit.models.compression._intbias import REFINE_LIMIT
 from lowbit.models.export._qdq_grids import ExportError, LayerQuant
 
-if TYPE_CHECKING:
-    from lowbit.models.export.onnx_quant import _Graph
+#: the exporter's graph builder (``onnx_quant._Graph``, which imports this module): typed
+#: structurally here so the two modules do not import each other
+_Graph = Any
 
 __all__ = ["quantize_bias", "quantize_weight"]
 

@@ -4,16 +4,22 @@ was measured from; split from :mod:`lowbit.models.hostcal.calibration`, which re
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from lowbit.models.hostcal.calibration import Calibration
+
+class _Calibrated(Protocol):
+    """What :func:`profile_toml` reads of a ``calibration.Calibration`` (structural, so this
+    module does not import the one that imports it)."""
+
+    data: dict[str, Any]
+    measurements: dict[str, Any]
+
 
 #: the host profile's name (re-exported by models.hostcal)
 PROFILE_NAME = "host-cpu"
 
 
-def profile_toml(calibration: Calibration) -> str:
+def profile_toml(calibration: _Calibrated) -> str:
     """The profile as TOML, with comments saying what each number was measured from."""
     d, m = calibration.data, calibration.measurements
     cpu, fit, o = m["cpu"], m["fit"], d["overheads"]
