@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--finetune-steps",
         type=int,
         metavar="N",
-        help="QAT steps the search used (default: from the run's summary.json, else 0)",
+        help="QAT steps (default: the config's own; for configs without them, the run's "
+        "summary.json, else 0)",
     )
     parser.add_argument(
         "--no-check", action="store_true", help="skip the INT8 vs fake-quant check on test"
@@ -62,16 +63,19 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.config)
     cfg = load_config(path)
-    steps = args.finetune_steps if args.finetune_steps is not None else finetune_steps_of(path)
+    steps = args.finetune_steps
+    if steps is None:
+        steps = cfg.qat_steps if cfg.qat_steps is not None else finetune_steps_of(path)
     if steps < 0:
         raise LowbitError(f"--finetune-steps must be >= 0, got {steps}")
     plan = CompressionPlan.from_dict(cfg.plan)
+    # the config's seed, QAT seed and calibration subset: the model the search measured
+    build = {**cfg.build_kwargs(), "finetune_steps": steps}
     result = export_plan(
-        cfg.model, plan, out_dir=args.out, seed=cfg.seed, finetune_steps=steps,
-        weight_type=args.weight_type, config_id=cfg.id, check=not args.no_check,
-        pad_channels=not args.no_pad_channels,
+        cfg.model, plan, out_dir=args.out, **build, weight_type=args.weight_type,
+        config_id=cfg.id, check=not args.no_check, pad_channels=not args.no_pad_channels,
     )  # fmt: skip
-    firmware = _firmware(cfg, plan, steps, Path(args.out))
+    firmware = _firmware(cfg, plan, build, Path(args.out))
     if args.format == "json":
         json.dump(result.deploy, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -100,12 +104,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _firmware(cfg, plan, steps: int, out_dir: Path) -> str:
+def _firmware(cfg, plan, build: dict, out_dir: Path) -> str:
     """Write firmware.json (models.firmware) when the run's profile is a built-in one whose
     content is unchanged; the line saying what happened."""
     from lowbit.hwsim.errors import LowbitError
     from lowbit.hwsim.profiles import load_profile
-    from lowbit.models.export.firmware import write_zoo_firmware_config
+    from lowbit.models.bridge import to_workload
+    from lowbit.models.export.deploy import build_compressed
+    from lowbit.models.export.firmware import write_firmware_config
 
     try:
         profile = load_profile(cfg.hardware)
@@ -116,9 +122,14 @@ def _firmware(cfg, plan, steps: int, out_dir: Path) -> str:
             f"firmware.json not written: the run's profile {cfg.hardware!r} is not a built-in "
             "profile as searched (use models.firmware.write_firmware_config)"
         )
-    path = write_zoo_firmware_config(
-        out_dir / "firmware.json", model=cfg.model, plan=plan, profile=profile, seed=cfg.seed,
-        finetune_steps=steps,
+    # models.export.write_zoo_firmware_config, with the config's calibration subset
+    from lowbit import hwsim
+
+    base, compressed = build_compressed(cfg.model, plan, **build)
+    sim = hwsim.simulate(to_workload(base, plan, name=cfg.model), profile)
+    path = write_firmware_config(
+        out_dir / "firmware.json", compressed, plan=plan, profile=profile, sim_result=sim,
+        model_name=cfg.model,
     )  # fmt: skip
     return f"wrote {path.name} (firmware deployment config, {profile.family}: {profile.name})"
 

@@ -64,6 +64,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--trial-timeout", type=float, metavar="S", help="fail a trial after S seconds"
     )
     parser.add_argument(
+        "--fidelity",
+        choices=("auto", "multi", "full"),
+        default="auto",
+        help="multi: every trial on a cheap val subset first, the promising ones promoted to "
+        "all of val (+ QAT); full: every trial on all of val; auto (default): multi when val "
+        "has more than 2,000 images",
+    )
+    parser.add_argument(
+        "--cheap-val",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="val images of the cheap rung (stratified, fixed; default 1000)",
+    )
+    parser.add_argument(
+        "--calib-samples",
+        type=int,
+        default=512,
+        metavar="N",
+        help="val images activations are calibrated on, at every rung (stratified, fixed; "
+        "default 512, all of val when it is smaller)",
+    )
+    parser.add_argument(
+        "--promote-margin",
+        type=float,
+        default=2.0,
+        metavar="Z",
+        help="promote a cheap trial unless one as fast is more accurate by more than Z "
+        "standard errors of the cheap subset's accuracy (default 2)",
+    )
+    parser.add_argument(
         "--co-design",
         action="store_true",
         help="also search the profile's [[tunables]] (array size, SRAMs, bandwidth, ...)",
@@ -150,6 +181,10 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             co_design=args.co_design,
             area_budget_mm2=args.area_budget,
+            fidelity=args.fidelity,
+            cheap_val=args.cheap_val,
+            calib_samples=args.calib_samples,
+            promote_margin=args.promote_margin,
         )
     except ValueError as exc:  # bad storage URL and similar settings
         raise LowbitError(str(exc)) from None
@@ -169,6 +204,13 @@ def format_summary(summary: dict) -> str:
         f"{'method':<12} {'done':>5} {'failed':>6} {'HV val':>7} {'HV test':>7} "
         f"{'best ms @-1pt':>13} {'speed-up':>8} {'test acc':>8}",
     ]
+    fidelity = summary.get("fidelity") or {}
+    if "cheap" in (fidelity.get("rungs") or []):
+        lines.insert(
+            2,
+            f"rungs: cheap ({fidelity['cheap_val']} val images, no QAT) -> full "
+            f"({fidelity.get('val_samples')} val images); HV and Pareto from full-rung trials",
+        )
     for name, m in summary["methods"].items():
         best = m["best_within_1pt"]
         ms = f"{best['latency_ms']:.4g}" if best else "-"
@@ -178,6 +220,13 @@ def format_summary(summary: dict) -> str:
             f"{name:<12} {m['completed']:>5} {m['failed']:>6} {m['hypervolume_val']:>7.4f} "
             f"{m['hypervolume_test']:>7.4f} {ms:>13} {speed:>8} {acc:>8}"
         )
+    counts = [
+        f"{name} {m['rungs']['full']}/{m['completed']}"
+        for name, m in summary["methods"].items()
+        if m.get("rungs") and "cheap" in (fidelity.get("rungs") or [])
+    ]
+    if counts:
+        lines.append("trials at the full rung (the rest kept cheap): " + ", ".join(counts))
     codesign = summary.get("co_design")
     if codesign:
         budget = codesign["area_budget_mm2"]

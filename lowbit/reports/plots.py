@@ -106,7 +106,8 @@ def pareto_png(run: RunData, *, fp32_latency_ms: float | None) -> bytes:
             zorder=2,
             linewidths=0,
         )
-        front = _front(pts)
+        full = [p for p, t in zip(pts, ok, strict=True) if t.rung == 1]  # like summary.json
+        front = _front(full)
         shown += [p[1] for p in front]
         if front:
             ax.step(
@@ -118,7 +119,9 @@ def pareto_png(run: RunData, *, fp32_latency_ms: float | None) -> bytes:
                 marker="o",
                 markersize=4.5,
                 zorder=3,
-                label=f"{method}: Pareto front of {len(ok)} trials",
+                label=f"{method}: Pareto front of {len(full)} full-rung trials"
+                if len(full) < len(ok)
+                else f"{method}: Pareto front of {len(ok)} trials",
             )
     ax.axhline(fp32, color="#b22222", linestyle="--", linewidth=1.1, zorder=0)
     if fp32_latency_ms is not None:
@@ -167,7 +170,8 @@ def pareto_png(run: RunData, *, fp32_latency_ms: float | None) -> bytes:
 
 
 def hypervolume_png(run: RunData) -> bytes:
-    """Hypervolume of the feasible trials so far vs completed trials, per method."""
+    """Hypervolume of the feasible full-rung trials so far vs completed trials, per method
+    (trials left at the cheap rung count as trials, not as points: as in summary.json)."""
     from lowbit.search.pareto import hypervolume_2d
     from lowbit.search.summary import HV_DIRECTIONS, HV_REFERENCE
 
@@ -178,7 +182,7 @@ def hypervolume_png(run: RunData) -> bytes:
         done = sorted((t for t in run.method_trials(method) if t.complete), key=lambda t: t.number)
         xs, ys, points = [], [], []
         for i, t in enumerate(done, start=1):
-            if t.feasible and math.isfinite(t.latency_ms):
+            if t.feasible and t.rung == 1 and math.isfinite(t.latency_ms):
                 points.append((t.accuracy_val, t.latency_ms / w8))
             xs.append(i)
             ys.append(

@@ -29,7 +29,8 @@ class ReportError(LowbitError):
 
 @dataclass(frozen=True, slots=True)
 class Trial:
-    """One row of trials.csv (numbers are NaN where the trial has none)."""
+    """One row of trials.csv (numbers are NaN where the trial has none); ``rung``: where its
+    accuracy comes from (0 the cheap val subset, 1 all of val; runs before rungs: 1)."""
 
     method: str
     number: int
@@ -38,6 +39,7 @@ class Trial:
     latency_ms: float
     feasible: bool
     params: dict[str, Any]
+    rung: int = 1
 
     @property
     def complete(self) -> bool:
@@ -171,6 +173,7 @@ def load_run(run_dir: str | Path) -> RunData:
                 latency_ms=_float(row.get("latency_ms", "")),
                 feasible=row.get("feasible", "") == "True",
                 params=_params(row.get("params", ""), where),
+                rung=0 if row.get("rung", "") == "0" else 1,
             )
         )
     pareto = []

@@ -4,9 +4,9 @@ A finished run is read from its summary.json and pareto.csv. A running one is re
 study journal (``study.journal``, search/storage.py): the journal is append-only and a
 reader skips a line still being written, so reading it from another process is safe. Each
 method's study is ``<study><suffix>`` (search/baselines.py); its current Pareto set is the
-feasible completed trials no other trial dominates in (accuracy, latency), and the
-hypervolume is normalised by the W8A8 latency once the W8A8 warm-start trial has run
-(search/summary.py defines both).
+feasible completed full-rung trials (search/fidelity.py) no other one dominates in
+(accuracy, latency), and the hypervolume is normalised by the W8A8 latency once the W8A8
+warm-start trial has run (search/summary.py defines both).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def _study_status(storage, study_id: int, w8a8_ms: float | None) -> dict[str, An
         if t.state == TrialState.COMPLETE
         and "accuracy" in t.user_attrs
         and "latency_ms" in t.user_attrs
+        and t.user_attrs.get("rung", 1) == 1  # full-rung trials only, as summary.json
         and all(v <= 0 for v in t.constraints.values())
     ]
     points = [(t.user_attrs["accuracy"], t.user_attrs["latency_ms"]) for t in ok]

@@ -1,4 +1,4 @@
-"""What a Ray worker evaluates, and the zoo evaluator that does it.
+"""What a Ray worker evaluates: requests, outcomes and the evaluator contract.
 
 Contract of an evaluator (:class:`Evaluator`): built once per worker from a small picklable
 spec (``spec.build()``), it holds everything heavy (the trained model, the data, the
@@ -6,13 +6,9 @@ profile) and answers :class:`TrialRequest` objects with :class:`TrialOutcome` sn
 Both are frozen and picklable, so they are all that crosses the process boundary. An
 evaluator may raise; the Ray actor turns the exception into a failed outcome.
 
-The zoo evaluator (:class:`ZooEvaluator`) does, per trial: compress the trained model with
-the trial's plan (low rank → prune → quantize, activations calibrated on the val split),
-optionally recover with a few QAT steps on the train split (``finetune_steps``, default 0;
-deterministic, so the test re-evaluation sees the same model), measure accuracy on the
-requested split, build the hwsim workload of the base model under the same plan
-(``models.bridge.to_workload``) and simulate it (analytic engine) for latency and energy.
-Model size = stored weight bits after pruning/low rank (see :func:`weight_bytes`).
+A request names its rung (:mod:`lowbit.search.fidelity`: 0 cheap, 1 full; the test split is
+always measured at the full rung); the outcome echoes it with the number of images its
+accuracy came from. The zoo evaluator is :mod:`lowbit.search.zoo_evaluator`.
 
 Co-design: a request's settings may carry the reserved entry ``HARDWARE_KEY`` ("@hardware",
 :mod:`lowbit.search.codesign`) with profile overrides; the zoo evaluator then simulates on that
@@ -26,9 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lowbit.hwsim.profile import HardwareProfile
-
-from .codesign import HARDWARE_KEY, CoDesign
+from .fidelity import FULL, Measurement
 
 if TYPE_CHECKING:
     from lowbit.hwsim.result import SimResult
@@ -41,8 +35,6 @@ __all__ = [
     "TrialOutcome",
     "Reference",
     "Evaluator",
-    "ZooEvaluatorSpec",
-    "ZooEvaluator",
     "weight_bytes",
     "layer_costs",
     "measured_outcome",
@@ -62,16 +54,20 @@ class TrialRequest:
             co-design also ``HARDWARE_KEY`` -> profile overrides (module docstring).
         split: "val" during the search, "test" for the final Pareto configurations.
         detail: also return per-layer simulation results.
+        rung: 0 (cheap: a val subset, no QAT) or 1 (full); "test" is always at rung 1.
     """
 
     number: int
     settings: dict[str, dict[str, Any]]
     split: str = "val"
     detail: bool = False
+    rung: int = FULL
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.rung not in (0, FULL) or (self.split == "test" and self.rung != FULL):
+            raise ValueError(f"rung must be 0 or 1 (1 on test), got {self.rung!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +101,9 @@ class TrialOutcome:
     layers: tuple[LayerCost, ...] = ()
     #: silicon area of the simulated hardware (co-design; NaN when not computed)
     area_mm2: float = float("nan")
+    #: the rung measured (:mod:`lowbit.search.fidelity`) and its number of images (0: unknown)
+    rung: int = FULL
+    samples: int = 0
 
     @property
     def failed(self) -> bool:
@@ -123,6 +122,8 @@ class Reference:
     w8a8_size_kib: float
     w8a8_val: float
     w8a8_test: float
+    #: what the evaluator measures on (split sizes, calibration, QAT; None: not reported)
+    measurement: Measurement | None = None
 
     @classmethod
     def of_w8a8(
@@ -133,6 +134,7 @@ class Reference:
         fp32_test: float,
         val: TrialOutcome,
         test: TrialOutcome,
+        measurement: Measurement | None = None,
     ) -> Reference:
         """The reference from the FP32 accuracies and the W8A8 outcomes on val and test
         (cost from the val outcome: it does not depend on the split)."""
@@ -145,6 +147,7 @@ class Reference:
             w8a8_size_kib=val.size_kib,
             w8a8_val=val.accuracy,
             w8a8_test=test.accuracy,
+            measurement=measurement,
         )
 
 
@@ -214,6 +217,7 @@ def measured_outcome(
     plan: Any,
     started_s: float,
     area_mm2: float = float("nan"),
+    samples: int = 0,
 ) -> TrialOutcome:
     """The outcome of ``request``: its measured ``accuracy``, the simulation ``sim`` of
     ``workload`` compressed by ``plan`` (a ``models.plan.CompressionPlan``), and the time
@@ -230,149 +234,6 @@ def measured_outcome(
         total_cycles=sim.total_cycles,
         layers=layer_costs(sim) if request.detail else (),
         area_mm2=area_mm2,
+        rung=request.rung,
+        samples=samples,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class ZooEvaluatorSpec:
-    """How to build a :class:`ZooEvaluator` in a worker (small and picklable)."""
-
-    model: str
-    profile: HardwareProfile
-    seed: int = 0
-    pin_first_last: bool = False
-    engine: str = "analytic"
-    threads: int = 1
-    finetune_steps: int = 0
-    #: the hardware parameters of a co-design search (variants of ``profile``)
-    codesign: CoDesign | None = None
-
-    def build(self) -> ZooEvaluator:
-        return ZooEvaluator(self)
-
-
-class ZooEvaluator(Evaluator):
-    """Holds a trained zoo model and its val/test data; evaluates plans on them."""
-
-    def __init__(self, spec: ZooEvaluatorSpec) -> None:
-        import torch
-
-        from lowbit import models
-        from lowbit.models.accuracy import as_model_input
-        from lowbit.models.data import load_split
-
-        torch.set_num_threads(spec.threads)
-        self.spec = spec
-        self.base = models.load_trained(spec.model, seed=spec.seed)
-        self.dataset = self.base.dataset
-        self.data = {}
-        for split in SPLITS:
-            x, y = load_split(self.dataset, split)
-            self.data[split] = (as_model_input(self.base, x), y)
-        self.calib = self.data["val"][0]
-
-    def _plan(self, settings: dict[str, dict[str, Any]]):
-        from lowbit.models.compression.plan import CompressionPlan, LayerSpec
-
-        layers = {name: LayerSpec(**kw) for name, kw in settings.items() if name != HARDWARE_KEY}
-        return CompressionPlan(layers=layers, pin_first_last=self.spec.pin_first_last)
-
-    def _profile(self, settings: dict[str, dict[str, Any]]) -> HardwareProfile:
-        """The profile to simulate on: the co-design variant the settings choose, if any."""
-        overrides = settings.get(HARDWARE_KEY)
-        if overrides is None:
-            return self.spec.profile
-        if self.spec.codesign is None:
-            raise ValueError(f"settings choose hardware {overrides} but the spec has no codesign")
-        return self.spec.codesign.profile(overrides)
-
-    def _simulate(self, plan, profile: HardwareProfile | None = None) -> tuple[SimResult, Workload]:
-        from lowbit import hwsim
-        from lowbit.models.bridge import to_workload
-
-        workload = to_workload(self.base, plan, name=self.spec.model)
-        profile = self.spec.profile if profile is None else profile
-        return hwsim.simulate(workload, profile, engine=self.spec.engine), workload
-
-    def _accuracy(self, plan, split: str) -> float:
-        from lowbit import models
-        from lowbit.models.accuracy import accuracy
-
-        compressed = models.compress(self.base, plan, calib=self.calib)
-        if self.spec.finetune_steps:
-            compressed = models.finetune(
-                compressed, steps=self.spec.finetune_steps, seed=self.spec.seed
-            )
-        x, y = self.data[split]
-        return accuracy(compressed, x, y)
-
-    def evaluate(self, request: TrialRequest) -> TrialOutcome:
-        start = time.perf_counter()
-        plan = self._plan(request.settings)
-        profile = self._profile(request.settings)
-        acc = self._accuracy(plan, request.split)
-        sim, workload = self._simulate(plan, profile)
-        area = float("nan")
-        if HARDWARE_KEY in request.settings and profile.area is not None:
-            from lowbit.hwsim.area import area_mm2
-
-            area = area_mm2(profile)
-        return measured_outcome(
-            request,
-            accuracy=acc,
-            sim=sim,
-            workload=workload,
-            plan=plan,
-            started_s=start,
-            area_mm2=area,
-        )
-
-    def reference(self, w8a8: dict[str, dict[str, Any]]) -> Reference:
-        from lowbit.models.accuracy import accuracy
-
-        fp32 = {split: accuracy(self.base, *self.data[split]) for split in SPLITS}
-        val = self.evaluate(TrialRequest(-1, w8a8, split="val"))
-        test = self.evaluate(TrialRequest(-1, w8a8, split="test"))
-        return Reference.of_w8a8(
-            dataset=self.dataset, fp32_val=fp32["val"], fp32_test=fp32["test"], val=val, test=test
-        )
-
-    def hawq_inputs(
-        self,
-        *,
-        layers: tuple[str, ...],
-        options: tuple[tuple[int, int], ...],
-        fixed: dict[str, dict[str, Any]],
-        probes: int,
-        seed: int,
-    ) -> Any:
-        from lowbit.models.accuracy import as_model_input
-        from lowbit.models.data import load_split
-
-        from .hawq import HawqInputs, hutchinson_traces, weight_perturbations
-
-        x, y = load_split(self.dataset, "train")
-        x = as_model_input(self.base, x)
-        traces, counts = hutchinson_traces(self.base, x, y, layers=layers, probes=probes, seed=seed)
-        perturb = weight_perturbations(
-            self.base, layers=layers, bits=sorted({w for w, _ in options})
-        )
-        latency: dict[str, dict[str, float]] = {name: {} for name in layers}
-        totals = {}
-        for w, a in options:
-            settings = {name: {"w_bits": w, "a_bits": a} for name in layers}
-            sim, _ = self._simulate(self._plan({**fixed, **settings}))
-            key = f"{w}/{a}"
-            totals[key] = sim.latency_s * 1e3
-            for cost in layer_costs(sim):
-                if cost.name in latency:
-                    latency[cost.name][key] = cost.latency_ms
-        return HawqInputs(
-            layers=tuple(layers),
-            options=tuple(options),
-            traces=traces,
-            params=counts,
-            perturbation=perturb,
-            latency_ms=latency,
-            total_latency_ms=totals,
-        )

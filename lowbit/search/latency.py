@@ -48,6 +48,9 @@ class ConfigTarget:
         plan: the compression plan (JSON object).
         fake_quant_test: the search's fake-quant test accuracy (None: measure it here).
         search_latency_ms: the search's simulated latency on its own target (None if none).
+        qat_steps, qat_seed, calib_samples, calib_seed: how the config's model was built
+            (a deployment config records them; None: the run's QAT steps, the training
+            seed, all of val).
     """
 
     config_id: str
@@ -58,6 +61,10 @@ class ConfigTarget:
     plan: dict[str, Any]
     fake_quant_test: float | None = None
     search_latency_ms: float | None = None
+    qat_steps: int | None = None
+    qat_seed: int | None = None
+    calib_samples: int | None = None
+    calib_seed: int = 0
 
 
 def memory_elements(base: Any, workload: Any) -> dict[str, int]:
@@ -115,9 +122,11 @@ def prepare_config(
     from lowbit.models.train import load_trained
 
     plan = CompressionPlan.from_dict(target.plan)
+    steps = finetune_steps if target.qat_steps is None else target.qat_steps
     result = export_plan(
-        target.model, plan, out_dir=out_dir, seed=target.seed, finetune_steps=finetune_steps,
-        config_id=target.config_id, check=True,
+        target.model, plan, out_dir=out_dir, seed=target.seed, finetune_steps=steps,
+        qat_seed=target.qat_seed, calib_samples=target.calib_samples,
+        calib_seed=target.calib_seed, config_id=target.config_id, check=True,
     )  # fmt: skip
     check = result.deploy["check"]
     fake = target.fake_quant_test

@@ -1,9 +1,20 @@
 """The run directory's files, all written atomically (temp file + ``os.replace``).
 
-``trials.csv``      one row per trial of every method (params and values as JSON cells)
-``pareto.csv``      each method's final Pareto configurations, val and test accuracy
-``summary.json``    methods, hypervolumes, speed-ups, reference point, seeds, versions
+``trials.csv``      one row per trial of every method (params and values as JSON cells); the
+                    ``rung`` its values come from (0 cheap, 1 full), ``val_samples`` behind
+                    ``accuracy_val``, both rungs' accuracies where known, the promotion
+                    decision and why (:mod:`lowbit.search.fidelity`)
+``pareto.csv``      each method's final Pareto configurations (full rung), val and test accuracy
+``summary.json``    methods, hypervolumes, speed-ups, reference point, seeds, fidelity, versions
 ``configs/<id>.json`` one deployment configuration per Pareto point (:class:`DeploymentConfig`)
+
+A deployment config (schema 2) holds everything that rebuilds the measured model: the plan,
+the model and its training ``seed``, ``qat`` (steps, seed), ``calibration`` (the split, the
+size and seed of its stratified subset and the SHA-256 of its indices), and under
+``accuracy`` the rung and split sizes the accuracies come from and the torch threads of the
+worker (:meth:`DeploymentConfig.build_kwargs` gives
+:func:`lowbit.models.export.deploy.build_compressed`'s arguments). Schema 1 configs (before
+rungs) still load: calibrated on the whole val split, QAT steps in the run's summary.json.
 
 The journal (``study.journal``) is the source of truth: at the end of every run these files
 are rebuilt from it for the methods of that run (a resumed run rewrites them complete; a
@@ -27,6 +38,7 @@ from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.fileio import atomic_write_text
 
 from .evaluator import LayerCost
+from .fidelity import FULL, RUNG_NAMES
 from .storage import FAIL_REASON_ATTR
 
 __all__ = [
@@ -43,15 +55,18 @@ __all__ = [
     "versions",
 ]
 
-CONFIG_SCHEMA_VERSION = 1
+CONFIG_SCHEMA_VERSION = 2
 CONFIG_KIND = "lowbit-deployment-config"
+#: how the calibration subset is drawn (lowbit.models.export.calib_subset.stratified_subset)
+CALIB_SELECTION = "stratified by label, numpy default_rng(seed), sorted val indices"
 TRIAL_COLUMNS = (
-    "method", "study", "number", "state", "accuracy_val", "latency_ms", "energy_mj",
-    "size_kib", "values", "params", "duration_s", "fail_reason", "feasible",
+    "method", "study", "number", "state", "rung", "accuracy_val", "val_samples", "latency_ms",
+    "energy_mj", "size_kib", "values", "params", "duration_s", "fail_reason", "feasible",
+    "accuracy_cheap", "accuracy_full", "promoted", "promotion",
 )  # fmt: skip
 PARETO_COLUMNS = (
-    "method", "config_id", "number", "accuracy_val", "accuracy_test", "latency_ms",
-    "latency_vs_w8a8", "energy_mj", "size_kib", "params",
+    "method", "config_id", "number", "rung", "accuracy_val", "val_samples", "accuracy_test",
+    "latency_ms", "latency_vs_w8a8", "energy_mj", "size_kib", "params", "accuracy_cheap",
 )  # fmt: skip
 
 
@@ -66,6 +81,14 @@ _KINDS = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
 }
+
+
+def _or_null(check: Any) -> Any:
+    return lambda v: v is None or check(v)
+
+
+#: "KIND or null" kinds of schema 2
+_KINDS.update({f"{kind}?": _or_null(check) for kind, check in list(_KINDS.items())})
 
 
 class ConfigError(LowbitError):
@@ -97,7 +120,9 @@ def trial_rows(study: optuna.Study, method: str) -> list[dict[str, Any]]:
                 "study": study.study_name,
                 "number": t.number,
                 "state": t.state.name,
+                "rung": attrs.get("rung", ""),
                 "accuracy_val": attrs.get("accuracy", ""),
+                "val_samples": attrs.get("val_samples", ""),
                 "latency_ms": attrs.get("latency_ms", ""),
                 "energy_mj": attrs.get("energy_mj", ""),
                 "size_kib": attrs.get("size_kib", ""),
@@ -106,6 +131,10 @@ def trial_rows(study: optuna.Study, method: str) -> list[dict[str, Any]]:
                 "duration_s": attrs.get("duration_s", ""),
                 "fail_reason": attrs.get(FAIL_REASON_ATTR, ""),
                 "feasible": feasible if t.state == TrialState.COMPLETE else "",
+                "accuracy_cheap": attrs.get("accuracy_cheap", ""),
+                "accuracy_full": attrs.get("accuracy_full", ""),
+                "promoted": attrs.get("promoted", ""),
+                "promotion": attrs.get("promotion", ""),
             }
         )
     return rows
@@ -147,7 +176,47 @@ class DeploymentConfig:
     size_kib: float
     layers: tuple[LayerCost, ...]
     lowbit_version: str
+    #: the rung the val accuracy comes from, and both splits' sizes (schema 2)
+    rung: int = FULL
+    val_samples: int | None = None
+    test_samples: int | None = None
+    #: the cheap rung's accuracy and images (None: not measured)
+    accuracy_cheap: float | None = None
+    cheap_val_samples: int | None = None
+    #: QAT steps and seed (None: not recorded, schema 1: the run's summary.json has the steps)
+    qat_steps: int | None = None
+    qat_seed: int | None = None
+    #: calibration batch: "val" (a subset of it) or "user" (a user model's batch)
+    calib_split: str = "val"
+    #: images of the val subset (None: the whole val split, schema 1) and its seed
+    calib_samples: int | None = None
+    calib_seed: int | None = None
+    calib_sha256: str | None = None
+    #: torch threads of the worker that measured it (float reductions depend on them)
+    threads: int | None = None
     schema_version: int = CONFIG_SCHEMA_VERSION
+
+    def build_kwargs(self, *, qat_steps: int = 0) -> dict[str, Any]:
+        """Keyword arguments of :func:`lowbit.models.export.deploy.build_compressed` (and
+        ``export_plan``) that rebuild this model; ``qat_steps`` is used only when the config
+        does not record its own (schema 1).
+
+        Raises:
+            ConfigError: a user model's config (its calibration batch is not in the config).
+        """
+        if self.calib_split != "val":
+            raise ConfigError(
+                f"config {self.id}: calibrated on a {self.calib_split!r} batch, which the "
+                "config does not hold; only zoo-model configs can be rebuilt"
+            )
+        steps = self.qat_steps if self.qat_steps is not None else qat_steps
+        return {
+            "seed": self.seed,
+            "finetune_steps": steps,
+            "qat_seed": self.qat_seed,
+            "calib_samples": self.calib_samples,
+            "calib_seed": self.calib_seed if self.calib_seed is not None else 0,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,11 +231,26 @@ class DeploymentConfig:
             "study": self.study,
             "trial_number": self.trial_number,
             "plan": self.plan,
+            "qat": {"steps": self.qat_steps, "seed": self.qat_seed},
+            "calibration": {
+                "split": self.calib_split,
+                "samples": self.calib_samples,
+                "seed": self.calib_seed,
+                "selection": CALIB_SELECTION if self.calib_split == "val" else None,
+                "sha256": self.calib_sha256,
+            },
             "accuracy": {
                 "val": self.accuracy_val,
                 "test": self.accuracy_test,
                 "fp32_val": self.fp32_val,
                 "fp32_test": self.fp32_test,
+                "rung": self.rung,
+                "rung_name": RUNG_NAMES[self.rung],
+                "val_samples": self.val_samples,
+                "test_samples": self.test_samples,
+                "cheap_val": self.accuracy_cheap,
+                "cheap_val_samples": self.cheap_val_samples,
+                "torch_threads": self.threads,
             },
             "simulation": {
                 "engine": self.engine,
@@ -205,8 +289,8 @@ class DeploymentConfig:
             return node
 
         version = get("schema_version", "integer")
-        if version is not None and version != CONFIG_SCHEMA_VERSION:
-            problems.append(f"schema_version: unsupported {version} (supported: 1)")
+        if version is not None and version not in (1, CONFIG_SCHEMA_VERSION):
+            problems.append(f"schema_version: unsupported {version} (supported: 1, 2)")
         if data.get("kind") != CONFIG_KIND:
             problems.append(f"kind: must be {CONFIG_KIND!r}, got {data.get('kind')!r}")
         values = {
@@ -231,6 +315,23 @@ class DeploymentConfig:
             "size_kib": get("size_kib", "number"),
             "lowbit_version": get("lowbit_version", "string"),
         }
+        if version == CONFIG_SCHEMA_VERSION:
+            values.update(
+                rung=get("accuracy.rung", "integer"),
+                val_samples=get("accuracy.val_samples", "integer?"),
+                test_samples=get("accuracy.test_samples", "integer?"),
+                accuracy_cheap=get("accuracy.cheap_val", "number?"),
+                cheap_val_samples=get("accuracy.cheap_val_samples", "integer?"),
+                threads=get("accuracy.torch_threads", "integer?"),
+                qat_steps=get("qat.steps", "integer"),
+                qat_seed=get("qat.seed", "integer"),
+                calib_split=get("calibration.split", "string"),
+                calib_samples=get("calibration.samples", "integer"),
+                calib_seed=get("calibration.seed", "integer?"),
+                calib_sha256=get("calibration.sha256", "string?"),
+            )  # fmt: skip
+            if values["rung"] not in (None, *range(len(RUNG_NAMES))):
+                problems.append(f"accuracy.rung: must be 0 or 1, got {values['rung']!r}")
         layers = []
         raw_layers = get("simulation.layers", "array") or []
         names = [f.name for f in fields(LayerCost)]
@@ -251,6 +352,8 @@ class DeploymentConfig:
         floats = ("accuracy_val", "accuracy_test", "fp32_val", "fp32_test")
         for key in (*floats, "latency_ms", "energy_mj", "size_kib"):
             values[key] = float(values[key])
+        if values.get("accuracy_cheap") is not None:
+            values["accuracy_cheap"] = float(values["accuracy_cheap"])
         return cls(layers=tuple(layers), schema_version=version, **values)
 
 

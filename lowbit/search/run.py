@@ -6,6 +6,13 @@ evaluator spec (tests use a synthetic one) and writes the run directory (see res
 
 What is reported (hypervolume, speed-ups, configs) is defined in :mod:`lowbit.search.summary`.
 
+Rungs (:mod:`lowbit.search.fidelity`): the evaluator spec's ``fidelity`` (zoo searches:
+``fidelity``/``cheap_val``/``calib_samples``/``promote_margin`` of :func:`run_search`) says
+whether trials start at the cheap rung; every method, baselines included, runs on the same
+rungs with the same promotion rule, and summary.json records the settings under
+``fidelity``. A study's definition (checked on resume) includes the fidelity unless it is
+the single full rung calibrated on all of val (what studies were before rungs).
+
 Co-design (``co_design=True``, :mod:`lowbit.search.codesign`): the profile's tunables join the
 space, the area budget is a constraint, summary.json gets a ``co_design`` section and every
 deployment config records its hardware under ``hardware``: the ``overrides`` it chose,
@@ -32,21 +39,26 @@ from . import results
 from .baselines import method as get_method
 from .baselines import uniform_configs
 from .codesign import CoDesign, build_codesign, record_hardware
-from .evaluator import Reference, ZooEvaluatorSpec
+from .evaluator import Reference
+from .fidelity import (
+    DEFAULT_CALIB_SAMPLES,
+    DEFAULT_CHEAP_VAL,
+    DEFAULT_MARGIN_SE,
+    Fidelity,
+    resolve_fidelity,
+)
 from .progress import Progress
-from .runner import OBJECTIVES, SAMPLERS, RayPool, optimize
+from .runner import OBJECTIVES, SAMPLERS, RayPool, optimize, start_ray
 from .space import SearchSpace, build_space, describe_model
 from .storage import open_storage, recover_interrupted
 from .summary import (
-    HV_DIRECTIONS,
-    HV_REFERENCE,
     MethodSummary,
-    describe_spec,
     feasible_complete,
+    run_summary,
     summarise_method,
-    summary_dict,
     trials_hypervolume,
 )
+from .zoo_evaluator import ZooEvaluatorSpec, share_zoo_data
 
 __all__ = ["SearchSetup", "SearchResult", "execute", "run_search", "zoo_space"]
 
@@ -121,7 +133,9 @@ class SearchResult:
     methods: dict[str, MethodSummary] = field(default_factory=dict)
 
 
-def _open_study(storage, name: str, setup: SearchSetup, space: SearchSpace, sampler):
+def _open_study(
+    storage, name: str, setup: SearchSetup, space: SearchSpace, sampler, fidelity: Fidelity
+):
     recovered = recover_interrupted(storage, name)
     if recovered:
         log.warning("study %s: trials %s were left running and are now FAIL", name, recovered)
@@ -133,19 +147,24 @@ def _open_study(storage, name: str, setup: SearchSetup, space: SearchSpace, samp
         directions=directions,
         load_if_exists=True,
     )
-    key = json.dumps({"space": space.to_dict(), "objectives": list(setup.objectives)})
+    definition: dict[str, Any] = {"space": space.to_dict(), "objectives": list(setup.objectives)}
+    if not fidelity.legacy:
+        definition["fidelity"] = fidelity.definition()
+    key = json.dumps(definition)
     stored = study.user_attrs.get("definition")
     if stored is None:
         study.set_user_attr("definition", key)
     elif stored != key:
         raise LowbitError(
-            f"study {name!r} in this storage was created with another search space or other "
-            "objectives; use a new --study name or --out directory"
+            f"study {name!r} in this storage was created with another search space, other "
+            "objectives or another fidelity; use a new --study name or --out directory"
         )
     return study
 
 
-def _run_method(name, *, space, pool, storage, setup, reference) -> tuple[optuna.Study, Any]:
+def _run_method(
+    name, *, space, pool, storage, setup, reference, fidelity
+) -> tuple[optuna.Study, Any]:
     method = get_method(name)
     study_name = method.study_name(setup.study_name)
     mspace = method.space(space)
@@ -158,7 +177,7 @@ def _run_method(name, *, space, pool, storage, setup, reference) -> tuple[optuna
     sampler = method.make_sampler(
         setup.sampler, seed=setup.seed + 7919 * existing, n_trials=setup.n_trials
     )
-    study = _open_study(storage, study_name, setup, mspace, sampler)
+    study = _open_study(storage, study_name, setup, mspace, sampler, fidelity)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     n_trials, max_asks = setup.n_trials, None
     if method.warm_start and not study.trials:
@@ -195,6 +214,7 @@ def _run_method(name, *, space, pool, storage, setup, reference) -> tuple[optuna
             method=name,
             trial_timeout_s=setup.trial_timeout_s,
             max_asks=max_asks,
+            fidelity=fidelity,
             on_result=report,
         )
     finally:
@@ -217,9 +237,11 @@ def _warm_start_hardware(space: SearchSpace) -> tuple[dict[str, Any], str]:
 
 
 def execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> SearchResult:
-    """Run ``setup.methods`` with ``evaluator`` (a picklable spec with ``build()``) on
-    ``space``; write the run directory and return its summary."""
+    """Run ``setup.methods`` with ``evaluator`` (a picklable spec with ``build()``, and a
+    ``fidelity`` if it measures at two rungs) on ``space``; write the run directory and
+    return its summary."""
     engine = getattr(evaluator, "engine", "analytic")  # the simulator engine the spec uses
+    fidelity = getattr(evaluator, "fidelity", None) or Fidelity()
     run_dir = setup.out_dir
     storage = open_storage(setup.storage, run_dir=run_dir)
     results.atomic_write_text(run_dir / "space.json", space.to_json() + "\n")
@@ -231,8 +253,9 @@ def execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Search
         studies = {}
         for name in setup.methods:
             studies[name] = _run_method(
-                name, space=space, pool=pool, storage=storage, setup=setup, reference=reference
-            )
+                name, space=space, pool=pool, storage=storage, setup=setup, reference=reference,
+                fidelity=fidelity,
+            )  # fmt: skip
         summaries, pareto_rows, trial_rows = {}, [], []
         for name, (study, stats) in studies.items():
             summary, rows = summarise_method(
@@ -246,49 +269,12 @@ def execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Search
         pool.close()
     results.write_csv(run_dir / "trials.csv", trial_rows, results.TRIAL_COLUMNS)
     results.write_csv(run_dir / "pareto.csv", pareto_rows, results.PARETO_COLUMNS)
-    constraints = dict(setup.constraints)
-    described = describe_spec(evaluator)
     if space.codesign is not None:
         record_hardware(run_dir, codesign=space.codesign, pareto_rows=pareto_rows)
-        described.pop("codesign", None)  # summary.json's co_design section says it all
-        if space.codesign.area_budget_mm2 is not None:
-            constraints["max_area_mm2"] = space.codesign.area_budget_mm2
-    summary = {
-        "schema_version": 1,
-        "run_dir": str(run_dir),
-        "model": space.model,
-        "dataset": reference.dataset,
-        "hardware": {"name": space.hardware, "content_hash": space.hardware_hash},
-        "study": setup.study_name,
-        "seed": setup.seed,
-        "sampler": setup.sampler,
-        "n_trials": setup.n_trials,
-        "workers": setup.workers,
-        "objectives": list(setup.objectives),
-        "constraints": constraints,
-        "engine": engine,
-        "evaluator": described,
-        "search_space": {"parameters": len(space.distributions()), "size": space.size},
-        "reference": {
-            "fp32_val": reference.fp32_val,
-            "fp32_test": reference.fp32_test,
-            "w8a8_latency_ms": reference.w8a8_latency_ms,
-            "w8a8_energy_mj": reference.w8a8_energy_mj,
-            "w8a8_val": reference.w8a8_val,
-            "w8a8_test": reference.w8a8_test,
-        },
-        "hypervolume": {
-            "objectives": ["accuracy", "latency / w8a8_latency"],
-            "directions": list(HV_DIRECTIONS),
-            "reference_point": list(HV_REFERENCE),
-            "max": HV_REFERENCE[1],
-        },
-        "methods": {name: summary_dict(s) for name, s in summaries.items()},
-        "seconds": time.perf_counter() - start,
-        "versions": results.versions(),
-    }
-    if space.codesign is not None:
-        summary["co_design"] = space.codesign.describe()
+    summary = run_summary(
+        space=space, evaluator=evaluator, setup=setup, reference=reference, engine=engine,
+        fidelity=fidelity, summaries=summaries, seconds=time.perf_counter() - start,
+    )  # fmt: skip
     results.write_json(run_dir / "summary.json", summary)
     return SearchResult(run_dir=run_dir, summary=summary, methods=summaries)
 
@@ -323,12 +309,22 @@ def run_search(
     progress: bool = True,
     co_design: bool = False,
     area_budget_mm2: float | None = None,
+    fidelity: str = "auto",
+    cheap_val: int = DEFAULT_CHEAP_VAL,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    promote_margin: float = DEFAULT_MARGIN_SE,
 ) -> SearchResult:
     """Multi-objective search of per-layer compression for zoo ``model`` on ``hardware``.
 
     With ``co_design`` the profile's ``[[tunables]]`` are searched too, under the area
     budget ``area_budget_mm2`` (mm², from the profile's ``[area]`` model); ``hardware``
     must then be a built-in name or a ``.toml`` file (its raw data is varied).
+
+    Rungs (:mod:`lowbit.search.fidelity`): ``fidelity`` ``auto`` (two rungs when val has
+    more than 2,000 images), ``multi`` or ``full``; ``cheap_val`` val images at the cheap
+    rung, ``calib_samples`` calibration images (every rung), ``promote_margin`` the
+    promotion margin in standard errors. The trained model and the val/test tensors go to
+    the workers once, through Ray's object store.
 
     Example (runs Ray; a few minutes)::
 
@@ -370,18 +366,26 @@ def run_search(
     )
     if not isinstance(finetune_steps, int) or finetune_steps < 0:
         raise LowbitError(f"finetune_steps must be a non-negative integer, got {finetune_steps!r}")
-    spec = ZooEvaluatorSpec(
-        model=model,
-        profile=profile,
-        seed=seed,
-        pin_first_last=pin_first_last,
-        finetune_steps=finetune_steps,
-        codesign=codesign,
-    )
     from lowbit import models
+    from lowbit.models.data import split_sizes
 
-    models.load_trained(model, seed=seed)  # train once here, not once per worker
-    return execute(space=space, evaluator=spec, setup=setup)
+    base = models.load_trained(model, seed=seed)  # train once here, not once per worker
+    resolved = resolve_fidelity(
+        mode=fidelity, val_samples=split_sizes(base.dataset)["val"], cheap_val=cheap_val,
+        calib_samples=calib_samples, margin_se=promote_margin,
+    )  # fmt: skip
+    spec = ZooEvaluatorSpec(
+        model=model, profile=profile, seed=seed, pin_first_last=pin_first_last,
+        finetune_steps=finetune_steps, codesign=codesign, fidelity=resolved,
+    )  # fmt: skip
+    started = start_ray(workers, ray_address)
+    try:
+        return execute(space=space, evaluator=share_zoo_data(spec), setup=setup)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
 
 
 def zoo_space(

@@ -1,11 +1,22 @@
-"""The driver's ask/tell loop and the Ray actor pool that evaluates trials.
+"""The driver's ask/tell loop over the Ray pool, with rungs.
 
 Optuna lives on the driver only: it asks for a trial, the trial's per-layer settings go to an
-idle Ray actor (one per worker; each holds the model and data once), and the result is told
-back as soon as it arrives (``ray.wait``), so ``workers`` trials are always in flight. This is
-the split Ray Tune's ``OptunaSearch`` uses. A trial that raises, returns NaN, or runs past the
-per-trial timeout is told as FAIL with a ``fail_reason`` user attribute; the study goes on
-(a timed-out actor is killed and replaced, since a running actor task cannot be interrupted).
+idle Ray actor (:mod:`lowbit.search.pool`; one per worker, each holds the model and data
+once), and the result is handled as soon as it arrives (``ray.wait``), so ``workers`` trials
+are always in flight. This is the split Ray Tune's ``OptunaSearch`` uses. A trial that
+raises, returns NaN, or runs past the per-trial timeout (per rung evaluation) is told as FAIL
+with a ``fail_reason`` user attribute; the study goes on (a timed-out actor is killed and
+replaced, since a running actor task cannot be interrupted).
+
+Rungs (:mod:`lowbit.search.fidelity`): with two rungs a trial is first measured at the cheap
+rung; the promotion rule is applied on arrival and a promoted trial is sent at once to the
+worker that has just measured it (which kept the compressed model), at the full rung. A trial
+is told once, at its last rung. User attributes of every trial: ``rung`` (0 cheap, 1 full:
+where ``accuracy`` and the told values come from), ``val_samples`` (images behind
+``accuracy``), ``accuracy_full``; with two rungs also ``accuracy_cheap``, ``cheap_seq`` (the
+order of the study's cheap results, which the rule compares against), ``promoted`` and
+``promotion`` (the decision and why), and ``duration_cheap_s`` / ``duration_full_s``
+(``duration_s`` is their sum).
 """
 
 from __future__ import annotations
@@ -13,15 +24,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from .evaluator import TrialOutcome, TrialRequest
+from .fidelity import CHEAP, FULL, CheapResult, Fidelity, decide_promotion
+from .pool import EvaluatorActor, RayPool, start_ray
 from .space import SearchSpace
 from .storage import FAIL_REASON_ATTR
 
@@ -34,6 +46,7 @@ __all__ = [
     "RayPool",
     "LoopStats",
     "optimize",
+    "start_ray",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,128 +98,39 @@ def objective_values(outcome: TrialOutcome, objectives: Sequence[str]) -> list[f
     return [float(getattr(outcome, OBJECTIVES[name][0])) for name in objectives]
 
 
-class EvaluatorActor:
-    """Ray actor body: builds the evaluator once, answers requests, never raises on a
-    trial (an exception becomes a failed :class:`TrialOutcome`)."""
-
-    def __init__(self, spec: Any) -> None:
-        # torch-based evaluators set their own thread count (1 per actor) when built
-        self.evaluator = spec.build()
-
-    def ready(self) -> bool:
-        return True
-
-    def evaluate(self, request: TrialRequest) -> TrialOutcome:
-        start = time.perf_counter()
-        try:
-            return self.evaluator.evaluate(request)
-        except Exception as exc:  # noqa: BLE001 - any trial error is recorded, not fatal
-            last = traceback.extract_tb(exc.__traceback__)[-1:]
-            where = f" at {last[0].filename}:{last[0].lineno}" if last else ""
-            return TrialOutcome(
-                number=request.number,
-                split=request.split,
-                duration_s=time.perf_counter() - start,
-                error=f"{type(exc).__name__}: {exc}{where}",
-            )
-
-    def call(self, method: str, **kwargs: Any) -> Any:
-        """Any other evaluator method (e.g. ``reference``, ``hawq_inputs``)."""
-        return getattr(self.evaluator, method)(**kwargs)
-
-
-def start_ray(workers: int, address: str | None) -> bool:
-    """Join the Ray cluster at ``address``, or start a local one on loopback with
-    ``workers`` CPUs and no dashboard; True if this call started Ray (the caller shuts it
-    down), False if it was already running."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        # "local" always starts a new single-node cluster (never RAY_ADDRESS's)
-        ray.init(
-            address="local",
-            num_cpus=workers,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            object_store_memory=128 * 1024**2,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
-    return True
-
-
-class RayPool:
-    """``workers`` evaluator actors on a local (loopback, no dashboard) or given Ray cluster.
-
-    Ray is started here only if it is not running yet, and then shut down by :meth:`close`.
-    """
-
-    def __init__(self, spec: Any, *, workers: int, ray_address: str | None = None) -> None:
-        import ray
-
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
-        self._ray = ray
-        self._started = start_ray(workers, ray_address)
-        self._remote = ray.remote(num_cpus=1, max_restarts=0)(EvaluatorActor)
-        self.spec = spec
-        self.actors = [self._remote.remote(spec) for _ in range(workers)]
-        ray.get([a.ready.remote() for a in self.actors])
-
-    @property
-    def size(self) -> int:
-        return len(self.actors)
-
-    def submit(self, index: int, request: TrialRequest):
-        return self.actors[index].evaluate.remote(request)
-
-    def call(self, method: str, **kwargs: Any) -> Any:
-        """Run ``method`` on the first actor and wait for it."""
-        return self._ray.get(self.actors[0].call.remote(method, **kwargs))
-
-    def map(self, requests: Sequence[TrialRequest]) -> list[TrialOutcome]:
-        """Evaluate ``requests`` on all actors (round robin), results in order."""
-        refs = [self.submit(i % self.size, r) for i, r in enumerate(requests)]
-        return list(self._ray.get(refs))
-
-    def wait(self, refs: list, *, timeout: float) -> list:
-        """The refs among ``refs`` that are done (at least one, unless ``timeout`` passes)."""
-        ready, _ = self._ray.wait(refs, num_returns=1, timeout=timeout)
-        return ready
-
-    def get(self, ref: Any) -> Any:
-        return self._ray.get(ref)
-
-    def restart(self, index: int) -> None:
-        """Kill actor ``index`` (e.g. stuck past its timeout) and start a fresh one."""
-        self._ray.kill(self.actors[index], no_restart=True)
-        self.actors[index] = self._remote.remote(self.spec)
-        self._ray.get(self.actors[index].ready.remote())
-
-    def close(self) -> None:
-        for actor in self.actors:
-            self._ray.kill(actor, no_restart=True)
-        self.actors = []
-        if self._started and self._ray.is_initialized():
-            self._ray.shutdown()
-
-
 @dataclass
 class LoopStats:
-    """Counts of one optimize() call (this run only)."""
+    """Counts of one optimize() call (this run only): trials told, evaluations per rung,
+    promotions, and the seconds of every evaluation by rung."""
 
     completed: int = 0
     failed: int = 0
     seconds: float = 0.0
+    evaluations: dict[int, int] = field(default_factory=lambda: {CHEAP: 0, FULL: 0})
+    promoted: int = 0
+    not_promoted: int = 0
+    durations: dict[int, list[float]] = field(default_factory=lambda: {CHEAP: [], FULL: []})
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A request in flight: its trial, actor, start time, and earlier rung's time."""
+
+    trial: optuna.Trial
+    index: int
+    started: float
+    request: TrialRequest
+    earlier_s: float = 0.0
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr(FAIL_REASON_ATTR, reason[:500])
     study.tell(trial, state=TrialState.FAIL)
+
+
+def _finite(outcome: TrialOutcome, objectives: Sequence[str]) -> list[float] | None:
+    values = objective_values(outcome, objectives)
+    return values if all(math.isfinite(v) for v in values) else None
 
 
 def _tell(
@@ -216,17 +140,22 @@ def _tell(
     *,
     objectives: Sequence[str],
     constraints: dict[str, float],
+    total_s: float,
 ) -> bool:
-    """Tell ``outcome``; returns True if the trial completed."""
-    trial.set_user_attr("duration_s", outcome.duration_s)
+    """Tell ``outcome`` (the trial's last rung); returns True if the trial completed."""
+    trial.set_user_attr("duration_s", total_s)
     if outcome.failed:
         _fail(study, trial, outcome.error or "error")
         return False
     for key in ("accuracy", "latency_ms", "energy_mj", "size_kib"):
         trial.set_user_attr(key, float(getattr(outcome, key)))
-    values = objective_values(outcome, objectives)
-    if any(not math.isfinite(v) for v in values):
-        _fail(study, trial, f"non-finite objective values {values}")
+    trial.set_user_attr("rung", outcome.rung)
+    trial.set_user_attr("val_samples", outcome.samples)
+    if outcome.rung == FULL:
+        trial.set_user_attr("accuracy_full", float(outcome.accuracy))
+    values = _finite(outcome, objectives)
+    if values is None:
+        _fail(study, trial, f"non-finite objective values {objective_values(outcome, objectives)}")
         return False
     # constraints (Optuna 5: Trial.set_constraint before tell; <= 0 is feasible), also kept
     # as user attributes for the CSV
@@ -242,6 +171,50 @@ def _tell(
     return True
 
 
+def _costs(outcome: TrialOutcome, objectives: Sequence[str]) -> tuple[float, ...]:
+    """The exact objectives (all minimised; latency first) of an outcome."""
+    return tuple(float(getattr(outcome, OBJECTIVES[o][0])) for o in objectives[1:])
+
+
+def _cheap_history(study: optuna.Study, objectives: Sequence[str]) -> list[CheapResult]:
+    """The study's cheap results so far (a resumed study keeps its earlier ones)."""
+    keys = [OBJECTIVES[o][0] for o in objectives[1:]]
+    out = []
+    trials = study.get_trials(deepcopy=False)
+    for t in sorted(trials, key=lambda t: (t.user_attrs.get("cheap_seq", 0), t.number)):
+        attrs = t.user_attrs
+        if "accuracy_cheap" in attrs and all(k in attrs for k in keys):
+            costs = tuple(float(attrs[k]) for k in keys)
+            out.append(CheapResult(t.number, float(attrs["accuracy_cheap"]), costs))
+    return out
+
+
+def _cheap_result(
+    trial: optuna.Trial,
+    outcome: TrialOutcome,
+    *,
+    history: list[CheapResult],
+    fidelity: Fidelity,
+    objectives: Sequence[str],
+    constraints: dict[str, float],
+) -> bool:
+    """Record a trial's cheap-rung outcome and decide its promotion (module docstring)."""
+    trial.set_user_attr("accuracy_cheap", float(outcome.accuracy))
+    for key in ("latency_ms", "energy_mj", "size_kib"):
+        trial.set_user_attr(key, float(getattr(outcome, key)))
+    point = CheapResult(trial.number, float(outcome.accuracy), _costs(outcome, objectives))
+    decision = decide_promotion(
+        point, history, samples=outcome.samples or fidelity.cheap_val or 1,
+        z=fidelity.margin_se, max_latency_ms=constraints.get("max_latency_ms"),
+        min_accuracy=constraints.get("min_accuracy"),
+    )  # fmt: skip
+    trial.set_user_attr("cheap_seq", len(history))
+    trial.set_user_attr("promoted", decision.promote)
+    trial.set_user_attr("promotion", decision.reason)
+    history.append(point)
+    return decision.promote
+
+
 def optimize(
     study: optuna.Study,
     space: SearchSpace,
@@ -253,22 +226,36 @@ def optimize(
     method: str = "joint",
     trial_timeout_s: float | None = None,
     max_asks: int | None = None,
+    fidelity: Fidelity | None = None,
     on_result: Callable[[LoopStats], None] | None = None,
 ) -> LoopStats:
     """Run ``study`` until it has ``n_trials`` COMPLETE trials (earlier runs count).
 
     Asks at most ``max_asks`` new trials (default: the missing completions plus as many
-    failures) so a study whose every trial fails still ends.
+    failures) so a study whose every trial fails still ends. ``fidelity`` (default: the full
+    rung only) gives the rungs and the promotion margin (module docstring).
     """
     constraints = dict(constraints or {})
+    fidelity = fidelity or Fidelity()
     stats = LoopStats()
     start = time.perf_counter()
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if max_asks is None:
         max_asks = 2 * max(0, n_trials - done)
+    history = _cheap_history(study, objectives) if fidelity.multi else []
     asks = 0
     idle = list(range(pool.size))
-    flying: dict[Any, tuple[optuna.Trial, int, float]] = {}
+    flying: dict[Any, _Flight] = {}
+
+    def finish(flight: _Flight, outcome: TrialOutcome) -> int:
+        """Tell the trial's last rung; 1 if it completed."""
+        total = flight.earlier_s + outcome.duration_s
+        told = _tell(study, flight.trial, outcome, objectives=objectives,
+                     constraints=constraints, total_s=total)  # fmt: skip
+        stats.completed += told
+        stats.failed += not told
+        return int(told)
+
     try:
         while True:
             while idle and done + len(flying) < n_trials and asks < max_asks:
@@ -277,50 +264,74 @@ def optimize(
                 trial.set_user_attr("method", method)
                 try:
                     params = space.suggest(trial)
-                    request = TrialRequest(trial.number, space.settings(params))
+                    request = TrialRequest(
+                        trial.number, space.settings(params), rung=fidelity.first_rung
+                    )
                 except Exception as exc:
                     _fail(study, trial, f"bad parameters: {exc}")  # never leave it RUNNING
                     raise
                 index = idle.pop()
-                flying[pool.submit(index, request)] = (trial, index, time.monotonic())
+                flying[pool.submit(index, request)] = _Flight(
+                    trial, index, time.monotonic(), request
+                )
             if not flying:
                 break
             wait_s = 1.0
             if trial_timeout_s is not None:
-                oldest = min(t0 for _, _, t0 in flying.values())
+                oldest = min(f.started for f in flying.values())
                 wait_s = max(0.01, min(wait_s, oldest + trial_timeout_s - time.monotonic()))
             ready = pool.wait(list(flying), timeout=wait_s)
             for ref in ready:
-                trial, index, _ = flying.pop(ref)
-                idle.append(index)
+                flight = flying.pop(ref)
+                idle.append(flight.index)
                 try:
                     outcome = pool.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a dead actor fails its trial only
-                    pool.restart(index)
-                    _fail(study, trial, f"worker error: {type(exc).__name__}: {exc}")
+                    pool.restart(flight.index)
+                    _fail(study, flight.trial, f"worker error: {type(exc).__name__}: {exc}")
                     stats.failed += 1
                     continue
-                if _tell(study, trial, outcome, objectives=objectives, constraints=constraints):
-                    stats.completed += 1
-                    done += 1
-                else:
-                    stats.failed += 1
+                rung = flight.request.rung
+                if not outcome.failed:
+                    stats.evaluations[rung] += 1
+                    stats.durations[rung].append(outcome.duration_s)
+                    flight.trial.set_user_attr(
+                        "duration_cheap_s" if rung == CHEAP else "duration_full_s",
+                        outcome.duration_s,
+                    )
+                if rung == CHEAP and not outcome.failed and _finite(outcome, objectives):
+                    promote = _cheap_result(
+                        flight.trial, outcome, history=history, fidelity=fidelity,
+                        objectives=objectives, constraints=constraints,
+                    )  # fmt: skip
+                    if promote:
+                        # the worker that measured the cheap rung kept the compressed model
+                        stats.promoted += 1
+                        idle.remove(flight.index)
+                        request = replace(flight.request, rung=FULL)
+                        flying[pool.submit(flight.index, request)] = _Flight(
+                            flight.trial, flight.index, time.monotonic(), request,
+                            earlier_s=outcome.duration_s,
+                        )  # fmt: skip
+                        continue
+                    stats.not_promoted += 1
+                done += finish(flight, outcome)
             if trial_timeout_s is not None:
                 now = time.monotonic()
-                for ref, (trial, index, t0) in list(flying.items()):
-                    if now - t0 > trial_timeout_s:
+                for ref, flight in list(flying.items()):
+                    if now - flight.started > trial_timeout_s:
                         flying.pop(ref)
-                        pool.restart(index)
-                        idle.append(index)
-                        _fail(study, trial, f"timeout after {trial_timeout_s:g} s")
+                        pool.restart(flight.index)
+                        idle.append(flight.index)
+                        _fail(study, flight.trial, f"timeout after {trial_timeout_s:g} s")
                         stats.failed += 1
             if on_result is not None:
                 stats.seconds = time.perf_counter() - start
                 on_result(stats)
     except BaseException:
         # Ctrl-C or a driver error: the trials in flight will never be told
-        for trial, _, _ in flying.values():
-            _fail(study, trial, "interrupted")
+        for flight in flying.values():
+            _fail(study, flight.trial, "interrupted")
         raise
     stats.seconds = time.perf_counter() - start
     if done < n_trials:

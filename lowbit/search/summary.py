@@ -7,12 +7,18 @@ normalising makes values comparable across methods, models and targets.
 
 "Best within 1 point": among a method's Pareto configurations whose *val* accuracy is at
 most 1 point below FP32 val (the ranking split), the fastest; its *test* accuracy is reported.
+
+Rungs (:mod:`lowbit.search.fidelity`): the Pareto sets, the configs and the hypervolumes use
+full-rung trials only (accuracy on the whole val split, QAT included), so they compare with
+runs that had one rung; trials left at the cheap rung are counted per method under
+``rungs`` and listed in trials.csv.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
@@ -24,6 +30,7 @@ from lowbit.hwsim.profile import HardwareProfile
 from . import results
 from .baselines import method as get_method
 from .evaluator import TrialOutcome, TrialRequest
+from .fidelity import CHEAP, FULL, Fidelity
 from .pareto import hypervolume_2d, non_dominated
 from .runner import OBJECTIVES
 
@@ -37,6 +44,7 @@ __all__ = [
     "pareto_trials",
     "summarise_method",
     "describe_spec",
+    "run_summary",
     "summary_dict",
 ]
 
@@ -63,16 +71,25 @@ class MethodSummary:
     best_within_1pt: dict[str, Any] | None
     speedup_vs_w8a8: float | None
     this_run: dict[str, Any]
+    rungs: dict[str, int] | None = None
 
 
 def _norm_points(trials: list, w8a8_ms: float) -> list[tuple[float, float]]:
     return [(t.user_attrs["accuracy"], t.user_attrs["latency_ms"] / w8a8_ms) for t in trials]
 
 
+def trial_rung(trial) -> int:
+    """The rung a trial's values come from (trials of runs before rungs: full)."""
+    return int(trial.user_attrs.get("rung", FULL))
+
+
 def feasible_complete(study: optuna.Study) -> list:
-    """COMPLETE trials whose constraints (if any) all hold (<= 0)."""
+    """Full-rung COMPLETE trials whose constraints (if any) all hold (<= 0): what the Pareto
+    sets and hypervolumes are computed from."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [t for t in trials if all(v <= 0 for v in t.constraints.values())]
+    return [
+        t for t in trials if trial_rung(t) == FULL and all(v <= 0 for v in t.constraints.values())
+    ]
 
 
 def trials_hypervolume(trials: list, w8a8_ms: float) -> float:
@@ -100,6 +117,16 @@ def pareto_trials(study: optuna.Study, objectives: tuple[str, ...]) -> list:
 def _config(
     cid: str, trial, outcome: TrialOutcome, *, study, method, space, reference, setup, engine
 ) -> results.DeploymentConfig:
+    m = reference.measurement
+    measured: dict[str, Any] = {}
+    if m is not None:
+        measured = dict(
+            qat_steps=m.qat_steps, qat_seed=m.qat_seed, calib_split=m.calib_split,
+            calib_samples=m.calib_samples, calib_seed=m.calib_seed, calib_sha256=m.calib_sha256,
+            val_samples=m.val_samples, test_samples=m.test_samples, threads=m.threads,
+            cheap_val_samples=m.cheap_val_samples,
+        )  # fmt: skip
+    cheap = trial.user_attrs.get("accuracy_cheap")
     return results.DeploymentConfig(
         id=cid,
         model=space.model,
@@ -122,6 +149,9 @@ def _config(
         size_kib=float(outcome.size_kib),
         layers=outcome.layers,
         lowbit_version=results.versions()["lowbit"],
+        rung=trial_rung(trial),
+        accuracy_cheap=None if cheap is None else float(cheap),
+        **measured,
     )
 
 
@@ -159,6 +189,9 @@ def summarise_method(name, study, *, space, pool, setup, reference, engine, run_
                 "energy_mj": outcome.energy_mj,
                 "size_kib": outcome.size_kib,
                 "params": json.dumps(trial.params, sort_keys=True),
+                "rung": trial_rung(trial),
+                "val_samples": trial.user_attrs.get("val_samples", ""),
+                "accuracy_cheap": trial.user_attrs.get("accuracy_cheap", ""),
             }
         )
     hv_test = hypervolume_2d(
@@ -178,7 +211,9 @@ def summarise_method(name, study, *, space, pool, setup, reference, engine, run_
             "accuracy_test": o.accuracy,
             "test_loss_points": (reference.fp32_test - o.accuracy) * 100,
         }
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    all_trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in all_trials]
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
     summary = MethodSummary(
         name=name,
         study=study.study_name,
@@ -194,9 +229,25 @@ def summarise_method(name, study, *, space, pool, setup, reference, engine, run_
             "failed": stats.failed,
             "seconds": stats.seconds,
             "trials_per_minute": 60 * stats.completed / stats.seconds if stats.seconds else None,
+            "evaluations": {"cheap": stats.evaluations[CHEAP], "full": stats.evaluations[FULL]},
+            "promoted": stats.promoted,
+            "not_promoted": stats.not_promoted,
+            "median_seconds": {
+                "cheap": _median(stats.durations[CHEAP]),
+                "full": _median(stats.durations[FULL]),
+            },
+        },
+        rungs={
+            "cheap_only": sum(trial_rung(t) == CHEAP for t in complete),
+            "full": sum(trial_rung(t) == FULL for t in complete),
+            "promoted": sum(t.user_attrs.get("promoted") is True for t in complete),
         },
     )
     return summary, rows
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def describe_spec(spec: Any) -> dict[str, Any]:
@@ -205,8 +256,9 @@ def describe_spec(spec: Any) -> dict[str, Any]:
     if is_dataclass(spec):
         for f in fields(spec):
             value = getattr(spec, f.name)
-            if not isinstance(value, HardwareProfile):
-                out[f.name] = value
+            if isinstance(value, HardwareProfile) or f.metadata.get("summary") is False:
+                continue
+            out[f.name] = value.to_dict() if isinstance(value, Fidelity) else value
     return out
 
 
@@ -221,4 +273,61 @@ def summary_dict(s: MethodSummary) -> dict[str, Any]:
         "best_within_1pt": s.best_within_1pt,
         "speedup_vs_w8a8": s.speedup_vs_w8a8,
         "this_run": s.this_run,
+        "rungs": s.rungs,
     }
+
+
+def run_summary(
+    *, space, evaluator, setup, reference, engine, fidelity: Fidelity, summaries, seconds
+) -> dict[str, Any]:
+    """summary.json of a run (:func:`lowbit.search.run.execute`)."""
+    constraints = dict(setup.constraints)
+    described = describe_spec(evaluator)
+    if space.codesign is not None:
+        described.pop("codesign", None)  # summary.json's co_design section says it all
+        if space.codesign.area_budget_mm2 is not None:
+            constraints["max_area_mm2"] = space.codesign.area_budget_mm2
+    m = reference.measurement
+    summary = {
+        "schema_version": 1,
+        "run_dir": str(setup.out_dir),
+        "model": space.model,
+        "dataset": reference.dataset,
+        "hardware": {"name": space.hardware, "content_hash": space.hardware_hash},
+        "study": setup.study_name,
+        "seed": setup.seed,
+        "sampler": setup.sampler,
+        "n_trials": setup.n_trials,
+        "workers": setup.workers,
+        "objectives": list(setup.objectives),
+        "constraints": constraints,
+        "engine": engine,
+        "evaluator": described,
+        "fidelity": {
+            **fidelity.to_dict(),
+            "measurement": None if m is None else {f.name: getattr(m, f.name) for f in fields(m)},
+            "pareto_and_hypervolume": "full-rung trials only",
+        },
+        "search_space": {"parameters": len(space.distributions()), "size": space.size},
+        "reference": {
+            "fp32_val": reference.fp32_val,
+            "fp32_test": reference.fp32_test,
+            "w8a8_latency_ms": reference.w8a8_latency_ms,
+            "w8a8_energy_mj": reference.w8a8_energy_mj,
+            "w8a8_val": reference.w8a8_val,
+            "w8a8_test": reference.w8a8_test,
+        },
+        "hypervolume": {
+            "objectives": ["accuracy", "latency / w8a8_latency"],
+            "directions": list(HV_DIRECTIONS),
+            "reference_point": list(HV_REFERENCE),
+            "max": HV_REFERENCE[1],
+            "trials": "full-rung trials only",
+        },
+        "methods": {name: summary_dict(s) for name, s in summaries.items()},
+        "seconds": seconds,
+        "versions": results.versions(),
+    }
+    if space.codesign is not None:
+        summary["co_design"] = space.codesign.describe()
+    return summary

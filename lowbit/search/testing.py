@@ -9,19 +9,31 @@ Objectives (per non-matmul layer, with w/a bits, keep ratio k, rank fraction r, 
     latency_ms = 0.1 + Σ (w·a / 64) · k · r · (n/m)
     accuracy   = 0.95 − Σ [0.002·((8 − w)² + (8 − a)²) + 0.05·(1 − k) + 0.03·(1 − r)
                  + 0.01·(N:M used)]
+
+Rungs (with ``fidelity`` two rungs, :mod:`lowbit.search.fidelity`): the full rung measures the
+accuracy above; the cheap rung measures it plus ``cheap_bias`` plus ``cheap_noise · u``, where
+``u`` in [-1, 1] is a fixed function of the settings (:func:`synthetic_cheap_accuracy`), so a
+test knows every cheap result in advance.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .evaluator import Evaluator, Reference, TrialOutcome, TrialRequest
+from .fidelity import CHEAP, Fidelity, Measurement
 
-__all__ = ["SyntheticSpec", "SyntheticEvaluator", "synthetic_objectives"]
+__all__ = [
+    "SyntheticSpec",
+    "SyntheticEvaluator",
+    "synthetic_cheap_accuracy",
+    "synthetic_objectives",
+]
 
 
 def synthetic_objectives(settings: dict[str, dict[str, Any]]) -> tuple[float, float]:
@@ -37,6 +49,16 @@ def synthetic_objectives(settings: dict[str, dict[str, Any]]) -> tuple[float, fl
         accuracy -= 0.002 * ((8 - w) ** 2 + (8 - a) ** 2)
         accuracy -= 0.05 * (1 - keep) + 0.03 * (1 - rank) + (0.01 if nm else 0.0)
     return accuracy, latency
+
+
+def synthetic_cheap_accuracy(
+    settings: dict[str, dict[str, Any]], *, noise: float, bias: float = 0.0
+) -> float:
+    """The cheap-rung accuracy of ``settings``: the full-rung accuracy + ``bias`` +
+    ``noise`` · u, u in [-1, 1] from the SHA-256 of the settings (deterministic)."""
+    key = json.dumps(settings, sort_keys=True, default=list).encode()
+    u = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64 * 2 - 1
+    return synthetic_objectives(settings)[0] + bias + noise * u
 
 
 def _plan_json(settings: dict[str, dict[str, Any]]) -> str:
@@ -57,6 +79,11 @@ class SyntheticSpec:
     hang_numbers: tuple[int, ...] = ()
     sleep_s: float = 0.0
     log_path: str | None = None
+    fidelity: Fidelity = field(default_factory=Fidelity)
+    cheap_noise: float = 0.0
+    cheap_bias: float = 0.0
+    val_samples: int = 5000
+    test_samples: int = 10000
 
     def build(self) -> SyntheticEvaluator:
         return SyntheticEvaluator(self)
@@ -69,8 +96,9 @@ class SyntheticEvaluator(Evaluator):
     def evaluate(self, request: TrialRequest) -> TrialOutcome:
         start = time.perf_counter()
         if self.spec.log_path:
+            rung = " cheap" if request.rung == CHEAP else ""
             with Path(self.spec.log_path).open("a", encoding="utf-8") as fh:
-                fh.write(f"{request.number} {request.split}\n")
+                fh.write(f"{request.number} {request.split}{rung}\n")
         if request.number in self.spec.hang_numbers:
             time.sleep(3600)
         if self.spec.sleep_s:
@@ -78,6 +106,14 @@ class SyntheticEvaluator(Evaluator):
         if request.number in self.spec.fail_numbers:
             raise RuntimeError(f"synthetic failure of trial {request.number}")
         accuracy, latency = synthetic_objectives(request.settings)
+        samples = self.spec.val_samples if request.split == "val" else self.spec.test_samples
+        if request.rung == CHEAP:
+            if not self.spec.fidelity.multi:
+                raise ValueError("this search has no cheap rung (fidelity: full)")
+            accuracy = synthetic_cheap_accuracy(
+                request.settings, noise=self.spec.cheap_noise, bias=self.spec.cheap_bias
+            )
+            samples = self.spec.fidelity.cheap_val or samples
         if request.number in self.spec.nan_numbers:
             accuracy = float("nan")
         if request.split == "test":
@@ -92,6 +128,8 @@ class SyntheticEvaluator(Evaluator):
             duration_s=time.perf_counter() - start,
             plan_json=_plan_json(request.settings),
             total_cycles=int(latency * 1e6),
+            rung=request.rung,
+            samples=samples,
         )
 
     def reference(self, w8a8: dict[str, dict[str, Any]]) -> Reference:
@@ -105,4 +143,10 @@ class SyntheticEvaluator(Evaluator):
             w8a8_size_kib=sum(kw["w_bits"] for kw in w8a8.values()) / 8,
             w8a8_val=accuracy,
             w8a8_test=accuracy - 0.005,
+            measurement=Measurement(
+                val_samples=self.spec.val_samples,
+                test_samples=self.spec.test_samples,
+                calib_samples=self.spec.fidelity.calib_samples or self.spec.val_samples,
+                cheap_val_samples=self.spec.fidelity.cheap_val,
+            ),
         )

@@ -24,6 +24,7 @@ from typing import Any
 from lowbit.hwsim.profile import HardwareProfile
 
 from .evaluator import Evaluator, Reference, TrialOutcome, TrialRequest, measured_outcome
+from .fidelity import Measurement
 
 __all__ = ["UserEvaluatorSpec", "UserEvaluator", "ship", "score"]
 
@@ -138,6 +139,15 @@ class UserEvaluator(Evaluator):
             fp32_test=self.spec.fp32[1],
             val=outcomes["val"],
             test=outcomes["test"],
+            measurement=Measurement(
+                val_samples=None,
+                test_samples=None,
+                calib_samples=len(self.calib),
+                calib_split="user",
+                calib_seed=None,
+                qat_steps=0,
+                threads=self.spec.threads,
+            ),  # fmt: skip
         )
 
 

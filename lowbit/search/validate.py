@@ -110,7 +110,9 @@ def targets_of_run(run_dir: Path, *, top: int | None = None) -> tuple[list[Confi
             raise ConfigError(f"{path}: config of model {cfg.model!r}, but the run is {model!r}")
         found.append(
             ConfigTarget(cfg.id, "pareto", cfg.method, cfg.model, cfg.seed, cfg.plan,
-                         cfg.accuracy_test, cfg.latency_ms)
+                         cfg.accuracy_test, cfg.latency_ms, qat_steps=cfg.qat_steps,
+                         qat_seed=cfg.qat_seed, calib_samples=cfg.calib_samples,
+                         calib_seed=cfg.calib_seed or 0)
         )  # fmt: skip
     uniform = [t for t in found if t.method == "uniform"]
     pareto = [t for t in found if t.method != "uniform"]

@@ -45,6 +45,17 @@ def _config() -> DeploymentConfig:
         size_kib=12.5,
         layers=(LayerCost("conv1", "conv2d", 4, 8, 9216, 1200, 0.0024, 0.0001),),
         lowbit_version="0.1.0",
+        rung=1,
+        val_samples=359,
+        test_samples=360,
+        accuracy_cheap=0.96,
+        cheap_val_samples=150,
+        qat_steps=20,
+        qat_seed=0,
+        calib_samples=100,
+        calib_seed=0,
+        calib_sha256="cd" * 32,
+        threads=1,
     )
 
 
@@ -54,8 +65,14 @@ def test_config_round_trip(tmp_path):
     loaded = load_config(path)
     assert loaded == cfg
     data = json.loads(path.read_text())
-    assert data["schema_version"] == CONFIG_SCHEMA_VERSION
+    assert data["schema_version"] == CONFIG_SCHEMA_VERSION == 2
     assert data["hardware"] == {"name": "npu-bitfusion", "content_hash": "ab" * 32}
+    assert data["qat"] == {"steps": 20, "seed": 0}
+    assert data["calibration"]["samples"] == 100 and data["calibration"]["seed"] == 0
+    assert data["accuracy"]["rung"] == 1 and data["accuracy"]["val_samples"] == 359
+    assert loaded.build_kwargs() == {
+        "seed": 0, "finetune_steps": 20, "qat_seed": 0, "calib_samples": 100, "calib_seed": 0,
+    }  # fmt: skip
     # the plan in the file is a CompressionPlan the models package accepts as is
     from lowbit.models.compression.plan import CompressionPlan
 
@@ -64,8 +81,10 @@ def test_config_round_trip(tmp_path):
 
 def test_schema_problems_are_listed_with_their_paths(tmp_path):
     data = _config().to_dict()
-    data["schema_version"] = 2
+    data["schema_version"] = 99
     del data["accuracy"]["test"]
+    del data["qat"]["steps"]
+    data["accuracy"]["rung"] = 3
     data["simulation"]["latency_ms"] = "fast"
     data["plan"]["layers"]["conv1"]["w_bits"] = 9
     path = tmp_path / "bad.json"
@@ -75,7 +94,7 @@ def test_schema_problems_are_listed_with_their_paths(tmp_path):
     text = str(err.value)
     for needle in (
         str(path),
-        "schema_version: unsupported 2",
+        "schema_version: unsupported 99",
         "accuracy.test: missing",
         "simulation.latency_ms: must be number",
         'plan.layers["conv1"].w_bits',
@@ -97,3 +116,29 @@ def test_atomic_write_replaces_and_leaves_no_temp_files(tmp_path):
     atomic_write_text(target, "two")
     assert target.read_text() == "two"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_schema_1_configs_still_load_with_their_meaning(tmp_path):
+    """A config written before rungs: whole-val calibration, QAT steps not in the file."""
+    data = _config().to_dict()
+    data["schema_version"] = 1
+    for key in ("qat", "calibration"):
+        del data[key]
+    for key in ("rung", "rung_name", "val_samples", "test_samples", "cheap_val",
+                "cheap_val_samples", "torch_threads"):  # fmt: skip
+        del data["accuracy"][key]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    cfg = load_config(path)
+    assert cfg.schema_version == 1 and cfg.rung == 1
+    assert cfg.qat_steps is None and cfg.calib_samples is None
+    kwargs = cfg.build_kwargs(qat_steps=7)  # the steps from the run's summary.json
+    assert kwargs["finetune_steps"] == 7 and kwargs["calib_samples"] is None
+
+
+def test_a_user_model_config_cannot_be_rebuilt():
+    from dataclasses import replace
+
+    cfg = replace(_config(), calib_split="user", calib_seed=None, calib_sha256=None)
+    with pytest.raises(ConfigError, match="only zoo-model configs"):
+        cfg.build_kwargs()

@@ -40,7 +40,8 @@ def write_config(run_dir: Path, cid: str, plan: dict, *, model: str = MODEL) -> 
         hardware_hash="0" * 64, method="joint", study="test", trial_number=0, plan=plan,
         accuracy_val=0.0, accuracy_test=accuracy(small, x, y), fp32_val=0.0, fp32_test=0.0,
         engine="analytic", latency_ms=0.02 if cid.endswith("1") else 0.01, energy_mj=0.0,
-        total_cycles=1, size_kib=0.0, layers=(), lowbit_version="0.1.0",
+        total_cycles=1, size_kib=0.0, layers=(), lowbit_version="0.1.0", val_samples=359,
+        test_samples=360, qat_steps=0, qat_seed=0, calib_samples=359, calib_seed=0, threads=1,
     )  # fmt: skip
     return cfg.write(run_dir / "configs" / f"{cid}.json")
 
