@@ -39,20 +39,11 @@ import sys
 import time
 from pathlib import Path
 
+from lowbit.models.hostcal.calibration import cpu_info
+
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_CHEAP_S = 3.0
 GOAL_SCALING = 1.7
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (the platform's processor string otherwise)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _median(values: list[float]) -> float | None:
@@ -184,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "cheap_val": cheap_val,
         "calib_samples": full["fidelity"]["calib_samples"],
         "machine": {
-            "cpu": cpu_name(),
+            "cpu": cpu_info()["label"],  # model name and integer ISA
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
         },  # fmt: skip
