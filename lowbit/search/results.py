@@ -364,8 +364,12 @@ def load_config(path: str | Path) -> DeploymentConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) JSON deployment config") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: JSON nested too deeply to be a deployment config") from None
     return DeploymentConfig.from_dict(data, source=str(path))

@@ -108,6 +108,12 @@ def test_not_json_and_missing_file(tmp_path):
         load_config(tmp_path / "x.json")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.json")
+    (tmp_path / "binary.json").write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="binary.json: not a text"):
+        load_config(tmp_path / "binary.json")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="deep.json: JSON nested too deeply"):
+        load_config(tmp_path / "deep.json")
 
 
 def test_atomic_write_replaces_and_leaves_no_temp_files(tmp_path):
