@@ -26,14 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     apply_data_dir(args)
-    from lowbit.models.train import ConsoleProgress, load_checkpoint, train
-    from lowbit.models.zoo import entry
+    from lowbit.models.train import load_checkpoint, train
 
     trained = None if args.force else load_checkpoint(args.model, seed=args.seed)
     cached = trained is not None
     if trained is None:
-        progress = ConsoleProgress(args.model, entry(args.model).recipe.epochs)
-        trained = train(args.model, seed=args.seed, progress=progress)
+        trained = train(args.model, seed=args.seed, progress=True)
     result = {
         "model": trained.name,
         "seed": trained.seed,

@@ -261,7 +261,7 @@ def train(
     *,
     seed: int = 0,
     recipe: TrainRecipe | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
 ) -> TrainedModel:
     """Train ``name`` from scratch with ``seed`` and write its checkpoint (always retrains).
 
@@ -269,7 +269,8 @@ def train(
         name: zoo model name.
         seed: initialisation and shuffling seed.
         recipe: override the zoo's recipe (enters the checkpoint key).
-        progress: told of every epoch (see :class:`ConsoleProgress`); None = quiet.
+        progress: told of every epoch; ``True`` = a :class:`ConsoleProgress` on stderr;
+            None or False = quiet.
     """
     zoo_entry = entry(name)
     recipe = recipe if recipe is not None else zoo_entry.recipe
@@ -278,7 +279,9 @@ def train(
     start = time.perf_counter()
     with _deterministic(recipe.threads):
         model = build(name, seed=seed)
-        final_loss = _fit(model, recipe, seed=seed, progress=progress)
+        if progress is True:
+            progress = ConsoleProgress(name, recipe.epochs)
+        final_loss = _fit(model, recipe, seed=seed, progress=progress or None)
     seconds = time.perf_counter() - start
     metrics = {
         "train_seconds": seconds,
@@ -333,8 +336,5 @@ def load_trained(
     ``progress=True`` reports training on stderr (:class:`ConsoleProgress`)."""
     cached = load_checkpoint(name, seed=seed, recipe=recipe)
     if cached is None:
-        if progress is True:
-            epochs = (recipe or entry(name).recipe).epochs
-            progress = ConsoleProgress(name, epochs)
-        cached = train(name, seed=seed, recipe=recipe, progress=progress or None)
+        cached = train(name, seed=seed, recipe=recipe, progress=progress)
     return cached.model
