@@ -15,7 +15,13 @@ from torch import nn
 
 from lowbit.models.data import load_split
 
-__all__ = ["accuracy", "as_model_input", "evaluate"]
+__all__ = ["EVAL_BATCH_SIZE", "accuracy", "as_model_input", "evaluate"]
+
+#: samples per forward pass when measuring accuracy: small enough that a conv layer's
+#: activations stay in the core's caches (on the 20.9-MMAC fashion-resnet, 1,000 val images
+#: run ~3x faster in batches of 128 than in one batch of 1,000 on one Zen 4 core); the
+#: integer-exact forward gives the same codes whatever the batch
+EVAL_BATCH_SIZE = 128
 
 
 def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -33,7 +39,7 @@ def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH_SIZE
 ) -> float:
     """Fraction of ``x`` the model classifies as ``y`` (eval mode; the mode is restored)."""
     if len(x) != len(y) or len(x) == 0:
@@ -52,7 +58,11 @@ def accuracy(
 
 
 def evaluate(
-    model: nn.Module, *, split: str = "val", dataset: str | None = None, batch_size: int = 1024
+    model: nn.Module,
+    *,
+    split: str = "val",
+    dataset: str | None = None,
+    batch_size: int = EVAL_BATCH_SIZE,
 ) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` on ``split`` of its dataset.
 

@@ -305,3 +305,33 @@ def test_finetune_lowers_loss_and_keeps_masks(cnn_setup) -> None:
         codes = layer.weight / layer.weight_scale.reshape(shape)
         assert torch.allclose(codes, codes.round(), atol=1e-3)  # back on the 2-bit grid
         assert codes.round().min() >= -2 and codes.round().max() <= 1
+
+
+def test_calibration_and_integer_inference_do_not_depend_on_the_batch_size() -> None:
+    """compress and accuracy run in small batches (cache-sized); the grids and the codes
+    must be what one big batch gives: min/max calibration sees the same samples, and every
+    integer-exact layer computes each sample on its own."""
+    from tiny_nets import TinyResNet
+
+    from lowbit.models.accuracy import accuracy
+    from lowbit.models.compression.quant import calibrate_model, quantized_layers
+
+    model = seeded(TinyResNet)
+    x = example_input(model, 300)
+    plan = CompressionPlan.from_bits_string("W4A8", pin_first_last=False)
+    a = compress(model, plan, calib=x)
+    b = copy.deepcopy(a)
+    calibrate_model(b, x, methods={}, batch_size=len(x))
+    grids = {
+        name: (m.act_scale, m.act_zero_point)
+        for name, m in quantized_layers(a).items()
+        if getattr(m, "act_scale", None) is not None
+    }
+    assert grids  # the convs and the fc have activation grids
+    for name, (scale, zero_point) in grids.items():
+        other = quantized_layers(b)[name]
+        assert torch.equal(scale, other.act_scale) and torch.equal(zero_point, other.act_zero_point)
+    with torch.no_grad():
+        assert torch.equal(torch.cat([a(x[i : i + 7]) for i in range(0, len(x), 7)]), a(x))
+    y = a(x).argmax(1)
+    assert accuracy(a, x, y, batch_size=13) == accuracy(a, x, y, batch_size=len(x)) == 1.0

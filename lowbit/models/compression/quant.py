@@ -366,12 +366,15 @@ def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 @torch.no_grad()
-def calibrate_model(model: nn.Module, calib: torch.Tensor, *, methods: dict[str, str]) -> None:
+def calibrate_model(
+    model: nn.Module, calib: torch.Tensor, *, methods: dict[str, str], batch_size: int = 128
+) -> None:
     """Observe every quantized layer's input on ``calib`` and set its activation grid.
 
     ``methods`` maps a quantized layer name to its calibration method (default: the
     module's own ``calibration``, else ``minmax``). The pass runs with float activations and
-    quantized weights.
+    quantized weights, ``batch_size`` samples at a time (the observed samples are the same
+    whatever the batch; small batches keep a layer's activations in cache).
     """
     layers = quantized_layers(model)
     for m in layers.values():
@@ -379,7 +382,8 @@ def calibrate_model(model: nn.Module, calib: torch.Tensor, *, methods: dict[str,
     was_training = model.training
     model.eval()
     try:
-        model(calib)
+        for start in range(0, len(calib), batch_size):
+            model(calib[start : start + batch_size])
     finally:
         observed = {name: m.observed for name, m in layers.items()}
         for m in layers.values():
