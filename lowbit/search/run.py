@@ -56,6 +56,7 @@ from .summary import (
     feasible_complete,
     run_summary,
     summarise_method,
+    test_fronts,
     trials_hypervolume,
 )
 from .zoo_evaluator import ZooEvaluatorSpec, share_zoo_data
@@ -257,10 +258,14 @@ def execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Search
                 fidelity=fidelity,
             )  # fmt: skip
         summaries, pareto_rows, trial_rows = {}, [], []
+        tested = test_fronts(
+            {name: study for name, (study, _) in studies.items()}, space=space, pool=pool,
+            setup=setup,
+        )  # fmt: skip
         for name, (study, stats) in studies.items():
             summary, rows = summarise_method(
-                name, study, space=space, pool=pool, setup=setup, reference=reference,
-                engine=engine, run_dir=run_dir, stats=stats,
+                name, study, tested=tested[name], space=space, setup=setup,
+                reference=reference, engine=engine, run_dir=run_dir, stats=stats,
             )  # fmt: skip
             summaries[name] = summary
             pareto_rows.extend(rows)

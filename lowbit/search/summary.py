@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any
 
 import optuna
@@ -43,6 +43,7 @@ __all__ = [
     "trials_hypervolume",
     "pareto_trials",
     "summarise_method",
+    "test_fronts",
     "describe_spec",
     "run_summary",
     "summary_dict",
@@ -155,17 +156,40 @@ def _config(
     )
 
 
-def summarise_method(name, study, *, space, pool, setup, reference, engine, run_dir, stats):
-    """Re-evaluate the Pareto set on test, write its configs; the method's summary + rows."""
-    mspace = get_method(name).space(space)
-    front = pareto_trials(study, setup.objectives)
-    requests = [
-        TrialRequest(t.number, mspace.settings(t.params), split="test", detail=True) for t in front
-    ]
-    outcomes = pool.map(requests) if requests else []
+def test_fronts(studies: dict[str, optuna.Study], *, space, pool, setup) -> dict[str, list]:
+    """Each method's Pareto trials with their outcome on test, as ``(trial, outcome)``.
+
+    Every distinct configuration is measured once, and all of them in one parallel map:
+    methods share configurations (the warm starts and the uniform baselines), and the
+    evaluation is deterministic (same plan, calibration subset and QAT seed), so a
+    configuration on two fronts has one test outcome, reported under each trial's number.
+    """
+    fronts = {name: pareto_trials(study, setup.objectives) for name, study in studies.items()}
+    requests: dict[str, TrialRequest] = {}
+    keys: dict[tuple[str, int], str] = {}
+    for name, front in fronts.items():
+        mspace = get_method(name).space(space)
+        for trial in front:
+            settings = mspace.settings(trial.params)
+            key = json.dumps(settings, sort_keys=True)
+            keys[name, trial.number] = key
+            requests.setdefault(
+                key, TrialRequest(trial.number, settings, split="test", detail=True)
+            )
+    measured = pool.map(list(requests.values())) if requests else []
+    outcomes = dict(zip(requests, measured, strict=True))
+    return {
+        name: [(t, replace(outcomes[keys[name, t.number]], number=t.number)) for t in front]
+        for name, front in fronts.items()
+    }
+
+
+def summarise_method(name, study, *, tested, space, setup, reference, engine, run_dir, stats):
+    """The method's summary + Pareto rows from its Pareto trials measured on test
+    (``tested``: :func:`test_fronts`); writes their deployment configs."""
     w8 = reference.w8a8_latency_ms
-    rows, ids, tested = [], [], []
-    for trial, outcome in zip(front, outcomes, strict=True):
+    rows, ids, kept = [], [], []
+    for trial, outcome in tested:
         if outcome.failed:
             log.warning("%s trial %d failed on test: %s", name, trial.number, outcome.error)
             continue
@@ -176,7 +200,7 @@ def summarise_method(name, study, *, space, pool, setup, reference, engine, run_
         )  # fmt: skip
         cfg.write(run_dir / "configs" / f"{cid}.json")
         ids.append(cid)
-        tested.append((trial, outcome))
+        kept.append((trial, outcome))
         rows.append(
             {
                 "method": name,
@@ -195,11 +219,11 @@ def summarise_method(name, study, *, space, pool, setup, reference, engine, run_
             }
         )
     hv_test = hypervolume_2d(
-        [(o.accuracy, o.latency_ms / w8) for _, o in tested],
+        [(o.accuracy, o.latency_ms / w8) for _, o in kept],
         reference=HV_REFERENCE,
         directions=HV_DIRECTIONS,
     )
-    ok = [(t, o) for t, o in tested if t.user_attrs["accuracy"] >= reference.fp32_val - ONE_POINT]
+    ok = [(t, o) for t, o in kept if t.user_attrs["accuracy"] >= reference.fp32_val - ONE_POINT]
     best = None
     if ok:
         t, o = min(ok, key=lambda p: (p[1].latency_ms, -p[0].user_attrs["accuracy"]))

@@ -66,7 +66,9 @@ def test_timeout_fails_the_trial_and_replaces_the_worker(ray_session, synthetic_
 
 
 def test_run_directory_is_consistent(ray_session, synthetic_space, tmp_path):
-    result = _run(synthetic_space, tmp_path, methods=("joint", "uniform", "random"))
+    log = tmp_path / "evals.log"
+    spec = SyntheticSpec(log_path=str(log))
+    result = _run(synthetic_space, tmp_path, spec, methods=("joint", "uniform", "random"))
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["hypervolume"]["reference_point"] == list(HV_REFERENCE)
@@ -93,6 +95,13 @@ def test_run_directory_is_consistent(ray_session, synthetic_space, tmp_path):
             cfg = load_config(run / "configs" / f"{p['config_id']}.json")
             assert cfg.method == method and cfg.trial_number == int(p["number"])
             assert cfg.accuracy_test == pytest.approx(float(p["accuracy_test"]))
+    # each distinct Pareto configuration is measured on test once, whatever method found it
+    plans = [
+        json.dumps(load_config(run / "configs" / f"{p['config_id']}.json").plan, sort_keys=True)
+        for p in pareto
+    ]
+    tests = [line for line in log.read_text().splitlines() if line.endswith(" test")]
+    assert len(tests) == len(set(plans)) < len(plans)  # joint's warm start = uniform W8A8
     uniform = summary["methods"]["uniform"]
     assert uniform["completed"] == 4  # W8A8, W4A8, W4A4, W2A8: all run on this target
     # synthetic accuracy: only W8A8 is within 1 point of FP32, so its speed-up is 1
