@@ -117,7 +117,7 @@ def resolve_profile(
 def apply_compression(workload: Workload, *, bits: str | None, plan: str | None) -> Workload:
     """``workload`` at the uniform ``bits`` (``"W4A8"``) or under the ``plan`` file; as it is
     when neither is given."""
-    if bits:
+    if bits is not None:  # "" is a mistake, not "no --bits"
         w_bits, a_bits = parse_bits(bits)
         return apply_bits(workload, w_bits=w_bits, a_bits=a_bits)
     if plan:

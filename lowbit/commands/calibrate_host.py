@@ -26,11 +26,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lowbit.hwsim.errors import LowbitError
+    from lowbit.hwsim.fileio import check_output_file
     from lowbit.models.hostcal.calibration import calibrate, default_profile_path, write
 
     path = Path(args.out) if args.out else default_profile_path()
     if path.suffix != ".toml":  # checked before the minute of measuring
         raise LowbitError(f"{path}: the profile file must end in .toml")
+    check_output_file(path, flag="--out")
+    check_output_file(path.with_suffix(".json"), flag="--out")  # the calibration sidecar
     calibration = calibrate(quick=args.quick)
     path = write(calibration, path)
     m = calibration.measurements

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lowbit.hwsim.errors import LowbitError
 
+from . import _args
 from ._data_dir import add_data_dir_argument, apply_data_dir
 from .models_cmd import format_table
 
@@ -43,16 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "plan, QAT, calibration subset)",
     )
     parser.add_argument("--split", choices=("val", "test"), default="test", help="default: test")
-    parser.add_argument("--seed", type=int, help="training seed (default: 0)")
+    parser.add_argument("--seed", type=_args.seed, help="training seed (default: 0)")
     parser.add_argument(
         "--qat-steps",
-        type=int,
+        type=_args.steps,
         metavar="N",
         help="QAT steps after compression, seeded with --seed (default: 0)",
     )
     parser.add_argument(
         "--calib-samples",
-        type=int,
+        type=_args.bounded_int(1, 10**9),
         metavar="N",
         help="calibrate on a stratified subset of N val images, seed 0, as a search does "
         "(default: all of val)",
@@ -64,17 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_plan(args: argparse.Namespace) -> CompressionPlan:
     """The CompressionPlan from ``--plan FILE`` or ``--bits WxAy``."""
     from lowbit.models.compression.plan import CompressionPlan
+    from lowbit.models.workloads import read_plan
 
-    if args.bits:
+    if args.bits is not None:
         return CompressionPlan.from_bits_string(args.bits)
-    try:
-        text = Path(args.plan).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LowbitError(f"{args.plan}: cannot read plan: {exc.strerror or exc}") from None
-    try:
-        return CompressionPlan.from_json(text)
-    except LowbitError as exc:
-        raise LowbitError(f"{args.plan}: {exc}") from None
+    return read_plan(args.plan)
 
 
 def _from_config(args: argparse.Namespace) -> tuple[Any, CompressionPlan, dict[str, Any]]:

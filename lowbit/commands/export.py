@@ -47,11 +47,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def finetune_steps_of(config_path: Path) -> int:
     """The search's ``finetune_steps`` from the run directory holding ``configs/ID.json``."""
     summary = config_path.resolve().parent.parent / "summary.json"
+    from lowbit.hwsim.errors import LowbitError
+    from lowbit.hwsim.fileio import read_json
+
     try:
-        data = json.loads(summary.read_text(encoding="utf-8"))
+        data = read_json(summary, what="run summary")
         return int((data.get("evaluator") or {}).get("finetune_steps", 0) or 0)
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (LowbitError, ValueError, AttributeError, TypeError):
         return 0
+
+
+def check_export_dir(out: str) -> Path:
+    """``--out`` before the model is built: a new or empty directory, or an earlier export
+    (its files are replaced) -- never a directory holding other files, such as a run's
+    ``configs/``."""
+    from lowbit.hwsim.errors import LowbitError
+    from lowbit.hwsim.fileio import check_output_dir
+
+    path = check_output_dir(out, flag="--out")
+    if path.is_dir() and any(path.iterdir()) and not (path / "deploy.json").is_file():
+        raise LowbitError(
+            f"--out {path}: holds other files and no deploy.json (not an earlier export); "
+            "choose a new or empty directory"
+        )
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.config)
     cfg = load_config(path)
+    check_export_dir(args.out)
     steps = args.finetune_steps
     if steps is None:
         steps = cfg.qat_steps if cfg.qat_steps is not None else finetune_steps_of(path)

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from . import _args
 from ._data_dir import add_data_dir_argument, apply_data_dir
 
 HELP = "list the model zoo: dataset, parameters, MACs per sample, FP32 test accuracy"
@@ -15,7 +16,7 @@ _FORMATS = ("table", "json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    parser.add_argument("--seed", type=_args.seed, default=0, help="training seed (default: 0)")
     parser.add_argument(
         "--no-train",
         action="store_true",

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from lowbit.hwsim.errors import LowbitError
 
+from . import _args
 from ._data_dir import add_data_dir_argument, apply_data_dir
 
 HELP = "search per-layer compression (accuracy vs simulated latency) with Optuna on Ray"
 
 _SAMPLERS = ("nsga2", "tpe", "random", "gp")
 _BASELINES = ("uniform", "random", "quant-only", "hawq")
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,8 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hardware", required=True, metavar="NAME|FILE", help="built-in profile or a .toml"
     )
-    parser.add_argument("--trials", type=int, default=100, help="completed trials (default 100)")
-    parser.add_argument("--workers", type=int, default=1, help="Ray workers (default 1)")
+    parser.add_argument(
+        "--trials",
+        type=_args.bounded_int(1, 10**6),
+        default=100,
+        help="completed trials (default 100)",
+    )
+    parser.add_argument(
+        "--workers", type=_args.bounded_int(1, 4096), default=1, help="Ray workers (default 1)"
+    )
     parser.add_argument("--study", metavar="NAME", help="study name (default MODEL-HW-sSEED)")
     parser.add_argument(
         "--storage",
@@ -29,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sqlite:///x.db, postgresql://..., or a .journal file (default: OUT/study.journal)",
     )
     parser.add_argument("--sampler", choices=_SAMPLERS, default="nsga2", help="default nsga2")
-    parser.add_argument("--seed", type=int, default=0, help="training and sampler seed")
+    parser.add_argument("--seed", type=_args.seed, default=0, help="training and sampler seed")
     parser.add_argument("--out", metavar="DIR", help="run directory (default runs/STUDY)")
     parser.add_argument(
         "--ray-address", metavar="ADDR", help="connect to this Ray cluster (default: local)"
@@ -55,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--finetune-steps",
-        type=int,
+        type=_args.steps,
         default=0,
         metavar="N",
         help="QAT recovery steps per trial before measuring accuracy (default 0)",
@@ -123,6 +133,15 @@ def parse_list(text: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
     return items
 
 
+def check_study_name(name: str) -> None:
+    """A study name is one plain path component: it names the run directory runs/NAME."""
+    if not _STUDY_NAME.fullmatch(name):
+        raise LowbitError(
+            f"--study: {name!r} must start with a letter or digit and hold only letters, "
+            "digits and . _ + - (it names the run directory runs/NAME)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     apply_data_dir(args)
     import optuna
@@ -153,12 +172,21 @@ def run(args: argparse.Namespace) -> int:
     )
     from pathlib import Path
 
+    from lowbit.hwsim.fileio import check_output_dir
     from lowbit.hwsim.profiles import load_profile
+    from lowbit.search.storage import check_storage
 
+    if args.study is not None:
+        check_study_name(args.study)
     profile = load_profile(args.hardware)
     suffix = "-codesign" if args.co_design else ""
     study = args.study or f"{args.model}-{profile.name}-s{args.seed}{suffix}"
-    out = Path(args.out) if args.out else Path("runs") / study
+    out = check_output_dir(args.out, flag="--out") if args.out is not None else None
+    out = out or Path("runs") / study
+    try:  # before training the model and starting Ray
+        check_storage(args.storage, run_dir=out)
+    except ValueError as exc:
+        raise LowbitError(str(exc)) from None
     try:
         result = run_search(
             model=args.model,

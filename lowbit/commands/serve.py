@@ -63,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
         raise LowbitError(f"--max-running must be >= 1, got {args.max_running}")
     import uvicorn
 
+    from lowbit.hwsim.fileio import check_output_dir
     from lowbit.service import create_app
 
-    state_dir = args.state_dir or default_state_dir()
+    state_dir = check_output_dir(args.state_dir or default_state_dir(), flag="--state-dir")
     app = create_app(state_dir=state_dir, token=token, max_running=args.max_running)
     print(f"lowbit serve: http://{args.host}:{args.port} (docs at /docs), state in {state_dir}")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

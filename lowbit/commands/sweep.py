@@ -209,6 +209,8 @@ def parse_vary(items: list[str], parse_set) -> list[tuple[str, list[object]]]:
             raise LowbitError(f"--vary: key {key!r} given twice")
         seen.add(key)
         values = [parse_set([f"{key}={v.strip()}"])[key] for v in raw.split(",") if v.strip()]
+        if not values:
+            raise LowbitError(f"--vary {key}: no values (give V1,V2,... after '=')")
         axes.append((key, values))
     return axes
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from . import _args
 from ._data_dir import add_data_dir_argument, apply_data_dir
 from .models_cmd import format_table
 
@@ -16,7 +17,7 @@ _FORMATS = ("table", "json")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="NAME", help="zoo model name")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    parser.add_argument("--seed", type=_args.seed, default=0, help="training seed (default: 0)")
     parser.add_argument(
         "--force", action="store_true", help="retrain even if a checkpoint is cached"
     )

@@ -7,7 +7,10 @@ that tie several keys together live in :mod:`lowbit.hwsim._profile_rules`. lowbi
 README.md documents the same keys for users (a test checks that it names every one).
 
 Upper bounds are not physical limits: they catch unit mistakes (GB/s written as bytes per
-cycle, MHz written as Hz), so anything beyond them is "implausibly large".
+cycle, MHz written as Hz), so anything beyond them is "implausibly large". Lower bounds of
+rates are physical floors (a clock of 1 kHz, a byte or a MAC per 1,000 cycles): below them a
+value is a mistake, and a tiny positive rate (``1e-308``) would make cycle counts, latency
+and energy overflow to infinity.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ PRECISION_MODELS = ("table", "bitfusion", "bitserial")
 VALID_BITS = tuple(range(1, 17)) + (32,)
 BITFUSION_DEFAULT_BITS = (2, 4, 8)
 BITSERIAL_DEFAULT_BITS = tuple(range(1, 9))
+#: slowest clock accepted (Hz) and lowest rate (bytes or MACs per cycle): physical floors
+MIN_CLOCK_HZ = 1e3
+MIN_RATE = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +95,7 @@ _PRECISION = Table(
     {
         "w_bits": Key("bits"),
         "a_bits": Key("bits"),
-        "macs_per_pe_per_cycle": Key("number", low=0, low_open=True, high=4096),
+        "macs_per_pe_per_cycle": Key("number", low=MIN_RATE, high=4096),
         "energy_pj_per_mac": Key("number", low=0, high=1e4, unit="pJ"),
     }
 )
@@ -109,7 +115,7 @@ COMPUTE = Table(
             {
                 "bits": Key("list[bits]", required=False, default=list(BITFUSION_DEFAULT_BITS)),
                 "w8a8_macs_per_pe_per_cycle": Key(
-                    "number", required=False, default=1.0, low=0, low_open=True, high=4096
+                    "number", required=False, default=1.0, low=MIN_RATE, high=4096
                 ),
                 "w8a8_energy_pj_per_mac": Key("number", low=0, high=1e4, unit="pJ"),
             },
@@ -119,7 +125,7 @@ COMPUTE = Table(
             {
                 "bits": Key("list[bits]", required=False, default=list(BITSERIAL_DEFAULT_BITS)),
                 "w1a1_macs_per_pe_per_cycle": Key(
-                    "number", required=False, default=1.0, low=0, low_open=True, high=4096
+                    "number", required=False, default=1.0, low=MIN_RATE, high=4096
                 ),
                 "w1a1_energy_pj_per_mac": Key("number", low=0, high=1e4, unit="pJ"),
             },
@@ -132,9 +138,7 @@ MEMORY_LEVEL = Table(
     {
         "name": Key("str"),
         "size_bytes": Key("int", low=1, high=2**50, unit="bytes"),
-        "bandwidth_bytes_per_cycle": Key(
-            "number", low=0, low_open=True, high=2**20, unit="bytes/cycle"
-        ),
+        "bandwidth_bytes_per_cycle": Key("number", low=MIN_RATE, high=2**20, unit="bytes/cycle"),
         "energy_pj_per_byte": Key("number", low=0, high=1e5, unit="pJ/byte"),
         "holds": Key("list[str]", choices=OPERANDS),
         "off_chip": Key("bool", required=False, default=False),
@@ -148,7 +152,7 @@ SCHEMA = Table(
         "name": Key("str"),
         "description": Key("str", required=False, default=""),
         "family": Key("str", choices=FAMILIES),
-        "clock_hz": Key("number", low=0, low_open=True, high=10e9, unit="Hz"),
+        "clock_hz": Key("number", low=MIN_CLOCK_HZ, high=10e9, unit="Hz"),
         "weight_storage": Key("str", required=False, default="packed", choices=WEIGHT_STORAGE),
         "static_power_w": Key("number", required=False, default=0.0, low=0, high=1e4, unit="W"),
         "compute": COMPUTE,

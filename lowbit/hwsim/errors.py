@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["LowbitError", "ProfileError", "WorkloadError"]
+from pathlib import Path
+
+__all__ = ["InputFileError", "LowbitError", "OutputPathError", "ProfileError", "WorkloadError"]
 
 
 class LowbitError(Exception):
@@ -24,3 +26,19 @@ class ProfileError(LowbitError):
 
 class WorkloadError(LowbitError):
     """A workload (built-in name, topology CSV, ONNX file) could not be read."""
+
+
+class InputFileError(LowbitError):
+    """An input file that cannot be read as what it should be (see :mod:`lowbit.hwsim.fileio`).
+
+    ``source`` is the file, ``problem`` what is wrong with it; the message is both.
+    """
+
+    def __init__(self, source: str | Path, problem: str):
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}")
+
+
+class OutputPathError(LowbitError):
+    """An output path (``--out``, ``--storage``, ``--state-dir``) that cannot be written."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from ._precision_models import expand_precisions
 from ._profile_overrides import apply_overrides, parse_set
 from ._profile_rules import validate
 from ._profile_schema import SCHEMA, did_you_mean, fill_defaults, show
-from .errors import ProfileError
+from .errors import InputFileError, ProfileError
+from .fileio import read_toml
 from .profile import (
     DATAFLOWS,
     OPERANDS,
@@ -40,11 +40,6 @@ from .profile import (
     SparsitySupport,
     Tunable,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "load_scalesim_cfg",
@@ -101,22 +96,11 @@ def _locate(name_or_path: str | Path) -> tuple[Path, str | None]:
 
 
 def _read_toml(path: Path) -> dict:
-    source = str(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ProfileError(source, ["file not found"]) from None
-    except OSError as exc:
-        raise ProfileError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ProfileError(source, ["not a UTF-8 text file (TOML must be UTF-8)"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        if "overwrite" in message or "twice" in message:
-            message += " -- a key or table given twice?"
-        raise ProfileError(source, [f"not valid TOML: {message}"]) from None
+        return read_toml(path, what="hardware profile")
+    except InputFileError as exc:
+        problem = "file not found" if isinstance(exc.__cause__, FileNotFoundError) else exc.problem
+        raise ProfileError(str(path), [problem]) from None
 
 
 def load_profile_data(name_or_path: str | Path) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowbit.hwsim.errors import LowbitError, WorkloadError
+from lowbit.hwsim.fileio import read_json
 
 if TYPE_CHECKING:
     from lowbit.hwsim.profile import HardwareProfile
@@ -34,7 +35,8 @@ __all__ = [
     "simulate",
 ]
 
-_BITS = re.compile(r"^W(\d+)A(\d+)$", re.IGNORECASE)
+# ASCII digits without leading zeros: "W٤A٨" and "W04A08" are typos, not W4A8
+_BITS = re.compile(r"W(0|[1-9][0-9]?)A(0|[1-9][0-9]?)", re.IGNORECASE | re.ASCII)
 _COMPUTE_OPS = ("conv2d", "linear", "matmul")
 
 
@@ -86,7 +88,7 @@ def parse_bits(text: str) -> tuple[int, int]:
     """``"W4A8"`` -> ``(4, 8)``; bits 1-16, or 32 for float."""
     from lowbit.hwsim.workload import FLOAT_BITS
 
-    match = _BITS.match(text.strip())
+    match = _BITS.fullmatch(text.strip())
     if not match:
         raise LowbitError(f"--bits: expected WxAy like W4A8, got {text!r}")
     w_bits, a_bits = int(match[1]), int(match[2])
@@ -118,12 +120,9 @@ def read_plan(path: str | Path) -> CompressionPlan:
             f"{path}: a compression plan needs lowbit.models.compression (and torch), which "
             f"could not be imported ({exc}); use --bits for a uniform bit-width"
         ) from None
+    data = read_json(path, what="compression plan")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LowbitError(f"{path}: cannot read plan: {exc.strerror or exc}") from None
-    try:
-        return CompressionPlan.from_json(text)
+        return CompressionPlan.from_dict(data)
     except LowbitError as exc:
         raise LowbitError(f"{path}: {exc}") from None
     except (ValueError, TypeError, KeyError) as exc:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lowbit.hwsim.errors import LowbitError
+from lowbit.hwsim.errors import InputFileError, LowbitError
+from lowbit.hwsim.fileio import read_json
 
 __all__ = ["ReportError", "Trial", "ParetoRow", "RunData", "load_run", "uniform_label"]
 
@@ -108,15 +109,12 @@ def _int(text: str) -> int:
 
 
 def _read_json(path: Path, what: str) -> Any:
+    if not path.exists():
+        raise ReportError(f"{path}: missing ({what})")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: missing ({what})") from None
-    except OSError as exc:
-        raise ReportError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        hint = "rerun the search to rewrite it"
-        raise ReportError(f"{path}: not valid JSON ({exc}); {hint}") from None
+        return read_json(path, what=what)
+    except InputFileError as exc:
+        raise ReportError(f"{exc}; rerun the search to rewrite it") from None
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -158,9 +156,11 @@ def load_run(run_dir: str | Path) -> RunData:
         )
         raise ReportError(f"{run_dir}: no summary.json: {hint}")
     summary = _read_json(summary_path, "the run summary")
-    missing = [k for k in ("model", "hardware", "reference", "methods") if k not in summary]
-    if not isinstance(summary, dict) or missing:
-        raise ReportError(f"{summary_path}: not a lowbit run summary (missing {missing})")
+    from lowbit.search.checks import summary_problems
+
+    problems = summary_problems(summary)
+    if problems:
+        raise ReportError(f"{summary_path}: not a lowbit run summary: " + "; ".join(problems))
     trials = []
     for i, row in enumerate(_read_csv(run_dir / "trials.csv")):
         where = f"{run_dir / 'trials.csv'} row {i + 2}"

@@ -34,9 +34,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from lowbit.hwsim.errors import LowbitError
-from lowbit.hwsim.fileio import atomic_write_text
+from lowbit.hwsim.errors import InputFileError, LowbitError
+from lowbit.hwsim.fileio import atomic_write_text, read_json
 
+from .checks import LAYER_COSTS, check_ranges, non_negative
 from .evaluator import LayerCost
 from .fidelity import FULL, RUNG_NAMES
 from .storage import FAIL_REASON_ATTR
@@ -332,12 +333,19 @@ class DeploymentConfig:
             )  # fmt: skip
             if values["rung"] not in (None, *range(len(RUNG_NAMES))):
                 problems.append(f"accuracy.rung: must be 0 or 1, got {values['rung']!r}")
+        check_ranges(values, problems)
         layers = []
         raw_layers = get("simulation.layers", "array") or []
         names = [f.name for f in fields(LayerCost)]
         for i, raw in enumerate(raw_layers):
             if not isinstance(raw, dict) or set(raw) != set(names):
                 problems.append(f"simulation.layers[{i}]: must have exactly the keys {names}")
+                continue
+            bad = [k for k in LAYER_COSTS if not non_negative(raw[k])]
+            if bad:
+                problems.append(
+                    f"simulation.layers[{i}]: {', '.join(bad)} must be finite numbers >= 0"
+                )
                 continue
             layers.append(LayerCost(**raw))
         if values["plan"] is not None:
@@ -361,15 +369,7 @@ def load_config(path: str | Path) -> DeploymentConfig:
     """Read and validate a deployment configuration written by a search run."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text (UTF-8) JSON deployment config") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: JSON nested too deeply to be a deployment config") from None
+        data = read_json(path, what="deployment config")
+    except InputFileError as exc:
+        raise ConfigError(str(exc)) from None
     return DeploymentConfig.from_dict(data, source=str(path))

@@ -25,7 +25,6 @@ ranks are partly noise.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -35,7 +34,9 @@ from typing import Any
 import numpy as np
 
 from lowbit.hwsim.errors import LowbitError
+from lowbit.hwsim.fileio import read_json
 
+from .checks import summary_problems
 from .latency import BATCHES, ConfigTarget, prepare_config, time_configs
 from .results import ConfigError, load_config, write_csv, write_json
 
@@ -66,14 +67,12 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise LowbitError(f"run directory {run_dir} does not exist")
     path = run_dir / "summary.json"
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LowbitError(f"{run_dir} is not a search run directory (no summary.json)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LowbitError(f"{path}: cannot read run summary: {exc}") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("model"), str):
-        raise LowbitError(f"{path}: not a run summary (no model name)")
+    if not path.exists():
+        raise LowbitError(f"{run_dir} is not a search run directory (no summary.json)")
+    summary = read_json(path, what="run summary")
+    problems = summary_problems(summary, needs=("model",))
+    if problems:
+        raise LowbitError(f"{path}: not a lowbit run summary: " + "; ".join(problems))
     return summary
 
 

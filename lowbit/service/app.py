@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
 from lowbit.hwsim.errors import LowbitError
@@ -150,7 +151,11 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
             return
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+        # compared as bytes: compare_digest refuses non-ASCII str (a header from a client)
+        given_bytes = value.strip().encode("utf-8", "replace")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given_bytes, token.encode("utf-8")
+        ):
             raise HTTPException(
                 status_code=401,
                 detail="missing or wrong bearer token (send Authorization: Bearer <token>)",
@@ -164,6 +169,15 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
     )
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     guard = [Depends(authorize)]
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # without the rejected input: it may hold NaN/Infinity, which JSON cannot carry
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.exception_handler(JobError)
     async def _job_error(request: Request, exc: JobError) -> JSONResponse:

@@ -93,9 +93,16 @@ BAD_FILES = [
     (
         "bandwidth_bytes_per_cycle = 16.0",
         "bandwidth_bytes_per_cycle = -4",
-        "memory[1].bandwidth_bytes_per_cycle: must be > 0, got -4",
+        "memory[1].bandwidth_bytes_per_cycle: must be >= 0.001, got -4",
     ),
-    ("clock_hz = 1e9", "clock_hz = 0", "clock_hz: must be > 0, got 0"),
+    ("clock_hz = 1e9", "clock_hz = 0", "clock_hz: must be >= 1000, got 0"),
+    # tiny positive rates made latency, energy and cycle counts overflow to infinity
+    ("clock_hz = 1e9", "clock_hz = 1e-308", "clock_hz: must be >= 1000, got 1e-308"),
+    (
+        "bandwidth_bytes_per_cycle = 16.0",
+        "bandwidth_bytes_per_cycle = 1e-308",
+        "memory[1].bandwidth_bytes_per_cycle: must be >= 0.001, got 1e-308",
+    ),
     ("clock_hz = 1e9", "clock_hz = 5e12", "clock_hz: must be <= 10000000000 Hz (implausibly"),
     ("clock_hz = 1e9", "clock_hz = nan", "clock_hz: must be a finite number, got nan"),
     ("rows = 4", "rows = 100000", "compute.rows: must be <= 65536"),
@@ -217,7 +224,7 @@ def test_bad_override_values_are_validated_like_the_file(tmp_path):
     overrides = parse_set(["compute.rows=abc", "memory.dram.bandwidth_bytes_per_cycle=0"])
     message, problems = problems_of(path, overrides=overrides)
     assert 'compute.rows: must be an integer, got "abc" (from --set compute.rows)' in message
-    assert "memory[0].bandwidth_bytes_per_cycle: must be > 0, got 0 (from --set" in message
+    assert "memory[0].bandwidth_bytes_per_cycle: must be >= 0.001, got 0 (from --set" in message
     assert len(problems) == 2
 
 

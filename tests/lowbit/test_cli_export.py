@@ -74,7 +74,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "not valid JSON" in error_of(
         capsys, "export", "--config", str(corrupt), "--out", str(tmp_path / "o")
     )
-    assert "cannot read" in error_of(
+    assert "deployment config not found" in error_of(
         capsys, "export", "--config", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")
     )
 

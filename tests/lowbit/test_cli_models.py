@@ -82,7 +82,7 @@ def test_user_errors_are_one_line(capsys, tmp_path):
     assert "valid names: digits-cnn" in error_of(capsys, "train", "--model", "resnet18")
     assert "W4A8" in error_of(capsys, "evaluate", "--model", "digits-cnn", "--bits", "8bit")
     missing = str(tmp_path / "missing.json")
-    assert "cannot read plan" in error_of(
+    assert "compression plan not found" in error_of(
         capsys, "evaluate", "--model", "digits-cnn", "--plan", missing
     )
     bad = tmp_path / "bad.json"

@@ -85,7 +85,7 @@ def test_show_a_file_with_overrides(run, tmp_path):
         (("profiles", "show", "npu-systolic-99"), "unknown built-in profile"),
         (("profiles", "show", "npu-systolic-32", "--set", "compute.rowz=3"), "--set compute.rowz"),
         (("profiles", "show", "npu-systolic-32", "--set", "compute.rows"), "expected key.path"),
-        (("profiles", "show", "npu-systolic-32", "--set", "clock_hz=-1"), "clock_hz: must be > 0"),
+        (("profiles", "show", "npu-systolic-32", "--set", "clock_hz=-1"), "clock_hz: must be >= 1"),
     ],
 )
 def test_errors_print_one_line_and_exit_2(run, args, expected):

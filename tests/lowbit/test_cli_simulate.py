@@ -164,7 +164,7 @@ def test_plan_without_models_package(capsys, tmp_path, monkeypatch):
         (["--set", "compute.rowz=3"], "compute.rowz"),
         (["--workload", "missing.csv"], "missing.csv: cannot read topology file"),
         (["--workload", "net.onnx"], "net.onnx: no such file"),
-        (["--plan", "missing-plan.json"], "missing-plan.json: cannot read plan"),
+        (["--plan", "missing-plan.json"], "missing-plan.json: compression plan not found"),
     ],
 )
 def test_user_errors_are_one_line(capsys, argv, expected):

@@ -230,6 +230,17 @@ def test_token_required_when_set(tmp_path):
         wrong = httpx.get(f"{client.base_url}/v1/models", headers={"Authorization": "Bearer no"})
         assert wrong.status_code == 401
         assert httpx.post(f"{client.base_url}/v1/searches", json=TINY_SEARCH).status_code == 401
+        # a non-ASCII header was a 500 (hmac.compare_digest refuses non-ASCII str)
+        odd = {"Authorization": "Bearer s3cr\u00e9t".encode()}  # raw UTF-8 bytes
+        assert httpx.get(f"{client.base_url}/v1/models", headers=odd).status_code == 401
+
+
+def test_bodies_with_nan_are_422_not_500(server):
+    # the 422 response used to echo the input, and NaN cannot be encoded as JSON
+    body = b'{"profile": NaN, "workload": "resnet18"}'
+    answer = server.post("/v1/simulate", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422
+    assert "NaN" not in answer.text and answer.json()["detail"]
 
 
 def test_binding_beyond_loopback_needs_a_token(capsys, monkeypatch):

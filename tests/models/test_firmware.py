@@ -252,7 +252,7 @@ def test_schema_problems_are_listed_by_key_path(deployed, tmp_path):
     path.write_text("{not json")
     with pytest.raises(FirmwareConfigError, match="not valid JSON"):
         load_firmware_config(path)
-    with pytest.raises(FirmwareConfigError, match="cannot read"):
+    with pytest.raises(FirmwareConfigError, match="firmware config not found"):
         load_firmware_config(tmp_path / "missing.json")
 
 

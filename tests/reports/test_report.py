@@ -165,6 +165,14 @@ def test_unknown_config_ids_and_missing_runs_are_clear_errors(tiny_run, tmp_path
     (broken / "summary.json").write_text("{not json")
     with pytest.raises(ReportError, match=re.escape("summary.json: not valid JSON")):
         load_run(broken)
+    # wrong types in summary.json were an AttributeError / TypeError traceback
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    summary["methods"], summary["reference"]["fp32_val"] = 5, "high"
+    (broken / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ReportError) as err:
+        load_run(broken)
+    assert "methods: must be an object, got 5" in str(err.value)
+    assert "reference.fp32_val: must be a finite number, got 'high'" in str(err.value)
 
 
 def test_report_elsewhere_links_back_to_the_run(tiny_run, tmp_path):

@@ -102,14 +102,40 @@ def test_schema_problems_are_listed_with_their_paths(tmp_path):
         assert needle in text
 
 
+def test_out_of_range_values_are_listed_with_their_paths(tmp_path):
+    data = _config().to_dict()
+    data["accuracy"]["val"] = 1.5
+    data["simulation"]["total_cycles"] = -3
+    data["seed"] = 2**63  # torch and numpy generators take signed 64-bit seeds
+    data["qat"]["steps"] = 10**20
+    data["simulation"]["layers"][0]["total_cycles"] = -1
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    for needle in (
+        "accuracy.val: must be a fraction in [0, 1], got 1.5",
+        "simulation.total_cycles: must be a finite number >= 0, got -3",
+        f"seed: must be an integer from 0 to {2**63 - 1}",
+        "qat.steps: must be an integer from 0 to",
+        "simulation.layers[0]: total_cycles must be finite numbers >= 0",
+    ):
+        assert needle in text
+    # NaN is not JSON: refused where the file is read, naming it
+    path.write_text(json.dumps(_config().to_dict()).replace("0.97", "NaN"))
+    with pytest.raises(ConfigError, match="bad.json: not valid JSON .*NaN"):
+        load_config(path)
+
+
 def test_not_json_and_missing_file(tmp_path):
     (tmp_path / "x.json").write_text("{nope")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(tmp_path / "x.json")
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="missing.json: deployment config not found"):
         load_config(tmp_path / "missing.json")
     (tmp_path / "binary.json").write_bytes(bytes(range(256)))
-    with pytest.raises(ConfigError, match="binary.json: not a text"):
+    with pytest.raises(ConfigError, match="binary.json: not a UTF-8 text file"):
         load_config(tmp_path / "binary.json")
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ConfigError, match="deep.json: JSON nested too deeply"):

@@ -146,7 +146,17 @@ def test_bad_run_directories(tmp_path, zoo_cache):
     with pytest.raises(LowbitError, match="no summary.json"):
         targets_of_run(tmp_path)
     (tmp_path / "summary.json").write_text("{not json")
-    with pytest.raises(LowbitError, match="cannot read run summary"):
+    with pytest.raises(LowbitError, match=r"summary.json: not valid JSON \(run summary\)"):
+        targets_of_run(tmp_path)
+    (tmp_path / "summary.json").write_bytes(bytes(range(256)))
+    with pytest.raises(LowbitError, match="summary.json: not a UTF-8 text file"):
+        targets_of_run(tmp_path)
+    # wrong types were an AttributeError / TypeError traceback
+    (tmp_path / "summary.json").write_text('{"model": "digits-cnn", "methods": 5}')
+    with pytest.raises(LowbitError, match="methods: must be an object, got 5"):
+        targets_of_run(tmp_path)
+    (tmp_path / "summary.json").write_text('{"model": "m", "methods": {"joint": {"pareto": 3}}}')
+    with pytest.raises(LowbitError, match="methods.joint.pareto: must be an array of config"):
         targets_of_run(tmp_path)
 
 

@@ -28,7 +28,8 @@ from typing import Any, Literal
 
 from torch import nn
 
-from lowbit.hwsim.errors import LowbitError
+from lowbit.hwsim.errors import InputFileError, LowbitError
+from lowbit.hwsim.fileio import loads_json
 from lowbit.models.graph import COMPUTE_LAYERS, MatMulSite, keep_owners, prune_groups_of
 
 __all__ = [
@@ -217,7 +218,9 @@ class CompressionPlan:
     @classmethod
     def from_bits_string(cls, text: str, *, pin_first_last: bool = True) -> CompressionPlan:
         """``"W4A8"`` → uniform 4-bit weights, 8-bit activations (``FP``/``32`` = float)."""
-        match = re.fullmatch(r"W(\d+|FP)A(\d+|FP)", text.strip(), flags=re.IGNORECASE)
+        # ASCII digits without leading zeros: "W٤A٨" and "W04A08" are typos, not W4A8
+        token = r"(0|[1-9][0-9]?|FP)"
+        match = re.fullmatch(f"W{token}A{token}", text.strip(), flags=re.IGNORECASE | re.ASCII)
         if match is None:
             raise PlanError(
                 [f"bits: expected a string like W4A8 (W<2-8|FP>A<2-8|FP>), got {text!r}"]
@@ -273,9 +276,9 @@ class CompressionPlan:
     @classmethod
     def from_json(cls, text: str) -> CompressionPlan:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PlanError([f"plan: not valid JSON: {exc}"]) from None
+            data = loads_json(text, source="plan", what="compression plan")
+        except InputFileError as exc:
+            raise PlanError([f"plan: {exc.problem}"]) from None
         return cls.from_dict(data)
 
     # --- resolution -------------------------------------------------------------------------

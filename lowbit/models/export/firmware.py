@@ -45,8 +45,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lowbit.hwsim.errors import LowbitError
-from lowbit.hwsim.fileio import atomic_write_text
+from lowbit.hwsim.errors import InputFileError, LowbitError
+from lowbit.hwsim.fileio import atomic_write_text, read_json
 from lowbit.hwsim.profile import HardwareProfile
 from lowbit.hwsim.result import SimResult
 from lowbit.models.compression._intbias import integer_layer, runs_integer
@@ -370,11 +370,9 @@ def load_firmware_config(path: str | Path) -> dict[str, Any]:
         FirmwareConfigError: unreadable, not JSON, or not the schema (every problem listed).
     """
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise FirmwareConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
-    except json.JSONDecodeError as exc:
-        raise FirmwareConfigError(str(path), [f"not valid JSON: {exc}"]) from None
+        data = read_json(path, what="firmware config")
+    except InputFileError as exc:
+        raise FirmwareConfigError(str(path), [exc.problem]) from None
     problems = validate_firmware_config(data)
     if problems:
         raise FirmwareConfigError(str(path), problems)
