@@ -180,6 +180,7 @@ def _levels(path, layer: str) -> np.ndarray:
 def test_int8_outputs_match_fake_quant(mixed_export):
     check = mixed_export.deploy["check"]
     assert check["split"] == "test" and check["samples"] == 360
+    assert check["code_check_samples"] == 360  # the whole split: fewer than CODE_CHECK_SAMPLES
     assert check["argmax_agreement"] >= 0.99
     assert check["max_abs_logit_diff"] <= 0.05 * check["logit_range"]
     assert abs(check["accuracy_int8"] - check["accuracy_fake_quant"]) <= 2 / 360

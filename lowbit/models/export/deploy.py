@@ -296,34 +296,62 @@ def build_compressed(
     return base, compressed.eval()
 
 
+#: test images the per-layer code comparison and the QDQ-vs-kernel-pass equality run on
+#: (the first of the split): each exposes every layer's codes, several times the cost of
+#: a forward pass; the accuracies and the logit comparison use the whole split
+CODE_CHECK_SAMPLES = 1000
+
+
+def _run_batched(session: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
+    outs = [
+        session.run(None, {INPUT_NAME: x[i : i + batch_size]})[0]
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(outs)
+
+
 @torch.no_grad()
-def _check(compressed: nn.Module, int8: Any, fp32: Any, *, qdq: Any) -> dict[str, Any]:
+def _check(
+    compressed: nn.Module,
+    int8: Any,
+    fp32: Any,
+    *,
+    qdq: Any,
+    code_samples: int = CODE_CHECK_SAMPLES,
+) -> dict[str, Any]:
     """INT8 ONNX vs fake-quant torch outputs (and FP32 ONNX accuracy) on the test split, and
-    the fraction of equal activation codes per integer layer, end to end and with each layer
-    fed ONNX Runtime's input codes (``_forced``, :mod:`lowbit.models.export._codecheck`). The codes
-    are
-    read from ``qdq``, the INT8 graph before channel padding and :func:`flatten_channels_last`
-    (the fake-quant model's channels and layer order); ``int8`` must compute exactly what it
-    does."""
-    from lowbit.models.accuracy import as_model_input
+    on its first ``code_samples`` images the fraction of equal activation codes per integer
+    layer, end to end and with each layer fed ONNX Runtime's input codes (``_forced``,
+    :mod:`lowbit.models.export._codecheck`). The codes are read from ``qdq``, the INT8 graph
+    before channel padding and :func:`flatten_channels_last` (the fake-quant model's
+    channels and layer order); ``int8`` must compute exactly what it does (checked on the
+    same images). Every forward runs in batches of
+    :data:`~lowbit.models.accuracy.EVAL_BATCH_SIZE` (cache-sized; same results)."""
+    from lowbit.models.accuracy import EVAL_BATCH_SIZE, as_model_input
     from lowbit.models.data import load_split
 
     x, y = load_split(compressed.dataset, "test")
     x = as_model_input(compressed, x)
-    fake = compressed(x).numpy()
-    real = ort_session(int8).run(None, {INPUT_NAME: x.numpy()})[0]
-    flt = ort_session(fp32).run(None, {INPUT_NAME: x.numpy()})[0]
+    fake = torch.cat(
+        [compressed(x[i : i + EVAL_BATCH_SIZE]) for i in range(0, len(x), EVAL_BATCH_SIZE)]
+    ).numpy()
+    xn = x.numpy()
+    real = _run_batched(ort_session(int8), xn, EVAL_BATCH_SIZE)
+    flt = _run_batched(ort_session(fp32), xn, EVAL_BATCH_SIZE)
     labels = y.numpy()
-    if not np.array_equal(real, ort_session(qdq).run(None, {INPUT_NAME: x.numpy()})[0]):
+    head = x[:code_samples]
+    unpadded = _run_batched(ort_session(qdq), head.numpy(), EVAL_BATCH_SIZE)
+    if not np.array_equal(real[: len(head)], unpadded):
         raise ExportError(
             "the INT8 graph after the export's kernel passes (channel padding, channels-last "
             "flatten) does not compute what the QDQ graph does"
         )
-    codes = code_agreement(compressed, qdq, x)
-    forced = code_agreement(compressed, qdq, x, teacher_forced=True)
+    codes = code_agreement(compressed, qdq, head)
+    forced = code_agreement(compressed, qdq, head, teacher_forced=True)
     return {
         "split": "test",
         "samples": len(labels),
+        "code_check_samples": len(head),
         "argmax_agreement": float((fake.argmax(1) == real.argmax(1)).mean()),
         "max_abs_logit_diff": float(np.abs(fake - real).max()),
         "logit_range": float(np.abs(fake).max()),
