@@ -26,6 +26,8 @@ __all__ = [
     "BATCHES",
     "ConfigTarget",
     "Prepared",
+    "export_target",
+    "export_targets",
     "memory_elements",
     "prepare_config",
     "time_configs",
@@ -102,6 +104,46 @@ class Prepared:
     feeds: dict[int, Any]
 
 
+def export_target(target: ConfigTarget, *, out_dir: Path, finetune_steps: int = 0) -> Any:
+    """Export ``target`` into ``out_dir`` and check it (the
+    :class:`~lowbit.models.export.deploy.ExportResult`); ``finetune_steps`` applies when the
+    target does not record its own QAT steps. Runs on one torch thread."""
+    import torch
+
+    from lowbit.models.compression.plan import CompressionPlan
+    from lowbit.models.export.deploy import export_plan
+
+    torch.set_num_threads(1)
+    steps = finetune_steps if target.qat_steps is None else target.qat_steps
+    return export_plan(
+        target.model, CompressionPlan.from_dict(target.plan), out_dir=out_dir,
+        seed=target.seed, finetune_steps=steps, qat_seed=target.qat_seed,
+        calib_samples=target.calib_samples, calib_seed=target.calib_seed,
+        config_id=target.config_id, check=True,
+    )  # fmt: skip
+
+
+def export_targets(
+    targets: list[ConfigTarget], *, out_dirs: list[Path], finetune_steps: int, workers: int
+) -> list[Any]:
+    """:func:`export_target` of every target (into the matching ``out_dirs``), on
+    ``workers`` processes (spawned, one torch thread each) when there is more than one
+    target and ``workers`` > 1, else in this process. Exports are independent and
+    deterministic; only the timing that follows needs the machine to itself."""
+    jobs = list(zip(targets, out_dirs, strict=True))
+    if workers <= 1 or len(jobs) <= 1:
+        return [export_target(t, out_dir=d, finetune_steps=finetune_steps) for t, d in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # no forked torch/ORT thread state
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        futures = [
+            pool.submit(export_target, t, out_dir=d, finetune_steps=finetune_steps) for t, d in jobs
+        ]
+        return [f.result() for f in futures]
+
+
 def prepare_config(
     target: ConfigTarget,
     *,
@@ -109,25 +151,24 @@ def prepare_config(
     profile: HardwareProfile,
     finetune_steps: int = 0,
     batches: tuple[int, ...] = BATCHES,
+    exported: Any = None,
 ) -> Prepared:
-    """Export ``target`` into ``out_dir``, check its accuracy and simulate it on ``profile``
-    at every batch size (module docstring); the timing is :func:`time_configs`'."""
+    """Export ``target`` into ``out_dir`` (unless ``exported``, its
+    :func:`export_target` result, is given), check its accuracy and simulate it on
+    ``profile`` at every batch size (module docstring); the timing is
+    :func:`time_configs`'."""
     from lowbit import hwsim
     from lowbit.models.accuracy import as_model_input
     from lowbit.models.bridge import to_workload
     from lowbit.models.compression.plan import CompressionPlan
     from lowbit.models.data import load_split
-    from lowbit.models.export.deploy import export_plan
     from lowbit.models.export.ort import ort_session
     from lowbit.models.train import load_trained
 
     plan = CompressionPlan.from_dict(target.plan)
-    steps = finetune_steps if target.qat_steps is None else target.qat_steps
-    result = export_plan(
-        target.model, plan, out_dir=out_dir, seed=target.seed, finetune_steps=steps,
-        qat_seed=target.qat_seed, calib_samples=target.calib_samples,
-        calib_seed=target.calib_seed, config_id=target.config_id, check=True,
-    )  # fmt: skip
+    result = exported
+    if result is None:
+        result = export_target(target, out_dir=out_dir, finetune_steps=finetune_steps)
     check = result.deploy["check"]
     fake = target.fake_quant_test
     if fake is None:

@@ -37,7 +37,7 @@ from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.fileio import read_json
 
 from .checks import summary_problems
-from .latency import BATCHES, ConfigTarget, prepare_config, time_configs
+from .latency import BATCHES, ConfigTarget, export_targets, prepare_config, time_configs
 from .results import ConfigError, load_config, write_csv, write_json
 
 __all__ = [
@@ -216,6 +216,7 @@ def validate_run(
     repeats: int = 100,
     warmup: int = 20,
     batches: tuple[int, ...] = BATCHES,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Validate ``run_dir`` (module docstring) and return validation.json's content.
 
@@ -228,6 +229,8 @@ def validate_run(
         repeats: timed runs per model and batch size (median and IQR of these).
         warmup: untimed runs before timing.
         batches: batch sizes (default 1 and 64).
+        workers: processes exporting and checking the configurations before the timing
+            (default: the CPU count, at most 2; the timing runs alone).
     """
     from lowbit.models.hostcal.calibration import cpu_info, load_or_calibrate
 
@@ -243,15 +246,22 @@ def validate_run(
         profile = load_or_calibrate(profile_path)
     finetune = int((summary.get("evaluator") or {}).get("finetune_steps", 0) or 0)
     load_before = os.getloadavg()
-    prepared = []
-    for target in targets:
-        log.info("exporting %s", target.config_id)
-        prepared.append(
-            prepare_config(
-                target, out_dir=run_dir / "validation" / target.config_id, profile=profile,
-                finetune_steps=finetune, batches=batches,
-            )
-        )  # fmt: skip
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 2)
+    out_dirs = [run_dir / "validation" / t.config_id for t in targets]
+    log.info("exporting and checking %d configurations", len(targets))
+    exported = export_targets(targets, out_dirs=out_dirs, finetune_steps=finetune, workers=workers)
+    prepared = [
+        prepare_config(
+            target,
+            out_dir=out_dir,
+            profile=profile,
+            finetune_steps=finetune,
+            batches=batches,
+            exported=result,
+        )
+        for target, out_dir, result in zip(targets, out_dirs, exported, strict=True)
+    ]
     log.info("timing %d configurations round-robin", len(prepared))
     halves = time_configs(prepared, repeats=repeats, warmup=warmup)
     rows = [p.row for p in prepared]
