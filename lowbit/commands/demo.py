@@ -38,7 +38,7 @@ _BASELINES = "quant-only,uniform"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    parser.add_argument("--trials", type=int, default=30, help="trials per method (default 30)")
+    parser.add_argument("--trials", type=int, default=20, help="trials per method (default 20)")
     parser.add_argument("--workers", type=int, default=2, help="Ray workers (default 2)")
     add_data_dir_argument(parser)
 
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if code:
         return code
     print("\n[3/4] validate the Pareto configs on this CPU (real INT8 vs simulated)")
-    code = main(["validate", "--run", str(out), "--top", "5"])
+    code = main(["validate", "--run", str(out), "--top", "3", "--repeats", "50"])
     if code:
         return code
     print("\n[4/4] report")

@@ -374,7 +374,8 @@ def run_search(
     from lowbit import models
     from lowbit.models.data import split_sizes
 
-    base = models.load_trained(model, seed=seed)  # train once here, not once per worker
+    # train once here, not once per worker; a model trained now shows its progress
+    base = models.load_trained(model, seed=seed, progress=progress or None)
     resolved = resolve_fidelity(
         mode=fidelity, val_samples=split_sizes(base.dataset)["val"], cheap_val=cheap_val,
         calib_samples=calib_samples, margin_se=promote_margin,
