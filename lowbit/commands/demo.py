@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     apply_data_dir(args)
     from lowbit.cli import main
+    from lowbit.hwsim.fileio import check_output_dir
+
+    check_output_dir(args.out, flag="--out")  # before minutes of training and search
     from lowbit.models.workloads import apply_bits, resolve_workload, simulate
 
     from ._resolve import resolve_profile

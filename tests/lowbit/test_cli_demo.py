@@ -36,3 +36,15 @@ def test_a_stale_run_is_moved_aside_with_everything_in_it(tmp_path):
         aside = _set_aside_stale_run(out, profile)
         assert aside is not None and not out.exists()
         assert aside.name.startswith(f"demo{i}.") and (aside / "trials.csv").is_file()
+
+
+def test_an_unusable_out_is_one_line_before_any_work(tmp_path, capsys):
+    from lowbit.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    assert main(["demo", "--out", str(tmp_path / "afile")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing simulated, trained or searched
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "is a file, not a directory" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
