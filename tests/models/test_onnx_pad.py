@@ -102,3 +102,26 @@ def test_a_conv_with_a_float_bias_is_left_alone(pruned):
     assert "/conv2/Conv" not in record and "/conv1/Conv" in record
     assert np.array_equal(ort_session(padded).run(None, {"input": x})[0],
                           ort_session(odd).run(None, {"input": x})[0])  # fmt: skip
+
+
+def test_a_conv_pruned_to_one_channel_is_padded_with_its_bias(lowbit_cache):
+    """A 1-output conv keeps 1-D per-channel scales, zero points and bias codes of length 1:
+    they are padded like any other (ONNX Runtime refused the unpadded bias: "bias must be a
+    1D tensor of size output_channels")."""
+    plan = CompressionPlan(
+        layers={
+            "_default": LayerSpec(w_bits=8, a_bits=8),
+            "conv1": LayerSpec(w_bits=8, a_bits=8, keep=0.01),
+        },
+        pin_first_last=False,
+    )
+    _, compressed = build_compressed("digits-cnn", plan)
+    assert compressed.conv1.out_channels == 1
+    deploy, quants, _ = deploy_copy(compressed)
+    qdq, _ = quantize_graph(to_onnx(deploy, input_shape=tuple(compressed.input_shape)), quants,
+                            weight_type="s8")  # fmt: skip
+    padded, record = pad_conv_channels(qdq)
+    assert record.get("/conv1/Conv") == (1, 16), record
+    x = np.random.default_rng(1).random((16, *compressed.input_shape), np.float32)
+    before = ort_session(qdq).run(None, {"input": x})[0]
+    assert np.array_equal(ort_session(padded).run(None, {"input": x})[0], before)

@@ -143,7 +143,7 @@ def _pad_producer(g: GraphEdit, conv: onnx.NodeProto, new: int) -> None:
     g.set(dq.input[0], _pad_axis(codes, 0, new, fill))
     for name, value in ((dq.input[1], 1.0), (dq.input[2], fill)):
         array = g.array(name)
-        if array.size > 1:
+        if _per_channel(array, old):
             g.set(name, _pad_axis(array, 0, new, value))
     if len(conv.input) > 2 and conv.input[2]:
         bias = g.weight_dq(conv.input[2])
@@ -151,8 +151,14 @@ def _pad_producer(g: GraphEdit, conv: onnx.NodeProto, new: int) -> None:
         s_x = g.array(x_dq.input[1]).reshape(-1)[0] if x_dq is not None else 1.0
         for name, value in ((bias.input[0], 0), (bias.input[1], s_x), (bias.input[2], 0)):
             array = g.array(name)
-            if array.size > 1:
+            if _per_channel(array, old):
                 g.set(name, _pad_axis(array, 0, new, value))
+
+
+def _per_channel(array: np.ndarray, channels: int) -> bool:
+    """Whether a DQ input holds one value per output channel (1-D of that length, also when
+    the conv has a single channel), rather than one for the tensor (0-D)."""
+    return array.ndim == 1 and array.shape[0] == channels
 
 
 def _pad_input(g: GraphEdit, conv: onnx.NodeProto, new: int) -> bool:
