@@ -1,6 +1,7 @@
 """The house's structure, checked: layers only import downwards, no import cycles (lazy
-imports inside functions count too), the HTTP service never imports the CLI's commands, and
-nothing in the repository points outside it."""
+imports inside functions count too), the HTTP service never imports the CLI's commands,
+matplotlib is imported only by the reports package, and nothing in the repository points
+outside it."""
 
 from __future__ import annotations
 
@@ -90,6 +91,27 @@ def test_the_service_does_not_import_cli_commands():
     bad = [f"{src} -> {dst}" for src, targets in graph.items() if src.startswith("lowbit.service")
            for dst in targets if dst.startswith("lowbit.commands")]  # fmt: skip
     assert bad == []
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the absolute imports in ``path`` (lazy ones too)."""
+    found = set()
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_matplotlib_is_imported_only_by_reports():
+    drawing = sorted(
+        name
+        for name, path in _modules().items()
+        if "matplotlib" in _third_party_imports(path) and not name.startswith("lowbit.reports")
+    )
+    assert drawing == []
+    assert "matplotlib" in _third_party_imports(REPO / "lowbit" / "reports" / "_figure.py")
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

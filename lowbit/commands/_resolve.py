@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from lowbit.hwsim import engine_names
 from lowbit.models.workloads import (
     apply_bits,
     apply_plan,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "add_compression_arguments",
+    "add_engine_argument",
     "add_hardware_argument",
     "add_set_argument",
     "add_target_arguments",
@@ -79,6 +81,14 @@ def add_compression_arguments(parser: argparse.ArgumentParser) -> None:
         help="uniform bit-widths for every compute layer, e.g. W4A8 (matmuls use the A bits)",
     )
     group.add_argument("--plan", metavar="PLAN.json", help="per-layer compression plan (JSON)")
+
+
+def add_engine_argument(parser: argparse.ArgumentParser) -> None:
+    """Add --engine: one of hwsim's engines, the first (analytic) by default."""
+    default = engine_names()[0]
+    parser.add_argument(
+        "--engine", choices=engine_names(), default=default, help=f"default: {default}"
+    )
 
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:

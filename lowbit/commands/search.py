@@ -7,14 +7,23 @@ import re
 import sys
 
 from lowbit.hwsim.errors import LowbitError
+from lowbit.search.registry import (
+    BASELINE_NAMES,
+    DEFAULT_OBJECTIVES,
+    DEFAULT_SAMPLER,
+    OBJECTIVE_NAMES,
+    SAMPLER_NAMES,
+)
 
 from . import _args
 from ._data_dir import add_data_dir_argument, apply_data_dir
 
 HELP = "search per-layer compression (accuracy vs simulated latency) with Optuna on Ray"
 
-_SAMPLERS = ("nsga2", "tpe", "random", "gp")
-_BASELINES = ("uniform", "random", "quant-only", "hawq")
+#: "accuracy,latency[,energy][,size]": the defaults, then each optional objective
+_OBJECTIVES_HELP = ",".join(DEFAULT_OBJECTIVES) + "".join(
+    f"[,{name}]" for name in OBJECTIVE_NAMES if name not in DEFAULT_OBJECTIVES
+)
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 
 
@@ -38,7 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="sqlite:///x.db, postgresql://..., or a .journal file (default: OUT/study.journal)",
     )
-    parser.add_argument("--sampler", choices=_SAMPLERS, default="nsga2", help="default nsga2")
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLER_NAMES,
+        default=DEFAULT_SAMPLER,
+        help=f"default {DEFAULT_SAMPLER}",
+    )
     parser.add_argument("--seed", type=_args.seed, default=0, help="training and sampler seed")
     parser.add_argument("--out", metavar="DIR", help="run directory (default runs/STUDY)")
     parser.add_argument(
@@ -50,15 +64,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--objectives",
-        default="accuracy,latency",
+        default=",".join(DEFAULT_OBJECTIVES),
         metavar="LIST",
-        help="accuracy,latency[,energy][,size] (default accuracy,latency)",
+        help=f"{_OBJECTIVES_HELP} (default {','.join(DEFAULT_OBJECTIVES)})",
     )
     parser.add_argument(
         "--baselines",
         default="",
         metavar="LIST",
-        help=f"comma list of {', '.join(_BASELINES)} or 'all' (same budget, same run dir)",
+        help=f"comma list of {', '.join(BASELINE_NAMES)} or 'all' (same budget, same run dir)",
     )
     parser.add_argument(
         "--pin-first-last", action="store_true", help="keep the first/last layer at W8A8"
@@ -166,10 +180,8 @@ def run(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(space.to_json() + "\n")
         return 0
-    baselines = parse_list(args.baselines, _BASELINES, "baselines")
-    objectives = parse_list(
-        args.objectives, ("accuracy", "latency", "energy", "size"), "objectives"
-    )
+    baselines = parse_list(args.baselines, BASELINE_NAMES, "baselines")
+    objectives = parse_list(args.objectives, OBJECTIVE_NAMES, "objectives")
     from pathlib import Path
 
     from lowbit.hwsim.fileio import check_output_dir

@@ -8,17 +8,16 @@ import json
 import sys
 from collections.abc import Sequence
 
-from ._resolve import add_target_arguments
+from ._resolve import add_engine_argument, add_target_arguments
 
 HELP = "simulate a workload on a hardware profile (per-layer cycles, latency, energy)"
 
-_ENGINES = ("analytic", "event")
 _FORMATS = ("table", "json", "csv")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
-    parser.add_argument("--engine", choices=_ENGINES, default="analytic", help="default: analytic")
+    add_engine_argument(parser)
     parser.add_argument("--format", choices=_FORMATS, default="table", help="default: table")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ._data_dir import add_data_dir_argument, apply_data_dir
 from .models_cmd import format_table
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     apply_data_dir(args)
+    from lowbit.hwsim.fileio import atomic_write_bytes
+    from lowbit.reports.validation import validation_scatter_png
     from lowbit.search.latency import BATCHES
     from lowbit.search.validate import validate_run
 
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         args.run, top=args.top, profile_path=args.profile, repeats=args.repeats,
         warmup=args.warmup,
     )  # fmt: skip
+    atomic_write_bytes(Path(args.run) / "validation.png", validation_scatter_png(result))
     if args.format == "json":
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -1,10 +1,11 @@
 """Workload IR: the layers a simulator sees, with their shapes and their compression.
 
 Shapes are the *dense, original* shapes of a layer; the layer's :class:`Compression`
-says how it was reduced (structured pruning of output / input channels, N:M or unstructured
-sparsity, low rank, bit-widths). The simulator derives the effective shapes from both, so a
-plan can be applied to a built-in workload without rewriting it, and a rank-r layer is
-simulated as its two factor GEMMs (first-class, not a rewrite the user must do).
+(:mod:`lowbit.hwsim.compression`) says how it was reduced (structured pruning of output /
+input channels, N:M or unstructured sparsity, low rank, bit-widths). The simulator derives
+the effective shapes from both, so a plan can be applied to a built-in workload without
+rewriting it, and a rank-r layer is simulated as its two factor GEMMs (first-class, not a
+rewrite the user must do).
 
 Every compute layer reduces to a GEMM view (:class:`Gemm`): ``M`` rows of input (output
 pixels × batch, or tokens), ``N`` output features (filters), ``K`` reduction length
@@ -15,6 +16,8 @@ SCALE-Sim uses (P = M, N = filters, W = K).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+
+from .compression import FLOAT_BITS, Compression
 
 __all__ = [
     "FLOAT_BITS",
@@ -31,11 +34,6 @@ __all__ = [
     "ceil_div",
 ]
 
-#: bit-width that stands for "left in floating point" (fp32).
-FLOAT_BITS = 32
-
-_VALID_BITS = set(range(1, 17)) | {FLOAT_BITS}
-
 #: operator kinds of memory-only layers (``Elementwise.kind``, ``Pool.kind``) that a profile
 #: may give a per-element compute cost (``overheads.elementwise_cycles_per_element``);
 #: "" = unknown, costed by its memory traffic alone
@@ -50,61 +48,6 @@ def _check_kind(layer_name: str, kind: str) -> None:
             f"layer {layer_name!r}: unknown kind {kind!r} (valid: {', '.join(ELEMENTWISE_KINDS)}, "
             "or empty)"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Compression:
-    """How one layer is compressed. Defaults mean dense W8A8.
-
-    Attributes:
-        w_bits: weight bit-width (1-16, or 32 = float).
-        a_bits: input-activation bit-width (1-16, or 32 = float).
-        out_keep: fraction of output channels / filters kept by structured pruning.
-        in_keep: fraction of input channels kept (set when the producer was pruned).
-        nm: N:M fine-grained sparsity as ``(n, m)``: n non-zeros in every m weights.
-        density: unstructured weight density (1.0 = dense).
-        rank: low-rank factorisation rank, or None for a full-rank layer.
-    """
-
-    w_bits: int = 8
-    a_bits: int = 8
-    out_keep: float = 1.0
-    in_keep: float = 1.0
-    nm: tuple[int, int] | None = None
-    density: float = 1.0
-    rank: int | None = None
-
-    def __post_init__(self) -> None:
-        errors = []
-        for key in ("w_bits", "a_bits"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value not in _VALID_BITS:
-                errors.append(
-                    f"{key}: must be an integer 1-16 or {FLOAT_BITS} (float), got {value!r}"
-                )
-        for key in ("out_keep", "in_keep", "density"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-                errors.append(f"{key}: must be in (0, 1], got {value!r}")
-        if self.nm is not None:
-            ok = (
-                isinstance(self.nm, tuple)
-                and len(self.nm) == 2
-                and all(isinstance(v, int) for v in self.nm)
-                and 0 < self.nm[0] <= self.nm[1]
-            )
-            if not ok:
-                errors.append(f"nm: must be (n, m) with 0 < n <= m, got {self.nm!r}")
-        if self.rank is not None and (not isinstance(self.rank, int) or self.rank < 1):
-            errors.append(f"rank: must be a positive integer or None, got {self.rank!r}")
-        if errors:
-            raise ValueError("invalid compression: " + "; ".join(errors))
-
-    @property
-    def weight_density(self) -> float:
-        """Fraction of weights that are non-zero after N:M and unstructured sparsity."""
-        nm = self.nm[0] / self.nm[1] if self.nm else 1.0
-        return nm * self.density
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,13 @@ __all__ = [
     "to_png",
 ]
 
+#: one colour per search method (every name of :data:`lowbit.search.registry.METHOD_NAMES`,
+#: in its order); a method without one is drawn in OTHER_COLOR
 METHOD_COLORS = {
     "joint": "#1f5fbf",
-    "quant-only": "#e07b00",
-    "random": "#8a8a8a",
     "uniform": "#222222",
+    "random": "#8a8a8a",
+    "quant-only": "#e07b00",
     "hawq": "#7b3fa8",
 }
 OTHER_COLOR = "#2a9d8f"
@@ -67,12 +69,13 @@ def style(ax, *, title: str, xlabel: str, ylabel: str) -> None:
         ax.spines[side].set_visible(False)
 
 
-def to_png(fig) -> bytes:
+def to_png(fig, *, dpi: int = _DPI) -> bytes:
+    """``fig`` laid out and rendered as PNG bytes; the figure is closed."""
     plt = pyplot()
     buffer = io.BytesIO()
     try:
         fig.tight_layout()
-        fig.savefig(buffer, format="png", dpi=_DPI)
+        fig.savefig(buffer, format="png", dpi=dpi)
     finally:
         plt.close(fig)
     return buffer.getvalue()

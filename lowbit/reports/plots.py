@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from lowbit.search.registry import FIXED_METHOD_NAMES
+
 from ._figure import METHOD_COLORS, OTHER_COLOR, SERIES_COLORS, pyplot, style, time_unit, to_png
 from .rundata import RunData, uniform_label
 
@@ -63,7 +65,7 @@ def pareto_png(run: RunData, *, fp32_latency_ms: float | None) -> bytes:
                         xytext=(4, 6),
                         color="#9a9a9a",
                     )
-        if method in ("uniform", "hawq"):
+        if method in FIXED_METHOD_NAMES:  # a few fixed configurations: marked points
             marker = "D" if method == "uniform" else "s"
             for t in ok:
                 x, y = t.latency_ms * unit.per_ms, 100 * t.accuracy_val

@@ -15,18 +15,20 @@ from typing import Any
 from .html import Raw, esc, img, section, table
 from .plots import validation_png
 
-__all__ = ["validation_section"]
+__all__ = ["validation_section", "validation_scatter_png"]
 
 
 def _num(value: Any, fmt: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "-"
-    return format(value, fmt)
+    return format(value, fmt) if _finite(value) else "-"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _pct(value: Any) -> str:
     """A fraction (0-1) or a percentage as ``"97.2%"``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    if _finite(value):
         return f"{100 * value:.2f}%" if abs(value) <= 1.0 else f"{value:.2f}%"
     return "-"
 
@@ -34,6 +36,46 @@ def _pct(value: Any) -> str:
 def _batches(validation: dict[str, Any]) -> list[str]:
     metrics = validation.get("metrics")
     return [k for k in metrics if k.startswith("b")] if isinstance(metrics, dict) else []
+
+
+def _latency_series(
+    validation: dict[str, Any], *, with_spearman: bool = False
+) -> list[tuple[str, list[tuple[str, float, float]]]]:
+    """Per batch size: its name and the (config id, simulated ms, measured ms) points that
+    have both latencies; with ``with_spearman`` the name carries the batch's Spearman."""
+    rows = [r for r in validation.get("configs", []) if isinstance(r, dict)]
+    series = []
+    for b in _batches(validation):
+        points = [
+            (r.get("config_id", "?"), r.get(f"simulated_ms_{b}"), r.get(f"measured_int8_ms_{b}"))
+            for r in rows
+        ]
+        points = [
+            (str(label), float(x), float(y))
+            for label, x, y in points
+            if isinstance(x, (int, float)) and isinstance(y, (int, float)) and x > 0 and y > 0
+        ]
+        metrics = validation["metrics"][b]
+        rho = metrics.get("spearman") if with_spearman and isinstance(metrics, dict) else None
+        name = f"batch {b[1:]}" + (f" (Spearman {rho:.2f})" if _finite(rho) else "")
+        if points:
+            series.append((name, points))
+    return series
+
+
+def _scatter(series: list[tuple[str, list[tuple[str, float, float]]]]) -> bytes:
+    return validation_png(
+        series,
+        x_label="simulated latency, host profile (ms)",
+        y_label="measured INT8 latency, ONNX Runtime (ms)",
+        title="Simulated vs measured latency",
+    )
+
+
+def validation_scatter_png(validation: dict[str, Any]) -> bytes:
+    """``validation.png`` of ``lowbit validate``: the report's scatter of simulated vs
+    measured latency, each batch size labelled with its Spearman rank correlation."""
+    return _scatter(_latency_series(validation, with_spearman=True))
 
 
 def validation_section(validation: dict[str, Any]) -> Raw:
@@ -91,31 +133,9 @@ def validation_section(validation: dict[str, Any]) -> Raw:
                 caption="Simulated vs measured latency",
             )
         )
-    series = []
-    for b in batches:
-        points = [
-            (r.get("config_id", "?"), r.get(f"simulated_ms_{b}"), r.get(f"measured_int8_ms_{b}"))
-            for r in rows
-        ]
-        points = [
-            (str(label), float(x), float(y))
-            for label, x, y in points
-            if isinstance(x, (int, float)) and isinstance(y, (int, float)) and x > 0 and y > 0
-        ]
-        if points:
-            series.append((f"batch {b[1:]}", points))
+    series = _latency_series(validation)
     if series:
-        parts.append(
-            img(
-                validation_png(
-                    series,
-                    x_label="simulated latency, host profile (ms)",
-                    y_label="measured INT8 latency, ONNX Runtime (ms)",
-                    title="Simulated vs measured latency",
-                ),
-                alt="simulated vs measured latency scatter",
-            )
-        )
+        parts.append(img(_scatter(series), alt="simulated vs measured latency scatter"))
     accuracy = validation.get("accuracy", {})
     if isinstance(accuracy, dict) and "max_abs_diff_points" in accuracy:
         parts.append(

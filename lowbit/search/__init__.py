@@ -14,14 +14,21 @@ Example (starts a local Ray; a few minutes)::
     print(result.summary["methods"]["joint"]["hypervolume_val"])
 """
 
-from .baselines import METHODS
-from .pareto import hypervolume_2d, non_dominated, non_dominated_sort
-from .results import ConfigError, DeploymentConfig, load_config
-from .run import SearchResult, SearchSetup, execute, run_search, zoo_space
-from .space import SearchSpace, build_space, describe_model, target_bits
-from .storage import open_storage
-from .summary import HV_REFERENCE
-from .user import describe_user_model, run_search_user, user_space
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lowbit.hwsim._lazy import lazy_attributes
+
+if TYPE_CHECKING:  # lazy re-exports, see __getattr__
+    from .baselines import METHODS
+    from .pareto import hypervolume_2d, non_dominated, non_dominated_sort
+    from .results import ConfigError, DeploymentConfig, load_config
+    from .run import SearchResult, SearchSetup, execute, run_search, zoo_space
+    from .space import SearchSpace, build_space, describe_model, target_bits
+    from .storage import open_storage
+    from .summary import HV_REFERENCE
+    from .user import describe_user_model, run_search_user, user_space
 
 __all__ = [
     "METHODS",
@@ -46,3 +53,32 @@ __all__ = [
     "user_space",
     "zoo_space",
 ]
+
+#: public name -> submodule holding it, imported on first access: ``import lowbit.search``
+#: (and :mod:`lowbit.search.registry`, which the CLI reads to build its parser) needs no
+#: Optuna or Ray
+_LAZY = {
+    "METHODS": "baselines",
+    "HV_REFERENCE": "summary",
+    "ConfigError": "results",
+    "DeploymentConfig": "results",
+    "SearchResult": "run",
+    "SearchSetup": "run",
+    "SearchSpace": "space",
+    "build_space": "space",
+    "describe_model": "space",
+    "describe_user_model": "user",
+    "execute": "run",
+    "hypervolume_2d": "pareto",
+    "load_config": "results",
+    "non_dominated": "pareto",
+    "non_dominated_sort": "pareto",
+    "open_storage": "storage",
+    "run_search": "run",
+    "run_search_user": "user",
+    "target_bits": "space",
+    "user_space": "user",
+    "zoo_space": "run",
+}
+
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

@@ -110,13 +110,14 @@ def hawq_configs(
     return out
 
 
+#: what each method of :data:`lowbit.search.registry.METHOD_NAMES` does (same names, same order)
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("joint", "", warm_start=True),
-        Method("quant-only", "-quant", bits_only=True, warm_start=True),
-        Method("random", "-random", sampler="random"),
         Method("uniform", "-uniform", fixed=uniform_configs),
+        Method("random", "-random", sampler="random"),
+        Method("quant-only", "-quant", bits_only=True, warm_start=True),
         Method("hawq", "-hawq", fixed=hawq_configs),
     )
 }

@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 from .evaluator import TrialOutcome, TrialRequest
 from .fidelity import CHEAP, FULL, CheapResult, Fidelity, decide_promotion
 from .pool import EvaluatorActor, RayPool, start_ray
+from .registry import OBJECTIVES, SAMPLERS
 from .space import SearchSpace
 from .storage import FAIL_REASON_ATTR
 
@@ -50,41 +51,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: objective name -> (TrialOutcome field, direction)
-OBJECTIVES: dict[str, tuple[str, str]] = {
-    "accuracy": ("accuracy", "maximize"),
-    "latency": ("latency_ms", "minimize"),
-    "energy": ("energy_mj", "minimize"),
-    "size": ("size_kib", "minimize"),
-}
-
-
-def _nsga2(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
-    # population: ~1/5 of the budget (at least 8, at most Optuna's default 50), so even a
-    # small budget runs several generations after the random first one.
-    population = int(min(50, max(8, n_trials // 5)))
-    return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-
-
-def _tpe(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
-
-
-def _random(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-def _gp(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.GPSampler(seed=seed)
-
-
-SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
-    "nsga2": _nsga2,
-    "tpe": _tpe,
-    "random": _random,
-    "gp": _gp,
-}
 
 
 def make_sampler(name: str, *, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:

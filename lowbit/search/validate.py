@@ -10,7 +10,8 @@ each to INT8 ONNX and measures it (:mod:`lowbit.search.latency`), and writes int
                      simulated vs measured INT8 latency, mean absolute percentage error,
                      share within ±10% and ±15%; the largest |INT8 − fake-quant| accuracy
                      difference; INT8-vs-FP32 speed ratios; host, profile and load average
-``validation.png``   simulated vs measured latency (log-log), one colour per batch size
+``validation.png``   simulated vs measured latency, one colour per batch size (drawn by
+                     ``lowbit validate`` from the returned result: ``lowbit.reports.validation``)
 ``validation/<id>/`` each configuration's model.int8.onnx, model.fp32.onnx, deploy.json
 
 The host profile is ``$LOWBIT_CACHE/host/host-cpu.toml``, calibrated on first use
@@ -176,38 +177,6 @@ def latency_metrics(simulated: list[float], measured: list[float]) -> dict[str, 
     return out
 
 
-def _plot(rows: list[dict[str, Any]], path: Path, metrics: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5))
-    values = []
-    for batch, color in zip(BATCHES, ("tab:blue", "tab:orange"), strict=False):
-        x = [r[f"measured_int8_ms_b{batch}"] for r in rows]
-        y = [r[f"simulated_ms_b{batch}"] for r in rows]
-        values += x + y
-        rho = metrics[f"b{batch}"]["spearman"]
-        label = f"batch {batch} (Spearman {rho:.2f})" if rho is not None else f"batch {batch}"
-        ax.scatter(x, y, s=18, color=color, label=label)
-    lo, hi = min(values) * 0.7, max(values) * 1.4
-    line = np.geomspace(lo, hi, 50)
-    ax.plot(line, line, "k-", lw=0.8, label="simulated = measured")
-    for f in (0.85, 1.15):
-        ax.plot(line, line * f, "k:", lw=0.6)
-    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi),
-           xlabel="measured INT8 latency, ONNX Runtime 1 thread (ms)",
-           ylabel="simulated latency, host profile (ms)")  # fmt: skip
-    ax.set_title("simulated vs measured (dotted: ±15%)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def validate_run(
     run_dir: str | Path,
     *,
@@ -296,5 +265,4 @@ def validate_run(
     }  # fmt: skip
     write_csv(run_dir / "validation.csv", rows, VALIDATION_COLUMNS)
     write_json(run_dir / "validation.json", result)
-    _plot(rows, run_dir / "validation.png", metrics)
     return result

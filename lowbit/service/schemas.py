@@ -14,6 +14,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lowbit.hwsim import engine_names
+from lowbit.search.registry import (
+    BASELINE_NAMES,
+    DEFAULT_OBJECTIVES,
+    DEFAULT_SAMPLER,
+    OBJECTIVE_NAMES,
+    SAMPLER_NAMES,
+)
+
 __all__ = [
     "MAX_TRIALS",
     "MAX_WORKERS",
@@ -81,7 +90,7 @@ class SimulateRequest(_Body):
     plan: dict[str, Any] | None = Field(
         default=None, description="per-layer compression plan (models.plan JSON)"
     )
-    engine: Literal["analytic", "event"] = "analytic"
+    engine: Literal[tuple(engine_names())] = engine_names()[0]  # type: ignore[valid-type]
 
     @field_validator("profile")
     @classmethod
@@ -111,10 +120,6 @@ class SimulateRequest(_Body):
         return self
 
 
-_BASELINES = ("uniform", "random", "quant-only", "hawq")
-_OBJECTIVES = ("accuracy", "latency", "energy", "size")
-
-
 class SearchRequest(_Body):
     """``POST /v1/searches``: a search of ``model`` on built-in ``profile``."""
 
@@ -122,13 +127,15 @@ class SearchRequest(_Body):
     profile: str = Field(pattern=_NAME, description="built-in hardware profile name")
     trials: int = Field(ge=1, le=MAX_TRIALS, description="completed trials per searched method")
     workers: int = Field(default=1, ge=1, le=MAX_WORKERS, description="Ray workers")
-    baselines: list[Literal["uniform", "random", "quant-only", "hawq"]] = Field(
-        default_factory=list, max_length=len(_BASELINES)
+    baselines: list[Literal[BASELINE_NAMES]] = Field(  # type: ignore[valid-type]
+        default_factory=list, max_length=len(BASELINE_NAMES)
     )
-    sampler: Literal["nsga2", "tpe", "random", "gp"] = "nsga2"
+    sampler: Literal[SAMPLER_NAMES] = DEFAULT_SAMPLER  # type: ignore[valid-type]
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    objectives: list[Literal["accuracy", "latency", "energy", "size"]] = Field(
-        default_factory=lambda: ["accuracy", "latency"], min_length=2, max_length=4
+    objectives: list[Literal[OBJECTIVE_NAMES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(DEFAULT_OBJECTIVES),
+        min_length=2,
+        max_length=len(OBJECTIVE_NAMES),
     )
     max_latency_ms: float | None = Field(default=None, gt=0, le=1e6)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)

@@ -64,6 +64,7 @@ def test_validate_a_run(tmp_path, host_toml, capsys):
     text = capsys.readouterr().out
     assert "Spearman" in text and "uniform-W2A8" in text
     assert (run_dir / "validation.json").is_file() and (run_dir / "validation.csv").is_file()
+    assert (run_dir / "validation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):

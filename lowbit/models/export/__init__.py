@@ -3,11 +3,13 @@ configs.
 
 - :mod:`~lowbit.models.export.deploy` — ``export_plan``: the config's model built for real,
   written as ``model.int8.onnx`` / ``model.fp32.onnx`` / ``deploy.json``;
+- :mod:`~lowbit.models.export.plain` — ``deploy_copy``: the compressed model as a plain float
+  network (BatchNorm folded) plus the grids its layers run on;
 - :mod:`~lowbit.models.export.onnx_quant` — the QDQ graph with the search's exact grids
   (``_qdq_grids``: what it is given; ``_onnx_weights``: weights and biases as codes);
   ``_onnx_layout`` / ``_onnx_pad`` — bit-identical passes that fit ONNX Runtime's kernels
   (``_onnx_edit``: the graph-editing helper they share); ``_codecheck`` — fake-quant vs INT8
-  code agreement;
+  code agreement and the export's check;
 - :mod:`~lowbit.models.export.firmware` — the firmware config (``firmware.json``);
 - :mod:`~lowbit.models.export.ort` — ONNX Runtime sessions and kernel census, shared with
   host calibration (torch-free).

@@ -5,13 +5,16 @@ DequantizeLinear nodes feeding each Conv/Gemm/MatMul, residual Add (``QLinearAdd
 GlobalAveragePool (exposed as extra graph outputs; the logits must stay bit-identical, so
 the exposure did not change what ONNX Runtime fused). The fake-quant model's are what each
 quantized layer rounds its input to (signed grids shifted by 128, as
-:func:`lowbit.models.export.deploy.act_grid` stores them); an add's second input is named
+:func:`lowbit.models.export.plain.act_grid` stores them); an add's second input is named
 ``"<name>:b"`` like a MatMul's.
 
 End to end, one code that differs upstream changes many codes downstream (8-bit layers
 amplify it most). ``teacher_forced=True`` feeds every quantized layer ONNX Runtime's input
 codes instead, so a layer's agreement measures only the computation between it and the
 integer layers before it.
+
+:func:`check_export` runs both models on the test split: outputs, accuracies and, on its
+first :data:`CODE_CHECK_SAMPLES` images, the code agreement (deploy.json's ``check``).
 """
 
 from __future__ import annotations
@@ -22,9 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from lowbit.models.export.onnx_quant import ExportError
+from lowbit.models.export.ort import INPUT_NAME, ort_session
 from lowbit.models.graph import run_hooked
 
-__all__ = ["code_agreement", "fake_quant_codes", "int8_codes"]
+__all__ = [
+    "CODE_CHECK_SAMPLES",
+    "check_export",
+    "code_agreement",
+    "fake_quant_codes",
+    "int8_codes",
+]
 
 _COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool")
 
@@ -113,9 +124,6 @@ def _exposed(int8: Any) -> tuple[Any, dict[str, str]]:
 
 def _run_codes(sessions: tuple[Any, Any], names: list[str], x: np.ndarray):
     """Codes by layer name from the exposing session, checked against the plain one."""
-    from lowbit.models.export.onnx_quant import ExportError
-    from lowbit.models.export.ort import INPUT_NAME
-
     outs = sessions[0].run(None, {INPUT_NAME: x})
     if not np.array_equal(outs[0], sessions[1].run(None, {INPUT_NAME: x})[0]):
         raise ExportError("exposing intermediate codes changed the INT8 model's outputs")
@@ -126,8 +134,6 @@ def int8_codes(int8: Any, x: np.ndarray) -> dict[str, np.ndarray]:
     """Input codes of every integer Conv/Gemm/MatMul/Add/GlobalAveragePool of QDQ model
     ``int8`` run by ONNX Runtime on ``x``, by torch module name (a second activation operand
     under ``":b"``)."""
-    from lowbit.models.export.ort import ort_session
-
     model, exposed = _exposed(int8)
     return _run_codes((ort_session(model), ort_session(int8)), list(exposed), x)
 
@@ -144,8 +150,6 @@ def code_agreement(
     (end to end, or ``teacher_forced``: see the module docstring), counted over ``x`` in
     batches of ``batch_size`` samples (every layer's codes of a whole split at once would
     not fit in memory for 28×28 images)."""
-    from lowbit.models.export.ort import ort_session
-
     exposing, exposed = _exposed(int8)
     sessions = (ort_session(exposing), ort_session(int8))
     equal: dict[str, int] = {}
@@ -160,3 +164,73 @@ def code_agreement(
                 equal[name] = equal.get(name, 0) + same
                 total[name] = total.get(name, 0) + codes.size
     return {name: equal[name] / total[name] for name in equal}
+
+
+#: test images the per-layer code comparison and the QDQ-vs-kernel-pass equality run on
+#: (the first of the split): each exposes every layer's codes, several times the cost of
+#: a forward pass; the accuracies and the logit comparison use the whole split
+CODE_CHECK_SAMPLES = 1000
+
+
+def _run_batched(session: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
+    outs = [
+        session.run(None, {INPUT_NAME: x[i : i + batch_size]})[0]
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(outs)
+
+
+@torch.no_grad()
+def check_export(
+    compressed: nn.Module,
+    int8: Any,
+    fp32: Any,
+    *,
+    qdq: Any,
+    code_samples: int = CODE_CHECK_SAMPLES,
+) -> dict[str, Any]:
+    """INT8 ONNX vs fake-quant torch outputs (and FP32 ONNX accuracy) on the test split, and
+    on its first ``code_samples`` images the fraction of equal activation codes per integer
+    layer, end to end and with each layer fed ONNX Runtime's input codes (``_forced``,
+    :mod:`lowbit.models.export._codecheck`). The codes are read from ``qdq``, the INT8 graph
+    before channel padding and
+    :func:`~lowbit.models.export._onnx_layout.flatten_channels_last` (the fake-quant model's
+    channels and layer order); ``int8`` must compute exactly what it does (checked on the
+    same images). Every forward runs in batches of
+    :data:`~lowbit.models.accuracy.EVAL_BATCH_SIZE` (cache-sized; same results)."""
+    from lowbit.models.accuracy import EVAL_BATCH_SIZE, as_model_input
+    from lowbit.models.data import load_split
+
+    x, y = load_split(compressed.dataset, "test")
+    x = as_model_input(compressed, x)
+    fake = torch.cat(
+        [compressed(x[i : i + EVAL_BATCH_SIZE]) for i in range(0, len(x), EVAL_BATCH_SIZE)]
+    ).numpy()
+    xn = x.numpy()
+    real = _run_batched(ort_session(int8), xn, EVAL_BATCH_SIZE)
+    flt = _run_batched(ort_session(fp32), xn, EVAL_BATCH_SIZE)
+    labels = y.numpy()
+    head = x[:code_samples]
+    unpadded = _run_batched(ort_session(qdq), head.numpy(), EVAL_BATCH_SIZE)
+    if not np.array_equal(real[: len(head)], unpadded):
+        raise ExportError(
+            "the INT8 graph after the export's kernel passes (channel padding, channels-last "
+            "flatten) does not compute what the QDQ graph does"
+        )
+    codes = code_agreement(compressed, qdq, head)
+    forced = code_agreement(compressed, qdq, head, teacher_forced=True)
+    return {
+        "split": "test",
+        "samples": len(labels),
+        "code_check_samples": len(head),
+        "argmax_agreement": float((fake.argmax(1) == real.argmax(1)).mean()),
+        "max_abs_logit_diff": float(np.abs(fake - real).max()),
+        "logit_range": float(np.abs(fake).max()),
+        "accuracy_int8": float((real.argmax(1) == labels).mean()),
+        "accuracy_fake_quant": float((fake.argmax(1) == labels).mean()),
+        "accuracy_fp32_onnx": float((flt.argmax(1) == labels).mean()),
+        "min_code_agreement": min(codes.values(), default=1.0),
+        "min_code_agreement_forced": min(forced.values(), default=1.0),
+        "code_agreement": codes,
+        "code_agreement_forced": forced,
+    }

@@ -19,15 +19,9 @@ feature map in channels-last order, so the INT8 graph stays NHWC to the end. It 
     model.int8.onnx   the QDQ INT8 model ONNX Runtime runs on its integer kernels
     deploy.json       inputs, preprocessing, per-layer precision, kernels ORT chose, check
 
-Folding BatchNorm keeps weights on a grid: a channel's codes are unchanged (their sign flips
-with a negative BN scale) and its scale is multiplied by |γ/σ|, so a per-tensor grid becomes
-a per-channel one with the same codes. The folded bias is rounded to the int32 accumulator
-grid; the fake-quant model rounds it the same way (:mod:`lowbit.models.compression._intbias`), and
-the codes,
-scales and bias written here come from the same function, so the INT8 model computes what
-the search measured; the fake-quant model also requantizes each integer layer's output and
-computes residual adds and global pooling as ONNX Runtime's kernels do
-(:mod:`lowbit.models.compression.quant_residual`), so the codes agree to the bit.
+The plain float copy and its grids are built by :mod:`lowbit.models.export.plain`; the
+check of the INT8 model against the fake-quant model is
+:func:`lowbit.models.export._codecheck.check_export`.
 
 Example:
     >>> from lowbit.models.compression.plan import CompressionPlan
@@ -39,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import warnings
@@ -47,30 +40,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from lowbit.hwsim.fileio import atomic_write_bytes
-from lowbit.models.compression._bn_fold import conv_bn_pairs, fold_batchnorm_float
-from lowbit.models.compression._intbias import IntegerLayer, integer_layer, runs_integer
 from lowbit.models.compression.plan import CompressionPlan
-from lowbit.models.compression.quant import QuantLayer, QuantMatMul
-from lowbit.models.compression.quant_residual import QuantAdd, QuantGlobalAvgPool
-from lowbit.models.export._codecheck import code_agreement
+from lowbit.models.export._codecheck import check_export
 from lowbit.models.export._onnx_layout import flatten_channels_last
 from lowbit.models.export._onnx_pad import pad_conv_channels
 from lowbit.models.export.calib_subset import calibration_inputs
-from lowbit.models.export.onnx_quant import (
-    ActGrid,
-    ExportError,
-    LayerQuant,
-    WeightGrid,
-    quantize_graph,
-)
-from lowbit.models.export.ort import INPUT_NAME, OUTPUT_NAME, kernel_census, ort_session
-from lowbit.models.graph import COMPUTE_LAYERS, MatMulSite
-from lowbit.models.zoo._base import Add
+from lowbit.models.export.onnx_quant import ExportError, quantize_graph
+from lowbit.models.export.ort import INPUT_NAME, OUTPUT_NAME, kernel_census
+from lowbit.models.export.plain import act_grid, deploy_copy
 
 __all__ = [
     "DEPLOY_SCHEMA_VERSION",
@@ -118,145 +99,6 @@ def resolve_weight_type(weight_type: str = "auto") -> str:
     return "u8" if "avx2" in flags and not vnni else "s8"
 
 
-def act_grid(scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> ActGrid:
-    """A :mod:`lowbit.models.compression.quant` activation grid as uint8 codes (signed grids shift
-    by 128)."""
-    shift = 128 if qmin < 0 else 0
-    return ActGrid(float(scale), int(zero_point) + shift, qmin + shift, qmax + shift)
-
-
-def _weight_grid(layer: QuantLayer, bn: nn.Module | None) -> tuple[WeightGrid, IntegerLayer]:
-    """The grid of ``layer``'s quantized weights (``bn`` folded in) and its integer form."""
-    w = layer.weight.detach().double()
-    view = (-1,) + (1,) * (w.dim() - 1)
-    scale = layer.weight_scale.double().reshape(view if layer.per_channel else ())
-    if float((torch.round(w / scale) * scale - w).abs().max()) > 1e-5 * float(w.abs().max()):
-        raise ExportError("a quantized layer's weights are off their grid (requantize first)")
-    form = integer_layer(layer, batchnorm=bn)
-    scales = form.weight_scales.double().numpy().copy()
-    return WeightGrid(form.codes.numpy().copy(), scales, int(layer.w_bits)), form
-
-
-@torch.no_grad()
-def _set_integer_weights(plain: nn.Module, form: IntegerLayer) -> None:
-    """Weights codes · scales and the int32 bias times its scale: the integer kernel's."""
-    view = (-1,) + (1,) * (form.codes.dim() - 1)
-    plain.weight.copy_(form.codes.double() * form.weight_scales.double().reshape(view))
-    if form.bias is not None:
-        plain.bias.copy_(form.bias)
-
-
-def _plain(layer: nn.Module, *, bias: bool) -> nn.Module:
-    """A plain float Linear/Conv with ``layer``'s geometry and weights."""
-    if isinstance(layer, nn.Linear):
-        new = nn.Linear(layer.in_features, layer.out_features, bias=bias)
-    else:
-        kind = nn.Conv1d if isinstance(layer, nn.Conv1d) else nn.Conv2d
-        new = kind(
-            layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-            padding=layer.padding, dilation=layer.dilation, groups=layer.groups, bias=bias,
-            padding_mode=layer.padding_mode,
-        )  # fmt: skip
-    with torch.no_grad():
-        new.weight.copy_(layer.weight)
-        if new.bias is not None:
-            new.bias.copy_(layer.bias if layer.bias is not None else torch.zeros(new.bias.shape))
-    return new.eval()
-
-
-def deploy_copy(
-    compressed: nn.Module,
-) -> tuple[nn.Module, list[LayerQuant], list[dict[str, Any]]]:
-    """A plain float copy of a compressed model plus the grids its layers run on.
-
-    Returns:
-        (float module with BatchNorm folded and wrappers removed, one :class:`LayerQuant`
-        per quantized layer, one row per compute layer and per quantized residual add or
-        global pool for deploy.json).
-    """
-    model = copy.deepcopy(compressed).eval()
-    pairs = conv_bn_pairs(model, torch.zeros(1, *model.input_shape))
-    quants: list[LayerQuant] = []
-    rows: list[dict[str, Any]] = []
-    for name, module in list(model.named_modules()):
-        if isinstance(module, (QuantAdd, QuantGlobalAvgPool)):
-            quant = _residual_site(module, name)
-            if quant is not None:
-                quants.append(quant)
-                rows.append(_row(name, quant.kind, None, module, True))
-            if isinstance(module, QuantAdd):
-                model.set_submodule(name, Add())
-            else:
-                model.set_submodule(name, nn.AdaptiveAvgPool2d(module.output_size))
-            continue
-        if isinstance(module, MatMulSite):
-            grids = (None, None)
-            if isinstance(module, QuantMatMul) and module.a_bits is not None:
-                grids = (
-                    act_grid(module.act_scale, module.act_zero_point, module.act_qmin,
-                             module.act_qmax),
-                    act_grid(module.b_scale, module.b_zero_point, module.b_qmin, module.b_qmax),
-                )  # fmt: skip
-                quants.append(LayerQuant(name, "matmul", grids))
-                model.set_submodule(name, MatMulSite())
-            rows.append(_row(name, "matmul", None, module, grids[0] is not None))
-            continue
-        if not isinstance(module, COMPUTE_LAYERS):
-            continue
-        bn_name = pairs.get(name)
-        bn = model.get_submodule(bn_name) if bn_name is not None else None
-        quant = isinstance(module, QuantLayer)
-        plain = _plain(module, bias=module.bias is not None or bn is not None)
-        grid = form = None
-        if quant and module.w_bits is not None:
-            grid, form = _weight_grid(module, bn)
-        if form is not None and runs_integer(module):
-            _set_integer_weights(plain, form)
-        elif bn is not None:
-            fold_batchnorm_float(plain, bn)
-        if bn_name is not None:
-            model.set_submodule(bn_name, nn.Identity())
-        model.set_submodule(name, plain)
-        a = None
-        if quant and module.a_bits is not None and module.act_scale is not None:
-            a = act_grid(module.act_scale, module.act_zero_point, module.act_qmin, module.act_qmax)
-        kind = "linear" if isinstance(module, nn.Linear) else "conv"
-        if quant:
-            quants.append(LayerQuant(name, kind, (a,), grid))
-        rows.append(_row(name, kind, plain, module, a is not None and grid is not None))
-    return model.eval(), quants, rows
-
-
-def _residual_site(module: QuantAdd | QuantGlobalAvgPool, name: str) -> LayerQuant | None:
-    """The grids of a quantized residual add (inputs a, b) or global pool (input), with
-    their output grid; None if it stays float."""
-    if module.a_bits is None or module.act_scale is None:
-        return None
-    prefixes = ("act", "b") if isinstance(module, QuantAdd) else ("act",)
-    inputs = tuple(act_grid(*module.grid(p)) for p in prefixes)
-    kind = "add" if isinstance(module, QuantAdd) else "pool"
-    return LayerQuant(name, kind, inputs, output=act_grid(*module.grid("out")))
-
-
-def _row(name: str, kind: str, plain: nn.Module | None, module: nn.Module, integer: bool):
-    w_bits = getattr(module, "w_bits", None)
-    a_bits = getattr(module, "a_bits", None)
-    if integer:
-        runs_as = "int8"
-    elif w_bits is None and a_bits is None:
-        runs_as = "float"
-    else:
-        runs_as = "float (quantized values, float compute)"
-    row: dict[str, Any] = {"name": name, "kind": kind, "w_bits": w_bits, "a_bits": a_bits}
-    if plain is not None:
-        row["weight_shape"] = list(plain.weight.shape)
-        kept = getattr(module, "kept_out_channels", None)
-        if kept is not None:
-            row["kept_out_channels"] = len(kept)
-    row["runs_as"] = runs_as
-    return row
-
-
 def to_onnx(module: nn.Module, *, input_shape: tuple[int, ...]) -> Any:
     """Float ONNX model of ``module`` (TorchScript exporter, opset 17, dynamic batch)."""
     import onnx
@@ -294,75 +136,6 @@ def build_compressed(
         qat = seed if qat_seed is None else qat_seed
         compressed = models.finetune(compressed, steps=finetune_steps, seed=qat)
     return base, compressed.eval()
-
-
-#: test images the per-layer code comparison and the QDQ-vs-kernel-pass equality run on
-#: (the first of the split): each exposes every layer's codes, several times the cost of
-#: a forward pass; the accuracies and the logit comparison use the whole split
-CODE_CHECK_SAMPLES = 1000
-
-
-def _run_batched(session: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    outs = [
-        session.run(None, {INPUT_NAME: x[i : i + batch_size]})[0]
-        for i in range(0, len(x), batch_size)
-    ]
-    return np.concatenate(outs)
-
-
-@torch.no_grad()
-def _check(
-    compressed: nn.Module,
-    int8: Any,
-    fp32: Any,
-    *,
-    qdq: Any,
-    code_samples: int = CODE_CHECK_SAMPLES,
-) -> dict[str, Any]:
-    """INT8 ONNX vs fake-quant torch outputs (and FP32 ONNX accuracy) on the test split, and
-    on its first ``code_samples`` images the fraction of equal activation codes per integer
-    layer, end to end and with each layer fed ONNX Runtime's input codes (``_forced``,
-    :mod:`lowbit.models.export._codecheck`). The codes are read from ``qdq``, the INT8 graph
-    before channel padding and :func:`flatten_channels_last` (the fake-quant model's
-    channels and layer order); ``int8`` must compute exactly what it does (checked on the
-    same images). Every forward runs in batches of
-    :data:`~lowbit.models.accuracy.EVAL_BATCH_SIZE` (cache-sized; same results)."""
-    from lowbit.models.accuracy import EVAL_BATCH_SIZE, as_model_input
-    from lowbit.models.data import load_split
-
-    x, y = load_split(compressed.dataset, "test")
-    x = as_model_input(compressed, x)
-    fake = torch.cat(
-        [compressed(x[i : i + EVAL_BATCH_SIZE]) for i in range(0, len(x), EVAL_BATCH_SIZE)]
-    ).numpy()
-    xn = x.numpy()
-    real = _run_batched(ort_session(int8), xn, EVAL_BATCH_SIZE)
-    flt = _run_batched(ort_session(fp32), xn, EVAL_BATCH_SIZE)
-    labels = y.numpy()
-    head = x[:code_samples]
-    unpadded = _run_batched(ort_session(qdq), head.numpy(), EVAL_BATCH_SIZE)
-    if not np.array_equal(real[: len(head)], unpadded):
-        raise ExportError(
-            "the INT8 graph after the export's kernel passes (channel padding, channels-last "
-            "flatten) does not compute what the QDQ graph does"
-        )
-    codes = code_agreement(compressed, qdq, head)
-    forced = code_agreement(compressed, qdq, head, teacher_forced=True)
-    return {
-        "split": "test",
-        "samples": len(labels),
-        "code_check_samples": len(head),
-        "argmax_agreement": float((fake.argmax(1) == real.argmax(1)).mean()),
-        "max_abs_logit_diff": float(np.abs(fake - real).max()),
-        "logit_range": float(np.abs(fake).max()),
-        "accuracy_int8": float((real.argmax(1) == labels).mean()),
-        "accuracy_fake_quant": float((fake.argmax(1) == labels).mean()),
-        "accuracy_fp32_onnx": float((flt.argmax(1) == labels).mean()),
-        "min_code_agreement": min(codes.values(), default=1.0),
-        "min_code_agreement_forced": min(forced.values(), default=1.0),
-        "code_agreement": codes,
-        "code_agreement_forced": forced,
-    }
 
 
 def export_plan(
@@ -433,7 +206,7 @@ def export_compressed(
     fp32 = to_onnx(deploy, input_shape=tuple(compressed.input_shape))
     qdq, storage = quantize_graph(fp32, quants, weight_type=wtype)
     # zero channels up to the direct INT8 conv kernel's counts, then NHWC up to the
-    # classifier: both bit-identical (checked in _check)
+    # classifier: both bit-identical (checked in check_export)
     int8, padded = pad_conv_channels(qdq) if pad_channels else (qdq, {})
     int8 = flatten_channels_last(int8)
     for row in rows:
@@ -467,7 +240,7 @@ def export_compressed(
         "ort_kernels": {"int8": kernel_census(int8), "fp32": kernel_census(fp32)},
     }  # fmt: skip
     if check:
-        info["check"] = _check(compressed, int8, fp32, qdq=qdq)
+        info["check"] = check_export(compressed, int8, fp32, qdq=qdq)
     deploy_path = out / "deploy.json"
     atomic_write_bytes(deploy_path, (json.dumps(info, indent=2) + "\n").encode())
     return ExportResult(out, paths["int8"], paths["fp32"], deploy_path, info)
