@@ -335,3 +335,18 @@ def test_pruned_residual_and_depthwise_nets_export_exactly(cls, tmp_path, lowbit
         assert _codes(result.int8_path, "block1.dw").shape == (12, 1, 3, 3)
     logits = ort_session(str(result.int8_path)).run(None, {"input": x[:8].numpy()})[0]
     assert logits.shape == (8, 10)
+
+
+def test_an_export_that_fails_its_check_writes_nothing(tmp_path, lowbit_cache, monkeypatch):
+    """The check runs on the graphs in memory; files are written only after it passes
+    (deploy.json last), so a failing export leaves no half-written directory."""
+    from lowbit.models.export import deploy
+
+    def failing(*args, **kwargs):
+        raise ExportError("simulated ONNX Runtime failure")
+
+    monkeypatch.setattr(deploy, "check_export", failing)
+    out = tmp_path / "export"
+    with pytest.raises(ExportError, match="simulated"):
+        export_plan("digits-cnn", CompressionPlan.from_bits_string("W8A8"), out_dir=out)
+    assert not out.exists() or not any(out.iterdir())

@@ -214,8 +214,6 @@ def export_compressed(
             row["weight_storage"] = storage[row["name"]]
     out = Path(out_dir)
     paths = {"int8": out / "model.int8.onnx", "fp32": out / "model.fp32.onnx"}
-    atomic_write_bytes(paths["fp32"], fp32.SerializeToString())
-    atomic_write_bytes(paths["int8"], int8.SerializeToString())
     info = {
         "schema_version": DEPLOY_SCHEMA_VERSION,
         "kind": "lowbit-deployment",
@@ -239,8 +237,10 @@ def export_compressed(
         "padded_channels": {name: list(counts) for name, counts in padded.items()},
         "ort_kernels": {"int8": kernel_census(int8), "fp32": kernel_census(fp32)},
     }  # fmt: skip
-    if check:
+    if check:  # on the graphs in memory: an export that fails its check writes nothing
         info["check"] = check_export(compressed, int8, fp32, qdq=qdq)
-    deploy_path = out / "deploy.json"
+    atomic_write_bytes(paths["fp32"], fp32.SerializeToString())
+    atomic_write_bytes(paths["int8"], int8.SerializeToString())
+    deploy_path = out / "deploy.json"  # last: its presence marks a complete export
     atomic_write_bytes(deploy_path, (json.dumps(info, indent=2) + "\n").encode())
     return ExportResult(out, paths["int8"], paths["fp32"], deploy_path, info)
