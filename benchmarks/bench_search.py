@@ -24,7 +24,8 @@ host profile (calibrated first if missing). The edge models (``--model fashion-r
 search in two rungs (every trial on 1,000 val images, the promising ones on all 5,000).
 
 Runs go to ``bench-results/search-runs/`` (one run directory per target × seed; rerunning
-resumes them). The full default run took 167 s on 2 cores (trials of ~40 ms).
+resumes them; ``--from-runs`` only tabulates finished ones). The full default run took
+167 s on 2 cores (trials of ~40 ms).
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def run_target(args, target: str, seed: int, runs: Path) -> dict:
 
     out = runs / f"{args.model}-{target}-s{seed}"
     start = time.perf_counter()
+    if args.from_runs:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        return _row(args, target, seed, summary, out, summary.get("seconds"))
     result = run_search(
         model=args.model,
         hardware=_hardware(target),
@@ -99,13 +103,15 @@ def run_target(args, target: str, seed: int, runs: Path) -> dict:
         finetune_steps=args.finetune_steps,
         progress=not args.quiet,
     )
-    summary = result.summary
-    joint = summary["methods"]["joint"]
-    best = joint["best_within_1pt"]
+    return _row(args, target, seed, result.summary, out, time.perf_counter() - start)
+
+
+def _row(args, target: str, seed: int, summary: dict, out: Path, seconds) -> dict:
+    best = summary["methods"]["joint"]["best_within_1pt"]
     return {
         "target": target,
         "seed": seed,
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
         "fp32_test": summary["reference"]["fp32_test"],
         "w8a8_latency_ms": summary["reference"]["w8a8_latency_ms"],
         "best_val_selected": best,
@@ -228,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "bench_search.json"))
     parser.add_argument("--runs", default=str(ROOT / "bench-results" / "search-runs"))
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--from-runs",
+        action="store_true",
+        help="tabulate the finished run directories' summary.json instead of searching",
+    )
     args = parser.parse_args(argv)
     import optuna
 
