@@ -197,7 +197,14 @@ def load_run(run_dir: str | Path) -> RunData:
                 params=_params(row.get("params", ""), where),
             )
         )
-        configs[cid] = _read_json(run_dir / "configs" / f"{cid}.json", "a deployment config")
+        config_path = run_dir / "configs" / f"{cid}.json"
+        config = _read_json(config_path, "a deployment config")
+        if isinstance(config, dict) and config.get("model") != summary["model"]:
+            raise ReportError(
+                f"{config_path}: a config of model {config.get('model')!r}, but the run "
+                f"searched {summary['model']!r}"
+            )
+        configs[cid] = config
     validation = None
     if (run_dir / "validation.json").is_file():
         validation = _read_json(run_dir / "validation.json", "lowbit validate's results")

@@ -173,6 +173,15 @@ def test_unknown_config_ids_and_missing_runs_are_clear_errors(tiny_run, tmp_path
         load_run(broken)
     assert "methods: must be an object, got 5" in str(err.value)
     assert "reference.fp32_val: must be a finite number, got 'high'" in str(err.value)
+    # a config of another model dropped into the run (validate refused it; report did not)
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other)
+    path = next((other / "configs").glob("*.json"))
+    config = json.loads(path.read_text())
+    config["model"] = "digits-mlp" if config["model"] != "digits-mlp" else "digits-cnn"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ReportError, match=f"{path.name}: a config of model"):
+        load_run(other)
 
 
 def test_report_elsewhere_links_back_to_the_run(tiny_run, tmp_path):
