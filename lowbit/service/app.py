@@ -76,6 +76,41 @@ class _TooLarge(Exception):
     pass
 
 
+def _token_ok(header: str, token: str) -> bool:
+    """Whether an ``Authorization`` header value is ``Bearer <token>`` (constant time)."""
+    scheme, _, value = header.partition(" ")
+    # compared as bytes: compare_digest refuses non-ASCII str (a header from a client)
+    given = value.strip().encode("utf-8", "replace")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given, token.encode("utf-8"))
+
+
+class _BearerAuth:
+    """ASGI middleware: with a token, a ``/v1`` request without ``Authorization: Bearer
+    <token>`` is answered 401 before its body is read or parsed."""
+
+    def __init__(self, app, *, token: str | None) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope, receive, send):
+        if self.token is None or scope["type"] != "http" or not scope["path"].startswith("/v1"):
+            return await self.app(scope, receive, send)
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if _token_ok(header.decode("latin-1"), self.token):
+            return await self.app(scope, receive, send)
+        body = b'{"detail":"missing or wrong bearer token (send Authorization: Bearer <token>)"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
 async def _too_large(limit: int, send) -> None:
     body = f'{{"detail":"request body larger than {limit} bytes"}}'.encode()
     await send(
@@ -149,13 +184,7 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
     def authorize(request: Request) -> None:
         if token is None:
             return
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        # compared as bytes: compare_digest refuses non-ASCII str (a header from a client)
-        given_bytes = value.strip().encode("utf-8", "replace")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given_bytes, token.encode("utf-8")
-        ):
+        if not _token_ok(request.headers.get("authorization", ""), token):
             raise HTTPException(
                 status_code=401,
                 detail="missing or wrong bearer token (send Authorization: Bearer <token>)",
@@ -168,6 +197,7 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
         version=_version(),
     )
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(_BearerAuth, token=token)  # outermost: before any body is read
     guard = [Depends(authorize)]
 
     @app.exception_handler(RequestValidationError)

@@ -71,7 +71,8 @@ def _one_of(value: str, valid: tuple[str, ...], what: str) -> str:
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "5" is not a number and "true" not a boolean (an integer is still a float)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SimulateRequest(_Body):

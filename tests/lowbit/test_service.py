@@ -168,6 +168,11 @@ def test_simulate_inline_profile_and_plan(server):
     ("route", "body", "fields"),
     [
         ("/v1/searches", {**TINY_SEARCH, "trials": 0}, {"trials"}),
+        (
+            "/v1/searches",
+            {**TINY_SEARCH, "trials": "5", "pin_first_last": "yes"},
+            {"trials", "pin_first_last"},
+        ),  # fmt: skip
         ("/v1/searches", {**TINY_SEARCH, "trials": 10**6}, {"trials"}),
         ("/v1/searches", {**TINY_SEARCH, "model": "digits-cnnn"}, {"model"}),
         ("/v1/searches", {**TINY_SEARCH, "profile": "../../etc/passwd"}, {"profile"}),
@@ -233,6 +238,11 @@ def test_token_required_when_set(tmp_path):
         # a non-ASCII header was a 500 (hmac.compare_digest refuses non-ASCII str)
         odd = {"Authorization": "Bearer s3cr\u00e9t".encode()}  # raw UTF-8 bytes
         assert httpx.get(f"{client.base_url}/v1/models", headers=odd).status_code == 401
+        # authentication comes before the body: malformed or oversized bodies are 401 too
+        for content in (b"{not json", b"x" * 400_000):
+            answer = httpx.post(f"{client.base_url}/v1/simulate", content=content,
+                                headers={"Content-Type": "application/json"})  # fmt: skip
+            assert answer.status_code == 401, answer.text
 
 
 def test_bodies_with_nan_are_422_not_500(server):
