@@ -332,7 +332,11 @@ def load_or_calibrate(path: str | Path | None = None, *, quick: bool = False):
     path = Path(path) if path is not None else default_profile_path()
     version = calibration_version_of(path) if path.is_file() else None
     if not path.is_file():
-        log.warning("no host profile at %s: calibrating this CPU (about a minute)", path)
+        log.warning(
+            "no host profile at %s: calibrating this CPU (about 20 s on a quiet machine, "
+            "longer on a busy one)",
+            path,
+        )
         write(calibrate(quick=quick), path)
     elif version is not None and version < CALIBRATION_VERSION:
         log.warning("host profile %s is from calibration v%d (now v%d): recalibrating",
