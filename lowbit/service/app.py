@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
@@ -181,24 +181,14 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
     """
     jobs = Jobs(Path(state_dir), max_running=max_running)
 
-    def authorize(request: Request) -> None:
-        if token is None:
-            return
-        if not _token_ok(request.headers.get("authorization", ""), token):
-            raise HTTPException(
-                status_code=401,
-                detail="missing or wrong bearer token (send Authorization: Bearer <token>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
     app = FastAPI(
         title="lowbit",
         description=_DESCRIPTION,
         version=_version(),
     )
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
-    app.add_middleware(_BearerAuth, token=token)  # outermost: before any body is read
-    guard = [Depends(authorize)]
+    # outermost: every /v1 route is authenticated here, before any body is read
+    app.add_middleware(_BearerAuth, token=token)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -213,7 +203,7 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
     async def _job_error(request: Request, exc: JobError) -> JSONResponse:
         return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
 
-    @app.get("/v1/profiles", dependencies=guard, summary="Built-in hardware profiles")
+    @app.get("/v1/profiles", summary="Built-in hardware profiles")
     def profiles() -> list[dict[str, Any]]:
         from lowbit.hwsim.profiles import builtin_profile_names, load_profile
 
@@ -234,7 +224,7 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
             )
         return out
 
-    @app.get("/v1/models", dependencies=guard, summary="The model zoo")
+    @app.get("/v1/models", summary="The model zoo")
     def zoo() -> list[dict[str, Any]]:
         from lowbit.models.zoo import ZOO
 
@@ -243,19 +233,19 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
             for e in ZOO.values()
         ]
 
-    @app.post("/v1/simulate", dependencies=guard, summary="Simulate a workload on a profile")
+    @app.post("/v1/simulate", summary="Simulate a workload on a profile")
     def simulate(req: SimulateRequest) -> dict[str, Any]:
         return _simulate(req)
 
-    @app.post("/v1/searches", dependencies=guard, status_code=202, summary="Start a search")
+    @app.post("/v1/searches", status_code=202, summary="Start a search")
     def start(req: SearchRequest) -> dict[str, Any]:
         return _links(jobs.create(req.model_dump()))
 
-    @app.get("/v1/searches", dependencies=guard, summary="Every search and its state")
+    @app.get("/v1/searches", summary="Every search and its state")
     def searches() -> list[dict[str, Any]]:
         return [_links(jobs.state(i)) for i in jobs.ids()]
 
-    @app.get("/v1/searches/{search_id}", dependencies=guard, summary="One search's progress")
+    @app.get("/v1/searches/{search_id}", summary="One search's progress")
     def search(search_id: str) -> dict[str, Any]:
         from lowbit.reports import ReportError, run_status
 
@@ -281,7 +271,6 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
 
     @app.get(
         "/v1/searches/{search_id}/configs/{config_id}",
-        dependencies=guard,
         summary="A deployment config of a finished search",
     )
     def config(search_id: str, config_id: str) -> FileResponse:
@@ -292,7 +281,7 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
             raise HTTPException(404, f"no config {config_id!r} in search {search_id}")
         return FileResponse(configs / f"{match.group(1)}.json", media_type="application/json")
 
-    @app.get("/v1/searches/{search_id}/report", dependencies=guard, summary="HTML report")
+    @app.get("/v1/searches/{search_id}/report", summary="HTML report")
     def report(search_id: str) -> FileResponse:
         from lowbit.reports import REPORT_FILE, build_report
 
@@ -306,7 +295,7 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
             build_report(run_dir)
         return FileResponse(path, media_type="text/html")
 
-    @app.delete("/v1/searches/{search_id}", dependencies=guard, summary="Cancel a search")
+    @app.delete("/v1/searches/{search_id}", summary="Cancel a search")
     def cancel(search_id: str) -> dict[str, Any]:
         return _links(jobs.cancel(search_id))
 
