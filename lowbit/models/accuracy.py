@@ -15,7 +15,7 @@ from torch import nn
 
 from lowbit.models.data import load_split
 
-__all__ = ["EVAL_BATCH_SIZE", "accuracy", "as_model_input", "evaluate"]
+__all__ = ["EVAL_BATCH_SIZE", "accuracy", "as_model_input", "evaluate", "logits"]
 
 #: samples per forward pass when measuring accuracy: small enough that a conv layer's
 #: activations stay in the core's caches (on the 20.9-MMAC fashion-resnet, 1,000 val images
@@ -38,23 +38,26 @@ def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
+    """The model's outputs for ``x``, computed ``batch_size`` samples at a time (eval mode;
+    the mode is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = as_model_input(model, x)
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
 def accuracy(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH_SIZE
 ) -> float:
     """Fraction of ``x`` the model classifies as ``y`` (eval mode; the mode is restored)."""
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"need as many labels as inputs (> 0), got {len(x)} and {len(y)}")
-    was_training = model.training
-    model.eval()
-    try:
-        x = as_model_input(model, x)
-        correct = 0
-        for start in range(0, len(x), batch_size):
-            logits = model(x[start : start + batch_size])
-            correct += int((logits.argmax(dim=1) == y[start : start + batch_size]).sum())
-    finally:
-        model.train(was_training)
-    return correct / len(x)
+    predicted = logits(model, x, batch_size=batch_size).argmax(dim=1)
+    return int((predicted == y).sum()) / len(x)
 
 
 def evaluate(

@@ -198,14 +198,12 @@ def check_export(
     channels and layer order); ``int8`` must compute exactly what it does (checked on the
     same images). Every forward runs in batches of
     :data:`~lowbit.models.accuracy.EVAL_BATCH_SIZE` (cache-sized; same results)."""
-    from lowbit.models.accuracy import EVAL_BATCH_SIZE, as_model_input
+    from lowbit.models.accuracy import EVAL_BATCH_SIZE, as_model_input, logits
     from lowbit.models.data import load_split
 
     x, y = load_split(compressed.dataset, "test")
     x = as_model_input(compressed, x)
-    fake = torch.cat(
-        [compressed(x[i : i + EVAL_BATCH_SIZE]) for i in range(0, len(x), EVAL_BATCH_SIZE)]
-    ).numpy()
+    fake = logits(compressed, x).numpy()
     xn = x.numpy()
     real = _run_batched(ort_session(int8), xn, EVAL_BATCH_SIZE)
     flt = _run_batched(ort_session(fp32), xn, EVAL_BATCH_SIZE)
