@@ -147,16 +147,14 @@ def export_targets(
 def prepare_config(
     target: ConfigTarget,
     *,
-    out_dir: Path,
+    exported: Any,
     profile: HardwareProfile,
-    finetune_steps: int = 0,
     batches: tuple[int, ...] = BATCHES,
-    exported: Any = None,
 ) -> Prepared:
-    """Export ``target`` into ``out_dir`` (unless ``exported``, its
-    :func:`export_target` result, is given), check its accuracy and simulate it on
-    ``profile`` at every batch size (module docstring); the timing is
-    :func:`time_configs`'."""
+    """The validation row of ``target`` from its export (``exported``, its
+    :func:`export_target` result: files and accuracy check), simulated on ``profile`` at
+    every batch size, with ONNX Runtime sessions ready for :func:`time_configs` (module
+    docstring)."""
     from lowbit import hwsim
     from lowbit.models.accuracy import as_model_input
     from lowbit.models.bridge import to_workload
@@ -166,10 +164,7 @@ def prepare_config(
     from lowbit.models.train import load_trained
 
     plan = CompressionPlan.from_dict(target.plan)
-    result = exported
-    if result is None:
-        result = export_target(target, out_dir=out_dir, finetune_steps=finetune_steps)
-    check = result.deploy["check"]
+    check = exported.deploy["check"]
     fake = target.fake_quant_test
     if fake is None:
         fake = check["accuracy_fake_quant"]
@@ -210,11 +205,11 @@ def prepare_config(
             for layer in workload.layers
             if layer.gemms() and layer.compression.a_bits < 8
         )
-    row["ort_int8_ops"] = sum(result.deploy["ort_kernels"]["int8"].values())
+    row["ort_int8_ops"] = sum(exported.deploy["ort_kernels"]["int8"].values())
     row["search_latency_ms"] = target.search_latency_ms
-    row["export_dir"] = str(out_dir)
-    row["int8_kernels"] = result.deploy["ort_kernels"]["int8"]
-    paths = {"int8": result.int8_path, "fp32": result.fp32_path}
+    row["export_dir"] = str(exported.out_dir)
+    row["int8_kernels"] = exported.deploy["ort_kernels"]["int8"]
+    paths = {"int8": exported.int8_path, "fp32": exported.fp32_path}
     sessions = {kind: ort_session(str(path)) for kind, path in paths.items()}
     return Prepared(row, sessions, feeds)
 

@@ -221,15 +221,8 @@ def validate_run(
     log.info("exporting and checking %d configurations", len(targets))
     exported = export_targets(targets, out_dirs=out_dirs, finetune_steps=finetune, workers=workers)
     prepared = [
-        prepare_config(
-            target,
-            out_dir=out_dir,
-            profile=profile,
-            finetune_steps=finetune,
-            batches=batches,
-            exported=result,
-        )
-        for target, out_dir, result in zip(targets, out_dirs, exported, strict=True)
+        prepare_config(target, exported=result, profile=profile, batches=batches)
+        for target, result in zip(targets, exported, strict=True)
     ]
     log.info("timing %d configurations round-robin", len(prepared))
     halves = time_configs(prepared, repeats=repeats, warmup=warmup)
