@@ -19,6 +19,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="few shapes and repeats (seconds; coarser numbers)"
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="then quantize, time and simulate held-out networks and layers the fit never saw "
+        "(about 15 s) and print the error table: how far to trust the profile here",
+    )
+    parser.add_argument(
+        "--check-only",
+        action="store_true",
+        help="run the held-out check on the existing profile (--out or the default) without "
+        "calibrating",
+    )
     parser.add_argument("--format", choices=("table", "json"), default="table")
 
 
@@ -32,12 +44,14 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.out) if args.out else default_profile_path()
     if path.suffix != ".toml":  # checked before the minute of measuring
         raise LowbitError(f"{path}: the profile file must end in .toml")
+    if args.check_only:
+        return _check(path, args)
     check_output_file(path, flag="--out")
     check_output_file(path.with_suffix(".json"), flag="--out")  # the calibration sidecar
     calibration = calibrate(quick=args.quick)
     path = write(calibration, path)
     m = calibration.measurements
-    if args.format == "json":
+    if args.format == "json" and not args.check:
         json.dump({"profile": str(path), **m}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
@@ -62,5 +76,35 @@ def run(args: argparse.Namespace) -> int:
         f"{o['unaligned_conv_cycles_per_pixel']:.3g} cycles/pixel for unaligned INT8 convs",
         f"wrote {path} (+ {path.with_suffix('.json').name})",
     ]
-    sys.stdout.write("\n".join(lines) + "\n")
+    if args.format == "table":
+        sys.stdout.write("\n".join(lines) + "\n")
+    return _check(path, args) if args.check else 0
+
+
+def _check(path, args: argparse.Namespace) -> int:
+    """The held-out check of the profile at ``path``: a table (or JSON) on stdout, the rows
+    in ``<profile>.check.json`` beside it."""
+    from lowbit.hwsim.fileio import atomic_write_bytes
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.models.hostcal.calibration import cpu_info
+    from lowbit.models.hostcal.check import check, summarize, table
+
+    profile = load_profile(path)  # a missing or broken profile: one line naming the file
+
+    def progress(i: int, n: int, name: str) -> None:
+        sys.stderr.write(f"\rchecking {i + 1}/{n}: {name:40}")
+        sys.stderr.flush()
+
+    rows = check(profile, quick=args.quick, progress=progress)
+    sys.stderr.write("\n")
+    label = cpu_info()["label"]
+    result = {"profile": str(path), "cpu": label, "rows": [r.as_dict() for r in rows],
+              "summary": summarize(rows)}  # fmt: skip
+    report = path.with_suffix(".check.json")
+    atomic_write_bytes(report, (json.dumps(result, indent=2) + "\n").encode())
+    if args.format == "json":
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(table(rows, cpu_label=label) + f"\nwrote {report}\n")
     return 0

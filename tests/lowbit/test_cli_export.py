@@ -91,3 +91,18 @@ def test_config_of_another_model_is_an_error(tmp_path, capsys):
     run_dir = make_run(tmp_path / "run2", {"joint-00001": W8A8})
     write_config(run_dir, "joint-00001", W8A8, model="digits-vit")
     assert "model 'digits-vit'" in error_of(capsys, "validate", "--run", str(run_dir))
+
+
+@pytest.mark.slow
+def test_calibrate_host_check_only_prints_the_heldout_table(host_toml, capsys):
+    assert main(["calibrate-host", "--check-only", "--quick", "--out", str(host_toml)]) == 0
+    out = capsys.readouterr().out
+    assert "held-out check on" in out and "speed-up direction right" in out
+    report = json.loads(host_toml.with_suffix(".check.json").read_text())
+    assert report["rows"] and {"network", "layer", "all"} <= set(report["summary"])
+    assert all(row["int8_measured_s"] > 0 for row in report["rows"])
+
+
+def test_calibrate_host_check_only_needs_a_profile(tmp_path, capsys):
+    message = error_of(capsys, "calibrate-host", "--check-only", "--out", str(tmp_path / "no.toml"))
+    assert "no.toml" in message

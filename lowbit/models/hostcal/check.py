@@ -1,0 +1,214 @@
+"""How far to trust the host profile on this machine: ``lowbit calibrate-host --check``.
+
+Every case of :mod:`lowbit.models.hostcal.heldout` (networks and single layers the fit never
+saw) is quantized by ONNX Runtime's own static quantizer (``quantize_static``: QDQ, per-channel
+int8 weights, uint8 activations, as a user would) and timed at batch 1 on one thread, INT8
+and FP32; hwsim imports the same two files (:func:`lowbit.hwsim.onnx_workload.import_onnx`)
+and simulates them on the host profile. The table reports, per case, simulated over measured
+time and whether the INT8-vs-FP32 speed-up points the right way; the summary gives the
+Spearman rank correlation and the share within ±15 % -- the check, never the fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lowbit.models.hostcal.heldout import Case, cases
+
+__all__ = ["CheckRow", "TOLERANCE", "check", "quantize_int8", "summarize"]
+
+#: a prediction within this relative error of the measurement counts as a hit
+TOLERANCE = 0.15
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRow:
+    """One held-out case: measured and simulated seconds at batch 1, INT8 and FP32."""
+
+    name: str
+    kind: str
+    macs: int
+    int8_measured_s: float
+    int8_simulated_s: float
+    fp32_measured_s: float
+    fp32_simulated_s: float
+
+    @property
+    def int8_ratio(self) -> float:
+        """Simulated over measured INT8 time (1 = exact)."""
+        return self.int8_simulated_s / self.int8_measured_s
+
+    @property
+    def fp32_ratio(self) -> float:
+        return self.fp32_simulated_s / self.fp32_measured_s
+
+    @property
+    def direction_right(self) -> bool:
+        """INT8 faster than FP32 in the simulation exactly when it is in the measurement."""
+        measured = self.int8_measured_s < self.fp32_measured_s
+        return measured == (self.int8_simulated_s < self.fp32_simulated_s)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "int8_ratio": self.int8_ratio, "fp32_ratio": self.fp32_ratio,
+                "direction_right": self.direction_right}  # fmt: skip
+
+
+class _RandomReader:
+    """ONNX Runtime's CalibrationDataReader protocol over a few seeded random inputs."""
+
+    def __init__(self, name: str, shape: tuple[int, ...], samples: int) -> None:
+        rng = np.random.default_rng(0)
+        self._items = iter(
+            [{name: rng.normal(size=shape).astype(np.float32)} for _ in range(samples)]
+        )
+
+    def get_next(self):
+        return next(self._items, None)
+
+
+def input_shape(model) -> tuple[int, ...]:
+    """The first input's shape (batch 1; every held-out input is fully static)."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return tuple(int(d.dim_value) or 1 for d in dims)
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path, *, samples: int = 4) -> Path:
+    """``fp32_path`` quantized by ONNX Runtime's ``quantize_static`` (QDQ, per-channel int8
+    weights, uint8 activations, MinMax calibration on ``samples`` random inputs)."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    model = onnx.load(str(fp32_path))
+    reader = _RandomReader(model.graph.input[0].name, input_shape(model), samples)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" advice, per model
+    try:
+        quantize_static(
+            str(fp32_path), str(int8_path), reader, quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )  # fmt: skip
+    finally:
+        root.setLevel(level)
+    return int8_path
+
+
+def _simulate_s(path: Path, profile, *, fp32: bool) -> tuple[float, int]:
+    from lowbit import hwsim
+    from lowbit.hwsim.onnx_workload import import_onnx
+    from lowbit.hwsim.workload import Compression
+
+    workload = import_onnx(path).workload
+    if fp32:
+        wide = Compression(w_bits=32, a_bits=32)
+        workload = workload.with_compression({layer.name: wide for layer in workload.layers})
+    return hwsim.simulate(workload, profile).latency_s, int(workload.macs)
+
+
+def _measure_s(path: Path, *, repeats: int) -> float:
+    import onnx
+
+    from lowbit.models.export.ort import ort_session
+    from lowbit.models.hostcal.bench import time_session
+
+    model = onnx.load(str(path))
+    x = np.random.default_rng(1).normal(size=input_shape(model)).astype(np.float32)
+    session = ort_session(model)
+    first = time_session(session, x, warmup=3, repeats=3).median_s
+    runs = int(min(max(repeats, 0.5 / max(first, 1e-6)), 200))  # ~0.5 s of runs, at most 200
+    return time_session(session, x, warmup=5, repeats=max(runs, 5)).median_s
+
+
+def check_case(case: Case, profile, *, repeats: int = 50) -> CheckRow:
+    """Quantize, time and simulate one held-out case."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        onnx.save(case.build(), str(fp32))
+        int8 = quantize_int8(fp32, Path(tmp) / "int8.onnx")
+        int8_sim, macs = _simulate_s(int8, profile, fp32=False)
+        fp32_sim, _ = _simulate_s(fp32, profile, fp32=True)
+        return CheckRow(
+            name=case.name, kind=case.kind, macs=macs,
+            int8_measured_s=_measure_s(int8, repeats=repeats), int8_simulated_s=int8_sim,
+            fp32_measured_s=_measure_s(fp32, repeats=repeats), fp32_simulated_s=fp32_sim,
+        )  # fmt: skip
+
+
+def check(profile, *, quick: bool = False, networks: bool = True, layers: bool = True,
+          progress=None) -> list[CheckRow]:  # fmt: skip
+    """:func:`check_case` on every held-out case (``quick``: a few, for tests);
+    ``progress(i, n, name)`` is called before each."""
+    todo = cases(networks=networks, layers=layers, quick=quick)
+    rows = []
+    for i, case in enumerate(todo):
+        if progress is not None:
+            progress(i, len(todo), case.name)
+        rows.append(check_case(case, profile, repeats=10 if quick else 50))
+    return rows
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    if len(a) < 2:
+        return float("nan")
+    ra, rb = (np.argsort(np.argsort(v)).astype(float) for v in (a, b))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def summarize(rows: list[CheckRow]) -> dict[str, dict[str, float]]:
+    """Per kind (``network``, ``layer``) and ``all``: count, Spearman of simulated vs
+    measured INT8 time, share within ±:data:`TOLERANCE` (INT8 and FP32), mean absolute
+    percentage error, share with the INT8-vs-FP32 direction right."""
+    out = {}
+    for kind in ("network", "layer", "all"):
+        sel = [r for r in rows if kind == "all" or r.kind == kind]
+        if not sel:
+            continue
+        int8 = np.array([r.int8_ratio for r in sel])
+        fp32 = np.array([r.fp32_ratio for r in sel])
+        out[kind] = {
+            "count": len(sel),
+            "spearman_int8": _spearman(
+                [r.int8_simulated_s for r in sel], [r.int8_measured_s for r in sel]
+            ),  # fmt: skip
+            "within_int8": float(np.mean(np.abs(int8 - 1) <= TOLERANCE)),
+            "within_fp32": float(np.mean(np.abs(fp32 - 1) <= TOLERANCE)),
+            "mape_int8_pct": float(np.mean(np.abs(int8 - 1)) * 100),
+            "mape_fp32_pct": float(np.mean(np.abs(fp32 - 1)) * 100),
+            "direction_right": float(np.mean([r.direction_right for r in sel])),
+        }
+    return out
+
+
+def table(rows: list[CheckRow], *, cpu_label: str) -> str:
+    """The check as a text table (one line per case, then the summary)."""
+    lines = [
+        f"held-out check on {cpu_label}, ONNX Runtime 1 thread, batch 1 "
+        "(INT8: onnxruntime.quantization.quantize_static, QDQ per-channel)",
+        f"{'case':34} {'MMAC':>8} {'INT8 ms':>8} {'sim':>8} {'sim/meas':>8} "
+        f"{'FP32 ms':>8} {'sim':>8} {'sim/meas':>8} {'INT8/FP32':>9} dir",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.name:34} {r.macs / 1e6:8.2f} {r.int8_measured_s * 1e3:8.3f} "
+            f"{r.int8_simulated_s * 1e3:8.3f} {r.int8_ratio:8.2f} {r.fp32_measured_s * 1e3:8.3f} "
+            f"{r.fp32_simulated_s * 1e3:8.3f} {r.fp32_ratio:8.2f} "
+            f"{r.int8_measured_s / r.fp32_measured_s:9.2f} {'ok' if r.direction_right else 'WRONG'}"
+        )
+    for kind, s in summarize(rows).items():
+        lines.append(
+            f"{kind}: {s['count']} cases; INT8 Spearman {s['spearman_int8']:.3f}, "
+            f"{s['within_int8']:.0%} within ±{TOLERANCE:.0%} (FP32 {s['within_fp32']:.0%}), "
+            f"MAPE INT8 {s['mape_int8_pct']:.1f}% / FP32 {s['mape_fp32_pct']:.1f}%, "
+            f"speed-up direction right {s['direction_right']:.0%}"
+        )
+    return "\n".join(lines)

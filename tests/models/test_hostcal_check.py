@@ -1,0 +1,108 @@
+"""The held-out host check: its networks are the published architectures, it never shares a
+shape with the calibration, and it measures and simulates end to end."""
+
+from __future__ import annotations
+
+import inspect
+
+import onnx
+import pytest
+
+from lowbit.hwsim.onnx_workload import import_onnx
+from lowbit.models.hostcal import _fit, bench, calibration, conv, heldout
+from lowbit.models.hostcal.check import CheckRow, check, quantize_int8, summarize, table
+
+
+@pytest.mark.parametrize(
+    ("build", "published_mmac"),
+    [
+        # torchvision's model cards (GFLOPS there are multiply-accumulates) and the papers
+        (heldout.resnet18, 1814.1),  # ResNet-18: 1.81 G
+        (heldout.mobilenet_v2, 300.8),  # MobileNetV2 1.0: 300 M (Sandler et al., Table 4)
+        (heldout.shufflenet_v2, 144.9),  # ShuffleNetV2 1.0x: 146 M (Ma et al.), tv 0.14 G
+    ],
+)
+def test_networks_have_the_published_size_at_224(build, published_mmac, tmp_path):
+    model = build(224)
+    onnx.checker.check_model(model)
+    onnx.save(model, tmp_path / "m.onnx")
+    macs = import_onnx(tmp_path / "m.onnx").workload.macs
+    assert macs / 1e6 == pytest.approx(published_mmac, rel=0.01)
+
+
+def test_every_heldout_case_builds_and_imports(tmp_path):
+    for case in heldout.cases():
+        model = case.build()
+        onnx.checker.check_model(model)
+        path = tmp_path / "case.onnx"
+        onnx.save(model, path)
+        assert import_onnx(path).workload.macs > 0, case.name
+
+
+def test_the_check_shares_no_shape_with_the_fit():
+    sweep = conv.CONV_SWEEP + conv.QUICK_CONV_SWEEP
+    fitted_convs = {(cin, cout, k, s) for cin, cout, k, s, _ in sweep}
+    fitted_convs |= {(n, n, 3, s) for kind, n, s, _ in bench.FULL_SHAPES + bench.QUICK_SHAPES
+                     if kind == "conv"}  # fmt: skip
+    fitted_gemms = {(b, n, n) for kind, n, _, b in bench.FULL_SHAPES + bench.QUICK_SHAPES
+                    if kind == "gemm"}  # fmt: skip
+    for case in heldout.HELDOUT_LAYERS:
+        graph = case.build().graph
+        (node,) = [n for n in graph.node if n.op_type in ("Conv", "MatMul")]
+        dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+        weight = next(i for i in graph.initializer if i.name == node.input[1])
+        if node.op_type == "Conv":
+            cout, _, k, _ = weight.dims
+            assert (dims[1], cout, k, dims[2]) not in fitted_convs, case.name
+        else:
+            assert (dims[1], weight.dims[0], weight.dims[1]) not in fitted_gemms, case.name
+    # and the fitting code never sees the held-out module
+    for module in (bench, conv, _fit, calibration):
+        assert "heldout" not in inspect.getsource(module)
+
+
+def test_quantize_int8_writes_an_ort_qdq_model(tmp_path):
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save(heldout.vgg(16), fp32)
+    int8 = onnx.load(quantize_int8(fp32, tmp_path / "int8.onnx"))
+    ops = {n.op_type for n in int8.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert import_onnx(tmp_path / "int8.onnx").quantized
+
+
+def _row(name: str, int8: tuple[float, float], fp32: tuple[float, float], kind="layer"):
+    return CheckRow(name=name, kind=kind, macs=1, int8_measured_s=int8[0],
+                    int8_simulated_s=int8[1], fp32_measured_s=fp32[0],
+                    fp32_simulated_s=fp32[1])  # fmt: skip
+
+
+def test_summary_counts_hits_and_speedup_directions():
+    rows = [
+        _row("a", (1.0, 1.1), (2.0, 2.0)),  # within 15 %, INT8 faster in both
+        _row("b", (2.0, 1.0), (1.5, 1.6)),  # 50 % off; measured INT8 slower, simulated faster
+        _row("c", (3.0, 3.3), (4.0, 4.1), kind="network"),
+    ]
+    assert [r.direction_right for r in rows] == [True, False, True]
+    s = summarize(rows)
+    assert s["layer"]["count"] == 2 and s["all"]["count"] == 3
+    assert s["all"]["within_int8"] == pytest.approx(2 / 3)
+    assert s["layer"]["direction_right"] == pytest.approx(0.5)
+    assert s["all"]["mape_int8_pct"] == pytest.approx((10 + 50 + 10) / 3)
+    assert s["all"]["spearman_int8"] == pytest.approx(0.5)  # ranks (0,2,1) vs (0,1,2)
+    text = table(rows, cpu_label="test CPU")
+    assert "test CPU" in text and "WRONG" in text
+
+
+@pytest.mark.slow
+def test_quick_check_runs_end_to_end(tmp_path):
+    from lowbit.hwsim.profiles import load_profile
+
+    profile = load_profile("cpu-x86-avx2")
+    seen = []
+    rows = check(profile, quick=True, progress=lambda i, n, name: seen.append((i, n, name)))
+    assert len(rows) == len(seen) == len(heldout.cases(quick=True))
+    for row in rows:
+        assert row.int8_measured_s > 0 and row.fp32_measured_s > 0
+        assert row.int8_simulated_s > 0 and row.fp32_simulated_s > 0
+        assert row.as_dict()["int8_ratio"] == pytest.approx(row.int8_simulated_s
+                                                            / row.int8_measured_s)  # fmt: skip
