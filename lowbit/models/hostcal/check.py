@@ -156,12 +156,12 @@ def check(profile, *, quick: bool = False, networks: bool = True, layers: bool =
 
 
 def _spearman(a: list[float], b: list[float]) -> float:
-    if len(a) < 2:
+    """Spearman's rank correlation (NaN with fewer than two points or constant values)."""
+    from scipy import stats
+
+    if len(a) < 2 or min(np.ptp(a), np.ptp(b)) == 0:
         return float("nan")
-    ra, rb = (np.argsort(np.argsort(v)).astype(float) for v in (a, b))
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def summarize(rows: list[CheckRow]) -> dict[str, dict[str, float]]:
