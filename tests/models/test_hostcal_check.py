@@ -10,7 +10,8 @@ import pytest
 
 from lowbit.hwsim.onnx_workload import import_onnx
 from lowbit.models.hostcal import _fit, bench, calibration, conv, heldout
-from lowbit.models.hostcal.check import CheckRow, check, quantize_int8, summarize, table
+from lowbit.models.hostcal.check import CheckRow, check, summarize, table
+from lowbit.models.hostcal.graphs import quantize_int8
 
 
 @pytest.mark.parametrize(

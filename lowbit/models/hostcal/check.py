@@ -11,7 +11,6 @@ Spearman rank correlation and the share within ±15 % -- the check, never the fi
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from lowbit.models.hostcal.graphs import input_shape, quantize_int8
 from lowbit.models.hostcal.heldout import Case, cases
 
-__all__ = ["CheckRow", "TOLERANCE", "check", "quantize_int8", "summarize"]
+__all__ = ["CheckRow", "TOLERANCE", "check", "check_case", "summarize", "table"]
 
 #: a prediction within this relative error of the measurement counts as a hit
 TOLERANCE = 0.15
@@ -57,46 +57,6 @@ class CheckRow:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "int8_ratio": self.int8_ratio, "fp32_ratio": self.fp32_ratio,
                 "direction_right": self.direction_right}  # fmt: skip
-
-
-class _RandomReader:
-    """ONNX Runtime's CalibrationDataReader protocol over a few seeded random inputs."""
-
-    def __init__(self, name: str, shape: tuple[int, ...], samples: int) -> None:
-        rng = np.random.default_rng(0)
-        self._items = iter(
-            [{name: rng.normal(size=shape).astype(np.float32)} for _ in range(samples)]
-        )
-
-    def get_next(self):
-        return next(self._items, None)
-
-
-def input_shape(model) -> tuple[int, ...]:
-    """The first input's shape (batch 1; every held-out input is fully static)."""
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    return tuple(int(d.dim_value) or 1 for d in dims)
-
-
-def quantize_int8(fp32_path: Path, int8_path: Path, *, samples: int = 4) -> Path:
-    """``fp32_path`` quantized by ONNX Runtime's ``quantize_static`` (QDQ, per-channel int8
-    weights, uint8 activations, MinMax calibration on ``samples`` random inputs)."""
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    model = onnx.load(str(fp32_path))
-    reader = _RandomReader(model.graph.input[0].name, input_shape(model), samples)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" advice, per model
-    try:
-        quantize_static(
-            str(fp32_path), str(int8_path), reader, quant_format=QuantFormat.QDQ,
-            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        )  # fmt: skip
-    finally:
-        root.setLevel(level)
-    return int8_path
 
 
 def _simulate_s(path: Path, profile, *, fp32: bool) -> tuple[float, int]:

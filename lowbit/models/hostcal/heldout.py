@@ -14,166 +14,17 @@ Weights are random (latency does not depend on their values), seeded per network
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
+from lowbit.models.hostcal.graphs import GraphBuilder
 
 __all__ = ["HELDOUT_LAYERS", "HELDOUT_NETWORKS", "Case", "cases"]
-
-_OPSET = 17
-
-
-class _Net:
-    """A tiny ONNX graph builder tracking each tensor's shape (C, H, W) or (T, D)."""
-
-    def __init__(self, name: str, shape: tuple[int, ...], seed: int) -> None:
-        from onnx import TensorProto, helper
-
-        self.name, self.nodes, self.inits = name, [], []
-        self.shapes: dict[str, tuple[int, ...]] = {"x": shape}
-        self.rng = np.random.default_rng(seed)
-        self._n = 0
-        self.input = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, *shape])
-
-    def _name(self, prefix: str) -> str:
-        self._n += 1
-        return f"{prefix}{self._n}"
-
-    def _init(self, array: np.ndarray, prefix: str = "w") -> str:
-        from onnx import numpy_helper
-
-        name = self._name(prefix)
-        self.inits.append(numpy_helper.from_array(array.astype(np.float32), name))
-        return name
-
-    def node(self, op: str, inputs: list[str], shape: tuple[int, ...], **attrs) -> str:
-        from onnx import helper
-
-        out = self._name(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
-        self.shapes[out] = shape
-        return out
-
-    def conv(self, x: str, cout: int, k: int, *, stride: int = 1, groups: int = 1,
-             relu: bool = True) -> str:  # fmt: skip
-        cin, h, w = self.shapes[x]
-        fan_in = cin // groups * k * k
-        weight = self.rng.normal(0, math.sqrt(2 / fan_in), (cout, cin // groups, k, k))
-        bias = self.rng.normal(0, 0.05, cout)
-        oh, ow = (h + 2 * (k // 2) - k) // stride + 1, (w + 2 * (k // 2) - k) // stride + 1
-        y = self.node("Conv", [x, self._init(weight), self._init(bias, "b")], (cout, oh, ow),
-                      kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4,
-                      group=groups)  # fmt: skip
-        return self.node("Relu", [y], (cout, oh, ow)) if relu else y
-
-    def add(self, a: str, b: str, *, relu: bool = False) -> str:
-        y = self.node("Add", [a, b], self.shapes[a])
-        return self.node("Relu", [y], self.shapes[a]) if relu else y
-
-    def maxpool(self, x: str, k: int = 3, stride: int = 2) -> str:
-        c, h, w = self.shapes[x]
-        pad = k // 2
-        shape = (c, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1)
-        return self.node("MaxPool", [x], shape, kernel_shape=[k, k], strides=[stride] * 2,
-                         pads=[pad] * 4)  # fmt: skip
-
-    def head(self, x: str, classes: int = 1000) -> str:
-        """Global average pool, flatten, fully connected."""
-        c = self.shapes[x][0]
-        pooled = self.node("GlobalAveragePool", [x], (c, 1, 1))
-        flat = self.node("Flatten", [pooled], (c,))
-        return self.gemm(flat, classes)
-
-    def gemm(self, x: str, out: int) -> str:
-        fan_in = self.shapes[x][-1]
-        weight = self.rng.normal(0, math.sqrt(1 / fan_in), (out, fan_in))
-        return self.node("Gemm", [x, self._init(weight), self._init(np.zeros(out), "b")],
-                         (out,), transB=1)  # fmt: skip
-
-    def concat(self, xs: list[str]) -> str:
-        c = sum(self.shapes[x][0] for x in xs)
-        return self.node("Concat", xs, (c, *self.shapes[xs[0]][1:]), axis=1)
-
-    def _shape_const(self, dims: tuple[int, ...]) -> str:
-        from onnx import numpy_helper
-
-        name = self._name("shape")
-        self.inits.append(numpy_helper.from_array(np.array(dims, np.int64), name))
-        return name
-
-    def split2(self, x: str) -> tuple[str, str]:
-        from onnx import helper
-
-        c, h, w = self.shapes[x]
-        a, b = self._name("split"), self._name("split")
-        sizes = self._shape_const((c // 2, c - c // 2))
-        self.nodes.append(helper.make_node("Split", [x, sizes], [a, b], axis=1, name=a))
-        self.shapes[a], self.shapes[b] = (c // 2, h, w), (c - c // 2, h, w)
-        return a, b
-
-    def shuffle(self, x: str, groups: int = 2) -> str:
-        c, h, w = self.shapes[x]
-        five = self.node("Reshape", [x, self._shape_const((1, groups, c // groups, h, w))],
-                         (groups, c // groups, h, w))  # fmt: skip
-        swapped = self.node("Transpose", [five], (c // groups, groups, h, w),
-                            perm=[0, 2, 1, 3, 4])  # fmt: skip
-        return self.node("Reshape", [swapped, self._shape_const((1, c, h, w))], (c, h, w))
-
-    # --- sequences (T, D) ---
-    def linear(self, x: str, out: int) -> str:
-        t, d = self.shapes[x]
-        weight = self.rng.normal(0, math.sqrt(1 / d), (d, out))
-        y = self.node("MatMul", [x, self._init(weight)], (t, out))
-        return self.node("Add", [y, self._init(np.zeros(out), "b")], (t, out))
-
-    def layernorm(self, x: str) -> str:
-        d = self.shapes[x][-1]
-        return self.node("LayerNormalization",
-                         [x, self._init(np.ones(d), "g"), self._init(np.zeros(d), "b")],
-                         self.shapes[x], axis=-1)  # fmt: skip
-
-    def gelu(self, x: str) -> str:
-        shape = self.shapes[x]
-        scaled = self.node("Div", [x, self._init(np.array(math.sqrt(2.0)), "c")], shape)
-        erf = self.node("Erf", [scaled], shape)
-        one = self.node("Add", [erf, self._init(np.array(1.0), "c")], shape)
-        half = self.node("Mul", [x, self._init(np.array(0.5), "c")], shape)
-        return self.node("Mul", [half, one], shape)
-
-    def attention(self, x: str, heads: int) -> str:
-        t, d = self.shapes[x]
-        hd = d // heads
-
-        def split_heads(y: str) -> str:
-            r = self.node("Reshape", [y, self._shape_const((1, t, heads, hd))], (t, heads, hd))
-            return self.node("Transpose", [r], (heads, t, hd), perm=[0, 2, 1, 3])
-
-        q, k, v = (split_heads(self.linear(x, d)) for _ in range(3))
-        kt = self.node("Transpose", [k], (heads, hd, t), perm=[0, 1, 3, 2])
-        scores = self.node("MatMul", [q, kt], (heads, t, t))
-        scaled = self.node("Mul", [scores, self._init(np.array(1 / math.sqrt(hd)), "c")],
-                           (heads, t, t))  # fmt: skip
-        probs = self.node("Softmax", [scaled], (heads, t, t), axis=-1)
-        ctx = self.node("MatMul", [probs, v], (heads, t, hd))
-        merged = self.node("Transpose", [ctx], (t, heads, hd), perm=[0, 2, 1, 3])
-        flat = self.node("Reshape", [merged, self._shape_const((1, t, d))], (t, d))
-        return self.linear(flat, d)
-
-    def model(self, out: str):
-        from onnx import TensorProto, helper
-
-        y = helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, *self.shapes[out]])
-        graph = helper.make_graph(self.nodes, self.name, [self.input], [y], self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
-        model.ir_version = 8
-        return model
 
 
 def resnet18(size: int = 112):
     """ResNet-18 (He et al., 2016), ImageNet widths, at ``size``² input."""
-    n = _Net(f"resnet18-{size}", (3, size, size), seed=18)
+    n = GraphBuilder(f"resnet18-{size}", (3, size, size), seed=18)
     x = n.maxpool(n.conv("x", 64, 7, stride=2))
     for cout, stride in ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
                          (512, 1)):  # fmt: skip
@@ -186,7 +37,7 @@ def resnet18(size: int = 112):
 
 def mobilenet_v2(size: int = 112):
     """MobileNetV2 (Sandler et al., 2018), width 1.0, at ``size``² input."""
-    n = _Net(f"mobilenetv2-{size}", (3, size, size), seed=2)
+    n = GraphBuilder(f"mobilenetv2-{size}", (3, size, size), seed=2)
     x = n.conv("x", 32, 3, stride=2)
     settings = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                 (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
@@ -202,7 +53,7 @@ def mobilenet_v2(size: int = 112):
 
 def shufflenet_v2(size: int = 112):
     """ShuffleNetV2 1.0× (Ma et al., 2018) at ``size``² input."""
-    n = _Net(f"shufflenetv2-{size}", (3, size, size), seed=3)
+    n = GraphBuilder(f"shufflenetv2-{size}", (3, size, size), seed=3)
     x = n.maxpool(n.conv("x", 24, 3, stride=2))
     for c, repeats in ((116, 4), (232, 8), (464, 4)):
         half = c // 2
@@ -223,7 +74,7 @@ def shufflenet_v2(size: int = 112):
 def inception(size: int = 56):
     """An Inception-style network (Szegedy et al., 2015): a stem, then blocks of parallel
     1x1 / 1x1→3x3 / 1x1→5x5 / pool→1x1 branches joined by Concat."""
-    n = _Net(f"inception-{size}", (3, size, size), seed=5)
+    n = GraphBuilder(f"inception-{size}", (3, size, size), seed=5)
     x = n.maxpool(n.conv(n.conv("x", 32, 3, stride=2), 64, 3))
     for b1, b3, b5, bp in ((64, 96, 32, 32), (96, 128, 48, 48), (128, 160, 64, 64)):
         a = n.conv(x, b1, 1)
@@ -236,7 +87,7 @@ def inception(size: int = 56):
 
 def vgg(size: int = 32):
     """A VGG-style plain conv stack (Simonyan & Zisserman, 2015) on CIFAR-sized input."""
-    n = _Net(f"vgg-{size}", (3, size, size), seed=11)
+    n = GraphBuilder(f"vgg-{size}", (3, size, size), seed=11)
     x = "x"
     for c in (64, 128, 256, 256):
         x = n.maxpool(n.conv(n.conv(x, c, 3), c, 3), 2, 2)
@@ -245,7 +96,7 @@ def vgg(size: int = 32):
 
 def transformer(tokens: int = 64, dim: int = 128, layers: int = 2, heads: int = 4):
     """A pre-norm transformer encoder (Vaswani et al., 2017) on ``tokens`` × ``dim``."""
-    n = _Net(f"transformer-{tokens}x{dim}", (tokens, dim), seed=7)
+    n = GraphBuilder(f"transformer-{tokens}x{dim}", (tokens, dim), seed=7)
     x = "x"
     for _ in range(layers):
         x = n.add(x, n.attention(n.layernorm(x), heads))
@@ -255,7 +106,7 @@ def transformer(tokens: int = 64, dim: int = 128, layers: int = 2, heads: int = 
 
 def _conv_layer(cin: int, cout: int, k: int, size: int, *, stride: int = 1, groups: int = 1):
     def build():
-        n = _Net(f"conv{k}x{k}-{cin}-{cout}-s{stride}-g{groups}-{size}", (cin, size, size),
+        n = GraphBuilder(f"conv{k}x{k}-{cin}-{cout}-s{stride}-g{groups}-{size}", (cin, size, size),
                  seed=cin * 31 + cout)  # fmt: skip
         return n.model(n.conv("x", cout, k, stride=stride, groups=groups))
 
@@ -264,7 +115,7 @@ def _conv_layer(cin: int, cout: int, k: int, size: int, *, stride: int = 1, grou
 
 def _gemm_layer(rows: int, fan_in: int, out: int):
     def build():
-        n = _Net(f"gemm-{rows}x{fan_in}-{out}", (rows, fan_in), seed=rows + out)
+        n = GraphBuilder(f"gemm-{rows}x{fan_in}-{out}", (rows, fan_in), seed=rows + out)
         return n.model(n.linear("x", out))
 
     return build
