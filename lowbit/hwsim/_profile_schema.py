@@ -20,7 +20,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from .profile import OPERANDS
+from .profile import DEPTHWISE_KEYS, OPERANDS
 from .workload import ELEMENTWISE_KINDS
 
 __all__ = [
@@ -193,6 +193,12 @@ SCHEMA = Table(
                 "conv_cycles_per_image": Key(
                     "number", required=False, default=0.0, low=0, high=10**9, unit="cycles"
                 ),
+                **{
+                    key: Key(
+                        "number", required=False, default=0.0, low=0, high=10**6, unit="cycles"
+                    )  # fmt: skip
+                    for key in DEPTHWISE_KEYS
+                },
                 "elementwise_cycles_per_element": Table(
                     {
                         kind: Key("number", required=False, low=0, high=10**6, unit="cycles")

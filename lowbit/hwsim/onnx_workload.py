@@ -54,6 +54,19 @@ from pathlib import Path
 import onnx
 
 from lowbit.hwsim._onnx_graph import OnnxGraph, dtype_bits, load_graph
+from lowbit.hwsim._onnx_ops import (
+    _BINARY,
+    _COMPUTE,
+    _CONVS,
+    _EPILOGUE,
+    _FREE,
+    _JOINS,
+    _POOLS,
+    _QUANT_OPS,
+    _STANDALONE,
+    _UNARY,
+    _kind,
+)
 from lowbit.hwsim.errors import WorkloadError
 from lowbit.hwsim.workload import (
     FLOAT_BITS,
@@ -68,56 +81,6 @@ from lowbit.hwsim.workload import (
 )
 
 __all__ = ["OnnxImport", "UnmappedOpsError", "import_onnx", "load_onnx_workload"]
-
-#: compute op -> (activation input index, weight input index, weight zero-point index or -1)
-_COMPUTE = {
-    "Conv": (0, 1, -1), "ConvInteger": (0, 1, 3), "QLinearConv": (0, 3, 5),
-    "Gemm": (0, 1, -1), "QGemm": (0, 3, 5),
-    "MatMul": (0, 1, -1), "MatMulInteger": (0, 1, 3), "QLinearMatMul": (0, 3, 5),
-}  # fmt: skip
-_CONVS = {"Conv", "ConvInteger", "QLinearConv"}
-_POOLS = {
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
-    "QLinearAveragePool", "QLinearGlobalAveragePool", "ReduceMean", "ReduceMax", "ReduceMin",
-    "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare",
-    "ArgMax", "ArgMin",
-}  # fmt: skip
-#: element-wise ops of one activation (fusable into a compute layer's output stage)
-_UNARY = {
-    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
-    "Gelu", "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "Erf", "Exp", "Log",
-    "Sqrt", "Neg", "Abs", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos",
-    "Not", "IsNaN", "IsInf", "BatchNormalization", "ThresholdedRelu", "Shrink",
-    "QLinearSigmoid", "QLinearLeakyRelu",
-}  # fmt: skip
-#: element-wise ops of several tensors (broadcasting)
-_BINARY = {
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Mod", "Where", "Equal",
-    "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "BitShift",
-    "QLinearAdd", "QLinearMul",
-}  # fmt: skip
-#: what a compute layer's output stage applies for free (with one activation input: bias,
-#: BatchNorm scale/shift, ReLU/ReLU6/LeakyReLU); other element-wise ops need a pass
-_EPILOGUE = {
-    "Relu", "LeakyRelu", "PRelu", "Clip", "BatchNormalization", "Add", "Sub", "Mul", "Div",
-    "QLinearLeakyRelu",
-}  # fmt: skip
-#: passes of their own (a reduction then an element-wise step over the same tensor)
-_STANDALONE = {
-    "Softmax", "LogSoftmax", "LayerNormalization", "InstanceNormalization",
-    "GroupNormalization", "LpNormalization", "MeanVarianceNormalization",
-    "SkipLayerNormalization",
-}  # fmt: skip
-#: data movement / metadata ops: free (the output aliases an input)
-_FREE = {
-    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose", "Cast",
-    "CastLike", "Gather", "GatherElements", "Slice", "Split", "Expand", "Tile", "Pad",
-    "Shape", "Size", "Constant", "ConstantOfShape", "Range", "QuantizeLinear",
-    "DequantizeLinear", "DynamicQuantizeLinear", "Concat", "QLinearConcat",
-}  # fmt: skip
-#: free ops of several activations: their output is a new tensor (no view of one input)
-_JOINS = {"Concat", "QLinearConcat"}
-_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 
 
 class UnmappedOpsError(WorkloadError):
@@ -188,6 +151,17 @@ class _Importer:
         while name in self.alias:
             name = self.alias[name]
         return name
+
+    def requantized(self, tensor: str) -> bool:
+        """Does ``tensor`` reach its root through a QuantizeLinear? A compute layer's output
+        stage cannot apply an op after its output was requantized: the runtime runs that op
+        on its own (ONNX Runtime's QLinearAdd for a bias after a QLinearMatMul)."""
+        while tensor in self.alias:
+            node = self.g.producer.get(tensor)
+            if node is not None and node.op_type == "QuantizeLinear":
+                return True
+            tensor = self.alias[tensor]
+        return False
 
     def only_reader(self, root: str, index: int) -> bool:
         return self.readers.get(root) == {index}
@@ -306,18 +280,22 @@ class _Importer:
             name=self.unique(self.g.layer_name(node, index, weight=None)),
             compression=Compression(w_bits=bits, a_bits=bits),
         )
+        kind = _kind({node.op_type})
         if pool:
-            return Pool(**common, in_elements=in_elements, out_elements=out_elements)
-        return Elementwise(**common, elements=out_elements)
+            return Pool(**common, in_elements=in_elements, out_elements=out_elements,
+                        kind=kind if kind in ("maxpool", "avgpool") else "")  # fmt: skip
+        return Elementwise(**common, elements=out_elements, kind=kind)
 
     def elementwise(self, node: onnx.NodeProto, index: int) -> None:
         """Fuse into the compute layer it follows, or join / start an element-wise group."""
         roots = list(dict.fromkeys(self.root(t) for t in self.g.activation_inputs(node)))
+        acts = self.g.activation_inputs(node)
         if (
             node.op_type in _EPILOGUE
             and len(roots) == 1
             and self.owner.get(roots[0]) == "compute"
             and self.only_reader(roots[0], index)
+            and not self.requantized(acts[0])
         ):
             self.owner.update({out: "compute" for out in node.output})  # output stage
             return
@@ -365,6 +343,7 @@ class _Importer:
                 compression=Compression(w_bits=bits, a_bits=bits),
                 elements=elements,
                 inputs=max(1, round(read / elements)),
+                kind=_kind({n.op_type for n in nodes}),
             )
 
 

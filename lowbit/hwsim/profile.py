@@ -108,6 +108,15 @@ class SparsitySupport:
     index_bits_per_nonzero: float = 0.0
 
 
+#: the depthwise-conv kernel's cost keys of ``[overheads]`` (:class:`Overheads`)
+DEPTHWISE_KEYS = (
+    "depthwise_cycles_per_mac",
+    "depthwise_cycles_per_pixel",
+    "fp32_depthwise_cycles_per_mac",
+    "fp32_depthwise_cycles_per_pixel",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Overheads:
     """Fixed costs: per layer (launch, configuration, synchronisation) and per tile (the
@@ -164,6 +173,22 @@ class Overheads:
     #: INT8 export does: such a conv computes on the padded counts instead of paying the
     #: unaligned path. Default: channels as they are.
     pad_conv_channels: bool = False
+    #: a depthwise convolution (one input channel per group) runs its own kernel on a CPU,
+    #: not a GEMM: it costs ``depthwise_cycles_per_mac`` per MAC plus
+    #: ``depthwise_cycles_per_pixel`` per output pixel (all channels of one position:
+    #: the window gather and requantization) on top of its fixed costs, at integer
+    #: precisions; ``fp32_depthwise_*`` at FP32. ONNX Runtime's INT8 depthwise kernel is
+    #: slower than its FP32 one on small-channel layers. 0 per MAC: costed as a GEMM.
+    depthwise_cycles_per_mac: float = 0.0
+    depthwise_cycles_per_pixel: float = 0.0
+    fp32_depthwise_cycles_per_mac: float = 0.0
+    fp32_depthwise_cycles_per_pixel: float = 0.0
+
+    def depthwise_cost(self, *, integer: bool) -> tuple[float, float]:
+        """(cycles per MAC, cycles per output pixel) of a depthwise conv (0, 0: not given)."""
+        if integer:
+            return self.depthwise_cycles_per_mac, self.depthwise_cycles_per_pixel
+        return self.fp32_depthwise_cycles_per_mac, self.fp32_depthwise_cycles_per_pixel
 
     def elementwise_cost(self, kind: str) -> float:
         """Cycles per element of a memory-only layer of ``kind`` (0 when not given)."""

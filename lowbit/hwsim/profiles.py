@@ -31,6 +31,7 @@ from .errors import InputFileError, ProfileError
 from .fileio import read_toml
 from .profile import (
     DATAFLOWS,
+    DEPTHWISE_KEYS,
     OPERANDS,
     AreaModel,
     ComputeUnit,
@@ -296,6 +297,7 @@ def _build(d: dict, *, source: str) -> HardwareProfile:
             requant_cycles_per_output=float(d["overheads"]["requant_cycles_per_output"]),
             pool_channel_block=d["overheads"]["pool_channel_block"],
             pad_conv_channels=d["overheads"]["pad_conv_channels"],
+            **{key: float(d["overheads"][key]) for key in DEPTHWISE_KEYS},
             elementwise_cycles_per_element=tuple(
                 (kind, float(v))
                 for kind, v in sorted(d["overheads"]["elementwise_cycles_per_element"].items())

@@ -11,7 +11,12 @@ import tomllib
 
 from lowbit import hwsim
 from lowbit.hwsim.profile import Overheads, Precision
-from lowbit.hwsim.profiles import load_profile_data, profile_from_dict, validate_profile_data
+from lowbit.hwsim.profiles import (
+    load_profile,
+    load_profile_data,
+    profile_from_dict,
+    validate_profile_data,
+)
 from lowbit.hwsim.workload import (
     ELEMENTWISE_KINDS,
     Compression,
@@ -346,3 +351,36 @@ def test_sub_8_bit_activations_pay_one_clamp_operator_each(make_target, engine):
         hwsim.simulate_layer(a4, native).total_cycles
         == hwsim.simulate_layer(a4, bitfusion).total_cycles
     )
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_a_depthwise_conv_runs_its_own_kernel_on_a_cpu(engine):
+    """A depthwise conv costs per MAC and per output pixel (Overheads.depthwise_*), each
+    precision its own pair; other grouped convs stay GEMMs."""
+    from math import ceil
+
+    base = load_profile("cpu-x86-avx2")
+    costs = dict(depthwise_cycles_per_mac=0.1, depthwise_cycles_per_pixel=20.0,
+                 fp32_depthwise_cycles_per_mac=0.05,
+                 fp32_depthwise_cycles_per_pixel=3.0)  # fmt: skip
+    cpu = _with(base, **costs)
+    dw = Conv2d(name="dw", in_h=28, in_w=28, in_c=96, out_c=96, k_h=3, k_w=3, out_h=28,
+                out_w=28, groups=96)  # fmt: skip
+    pixels, macs = 28 * 28, 28 * 28 * 96 * 9
+    for bits, (per_mac, per_pixel) in ((8, (0.1, 20.0)), (32, (0.05, 3.0))):
+        layer = dw.with_compression(Compression(w_bits=bits, a_bits=bits))
+        r = hwsim.simulate_layer(layer, cpu, engine=engine)
+        assert r.compute_cycles == 96 * ceil(per_mac * macs / 96 + per_pixel * pixels / 96 - 1e-9)
+        assert r.total_cycles >= r.compute_cycles + cpu.overheads.layer_cycles
+    # four times the pixels: four times the compute; a grouped (not depthwise) conv is unchanged
+    wide = replace(dw, in_h=56, in_w=56, out_h=56, out_w=56)
+    assert hwsim.simulate_layer(wide, cpu, engine=engine).compute_cycles == pytest.approx(
+        4 * hwsim.simulate_layer(dw, cpu, engine=engine).compute_cycles, abs=96
+    )
+    grouped = replace(dw, groups=4)
+    assert (hwsim.simulate_layer(grouped, cpu, engine=engine).total_cycles
+            == hwsim.simulate_layer(grouped, base, engine=engine).total_cycles)  # fmt: skip
+    data = load_profile_data("cpu-x86-avx2")
+    data["overheads"] = {**data.get("overheads", {}), **costs, "depthwise_cycles_per_mac": -1}
+    assert any(e.startswith("overheads.depthwise_cycles_per_mac:")
+               for e in validate_profile_data(data))  # fmt: skip

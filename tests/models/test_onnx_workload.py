@@ -282,3 +282,25 @@ def test_missing_file_and_symbolic_dims(tmp_path):
         import_onnx(path)
     workload = load_onnx_workload(path, batch=2, dims={"tokens": 6})
     assert workload.macs == model_macs(2, 6, 32, 4, 64)
+
+
+def test_ort_quantized_transformer_keeps_its_kinds_and_unfused_bias_adds(tmp_path):
+    """An encoder quantized by ONNX Runtime's quantize_static: memory-only layers name their
+    operator (a CPU profile charges LayerNorm, softmax, GELU per element) and a bias Add after
+    a requantized MatMul is a pass of its own (ONNX Runtime runs it as QLinearAdd), while the
+    FP32 graph's bias adds stay in the MatMul's output stage."""
+    from lowbit.models.hostcal.graphs import quantize_int8
+    from lowbit.models.hostcal.heldout import transformer
+
+    onnx.save(transformer(tokens=8, dim=32, layers=1, heads=2), tmp_path / "fp32.onnx")
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+    fp32 = load_onnx_workload(tmp_path / "fp32.onnx")
+    int8 = load_onnx_workload(tmp_path / "int8.onnx")
+    assert fp32.macs == int8.macs
+    kinds = [layer.kind for layer in int8.layers if layer.op == "elementwise"]
+    assert {"layernorm", "softmax", "gelu", "add"} <= set(kinds)
+    # q, k, v and fc1's bias adds are passes of their own in INT8 only (proj's and fc2's
+    # join the residual add that follows them); so is the attention's scale after QKᵀ
+    fp32_kinds = [layer.kind for layer in fp32.layers if layer.op == "elementwise"]
+    assert fp32_kinds.count("add") == 2 and kinds.count("add") == 6
+    assert "mul" in kinds and "mul" not in fp32_kinds

@@ -66,6 +66,26 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
     if padded:
         n_run, k_padded = _padded_channels(t, layer, g, first)
         k_run = max(1, ceil(k_padded * compute_frac - 1e-9))
+    per_mac, per_pixel = o.depthwise_cost(integer=mode.w_bits < FLOAT_BITS)
+    if per_mac > 0 and first and _depthwise(layer):
+        # its own kernel (Overheads.depthwise_*): per MAC, and per output pixel shared by
+        # the layer's instances (one per channel)
+        cycles = ceil(per_mac * g.M * g.N * k_eff + per_pixel * g.M / g.count - 1e-9)
+    else:
+        cycles = _gemm_cycles(t, layer, g, mode, first, int_conv, padded, n_run, k_run)
+    ab = _bytes(g.a_bits)
+    in_el = _ifmap_elements(layer, g) if first else g.M * g.K
+    ib = in_el * ab / (g.M * g.K)
+    role = "inputs" if g.weights_are_activations else "weights"
+    work = GemmWork(g.count, g.M, g.N, g.K, cycles, wb, ib, ab, role, in_chip, False)
+    return work, k_eff
+
+
+def _gemm_cycles(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool,
+                 int_conv: bool, padded: bool, n_run: int, k_run: int) -> int:  # fmt: skip
+    """Compute cycles of one instance of a GEMM on the mapping, plus a CPU's per-output
+    requantization and its integer convs' per-pixel / per-image costs."""
+    o = t.profile.overheads
     cycles = t.mapping.cycles(g.M, n_run, k_run, mode.macs_per_pe_per_cycle)
     if mode.w_bits < FLOAT_BITS and o.requant_cycles_per_output > 0:
         cycles += ceil(o.requant_cycles_per_output * g.M * n_run - 1e-9)
@@ -77,12 +97,7 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
             per_pixel += o.unaligned_conv_cycles_per_pixel
         per_image = o.conv_cycles_per_image if windowed else 0.0
         cycles += ceil(per_pixel * g.M + per_image * layer.batch - 1e-9)
-    ab = _bytes(g.a_bits)
-    in_el = _ifmap_elements(layer, g) if first else g.M * g.K
-    ib = in_el * ab / (g.M * g.K)
-    role = "inputs" if g.weights_are_activations else "weights"
-    work = GemmWork(g.count, g.M, g.N, g.K, cycles, wb, ib, ab, role, in_chip, False)
-    return work, k_eff
+    return cycles
 
 
 def _narrow_operands(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> int:
@@ -95,6 +110,11 @@ def _narrow_operands(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> int:
     if g.a_bits >= 8 or mode.a_bits < 8 or mode.w_bits >= FLOAT_BITS:
         return 0
     return 2 if g.weights_are_activations else 1
+
+
+def _depthwise(layer: Layer) -> bool:
+    """A depthwise convolution: one input channel per group (any channel multiplier)."""
+    return isinstance(layer, Conv2d) and layer.groups > 1 and layer.groups == layer.in_c
 
 
 def _integer_conv(layer: Layer, mode: Precision) -> bool:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
+from lowbit.hwsim.profile import DEPTHWISE_KEYS
+
 
 class _Calibrated(Protocol):
     """What :func:`profile_toml` reads of a ``calibration.Calibration`` (structural, so this
@@ -101,6 +103,10 @@ def profile_toml(calibration: _Calibrated) -> str:
               "register: NhwcMaxPool pools a pixel's channels a register at a time",
               f"pad_conv_channels = {str(o.get('pad_conv_channels', False)).lower()}  # lowbit "
               "export pads conv channels to the direct kernel's",
+              "# fitted on depthwise 3x3 chains (INT8 mean |error| "
+              f"{fit.get('int8_depthwise_mean_abs_pct_error', 0.0):.1f}%, FP32 "
+              f"{fit.get('fp32_depthwise_mean_abs_pct_error', 0.0):.1f}%): their own kernel",
+              *(f"{k} = {o.get(k, 0.0)!r}" for k in DEPTHWISE_KEYS),
               "", "# measured: cycles per element of memory-bound operators (FP32 chains; "
               "maxpool: uint8 NHWC between INT8 convs)",
               "[overheads.elementwise_cycles_per_element]",

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.hwsim.errors import LowbitError
+from lowbit.hwsim.profile import DEPTHWISE_KEYS
 from lowbit.models.cache import cache_dir
 from lowbit.models.hostcal._fit import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS, fit
 from lowbit.models.hostcal._toml import PROFILE_NAME, profile_toml
@@ -68,6 +69,12 @@ from lowbit.models.hostcal.conv import (
     int8_maxpool_s_per_element,
 )
 from lowbit.models.hostcal.isa import detect_isa, host_label
+from lowbit.models.hostcal.kernels import (
+    DEPTHWISE_SWEEP,
+    QUICK_DEPTHWISE_SWEEP,
+    depthwise_sweep,
+    fit_depthwise,
+)
 
 __all__ = [
     "CALIBRATION_VERSION",
@@ -93,8 +100,9 @@ _KiB = 1024
 #: the calibration method's version, in each profile's sidecar: a profile calibrated by an
 #: older method is recalibrated by :func:`load_or_calibrate` (2: per-pixel/per-image conv,
 #: requantization and channel-block pool costs, Gauss-Newton fit; 3: single convs measured
-#: in a network's context, wide convs; 4: the export pads conv channels)
-CALIBRATION_VERSION = 4
+#: in a network's context, wide convs; 4: the export pads conv channels; 5: depthwise convs'
+#: own kernel, INT8 and FP32)
+CALIBRATION_VERSION = 5
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
 _RECOMPUTED = ("layer_cycles", "gemm_cycles", "narrow_activation_cycles", "run_cycles",
@@ -284,11 +292,20 @@ def calibrate(*, quick: bool = False) -> Calibration:
                 # lowbit's export pads conv channels to the direct kernel's (models._onnx_pad)
                 "pad_conv_channels": True},
     )  # fmt: skip
+    o = data["overheads"]
+    depthwise = depthwise_sweep(QUICK_DEPTHWISE_SWEEP if quick else DEPTHWISE_SWEEP,
+                                repeats=max(repeats // 3, 5))  # fmt: skip
+    depthwise_fit = fit_depthwise(
+        depthwise, clock_hz=data["clock_hz"],
+        fixed_cycles={"int8": o["layer_cycles"] + o["gemm_cycles"], "fp32": o["layer_cycles"]},
+    )  # fmt: skip
+    o.update({key: depthwise_fit[key] for key in DEPTHWISE_KEYS})
+    fitted = {**fitted, **{k: v for k, v in depthwise_fit.items() if k.endswith("_error")}}
     measurements = {
         "calibration_version": CALIBRATION_VERSION,
         "cpu": info, "onnxruntime": ort.__version__, "threads": 1, "quick": quick,
         "bandwidth_bytes_per_s": bandwidth, "chains": rows, "conv_sweep": sweep,
-        "fit": fitted, "int8_maxpool": pool,
+        "fit": fitted, "int8_maxpool": pool, "depthwise": depthwise,
         "run_overhead_s": run_s, "op_overhead_s": op_s,
         "elementwise_s_per_element": elementwise, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }  # fmt: skip

@@ -1,0 +1,106 @@
+"""Kernel classes a CPU runs outside its GEMM path, measured and fitted in closed form.
+
+ONNX Runtime runs a depthwise convolution (one input channel per group) with a kernel of
+its own, INT8 and FP32 alike, not as a GEMM: its cost follows the MACs (the window's taps
+per output element) and the output pixels (all channels of one position: gather, and at
+INT8 the requantization), with a per-channel-count efficiency that the GEMM model cannot
+express. Measured here on Zen 4 (AVX-512 VNNI): INT8 runs 3-10 MACs per cycle and is slower
+than FP32 below ~200 channels -- the case where INT8 does not pay.
+
+:func:`depthwise_sweep` times chains of identical depthwise 3x3 convs (two depths, so the
+dispatch and the Run call cancel; :func:`lowbit.models.hostcal.bench.depth_slope`), INT8
+(quantized by ONNX Runtime's own ``quantize_static``) and FP32; :func:`fit_depthwise` solves
+``layer cycles - fixed cycles = per_mac * MACs + per_pixel * pixels`` by non-negative least
+squares on the relative error, per precision: a closed form, no starting point, no runaway.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEPTHWISE_SWEEP", "QUICK_DEPTHWISE_SWEEP", "depthwise_sweep", "fit_depthwise"]
+
+#: (channels, spatial) of the depthwise 3x3 chains: MobileNet/ShuffleNet-like channel
+#: counts and map sizes (stride 1: a chain keeps its shape)
+DEPTHWISE_SWEEP = (
+    (16, 56), (24, 28), (32, 112), (32, 28), (48, 56), (64, 56), (128, 28), (192, 28),
+    (256, 14), (576, 14), (960, 7),
+)  # fmt: skip
+QUICK_DEPTHWISE_SWEEP = ((32, 28), (128, 14))
+
+
+def _chain(channels: int, spatial: int, depth: int, *, int8: bool, tmp: Path):
+    from lowbit.models.hostcal.graphs import GraphBuilder, quantize_int8
+
+    net = GraphBuilder("depthwise", (channels, spatial, spatial), seed=channels)
+    x = "x"
+    for _ in range(depth):
+        x = net.conv(x, channels, 3, groups=channels, relu=False)
+    model = net.model(x)
+    if not int8:
+        return model
+    import onnx
+
+    fp32 = tmp / f"dw{channels}-{spatial}-{depth}.onnx"
+    onnx.save(model, str(fp32))
+    return onnx.load(str(quantize_int8(fp32, fp32.with_suffix(".int8.onnx"))))
+
+
+def depthwise_sweep(shapes=DEPTHWISE_SWEEP, *, repeats: int) -> list[dict[str, Any]]:
+    """Per-layer seconds of depthwise 3x3 chains, INT8 and FP32: rows of ``channels,
+    spatial, precision, macs, pixels, layer_s, spread``."""
+    from lowbit.models.hostcal.bench import depth_slope
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for channels, spatial in shapes:
+            x = np.random.default_rng(0).normal(size=(1, channels, spatial, spatial))
+            for int8 in (True, False):
+                precision = "int8" if int8 else "fp32"
+                slope = depth_slope(
+                    lambda d, c=channels, s=spatial, q=int8: _chain(c, s, d, int8=q,
+                                                                    tmp=Path(tmp)),
+                    x.astype(np.float32), depths=(1, 3), repeats=repeats,
+                    what=f"{precision} depthwise {channels}x{spatial}",
+                )  # fmt: skip
+                rows.append({
+                    "channels": channels, "spatial": spatial, "precision": precision,
+                    "macs": channels * spatial * spatial * 9, "pixels": spatial * spatial,
+                    "layer_s": slope.per_layer_s, "spread": slope.spread,
+                })  # fmt: skip
+    return rows
+
+
+def fit_depthwise(rows, *, fixed_cycles: dict[str, float], clock_hz: float) -> dict[str, Any]:
+    """Cycles per MAC and per output pixel of each precision's depthwise kernel.
+
+    ``fixed_cycles``: what the profile already charges each such layer per precision (its
+    dispatch, and an integer GEMM's fixed cost), taken off the measured layer time first.
+    Non-negative least squares of the relative error; each row gains ``simulated_s``.
+    Returns the profile keys (:data:`lowbit.hwsim.profile.DEPTHWISE_KEYS`) and the mean
+    absolute error per precision."""
+    from scipy.optimize import nnls
+
+    out: dict[str, Any] = {}
+    for precision, prefix in (("int8", ""), ("fp32", "fp32_")):
+        sel = [r for r in rows if r["precision"] == precision]
+        if not sel:
+            continue
+        fixed = fixed_cycles[precision]
+        measured = np.array([r["layer_s"] * clock_hz for r in sel])
+        features = np.array([[r["macs"], r["pixels"]] for r in sel], dtype=float)
+        weight = 1.0 / measured
+        (per_mac, per_pixel), _ = nnls(features * weight[:, None], (measured - fixed) * weight)
+        simulated = features @ np.array([per_mac, per_pixel]) + fixed
+        for row, cycles in zip(sel, simulated, strict=True):
+            row["simulated_s"] = float(cycles / clock_hz)
+        out[f"{prefix}depthwise_cycles_per_mac"] = float(f"{per_mac:.4g}")
+        out[f"{prefix}depthwise_cycles_per_pixel"] = float(f"{per_pixel:.4g}")
+        out[f"{precision}_depthwise_mean_abs_pct_error"] = float(
+            np.mean(np.abs(simulated / measured - 1)) * 100
+        )
+    return out

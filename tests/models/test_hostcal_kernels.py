@@ -1,0 +1,48 @@
+"""The depthwise kernel class: a closed-form fit that recovers known constants, and a real
+measurement of a depthwise chain on this CPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from lowbit.hwsim.profile import DEPTHWISE_KEYS
+from lowbit.models.hostcal.kernels import depthwise_sweep, fit_depthwise
+
+CLOCK = 2.0e9
+
+
+def _synthetic(per_mac: float, per_pixel: float, fixed: float, precision: str):
+    rows = []
+    for channels, spatial in ((16, 56), (32, 28), (128, 28), (576, 14), (960, 7)):
+        macs, pixels = channels * spatial * spatial * 9, spatial * spatial
+        cycles = fixed + per_mac * macs + per_pixel * pixels
+        rows.append({"channels": channels, "spatial": spatial, "precision": precision,
+                     "macs": macs, "pixels": pixels, "layer_s": cycles / CLOCK})  # fmt: skip
+    return rows
+
+
+def test_fit_recovers_the_constants_it_was_generated_from():
+    rows = _synthetic(0.09, 21.0, 2600, "int8") + _synthetic(0.07, 4.0, 800, "fp32")
+    fit = fit_depthwise(rows, fixed_cycles={"int8": 2600, "fp32": 800}, clock_hz=CLOCK)
+    assert set(DEPTHWISE_KEYS) <= set(fit)
+    assert fit["depthwise_cycles_per_mac"] == pytest.approx(0.09, rel=1e-3)
+    assert fit["depthwise_cycles_per_pixel"] == pytest.approx(21.0, rel=1e-3)
+    assert fit["fp32_depthwise_cycles_per_mac"] == pytest.approx(0.07, rel=1e-3)
+    assert fit["fp32_depthwise_cycles_per_pixel"] == pytest.approx(4.0, rel=1e-3)
+    assert fit["int8_depthwise_mean_abs_pct_error"] < 0.1
+    for row in rows:
+        assert row["simulated_s"] == pytest.approx(row["layer_s"], rel=1e-3)
+
+
+def test_fit_never_goes_negative():
+    # measurements below the fixed cost: the fit clamps at zero instead of running away
+    rows = _synthetic(0.0, 0.0, 100, "int8")
+    fit = fit_depthwise(rows, fixed_cycles={"int8": 5000}, clock_hz=CLOCK)
+    assert fit["depthwise_cycles_per_mac"] == 0.0 and fit["depthwise_cycles_per_pixel"] == 0.0
+
+
+def test_depthwise_chain_is_measured_on_this_cpu():
+    rows = depthwise_sweep(((32, 14),), repeats=5)
+    assert [r["precision"] for r in rows] == ["int8", "fp32"]
+    for row in rows:
+        assert row["layer_s"] > 0 and row["macs"] == 32 * 14 * 14 * 9 and row["pixels"] == 196
