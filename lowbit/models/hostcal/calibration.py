@@ -75,6 +75,7 @@ from lowbit.models.hostcal.kernels import (
     depthwise_sweep,
     fit_depthwise,
 )
+from lowbit.models.hostcal.quality import CalibrationError, fit_problems
 
 __all__ = [
     "CALIBRATION_VERSION",
@@ -82,6 +83,7 @@ __all__ = [
     "CONV_MIN_OUT_CHANNELS",
     "PROFILE_NAME",
     "Calibration",
+    "CalibrationError",
     "cpu_flags",
     "calibration_version_of",
     "cpu_info",
@@ -249,11 +251,30 @@ def _base_data(info: dict[str, Any], bandwidth: dict[str, float]) -> dict[str, A
     return data
 
 
-def calibrate(*, quick: bool = False) -> Calibration:
+def calibrate(*, quick: bool = False, attempts: int = 2) -> Calibration:
     """Measure this CPU (module docstring) and fit a host profile; validated, not written.
 
-    ``quick`` uses four layer shapes and few repeats (for tests; coarser numbers).
+    ``quick`` uses four layer shapes and few repeats (for tests; coarser numbers). A fit
+    that fails the quality gates (:func:`lowbit.models.hostcal.quality.fit_problems`) is
+    measured again, up to ``attempts`` times, then refused with :class:`CalibrationError`.
     """
+    problems: list[str] = []
+    for attempt in range(1, attempts + 1):
+        calibration = _calibrate_once(quick=quick)
+        m = calibration.measurements
+        problems = fit_problems(calibration.data, m["fit"], isa=m["cpu"]["isa"])
+        if not problems:
+            m["attempts"] = attempt
+            return calibration
+        log.warning("calibration attempt %d/%d failed its quality gates: %s", attempt,
+                    attempts, "; ".join(problems))  # fmt: skip
+    raise CalibrationError(
+        f"host calibration refused after {attempts} attempts: {'; '.join(problems)} "
+        "(no profile written; retry on a quiet machine)"
+    )
+
+
+def _calibrate_once(*, quick: bool) -> Calibration:
     import onnxruntime as ort
 
     info = cpu_info()

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ISA_ORDER", "Isa", "detect_isa", "host_label"]
+__all__ = ["ISA_ORDER", "PEAK_MACS_PER_CYCLE", "Isa", "detect_isa", "host_label"]
 
 #: (name, flags that must all be present, SIMD lanes of 32 bits), best first
 ISA_ORDER: tuple[tuple[str, frozenset[str], int], ...] = (
@@ -63,10 +63,34 @@ class Isa:
         return self.name in ("amx-int8", "avx512-vnni", "avx-vnni", "arm-i8mm", "arm-dotprod")
 
     @property
+    def int8_peak_macs_per_cycle(self) -> int:
+        """Upper bound of one core's INT8 multiply-accumulates per cycle with this ISA
+        (:data:`PEAK_MACS_PER_CYCLE`): a fitted rate above it is a runaway fit."""
+        return PEAK_MACS_PER_CYCLE[self.name][0]
+
+    @property
+    def fp32_peak_macs_per_cycle(self) -> int:
+        """Upper bound of one core's FP32 FMAs per cycle with this ISA."""
+        return PEAK_MACS_PER_CYCLE[self.name][1]
+
+    @property
     def label(self) -> str:
         """Human-readable, e.g. ``AVX-512 VNNI``."""
         return _LABELS.get(self.name, self.name)
 
+
+#: (INT8, FP32) multiply-accumulates per cycle of one core, upper bounds: instructions'
+#: products times the issue ports that can run them on the widest implementations
+#: (vendors' optimization manuals): AMX's TMUL 1,024 INT8 MACs/cycle; 512-bit VPDPBUSD 64
+#: products on up to 2 ports; 256-bit VNNI 32 on 2; VPMADDUBSW 32 (256-bit) or 64 (512-bit)
+#: products on 2 ports; 128-bit SSE 16 on 2; Arm SMMLA 32 and SDOT 16 per 128-bit
+#: instruction on up to 4 pipes. FP32: 2 FMA ports of 16 (AVX-512), 8 (AVX2) or 4 lanes
+#: (SSE), 4 NEON pipes of 4 lanes.
+PEAK_MACS_PER_CYCLE = {
+    "amx-int8": (1024, 32), "avx512-vnni": (128, 32), "avx-vnni": (64, 16),
+    "avx512": (128, 32), "avx2": (64, 16), "sse4": (32, 8), "arm-i8mm": (128, 16),
+    "arm-dotprod": (64, 16), "arm-neon": (32, 16), "generic": (32, 16),
+}  # fmt: skip
 
 _LABELS = {
     "amx-int8": "AMX-INT8 (+AVX-512 VNNI)", "avx512-vnni": "AVX-512 VNNI",

@@ -1,0 +1,76 @@
+"""The calibration's quality gates: a runaway or garbage fit is refused, never written."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from lowbit.models.hostcal import calibration as hostcal
+from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, detect_isa
+from lowbit.models.hostcal.quality import CalibrationError, fit_problems
+
+
+@pytest.fixture(scope="module")
+def good() -> hostcal.Calibration:
+    return hostcal.calibrate(quick=True)
+
+
+def test_a_real_quick_calibration_passes_its_gates(good):
+    m = good.measurements
+    assert fit_problems(good.data, m["fit"], isa=m["cpu"]["isa"]) == []
+    assert m["attempts"] >= 1
+    rates = {mode["w_bits"]: mode["macs_per_pe_per_cycle"] * good.data["compute"]["cols"]
+             for mode in good.data["compute"]["precision"]}  # fmt: skip
+    peak_int8, peak_fp32 = PEAK_MACS_PER_CYCLE[m["cpu"]["isa"]]
+    assert 0 < rates[8] <= peak_int8 and 0 < rates[32] <= peak_fp32
+
+
+def test_garbage_fits_are_named(good):
+    data = copy.deepcopy(good.data)
+    for mode in data["compute"]["precision"]:
+        if mode["w_bits"] == 8:
+            mode["macs_per_pe_per_cycle"] = 4100.0  # the runaway seen once on an AMX host
+    data["overheads"]["conv_cycles_per_pixel"] = float("nan")
+    fitted = {**good.measurements["fit"], "mean_abs_pct_error_int8": 764.7}
+    problems = fit_problems(data, fitted, isa="avx512-vnni")
+    assert any(p.startswith("INT8 rate") and "physical peak" in p for p in problems)
+    assert any("int8 fit: mean |error| 764.7%" in p for p in problems)
+    assert any(p.startswith("overheads.conv_cycles_per_pixel = nan") for p in problems)
+
+
+def test_every_isa_has_peaks_that_order_sensibly():
+    assert set(PEAK_MACS_PER_CYCLE) >= {"generic"} | {
+        detect_isa(flags).name
+        for flags in (
+            {"avx2"},
+            {"avx512_vnni", "avx512bw"},
+            {"amx_int8", "amx_tile", "avx512f"},
+            {"asimddp"},
+            {"i8mm", "asimddp"},
+            {"asimd"},
+            {"sse4_1"},
+        )  # fmt: skip
+    }
+    assert PEAK_MACS_PER_CYCLE["amx-int8"][0] > PEAK_MACS_PER_CYCLE["avx512-vnni"][0]
+    assert PEAK_MACS_PER_CYCLE["avx512-vnni"][0] > PEAK_MACS_PER_CYCLE["avx-vnni"][0]
+
+
+def test_a_calibration_that_keeps_failing_is_refused_and_writes_nothing(
+    good, monkeypatch, tmp_path, capsys
+):
+    from lowbit.cli import main
+
+    bad = copy.deepcopy(good)
+    bad.measurements["fit"]["mean_abs_pct_error_int8"] = 900.0
+    calls = []
+    monkeypatch.setattr(hostcal, "_calibrate_once", lambda quick: calls.append(quick) or bad)
+    with pytest.raises(CalibrationError, match="refused after 2 attempts.*900.0%"):
+        hostcal.calibrate(quick=True)
+    assert len(calls) == 2
+    out = tmp_path / "host.toml"
+    assert main(["calibrate-host", "--quick", "--out", str(out)]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("lowbit: error: ") and "refused after 2 attempts" in message
+    assert "no profile written" in message
+    assert not out.exists() and not out.with_suffix(".json").exists()
