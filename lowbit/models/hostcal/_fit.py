@@ -129,17 +129,22 @@ _START = {"gemm": 1000.0, "mac": 0.125, "conv_px": 10.0, "conv_img": 100.0, "una
           "requant": 0.2}  # fmt: skip
 
 
-def _gauss_newton(simulate, measured: np.ndarray, weight: np.ndarray, start: dict[str, float]):
+def _gauss_newton(simulate, measured: np.ndarray, weight: np.ndarray, start: dict[str, float],
+                  lower: dict[str, float] | None = None):  # fmt: skip
     """Non-negative weighted least squares of ``simulate(params) ≈ measured``, by
     Gauss-Newton: hwsim's CPU cost is nearly linear in each parameter (counted events times
     a cost), but not exactly (the tiler's choices and compute/traffic overlap move with the
     MAC rate), so it is linearised around the current estimate -- each parameter's feature
     is the change of the simulated time per unit of it -- and solved again, a few times; the
-    estimate with the smallest weighted error is returned."""
-    from scipy.optimize import nnls
+    estimate with the smallest weighted error is returned. Each step is a bounded linear
+    least squares: every parameter at least its ``lower`` bound (0 by default; the cycles
+    per MAC at least what the core's physical peak allows), so the fit cannot run away."""
+    from scipy.optimize import lsq_linear
 
     theta = dict(start)
     keys = tuple(start)
+    lows = {k: (lower or {}).get(k, 1 / 4096 if k in ("mac", "mac32") else 0.0) for k in keys}
+    theta = {k: max(v, lows[k]) for k, v in theta.items()}
     best, best_theta = math.inf, theta
     for _ in range(6):
         at = simulate(theta)
@@ -152,16 +157,18 @@ def _gauss_newton(simulate, measured: np.ndarray, weight: np.ndarray, start: dic
             columns.append((simulate({**theta, key: theta[key] + step}) - at) / step)
         features = np.stack(columns, axis=1)
         target = measured - at + features @ np.array([theta[k] for k in keys])
-        solved, _ = nnls(features * weight[:, None], target * weight)
-        theta = {k: max(float(v), 1 / 4096 if k in ("mac", "mac32") else 0.0)
-                 for k, v in zip(keys, solved, strict=True)}  # fmt: skip
+        bounds = np.array([lows[k] for k in keys])
+        solved = lsq_linear(features * weight[:, None], target * weight,
+                            bounds=(bounds, np.inf)).x  # fmt: skip
+        theta = {k: max(float(v), lows[k]) for k, v in zip(keys, solved, strict=True)}
     at = simulate(theta)
     if float(np.sum(((at - measured) * weight) ** 2)) < best:
         best_theta = theta
     return best_theta
 
 
-def _linear_fit(int8, sweep, data, *, glue: float, depths) -> tuple[float, dict[str, float]]:
+def _linear_fit(int8, sweep, data, *, glue: float, depths,
+                min_mac: float) -> tuple[float, dict[str, float]]:  # fmt: skip
     """The INT8 parameters by :func:`_gauss_newton`; rows weighted by 1/measured (the
     relative error) and each group (chains, sweep) by 1/sqrt(its size)."""
     measured = np.array([r["layer_s"] for r in int8] + [r["kernel_s"] for r in sweep])
@@ -171,7 +178,7 @@ def _linear_fit(int8, sweep, data, *, glue: float, depths) -> tuple[float, dict[
     def simulate(theta: dict[str, float]) -> np.ndarray:
         return _simulate(int8, sweep, with_params(data, theta, glue), depths)
 
-    theta = _gauss_newton(simulate, measured, weight, _START)
+    theta = _gauss_newton(simulate, measured, weight, _START, lower={"mac": min_mac})
     return float(np.mean(_log_error(simulate(theta), measured))), theta
 
 
@@ -180,17 +187,25 @@ def _log_error(sim: np.ndarray, measured: np.ndarray) -> np.ndarray:
 
 
 def fit(
-    chains, sweep, data: dict[str, Any], *, glue_cycles: float, depths: tuple[int, int]
+    chains,
+    sweep,
+    data: dict[str, Any],
+    *,
+    glue_cycles: float,
+    depths: tuple[int, int],
+    peak_macs_per_cycle: tuple[float, float] = (math.inf, math.inf),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit the profile to the chains and the conv sweep (module docstring); returns the
-    profile data and the fit's summary. Each row gains its simulated value."""
+    profile data and the fit's summary. Each row gains its simulated value.
+    ``peak_macs_per_cycle``: the core's (INT8, FP32) physical peak: no fitted rate exceeds
+    it (the cycles per MAC per lane are bounded below by lanes / peak)."""  # fmt: skip
     int8 = [r for r in chains if r["precision"] == "int8"]
     fp32 = [r for r in chains if r["precision"] != "int8"]
     lanes = int(data["compute"]["cols"])
     best, theta, cols = math.inf, None, lanes
     for n in (lanes, 2 * lanes, 4 * lanes):
         value, params = _linear_fit(int8, sweep, _with_cols(data, n), glue=glue_cycles,
-                                    depths=depths)  # fmt: skip
+                                    depths=depths, min_mac=n / peak_macs_per_cycle[0])  # fmt: skip
         if value < best:
             best, theta, cols = value, params, n
     data = _with_cols(data, cols)
@@ -202,7 +217,9 @@ def fit(
             params = {**theta, "m32": 1.0 / th["mac32"]}
             return chain_layer_s(fp32, with_params(data, params, glue_cycles), depths)
 
-        m32 = 1.0 / _gauss_newton(simulate32, measured, 1.0 / measured, {"mac32": 0.5})["mac32"]
+        lower = {"mac32": cols / peak_macs_per_cycle[1]}
+        m32 = 1.0 / _gauss_newton(simulate32, measured, 1.0 / measured, {"mac32": 0.5},
+                                  lower=lower)["mac32"]  # fmt: skip
         sim = chain_layer_s(fp32, with_params(data, {**theta, "m32": m32}, glue_cycles), depths)
         fp32_best = float(np.mean(_log_error(sim, measured)))
     theta = {**theta, "m32": m32}

@@ -68,7 +68,7 @@ from lowbit.models.hostcal.conv import (
     conv_sweep,
     int8_maxpool_s_per_element,
 )
-from lowbit.models.hostcal.isa import detect_isa, host_label
+from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, detect_isa, host_label
 from lowbit.models.hostcal.kernels import (
     DEPTHWISE_SWEEP,
     QUICK_DEPTHWISE_SWEEP,
@@ -292,7 +292,8 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     sweep = conv_sweep(QUICK_CONV_SWEEP if quick else CONV_SWEEP, repeats=2 * repeats)
     op_s = glue_op_s(repeats=repeats)
     data, fitted = fit(rows, sweep, _base_data(info, bandwidth),
-                       glue_cycles=op_s * info["clock_hz"], depths=DEPTHS)  # fmt: skip
+                       glue_cycles=op_s * info["clock_hz"], depths=DEPTHS,
+                       peak_macs_per_cycle=PEAK_MACS_PER_CYCLE[info["isa"]])  # fmt: skip
     batch1 = [r["run_s"] for r in rows if r["batch"] == 1 and r["precision"] == "int8"]
     run_s = float(np.median(batch1 or [r["run_s"] for r in rows]))
     elementwise = elementwise_costs(repeats=repeats)
