@@ -45,13 +45,17 @@ _STANDALONE = {
 }  # fmt: skip
 #: data movement / metadata ops: free (the output aliases an input)
 _FREE = {
-    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose", "Cast",
-    "CastLike", "Gather", "GatherElements", "Slice", "Split", "Expand", "Tile", "Pad",
+    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast",
+    "CastLike", "Gather", "GatherElements", "Slice", "Expand", "Tile", "Pad",
     "Shape", "Size", "Constant", "ConstantOfShape", "Range", "QuantizeLinear",
-    "DequantizeLinear", "DynamicQuantizeLinear", "Concat", "QLinearConcat",
+    "DequantizeLinear", "DynamicQuantizeLinear",
 }  # fmt: skip
 #: free ops of several activations: their output is a new tensor (no view of one input)
 _JOINS = {"Concat", "QLinearConcat"}
+#: data movement a CPU runtime runs as an operator (a copy): a memory-only layer of its
+#: kind (hwsim.workload.MOVEMENT_KINDS), free on targets that address it in place
+_MOVEMENT = {"Transpose": "transpose", "Concat": "concat", "QLinearConcat": "concat",
+             "Split": "split"}  # fmt: skip
 #: the operator kind (hwsim.workload.ELEMENTWISE_KINDS) of a memory-only layer, by the ops
 #: it contains, first match: a profile may charge it per element (a CPU's LayerNorm, GELU)
 _KINDS = (

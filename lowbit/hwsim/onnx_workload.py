@@ -60,7 +60,7 @@ from lowbit.hwsim._onnx_ops import (
     _CONVS,
     _EPILOGUE,
     _FREE,
-    _JOINS,
+    _MOVEMENT,
     _POOLS,
     _QUANT_OPS,
     _STANDALONE,
@@ -131,11 +131,11 @@ class _Importer:
             acts = graph.activation_inputs(node)
             if not acts and node.output and all(o in graph.static for o in node.output):
                 self.skip.add(index)  # computed from constants / shapes only
-            elif (node.op_type in _FREE and node.op_type not in _JOINS) or self._code_clip(node):
+            elif node.op_type in _FREE or self._code_clip(node):
                 self.skip.add(index)
                 self.alias.update({out: acts[0] for out in node.output if acts})
         for index, node in enumerate(graph.nodes):
-            if index not in self.skip or node.op_type in _JOINS:
+            if index not in self.skip:
                 for tensor in graph.activation_inputs(node):
                     self.readers.setdefault(self.root(tensor), set()).add(index)
         for out in graph.outputs:
@@ -188,7 +188,7 @@ class _Importer:
     # --- the pass --------------------------------------------------------------------------
     def run(self) -> None:
         for index, node in enumerate(self.g.nodes):
-            if index in self.skip or node.op_type in _JOINS:
+            if index in self.skip:
                 continue
             op = node.op_type
             try:
@@ -199,10 +199,14 @@ class _Importer:
                     self.layers[index] = self.memory(node, index, pool=op in _POOLS)
                 elif op in _UNARY or op in _BINARY:
                     self.elementwise(node, index)
+                elif op in _MOVEMENT:
+                    self.layers[index] = self.movement(node, index)
                 else:
                     raise _Unmappable(f"no hwsim mapping for {op}")
             except _Unmappable as exc:
                 self.unmapped.append((node.name or f"{op}_{index}", op, str(exc)))
+        if self.quantized:
+            self.boundaries()
         self.group_layers()
 
     def compute(self, node: onnx.NodeProto, index: int) -> Layer:
@@ -285,6 +289,48 @@ class _Importer:
             return Pool(**common, in_elements=in_elements, out_elements=out_elements,
                         kind=kind if kind in ("maxpool", "avgpool") else "")  # fmt: skip
         return Elementwise(**common, elements=out_elements, kind=kind)
+
+    def movement(self, node: onnx.NodeProto, index: int) -> Layer:
+        """A Transpose, Concat or Split: a copy of every element it outputs."""
+        acts = self.g.activation_inputs(node)
+        if not acts:
+            raise _Unmappable("data movement without an activation input")
+        elements = sum(math.prod(self.shape(out)) for out in node.output if out)
+        bits = self.bits(acts[0])
+        return Elementwise(
+            name=self.unique(self.g.layer_name(node, index, weight=None)),
+            compression=Compression(w_bits=bits, a_bits=bits), elements=elements,
+            kind=_MOVEMENT[node.op_type],
+        )  # fmt: skip
+
+    def boundaries(self) -> None:
+        """A quantized graph's float input is quantized and its float output dequantized by
+        operators of their own; around convolutions a CPU runtime also changes the layout
+        (NCHW to the channels-last its integer convs run and back): one more copy of each
+        4-D boundary tensor. Layers keyed between node indices, to keep graph order."""
+        convs = any(n.op_type in _CONVS for n in self.g.nodes)
+        inputs = {i.name for i in self.g.model.graph.input} - set(self.g.initializers)
+        for index, node in enumerate(self.g.nodes):
+            if node.op_type == "QuantizeLinear" and node.input[0] in inputs:
+                tensor, kind, step = node.input[0], "quantize", 0.5
+            elif node.op_type == "DequantizeLinear" and node.output[0] in self.g.outputs:
+                tensor, kind, step = node.output[0], "dequantize", -0.5
+            else:
+                continue
+            try:
+                shape = self.shape(tensor)
+            except _Unmappable:
+                continue  # no shape: the boundary stays free
+            codes = node.output[0] if kind == "quantize" else node.input[0]
+            bits = dtype_bits(self.g.dtypes.get(codes, 0)) or 8
+            common = dict(compression=Compression(w_bits=bits, a_bits=bits),
+                          elements=math.prod(shape))  # fmt: skip
+            self.layers[index] = Elementwise(name=self.unique(f"{kind}:{tensor}"), kind=kind,
+                                             **common)  # fmt: skip
+            if convs and len(shape) == 4:
+                self.layers[index + step] = Elementwise(
+                    name=self.unique(f"layout:{tensor}"), kind="transpose", **common
+                )
 
     def elementwise(self, node: onnx.NodeProto, index: int) -> None:
         """Fuse into the compute layer it follows, or join / start an element-wise group."""

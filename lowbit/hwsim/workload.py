@@ -31,6 +31,7 @@ __all__ = [
     "Pool",
     "Workload",
     "ELEMENTWISE_KINDS",
+    "MOVEMENT_KINDS",
     "ceil_div",
 ]
 
@@ -39,7 +40,12 @@ __all__ = [
 #: "" = unknown, costed by its memory traffic alone
 ELEMENTWISE_KINDS = (
     "add", "mul", "relu", "gelu", "layernorm", "softmax", "embedding", "maxpool", "avgpool",
+    "quantize", "dequantize", "transpose", "concat", "split",
 )  # fmt: skip
+#: data movement a CPU runtime executes as operators (layout transposes, concats, splits,
+#: the input's quantization and the output's dequantization): free -- addressed in place,
+#: no layer cost at all -- on a profile that gives the kind no per-element cost
+MOVEMENT_KINDS = ("quantize", "dequantize", "transpose", "concat", "split")
 
 
 def _check_kind(layer_name: str, kind: str) -> None:

@@ -12,7 +12,7 @@ from math import ceil
 
 from ..profile import Precision, aligned_channels
 from ..result import LayerResult
-from ..workload import FLOAT_BITS, Conv2d, Elementwise, Gemm, Layer, Pool
+from ..workload import FLOAT_BITS, MOVEMENT_KINDS, Conv2d, Elementwise, Gemm, Layer, Pool
 from ._plan import plan_gemm
 from ._schedule import Block, Tile, closed_form
 from ._target import GemmWork, Target
@@ -202,6 +202,9 @@ def _peak(t: Target, w_bits: int, a_bits: int) -> float:
 def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | None) -> LayerResult:
     """Simulate ``layer`` on ``t``; ``timer=None`` times the schedule in closed form."""
     prof = t.profile
+    kind = getattr(layer, "kind", "")
+    if kind in MOVEMENT_KINDS and prof.overheads.elementwise_cost(kind) == 0:
+        return _in_place(layer, input_on_chip)
     gemms = layer.gemms()
     zero = (0.0,) * len(t.bandwidth)
     output_on_chip = keeps_output(t, layer, gemms)
@@ -245,7 +248,6 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
             peak = 0.0
         ab = _bytes(a_bits)
         # the operator's own work (a CPU's LayerNorm, GELU...), overlapped with its traffic
-        kind = getattr(layer, "kind", "")
         if kind:
             per_element = prof.overheads.elementwise_cost(kind)
             elements = layer.cost_elements
@@ -324,6 +326,19 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         input_on_chip=input_on_chip,
         output_on_chip=output_on_chip,
     )
+
+
+def _in_place(layer: Layer, input_on_chip: bool) -> LayerResult:
+    """A data-movement layer the target addresses in place (``MOVEMENT_KINDS``): no
+    cycles, no traffic; the next layer finds its input where this one found it."""
+    c = layer.compression
+    return LayerResult(
+        name=layer.name, op=layer.op, macs=0, w_bits=c.w_bits, a_bits=c.a_bits,
+        compute_cycles=0, stall_cycles=0, overhead_cycles=0, total_cycles=0,
+        dram_read_bytes=0, dram_write_bytes=0, peak_macs_per_cycle=0.0,
+        dram_bytes_per_cycle=0.0, utilization=0.0, bound="memory", energy_j=0.0,
+        input_on_chip=input_on_chip, output_on_chip=input_on_chip,
+    )  # fmt: skip
 
 
 def _onchip_pj(t: Target, g: Gemm, work: GemmWork, k_eff: int, plan: GemmPlan) -> float:

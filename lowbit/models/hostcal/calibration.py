@@ -74,6 +74,7 @@ from lowbit.models.hostcal.kernels import (
     QUICK_DEPTHWISE_SWEEP,
     depthwise_sweep,
     fit_depthwise,
+    movement_costs,
 )
 from lowbit.models.hostcal.quality import CalibrationError, fit_problems
 
@@ -103,7 +104,7 @@ _KiB = 1024
 #: older method is recalibrated by :func:`load_or_calibrate` (2: per-pixel/per-image conv,
 #: requantization and channel-block pool costs, Gauss-Newton fit; 3: single convs measured
 #: in a network's context, wide convs; 4: the export pads conv channels; 5: depthwise convs'
-#: own kernel, INT8 and FP32)
+#: own kernel, INT8 and FP32; data movement: quantize, dequantize, transpose, concat, split)
 CALIBRATION_VERSION = 5
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
@@ -115,6 +116,8 @@ _RECOMPUTED = ("layer_cycles", "gemm_cycles", "narrow_activation_cycles", "run_c
 ORT_KINDS = {
     "Add": ("add", "embedding"), "Relu": ("relu",), "LayerNormalization": ("layernorm",),
     "Softmax": ("softmax",), "Gelu": ("gelu",), "MaxPool": ("maxpool",),
+    "Transpose": ("transpose",), "QuantizeLinear": ("quantize",),
+    "DequantizeLinear": ("dequantize",), "Concat": ("concat",), "Split": ("split",),
 }  # fmt: skip
 
 
@@ -305,7 +308,8 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     pool = int8_maxpool_s_per_element(
         channels=block, batch=16 if quick else 64, repeats=2 * repeats
     )
-    int8_elementwise = {**elementwise, "MaxPool": pool["s_per_element"]}
+    movement = movement_costs(repeats=max(repeats // 3, 5))
+    int8_elementwise = {**elementwise, "MaxPool": pool["s_per_element"], **movement}
     data["overheads"] = overheads(
         gemm_op_cycles=fitted["layer_cycles"], run_s=run_s, op_s=op_s,
         elementwise=int8_elementwise, clock_hz=data["clock_hz"],
@@ -329,7 +333,8 @@ def _calibrate_once(*, quick: bool) -> Calibration:
         "bandwidth_bytes_per_s": bandwidth, "chains": rows, "conv_sweep": sweep,
         "fit": fitted, "int8_maxpool": pool, "depthwise": depthwise,
         "run_overhead_s": run_s, "op_overhead_s": op_s,
-        "elementwise_s_per_element": elementwise, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "elementwise_s_per_element": elementwise, "movement_s_per_element": movement,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }  # fmt: skip
     calibration = Calibration(data, measurements)
     calibration.profile()  # validated here: a profile that fails validation is a bug

@@ -12,6 +12,12 @@ dispatch and the Run call cancel; :func:`lowbit.models.hostcal.bench.depth_slope
 (quantized by ONNX Runtime's own ``quantize_static``) and FP32; :func:`fit_depthwise` solves
 ``layer cycles - fixed cycles = per_mac * MACs + per_pixel * pixels`` by non-negative least
 squares on the relative error, per precision: a closed form, no starting point, no runaway.
+
+:func:`movement_costs` times the data movement ONNX Runtime runs as operators of their own
+(a quantized graph's input quantization and output dequantization, the layout transposes
+around its integer convolutions, Concat and Split): each operator alone between a graph's
+input and output, on two tensor sizes, so the Run call and the dispatch cancel in the
+slope; cost per element.
 """
 
 from __future__ import annotations
@@ -22,7 +28,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEPTHWISE_SWEEP", "QUICK_DEPTHWISE_SWEEP", "depthwise_sweep", "fit_depthwise"]
+__all__ = [
+    "DEPTHWISE_SWEEP",
+    "MOVEMENT_SHAPES",
+    "QUICK_DEPTHWISE_SWEEP",
+    "depthwise_sweep",
+    "fit_depthwise",
+    "movement_costs",
+]
 
 #: (channels, spatial) of the depthwise 3x3 chains: MobileNet/ShuffleNet-like channel
 #: counts and map sizes (stride 1: a chain keeps its shape)
@@ -103,4 +116,78 @@ def fit_depthwise(rows, *, fixed_cycles: dict[str, float], clock_hz: float) -> d
         out[f"{precision}_depthwise_mean_abs_pct_error"] = float(
             np.mean(np.abs(simulated / measured - 1)) * 100
         )
+    return out
+
+
+#: the data-movement operators are timed on uint8 / float tensors of these two sizes
+#: (channels, height, width): mid-network MobileNet-like tensors, 50 and 200 K elements
+MOVEMENT_SHAPES = ((64, 28, 28), (64, 56, 56))
+
+
+def _movement_model(op: str, shape: tuple[int, int, int]):
+    """One data-movement operator between the graph's input and output: ``QuantizeLinear``
+    (float -> uint8), ``DequantizeLinear`` (uint8 -> float), ``Transpose`` (uint8 NCHW ->
+    NHWC), ``Concat`` (uint8, the input twice along channels), ``Split`` (uint8, in two)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    c, h, w = shape
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "z"),
+             numpy_helper.from_array(np.array([c // 2, c - c // 2], np.int64), "half")]  # fmt: skip
+    u8, f32 = TensorProto.UINT8, TensorProto.FLOAT
+    outputs = [("y", u8, [1, c, h, w])]
+    if op == "QuantizeLinear":
+        node, elem = helper.make_node(op, ["x", "s", "z"], ["y"]), f32
+    elif op == "DequantizeLinear":
+        node, elem, outputs = (
+            helper.make_node(op, ["x", "s", "z"], ["y"]),
+            u8,
+            [("y", f32, [1, c, h, w])],
+        )
+    elif op == "Transpose":
+        node, elem = helper.make_node(op, ["x"], ["y"], perm=[0, 2, 3, 1]), u8
+        outputs = [("y", u8, [1, h, w, c])]
+    elif op == "Concat":
+        node, elem = helper.make_node(op, ["x", "x"], ["y"], axis=1), u8
+        outputs = [("y", u8, [1, 2 * c, h, w])]
+    else:
+        node, elem = helper.make_node("Split", ["x", "half"], ["y", "y2"], axis=1), u8
+        outputs = [("y", u8, [1, c // 2, h, w]), ("y2", u8, [1, c - c // 2, h, w])]
+    graph = helper.make_graph(
+        [node], op, [helper.make_tensor_value_info("x", elem, [1, c, h, w])],
+        [helper.make_tensor_value_info(*o) for o in outputs], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _input_for(op: str, shape: tuple[int, int, int]) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if op == "QuantizeLinear":
+        return rng.normal(size=(1, *shape)).astype(np.float32)
+    return rng.integers(0, 255, size=(1, *shape), dtype=np.uint8)
+
+
+def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
+    """Seconds per element (of the larger of input and output) of each data-movement
+    operator (:func:`_movement_model`), as ONNX Runtime runs it: the slope between the two
+    :data:`MOVEMENT_SHAPES` (so the Run call and the dispatch cancel), the median of
+    ``rounds`` rounds that time both sizes alternately; never below zero."""
+    from lowbit.models.export.ort import ort_session
+    from lowbit.models.hostcal.bench import bind, run_times_s
+
+    out = {}
+    for op in ("QuantizeLinear", "DequantizeLinear", "Transpose", "Concat", "Split"):
+        runs = []
+        for shape in MOVEMENT_SHAPES:
+            session = ort_session(_movement_model(op, shape))
+            binding = bind(session, x=_input_for(op, shape))
+            run_times_s(session, binding=binding, runs=10)
+            runs.append((session, binding))
+        factor = 2 if op == "Concat" else 1  # Concat writes twice its input
+        elements = [factor * int(np.prod(shape)) for shape in MOVEMENT_SHAPES]
+        slopes = []
+        for _ in range(rounds):
+            t = [float(np.median(run_times_s(s, binding=b, runs=repeats))) for s, b in runs]
+            slopes.append((t[1] - t[0]) / (elements[1] - elements[0]))
+        out[op] = max(float(np.median(slopes)), 0.0)
     return out
