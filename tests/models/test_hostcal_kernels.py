@@ -46,3 +46,32 @@ def test_depthwise_chain_is_measured_on_this_cpu():
     assert [r["precision"] for r in rows] == ["int8", "fp32"]
     for row in rows:
         assert row["layer_s"] > 0 and row["macs"] == 32 * 14 * 14 * 9 and row["pixels"] == 196
+
+
+def test_movement_costs_are_measured_per_element_on_this_cpu():
+    from lowbit.models.hostcal.kernels import movement_costs
+
+    costs = movement_costs(repeats=5, rounds=2)
+    assert set(costs) == {"QuantizeLinear", "DequantizeLinear", "Transpose", "Concat", "Split"}
+    assert all(v >= 0 for v in costs.values())
+    # a byte copy costs well under a microsecond per element on any CPU this runs on
+    assert all(v < 1e-6 for v in costs.values())
+
+
+def test_movement_layers_are_free_unless_the_profile_prices_them():
+    from dataclasses import replace
+
+    from lowbit import hwsim
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.hwsim.workload import MOVEMENT_KINDS, Compression, Elementwise
+
+    cpu = load_profile("cpu-x86-avx2")
+    for kind in MOVEMENT_KINDS:
+        layer = Elementwise(name=kind, elements=200_704, kind=kind,
+                            compression=Compression(w_bits=8, a_bits=8))  # fmt: skip
+        free = hwsim.simulate_layer(layer, cpu)
+        assert free.total_cycles == 0 and free.dram_read_bytes == 0
+        priced = replace(cpu, overheads=replace(
+            cpu.overheads, elementwise_cycles_per_element=((kind, 0.25),)))  # fmt: skip
+        cost = hwsim.simulate_layer(layer, priced)
+        assert cost.total_cycles >= 0.25 * 200_704 + cpu.overheads.layer_cycles
