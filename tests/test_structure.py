@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 #: lowbit's layers, lowest first: a module may import its own layer and the ones before it
-LAYERS = ("hardware_profiles", "hwsim", "models", "search", "reports")
+LAYERS = ("hardware_profiles", "hwsim", "models", "search", "results", "reports")
 #: the front-ends (CLI, service) sit on top of every layer
 TOP = len(LAYERS)
 

@@ -1,40 +1,74 @@
-"""``lowbit simulate``: simulate one workload on one hardware target."""
+"""``lowbit simulate``: simulate one workload on one hardware target.
+
+``--format`` picks the output: a text table (default), the result as JSON, one CSV row per
+layer (every ``LayerResult`` field), or the per-layer table of
+:func:`lowbit.results.simulation_frame` as parquet (binary: it needs ``--out``). ``--out
+FILE`` writes any of them to a file instead of standard output.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ._resolve import add_engine_argument, add_target_arguments
 
 HELP = "simulate a workload on a hardware profile (per-layer cycles, latency, energy)"
 
-_FORMATS = ("table", "json", "csv")
+_FORMATS = ("table", "json", "csv", "parquet")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     add_engine_argument(parser)
-    parser.add_argument("--format", choices=_FORMATS, default="table", help="default: table")
+    parser.add_argument(
+        "--format",
+        choices=_FORMATS,
+        default="table",
+        help="default: table; parquet: the per-layer table (units in column names), needs --out",
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE", help="write to FILE instead of standard output"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from lowbit.hwsim.errors import LowbitError
+    from lowbit.hwsim.fileio import atomic_write_text, check_output_file
     from lowbit.models.workloads import simulate
 
     from ._resolve import resolve_target
 
+    if args.format == "parquet" and args.out is None:
+        raise LowbitError("--format parquet: give --out FILE.parquet (parquet is binary)")
+    if args.out is not None:
+        check_output_file(args.out, flag="--out")
     profile, workload = resolve_target(args)
     result = simulate(workload, profile, engine=args.engine)
+    if args.format == "parquet":
+        from lowbit.results import simulation_frame, write_table
+
+        write_table(simulation_frame(result), args.out, format="parquet")
+        print(f"wrote {args.out} ({len(result.layers)} layers)")
+        return 0
+    text = io.StringIO()
     if args.format == "json":
-        json.dump(result.to_dict(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        json.dump(result.to_dict(), text, indent=2)
+        text.write("\n")
     elif args.format == "csv":
-        write_csv(result, sys.stdout)
+        write_csv(result, text)
     else:
-        sys.stdout.write(render_result(result))
+        text.write(render_result(result))
+    if args.out is None:
+        sys.stdout.write(text.getvalue())
+    else:
+        atomic_write_text(args.out, text.getvalue())
+        print(f"wrote {args.out}")
     return 0
 
 

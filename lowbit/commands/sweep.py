@@ -3,6 +3,10 @@
 With ``--workloads a,b,c`` every grid point (a hypothetical accelerator) runs the whole
 suite; the table and the plot then add the suite's geometric-mean speed-up per point, and
 the silicon area of each point when the profile has an ``[area]`` model (hwsim.area).
+
+The directory gets ``sweep.csv`` and ``sweep.png``; with ``--format parquet`` also
+``sweep.parquet``, the table of :func:`lowbit.results.sweep_frame` (``lowbit.results.load_sweep``
+reads either). The printed table is that DataFrame.
 """
 
 from __future__ import annotations
@@ -56,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="directory for sweep.csv and sweep.png (default ./sweep-<hardware>-<workload(s)>)",
     )
+    parser.add_argument(
+        "--format",
+        choices=("csv", "parquet"),
+        default="csv",
+        help="parquet: also write sweep.parquet next to sweep.csv (default: csv only)",
+    )
     add_engine_argument(parser)
 
 
@@ -63,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from lowbit.hwsim.profiles import parse_set
     from lowbit.hwsim.sweep import format_value, run_sweep
     from lowbit.reports.sweep import sweep_png
+    from lowbit.results import sweep_frame, write_table
+    from lowbit.results.sweep import SWEEP_PARQUET
 
     from .simulate import render_table
 
@@ -81,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         engine=args.engine,
     )
     suite, with_area = result.is_suite, result.with_area
+    points = sweep_frame(result)
     headers = (
         *(("workload",) if suite else ()),
         *result.keys,
@@ -92,15 +105,15 @@ def run(args: argparse.Namespace) -> int:
     )
     rows = [
         (
-            *((p.workload,) if suite else ()),
-            *(format_value(v) for v in p.values),
-            f"{p.total_cycles:,}",
-            f"{p.latency_s * 1e3:.4g}",
-            f"{p.energy_j * 1e3:.4g}",
-            f"{p.speedup:.3g}x",
-            *((f"{p.area_mm2:.3g}",) if with_area else ()),
+            *((p["workload"],) if suite else ()),
+            *(format_value(p[key]) for key in result.keys),
+            f"{p['total_cycles']:,}",
+            f"{p['latency_ms']:.4g}",
+            f"{p['energy_mj']:.4g}",
+            f"{p['speedup']:.3g}x",
+            *((f"{p['area_mm2']:.3g}",) if with_area else ()),
         )
-        for p in result.points
+        for p in points.to_dict("records")
     ]
     label = "+".join(_slug(n) for n in names)
     out = args.out or Path(f"sweep-{_slug(args.hardware)}-{label[:80]}")
@@ -109,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "sweep.csv", result.csv_text())
         atomic_write_bytes(out / "sweep.png", sweep_png(result, title=title))
+        if args.format == "parquet":
+            write_table(points, out / SWEEP_PARQUET, format="parquet")
     except OSError as exc:
         raise LowbitError(f"--out {out}: cannot write results: {exc.strerror or exc}") from None
 
@@ -136,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
         ]
         print(render_table(suite_headers, table, right=range(len(suite_headers))))
     print()
-    print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
+    written = [out / "sweep.csv", out / "sweep.png"]
+    written += [out / SWEEP_PARQUET] if args.format == "parquet" else []
+    print("wrote " + ", ".join(map(str, written[:-1])) + f" and {written[-1]}")
     return 0
 
 

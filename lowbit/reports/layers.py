@@ -1,19 +1,18 @@
-"""Per-layer detail of one deployment configuration, re-simulated for the report.
-
-A config stores each layer's total cycles; the report also shows how they split into
-compute, memory stall and fixed overhead, and where each layer sits on the target's
-roofline. So the config's plan is applied to the zoo model again (``models.to_workload``,
-shapes only: no training) and simulated on its hardware (the built-in profile with the
-config's co-design overrides) with the engine the run used. When the re-simulation does
-not reproduce the config's total cycles (the simulator or the profile file changed since
-the run) the detail says so; when it cannot run at all (a model or a profile file that is
-not available here) :func:`config_detail` returns the config's own per-layer totals only.
+"""Per-layer detail of one deployment configuration for the report, from the per-layer
+table of :mod:`lowbit.results.layers` (which re-simulates the config to split each layer's
+cycles into compute, memory stall and fixed overhead and to place it on the target's
+roofline). When the re-simulation does not reproduce the config's total cycles the detail's
+note says so; when it cannot run at all (a model or a profile file that is not available
+here) :func:`config_detail` holds the config's own per-layer totals only.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
+
+from lowbit.results.layers import hardware_of, resimulate
 
 __all__ = ["LayerDetail", "ConfigDetail", "config_detail", "fp32_latency_ms", "hardware_of"]
 
@@ -66,137 +65,44 @@ class ConfigDetail:
         return tuple(layer for layer in self.layers if layer.macs > 0)
 
 
-def hardware_of(config: dict[str, Any]) -> dict[str, Any]:
-    """The config's co-design overrides (``{}`` when the profile was used as given)."""
-    overrides = config.get("hardware", {}).get("overrides") or {}
-    return dict(overrides) if isinstance(overrides, dict) else {}
-
-
-def _plan_settings(model, plan) -> dict[str, dict[str, Any]]:
-    """Per compute layer: bits, keep, N:M, integer rank and full rank (plan.effective)."""
-    from lowbit.models.compression.plan import compute_layers, full_rank, rank_eligible
-
-    modules = compute_layers(model)
-    out = {}
-    for name, spec in plan.effective(model).items():
-        module = modules.get(name)
-        eligible = module is not None and hasattr(module, "weight") and rank_eligible(module)
-        out[name] = {
-            "w_bits": spec.w_bits,
-            "a_bits": spec.a_bits,
-            "keep": float(spec.keep),
-            "nm": f"{spec.nm[0]}:{spec.nm[1]}" if spec.nm else "dense",
-            "rank": spec.rank,
-            "full_rank": full_rank(module) if eligible else None,
-        }
-    return out
-
-
-def _from_config(config: dict[str, Any], note: str) -> ConfigDetail:
-    """Totals only, from the config's own ``simulation.layers``."""
-    sim = config.get("simulation", {})
-    total_ms = float(sim.get("latency_ms") or 0.0)
-    cycles = int(sim.get("total_cycles") or 0)
-    clock = cycles / (total_ms / 1e3) if total_ms > 0 else 0.0
-    plan_layers = config.get("plan", {}).get("layers", {})
-    layers = []
-    for raw in sim.get("layers", []):
-        spec = plan_layers.get(raw["name"], {})
-        nm = spec.get("nm")
-        layers.append(
-            LayerDetail(
-                name=raw["name"],
-                op=raw["op"],
-                w_bits=raw.get("w_bits"),
-                a_bits=raw.get("a_bits"),
-                keep=float(spec.get("keep", 1.0)),
-                nm=f"{nm[0]}:{nm[1]}" if nm else "dense",
-                rank=spec.get("rank"),
-                full_rank=None,
-                macs=int(raw.get("macs", 0)),
-                compute_cycles=0,
-                stall_cycles=0,
-                overhead_cycles=0,
-                total_cycles=int(raw.get("total_cycles", 0)),
-                dram_bytes=0,
-                peak_macs_per_cycle=0.0,
-                dram_bytes_per_cycle=0.0,
-                bound="",
-            )
-        )
-    return ConfigDetail(
-        config_id=config.get("id", "?"),
-        clock_hz=clock,
-        layers=tuple(layers),
-        resimulated=False,
-        note=note,
-    )
+def _or(value: Any, default: Any) -> Any:
+    """``value``, or ``default`` where the table has none (None or NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return default
+    return value
 
 
 def config_detail(config: dict[str, Any]) -> ConfigDetail:
     """Per-layer detail of deployment config ``config`` (a parsed configs/<id>.json)."""
-    from lowbit import hwsim
-    from lowbit.hwsim.errors import LowbitError
-
-    try:
-        from lowbit import models
-        from lowbit.hwsim.profiles import load_profile
-        from lowbit.models.zoo import ZOO, build
-    except ImportError as exc:  # the models package (torch) is optional for reports
-        return _from_config(config, f"per-layer breakdown needs the models package ({exc})")
-    model_name = config.get("model", "")
-    hw_name = config.get("hardware", {}).get("name", "")
-    if model_name not in ZOO:
-        return _from_config(config, f"model {model_name!r} is not in the zoo: totals only")
-    try:
-        profile = load_profile(hw_name, overrides=hardware_of(config) or None)
-        model = build(model_name)
-        plan = models.CompressionPlan.from_dict(config["plan"])
-        settings = _plan_settings(model, plan)
-        engine = config.get("simulation", {}).get("engine", "analytic")
-        workload = models.to_workload(model, plan, name=model_name)
-        sim = hwsim.simulate(workload, profile, engine=engine)
-    except (LowbitError, ValueError, KeyError) as exc:
-        return _from_config(config, f"could not re-simulate ({exc}): totals only")
-    note = ""
-    stored = config.get("simulation", {}).get("total_cycles")
-    if stored is not None and int(stored) != sim.total_cycles:
-        note = (
-            f"re-simulation gives {sim.total_cycles:,} cycles, the run recorded {int(stored):,} "
-            "(the simulator or the profile changed since the run)"
+    found = resimulate(config)
+    layers = tuple(
+        LayerDetail(
+            name=row["layer"],
+            op=row["op"],
+            w_bits=row["w_bits"],
+            a_bits=row["a_bits"],
+            keep=float(_or(row["keep"], 1.0)),
+            nm=_or(row["nm"], "dense"),
+            rank=row["rank"],
+            full_rank=row["full_rank"],
+            macs=int(_or(row["macs"], 0)),
+            compute_cycles=int(_or(row["compute_cycles"], 0)),
+            stall_cycles=int(_or(row["stall_cycles"], 0)),
+            overhead_cycles=int(_or(row["overhead_cycles"], 0)),
+            total_cycles=int(_or(row["total_cycles"], 0)),
+            dram_bytes=int(_or(row["dram_bytes"], 0)),
+            peak_macs_per_cycle=float(_or(row["peak_macs_per_cycle"], 0.0)),
+            dram_bytes_per_cycle=float(_or(row["dram_bytes_per_cycle"], 0.0)),
+            bound=_or(row["bound"], ""),
         )
-    elif config.get("hardware", {}).get("content_hash") not in (None, profile.content_hash()):
-        note = "the profile file changed since the run (same cycles)"
-    layers = []
-    for r in sim.layers:
-        s = settings.get(r.name, {})
-        layers.append(
-            LayerDetail(
-                name=r.name,
-                op=r.op,
-                w_bits=s.get("w_bits", r.w_bits if r.macs else None),
-                a_bits=s.get("a_bits", r.a_bits if r.macs else None),
-                keep=s.get("keep", 1.0),
-                nm=s.get("nm", "dense"),
-                rank=s.get("rank"),
-                full_rank=s.get("full_rank"),
-                macs=r.macs,
-                compute_cycles=r.compute_cycles,
-                stall_cycles=r.stall_cycles,
-                overhead_cycles=r.overhead_cycles,
-                total_cycles=r.total_cycles,
-                dram_bytes=r.dram_read_bytes + r.dram_write_bytes,
-                peak_macs_per_cycle=r.peak_macs_per_cycle,
-                dram_bytes_per_cycle=r.dram_bytes_per_cycle,
-                bound=r.bound,
-            )
-        )
+        for row in found.rows
+    )
     return ConfigDetail(
-        config_id=config.get("id", "?"),
-        clock_hz=sim.clock_hz,
-        layers=tuple(layers),
-        resimulated=True,
-        note=note,
+        config_id=found.config_id,
+        clock_hz=found.clock_hz,
+        layers=layers,
+        resimulated=found.resimulated,
+        note=found.note,
     )
 
 

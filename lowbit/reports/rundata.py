@@ -1,27 +1,25 @@
-"""Read a search run directory (search/results.py describes its files) for a report.
-
-Only what a finished run leaves is read: ``summary.json``, ``trials.csv``, ``pareto.csv``,
-``configs/<id>.json`` and, when ``lowbit validate`` ran, ``validation.json``. Problems a user
-can cause (a path that is no run directory, a run still in progress, a damaged file) raise
-one :class:`ReportError` saying what to do.
+"""A search run for a report, from the DataFrames of :func:`lowbit.results.load_run` (which
+reads the run directory's files: ``summary.json``, ``trials.csv``, ``pareto.csv``,
+``configs/<id>.json`` and, when ``lowbit validate`` ran, ``validation.json``). Problems a
+user can cause (a path that is no run directory, a run still in progress, a damaged file)
+raise one :class:`ReportError` saying what to do.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lowbit.hwsim.errors import InputFileError, LowbitError
-from lowbit.hwsim.fileio import read_json
+import pandas as pd
+
+from lowbit.hwsim.errors import LowbitError
+
+if TYPE_CHECKING:
+    from lowbit.results import Run
 
 __all__ = ["ReportError", "Trial", "ParetoRow", "RunData", "load_run", "uniform_label"]
-
-_CONFIG_ID = re.compile(r"^[a-z][a-z0-9-]*-\d{5}$")
 
 
 class ReportError(LowbitError):
@@ -65,156 +63,118 @@ class ParetoRow:
 
 @dataclass(frozen=True, slots=True)
 class RunData:
-    """Everything a report shows about one run."""
+    """Everything a report shows about one run: its DataFrames (``tables``, a
+    :class:`lowbit.results.Run`) and, from them, its trials and Pareto rows as records."""
 
-    run_dir: Path
-    summary: dict[str, Any]
+    tables: Run
     trials: tuple[Trial, ...]
     pareto: tuple[ParetoRow, ...]
-    configs: dict[str, dict[str, Any]]
-    validation: dict[str, Any] | None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.tables.run_dir
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.tables.summary
+
+    @property
+    def configs(self) -> dict[str, dict[str, Any]]:
+        return self.tables.configs
+
+    @property
+    def validation(self) -> dict[str, Any] | None:
+        """validation.json of ``lowbit validate`` (None: it did not run)."""
+        return self.tables.validation_summary
 
     @property
     def model(self) -> str:
-        return self.summary["model"]
+        return self.tables.model
 
     @property
     def hardware(self) -> str:
-        return self.summary["hardware"]["name"]
+        return self.tables.hardware
 
     @property
     def w8a8_latency_ms(self) -> float:
-        return float(self.summary["reference"]["w8a8_latency_ms"])
+        return self.tables.w8a8_latency_ms
 
     @property
     def methods(self) -> list[str]:
-        return list(self.summary["methods"])
+        return list(self.tables.methods)
 
     def method_trials(self, method: str) -> list[Trial]:
         return [t for t in self.trials if t.method == method]
 
 
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
+def _native(value: Any) -> Any:
+    """A table cell as a plain Python value; None where it is missing."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        return -1
+def _params(row: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The row's parameters (the columns ``names`` it has a value in)."""
+    values = {name: _native(row[name]) for name in names}
+    return {name: value for name, value in values.items() if value is not None}
 
 
-def _read_json(path: Path, what: str) -> Any:
-    if not path.exists():
-        raise ReportError(f"{path}: missing ({what})")
-    try:
-        return read_json(path, what=what)
-    except InputFileError as exc:
-        raise ReportError(f"{exc}; rerun the search to rewrite it") from None
+def _number(value: Any) -> float:
+    value = _native(value)
+    return math.nan if value is None else float(value)
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    try:
-        with path.open(encoding="utf-8", newline="") as fh:
-            return list(csv.DictReader(fh))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: missing (written at the end of a search run)") from None
-    except (OSError, csv.Error) as exc:
-        raise ReportError(f"{path}: cannot read: {exc}") from None
+def _trial(row: dict[str, Any], names: tuple[str, ...]) -> Trial:
+    number = _native(row["number"])
+    return Trial(
+        method=_native(row["method"]) or "",
+        number=-1 if number is None else number,
+        state=_native(row["state"]) or "",
+        accuracy_val=_number(row["accuracy_val"]),
+        latency_ms=_number(row["latency_ms"]),
+        feasible=_native(row["feasible"]) is True,
+        params=_params(row, names),
+        rung=0 if _native(row["rung"]) == 0 else 1,
+    )
 
 
-def _params(text: str, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        raise ReportError(f"{where}: params is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise ReportError(f"{where}: params must be a JSON object")
-    return value
+def _pareto_row(row: dict[str, Any], names: tuple[str, ...]) -> ParetoRow:
+    number = _native(row["number"])
+    return ParetoRow(
+        method=row["method"],
+        config_id=row["config_id"],
+        number=-1 if number is None else number,
+        accuracy_val=_number(row["accuracy_val"]),
+        accuracy_test=_number(row["accuracy_test"]),
+        latency_ms=_number(row["latency_ms"]),
+        latency_vs_w8a8=_number(row["latency_vs_w8a8"]),
+        energy_mj=_number(row["energy_mj"]),
+        size_kib=_number(row["size_kib"]),
+        params=_params(row, names),
+    )
 
 
 def load_run(run_dir: str | Path) -> RunData:
-    """Read the run directory ``run_dir``.
+    """Read the run directory ``run_dir`` (:func:`lowbit.results.load_run`).
 
     Raises:
         ReportError: no such directory, no summary.json (not a run directory, or the run
             has not finished), or a damaged file.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ReportError(f"{run_dir}: no such run directory (give the --out of a lowbit search)")
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
-        hint = (
-            "the search has not finished yet (or was interrupted: rerun it to resume)"
-            if (run_dir / "study.journal").exists()
-            else "not a search run directory"
-        )
-        raise ReportError(f"{run_dir}: no summary.json: {hint}")
-    summary = _read_json(summary_path, "the run summary")
-    from lowbit.search.checks import summary_problems
+    from lowbit.results import ResultsError
+    from lowbit.results import load_run as load_tables
 
-    problems = summary_problems(summary)
-    if problems:
-        raise ReportError(f"{summary_path}: not a lowbit run summary: " + "; ".join(problems))
-    trials = []
-    for i, row in enumerate(_read_csv(run_dir / "trials.csv")):
-        where = f"{run_dir / 'trials.csv'} row {i + 2}"
-        trials.append(
-            Trial(
-                method=row.get("method", ""),
-                number=_int(row.get("number", "")),
-                state=row.get("state", ""),
-                accuracy_val=_float(row.get("accuracy_val", "")),
-                latency_ms=_float(row.get("latency_ms", "")),
-                feasible=row.get("feasible", "") == "True",
-                params=_params(row.get("params", ""), where),
-                rung=0 if row.get("rung", "") == "0" else 1,
-            )
-        )
-    pareto = []
-    configs: dict[str, dict[str, Any]] = {}
-    for i, row in enumerate(_read_csv(run_dir / "pareto.csv")):
-        where = f"{run_dir / 'pareto.csv'} row {i + 2}"
-        cid = row.get("config_id", "")
-        if not _CONFIG_ID.match(cid):
-            raise ReportError(f"{where}: bad config_id {cid!r}")
-        pareto.append(
-            ParetoRow(
-                method=row["method"],
-                config_id=cid,
-                number=_int(row.get("number", "")),
-                accuracy_val=_float(row["accuracy_val"]),
-                accuracy_test=_float(row["accuracy_test"]),
-                latency_ms=_float(row["latency_ms"]),
-                latency_vs_w8a8=_float(row["latency_vs_w8a8"]),
-                energy_mj=_float(row["energy_mj"]),
-                size_kib=_float(row["size_kib"]),
-                params=_params(row.get("params", ""), where),
-            )
-        )
-        config_path = run_dir / "configs" / f"{cid}.json"
-        config = _read_json(config_path, "a deployment config")
-        if isinstance(config, dict) and config.get("model") != summary["model"]:
-            raise ReportError(
-                f"{config_path}: a config of model {config.get('model')!r}, but the run "
-                f"searched {summary['model']!r}"
-            )
-        configs[cid] = config
-    validation = None
-    if (run_dir / "validation.json").is_file():
-        validation = _read_json(run_dir / "validation.json", "lowbit validate's results")
+    try:
+        tables = load_tables(run_dir)
+    except ResultsError as exc:
+        raise ReportError(str(exc)) from None
+    names = tables.params
+    pareto_names = tuple(n for n in tables.pareto.columns if n in set(names))
     return RunData(
-        run_dir=run_dir,
-        summary=summary,
-        trials=tuple(trials),
-        pareto=tuple(pareto),
-        configs=configs,
-        validation=validation if isinstance(validation, dict) else None,
+        tables=tables,
+        trials=tuple(_trial(r, names) for r in tables.trials.to_dict("records")),
+        pareto=tuple(_pareto_row(r, pareto_names) for r in tables.pareto.to_dict("records")),
     )
 
 

@@ -3,7 +3,8 @@
 ``trials.csv``      one row per trial of every method (params and values as JSON cells); the
                     ``rung`` its values come from (0 cheap, 1 full), ``val_samples`` behind
                     ``accuracy_val``, both rungs' accuracies where known, the promotion
-                    decision and why (:mod:`lowbit.search.fidelity`)
+                    decision and why (:mod:`lowbit.search.fidelity`); when the trial started
+                    and finished (``started_at``, ``finished_at``: ISO 8601, UTC)
 ``pareto.csv``      each method's final Pareto configurations (full rung), val and test accuracy
 ``summary.json``    methods, hypervolumes, speed-ups, reference point, seeds, fidelity, versions
 ``configs/<id>.json`` one deployment configuration per Pareto point (:class:`DeploymentConfig`)
@@ -27,6 +28,7 @@ import csv
 import io
 import json
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -63,7 +65,7 @@ CALIB_SELECTION = "stratified by label, numpy default_rng(seed), sorted val indi
 TRIAL_COLUMNS = (
     "method", "study", "number", "state", "rung", "accuracy_val", "val_samples", "latency_ms",
     "energy_mj", "size_kib", "values", "params", "duration_s", "fail_reason", "feasible",
-    "accuracy_cheap", "accuracy_full", "promoted", "promotion",
+    "accuracy_cheap", "accuracy_full", "promoted", "promotion", "started_at", "finished_at",
 )  # fmt: skip
 PARETO_COLUMNS = (
     "method", "config_id", "number", "rung", "accuracy_val", "val_samples", "accuracy_test",
@@ -136,9 +138,16 @@ def trial_rows(study: optuna.Study, method: str) -> list[dict[str, Any]]:
                 "accuracy_full": attrs.get("accuracy_full", ""),
                 "promoted": attrs.get("promoted", ""),
                 "promotion": attrs.get("promotion", ""),
+                "started_at": _utc(t.datetime_start),
+                "finished_at": _utc(t.datetime_complete),
             }
         )
     return rows
+
+
+def _utc(moment: datetime | None) -> str:
+    """An Optuna timestamp (naive, local time) as ISO 8601 in UTC; "" when unset."""
+    return moment.astimezone(timezone.utc).isoformat() if moment is not None else ""
 
 
 def versions() -> dict[str, str]:

@@ -190,3 +190,27 @@ def test_report_elsewhere_links_back_to_the_run(tiny_run, tmp_path):
     parsed.feed(out.read_text(encoding="utf-8"))
     for link in (x for x in parsed.links if x.endswith(".json")):
         assert (out.parent / link).resolve().is_file()
+
+
+def test_the_report_reads_the_runs_dataframes(tiny_run):
+    """RunData is lowbit.results' tables of the run; re-simulated layers split every
+    layer's stored cycles exactly."""
+    from lowbit.results import load_run as load_tables
+
+    run = load_run(tiny_run)
+    tables = load_tables(tiny_run, resimulate_layers=True)
+    assert [p.config_id for p in run.pareto] == list(tables.pareto.config_id)
+    assert [t.number for t in run.trials] == list(tables.trials.number)
+    assert [t.accuracy_val for t in run.trials if t.complete] == list(
+        tables.trials.accuracy_val[tables.trials.state == "COMPLETE"]
+    )
+    assert {k for t in run.trials for k in t.params} == set(tables.params)
+    layers = tables.layers
+    assert layers.resimulated.all() and len(layers.config_id.unique()) == len(tables.pareto)
+    split = layers.compute_cycles + layers.stall_cycles + layers.overhead_cycles
+    assert (split == layers.total_cycles).all()
+    for cid, config in run.configs.items():
+        mine = layers[layers.config_id == cid]
+        assert mine.total_cycles.sum() <= config["simulation"]["total_cycles"]
+        stored = {x["name"]: x["total_cycles"] for x in config["simulation"]["layers"]}
+        assert dict(zip(mine.layer, mine.total_cycles, strict=True)) == stored
