@@ -67,6 +67,7 @@ from lowbit.hwsim._onnx_ops import (
     _UNARY,
     _kind,
 )
+from lowbit.hwsim._onnx_runtime import runtime_layers
 from lowbit.hwsim.errors import WorkloadError
 from lowbit.hwsim.workload import (
     FLOAT_BITS,
@@ -205,8 +206,7 @@ class _Importer:
                     raise _Unmappable(f"no hwsim mapping for {op}")
             except _Unmappable as exc:
                 self.unmapped.append((node.name or f"{op}_{index}", op, str(exc)))
-        if self.quantized:
-            self.boundaries()
+        self.layers.update(runtime_layers(self))
         self.group_layers()
 
     def compute(self, node: onnx.NodeProto, index: int) -> Layer:
@@ -273,7 +273,7 @@ class _Importer:
             name=self.unique(self.g.layer_name(node, index, weight=w)),
             compression=self.compression(node, x, w, axis=0), in_h=xs[2], in_w=xs[3],
             in_c=xs[1], out_c=ws[0], k_h=ws[2], k_w=ws[3], stride=max(strides), out_h=ys[2],
-            out_w=ys[3], groups=int(attrs.get("group", 1)), batch=xs[0],
+            out_w=ys[3], groups=int(attrs.get("group", 1)), batch=xs[0], as_deployed=True,
         )  # fmt: skip
 
     def memory(self, node: onnx.NodeProto, index: int, *, pool: bool) -> Layer:
@@ -302,35 +302,6 @@ class _Importer:
             compression=Compression(w_bits=bits, a_bits=bits), elements=elements,
             kind=_MOVEMENT[node.op_type],
         )  # fmt: skip
-
-    def boundaries(self) -> None:
-        """A quantized graph's float input is quantized and its float output dequantized by
-        operators of their own; around convolutions a CPU runtime also changes the layout
-        (NCHW to the channels-last its integer convs run and back): one more copy of each
-        4-D boundary tensor. Layers keyed between node indices, to keep graph order."""
-        convs = any(n.op_type in _CONVS for n in self.g.nodes)
-        inputs = {i.name for i in self.g.model.graph.input} - set(self.g.initializers)
-        for index, node in enumerate(self.g.nodes):
-            if node.op_type == "QuantizeLinear" and node.input[0] in inputs:
-                tensor, kind, step = node.input[0], "quantize", 0.5
-            elif node.op_type == "DequantizeLinear" and node.output[0] in self.g.outputs:
-                tensor, kind, step = node.output[0], "dequantize", -0.5
-            else:
-                continue
-            try:
-                shape = self.shape(tensor)
-            except _Unmappable:
-                continue  # no shape: the boundary stays free
-            codes = node.output[0] if kind == "quantize" else node.input[0]
-            bits = dtype_bits(self.g.dtypes.get(codes, 0)) or 8
-            common = dict(compression=Compression(w_bits=bits, a_bits=bits),
-                          elements=math.prod(shape))  # fmt: skip
-            self.layers[index] = Elementwise(name=self.unique(f"{kind}:{tensor}"), kind=kind,
-                                             **common)  # fmt: skip
-            if convs and len(shape) == 4:
-                self.layers[index + step] = Elementwise(
-                    name=self.unique(f"layout:{tensor}"), kind="transpose", **common
-                )
 
     def elementwise(self, node: onnx.NodeProto, index: int) -> None:
         """Fuse into the compute layer it follows, or join / start an element-wise group."""

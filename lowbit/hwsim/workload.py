@@ -129,7 +129,9 @@ class Conv2d(Layer):
 
     ``out_h``/``out_w`` are stored, not derived, because conventions differ: PyTorch floors
     ``(H + 2p - F) / S + 1``; SCALE-Sim (no padding) takes ``ceil((H - F + S) / S)``.
-    A low-rank conv is a k×k conv with r filters followed by a 1×1 conv.
+    A low-rank conv is a k×k conv with r filters followed by a 1×1 conv. ``as_deployed``:
+    its channel counts are those the runtime runs (a conv imported from a deployed ONNX
+    graph), so a profile's ``pad_conv_channels`` does not pad it again.
     """
 
     in_h: int
@@ -143,6 +145,7 @@ class Conv2d(Layer):
     out_w: int
     groups: int = 1
     batch: int = 1
+    as_deployed: bool = False
     op: str = field(default="conv2d", init=False)
 
     def __post_init__(self) -> None:

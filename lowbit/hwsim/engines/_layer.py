@@ -61,7 +61,7 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
     k_eff = max(1, ceil(g.K * compute_frac - 1e-9))
     o = prof.overheads
     int_conv = _integer_conv(layer, mode)
-    padded = int_conv and o.pad_conv_channels
+    padded = int_conv and o.pad_conv_channels and not layer.as_deployed
     n_run, k_run = g.N, k_eff
     if padded:
         n_run, k_padded = _padded_channels(t, layer, g, first)
@@ -153,7 +153,7 @@ def _padded_channels(t: Target, layer: Layer, g: Gemm, first: bool) -> tuple[int
 def _padded_stem(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> bool:
     """A stem (fewer input channels than the multiple) whose input the deployment pads."""
     o = t.profile.overheads
-    if not (o.pad_conv_channels and gemms and isinstance(layer, Conv2d)):
+    if not (o.pad_conv_channels and gemms and isinstance(layer, Conv2d)) or layer.as_deployed:
         return False
     mode = t.mode(gemms[0].w_bits, gemms[0].a_bits)
     return _integer_conv(layer, mode) and layer.in_c < o.conv_channel_multiple

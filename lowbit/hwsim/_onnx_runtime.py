@@ -1,0 +1,83 @@
+"""Operators a CPU runtime adds to an ONNX graph, as memory-only layers of their kind
+(:data:`lowbit.hwsim.workload.MOVEMENT_KINDS`; free on targets that do not price them).
+
+ONNX Runtime runs a quantized graph's integer convolutions channels-last and the rest of the
+graph as written, so it executes data movement the graph does not show:
+
+* the float input is quantized and the float output dequantized by operators of their own,
+  and around convolutions each of those 4-D tensors is also transposed between NCHW and
+  channels-last;
+* a Reshape of a 4-D activation with a spatial extent (a channel shuffle, a head split)
+  needs NCHW: its input is transposed back and its output forward again (two copies) -- in
+  an FP32 graph the same happens between the blocked NCHWc layout of its convs and NCHW;
+* a DequantizeLinear feeding an operator with no integer kernel (LayerNorm, Erf, Div...)
+  runs on its own, and so does the QuantizeLinear after it.
+
+:func:`runtime_layers` returns these layers keyed between node indices (graph order).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lowbit.hwsim._onnx_graph import dtype_bits
+from lowbit.hwsim._onnx_ops import _CONVS
+from lowbit.hwsim.workload import Compression, Elementwise, Layer
+
+__all__ = ["QDQ_FUSABLE", "runtime_layers"]
+
+#: operators ONNX Runtime fuses with the DequantizeLinear before them and the
+#: QuantizeLinear after them into an integer kernel (QLinear*, or run on the codes)
+QDQ_FUSABLE = frozenset({
+    "Conv", "MatMul", "Gemm", "Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool",
+    "MaxPool", "Softmax", "Sigmoid", "LeakyRelu", "Relu", "Clip", "Transpose", "Reshape",
+    "Flatten", "Split", "Gather", "Squeeze", "Unsqueeze", "Resize", "Slice", "Pad",
+    "ArgMax", "Where", "DequantizeLinear", "QuantizeLinear",
+})  # fmt: skip
+
+
+def runtime_layers(importer: Any) -> dict[float, Layer]:
+    """The runtime's extra operators of ``importer``'s graph (module docstring)."""
+    g = importer.g
+    convs = any(n.op_type in _CONVS for n in g.nodes)
+    inputs = {i.name for i in g.model.graph.input} - set(g.initializers)
+    out: dict[float, Layer] = {}
+
+    def add(key: float, tensor: str, kind: str, bits: int, label: str) -> bool:
+        shape = g.shapes.get(tensor)
+        if not shape or not all(d > 0 for d in shape):
+            return False  # no shape: stays free
+        out[key] = Elementwise(
+            name=importer.unique(f"{label}:{tensor}"), kind=kind,
+            compression=Compression(w_bits=bits, a_bits=bits), elements=math.prod(shape),
+        )  # fmt: skip
+        return len(shape) == 4
+
+    for index, node in enumerate(g.nodes):
+        op = node.op_type
+        if importer.quantized and op in ("QuantizeLinear", "DequantizeLinear"):
+            codes = node.output[0] if op == "QuantizeLinear" else node.input[0]
+            bits = dtype_bits(g.dtypes.get(codes, 0)) or 8
+            if op == "QuantizeLinear" and node.input[0] in inputs:
+                if add(index, node.input[0], "quantize", bits, "quantize") and convs:
+                    add(index + 0.5, node.input[0], "transpose", bits, "layout")
+            elif op == "DequantizeLinear" and node.output[0] in g.outputs:
+                if add(index, node.output[0], "dequantize", bits, "dequantize") and convs:
+                    add(index - 0.5, node.output[0], "transpose", bits, "layout")
+            elif (
+                op == "DequantizeLinear"
+                and node.input[0] not in g.static
+                and any(c.op_type not in QDQ_FUSABLE for c in g.consumers.get(node.output[0], ()))
+            ):
+                add(index, node.output[0], "dequantize", bits, "dequantize")
+            elif op == "QuantizeLinear" and (src := g.producer.get(node.input[0])) is not None \
+                    and src.op_type not in QDQ_FUSABLE:  # fmt: skip
+                add(index, node.input[0], "quantize", bits, "quantize")
+        elif op == "Reshape" and convs:
+            shape = g.shapes.get(node.input[0]) or ()
+            if len(shape) == 4 and shape[2] * shape[3] > 1 and node.input[0] not in g.static:
+                bits = importer.bits(node.input[0])
+                add(index - 0.5, node.input[0], "transpose", bits, "layout")
+                add(index + 0.5, node.output[0], "transpose", bits, "layout")
+    return out
