@@ -306,3 +306,39 @@ def test_ort_quantized_transformer_keeps_its_kinds_and_unfused_bias_adds(tmp_pat
     fp32_kinds = [layer.kind for layer in fp32.layers if layer.op == "elementwise"]
     assert fp32_kinds.count("add") == 2 and kinds.count("add") == 6
     assert "mul" in kinds and "mul" not in fp32_kinds
+
+
+def test_runtime_operators_of_an_ort_quantized_cnn(tmp_path):
+    """ShuffleNetV2 quantized by ONNX Runtime: its input is quantized and transposed to
+    channels-last by operators of their own, each channel shuffle's Reshape costs two
+    layout copies, and its convs keep the channel counts of the file (58, 116: no padding
+    on a profile that pads lowbit's own exports)."""
+    from dataclasses import replace
+
+    from lowbit import hwsim
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.models.hostcal.graphs import quantize_int8
+    from lowbit.models.hostcal.heldout import shufflenet_v2
+
+    onnx.save(shufflenet_v2(64), tmp_path / "fp32.onnx")
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+    layers = load_onnx_workload(tmp_path / "int8.onnx").layers
+    kinds = [getattr(layer, "kind", "") for layer in layers]
+    assert kinds[:2] == ["quantize", "transpose"]  # the input, then its layout change
+    # 16 channel shuffles (4-D -> Reshape -> Transpose -> Reshape -> 4-D): ONNX Runtime
+    # takes the channels-last tensor back to NCHW, shuffles, and goes channels-last again
+    assert kinds.count("transpose") == 1 + 3 * 16
+    assert kinds.count("concat") == 16 and kinds.count("split") == 12
+    convs = [layer for layer in layers if layer.op == "conv2d"]
+    assert all(c.as_deployed for c in convs) and {58, 116} <= {c.out_c for c in convs}
+    # a profile that pads lowbit's exports runs these as they are: same as without padding
+    cpu = load_profile("cpu-x86-avx2")
+    o = cpu.overheads
+    pads = replace(cpu, overheads=replace(o, pad_conv_channels=True, conv_channel_multiple=16,
+                                          unaligned_conv_cycles_per_pixel=40.0))  # fmt: skip
+    plain = replace(pads, overheads=replace(pads.overheads, pad_conv_channels=False))
+    conv = next(c for c in convs if c.out_c == 58 and c.k_h == 1)
+    assert (hwsim.simulate_layer(conv, pads).total_cycles
+            == hwsim.simulate_layer(conv, plain).total_cycles)  # fmt: skip
+    assert (hwsim.simulate_layer(replace(conv, as_deployed=False), pads).total_cycles
+            != hwsim.simulate_layer(conv, pads).total_cycles)  # fmt: skip
