@@ -189,6 +189,7 @@ SCHEMA = Table(
                     "number", required=False, default=0.0, low=0, high=10**6, unit="cycles"
                 ),
                 "pad_conv_channels": Key("bool", required=False, default=False),
+                "warm_cache": Key("bool", required=False, default=False),
                 "pool_channel_block": Key("int", required=False, default=0, low=0, high=4096),
                 "conv_cycles_per_image": Key(
                     "number", required=False, default=0.0, low=0, high=10**9, unit="cycles"

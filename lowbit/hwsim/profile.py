@@ -179,6 +179,12 @@ class Overheads:
     #: the window gather and requantization) on top of its fixed costs, at integer
     #: precisions; ``fp32_depthwise_*`` at FP32. ONNX Runtime's INT8 depthwise kernel is
     #: slower than its FP32 one on small-channel layers. 0 per MAC: costed as a GEMM.
+    #: the runtime runs inference after inference (a CPU measured in steady state): when a
+    #: workload's weights fit in half of the outermost on-chip level that holds weights (a
+    #: CPU's last-level cache), they stay there between inferences, and what the model
+    #: reads "off chip" comes from that level at its bandwidth and energy. Default: every
+    #: inference streams its weights from off chip (an accelerator's DRAM or flash).
+    warm_cache: bool = False
     depthwise_cycles_per_mac: float = 0.0
     depthwise_cycles_per_pixel: float = 0.0
     fp32_depthwise_cycles_per_mac: float = 0.0

@@ -384,3 +384,34 @@ def test_a_depthwise_conv_runs_its_own_kernel_on_a_cpu(engine):
     data["overheads"] = {**data.get("overheads", {}), **costs, "depthwise_cycles_per_mac": -1}
     assert any(e.startswith("overheads.depthwise_cycles_per_mac:")
                for e in validate_profile_data(data))  # fmt: skip
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_a_warm_cache_serves_small_models_weights_from_the_cache(engine):
+    """Overheads.warm_cache: weights that fit half an on-chip level are read from the
+    innermost such level in steady state; larger ones still stream from DRAM; without the
+    flag nothing changes."""
+    from lowbit.hwsim.engines._warm import warm_profile, weight_bytes
+
+    cold = load_profile("cpu-x86-avx2")
+    warm = _with(cold, warm_cache=True)
+    levels = {m.name: m for m in cold.memory}
+    small = Linear(name="fc", in_features=1024, out_features=512)  # 512 KiB of int8 weights
+    assert weight_bytes([small], cold) == 1024 * 512
+    home = min((m for m in cold.on_chip("weights") if m.size_bytes / 2 >= 1024 * 512),
+               key=lambda m: m.size_bytes)  # fmt: skip
+    seen = warm_profile(warm, [small])
+    dram = next(m for m in seen.memory if m.off_chip)
+    was = levels[dram.name].bandwidth_bytes_per_cycle
+    assert dram.bandwidth_bytes_per_cycle == max(home.bandwidth_bytes_per_cycle, was)
+    assert warm_profile(warm, [small]) is seen  # one warm twin per profile and level
+    fast = hwsim.simulate(Workload("w", (small,)), warm, engine=engine)
+    slow = hwsim.simulate(Workload("w", (small,)), cold, engine=engine)
+    assert fast.total_cycles <= slow.total_cycles
+    assert (
+        hwsim.simulate_layer(small, warm, engine=engine).total_cycles == fast.layers[0].total_cycles
+    )
+    huge = Linear(name="big", in_features=16384, out_features=16384)  # 256 MiB: no cache holds it
+    assert warm_profile(warm, [huge]) is warm
+    assert (hwsim.simulate_layer(huge, warm, engine=engine).total_cycles
+            == hwsim.simulate_layer(huge, cold, engine=engine).total_cycles)  # fmt: skip

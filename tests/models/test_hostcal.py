@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lowbit.hwsim.profile import DEPTHWISE_KEYS
 from lowbit.hwsim.profiles import load_profile, validate_profile_data
 from lowbit.models.export.ort import ort_session
 from lowbit.models.hostcal import bench as hostbench
@@ -174,9 +175,15 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
         for kind in kinds:
             # MaxPool: the uint8 NHWC pool between INT8 convs (the deployed graphs' kernel),
             # per element of one SIMD register's worth of channels
+            # data movement: each operator alone on two tensor sizes (models.hostcal.kernels)
             seconds = (m["int8_maxpool"]["s_per_element"] if op == "MaxPool"
-                       else m["elementwise_s_per_element"][op])  # fmt: skip
+                       else m["movement_s_per_element"].get(op)
+                       or m["elementwise_s_per_element"][op])  # fmt: skip
             assert o.elementwise_cost(kind) == pytest.approx(seconds * clock, rel=1e-3)
     assert o.pool_channel_block == 4 * m["cpu"]["simd_lanes_32bit"]
     assert o.pad_conv_channels  # lowbit's export pads conv channels (models._onnx_pad)
+    assert o.warm_cache  # timed in steady state
+    for key in DEPTHWISE_KEYS:  # the depthwise kernel's fitted costs reach the profile
+        assert getattr(o, key) >= 0
+    assert o.depthwise_cycles_per_mac > 0 and o.fp32_depthwise_cycles_per_mac > 0
     assert "NhwcMaxPool" in m["int8_maxpool"]["kernels"]

@@ -112,6 +112,7 @@ from ..profile import HardwareProfile
 from ..result import LayerResult, SimResult
 from ..workload import Layer, Workload
 from ._target import Target
+from ._warm import warm_profile
 
 __all__ = ["Engine"]
 
@@ -153,12 +154,13 @@ class Engine(ABC):
     def simulate_layer(
         self, layer: Layer, profile: HardwareProfile, *, input_on_chip: bool = False
     ) -> LayerResult:
-        """``layer`` alone on ``profile``; its input comes from off chip unless told."""
-        return self._layer(layer, self.target(profile), input_on_chip)
+        """``layer`` alone on ``profile``; its input comes from off chip unless told (and
+        its weights from where a warm cache keeps them, ``Overheads.warm_cache``)."""
+        return self._layer(layer, self.target(warm_profile(profile, (layer,))), input_on_chip)
 
     def simulate(self, workload: Workload, profile: HardwareProfile) -> SimResult:
         """Every layer in order; a layer's input stays on chip when the rule allows."""
-        t = self.target(profile)
+        t = self.target(warm_profile(profile, workload.layers))
         results = []
         on_chip = False
         for layer in workload.layers:

@@ -103,6 +103,8 @@ def profile_toml(calibration: _Calibrated) -> str:
               "register: NhwcMaxPool pools a pixel's channels a register at a time",
               f"pad_conv_channels = {str(o.get('pad_conv_channels', False)).lower()}  # lowbit "
               "export pads conv channels to the direct kernel's",
+              f"warm_cache = {str(o.get('warm_cache', False)).lower()}  # timed in steady "
+              "state: weights that fit the last-level cache stay there between runs",
               "# fitted on depthwise 3x3 chains (INT8 mean |error| "
               f"{fit.get('int8_depthwise_mean_abs_pct_error', 0.0):.1f}%, FP32 "
               f"{fit.get('fp32_depthwise_mean_abs_pct_error', 0.0):.1f}%): their own kernel",

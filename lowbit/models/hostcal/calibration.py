@@ -104,7 +104,8 @@ _KiB = 1024
 #: older method is recalibrated by :func:`load_or_calibrate` (2: per-pixel/per-image conv,
 #: requantization and channel-block pool costs, Gauss-Newton fit; 3: single convs measured
 #: in a network's context, wide convs; 4: the export pads conv channels; 5: depthwise convs'
-#: own kernel, INT8 and FP32; data movement: quantize, dequantize, transpose, concat, split)
+#: own kernel, INT8 and FP32; data movement: quantize, dequantize, transpose, concat, split;
+#: warm caches)
 CALIBRATION_VERSION = 5
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)

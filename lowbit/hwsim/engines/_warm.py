@@ -1,0 +1,66 @@
+"""Steady-state caches (``Overheads.warm_cache``): a CPU that runs inference after inference
+keeps a small model's weights in its last-level cache, so its "off-chip" traffic comes from
+that level. :func:`warm_profile` returns the profile a workload sees in that steady state."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import replace
+
+from ..compression import FLOAT_BITS
+from ..profile import HardwareProfile
+from ..workload import Layer
+
+__all__ = ["warm_profile", "weight_bytes"]
+
+#: (id of the cold profile, home level) -> (cold profile, its warm twin): one warm object
+#: per profile and level, so the engines' per-profile caches keep working
+_WARM: OrderedDict[tuple[int, str], tuple[HardwareProfile, HardwareProfile]] = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def weight_bytes(layers: Iterable[Layer], profile: HardwareProfile) -> float:
+    """Bytes of the layers' stored weights on ``profile`` (promoted to the precision mode
+    unless the profile packs sub-byte weights)."""
+    total = 0.0
+    for layer in layers:
+        for g in layer.gemms():
+            if g.weights_are_activations:
+                continue
+            bits = g.w_bits
+            if profile.weight_storage != "packed" and bits < FLOAT_BITS:
+                bits = max(bits, 8)
+            total += g.count * g.N * g.K * bits / 8
+    return total
+
+
+def warm_profile(profile: HardwareProfile, layers: Iterable[Layer]) -> HardwareProfile:
+    """``profile`` as ``layers`` see it in steady state: unchanged unless the profile keeps
+    caches warm and the weights fit in half of an on-chip level holding weights; then every
+    off-chip level runs at the bandwidth and energy per byte of the innermost such level
+    (a model whose weights fit L2 reads them from L2, a larger one from L3)."""
+    if not profile.overheads.warm_cache:
+        return profile
+    nbytes = weight_bytes(layers, profile)
+    home = next((m for m in reversed(profile.on_chip("weights")) if nbytes <= m.size_bytes / 2),
+                None)  # fmt: skip
+    if home is None:
+        return profile
+    key = (id(profile), home.name)
+    found = _WARM.get(key)
+    if found is not None and found[0] is profile:
+        _WARM.move_to_end(key)
+        return found[1]
+    memory = tuple(
+        replace(m, bandwidth_bytes_per_cycle=max(m.bandwidth_bytes_per_cycle,
+                                                 home.bandwidth_bytes_per_cycle),
+                energy_pj_per_byte=min(m.energy_pj_per_byte, home.energy_pj_per_byte))
+        if m.off_chip else m
+        for m in profile.memory
+    )  # fmt: skip
+    warm = replace(profile, memory=memory)
+    _WARM[key] = (profile, warm)
+    if len(_WARM) > _CACHE_SIZE:
+        _WARM.popitem(last=False)
+    return warm
