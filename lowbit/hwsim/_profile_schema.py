@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 
 from .profile import DEPTHWISE_KEYS, OPERANDS
-from .workload import ELEMENTWISE_KINDS
+from .workload import ELEMENTWISE_KINDS, INTEGER_COST_KINDS
 
 __all__ = [
     "SCHEMA",
@@ -203,7 +203,10 @@ SCHEMA = Table(
                 "elementwise_cycles_per_element": Table(
                     {
                         kind: Key("number", required=False, low=0, high=10**6, unit="cycles")
-                        for kind in ELEMENTWISE_KINDS
+                        for kind in (
+                            *ELEMENTWISE_KINDS,
+                            *(f"{k}_int8" for k in INTEGER_COST_KINDS),
+                        )  # fmt: skip
                     },
                     required=False,
                 ),

@@ -196,12 +196,13 @@ class Overheads:
             return self.depthwise_cycles_per_mac, self.depthwise_cycles_per_pixel
         return self.fp32_depthwise_cycles_per_mac, self.fp32_depthwise_cycles_per_pixel
 
-    def elementwise_cost(self, kind: str) -> float:
-        """Cycles per element of a memory-only layer of ``kind`` (0 when not given)."""
-        for name, cycles in self.elementwise_cycles_per_element:
-            if name == kind:
-                return cycles
-        return 0.0
+    def elementwise_cost(self, kind: str, *, integer: bool = False) -> float:
+        """Cycles per element of a memory-only layer of ``kind`` (0 when not given); on
+        integer (8-bit or narrower) activations ``<kind>_int8`` when the profile gives it."""
+        costs = dict(self.elementwise_cycles_per_element)
+        if integer and f"{kind}_int8" in costs:
+            return costs[f"{kind}_int8"]
+        return costs.get(kind, 0.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ __all__ = [
     "Workload",
     "ELEMENTWISE_KINDS",
     "MOVEMENT_KINDS",
+    "INTEGER_COST_KINDS",
     "ceil_div",
 ]
 
@@ -46,6 +47,10 @@ ELEMENTWISE_KINDS = (
 #: the input's quantization and the output's dequantization): free -- addressed in place,
 #: no layer cost at all -- on a profile that gives the kind no per-element cost
 MOVEMENT_KINDS = ("quantize", "dequantize", "transpose", "concat", "split")
+#: kinds a runtime runs with an integer kernel of its own cost on 8-bit activations (ONNX
+#: Runtime's lookup-table QLinearSoftmax): a profile may price them apart, as
+#: ``<kind>_int8`` in ``overheads.elementwise_cycles_per_element``
+INTEGER_COST_KINDS = ("softmax",)
 
 
 def _check_kind(layer_name: str, kind: str) -> None:

@@ -75,3 +75,28 @@ def test_movement_layers_are_free_unless_the_profile_prices_them():
             cpu.overheads, elementwise_cycles_per_element=((kind, 0.25),)))  # fmt: skip
         cost = hwsim.simulate_layer(layer, priced)
         assert cost.total_cycles >= 0.25 * 200_704 + cpu.overheads.layer_cycles
+
+
+def test_int8_softmax_is_fused_and_measured():
+    from lowbit.models.export.ort import kernel_census
+    from lowbit.models.hostcal.kernels import _int8_softmax_chain, int8_softmax_s_per_element
+
+    assert kernel_census(_int8_softmax_chain(3)).get("QLinearSoftmax") == 3
+    assert 0 < int8_softmax_s_per_element(repeats=5, op_s=0.0) < 1e-6
+
+
+def test_int8_softmax_cost_applies_to_8_bit_activations_only():
+    from dataclasses import replace
+
+    from lowbit import hwsim
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.hwsim.workload import Compression, Elementwise
+
+    cpu = load_profile("cpu-x86-avx2")
+    priced = replace(cpu, overheads=replace(cpu.overheads, elementwise_cycles_per_element=(
+        ("softmax", 1.0), ("softmax_int8", 8.0))))  # fmt: skip
+    n = 16_384
+    for bits, per_element in ((8, 8.0), (32, 1.0)):
+        layer = Elementwise(name="sm", elements=n, kind="softmax",
+                            compression=Compression(w_bits=bits, a_bits=bits))  # fmt: skip
+        assert hwsim.simulate_layer(layer, priced).compute_cycles == per_element * n

@@ -249,7 +249,7 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         ab = _bytes(a_bits)
         # the operator's own work (a CPU's LayerNorm, GELU...), overlapped with its traffic
         if kind:
-            per_element = prof.overheads.elementwise_cost(kind)
+            per_element = prof.overheads.elementwise_cost(kind, integer=a_bits <= 8)
             elements = layer.cost_elements
             if isinstance(layer, Pool):
                 elements = layer.block_elements(prof.overheads.pool_channel_block)

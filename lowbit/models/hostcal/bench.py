@@ -52,14 +52,17 @@ __all__ = [
 _KiB = 1024
 
 #: layer chains (kind, size, spatial, batch): conv = C→C 3x3 on spatial² pixels; gemm =
-#: F→F on ``batch`` rows; shapes span the zoo's layers (4-128 channels, batch 1-64); the
-#: last four are convolutions the direct INT8 kernel does not take (models.hostcal)
+#: F→F on ``batch`` rows; shapes span the zoo's layers (4-128 channels, batch 1-64), then
+#: four convolutions the direct INT8 kernel does not take (models.hostcal), then
+#: edge-scale layers at batch 1 (28-56 pixel maps, wide GEMMs)
 FULL_SHAPES = (
     ("conv", 8, 8, 1), ("conv", 16, 8, 1), ("conv", 32, 4, 1), ("conv", 16, 8, 16),
     ("conv", 32, 8, 64), ("conv", 16, 8, 64), ("conv", 64, 4, 64), ("conv", 32, 4, 64),
     ("gemm", 16, 1, 1), ("gemm", 64, 1, 1), ("gemm", 128, 1, 1), ("gemm", 64, 1, 64),
     ("gemm", 128, 1, 64), ("gemm", 256, 1, 64), ("gemm", 32, 1, 1088),
     ("conv", 8, 8, 16), ("conv", 8, 8, 64), ("conv", 6, 8, 64), ("conv", 12, 4, 64),
+    ("conv", 32, 56, 1), ("conv", 48, 28, 1), ("conv", 96, 14, 1), ("conv", 160, 14, 1),
+    ("gemm", 384, 1, 1), ("gemm", 768, 1, 1),
 )  # fmt: skip
 QUICK_SHAPES = (("conv", 16, 4, 1), ("conv", 16, 8, 16), ("gemm", 16, 1, 1), ("gemm", 64, 1, 64))
 DEPTHS = (1, 5)

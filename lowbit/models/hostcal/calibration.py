@@ -74,6 +74,7 @@ from lowbit.models.hostcal.kernels import (
     QUICK_DEPTHWISE_SWEEP,
     depthwise_sweep,
     fit_depthwise,
+    int8_softmax_s_per_element,
     movement_costs,
 )
 from lowbit.models.hostcal.quality import CalibrationError, fit_problems
@@ -119,6 +120,7 @@ ORT_KINDS = {
     "Softmax": ("softmax",), "Gelu": ("gelu",), "MaxPool": ("maxpool",),
     "Transpose": ("transpose",), "QuantizeLinear": ("quantize",),
     "DequantizeLinear": ("dequantize",), "Concat": ("concat",), "Split": ("split",),
+    "QLinearSoftmax": ("softmax_int8",),
 }  # fmt: skip
 
 
@@ -310,6 +312,8 @@ def _calibrate_once(*, quick: bool) -> Calibration:
         channels=block, batch=16 if quick else 64, repeats=2 * repeats
     )
     movement = movement_costs(repeats=max(repeats // 3, 5))
+    movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=max(repeats // 3, 5),
+                                                            op_s=op_s)  # fmt: skip
     int8_elementwise = {**elementwise, "MaxPool": pool["s_per_element"], **movement}
     data["overheads"] = overheads(
         gemm_op_cycles=fitted["layer_cycles"], run_s=run_s, op_s=op_s,

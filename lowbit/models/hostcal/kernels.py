@@ -34,6 +34,7 @@ __all__ = [
     "QUICK_DEPTHWISE_SWEEP",
     "depthwise_sweep",
     "fit_depthwise",
+    "int8_softmax_s_per_element",
     "movement_costs",
 ]
 
@@ -191,3 +192,43 @@ def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
             slopes.append((t[1] - t[0]) / (elements[1] - elements[0]))
         out[op] = max(float(np.median(slopes)), 0.0)
     return out
+
+
+#: the attention scores the INT8 softmax chain runs on: (heads, tokens, tokens)
+SOFTMAX_SHAPE = (4, 64, 64)
+
+
+def _int8_softmax_chain(depth: int):
+    """``depth`` softmaxes over the last axis, each between a DequantizeLinear and a
+    QuantizeLinear (ONNX Runtime fuses each into one QLinearSoftmax on uint8)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.uint8), "z"),
+             numpy_helper.from_array(np.array(1 / 255, np.float32), "ps")]  # fmt: skip
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q0"])]
+    for i in range(depth):
+        scale = "s" if i == 0 else "ps"
+        nodes += [
+            helper.make_node("DequantizeLinear", [f"q{i}", scale, "z"], [f"d{i}"]),
+            helper.make_node("Softmax", [f"d{i}"], [f"p{i}"], axis=-1),
+            helper.make_node("QuantizeLinear", [f"p{i}", "ps", "z"], [f"q{i + 1}"]),
+        ]
+    nodes.append(helper.make_node("DequantizeLinear", [f"q{depth}", "ps", "z"], ["y"]))
+    shape = [1, *SOFTMAX_SHAPE]
+    graph = helper.make_graph(
+        nodes, "softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def int8_softmax_s_per_element(*, repeats: int, op_s: float) -> float:
+    """Seconds per element of ONNX Runtime's INT8 softmax (QLinearSoftmax), less the
+    dispatch ``op_s`` of the operator."""
+    from lowbit.models.hostcal.bench import depth_slope
+
+    x = np.random.default_rng(0).normal(size=(1, *SOFTMAX_SHAPE)).astype(np.float32)
+    slope = depth_slope(_int8_softmax_chain, x, depths=(1, 3), repeats=repeats,
+                        what="INT8 softmax chain")  # fmt: skip
+    return max(slope.per_layer_s - op_s, 0.0) / int(np.prod(SOFTMAX_SHAPE))
