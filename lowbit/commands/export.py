@@ -10,9 +10,11 @@ from pathlib import Path
 from ._data_dir import add_data_dir_argument, apply_data_dir
 from .models_cmd import format_table
 
-HELP = "export a deployment config (configs/ID.json) as INT8 + FP32 ONNX with deploy.json"
+HELP = "export a deployment config (configs/ID.json) as INT8 ONNX (+ TFLite, Vela, QONNX)"
 
-_FORMATS = ("table", "json")
+#: what --format prints on stdout; the other --format values are export formats
+_PRINT_FORMATS = ("table", "json")
+_EXPORT_FORMATS = ("onnx", "tflite", "qonnx")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +42,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep the compressed channel counts in model.int8.onnx (default: pad convs with "
         "zero channels to ONNX Runtime's fast INT8 kernel: same outputs, up to 2x faster)",
     )
-    parser.add_argument("--format", choices=_FORMATS, default="table", help="default: table")
+    parser.add_argument(
+        "--format",
+        action="append",
+        choices=_PRINT_FORMATS + _EXPORT_FORMATS,
+        default=[],
+        help="repeatable. Artifacts: onnx (always written), tflite (fully-integer TFLite, "
+        "checked in LiteRT; Vela's Ethos-U compilation when the config's target is Ethos-U), "
+        "qonnx (QONNX Quant nodes, checked with qonnx's executor); tflite and qonnx need "
+        "pip install 'lowbit[edge]'. Output: table (default) or json",
+    )
+    parser.add_argument(
+        "--tflite-io",
+        choices=("int8", "float"),
+        default="int8",
+        help="TFLite input/output: int8 input and int16 logits (firmware quantizes) or float "
+        "with QUANTIZE/DEQUANTIZE ops (default int8)",
+    )
     add_data_dir_argument(parser)
 
 
@@ -88,15 +106,20 @@ def run(args: argparse.Namespace) -> int:
         steps = cfg.qat_steps if cfg.qat_steps is not None else finetune_steps_of(path)
     if steps < 0:
         raise LowbitError(f"--finetune-steps must be >= 0, got {steps}")
+    printed = [f for f in args.format if f in _PRINT_FORMATS]
+    if len(set(printed)) > 1:
+        raise LowbitError("--format: give at most one of table, json")
     plan = CompressionPlan.from_dict(cfg.plan)
     # the config's seed, QAT seed and calibration subset: the model the search measured
     build = {**cfg.build_kwargs(), "finetune_steps": steps}
     result = export_plan(
         cfg.model, plan, out_dir=args.out, **build, weight_type=args.weight_type,
         config_id=cfg.id, check=not args.no_check, pad_channels=not args.no_pad_channels,
+        formats=[f for f in args.format if f in _EXPORT_FORMATS], tflite_io=args.tflite_io,
+        hardware=_searched_profile(cfg),
     )  # fmt: skip
-    firmware = _firmware(cfg, plan, build, Path(args.out))
-    if args.format == "json":
+    firmware = _firmware(cfg, plan, build, Path(args.out), result.deploy["files"])
+    if printed[:1] == ["json"]:
         json.dump(result.deploy, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
@@ -118,26 +141,63 @@ def run(args: argparse.Namespace) -> int:
         )
     kernels = ", ".join(f"{k} x{v}" for k, v in deploy["ort_kernels"]["int8"].items())
     out.append(f"ONNX Runtime INT8 kernels: {kernels}")
-    out.append(f"wrote {result.int8_path.name}, {result.fp32_path.name}, {result.deploy_path.name}")
+    out.extend(_edge_lines(deploy))
+    files = ", ".join(str(f) for f in deploy["files"].values())
+    out.append(f"wrote {files}, {result.deploy_path.name}")
     out.append(firmware)
     sys.stdout.write("\n".join(out) + "\n")
     return 0
 
 
-def _firmware(cfg, plan, build: dict, out_dir: Path) -> str:
-    """Write firmware.json (models.firmware) when the run's profile is a built-in one whose
-    content is unchanged; the line saying what happened."""
+def _searched_profile(cfg):
+    """The run's hardware profile if it is a built-in one whose content is unchanged."""
     from lowbit.hwsim.errors import LowbitError
     from lowbit.hwsim.profiles import load_profile
-    from lowbit.models.bridge import to_workload
-    from lowbit.models.export.deploy import build_compressed
-    from lowbit.models.export.firmware import write_firmware_config
 
     try:
         profile = load_profile(cfg.hardware)
     except LowbitError:
-        profile = None
-    if profile is None or profile.content_hash() != cfg.hardware_hash:
+        return None
+    return profile if profile.content_hash() == cfg.hardware_hash else None
+
+
+def _edge_lines(deploy: dict) -> list[str]:
+    """One line per edge artifact: its runtime check, Vela's estimate vs lowbit's."""
+    lines = []
+    check = (deploy.get("tflite") or {}).get("check")
+    if check:
+        lines.append(
+            f"TFLite (LiteRT) on {check['split']}: accuracy {check['accuracy_tflite']:.2%} vs "
+            f"INT8 ONNX {check['accuracy_onnx_int8']:.2%}, argmax agreement "
+            f"{check['argmax_agreement']:.2%}, min code agreement {check['min_code_agreement']:.2%}"
+        )
+    vela = deploy.get("vela")
+    if vela:
+        sim = vela.get("lowbit") or {}
+        lines.append(
+            f"Vela {vela['accelerator']}: {vela['cycles']} cycles ({vela['latency_ms']:.4f} ms), "
+            f"SRAM {vela['sram_bytes']} B, flash {vela['flash_bytes']} B, CPU operators "
+            f"{vela['cpu_operators']}; lowbit simulated {sim.get('cycles')} cycles"
+        )
+    check = (deploy.get("qonnx") or {}).get("check")
+    if check:
+        lines.append(
+            f"QONNX (qonnx executor) on {check['samples']} test images: argmax agreement "
+            f"{check['argmax_agreement']:.2%} with the fake-quant model, max |logit diff| "
+            f"{check['max_abs_logit_diff']:.3g}"
+        )
+    return lines
+
+
+def _firmware(cfg, plan, build: dict, out_dir: Path, files: dict) -> str:
+    """Write firmware.json (models.firmware) when the run's profile is a built-in one whose
+    content is unchanged, pointing at the export's ``files``; the line saying what happened."""
+    from lowbit.models.bridge import to_workload
+    from lowbit.models.export.deploy import build_compressed
+    from lowbit.models.export.firmware import write_firmware_config
+
+    profile = _searched_profile(cfg)
+    if profile is None:
         return (
             f"firmware.json not written: the run's profile {cfg.hardware!r} is not a built-in "
             "profile as searched (use models.firmware.write_firmware_config)"
@@ -149,7 +209,7 @@ def _firmware(cfg, plan, build: dict, out_dir: Path) -> str:
     sim = hwsim.simulate(to_workload(base, plan, name=cfg.model), profile)
     path = write_firmware_config(
         out_dir / "firmware.json", compressed, plan=plan, profile=profile, sim_result=sim,
-        model_name=cfg.model,
+        model_name=cfg.model, artifacts={**files, "deploy": "deploy.json"},
     )  # fmt: skip
     return f"wrote {path.name} (firmware deployment config, {profile.family}: {profile.name})"
 

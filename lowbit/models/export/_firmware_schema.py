@@ -5,6 +5,7 @@ configs."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from lowbit.models.compression.plan import CompressionPlan, PlanError
@@ -25,6 +26,7 @@ FIRMWARE_KIND = "lowbit-firmware-config"
 INT8_QMIN, INT8_QMAX = -128, 127
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _RUNS_AS = ("int8", "float")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _OLD_VERSIONS = {
     1: "written by an older lowbit: its weight scales are before BatchNorm folding and it has "
     "no int32 bias, so it does not describe the deployed model; rebuild it with "
@@ -194,4 +196,12 @@ def validate_firmware_config(data: Any) -> list[str]:
             for k, row in enumerate(_check(problems, target, "layers", list, at) or []):
                 for key, kinds in _TARGET_LAYER_KEYS.items():
                     _check(problems, row, key, kinds, f"{at}layers[{k}].")
+    artifacts = _check(problems, data, "artifacts", dict, "") if "artifacts" in data else None
+    for kind, entry in (artifacts or {}).items():  # optional: the files exported with it
+        at = f"artifacts.{kind}."
+        _check(problems, entry, "path", str, at)
+        _check(problems, entry, "bytes", int, at)
+        digest = _check(problems, entry, "sha256", str, at)
+        if isinstance(digest, str) and not _SHA256.fullmatch(digest):
+            problems.append(f"{at}sha256: must be 64 hex digits, got {digest!r}")
     return problems

@@ -19,6 +19,10 @@ feature map in channels-last order, so the INT8 graph stays NHWC to the end. It 
     model.int8.onnx   the QDQ INT8 model ONNX Runtime runs on its integer kernels
     deploy.json       inputs, preprocessing, per-layer precision, kernels ORT chose, check
 
+With ``formats`` it also writes the edge formats of :mod:`lowbit.models.export.formats`
+(``model.int8.tflite`` and, for an Ethos-U target, Vela's ``vela/`` output; QONNX), each
+checked in its own runtime, and their sections in deploy.json.
+
 The plain float copy and its grids are built by :mod:`lowbit.models.export.plain`; the
 check of the INT8 model against the fake-quant model is
 :func:`lowbit.models.export._codecheck.check_export`.
@@ -36,6 +40,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +54,7 @@ from lowbit.models.export._codecheck import check_export
 from lowbit.models.export._onnx_layout import flatten_channels_last
 from lowbit.models.export._onnx_pad import pad_conv_channels
 from lowbit.models.export.calib_subset import calibration_inputs
+from lowbit.models.export.formats import build_artifacts, check_extras, parse_formats
 from lowbit.models.export.onnx_quant import ExportError, quantize_graph
 from lowbit.models.export.ort import INPUT_NAME, OUTPUT_NAME, kernel_census
 from lowbit.models.export.plain import act_grid, deploy_copy
@@ -152,6 +158,9 @@ def export_plan(
     config_id: str | None = None,
     check: bool = True,
     pad_channels: bool = True,
+    formats: Sequence[str] = ("onnx",),
+    tflite_io: str = "int8",
+    hardware: Any | None = None,
 ) -> ExportResult:
     """Build ``model`` compressed by ``plan`` and write its FP32/INT8 ONNX and deploy.json.
 
@@ -167,19 +176,36 @@ def export_plan(
         check: compare INT8 outputs with the fake-quant model on the test split.
         pad_channels: pad convolutions' channels to ONNX Runtime's direct INT8 kernel
             (:func:`lowbit.models.export._onnx_pad.pad_conv_channels`; recorded in deploy.json).
+        formats: export formats (:data:`lowbit.models.export.formats.FORMATS`; ONNX always).
+        tflite_io: ``int8`` or ``float`` input/output of the TFLite model.
+        hardware: the config's hardware profile (a ``HardwareProfile``): for an Ethos-U
+            target the TFLite model is also compiled with Vela and deploy.json compares
+            Vela's estimate with lowbit's simulation of ``plan`` on it.
     Raises:
         PlanError: the plan does not fit the model; ExportError: unsupported structure.
     """
     wtype = resolve_weight_type(weight_type)
-    _, compressed = build_compressed(
+    formats = parse_formats(formats)
+    vela = sim = None
+    if "tflite" in formats and hardware is not None:
+        from lowbit.models.export.vela import vela_target
+
+        vela = vela_target(hardware)
+    check_extras(formats, check=check, vela=vela is not None)  # before the model is built
+    base, compressed = build_compressed(
         model, plan, seed=seed, finetune_steps=finetune_steps, qat_seed=qat_seed,
         calib_samples=calib_samples, calib_seed=calib_seed,
     )  # fmt: skip
     source = {"config_id": config_id, "model": model, "seed": seed,
               "finetune_steps": finetune_steps, "plan": plan.to_dict()}  # fmt: skip
+    if vela is not None:
+        from lowbit import hwsim
+        from lowbit.models.bridge import to_workload
+
+        sim = hwsim.simulate(to_workload(base, plan, name=model), hardware)
     return export_compressed(
         compressed, out_dir=out_dir, weight_type=wtype, check=check, pad_channels=pad_channels,
-        source=source,
+        source=source, formats=formats, tflite_io=tflite_io, vela=vela, sim=sim,
     )  # fmt: skip
 
 
@@ -191,6 +217,10 @@ def export_compressed(
     check: bool = True,
     pad_channels: bool = True,
     source: dict[str, Any] | None = None,
+    formats: Sequence[str] = ("onnx",),
+    tflite_io: str = "int8",
+    vela: Any | None = None,
+    sim: Any | None = None,
 ) -> ExportResult:
     """Write an already compressed model's FP32/INT8 ONNX and deploy.json (what
     :func:`export_plan` does after building the model; see its arguments).
@@ -198,9 +228,13 @@ def export_compressed(
     ``compressed`` is a :func:`lowbit.models.compress` result of a model following the zoo
     protocol (``input_shape``, ``dataset``, ``num_classes``); ``source`` says in deploy.json
     where it came from (``config_id``, ``model``, ``seed``, ``finetune_steps``, ``plan``; null
-    when not given).
+    when not given). ``formats``, ``tflite_io``: as :func:`export_plan`; ``vela`` (a
+    :class:`lowbit.models.export.vela.VelaTarget`) compiles the TFLite model for Ethos-U and
+    ``sim`` is lowbit's simulation on that profile, shown beside Vela's estimate.
     """
     wtype = resolve_weight_type(weight_type)
+    formats = parse_formats(formats)
+    check_extras(formats, check=check, vela=vela is not None)
     source = source or {}
     deploy, quants, rows = deploy_copy(compressed)
     fp32 = to_onnx(deploy, input_shape=tuple(compressed.input_shape))
@@ -239,8 +273,16 @@ def export_compressed(
     }  # fmt: skip
     if check:  # on the graphs in memory: an export that fails its check writes nothing
         info["check"] = check_export(compressed, int8, fp32, qdq=qdq)
+    extra = build_artifacts(
+        formats, compressed=compressed, qdq=qdq, int8=int8, fp32=fp32, quants=quants,
+        check=check, tflite_io=tflite_io, vela=vela, sim=sim,
+    )  # fmt: skip
+    info["files"].update(extra.names)
+    info.update(extra.info)
     atomic_write_bytes(paths["fp32"], fp32.SerializeToString())
     atomic_write_bytes(paths["int8"], int8.SerializeToString())
+    for name, data in extra.files.items():
+        atomic_write_bytes(out / name, data)
     deploy_path = out / "deploy.json"  # last: its presence marks a complete export
     atomic_write_bytes(deploy_path, (json.dumps(info, indent=2) + "\n").encode())
     return ExportResult(out, paths["int8"], paths["fp32"], deploy_path, info)

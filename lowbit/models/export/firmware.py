@@ -22,6 +22,9 @@ docs/firmware-config.md, ``schema_version`` :data:`FIRMWARE_SCHEMA_VERSION`):
   tensors (``runs_as: "float"``) keep their trained grids and float bias.
 - ``targets``: per target family (``npu``, ``fpga``, ``cpu``) and profile, the expected
   latency and energy from the simulator, per layer and in total.
+- ``artifacts`` (optional): the export's files beside the config (``model.int8.onnx``,
+  ``model.int8.tflite``, Vela's compiled model, ...) with their SHA-256, so one directory is
+  everything a firmware team needs and a changed file is detected.
 
 :func:`add_target` adds another target's numbers to a config; :func:`write_firmware_config`
 writes atomically (temp file + ``os.replace``) after validating; :func:`load_firmware_config`
@@ -38,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -67,6 +71,7 @@ __all__ = [
     "FIRMWARE_SCHEMA_VERSION",
     "FirmwareConfigError",
     "add_target",
+    "artifact_entries",
     "firmware_config",
     "load_firmware_config",
     "validate_firmware_config",
@@ -294,9 +299,11 @@ def firmware_config(
     profile: HardwareProfile,
     sim_result: SimResult,
     model_name: str,
+    artifacts: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The firmware config of ``compressed_model`` (made by ``compress(base, plan)``) on
-    ``profile``; ``sim_result`` is ``hwsim.simulate(to_workload(base, plan), profile)``.
+    ``profile``; ``sim_result`` is ``hwsim.simulate(to_workload(base, plan), profile)``;
+    ``artifacts`` (:func:`artifact_entries`) lists the files exported with it.
 
     Raises:
         ValueError: ``sim_result`` was simulated on another profile.
@@ -309,7 +316,20 @@ def firmware_config(
         "layers": _layers(compressed_model, plan),
         "targets": {},
     }
+    if artifacts:
+        config["artifacts"] = artifacts
     return add_target(config, profile=profile, sim_result=sim_result)
+
+
+def artifact_entries(directory: str | Path, files: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """``{kind: {"path", "sha256", "bytes"}}`` of ``files`` (kind → path relative to
+    ``directory``, e.g. ``{"tflite": "model.int8.tflite"}``)."""
+    out = {}
+    for kind, rel in files.items():
+        data = (Path(directory) / rel).read_bytes()
+        out[kind] = {"path": str(rel), "sha256": hashlib.sha256(data).hexdigest(),
+                     "bytes": len(data)}  # fmt: skip
+    return out
 
 
 def add_target(
@@ -330,11 +350,15 @@ def write_firmware_config(
     profile: HardwareProfile,
     sim_result: SimResult,
     model_name: str,
+    artifacts: dict[str, str] | None = None,
 ) -> Path:
-    """Validate and atomically write :func:`firmware_config` (same arguments) to ``path``."""
+    """Validate and atomically write :func:`firmware_config` (same arguments) to ``path``;
+    ``artifacts`` maps kinds to files relative to ``path``'s directory (hashed here)."""
+    entries = artifact_entries(Path(path).parent, artifacts) if artifacts else None
     config = firmware_config(
-        compressed_model, plan=plan, profile=profile, sim_result=sim_result, model_name=model_name
-    )
+        compressed_model, plan=plan, profile=profile, sim_result=sim_result,
+        model_name=model_name, artifacts=entries,
+    )  # fmt: skip
     problems = validate_firmware_config(config)
     if problems:  # a bug, not a user error: the config was just built
         raise RuntimeError(f"built an invalid firmware config for {path}: {problems}")

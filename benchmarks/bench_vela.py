@@ -1,0 +1,197 @@
+"""lowbit's simulated Ethos-U55 cycles vs Arm Vela's estimate, over zoo models and configs.
+
+Each zoo CNN/MLP (trained, seed 0; the attention models have no TFLite export) is
+compressed by each plan (calibrated on 500 val images), exported as a fully-integer TFLite
+model (:mod:`lowbit.models.export.tflite`), compiled by Vela for ``ethos-u55-256`` on the
+system the ``npu-ethos-u55`` profile models (:mod:`lowbit.models.export.vela`), and
+simulated by lowbit on that profile (analytic engine). Vela's operators map to lowbit's
+layers by name (a sub-8-bit clamp and a low-rank factor count to their layer).
+
+Printed: per config the total cycles and their ratio (lowbit / Vela); per layer kind the
+median ratio and spread; Spearman rank correlation and the share within ±20 % for totals
+and for layers. ``--check`` also runs each TFLite model in LiteRT on the test split and
+reports its accuracy beside the INT8 ONNX model's.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_vela.py [--models a,b] [--check] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from lowbit import hwsim
+from lowbit.hwsim.profiles import load_profile
+from lowbit.models.bridge import to_workload
+from lowbit.models.compression.plan import CompressionPlan
+from lowbit.models.export._onnx_layout import flatten_channels_last
+from lowbit.models.export._onnx_pad import pad_conv_channels
+from lowbit.models.export.deploy import build_compressed, deploy_copy, to_onnx
+from lowbit.models.export.onnx_quant import quantize_graph
+from lowbit.models.export.tflite import build_tflite, check_tflite
+from lowbit.models.export.vela import run_vela, vela_estimate, vela_target
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE = "npu-ethos-u55"
+MODELS = ("digits-cnn", "digits-mlp", "mnist1d-cnn", "mnist1d-mlp", "fashion-resnet",
+          "fashion-mobilenet")  # fmt: skip
+PLANS = {
+    "W8A8": {"_default": {"w_bits": 8, "a_bits": 8}},
+    "W4A8": {"_default": {"w_bits": 4, "a_bits": 8}},
+    "W8A8 keep 0.5": {"_default": {"w_bits": 8, "a_bits": 8, "keep": 0.5}},
+    "W8A8 rank 0.5": {"_default": {"w_bits": 8, "a_bits": 8, "rank_fraction": 0.5}},
+}
+BAND = 0.2  # "within ±20 %"
+
+
+def _plan(layers: dict) -> CompressionPlan:
+    return CompressionPlan.from_dict({"version": 1, "pin_first_last": True, "layers": layers})
+
+
+def measure(model: str, plan_name: str, *, check: bool) -> dict:
+    """Vela's estimate and lowbit's simulation of ``model`` under plan ``plan_name``."""
+    plan = _plan(PLANS[plan_name])
+    profile = load_profile(PROFILE)
+    base, small = build_compressed(model, plan, calib_samples=500)
+    plain, quants, _ = deploy_copy(small)
+    qdq, _ = quantize_graph(to_onnx(plain, input_shape=tuple(small.input_shape)), quants)
+    tfl = build_tflite(compressed=small, qdq=qdq)
+    result = run_vela(tfl.content, target=vela_target(profile), name=model)
+    sim = hwsim.simulate(to_workload(base, plan, name=model), profile)
+    est = vela_estimate(result, files={}, sim=sim)
+    ops = {r.name: r.op for r in sim.layers}
+    layers = [
+        {"layer": name, "op": ops[name], "lowbit": est["lowbit"]["layers"][name], "vela": cycles}
+        for name, cycles in est["cycles_by_layer"].items()
+        if name in ops
+    ]
+    row = {
+        "model": model, "plan": plan_name, "lowbit_cycles": est["lowbit"]["cycles"],
+        "vela_cycles": est["cycles"], "vela_npu_cycles": est["cycles_npu"],
+        "vela_flash_cycles": est["cycles_off_chip_flash_access"],
+        "vela_sram_bytes": est["sram_bytes"], "vela_flash_bytes": est["flash_bytes"],
+        "vela_encoded_weight_bytes": est["weights_bytes_encoded"],
+        "cpu_operators": est["cpu_operators"], "tflite_operators": tfl.operators,
+        "unmatched_vela_layers": sorted(set(est["cycles_by_layer"]) - set(ops)),
+        "layers": layers,
+    }  # fmt: skip
+    row["ratio"] = row["lowbit_cycles"] / row["vela_cycles"]
+    if check:
+        int8 = flatten_channels_last(pad_conv_channels(qdq)[0])
+        c = check_tflite(compressed=small, model=tfl, int8=int8, qdq=qdq)
+        row.update({k: c[k] for k in ("accuracy_tflite", "accuracy_onnx_int8",
+                                      "accuracy_diff_pt", "argmax_agreement")})  # fmt: skip
+    return row
+
+
+def _within(ratios: list[float]) -> float:
+    return float(np.mean([abs(r - 1) <= BAND for r in ratios])) if ratios else float("nan")
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Spearman and share within ±20 % of totals and of layers; per layer kind the ratios."""
+    totals = [(r["lowbit_cycles"], r["vela_cycles"]) for r in rows]
+    layers = [layer for r in rows for layer in r["layers"]]
+    out = {
+        "configs": len(rows),
+        "total_spearman": float(spearmanr(*zip(*totals, strict=True))[0]),
+        "total_within_20pct": _within([a / b for a, b in totals]),
+        "total_median_ratio": float(np.median([a / b for a, b in totals])),
+        "layers": len(layers),
+        "layer_spearman": float(
+            spearmanr([x["lowbit"] for x in layers], [x["vela"] for x in layers])[0]
+        ),  # fmt: skip
+        "layer_within_20pct": _within([x["lowbit"] / x["vela"] for x in layers]),
+        "by_op": {},
+    }
+    for op in sorted({x["op"] for x in layers}):
+        ratios = [x["lowbit"] / x["vela"] for x in layers if x["op"] == op]
+        out["by_op"][op] = {
+            "layers": len(ratios), "median_ratio": float(np.median(ratios)),
+            "min_ratio": float(min(ratios)), "max_ratio": float(max(ratios)),
+            "within_20pct": _within(ratios),
+        }  # fmt: skip
+    return out
+
+
+def render(rows: list[dict], summary: dict) -> str:
+    check = "accuracy_tflite" in rows[0]
+    head = (f"{'model':<18} {'plan':<14} {'lowbit cyc':>10} {'Vela cyc':>9} {'ratio':>6} "
+            f"{'Vela NPU':>9} {'flash cyc':>9} {'flash B':>8} {'SRAM B':>7}")  # fmt: skip
+    if check:
+        head += f" {'acc TFLite':>10} {'acc ONNX':>9} {'argmax':>7}"
+    lines = [f"lowbit ({PROFILE}, analytic) vs Vela (ethos-u55-256, High_End_Embedded, "
+             "Shared_Sram), cycles per inference", head]  # fmt: skip
+    for r in rows:
+        line = (f"{r['model']:<18} {r['plan']:<14} {r['lowbit_cycles']:>10} {r['vela_cycles']:>9} "
+                f"{r['ratio']:>6.2f} {r['vela_npu_cycles']:>9} {r['vela_flash_cycles']:>9} "
+                f"{r['vela_flash_bytes']:>8} {r['vela_sram_bytes']:>7}")  # fmt: skip
+        if check:
+            line += (f" {r['accuracy_tflite']:>10.2%} {r['accuracy_onnx_int8']:>9.2%} "
+                     f"{r['argmax_agreement']:>7.2%}")  # fmt: skip
+        lines.append(line)
+    lines.append("")
+    lines.append(f"{'layer kind':<12} {'layers':>6} {'median':>7} {'min':>6} {'max':>6} "
+                 f"{'within 20%':>10}   (ratio lowbit / Vela)")  # fmt: skip
+    for op, s in summary["by_op"].items():
+        lines.append(f"{op:<12} {s['layers']:>6} {s['median_ratio']:>7.2f} {s['min_ratio']:>6.2f} "
+                     f"{s['max_ratio']:>6.2f} {s['within_20pct']:>10.0%}")  # fmt: skip
+    lines.append("")
+    lines.append(
+        f"totals ({summary['configs']} configs): Spearman {summary['total_spearman']:.3f}, "
+        f"median ratio {summary['total_median_ratio']:.2f}, within ±20 % "
+        f"{summary['total_within_20pct']:.0%}; layers ({summary['layers']}): Spearman "
+        f"{summary['layer_spearman']:.3f}, within ±20 % {summary['layer_within_20pct']:.0%}"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench-results" / "bench_vela.json",
+        help="JSON results file (default: bench-results/bench_vela.json)",
+    )  # fmt: skip
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo names")
+    parser.add_argument("--plans", default=",".join(PLANS), help="comma-separated plan names")
+    parser.add_argument("--check", action="store_true", help="also LiteRT accuracy on test")
+    args = parser.parse_args(argv)
+    plans = args.plans.split(",")
+    unknown = [p for p in plans if p not in PLANS]
+    if unknown:
+        parser.error(f"unknown plan {unknown[0]!r} (valid: {', '.join(PLANS)})")
+    torch.set_num_threads(1)
+    rows = [measure(m, p, check=args.check) for m in args.models.split(",") for p in plans]
+    summary = summarize(rows)
+    sys.stdout.write(render(rows, summary))
+    from importlib.metadata import version
+
+    payload = {
+        "benchmark": "bench_vela",
+        "python": platform.python_version(),
+        "vela": version("ethos-u-vela"),
+        "ai_edge_litert": version("ai-edge-litert"),
+        "profile": PROFILE,
+        "plans": {name: PLANS[name] for name in plans},
+        "summary": summary,
+        "results": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

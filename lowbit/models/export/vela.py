@@ -1,0 +1,178 @@
+"""Arm Vela on the exported TFLite model: the Ethos-U command stream and Vela's estimate.
+
+For an Ethos-U hardware profile (:func:`vela_target`) the export runs Vela (``ethos-u-vela``,
+the ``edge`` extra) on ``model.int8.tflite`` with the profile's accelerator configuration
+(``ethos-u55-<MACs>`` from its compute array) and the system it models (Vela's
+``Ethos_U55_High_End_Embedded``: 500 MHz, SRAM on AXI0, weights in off-chip flash on AXI1 =
+memory mode ``Shared_Sram``; see ``npu-ethos-u55.toml``). It keeps Vela's compiled model
+(the TFLite file firmware runs with the Ethos-U driver) and its per-operator performance
+report, and puts Vela's estimate (cycles, SRAM and flash use) beside lowbit's simulation of
+the same plan in deploy.json (:func:`vela_estimate`).
+
+Vela names each operator after its output tensor, which the TFLite export names after the
+lowbit layer, so per-layer rows map to the simulator's layers (:func:`layer_of`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lowbit.models.export._extras import require_extra
+from lowbit.models.export._qdq_grids import ExportError
+
+__all__ = ["VelaResult", "VelaTarget", "layer_of", "run_vela", "vela_estimate", "vela_target"]
+
+
+@dataclass(frozen=True, slots=True)
+class VelaTarget:
+    """Vela's accelerator, system and memory configuration (names in Vela's ``Arm/vela.ini``)."""
+
+    accelerator: str
+    system_config: str = "Ethos_U55_High_End_Embedded"
+    memory_mode: str = "Shared_Sram"
+    config_file: str = "Arm/vela.ini"
+
+
+@dataclass(frozen=True, slots=True)
+class VelaResult:
+    """Vela's output files (name → bytes), its network summary (the summary CSV's row, numbers
+    as floats) and per-operator rows (the per-layer CSV), plus the CPU/NPU operator counts."""
+
+    target: VelaTarget
+    version: str
+    files: dict[str, bytes]
+    summary: dict[str, Any]
+    layers: list[dict[str, Any]]
+    cpu_operators: int
+    npu_operators: int
+
+
+#: Vela's Ethos-U55 configurations by MACs per cycle
+_U55_MACS = (32, 64, 128, 256)
+
+
+def vela_target(profile: Any) -> VelaTarget | None:
+    """The Vela configuration of an Ethos-U55 hardware profile (MACs per cycle = rows × cols ×
+    cores of its compute array, e.g. 256 → ``ethos-u55-256``), None for other targets."""
+    if "ethos-u55" not in profile.name:
+        return None
+    c = profile.compute
+    macs = int(c.rows * c.cols * c.cores)
+    if macs not in _U55_MACS:
+        raise ExportError(
+            f"profile {profile.name}: {macs} MACs/cycle is not an Ethos-U55 configuration "
+            f"(valid: {', '.join(map(str, _U55_MACS))})"
+        )
+    return VelaTarget(f"ethos-u55-{macs}")
+
+
+def _number(value: str) -> Any:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def run_vela(content: bytes, *, target: VelaTarget, name: str = "model") -> VelaResult:
+    """Compile TFLite flatbuffer ``content`` with Vela for ``target`` (in a temporary
+    directory, Vela in a subprocess). Raises :class:`ExportError` when Vela fails."""
+    require_extra("ethosu.vela", package="ethos-u-vela", what="compiling for Ethos-U")
+    from importlib.metadata import version
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / f"{name}.tflite"
+        src.write_bytes(content)
+        out_dir = Path(tmp) / "out"
+        cmd = [
+            sys.executable, "-m", "ethosu.vela", str(src), "--output-dir", str(out_dir),
+            "--accelerator-config", target.accelerator, "--config", target.config_file,
+            "--system-config", target.system_config, "--memory-mode", target.memory_mode,
+            "--verbose-performance",  # also writes the per-layer CSV
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+            raise ExportError(f"Vela failed on the TFLite model ({target.accelerator}): {last}")
+        files = {p.name: p.read_bytes() for p in sorted(out_dir.iterdir())}
+    summary_name = f"{name}_summary_{target.system_config}.csv"
+    layers_name = f"{name}_per-layer.csv"
+    if summary_name not in files or layers_name not in files:
+        raise ExportError(f"Vela wrote no performance report (files: {', '.join(files)})")
+    summary = next(csv.DictReader(io.StringIO(files[summary_name].decode())))
+    rows = list(csv.DictReader(io.StringIO(files[layers_name].decode())))
+    counts = {
+        kind: int(m.group(1)) if (m := re.search(rf"{kind} operators = (\d+)", proc.stdout)) else 0
+        for kind in ("CPU", "NPU")
+    }
+    return VelaResult(
+        target, version("ethos-u-vela"), files, {k: _number(v) for k, v in summary.items()},
+        [{k.strip(): _number(v) for k, v in row.items()} for row in rows],
+        counts["CPU"], counts["NPU"],
+    )  # fmt: skip
+
+
+def layer_of(vela_name: str) -> str:
+    """The lowbit layer of a Vela operator name (its output tensor): a clamp of a sub-8-bit
+    grid (``conv1.clip_max``), a low-rank factor (``fc1.first``) and the first half of a
+    MEAN Vela splits (``pool_intermediate``) count to their layer."""
+    name = re.sub(r"_intermediate$", "", vela_name.strip())  # Vela splits a MEAN in two
+    name = re.sub(r"\.clip_(min|max)$", "", name)
+    return re.sub(r"\.(first|second)$", "", name)
+
+
+def vela_estimate(result: VelaResult, *, files: dict[str, str], sim: Any | None) -> dict[str, Any]:
+    """deploy.json's ``vela`` entry: Vela's estimate (total and per operator), the files
+    kept (name in the export directory), and beside it lowbit's simulation ``sim`` of the
+    same plan on the profile (a :class:`lowbit.hwsim.SimResult`, or None)."""
+    s = result.summary
+    per_layer: dict[str, int] = {}
+    for row in result.layers:
+        key = layer_of(str(row.get("Name", "")))
+        per_layer[key] = per_layer.get(key, 0) + int(row.get("Op Cycles", 0))
+    out: dict[str, Any] = {
+        "version": result.version,
+        "accelerator": result.target.accelerator,
+        "system_config": result.target.system_config,
+        "memory_mode": result.target.memory_mode,
+        "files": files,
+        "cycles": int(s["cycles_total"]),
+        "cycles_npu": int(s["cycles_npu"]),
+        "cycles_sram_access": int(s["cycles_sram_access"]),
+        "cycles_off_chip_flash_access": int(s["cycles_off_chip_flash_access"]),
+        "latency_ms": float(s["inference_time"]) * 1e3,
+        "clock_hz": float(s["core_clock"]),
+        "sram_bytes": int(round(float(s["sram_memory_used"]) * 1024)),
+        "flash_bytes": int(round(float(s["off_chip_flash_memory_used"]) * 1024)),
+        "weights_bytes_encoded": int(s["total_npu_encoded_weights"]),
+        "cpu_operators": result.cpu_operators,
+        "npu_operators": result.npu_operators,
+        "layers": [
+            {
+                "name": str(r.get("Name", "")).strip(),
+                "op": str(r.get("NNG Operator", "")),
+                "target": str(r.get("Target", "")),
+                "cycles": int(r.get("Op Cycles", 0)),
+                "macs": int(r.get("MAC Count", 0)),
+                "layer": layer_of(str(r.get("Name", ""))),
+            }
+            for r in result.layers
+        ],  # fmt: skip
+        "cycles_by_layer": per_layer,
+    }
+    if sim is not None:
+        out["lowbit"] = {
+            "profile": sim.hardware,
+            "cycles": int(sim.total_cycles),
+            "latency_ms": sim.latency_s * 1e3,
+            "layers": {r.name: int(r.total_cycles) for r in sim.layers},
+        }
+        out["cycle_ratio_lowbit_over_vela"] = int(sim.total_cycles) / max(out["cycles"], 1)
+    return out
