@@ -415,3 +415,20 @@ def test_a_warm_cache_serves_small_models_weights_from_the_cache(engine):
     assert warm_profile(warm, [huge]) is warm
     assert (hwsim.simulate_layer(huge, warm, engine=engine).total_cycles
             == hwsim.simulate_layer(huge, cold, engine=engine).total_cycles)  # fmt: skip
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_a_grouped_conv_runs_the_generic_path_once_per_group(engine):
+    """An integer grouped (not depthwise) conv pays the per-pixel gather and the generic
+    path's extra in every group: ONNX Runtime runs one im2col GEMM per group."""
+    from math import ceil
+
+    cpu = load_profile("cpu-x86-avx2")
+    bare = _with(cpu, conv_cycles_per_pixel=0.0, unaligned_conv_cycles_per_pixel=0.0,
+                 conv_cycles_per_image=0.0)  # fmt: skip
+    costly = _with(bare, conv_cycles_per_pixel=15.0, unaligned_conv_cycles_per_pixel=40.0)
+    grouped = Conv2d(name="g", in_h=28, in_w=28, in_c=128, out_c=128, k_h=3, k_w=3,
+                     out_h=28, out_w=28, groups=4)  # fmt: skip
+    extra = (hwsim.simulate_layer(grouped, costly, engine=engine).compute_cycles
+             - hwsim.simulate_layer(grouped, bare, engine=engine).compute_cycles)  # fmt: skip
+    assert extra == 4 * ceil((15.0 + 40.0) * 28 * 28 - 1e-9)

@@ -61,7 +61,7 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
     k_eff = max(1, ceil(g.K * compute_frac - 1e-9))
     o = prof.overheads
     int_conv = _integer_conv(layer, mode)
-    padded = int_conv and o.pad_conv_channels and not layer.as_deployed
+    padded = int_conv and layer.groups == 1 and o.pad_conv_channels and not layer.as_deployed
     n_run, k_run = g.N, k_eff
     if padded:
         n_run, k_padded = _padded_channels(t, layer, g, first)
@@ -93,7 +93,8 @@ def _gemm_cycles(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool,
         # the im2col gather: a GEMM over k x k windows (a 1 x 1 conv reads its rows in place)
         windowed = first and layer.k_h * layer.k_w > 1
         per_pixel = o.conv_cycles_per_pixel if windowed else 0.0
-        if not padded and _unaligned_conv(t, layer, g, first):
+        if not padded and (layer.groups > 1 or _unaligned_conv(t, layer, g, first)):
+            # a grouped conv runs the generic path once per group (each instance)
             per_pixel += o.unaligned_conv_cycles_per_pixel
         per_image = o.conv_cycles_per_image if windowed else 0.0
         cycles += ceil(per_pixel * g.M + per_image * layer.batch - 1e-9)
@@ -118,8 +119,9 @@ def _depthwise(layer: Layer) -> bool:
 
 
 def _integer_conv(layer: Layer, mode: Precision) -> bool:
-    """An integer, ungrouped convolution (what a CPU's direct INT8 conv kernel runs)?"""
-    return mode.w_bits < FLOAT_BITS and isinstance(layer, Conv2d) and layer.groups == 1
+    """An integer convolution a CPU runs as GEMMs (ungrouped: its direct INT8 kernel;
+    grouped, not depthwise: one generic-path GEMM per group)?"""
+    return mode.w_bits < FLOAT_BITS and isinstance(layer, Conv2d) and not _depthwise(layer)
 
 
 def _conv_costs(o) -> bool:
@@ -156,7 +158,7 @@ def _padded_stem(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> bool:
     if not (o.pad_conv_channels and gemms and isinstance(layer, Conv2d)) or layer.as_deployed:
         return False
     mode = t.mode(gemms[0].w_bits, gemms[0].a_bits)
-    return _integer_conv(layer, mode) and layer.in_c < o.conv_channel_multiple
+    return _integer_conv(layer, mode) and layer.groups == 1 and layer.in_c < o.conv_channel_multiple
 
 
 def _unaligned_conv(t: Target, layer: Layer, g: Gemm, first: bool) -> bool:

@@ -293,7 +293,8 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     }
     if not quick:
         for level, size in caches.items():
-            bandwidth[level] = copy_bandwidth(size // 2, repeats=20)
+            # source and destination together fill half the level (not the whole of it)
+            bandwidth[level] = copy_bandwidth(size // 4, repeats=20)
     rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
     sweep = conv_sweep(QUICK_CONV_SWEEP if quick else CONV_SWEEP, repeats=2 * repeats)
     op_s = glue_op_s(repeats=repeats)

@@ -1,0 +1,179 @@
+"""How well the host-CPU profile predicts networks and layers it never saw, on this CPU.
+
+Three tables (every one names the CPU and its integer ISA):
+
+1. **Repeatability** (``--calibrations 2``): the host calibration run twice in a row; each
+   fitted constant of the two profiles side by side (the goal: within 5 % on a quiet machine).
+2. **Held-out check** (:mod:`lowbit.models.hostcal.check`): six architectures (ResNet-18,
+   MobileNetV2, ShuffleNetV2, an Inception-style net, VGG, a transformer encoder) and 20
+   single layers, INT8 by ONNX Runtime's own ``quantize_static``, against FP32, batch 1.
+3. **The zoo through lowbit's export and through ORT's quantizer**: ``fashion-resnet``,
+   ``fashion-mobilenet`` and ``digits-cnn`` (seeded random weights: latency does not depend
+   on what they learned), compressed W8A8 and W4A8 and exported by
+   :func:`lowbit.models.export.deploy.export_compressed`; each INT8 file is simulated by
+   importing it (``lowbit simulate --workload model.int8.onnx``) and, for lowbit's export, also
+   from the search's own workload (:func:`lowbit.models.bridge.to_workload`, what
+   ``lowbit validate`` compares). The exported FP32 model is also quantized by ONNX Runtime's
+   ``quantize_static`` and checked the same way.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_host_model.py [--calibrations 2] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import onnxruntime
+import torch
+
+from lowbit import hwsim
+from lowbit.hwsim.onnx_workload import import_onnx
+from lowbit.hwsim.profiles import load_profile
+from lowbit.models.bridge import to_workload
+from lowbit.models.compression.compress import compress
+from lowbit.models.compression.plan import CompressionPlan
+from lowbit.models.export.deploy import export_compressed
+from lowbit.models.hostcal.calibration import calibrate, cpu_info, default_profile_path, write
+from lowbit.models.hostcal.check import CheckRow, check, summarize, table
+from lowbit.models.hostcal.check import _measure_s as measure_s
+from lowbit.models.hostcal.graphs import quantize_int8
+
+ROOT = Path(__file__).resolve().parent.parent
+ZOO = ("fashion-resnet", "fashion-mobilenet", "digits-cnn")
+PLANS = ("W8A8", "W4A8")
+#: fitted constants compared between two calibrations
+CONSTANTS = (
+    ("INT8 MACs/lane/cycle", lambda p: p.compute.resolve(8, 8).macs_per_pe_per_cycle),
+    ("FP32 MACs/lane/cycle", lambda p: p.compute.resolve(32, 32).macs_per_pe_per_cycle),
+    *(
+        (key, lambda p, key=key: getattr(p.overheads, key))
+        for key in ("layer_cycles", "gemm_cycles", "run_cycles", "conv_cycles_per_pixel",
+                    "unaligned_conv_cycles_per_pixel", "requant_cycles_per_output",
+                    "depthwise_cycles_per_mac", "depthwise_cycles_per_pixel")
+    ),
+    ("transpose cycles/element", lambda p: p.overheads.elementwise_cost("transpose")),
+    ("quantize cycles/element", lambda p: p.overheads.elementwise_cost("quantize")),
+    ("INT8 softmax cycles/el", lambda p: p.overheads.elementwise_cost("softmax", integer=True)),
+)  # fmt: skip
+
+
+def repeatability(runs: int, tmp: Path) -> tuple[list[dict], Path]:
+    """Calibrate ``runs`` times; rows of each constant's values and spread (max/min - 1)."""
+    profiles = []
+    for i in range(runs):
+        path = write(calibrate(), tmp / f"host-{i}.toml")
+        profiles.append(load_profile(path))
+    rows = []
+    for key, get in CONSTANTS:
+        values = [float(get(p)) for p in profiles]
+        low, high = min(values), max(values)
+        spread = (high / low - 1) * 100 if low > 0 else float("nan")
+        rows.append({"constant": key, "values": values, "spread_pct": spread})
+    return rows, path
+
+
+def _random_model(name: str):
+    from lowbit.models.zoo import build
+
+    model = build(name, seed=0)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(10):
+            model(torch.rand(64, *model.input_shape, generator=g))
+    return model.eval(), torch.rand(256, *model.input_shape, generator=g)
+
+
+def zoo_rows(profile, tmp: Path) -> list[tuple[CheckRow, float]]:
+    """(check row, bridge-simulated INT8 seconds or NaN) per zoo model, plan and quantizer."""
+    out = []
+    for name in ZOO:
+        model, calib = _random_model(name)
+        for plan in PLANS:
+            small = compress(model, CompressionPlan.from_bits_string(plan), calib=calib)
+            result = export_compressed(small, out_dir=tmp / f"{name}-{plan}", check=False)
+            fp32 = _sim_s(result.fp32_path, profile, fp32=True)
+            fp32_ms = measure_s(result.fp32_path, repeats=100)
+            bridge = hwsim.simulate(to_workload(model, CompressionPlan.from_bits_string(plan)),
+                                    profile).latency_s  # fmt: skip
+            ort = quantize_int8(result.fp32_path, tmp / f"{name}-{plan}" / "ort.int8.onnx")
+            cases = ((f"{name} {plan} lowbit", result.int8_path, bridge),
+                     (f"{name} ORT-quantized", ort, float("nan")))  # fmt: skip
+            for label, path, via_bridge in cases:
+                if plan != PLANS[0] and "ORT" in label:
+                    continue  # the ORT quantizer sees the same FP32 model for every plan
+                sim, macs = _sim_s(path, profile, fp32=False)
+                row = CheckRow(name=label, kind="zoo", macs=macs,
+                               int8_measured_s=measure_s(path, repeats=100), int8_simulated_s=sim,
+                               fp32_measured_s=fp32_ms, fp32_simulated_s=fp32[0])  # fmt: skip
+                out.append((row, via_bridge))
+    return out
+
+
+def _sim_s(path: Path, profile, *, fp32: bool) -> tuple[float, int]:
+    from lowbit.hwsim.workload import Compression
+
+    workload = import_onnx(path).workload
+    if fp32:
+        wide = Compression(w_bits=32, a_bits=32)
+        workload = workload.with_compression({layer.name: wide for layer in workload.layers})
+    return hwsim.simulate(workload, profile).latency_s, int(workload.macs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calibrations", type=int, default=2,
+                        help="calibrations in a row for the repeatability table (0: use the "
+                        "cached host profile)")  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench-results" / "bench_host_model.json"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    cpu = cpu_info()
+    label = cpu["label"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        repeat, path = repeatability(args.calibrations, tmp) if args.calibrations > 0 else (
+            [], default_profile_path())  # fmt: skip
+        profile = load_profile(path)
+        if repeat:
+            print(f"repeatability of {args.calibrations} calibrations on {label}:")
+            for r in repeat:
+                values = " ".join(f"{v:10.4g}" for v in r["values"])
+                print(f"  {r['constant']:46} {values}  spread {r['spread_pct']:5.1f}%")
+        rows = check(profile)
+        zoo = zoo_rows(profile, tmp)
+    print(table(rows + [r for r, _ in zoo], cpu_label=label))
+    print("lowbit export vs the search's own workload (bridge) on the same profile:")
+    for row, bridge in zoo:
+        if bridge == bridge:  # not NaN
+            print(
+                f"  {row.name:34} measured {row.int8_measured_s * 1e3:7.3f} ms  imported "
+                f"{row.int8_ratio:5.2f}x  bridge {bridge / row.int8_measured_s:5.2f}x"
+            )
+    payload = {
+        "benchmark": "bench_host_model", "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "cpu": {k: cpu[k] for k in ("model", "isa", "label")},
+        "threads": 1, "repeatability": repeat,
+        "check": [r.as_dict() for r in rows], "zoo": [{**r.as_dict(), "bridge_simulated_s": b}
+                                                       for r, b in zoo],
+        "summary": summarize(rows + [replace(r, kind="network") for r, _ in zoo]),
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
