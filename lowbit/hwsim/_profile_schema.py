@@ -190,6 +190,9 @@ SCHEMA = Table(
                 ),
                 "pad_conv_channels": Key("bool", required=False, default=False),
                 "warm_cache": Key("bool", required=False, default=False),
+                "depthwise_channel_multiple": Key(
+                    "int", required=False, default=1, low=1, high=1024
+                ),
                 "pool_channel_block": Key("int", required=False, default=0, low=0, high=4096),
                 "conv_cycles_per_image": Key(
                     "number", required=False, default=0.0, low=0, high=10**9, unit="cycles"

@@ -298,6 +298,7 @@ def _build(d: dict, *, source: str) -> HardwareProfile:
             pool_channel_block=d["overheads"]["pool_channel_block"],
             pad_conv_channels=d["overheads"]["pad_conv_channels"],
             warm_cache=d["overheads"]["warm_cache"],
+            depthwise_channel_multiple=d["overheads"]["depthwise_channel_multiple"],
             **{key: float(d["overheads"][key]) for key in DEPTHWISE_KEYS},
             elementwise_cycles_per_element=tuple(
                 (kind, float(v))

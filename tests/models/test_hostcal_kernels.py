@@ -34,6 +34,27 @@ def test_fit_recovers_the_constants_it_was_generated_from():
         assert row["simulated_s"] == pytest.approx(row["layer_s"], rel=1e-3)
 
 
+def test_fit_gives_unaligned_channel_counts_their_own_rate():
+    aligned = [r for r in _synthetic(0.09, 21.0, 2600, "int8") if r["channels"] % 16 == 0]
+    odd = []
+    for channels, spatial in ((24, 28), (58, 28), (116, 14)):
+        macs, pixels = channels * spatial * spatial * 9, spatial * spatial
+        cycles = 2600 + 0.3 * macs + 21.0 * pixels
+        odd.append({"channels": channels, "spatial": spatial, "precision": "int8", "macs": macs,
+                    "pixels": pixels, "layer_s": cycles / CLOCK})  # fmt: skip
+    fit = fit_depthwise(aligned + odd, fixed_cycles={"int8": 2600}, clock_hz=CLOCK,
+                        channel_multiple=16)  # fmt: skip
+    assert fit["depthwise_cycles_per_mac"] == pytest.approx(0.09, rel=1e-3)
+    assert fit["depthwise_unaligned_cycles_per_mac"] == pytest.approx(0.3, rel=1e-3)
+    from lowbit.hwsim.profile import Overheads
+
+    o = Overheads(depthwise_cycles_per_mac=0.09, depthwise_cycles_per_pixel=21.0,
+                  depthwise_unaligned_cycles_per_mac=0.3,
+                  depthwise_channel_multiple=16)  # fmt: skip
+    assert o.depthwise_cost(integer=True, channels=58) == (0.3, 21.0)
+    assert o.depthwise_cost(integer=True, channels=64) == (0.09, 21.0)
+
+
 def test_fit_never_goes_negative():
     # measurements below the fixed cost: the fit clamps at zero instead of running away
     rows = _synthetic(0.0, 0.0, 100, "int8")

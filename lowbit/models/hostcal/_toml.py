@@ -109,6 +109,8 @@ def profile_toml(calibration: _Calibrated) -> str:
               f"{fit.get('int8_depthwise_mean_abs_pct_error', 0.0):.1f}%, FP32 "
               f"{fit.get('fp32_depthwise_mean_abs_pct_error', 0.0):.1f}%): their own kernel",
               *(f"{k} = {o.get(k, 0.0)!r}" for k in DEPTHWISE_KEYS),
+              f"depthwise_channel_multiple = {o.get('depthwise_channel_multiple', 1)}  # the "
+              "INT8 depthwise kernel's channel block: int32 lanes",
               "", "# measured: cycles per element of memory-bound operators (FP32 chains; "
               "maxpool: uint8 NHWC between INT8 convs)",
               "[overheads.elementwise_cycles_per_element]",

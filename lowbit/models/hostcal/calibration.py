@@ -327,8 +327,9 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     o = data["overheads"]
     depthwise = depthwise_sweep(QUICK_DEPTHWISE_SWEEP if quick else DEPTHWISE_SWEEP,
                                 repeats=max(repeats // 3, 5))  # fmt: skip
+    o["depthwise_channel_multiple"] = info["simd_lanes_32bit"]
     depthwise_fit = fit_depthwise(
-        depthwise, clock_hz=data["clock_hz"],
+        depthwise, clock_hz=data["clock_hz"], channel_multiple=o["depthwise_channel_multiple"],
         fixed_cycles={"int8": o["layer_cycles"] + o["gemm_cycles"], "fp32": o["layer_cycles"]},
     )  # fmt: skip
     o.update({key: depthwise_fit[key] for key in DEPTHWISE_KEYS})

@@ -42,9 +42,9 @@ __all__ = [
 #: counts and map sizes (stride 1: a chain keeps its shape)
 DEPTHWISE_SWEEP = (
     (16, 56), (24, 28), (32, 112), (32, 28), (48, 56), (64, 56), (128, 28), (192, 28),
-    (256, 14), (576, 14), (960, 7),
+    (256, 14), (576, 14), (960, 7), (40, 28), (72, 14), (120, 14), (200, 7),
 )  # fmt: skip
-QUICK_DEPTHWISE_SWEEP = ((32, 28), (128, 14))
+QUICK_DEPTHWISE_SWEEP = ((32, 28), (128, 14), (24, 14))
 
 
 def _chain(channels: int, spatial: int, depth: int, *, int8: bool, tmp: Path):
@@ -89,34 +89,53 @@ def depthwise_sweep(shapes=DEPTHWISE_SWEEP, *, repeats: int) -> list[dict[str, A
     return rows
 
 
-def fit_depthwise(rows, *, fixed_cycles: dict[str, float], clock_hz: float) -> dict[str, Any]:
+def fit_depthwise(rows, *, fixed_cycles: dict[str, float], clock_hz: float,
+                  channel_multiple: int = 1) -> dict[str, Any]:  # fmt: skip
     """Cycles per MAC and per output pixel of each precision's depthwise kernel.
 
     ``fixed_cycles``: what the profile already charges each such layer per precision (its
     dispatch, and an integer GEMM's fixed cost), taken off the measured layer time first.
     Non-negative least squares of the relative error; each row gains ``simulated_s``.
+    INT8 rows whose channels are not a multiple of ``channel_multiple`` (the kernel's SIMD
+    block) give ``depthwise_unaligned_cycles_per_mac``, the aligned ones the rest.
     Returns the profile keys (:data:`lowbit.hwsim.profile.DEPTHWISE_KEYS`) and the mean
     absolute error per precision."""
     from scipy.optimize import nnls
 
     out: dict[str, Any] = {}
+
+    def solve(sel, fixed: float, per_pixel: float | None):
+        """(per MAC, per pixel, simulated cycles); ``per_pixel`` given: fit per MAC only."""
+        measured = np.array([r["layer_s"] * clock_hz for r in sel])
+        weight = 1.0 / measured
+        cols = [[r["macs"]] for r in sel] if per_pixel is not None else [
+            [r["macs"], r["pixels"]] for r in sel]  # fmt: skip
+        target = measured - fixed - (per_pixel or 0.0) * np.array([r["pixels"] for r in sel])
+        solved, _ = nnls(np.array(cols, float) * weight[:, None], target * weight)
+        pp = per_pixel if per_pixel is not None else float(solved[1])
+        simulated = np.array([float(solved[0]) * r["macs"] + pp * r["pixels"] + fixed
+                              for r in sel])  # fmt: skip
+        for row, cycles in zip(sel, simulated, strict=True):
+            row["simulated_s"] = float(cycles / clock_hz)
+        return float(solved[0]), pp, simulated / measured - 1
+
     for precision, prefix in (("int8", ""), ("fp32", "fp32_")):
         sel = [r for r in rows if r["precision"] == precision]
         if not sel:
             continue
-        fixed = fixed_cycles[precision]
-        measured = np.array([r["layer_s"] * clock_hz for r in sel])
-        features = np.array([[r["macs"], r["pixels"]] for r in sel], dtype=float)
-        weight = 1.0 / measured
-        (per_mac, per_pixel), _ = nnls(features * weight[:, None], (measured - fixed) * weight)
-        simulated = features @ np.array([per_mac, per_pixel]) + fixed
-        for row, cycles in zip(sel, simulated, strict=True):
-            row["simulated_s"] = float(cycles / clock_hz)
+        split = precision == "int8" and channel_multiple > 1
+        odd = [r for r in sel if split and r["channels"] % channel_multiple]
+        even = [r for r in sel if r not in odd] or odd
+        per_mac, per_pixel, errors = solve(even, fixed_cycles[precision], None)
+        if odd and even is not odd:
+            unaligned, _, odd_errors = solve(odd, fixed_cycles[precision], per_pixel)
+            out["depthwise_unaligned_cycles_per_mac"] = float(f"{unaligned:.4g}")
+            errors = np.concatenate([errors, odd_errors])
+        elif precision == "int8":
+            out["depthwise_unaligned_cycles_per_mac"] = 0.0
         out[f"{prefix}depthwise_cycles_per_mac"] = float(f"{per_mac:.4g}")
         out[f"{prefix}depthwise_cycles_per_pixel"] = float(f"{per_pixel:.4g}")
-        out[f"{precision}_depthwise_mean_abs_pct_error"] = float(
-            np.mean(np.abs(simulated / measured - 1)) * 100
-        )
+        out[f"{precision}_depthwise_mean_abs_pct_error"] = float(np.mean(np.abs(errors)) * 100)
     return out
 
 
