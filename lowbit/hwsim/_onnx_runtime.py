@@ -7,9 +7,8 @@ graph as written, so it executes data movement the graph does not show:
 * the float input is quantized and the float output dequantized by operators of their own,
   and around convolutions each of those 4-D tensors is also transposed between NCHW and
   channels-last;
-* a Reshape of a 4-D activation with a spatial extent (a channel shuffle, a head split)
-  needs NCHW: its input is transposed back and its output forward again (two copies) -- in
-  an FP32 graph the same happens between the blocked NCHWc layout of its convs and NCHW;
+* a Reshape or Flatten of a 4-D activation needs NCHW: its input is transposed back, and a
+  4-D or 5-D output (a channel shuffle) forward again;
 * a DequantizeLinear feeding an operator with no integer kernel (LayerNorm, Erf, Div...)
   runs on its own, and so does the QuantizeLinear after it.
 
@@ -74,10 +73,11 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
             elif op == "QuantizeLinear" and (src := g.producer.get(node.input[0])) is not None \
                     and src.op_type not in QDQ_FUSABLE:  # fmt: skip
                 add(index, node.input[0], "quantize", bits, "quantize")
-        elif op == "Reshape" and convs:
+        elif op in ("Reshape", "Flatten") and convs and importer.quantized:
             shape = g.shapes.get(node.input[0]) or ()
-            if len(shape) == 4 and shape[2] * shape[3] > 1 and node.input[0] not in g.static:
+            if len(shape) == 4 and node.input[0] not in g.static:
                 bits = importer.bits(node.input[0])
                 add(index - 0.5, node.input[0], "transpose", bits, "layout")
-                add(index + 0.5, node.output[0], "transpose", bits, "layout")
+                if len(g.shapes.get(node.output[0]) or ()) > 3:  # back to channels-last
+                    add(index + 0.5, node.output[0], "transpose", bits, "layout")
     return out

@@ -326,8 +326,9 @@ def test_runtime_operators_of_an_ort_quantized_cnn(tmp_path):
     kinds = [getattr(layer, "kind", "") for layer in layers]
     assert kinds[:2] == ["quantize", "transpose"]  # the input, then its layout change
     # 16 channel shuffles (4-D -> Reshape -> Transpose -> Reshape -> 4-D): ONNX Runtime
-    # takes the channels-last tensor back to NCHW, shuffles, and goes channels-last again
-    assert kinds.count("transpose") == 1 + 3 * 16
+    # takes the channels-last tensor back to NCHW, shuffles, and goes channels-last again;
+    # and the head's Flatten reads NCHW
+    assert kinds.count("transpose") == 1 + 3 * 16 + 1
     assert kinds.count("concat") == 16 and kinds.count("split") == 3 + 7 + 3
     convs = [layer for layer in layers if layer.op == "conv2d"]
     assert all(c.as_deployed for c in convs) and {58, 116} <= {c.out_c for c in convs}
@@ -342,3 +343,35 @@ def test_runtime_operators_of_an_ort_quantized_cnn(tmp_path):
             == hwsim.simulate_layer(conv, plain).total_cycles)  # fmt: skip
     assert (hwsim.simulate_layer(replace(conv, as_deployed=False), pads).total_cycles
             != hwsim.simulate_layer(conv, pads).total_cycles)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "build",
+    ["resnet18", "mobilenet_v2", "inception", "transformer"],
+)
+def test_runtime_operators_match_onnx_runtimes_optimized_graph(build, tmp_path):
+    """The data movement and integer element-wise kernels hwsim charges for an ORT-quantized
+    graph are the ones ONNX Runtime's optimized graph runs (counted by operator type)."""
+    from collections import Counter
+
+    from lowbit.models.export.ort import kernel_census
+    from lowbit.models.hostcal import heldout
+    from lowbit.models.hostcal.graphs import quantize_int8
+
+    model = {"resnet18": lambda: heldout.resnet18(64),
+             "mobilenet_v2": lambda: heldout.mobilenet_v2(64),
+             "inception": lambda: heldout.inception(32),
+             "transformer": lambda: heldout.transformer(16, 32)}[build]()  # fmt: skip
+    onnx.save(model, tmp_path / "fp32.onnx")
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+    census = kernel_census(onnx.load(tmp_path / "int8.onnx"))
+    kinds = Counter(getattr(layer, "kind", "") for layer in
+                    load_onnx_workload(tmp_path / "int8.onnx").layers)  # fmt: skip
+    assert kinds["transpose"] == census.get("Transpose", 0)
+    assert kinds["concat"] == census.get("QLinearConcat", 0) + census.get("Concat", 0)
+    assert kinds["softmax"] == census.get("QLinearSoftmax", 0)
+    # transformer: each residual add joins the bias add before it in one pass (2 per
+    # layer), and GELU's "+ 1" is a QLinearAdd inside its float chain (1 per layer)
+    joined = 2 * 3 if build == "transformer" else 0
+    assert kinds["add"] + joined == census.get("QLinearAdd", 0)
+    assert kinds["quantize"] == census.get("QuantizeLinear", 0)
