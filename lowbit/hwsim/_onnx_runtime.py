@@ -21,10 +21,10 @@ import math
 from typing import Any
 
 from lowbit.hwsim._onnx_graph import dtype_bits
-from lowbit.hwsim._onnx_ops import _CONVS
+from lowbit.hwsim._onnx_ops import _CONVS, _QUANT_OPS
 from lowbit.hwsim.workload import Compression, Elementwise, Layer
 
-__all__ = ["QDQ_FUSABLE", "runtime_layers"]
+__all__ = ["QDQ_FUSABLE", "folded_transpose", "runtime_layers"]
 
 #: operators ONNX Runtime fuses with the DequantizeLinear before them and the
 #: QuantizeLinear after them into an integer kernel (QLinear*, or run on the codes)
@@ -81,3 +81,29 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
                 if len(g.shapes.get(node.output[0]) or ()) > 3:  # back to channels-last
                     add(index + 0.5, node.output[0], "transpose", bits, "layout")
     return out
+
+
+def folded_transpose(g: Any, node: Any) -> bool:
+    """A Transpose of the last two axes read only as a MatMul's second operand (through
+    Q/DQ): runtimes fold it into the product (ONNX Runtime's transB), no copy."""
+    if node.op_type != "Transpose":
+        return False
+    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
+    n = len(perm)
+    if n < 2 or perm != [*range(n - 2), n - 1, n - 2]:
+        return False
+    #: the input index of each product's second operand
+    second = {"MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3}
+    todo, readers = [node.output[0]], []
+    while todo:
+        tensor = todo.pop()
+        for reader in g.consumers.get(tensor, ()):
+            if reader.op_type in _QUANT_OPS:
+                todo.append(reader.output[0])
+            else:
+                readers.append((reader, tensor))
+    return bool(readers) and all(
+        r.op_type in second and len(r.input) > second[r.op_type]
+        and r.input[second[r.op_type]] == t
+        for r, t in readers
+    )  # fmt: skip

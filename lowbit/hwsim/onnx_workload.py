@@ -67,7 +67,7 @@ from lowbit.hwsim._onnx_ops import (
     _UNARY,
     _kind,
 )
-from lowbit.hwsim._onnx_runtime import runtime_layers
+from lowbit.hwsim._onnx_runtime import folded_transpose, runtime_layers
 from lowbit.hwsim.errors import WorkloadError
 from lowbit.hwsim.workload import (
     FLOAT_BITS,
@@ -132,7 +132,7 @@ class _Importer:
             acts = graph.activation_inputs(node)
             if not acts and node.output and all(o in graph.static for o in node.output):
                 self.skip.add(index)  # computed from constants / shapes only
-            elif node.op_type in _FREE or self._code_clip(node) or self._folded(node):
+            elif node.op_type in _FREE or self._code_clip(node) or folded_transpose(graph, node):
                 self.skip.add(index)
                 self.alias.update({out: acts[0] for out in node.output if acts})
         for index, node in enumerate(graph.nodes):
@@ -147,27 +147,6 @@ class _Importer:
         """A Clip of QuantizeLinear codes (a sub-8-bit grid): part of the quantizer."""
         source = self.g.producer.get(node.input[0]) if node.input else None
         return node.op_type == "Clip" and source is not None and source.op_type in _QUANT_OPS
-
-    def _folded(self, node: onnx.NodeProto) -> bool:
-        """A Transpose of the last two axes read only as a MatMul's second operand (through
-        Q/DQ): runtimes fold it into the product (ONNX Runtime's transB), no copy."""
-        if node.op_type != "Transpose":
-            return False
-        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
-        n = len(perm)
-        if n < 2 or perm != [*range(n - 2), n - 1, n - 2]:
-            return False
-        todo, readers = [node.output[0]], []
-        while todo:
-            for reader in self.g.consumers.get(todo.pop(), ()):
-                if reader.op_type in _QUANT_OPS:
-                    todo.append(reader.output[0])
-                else:
-                    readers.append(reader)
-        return bool(readers) and all(
-            r.op_type in ("MatMul", "QLinearMatMul", "MatMulInteger") and len(r.input) > 1
-            for r in readers
-        )
 
     def root(self, name: str) -> str:
         while name in self.alias:
