@@ -19,7 +19,12 @@ _EXPORT_FORMATS = ("onnx", "tflite", "qonnx")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="ID.json", help="deployment config")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory; an earlier export there is replaced whole (one warning line)",
+    )
     parser.add_argument(
         "--weight-type",
         choices=("auto", "s8", "u8"),
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.config)
     cfg = load_config(path)
     check_export_dir(args.out)
+    earlier = earlier_export(Path(args.out))  # warns before the work
     steps = args.finetune_steps
     if steps is None:
         steps = cfg.qat_steps if cfg.qat_steps is not None else finetune_steps_of(path)
@@ -119,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         hardware=_searched_profile(cfg),
     )  # fmt: skip
     firmware = _firmware(cfg, plan, build, Path(args.out), result.deploy["files"])
+    remove_stale(Path(args.out), earlier=earlier)
     if printed[:1] == ["json"]:
         json.dump(result.deploy, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -212,6 +219,45 @@ def _firmware(cfg, plan, build: dict, out_dir: Path, files: dict) -> str:
         model_name=cfg.model, artifacts={**files, "deploy": "deploy.json"},
     )  # fmt: skip
     return f"wrote {path.name} (firmware deployment config, {profile.family}: {profile.name})"
+
+
+def earlier_export(out: Path) -> dict[str, tuple[int, int]]:
+    """Over an earlier export (``out`` holds a deploy.json), warn on stderr in one line that
+    its files are replaced, and return them (path relative to ``out`` -> inode and ctime,
+    for :func:`remove_stale`); ``{}`` for a new or empty directory."""
+    if not (out / "deploy.json").is_file():
+        return {}
+    files = {}
+    for path in sorted(out.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            stat = path.stat()
+            files[path.relative_to(out).as_posix()] = (stat.st_ino, stat.st_ctime_ns)
+    print(
+        f"lowbit: warning: --out {out} holds an earlier export; it is replaced (the files "
+        f"this export does not write again are removed): {', '.join(files)}",
+        file=sys.stderr,
+    )
+    return files
+
+
+def remove_stale(out: Path, *, earlier: dict[str, tuple[int, int]]) -> list[str]:
+    """After a complete export into ``out``: remove the files of the earlier export
+    (:func:`earlier_export`) that it did not write again (each written file is a new inode),
+    and directories left empty, so old and new artifacts never mix; their names."""
+    removed = []
+    for name, stamp in earlier.items():
+        path = out / name
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        if (stat.st_ino, stat.st_ctime_ns) == stamp:
+            path.unlink()
+            removed.append(name)
+    for folder in sorted({(out / n).parent for n in removed}, key=lambda p: -len(p.parts)):
+        if folder != out and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
 
 
 def _bits(bits: int | None) -> str:

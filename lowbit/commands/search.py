@@ -41,7 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=_args.bounded_int(1, 4096), default=1, help="Ray workers (default 1)"
     )
-    parser.add_argument("--study", metavar="NAME", help="study name (default MODEL-HW-sSEED)")
+    parser.add_argument(
+        "--study",
+        metavar="NAME",
+        help="study name (default MODEL-HW-sSEED); one driver per study and storage at a "
+        "time (a second one is refused; a killed one's lock is taken over)",
+    )
     parser.add_argument(
         "--storage",
         metavar="URL",
@@ -186,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lowbit.hwsim.fileio import check_output_dir
     from lowbit.hwsim.profiles import load_profile
-    from lowbit.search.storage import check_storage
+    from lowbit.search.storage import check_driver_lock, check_storage
 
     if args.study is not None:
         check_study_name(args.study)
@@ -197,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
     out = out or Path("runs") / study
     try:  # before training the model and starting Ray
         check_storage(args.storage, run_dir=out)
+        check_driver_lock(args.storage, run_dir=out, study=study)
     except ValueError as exc:
         raise LowbitError(str(exc)) from None
     try:

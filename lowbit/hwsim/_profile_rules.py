@@ -197,6 +197,34 @@ def _memory_rules(levels: list, out: list[str]) -> None:
                 f"memory: no off-chip level holds {operand} (set off_chip = true on the "
                 f'DRAM / flash level and list "{operand}" in its holds)'
             )
+    _backing_sizes(levels, out)
+
+
+def _backing_sizes(levels: list[dict], out: list[str]) -> None:
+    """An off-chip level (DRAM, flash) is where the tensors its on-chip levels cache live:
+    it cannot be smaller than an on-chip level holding one of its operands (a 1-byte DRAM
+    would otherwise pass, and change nothing, since the engines never evict off chip)."""
+    for i, level in enumerate(levels):
+        size = level.get("size_bytes")
+        if not level.get("off_chip", False) or not is_int(size):
+            continue
+        inner = [
+            lv
+            for lv in levels
+            if not lv.get("off_chip", False)
+            and is_int(lv.get("size_bytes"))
+            and lv["size_bytes"] > size
+            and set(lv["holds"]) & set(level["holds"])
+        ]
+        if inner:
+            big = max(inner, key=lambda lv: lv["size_bytes"])
+            shared = ", ".join(o for o in level["holds"] if o in big["holds"])
+            out.append(
+                f"memory[{i}].size_bytes: off-chip level {show(level.get('name'))} is "
+                f"{size} bytes, smaller than on-chip level {show(big.get('name'))} "
+                f"({big['size_bytes']} bytes), which caches its {shared} (an off-chip level "
+                "must hold every byte the levels it feeds do)"
+            )
 
 
 def _tunable_rules(data: dict, out: list[str]) -> None:

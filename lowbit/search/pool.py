@@ -3,11 +3,19 @@
 Each actor builds its evaluator once from the spec (the model and data are fetched once per
 worker) and answers requests; a trial's exception becomes a failed outcome, never an actor
 crash. Ray is started on loopback without a dashboard unless a cluster address is given.
+
+Stopping: ``ray.init`` makes SIGTERM call ``sys.exit``. :func:`start_ray` keeps a SIGTERM
+handler the program had set (the service worker's, or SIG_IGN), and otherwise makes SIGTERM raise
+``KeyboardInterrupt("SIGTERM")``, as Ctrl-C does: either way the driver unwinds, fails the
+trials it has in flight with a reason (:func:`lowbit.search.runner.optimize`) and shuts its
+Ray cluster down (:func:`shutdown_ray`, in ``finally`` blocks), so no Ray process is left.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -15,7 +23,7 @@ from typing import Any
 
 from .evaluator import TrialOutcome, TrialRequest
 
-__all__ = ["EvaluatorActor", "RayPool", "start_ray"]
+__all__ = ["EvaluatorActor", "RayPool", "shutdown_ray", "start_ray"]
 
 
 class EvaluatorActor:
@@ -56,6 +64,8 @@ def start_ray(workers: int, address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
@@ -69,7 +79,28 @@ def start_ray(workers: int, address: str | None) -> bool:
             logging_level=logging.WARNING,
             log_to_driver=False,
         )
+    if main:  # ray.init replaced it with sys.exit (module docstring)
+        _SIGTERM_BEFORE[:] = [before]
+        keep = callable(before) or before == signal.SIG_IGN
+        signal.signal(signal.SIGTERM, before if keep else _terminated)
     return True
+
+
+#: the SIGTERM handler before :func:`start_ray` started Ray (restored by shutdown_ray)
+_SIGTERM_BEFORE: list[Any] = []
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def shutdown_ray() -> None:
+    """Shut down the Ray cluster :func:`start_ray` started; restore the SIGTERM handler."""
+    import ray
+
+    ray.shutdown()
+    if _SIGTERM_BEFORE and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _SIGTERM_BEFORE.pop())
 
 
 class RayPool:
@@ -125,4 +156,4 @@ class RayPool:
             self._ray.kill(actor, no_restart=True)
         self.actors = []
         if self._started and self._ray.is_initialized():
-            self._ray.shutdown()
+            shutdown_ray()

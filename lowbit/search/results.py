@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from importlib import metadata
@@ -99,7 +100,29 @@ class ConfigError(LowbitError):
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Write ``data`` as JSON to ``path`` atomically; a NaN or infinite float (JSON has no
+    such numbers, the readers refuse them) raises LowbitError naming its key, unwritten."""
+    if (where := _non_finite_key(data)) is not None:
+        raise LowbitError(f"{path}: {where[0]}: {float(where[1])!r} is not a finite number (JSON "
+                          "cannot hold NaN or Infinity); nothing was written")  # fmt: skip
+    return atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def _non_finite_key(data: Any, key: str = "") -> tuple[str, float] | None:
+    """The key path (``a.b[2].c``) and value of the first NaN/infinite float in ``data``."""
+    if isinstance(data, float):
+        return None if math.isfinite(data) else (key or "(the top level)", data)
+    if isinstance(data, dict):
+        items = ((f"{key}.{k}" if key else str(k), v) for k, v in data.items())
+    elif isinstance(data, (list, tuple)):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(data))
+    else:
+        return None
+    for path, value in items:
+        found = _non_finite_key(value, path)
+        if found is not None:
+            return found
+    return None
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Path:

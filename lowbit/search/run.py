@@ -48,9 +48,9 @@ from .fidelity import (
     resolve_fidelity,
 )
 from .progress import Progress
-from .runner import OBJECTIVES, SAMPLERS, RayPool, optimize, start_ray
+from .runner import OBJECTIVES, SAMPLERS, RayPool, optimize, shutdown_ray, start_ray
 from .space import SearchSpace, build_space, describe_model
-from .storage import open_storage, recover_interrupted
+from .storage import driver_lock, open_storage, recover_interrupted
 from .summary import (
     MethodSummary,
     feasible_complete,
@@ -240,7 +240,13 @@ def _warm_start_hardware(space: SearchSpace) -> tuple[dict[str, Any], str]:
 def execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> SearchResult:
     """Run ``setup.methods`` with ``evaluator`` (a picklable spec with ``build()``, and a
     ``fidelity`` if it measures at two rungs) on ``space``; write the run directory and
-    return its summary."""
+    return its summary. Holds the study's driver lock throughout (a second driver of the
+    study is refused: :func:`lowbit.search.storage.driver_lock`)."""
+    with driver_lock(setup.storage, run_dir=setup.out_dir, study=setup.study_name):
+        return _execute(space=space, evaluator=evaluator, setup=setup)
+
+
+def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> SearchResult:
     engine = getattr(evaluator, "engine", "analytic")  # the simulator engine the spec uses
     fidelity = getattr(evaluator, "fidelity", None) or Fidelity()
     run_dir = setup.out_dir
@@ -389,9 +395,7 @@ def run_search(
         return execute(space=space, evaluator=share_zoo_data(spec), setup=setup)
     finally:
         if started:
-            import ray
-
-            ray.shutdown()
+            shutdown_ray()
 
 
 def zoo_space(

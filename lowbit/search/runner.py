@@ -33,10 +33,10 @@ from optuna.trial import TrialState
 
 from .evaluator import TrialOutcome, TrialRequest
 from .fidelity import CHEAP, FULL, CheapResult, Fidelity, decide_promotion
-from .pool import EvaluatorActor, RayPool, start_ray
+from .pool import EvaluatorActor, RayPool, shutdown_ray, start_ray
 from .registry import OBJECTIVES, SAMPLERS
 from .space import SearchSpace
-from .storage import FAIL_REASON_ATTR
+from .storage import FAIL_REASON_ATTR, fail_running
 
 __all__ = [
     "OBJECTIVES",
@@ -47,6 +47,7 @@ __all__ = [
     "RayPool",
     "LoopStats",
     "optimize",
+    "shutdown_ray",
     "start_ray",
 ]
 
@@ -209,6 +210,8 @@ def optimize(
     if max_asks is None:
         max_asks = 2 * max(0, n_trials - done)
     history = _cheap_history(study, objectives) if fidelity.multi else []
+    # trials running already are not this call's (none in a run: the driver recovered them)
+    earlier = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     asks = 0
     idle = list(range(pool.size))
     flying: dict[Any, _Flight] = {}
@@ -294,10 +297,12 @@ def optimize(
             if on_result is not None:
                 stats.seconds = time.perf_counter() - start
                 on_result(stats)
-    except BaseException:
-        # Ctrl-C or a driver error: the trials in flight will never be told
-        for flight in flying.values():
-            _fail(study, flight.trial, "interrupted")
+    except BaseException as exc:
+        # Ctrl-C, SIGTERM or a driver error: the trials asked here and not told never will
+        # be (those in flight, and one caught between its ask and its submission)
+        cause = (str(exc) if isinstance(exc, KeyboardInterrupt) else "") or type(exc).__name__
+        storage = study._storage  # Optuna has no public handle on a study's storage
+        fail_running(storage, study.study_name, reason=f"interrupted ({cause})", keep=earlier)
         raise
     stats.seconds = time.perf_counter() - start
     if done < n_trials:

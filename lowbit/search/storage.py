@@ -15,26 +15,49 @@ an append leaves a torn last line, which Optuna would append the next record to 
 then fails to load for good). The repair keeps a copy of the file, then completes a last
 record that only lacks its newline or drops a torn one; a trial whose completion record was
 torn was never told, and is recovered as interrupted.
+
+One driver per study: :func:`driver_lock` (held by :func:`lowbit.search.run.execute` for the
+whole run) is an exclusive ``flock`` on a small file beside the storage file (in the run
+directory for a database server), ``NAME.STUDY.driver.lock``, holding the owner's pid, host
+and start time. A second driver of the same study in the same storage is refused with
+:class:`StudyLockedError` naming the holder, before it recovers (and so fails) the first
+one's running trials. The kernel drops the lock when its process dies, however it dies, so a
+lock left by a killed driver never blocks: the next driver takes it over with a warning
+naming the dead owner. The lock is advisory and local: drivers on two hosts sharing a
+database server through different run directories are not kept apart.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
+import time
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
+from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.fileio import check_output_dir, check_output_file
 
 __all__ = [
     "JOURNAL_FILE",
     "FAIL_REASON_ATTR",
+    "StudyLockedError",
+    "check_driver_lock",
     "check_storage",
+    "driver_lock",
+    "driver_lock_path",
+    "fail_running",
     "open_storage",
     "recover_interrupted",
     "repair_journal",
@@ -189,17 +212,134 @@ def recover_interrupted(storage: BaseStorage, study_name: str) -> list[int]:
     """Fail every RUNNING trial of the study ``study_name`` with reason ``"interrupted"``.
 
     Call it before the driver opens the study (so Optuna's per-study caches start from the
-    fixed state): nothing else evaluates the study's trials (one driver per study), so a
-    RUNNING trial belongs to a driver that died. Returns their numbers (none for a new study).
+    fixed state), under the study's :func:`driver_lock`: no other driver evaluates the
+    study's trials, so a RUNNING trial belongs to a driver that died. Returns their numbers
+    (none for a new study).
     """
+    return fail_running(storage, study_name, reason="interrupted")
+
+
+def fail_running(
+    storage: BaseStorage, study_name: str, *, reason: str, keep: Collection[int] = ()
+) -> list[int]:
+    """Fail the RUNNING trials of study ``study_name`` but those numbered in ``keep``, each
+    with ``reason`` as its ``fail_reason``; their numbers."""
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
         return []
     numbers = []
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.number in keep:
+            continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, "interrupted")
+        storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
         numbers.append(trial.number)
     return numbers
+
+
+class StudyLockedError(LowbitError):
+    """Another live driver is searching the same study in the same storage."""
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def driver_lock_path(url: str | None, *, run_dir: str | Path, study: str) -> Path:
+    """The lock file of study ``study`` in storage ``url`` (module docstring)."""
+    run_dir = Path(run_dir)
+    _, path = _parse_url(url, run_dir)
+    tag = study if _PLAIN_NAME.fullmatch(study) else hashlib.sha256(study.encode()).hexdigest()
+    if path is None:  # a database server (or SQLite in memory): the run directory
+        return run_dir / f".{tag[:100]}.driver.lock"
+    return path.with_name(f"{path.name}.{tag[:100]}.driver.lock")
+
+
+def _owner(fd: int) -> dict:
+    """The owner record in the open lock file (empty: released cleanly, or not written)."""
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _describe(owner: dict) -> str:
+    started = owner.get("started")
+    when = (
+        time.strftime(", started %Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
+        if isinstance(started, (int, float))
+        else ""
+    )
+    return f"pid {owner.get('pid', '?')} on host {owner.get('host', '?')}{when}"
+
+
+def _held(path: Path, fd: int, study: str) -> StudyLockedError:
+    owner = _owner(fd)
+    who = f"another driver ({_describe(owner)})" if owner else "another driver (starting up)"
+    return StudyLockedError(
+        f"study {study!r} is being searched by {who}, which holds {path}; wait for it to "
+        "finish or stop it (its finished trials are kept), or use another study name"
+    )
+
+
+def check_driver_lock(url: str | None, *, run_dir: str | Path, study: str) -> None:
+    """Raise :class:`StudyLockedError` if a live driver holds the lock of ``study`` (a cheap
+    check before long work; creates nothing)."""
+    path = driver_lock_path(url, run_dir=run_dir, study=study)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # no lock file (or none readable): nothing holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _held(path, fd, study) from None
+    finally:
+        os.close(fd)  # also releases the shared lock
+
+
+@contextlib.contextmanager
+def driver_lock(url: str | None, *, run_dir: str | Path, study: str) -> Iterator[Path]:
+    """Hold the driver lock of ``study`` in storage ``url`` for the ``with`` block (module
+    docstring); yields the lock file's path.
+
+    Raises:
+        StudyLockedError: a live driver holds it.
+        ValueError / OutputPathError: as :func:`check_storage`.
+    """
+    check_storage(url, run_dir=run_dir)
+    path = driver_lock_path(url, run_dir=run_dir, study=study)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            error = _held(path, fd, study)
+            os.close(fd)
+            raise error from None
+        try:  # the holder before us may have removed the file while we waited to lock it
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        previous = _owner(fd)
+        if previous:
+            log.warning(
+                "study %s: took over the driver lock %s from %s, which ended without "
+                "releasing it (killed); its running trials are recovered as interrupted",
+                study, path, _describe(previous),
+            )  # fmt: skip
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(owner).encode(), 0)
+        os.fsync(fd)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # still locked: a driver waiting on this inode retries
+        os.close(fd)

@@ -14,7 +14,9 @@ search and reports. The OpenAPI description is served at ``/docs`` and ``/openap
 ==========================================  ===============================================
 
 With a token every ``/v1`` route needs ``Authorization: Bearer <token>``. Bodies larger
-than :data:`MAX_BODY_BYTES` are refused with 413.
+than :data:`MAX_BODY_BYTES` are refused with 413, declared (``Content-Length``) or sent
+(chunked: refused as soon as the limit is passed, the rest is never read). Error messages
+name what the client sent, never a file of the server (:func:`public_message`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from lowbit.hwsim.errors import LowbitError
 from .jobs import JobError, Jobs
 from .schemas import SearchRequest, SimulateRequest
 
-__all__ = ["MAX_BODY_BYTES", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "create_app", "public_message"]
 
 MAX_BODY_BYTES = 256 * 1024
 _DESCRIPTION = (
@@ -45,7 +47,11 @@ _CONFIG_ID = re.compile(r"^([a-z][a-z0-9-]*-\d{5})(\.json)?$")
 
 
 class _BodyLimit:
-    """ASGI middleware: 413 for a request body over ``limit`` bytes (declared or sent)."""
+    """ASGI middleware: 413 for a request body over ``limit`` bytes, declared or sent.
+
+    The body is read here first, up to the limit (a chunked body says its size only by
+    being sent): past it the request is answered 413 at once, without reading the rest.
+    """
 
     def __init__(self, app, *, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -56,24 +62,24 @@ class _BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await _too_large(self.limit, send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
+        messages, seen = [], 0
+        while True:
             message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":  # the client went away
+                break
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _TooLarge
-            return message
+                return await _too_large(self.limit, send)
+            if not message.get("more_body", False):
+                break
+        pending = iter(messages)
 
-        try:
-            return await self.app(scope, limited, send)
-        except _TooLarge:
-            return await _too_large(self.limit, send)
+        async def replay():
+            message = next(pending, None)
+            return message if message is not None else await receive()
 
-
-class _TooLarge(Exception):
-    pass
+        return await self.app(scope, replay, send)
 
 
 def _token_ok(header: str, token: str) -> bool:
@@ -123,11 +129,26 @@ async def _too_large(limit: int, send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+#: an absolute file path in a message (its last component is kept)
+_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"():,;]+/)+([^\s/'\"():,;]+)")
+#: the CLI's flags in the library's messages -> the request's field names
+_FLAGS = (("--set ", "override "), ("--bits:", "bits:"), ("--plan:", "plan:"))
+
+
+def public_message(message: str) -> str:
+    """``message`` as a client may see it: file paths of the server cut to their last
+    component (a built-in profile is named by its file), the CLI's flags as request fields."""
+    message = _PATH.sub(r"\1", message)
+    for flag, field in _FLAGS:
+        message = message.replace(flag, field)
+    return message
+
+
 def _unprocessable(field: str, message: str) -> HTTPException:
     """A 422 shaped like FastAPI's validation errors, naming the body field."""
     return HTTPException(
         status_code=422,
-        detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}],
+        detail=[{"loc": ["body", field], "msg": public_message(message), "type": "value_error"}],
     )
 
 
@@ -194,7 +215,11 @@ def create_app(*, state_dir: str | Path, token: str | None = None, max_running: 
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # without the rejected input: it may hold NaN/Infinity, which JSON cannot carry
         detail = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            {
+                "loc": list(e.get("loc", ())),
+                "msg": public_message(str(e.get("msg", ""))),
+                "type": e.get("type"),
+            }
             for e in exc.errors()
         ]
         return JSONResponse(status_code=422, content={"detail": detail})

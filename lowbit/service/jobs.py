@@ -13,6 +13,11 @@ running while the service restarts; the service finds it again from job.json (pi
 process start time, so a reused pid is not mistaken for it). A worker that is gone without
 a status.json crashed or was killed: the search is then recorded as failed with the reason,
 never left "running". Ids are random hex and checked with a regex before any path is built.
+
+A partial entry (a crash mid-write, a full disk: a job.json or status.json that is not a
+JSON object, or holds values of the wrong type) is answered as a failed search whose reason
+names the file, never as a server error; a missing job.json (a crash between the mkdir and
+the write) hides the directory.
 """
 
 from __future__ import annotations
@@ -57,10 +62,26 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _read_json(path: Path) -> Any:
+    """The parsed file, or None: missing, unreadable, not UTF-8 or not JSON (truncated)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # ValueError: UnicodeDecode, JSONDecode
         return None
+
+
+def _damaged(path: Path) -> str | None:
+    """Why the state file ``path`` cannot be used (it exists but is not a JSON object)."""
+    if not path.exists():
+        return None
+    data = _read_json(path)
+    if isinstance(data, dict):
+        return None
+    what = "not a JSON object" if data is not None else "not valid UTF-8 JSON (a partial write?)"
+    return f"its {path.name} is unreadable: {what}"
+
+
+#: job.json keys -> their type; a value of another type is read as missing
+_JOB_TYPES = {"created": (int, float), "request": dict, "study": str, "pid": int}
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -173,7 +194,13 @@ class Jobs:
 
     def _job(self, job_id: str) -> dict[str, Any] | None:
         data = _read_json(self.root / job_id / "job.json")
-        return data if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        return {
+            k: v
+            for k, v in data.items()
+            if k not in _JOB_TYPES or (isinstance(v, _JOB_TYPES[k]) and not isinstance(v, bool))
+        }
 
     def state(self, job_id: str) -> dict[str, Any]:
         """``{"id", "state", "reason", "created", "finished", "request"}`` of a search.
@@ -184,6 +211,8 @@ class Jobs:
         job_dir = self.job_dir(job_id)
         job = self._job(job_id) or {}
         status = _read_json(job_dir / "status.json")
+        if isinstance(status, dict) and status.get("state") not in TERMINAL:
+            status = None  # a status is written once, at the end: this one is damaged
         if not isinstance(status, dict):
             status = self._check_worker(job_id, job_dir, job)
         return {
@@ -208,9 +237,12 @@ class Jobs:
             except subprocess.TimeoutExpired:
                 return {"state": "running"}
         status = _read_json(job_dir / "status.json")
-        if isinstance(status, dict):
+        if isinstance(status, dict) and status.get("state") in TERMINAL:
             return status
-        if (job_dir / "cancel").exists():
+        damaged = _damaged(job_dir / "job.json") or _damaged(job_dir / "status.json")
+        if damaged:
+            status = {"state": "failed", "reason": f"the search's state is damaged: {damaged}"}
+        elif (job_dir / "cancel").exists():
             status = {"state": "cancelled", "reason": "cancelled by request"}
         else:
             how = "ended"
