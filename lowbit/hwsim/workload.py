@@ -136,7 +136,9 @@ class Conv2d(Layer):
     ``(H + 2p - F) / S + 1``; SCALE-Sim (no padding) takes ``ceil((H - F + S) / S)``.
     A low-rank conv is a k×k conv with r filters followed by a 1×1 conv. ``as_deployed``:
     its channel counts are those the runtime runs (a conv imported from a deployed ONNX
-    graph), so a profile's ``pad_conv_channels`` does not pad it again.
+    graph), so a profile's ``pad_conv_channels`` does not pad it again. ``pad_out`` /
+    ``pad_in``: whether such a deployment pads its output channels (not when a residual
+    stream or a depthwise conv reads them) and whether its inputs arrive padded.
     """
 
     in_h: int
@@ -151,6 +153,8 @@ class Conv2d(Layer):
     groups: int = 1
     batch: int = 1
     as_deployed: bool = False
+    pad_in: bool = True
+    pad_out: bool = True
     op: str = field(default="conv2d", init=False)
 
     def __post_init__(self) -> None:

@@ -35,7 +35,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, partial
 
 import torch
@@ -188,6 +188,21 @@ def compressions(model: nn.Module, plan: CompressionPlan) -> dict[str, Compressi
     return out
 
 
+def _unpadded(groups: tuple[PruneGroup, ...], modules: dict[str, nn.Module]):
+    """(convs whose output channels lowbit's export does not pad, convs whose inputs it does
+    not pad): the producers of a residual stream and of a tensor a grouped or depthwise conv
+    reads, and their consumers (``models.export._onnx_pad``'s rule)."""
+    no_out: set[str] = set()
+    no_in: set[str] = set()
+    for group in groups:
+        readers = (*group.followers, *group.consumers)
+        grouped = any(getattr(modules[r], "groups", 1) > 1 for r in readers)
+        if len(group.producers) > 1 or grouped:
+            no_out.update(group.producers)
+            no_in.update(group.consumers)
+    return no_out, no_in
+
+
 def _conv(call: _Call, compression: Compression) -> Conv2d:
     conv = call.module
     (n, in_c, *in_size), (_, out_c, *out_size) = call.inputs[0], call.output
@@ -285,6 +300,7 @@ def to_workload(
         for name in (*group.producers, *group.followers)
         if isinstance(modules[name], COMPUTE_LAYERS)
     }
+    unpadded_out, unpadded_in = _unpadded(prune_groups_of(model), modules)
     layers: list[Layer] = []
     # channels of the last compute layer's output that survive pruning, followed through
     # memory-only layers of the same size (BN/ReLU/GELU) and pooling
@@ -296,7 +312,11 @@ def to_workload(
         compression = by_name.get(call.name)
         module = call.module
         if isinstance(module, (*COMPUTE_LAYERS, MatMulSite)):
-            layers.append(_layer(call, compression, (1, 1)))
+            layer = _layer(call, compression, (1, 1))
+            if isinstance(layer, Conv2d):  # as lowbit's export pads channels (_onnx_pad)
+                layer = replace(layer, pad_out=call.name not in unpadded_out,
+                                pad_in=call.name not in unpadded_in)  # fmt: skip
+            layers.append(layer)
             scale = (1, 1)
             if call.name in producers and compression is not None:
                 n = modules[call.name].weight.shape[0]

@@ -63,9 +63,11 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
     int_conv = _integer_conv(layer, mode)
     padded = int_conv and layer.groups == 1 and o.pad_conv_channels and not layer.as_deployed
     n_run, k_run = g.N, k_eff
+    in_run = _in_channels(layer, g, first) if isinstance(layer, Conv2d) else 0
     if padded:
         n_run, k_padded = _padded_channels(t, layer, g, first)
         k_run = max(1, ceil(k_padded * compute_frac - 1e-9))
+        in_run = k_padded // (layer.k_h * layer.k_w if first else 1)
     channels = layer.in_c if isinstance(layer, Conv2d) else 0
     per_mac, per_pixel = o.depthwise_cost(integer=mode.w_bits < FLOAT_BITS, channels=channels)
     if per_mac > 0 and first and _depthwise(layer):
@@ -73,7 +75,7 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
         # the layer's instances (one per channel)
         cycles = ceil(per_mac * g.M * g.N * k_eff + per_pixel * g.M / g.count - 1e-9)
     else:
-        cycles = _gemm_cycles(t, layer, g, mode, first, int_conv, padded, n_run, k_run)
+        cycles = _gemm_cycles(t, layer, g, mode, first, int_conv, in_run, n_run, k_run)
     ab = _bytes(g.a_bits)
     in_el = _ifmap_elements(layer, g) if first else g.M * g.K
     ib = in_el * ab / (g.M * g.K)
@@ -83,7 +85,7 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
 
 
 def _gemm_cycles(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool,
-                 int_conv: bool, padded: bool, n_run: int, k_run: int) -> int:  # fmt: skip
+                 int_conv: bool, in_run: int, n_run: int, k_run: int) -> int:  # fmt: skip
     """Compute cycles of one instance of a GEMM on the mapping, plus a CPU's per-output
     requantization and its integer convs' per-pixel / per-image costs."""
     o = t.profile.overheads
@@ -94,7 +96,7 @@ def _gemm_cycles(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool,
         # the im2col gather: a GEMM over k x k windows (a 1 x 1 conv reads its rows in place)
         windowed = first and layer.k_h * layer.k_w > 1
         per_pixel = o.conv_cycles_per_pixel if windowed else 0.0
-        if not padded and (layer.groups > 1 or _unaligned_conv(t, layer, g, first)):
+        if layer.groups > 1 or _unaligned(o, in_run, n_run):
             # a grouped conv runs the generic path once per group (each instance)
             per_pixel += o.unaligned_conv_cycles_per_pixel
         per_image = o.conv_cycles_per_image if windowed else 0.0
@@ -137,20 +139,27 @@ def _in_channels(layer: Layer, g: Gemm, first: bool) -> int:
     return g.K // (layer.k_h * layer.k_w) if first else g.K
 
 
-def _padded_channels(t: Target, layer: Layer, g: Gemm, first: bool) -> tuple[int, int]:
+def _padded_channels(t: Target, layer: Conv2d, g: Gemm, first: bool) -> tuple[int, int]:
     """(N, K) of an integer conv GEMM whose channels the deployment pads up to the direct
     kernel's (``Overheads.pad_conv_channels``, as ``models._onnx_pad`` does): outputs to a
-    multiple of ``conv_channel_multiple`` and at least ``conv_min_out_channels``; inputs as
-    their producer padded them -- the same rule, except a stem's (fewer channels than the
-    multiple: the network's input, padded to the multiple only); a low-rank layer's 1x1
-    second GEMM reads its first's padded outputs."""
+    multiple of ``conv_channel_multiple`` and at least ``conv_min_out_channels`` (unless the
+    layer's ``pad_out`` is false: a residual stream or a depthwise conv reads them); inputs
+    as their producer padded them (``pad_in``) -- a stem's (fewer channels than the multiple:
+    the network's input) to the multiple only, always; a low-rank layer's inner channels
+    (its first GEMM's outputs, its second's inputs) are always padded."""
     o = t.profile.overheads
     step, least = o.conv_channel_multiple, o.conv_min_out_channels
     in_c = _in_channels(layer, g, first)
-    stem = first and in_c < step
-    in_pad = aligned_channels(in_c, multiple=step, minimum=1 if stem else least)
+    last = not g.name.endswith(".lr0")  # the layer's outputs (not a low-rank inner tensor)
+    if first and in_c < step:
+        in_pad = aligned_channels(in_c, multiple=step, minimum=1)
+    elif layer.pad_in or not first:
+        in_pad = aligned_channels(in_c, multiple=step, minimum=least)
+    else:
+        in_pad = in_c
+    out_pad = aligned_channels(g.N, multiple=step, minimum=least)
     window = layer.k_h * layer.k_w if first else 1
-    return aligned_channels(g.N, multiple=step, minimum=least), in_pad * window
+    return (out_pad if layer.pad_out or not last else g.N), in_pad * window
 
 
 def _padded_stem(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> bool:
@@ -162,14 +171,12 @@ def _padded_stem(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> bool:
     return _integer_conv(layer, mode) and layer.groups == 1 and layer.in_c < o.conv_channel_multiple
 
 
-def _unaligned_conv(t: Target, layer: Layer, g: Gemm, first: bool) -> bool:
-    """Does this GEMM of an integer, ungrouped convolution miss the CPU's direct kernel
-    (``Overheads.conv_channel_multiple`` / ``conv_min_out_channels``)? Its input channels
-    are :func:`_in_channels`."""
-    o = t.profile.overheads
-    in_c = _in_channels(layer, g, first)
+def _unaligned(o, in_channels: int, out_channels: int) -> bool:
+    """Do these channel counts miss the CPU's direct integer conv kernel
+    (``Overheads.conv_channel_multiple`` / ``conv_min_out_channels``)?"""
     step = o.conv_channel_multiple
-    return in_c % step != 0 or g.N % step != 0 or g.N < o.conv_min_out_channels
+    return in_channels % step != 0 or out_channels % step != 0 or (
+        out_channels < o.conv_min_out_channels)  # fmt: skip
 
 
 def _fits_on_chip(t: Target, nbytes: float) -> bool:
