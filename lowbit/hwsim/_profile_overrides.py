@@ -51,6 +51,12 @@ def _parse_value(text: str) -> object:
     return parsed["v"]
 
 
+def _shown(key: str) -> str:
+    """A key path as printed in an error: quoted when it holds a control character (a
+    newline in a key must not break the one-line error)."""
+    return repr(key) if any(not c.isprintable() for c in key) else key
+
+
 def parse_set(items: Iterable[str]) -> dict[str, object]:
     """Parse ``key.path=value`` strings; each value is read as a TOML value.
 
@@ -70,12 +76,12 @@ def parse_set(items: Iterable[str]) -> dict[str, object]:
             problems.append(f"{item!r}: expected key.path=value")
             continue
         if key in result:
-            problems.append(f"{key}: set twice")
+            problems.append(f"{_shown(key)}: set twice")
             continue
         try:
             result[key] = _parse_value(text)
         except ValueError as exc:
-            problems.append(f"{key}: {exc}")
+            problems.append(f"{_shown(key)}: {exc}")
     if problems:
         raise ProfileError("--set", problems)
     return result
@@ -175,7 +181,7 @@ def apply_overrides(
         try:
             container, key, _spec, canonical = resolve_path(data, str(path), create=True)
         except BadPath as exc:
-            problems.append(f"--set {path}: {exc}")
+            problems.append(f"--set {_shown(str(path))}: {exc}")
             continue
         container[key] = _plain(value)
         applied[canonical] = f"--set {path}"

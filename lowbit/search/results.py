@@ -300,7 +300,7 @@ class DeploymentConfig:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def write(self, path: str | Path) -> Path:
-        return atomic_write_text(path, self.to_json())
+        return write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "config") -> DeploymentConfig:

@@ -303,9 +303,9 @@ def run_search_user(
             result = execute(space=space, evaluator=spec, setup=setup)
     finally:
         if started:
-            import ray
+            from lowbit.search.pool import shutdown_ray
 
-            ray.shutdown()
+            shutdown_ray()
     summary = dict(result.summary)
     summary["evaluator"] = {
         "type": "UserEvaluatorSpec",

@@ -299,3 +299,12 @@ def test_validate_profile_data_lists_problems_without_raising():
     assert validate_profile_data([]) == ["profile: must be a table, got []"]
     with pytest.raises(ProfileError, match="request body: profile: must be a table"):
         profile_from_dict([1, 2], source="request body")
+
+
+def test_an_override_key_with_a_line_break_stays_one_line():
+    from lowbit.hwsim.errors import LowbitError
+    from lowbit.hwsim.profiles import load_profile
+
+    with pytest.raises(LowbitError) as caught:
+        load_profile("npu-bitfusion", overrides={"a\nb": 1})
+    assert "\n" not in str(caught.value).strip() and "'a\\nb'" in str(caught.value)
