@@ -25,9 +25,7 @@ import platform
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from lowbit import hwsim
 from lowbit.hwsim.profiles import load_profile
@@ -38,7 +36,13 @@ from lowbit.models.export._onnx_pad import pad_conv_channels
 from lowbit.models.export.deploy import build_compressed, deploy_copy, to_onnx
 from lowbit.models.export.onnx_quant import quantize_graph
 from lowbit.models.export.tflite import build_tflite, check_tflite
-from lowbit.models.export.vela import run_vela, vela_estimate, vela_target
+from lowbit.models.export.vela import (
+    layer_pairs,
+    ratio_summary,
+    run_vela,
+    vela_estimate,
+    vela_target,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = "npu-ethos-u55"
@@ -50,7 +54,6 @@ PLANS = {
     "W8A8 keep 0.5": {"_default": {"w_bits": 8, "a_bits": 8, "keep": 0.5}},
     "W8A8 rank 0.5": {"_default": {"w_bits": 8, "a_bits": 8, "rank_fraction": 0.5}},
 }
-BAND = 0.2  # "within ±20 %"
 
 
 def _plan(layers: dict) -> CompressionPlan:
@@ -69,11 +72,7 @@ def measure(model: str, plan_name: str, *, check: bool) -> dict:
     sim = hwsim.simulate(to_workload(base, plan, name=model), profile)
     est = vela_estimate(result, files={}, sim=sim)
     ops = {r.name: r.op for r in sim.layers}
-    layers = [
-        {"layer": name, "op": ops[name], "lowbit": est["lowbit"]["layers"][name], "vela": cycles}
-        for name, cycles in est["cycles_by_layer"].items()
-        if name in ops
-    ]
+    layers = layer_pairs(est, ops=ops)
     row = {
         "model": model, "plan": plan_name, "lowbit_cycles": est["lowbit"]["cycles"],
         "vela_cycles": est["cycles"], "vela_npu_cycles": est["cycles_npu"],
@@ -93,34 +92,12 @@ def measure(model: str, plan_name: str, *, check: bool) -> dict:
     return row
 
 
-def _within(ratios: list[float]) -> float:
-    return float(np.mean([abs(r - 1) <= BAND for r in ratios])) if ratios else float("nan")
+#: Spearman and share within ±20 % of totals and of layers; per layer kind the ratios
+summarize = ratio_summary
 
 
-def summarize(rows: list[dict]) -> dict:
-    """Spearman and share within ±20 % of totals and of layers; per layer kind the ratios."""
-    totals = [(r["lowbit_cycles"], r["vela_cycles"]) for r in rows]
-    layers = [layer for r in rows for layer in r["layers"]]
-    out = {
-        "configs": len(rows),
-        "total_spearman": float(spearmanr(*zip(*totals, strict=True))[0]),
-        "total_within_20pct": _within([a / b for a, b in totals]),
-        "total_median_ratio": float(np.median([a / b for a, b in totals])),
-        "layers": len(layers),
-        "layer_spearman": float(
-            spearmanr([x["lowbit"] for x in layers], [x["vela"] for x in layers])[0]
-        ),  # fmt: skip
-        "layer_within_20pct": _within([x["lowbit"] / x["vela"] for x in layers]),
-        "by_op": {},
-    }
-    for op in sorted({x["op"] for x in layers}):
-        ratios = [x["lowbit"] / x["vela"] for x in layers if x["op"] == op]
-        out["by_op"][op] = {
-            "layers": len(ratios), "median_ratio": float(np.median(ratios)),
-            "min_ratio": float(min(ratios)), "max_ratio": float(max(ratios)),
-            "within_20pct": _within(ratios),
-        }  # fmt: skip
-    return out
+def _num(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def render(rows: list[dict], summary: dict) -> str:
@@ -147,10 +124,12 @@ def render(rows: list[dict], summary: dict) -> str:
                      f"{s['max_ratio']:>6.2f} {s['within_20pct']:>10.0%}")  # fmt: skip
     lines.append("")
     lines.append(
-        f"totals ({summary['configs']} configs): Spearman {summary['total_spearman']:.3f}, "
-        f"median ratio {summary['total_median_ratio']:.2f}, within ±20 % "
+        f"totals ({summary['configs']} configs): Spearman "
+        f"{_num(summary['total_spearman'], '.3f')}, median ratio "
+        f"{summary['total_median_ratio']:.2f}, within ±20 % "
         f"{summary['total_within_20pct']:.0%}; layers ({summary['layers']}): Spearman "
-        f"{summary['layer_spearman']:.3f}, within ±20 % {summary['layer_within_20pct']:.0%}"
+        f"{_num(summary['layer_spearman'], '.3f')}, within ±20 % "
+        f"{summary['layer_within_20pct']:.0%}"
     )
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,9 @@ report, and puts Vela's estimate (cycles, SRAM and flash use) beside lowbit's si
 the same plan in deploy.json (:func:`vela_estimate`).
 
 Vela names each operator after its output tensor, which the TFLite export names after the
-lowbit layer, so per-layer rows map to the simulator's layers (:func:`layer_of`).
+lowbit layer, so per-layer rows map to the simulator's layers (:func:`layer_of`,
+:func:`layer_pairs`); :func:`ratio_summary` summarizes the ratios lowbit / Vela over configs
+(``benchmarks/bench_vela.py``, ``lowbit validate --vela``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,21 @@ from typing import Any
 from lowbit.models.export._extras import require_extra
 from lowbit.models.export._qdq_grids import ExportError
 
-__all__ = ["VelaResult", "VelaTarget", "layer_of", "run_vela", "vela_estimate", "vela_target"]
+__all__ = [
+    "RATIO_BAND",
+    "VelaResult",
+    "VelaTarget",
+    "layer_of",
+    "layer_pairs",
+    "ratio_summary",
+    "run_vela",
+    "vela_estimate",
+    "vela_target",
+    "within_band",
+]
+
+#: "within ±20 %" of the cycle ratios lowbit / Vela
+RATIO_BAND = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,4 +191,65 @@ def vela_estimate(result: VelaResult, *, files: dict[str, str], sim: Any | None)
             "layers": {r.name: int(r.total_cycles) for r in sim.layers},
         }
         out["cycle_ratio_lowbit_over_vela"] = int(sim.total_cycles) / max(out["cycles"], 1)
+    return out
+
+
+def layer_pairs(estimate: dict[str, Any], *, ops: dict[str, str]) -> list[dict[str, Any]]:
+    """Per simulated layer Vela estimated: ``{layer, op, lowbit, vela}`` cycles, from a
+    :func:`vela_estimate` with its ``lowbit`` section; ``ops`` maps lowbit layer → op kind
+    (Vela operators of no simulated layer are left out)."""
+    sim = estimate["lowbit"]["layers"]
+    return [
+        {"layer": name, "op": ops[name], "lowbit": sim[name], "vela": cycles}
+        for name, cycles in estimate["cycles_by_layer"].items()
+        if name in ops and name in sim
+    ]
+
+
+def within_band(ratios: list[float], *, band: float = RATIO_BAND) -> float | None:
+    """Share of ``ratios`` within ``1 ± band`` (None for none)."""
+    return sum(abs(r - 1) <= band for r in ratios) / len(ratios) if ratios else None
+
+
+def _spearman(a: list[float], b: list[float]) -> float | None:
+    import math
+
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    value = float(spearmanr(a, b).statistic)
+    return value if math.isfinite(value) else None
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def ratio_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cycle ratios lowbit / Vela over ``rows`` (each with ``lowbit_cycles``, ``vela_cycles``
+    and ``layers``, a :func:`layer_pairs` list): Spearman (None below 3 points or for
+    constant values), median ratio and share within ±20 % of totals and of layers, and per
+    layer kind the count, median, min, max ratio and share within ±20 %."""
+    totals = [(r["lowbit_cycles"], r["vela_cycles"]) for r in rows]
+    layers = [x for r in rows for x in r["layers"] if x["vela"] > 0]
+    ratios = [a / b for a, b in totals]
+    out: dict[str, Any] = {
+        "configs": len(rows),
+        "total_spearman": _spearman([a for a, _ in totals], [b for _, b in totals]),
+        "total_within_20pct": within_band(ratios),
+        "total_median_ratio": _median(ratios) if ratios else None,
+        "layers": len(layers),
+        "layer_spearman": _spearman([x["lowbit"] for x in layers], [x["vela"] for x in layers]),
+        "layer_within_20pct": within_band([x["lowbit"] / x["vela"] for x in layers]),
+        "by_op": {},
+    }
+    for op in sorted({x["op"] for x in layers}):
+        kind = [x["lowbit"] / x["vela"] for x in layers if x["op"] == op]
+        out["by_op"][op] = {
+            "layers": len(kind), "median_ratio": _median(kind), "min_ratio": min(kind),
+            "max_ratio": max(kind), "within_20pct": within_band(kind),
+        }  # fmt: skip
     return out
