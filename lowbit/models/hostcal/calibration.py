@@ -67,6 +67,8 @@ from lowbit.models.hostcal.conv import (
     QUICK_CONV_SWEEP,
     conv_sweep,
     int8_maxpool_s_per_element,
+    profiler_overhead_s,
+    without_profiler,
 )
 from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, detect_isa, host_label
 from lowbit.models.hostcal.kernels import (
@@ -106,8 +108,8 @@ _KiB = 1024
 #: requantization and channel-block pool costs, Gauss-Newton fit; 3: single convs measured
 #: in a network's context, wide convs; 4: the export pads conv channels; 5: depthwise convs'
 #: own kernel, INT8 and FP32; data movement: quantize, dequantize, transpose, concat, split;
-#: warm caches)
-CALIBRATION_VERSION = 5
+#: warm caches; 6: the per-node profiler's own time taken off the single-conv sweep)
+CALIBRATION_VERSION = 6
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
 _RECOMPUTED = ("layer_cycles", "gemm_cycles", "narrow_activation_cycles", "run_cycles",
@@ -296,8 +298,13 @@ def _calibrate_once(*, quick: bool) -> Calibration:
             # source and destination together fill half the level (not the whole of it)
             bandwidth[level] = copy_bandwidth(size // 4, repeats=20)
     rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
-    sweep = conv_sweep(QUICK_CONV_SWEEP if quick else CONV_SWEEP, repeats=2 * repeats)
     op_s = glue_op_s(repeats=repeats)
+    sweep = conv_sweep(QUICK_CONV_SWEEP if quick else CONV_SWEEP, repeats=2 * repeats)
+    # the per-node profiler adds its own time to every kernel it reports: taken off
+    profiler_s = profiler_overhead_s(repeats=repeats, op_s=op_s)
+    for row in sweep:
+        row["profiled_kernel_s"] = row["kernel_s"]
+        row["kernel_s"] = without_profiler(row["kernel_s"], profiler_s)
     data, fitted = fit(rows, sweep, _base_data(info, bandwidth),
                        glue_cycles=op_s * info["clock_hz"], depths=DEPTHS,
                        peak_macs_per_cycle=PEAK_MACS_PER_CYCLE[info["isa"]])  # fmt: skip
@@ -312,6 +319,8 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     pool = int8_maxpool_s_per_element(
         channels=block, batch=16 if quick else 64, repeats=2 * repeats
     )
+    pooled = block * (16 if quick else 64) * 8 * 8  # the pool's input elements (8 x 8 maps)
+    pool["s_per_element"] = without_profiler(pool["s_per_element"] * pooled, profiler_s) / pooled
     movement = movement_costs(repeats=max(repeats // 3, 5))
     movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=max(repeats // 3, 5),
                                                             op_s=op_s)  # fmt: skip
@@ -339,7 +348,7 @@ def _calibrate_once(*, quick: bool) -> Calibration:
         "cpu": info, "onnxruntime": ort.__version__, "threads": 1, "quick": quick,
         "bandwidth_bytes_per_s": bandwidth, "chains": rows, "conv_sweep": sweep,
         "fit": fitted, "int8_maxpool": pool, "depthwise": depthwise,
-        "run_overhead_s": run_s, "op_overhead_s": op_s,
+        "run_overhead_s": run_s, "op_overhead_s": op_s, "profiler_overhead_s": profiler_s,
         "elementwise_s_per_element": elementwise, "movement_s_per_element": movement,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }  # fmt: skip

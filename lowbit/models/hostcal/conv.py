@@ -33,7 +33,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CONV_SWEEP", "QUICK_CONV_SWEEP", "conv_sweep", "int8_maxpool_s_per_element"]
+__all__ = [
+    "CONV_SWEEP",
+    "QUICK_CONV_SWEEP",
+    "conv_sweep",
+    "int8_maxpool_s_per_element",
+    "profiler_overhead_s",
+]
 
 #: (in channels, out channels, kernel, spatial, batch): 3x3 stems (1 in), pruned and
 #: unaligned channel counts (6, 8, 12), the direct kernel's (4k in, >= 16 out), at the zoo's
@@ -174,3 +180,25 @@ def int8_maxpool_s_per_element(*, channels: int = 64, spatial: int = 8, batch: i
     op, seconds = _node(kernels, "pool")
     pooled = batch * channels * spatial * spatial  # the pool's input elements
     return {"s_per_element": seconds / pooled, "kernels": [op]}
+
+
+def profiler_overhead_s(*, repeats: int, op_s: float) -> float:
+    """What ONNX Runtime's per-node profiler adds to each kernel time it reports: the
+    profiled kernel time of a reference INT8 conv (16 -> 16, 3x3, 8x8 maps, batch 64) less
+    its true cost, the per-layer slope of a chain of it (:func:`depth_slope`) without its
+    dispatch ``op_s``. Measured here at 3-5 us per node (Zen 4), a 5-10 % inflation of a
+    batch-64 conv and far more of a small one; :func:`conv_sweep`'s callers subtract it."""
+    from lowbit.models.hostcal.bench import chain_model, depth_slope
+
+    x = np.random.default_rng(0).normal(size=(64, 16, 8, 8)).astype(np.float32)
+    slope = depth_slope(lambda d: chain_model("conv", 16, 8, d, True), x, repeats=repeats,
+                        what="profiler reference chain")  # fmt: skip
+    kernels = _kernel_s(chain_model("conv", 16, 8, 5, True), x, repeats=repeats)
+    profiled = float(np.median([sec for op, sec in kernels.values() if op == "QLinearConv"]))
+    return max(profiled - (slope.per_layer_s - op_s), 0.0)
+
+
+def without_profiler(seconds: float, overhead_s: float) -> float:
+    """A profiled kernel time less the profiler's own ``overhead_s``, never below a quarter
+    of the profiled time (a bounded correction, not a fabricated number)."""
+    return max(seconds - overhead_s, 0.25 * seconds)
