@@ -36,9 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "to compare on instead of the run's (e.g. npu-ethos-u55)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=100, help="timed runs per model and batch (default 100)"
+        "--repeats", type=int, default=None, help="timed runs per model and batch (default 100)"
     )
-    parser.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed runs first (default 20)")  # fmt: skip
     parser.add_argument("--format", choices=("table", "json"), default="table")
     add_data_dir_argument(parser)
 
@@ -46,7 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     apply_data_dir(args)
     if args.vela:
+        if args.repeats is not None or args.warmup is not None:
+            from lowbit.hwsim.errors import LowbitError
+
+            raise LowbitError("--repeats/--warmup time ONNX Runtime on this CPU; --vela times "
+                              "nothing (Vela estimates the cycles): drop them")  # fmt: skip
         return _run_vela(args)
+    args.repeats = 100 if args.repeats is None else args.repeats
+    args.warmup = 20 if args.warmup is None else args.warmup
     from lowbit.hwsim.fileio import atomic_write_bytes
     from lowbit.reports.validation import validation_scatter_png
     from lowbit.search.latency import BATCHES

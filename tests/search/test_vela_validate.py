@@ -132,6 +132,10 @@ def test_wrong_profile_is_one_line(tmp_path, zoo_cache, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cpu-x86-avx2" in err[0]
     assert not (run_dir / "vela_validation").exists()
+    # --vela times nothing: the CPU timing flags are refused, not silently ignored
+    assert main(["validate", "--run", str(run_dir), "--vela", "--repeats", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--repeats/--warmup" in err[0]
 
 
 @pytest.mark.parametrize("module", ["ethosu.vela", "ai_edge_litert.schema_py_generated"])
