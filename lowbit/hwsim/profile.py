@@ -210,10 +210,12 @@ class Overheads:
     def elementwise_cost(self, kind: str, *, integer: bool = False) -> float:
         """Cycles per element of a memory-only layer of ``kind`` (0 when not given); on
         integer (8-bit or narrower) activations ``<kind>_int8`` when the profile gives it."""
-        costs = dict(self.elementwise_cycles_per_element)
-        if integer and f"{kind}_int8" in costs:
-            return costs[f"{kind}_int8"]
-        return costs.get(kind, 0.0)
+        wanted = (f"{kind}_int8", kind) if integer else (kind,)
+        for name in wanted:
+            for known, cycles in self.elementwise_cycles_per_element:
+                if known == name:
+                    return cycles
+        return 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,9 +68,11 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
         n_run, k_padded = _padded_channels(t, layer, g, first)
         k_run = max(1, ceil(k_padded * compute_frac - 1e-9))
         in_run = k_padded // (layer.k_h * layer.k_w if first else 1)
-    channels = layer.in_c if isinstance(layer, Conv2d) else 0
-    per_mac, per_pixel = o.depthwise_cost(integer=mode.w_bits < FLOAT_BITS, channels=channels)
-    if per_mac > 0 and first and _depthwise(layer):
+    per_mac = per_pixel = 0.0
+    if first and _depthwise(layer):
+        per_mac, per_pixel = o.depthwise_cost(integer=mode.w_bits < FLOAT_BITS,
+                                              channels=layer.in_c)  # fmt: skip
+    if per_mac > 0:
         # its own kernel (Overheads.depthwise_*): per MAC, and per output pixel shared by
         # the layer's instances (one per channel)
         cycles = ceil(per_mac * g.M * g.N * k_eff + per_pixel * g.M / g.count - 1e-9)
