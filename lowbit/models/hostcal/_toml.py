@@ -106,8 +106,8 @@ def profile_toml(calibration: _Calibrated) -> str:
               f"warm_cache = {str(o.get('warm_cache', False)).lower()}  # timed in steady "
               "state: weights that fit the last-level cache stay there between runs",
               "# fitted on depthwise 3x3 chains (INT8 mean |error| "
-              f"{fit.get('int8_depthwise_mean_abs_pct_error', 0.0):.1f}%, FP32 "
-              f"{fit.get('fp32_depthwise_mean_abs_pct_error', 0.0):.1f}%): their own kernel",
+              f"{fit.get('mean_abs_pct_error_int8_depthwise', 0.0):.1f}%, FP32 "
+              f"{fit.get('mean_abs_pct_error_fp32_depthwise', 0.0):.1f}%): their own kernel",
               *(f"{k} = {o.get(k, 0.0)!r}" for k in DEPTHWISE_KEYS),
               f"depthwise_channel_multiple = {o.get('depthwise_channel_multiple', 1)}  # the "
               "INT8 depthwise kernel's channel block: int32 lanes",

@@ -68,7 +68,6 @@ from lowbit.models.hostcal.conv import (
     conv_sweep,
     int8_maxpool_s_per_element,
     profiler_overhead_s,
-    without_profiler,
 )
 from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, detect_isa, host_label
 from lowbit.models.hostcal.kernels import (
@@ -299,12 +298,10 @@ def _calibrate_once(*, quick: bool) -> Calibration:
             bandwidth[level] = copy_bandwidth(size // 4, repeats=20)
     rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
     op_s = glue_op_s(repeats=repeats)
-    sweep = conv_sweep(QUICK_CONV_SWEEP if quick else CONV_SWEEP, repeats=2 * repeats)
     # the per-node profiler adds its own time to every kernel it reports: taken off
     profiler_s = profiler_overhead_s(repeats=repeats, op_s=op_s)
-    for row in sweep:
-        row["profiled_kernel_s"] = row["kernel_s"]
-        row["kernel_s"] = without_profiler(row["kernel_s"], profiler_s)
+    sweep = conv_sweep(QUICK_CONV_SWEEP if quick else CONV_SWEEP, repeats=2 * repeats,
+                       profiler_s=profiler_s)  # fmt: skip
     data, fitted = fit(rows, sweep, _base_data(info, bandwidth),
                        glue_cycles=op_s * info["clock_hz"], depths=DEPTHS,
                        peak_macs_per_cycle=PEAK_MACS_PER_CYCLE[info["isa"]])  # fmt: skip
@@ -317,10 +314,8 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     # one register's worth of channels: the cost per element of a full block.
     block = 4 * info["simd_lanes_32bit"]
     pool = int8_maxpool_s_per_element(
-        channels=block, batch=16 if quick else 64, repeats=2 * repeats
+        channels=block, batch=16 if quick else 64, repeats=2 * repeats, profiler_s=profiler_s
     )
-    pooled = block * (16 if quick else 64) * 8 * 8  # the pool's input elements (8 x 8 maps)
-    pool["s_per_element"] = without_profiler(pool["s_per_element"] * pooled, profiler_s) / pooled
     movement = movement_costs(repeats=max(repeats // 3, 5))
     movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=max(repeats // 3, 5),
                                                             op_s=op_s)  # fmt: skip
@@ -342,7 +337,8 @@ def _calibrate_once(*, quick: bool) -> Calibration:
         fixed_cycles={"int8": o["layer_cycles"] + o["gemm_cycles"], "fp32": o["layer_cycles"]},
     )  # fmt: skip
     o.update({key: depthwise_fit[key] for key in DEPTHWISE_KEYS})
-    fitted = {**fitted, **{k: v for k, v in depthwise_fit.items() if k.endswith("_error")}}
+    errors = {k: v for k, v in depthwise_fit.items() if k.startswith("mean_abs_pct_error")}
+    fitted = {**fitted, **errors}
     measurements = {
         "calibration_version": CALIBRATION_VERSION,
         "cpu": info, "onnxruntime": ort.__version__, "threads": 1, "quick": quick,

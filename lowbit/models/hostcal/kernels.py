@@ -99,7 +99,7 @@ def fit_depthwise(rows, *, fixed_cycles: dict[str, float], clock_hz: float,
     INT8 rows whose channels are not a multiple of ``channel_multiple`` (the kernel's SIMD
     block) give ``depthwise_unaligned_cycles_per_mac``, the aligned ones the rest.
     Returns the profile keys (:data:`lowbit.hwsim.profile.DEPTHWISE_KEYS`) and the mean
-    absolute error per precision."""
+    absolute error per precision (``mean_abs_pct_error_<precision>_depthwise``)."""
     from scipy.optimize import nnls
 
     out: dict[str, Any] = {}
@@ -135,7 +135,7 @@ def fit_depthwise(rows, *, fixed_cycles: dict[str, float], clock_hz: float,
             out["depthwise_unaligned_cycles_per_mac"] = 0.0
         out[f"{prefix}depthwise_cycles_per_mac"] = float(f"{per_mac:.4g}")
         out[f"{prefix}depthwise_cycles_per_pixel"] = float(f"{per_pixel:.4g}")
-        out[f"{precision}_depthwise_mean_abs_pct_error"] = float(np.mean(np.abs(errors)) * 100)
+        out[f"mean_abs_pct_error_{precision}_depthwise"] = float(np.mean(np.abs(errors)) * 100)
     return out
 
 

@@ -41,8 +41,7 @@ def fit_problems(data: dict[str, Any], fitted: dict[str, Any], *, isa: str) -> l
             problems.append(f"{what} rate {rate:.4g} MACs/cycle is outside (0, {peak}], the "
                             f"physical peak of one {isa} core")  # fmt: skip
     for group, limit in MAX_MEAN_ABS_PCT_ERROR.items():
-        error = fitted.get(f"mean_abs_pct_error_{group}", fitted.get(
-            f"{group}_mean_abs_pct_error"))  # fmt: skip
+        error = fitted.get(f"mean_abs_pct_error_{group}")
         if error is not None and not (math.isfinite(error) and error <= limit):
             problems.append(f"{group} fit: mean |error| {error:.1f}% > {limit:.0f}%")
     for key, value in data["overheads"].items():
