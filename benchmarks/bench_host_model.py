@@ -35,16 +35,24 @@ import onnxruntime
 import torch
 
 from lowbit import hwsim
-from lowbit.hwsim.onnx_workload import import_onnx
 from lowbit.hwsim.profiles import load_profile
 from lowbit.models.bridge import to_workload
 from lowbit.models.compression.compress import compress
 from lowbit.models.compression.plan import CompressionPlan
 from lowbit.models.export.deploy import export_compressed
 from lowbit.models.hostcal.calibration import calibrate, cpu_info, default_profile_path, write
-from lowbit.models.hostcal.check import CheckRow, check, summarize, table
-from lowbit.models.hostcal.check import _measure_s as measure_s
+from lowbit.models.hostcal.check import (
+    CheckRow,
+    check,
+    measure_s,
+    simulate_s,
+    summarize,
+    table,
+)
 from lowbit.models.hostcal.graphs import quantize_int8
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_residual_int8 import random_model  # noqa: E402  (the same seeded zoo nets)
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ("fashion-resnet", "fashion-mobilenet", "digits-cnn")
@@ -80,27 +88,15 @@ def repeatability(runs: int, tmp: Path) -> tuple[list[dict], Path]:
     return rows, path
 
 
-def _random_model(name: str):
-    from lowbit.models.zoo import build
-
-    model = build(name, seed=0)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    with torch.no_grad():
-        for _ in range(10):
-            model(torch.rand(64, *model.input_shape, generator=g))
-    return model.eval(), torch.rand(256, *model.input_shape, generator=g)
-
-
 def zoo_rows(profile, tmp: Path) -> list[tuple[CheckRow, float]]:
     """(check row, bridge-simulated INT8 seconds or NaN) per zoo model, plan and quantizer."""
     out = []
     for name in ZOO:
-        model, calib = _random_model(name)
+        model, calib = random_model(name)
         for plan in PLANS:
             small = compress(model, CompressionPlan.from_bits_string(plan), calib=calib)
             result = export_compressed(small, out_dir=tmp / f"{name}-{plan}", check=False)
-            fp32 = _sim_s(result.fp32_path, profile, fp32=True)
+            fp32 = simulate_s(result.fp32_path, profile, fp32=True)
             fp32_ms = measure_s(result.fp32_path, repeats=100)
             bridge = hwsim.simulate(to_workload(model, CompressionPlan.from_bits_string(plan)),
                                     profile).latency_s  # fmt: skip
@@ -110,22 +106,12 @@ def zoo_rows(profile, tmp: Path) -> list[tuple[CheckRow, float]]:
             for label, path, via_bridge in cases:
                 if plan != PLANS[0] and "ORT" in label:
                     continue  # the ORT quantizer sees the same FP32 model for every plan
-                sim, macs = _sim_s(path, profile, fp32=False)
+                sim, macs = simulate_s(path, profile, fp32=False)
                 row = CheckRow(name=label, kind="zoo", macs=macs,
                                int8_measured_s=measure_s(path, repeats=100), int8_simulated_s=sim,
                                fp32_measured_s=fp32_ms, fp32_simulated_s=fp32[0])  # fmt: skip
                 out.append((row, via_bridge))
     return out
-
-
-def _sim_s(path: Path, profile, *, fp32: bool) -> tuple[float, int]:
-    from lowbit.hwsim.workload import Compression
-
-    workload = import_onnx(path).workload
-    if fp32:
-        wide = Compression(w_bits=32, a_bits=32)
-        workload = workload.with_compression({layer.name: wide for layer in workload.layers})
-    return hwsim.simulate(workload, profile).latency_s, int(workload.macs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,16 @@ import numpy as np
 from lowbit.models.hostcal.graphs import input_shape, quantize_int8
 from lowbit.models.hostcal.heldout import Case, cases
 
-__all__ = ["CheckRow", "TOLERANCE", "check", "check_case", "summarize", "table"]
+__all__ = [
+    "CheckRow",
+    "TOLERANCE",
+    "check",
+    "check_case",
+    "measure_s",
+    "simulate_s",
+    "summarize",
+    "table",
+]
 
 #: a prediction within this relative error of the measurement counts as a hit
 TOLERANCE = 0.15
@@ -59,7 +68,9 @@ class CheckRow:
                 "direction_right": self.direction_right}  # fmt: skip
 
 
-def _simulate_s(path: Path, profile, *, fp32: bool) -> tuple[float, int]:
+def simulate_s(path: Path, profile, *, fp32: bool) -> tuple[float, int]:
+    """Simulated seconds of the ONNX model at ``path`` on ``profile`` (``fp32``: every layer
+    at 32 bits) and its MACs."""
     from lowbit import hwsim
     from lowbit.hwsim.onnx_workload import import_onnx
     from lowbit.hwsim.workload import Compression
@@ -71,7 +82,9 @@ def _simulate_s(path: Path, profile, *, fp32: bool) -> tuple[float, int]:
     return hwsim.simulate(workload, profile).latency_s, int(workload.macs)
 
 
-def _measure_s(path: Path, *, repeats: int) -> float:
+def measure_s(path: Path, *, repeats: int) -> float:
+    """Median seconds of a Run of the ONNX model at ``path`` (1 thread, batch 1; about
+    half a second of runs, at least ``repeats``)."""
     import onnx
 
     from lowbit.models.export.ort import ort_session
@@ -93,12 +106,12 @@ def check_case(case: Case, profile, *, repeats: int = 50) -> CheckRow:
         fp32 = Path(tmp) / "fp32.onnx"
         onnx.save(case.build(), str(fp32))
         int8 = quantize_int8(fp32, Path(tmp) / "int8.onnx")
-        int8_sim, macs = _simulate_s(int8, profile, fp32=False)
-        fp32_sim, _ = _simulate_s(fp32, profile, fp32=True)
+        int8_sim, macs = simulate_s(int8, profile, fp32=False)
+        fp32_sim, _ = simulate_s(fp32, profile, fp32=True)
         return CheckRow(
             name=case.name, kind=case.kind, macs=macs,
-            int8_measured_s=_measure_s(int8, repeats=repeats), int8_simulated_s=int8_sim,
-            fp32_measured_s=_measure_s(fp32, repeats=repeats), fp32_simulated_s=fp32_sim,
+            int8_measured_s=measure_s(int8, repeats=repeats), int8_simulated_s=int8_sim,
+            fp32_measured_s=measure_s(fp32, repeats=repeats), fp32_simulated_s=fp32_sim,
         )  # fmt: skip
 
 
