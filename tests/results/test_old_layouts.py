@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+from pathlib import Path
 
 import pandas as pd
 
 from lowbit.results import load_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
+from test_results import as_schema_1  # noqa: E402  (the same schema-1 rewrite)
 
 #: the columns of the first release (lowbit.search.results before rungs)
 FIRST_TRIAL_COLUMNS = (
@@ -32,14 +37,7 @@ def _rewrite(path, columns):
 
 def _schema_1(path):
     """A config as written before rungs (lowbit.search.results, schema 1)."""
-    data = json.loads(path.read_text())
-    data["schema_version"] = 1
-    for key in ("qat", "calibration"):
-        del data[key]
-    for key in ("rung", "rung_name", "val_samples", "test_samples", "cheap_val",
-                "cheap_val_samples", "torch_threads"):  # fmt: skip
-        del data["accuracy"][key]
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(as_schema_1(json.loads(path.read_text()))))
 
 
 def test_first_layout_loads_with_the_same_values(run_copy):

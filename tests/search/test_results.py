@@ -150,15 +150,21 @@ def test_atomic_write_replaces_and_leaves_no_temp_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
-def test_schema_1_configs_still_load_with_their_meaning(tmp_path):
-    """A config written before rungs: whole-val calibration, QAT steps not in the file."""
-    data = _config().to_dict()
+def as_schema_1(data: dict) -> dict:
+    """A config's dict as written before rungs (schema 1): no QAT or calibration record,
+    no rung fields in its accuracy."""
     data["schema_version"] = 1
     for key in ("qat", "calibration"):
         del data[key]
     for key in ("rung", "rung_name", "val_samples", "test_samples", "cheap_val",
                 "cheap_val_samples", "torch_threads"):  # fmt: skip
         del data["accuracy"][key]
+    return data
+
+
+def test_schema_1_configs_still_load_with_their_meaning(tmp_path):
+    """A config written before rungs: whole-val calibration, QAT steps not in the file."""
+    data = as_schema_1(_config().to_dict())
     path = tmp_path / "old.json"
     path.write_text(json.dumps(data))
     cfg = load_config(path)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_validate import MODEL, PRUNED, W8A8  # noqa: E402  (the same plans)
 
 from lowbit.cli import main
 from lowbit.hwsim.errors import LowbitError
@@ -16,18 +17,6 @@ from lowbit.hwsim.profiles import load_profile
 from lowbit.search.results import DeploymentConfig, write_json
 from lowbit.search.validate import latency_metrics
 from lowbit.search.vela_validate import VELA_COLUMNS, vela_validate_run
-
-MODEL = "digits-cnn"
-W8A8 = {"version": 1, "pin_first_last": False, "layers": {"_default": {"w_bits": 8, "a_bits": 8}}}
-PRUNED = {
-    "version": 1,
-    "pin_first_last": False,
-    "layers": {
-        "_default": {"w_bits": 4, "a_bits": 8},
-        "conv2": {"w_bits": 4, "a_bits": 8, "keep": 0.5},
-        "fc1": {"w_bits": 4, "a_bits": 8, "rank": 16},
-    },
-}
 
 
 def make_run(run_dir: Path, configs: dict[str, dict], *, hardware: str) -> Path:
