@@ -305,8 +305,8 @@ class _Importer:
 
     def elementwise(self, node: onnx.NodeProto, index: int) -> None:
         """Fuse into the compute layer it follows, or join / start an element-wise group."""
-        roots = list(dict.fromkeys(self.root(t) for t in self.g.activation_inputs(node)))
         acts = self.g.activation_inputs(node)
+        roots = list(dict.fromkeys(self.root(t) for t in acts))
         if (
             node.op_type in _EPILOGUE
             and len(roots) == 1
