@@ -290,6 +290,7 @@ def test_finetune_lowers_loss_and_keeps_masks(cnn_setup) -> None:
     plan = CompressionPlan(
         layers={"_default": LayerSpec(w_bits=2, a_bits=8, keep=0.5, nm=(2, 4))},
         pin_first_last=False,
+        recovery="bn",  # a badly damaged start, which QAT must recover
     )
     compressed = compress(model, plan, calib=x_val)
     before = _state(compressed)

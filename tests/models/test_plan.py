@@ -88,7 +88,7 @@ def test_plan_error_is_a_lowbit_and_value_error() -> None:
 def test_from_json_collects_every_problem_with_its_path() -> None:
     text = json.dumps(
         {
-            "version": 2,
+            "version": 3,
             "extra": 1,
             "layers": {"conv1": {"w_bits": 9, "keep": 0, "colour": "red"}, "fc1": 3},
         }

@@ -5,13 +5,16 @@ Each stage is a transform registered under a kind in :data:`TRANSFORMS` and run 
 (:meth:`CompressionPlan.effective`, pinning applied):
 
 1. ``lowrank``: truncated SVD of layers with a rank (the module keeps its name and becomes a
-   LowRankLinear/LowRankConv with ``.first`` and ``.second``).
+   LowRankLinear/LowRankConv with ``.first`` and ``.second``); with the plan's
+   ``recovery = "lsq"`` the SVD is whitened by the layer's calibration inputs
+   (:mod:`lowbit.models.compression.reconstruct`).
 2. ``prune``: structured pruning of each prune-group producer with keep < 1 (with a residual
    stream's coupled producers, BatchNorms and depthwise convolutions, the same channels); a
    low-ranked producer loses output channels of its second factor, a low-ranked consumer
    input channels of its first. A low-rank pair whose rank is then ≥ min(out, in·k·k) is
    multiplied back into one dense layer, as the simulator (hwsim) treats it, so real and
-   simulated shapes agree.
+   simulated shapes agree. With ``recovery = "lsq"`` every consumer of a pruned group is then
+   refitted by least squares to reproduce its outputs before pruning.
 3. ``sparsify``: N:M then unstructured magnitude masks (both factors of a low-rank layer).
 4. ``bn_recalibrate``: if steps 1-3 changed any weights, BatchNorm running statistics are
    re-estimated on ``calib`` (one forward pass, cumulative average). Removing channels or
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -58,12 +62,28 @@ from lowbit.models.compression.quant import (
     QuantMatMul,
     calibrate_model,
 )
+from lowbit.models.compression.reconstruct import (
+    RECOVERY_SAMPLES,
+    input_grams,
+    reconstruct_consumers,
+)
 from lowbit.models.graph import MatMulSite, prune_groups_of
 
-__all__ = ["compress", "register_transform", "TRANSFORMS", "ORDER"]
+__all__ = ["compress", "register_transform", "Step", "TRANSFORMS", "ORDER"]
 
-Transform = Callable[[nn.Module, dict[str, LayerSpec], torch.Tensor], None]
-#: kind → transform(model, effective specs, calib); each modifies the (copied) model in place.
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What every transform is given besides the model and its specs."""
+
+    #: calibration inputs
+    calib: torch.Tensor
+    #: the plan's recovery mode (:data:`lowbit.models.compression.plan.RECOVERY_MODES`)
+    recovery: str = "bn"
+
+
+Transform = Callable[[nn.Module, dict[str, LayerSpec], Step], None]
+#: kind → transform(model, effective specs, step); each modifies the (copied) model in place.
 TRANSFORMS: dict[str, Transform] = {}
 #: the order compress() runs the transforms in.
 ORDER = ("lowrank", "prune", "sparsify", "bn_recalibrate", "quantize", "fold_bn", "calibrate")
@@ -72,7 +92,7 @@ _QUANT_TYPES = {nn.Linear: QuantLinear, nn.Conv1d: QuantConv1d, nn.Conv2d: Quant
 
 
 def register_transform(kind: str) -> Callable[[Transform], Transform]:
-    """Register ``fn(model, specs, calib)`` as the transform for ``kind`` (one per kind)."""
+    """Register ``fn(model, specs, step)`` as the transform for ``kind`` (one per kind)."""
 
     def decorate(fn: Transform) -> Transform:
         if kind in TRANSFORMS:
@@ -91,19 +111,27 @@ def _parts(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
 
 
 @register_transform("lowrank")
-def _lowrank(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor) -> None:
-    for name, spec in specs.items():
-        if spec.rank is not None:
-            pair = factorize(model.get_submodule(name), rank=spec.rank, name=name)
-            model.set_submodule(name, pair)
+def _lowrank(model: nn.Module, specs: dict[str, LayerSpec], step: Step) -> None:
+    ranked = [name for name, spec in specs.items() if spec.rank is not None]
+    grams = {}
+    if ranked and step.recovery == "lsq":
+        grams = input_grams(model, ranked, step.calib[:RECOVERY_SAMPLES])
+    for name in ranked:
+        layer = model.get_submodule(name)
+        pair = factorize(layer, rank=specs[name].rank, name=name, gram=grams.get(name))
+        model.set_submodule(name, pair)
 
 
 @register_transform("prune")
-def _prune(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor) -> None:
-    for group in prune_groups_of(model):
-        keep = specs[group.producer].keep if group.producer in specs else 1.0
-        if keep < 1.0:
-            prune_group(model, group, keep=keep)
+def _prune(model: nn.Module, specs: dict[str, LayerSpec], step: Step) -> None:
+    pruned = [
+        group
+        for group in prune_groups_of(model)
+        if (specs[group.producer].keep if group.producer in specs else 1.0) < 1.0
+    ]
+    reference = copy.deepcopy(model) if pruned and step.recovery == "lsq" else None
+    for group in pruned:
+        prune_group(model, group, keep=specs[group.producer].keep)
     for name in specs:
         module = model.get_submodule(name)
         if isinstance(module, LOWRANK_LAYERS):
@@ -111,10 +139,13 @@ def _prune(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor) -
             reduction = module.first.weight[0].numel()
             if module.rank >= min(out, reduction):  # same rule as hwsim.workload._factor
                 model.set_submodule(name, to_dense(module))
+    if reference is not None:
+        consumers = {name for group in pruned for name in group.consumers}
+        reconstruct_consumers(model, reference, sorted(consumers), step.calib[:RECOVERY_SAMPLES])
 
 
 @register_transform("sparsify")
-def _sparsify(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor) -> None:
+def _sparsify(model: nn.Module, specs: dict[str, LayerSpec], step: Step) -> None:
     for name, spec in specs.items():
         if spec.nm is None and spec.density >= 1.0:
             continue
@@ -132,7 +163,7 @@ def _changes_weights(spec: LayerSpec) -> bool:
 
 @register_transform("bn_recalibrate")
 @torch.no_grad()
-def _bn_recalibrate(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor) -> None:
+def _bn_recalibrate(model: nn.Module, specs: dict[str, LayerSpec], step: Step) -> None:
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     norms = [m for m in norms if m.track_running_stats]
     if not norms or not any(_changes_weights(s) for s in specs.values()):
@@ -144,7 +175,7 @@ def _bn_recalibrate(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.
         m.momentum = None  # cumulative average over the calibration forward pass
         m.train()
     try:
-        model(calib)
+        model(step.calib)
     finally:
         for m, momentum in zip(norms, saved, strict=True):
             m.momentum = momentum
@@ -159,7 +190,7 @@ def _quant_type(layer: nn.Module, name: str) -> type:
 
 
 @register_transform("quantize")
-def _quantize(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor) -> None:
+def _quantize(model: nn.Module, specs: dict[str, LayerSpec], step: Step) -> None:
     for name, site in quant_sites(model, specs).items():
         settings = dict(a_bits=site.a_bits, symmetric=site.symmetric, calibration=site.calibration)
         if site.kind == "add":
@@ -187,18 +218,18 @@ def _quantize(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor
 
 
 @register_transform("fold_bn")
-def _fold_bn(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor) -> None:
-    fold_batchnorms(model, calib[:1])
+def _fold_bn(model: nn.Module, specs: dict[str, LayerSpec], step: Step) -> None:
+    fold_batchnorms(model, step.calib[:1])
 
 
 @register_transform("calibrate")
-def _calibrate(model: nn.Module, specs: dict[str, LayerSpec], calib: torch.Tensor) -> None:
+def _calibrate(model: nn.Module, specs: dict[str, LayerSpec], step: Step) -> None:
     methods = {}
     for name, spec in specs.items():
         for part_name, _ in _parts(model.get_submodule(name), name):
             methods[part_name] = spec.calibration
     if any(s.a_bits is not None for s in specs.values()):
-        calibrate_model(model, calib, methods=methods)
+        calibrate_model(model, step.calib, methods=methods)
         for name, readers in output_readers(model).items():
             model.get_submodule(name).set_output_readers(readers)
 
@@ -224,8 +255,9 @@ def compress(
     if not isinstance(calib, torch.Tensor) or calib.numel() == 0:
         raise PlanError(["calib: need a non-empty batch of inputs (e.g. the val split)"])
     new = copy.deepcopy(model)
+    step = Step(calib=calib, recovery=plan.recovery)
     for kind in ORDER:
         if kind == "bn_recalibrate" and not recalibrate_bn:
             continue
-        TRANSFORMS[kind](new, specs, calib)
+        TRANSFORMS[kind](new, specs, step)
     return new.eval()

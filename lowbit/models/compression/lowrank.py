@@ -20,7 +20,19 @@ from torch import nn
 
 from lowbit.models.graph import COMPUTE_LAYERS
 
-__all__ = ["LOWRANK_LAYERS", "LowRankLinear", "LowRankConv", "factorize", "to_dense"]
+__all__ = [
+    "LOWRANK_LAYERS",
+    "RIDGE",
+    "LowRankLinear",
+    "LowRankConv",
+    "factorize",
+    "ridge",
+    "to_dense",
+    "whitened_factors",
+]
+
+#: ridge weight of data-aware solves, relative to the mean diagonal of the Gram matrix
+RIDGE = 1e-3
 
 
 class LowRankLinear(nn.Module):
@@ -90,8 +102,30 @@ def _conv_like(conv: nn.Conv1d | nn.Conv2d, in_c: int, out_c: int, *, pointwise:
     )
 
 
+def ridge(gram: torch.Tensor) -> torch.Tensor:
+    """``gram`` + λ·I, λ = :data:`RIDGE` × its mean diagonal (a well-posed solve)."""
+    scale = float(gram.diagonal().mean()) or 1.0
+    return gram + RIDGE * scale * torch.eye(len(gram), dtype=gram.dtype)
+
+
+def whitened_factors(
+    matrix: torch.Tensor, gram: torch.Tensor, *, rank: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first, second) with ``second @ first`` the rank-``rank`` matrix closest to ``matrix``
+    (out × K) in output error over inputs of Gram ``gram`` (K × K); both get √S, as
+    :func:`lowbit.models.compression.lowrank.factorize` splits it."""
+    chol = torch.linalg.cholesky(ridge(gram.double()))  # XᵀX = L·Lᵀ
+    u, s, vh = torch.linalg.svd(matrix.double() @ chol, full_matrices=False)
+    root = s[:rank].sqrt()
+    # V_rᵀ·L⁻¹ = (L⁻ᵀ·V_r)ᵀ: one triangular solve
+    right = torch.linalg.solve_triangular(chol.T, vh[:rank].T, upper=True).T
+    return root[:, None] * right, u[:, :rank] * root[None, :]
+
+
 @torch.no_grad()
-def factorize(module: nn.Module, *, rank: int, name: str = "") -> LowRankLinear | LowRankConv:
+def factorize(
+    module: nn.Module, *, rank: int, name: str = "", gram: torch.Tensor | None = None
+) -> LowRankLinear | LowRankConv:
     """Replace-ready rank-``rank`` factorisation of a Linear or ungrouped Conv1d/Conv2d.
 
     Args:
@@ -99,6 +133,9 @@ def factorize(module: nn.Module, *, rank: int, name: str = "") -> LowRankLinear 
         rank: target rank, 1 ≤ rank ≤ min(out, in·k·k); at the full rank the pair reproduces
             the layer up to float rounding.
         name: the layer's name, for error messages.
+        gram: the Gram matrix ``XᵀX`` (in·k·k square) of the layer's im2col inputs: the
+            factors then minimise the output error on such inputs (:func:`whitened_factors`)
+            instead of the weight error.
     Raises:
         ValueError: grouped convolution, other layer types, or a rank out of range.
     """
@@ -115,10 +152,18 @@ def factorize(module: nn.Module, *, rank: int, name: str = "") -> LowRankLinear 
     full = min(matrix.shape)
     if not (isinstance(rank, int) and 1 <= rank <= full):
         raise ValueError(f"{label}: rank must be an integer in [1, {full}], got {rank!r}")
-    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
-    root = s[:rank].sqrt()
-    first_w = (root[:, None] * vh[:rank]).to(weight.dtype)  # (r, in·k·k)
-    second_w = (u[:, :rank] * root[None, :]).to(weight.dtype)  # (out, r)
+    if gram is not None:
+        if tuple(gram.shape) != (matrix.shape[1],) * 2:
+            raise ValueError(
+                f"{label}: gram must be {matrix.shape[1]}×{matrix.shape[1]}, "
+                f"got {tuple(gram.shape)}"
+            )
+        first_w, second_w = whitened_factors(matrix, gram, rank=rank)
+    else:
+        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+        root = s[:rank].sqrt()
+        first_w, second_w = root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
+    first_w, second_w = first_w.to(weight.dtype), second_w.to(weight.dtype)  # (r, K), (out, r)
     has_bias = module.bias is not None
     if isinstance(module, nn.Linear):
         first = nn.utils.skip_init(nn.Linear, module.in_features, rank, bias=False)

@@ -36,6 +36,8 @@ from lowbit.models.graph import COMPUTE_LAYERS, MatMulSite, keep_owners, prune_g
 
 __all__ = [
     "PLAN_VERSION",
+    "PLAN_VERSIONS",
+    "RECOVERY_MODES",
     "PlanError",
     "LayerSpec",
     "CompressionPlan",
@@ -45,7 +47,13 @@ __all__ = [
     "rank_for",
 ]
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+#: plan versions read: version 1 plans predate ``recovery`` and mean ``"bn"``
+PLAN_VERSIONS = (1, 2)
+#: ``bn``: BatchNorm re-estimation after pruning/low rank/sparsity; ``lsq``: also least-squares
+#: reconstruction of pruned consumers and whitened low rank
+#: (:mod:`lowbit.models.compression.reconstruct`)
+RECOVERY_MODES = ("bn", "lsq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +64,28 @@ class CompressionPlan:
         layers: settings keyed by layer name, ``"re:<regex>"`` (full match) or ``"_default"``.
         pin_first_last: keep the first and last Conv/Linear at W8A8 (float stays float), dense,
             unpruned and full rank, whatever the other keys say.
-        version: plan format version (only :data:`PLAN_VERSION` is understood).
+        recovery: how compress() recovers accuracy after pruning, low rank or sparsity,
+            without training (:data:`RECOVERY_MODES`); a version 1 plan is always ``"bn"``,
+            what it meant when it was written.
+        version: plan format version (:data:`PLAN_VERSIONS`).
     """
 
     layers: dict[str, LayerSpec] = field(default_factory=dict)
     pin_first_last: bool = True
+    recovery: str = "lsq"
     version: int = PLAN_VERSION
 
     def __post_init__(self) -> None:
         problems = []
-        if self.version != PLAN_VERSION:
+        if self.version not in PLAN_VERSIONS:
             problems.append(
-                f"version: only version {PLAN_VERSION} is supported, got {self.version!r}"
+                f"version: supported versions are {list(PLAN_VERSIONS)}, got {self.version!r}"
+            )
+        elif self.version == 1:
+            object.__setattr__(self, "recovery", "bn")
+        if self.recovery not in RECOVERY_MODES:
+            problems.append(
+                f"recovery: must be one of {list(RECOVERY_MODES)}, got {self.recovery!r}"
             )
         if not isinstance(self.pin_first_last, bool):
             problems.append(f"pin_first_last: must be true or false, got {self.pin_first_last!r}")
@@ -117,11 +135,11 @@ class CompressionPlan:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "pin_first_last": self.pin_first_last,
-            "layers": {key: spec.to_dict() for key, spec in self.layers.items()},
-        }
+        out: dict[str, Any] = {"version": self.version, "pin_first_last": self.pin_first_last}
+        if self.version >= 2:
+            out["recovery"] = self.recovery
+        out["layers"] = {key: spec.to_dict() for key, spec in self.layers.items()}
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -131,14 +149,22 @@ class CompressionPlan:
         """Build from a parsed JSON object; every problem is reported with its field path."""
         if not isinstance(data, dict):
             raise PlanError([f"plan: must be a JSON object, got {type(data).__name__}"])
+        known = {"version", "pin_first_last", "recovery", "layers"}
         problems = [
-            f"{key}: unknown field (valid: layers, pin_first_last, version)"
-            for key in sorted(set(data) - {"version", "pin_first_last", "layers"})
+            f"{key}: unknown field (valid: {', '.join(sorted(known))})"
+            for key in sorted(set(data) - known)
         ]
-        if data.get("version", PLAN_VERSION) != PLAN_VERSION:
+        version = data.get("version", PLAN_VERSION)
+        if version not in PLAN_VERSIONS or isinstance(version, bool):
             problems.append(
-                f"version: only version {PLAN_VERSION} is supported, got {data['version']!r}"
+                f"version: supported versions are {list(PLAN_VERSIONS)}, got {version!r}"
             )
+            version = PLAN_VERSION
+        recovery = data.get("recovery", "lsq")
+        if version == 1 and "recovery" in data:
+            problems.append('recovery: not a field of version 1 plans (they mean "bn")')
+        elif recovery not in RECOVERY_MODES:
+            problems.append(f"recovery: must be one of {list(RECOVERY_MODES)}, got {recovery!r}")
         raw_layers = data.get("layers", {})
         layers: dict[str, LayerSpec] = {}
         if not isinstance(raw_layers, dict):
@@ -154,7 +180,12 @@ class CompressionPlan:
                 problems.extend(f'layers["{key}"].{p}' for p in exc.problems)
         if problems:
             raise PlanError(problems)
-        return cls(layers=layers, pin_first_last=data.get("pin_first_last", True))
+        return cls(
+            layers=layers,
+            pin_first_last=data.get("pin_first_last", True),
+            recovery=recovery,
+            version=version,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> CompressionPlan:
