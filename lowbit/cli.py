@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """``message`` as one printable line: line breaks and control characters (a file's keys
+    and values quoted in an error can hold any) are escaped as in a Python string."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except LowbitError as exc:
-        print(f"lowbit: error: {exc}", file=sys.stderr)
+        print(f"lowbit: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lowbit: interrupted", file=sys.stderr)

@@ -121,6 +121,14 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _number_problem(exc: ValueError) -> str:
+    """The reason a parser refused a number, without Python's advice on interpreter limits."""
+    text = str(exc)
+    if "Exceeds the limit" in text and "digits" in text:
+        return "an integer with thousands of digits"
+    return text
+
+
 def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows (use a finite number)")
 
@@ -150,7 +158,7 @@ def loads_json(text: str, *, source: str | Path, what: str) -> Any:
     except RecursionError:
         raise InputFileError(source, f"JSON nested too deeply to be a {what}") from None
     except ValueError as exc:  # a non-finite or over-long number
-        raise InputFileError(source, f"not valid JSON ({what}): {exc}") from None
+        raise InputFileError(source, f"not valid JSON ({what}): {_number_problem(exc)}") from None
     if _nesting(data) > MAX_NESTING:
         raise InputFileError(source, f"JSON nested too deeply to be a {what}")
     return data
@@ -174,6 +182,8 @@ def read_toml(path: str | Path, *, what: str, max_bytes: int = MAX_INPUT_BYTES) 
         raise InputFileError(path, f"not valid TOML: {message}") from None
     except RecursionError:
         raise InputFileError(path, f"TOML nested too deeply to be a {what}") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise InputFileError(path, f"not valid TOML: {_number_problem(exc)}") from None
     if _nesting(data) > MAX_NESTING:
         raise InputFileError(path, f"TOML nested too deeply to be a {what}")
     return data

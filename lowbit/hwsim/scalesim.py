@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProfileError
+from .fileio import MAX_INPUT_BYTES
 from .topology import load_topology, parse_topology
 
 __all__ = [
@@ -80,9 +81,15 @@ def read_scalesim_cfg(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise ProfileError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_INPUT_BYTES:
+        limit = MAX_INPUT_BYTES // 2**20
+        raise ProfileError(str(path), [f"larger than {limit} MiB: not a SCALE-Sim config"])
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ProfileError(str(path), ["not a text (UTF-8) SCALE-Sim config"]) from None
     return scalesim_cfg_to_dict(text, source=str(path))

@@ -28,6 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import WorkloadError
+from .fileio import MAX_INPUT_BYTES
 from .workload import Compression, Conv2d, Layer, Linear, Workload, ceil_div
 
 __all__ = ["CONV_COLUMNS", "GEMM_COLUMNS", "load_topology", "parse_topology"]
@@ -44,6 +45,8 @@ CONV_COLUMNS = (
 )
 GEMM_COLUMNS = ("Layer Name", "M", "N", "K")
 _KINDS = ("conv", "gemm")
+#: the largest size of one layer dimension (keeps every product of them a finite float)
+MAX_DIMENSION = 2**31 - 1
 
 
 def load_topology(path: str | Path, *, kind: str | None = None) -> Workload:
@@ -60,9 +63,15 @@ def load_topology(path: str | Path, *, kind: str | None = None) -> Workload:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise WorkloadError(f"{path}: cannot read topology file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_INPUT_BYTES:
+        limit = MAX_INPUT_BYTES // 2**20
+        raise WorkloadError(f"{path}: larger than {limit} MiB: not a topology CSV")
+    try:
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise WorkloadError(f"{path}: not a text (UTF-8) topology CSV") from None
     return parse_topology(text, name=path.stem, source=str(path), kind=kind)
@@ -151,14 +160,17 @@ def _parse_row(
     values: list[int] = []
     for col in range(1, n):
         raw = fields[col]
-        try:
-            value = int(raw)
-        except ValueError:
-            value = 0
+        # ASCII digits only (int() also takes "1_0", "٣" and 5,000-digit numbers)
+        value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 12 else 0
         if value < 1:
             problems.append(
                 f"{where}: column {col + 1} ({columns[col]}): must be a positive integer, "
-                f"got {raw!r}"
+                f"got {raw[:40]!r}"
+            )
+        elif value > MAX_DIMENSION:
+            problems.append(
+                f"{where}: column {col + 1} ({columns[col]}): {value} is larger than any "
+                f"layer dimension ({MAX_DIMENSION:,} at most)"
             )
         values.append(value)
     nm = (

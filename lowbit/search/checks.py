@@ -17,8 +17,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _finite(value: int | float) -> bool:
+    """Whether ``value`` is a finite float, or an int that converts to one (``10**400``
+    does not: ``math.isfinite`` raises on it)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    return (_is_int(value) or isinstance(value, float)) and _finite(value)
 
 
 #: summary.json keys validate and report read: path -> (kind, check, required when its
@@ -99,11 +108,19 @@ _NON_NEGATIVE = {
     "size_kib": "size_kib",
 }
 _SEEDS = {"seed": "seed", "qat_seed": "qat.seed", "calib_seed": "calibration.seed"}
+#: counts of images and threads: at least one
+_COUNTS = {
+    "calib_samples": "calibration.samples",
+    "val_samples": "accuracy.val_samples",
+    "test_samples": "accuracy.test_samples",
+    "cheap_val_samples": "accuracy.cheap_val_samples",
+    "threads": "accuracy.torch_threads",
+}
 LAYER_COSTS = ("macs", "total_cycles", "latency_ms", "energy_mj")
 
 
 def non_negative(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and value >= 0
+    return (_is_int(value) or isinstance(value, float)) and _finite(value) and value >= 0
 
 
 def check_ranges(values: dict[str, Any], problems: list[str]) -> None:
@@ -111,15 +128,20 @@ def check_ranges(values: dict[str, Any], problems: list[str]) -> None:
     NaN accuracy or a negative cycle count would reach reports and exports silently."""
     for key, path in _FRACTIONS.items():
         value = values.get(key)
-        if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
-            problems.append(f"{path}: must be a fraction in [0, 1], got {value!r}")
+        if value is not None and not (_finite(value) and 0 <= value <= 1):
+            problems.append(f"{path}: must be a fraction in [0, 1], got {value!r:.40}")
     for key, path in _NON_NEGATIVE.items():
         value = values.get(key)
         if value is not None and not non_negative(value):
-            problems.append(f"{path}: must be a finite number >= 0, got {value!r}")
+            problems.append(f"{path}: must be a finite number >= 0, got {value!r:.40}")
     for key, path in _SEEDS.items():
         if values.get(key) is not None:
             problem = check_int(values[key], name=path, low=0, high=MAX_SEED)
+            if problem:
+                problems.append(problem)
+    for key, path in _COUNTS.items():
+        if values.get(key) is not None:
+            problem = check_int(values[key], name=path, low=1, high=2**31 - 1)
             if problem:
                 problems.append(problem)
     if values.get("qat_steps") is not None:

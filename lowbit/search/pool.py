@@ -9,6 +9,8 @@ handler the program had set (the service worker's, or SIG_IGN), and otherwise ma
 ``KeyboardInterrupt("SIGTERM")``, as Ctrl-C does: either way the driver unwinds, fails the
 trials it has in flight with a reason (:func:`lowbit.search.runner.optimize`) and shuts its
 Ray cluster down (:func:`shutdown_ray`, in ``finally`` blocks), so no Ray process is left.
+A driver killed outright (SIGKILL) cannot do that: a local cluster's processes are then
+killed by a watcher :func:`start_ray` starts with it (:mod:`lowbit.search.ray_reaper`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from . import ray_reaper
 from .evaluator import TrialOutcome, TrialRequest
 
 __all__ = ["EvaluatorActor", "RayPool", "shutdown_ray", "start_ray"]
@@ -69,6 +72,7 @@ def start_ray(workers: int, address: str | None) -> bool:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
+        ray_children = ray_reaper.children()
         # "local" always starts a new single-node cluster (never RAY_ADDRESS's)
         ray.init(
             address="local",
@@ -79,6 +83,7 @@ def start_ray(workers: int, address: str | None) -> bool:
             logging_level=logging.WARNING,
             log_to_driver=False,
         )
+        _REAPER[:] = [ray_reaper.start_reaper(before=ray_children)]  # its processes die with us
     if main:  # ray.init replaced it with sys.exit (module docstring)
         _SIGTERM_BEFORE[:] = [before]
         keep = callable(before) or before == signal.SIG_IGN
@@ -88,6 +93,8 @@ def start_ray(workers: int, address: str | None) -> bool:
 
 #: the SIGTERM handler before :func:`start_ray` started Ray (restored by shutdown_ray)
 _SIGTERM_BEFORE: list[Any] = []
+#: the watcher of the local cluster :func:`start_ray` started (:mod:`.ray_reaper`)
+_REAPER: list[Any] = []
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -99,6 +106,8 @@ def shutdown_ray() -> None:
     import ray
 
     ray.shutdown()
+    if _REAPER:
+        ray_reaper.stop_reaper(_REAPER.pop())
     if _SIGTERM_BEFORE and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _SIGTERM_BEFORE.pop())
 

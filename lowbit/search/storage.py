@@ -16,6 +16,11 @@ then fails to load for good). The repair keeps a copy of the file, then complete
 record that only lacks its newline or drops a torn one; a trial whose completion record was
 torn was never told, and is recovered as interrupted.
 
+The journal's own write lock (Optuna's ``NAME.lock`` file) records its owner
+(:mod:`lowbit.search.journal_lock`): a lock left by a writer killed mid-append is removed,
+with a warning, as soon as the journal is opened (or the lock is next wanted), instead of
+stalling every writer for Optuna's 30 s grace period.
+
 One driver per study: :func:`driver_lock` (held by :func:`lowbit.search.run.execute` for the
 whole run) is an exclusive ``flock`` on a small file beside the storage file (in the run
 directory for a database server), ``NAME.STUDY.driver.lock``, holding the owner's pid, host
@@ -48,6 +53,8 @@ from optuna.trial import TrialState
 
 from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.fileio import check_output_dir, check_output_file
+
+from .journal_lock import OwnedJournalLock, break_stale_lock
 
 __all__ = [
     "JOURNAL_FILE",
@@ -135,8 +142,10 @@ def check_storage(url: str | None, *, run_dir: str | Path) -> None:
 
 def _journal(path: Path) -> JournalStorage:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # the open() lock (O_EXCL create) works on local disks and NFSv3+, and needs no symlinks
-    lock = JournalFileOpenLock(str(path))
+    # Optuna's open() lock file (works on local disks and NFSv3+), with its owner in it: a
+    # lock left by a writer killed mid-append is removed now, not after a 30 s grace period
+    lock = OwnedJournalLock(path)
+    break_stale_lock(path)
     repair_journal(path, lock=lock)
     return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
 
@@ -180,7 +189,7 @@ def repair_journal(path: str | Path, *, lock: JournalFileOpenLock | None = None)
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    lock = lock or JournalFileOpenLock(str(path))
+    lock = lock or OwnedJournalLock(path)
     lock.acquire()
     try:
         with path.open("r+b") as handle:

@@ -372,11 +372,15 @@ def calibration_version_of(path: str | Path) -> int | None:
     """The :data:`CALIBRATION_VERSION` a profile was calibrated with (its JSON sidecar's;
     0 for a sidecar without one), or None when it has no sidecar (not written by
     :func:`write`: a profile a user wrote by hand)."""
-    try:
-        data = json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    from lowbit.hwsim.errors import InputFileError
+    from lowbit.hwsim.fileio import read_json
+
+    try:  # the one reader: a damaged sidecar (binary, deep, 1e400) is as good as none
+        data = read_json(Path(path).with_suffix(".json"), what="calibration sidecar")
+    except InputFileError:
         return None
-    return int(data.get("calibration_version", 0)) if isinstance(data, dict) else None
+    version = data.get("calibration_version", 0) if isinstance(data, dict) else None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
 
 
 def load_or_calibrate(path: str | Path | None = None, *, quick: bool = False):
