@@ -40,7 +40,7 @@ from lowbit.models.bridge import to_workload
 from lowbit.models.compression.compress import compress
 from lowbit.models.compression.plan import CompressionPlan
 from lowbit.models.export.deploy import export_compressed
-from lowbit.models.hostcal.calibration import calibrate, cpu_info, default_profile_path, write
+from lowbit.models.hostcal.calibration import calibrate, default_profile_path, write
 from lowbit.models.hostcal.check import (
     CheckRow,
     check,
@@ -50,6 +50,7 @@ from lowbit.models.hostcal.check import (
     table,
 )
 from lowbit.models.hostcal.graphs import quantize_int8
+from lowbit.models.hostcal.isa import cpu_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_residual_int8 import random_model  # noqa: E402  (the same seeded zoo nets)

@@ -35,7 +35,7 @@ from lowbit.models.compression.plan import CompressionPlan
 from lowbit.models.export.deploy import export_compressed
 from lowbit.models.export.ort import ort_session
 from lowbit.models.hostcal.bench import time_session
-from lowbit.models.hostcal.calibration import cpu_info
+from lowbit.models.hostcal.isa import cpu_info
 from lowbit.models.zoo import build
 
 ROOT = Path(__file__).resolve().parent.parent

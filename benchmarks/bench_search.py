@@ -85,7 +85,7 @@ def _hardware(target: str):
 
 
 def run_target(args, target: str, seed: int, runs: Path) -> dict:
-    from lowbit.search import run_search
+    from lowbit.search import SearchSetup, ZooModel, run_search
 
     out = runs / f"{args.model}-{target}-s{seed}"
     start = time.perf_counter()
@@ -93,15 +93,16 @@ def run_target(args, target: str, seed: int, runs: Path) -> dict:
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         return _row(args, target, seed, summary, out, summary.get("seconds"))
     result = run_search(
-        model=args.model,
-        hardware=_hardware(target),
-        n_trials=args.trials,
-        out_dir=out,
-        workers=2,
-        seed=seed,
-        methods=args.methods,
-        finetune_steps=args.finetune_steps,
-        progress=not args.quiet,
+        SearchSetup(
+            model=ZooModel(name=args.model, finetune_steps=args.finetune_steps),
+            hardware=_hardware(target),
+            n_trials=args.trials,
+            out_dir=out,
+            workers=2,
+            seed=seed,
+            methods=args.methods,
+            progress=not args.quiet,
+        )
     )
     return _row(args, target, seed, result.summary, out, time.perf_counter() - start)
 
@@ -124,22 +125,22 @@ def _row(args, target: str, seed: int, summary: dict, out: Path, seconds) -> dic
 
 
 def throughput(args, target: str, runs: Path) -> dict:
-    from lowbit.search import run_search
+    from lowbit.search import SearchSetup, ZooModel, run_search
 
     out = {}
     for workers in (1, 2):
         run_dir = runs / f"throughput-{target}-w{workers}"
         shutil.rmtree(run_dir, ignore_errors=True)  # a fresh study: every trial is timed
-        result = run_search(
-            model=args.model,
+        setup = SearchSetup(
+            model=ZooModel(name=args.model, finetune_steps=args.finetune_steps),
             hardware=_hardware(target),
             n_trials=args.throughput_trials,
             out_dir=run_dir,
             workers=workers,
             methods=("joint",),
-            finetune_steps=args.finetune_steps,
             progress=not args.quiet,
         )
+        result = run_search(setup)
         out[workers] = result.summary["methods"]["joint"]["this_run"]
     scaling = out[2]["trials_per_minute"] / out[1]["trials_per_minute"]
     return {
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from lowbit.models.hostcal.calibration import cpu_info
+    from lowbit.models.hostcal.isa import cpu_info
 
     targets = [t for t in args.targets.split(",") if t]
     args.methods = tuple(m for m in args.methods.split(",") if m)

@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from lowbit.models.hostcal.calibration import cpu_info
+from lowbit.models.hostcal.isa import cpu_info
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_CHEAP_S = 3.0
@@ -58,17 +58,26 @@ def _trials(run_dir: Path) -> list[dict]:
 def one_search(
     args, *, label: str, workers: int, fidelity: str, cheap_val: int, trials: int
 ) -> dict:
-    from lowbit.search import run_search
+    from lowbit.search import SearchSetup, ZooModel, run_search
 
     run_dir = Path(args.runs) / f"{args.model}-{label}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh study: every trial is timed
     start = time.perf_counter()
-    result = run_search(
-        model=args.model, hardware=args.hardware, n_trials=trials, out_dir=run_dir,
-        workers=workers, methods=("joint",), finetune_steps=args.finetune_steps,
-        fidelity=fidelity, cheap_val=cheap_val, calib_samples=args.calib_samples,
-        progress=not args.quiet,
+    model = ZooModel(
+        name=args.model, finetune_steps=args.finetune_steps, fidelity=fidelity,
+        cheap_val_samples=cheap_val, calib_samples=args.calib_samples,
     )  # fmt: skip
+    result = run_search(
+        SearchSetup(
+            model=model,
+            hardware=args.hardware,
+            n_trials=trials,
+            out_dir=run_dir,
+            workers=workers,
+            methods=("joint",),
+            progress=not args.quiet,
+        )  # fmt: skip
+    )
     joint = result.summary["methods"]["joint"]
     rows = _trials(run_dir)
 

@@ -2,8 +2,9 @@
 
 What a user does, top to bottom: load data (scikit-learn's 8×8 digits), define and train a
 small CNN in plain PyTorch, write the metric you care about (balanced accuracy here), run
-``search.user.run_search_user`` against the ``fpga-zcu102-dsp`` profile on Ray, print the
-Pareto set, and turn the chosen configuration into a firmware deployment config.
+``lowbit.search.run_search`` with a ``UserModel`` against the ``fpga-zcu102-dsp`` profile on
+Ray, print the Pareto set, and turn the chosen configuration into a firmware deployment
+config.
 
 Run (about a minute with the defaults; ``--trials 6 --epochs 3`` for a smoke test)::
 
@@ -94,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from lowbit.models.compression.plan import CompressionPlan
     from lowbit.models.export.firmware import write_firmware_config
     from lowbit.models.trace import prepare_model
-    from lowbit.search import load_config
-    from lowbit.search.user import run_search_user
+    from lowbit.search import SearchSetup, UserModel, load_config, run_search
 
     data = load_data()
     net = train(DigitsCNN(), *data["train"], epochs=args.epochs)
@@ -103,11 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     metric = balanced_accuracy(x_val, y_val)
     print(f"trained DigitsCNN: balanced accuracy {metric(net):.3f} on val")
 
-    result = run_search_user(
-        model=net, example_input=x_val[:1], evaluate=metric,
-        evaluate_test=balanced_accuracy(*data["test"]), calib=x_val, hardware=HARDWARE,
-        n_trials=args.trials, out_dir=args.out, workers=args.workers, name="digits-cnn-user",
+    user = UserModel(
+        module=net, example_input=x_val[:1], evaluate=metric,
+        evaluate_test=balanced_accuracy(*data["test"]), calib=x_val, name="digits-cnn-user",
     )  # fmt: skip
+    result = run_search(
+        SearchSetup(
+            model=user,
+            hardware=HARDWARE,
+            n_trials=args.trials,
+            out_dir=args.out,
+            workers=args.workers,
+        )  # fmt: skip
+    )
     ref = result.summary["reference"]
     print(f"\nW8A8 reference: {ref['w8a8_latency_ms']:.4f} ms, metric {ref['w8a8_val']:.3f}")
     print(f"\nPareto set on {HARDWARE} (metric = balanced accuracy):")

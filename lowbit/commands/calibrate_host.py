@@ -86,8 +86,8 @@ def _check(path, args: argparse.Namespace) -> int:
     in ``<profile>.check.json`` beside it."""
     from lowbit.hwsim.fileio import atomic_write_bytes
     from lowbit.hwsim.profiles import load_profile
-    from lowbit.models.hostcal.calibration import cpu_info
     from lowbit.models.hostcal.check import check, summarize, table
+    from lowbit.models.hostcal.isa import cpu_info
 
     profile = load_profile(path)  # a missing or broken profile: one line naming the file
 

@@ -75,7 +75,7 @@ def load_plan(args: argparse.Namespace) -> CompressionPlan:
 def _from_config(args: argparse.Namespace) -> tuple[Any, CompressionPlan, dict[str, Any]]:
     """(config, plan, build_compressed keyword arguments) of ``--config``."""
     from lowbit.models.compression.plan import CompressionPlan
-    from lowbit.search.results import load_config
+    from lowbit.search.config import load_config
 
     given = [f"--{k.replace('_', '-')}" for k in _FIXED_BY_CONFIG if getattr(args, k) is not None]
     if given:

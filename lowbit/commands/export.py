@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from lowbit.hwsim.errors import LowbitError
     from lowbit.models.compression.plan import CompressionPlan
     from lowbit.models.export.deploy import export_plan
-    from lowbit.search.results import load_config
+    from lowbit.search.config import load_config
 
     path = Path(args.config)
     cfg = load_config(path)

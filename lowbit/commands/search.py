@@ -165,7 +165,9 @@ def run(args: argparse.Namespace) -> int:
     apply_data_dir(args)
     import optuna
 
-    from lowbit.search.run import run_search, zoo_space
+    from lowbit.search.run import run_search
+    from lowbit.search.setup import SearchSetup, ZooModel
+    from lowbit.search.zoo import zoo_space
 
     if not getattr(args, "verbose", False):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -206,8 +208,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise LowbitError(str(exc)) from None
     try:
-        result = run_search(
-            model=args.model,
+        setup = SearchSetup(
+            model=ZooModel(
+                name=args.model,
+                finetune_steps=args.finetune_steps,
+                fidelity=args.fidelity,
+                cheap_val_samples=args.cheap_val,
+                calib_samples=args.calib_samples,
+                promote_margin_se=args.promote_margin,
+            ),
             hardware=args.hardware if args.co_design else profile,
             n_trials=args.trials,
             out_dir=out,
@@ -223,15 +232,11 @@ def run(args: argparse.Namespace) -> int:
             objectives=objectives,
             pin_first_last=args.pin_first_last,
             trial_timeout_s=args.trial_timeout,
-            finetune_steps=args.finetune_steps,
             progress=not args.quiet,
             co_design=args.co_design,
             area_budget_mm2=args.area_budget,
-            fidelity=args.fidelity,
-            cheap_val=args.cheap_val,
-            calib_samples=args.calib_samples,
-            promote_margin=args.promote_margin,
         )
+        result = run_search(setup)
     except ValueError as exc:  # bad storage URL and similar settings
         raise LowbitError(str(exc)) from None
     sys.stdout.write(format_summary(result.summary))

@@ -90,7 +90,7 @@ PRECISION_MODELS: dict[str, Callable[[Mapping], list[Precision]]] = {
 
 def expand_precisions(compute: Mapping) -> tuple[Precision, ...]:
     """Every precision mode of a validated, default-filled ``[compute]`` table (see
-    :func:`lowbit.hwsim._profile_schema.fill_defaults`), sorted by (w_bits, a_bits).
+    :func:`lowbit.hwsim._profile_walk.fill_defaults`), sorted by (w_bits, a_bits).
 
     Example:
         >>> modes = expand_precisions({"precision_model": "bitfusion", "precision": [],

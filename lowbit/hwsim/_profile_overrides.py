@@ -14,7 +14,8 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 
-from ._profile_schema import SCHEMA, Key, Table, TableArray, did_you_mean
+from ._profile_schema import SCHEMA, Key, Table, TableArray
+from ._profile_walk import did_you_mean
 from .errors import ProfileError
 
 if sys.version_info >= (3, 11):

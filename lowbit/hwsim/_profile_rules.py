@@ -17,10 +17,8 @@ from ._profile_schema import (
     BITSERIAL_DEFAULT_BITS,
     SCHEMA,
     SCHEMA_VERSIONS,
-    check_tree,
-    is_int,
-    show,
 )
+from ._profile_walk import check_tree, is_int, show
 from .profile import DATAFLOWS, OPERANDS
 
 __all__ = ["validate"]

@@ -26,7 +26,8 @@ from lowbit.hardware_profiles import PROFILE_DIR
 from ._precision_models import expand_precisions
 from ._profile_overrides import apply_overrides, parse_set
 from ._profile_rules import validate
-from ._profile_schema import SCHEMA, did_you_mean, fill_defaults, show
+from ._profile_schema import SCHEMA
+from ._profile_walk import did_you_mean, fill_defaults, show
 from .errors import InputFileError, ProfileError
 from .fileio import read_toml
 from .profile import (

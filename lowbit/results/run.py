@@ -180,7 +180,7 @@ def _summary(run_dir: Path) -> dict[str, Any]:
 
 
 def _configs(run_dir: Path, pareto: pd.DataFrame, model: str) -> dict[str, dict[str, Any]]:
-    from lowbit.search.results import ConfigError, DeploymentConfig
+    from lowbit.search.config import ConfigError, DeploymentConfig
 
     configs = {}
     for i, cid in enumerate(pareto["config_id"]):

@@ -7,11 +7,14 @@ rerun with the same study name resumes, also after the driver was killed.
 
 Example (starts a local Ray; a few minutes)::
 
-    from lowbit.search import run_search
-    result = run_search(model="digits-cnn", hardware="npu-bitfusion", n_trials=60,
-                        out_dir="runs/cnn-bitfusion", workers=2,
-                        methods=("joint", "quant-only", "random", "uniform", "hawq"))
+    from lowbit.search import SearchSetup, ZooModel, run_search
+    result = run_search(SearchSetup(
+        model=ZooModel(name="digits-cnn"), hardware="npu-bitfusion", n_trials=60,
+        out_dir="runs/cnn-bitfusion", workers=2,
+        methods=("joint", "quant-only", "random", "uniform", "hawq")))
     print(result.summary["methods"]["joint"]["hypervolume_val"])
+
+A user model is a :class:`UserModel` (your module and metric) in the same setup.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from lowbit.hwsim._lazy import lazy_attributes
 
 if TYPE_CHECKING:  # lazy re-exports, see __getattr__
     from .baselines import METHODS
+    from .config import ConfigError, DeploymentConfig, load_config
     from .pareto import hypervolume_2d, non_dominated, non_dominated_sort
-    from .results import ConfigError, DeploymentConfig, load_config
-    from .run import SearchResult, SearchSetup, execute, run_search, zoo_space
+    from .run import execute, run_search
+    from .setup import SearchResult, SearchSetup, UserModel, ZooModel
     from .space import SearchSpace, build_space, describe_model, target_bits
     from .storage import open_storage
     from .summary import HV_REFERENCE
-    from .user import describe_user_model, run_search_user, user_space
+    from .user import describe_user_model, user_space
+    from .zoo import zoo_space
 
 __all__ = [
     "METHODS",
@@ -48,9 +53,10 @@ __all__ = [
     "non_dominated_sort",
     "open_storage",
     "run_search",
-    "run_search_user",
     "target_bits",
     "user_space",
+    "UserModel",
+    "ZooModel",
     "zoo_space",
 ]
 
@@ -60,25 +66,26 @@ __all__ = [
 _LAZY = {
     "METHODS": "baselines",
     "HV_REFERENCE": "summary",
-    "ConfigError": "results",
-    "DeploymentConfig": "results",
-    "SearchResult": "run",
-    "SearchSetup": "run",
+    "ConfigError": "config",
+    "DeploymentConfig": "config",
+    "SearchResult": "setup",
+    "SearchSetup": "setup",
     "SearchSpace": "space",
     "build_space": "space",
     "describe_model": "space",
     "describe_user_model": "user",
     "execute": "run",
     "hypervolume_2d": "pareto",
-    "load_config": "results",
+    "load_config": "config",
     "non_dominated": "pareto",
     "non_dominated_sort": "pareto",
     "open_storage": "storage",
     "run_search": "run",
-    "run_search_user": "user",
     "target_bits": "space",
     "user_space": "user",
-    "zoo_space": "run",
+    "UserModel": "setup",
+    "ZooModel": "setup",
+    "zoo_space": "zoo",
 }
 
 __getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

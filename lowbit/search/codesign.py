@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 from lowbit.hwsim.area import area_breakdown
 from lowbit.hwsim.errors import LowbitError
-from lowbit.hwsim.fileio import atomic_write_text
 from lowbit.hwsim.profile import HardwareProfile
 
 if TYPE_CHECKING:
@@ -42,8 +41,9 @@ __all__ = [
     "AREA_CONSTRAINT",
     "HardwareChoice",
     "CoDesign",
+    "HardwareVariant",
     "build_codesign",
-    "record_hardware",
+    "hardware_variant",
 ]
 
 #: Optuna parameter name prefix of a hardware parameter ("hw:compute.rows")
@@ -260,28 +260,42 @@ def build_codesign(
     return codesign, profile
 
 
-def record_hardware(run_dir: Path, *, codesign: CoDesign, pareto_rows: list[dict]) -> None:
-    """Add each Pareto config's chosen hardware to its deployment config
-    (``configs/<config_id>.json`` of every row of pareto.csv): under ``hardware``, the
-    ``overrides``, ``area_mm2`` and its ``area`` breakdown, the variant's ``content_hash``
-    and the base profile's ``base_content_hash``.
+@dataclass(frozen=True, slots=True)
+class HardwareVariant:
+    """The hardware a co-design trial chose, as its deployment config records it under
+    ``hardware`` (beside the variant's ``content_hash``).
 
-    :func:`lowbit.search.results.load_config` reads ``hardware`` by key, so the files stay valid
-    deployment configs.
+    Attributes:
+        base_content_hash: the base profile's content hash.
+        overrides: the chosen values ``{key path: value}``.
+        area_mm2: the variant's silicon area (None: the profile has no ``[area]`` model).
+        area: its area breakdown (``hwsim.area``), or None likewise.
     """
-    base_hash = codesign.profile({}).content_hash()
-    for row in pareto_rows:
-        path = run_dir / "configs" / f"{row['config_id']}.json"
-        data = json.loads(path.read_text(encoding="utf-8"))
-        overrides = codesign.overrides(json.loads(row["params"]))
-        variant = codesign.profile(overrides)
-        data["hardware"].update(
-            {
-                "content_hash": variant.content_hash(),
-                "base_content_hash": base_hash,
-                "overrides": overrides,
-                "area_mm2": area_breakdown(variant).total_mm2 if variant.area else None,
-                "area": area_breakdown(variant).to_dict() if variant.area else None,
-            }
-        )
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+    base_content_hash: str
+    overrides: dict[str, int | float]
+    area_mm2: float | None
+    area: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base_content_hash": self.base_content_hash,
+            "overrides": self.overrides,
+            "area_mm2": self.area_mm2,
+            "area": self.area,
+        }
+
+
+def hardware_variant(codesign: CoDesign, params: Mapping[str, Any]) -> tuple[str, HardwareVariant]:
+    """The content hash and :class:`HardwareVariant` of the hardware a trial with ``params``
+    chose (what its deployment config records)."""
+    overrides = codesign.overrides(params)
+    variant = codesign.profile(overrides)
+    area = area_breakdown(variant) if variant.area else None
+    record = HardwareVariant(
+        base_content_hash=codesign.profile({}).content_hash(),
+        overrides=overrides,
+        area_mm2=area.total_mm2 if area is not None else None,
+        area=area.to_dict() if area is not None else None,
+    )
+    return variant.content_hash(), record

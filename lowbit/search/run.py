@@ -1,13 +1,15 @@
 """A search run: set up the studies, run every method on the Ray pool, report.
 
-:func:`run_search` (re-exported as ``search.run_search``) is the zoo entry point; it derives
-the space from the model and profile and calls :func:`execute`, which works with any
-evaluator spec (tests use a synthetic one) and writes the run directory (see results.py).
+:func:`run_search` (re-exported as ``lowbit.search.run_search``) takes one
+:class:`lowbit.search.setup.SearchSetup` for zoo and user models: it makes the model ready
+(:mod:`lowbit.search.zoo`, :mod:`lowbit.search.user`), starts Ray and calls :func:`execute`,
+which works with any evaluator spec (tests use a synthetic one) and writes the run directory
+(see results.py).
 
 What is reported (hypervolume, speed-ups, configs) is defined in :mod:`lowbit.search.summary`.
 
-Rungs (:mod:`lowbit.search.fidelity`): the evaluator spec's ``fidelity`` (zoo searches:
-``fidelity``/``cheap_val``/``calib_samples``/``promote_margin`` of :func:`run_search`) says
+Rungs (:mod:`lowbit.search.fidelity`): the evaluator spec's ``fidelity`` (zoo searches: the
+rung settings of :class:`lowbit.search.setup.ZooModel`) says
 whether trials start at the cheap rung; every method, baselines included, runs on the same
 rungs with the same promotion rule, and summary.json records the settings under
 ``fidelity``. A study's definition (checked on resume) includes the fidelity unless it is
@@ -15,9 +17,9 @@ the single full rung calibrated on all of val (what studies were before rungs).
 
 Co-design (``co_design=True``, :mod:`lowbit.search.codesign`): the profile's tunables join the
 space, the area budget is a constraint, summary.json gets a ``co_design`` section and every
-deployment config records its hardware under ``hardware``: the ``overrides`` it chose,
-their ``area_mm2`` and the variant's ``content_hash`` (the base profile's hash stays in
-``base_content_hash``).
+deployment config is written with its hardware under ``hardware``: the ``overrides`` it
+chose, their ``area_mm2`` and the variant's ``content_hash`` (the base profile's hash stays
+in ``base_content_hash``).
 """
 
 from __future__ import annotations
@@ -25,113 +27,35 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from lowbit.hwsim.errors import LowbitError
-from lowbit.hwsim.profile import HardwareProfile
 
 from . import results
 from .baselines import method as get_method
 from .baselines import uniform_configs
-from .codesign import CoDesign, build_codesign, record_hardware
 from .evaluator import Reference
-from .fidelity import (
-    DEFAULT_CALIB_SAMPLES,
-    DEFAULT_CHEAP_VAL,
-    DEFAULT_MARGIN_SE,
-    Fidelity,
-    resolve_fidelity,
-)
+from .fidelity import Fidelity
 from .progress import Progress
-from .runner import OBJECTIVES, SAMPLERS, RayPool, optimize, shutdown_ray, start_ray
-from .space import SearchSpace, build_space, describe_model
+from .runner import OBJECTIVES, RayPool, optimize, shutdown_ray, start_ray
+from .setup import SearchResult, SearchSetup, UserModel
+from .space import SearchSpace
 from .storage import driver_lock, open_storage, recover_interrupted
 from .summary import (
-    MethodSummary,
     feasible_complete,
     run_summary,
     summarise_method,
     test_fronts,
     trials_hypervolume,
 )
-from .zoo_evaluator import ZooEvaluatorSpec, share_zoo_data
 
-__all__ = ["SearchSetup", "SearchResult", "execute", "run_search", "zoo_space"]
+__all__ = ["execute", "run_search"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SearchSetup:
-    """Everything about a run except the model/target (which the space and spec carry)."""
-
-    n_trials: int
-    out_dir: Path
-    study_name: str
-    workers: int = 1
-    storage: str | None = None
-    sampler: str = "nsga2"
-    seed: int = 0
-    ray_address: str | None = None
-    max_latency_ms: float | None = None
-    min_accuracy: float | None = None
-    methods: tuple[str, ...] = ("joint",)
-    objectives: tuple[str, ...] = ("accuracy", "latency")
-    trial_timeout_s: float | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "out_dir", Path(self.out_dir))
-        object.__setattr__(self, "methods", tuple(self.methods))
-        object.__setattr__(self, "objectives", tuple(self.objectives))
-        problems = []
-        if not isinstance(self.n_trials, int) or self.n_trials < 1:
-            problems.append(f"n_trials: must be a positive integer, got {self.n_trials!r}")
-        if not isinstance(self.workers, int) or self.workers < 1:
-            problems.append(f"workers: must be a positive integer, got {self.workers!r}")
-        if self.sampler not in SAMPLERS:
-            problems.append(f"sampler: unknown {self.sampler!r} (valid: {', '.join(SAMPLERS)})")
-        for name in self.methods:
-            try:
-                get_method(name)
-            except ValueError as exc:
-                problems.append(f"methods: {exc}")
-        unknown = [o for o in self.objectives if o not in OBJECTIVES]
-        if unknown:
-            problems.append(f"objectives: unknown {unknown} (valid: {', '.join(OBJECTIVES)})")
-        if self.objectives[:2] != ("accuracy", "latency"):
-            problems.append("objectives: must start with accuracy, latency")
-        if len(set(self.objectives)) != len(self.objectives):
-            problems.append(f"objectives: repeated names in {list(self.objectives)}")
-        for key in ("max_latency_ms", "trial_timeout_s"):
-            value = getattr(self, key)
-            if value is not None and not value > 0:
-                problems.append(f"{key}: must be > 0, got {value!r}")
-        if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
-            problems.append(f"min_accuracy: must be a fraction in [0, 1], got {self.min_accuracy}")
-        if problems:
-            raise LowbitError("invalid search settings: " + "; ".join(problems))
-
-    @property
-    def constraints(self) -> dict[str, float]:
-        out = {}
-        if self.max_latency_ms is not None:
-            out["max_latency_ms"] = float(self.max_latency_ms)
-        if self.min_accuracy is not None:
-            out["min_accuracy"] = float(self.min_accuracy)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class SearchResult:
-    run_dir: Path
-    summary: dict[str, Any]
-    methods: dict[str, MethodSummary] = field(default_factory=dict)
 
 
 def _open_study(
@@ -280,8 +204,6 @@ def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Searc
         pool.close()
     results.write_csv(run_dir / "trials.csv", trial_rows, results.TRIAL_COLUMNS)
     results.write_csv(run_dir / "pareto.csv", pareto_rows, results.PARETO_COLUMNS)
-    if space.codesign is not None:
-        record_hardware(run_dir, codesign=space.codesign, pareto_rows=pareto_rows)
     summary = run_summary(
         space=space, evaluator=evaluator, setup=setup, reference=reference, engine=engine,
         fidelity=fidelity, summaries=summaries, seconds=time.perf_counter() - start,
@@ -290,127 +212,36 @@ def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Searc
     return SearchResult(run_dir=run_dir, summary=summary, methods=summaries)
 
 
-def _profile(hardware: str | Path | HardwareProfile) -> HardwareProfile:
-    if isinstance(hardware, HardwareProfile):
-        return hardware
-    from lowbit.hwsim.profiles import load_profile
-
-    return load_profile(hardware)
-
-
-def run_search(
-    *,
-    model: str,
-    hardware: str | Path | HardwareProfile,
-    n_trials: int,
-    out_dir: str | Path,
-    workers: int = 1,
-    study_name: str | None = None,
-    storage: str | None = None,
-    sampler: str = "nsga2",
-    seed: int = 0,
-    ray_address: str | None = None,
-    max_latency_ms: float | None = None,
-    min_accuracy: float | None = None,
-    methods: tuple[str, ...] = ("joint",),
-    objectives: tuple[str, ...] = ("accuracy", "latency"),
-    pin_first_last: bool = False,
-    trial_timeout_s: float | None = None,
-    finetune_steps: int = 0,
-    progress: bool = True,
-    co_design: bool = False,
-    area_budget_mm2: float | None = None,
-    fidelity: str = "auto",
-    cheap_val: int = DEFAULT_CHEAP_VAL,
-    calib_samples: int = DEFAULT_CALIB_SAMPLES,
-    promote_margin: float = DEFAULT_MARGIN_SE,
-) -> SearchResult:
-    """Multi-objective search of per-layer compression for zoo ``model`` on ``hardware``.
-
-    With ``co_design`` the profile's ``[[tunables]]`` are searched too, under the area
-    budget ``area_budget_mm2`` (mm², from the profile's ``[area]`` model); ``hardware``
-    must then be a built-in name or a ``.toml`` file (its raw data is varied).
-
-    Rungs (:mod:`lowbit.search.fidelity`): ``fidelity`` ``auto`` (two rungs when val has
-    more than 2,000 images), ``multi`` or ``full``; ``cheap_val`` val images at the cheap
-    rung, ``calib_samples`` calibration images (every rung), ``promote_margin`` the
-    promotion margin in standard errors. The trained model and the val/test tensors go to
-    the workers once, through Ray's object store.
+def run_search(setup: SearchSetup) -> SearchResult:
+    """Multi-objective search of per-layer compression for ``setup.model`` (a
+    :class:`ZooModel` or a :class:`UserModel`) on ``setup.hardware``: make the model ready
+    (:func:`lowbit.search.zoo.prepare_zoo`, :func:`lowbit.search.user.prepare_user`), start
+    Ray unless it runs, ship the model and data to the workers once, :func:`execute`.
 
     Example (runs Ray; a few minutes)::
 
-        result = run_search(model="digits-cnn", hardware="npu-bitfusion", n_trials=60,
-                            out_dir="runs/cnn-bitfusion", methods=("joint", "uniform"))
+        result = run_search(SearchSetup(
+            model=ZooModel(name="digits-cnn"), hardware="npu-bitfusion", n_trials=60,
+            out_dir="runs/cnn-bitfusion", methods=("joint", "uniform")))
         result.summary["methods"]["joint"]["speedup_vs_w8a8"]
-    """
-    if area_budget_mm2 is not None and not co_design:
-        raise LowbitError("an area budget needs co-design (co_design=True / --co-design)")
-    codesign = None
-    if co_design:
-        if isinstance(hardware, HardwareProfile):
-            raise LowbitError(
-                "co-design needs the profile as a built-in name or a .toml file, not a "
-                "built HardwareProfile"
-            )
-        try:
-            codesign, profile = build_codesign(hardware, area_budget_mm2=area_budget_mm2)
-        except ValueError as exc:
-            raise LowbitError(str(exc)) from None
-    else:
-        profile = _profile(hardware)
-    space = zoo_space(model, profile, pin_first_last=pin_first_last, codesign=codesign)
-    setup = SearchSetup(
-        n_trials=n_trials,
-        out_dir=Path(out_dir),
-        study_name=study_name or f"{model}-{profile.name}-s{seed}",
-        workers=workers,
-        storage=storage,
-        sampler=sampler,
-        seed=seed,
-        ray_address=ray_address,
-        max_latency_ms=max_latency_ms,
-        min_accuracy=min_accuracy,
-        methods=tuple(methods),
-        objectives=tuple(objectives),
-        trial_timeout_s=trial_timeout_s,
-        progress=progress,
-    )
-    if not isinstance(finetune_steps, int) or finetune_steps < 0:
-        raise LowbitError(f"finetune_steps must be a non-negative integer, got {finetune_steps!r}")
-    from lowbit import models
-    from lowbit.models.data import split_sizes
 
-    # train once here, not once per worker; a model trained now shows its progress
-    base = models.load_trained(model, seed=seed, progress=progress or None)
-    resolved = resolve_fidelity(
-        mode=fidelity, val_samples=split_sizes(base.dataset)["val"], cheap_val=cheap_val,
-        calib_samples=calib_samples, margin_se=promote_margin,
-    )  # fmt: skip
-    spec = ZooEvaluatorSpec(
-        model=model, profile=profile, seed=seed, pin_first_last=pin_first_last,
-        finetune_steps=finetune_steps, codesign=codesign, fidelity=resolved,
-    )  # fmt: skip
-    started = start_ray(workers, ray_address)
+    Raises:
+        LowbitError: the setup has no model or hardware, or a setting is invalid (one line).
+    """
+    if setup.model is None or setup.hardware is None:
+        raise LowbitError("run_search: the setup needs a model (ZooModel or UserModel) and "
+                          "a hardware target")  # fmt: skip
+    if isinstance(setup.model, UserModel):
+        from .user import prepare_user as prepare
+    else:
+        from .zoo import prepare_zoo as prepare
+    prepared = prepare(setup)
+    if setup.study_name is None:
+        setup = replace(setup, study_name=prepared.study_name)
+    started = start_ray(setup.workers, setup.ray_address)
     try:
-        return execute(space=space, evaluator=share_zoo_data(spec), setup=setup)
+        with prepared.evaluator() as evaluator:
+            return execute(space=prepared.space, evaluator=evaluator, setup=setup)
     finally:
         if started:
             shutdown_ray()
-
-
-def zoo_space(
-    model: str,
-    hardware: str | Path | HardwareProfile,
-    *,
-    pin_first_last: bool = False,
-    codesign: CoDesign | None = None,
-) -> SearchSpace:
-    """The search space of zoo ``model`` on ``hardware`` (no training, no Ray); with
-    ``codesign`` (:func:`lowbit.search.codesign.build_codesign`) the hardware parameters too."""
-    from lowbit.models.zoo import build
-
-    profile = _profile(hardware)
-    layers = describe_model(build(model))
-    return build_space(
-        layers, profile, model=model, pin_first_last=pin_first_last, codesign=codesign
-    )

@@ -29,6 +29,8 @@ from lowbit.hwsim.profile import HardwareProfile
 
 from . import results
 from .baselines import method as get_method
+from .codesign import hardware_variant
+from .config import DeploymentConfig
 from .evaluator import TrialOutcome, TrialRequest
 from .fidelity import CHEAP, FULL, Fidelity
 from .pareto import hypervolume_2d, non_dominated
@@ -117,7 +119,7 @@ def pareto_trials(study: optuna.Study, objectives: tuple[str, ...]) -> list:
 
 def _config(
     cid: str, trial, outcome: TrialOutcome, *, study, method, space, reference, setup, engine
-) -> results.DeploymentConfig:
+) -> DeploymentConfig:
     m = reference.measurement
     measured: dict[str, Any] = {}
     if m is not None:
@@ -128,13 +130,17 @@ def _config(
             cheap_val_samples=m.cheap_val_samples,
         )  # fmt: skip
     cheap = trial.user_attrs.get("accuracy_cheap")
-    return results.DeploymentConfig(
+    hardware_hash, variant = space.hardware_hash, None
+    if space.codesign is not None:  # the trial's own hardware, recorded in the same file
+        hardware_hash, variant = hardware_variant(space.codesign, trial.params)
+    return DeploymentConfig(
         id=cid,
         model=space.model,
         dataset=reference.dataset,
         seed=setup.seed,
         hardware=space.hardware,
-        hardware_hash=space.hardware_hash,
+        hardware_hash=hardware_hash,
+        hardware_variant=variant,
         method=method,
         study=study.study_name,
         trial_number=trial.number,
@@ -354,4 +360,6 @@ def run_summary(
     }
     if space.codesign is not None:
         summary["co_design"] = space.codesign.describe()
+    # a spec may state its own sections (a user model: its metric and user_model.json)
+    summary.update(getattr(evaluator, "summary_sections", None) or {})
     return summary

@@ -10,6 +10,9 @@ Objectives (per non-matmul layer, with w/a bits, keep ratio k, rank fraction r, 
     accuracy   = 0.95 − Σ [0.002·((8 − w)² + (8 − a)²) + 0.05·(1 − k) + 0.03·(1 − r)
                  + 0.01·(N:M used)]
 
+Co-design: the settings' hardware entry (``HARDWARE_KEY``) is ignored, so a co-design space
+runs too (every hardware scores alike; the area constraint still applies).
+
 Rungs (with ``fidelity`` two rungs, :mod:`lowbit.search.fidelity`): the full rung measures the
 accuracy above; the cheap rung measures it plus ``cheap_bias`` plus ``cheap_noise · u``, where
 ``u`` in [-1, 1] is a fixed function of the settings (:func:`synthetic_cheap_accuracy`), so a
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .codesign import HARDWARE_KEY
 from .evaluator import Evaluator, Reference, TrialOutcome, TrialRequest
 from .fidelity import CHEAP, Fidelity, Measurement
 
@@ -39,7 +43,7 @@ __all__ = [
 def synthetic_objectives(settings: dict[str, dict[str, Any]]) -> tuple[float, float]:
     """(accuracy, latency_ms) of per-layer ``settings`` (module docstring)."""
     latency, accuracy = 0.1, 0.95
-    for kw in settings.values():
+    for kw in _layers(settings).values():
         w, a = kw["w_bits"], kw["a_bits"]
         keep = kw.get("keep", 1.0)
         rank = kw.get("rank_fraction") or 1.0
@@ -61,11 +65,16 @@ def synthetic_cheap_accuracy(
     return synthetic_objectives(settings)[0] + bias + noise * u
 
 
+def _layers(settings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The per-layer settings (without a co-design hardware entry)."""
+    return {name: kw for name, kw in settings.items() if name != HARDWARE_KEY}
+
+
 def _plan_json(settings: dict[str, dict[str, Any]]) -> str:
     """The settings as a CompressionPlan JSON object (written without importing torch)."""
     layers = {
         name: {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}
-        for name, kw in settings.items()
+        for name, kw in _layers(settings).items()
     }
     return json.dumps({"version": 1, "pin_first_last": False, "layers": layers})
 
@@ -124,7 +133,7 @@ class SyntheticEvaluator(Evaluator):
             accuracy=accuracy,
             latency_ms=latency,
             energy_mj=latency * 0.5,
-            size_kib=sum(kw["w_bits"] for kw in request.settings.values()) / 8,
+            size_kib=sum(kw["w_bits"] for kw in _layers(request.settings).values()) / 8,
             duration_s=time.perf_counter() - start,
             plan_json=_plan_json(request.settings),
             total_cycles=int(latency * 1e6),
@@ -140,7 +149,7 @@ class SyntheticEvaluator(Evaluator):
             fp32_test=0.945,
             w8a8_latency_ms=latency,
             w8a8_energy_mj=latency * 0.5,
-            w8a8_size_kib=sum(kw["w_bits"] for kw in w8a8.values()) / 8,
+            w8a8_size_kib=sum(kw["w_bits"] for kw in _layers(w8a8).values()) / 8,
             w8a8_val=accuracy,
             w8a8_test=accuracy - 0.005,
             measurement=Measurement(

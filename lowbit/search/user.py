@@ -1,14 +1,14 @@
 """Search compression for your own PyTorch model, scored by your own metric.
 
-:func:`run_search_user` is :func:`lowbit.search.run_search` for a model that is not in the zoo: the
-layer space comes from the module itself (every ``nn.Conv1d``, ``nn.Conv2d`` and
-``nn.Linear``, attention projections included), prune groups from tracing it
-(:mod:`lowbit.models.trace`), accuracy from ``evaluate(model) -> float`` — any higher-is-better
-number: accuracy, mAP, negative loss. It runs on Ray like the built-in search (the model,
-the calibration batch and the functions are shipped to the workers once), writes the same
-run directory (``summary.json``, ``pareto.csv``, ``trials.csv``, ``configs/*.json``) and
-``user_model.json``, which lists the layers searched, the prune groups, the layers that
-cannot be pruned (and why), and the modules left **untouched**:
+:func:`lowbit.search.run_search` with a :class:`lowbit.search.setup.UserModel` searches a
+model that is not in the zoo: the layer space comes from the module itself (every
+``nn.Conv1d``, ``nn.Conv2d`` and ``nn.Linear``, attention projections included), prune groups
+from tracing it (:mod:`lowbit.models.trace`), accuracy from ``evaluate(model) -> float`` — any
+higher-is-better number: accuracy, mAP, negative loss. It runs on Ray like the built-in
+search (the model, the calibration batch and the functions are shipped to the workers once),
+writes the same run directory (``summary.json``, ``pareto.csv``, ``trials.csv``,
+``configs/*.json``) and ``user_model.json``, which lists the layers searched, the prune
+groups, the layers that cannot be pruned (and why), and the modules left **untouched**:
 
 - ``nn.MultiheadAttention`` and PyTorch's fused ``nn.Transformer*Layer`` modules: their
   projections run inside fused kernels that bypass submodules, so they stay in float;
@@ -25,15 +25,15 @@ without it the Pareto set is re-scored with ``evaluate``.
 
 Example (starts a local Ray)::
 
-    from lowbit.search.user import run_search_user
+    from lowbit.search import SearchSetup, UserModel, run_search
 
     def accuracy(model):
         with torch.no_grad():
             return (model(x_val).argmax(1) == y_val).float().mean().item()
 
-    result = run_search_user(model=net, example_input=x_val[:1], evaluate=accuracy,
-                             calib=x_val[:256], hardware="fpga-zcu102-dsp", n_trials=40,
-                             out_dir="runs/my-net", workers=2)
+    user = UserModel(module=net, example_input=x_val[:1], evaluate=accuracy, calib=x_val[:256])
+    result = run_search(SearchSetup(model=user, hardware="fpga-zcu102-dsp", n_trials=40,
+                                    out_dir="runs/my-net", workers=2))
     print(result.summary["methods"]["joint"]["pareto"])
 """
 
@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +51,14 @@ from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.profile import HardwareProfile
 
 from . import results
-from .run import SearchResult, SearchSetup, _profile, execute
-from .runner import start_ray
+from .setup import PreparedSearch, SearchSetup, UserModel, resolve_profile
 from .space import LayerInfo, SearchSpace, build_space, describe_model
 from .user_evaluator import UserEvaluatorSpec, score, ship
 
-__all__ = ["UntouchedModule", "UserModelInfo", "describe_user_model", "run_search_user",
+__all__ = ["UntouchedModule", "UserModelInfo", "describe_user_model", "prepare_user",
            "user_space"]  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-_UNSUPPORTED_METHODS = {"hawq": "needs per-layer Hessians of a labelled loss"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +189,7 @@ def user_space(
     info = describe_user_model(model, example_input, name=name)
     try:
         space = build_space(
-            info.layers, _profile(hardware), model=info.name, pin_first_last=pin_first_last
+            info.layers, resolve_profile(hardware), model=info.name, pin_first_last=pin_first_last
         )
     except ValueError as exc:
         raise LowbitError(str(exc)) from None
@@ -222,99 +220,47 @@ def _calib_tensor(calib, *, samples: int):
     return batch[:samples].detach().clone()
 
 
-def run_search_user(
-    *,
-    model,
-    example_input,
-    evaluate: Callable[[Any], float],
-    calib,
-    hardware: str | Path | HardwareProfile,
-    n_trials: int,
-    out_dir: str | Path,
-    workers: int = 1,
-    evaluate_test: Callable[[Any], float] | None = None,
-    name: str | None = None,
-    study_name: str | None = None,
-    storage: str | None = None,
-    sampler: str = "nsga2",
-    seed: int = 0,
-    ray_address: str | None = None,
-    max_latency_ms: float | None = None,
-    min_accuracy: float | None = None,
-    methods: tuple[str, ...] = ("joint",),
-    objectives: tuple[str, ...] = ("accuracy", "latency"),
-    pin_first_last: bool = False,
-    trial_timeout_s: float | None = None,
-    calib_samples: int = 512,
-    progress: bool = True,
-) -> SearchResult:
-    """Multi-objective search of per-layer compression for a user ``model`` on ``hardware``.
-
-    Args:
-        model: a ``torch.nn.Module`` (trained); it is copied, never modified.
-        example_input: a batch ``(n, *sample_shape)`` the model accepts.
-        evaluate: ``evaluate(model) -> float``, higher is better; called on compressed copies.
-        calib: inputs for activation-range calibration: a tensor or a DataLoader (the first
-            ``calib_samples`` samples are used).
-        hardware, n_trials, out_dir, workers, study_name, storage, sampler, seed,
-        ray_address, max_latency_ms, methods, objectives, pin_first_last, trial_timeout_s,
-        progress: as in :func:`lowbit.search.run_search`.
-        evaluate_test: optional held-out metric for the final Pareto set.
-        name: model name in the run files (default: the class name, lower case).
-        min_accuracy: constraint: trials whose metric is below it are infeasible (the
-            metric must then be a fraction in [0, 1], like an accuracy).
+def prepare_user(setup: SearchSetup) -> PreparedSearch:
+    """The space, default study name and evaluator spec of ``setup`` (a :class:`UserModel`):
+    the model is copied and traced, its metric scored on the uncompressed copy (on the
+    driver), and ``user_model.json`` written; nothing is started when any of it fails.
 
     Raises:
         LowbitError: a bad argument, a model that cannot be traced into a workload, or an
             ``evaluate`` that fails on the uncompressed model.
     """
-    problems = []
-    if not callable(evaluate):
-        problems.append(f"evaluate must be callable, got {type(evaluate).__name__}")
-    if evaluate_test is not None and not callable(evaluate_test):
-        problems.append(f"evaluate_test must be callable, got {type(evaluate_test).__name__}")
-    for method in methods:
-        if method in _UNSUPPORTED_METHODS:
-            problems.append(f"methods: {method!r} is not available for user models "
-                            f"({_UNSUPPORTED_METHODS[method]})")  # fmt: skip
-    if problems:
-        raise LowbitError("run_search_user: " + "; ".join(problems))
+    user = setup.model
+    if not isinstance(user, UserModel) or setup.hardware is None:
+        raise LowbitError("prepare_user: the setup needs a UserModel and a hardware target")
+    model = user.module
     base = copy.deepcopy(model) if hasattr(model, "modules") else model
-    space, info = user_space(base, example_input, hardware, pin_first_last=pin_first_last,
-                             name=name)  # fmt: skip
-    profile = _profile(hardware)
+    space, info = user_space(base, user.example_input, setup.hardware,
+                             pin_first_last=setup.pin_first_last, name=user.name)  # fmt: skip
+    profile = resolve_profile(setup.hardware)
     _check_workload(base, info)
-    setup = SearchSetup(
-        n_trials=n_trials, out_dir=Path(out_dir), workers=workers, storage=storage,
-        study_name=study_name or f"{info.name}-{profile.name}-s{seed}", sampler=sampler,
-        seed=seed, ray_address=ray_address, max_latency_ms=max_latency_ms,
-        min_accuracy=min_accuracy, methods=tuple(methods), objectives=tuple(objectives),
-        trial_timeout_s=trial_timeout_s, progress=progress,
-    )  # fmt: skip
-    calib_batch = _calib_tensor(calib, samples=calib_samples)
-    fp32 = _fp32_scores(base, evaluate, evaluate_test)
+    calib_batch = _calib_tensor(user.calib, samples=user.calib_samples)
+    fp32 = _fp32_scores(base, user.evaluate, user.evaluate_test)
     results.write_json(setup.out_dir / "user_model.json", info.to_dict())
-    started = start_ray(workers, ray_address)
-    try:
-        with ship(base, calib_batch, evaluate, evaluate_test) as payload:
-            spec = UserEvaluatorSpec(
-                payload=payload, profile=profile, name=info.name, pinned=space.pinned, fp32=fp32
-            )
-            result = execute(space=space, evaluator=spec, setup=setup)
-    finally:
-        if started:
-            from lowbit.search.pool import shutdown_ray
-
-            shutdown_ray()
-    summary = dict(result.summary)
-    summary["evaluator"] = {
-        "type": "UserEvaluatorSpec",
-        "metric": getattr(evaluate, "__name__", type(evaluate).__name__),
-        "pinned": list(space.pinned),
+    sections = {
+        "evaluator": {
+            "type": "UserEvaluatorSpec",
+            "metric": getattr(user.evaluate, "__name__", type(user.evaluate).__name__),
+            "pinned": list(space.pinned),
+        },
+        "user_model": info.to_dict(),
     }
-    summary["user_model"] = info.to_dict()
-    results.write_json(result.run_dir / "summary.json", summary)
-    return replace(result, summary=summary)
+
+    @contextmanager
+    def evaluator() -> Iterator[UserEvaluatorSpec]:
+        with ship(base, calib_batch, user.evaluate, user.evaluate_test) as payload:
+            yield UserEvaluatorSpec(
+                payload=payload, profile=profile, name=info.name, pinned=space.pinned,
+                fp32=fp32, summary_sections=sections,
+            )  # fmt: skip
+
+    return PreparedSearch(
+        space=space, study_name=f"{info.name}-{profile.name}-s{setup.seed}", evaluator=evaluator
+    )
 
 
 def _check_workload(model, info: UserModelInfo) -> None:

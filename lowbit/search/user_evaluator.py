@@ -49,9 +49,12 @@ class UserEvaluatorSpec:
 
     Not a dataclass on purpose: the run summary lists a dataclass spec's fields, and the
     object reference is not JSON (the user model is described in ``user_model.json``).
+    ``summary_sections``: what summary.json records instead (its ``evaluator`` and
+    ``user_model`` sections; :func:`lowbit.search.summary.run_summary` adds them).
     """
 
-    __slots__ = ("payload", "profile", "name", "pinned", "fp32", "dataset", "engine", "threads")
+    __slots__ = ("payload", "profile", "name", "pinned", "fp32", "dataset", "engine", "threads",
+                 "summary_sections")  # fmt: skip
 
     def __init__(
         self,
@@ -64,9 +67,11 @@ class UserEvaluatorSpec:
         dataset: str = "user",
         engine: str = "analytic",
         threads: int = 1,
+        summary_sections: dict[str, Any] | None = None,
     ) -> None:
         self.payload, self.profile, self.name, self.pinned = payload, profile, name, pinned
         self.fp32, self.dataset, self.engine, self.threads = fp32, dataset, engine, threads
+        self.summary_sections = dict(summary_sections or {})
 
     def __getstate__(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.__slots__}

@@ -38,8 +38,9 @@ from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.fileio import read_json
 
 from .checks import summary_problems
+from .config import ConfigError, load_config
 from .latency import BATCHES, ConfigTarget, export_targets, prepare_config, time_configs
-from .results import ConfigError, load_config, write_csv, write_json
+from .results import write_csv, write_json
 
 __all__ = [
     "UNIFORM_BASELINES",
@@ -201,7 +202,8 @@ def validate_run(
         workers: processes exporting and checking the configurations before the timing
             (default: the CPU count, at most 2; the timing runs alone).
     """
-    from lowbit.models.hostcal.calibration import cpu_info, load_or_calibrate
+    from lowbit.models.hostcal.calibration import load_or_calibrate
+    from lowbit.models.hostcal.isa import cpu_info
 
     if repeats < 1 or warmup < 0:
         raise LowbitError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")

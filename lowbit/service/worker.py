@@ -29,11 +29,12 @@ def _run(job: dict[str, Any], run_dir: Path) -> None:
 
     from lowbit.reports import build_report
     from lowbit.search.run import run_search
+    from lowbit.search.setup import SearchSetup, ZooModel
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     req = job["request"]
-    run_search(
-        model=req["model"],
+    setup = SearchSetup(
+        model=ZooModel(name=req["model"], finetune_steps=req.get("finetune_steps", 0)),
         hardware=req["profile"],
         n_trials=req["trials"],
         out_dir=run_dir,
@@ -47,11 +48,11 @@ def _run(job: dict[str, Any], run_dir: Path) -> None:
         objectives=tuple(req["objectives"]),
         pin_first_last=req.get("pin_first_last", False),
         trial_timeout_s=req.get("trial_timeout_s"),
-        finetune_steps=req.get("finetune_steps", 0),
         progress=True,
         co_design=req.get("co_design", False),
         area_budget_mm2=req.get("area_budget_mm2"),
     )
+    run_search(setup)
     build_report(run_dir)
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from lowbit.hwsim._precision_models import expand_precisions
-from lowbit.hwsim._profile_schema import SCHEMA, Key, Table, TableArray, fill_defaults
+from lowbit.hwsim._profile_schema import SCHEMA, Key, Table, TableArray
+from lowbit.hwsim._profile_walk import fill_defaults
 from lowbit.hwsim.errors import ProfileError
 from lowbit.hwsim.profile import UnsupportedPrecision
 from lowbit.hwsim.profiles import (

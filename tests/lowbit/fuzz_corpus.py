@@ -18,7 +18,7 @@ PLAN = {"version": 1, "layers": {"_default": {"w_bits": 4, "a_bits": 8}}}
 
 
 def config_dict() -> dict:
-    from lowbit.search.results import DeploymentConfig
+    from lowbit.search.config import DeploymentConfig
 
     return DeploymentConfig(
         id="joint-00001", model="digits-cnn", dataset="digits", seed=0, hardware="npu-bitfusion",

@@ -7,7 +7,7 @@ import pytest
 from cli_testkit import error_of
 
 from lowbit.cli import main
-from lowbit.search.results import DeploymentConfig
+from lowbit.search.config import DeploymentConfig
 
 SIM = ("--hardware", "npu-bitfusion", "--workload", "resnet18")
 

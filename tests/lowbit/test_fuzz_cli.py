@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from lowbit.cli import main
 from lowbit.hwsim.errors import LowbitError
-from lowbit.search.results import load_config
+from lowbit.search.config import load_config
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "hwsim"))
 from fuzzkit import VALUES, fuzz_settings  # noqa: E402

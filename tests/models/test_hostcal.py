@@ -14,6 +14,7 @@ from lowbit.models.export.ort import ort_session
 from lowbit.models.hostcal import bench as hostbench
 from lowbit.models.hostcal import calibration as hostcal
 from lowbit.models.hostcal import conv as hostconv
+from lowbit.models.hostcal import isa
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +23,10 @@ def quick_calibration() -> hostcal.Calibration:
 
 
 def test_cpu_info_reads_the_os():
-    info = hostcal.cpu_info()
+    info = isa.cpu_info()
     assert info["clock_hz"] > 1e8
     assert info["simd_lanes_32bit"] in (4, 8, 16)
-    assert info["vnni"] == bool({"avx512_vnni", "avx_vnni", "amx_int8"} & hostcal.cpu_flags())
+    assert info["vnni"] == bool({"avx512_vnni", "avx_vnni", "amx_int8"} & isa.cpu_flags())
     sys_cache = Path("/sys/devices/system/cpu/cpu0/cache")
     if sys_cache.is_dir():  # sizes come from the OS, e.g. "1024K" -> 1048576
         for index in sys_cache.glob("index*"):

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lowbit.models.hostcal.calibration import cpu_flags, cpu_info
-from lowbit.models.hostcal.isa import detect_isa, host_label
+from lowbit.models.hostcal.isa import cpu_flags, cpu_info, detect_isa, host_label
 
 #: flags as /proc/cpuinfo prints them (x86 "flags", Arm "Features")
 RECORDED = {

@@ -12,11 +12,11 @@ BUDGET_MM2 = 3.5
 @pytest.fixture(scope="session")
 def tiny_run(ray_session, tmp_path_factory):
     """The run directory of a tiny real search (Ray, 2 workers)."""
-    from lowbit.search import run_search
+    from lowbit.search import SearchSetup, ZooModel, run_search
 
     out = tmp_path_factory.mktemp("tiny-run") / "run"
-    run_search(
-        model="digits-cnn",
+    setup = SearchSetup(
+        model=ZooModel(name="digits-cnn"),
         hardware="npu-bitfusion",
         n_trials=8,
         out_dir=out,
@@ -26,4 +26,5 @@ def tiny_run(ray_session, tmp_path_factory):
         area_budget_mm2=BUDGET_MM2,
         progress=False,
     )
+    run_search(setup)
     return out

@@ -13,7 +13,7 @@ import pandas as pd
 from lowbit.results import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
-from test_results import as_schema_1  # noqa: E402  (the same schema-1 rewrite)
+from test_config import as_schema_1  # noqa: E402  (the same schema-1 rewrite)
 
 #: the columns of the first release (lowbit.search.results before rungs)
 FIRST_TRIAL_COLUMNS = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 
@@ -12,7 +13,7 @@ from search_testkit import SYNTHETIC_LAYERS
 from lowbit.hwsim.area import area_mm2
 from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.profiles import load_profile
-from lowbit.search import load_config, run_search
+from lowbit.search import SearchSetup, ZooModel, load_config, run_search
 from lowbit.search.codesign import AREA_CONSTRAINT, HARDWARE_KEY, build_codesign
 from lowbit.search.space import SearchSpace, build_space
 
@@ -89,8 +90,8 @@ def test_codesign_input_errors():
     with pytest.raises(LowbitError, match=r"\[\[tunables\]\]"):
         build_codesign("cpu-x86-avx2")
     with pytest.raises(LowbitError, match="area budget needs co-design"):
-        run_search(model="digits-cnn", hardware="npu-bitfusion", n_trials=1, out_dir="x",
-                   area_budget_mm2=3.0)  # fmt: skip
+        SearchSetup(model=ZooModel(name="digits-cnn"), hardware="npu-bitfusion", n_trials=1,
+                    out_dir="x", area_budget_mm2=3.0)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -98,8 +99,8 @@ def test_codesign_search_respects_the_budget_and_records_the_hardware(ray_sessio
     from lowbit import hwsim, models
 
     out = tmp_path / "run"
-    result = run_search(
-        model="digits-cnn",
+    setup = SearchSetup(
+        model=ZooModel(name="digits-cnn"),
         hardware="npu-bitfusion",
         n_trials=8,
         out_dir=out,
@@ -109,6 +110,7 @@ def test_codesign_search_respects_the_budget_and_records_the_hardware(ray_sessio
         area_budget_mm2=BUDGET_MM2,
         progress=False,
     )
+    result = run_search(setup)
     summary = result.summary
     assert summary["constraints"]["max_area_mm2"] == BUDGET_MM2
     assert summary["co_design"]["base_area_mm2"] == pytest.approx(
@@ -138,3 +140,53 @@ def test_codesign_search_respects_the_budget_and_records_the_hardware(ray_sessio
         plan = models.CompressionPlan.from_dict(cfg.plan)
         sim = hwsim.simulate(models.to_workload(base, plan), variant)
         assert cfg.latency_ms == pytest.approx(sim.latency_s * 1e3)
+
+
+def test_codesign_configs_are_written_once_complete(ray_session, space, tmp_path, monkeypatch):
+    """Each deployment config of a co-design run is written exactly once, with its hardware
+    section complete: what a second pass (``record_hardware``, before) used to add."""
+    from lowbit.hwsim import fileio
+    from lowbit.hwsim.area import area_breakdown
+    from lowbit.search.run import SearchSetup, execute
+    from lowbit.search.testing import SyntheticSpec
+
+    writes: dict[str, list[bytes]] = {}
+    real_write = fileio.atomic_write_bytes
+
+    def counting_write(path, data):
+        writes.setdefault(str(path), []).append(bytes(data))
+        return real_write(path, data)
+
+    monkeypatch.setattr(fileio, "atomic_write_bytes", counting_write)
+    out = tmp_path / "run"
+    setup = SearchSetup(n_trials=10, out_dir=out, study_name="cd", workers=1, progress=False,
+                        methods=("joint", "uniform"))  # fmt: skip
+    execute(space=space, evaluator=SyntheticSpec(), setup=setup)
+    configs = sorted((out / "configs").glob("*.json"))
+    assert configs
+    with open(out / "pareto.csv", newline="", encoding="utf-8") as fh:
+        params = {row["config_id"]: json.loads(row["params"]) for row in csv.DictReader(fh)}
+    assert sorted(params) == [path.stem for path in configs]
+    base_hash = load_profile("npu-bitfusion").content_hash()
+    for path in configs:
+        assert len(writes[str(path)]) == 1, f"{path.name} written {len(writes[str(path)])} times"
+        assert writes[str(path)][0] == path.read_bytes()
+        overrides = {k[3:]: v for k, v in params[path.stem].items() if k.startswith("hw:")}
+        overrides = {c.key: overrides.get(c.key, c.base) for c in space.codesign.choices}
+        variant = load_profile("npu-bitfusion", overrides=overrides)
+        area = area_breakdown(variant)
+        hardware = json.loads(path.read_text())["hardware"]
+        assert list(hardware) == ["name", "content_hash", "base_content_hash", "overrides",
+                                  "area_mm2", "area"]  # fmt: skip
+        assert hardware == {
+            "name": "npu-bitfusion",
+            "content_hash": variant.content_hash(),
+            "base_content_hash": base_hash,
+            "overrides": overrides,
+            "area_mm2": area.total_mm2,
+            "area": area.to_dict(),
+        }
+        config = load_config(path)  # a valid config that reads back to the same file
+        assert config.hardware_hash == variant.content_hash()
+        assert config.hardware_variant.overrides == overrides
+        assert config.to_json() == path.read_text()

@@ -1,4 +1,4 @@
-"""Run-directory files: atomic writes, deployment config round trip and schema checks."""
+"""Deployment configs (and the run directory's atomic writes): round trip, schema checks."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from lowbit.search.evaluator import LayerCost
-from lowbit.search.results import (
+from lowbit.search.config import (
     CONFIG_SCHEMA_VERSION,
     ConfigError,
     DeploymentConfig,
-    atomic_write_text,
     load_config,
 )
+from lowbit.search.evaluator import LayerCost
+from lowbit.search.results import atomic_write_text
 
 
 def _config() -> DeploymentConfig:

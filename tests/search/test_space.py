@@ -124,7 +124,7 @@ def test_uniform_and_quant_only(synthetic_space, int8_cpu_like):
 def test_zoo_space_plans_pass_the_model_check():
     """Every sampled configuration of a real zoo model is a valid CompressionPlan for it."""
     from lowbit.models.zoo import build
-    from lowbit.search.run import zoo_space
+    from lowbit.search.zoo import zoo_space
 
     profile = make_profile("zoo-bitfusion", [(w, a, 1.0) for w in (2, 4, 8) for a in (2, 4, 8)],
                            nm_patterns=((2, 4),))  # fmt: skip

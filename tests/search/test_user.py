@@ -15,8 +15,8 @@ from torch.nn import functional as F
 from lowbit import models
 from lowbit.hwsim.errors import LowbitError
 from lowbit.models.compression.plan import CompressionPlan
-from lowbit.search import load_config
-from lowbit.search.user import describe_user_model, run_search_user, user_space
+from lowbit.search import SearchSetup, UserModel, load_config, run_search
+from lowbit.search.user import describe_user_model, user_space
 
 
 class SignalNet(nn.Module):
@@ -93,6 +93,18 @@ def agreement_with(reference: nn.Module, x: torch.Tensor):
             return (model(x).argmax(1) == target).float().mean().item()
 
     return agreement
+
+
+def run_search_user(*, model, example_input, evaluate, calib, calib_samples=512, **setup):
+    """One user-model search: the model's arguments to UserModel, the rest to SearchSetup."""
+    user = UserModel(
+        module=model,
+        example_input=example_input,
+        evaluate=evaluate,
+        calib=calib,
+        calib_samples=calib_samples,
+    )
+    return run_search(SearchSetup(model=user, **setup))
 
 
 def _rows(path) -> list[dict[str, str]]:

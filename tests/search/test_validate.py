@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lowbit.hwsim.errors import LowbitError
-from lowbit.search.results import ConfigError, DeploymentConfig, write_json
+from lowbit.search.config import ConfigError, DeploymentConfig
+from lowbit.search.results import write_json
 from lowbit.search.validate import VALIDATION_COLUMNS, latency_metrics, targets_of_run, validate_run
 
 MODEL = "digits-cnn"

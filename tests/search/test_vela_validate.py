@@ -14,7 +14,8 @@ from test_validate import MODEL, PRUNED, W8A8  # noqa: E402  (the same plans)
 from lowbit.cli import main
 from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.profiles import load_profile
-from lowbit.search.results import DeploymentConfig, write_json
+from lowbit.search.config import DeploymentConfig
+from lowbit.search.results import write_json
 from lowbit.search.validate import latency_metrics
 from lowbit.search.vela_validate import VELA_COLUMNS, vela_validate_run
 

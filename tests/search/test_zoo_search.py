@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from lowbit.search import load_config, run_search
+from lowbit.search import SearchSetup, ZooModel, load_config, run_search
 
 
 @pytest.mark.slow
@@ -21,8 +21,8 @@ def test_zoo_search_configs_reproduce(ray_session, tmp_path):
     from lowbit.models.accuracy import accuracy, as_model_input
 
     profile = load_profile("npu-bitfusion")
-    result = run_search(
-        model="digits-cnn",
+    setup = SearchSetup(
+        model=ZooModel(name="digits-cnn"),
         hardware=profile,
         n_trials=6,
         out_dir=tmp_path / "run",
@@ -30,6 +30,7 @@ def test_zoo_search_configs_reproduce(ray_session, tmp_path):
         methods=("joint", "uniform", "hawq"),
         progress=False,
     )
+    result = run_search(setup)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["hardware"]["content_hash"] == profile.content_hash()
     assert summary["methods"]["joint"]["completed"] == 6

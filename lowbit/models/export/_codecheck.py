@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from lowbit.models.export.onnx_quant import ExportError
-from lowbit.models.export.ort import INPUT_NAME, ort_session
+from lowbit.models.export.ort import INPUT_NAME, ort_session, run_batched
 from lowbit.models.graph import run_hooked
 
 __all__ = [
@@ -172,14 +172,6 @@ def code_agreement(
 CODE_CHECK_SAMPLES = 1000
 
 
-def _run_batched(session: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    outs = [
-        session.run(None, {INPUT_NAME: x[i : i + batch_size]})[0]
-        for i in range(0, len(x), batch_size)
-    ]
-    return np.concatenate(outs)
-
-
 @torch.no_grad()
 def check_export(
     compressed: nn.Module,
@@ -205,11 +197,11 @@ def check_export(
     x = as_model_input(compressed, x)
     fake = logits(compressed, x).numpy()
     xn = x.numpy()
-    real = _run_batched(ort_session(int8), xn, EVAL_BATCH_SIZE)
-    flt = _run_batched(ort_session(fp32), xn, EVAL_BATCH_SIZE)
+    real = run_batched(ort_session(int8), xn, batch_size=EVAL_BATCH_SIZE)
+    flt = run_batched(ort_session(fp32), xn, batch_size=EVAL_BATCH_SIZE)
     labels = y.numpy()
     head = x[:code_samples]
-    unpadded = _run_batched(ort_session(qdq), head.numpy(), EVAL_BATCH_SIZE)
+    unpadded = run_batched(ort_session(qdq), head.numpy(), batch_size=EVAL_BATCH_SIZE)
     if not np.array_equal(real[: len(head)], unpadded):
         raise ExportError(
             "the INT8 graph after the export's kernel passes (channel padding, channels-last "

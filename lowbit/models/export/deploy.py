@@ -98,7 +98,7 @@ def resolve_weight_type(weight_type: str = "auto") -> str:
         return weight_type
     if weight_type != "auto":
         raise ExportError(f"unknown weight type {weight_type!r} (valid: auto, s8, u8)")
-    from lowbit.models.hostcal.calibration import cpu_flags
+    from lowbit.models.hostcal.isa import cpu_flags
 
     flags = cpu_flags()
     vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)

@@ -79,6 +79,7 @@ __all__ = [
     "ExportError",
     "quantize_graph",
     "scope_of",
+    "topological_order",
 ]
 
 #: ops through which an activation quantizer may move (elementwise rounding commutes with
@@ -131,13 +132,13 @@ class _Graph:
             if n.op_type != "Constant" or any(o in used or o in self.outputs for o in n.output)
         ]  # fmt: skip
         del self.graph.node[:]
-        self.graph.node.extend(_topological(self.nodes, self.graph))
+        self.graph.node.extend(topological_order(self.nodes, self.graph))
         del self.graph.initializer[:]
         self.graph.initializer.extend(t for name, t in self.inits.items() if name in used)
         return model
 
 
-def _topological(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+def topological_order(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     """Nodes in a stable topological order (Kahn's algorithm, earliest listed first)."""
     made = {name: i for i, n in enumerate(nodes) for name in n.output}
     deps = [{made[name] for name in n.input if name in made} for n in nodes]

@@ -7,7 +7,9 @@ import os
 import tempfile
 from typing import Any
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "kernel_census", "ort_session"]
+import numpy as np
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "kernel_census", "ort_session", "run_batched"]
 
 #: names of the graph input and output in every model the export writes
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -28,6 +30,15 @@ def ort_session(model: Any, *, threads: int = 1, optimized_path: str | None = No
         opts.optimized_model_filepath = optimized_path
     data = model if isinstance(model, (str, bytes)) else model.SerializeToString()
     return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_batched(session: Any, x: np.ndarray, *, batch_size: int) -> np.ndarray:
+    """The session's first output on ``x``, run ``batch_size`` rows at a time (concatenated)."""
+    outs = [
+        session.run(None, {INPUT_NAME: x[i : i + batch_size]})[0]
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(outs)
 
 
 def kernel_census(model: Any) -> dict[str, int]:

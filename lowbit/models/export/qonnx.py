@@ -142,10 +142,10 @@ def build_qonnx(*, fp32: onnx.ModelProto, quants: list) -> onnx.ModelProto:
         if layer.output is not None:
             b.output(node, layer.output, f"{layer.name}.output")
     nodes = list(model.graph.node)
-    from lowbit.models.export.onnx_quant import _topological
+    from lowbit.models.export.onnx_quant import topological_order
 
     del model.graph.node[:]
-    model.graph.node.extend(_topological(nodes, model.graph))
+    model.graph.node.extend(topological_order(nodes, model.graph))
     model.opset_import.append(helper.make_opsetid(QONNX_DOMAIN, 1))
     return model
 

@@ -191,13 +191,13 @@ def check_tflite(
     the accuracies differ by more than ``tolerance_pt`` points."""
     from lowbit.models.accuracy import EVAL_BATCH_SIZE, as_model_input
     from lowbit.models.data import load_split
-    from lowbit.models.export._codecheck import _run_batched, int8_codes
-    from lowbit.models.export.ort import ort_session
+    from lowbit.models.export._codecheck import int8_codes
+    from lowbit.models.export.ort import ort_session, run_batched
 
     x, y = load_split(compressed.dataset, "test")
     xn = as_model_input(compressed, x).numpy()
     labels = y.numpy()
-    onnx_logits = _run_batched(ort_session(int8), xn, EVAL_BATCH_SIZE)
+    onnx_logits = run_batched(ort_session(int8), xn, batch_size=EVAL_BATCH_SIZE)
     tfl_logits, _ = run_tflite(model, xn)
     head = xn[:code_samples]
     _, tfl_codes = run_tflite(model, head, probes=True)

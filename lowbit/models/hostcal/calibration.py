@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +67,7 @@ from lowbit.models.hostcal.conv import (
     int8_maxpool_s_per_element,
     profiler_overhead_s,
 )
-from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, detect_isa, host_label
+from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, cpu_info
 from lowbit.models.hostcal.kernels import (
     DEPTHWISE_SWEEP,
     QUICK_DEPTHWISE_SWEEP,
@@ -87,9 +85,7 @@ __all__ = [
     "PROFILE_NAME",
     "Calibration",
     "CalibrationError",
-    "cpu_flags",
     "calibration_version_of",
-    "cpu_info",
     "default_profile_path",
     "calibrate",
     "load_or_calibrate",
@@ -123,59 +119,6 @@ ORT_KINDS = {
     "DequantizeLinear": ("dequantize",), "Concat": ("concat",), "Split": ("split",),
     "QLinearSoftmax": ("softmax_int8",),
 }  # fmt: skip
-
-
-@cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where unavailable)."""
-    for line in _read("/proc/cpuinfo").splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return ""
-
-
-def _size(text: str) -> int:
-    text = text.strip().upper()
-    scale = {"K": _KiB, "M": _KiB**2, "G": _KiB**3}.get(text[-1:], 1)
-    return int(text.rstrip("KMG") or 0) * scale
-
-
-def cpu_info() -> dict[str, Any]:
-    """Model name, clock, SIMD lanes, VNNI, and data/unified cache sizes per level (bytes)."""
-    text = _read("/proc/cpuinfo")
-    field = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        field.setdefault(key.strip(), value.strip())
-    mhz = float(field.get("cpu MHz") or 3000.0)
-    caches: dict[int, int] = {}
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        kind = _read(str(index / "type")).strip()
-        if kind in ("Data", "Unified"):
-            caches[int(_read(str(index / "level")) or 0)] = _size(_read(str(index / "size")))
-    flags = cpu_flags()
-    isa = detect_isa(flags)
-    meminfo = _read("/proc/meminfo").split()
-    memory = _size(meminfo[1] + "K") if meminfo[:1] == ["MemTotal:"] else 0
-    return {
-        "model": field.get("model name", platform.processor() or "unknown"),
-        "clock_hz": mhz * 1e6,
-        "simd_lanes_32bit": isa.simd_lanes_32bit,
-        "vnni": isa.vnni,
-        "isa": isa.name,
-        "isa_fallbacks": list(isa.fallbacks),
-        "label": host_label(field.get("model name", platform.processor() or ""), isa),
-        "flags": sorted(f for f in flags if f.startswith(("avx", "fma", "amx", "sse4"))),
-        "caches_bytes": {f"L{k}": v for k, v in sorted(caches.items())},
-        "memory_bytes": memory,
-    }
 
 
 def default_profile_path() -> Path:

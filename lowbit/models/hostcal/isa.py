@@ -19,14 +19,32 @@ the same CPUID bits), and so do the numbers a host profile is fitted to:
 The best one wins (AMX-INT8 CPUs also have AVX-512 VNNI: ``fallbacks`` lists the others, as
 MLAS uses them for shapes its best kernel does not take). Every measured number lowbit
 prints names the CPU model and this ISA beside it (:func:`host_label`).
+
+:func:`cpu_flags` and :func:`cpu_info` read what the OS says about the CPU (flags, clock,
+cache and memory sizes), with its ISA, for host calibration and for every benchmark's
+record of the machine it ran on.
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
 
-__all__ = ["ISA_ORDER", "PEAK_MACS_PER_CYCLE", "Isa", "detect_isa", "host_label"]
+__all__ = [
+    "ISA_ORDER",
+    "PEAK_MACS_PER_CYCLE",
+    "Isa",
+    "cpu_flags",
+    "cpu_info",
+    "detect_isa",
+    "host_label",
+]
+
+_KiB = 1024
 
 #: (name, flags that must all be present, SIMD lanes of 32 bits), best first
 ISA_ORDER: tuple[tuple[str, frozenset[str], int], ...] = (
@@ -114,3 +132,56 @@ def detect_isa(flags: Iterable[str]) -> Isa:
 def host_label(model: str, isa: Isa) -> str:
     """``"<CPU model>, <ISA label>"``: what every measured number is printed beside."""
     return f"{model.strip() or 'unknown CPU'}, {isa.label}"
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where unavailable)."""
+    for line in _read("/proc/cpuinfo").splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _size(text: str) -> int:
+    text = text.strip().upper()
+    scale = {"K": _KiB, "M": _KiB**2, "G": _KiB**3}.get(text[-1:], 1)
+    return int(text.rstrip("KMG") or 0) * scale
+
+
+def cpu_info() -> dict[str, Any]:
+    """Model name, clock, SIMD lanes, VNNI, and data/unified cache sizes per level (bytes)."""
+    text = _read("/proc/cpuinfo")
+    field = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        field.setdefault(key.strip(), value.strip())
+    mhz = float(field.get("cpu MHz") or 3000.0)
+    caches: dict[int, int] = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        kind = _read(str(index / "type")).strip()
+        if kind in ("Data", "Unified"):
+            caches[int(_read(str(index / "level")) or 0)] = _size(_read(str(index / "size")))
+    flags = cpu_flags()
+    isa = detect_isa(flags)
+    meminfo = _read("/proc/meminfo").split()
+    memory = _size(meminfo[1] + "K") if meminfo[:1] == ["MemTotal:"] else 0
+    return {
+        "model": field.get("model name", platform.processor() or "unknown"),
+        "clock_hz": mhz * 1e6,
+        "simd_lanes_32bit": isa.simd_lanes_32bit,
+        "vnni": isa.vnni,
+        "isa": isa.name,
+        "isa_fallbacks": list(isa.fallbacks),
+        "label": host_label(field.get("model name", platform.processor() or ""), isa),
+        "flags": sorted(f for f in flags if f.startswith(("avx", "fma", "amx", "sse4"))),
+        "caches_bytes": {f"L{k}": v for k, v in sorted(caches.items())},
+        "memory_bytes": memory,
+    }

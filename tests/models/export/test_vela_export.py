@@ -14,7 +14,7 @@ from lowbit.cli import main
 from lowbit.hwsim.profiles import load_profile
 from lowbit.models.export.firmware import load_firmware_config, validate_firmware_config
 from lowbit.models.export.vela import layer_of, vela_target
-from lowbit.search.results import DeploymentConfig
+from lowbit.search.config import DeploymentConfig
 
 PLAN = {
     "version": 1,

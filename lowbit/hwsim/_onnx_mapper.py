@@ -1,0 +1,295 @@
+"""The node-to-layer mapping of the ONNX import (:mod:`lowbit.hwsim.onnx_workload` states the
+rules): :class:`GraphMapper` walks a loaded graph twice, first to find which tensors are
+views of which and who reads them, then to map compute nodes, fused epilogues, element-wise
+chains and pools to hwsim layers, listing every node it cannot map with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+
+import onnx
+
+from lowbit.hwsim._onnx_graph import OnnxGraph, dtype_bits
+from lowbit.hwsim._onnx_ops import (
+    _BINARY,
+    _COMPUTE,
+    _CONVS,
+    _EPILOGUE,
+    _FREE,
+    _MOVEMENT,
+    _POOLS,
+    _QUANT_OPS,
+    _STANDALONE,
+    _UNARY,
+    _kind,
+)
+from lowbit.hwsim._onnx_runtime import folded_transpose, runtime_layers
+from lowbit.hwsim.workload import (
+    FLOAT_BITS,
+    Compression,
+    Conv2d,
+    Elementwise,
+    Layer,
+    Linear,
+    MatMul,
+    Pool,
+)
+
+__all__ = ["GraphMapper"]
+
+
+class GraphMapper:
+    """Two passes over the graph's nodes (see the module docstring for the rules): the first
+    finds which tensors are views of which (free ops) and who reads them, the second maps."""
+
+    def __init__(self, graph: OnnxGraph) -> None:
+        self.g = graph
+        ops = {node.op_type for node in graph.nodes}
+        self.quantized = bool(ops & (_QUANT_OPS | (set(_COMPUTE) - {"Conv", "Gemm", "MatMul"})))
+        self.alias: dict[str, str] = {}  # tensor -> the tensor it is a view of
+        self.readers: dict[str, set[int]] = {}  # root tensor -> indices of nodes reading it
+        self.owner: dict[str, str | int] = {}  # root tensor -> "compute" | group id
+        self.groups: dict[int, list[int]] = {}  # group id -> node indices
+        self.unmapped: list[tuple[str, str, str]] = []
+        self.layers: dict[int, Layer] = {}  # node index (of a group: its last) -> layer
+        self.names: dict[str, int] = {}
+        self.skip: set[int] = set()
+        for index, node in enumerate(graph.nodes):
+            acts = graph.activation_inputs(node)
+            if not acts and node.output and all(o in graph.static for o in node.output):
+                self.skip.add(index)  # computed from constants / shapes only
+            elif node.op_type in _FREE or self._code_clip(node) or folded_transpose(graph, node):
+                self.skip.add(index)
+                self.alias.update({out: acts[0] for out in node.output if acts})
+        for index, node in enumerate(graph.nodes):
+            if index not in self.skip:
+                for tensor in graph.activation_inputs(node):
+                    self.readers.setdefault(self.root(tensor), set()).add(index)
+        for out in graph.outputs:
+            self.readers.setdefault(self.root(out), set()).add(-1)  # -1: the graph output
+
+    # --- helpers -------------------------------------------------------------------------
+    def _code_clip(self, node: onnx.NodeProto) -> bool:
+        """A Clip of QuantizeLinear codes (a sub-8-bit grid): part of the quantizer."""
+        source = self.g.producer.get(node.input[0]) if node.input else None
+        return node.op_type == "Clip" and source is not None and source.op_type in _QUANT_OPS
+
+    def root(self, name: str) -> str:
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+    def requantized(self, tensor: str) -> bool:
+        """Does ``tensor`` reach its root through a QuantizeLinear? A compute layer's output
+        stage cannot apply an op after its output was requantized: the runtime runs that op
+        on its own (ONNX Runtime's QLinearAdd for a bias after a QLinearMatMul)."""
+        while tensor in self.alias:
+            node = self.g.producer.get(tensor)
+            if node is not None and node.op_type == "QuantizeLinear":
+                return True
+            tensor = self.alias[tensor]
+        return False
+
+    def only_reader(self, root: str, index: int) -> bool:
+        return self.readers.get(root) == {index}
+
+    def bits(self, tensor: str) -> int:
+        """Storage bits of an activation (default 8 in a float graph, 32 if unquantized)."""
+        if not self.quantized:
+            return 8
+        found = self.g.activation_bits(tensor)
+        return FLOAT_BITS if found is None else found
+
+    def unique(self, name: str) -> str:
+        self.names[name] = self.names.get(name, 0) + 1
+        return name if self.names[name] == 1 else f"{name}#{self.names[name]}"
+
+    def shape(self, tensor: str) -> tuple[int, ...]:
+        shape = self.g.shapes.get(tensor)
+        if shape is None:
+            raise _Unmappable(f"shape of {tensor!r} unknown after shape inference")
+        if not all(d > 0 for d in shape):
+            raise _Unmappable(f"tensor {tensor!r} has an empty dimension {shape}")
+        return shape
+
+    # --- the pass --------------------------------------------------------------------------
+    def run(self) -> None:
+        for index, node in enumerate(self.g.nodes):
+            if index in self.skip:
+                continue
+            op = node.op_type
+            try:
+                if op in _COMPUTE and node.domain in ("", "ai.onnx", "com.microsoft"):
+                    self.layers[index] = self.compute(node, index)
+                    self.owner.update({out: "compute" for out in node.output})
+                elif op in _POOLS or op in _STANDALONE:
+                    self.layers[index] = self.memory(node, index, pool=op in _POOLS)
+                elif op in _UNARY or op in _BINARY:
+                    self.elementwise(node, index)
+                elif op in _MOVEMENT:
+                    self.layers[index] = self.movement(node, index)
+                else:
+                    raise _Unmappable(f"no hwsim mapping for {op}")
+            except _Unmappable as exc:
+                self.unmapped.append((node.name or f"{op}_{index}", op, str(exc)))
+        self.layers.update(runtime_layers(self))
+        self.group_layers()
+
+    def compute(self, node: onnx.NodeProto, index: int) -> Layer:
+        x_at, w_at, _ = _COMPUTE[node.op_type]
+        x, w = node.input[x_at], node.input[w_at]
+        x_static, w_static = x in self.g.static, w in self.g.static
+        if node.op_type in _CONVS:
+            if not w_static:
+                raise _Unmappable("convolution with a weight computed at run time")
+            return self.conv(node, index, x, w)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        a, b = self.shape(x), self.shape(w)
+        if node.op_type in ("Gemm", "QGemm"):  # 2-D, optionally transposed operands
+            a = a[::-1] if attrs.get("transA", 0) else a
+            b = b[::-1] if attrs.get("transB", 0) else b
+        a = (1, *a) if len(a) == 1 else a
+        b = (*b, 1) if len(b) == 1 else b
+        out = self.shape(node.output[0])
+        if x_static and w_static:
+            raise _Unmappable("product of two constants")
+        if w_static and len(b) == 2:  # activation · weight: a Linear over every row of x
+            weight_axis = 0 if attrs.get("transB", 0) else 1  # the output-feature axis
+            return Linear(
+                name=self.unique(self.g.layer_name(node, index, weight=w)),
+                compression=self.compression(node, x, w, axis=weight_axis),
+                in_features=a[-1], out_features=b[-1], tokens=math.prod(a[:-1]),
+            )  # fmt: skip
+        if x_static and len(a) == 2:  # weight · activation: a Linear over b's columns
+            return Linear(
+                name=self.unique(self.g.layer_name(node, index, weight=x)),
+                compression=self.compression(node, w, x, axis=0),
+                in_features=a[-1], out_features=a[-2], tokens=math.prod(out) // a[-2],
+            )  # fmt: skip
+        if x_static or w_static:
+            raise _Unmappable("product with a batched constant operand")
+        bits = max(self.bits(x), self.bits(w))
+        return MatMul(
+            name=self.unique(self.g.layer_name(node, index, weight=None)),
+            compression=Compression(w_bits=bits, a_bits=bits) if self.quantized else Compression(),
+            M=a[-2], N=b[-1], K=a[-1], heads=math.prod(out[:-2]),
+        )  # fmt: skip
+
+    def compression(self, node: onnx.NodeProto, act: str, weight: str, *, axis: int):
+        """Bits of a weighted layer: default W8A8 in a float graph, else from the graph."""
+        if not self.quantized:
+            return Compression()
+        if _COMPUTE[node.op_type][2] >= 0:  # QLinear/Integer op: integer inputs
+            w_bits = self.g.codes_bits(weight, axis)
+            a_bits = dtype_bits(self.g.dtypes.get(act, 0)) or self.bits(act)
+        else:
+            w_bits, a_bits = self.g.weight_bits(weight), self.bits(act)
+        return Compression(w_bits=FLOAT_BITS if w_bits is None else w_bits, a_bits=a_bits)
+
+    def conv(self, node: onnx.NodeProto, index: int, x: str, w: str) -> Layer:
+        xs, ws, ys = self.shape(x), self.shape(w), self.shape(node.output[0])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        strides = list(attrs.get("strides", [1] * (len(xs) - 2)))
+        if len(xs) == 3:  # a 1-D conv is a 2-D conv of height 1
+            xs, ws, ys = (*xs[:2], 1, xs[2]), (*ws[:2], 1, ws[2]), (*ys[:2], 1, ys[2])
+        if len(xs) != 4:
+            raise _Unmappable(f"{len(xs) - 2}-D convolution (hwsim maps 1-D and 2-D)")
+        # hwsim keeps one stride (informational: output sizes are stored); take the larger
+        return Conv2d(
+            name=self.unique(self.g.layer_name(node, index, weight=w)),
+            compression=self.compression(node, x, w, axis=0), in_h=xs[2], in_w=xs[3],
+            in_c=xs[1], out_c=ws[0], k_h=ws[2], k_w=ws[3], stride=max(strides), out_h=ys[2],
+            out_w=ys[3], groups=int(attrs.get("group", 1)), batch=xs[0], as_deployed=True,
+        )  # fmt: skip
+
+    def memory(self, node: onnx.NodeProto, index: int, *, pool: bool) -> Layer:
+        x = self.g.activation_inputs(node)[0]
+        in_elements, out_elements = math.prod(self.shape(x)), math.prod(self.shape(node.output[0]))
+        bits = self.bits(x)
+        common = dict(
+            name=self.unique(self.g.layer_name(node, index, weight=None)),
+            compression=Compression(w_bits=bits, a_bits=bits),
+        )
+        kind = _kind({node.op_type})
+        if pool:
+            return Pool(**common, in_elements=in_elements, out_elements=out_elements,
+                        kind=kind if kind in ("maxpool", "avgpool") else "")  # fmt: skip
+        return Elementwise(**common, elements=out_elements, kind=kind)
+
+    def movement(self, node: onnx.NodeProto, index: int) -> Layer:
+        """A Transpose, Concat or Split: a copy of every element it outputs."""
+        acts = self.g.activation_inputs(node)
+        if not acts:
+            raise _Unmappable("data movement without an activation input")
+        elements = sum(math.prod(self.shape(out)) for out in node.output if out)
+        bits = self.bits(acts[0])
+        return Elementwise(
+            name=self.unique(self.g.layer_name(node, index, weight=None)),
+            compression=Compression(w_bits=bits, a_bits=bits), elements=elements,
+            kind=_MOVEMENT[node.op_type],
+        )  # fmt: skip
+
+    def elementwise(self, node: onnx.NodeProto, index: int) -> None:
+        """Fuse into the compute layer it follows, or join / start an element-wise group."""
+        acts = self.g.activation_inputs(node)
+        roots = list(dict.fromkeys(self.root(t) for t in acts))
+        if (
+            node.op_type in _EPILOGUE
+            and len(roots) == 1
+            and self.owner.get(roots[0]) == "compute"
+            and self.only_reader(roots[0], index)
+            and not self.requantized(acts[0])
+        ):
+            self.owner.update({out: "compute" for out in node.output})  # output stage
+            return
+        joined = {
+            owner
+            for r in roots
+            if isinstance(owner := self.owner.get(r), int) and self.only_reader(r, index)
+        }
+        group = min(joined, default=index)
+        members = [index] + [i for other in joined for i in self.groups.pop(other)]
+        self.groups[group] = sorted(members)
+        for tensor, owner in self.owner.items():
+            if owner in joined:
+                self.owner[tensor] = group
+        self.owner.update({out: group for out in node.output})
+
+    def group_layers(self) -> None:
+        """One Elementwise per group, placed at its last node: reads = the distinct outside
+        tensors it reads, elements = its largest output read outside the group."""
+        for members in self.groups.values():
+            nodes = [self.g.nodes[i] for i in members]
+            produced = {out for n in nodes for out in n.output}
+            reads = sorted(
+                {
+                    t
+                    for n in nodes
+                    for t in self.g.activation_inputs(n)
+                    if t not in produced and self.root(t) not in produced
+                }
+            )
+            leaving = [
+                out for out in produced if not self.readers.get(out, set()) <= set(members)
+            ] or [nodes[-1].output[0]]
+            try:
+                elements = max(math.prod(self.shape(out)) for out in leaving)
+                read = sum(math.prod(self.shape(t)) for t in reads)
+            except _Unmappable as exc:
+                self.unmapped.append(
+                    (nodes[0].name or nodes[0].op_type, nodes[0].op_type, str(exc))
+                )
+                continue
+            bits = self.bits(reads[0]) if reads else 8
+            self.layers[members[-1]] = Elementwise(
+                name=self.unique(self.g.layer_name(nodes[0], members[0], weight=None)),
+                compression=Compression(w_bits=bits, a_bits=bits),
+                elements=elements,
+                inputs=max(1, round(read / elements)),
+                kind=_kind({n.op_type for n in nodes}),
+            )
+
+
+class _Unmappable(Exception):
+    """A node of a mapped op type whose attributes or shapes hwsim cannot represent."""
