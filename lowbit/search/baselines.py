@@ -4,7 +4,8 @@
 method          study name   what it is
 ==============  ===========  ===============================================================
 ``joint``       NAME         the chosen sampler over bits, pruning, N:M and rank, started
-                             from the uniform configurations (warm start)
+                             from the uniform configurations and uniformly pruned /
+                             low-ranked W4A8 (warm start, :func:`joint_warm_configs`)
 ``quant-only``  NAME-quant   the same sampler over bits only (no pruning / N:M / rank),
                              warm-started the same way
 ``random``      NAME-random  RandomSampler over the joint space
@@ -28,10 +29,24 @@ from .hawq import BUDGET_FRACTIONS, bit_options, hawq_assignments
 from .runner import make_sampler
 from .space import SearchSpace
 
-__all__ = ["UNIFORM_BITS", "Method", "METHODS", "method", "uniform_configs", "hawq_configs"]
+__all__ = [
+    "UNIFORM_BITS",
+    "WARM_KEEPS",
+    "WARM_RANK_FRACTIONS",
+    "Method",
+    "METHODS",
+    "method",
+    "uniform_configs",
+    "joint_warm_configs",
+    "hawq_configs",
+]
 
 #: uniform baselines, in reporting order (kept where the target's space offers them)
 UNIFORM_BITS = ((8, 8), (4, 8), (4, 4), (2, 8))
+#: the joint search's warm starts beyond the uniform bits: every prunable layer at each keep
+#: ratio, then every factorisable layer at each rank fraction (on W4A8, or W8A8)
+WARM_KEEPS = (0.875, 0.75)
+WARM_RANK_FRACTIONS = (0.75,)
 
 #: fixed-configuration generator: (space, pool, seed) -> [(label, params)]
 FixedConfigs = Callable[[SearchSpace, Any, int], list[tuple[str, dict[str, Any]]]]
@@ -47,9 +62,10 @@ class Method:
         sampler: sampler name for searched methods, or None to use the run's sampler.
         bits_only: search the quantization-only space.
         fixed: generator of fixed configurations (then the study evaluates exactly those).
-        warm_start: a new study first evaluates the uniform configurations of its space
-            (counted in its budget), so the sampler's first population holds known-good
-            points; the random baseline stays purely random.
+        warm_start: the configurations a new study evaluates first (counted in its
+            budget), so the sampler's first population holds known-good points: the
+            uniform bits, and for the joint search uniformly pruned and low-ranked points
+            too (:func:`joint_warm_configs`); None: the random baseline stays purely random.
     """
 
     name: str
@@ -57,7 +73,7 @@ class Method:
     sampler: str | None = None
     bits_only: bool = False
     fixed: FixedConfigs | None = None
-    warm_start: bool = False
+    warm_start: FixedConfigs | None = None
 
     def study_name(self, base: str) -> str:
         return base + self.suffix
@@ -80,6 +96,34 @@ def uniform_configs(space: SearchSpace, pool: Any, seed: int) -> list[tuple[str,
         for w, a in UNIFORM_BITS
         if space.supports_uniform(w, a)
     ]
+
+
+def joint_warm_configs(
+    space: SearchSpace, pool: Any, seed: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """The uniform configurations, then W4A8 (W8A8 where the space has no W4A8) with every
+    prunable layer at each of :data:`WARM_KEEPS`, then with every factorisable layer at each
+    of :data:`WARM_RANK_FRACTIONS` (each layer's nearest choice; points the space cannot
+    express, or that repeat one already listed, are left out).
+
+    Random draws over the joint space compress every layer at once and are mostly at chance
+    accuracy; evolution from these points explores the light, mixed compressions near them,
+    which is where pruning and low rank pay once recovered
+    (:mod:`lowbit.models.compression.reconstruct`).
+    """
+    out = uniform_configs(space, pool, seed)
+    bits = (4, 8) if space.supports_uniform(4, 8) else (8, 8)
+    base = space.uniform_params(*bits)
+    choices = {name: dist.choices for name, dist in space.distributions().items()}
+    for setting, values in (("keep", WARM_KEEPS), ("rank_fraction", WARM_RANK_FRACTIONS)):
+        for value in values:
+            params = dict(base)
+            for name in params:
+                if name.endswith(f".{setting}"):
+                    params[name] = min(choices[name], key=lambda c: (abs(c - value), -c))
+            if all(params != known for _, known in out):
+                out.append((f"W{bits[0]}A{bits[1]} {setting.split('_')[0]} {value}", params))
+    return out
 
 
 def hawq_configs(
@@ -114,10 +158,10 @@ def hawq_configs(
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("joint", "", warm_start=True),
+        Method("joint", "", warm_start=joint_warm_configs),
         Method("uniform", "-uniform", fixed=uniform_configs),
         Method("random", "-random", sampler="random"),
-        Method("quant-only", "-quant", bits_only=True, warm_start=True),
+        Method("quant-only", "-quant", bits_only=True, warm_start=uniform_configs),
         Method("hawq", "-hawq", fixed=hawq_configs),
     )
 }

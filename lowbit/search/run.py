@@ -37,7 +37,6 @@ from lowbit.hwsim.errors import LowbitError
 
 from . import results
 from .baselines import method as get_method
-from .baselines import uniform_configs
 from .evaluator import Reference
 from .fidelity import Fidelity
 from .progress import Progress
@@ -105,9 +104,9 @@ def _run_method(
     study = _open_study(storage, study_name, setup, mspace, sampler, fidelity)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     n_trials, max_asks = setup.n_trials, None
-    if method.warm_start and not study.trials:
+    if method.warm_start is not None and not study.trials:
         hardware, on = _warm_start_hardware(mspace)
-        for label, params in uniform_configs(mspace, pool, setup.seed)[: setup.n_trials]:
+        for label, params in method.warm_start(mspace, pool, setup.seed)[: setup.n_trials]:
             study.enqueue_trial({**params, **hardware}, user_attrs={"label": label + on})
     if method.fixed is not None:
         known = [
