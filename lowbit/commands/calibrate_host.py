@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from lowbit.hwsim.fileio import check_output_file
     from lowbit.models.hostcal.calibration import calibrate, default_profile_path, write
 
-    path = Path(args.out) if args.out else default_profile_path()
+    if args.out == "":  # not the default location: a script's unset variable, most likely
+        raise LowbitError("--out: empty path (name a .toml file, or leave --out out)")
+    path = Path(args.out) if args.out is not None else default_profile_path()
     if path.suffix != ".toml":  # checked before the minute of measuring
         raise LowbitError(f"{path}: the profile file must end in .toml")
     if args.check_only:

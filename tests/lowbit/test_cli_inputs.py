@@ -119,5 +119,7 @@ def test_export_calibrate_and_serve_check_outputs_first(tmp_path, capsys):
     (tmp_path / "dir.toml").mkdir()
     message = error_of(capsys, "calibrate-host", "--quick", "--out", str(tmp_path / "dir.toml"))
     assert "dir.toml: is a directory, not a file" in message
+    for flags in (("--quick",), ("--check-only",)):  # never the default profile silently
+        assert "--out: empty path" in error_of(capsys, "calibrate-host", *flags, "--out", "")
     message = error_of(capsys, "serve", "--state-dir", str(tmp_path / "afile"))
     assert "--state-dir" in message and "is a file, not a directory" in message
