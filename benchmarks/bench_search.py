@@ -101,6 +101,7 @@ def run_target(args, target: str, seed: int, runs: Path) -> dict:
             workers=2,
             seed=seed,
             methods=args.methods,
+            min_accuracy=args.min_accuracy,
             progress=not args.quiet,
         )
     )
@@ -232,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--throughput-trials", type=int, default=100)
     parser.add_argument("--finetune-steps", type=int, default=0)
+    parser.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=None,
+        help="accuracy constraint of every searched method (val; infeasible trials are "
+        "neither promoted nor on the fronts the hypervolumes count)",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "bench_search.json"))
     parser.add_argument("--runs", default=str(ROOT / "bench-results" / "search-runs"))
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
