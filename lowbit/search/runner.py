@@ -41,6 +41,7 @@ from .storage import FAIL_REASON_ATTR, fail_running
 __all__ = [
     "OBJECTIVES",
     "SAMPLERS",
+    "join_generation",
     "make_sampler",
     "objective_values",
     "EvaluatorActor",
@@ -52,6 +53,22 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def join_generation(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Give ``trial`` its generation now if the study's sampler is genetic (NSGA-II/III).
+
+    Optuna's genetic samplers give a trial its generation when they sample it. A trial whose
+    parameters were all enqueued (a warm start) is never sampled: it would belong to no
+    generation, so it could never be chosen as a parent and the warm start would be lost on
+    the evolution (measured: every trial after the warm starts was drawn from random
+    parents). :meth:`optuna.samplers.BaseGASampler.get_trial_generation` puts it in the
+    current generation, as a sampled trial would be.
+    """
+    sampler = study.sampler
+    if isinstance(sampler, optuna.samplers.BaseGASampler):
+        frozen = study.get_trials(deepcopy=False)[trial.number]
+        sampler.get_trial_generation(study, frozen)
 
 
 def make_sampler(name: str, *, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
@@ -230,6 +247,7 @@ def optimize(
             while idle and done + len(flying) < n_trials and asks < max_asks:
                 trial = study.ask()
                 asks += 1
+                join_generation(study, trial)
                 trial.set_user_attr("method", method)
                 try:
                     params = space.suggest(trial)

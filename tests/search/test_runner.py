@@ -140,3 +140,17 @@ def test_extra_objectives(ray_session, synthetic_space, tmp_path):
     for t in trials:
         attrs = t.user_attrs
         assert t.values == [attrs["accuracy"], attrs["latency_ms"], attrs["size_kib"]]
+
+
+def test_warm_starts_are_nsga2s_first_generation(ray_session, synthetic_space, tmp_path):
+    """Enqueued warm starts must be NSGA-II parents: without join_generation they carried
+    no generation, and the first generation was 8 random trials."""
+    _run(synthetic_space, tmp_path, n_trials=20, methods=("joint",))  # population 8
+    trials = _trials(tmp_path)
+    key = "NSGAIISampler:generation"  # Optuna's BaseGASampler key for this sampler class
+    warm = [t for t in trials if t.user_attrs.get("label")]
+    assert len(warm) >= 4 and all(t.system_attrs.get(key) == 0 for t in warm)
+    generations = [t.system_attrs.get(key) for t in trials]
+    assert None not in generations and max(generations) >= 1
+    # the warm starts fill generation 0 (one more when 2 workers ask before it completes)
+    assert generations.count(0) in (8, 9)
