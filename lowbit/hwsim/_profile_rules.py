@@ -57,9 +57,38 @@ def validate(data: object, *, check_tunables: bool = True) -> list[str]:
     sparsity = data.get("sparsity")
     if isinstance(sparsity, dict) and isinstance(sparsity.get("nm_patterns"), list):
         _unique(sparsity["nm_patterns"], "sparsity.nm_patterns", out)
+    _compression_rules(data, out)
     if check_tunables and not out and data.get("tunables"):
         _tunable_rules(data, out)
     return out
+
+
+def _compression_rules(data: dict, out: list[str]) -> None:
+    """``weight_storage = "compressed"`` and ``[weight_compression]`` go together; its two
+    lists pair up, one entry per grid width."""
+    storage, table = data.get("weight_storage"), data.get("weight_compression")
+    if storage == "compressed" and table is None:
+        out.append(
+            'weight_compression: missing (weight_storage = "compressed" needs the encoder\'s '
+            "stored bits per weight)"
+        )
+    elif table is not None and storage != "compressed":
+        out.append(
+            'weight_compression: only read when weight_storage = "compressed" (it is '
+            f"{show(storage if storage is not None else 'packed')})"
+        )
+    if not isinstance(table, dict):
+        return
+    bits, stored = table.get("w_bits"), table.get("stored_bits_per_weight")
+    if isinstance(bits, list) and not bits:
+        out.append("weight_compression.w_bits: must not be empty")
+    if isinstance(bits, list) and isinstance(stored, list) and len(bits) != len(stored):
+        out.append(
+            f"weight_compression.stored_bits_per_weight: {len(stored)} entries for "
+            f"{len(bits)} w_bits (one per width)"
+        )
+    if isinstance(bits, list) and all(is_int(b) for b in bits):
+        _unique(bits, "weight_compression.w_bits", out)
 
 
 def _unique(items: list, path: str, out: list[str]) -> None:

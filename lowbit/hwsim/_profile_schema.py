@@ -36,7 +36,7 @@ __all__ = [
 
 SCHEMA_VERSIONS = (1,)
 FAMILIES = ("npu", "fpga", "cpu", "mcu")
-WEIGHT_STORAGE = ("packed", "promoted")
+WEIGHT_STORAGE = ("packed", "promoted", "compressed")
 PRECISION_MODELS = ("table", "bitfusion", "bitserial")
 #: integer bit-widths a precision mode may name; 32 means float (as in hwsim.workload).
 VALID_BITS = tuple(range(1, 17)) + (32,)
@@ -186,6 +186,14 @@ SCHEMA = Table(
                     "int", required=False, default=1, low=1, high=1024
                 ),
                 "pool_channel_block": Key("int", required=False, default=0, low=0, high=4096),
+                "conv_in_channel_block": Key("int", required=False, default=1, low=1, high=1024),
+                "conv_part_kernel_positions": Key("int", required=False, default=0, low=0, high=64),
+                "conv_part_kernel_channel_block": Key(
+                    "int", required=False, default=1, low=1, high=1024
+                ),
+                "output_stage_cycles_per_output": Key(
+                    "number", required=False, default=0.0, low=0, high=10**6, unit="cycles"
+                ),
                 "conv_cycles_per_image": Key(
                     "number", required=False, default=0.0, low=0, high=10**9, unit="cycles"
                 ),
@@ -204,6 +212,20 @@ SCHEMA = Table(
                         )  # fmt: skip
                     },
                     required=False,
+                ),
+            },
+            required=False,
+        ),
+        # read only when weight_storage = "compressed" (_profile_rules)
+        "weight_compression": Table(
+            {
+                "w_bits": Key("list[bits]"),
+                "stored_bits_per_weight": Key("list[number]", low=0, high=64, unit="bits"),
+                "zero_stored_bits_per_weight": Key(
+                    "number", required=False, default=0.0, low=0, high=64, unit="bits"
+                ),
+                "bytes_per_output_channel": Key(
+                    "number", required=False, default=0.0, low=0, high=1024, unit="bytes"
                 ),
             },
             required=False,

@@ -34,6 +34,7 @@ __all__ = [
     "AreaModel",
     "HardwareProfile",
     "UnsupportedPrecision",
+    "WeightCompression",
     "aligned_channels",
 ]
 
@@ -106,6 +107,33 @@ class SparsitySupport:
     nm_patterns: tuple[tuple[int, int], ...] = ()
     zero_skipping: bool = False
     index_bits_per_nonzero: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WeightCompression:
+    """What a lossless weight encoder stores (``weight_storage = "compressed"``): per weight,
+    ``stored_bits_per_weight[i]`` bits for a dense layer on a ``w_bits[i]``-bit grid (its
+    values held in the compute mode's wider words, e.g. INT8: the encoder's palette and
+    run-length codes shrink a narrow grid), ``zero_stored_bits_per_weight`` for each zero of
+    a sparse one, and ``bytes_per_output_channel`` for each output channel's requantization
+    parameters (scale, shift, bias) in the same stream."""
+
+    w_bits: tuple[int, ...]
+    stored_bits_per_weight: tuple[float, ...]
+    zero_stored_bits_per_weight: float = 0.0
+    bytes_per_output_channel: float = 0.0
+
+    def stored_bits(self, *, w_bits: int, density: float = 1.0) -> float:
+        """Stored bits per weight of a ``w_bits`` grid with ``density`` non-zeros: the entry
+        of the smallest listed width >= ``w_bits`` (beyond the widest, its bits per grid
+        bit times ``w_bits``), zeros at ``zero_stored_bits_per_weight``."""
+        pairs = sorted(zip(self.w_bits, self.stored_bits_per_weight, strict=True))
+        dense = next((b for w, b in pairs if w >= w_bits), None)
+        if dense is None:
+            widest, bits = pairs[-1]
+            dense = bits * w_bits / widest
+        density = min(max(density, 0.0), 1.0)
+        return density * dense + (1.0 - density) * min(dense, self.zero_stored_bits_per_weight)
 
 
 #: the depthwise-conv kernel's cost keys of ``[overheads]`` (:class:`Overheads`)
@@ -186,6 +214,19 @@ class Overheads:
     #: reads "off chip" comes from that level at its bandwidth and energy. Default: every
     #: inference streams its weights from off chip (an accelerator's DRAM or flash).
     warm_cache: bool = False
+    #: an NPU convolution's reduction blocking (integer, ungrouped convs): each kernel
+    #: position reads its input channels in blocks of ``conv_in_channel_block`` (the IFM
+    #: block depth of a depth-first traversal); with ``conv_part_kernel_positions`` > 0 the
+    #: NPU may instead take that many kernel positions at a time, input channels in blocks of
+    #: ``conv_part_kernel_channel_block`` (a part-kernel-first traversal, for few input
+    #: channels), whichever is cheaper. Defaults (1, 0, 1): the im2col K as it is.
+    conv_in_channel_block: int = 1
+    conv_part_kernel_positions: int = 0
+    conv_part_kernel_channel_block: int = 1
+    #: an integer GEMM's output stage (requantization, activation, write to the output
+    #: block) handles this many cycles per output element, pipelined with the MACs: a GEMM
+    #: takes max(MAC cycles, this x outputs). Default: no such bound.
+    output_stage_cycles_per_output: float = 0.0
     depthwise_cycles_per_mac: float = 0.0
     depthwise_cycles_per_pixel: float = 0.0
     #: an integer depthwise conv whose channel count is not a multiple of
@@ -249,8 +290,10 @@ class HardwareProfile:
     sparsity: SparsitySupport = field(default_factory=SparsitySupport)
     overheads: Overheads = field(default_factory=Overheads)
     #: "packed": weights move at the layer's own bits even when compute promotes them
-    #: (a CPU unpacks INT4 to INT8 in registers); "promoted": stored at the promoted bits.
+    #: (a CPU unpacks INT4 to INT8 in registers); "promoted": stored at the promoted bits;
+    #: "compressed": as ``weight_compression`` encodes them.
     weight_storage: str = "packed"
+    weight_compression: WeightCompression | None = None
     static_power_w: float = 0.0
     tunables: tuple[Tunable, ...] = ()
     area: AreaModel | None = None

@@ -41,6 +41,7 @@ from .profile import (
     Overheads,
     SparsitySupport,
     Tunable,
+    WeightCompression,
 )
 
 __all__ = [
@@ -273,6 +274,17 @@ def _build(d: dict, *, source: str) -> HardwareProfile:
         if a is not None
         else None
     )
+    wc = d.get("weight_compression")
+    compression = (
+        WeightCompression(
+            w_bits=tuple(wc["w_bits"]),
+            stored_bits_per_weight=tuple(float(b) for b in wc["stored_bits_per_weight"]),
+            zero_stored_bits_per_weight=float(wc["zero_stored_bits_per_weight"]),
+            bytes_per_output_channel=float(wc["bytes_per_output_channel"]),
+        )
+        if wc is not None
+        else None
+    )
     return HardwareProfile(
         name=d["name"],
         description=d["description"],
@@ -300,6 +312,10 @@ def _build(d: dict, *, source: str) -> HardwareProfile:
             pad_conv_channels=d["overheads"]["pad_conv_channels"],
             warm_cache=d["overheads"]["warm_cache"],
             depthwise_channel_multiple=d["overheads"]["depthwise_channel_multiple"],
+            conv_in_channel_block=d["overheads"]["conv_in_channel_block"],
+            conv_part_kernel_positions=d["overheads"]["conv_part_kernel_positions"],
+            conv_part_kernel_channel_block=d["overheads"]["conv_part_kernel_channel_block"],
+            output_stage_cycles_per_output=float(d["overheads"]["output_stage_cycles_per_output"]),
             **{key: float(d["overheads"][key]) for key in DEPTHWISE_KEYS},
             elementwise_cycles_per_element=tuple(
                 (kind, float(v))
@@ -307,6 +323,7 @@ def _build(d: dict, *, source: str) -> HardwareProfile:
             ),
         ),
         weight_storage=d["weight_storage"],
+        weight_compression=compression,
         static_power_w=float(d["static_power_w"]),
         tunables=tunables,
         area=area,

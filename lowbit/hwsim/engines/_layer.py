@@ -58,6 +58,10 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
     wb = _bytes(w_bits)
     if stored_frac < 1.0:
         wb = min(wb, stored_frac * (w_bits + sp.index_bits_per_nonzero) / 8.0)
+    wc = prof.weight_compression
+    if wc is not None and not g.weights_are_activations:  # weight_storage = "compressed"
+        wb = wc.stored_bits(w_bits=g.w_bits, density=g.weight_density) / 8.0
+        wb += wc.bytes_per_output_channel / g.K
     k_eff = max(1, ceil(g.K * compute_frac - 1e-9))
     o = prof.overheads
     int_conv = _integer_conv(layer, mode)
@@ -68,6 +72,9 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
         n_run, k_padded = _padded_channels(t, layer, g, first)
         k_run = max(1, ceil(k_padded * compute_frac - 1e-9))
         in_run = k_padded // (layer.k_h * layer.k_w if first else 1)
+    elif int_conv and layer.groups == 1 and _blocks_reduction(o):
+        k_blocked = _blocked_reduction(o, in_run, layer.k_h * layer.k_w if first else 1)
+        k_run = max(1, ceil(k_blocked * compute_frac - 1e-9))
     per_mac = per_pixel = 0.0
     if first and _depthwise(layer):
         per_mac, per_pixel = o.depthwise_cost(integer=mode.w_bits < FLOAT_BITS,
@@ -92,6 +99,8 @@ def _gemm_cycles(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool,
     requantization and its integer convs' per-pixel / per-image costs."""
     o = t.profile.overheads
     cycles = t.mapping.cycles(g.M, n_run, k_run, mode.macs_per_pe_per_cycle)
+    if mode.w_bits < FLOAT_BITS and o.output_stage_cycles_per_output > 0:
+        cycles = max(cycles, ceil(o.output_stage_cycles_per_output * g.M * g.N - 1e-9))
     if mode.w_bits < FLOAT_BITS and o.requant_cycles_per_output > 0:
         cycles += ceil(o.requant_cycles_per_output * g.M * n_run - 1e-9)
     if int_conv and _conv_costs(o):
@@ -139,6 +148,23 @@ def _in_channels(layer: Layer, g: Gemm, first: bool) -> int:
     """A conv GEMM's input channels: K / (k_h·k_w) for the layer's first GEMM, K for a
     low-rank layer's 1×1 second."""
     return g.K // (layer.k_h * layer.k_w) if first else g.K
+
+
+def _blocks_reduction(o) -> bool:
+    """Does the profile block an NPU convolution's reduction (``Overheads.conv_*block``)?"""
+    return o.conv_in_channel_block > 1 or o.conv_part_kernel_positions > 0
+
+
+def _blocked_reduction(o, in_c: int, window: int) -> int:
+    """K an NPU convolution of ``in_c`` input channels and ``window`` kernel positions runs:
+    each position's channels in blocks of ``conv_in_channel_block`` (depth first), or -- when
+    cheaper and ``conv_part_kernel_positions`` is set -- positions in groups of that many,
+    channels in blocks of ``conv_part_kernel_channel_block`` (part kernel first)."""
+    k = window * aligned_channels(in_c, multiple=o.conv_in_channel_block)
+    if o.conv_part_kernel_positions > 0:
+        positions = aligned_channels(window, multiple=o.conv_part_kernel_positions)
+        k = min(k, positions * aligned_channels(in_c, multiple=o.conv_part_kernel_channel_block))
+    return k
 
 
 def _padded_channels(t: Target, layer: Conv2d, g: Gemm, first: bool) -> tuple[int, int]:
