@@ -4,9 +4,10 @@ For every compute layer (Conv/Linear) and attention product (MatMulSite) the spa
 choices worth trying **on that target**:
 
 * ``w_bits`` / ``a_bits``: the bit-widths of the target's native precision modes (2-8 bits),
-  plus, when weights are stored packed (``profile.weight_storage == "packed"``), the packable
-  weight widths 2/4/8 (whole codes per byte): on an INT8-only CPU lower weight bits still cut
-  weight traffic though compute promotes them to INT8; activations there stay at 8. Bits the
+  plus, when weights are stored packed (``profile.weight_storage == "packed"``) or by a weight
+  encoder (``"compressed"``, as Ethos-U's), the weight widths 2/4/8: on an INT8-only target
+  lower weight bits still cut weight traffic though compute promotes them to INT8 (whole
+  codes per byte, or fewer encoded bits per weight); activations there stay at 8. Bits the
   target would only promote to a wider mode (W3 on BitFusion runs as W4) cost the same as the
   wider mode and lose accuracy, so they are not offered. 8/8 is always offered (the reference).
 * ``keep``: structured keep ratio of the output channels, 0.25-1.0 in steps of 1/8, only for
@@ -89,7 +90,7 @@ def target_bits(profile: HardwareProfile) -> tuple[tuple[int, ...], tuple[int, .
     ]
     w_set = {w for w, _ in native} | {8}
     a_set = {a for _, a in native} | {8}
-    if profile.weight_storage == "packed":
+    if profile.weight_storage in ("packed", "compressed"):
         w_set |= set(_PACKABLE_W_BITS)
 
     def runs(w: int, a: int) -> bool:

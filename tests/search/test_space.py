@@ -22,6 +22,14 @@ def test_bits_int8_cpu_with_packed_weights(int8_cpu_like):
     assert target_bits(int8_cpu_like) == ((2, 4, 8), (8,))
 
 
+def test_bits_ethos_u55_weight_encoder():
+    # int8-only compute, but Vela's weight encoder stores W4/W2 codes in fewer bits
+    profiles = pytest.importorskip("lowbit.hwsim.profiles")
+    ethos = profiles.load_profile("npu-ethos-u55")
+    assert ethos.weight_storage == "compressed"
+    assert target_bits(ethos) == ((2, 4, 8), (8,))
+
+
 def test_bits_int8_npu_promoting_weights():
     npu = make_profile("int8-npu", [(8, 8, 1.0)], weight_storage="promoted")
     assert target_bits(npu) == ((8,), (8,))
