@@ -4,7 +4,7 @@ pruning, and activation-whitened low rank.
 Removing channels or rank from a trained network loses accuracy mostly because the next
 layer still expects the old inputs. Both fixes below use a small batch of calibration
 inputs (``RECOVERY_SAMPLES`` images, at most ``POSITIONS`` sampled output positions each) and
-closed-form solves, so they cost a fraction of a second, where QAT costs minutes:
+closed-form solves, so they cost under a second for a 21-MMAC ResNet, where QAT costs minutes:
 
 * **Reconstruction after pruning** (the least-squares step of He et al., "Channel Pruning for
   Accelerating Very Deep Neural Networks", ICCV 2017, and ThiNet, Luo et al. 2017): each
