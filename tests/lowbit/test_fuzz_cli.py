@@ -292,6 +292,20 @@ def test_damaged_run_directories(capsys, tmp_path, command):
 # --- property-based ------------------------------------------------------------------------
 
 
+def _simulate_plan_file(capsys, path: Path) -> None:
+    """``simulate --plan path``: success with finite numbers if the plan is valid, else one
+    line naming the file (recorded as a Hypothesis event)."""
+    names = None if _valid_plan(path) else path
+    event(
+        outcome(
+            capsys,
+            "simulate --plan (hypothesis)",
+            ["simulate", *SIM, "--plan", str(path), "--format", "json"],
+            names=names,
+        )
+    )
+
+
 @fuzz_settings(40)
 @given(
     doc=st.one_of(
@@ -313,15 +327,7 @@ def test_damaged_run_directories(capsys, tmp_path, command):
 def test_simulate_any_plan_document(capsys, tmp_path_factory, doc):
     path = tmp_path_factory.getbasetemp() / "hyp-plan.json"
     path.write_text(json.dumps(doc, allow_nan=True))
-    names = None if _valid_plan(path) else path
-    event(
-        outcome(
-            capsys,
-            "simulate --plan (hypothesis)",
-            ["simulate", *SIM, "--plan", str(path), "--format", "json"],
-            names=names,
-        )
-    )
+    _simulate_plan_file(capsys, path)
 
 
 @fuzz_settings(40)
@@ -331,15 +337,7 @@ def test_simulate_any_bytes_in_a_plan(capsys, tmp_path_factory, data, at):
     pos = int(at * len(raw))
     path = tmp_path_factory.getbasetemp() / "hyp-bytes.json"
     path.write_bytes(raw[:pos] + data + raw[pos:])
-    names = None if _valid_plan(path) else path
-    event(
-        outcome(
-            capsys,
-            "simulate --plan (hypothesis)",
-            ["simulate", *SIM, "--plan", str(path), "--format", "json"],
-            names=names,
-        )
-    )
+    _simulate_plan_file(capsys, path)
 
 
 @fuzz_settings(40)

@@ -1,6 +1,10 @@
-"""Helpers shared by the search tests: hand-built profiles and a synthetic layer list."""
+"""Helpers shared by the search tests: hand-built profiles, a synthetic layer list and a
+subprocess search driver."""
 
 from __future__ import annotations
+
+import textwrap
+from pathlib import Path
 
 from lowbit.hwsim.profile import (
     ComputeUnit,
@@ -57,3 +61,34 @@ def bitfusion_profile() -> HardwareProfile:
     with 2:4 sparsity support."""
     modes = [(w, a, (8 / w) * (8 / a)) for w in (2, 4, 8) for a in (2, 4, 8)]
     return make_profile("test-bitfusion", modes, nm_patterns=((2, 4),))
+
+
+#: a search driver as the CLI runs it (its own local Ray, no dashboard), in a subprocess: the
+#: synthetic evaluator logs each evaluation to ``log``; "interrupted" and exit code 130 on
+#: KeyboardInterrupt
+_DRIVER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {here!r})
+    from search_testkit import SYNTHETIC_LAYERS, bitfusion_profile
+    from lowbit.search.run import SearchSetup, execute
+    from lowbit.search.space import build_space
+    from lowbit.search.testing import SyntheticSpec
+
+    space = build_space(SYNTHETIC_LAYERS, bitfusion_profile(), model="synthetic-cnn")
+    setup = SearchSetup(n_trials=500, out_dir={run!r}, study_name="k", workers={workers},
+                        progress=False)
+    try:
+        execute(space=space, evaluator=SyntheticSpec(sleep_s=0.1, log_path={log!r}),
+                setup=setup)
+    except KeyboardInterrupt as exc:
+        print("interrupted", exc, file=sys.stderr)
+        sys.exit(130)
+    """
+)
+
+
+def driver_script(*, run: Path, log: Path, workers: int) -> str:
+    """The source of :data:`_DRIVER` for a run directory, log file and worker count."""
+    here = str(Path(__file__).parent)
+    return _DRIVER.format(here=here, run=str(run), log=str(log), workers=workers)

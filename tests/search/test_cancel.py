@@ -8,43 +8,18 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from search_testkit import driver_script
 
 from lowbit.search.run import SearchSetup, execute
 from lowbit.search.runner import RayPool, optimize
 from lowbit.search.storage import FAIL_REASON_ATTR, driver_lock_path, open_storage
 from lowbit.search.testing import SyntheticSpec
-
-HERE = Path(__file__).parent
-
-#: a driver as the CLI runs it: its own local Ray (1 CPU, no dashboard), "interrupted" and
-#: exit code 130 on KeyboardInterrupt
-SCRIPT = textwrap.dedent(
-    """
-    import sys
-    sys.path.insert(0, {here!r})
-    from search_testkit import SYNTHETIC_LAYERS, bitfusion_profile
-    from lowbit.search.run import SearchSetup, execute
-    from lowbit.search.space import build_space
-    from lowbit.search.testing import SyntheticSpec
-
-    space = build_space(SYNTHETIC_LAYERS, bitfusion_profile(), model="synthetic-cnn")
-    setup = SearchSetup(n_trials=500, out_dir={run!r}, study_name="k", workers=1,
-                        progress=False)
-    try:
-        execute(space=space, evaluator=SyntheticSpec(sleep_s=0.1, log_path={log!r}),
-                setup=setup)
-    except KeyboardInterrupt as exc:
-        print("interrupted", exc, file=sys.stderr)
-        sys.exit(130)
-    """
-)
 
 
 def _group(pgid: int) -> list[str]:
@@ -73,7 +48,7 @@ def test_a_cancelled_search_fails_its_flight_and_leaves_no_ray(
     ray_session, synthetic_space, tmp_path, signum
 ):
     run, log = tmp_path / "run", tmp_path / "evals.log"
-    code = SCRIPT.format(here=str(HERE), run=str(run), log=str(log))
+    code = driver_script(run=run, log=log, workers=1)
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         start_new_session=True,

@@ -9,32 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from search_testkit import driver_script
 
 from lowbit.search import ray_reaper
-
-HERE = Path(__file__).parent
-
-#: a search driver as the CLI runs it (its own local Ray), reporting each evaluation in LOG
-SCRIPT = textwrap.dedent(
-    """
-    import sys
-    sys.path.insert(0, {here!r})
-    from search_testkit import SYNTHETIC_LAYERS, bitfusion_profile
-    from lowbit.search.run import SearchSetup, execute
-    from lowbit.search.space import build_space
-    from lowbit.search.testing import SyntheticSpec
-
-    space = build_space(SYNTHETIC_LAYERS, bitfusion_profile(), model="synthetic-cnn")
-    setup = SearchSetup(n_trials=500, out_dir={run!r}, study_name="k", workers=2,
-                        progress=False)
-    execute(space=space, evaluator=SyntheticSpec(sleep_s=0.1, log_path={log!r}), setup=setup)
-    """
-)
 
 
 def _tree(root: int) -> dict[int, int]:
@@ -60,7 +41,7 @@ def _alive(processes: dict[int, int]) -> list[str]:
 @pytest.mark.slow
 def test_a_killed_drivers_ray_processes_all_end(tmp_path):
     run, log = tmp_path / "run", tmp_path / "evals.log"
-    code = SCRIPT.format(here=str(HERE), run=str(run), log=str(log))
+    code = driver_script(run=run, log=log, workers=2)
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     ray_processes: dict[int, int] = {}
