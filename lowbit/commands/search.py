@@ -13,6 +13,7 @@ from lowbit.search.registry import (
     DEFAULT_SAMPLER,
     OBJECTIVE_NAMES,
     SAMPLER_NAMES,
+    SCREEN_MODES,
 )
 
 from . import _args
@@ -66,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-latency-ms", type=float, metavar="X", help="latency constraint")
     parser.add_argument(
         "--min-accuracy", type=float, metavar="Y", help="accuracy constraint (fraction, 0-1)"
+    )
+    parser.add_argument(
+        "--screen",
+        choices=SCREEN_MODES,
+        default="auto",
+        help="sensitivity screen: drop each layer's choices that alone fall below the "
+        "accuracy floor before searching (default auto: when --min-accuracy is given)",
     )
     parser.add_argument(
         "--objectives",
@@ -235,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             co_design=args.co_design,
             area_budget_mm2=args.area_budget,
+            screen=args.screen,
         )
         result = run_search(setup)
     except ValueError as exc:  # bad storage URL and similar settings
@@ -278,6 +287,15 @@ def format_summary(summary: dict) -> str:
     ]
     if counts:
         lines.append("trials at the full rung (the rest kept cheap): " + ", ".join(counts))
+    screen = summary.get("screen")
+    if screen:
+        dropped = sum(len(v) for v in screen["dropped"].values())
+        lines.append(
+            f"sensitivity screen: {screen['evaluations']} one-at-a-time evaluations "
+            f"({screen['seconds']:.0f} s) dropped {dropped} choices below the floor "
+            f"{screen['floor']:.2%}; searched space {screen['size_after']:.3g} of "
+            f"{screen['size_before']:.3g} configurations ({screen['file']})"
+        )
     codesign = summary.get("co_design")
     if codesign:
         budget = codesign["area_budget_mm2"]

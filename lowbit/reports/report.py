@@ -4,7 +4,8 @@ Sections: the run at a glance; the Pareto frontier (accuracy vs simulated latenc
 method, the uniform-precision and HAWQ points, FP32 marked) with the methods' table;
 hypervolume vs trials; selected Pareto configurations, each with its hardware (co-design),
 per-layer bits / keep ratio / rank, per-layer latency breakdown and roofline; simulated vs
-measured latency when ``lowbit validate`` ran; the table of every Pareto configuration with
+measured latency when ``lowbit validate`` ran; the per-layer sensitivity screen when the
+search ran one; the table of every Pareto configuration with
 links to its JSON.
 
 Example:
@@ -25,6 +26,7 @@ from .config_view import config_block, fmt_time, pct, short_hw
 from .html import Raw, card, img, link, page, section, table
 from .layers import fp32_latency_ms, hardware_of
 from .rundata import ReportError, RunData, load_run
+from .screen_view import screen_section
 from .validation import validation_section
 
 __all__ = ["REPORT_FILE", "build_report", "render_report", "select_configs"]
@@ -231,6 +233,10 @@ def render_report(
         ("progress", "Hypervolume"),
         ("configs", "Configurations"),
     ]
+    screen = screen_section(run.run_dir, run.summary)
+    if screen is not None:
+        body.append(screen)
+        nav.append(("screen", "Sensitivity"))
     if run.validation:
         body.append(validation_section(run.validation))
         nav.append(("validation", "Validation"))

@@ -78,7 +78,12 @@ class Method:
     def study_name(self, base: str) -> str:
         return base + self.suffix
 
-    def space(self, space: SearchSpace) -> SearchSpace:
+    def space(self, space: SearchSpace, *, screened: SearchSpace | None = None) -> SearchSpace:
+        """The method's space: ``screened`` (:mod:`lowbit.search.screen`) for a searched
+        method when given, the full ``space`` for the fixed baselines; bits only for
+        quantization-only."""
+        if screened is not None and self.fixed is None:
+            space = screened
         return space.quant_only() if self.bits_only else space
 
     def make_sampler(

@@ -37,6 +37,7 @@ __all__ = [
     "OBJECTIVE_NAMES",
     "SAMPLERS",
     "SAMPLER_NAMES",
+    "SCREEN_MODES",
 ]
 
 #: every search method: the joint search first, then the baselines
@@ -45,6 +46,9 @@ METHOD_NAMES = ("joint", "uniform", "random", "quant-only", "hawq")
 BASELINE_NAMES = METHOD_NAMES[1:]
 #: the methods that evaluate fixed configurations (no sampler): points, not fronts, in plots
 FIXED_METHOD_NAMES = ("uniform", "hawq")
+#: when the sensitivity screen runs (:mod:`lowbit.search.screen`); "auto": with an
+#: accuracy constraint
+SCREEN_MODES = ("auto", "on", "off")
 
 
 def _nsga2(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:

@@ -41,6 +41,7 @@ from .evaluator import Reference
 from .fidelity import Fidelity
 from .progress import Progress
 from .runner import OBJECTIVES, RayPool, optimize, shutdown_ray, start_ray
+from .screen import load_or_screen, screen_summary
 from .setup import SearchResult, SearchSetup, UserModel
 from .space import SearchSpace
 from .storage import driver_lock, open_storage, recover_interrupted
@@ -87,11 +88,11 @@ def _open_study(
 
 
 def _run_method(
-    name, *, space, pool, storage, setup, reference, fidelity
+    name, *, space, pool, storage, setup, reference, fidelity, screened=None
 ) -> tuple[optuna.Study, Any]:
     method = get_method(name)
     study_name = method.study_name(setup.study_name)
-    mspace = method.space(space)
+    mspace = method.space(space, screened=screened)
     existing = 0
     try:
         existing = len(storage.get_all_trials(storage.get_study_id_from_name(study_name)))
@@ -106,7 +107,9 @@ def _run_method(
     n_trials, max_asks = setup.n_trials, None
     if method.warm_start is not None and not study.trials:
         hardware, on = _warm_start_hardware(mspace)
-        for label, params in method.warm_start(mspace, pool, setup.seed)[: setup.n_trials]:
+        warm = [(label, p) for label, p in method.warm_start(mspace, pool, setup.seed)
+                if _fits(mspace, p)]  # fmt: skip
+        for label, params in warm[: setup.n_trials]:
             study.enqueue_trial({**params, **hardware}, user_attrs={"label": label + on})
     if method.fixed is not None:
         known = [
@@ -146,6 +149,16 @@ def _run_method(
     return study, stats
 
 
+def _fits(space: SearchSpace, params: dict[str, Any]) -> bool:
+    """Whether ``params`` is a point of ``space`` (a warm start may use a choice the
+    sensitivity screen dropped: it then cannot be feasible, and is left out)."""
+    try:
+        space.settings(params)
+    except ValueError:
+        return False
+    return True
+
+
 def _warm_start_hardware(space: SearchSpace) -> tuple[dict[str, Any], str]:
     """Co-design: the ``hw:`` params the warm start uses when the profile as given is over
     the area budget (:meth:`lowbit.search.codesign.CoDesign.warm_start_overrides`) and a label
@@ -177,19 +190,26 @@ def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Searc
     results.atomic_write_text(run_dir / "space.json", space.to_json() + "\n")
     start = time.perf_counter()
     pool = RayPool(evaluator, workers=setup.workers, ray_address=setup.ray_address)
+    screen, screened = None, None
     try:
         w8a8 = space.settings(space.uniform_params(8, 8))
         reference: Reference = pool.call("reference", w8a8=w8a8)
+        if setup.screens and any(get_method(m).fixed is None for m in setup.methods):
+            screen = load_or_screen(
+                space=space, pool=pool, floor=setup.min_accuracy, fidelity=fidelity,
+                run_dir=run_dir, write=results.atomic_write_text,
+            )  # fmt: skip
+            screened = screen.apply(space)
         studies = {}
         for name in setup.methods:
             studies[name] = _run_method(
                 name, space=space, pool=pool, storage=storage, setup=setup, reference=reference,
-                fidelity=fidelity,
+                fidelity=fidelity, screened=screened,
             )  # fmt: skip
         summaries, pareto_rows, trial_rows = {}, [], []
         tested = test_fronts(
             {name: study for name, (study, _) in studies.items()}, space=space, pool=pool,
-            setup=setup,
+            setup=setup, screened=screened,
         )  # fmt: skip
         for name, (study, stats) in studies.items():
             summary, rows = summarise_method(
@@ -207,6 +227,8 @@ def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Searc
         space=space, evaluator=evaluator, setup=setup, reference=reference, engine=engine,
         fidelity=fidelity, summaries=summaries, seconds=time.perf_counter() - start,
     )  # fmt: skip
+    if screen is not None:
+        summary["screen"] = screen_summary(screen, space=space, screened=screened)
     results.write_json(run_dir / "summary.json", summary)
     return SearchResult(run_dir=run_dir, summary=summary, methods=summaries)
 

@@ -26,6 +26,7 @@ from lowbit.hwsim.profile import HardwareProfile
 
 from .baselines import method as get_method
 from .fidelity import DEFAULT_CALIB_SAMPLES, DEFAULT_CHEAP_VAL, DEFAULT_MARGIN_SE, FIDELITY_MODES
+from .registry import SCREEN_MODES
 from .runner import OBJECTIVES, SAMPLERS
 from .space import SearchSpace
 from .summary import MethodSummary
@@ -135,6 +136,9 @@ class SearchSetup:
     co_design: bool = False
     area_budget_mm2: float | None = None
     progress: bool = True
+    #: sensitivity screen before the searched methods (:mod:`lowbit.search.screen`):
+    #: "auto" (when there is an accuracy constraint), "on" or "off"
+    screen: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -170,6 +174,8 @@ class SearchSetup:
                 problems.append(f"{key}: must be > 0, got {value!r}")
         if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
             problems.append(f"min_accuracy: must be a fraction in [0, 1], got {self.min_accuracy}")
+        if self.screen not in SCREEN_MODES:
+            problems.append(f"screen: unknown {self.screen!r} (valid: {', '.join(SCREEN_MODES)})")
         if self.co_design and isinstance(self.model, UserModel):
             problems.append("co_design: available for zoo models only")
         if self.co_design and isinstance(self.hardware, HardwareProfile):
@@ -177,6 +183,11 @@ class SearchSetup:
                             "not a built HardwareProfile")  # fmt: skip
         if problems:
             raise LowbitError("invalid search settings: " + "; ".join(problems))
+
+    @property
+    def screens(self) -> bool:
+        """Whether the searched methods run on a screened space."""
+        return self.screen == "on" or (self.screen == "auto" and self.min_accuracy is not None)
 
     @property
     def constraints(self) -> dict[str, float]:

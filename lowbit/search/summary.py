@@ -162,7 +162,9 @@ def _config(
     )
 
 
-def test_fronts(studies: dict[str, optuna.Study], *, space, pool, setup) -> dict[str, list]:
+def test_fronts(
+    studies: dict[str, optuna.Study], *, space, pool, setup, screened=None
+) -> dict[str, list]:
     """Each method's Pareto trials with their outcome on test, as ``(trial, outcome)``.
 
     Every distinct configuration is measured once, and all of them in one parallel map:
@@ -174,7 +176,7 @@ def test_fronts(studies: dict[str, optuna.Study], *, space, pool, setup) -> dict
     requests: dict[str, TrialRequest] = {}
     keys: dict[tuple[str, int], str] = {}
     for name, front in fronts.items():
-        mspace = get_method(name).space(space)
+        mspace = get_method(name).space(space, screened=screened)
         for trial in front:
             settings = mspace.settings(trial.params)
             key = json.dumps(settings, sort_keys=True)

@@ -21,6 +21,7 @@ from lowbit.search.registry import (
     DEFAULT_SAMPLER,
     OBJECTIVE_NAMES,
     SAMPLER_NAMES,
+    SCREEN_MODES,
 )
 
 __all__ = [
@@ -140,6 +141,7 @@ class SearchRequest(_Body):
     )
     max_latency_ms: float | None = Field(default=None, gt=0, le=1e6)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    screen: Literal[SCREEN_MODES] = "auto"  # type: ignore[valid-type]
     pin_first_last: bool = False
     finetune_steps: int = Field(default=0, ge=0, le=1000)
     trial_timeout_s: float | None = Field(default=None, gt=0, le=86400)

@@ -51,6 +51,7 @@ def _run(job: dict[str, Any], run_dir: Path) -> None:
         progress=True,
         co_design=req.get("co_design", False),
         area_budget_mm2=req.get("area_budget_mm2"),
+        screen=req.get("screen", "auto"),
     )
     run_search(setup)
     build_report(run_dir)

@@ -214,3 +214,44 @@ def test_the_report_reads_the_runs_dataframes(tiny_run):
         assert mine.total_cycles.sum() <= config["simulation"]["total_cycles"]
         stored = {x["name"]: x["total_cycles"] for x in config["simulation"]["layers"]}
         assert dict(zip(mine.layer, mine.total_cycles, strict=True)) == stored
+
+
+def test_screen_section_shows_each_layers_choices_and_strikes_the_dropped(tiny_run, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "search"))
+    from search_testkit import SYNTHETIC_LAYERS, bitfusion_profile
+
+    from lowbit.search.fidelity import Fidelity
+    from lowbit.search.screen import screen, screen_summary
+    from lowbit.search.space import build_space
+    from lowbit.search.testing import SyntheticSpec
+
+    class Pool:  # the synthetic evaluator in-process: its accuracies are closed form
+        evaluator = SyntheticSpec().build()
+
+        def map(self, requests):
+            return [self.evaluator.evaluate(r) for r in requests]
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    space = build_space(SYNTHETIC_LAYERS, bitfusion_profile(), model="synthetic-cnn")
+    result = screen(space=space, pool=Pool(), floor=0.93, fidelity=Fidelity())
+    (run_dir / "screen.json").write_text(json.dumps(result.to_dict()), encoding="utf-8")
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    summary["screen"] = screen_summary(result, space=space, screened=result.apply(space))
+    (run_dir / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    text = render_report(load_run(run_dir))
+    section = text[text.index('id="screen"') :]
+    section = section[: section.index("</section>")]
+    assert all(f"<td>{layer.name}</td>" in section for layer in SYNTHETIC_LAYERS)
+    dropped = [e for e in result.entries if not e.kept]
+    assert dropped and section.count("<s ") == len(dropped)
+    assert "93.0 %" in section  # the floor
+    assert "4: 91.8 %" in section and "2: 87.8 %" in section  # both measured, dropped
+    assert "0.875: not measured" in section  # kept: a harsher keep ratio was kept
+    assert 'href="#screen"' in text  # in the page's navigation
+    # without the file the run still renders, without the section
+    (run_dir / "screen.json").unlink()
+    assert 'id="screen"' not in render_report(load_run(run_dir))
