@@ -2,7 +2,8 @@
 
 :func:`validate` returns every problem as ``"key.path: message"`` (nothing raised), so the
 loader can report all of them in one :class:`~lowbit.hwsim.errors.ProfileError`. Rules only look at
-values that passed the schema walk, so one mistake is reported once.
+values that passed the schema walk, so one mistake is reported once. A precision model's own
+checks are its class's (:mod:`lowbit.hwsim._precision_models`), asked through the registry.
 """
 
 from __future__ import annotations
@@ -10,15 +11,10 @@ from __future__ import annotations
 import copy
 import re
 
-from ._precision_models import BITFUSION_BITS, PRECISION_MODELS
+from ._precision_models import PRECISION_MODELS
 from ._profile_overrides import BadPath, resolve_path
-from ._profile_schema import (
-    BITFUSION_DEFAULT_BITS,
-    BITSERIAL_DEFAULT_BITS,
-    SCHEMA,
-    SCHEMA_VERSIONS,
-)
-from ._profile_walk import check_tree, is_int, show
+from ._profile_schema import SCHEMA, SCHEMA_VERSIONS
+from ._profile_walk import check_tree, check_unique, is_int, show
 from .profile import DATAFLOWS, OPERANDS
 
 __all__ = ["validate"]
@@ -56,7 +52,7 @@ def validate(data: object, *, check_tunables: bool = True) -> list[str]:
         _memory_rules(data["memory"], out)
     sparsity = data.get("sparsity")
     if isinstance(sparsity, dict) and isinstance(sparsity.get("nm_patterns"), list):
-        _unique(sparsity["nm_patterns"], "sparsity.nm_patterns", out)
+        check_unique(sparsity["nm_patterns"], "sparsity.nm_patterns", out)
     _compression_rules(data, out)
     if check_tunables and not out and data.get("tunables"):
         _tunable_rules(data, out)
@@ -88,15 +84,7 @@ def _compression_rules(data: dict, out: list[str]) -> None:
             f"{len(bits)} w_bits (one per width)"
         )
     if isinstance(bits, list) and all(is_int(b) for b in bits):
-        _unique(bits, "weight_compression.w_bits", out)
-
-
-def _unique(items: list, path: str, out: list[str]) -> None:
-    seen: list = []
-    for i, item in enumerate(items):
-        if item in seen:
-            out.append(f"{path}[{i}]: {show(item)} listed twice")
-        seen.append(item)
+        check_unique(bits, "weight_compression.w_bits", out)
 
 
 def _str_list(value: object) -> bool:
@@ -120,47 +108,23 @@ def _compute_rules(compute: dict, out: list[str]) -> None:
             for i, d in enumerate(dataflows):
                 if d not in allowed:
                     out.append(f"compute.dataflows[{i}]: unknown '{d}' (valid: {valid})")
-            _unique(dataflows, "compute.dataflows", out)
+            check_unique(dataflows, "compute.dataflows", out)
             if isinstance(dataflow, str) and dataflow in allowed and dataflow not in dataflows:
                 out.append(
                     f"compute.dataflow: '{dataflow}' is not in compute.dataflows "
                     f"({', '.join(dataflows)})"
                 )
-    model = compute.get("precision_model", "table")
-    if not isinstance(model, str) or model not in PRECISION_MODELS:
+    name = compute.get("precision_model", "table")
+    model = PRECISION_MODELS.get(name) if isinstance(name, str) else None
+    if model is None:
         return  # reported by the schema walk
     for other in PRECISION_MODELS:
-        if other != model and other in compute:
+        if other != name and other in compute:
             out.append(
-                f'compute.{other}: only read when precision_model = "{other}" (it is "{model}")'
+                f'compute.{other}: only read when precision_model = "{other}" (it is "{name}")'
             )
+    derived = model.check(compute, out)
     entries = compute.get("precision", [])
-    if model == "table" and not entries:
-        out.append(
-            'compute.precision: missing (precision_model = "table" needs at least one '
-            "[[compute.precision]] entry)"
-        )
-    elif model != "table" and model not in compute:
-        out.append(f'compute.{model}: missing (precision_model = "{model}" needs it)')
-    derived: list[tuple[int, int]] = []
-    params = compute.get(model)
-    if model != "table" and isinstance(params, dict):
-        default = BITFUSION_DEFAULT_BITS if model == "bitfusion" else BITSERIAL_DEFAULT_BITS
-        bits = params.get("bits", list(default))
-        if isinstance(bits, list) and all(is_int(b) for b in bits):
-            where = f"compute.{model}.bits"
-            if not bits:
-                out.append(f"{where}: must not be empty")
-            _unique(bits, where, out)
-            for i, b in enumerate(bits):
-                if model == "bitfusion" and b not in BITFUSION_BITS:
-                    out.append(
-                        f"{where}[{i}]: must be 2, 4, 8 or 16 (BitBricks fuse in powers of "
-                        f"two), got {b}"
-                    )
-                elif model == "bitserial" and b == 32:
-                    out.append(f"{where}[{i}]: bit-serial widths are integers 1-16, got 32")
-            derived = [(w, a) for w in bits for a in bits]
     seen = set(derived)
     for i, entry in enumerate(entries if isinstance(entries, list) else []):
         if not isinstance(entry, dict):
@@ -174,7 +138,7 @@ def _compute_rules(compute: dict, out: list[str]) -> None:
                 f"integer widths, got W{w}A{a}"
             )
         if (w, a) in seen:
-            origin = f'precision_model = "{model}"' if (w, a) in derived else "an earlier entry"
+            origin = f'precision_model = "{name}"' if (w, a) in derived else "an earlier entry"
             out.append(f"compute.precision[{i}]: W{w}A{a} is already defined by {origin}")
         seen.add((w, a))
 
@@ -203,7 +167,7 @@ def _memory_rules(levels: list, out: list[str]) -> None:
         if _str_list(holds):
             if not holds:
                 out.append(f"memory[{i}].holds: must name at least one of {', '.join(OPERANDS)}")
-            _unique(holds, f"memory[{i}].holds", out)
+            check_unique(holds, f"memory[{i}].holds", out)
         else:
             complete = False
         off_chip = level.get("off_chip", False)
@@ -268,7 +232,7 @@ def _tunable_rules(data: dict, out: list[str]) -> None:
             continue
         if not values:
             out.append(f"{where}.values: must not be empty")
-        _unique(values, f"{where}.values", out)
+        check_unique(values, f"{where}.values", out)
         for j, value in enumerate(values):
             variant = copy.deepcopy(data)
             container, leaf, _spec, _canonical = resolve_path(variant, key, create=True)

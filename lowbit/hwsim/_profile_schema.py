@@ -1,10 +1,13 @@
 """The hardware-profile schema (``schema_version = 1``) as data.
 
-Every key a profile may hold is declared once here, with its type, unit, bounds and
-default; the generic walker over it (missing, unknown, mistyped and out-of-range keys, and
-the defaults) is :mod:`lowbit.hwsim._profile_walk`. Rules that tie several keys together
-live in :mod:`lowbit.hwsim._profile_rules`. lowbit/hardware_profiles/
-README.md documents the same keys for users (a test checks that it names every one).
+Every key a profile may hold is declared once, with its type, unit, bounds and default:
+here, or beside the behaviour that reads it -- a precision model's sub-table in its class
+(:mod:`lowbit.hwsim._precision_models`, read through the registry), a cost rule's
+``[overheads]`` keys in its class (:mod:`lowbit.hwsim._cost_rules`). The generic walker
+over the schema (missing, unknown, mistyped and out-of-range keys, and the defaults) is
+:mod:`lowbit.hwsim._profile_walk`. Rules that tie several keys together live in
+:mod:`lowbit.hwsim._profile_rules`. lowbit/hardware_profiles/README.md documents the same
+keys for users (a test checks that it names every one).
 
 Upper bounds are not physical limits: they catch unit mistakes (GB/s written as bytes per
 cycle, MHz written as Hz), so anything beyond them is "implausibly large". Lower bounds of
@@ -15,72 +18,29 @@ and energy overflow to infinity.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 
-from .profile import DEPTHWISE_KEYS, OPERANDS
-from .workload import ELEMENTWISE_KINDS, INTEGER_COST_KINDS
+from ._cost_rules import overhead_keys
+from ._precision_models import PRECISION_MODELS
+from ._schema_types import MIN_CLOCK_HZ, MIN_RATE, VALID_BITS, Key, Table, TableArray
+from .profile import OPERANDS
 
 __all__ = [
     "SCHEMA",
     "SCHEMA_VERSIONS",
+    "COMPUTE",
+    "OVERHEADS",
     "FAMILIES",
     "WEIGHT_STORAGE",
-    "PRECISION_MODELS",
     "Key",
     "Table",
     "TableArray",
     "VALID_BITS",
-    "BITFUSION_DEFAULT_BITS",
-    "BITSERIAL_DEFAULT_BITS",
 ]
 
 SCHEMA_VERSIONS = (1,)
 FAMILIES = ("npu", "fpga", "cpu", "mcu")
 WEIGHT_STORAGE = ("packed", "promoted", "compressed")
-PRECISION_MODELS = ("table", "bitfusion", "bitserial")
-#: integer bit-widths a precision mode may name; 32 means float (as in hwsim.workload).
-VALID_BITS = tuple(range(1, 17)) + (32,)
-BITFUSION_DEFAULT_BITS = (2, 4, 8)
-BITSERIAL_DEFAULT_BITS = tuple(range(1, 9))
-#: slowest clock accepted (Hz) and lowest rate (bytes or MACs per cycle): physical floors
-MIN_CLOCK_HZ = 1e3
-MIN_RATE = 1e-3
-
-
-@dataclass(frozen=True, slots=True)
-class Key:
-    """One scalar or list key.
-
-    ``type`` is one of: ``int``, ``number`` (int or float), ``str``, ``bool``, ``bits``
-    (1-16 or 32), ``list[str]``, ``list[number]``, ``list[bits]``, ``list[pair]`` (a list
-    of ``[n, m]`` integer pairs). Bounds apply to numbers and to list items.
-    """
-
-    type: str
-    required: bool = True
-    default: object = None
-    low: float | None = None
-    low_open: bool = False  # True: must be > low; False: must be >= low
-    high: float | None = None
-    choices: tuple[str, ...] = ()
-    unit: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    keys: dict[str, Key | Table | TableArray]
-    required: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class TableArray:
-    """An array of tables (``[[memory]]``); ``named`` arrays are addressed by ``name`` in
-    override paths as well as by index."""
-
-    table: Table
-    required: bool = True
-    min_items: int = 1
-    named: bool = False
 
 
 _PRECISION = Table(
@@ -92,38 +52,59 @@ _PRECISION = Table(
     }
 )
 
+
+class _ComputeKeys(Mapping):
+    """``[compute]``'s keys: the array's, then how its precision modes are given --
+    ``precision_model`` (choices: the registered models), the explicit
+    ``[[compute.precision]]`` entries, and each registered model's sub-table. The models are
+    read from the registry (:data:`lowbit.hwsim._precision_models.PRECISION_MODELS`) at
+    every use, so a model registered later is in the schema at once."""
+
+    def __init__(self, array: dict[str, Key], precision: TableArray) -> None:
+        self._array, self._precision = array, precision
+
+    def _keys(self) -> dict[str, Key | Table | TableArray]:
+        models = {name: m.table for name, m in PRECISION_MODELS.items() if m.table is not None}
+        choice = Key("str", required=False, default="table", choices=tuple(PRECISION_MODELS))
+        return {**self._array, "precision_model": choice, "precision": self._precision, **models}
+
+    def __getitem__(self, name: str) -> Key | Table | TableArray:
+        return self._keys()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+
 COMPUTE = Table(
+    _ComputeKeys(
+        {
+            "kind": Key("str", choices=("systolic", "vector")),
+            "rows": Key("int", low=1, high=65536),
+            "cols": Key("int", low=1, high=65536),
+            "cores": Key("int", required=False, default=1, low=1, high=65536),
+            # required for systolic arrays; a vector unit's only dataflow is "vector"
+            "dataflow": Key("str", required=False),
+            "dataflows": Key("list[str]", required=False),
+        },
+        TableArray(_PRECISION, required=False, min_items=0),
+    )
+)
+
+#: ``[overheads]``: the keys every target has, then those of the cost rules
+#: (:mod:`lowbit.hwsim._cost_rules`, each rule's own)
+OVERHEADS = Table(
     {
-        "kind": Key("str", choices=("systolic", "vector")),
-        "rows": Key("int", low=1, high=65536),
-        "cols": Key("int", low=1, high=65536),
-        "cores": Key("int", required=False, default=1, low=1, high=65536),
-        # required for systolic arrays; a vector unit's only dataflow is "vector"
-        "dataflow": Key("str", required=False),
-        "dataflows": Key("list[str]", required=False),
-        "precision_model": Key("str", required=False, default="table", choices=PRECISION_MODELS),
-        "precision": TableArray(_PRECISION, required=False, min_items=0),
-        "bitfusion": Table(
-            {
-                "bits": Key("list[bits]", required=False, default=list(BITFUSION_DEFAULT_BITS)),
-                "w8a8_macs_per_pe_per_cycle": Key(
-                    "number", required=False, default=1.0, low=MIN_RATE, high=4096
-                ),
-                "w8a8_energy_pj_per_mac": Key("number", low=0, high=1e4, unit="pJ"),
-            },
-            required=False,
-        ),
-        "bitserial": Table(
-            {
-                "bits": Key("list[bits]", required=False, default=list(BITSERIAL_DEFAULT_BITS)),
-                "w1a1_macs_per_pe_per_cycle": Key(
-                    "number", required=False, default=1.0, low=MIN_RATE, high=4096
-                ),
-                "w1a1_energy_pj_per_mac": Key("number", low=0, high=1e4, unit="pJ"),
-            },
-            required=False,
-        ),
-    }
+        "layer_cycles": Key("int", required=False, default=0, low=0, high=10**9),
+        # default as hwsim.profile.Overheads: a few tens of cycles per tile
+        "tile_cycles": Key("int", required=False, default=16, low=0, high=10**6),
+        "run_cycles": Key("int", required=False, default=0, low=0, high=10**9),
+        "warm_cache": Key("bool", required=False, default=False),
+        **overhead_keys(),
+    },
+    required=False,
 )
 
 MEMORY_LEVEL = Table(
@@ -159,63 +140,7 @@ SCHEMA = Table(
             },
             required=False,
         ),
-        "overheads": Table(
-            {
-                "layer_cycles": Key("int", required=False, default=0, low=0, high=10**9),
-                # default as hwsim.profile.Overheads: a few tens of cycles per tile
-                "tile_cycles": Key("int", required=False, default=16, low=0, high=10**6),
-                "run_cycles": Key("int", required=False, default=0, low=0, high=10**9),
-                "gemm_cycles": Key("int", required=False, default=0, low=0, high=10**9),
-                "narrow_activation_cycles": Key(
-                    "int", required=False, default=0, low=0, high=10**9
-                ),
-                "conv_channel_multiple": Key("int", required=False, default=1, low=1, high=1024),
-                "conv_min_out_channels": Key("int", required=False, default=1, low=1, high=65536),
-                "unaligned_conv_cycles_per_pixel": Key(
-                    "number", required=False, default=0.0, low=0, high=10**6, unit="cycles"
-                ),
-                "conv_cycles_per_pixel": Key(
-                    "number", required=False, default=0.0, low=0, high=10**6, unit="cycles"
-                ),
-                "requant_cycles_per_output": Key(
-                    "number", required=False, default=0.0, low=0, high=10**6, unit="cycles"
-                ),
-                "pad_conv_channels": Key("bool", required=False, default=False),
-                "warm_cache": Key("bool", required=False, default=False),
-                "depthwise_channel_multiple": Key(
-                    "int", required=False, default=1, low=1, high=1024
-                ),
-                "pool_channel_block": Key("int", required=False, default=0, low=0, high=4096),
-                "conv_in_channel_block": Key("int", required=False, default=1, low=1, high=1024),
-                "conv_part_kernel_positions": Key("int", required=False, default=0, low=0, high=64),
-                "conv_part_kernel_channel_block": Key(
-                    "int", required=False, default=1, low=1, high=1024
-                ),
-                "output_stage_cycles_per_output": Key(
-                    "number", required=False, default=0.0, low=0, high=10**6, unit="cycles"
-                ),
-                "conv_cycles_per_image": Key(
-                    "number", required=False, default=0.0, low=0, high=10**9, unit="cycles"
-                ),
-                **{
-                    key: Key(
-                        "number", required=False, default=0.0, low=0, high=10**6, unit="cycles"
-                    )  # fmt: skip
-                    for key in DEPTHWISE_KEYS
-                },
-                "elementwise_cycles_per_element": Table(
-                    {
-                        kind: Key("number", required=False, low=0, high=10**6, unit="cycles")
-                        for kind in (
-                            *ELEMENTWISE_KINDS,
-                            *(f"{k}_int8" for k in INTEGER_COST_KINDS),
-                        )  # fmt: skip
-                    },
-                    required=False,
-                ),
-            },
-            required=False,
-        ),
+        "overheads": OVERHEADS,
         # read only when weight_storage = "compressed" (_profile_rules)
         "weight_compression": Table(
             {

@@ -12,9 +12,17 @@ import difflib
 import json
 import math
 
-from ._profile_schema import VALID_BITS, Key, Table, TableArray
+from ._schema_types import VALID_BITS, Key, Table, TableArray
 
-__all__ = ["check_tree", "did_you_mean", "fill_defaults", "is_int", "is_number", "show"]
+__all__ = [
+    "check_tree",
+    "check_unique",
+    "did_you_mean",
+    "fill_defaults",
+    "is_int",
+    "is_number",
+    "show",
+]
 
 
 # ---------------------------------------------------------------------------------------
@@ -44,6 +52,15 @@ def show(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(show(v) for v in value) + "]"
     return str(value)
+
+
+def check_unique(items: list, path: str, out: list[str]) -> None:
+    """Append ``path[i]: X listed twice`` for every repeat in ``items``."""
+    seen: list = []
+    for i, item in enumerate(items):
+        if item in seen:
+            out.append(f"{path}[{i}]: {show(item)} listed twice")
+        seen.append(item)
 
 
 def did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:

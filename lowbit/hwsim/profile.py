@@ -20,6 +20,7 @@ import json
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 
 from .errors import LowbitError
+from .workload import aligned_channels  # re-exported: the channels pad_conv_channels pads to
 
 __all__ = [
     "OPERANDS",
@@ -136,7 +137,8 @@ class WeightCompression:
         return density * dense + (1.0 - density) * min(dense, self.zero_stored_bits_per_weight)
 
 
-#: the depthwise-conv kernel's cost keys of ``[overheads]`` (:class:`Overheads`)
+#: the depthwise-conv kernel's cost keys of ``[overheads]`` (:class:`Overheads`; the
+#: ``DepthwiseKernel`` cost rule's, less its channel block): what host calibration fits
 DEPTHWISE_KEYS = (
     "depthwise_cycles_per_mac",
     "depthwise_cycles_per_pixel",
@@ -148,115 +150,64 @@ DEPTHWISE_KEYS = (
 
 @dataclass(frozen=True, slots=True)
 class Overheads:
-    """Fixed costs: per layer (launch, configuration, synchronisation) and per tile (the
-    compute side's handshake with the DMA for each buffer it consumes: descriptor issue,
-    semaphores). The per-tile default is an estimate of a few tens of cycles.
+    """Costs beyond the MAC array and the traffic: the profile's ``[overheads]`` as written.
 
-    ``run_cycles`` is paid once per inference (a runtime's ``Run`` call: input/output
-    binding, graph walk); ``gemm_cycles`` once per integer GEMM a layer runs, on top of
-    ``layer_cycles`` (a low-rank layer is two GEMMs: two kernel launches, two
-    requantization setups; float GEMMs do not pay it); ``elementwise_cycles_per_element``
-    maps a memory-only layer's ``kind`` (:data:`lowbit.hwsim.workload.ELEMENTWISE_KINDS`) to its
-    compute cost per element (a CPU runs LayerNorm or GELU at a few cycles per element,
-    not at copy speed). All default to no cost.
+    Every target has: ``layer_cycles`` per layer (launch, configuration, synchronisation;
+    one operator's dispatch on a CPU runtime), ``tile_cycles`` per tile (the compute side's
+    handshake with the DMA for each buffer it consumes: descriptor issue, semaphores; the
+    default is an estimate of a few tens of cycles), ``run_cycles`` once per inference (a
+    runtime's ``Run`` call: input/output binding, graph walk) and ``warm_cache``: the
+    runtime runs inference after inference (a CPU measured in steady state), so when a
+    workload's weights fit in half of the outermost on-chip level that holds weights (a
+    CPU's last-level cache) they stay there between inferences, and what the model reads
+    "off chip" comes from that level (:mod:`lowbit.hwsim.engines._warm`).
+
+    The other fields belong to the cost rules named beside them
+    (:mod:`lowbit.hwsim._cost_rules`: each rule's fields, their schema and what they cost
+    are documented there). All default to no cost.
     """
 
     layer_cycles: int = 0
     tile_cycles: int = 16
     run_cycles: int = 0
-    gemm_cycles: int = 0
-    #: once per activation operand narrower than 8 bits of an integer layer that computes at
-    #: 8 bits or more: the runtime clamps the codes to the narrow grid with one more operator
-    #: (the Clip ONNX Runtime runs in lowbit's INT8 exports). Not for targets that compute at
-    #: the narrow width natively.
-    narrow_activation_cycles: int = 0
+    gemm_cycles: int = 0  # GemmLaunch
+    narrow_activation_cycles: int = 0  # NarrowActivationClamp
+    #: (kind, cycles per element) pairs, sorted by kind (ElementwiseCosts)
     elementwise_cycles_per_element: tuple[tuple[str, float], ...] = ()
-    #: integer convolutions whose channels do not fit the CPU's direct kernel -- input or
-    #: output channels not a multiple of ``conv_channel_multiple``, or fewer output
-    #: channels than ``conv_min_out_channels`` -- run a generic im2col path that costs
-    #: ``unaligned_conv_cycles_per_pixel`` more per output pixel (building the pixel's
-    #: im2col row, requantizing it). Defaults: no such path.
-    conv_channel_multiple: int = 1
-    conv_min_out_channels: int = 1
-    unaligned_conv_cycles_per_pixel: float = 0.0
-    #: every integer, ungrouped convolution with a k x k window (k > 1; of a low-rank one,
-    #: the k x k factor) costs this much per output pixel on top of its MACs: the CPU kernel
-    #: gathers the pixel's window (im2col) and requantizes its outputs. ONNX Runtime's INT8
-    #: NHWC 3x3 conv costs ~20 cycles per pixel however few its channels; a 1 x 1 conv reads
-    #: its rows in place. Default: no such cost.
-    conv_cycles_per_pixel: float = 0.0
-    #: the same convolutions also cost this much per image of the batch (the kernel sets up
-    #: each image's window gather: padding, buffers). Default: no such cost.
-    conv_cycles_per_image: float = 0.0
-    #: every integer GEMM (conv, linear, matmul; each factor of a low-rank layer) costs this
-    #: much per output element on top of its MACs: requantizing the int32 accumulator
-    #: (scale, round, clamp, narrow). Float GEMMs do not pay it. Default: no such cost.
-    requant_cycles_per_output: float = 0.0
-    #: a pooling layer whose channel count is known processes each pixel's channels in
-    #: blocks of this many elements (one SIMD register: 64 uint8 with AVX-512), so its
-    #: per-element cost applies to the channels padded up to a multiple of it: pooling 8
-    #: channels costs what pooling 64 does (ONNX Runtime's NhwcMaxPool). 0: per element.
-    pool_channel_block: int = 0
-    #: the deployment pads integer convolutions' channels up to the direct kernel's
-    #: (``conv_channel_multiple``, ``conv_min_out_channels``) with zero filters, as lowbit's
-    #: INT8 export does: such a conv computes on the padded counts instead of paying the
-    #: unaligned path. Default: channels as they are.
-    pad_conv_channels: bool = False
-    #: a depthwise convolution (one input channel per group) runs its own kernel on a CPU,
-    #: not a GEMM: it costs ``depthwise_cycles_per_mac`` per MAC plus
-    #: ``depthwise_cycles_per_pixel`` per output pixel (all channels of one position:
-    #: the window gather and requantization) on top of its fixed costs, at integer
-    #: precisions; ``fp32_depthwise_*`` at FP32. ONNX Runtime's INT8 depthwise kernel is
-    #: slower than its FP32 one on small-channel layers. 0 per MAC: costed as a GEMM.
-    #: the runtime runs inference after inference (a CPU measured in steady state): when a
-    #: workload's weights fit in half of the outermost on-chip level that holds weights (a
-    #: CPU's last-level cache), they stay there between inferences, and what the model
-    #: reads "off chip" comes from that level at its bandwidth and energy. Default: every
-    #: inference streams its weights from off chip (an accelerator's DRAM or flash).
+    conv_channel_multiple: int = 1  # DirectConvKernel
+    conv_min_out_channels: int = 1  # DirectConvKernel
+    unaligned_conv_cycles_per_pixel: float = 0.0  # DirectConvKernel
+    conv_cycles_per_pixel: float = 0.0  # WindowGather
+    conv_cycles_per_image: float = 0.0  # WindowGather
+    requant_cycles_per_output: float = 0.0  # Requantization
+    pool_channel_block: int = 0  # PoolChannelBlock
+    pad_conv_channels: bool = False  # DirectConvKernel
     warm_cache: bool = False
-    #: an NPU convolution's reduction blocking (integer, ungrouped convs): each kernel
-    #: position reads its input channels in blocks of ``conv_in_channel_block`` (the IFM
-    #: block depth of a depth-first traversal); with ``conv_part_kernel_positions`` > 0 the
-    #: NPU may instead take that many kernel positions at a time, input channels in blocks of
-    #: ``conv_part_kernel_channel_block`` (a part-kernel-first traversal, for few input
-    #: channels), whichever is cheaper. Defaults (1, 0, 1): the im2col K as it is.
-    conv_in_channel_block: int = 1
-    conv_part_kernel_positions: int = 0
-    conv_part_kernel_channel_block: int = 1
-    #: an integer GEMM's output stage (requantization, activation, write to the output
-    #: block) handles this many cycles per output element, pipelined with the MACs: a GEMM
-    #: takes max(MAC cycles, this x outputs). Default: no such bound.
-    output_stage_cycles_per_output: float = 0.0
-    depthwise_cycles_per_mac: float = 0.0
-    depthwise_cycles_per_pixel: float = 0.0
-    #: an integer depthwise conv whose channel count is not a multiple of
-    #: ``depthwise_channel_multiple`` (the kernel's SIMD channel block) costs this per MAC
-    #: instead (0: as aligned ones); measured 3.5x the aligned rate on AVX-512 VNNI
-    depthwise_unaligned_cycles_per_mac: float = 0.0
-    depthwise_channel_multiple: int = 1
-    fp32_depthwise_cycles_per_mac: float = 0.0
-    fp32_depthwise_cycles_per_pixel: float = 0.0
+    conv_in_channel_block: int = 1  # ConvReductionBlocking
+    conv_part_kernel_positions: int = 0  # ConvReductionBlocking
+    conv_part_kernel_channel_block: int = 1  # ConvReductionBlocking
+    output_stage_cycles_per_output: float = 0.0  # OutputStage
+    depthwise_cycles_per_mac: float = 0.0  # DepthwiseKernel
+    depthwise_cycles_per_pixel: float = 0.0  # DepthwiseKernel
+    depthwise_unaligned_cycles_per_mac: float = 0.0  # DepthwiseKernel
+    depthwise_channel_multiple: int = 1  # DepthwiseKernel
+    fp32_depthwise_cycles_per_mac: float = 0.0  # DepthwiseKernel
+    fp32_depthwise_cycles_per_pixel: float = 0.0  # DepthwiseKernel
 
     def depthwise_cost(self, *, integer: bool, channels: int = 0) -> tuple[float, float]:
         """(cycles per MAC, cycles per output pixel) of a depthwise conv of ``channels``
-        (0, 0: not given)."""
-        if integer:
-            per_mac = self.depthwise_cycles_per_mac
-            if (self.depthwise_unaligned_cycles_per_mac > 0 and per_mac > 0
-                    and channels % self.depthwise_channel_multiple):  # fmt: skip
-                per_mac = self.depthwise_unaligned_cycles_per_mac
-            return per_mac, self.depthwise_cycles_per_pixel
-        return self.fp32_depthwise_cycles_per_mac, self.fp32_depthwise_cycles_per_pixel
+        (0: not given), as :class:`~lowbit.hwsim._cost_rules.DepthwiseKernel` charges."""
+        from ._cost_rules import DepthwiseKernel
+
+        return DepthwiseKernel.of(self).cost(integer=integer, channels=channels)
 
     def elementwise_cost(self, kind: str, *, integer: bool = False) -> float:
         """Cycles per element of a memory-only layer of ``kind`` (0 when not given); on
-        integer (8-bit or narrower) activations ``<kind>_int8`` when the profile gives it."""
-        wanted = (f"{kind}_int8", kind) if integer else (kind,)
-        for name in wanted:
-            for known, cycles in self.elementwise_cycles_per_element:
-                if known == name:
-                    return cycles
-        return 0.0
+        integer (8-bit or narrower) activations ``<kind>_int8`` when the profile gives it
+        (:class:`~lowbit.hwsim._cost_rules.ElementwiseCosts`)."""
+        from ._cost_rules import ElementwiseCosts
+
+        return ElementwiseCosts.of(self).element_rate(kind, integer=integer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,9 +289,3 @@ def _without_defaults(value):
     if isinstance(value, (list, tuple)):
         return [_without_defaults(v) for v in value]
     return value
-
-
-def aligned_channels(channels: int, *, multiple: int, minimum: int = 1) -> int:
-    """``channels`` rounded up to a multiple of ``multiple``, and at least ``minimum``: the
-    channel counts a kernel that blocks channels takes (``Overheads.pad_conv_channels``)."""
-    return max(minimum, -(-channels // multiple) * multiple)

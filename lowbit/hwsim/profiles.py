@@ -26,13 +26,13 @@ from lowbit.hardware_profiles import PROFILE_DIR
 from ._precision_models import expand_precisions
 from ._profile_overrides import apply_overrides, parse_set
 from ._profile_rules import validate
-from ._profile_schema import SCHEMA
+from ._profile_schema import OVERHEADS, SCHEMA
 from ._profile_walk import did_you_mean, fill_defaults, show
+from ._schema_types import Table
 from .errors import InputFileError, ProfileError
 from .fileio import read_toml
 from .profile import (
     DATAFLOWS,
-    DEPTHWISE_KEYS,
     OPERANDS,
     AreaModel,
     ComputeUnit,
@@ -294,34 +294,7 @@ def _build(d: dict, *, source: str) -> HardwareProfile:
         compute=compute,
         memory=memory,
         sparsity=sparsity,
-        overheads=Overheads(
-            layer_cycles=d["overheads"]["layer_cycles"],
-            tile_cycles=d["overheads"]["tile_cycles"],
-            run_cycles=d["overheads"]["run_cycles"],
-            gemm_cycles=d["overheads"]["gemm_cycles"],
-            narrow_activation_cycles=d["overheads"]["narrow_activation_cycles"],
-            conv_channel_multiple=d["overheads"]["conv_channel_multiple"],
-            conv_min_out_channels=d["overheads"]["conv_min_out_channels"],
-            unaligned_conv_cycles_per_pixel=float(
-                d["overheads"]["unaligned_conv_cycles_per_pixel"]
-            ),
-            conv_cycles_per_pixel=float(d["overheads"]["conv_cycles_per_pixel"]),
-            conv_cycles_per_image=float(d["overheads"]["conv_cycles_per_image"]),
-            requant_cycles_per_output=float(d["overheads"]["requant_cycles_per_output"]),
-            pool_channel_block=d["overheads"]["pool_channel_block"],
-            pad_conv_channels=d["overheads"]["pad_conv_channels"],
-            warm_cache=d["overheads"]["warm_cache"],
-            depthwise_channel_multiple=d["overheads"]["depthwise_channel_multiple"],
-            conv_in_channel_block=d["overheads"]["conv_in_channel_block"],
-            conv_part_kernel_positions=d["overheads"]["conv_part_kernel_positions"],
-            conv_part_kernel_channel_block=d["overheads"]["conv_part_kernel_channel_block"],
-            output_stage_cycles_per_output=float(d["overheads"]["output_stage_cycles_per_output"]),
-            **{key: float(d["overheads"][key]) for key in DEPTHWISE_KEYS},
-            elementwise_cycles_per_element=tuple(
-                (kind, float(v))
-                for kind, v in sorted(d["overheads"]["elementwise_cycles_per_element"].items())
-            ),
-        ),
+        overheads=_overheads(d["overheads"]),
         weight_storage=d["weight_storage"],
         weight_compression=compression,
         static_power_w=float(d["static_power_w"]),
@@ -329,3 +302,18 @@ def _build(d: dict, *, source: str) -> HardwareProfile:
         area=area,
         source=source,
     )
+
+
+def _overheads(table: dict) -> Overheads:
+    """The ``[overheads]`` record from its validated, default-filled table: each key of the
+    schema (:data:`~lowbit.hwsim._profile_schema.OVERHEADS`) is the field of that name,
+    numbers as floats, ``elementwise_cycles_per_element`` as sorted (kind, cycles) pairs."""
+    values: dict[str, object] = {}
+    for name, spec in OVERHEADS.keys.items():
+        value = table[name]
+        if isinstance(spec, Table):
+            value = tuple((kind, float(v)) for kind, v in sorted(value.items()))
+        elif spec.type == "number":
+            value = float(value)
+        values[name] = value
+    return Overheads(**values)

@@ -34,6 +34,7 @@ __all__ = [
     "MOVEMENT_KINDS",
     "INTEGER_COST_KINDS",
     "ceil_div",
+    "aligned_channels",
 ]
 
 #: operator kinds of memory-only layers (``Elementwise.kind``, ``Pool.kind``) that a profile
@@ -372,3 +373,9 @@ class Workload:
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def aligned_channels(channels: int, *, multiple: int, minimum: int = 1) -> int:
+    """``channels`` rounded up to a multiple of ``multiple``, and at least ``minimum``: the
+    channel counts a kernel that blocks channels takes (``Overheads.pad_conv_channels``)."""
+    return max(minimum, -(-channels // multiple) * multiple)

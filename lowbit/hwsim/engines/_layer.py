@@ -1,4 +1,5 @@
-"""One layer on one target: precision, sparsity, tiling, energy -> :class:`LayerResult`.
+"""One layer on one target: precision, sparsity, tiling, energy and the profile's cost rules
+(:mod:`lowbit.hwsim._cost_rules`, applied at their hooks) -> :class:`LayerResult`.
 
 Both engines call :func:`evaluate`; they differ only in the ``timer`` that turns the layer's
 tile schedule into cycles (closed form or SimPy). Formulas are listed in
@@ -10,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from math import ceil
 
-from ..profile import Precision, aligned_channels
+from .._cost_rule_base import GemmCall, LayerCall, RunShape
+from .._cost_rules import RuleSet
+from ..profile import Precision
 from ..result import LayerResult
-from ..workload import FLOAT_BITS, MOVEMENT_KINDS, Conv2d, Elementwise, Gemm, Layer, Pool
+from ..workload import MOVEMENT_KINDS, Conv2d, Elementwise, Gemm, Layer
 from ._plan import plan_gemm
 from ._schedule import Block, Tile, closed_form
 from ._target import GemmWork, Target
@@ -63,28 +66,11 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
         wb = wc.stored_bits(w_bits=g.w_bits, density=g.weight_density) / 8.0
         wb += wc.bytes_per_output_channel / g.K
     k_eff = max(1, ceil(g.K * compute_frac - 1e-9))
-    o = prof.overheads
-    int_conv = _integer_conv(layer, mode)
-    padded = int_conv and layer.groups == 1 and o.pad_conv_channels and not layer.as_deployed
-    n_run, k_run = g.N, k_eff
-    in_run = _in_channels(layer, g, first) if isinstance(layer, Conv2d) else 0
-    if padded:
-        n_run, k_padded = _padded_channels(t, layer, g, first)
-        k_run = max(1, ceil(k_padded * compute_frac - 1e-9))
-        in_run = k_padded // (layer.k_h * layer.k_w if first else 1)
-    elif int_conv and layer.groups == 1 and _blocks_reduction(o):
-        k_blocked = _blocked_reduction(o, in_run, layer.k_h * layer.k_w if first else 1)
-        k_run = max(1, ceil(k_blocked * compute_frac - 1e-9))
-    per_mac = per_pixel = 0.0
-    if first and _depthwise(layer):
-        per_mac, per_pixel = o.depthwise_cost(integer=mode.w_bits < FLOAT_BITS,
-                                              channels=layer.in_c)  # fmt: skip
-    if per_mac > 0:
-        # its own kernel (Overheads.depthwise_*): per MAC, and per output pixel shared by
-        # the layer's instances (one per channel)
-        cycles = ceil(per_mac * g.M * g.N * k_eff + per_pixel * g.M / g.count - 1e-9)
-    else:
-        cycles = _gemm_cycles(t, layer, g, mode, first, int_conv, in_run, n_run, k_run)
+    call = GemmCall(layer, g, mode, first, k_eff, compute_frac)
+    rules = t.rules
+    cycles = next((c for r in rules.kernel if (c := r.own_kernel(call)) is not None), None)
+    if cycles is None:
+        cycles = _gemm_cycles(t, call)
     ab = _bytes(g.a_bits)
     in_el = _ifmap_elements(layer, g) if first else g.M * g.K
     ib = in_el * ab / (g.M * g.K)
@@ -93,118 +79,24 @@ def _work(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool, in_chi
     return work, k_eff
 
 
-def _gemm_cycles(t: Target, layer: Layer, g: Gemm, mode: Precision, first: bool,
-                 int_conv: bool, in_run: int, n_run: int, k_run: int) -> int:  # fmt: skip
-    """Compute cycles of one instance of a GEMM on the mapping, plus a CPU's per-output
-    requantization and its integer convs' per-pixel / per-image costs."""
-    o = t.profile.overheads
-    cycles = t.mapping.cycles(g.M, n_run, k_run, mode.macs_per_pe_per_cycle)
-    if mode.w_bits < FLOAT_BITS and o.output_stage_cycles_per_output > 0:
-        cycles = max(cycles, ceil(o.output_stage_cycles_per_output * g.M * g.N - 1e-9))
-    if mode.w_bits < FLOAT_BITS and o.requant_cycles_per_output > 0:
-        cycles += ceil(o.requant_cycles_per_output * g.M * n_run - 1e-9)
-    if int_conv and _conv_costs(o):
-        # the im2col gather: a GEMM over k x k windows (a 1 x 1 conv reads its rows in place)
-        windowed = first and layer.k_h * layer.k_w > 1
-        per_pixel = o.conv_cycles_per_pixel if windowed else 0.0
-        if layer.groups > 1 or _unaligned(o, in_run, n_run):
-            # a grouped conv runs the generic path once per group (each instance)
-            per_pixel += o.unaligned_conv_cycles_per_pixel
-        per_image = o.conv_cycles_per_image if windowed else 0.0
-        cycles += ceil(per_pixel * g.M + per_image * layer.batch - 1e-9)
+def _gemm_cycles(t: Target, call: GemmCall) -> int:
+    """Compute cycles of one instance of a GEMM on the mapping, in the shape its kernel runs
+    and with what the profile's cost rules add (:mod:`lowbit.hwsim._cost_rules`)."""
+    rules, g = t.rules, call.gemm
+    shape = next((s for r in rules.shape if (s := r.run_shape(call)) is not None), None)
+    if shape is None:
+        shape = RunShape(g.N, call.k_eff, call.in_channels)
+    cycles = t.mapping.cycles(g.M, shape.n, shape.k, call.mode.macs_per_pe_per_cycle)
+    for rule in rules.adjust:
+        cycles = rule.adjust_cycles(call, shape=shape, cycles=cycles)
+    if rules.conv and call.conv:
+        per_pixel = per_image = 0.0
+        for rule in rules.conv:
+            pixel, image = rule.conv_rates(call, shape=shape)
+            per_pixel += pixel
+            per_image += image
+        cycles += ceil(per_pixel * g.M + per_image * call.layer.batch - 1e-9)
     return cycles
-
-
-def _narrow_operands(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> int:
-    """Activation operands narrower than 8 bits that an integer mode of 8+ bits must clamp
-    (one extra operator each: both operands of an attention matmul, the input otherwise)."""
-    if not gemms:
-        return 0
-    g = gemms[0]
-    mode = t.mode(g.w_bits, g.a_bits)
-    if g.a_bits >= 8 or mode.a_bits < 8 or mode.w_bits >= FLOAT_BITS:
-        return 0
-    return 2 if g.weights_are_activations else 1
-
-
-def _depthwise(layer: Layer) -> bool:
-    """A depthwise convolution: one input channel per group (any channel multiplier)."""
-    return isinstance(layer, Conv2d) and layer.groups > 1 and layer.groups == layer.in_c
-
-
-def _integer_conv(layer: Layer, mode: Precision) -> bool:
-    """An integer convolution a CPU runs as GEMMs (ungrouped: its direct INT8 kernel;
-    grouped, not depthwise: one generic-path GEMM per group)?"""
-    return mode.w_bits < FLOAT_BITS and isinstance(layer, Conv2d) and not _depthwise(layer)
-
-
-def _conv_costs(o) -> bool:
-    """Does the profile charge integer convolutions per pixel or per image?"""
-    return max(o.unaligned_conv_cycles_per_pixel, o.conv_cycles_per_pixel,
-               o.conv_cycles_per_image) > 0  # fmt: skip
-
-
-def _in_channels(layer: Layer, g: Gemm, first: bool) -> int:
-    """A conv GEMM's input channels: K / (k_h·k_w) for the layer's first GEMM, K for a
-    low-rank layer's 1×1 second."""
-    return g.K // (layer.k_h * layer.k_w) if first else g.K
-
-
-def _blocks_reduction(o) -> bool:
-    """Does the profile block an NPU convolution's reduction (``Overheads.conv_*block``)?"""
-    return o.conv_in_channel_block > 1 or o.conv_part_kernel_positions > 0
-
-
-def _blocked_reduction(o, in_c: int, window: int) -> int:
-    """K an NPU convolution of ``in_c`` input channels and ``window`` kernel positions runs:
-    each position's channels in blocks of ``conv_in_channel_block`` (depth first), or -- when
-    cheaper and ``conv_part_kernel_positions`` is set -- positions in groups of that many,
-    channels in blocks of ``conv_part_kernel_channel_block`` (part kernel first)."""
-    k = window * aligned_channels(in_c, multiple=o.conv_in_channel_block)
-    if o.conv_part_kernel_positions > 0:
-        positions = aligned_channels(window, multiple=o.conv_part_kernel_positions)
-        k = min(k, positions * aligned_channels(in_c, multiple=o.conv_part_kernel_channel_block))
-    return k
-
-
-def _padded_channels(t: Target, layer: Conv2d, g: Gemm, first: bool) -> tuple[int, int]:
-    """(N, K) of an integer conv GEMM whose channels the deployment pads up to the direct
-    kernel's (``Overheads.pad_conv_channels``, as ``models._onnx_pad`` does): outputs to a
-    multiple of ``conv_channel_multiple`` and at least ``conv_min_out_channels`` (unless the
-    layer's ``pad_out`` is false: a residual stream or a depthwise conv reads them); inputs
-    as their producer padded them (``pad_in``) -- a stem's (fewer channels than the multiple:
-    the network's input) to the multiple only, always; a low-rank layer's inner channels
-    (its first GEMM's outputs, its second's inputs) are always padded."""
-    o = t.profile.overheads
-    step, least = o.conv_channel_multiple, o.conv_min_out_channels
-    in_c = _in_channels(layer, g, first)
-    last = not g.name.endswith(".lr0")  # the layer's outputs (not a low-rank inner tensor)
-    if first and in_c < step:
-        in_pad = aligned_channels(in_c, multiple=step, minimum=1)
-    elif layer.pad_in or not first:
-        in_pad = aligned_channels(in_c, multiple=step, minimum=least)
-    else:
-        in_pad = in_c
-    out_pad = aligned_channels(g.N, multiple=step, minimum=least)
-    window = layer.k_h * layer.k_w if first else 1
-    return (out_pad if layer.pad_out or not last else g.N), in_pad * window
-
-
-def _padded_stem(t: Target, layer: Layer, gemms: tuple[Gemm, ...]) -> bool:
-    """A stem (fewer input channels than the multiple) whose input the deployment pads."""
-    o = t.profile.overheads
-    if not (o.pad_conv_channels and gemms and isinstance(layer, Conv2d)) or layer.as_deployed:
-        return False
-    mode = t.mode(gemms[0].w_bits, gemms[0].a_bits)
-    return _integer_conv(layer, mode) and layer.groups == 1 and layer.in_c < o.conv_channel_multiple
-
-
-def _unaligned(o, in_channels: int, out_channels: int) -> bool:
-    """Do these channel counts miss the CPU's direct integer conv kernel
-    (``Overheads.conv_channel_multiple`` / ``conv_min_out_channels``)?"""
-    step = o.conv_channel_multiple
-    return in_channels % step != 0 or out_channels % step != 0 or (
-        out_channels < o.conv_min_out_channels)  # fmt: skip
 
 
 def _fits_on_chip(t: Target, nbytes: float) -> bool:
@@ -241,7 +133,8 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
     """Simulate ``layer`` on ``t``; ``timer=None`` times the schedule in closed form."""
     prof = t.profile
     kind = getattr(layer, "kind", "")
-    if kind in MOVEMENT_KINDS and prof.overheads.elementwise_cost(kind) == 0:
+    rules = t.rules
+    if kind in MOVEMENT_KINDS and _element_rate(rules, kind, integer=False) == 0:
         return _in_place(layer, input_on_chip)
     gemms = layer.gemms()
     zero = (0.0,) * len(t.bandwidth)
@@ -253,7 +146,7 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
     if gemms:
         w_bits, a_bits = gemms[0].w_bits, gemms[0].a_bits
         peak = _peak(t, w_bits, a_bits)
-        modes = [t.mode(g.w_bits, g.a_bits) for g in gemms]
+        modes = tuple(t.mode(g.w_bits, g.a_bits) for g in gemms)
         works = []
         in_chip = input_on_chip
         last = len(gemms) - 1
@@ -279,6 +172,7 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
             plans[0].schedule if len(plans) == 1 else Block(1, tuple(p.schedule for p in plans))
         )
     else:
+        modes = ()
         w_bits, a_bits = layer.compression.w_bits, layer.compression.a_bits
         try:
             peak = _peak(t, w_bits, a_bits)
@@ -287,10 +181,10 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         ab = _bytes(a_bits)
         # the operator's own work (a CPU's LayerNorm, GELU...), overlapped with its traffic
         if kind:
-            per_element = prof.overheads.elementwise_cost(kind, integer=a_bits <= 8)
+            per_element = _element_rate(rules, kind, integer=a_bits <= 8)
             elements = layer.cost_elements
-            if isinstance(layer, Pool):
-                elements = layer.block_elements(prof.overheads.pool_channel_block)
+            for rule in rules.count:
+                elements = rule.element_count(layer, elements)
             compute = ceil(elements * per_element - 1e-9)
         n_read, n_write = layer.memory_elements()
         if input_on_chip:
@@ -318,14 +212,13 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         port = t.port_of[role]
         busy[port] += nbytes / t.bandwidth[port]
     dma = max(busy)
-    # per-layer cost and per-integer-GEMM cost (each low-rank factor is one more kernel), plus
-    # each tile's handshake (inside the schedule's compute steps)
+    # per-layer cost, what the cost rules add once per layer (kernel launches, extra
+    # operators), plus each tile's handshake (inside the schedule's compute steps)
     tile_overhead = tiles * t.tile_cycles
-    int_gemms = sum(1 for g in gemms if t.mode(g.w_bits, g.a_bits).w_bits < FLOAT_BITS)
-    fixed = prof.overheads.layer_cycles + int_gemms * prof.overheads.gemm_cycles
-    fixed += _narrow_operands(t, layer, gemms) * prof.overheads.narrow_activation_cycles
-    if _padded_stem(t, layer, gemms):  # the Pad operator that widens the network's input
-        fixed += prof.overheads.layer_cycles
+    fixed = prof.overheads.layer_cycles
+    if rules.fixed:
+        call = LayerCall(layer, gemms, modes, prof.overheads.layer_cycles)
+        fixed += sum(rule.fixed_cycles(call) for rule in rules.fixed)
     overhead = fixed + tile_overhead
     body_cycles = max(compute + tile_overhead, ceil(body - 1e-6))
     total = body_cycles + fixed
@@ -364,6 +257,14 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         input_on_chip=input_on_chip,
         output_on_chip=output_on_chip,
     )
+
+
+def _element_rate(rules: RuleSet, kind: str, *, integer: bool) -> float:
+    """Cycles per element of a memory-only layer of ``kind`` (the cost rules' sum)."""
+    rate = 0.0
+    for rule in rules.rate:
+        rate += rule.element_rate(kind, integer=integer)
+    return rate
 
 
 def _in_place(layer: Layer, input_on_chip: bool) -> LayerResult:

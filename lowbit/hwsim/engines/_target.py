@@ -4,6 +4,7 @@ documented in :mod:`lowbit.hwsim.engines._tiling`."""
 
 from __future__ import annotations
 
+from .._cost_rules import RuleSet
 from ..profile import HardwareProfile, Precision
 from .dataflows import Mapping, mapping_for
 
@@ -13,11 +14,12 @@ _ROLES = ("weights", "inputs", "outputs")
 
 
 class Target:
-    """What the engines derive once per profile: ports, homes, capacities, mapping."""
+    """What the engines derive once per profile: ports, homes, capacities, mapping, cost
+    rules."""
 
     __slots__ = (
         "profile", "mapping", "ports", "bandwidth", "port_of", "home", "levels", "double",
-        "inner_pj", "home_pj", "gk", "tile_cycles", "peak_cache", "mode_cache", "memo",
+        "inner_pj", "home_pj", "gk", "tile_cycles", "rules", "peak_cache", "mode_cache", "memo",
     )  # fmt: skip
 
     def __init__(self, profile: HardwareProfile) -> None:
@@ -66,6 +68,8 @@ class Target:
         # base rate whatever the bits, so the tiling candidates do not depend on them
         self.gk = compute.rows if compute.kind == "vector" or compute.dataflow != "os" else 1
         self.tile_cycles = profile.overheads.tile_cycles
+        #: the profile's cost rules (its runtime's quirks), by hook
+        self.rules = RuleSet(profile.overheads)
         self.peak_cache: dict[tuple[int, int], float] = {}
         self.mode_cache: dict[tuple[int, int], Precision] = {}
         #: engine-owned results cache for this profile, (layer, input_on_chip) -> result

@@ -1,0 +1,385 @@
+"""Cost rules: what a target's runtime costs beyond its MAC array and its traffic, one class
+per quirk (a CPU's depthwise kernel, its direct conv kernel's channel alignment, ...).
+
+A rule is a frozen dataclass whose fields are the ``[overheads]`` keys it reads -- the same
+names and defaults as :class:`lowbit.hwsim.profile.Overheads`, the record a profile builds --
+with ``keys``, their schema (the ``[overheads]`` table of
+:mod:`lowbit.hwsim._profile_schema` is assembled from them), and the cost functions.
+:data:`COST_RULES` is the one list: :class:`RuleSet` builds a profile's rules from it, and
+:mod:`lowbit.hwsim.engines._layer` applies them in its order at each hook of
+:class:`~lowbit.hwsim._cost_rule_base.CostRule`: the shape a GEMM's kernel runs
+(``run_shape``: padded channels, blocked reduction), a kernel that is not a GEMM
+(``own_kernel``: depthwise), a GEMM's cycles (``adjust_cycles``: output stage,
+requantization), an integer conv's per-pixel and per-image cycles (``conv_rates``), cycles
+once per layer (``fixed_cycles``: launches, extra operators), and a memory-only layer's
+cycles per element (``element_rate``, ``element_count``).
+
+A new quirk is one rule here (listed in :data:`COST_RULES`), its fields in ``Overheads``
+and its keys in lowbit/hardware_profiles/README.md (tests check all three agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil
+from typing import TYPE_CHECKING
+
+from ._cost_rule_base import (
+    CostRule,
+    GemmCall,
+    LayerCall,
+    RunShape,
+    count_key,
+    cycles_key,
+    is_depthwise,
+)
+from ._schema_types import Key, Table
+from .workload import (
+    ELEMENTWISE_KINDS,
+    FLOAT_BITS,
+    INTEGER_COST_KINDS,
+    Conv2d,
+    Layer,
+    Pool,
+    aligned_channels,
+)
+
+if TYPE_CHECKING:
+    from .profile import Overheads
+
+__all__ = [
+    "COST_RULES",
+    "RuleSet",
+    "overhead_keys",
+    "DepthwiseKernel",
+    "DirectConvKernel",
+    "ConvReductionBlocking",
+    "WindowGather",
+    "OutputStage",
+    "Requantization",
+    "GemmLaunch",
+    "NarrowActivationClamp",
+    "ElementwiseCosts",
+    "PoolChannelBlock",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DepthwiseKernel(CostRule):
+    """A depthwise convolution runs its own kernel on a CPU, not a GEMM: per MAC plus per
+    output pixel (all channels of one position: the window gather and requantization), on
+    top of its fixed costs; integer precisions at ``depthwise_*``, FP32 at
+    ``fp32_depthwise_*``. An integer one whose channels are not a multiple of
+    ``depthwise_channel_multiple`` (the kernel's SIMD channel block) costs
+    ``depthwise_unaligned_cycles_per_mac`` per MAC instead (0: as aligned ones; measured
+    3.5x the aligned rate on AVX-512 VNNI). ONNX Runtime's INT8 depthwise kernel is slower
+    than its FP32 one on small-channel layers. 0 per MAC: costed as a GEMM."""
+
+    keys = {
+        "depthwise_channel_multiple": count_key(1, 1, 1024),
+        "depthwise_cycles_per_mac": cycles_key(),
+        "depthwise_cycles_per_pixel": cycles_key(),
+        "depthwise_unaligned_cycles_per_mac": cycles_key(),
+        "fp32_depthwise_cycles_per_mac": cycles_key(),
+        "fp32_depthwise_cycles_per_pixel": cycles_key(),
+    }
+    depthwise_channel_multiple: int = 1
+    depthwise_cycles_per_mac: float = 0.0
+    depthwise_cycles_per_pixel: float = 0.0
+    depthwise_unaligned_cycles_per_mac: float = 0.0
+    fp32_depthwise_cycles_per_mac: float = 0.0
+    fp32_depthwise_cycles_per_pixel: float = 0.0
+
+    def cost(self, *, integer: bool, channels: int = 0) -> tuple[float, float]:
+        """(cycles per MAC, cycles per output pixel) of a depthwise conv of ``channels``."""
+        if integer:
+            per_mac = self.depthwise_cycles_per_mac
+            if (self.depthwise_unaligned_cycles_per_mac > 0 and per_mac > 0
+                    and channels % self.depthwise_channel_multiple):  # fmt: skip
+                per_mac = self.depthwise_unaligned_cycles_per_mac
+            return per_mac, self.depthwise_cycles_per_pixel
+        return self.fp32_depthwise_cycles_per_mac, self.fp32_depthwise_cycles_per_pixel
+
+    def own_kernel(self, call: GemmCall) -> int | None:
+        if not (call.first and is_depthwise(call.layer)):
+            return None
+        per_mac, per_pixel = self.cost(integer=call.integer, channels=call.layer.in_c)
+        if not per_mac > 0:
+            return None
+        # per MAC, and per output pixel shared by the layer's instances (one per channel)
+        g = call.gemm
+        return ceil(per_mac * g.M * g.N * call.k_eff + per_pixel * g.M / g.count - 1e-9)
+
+
+@dataclass(frozen=True, slots=True)
+class DirectConvKernel(CostRule):
+    """A CPU's direct integer conv kernel takes input and output channels in multiples of
+    ``conv_channel_multiple`` and at least ``conv_min_out_channels`` outputs. Other integer
+    convolutions -- and every grouped, not depthwise, one (once per group) -- run a generic
+    im2col path that costs ``unaligned_conv_cycles_per_pixel`` more per output pixel
+    (building the pixel's im2col row, requantizing it). With ``pad_conv_channels`` the
+    deployment pads ungrouped ones up to the kernel's channels with zero filters instead, as
+    lowbit's INT8 export does (``models._onnx_pad``): such a conv computes on the padded
+    counts, and a stem's input is widened by one more operator (a Pad: one dispatch)."""
+
+    keys = {
+        "conv_channel_multiple": count_key(1, 1, 1024),
+        "conv_min_out_channels": count_key(1, 1, 65536),
+        "unaligned_conv_cycles_per_pixel": cycles_key(),
+        "pad_conv_channels": Key("bool", required=False, default=False),
+    }
+    conv_channel_multiple: int = 1
+    conv_min_out_channels: int = 1
+    unaligned_conv_cycles_per_pixel: float = 0.0
+    pad_conv_channels: bool = False
+
+    def _pads(self, layer: Layer) -> bool:
+        return self.pad_conv_channels and layer.groups == 1 and not layer.as_deployed
+
+    def run_shape(self, call: GemmCall) -> RunShape | None:
+        if not (call.conv and self._pads(call.layer)):
+            return None
+        n, k_padded = self._padded(call)
+        k = max(1, ceil(k_padded * call.compute_frac - 1e-9))
+        return RunShape(n, k, k_padded // call.window)
+
+    def _padded(self, call: GemmCall) -> tuple[int, int]:
+        """(N, K) of the conv GEMM padded as ``models._onnx_pad`` does: outputs to a
+        multiple of the step and at least the minimum (unless the layer's ``pad_out`` is
+        false: a residual stream or a depthwise conv reads them); inputs as their producer
+        padded them (``pad_in``) -- a stem's (fewer channels than the step: the network's
+        input) to the step only, always; a low-rank layer's inner channels (its first
+        GEMM's outputs, its second's inputs) are always padded."""
+        layer, g, first = call.layer, call.gemm, call.first
+        step, least = self.conv_channel_multiple, self.conv_min_out_channels
+        in_c = call.in_channels
+        last = not g.name.endswith(".lr0")  # the layer's outputs (not a low-rank inner tensor)
+        if first and in_c < step:
+            in_pad = aligned_channels(in_c, multiple=step, minimum=1)
+        elif layer.pad_in or not first:
+            in_pad = aligned_channels(in_c, multiple=step, minimum=least)
+        else:
+            in_pad = in_c
+        out_pad = aligned_channels(g.N, multiple=step, minimum=least)
+        return (out_pad if layer.pad_out or not last else g.N), in_pad * call.window
+
+    def conv_rates(self, call: GemmCall, *, shape: RunShape) -> tuple[float, float]:
+        step = self.conv_channel_multiple
+        unaligned = (shape.in_channels % step != 0 or shape.n % step != 0
+                     or shape.n < self.conv_min_out_channels)  # fmt: skip
+        if call.layer.groups > 1 or unaligned:
+            return self.unaligned_conv_cycles_per_pixel, 0.0
+        return 0.0, 0.0
+
+    def fixed_cycles(self, call: LayerCall) -> int:
+        layer = call.layer
+        if not (call.gemms and isinstance(layer, Conv2d) and self._pads(layer)):
+            return 0
+        integer = call.modes[0].w_bits < FLOAT_BITS
+        return call.layer_cycles if integer and layer.in_c < self.conv_channel_multiple else 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConvReductionBlocking(CostRule):
+    """An NPU convolution's reduction blocking (integer, ungrouped convs): each kernel
+    position reads its input channels in blocks of ``conv_in_channel_block`` (the IFM block
+    depth of a depth-first traversal); with ``conv_part_kernel_positions`` > 0 the NPU may
+    instead take that many kernel positions at a time, input channels in blocks of
+    ``conv_part_kernel_channel_block`` (part kernel first, for few input channels),
+    whichever is cheaper. Defaults (1, 0, 1): the im2col K as it is."""
+
+    keys = {
+        "conv_in_channel_block": count_key(1, 1, 1024),
+        "conv_part_kernel_positions": count_key(0, 0, 64),
+        "conv_part_kernel_channel_block": count_key(1, 1, 1024),
+    }
+    conv_in_channel_block: int = 1
+    conv_part_kernel_positions: int = 0
+    conv_part_kernel_channel_block: int = 1
+
+    def run_shape(self, call: GemmCall) -> RunShape | None:
+        blocks = self.conv_in_channel_block > 1 or self.conv_part_kernel_positions > 0
+        if not (blocks and call.conv and call.layer.groups == 1):
+            return None
+        in_c, window = call.in_channels, call.window
+        k = window * aligned_channels(in_c, multiple=self.conv_in_channel_block)
+        if self.conv_part_kernel_positions > 0:
+            positions = aligned_channels(window, multiple=self.conv_part_kernel_positions)
+            k = min(k, positions * aligned_channels(
+                in_c, multiple=self.conv_part_kernel_channel_block))  # fmt: skip
+        return RunShape(call.gemm.N, max(1, ceil(k * call.compute_frac - 1e-9)), in_c)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowGather(CostRule):
+    """Every integer, ungrouped convolution with a k x k window (k > 1; of a low-rank one,
+    the k x k factor) costs ``conv_cycles_per_pixel`` per output pixel on top of its MACs
+    (the CPU kernel gathers the pixel's window -- im2col -- and requantizes its outputs)
+    and ``conv_cycles_per_image`` per image of the batch (setting up each image's gather:
+    padding, buffers). ONNX Runtime's INT8 NHWC 3x3 conv costs ~20 cycles per pixel however
+    few its channels; a 1 x 1 conv reads its rows in place."""
+
+    keys = {
+        "conv_cycles_per_pixel": cycles_key(),
+        "conv_cycles_per_image": cycles_key(10**9),
+    }
+    conv_cycles_per_pixel: float = 0.0
+    conv_cycles_per_image: float = 0.0
+
+    def conv_rates(self, call: GemmCall, *, shape: RunShape) -> tuple[float, float]:
+        if call.window > 1:
+            return self.conv_cycles_per_pixel, self.conv_cycles_per_image
+        return 0.0, 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutputStage(CostRule):
+    """An integer GEMM's output stage (requantization, activation, write to the output
+    block) handles ``output_stage_cycles_per_output`` cycles per output element, pipelined
+    with the MACs: the GEMM takes max(MAC cycles, this x outputs)."""
+
+    keys = {"output_stage_cycles_per_output": cycles_key()}
+    output_stage_cycles_per_output: float = 0.0
+
+    def adjust_cycles(self, call: GemmCall, *, shape: RunShape, cycles: int) -> int:
+        rate, g = self.output_stage_cycles_per_output, call.gemm
+        if call.integer and rate > 0:
+            return max(cycles, ceil(rate * g.M * g.N - 1e-9))
+        return cycles
+
+
+@dataclass(frozen=True, slots=True)
+class Requantization(CostRule):
+    """Every integer GEMM (conv, linear, matmul; each factor of a low-rank layer) costs
+    ``requant_cycles_per_output`` per output element on top of its MACs: requantizing the
+    int32 accumulator (scale, round, clamp, narrow). Float GEMMs do not pay it."""
+
+    keys = {"requant_cycles_per_output": cycles_key()}
+    requant_cycles_per_output: float = 0.0
+
+    def adjust_cycles(self, call: GemmCall, *, shape: RunShape, cycles: int) -> int:
+        rate = self.requant_cycles_per_output
+        if call.integer and rate > 0:
+            return cycles + ceil(rate * call.gemm.M * shape.n - 1e-9)
+        return cycles
+
+
+@dataclass(frozen=True, slots=True)
+class GemmLaunch(CostRule):
+    """``gemm_cycles`` once per integer GEMM a layer runs, on top of ``layer_cycles``: a
+    low-rank layer is two GEMMs (two kernel launches, two requantization setups); float
+    GEMMs do not pay it."""
+
+    keys = {"gemm_cycles": count_key(0, 0, 10**9)}
+    gemm_cycles: int = 0
+
+    def fixed_cycles(self, call: LayerCall) -> int:
+        return sum(1 for m in call.modes if m.w_bits < FLOAT_BITS) * self.gemm_cycles
+
+
+@dataclass(frozen=True, slots=True)
+class NarrowActivationClamp(CostRule):
+    """``narrow_activation_cycles`` once per activation operand narrower than 8 bits of an
+    integer layer that computes at 8 bits or more: the runtime clamps the codes to the
+    narrow grid with one more operator (the Clip ONNX Runtime runs in lowbit's INT8
+    exports); both operands of an attention matmul, the input otherwise. Not for targets
+    that compute at the narrow width natively."""
+
+    keys = {"narrow_activation_cycles": count_key(0, 0, 10**9)}
+    narrow_activation_cycles: int = 0
+
+    def fixed_cycles(self, call: LayerCall) -> int:
+        if not call.gemms:
+            return 0
+        g, mode = call.gemms[0], call.modes[0]
+        if g.a_bits >= 8 or mode.a_bits < 8 or mode.w_bits >= FLOAT_BITS:
+            return 0
+        return (2 if g.weights_are_activations else 1) * self.narrow_activation_cycles
+
+
+@dataclass(frozen=True, slots=True)
+class ElementwiseCosts(CostRule):
+    """A memory-only layer's compute cost per element by its ``kind``
+    (:data:`lowbit.hwsim.workload.ELEMENTWISE_KINDS`): a CPU runs LayerNorm or GELU at a few
+    cycles per element, not at copy speed; on integer (8-bit or narrower) activations
+    ``<kind>_int8`` when given (:data:`~lowbit.hwsim.workload.INTEGER_COST_KINDS`). A data
+    movement kind it does not price is free (addressed in place)."""
+
+    keys = {
+        "elementwise_cycles_per_element": Table(
+            {
+                kind: Key("number", required=False, low=0, high=10**6, unit="cycles")
+                for kind in (*ELEMENTWISE_KINDS, *(f"{k}_int8" for k in INTEGER_COST_KINDS))
+            },
+            required=False,
+        )
+    }
+    #: (kind, cycles per element) pairs, sorted by kind
+    elementwise_cycles_per_element: tuple[tuple[str, float], ...] = ()
+
+    def element_rate(self, kind: str, *, integer: bool) -> float:
+        wanted = (f"{kind}_int8", kind) if integer else (kind,)
+        for name in wanted:
+            for known, cycles in self.elementwise_cycles_per_element:
+                if known == name:
+                    return cycles
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolChannelBlock(CostRule):
+    """A pooling layer whose channel count is known processes each pixel's channels in
+    blocks of ``pool_channel_block`` elements (one SIMD register: 64 uint8 with AVX-512), so
+    its per-element cost applies to the channels padded up to a multiple of it: pooling 8
+    channels costs what pooling 64 does (ONNX Runtime's NhwcMaxPool). 0: per element."""
+
+    keys = {"pool_channel_block": count_key(0, 0, 4096)}
+    pool_channel_block: int = 0
+
+    def element_count(self, layer: Layer, elements: int) -> int:
+        if isinstance(layer, Pool):
+            return layer.block_elements(self.pool_channel_block)
+        return elements
+
+
+#: every cost rule, in the order the engines apply them (padding before blocking: a padded
+#: conv is not blocked; the output stage's max before requantization's sum)
+COST_RULES: tuple[type[CostRule], ...] = (
+    DepthwiseKernel,
+    DirectConvKernel,
+    ConvReductionBlocking,
+    WindowGather,
+    OutputStage,
+    Requantization,
+    GemmLaunch,
+    NarrowActivationClamp,
+    ElementwiseCosts,
+    PoolChannelBlock,
+)
+
+
+def overhead_keys() -> dict[str, Key | Table]:
+    """The ``[overheads]`` keys the rules own, in rule order."""
+    return {name: spec for rule in COST_RULES for name, spec in rule.keys.items()}
+
+
+class RuleSet:
+    """A profile's active rules, by hook (what the engines loop over; built once per
+    profile with its :class:`~lowbit.hwsim.engines._target.Target`)."""
+
+    __slots__ = ("shape", "kernel", "adjust", "conv", "fixed", "rate", "count")
+
+    def __init__(self, overheads: Overheads) -> None:
+        rules = [r for r in (cls.of(overheads) for cls in COST_RULES) if r.active()]
+
+        def having(hook: str) -> tuple:
+            base = getattr(CostRule, hook)
+            return tuple(r for r in rules if getattr(type(r), hook) is not base)
+
+        self.shape = having("run_shape")
+        self.kernel = having("own_kernel")
+        self.adjust = having("adjust_cycles")
+        self.conv = having("conv_rates")
+        self.fixed = having("fixed_cycles")
+        self.rate = having("element_rate")
+        self.count = having("element_count")
