@@ -6,7 +6,9 @@
    schedule: 3 epochs of 20,000 images) on that NPU, against quantization-only search and
    the uniform precisions on the same budget (the product's main job). Two rungs: every
    trial on 1,000 val images, the promising ones on all 5,000; no QAT; configs below
-   :data:`_MIN_ACCURACY` are infeasible (not re-measured on test, not exported);
+   :data:`_MIN_ACCURACY` are infeasible (not re-measured on test, not exported), and a
+   sensitivity screen first drops each layer's choices that alone fall below it
+   (:mod:`lowbit.search.screen`; its greedy points join the warm starts);
 3. validate the winners: export them to INT8 ONNX, time them on this CPU and compare with
    the simulator's host-CPU model (calibrated by microbenchmarks on first use);
 4. write the HTML report and print where the results are.

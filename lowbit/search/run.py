@@ -41,7 +41,7 @@ from .evaluator import Reference
 from .fidelity import Fidelity
 from .progress import Progress
 from .runner import OBJECTIVES, RayPool, optimize, shutdown_ray, start_ray
-from .screen import load_or_screen, screen_summary
+from .screen import load_or_screen, screen_summary, warm_configs
 from .setup import SearchResult, SearchSetup, UserModel
 from .space import SearchSpace
 from .storage import driver_lock, open_storage, recover_interrupted
@@ -88,11 +88,11 @@ def _open_study(
 
 
 def _run_method(
-    name, *, space, pool, storage, setup, reference, fidelity, screened=None
+    name, *, space, pool, storage, setup, reference, fidelity, screen=None
 ) -> tuple[optuna.Study, Any]:
     method = get_method(name)
     study_name = method.study_name(setup.study_name)
-    mspace = method.space(space, screened=screened)
+    mspace = method.space(space, screened=None if screen is None else screen.apply(space))
     existing = 0
     try:
         existing = len(storage.get_all_trials(storage.get_study_id_from_name(study_name)))
@@ -107,8 +107,13 @@ def _run_method(
     n_trials, max_asks = setup.n_trials, None
     if method.warm_start is not None and not study.trials:
         hardware, on = _warm_start_hardware(mspace)
-        warm = [(label, p) for label, p in method.warm_start(mspace, pool, setup.seed)
-                if _fits(mspace, p)]  # fmt: skip
+        warm = method.warm_start(mspace, pool, setup.seed)
+        if screen is not None:  # greedy points from the screen's measurements
+            greedy = warm_configs(screen, mspace)
+            if not method.bits_only:  # and the quantization-only ones: the space holds them
+                greedy += warm_configs(screen, mspace, bits_only=True)
+            warm += [c for c in greedy if c[1] not in [p for _, p in warm]]
+        warm = [(label, p) for label, p in warm if _fits(mspace, p)]
         for label, params in warm[: setup.n_trials]:
             study.enqueue_trial({**params, **hardware}, user_attrs={"label": label + on})
     if method.fixed is not None:
@@ -204,7 +209,7 @@ def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Searc
         for name in setup.methods:
             studies[name] = _run_method(
                 name, space=space, pool=pool, storage=storage, setup=setup, reference=reference,
-                fidelity=fidelity, screened=screened,
+                fidelity=fidelity, screen=screen,
             )  # fmt: skip
         summaries, pareto_rows, trial_rows = {}, [], []
         tested = test_fronts(

@@ -48,12 +48,12 @@ def test_floor_drops_exactly_the_choices_that_alone_break_it(synthetic_space):
         if entry.accuracy is not None:
             margin = accuracy_margin(entry.accuracy, samples=5000, z=2.0)
             assert entry.kept == (entry.accuracy >= 0.90 - margin)
-    # one evaluation for the base, one per measured choice; bisection measures fewer
-    # choices than there are (keep: 6 choices, all kept: 0.5 then 0.25 measured)
+    # one evaluation for the base, one per measured choice; the mildest choice, then
+    # bisection: fewer than there are (keep: 6 choices, all kept: 0.875, 0.5, 0.25 measured)
     measured = [e for e in result.entries if e.accuracy is not None]
     assert result.evaluations == pool.requests == 1 + len(measured)
     keeps = [e for e in result.entries if e.param == "conv1.keep"]
-    assert [e.value for e in keeps if e.accuracy is not None] == [0.5, 0.25]
+    assert [e.value for e in keeps if e.accuracy is not None] == [0.875, 0.5, 0.25]
     assert all(e.kept for e in keeps)
 
 
@@ -61,18 +61,19 @@ def test_bisection_implies_the_unmeasured_choices(synthetic_space):
     pool = _LocalPool(SyntheticSpec())
     result = screen(space=synthetic_space, pool=pool, floor=0.93, fidelity=Fidelity())
     bits = _bits_params(synthetic_space)
-    # 2 bits (0.878), then 4 bits alone (0.918): below 0.93 by more than 2 standard errors
-    # on 5,000 images: both dropped
+    # 4 bits alone (0.918), measured first, is below 0.93 by more than 2 standard errors on
+    # 5,000 images: dropped, and 2 bits with it, unmeasured
     for name in bits:
         four, two = (e for e in result.entries if e.param == name)
         assert (four.value, four.kept) == (4, False) and four.accuracy == pytest.approx(0.918)
-        assert (two.value, two.kept) == (2, False) and two.accuracy == pytest.approx(0.878)
+        assert (two.value, two.kept, two.accuracy) == (2, False, None)
     # keep 0.5 (0.925) is 0.005 below, within the margin (0.0075 at 0.925 on 5,000 images):
-    # kept, so the milder 0.875-0.625 are kept unmeasured; 0.25 (0.9125) and 0.375 (0.91875)
-    # are measured and dropped
+    # kept, so 0.75 and 0.625 are kept unmeasured (0.875, the mildest, is measured first);
+    # 0.25 (0.9125) and 0.375 (0.91875) are measured and dropped
     keeps = {e.value: e for e in result.entries if e.param == "conv1.keep"}
     assert keeps[0.5].kept and keeps[0.5].accuracy == pytest.approx(0.925)
-    assert all(keeps[v].kept and keeps[v].accuracy is None for v in (0.875, 0.75, 0.625))
+    assert all(keeps[v].kept and keeps[v].accuracy is None for v in (0.75, 0.625))
+    assert keeps[0.875].kept and keeps[0.875].accuracy == pytest.approx(0.94375)
     assert not keeps[0.375].kept and not keeps[0.25].kept
     measured = sum(e.accuracy is not None for e in result.entries)
     assert result.evaluations == pool.requests == 1 + measured
@@ -129,6 +130,17 @@ def test_searched_methods_search_the_screened_space_and_baselines_the_full_one(
         )
         assert len(trials) == 12
         assert all(v != 2 for t in trials for k, v in t.params.items() if k.endswith("bits"))
+    labels = {
+        study: [t.user_attrs.get("label") for t in optuna.load_study(
+            study_name=study, storage=storage).trials]
+        for study in ("s", "s-quant")
+    }  # fmt: skip
+    # the screen's greedy points are among the warm starts (bits alone: one 4-bit layer
+    # loses 0.032, more than the two smaller budgets, 0.0125 and 0.025)
+    assert {"screen greedy 0.25", "screen greedy 0.5", "screen greedy 0.75"} <= set(labels["s"])
+    assert "screen greedy 0.75" in labels["s-quant"]
+    # the joint search also starts from the quantization-only search's greedy point
+    assert "screen greedy bits 0.75" in labels["s"]
     uniform = optuna.load_study(study_name="s-uniform", storage=storage).trials
     assert any(t.user_attrs.get("label") == "W2A8" for t in uniform)  # the full space
     # a resumed run reuses screen.json: the screen is not measured again
@@ -150,3 +162,32 @@ def test_no_constraint_means_no_screen_unless_asked(synthetic_space, tmp_path, r
         "screen"
     ]
     assert section["floor"] == pytest.approx(0.95 - 0.05)  # base accuracy minus DEFAULT_DROP
+
+
+def test_greedy_warm_starts_spend_their_budget_and_get_faster(synthetic_space):
+    from lowbit.search.screen import WARM_BUDGETS, warm_configs
+    from lowbit.search.testing import synthetic_objectives
+
+    result = screen(
+        space=synthetic_space, pool=_LocalPool(SyntheticSpec()), floor=0.90, fidelity=Fidelity()
+    )
+    narrowed = result.apply(synthetic_space)
+    configs = warm_configs(result, narrowed)
+    assert [label for label, _ in configs] == [f"screen greedy {f:g}" for f in WARM_BUDGETS]
+    latencies = []
+    for (_, params), fraction in zip(configs, WARM_BUDGETS, strict=True):
+        accuracy, latency = synthetic_objectives(narrowed.settings(params))
+        # the synthetic losses add exactly, so each point keeps its budget
+        assert accuracy >= 0.95 - fraction * (0.95 - 0.90) - 1e-9
+        latencies.append(latency)
+    assert latencies == sorted(latencies, reverse=True) and latencies[-1] < latencies[0]
+    # quantization-only: the same greedy over the bits alone
+    quant = warm_configs(result, narrowed.quant_only())
+    assert quant and all(k.endswith("bits") for _, p in quant for k in p)
+    # the same points expressed in the joint space (everything else at the base)
+    bits = warm_configs(result, narrowed, bits_only=True)
+    assert [label for label, _ in bits] == [
+        f"screen greedy bits {label[14:]}" for label, _ in quant
+    ]
+    for (_, joint_params), (_, quant_params) in zip(bits, quant, strict=True):
+        assert narrowed.settings(joint_params) == narrowed.quant_only().settings(quant_params)
