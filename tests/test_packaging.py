@@ -61,14 +61,27 @@ def test_wheel_in_a_fresh_venv_beside_a_user_models_package(tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
-    shutil.copytree(REPO / "lowbit", source / "lowbit",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copytree(
+        REPO / "lowbit", source / "lowbit", ignore=shutil.ignore_patterns("__pycache__")
+    )
     wheels = tmp_path / "wheels"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(wheels), str(source)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stderr
     (wheel,) = wheels.glob("lowbit-*.whl")
     venv = tmp_path / "venv"
@@ -83,10 +96,22 @@ def test_wheel_in_a_fresh_venv_beside_a_user_models_package(tmp_path):
     # borrowed from the test's environment by a path entry (whose .pth files, among them
     # the editable install of lowbit, are not processed)
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
-         "--target", str(site), str(wheel)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert install.returncode == 0, install.stderr
     (site / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     project = tmp_path / "user-project"

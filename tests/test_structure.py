@@ -88,8 +88,13 @@ def test_layers_import_only_downwards():
 
 def test_the_service_does_not_import_cli_commands():
     graph = _graph()
-    bad = [f"{src} -> {dst}" for src, targets in graph.items() if src.startswith("lowbit.service")
-           for dst in targets if dst.startswith("lowbit.commands")]  # fmt: skip
+    bad = [
+        f"{src} -> {dst}"
+        for src, targets in graph.items()
+        if src.startswith("lowbit.service")
+        for dst in targets
+        if dst.startswith("lowbit.commands")
+    ]
     assert bad == []
 
 

@@ -100,8 +100,12 @@ def _check(path, args: argparse.Namespace) -> int:
     rows = check(profile, quick=args.quick, progress=progress)
     sys.stderr.write("\n")
     label = cpu_info()["label"]
-    result = {"profile": str(path), "cpu": label, "rows": [r.as_dict() for r in rows],
-              "summary": summarize(rows)}  # fmt: skip
+    result = {
+        "profile": str(path),
+        "cpu": label,
+        "rows": [r.as_dict() for r in rows],
+        "summary": summarize(rows),
+    }
     report = path.with_suffix(".check.json")
     atomic_write_bytes(report, (json.dumps(result, indent=2) + "\n").encode())
     if args.format == "json":

@@ -80,15 +80,22 @@ def run(args: argparse.Namespace) -> int:
     code = main(
         [
             "search",
-            "--model", _MODEL,
-            "--hardware", _HARDWARE,
-            "--trials", str(args.trials),
-            "--workers", str(args.workers),
-            "--baselines", _BASELINES,
-            "--min-accuracy", str(_MIN_ACCURACY),
-            "--out", str(out),
+            "--model",
+            _MODEL,
+            "--hardware",
+            _HARDWARE,
+            "--trials",
+            str(args.trials),
+            "--workers",
+            str(args.workers),
+            "--baselines",
+            _BASELINES,
+            "--min-accuracy",
+            str(_MIN_ACCURACY),
+            "--out",
+            str(out),
         ]
-    )  # fmt: skip
+    )
     if code:
         return code
     print("\n[3/4] validate the Pareto configs on this CPU (real INT8 vs simulated)")

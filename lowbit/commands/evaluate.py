@@ -140,8 +140,11 @@ def _run(args: argparse.Namespace) -> int:
                 flag = "--" + key.replace("_", "-")
                 raise LowbitError(f"{flag} must be >= {0 if key == 'qat_steps' else 1}")
         plan, model = load_plan(args), args.model
-        kwargs = {"seed": args.seed or 0, "finetune_steps": args.qat_steps or 0,
-                  "calib_samples": args.calib_samples}  # fmt: skip
+        kwargs = {
+            "seed": args.seed or 0,
+            "finetune_steps": args.qat_steps or 0,
+            "calib_samples": args.calib_samples,
+        }
     base, small = build_compressed(model, plan, **kwargs)
     if cfg is not None:
         _check_calibration(cfg, base.dataset)
@@ -160,8 +163,9 @@ def _run(args: argparse.Namespace) -> int:
     }
     if cfg is not None:
         recorded = cfg.accuracy_val if args.split == "val" else cfg.accuracy_test
-        result.update(config_id=cfg.id, recorded_accuracy=recorded,
-                      reproduces=result["accuracy"] == recorded)  # fmt: skip
+        result.update(
+            config_id=cfg.id, recorded_accuracy=recorded, reproduces=result["accuracy"] == recorded
+        )
     if args.format == "json":
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -119,11 +119,18 @@ def run(args: argparse.Namespace) -> int:
     # the config's seed, QAT seed and calibration subset: the model the search measured
     build = {**cfg.build_kwargs(), "finetune_steps": steps}
     result = export_plan(
-        cfg.model, plan, out_dir=args.out, **build, weight_type=args.weight_type,
-        config_id=cfg.id, check=not args.no_check, pad_channels=not args.no_pad_channels,
-        formats=[f for f in args.format if f in _EXPORT_FORMATS], tflite_io=args.tflite_io,
+        cfg.model,
+        plan,
+        out_dir=args.out,
+        **build,
+        weight_type=args.weight_type,
+        config_id=cfg.id,
+        check=not args.no_check,
+        pad_channels=not args.no_pad_channels,
+        formats=[f for f in args.format if f in _EXPORT_FORMATS],
+        tflite_io=args.tflite_io,
         hardware=_searched_profile(cfg),
-    )  # fmt: skip
+    )
     firmware = _firmware(cfg, plan, build, Path(args.out), result.deploy["files"])
     remove_stale(Path(args.out), earlier=earlier)
     if printed[:1] == ["json"]:
@@ -132,10 +139,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     deploy = result.deploy
     rows = [
-        [r["name"], r["kind"], "x".join(map(str, r.get("weight_shape", []))) or "-",
-         _bits(r["w_bits"]), _bits(r["a_bits"]), r["runs_as"]]
+        [
+            r["name"],
+            r["kind"],
+            "x".join(map(str, r.get("weight_shape", []))) or "-",
+            _bits(r["w_bits"]),
+            _bits(r["a_bits"]),
+            r["runs_as"],
+        ]
         for r in deploy["layers"]
-    ]  # fmt: skip
+    ]
     out = [f"{cfg.id}: {cfg.model} -> {result.out_dir}"]
     out.append(format_table(["layer", "kind", "weight shape", "W", "A", "runs as"], rows))
     check = deploy.get("check")
@@ -215,9 +228,14 @@ def _firmware(cfg, plan, build: dict, out_dir: Path, files: dict) -> str:
     base, compressed = build_compressed(cfg.model, plan, **build)
     sim = hwsim.simulate(to_workload(base, plan, name=cfg.model), profile)
     path = write_firmware_config(
-        out_dir / "firmware.json", compressed, plan=plan, profile=profile, sim_result=sim,
-        model_name=cfg.model, artifacts={**files, "deploy": "deploy.json"},
-    )  # fmt: skip
+        out_dir / "firmware.json",
+        compressed,
+        plan=plan,
+        profile=profile,
+        sim_result=sim,
+        model_name=cfg.model,
+        artifacts={**files, "deploy": "deploy.json"},
+    )
     return f"wrote {path.name} (firmware deployment config, {profile.family}: {profile.name})"
 
 

@@ -104,9 +104,18 @@ def render_result(result) -> str:
         return tuple(cells if with_overhead else cells[:6] + cells[7:])
 
     headers = row(
-        "layer", "op", "MACs", "bits", "compute", "stall", "overhead", "total", "DRAM", "util",
+        "layer",
+        "op",
+        "MACs",
+        "bits",
+        "compute",
+        "stall",
+        "overhead",
+        "total",
+        "DRAM",
+        "util",
         "bound",
-    )  # fmt: skip
+    )
     rows = [
         row(
             layer.name,

@@ -38,8 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed runs per model and batch (default 100)"
     )
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed runs first (default 20)")  # fmt: skip
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 20)")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     add_data_dir_argument(parser)
 
@@ -50,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
         if args.repeats is not None or args.warmup is not None:
             from lowbit.hwsim.errors import LowbitError
 
-            raise LowbitError("--repeats/--warmup time ONNX Runtime on this CPU; --vela times "
-                              "nothing (Vela estimates the cycles): drop them")  # fmt: skip
+            raise LowbitError(
+                "--repeats/--warmup time ONNX Runtime on this CPU; --vela times "
+                "nothing (Vela estimates the cycles): drop them"
+            )
         return _run_vela(args)
     args.repeats = 100 if args.repeats is None else args.repeats
     args.warmup = 20 if args.warmup is None else args.warmup
@@ -61,9 +62,12 @@ def run(args: argparse.Namespace) -> int:
     from lowbit.search.validate import validate_run
 
     result = validate_run(
-        args.run, top=args.top, profile_path=args.profile, repeats=args.repeats,
+        args.run,
+        top=args.top,
+        profile_path=args.profile,
+        repeats=args.repeats,
         warmup=args.warmup,
-    )  # fmt: skip
+    )
     atomic_write_bytes(Path(args.run) / "validation.png", validation_scatter_png(result))
     if args.format == "json":
         json.dump(result, sys.stdout, indent=2)
@@ -74,8 +78,12 @@ def run(args: argparse.Namespace) -> int:
         headers += [f"b{b} ms", f"b{b} sim", f"b{b} err", f"b{b} x FP32"]
     rows = []
     for r in result["configs"]:
-        row = [r["config_id"], f"{r['accuracy_fake_quant']:.2%}", f"{r['accuracy_int8']:.2%}",
-               f"{r['accuracy_diff_points']:+.2f}"]  # fmt: skip
+        row = [
+            r["config_id"],
+            f"{r['accuracy_fake_quant']:.2%}",
+            f"{r['accuracy_int8']:.2%}",
+            f"{r['accuracy_diff_points']:+.2f}",
+        ]
         for b in BATCHES:
             row += [
                 f"{r[f'measured_int8_ms_b{b}']:.4f}",
@@ -117,13 +125,29 @@ def _run_vela(args: argparse.Namespace) -> int:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    headers = ["config", "method", "lowbit cycles", "Vela cycles", "ratio", "Vela ms", "SRAM B",
-               "flash B"]  # fmt: skip
+    headers = [
+        "config",
+        "method",
+        "lowbit cycles",
+        "Vela cycles",
+        "ratio",
+        "Vela ms",
+        "SRAM B",
+        "flash B",
+    ]
     rows = [
-        [r["config_id"], r["method"], r["lowbit_cycles"], r["vela_cycles"], f"{r['ratio']:.2f}",
-         f"{r['vela_latency_ms']:.4f}", r["vela_sram_bytes"], r["vela_flash_bytes"]]
+        [
+            r["config_id"],
+            r["method"],
+            r["lowbit_cycles"],
+            r["vela_cycles"],
+            f"{r['ratio']:.2f}",
+            f"{r['vela_latency_ms']:.4f}",
+            r["vela_sram_bytes"],
+            r["vela_flash_bytes"],
+        ]
         for r in result["configs"]
-    ]  # fmt: skip
+    ]
     m, q, v = result["metrics"], result["ratios"], result["vela"]
     lines = [
         f"lowbit ({result['profile']}, analytic) vs Vela {v['version']} ({v['accelerator']}, "
@@ -135,12 +159,19 @@ def _run_vela(args: argparse.Namespace) -> int:
         f"median ratio {q['total_median_ratio']:.2f}",
     ]
     kinds = [
-        [op, s["layers"], f"{s['median_ratio']:.2f}", f"{s['min_ratio']:.2f}",
-         f"{s['max_ratio']:.2f}", _pct(s["within_20pct"])]
+        [
+            op,
+            s["layers"],
+            f"{s['median_ratio']:.2f}",
+            f"{s['min_ratio']:.2f}",
+            f"{s['max_ratio']:.2f}",
+            _pct(s["within_20pct"]),
+        ]
         for op, s in q["by_op"].items()
-    ]  # fmt: skip
-    lines.append(format_table(["layer kind", "layers", "median ratio", "min", "max",
-                               "within 20%"], kinds))  # fmt: skip
+    ]
+    lines.append(
+        format_table(["layer kind", "layers", "median ratio", "min", "max", "within 20%"], kinds)
+    )
     lines.append(
         f"layers ({q['layers']}): Spearman {_num(q['layer_spearman'])}, within 20% "
         f"{_pct(q['layer_within_20pct'])}; ratio = lowbit / Vela; wrote vela_validation.csv, "

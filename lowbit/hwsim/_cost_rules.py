@@ -94,8 +94,11 @@ class DepthwiseKernel(CostRule):
         """(cycles per MAC, cycles per output pixel) of a depthwise conv of ``channels``."""
         if integer:
             per_mac = self.depthwise_cycles_per_mac
-            if (self.depthwise_unaligned_cycles_per_mac > 0 and per_mac > 0
-                    and channels % self.depthwise_channel_multiple):  # fmt: skip
+            if (
+                self.depthwise_unaligned_cycles_per_mac > 0
+                and per_mac > 0
+                and channels % self.depthwise_channel_multiple
+            ):
                 per_mac = self.depthwise_unaligned_cycles_per_mac
             return per_mac, self.depthwise_cycles_per_pixel
         return self.fp32_depthwise_cycles_per_mac, self.fp32_depthwise_cycles_per_pixel
@@ -165,8 +168,11 @@ class DirectConvKernel(CostRule):
 
     def conv_rates(self, call: GemmCall, *, shape: RunShape) -> tuple[float, float]:
         step = self.conv_channel_multiple
-        unaligned = (shape.in_channels % step != 0 or shape.n % step != 0
-                     or shape.n < self.conv_min_out_channels)  # fmt: skip
+        unaligned = (
+            shape.in_channels % step != 0
+            or shape.n % step != 0
+            or shape.n < self.conv_min_out_channels
+        )
         if call.layer.groups > 1 or unaligned:
             return self.unaligned_conv_cycles_per_pixel, 0.0
         return 0.0, 0.0
@@ -205,8 +211,9 @@ class ConvReductionBlocking(CostRule):
         k = window * aligned_channels(in_c, multiple=self.conv_in_channel_block)
         if self.conv_part_kernel_positions > 0:
             positions = aligned_channels(window, multiple=self.conv_part_kernel_positions)
-            k = min(k, positions * aligned_channels(
-                in_c, multiple=self.conv_part_kernel_channel_block))  # fmt: skip
+            k = min(
+                k, positions * aligned_channels(in_c, multiple=self.conv_part_kernel_channel_block)
+            )
         return RunShape(call.gemm.N, max(1, ceil(k * call.compute_frac - 1e-9)), in_c)
 
 

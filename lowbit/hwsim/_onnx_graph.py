@@ -16,27 +16,28 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from lowbit.hwsim._onnx_ops import GRID_PATH_OPS, SHAPE_OPS, WEIGHT_PATH_OPS, WEIGHT_SOURCE_OPS
 from lowbit.hwsim.errors import WorkloadError
 
 __all__ = ["OnnxGraph", "load_graph", "dtype_bits", "span_bits"]
 
 #: integer / 8-bit float element types and their widths (anything else: not quantized)
 _DTYPE_BITS = {
-    TensorProto.INT8: 8, TensorProto.UINT8: 8, TensorProto.INT16: 16, TensorProto.UINT16: 16,
-    TensorProto.INT32: 32, TensorProto.UINT32: 32,
-    TensorProto.INT4: 4, TensorProto.UINT4: 4, TensorProto.INT2: 2, TensorProto.UINT2: 2,
-    TensorProto.FLOAT8E4M3FN: 8, TensorProto.FLOAT8E4M3FNUZ: 8, TensorProto.FLOAT8E5M2: 8,
+    TensorProto.INT8: 8,
+    TensorProto.UINT8: 8,
+    TensorProto.INT16: 16,
+    TensorProto.UINT16: 16,
+    TensorProto.INT32: 32,
+    TensorProto.UINT32: 32,
+    TensorProto.INT4: 4,
+    TensorProto.UINT4: 4,
+    TensorProto.INT2: 2,
+    TensorProto.UINT2: 2,
+    TensorProto.FLOAT8E4M3FN: 8,
+    TensorProto.FLOAT8E4M3FNUZ: 8,
+    TensorProto.FLOAT8E5M2: 8,
     TensorProto.FLOAT8E5M2FNUZ: 8,
-}  # fmt: skip
-#: ops whose outputs are known once the input shapes are (shape metadata, not data)
-_SHAPE_OPS = {"Shape", "Size"}
-#: static ops a weight may pass through between its initializer and the layer
-_WEIGHT_PATH = {"Transpose", "Reshape", "Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten"}
-#: activation ops that do not change a tensor's grid (the walk back to its DequantizeLinear)
-_GRID_PATH = {
-    "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "MaxPool",
-    "Relu", "Gather", "Slice", "Split", "Dropout", "Pad",
-}  # fmt: skip
+}
 _WEIGHT_NAME = re.compile(r"^(.+)\.weight(?:_quantized)?(?:__\w+)?$")
 
 
@@ -122,7 +123,7 @@ class OnnxGraph:
         static = set(self.initializers)
         for node in self.nodes:
             inputs = [name for name in node.input if name]
-            if node.op_type in _SHAPE_OPS or (node.op_type == "Constant" and not inputs):
+            if node.op_type in SHAPE_OPS or (node.op_type == "Constant" and not inputs):
                 static.update(node.output)
             elif inputs and all(name in static for name in inputs):
                 static.update(node.output)
@@ -160,7 +161,7 @@ class OnnxGraph:
                 break
             if node.op_type == "DequantizeLinear":
                 return self._codes_bits(node.input[0], _axis(node, default=1))
-            if node.op_type not in _WEIGHT_PATH:
+            if node.op_type not in WEIGHT_PATH_OPS:
                 return None
             name = node.input[0]
         limit = dtype_bits(self.dtypes.get(name, TensorProto.FLOAT))
@@ -198,7 +199,7 @@ class OnnxGraph:
                 return None
             if node.op_type == "DequantizeLinear":
                 break
-            if node.op_type not in _GRID_PATH or not self.activation_inputs(node):
+            if node.op_type not in GRID_PATH_OPS or not self.activation_inputs(node):
                 return None
             name = self.activation_inputs(node)[0]
         else:
@@ -257,7 +258,7 @@ class OnnxGraph:
             source = weight
             for _ in range(8):
                 producer = self.producer.get(source)
-                if producer is None or producer.op_type not in (*_WEIGHT_PATH, "DequantizeLinear"):
+                if producer is None or producer.op_type not in WEIGHT_SOURCE_OPS:
                     break
                 source = producer.input[0]
             match = _WEIGHT_NAME.match(source)
@@ -366,7 +367,7 @@ def _fold_shape_values(graph: OnnxGraph) -> bool:
     for node in graph.nodes:  # topological: every static input is computed before use
         if not node.output or not all(o in graph.static for o in node.output):
             continue
-        if node.op_type in _SHAPE_OPS:
+        if node.op_type in SHAPE_OPS:
             shape = graph.shapes.get(node.input[0])
             if shape is None:
                 continue

@@ -12,19 +12,20 @@ import onnx
 
 from lowbit.hwsim._onnx_graph import OnnxGraph, dtype_bits
 from lowbit.hwsim._onnx_ops import (
-    _BINARY,
-    _COMPUTE,
-    _CONVS,
-    _EPILOGUE,
-    _FREE,
-    _MOVEMENT,
-    _POOLS,
-    _QUANT_OPS,
-    _STANDALONE,
-    _UNARY,
-    _kind,
+    BINARY_OPS,
+    COMPUTE_OPS,
+    CONV_OPS,
+    EPILOGUE_OPS,
+    FREE_OPS,
+    MOVEMENT_OPS,
+    POOL_OPS,
+    QUANT_OPS,
+    STANDALONE_OPS,
+    UNARY_OPS,
+    kind_of,
 )
 from lowbit.hwsim._onnx_runtime import folded_transpose, runtime_layers
+from lowbit.hwsim.compression import spec_bits
 from lowbit.hwsim.workload import (
     FLOAT_BITS,
     Compression,
@@ -39,6 +40,11 @@ from lowbit.hwsim.workload import (
 __all__ = ["GraphMapper"]
 
 
+def _both_at(width_bits: int) -> Compression:
+    """Both operands stored ``width_bits`` wide (an ONNX tensor's width: 32 is float)."""
+    return Compression(w_bits=spec_bits(width_bits), a_bits=spec_bits(width_bits))
+
+
 class GraphMapper:
     """Two passes over the graph's nodes (see the module docstring for the rules): the first
     finds which tensors are views of which (free ops) and who reads them, the second maps."""
@@ -46,7 +52,7 @@ class GraphMapper:
     def __init__(self, graph: OnnxGraph) -> None:
         self.g = graph
         ops = {node.op_type for node in graph.nodes}
-        self.quantized = bool(ops & (_QUANT_OPS | (set(_COMPUTE) - {"Conv", "Gemm", "MatMul"})))
+        self.quantized = bool(ops & (QUANT_OPS | (set(COMPUTE_OPS) - {"Conv", "Gemm", "MatMul"})))
         self.alias: dict[str, str] = {}  # tensor -> the tensor it is a view of
         self.readers: dict[str, set[int]] = {}  # root tensor -> indices of nodes reading it
         self.owner: dict[str, str | int] = {}  # root tensor -> "compute" | group id
@@ -59,7 +65,7 @@ class GraphMapper:
             acts = graph.activation_inputs(node)
             if not acts and node.output and all(o in graph.static for o in node.output):
                 self.skip.add(index)  # computed from constants / shapes only
-            elif node.op_type in _FREE or self._code_clip(node) or folded_transpose(graph, node):
+            elif node.op_type in FREE_OPS or self._code_clip(node) or folded_transpose(graph, node):
                 self.skip.add(index)
                 self.alias.update({out: acts[0] for out in node.output if acts})
         for index, node in enumerate(graph.nodes):
@@ -73,7 +79,7 @@ class GraphMapper:
     def _code_clip(self, node: onnx.NodeProto) -> bool:
         """A Clip of QuantizeLinear codes (a sub-8-bit grid): part of the quantizer."""
         source = self.g.producer.get(node.input[0]) if node.input else None
-        return node.op_type == "Clip" and source is not None and source.op_type in _QUANT_OPS
+        return node.op_type == "Clip" and source is not None and source.op_type in QUANT_OPS
 
     def root(self, name: str) -> str:
         while name in self.alias:
@@ -120,14 +126,14 @@ class GraphMapper:
                 continue
             op = node.op_type
             try:
-                if op in _COMPUTE and node.domain in ("", "ai.onnx", "com.microsoft"):
+                if op in COMPUTE_OPS and node.domain in ("", "ai.onnx", "com.microsoft"):
                     self.layers[index] = self.compute(node, index)
                     self.owner.update({out: "compute" for out in node.output})
-                elif op in _POOLS or op in _STANDALONE:
-                    self.layers[index] = self.memory(node, index, pool=op in _POOLS)
-                elif op in _UNARY or op in _BINARY:
+                elif op in POOL_OPS or op in STANDALONE_OPS:
+                    self.layers[index] = self.memory(node, index, pool=op in POOL_OPS)
+                elif op in UNARY_OPS or op in BINARY_OPS:
                     self.elementwise(node, index)
-                elif op in _MOVEMENT:
+                elif op in MOVEMENT_OPS:
                     self.layers[index] = self.movement(node, index)
                 else:
                     raise _Unmappable(f"no hwsim mapping for {op}")
@@ -137,10 +143,10 @@ class GraphMapper:
         self.group_layers()
 
     def compute(self, node: onnx.NodeProto, index: int) -> Layer:
-        x_at, w_at, _ = _COMPUTE[node.op_type]
+        x_at, w_at, _ = COMPUTE_OPS[node.op_type]
         x, w = node.input[x_at], node.input[w_at]
         x_static, w_static = x in self.g.static, w in self.g.static
-        if node.op_type in _CONVS:
+        if node.op_type in CONV_OPS:
             if not w_static:
                 raise _Unmappable("convolution with a weight computed at run time")
             return self.conv(node, index, x, w)
@@ -159,33 +165,40 @@ class GraphMapper:
             return Linear(
                 name=self.unique(self.g.layer_name(node, index, weight=w)),
                 compression=self.compression(node, x, w, axis=weight_axis),
-                in_features=a[-1], out_features=b[-1], tokens=math.prod(a[:-1]),
-            )  # fmt: skip
+                in_features=a[-1],
+                out_features=b[-1],
+                tokens=math.prod(a[:-1]),
+            )
         if x_static and len(a) == 2:  # weight · activation: a Linear over b's columns
             return Linear(
                 name=self.unique(self.g.layer_name(node, index, weight=x)),
                 compression=self.compression(node, w, x, axis=0),
-                in_features=a[-1], out_features=a[-2], tokens=math.prod(out) // a[-2],
-            )  # fmt: skip
+                in_features=a[-1],
+                out_features=a[-2],
+                tokens=math.prod(out) // a[-2],
+            )
         if x_static or w_static:
             raise _Unmappable("product with a batched constant operand")
         bits = max(self.bits(x), self.bits(w))
         return MatMul(
             name=self.unique(self.g.layer_name(node, index, weight=None)),
-            compression=Compression(w_bits=bits, a_bits=bits) if self.quantized else Compression(),
-            M=a[-2], N=b[-1], K=a[-1], heads=math.prod(out[:-2]),
-        )  # fmt: skip
+            compression=_both_at(bits) if self.quantized else Compression(),
+            M=a[-2],
+            N=b[-1],
+            K=a[-1],
+            heads=math.prod(out[:-2]),
+        )
 
     def compression(self, node: onnx.NodeProto, act: str, weight: str, *, axis: int):
         """Bits of a weighted layer: default W8A8 in a float graph, else from the graph."""
         if not self.quantized:
             return Compression()
-        if _COMPUTE[node.op_type][2] >= 0:  # QLinear/Integer op: integer inputs
+        if COMPUTE_OPS[node.op_type][2] >= 0:  # QLinear/Integer op: integer inputs
             w_bits = self.g.codes_bits(weight, axis)
             a_bits = dtype_bits(self.g.dtypes.get(act, 0)) or self.bits(act)
         else:
             w_bits, a_bits = self.g.weight_bits(weight), self.bits(act)
-        return Compression(w_bits=FLOAT_BITS if w_bits is None else w_bits, a_bits=a_bits)
+        return Compression(w_bits=w_bits, a_bits=spec_bits(a_bits))
 
     def conv(self, node: onnx.NodeProto, index: int, x: str, w: str) -> Layer:
         xs, ws, ys = self.shape(x), self.shape(w), self.shape(node.output[0])
@@ -198,10 +211,20 @@ class GraphMapper:
         # hwsim keeps one stride (informational: output sizes are stored); take the larger
         return Conv2d(
             name=self.unique(self.g.layer_name(node, index, weight=w)),
-            compression=self.compression(node, x, w, axis=0), in_h=xs[2], in_w=xs[3],
-            in_c=xs[1], out_c=ws[0], k_h=ws[2], k_w=ws[3], stride=max(strides), out_h=ys[2],
-            out_w=ys[3], groups=int(attrs.get("group", 1)), batch=xs[0], as_deployed=True,
-        )  # fmt: skip
+            compression=self.compression(node, x, w, axis=0),
+            in_h=xs[2],
+            in_w=xs[3],
+            in_c=xs[1],
+            out_c=ws[0],
+            k_h=ws[2],
+            k_w=ws[3],
+            stride=max(strides),
+            out_h=ys[2],
+            out_w=ys[3],
+            groups=int(attrs.get("group", 1)),
+            batch=xs[0],
+            as_deployed=True,
+        )
 
     def memory(self, node: onnx.NodeProto, index: int, *, pool: bool) -> Layer:
         x = self.g.activation_inputs(node)[0]
@@ -209,12 +232,16 @@ class GraphMapper:
         bits = self.bits(x)
         common = dict(
             name=self.unique(self.g.layer_name(node, index, weight=None)),
-            compression=Compression(w_bits=bits, a_bits=bits),
+            compression=_both_at(bits),
         )
-        kind = _kind({node.op_type})
+        kind = kind_of({node.op_type})
         if pool:
-            return Pool(**common, in_elements=in_elements, out_elements=out_elements,
-                        kind=kind if kind in ("maxpool", "avgpool") else "")  # fmt: skip
+            return Pool(
+                **common,
+                in_elements=in_elements,
+                out_elements=out_elements,
+                kind=kind if kind in ("maxpool", "avgpool") else "",
+            )
         return Elementwise(**common, elements=out_elements, kind=kind)
 
     def movement(self, node: onnx.NodeProto, index: int) -> Layer:
@@ -226,16 +253,17 @@ class GraphMapper:
         bits = self.bits(acts[0])
         return Elementwise(
             name=self.unique(self.g.layer_name(node, index, weight=None)),
-            compression=Compression(w_bits=bits, a_bits=bits), elements=elements,
-            kind=_MOVEMENT[node.op_type],
-        )  # fmt: skip
+            compression=_both_at(bits),
+            elements=elements,
+            kind=MOVEMENT_OPS[node.op_type],
+        )
 
     def elementwise(self, node: onnx.NodeProto, index: int) -> None:
         """Fuse into the compute layer it follows, or join / start an element-wise group."""
         acts = self.g.activation_inputs(node)
         roots = list(dict.fromkeys(self.root(t) for t in acts))
         if (
-            node.op_type in _EPILOGUE
+            node.op_type in EPILOGUE_OPS
             and len(roots) == 1
             and self.owner.get(roots[0]) == "compute"
             and self.only_reader(roots[0], index)
@@ -284,10 +312,10 @@ class GraphMapper:
             bits = self.bits(reads[0]) if reads else 8
             self.layers[members[-1]] = Elementwise(
                 name=self.unique(self.g.layer_name(nodes[0], members[0], weight=None)),
-                compression=Compression(w_bits=bits, a_bits=bits),
+                compression=_both_at(bits),
                 elements=elements,
                 inputs=max(1, round(read / elements)),
-                kind=_kind({n.op_type for n in nodes}),
+                kind=kind_of({n.op_type for n in nodes}),
             )
 
 

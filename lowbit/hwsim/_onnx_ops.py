@@ -1,61 +1,190 @@
 """The ONNX operator tables of :mod:`lowbit.hwsim.onnx_workload`: which ops compute, pool,
 run element-wise (fusable or not), stand alone, or move data for free, and the operator
-kind of a memory-only layer."""
+kind of a memory-only layer (:func:`kind_of`).
+
+This is the interface the node mapper (:mod:`lowbit.hwsim._onnx_mapper`) and the runtime
+layers (:mod:`lowbit.hwsim._onnx_runtime`) read, and the graph reader
+(:mod:`lowbit.hwsim._onnx_graph`) the ops it looks through (shape, weight and grid paths):
+teaching the import a new ONNX op is one entry in one of these tables.
+"""
 
 from __future__ import annotations
 
+__all__ = [
+    "BINARY_OPS",
+    "COMPUTE_OPS",
+    "CONV_OPS",
+    "EPILOGUE_OPS",
+    "FREE_OPS",
+    "GRID_PATH_OPS",
+    "MOVEMENT_OPS",
+    "POOL_OPS",
+    "QUANT_OPS",
+    "SHAPE_OPS",
+    "STANDALONE_OPS",
+    "UNARY_OPS",
+    "WEIGHT_PATH_OPS",
+    "WEIGHT_SOURCE_OPS",
+    "kind_of",
+]
+
 #: compute op -> (activation input index, weight input index, weight zero-point index or -1)
-_COMPUTE = {
-    "Conv": (0, 1, -1), "ConvInteger": (0, 1, 3), "QLinearConv": (0, 3, 5),
-    "Gemm": (0, 1, -1), "QGemm": (0, 3, 5),
-    "MatMul": (0, 1, -1), "MatMulInteger": (0, 1, 3), "QLinearMatMul": (0, 3, 5),
-}  # fmt: skip
-_CONVS = {"Conv", "ConvInteger", "QLinearConv"}
-_POOLS = {
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
-    "QLinearAveragePool", "QLinearGlobalAveragePool", "ReduceMean", "ReduceMax", "ReduceMin",
-    "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare",
-    "ArgMax", "ArgMin",
-}  # fmt: skip
+COMPUTE_OPS = {
+    "Conv": (0, 1, -1),
+    "ConvInteger": (0, 1, 3),
+    "QLinearConv": (0, 3, 5),
+    "Gemm": (0, 1, -1),
+    "QGemm": (0, 3, 5),
+    "MatMul": (0, 1, -1),
+    "MatMulInteger": (0, 1, 3),
+    "QLinearMatMul": (0, 3, 5),
+}
+#: the convolution ops among COMPUTE_OPS
+CONV_OPS = {"Conv", "ConvInteger", "QLinearConv"}
+#: pooling and reductions: memory-only layers (Pool)
+POOL_OPS = {
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "LpPool",
+    "GlobalLpPool",
+    "QLinearAveragePool",
+    "QLinearGlobalAveragePool",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceSum",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+    "ArgMax",
+    "ArgMin",
+}
 #: element-wise ops of one activation (fusable into a compute layer's output stage)
-_UNARY = {
-    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
-    "Gelu", "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "Erf", "Exp", "Log",
-    "Sqrt", "Neg", "Abs", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos",
-    "Not", "IsNaN", "IsInf", "BatchNormalization", "ThresholdedRelu", "Shrink",
-    "QLinearSigmoid", "QLinearLeakyRelu",
-}  # fmt: skip
+UNARY_OPS = {
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Gelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Softplus",
+    "Softsign",
+    "Mish",
+    "Erf",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Neg",
+    "Abs",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Sin",
+    "Cos",
+    "Not",
+    "IsNaN",
+    "IsInf",
+    "BatchNormalization",
+    "ThresholdedRelu",
+    "Shrink",
+    "QLinearSigmoid",
+    "QLinearLeakyRelu",
+}
 #: element-wise ops of several tensors (broadcasting)
-_BINARY = {
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Mod", "Where", "Equal",
-    "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "BitShift",
-    "QLinearAdd", "QLinearMul",
-}  # fmt: skip
+BINARY_OPS = {
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "Mod",
+    "Where",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "BitShift",
+    "QLinearAdd",
+    "QLinearMul",
+}
 #: what a compute layer's output stage applies for free (with one activation input: bias,
 #: BatchNorm scale/shift, ReLU/ReLU6/LeakyReLU); other element-wise ops need a pass
-_EPILOGUE = {
-    "Relu", "LeakyRelu", "PRelu", "Clip", "BatchNormalization", "Add", "Sub", "Mul", "Div",
+EPILOGUE_OPS = {
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Clip",
+    "BatchNormalization",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
     "QLinearLeakyRelu",
-}  # fmt: skip
+}
 #: passes of their own (a reduction then an element-wise step over the same tensor)
-_STANDALONE = {
-    "Softmax", "LogSoftmax", "LayerNormalization", "InstanceNormalization",
-    "GroupNormalization", "LpNormalization", "MeanVarianceNormalization",
+STANDALONE_OPS = {
+    "Softmax",
+    "LogSoftmax",
+    "LayerNormalization",
+    "InstanceNormalization",
+    "GroupNormalization",
+    "LpNormalization",
+    "MeanVarianceNormalization",
     "SkipLayerNormalization",
-}  # fmt: skip
+}
 #: data movement / metadata ops: free (the output aliases an input)
-_FREE = {
-    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast",
-    "CastLike", "Gather", "GatherElements", "Slice", "Expand", "Tile", "Pad",
-    "Shape", "Size", "Constant", "ConstantOfShape", "Range", "QuantizeLinear",
-    "DequantizeLinear", "DynamicQuantizeLinear",
-}  # fmt: skip
-#: free ops of several activations: their output is a new tensor (no view of one input)
-_JOINS = {"Concat", "QLinearConcat"}
+FREE_OPS = {
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Dropout",
+    "Cast",
+    "CastLike",
+    "Gather",
+    "GatherElements",
+    "Slice",
+    "Expand",
+    "Tile",
+    "Pad",
+    "Shape",
+    "Size",
+    "Constant",
+    "ConstantOfShape",
+    "Range",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+}
 #: data movement a CPU runtime runs as an operator (a copy): a memory-only layer of its
 #: kind (hwsim.workload.MOVEMENT_KINDS), free on targets that address it in place
-_MOVEMENT = {"Transpose": "transpose", "Concat": "concat", "QLinearConcat": "concat",
-             "Split": "split"}  # fmt: skip
+MOVEMENT_OPS = {
+    "Transpose": "transpose",
+    "Concat": "concat",
+    "QLinearConcat": "concat",
+    "Split": "split",
+}
 #: the operator kind (hwsim.workload.ELEMENTWISE_KINDS) of a memory-only layer, by the ops
 #: it contains, first match: a profile may charge it per element (a CPU's LayerNorm, GELU)
 _KINDS = (
@@ -63,17 +192,48 @@ _KINDS = (
     ({"LayerNormalization", "SkipLayerNormalization"}, "layernorm"),
     ({"Softmax", "LogSoftmax"}, "softmax"),
     ({"MaxPool", "GlobalMaxPool"}, "maxpool"),
-    ({"AveragePool", "GlobalAveragePool", "QLinearAveragePool", "QLinearGlobalAveragePool",
-      "ReduceMean"}, "avgpool"),
+    (
+        {
+            "AveragePool",
+            "GlobalAveragePool",
+            "QLinearAveragePool",
+            "QLinearGlobalAveragePool",
+            "ReduceMean",
+        },
+        "avgpool",
+    ),
     ({"Add", "Sub", "Sum", "QLinearAdd"}, "add"),
     ({"Mul", "Div", "QLinearMul"}, "mul"),
     ({"Relu", "Clip", "LeakyRelu"}, "relu"),
-)  # fmt: skip
+)
 
 
-def _kind(ops: set[str]) -> str:
+def kind_of(ops: set[str]) -> str:
     """The kind of a memory-only layer made of ``ops`` ("" when none is known)."""
     return next((kind for names, kind in _KINDS if ops & names), "")
 
 
-_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+#: the quantize / dequantize ops: a graph that has one (or an integer compute op) is quantized
+QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+#: ops whose outputs are known once the input shapes are (shape metadata, not data)
+SHAPE_OPS = {"Shape", "Size"}
+#: static ops a weight may pass through between its initializer and the layer
+WEIGHT_PATH_OPS = {"Transpose", "Reshape", "Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten"}
+#: activation ops that do not change a tensor's grid (the walk back to its DequantizeLinear)
+GRID_PATH_OPS = {
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "MaxPool",
+    "Relu",
+    "Gather",
+    "Slice",
+    "Split",
+    "Dropout",
+    "Pad",
+}
+#: the way back from a layer to its weight's initializer (a QDQ weight's DequantizeLinear too)
+WEIGHT_SOURCE_OPS = WEIGHT_PATH_OPS | {"DequantizeLinear"}

@@ -21,25 +21,51 @@ import math
 from typing import Any
 
 from lowbit.hwsim._onnx_graph import dtype_bits
-from lowbit.hwsim._onnx_ops import _CONVS, _QUANT_OPS
+from lowbit.hwsim._onnx_ops import CONV_OPS, QUANT_OPS
 from lowbit.hwsim.workload import Compression, Elementwise, Layer
 
 __all__ = ["QDQ_FUSABLE", "folded_transpose", "runtime_layers"]
 
 #: operators ONNX Runtime fuses with the DequantizeLinear before them and the
 #: QuantizeLinear after them into an integer kernel (QLinear*, or run on the codes)
-QDQ_FUSABLE = frozenset({
-    "Conv", "MatMul", "Gemm", "Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool",
-    "MaxPool", "Softmax", "Sigmoid", "LeakyRelu", "Relu", "Clip", "Transpose", "Reshape",
-    "Flatten", "Split", "Gather", "Squeeze", "Unsqueeze", "Resize", "Slice", "Pad",
-    "ArgMax", "Where", "DequantizeLinear", "QuantizeLinear",
-})  # fmt: skip
+QDQ_FUSABLE = frozenset(
+    {
+        "Conv",
+        "MatMul",
+        "Gemm",
+        "Add",
+        "Mul",
+        "Concat",
+        "AveragePool",
+        "GlobalAveragePool",
+        "MaxPool",
+        "Softmax",
+        "Sigmoid",
+        "LeakyRelu",
+        "Relu",
+        "Clip",
+        "Transpose",
+        "Reshape",
+        "Flatten",
+        "Split",
+        "Gather",
+        "Squeeze",
+        "Unsqueeze",
+        "Resize",
+        "Slice",
+        "Pad",
+        "ArgMax",
+        "Where",
+        "DequantizeLinear",
+        "QuantizeLinear",
+    }
+)
 
 
 def runtime_layers(importer: Any) -> dict[float, Layer]:
     """The runtime's extra operators of ``importer``'s graph (module docstring)."""
     g = importer.g
-    convs = any(n.op_type in _CONVS for n in g.nodes)
+    convs = any(n.op_type in CONV_OPS for n in g.nodes)
     inputs = {i.name for i in g.model.graph.input} - set(g.initializers)
     out: dict[float, Layer] = {}
 
@@ -48,9 +74,11 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
         if not shape or not all(d > 0 for d in shape):
             return False  # no shape: stays free
         out[key] = Elementwise(
-            name=importer.unique(f"{label}:{tensor}"), kind=kind,
-            compression=Compression(w_bits=bits, a_bits=bits), elements=math.prod(shape),
-        )  # fmt: skip
+            name=importer.unique(f"{label}:{tensor}"),
+            kind=kind,
+            compression=Compression(w_bits=bits, a_bits=bits),
+            elements=math.prod(shape),
+        )
         return len(shape) == 4
 
     for index, node in enumerate(g.nodes):
@@ -70,8 +98,11 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
                 and any(c.op_type not in QDQ_FUSABLE for c in g.consumers.get(node.output[0], ()))
             ):
                 add(index, node.output[0], "dequantize", bits, "dequantize")
-            elif op == "QuantizeLinear" and (src := g.producer.get(node.input[0])) is not None \
-                    and src.op_type not in QDQ_FUSABLE:  # fmt: skip
+            elif (
+                op == "QuantizeLinear"
+                and (src := g.producer.get(node.input[0])) is not None
+                and src.op_type not in QDQ_FUSABLE
+            ):
                 add(index, node.input[0], "quantize", bits, "quantize")
         elif op in ("Reshape", "Flatten") and convs and importer.quantized:
             shape = g.shapes.get(node.input[0]) or ()
@@ -98,12 +129,11 @@ def folded_transpose(g: Any, node: Any) -> bool:
     while todo:
         tensor = todo.pop()
         for reader in g.consumers.get(tensor, ()):
-            if reader.op_type in _QUANT_OPS:
+            if reader.op_type in QUANT_OPS:
                 todo.append(reader.output[0])
             else:
                 readers.append((reader, tensor))
     return bool(readers) and all(
-        r.op_type in second and len(r.input) > second[r.op_type]
-        and r.input[second[r.op_type]] == t
+        r.op_type in second and len(r.input) > second[r.op_type] and r.input[second[r.op_type]] == t
         for r, t in readers
-    )  # fmt: skip
+    )

@@ -35,7 +35,7 @@ of a DequantizeLinear (or an integer weight of a QLinear op) has the bits of the
 codes use per channel (``models._onnx_graph.span_bits``: int8 codes within [-8, 7], or on a
 16-level grid of a coarser step, are 4-bit) and an
 activation the width of its QuantizeLinear type, narrowed by a Clip between Q and DQ; layers
-left in float there are 32-bit (``hwsim.FLOAT_BITS``).
+left in float there have ``w_bits``/``a_bits`` None (float: 32 bits wide, ``hwsim.FLOAT_BITS``).
 
 Example:
     >>> from lowbit.hwsim.onnx_workload import load_onnx_workload

@@ -205,7 +205,7 @@ def scalesim_cfg_to_dict(text: str, *, source: str = "<scalesim cfg>") -> dict[s
                     "macs_per_pe_per_cycle": 1.0,
                     "energy_pj_per_mac": _MAC_PJ,
                 },
-            ],  # fmt: skip
+            ],
         },
         "memory": [
             {

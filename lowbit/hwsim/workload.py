@@ -1,8 +1,9 @@
 """Workload IR: the layers a simulator sees, with their shapes and their compression.
 
 Shapes are the *dense, original* shapes of a layer; the layer's :class:`Compression`
-(:mod:`lowbit.hwsim.compression`) says how it was reduced (structured pruning of output /
-input channels, N:M or unstructured sparsity, low rank, bit-widths). The simulator derives
+(:mod:`lowbit.hwsim.compression`, the typed spec plans and the search space share) says how
+it was reduced (structured pruning of output / input channels, N:M or unstructured
+sparsity, low rank, bit-widths; float operands are 32 bits wide here). The simulator derives
 the effective shapes from both, so a plan can be applied to a built-in workload without
 rewriting it, and a rank-r layer is simulated as its two factor GEMMs (first-class, not a
 rewrite the user must do).
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .compression import FLOAT_BITS, Compression
+from .compression import FLOAT_BITS, Compression, kept_channels
 
 __all__ = [
     "FLOAT_BITS",
@@ -37,17 +38,17 @@ __all__ = [
     "aligned_channels",
 ]
 
-#: operator kinds of memory-only layers (``Elementwise.kind``, ``Pool.kind``) that a profile
-#: may give a per-element compute cost (``overheads.elementwise_cycles_per_element``);
-#: "" = unknown, costed by its memory traffic alone
-ELEMENTWISE_KINDS = (
-    "add", "mul", "relu", "gelu", "layernorm", "softmax", "embedding", "maxpool", "avgpool",
-    "quantize", "dequantize", "transpose", "concat", "split",
-)  # fmt: skip
 #: data movement a CPU runtime executes as operators (layout transposes, concats, splits,
 #: the input's quantization and the output's dequantization): free -- addressed in place,
 #: no layer cost at all -- on a profile that gives the kind no per-element cost
 MOVEMENT_KINDS = ("quantize", "dequantize", "transpose", "concat", "split")
+#: operator kinds of memory-only layers (``Elementwise.kind``, ``Pool.kind``) that a profile
+#: may give a per-element compute cost (``overheads.elementwise_cycles_per_element``);
+#: "" = unknown, costed by its memory traffic alone
+ELEMENTWISE_KINDS = (
+    *("add", "mul", "relu", "gelu", "layernorm", "softmax", "embedding", "maxpool", "avgpool"),
+    *MOVEMENT_KINDS,
+)
 #: kinds a runtime runs with an integer kernel of its own cost on 8-bit activations (ONNX
 #: Runtime's lookup-table QLinearSoftmax): a profile may price them apart, as
 #: ``<kind>_int8`` in ``overheads.elementwise_cycles_per_element``
@@ -104,7 +105,18 @@ class Layer:
     def macs(self) -> int:
         return sum(g.macs for g in self.gemms())
 
+    @property
+    def full_rank(self) -> int:
+        """``min(N, K)`` of the dense layer, the rank a ``rank_fraction`` is a fraction of
+        (0: the layer cannot be factorised)."""
+        return 0
+
     def with_compression(self, compression: Compression) -> Layer:
+        """A copy under ``compression``; a ``rank_fraction`` becomes this layer's integer
+        rank (:meth:`Compression.rank_of`)."""
+        if compression.rank_fraction is not None:
+            rank = compression.rank_of(self.full_rank)
+            compression = replace(compression, rank=rank, rank_fraction=None)
         return replace(self, compression=compression)
 
     # memory-only traffic, in elements (compute layers derive theirs from gemms)
@@ -113,19 +125,23 @@ class Layer:
         return (0, 0)
 
 
-def _kept(n: int, keep: float) -> int:
-    """Channels left after keeping a fraction ``keep`` of ``n`` (at least one)."""
-    return max(1, int(round(n * keep)))
+def _rank(c: Compression, full_rank: int, N: int, K: int) -> int | None:
+    """The rank of an (M×K)·(K×N) GEMM under ``c`` (None: full rank): ``rank``, or the rank of
+    ``rank_fraction`` of the dense layer's ``full_rank``; one that does not reduce it is None."""
+    rank = c.rank if c.rank_fraction is None else c.rank_of(full_rank)
+    return rank if rank is not None and rank < min(N, K) else None
 
 
-def _factor(name: str, M: int, N: int, K: int, count: int, c: Compression) -> tuple[Gemm, ...]:
+def _factor(
+    name: str, M: int, N: int, K: int, count: int, c: Compression, full_rank: int
+) -> tuple[Gemm, ...]:
     """Dense or rank-r GEMMs for an (M×K)·(K×N) layer; rank r -> (K→r) then (r→N)."""
-    common = dict(
-        count=count, w_bits=c.w_bits, a_bits=c.a_bits, weight_density=c.weight_density, nm=c.nm
-    )
-    if c.rank is None or c.rank >= min(N, K):
+    # the fields a layer's compression sets (bit widths as the cost models count them)
+    common = dict(count=count, weight_density=c.weight_density, nm=c.nm)
+    common.update(w_bits=c.w_storage_bits, a_bits=c.a_storage_bits)
+    r = _rank(c, full_rank, N, K)
+    if r is None:
         return (Gemm(name, M, N, K, **common),)
-    r = c.rank
     return (Gemm(f"{name}.lr0", M, r, K, **common), Gemm(f"{name}.lr1", M, N, r, **common))
 
 
@@ -182,26 +198,25 @@ class Conv2d(Layer):
     def depthwise(self) -> bool:
         return self.groups > 1 and self.groups == self.in_c
 
+    @property
+    def full_rank(self) -> int:
+        """min(out_c, k_h·k_w·in_c); 0 for a grouped conv (not factorisable)."""
+        return 0 if self.groups > 1 else min(self.out_c, self.k_h * self.k_w * self.in_c)
+
     def gemms(self) -> tuple[Gemm, ...]:
         c = self.compression
         M = self.out_h * self.out_w * self.batch
         if self.groups > 1:
             # grouped / depthwise: pruning keeps whole groups, so channels per group stay.
-            groups = _kept(self.groups, min(c.out_keep, c.in_keep))
+            groups = kept_channels(self.groups, min(c.keep, c.in_keep))
             N = self.out_c // self.groups
             K = self.k_h * self.k_w * (self.in_c // self.groups)
-            return _factor(self.name, M, N, K, groups, c)
-        N = _kept(self.out_c, c.out_keep)
-        in_c = _kept(self.in_c, c.in_keep)
+            return _factor(self.name, M, N, K, groups, c, self.full_rank)
+        N = kept_channels(self.out_c, c.keep)
+        in_c = kept_channels(self.in_c, c.in_keep)
         K = self.k_h * self.k_w * in_c
-        if c.rank is None or c.rank >= min(N, K):
-            return _factor(self.name, M, N, K, 1, c)
-        # k×k conv with r filters, then 1×1 conv r -> N (same output pixels)
-        common = dict(w_bits=c.w_bits, a_bits=c.a_bits, weight_density=c.weight_density, nm=c.nm)
-        return (
-            Gemm(f"{self.name}.lr0", M, c.rank, K, **common),
-            Gemm(f"{self.name}.lr1", M, N, c.rank, **common),
-        )
+        # a rank-r conv: k×k conv with r filters, then 1×1 conv r -> N (same output pixels)
+        return _factor(self.name, M, N, K, 1, c, self.full_rank)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,11 +237,15 @@ class Linear(Layer):
         if bad:
             raise ValueError(f"layer {self.name!r}: dimensions must be positive integers: {bad}")
 
+    @property
+    def full_rank(self) -> int:
+        return min(self.out_features, self.in_features)
+
     def gemms(self) -> tuple[Gemm, ...]:
         c = self.compression
-        N = _kept(self.out_features, c.out_keep)
-        K = _kept(self.in_features, c.in_keep)
-        return _factor(self.name, self.tokens, N, K, 1, c)
+        N = kept_channels(self.out_features, c.keep)
+        K = kept_channels(self.in_features, c.in_keep)
+        return _factor(self.name, self.tokens, N, K, 1, c, self.full_rank)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,7 +272,7 @@ class MatMul(Layer):
             raise ValueError(f"layer {self.name!r}: dimensions must be positive integers: {bad}")
 
     def gemms(self) -> tuple[Gemm, ...]:
-        a = self.compression.a_bits
+        a = self.compression.a_storage_bits
         return (
             Gemm(
                 self.name,

@@ -44,10 +44,19 @@ class _Net:
         out_w = Conv2d.out_size(self.w, k, stride, padding)
         self.layers.append(
             Conv2d(
-                name=name, in_h=self.h, in_w=self.w, in_c=self.c, out_c=out_c, k_h=k, k_w=k,
-                stride=stride, out_h=out_h, out_w=out_w, groups=groups,
+                name=name,
+                in_h=self.h,
+                in_w=self.w,
+                in_c=self.c,
+                out_c=out_c,
+                k_h=k,
+                k_w=k,
+                stride=stride,
+                out_h=out_h,
+                out_w=out_w,
+                groups=groups,
             )
-        )  # fmt: skip
+        )
         self.h, self.w, self.c = out_h, out_w, out_c
 
     def pool(self, name: str, k: int, *, stride: int, padding: int = 0) -> None:
@@ -169,9 +178,13 @@ def mobilenetv2() -> Workload:
 
 #: kind of each memory-only role of an encoder layer
 _KINDS = {
-    "softmax": "softmax", "add1": "add", "add2": "add", "gelu": "gelu", "ln1": "layernorm",
+    "softmax": "softmax",
+    "add1": "add",
+    "add2": "add",
+    "gelu": "gelu",
+    "ln1": "layernorm",
     "ln2": "layernorm",
-}  # fmt: skip
+}
 
 
 def _encoder_layer(
@@ -274,8 +287,12 @@ def vit_b16() -> Workload:
     for i in range(12):
         layers += _encoder_layer(
             f"encoder.layers.encoder_layer_{i}.",
-            seq=seq, hidden=hidden, heads=12, ffn=3072, names=_VIT_NAMES,
-        )  # fmt: skip
+            seq=seq,
+            hidden=hidden,
+            heads=12,
+            ffn=3072,
+            names=_VIT_NAMES,
+        )
     layers.append(Elementwise(name="encoder.ln", elements=seq * hidden, kind="layernorm"))
     layers.append(Linear(name="heads.head", in_features=hidden, out_features=1000))  # cls token
     return Workload("vit-b16", tuple(layers))

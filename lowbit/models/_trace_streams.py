@@ -33,25 +33,64 @@ __all__ = ["Stream", "StreamWalker"]
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 _ELEMENTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
-    nn.ELU, nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Hardtanh,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Mish,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
     nn.Identity,
-)  # fmt: skip
+)
 _POOL_MODULES = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-)  # fmt: skip
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+)
 _ELEMENTWISE_FUNCTIONS = {
-    F.relu, F.relu6, F.hardtanh, F.gelu, F.silu, F.leaky_relu, F.elu, F.hardswish,
-    F.hardsigmoid, F.mish, F.dropout, torch.relu, torch.sigmoid, torch.tanh, torch.clamp,
-    F.sigmoid, F.tanh,
-}  # fmt: skip
+    F.relu,
+    F.relu6,
+    F.hardtanh,
+    F.gelu,
+    F.silu,
+    F.leaky_relu,
+    F.elu,
+    F.hardswish,
+    F.hardsigmoid,
+    F.mish,
+    F.dropout,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    torch.clamp,
+    F.sigmoid,
+    F.tanh,
+}
 #: arithmetic that is element-wise when its other operand is a number (``x * 0.5``)
 _SCALAR_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.mul}
 _POOL_FUNCTIONS = {
-    F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-}  # fmt: skip
+    F.max_pool1d,
+    F.max_pool2d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
+}
 _ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "clamp", "contiguous"}
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 _ADD_METHODS = {"add", "add_"}

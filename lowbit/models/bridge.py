@@ -12,19 +12,19 @@ with forward hooks and emits one hwsim layer per module call, in execution order
   BatchNorm and ReLU are left out: deployment folds BN into the conv and fuses ReLU into
   its output stage, the convention of ``hwsim.workloads``.
 
-Shapes are the dense originals; each compute layer carries an ``hwsim.Compression`` from
-``plan.effective(model)``, so hwsim derives the effective GEMMs itself: ``w_bits``/``a_bits``
-(float → ``hwsim.FLOAT_BITS``), ``out_keep = kept_channels(n, keep) / n`` of a group's producer
-and its coupled producers (a residual stream), ``in_keep`` of every consumer of a pruned group
-(from ``prune_groups()``), both of a depthwise follower (hwsim keeps that many of its groups),
-``nm``, ``density`` and the integer ``rank`` (``models.plan.rank_for``, the rule the low-rank
-transform uses). Memory-only layers fed by a pruned producer (through shape-preserving
-layers and pooling; a residual :class:`~lowbit.models.zoo.Add` after the last producer of
-its stream) count its kept channels only, at the ``a_bits`` of the layer that wrote the
-tensor (hwsim stores outputs at a layer's a_bits); a residual Add or global average pool
-that runs on integer kernels under the plan (``QuantAdd``/``QuantGlobalAvgPool``) at its own
-bits. Without a plan every layer has hwsim's default compression (dense W8A8), like the
-built-in workloads.
+Shapes are the dense originals; each compute layer carries the knobs of its spec in
+``plan.effective(model)`` (``LayerSpec.knobs()``: the shared ``hwsim.Compression``), so hwsim
+derives the effective GEMMs itself. The graph sets what a plan cannot: ``keep =
+kept_channels(n, keep) / n`` of a group's producer and its coupled producers (a residual
+stream), ``in_keep`` of every consumer of a pruned group (from ``prune_groups()``), both of
+a depthwise follower (hwsim keeps that many of its groups); the rank is the integer
+``rank`` (``models.plan.rank_for``, the rule the low-rank transform uses). Memory-only
+layers fed by a pruned producer (through shape-preserving layers and pooling; a residual
+:class:`~lowbit.models.zoo.Add` after the last producer of its stream) count its kept
+channels only, at the ``a_bits`` of the layer that wrote the tensor (hwsim stores outputs
+at a layer's a_bits); a residual Add or global average pool that runs on integer kernels
+under the plan (``QuantAdd``/``QuantGlobalAvgPool``) at its own bits. Without a plan every
+layer has hwsim's default compression (dense W8A8), like the built-in workloads.
 
 Example:
     >>> from lowbit.models.zoo import build
@@ -43,7 +43,6 @@ from torch import nn
 
 from lowbit.hwsim.errors import WorkloadError
 from lowbit.hwsim.workload import (
-    FLOAT_BITS,
     Compression,
     Conv2d,
     Elementwise,
@@ -68,21 +67,40 @@ from lowbit.models.zoo import ZOO, Add, TokenEmbedding, build
 __all__ = ["compressions", "register_zoo_workloads", "to_workload"]
 
 _POOLS = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-)  # fmt: skip
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+)
 #: memory-only module type -> number of input tensors it reads
 _ELEMENTWISE: dict[type, int] = {
-    nn.LayerNorm: 1, nn.Softmax: 1, nn.GELU: 1, Add: 2, TokenEmbedding: 2,
-}  # fmt: skip
+    nn.LayerNorm: 1,
+    nn.Softmax: 1,
+    nn.GELU: 1,
+    Add: 2,
+    TokenEmbedding: 2,
+}
 #: memory-only module type -> hwsim kind (hwsim.workload.ELEMENTWISE_KINDS), for the
 #: profile's per-element cost
 _KINDS: dict[type, str] = {
-    nn.LayerNorm: "layernorm", nn.Softmax: "softmax", nn.GELU: "gelu", Add: "add",
-    TokenEmbedding: "embedding", nn.MaxPool1d: "maxpool", nn.MaxPool2d: "maxpool",
-    nn.AdaptiveMaxPool1d: "maxpool", nn.AdaptiveMaxPool2d: "maxpool", nn.AvgPool1d: "avgpool",
-    nn.AvgPool2d: "avgpool", nn.AdaptiveAvgPool1d: "avgpool", nn.AdaptiveAvgPool2d: "avgpool",
-}  # fmt: skip
+    nn.LayerNorm: "layernorm",
+    nn.Softmax: "softmax",
+    nn.GELU: "gelu",
+    Add: "add",
+    TokenEmbedding: "embedding",
+    nn.MaxPool1d: "maxpool",
+    nn.MaxPool2d: "maxpool",
+    nn.AdaptiveMaxPool1d: "maxpool",
+    nn.AdaptiveMaxPool2d: "maxpool",
+    nn.AvgPool1d: "avgpool",
+    nn.AvgPool2d: "avgpool",
+    nn.AdaptiveAvgPool1d: "avgpool",
+    nn.AdaptiveAvgPool2d: "avgpool",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +149,6 @@ def _trace(model: nn.Module, batch: int) -> list[_Call]:
     return calls
 
 
-def _bits(bits: int | None) -> int:
-    return FLOAT_BITS if bits is None else bits
-
-
 def _channel_keeps(
     groups: tuple[PruneGroup, ...], specs: dict[str, LayerSpec], modules: dict[str, nn.Module]
 ) -> tuple[dict[str, tuple[int, int]], dict[str, list[int]]]:
@@ -168,23 +182,14 @@ def compressions(model: nn.Module, plan: CompressionPlan) -> dict[str, Compressi
     kept, consumed = _channel_keeps(prune_groups_of(model), specs, modules)
     out: dict[str, Compression] = {}
     for name, spec in specs.items():
-        if isinstance(modules[name], MatMulSite):
-            bits = _bits(spec.a_bits)
-            out[name] = Compression(w_bits=bits, a_bits=bits)
+        if isinstance(modules[name], MatMulSite):  # effective() gave it Compression.for_matmul
+            out[name] = spec.knobs()
             continue
         kept_out, all_out = kept.get(name, (1, 1))
         kept_in, all_in = consumed.get(name, (1, 1))
         if is_depthwise(modules[name]):  # a per-channel conv: its inputs are its outputs
             kept_in, all_in = kept_out, all_out
-        out[name] = Compression(
-            w_bits=_bits(spec.w_bits),
-            a_bits=_bits(spec.a_bits),
-            out_keep=kept_out / all_out,
-            in_keep=kept_in / all_in,
-            nm=tuple(spec.nm) if spec.nm is not None else None,
-            density=spec.density,
-            rank=spec.rank,
-        )
+        out[name] = spec.knobs(keep=kept_out / all_out, in_keep=kept_in / all_in)
     return out
 
 
@@ -212,10 +217,20 @@ def _conv(call: _Call, compression: Compression) -> Conv2d:
     if stride[0] != stride[1]:
         raise WorkloadError(f"layer {call.name!r}: hwsim needs a square stride, got {stride}")
     return Conv2d(
-        name=call.name, compression=compression, in_h=in_size[0], in_w=in_size[1], in_c=in_c,
-        out_c=out_c, k_h=kernel[0], k_w=kernel[1], stride=stride[0], out_h=out_size[0],
-        out_w=out_size[1], groups=conv.groups, batch=n,
-    )  # fmt: skip
+        name=call.name,
+        compression=compression,
+        in_h=in_size[0],
+        in_w=in_size[1],
+        in_c=in_c,
+        out_c=out_c,
+        k_h=kernel[0],
+        k_w=kernel[1],
+        stride=stride[0],
+        out_h=out_size[0],
+        out_w=out_size[1],
+        groups=conv.groups,
+        batch=n,
+    )
 
 
 def _kind(module: nn.Module) -> str:
@@ -232,16 +247,23 @@ def _layer(call: _Call, compression: Compression | None, scale: tuple[int, int])
         compression = compression or Compression()
         if isinstance(module, nn.Linear):
             return Linear(
-                name=call.name, compression=compression, in_features=module.in_features,
-                out_features=module.out_features, tokens=math.prod(call.inputs[0][:-1]),
-            )  # fmt: skip
+                name=call.name,
+                compression=compression,
+                in_features=module.in_features,
+                out_features=module.out_features,
+                tokens=math.prod(call.inputs[0][:-1]),
+            )
         return _conv(call, compression)
     if isinstance(module, MatMulSite):
         *_, m, k = call.inputs[0]
         return MatMul(
-            name=call.name, compression=compression or Compression(), M=m, N=call.output[-1],
-            K=k, heads=math.prod(call.output[:-2]),
-        )  # fmt: skip
+            name=call.name,
+            compression=compression or Compression(),
+            M=m,
+            N=call.output[-1],
+            K=k,
+            heads=math.prod(call.output[:-2]),
+        )
     kept, total = scale
     out_elements = math.prod(call.output) * kept // total
     if isinstance(module, _POOLS):
@@ -250,14 +272,20 @@ def _layer(call: _Call, compression: Compression | None, scale: tuple[int, int])
         c = call.inputs[0][1] if len(call.inputs[0]) >= 3 else 0
         channels = c if total == 1 else (kept if total == c else 0)
         return Pool(
-            name=call.name, compression=compression or Compression(), in_elements=in_elements,
-            out_elements=out_elements, kind=_kind(module),
+            name=call.name,
+            compression=compression or Compression(),
+            in_elements=in_elements,
+            out_elements=out_elements,
+            kind=_kind(module),
             channels=channels if channels and in_elements % channels == 0 else 0,
-        )  # fmt: skip
+        )
     return Elementwise(
-        name=call.name, compression=compression or Compression(), elements=out_elements,
-        inputs=_ELEMENTWISE[type(module)], kind=_kind(module),
-    )  # fmt: skip
+        name=call.name,
+        compression=compression or Compression(),
+        elements=out_elements,
+        inputs=_ELEMENTWISE[type(module)],
+        kind=_kind(module),
+    )
 
 
 def _site_compressions(model: nn.Module, plan: CompressionPlan | None) -> dict[str, Compression]:
@@ -314,13 +342,16 @@ def to_workload(
         if isinstance(module, (*COMPUTE_LAYERS, MatMulSite)):
             layer = _layer(call, compression, (1, 1))
             if isinstance(layer, Conv2d):  # as lowbit's export pads channels (_onnx_pad)
-                layer = replace(layer, pad_out=call.name not in unpadded_out,
-                                pad_in=call.name not in unpadded_in)  # fmt: skip
+                layer = replace(
+                    layer,
+                    pad_out=call.name not in unpadded_out,
+                    pad_in=call.name not in unpadded_in,
+                )
             layers.append(layer)
             scale = (1, 1)
             if call.name in producers and compression is not None:
                 n = modules[call.name].weight.shape[0]
-                scale = (round(compression.out_keep * n), n)
+                scale = (round(compression.keep * n), n)
             flow_elements = math.prod(call.output)
             bits = layers[-1].compression.a_bits
             stored = Compression(w_bits=bits, a_bits=bits)

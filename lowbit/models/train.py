@@ -128,9 +128,8 @@ def _shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch
         # F.pad lists (left, right) pairs from the last dimension backwards
         padded = F.pad(out, [0, 0] * (x.dim() - 1 - axis) + [max_shift, max_shift])
         ones = [1] * x.dim()
-        index = offsets.view(-1, *ones[1:]) + torch.arange(size).view(
-            *ones[:axis], size, *ones[axis + 1 :]
-        )
+        steps = torch.arange(size).view(*ones[:axis], size, *ones[axis + 1 :])
+        index = offsets.view(-1, *ones[1:]) + steps
         out = padded.gather(axis, index.expand(*out.shape[:axis], size, *out.shape[axis + 1 :]))
     return out
 
@@ -229,8 +228,9 @@ def _fit(
                 inputs = _shift(inputs, recipe.max_shift, generator)
             if recipe.hflip:
                 flip = torch.rand(len(inputs), generator=generator) < 0.5
-                inputs = torch.where(flip.view(-1, *[1] * (inputs.dim() - 1)),
-                                     inputs.flip(-1), inputs)  # fmt: skip
+                inputs = torch.where(
+                    flip.view(-1, *[1] * (inputs.dim() - 1)), inputs.flip(-1), inputs
+                )
             if inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=layout)
             loss = F.cross_entropy(model(inputs), y[index], label_smoothing=recipe.label_smoothing)

@@ -84,9 +84,10 @@ def _register_zoo() -> None:
     register_zoo_workloads()
 
 
-def parse_bits(text: str) -> tuple[int, int]:
-    """``"W4A8"`` -> ``(4, 8)``; bits 1-16, or 32 for float."""
-    from lowbit.hwsim.workload import FLOAT_BITS
+def parse_bits(text: str) -> tuple[int | None, int | None]:
+    """``"W4A8"`` -> ``(4, 8)``; bits 1-16, or 32 for float (returned as None, the spec's
+    spelling of float: :mod:`lowbit.hwsim.compression`)."""
+    from lowbit.hwsim.compression import FLOAT_BITS, spec_bits
 
     match = _BITS.fullmatch(text.strip())
     if not match:
@@ -97,12 +98,13 @@ def parse_bits(text: str) -> tuple[int, int]:
             raise LowbitError(
                 f"--bits: {label} bits must be 1-16 or {FLOAT_BITS} (float), got {bits}"
             )
-    return w_bits, a_bits
+    return spec_bits(w_bits), spec_bits(a_bits)
 
 
-def apply_bits(workload: Workload, *, w_bits: int, a_bits: int) -> Workload:
-    """Every compute layer at (w_bits, a_bits), other compression settings kept.
-    Matmul layers run both operands at a_bits (see hwsim.workload.MatMul)."""
+def apply_bits(workload: Workload, *, w_bits: int | None, a_bits: int | None) -> Workload:
+    """Every compute layer at (w_bits, a_bits) (None = float; 32 is read as float too), other
+    compression settings kept. Matmul layers run both operands at a_bits (see
+    hwsim.workload.MatMul)."""
     by_name = {
         layer.name: replace(layer.compression, w_bits=w_bits, a_bits=a_bits)
         for layer in workload.layers
@@ -134,7 +136,7 @@ def apply_plan(workload: Workload, plan: CompressionPlan) -> Workload:
 
     For a generic workload the plan is resolved per layer name (exact > ``re:`` > _default)
     and ``pin_first_last`` pins the first and last conv/linear layer. Structured pruning sets
-    ``out_keep`` only: a consumer's ``in_keep`` needs the model's graph. For a model-zoo
+    ``keep`` only: a consumer's ``in_keep`` needs the model's graph. For a model-zoo
     workload the plan is checked against the model and models.bridge.compressions gives
     every layer's compression (pinning, in_keep and integer ranks included).
     """
@@ -145,7 +147,7 @@ def apply_plan(workload: Workload, plan: CompressionPlan) -> Workload:
     weighted = [layer for layer in compute if layer.op != "matmul"]
     pinned = {weighted[0].name, weighted[-1].name} if plan.pin_first_last and weighted else set()
     by_name = {
-        layer.name: _compression_from_spec(layer, plan.resolve(layer.name), layer.name in pinned)
+        layer.name: _layer_compression(layer, plan.resolve(layer.name), layer.name in pinned)
         for layer in compute
     }
     return workload.with_compression(by_name)
@@ -164,38 +166,17 @@ def _zoo_compressions(workload: Workload, plan) -> dict | None:
     return {name: c for name, c in compressions(model, plan).items() if name in names}
 
 
-def _compression_from_spec(layer, spec, pinned: bool):
-    """hwsim Compression for one layer from a models.plan.LayerSpec, following the plan's
-    rules: a pinned (first/last) layer runs W8A8 (float stays float), dense, full rank;
-    ``rank_fraction`` f gives rank max(1, round(f * min(N, K))) and a rank that would not
-    reduce the layer (or a grouped conv) stays full rank (models.plan.rank_for)."""
-    from lowbit.hwsim.workload import FLOAT_BITS, Compression, Conv2d
-
-    def bits(value: int | None) -> int:
-        return FLOAT_BITS if value is None else value
-
+def _layer_compression(layer, spec, pinned: bool):
+    """The hwsim Compression of one layer under a plan's LayerSpec, by the shared rules of
+    :mod:`lowbit.hwsim.compression`: a pinned (first/last) layer is ``spec.pinned()``, a
+    matmul ``spec.for_matmul()``; a rank (or ``rank_fraction`` of ``min(N, K)``) that would
+    not reduce the layer, or a grouped conv's, stays full rank (``Compression.rank_of``, as
+    models.plan.rank_for)."""
     if pinned:
-        w_bits = FLOAT_BITS if spec.w_bits is None else 8
-        a_bits = FLOAT_BITS if spec.a_bits is None else 8
-        return Compression(w_bits=w_bits, a_bits=a_bits)
-    rank = None
-    grouped = isinstance(layer, Conv2d) and layer.groups > 1
-    if layer.op != "matmul" and not grouped and (spec.rank or spec.rank_fraction):
-        (dense,) = layer.with_compression(Compression()).gemms()
-        full = min(dense.N, dense.K)
-        rank = spec.rank if spec.rank is not None else max(1, round(spec.rank_fraction * full))
-        rank = rank if rank < full else None
-    try:
-        return Compression(
-            w_bits=bits(spec.w_bits),
-            a_bits=bits(spec.a_bits),
-            out_keep=1.0 if layer.op == "matmul" else spec.keep,
-            nm=tuple(spec.nm) if spec.nm and layer.op != "matmul" else None,
-            density=1.0 if layer.op == "matmul" else spec.density,
-            rank=rank,
-        )
-    except ValueError as exc:
-        raise LowbitError(f"plan for layer {layer.name!r}: {exc}") from None
+        return spec.pinned().knobs()
+    if layer.op == "matmul":
+        return spec.for_matmul().knobs()
+    return spec.knobs(rank=spec.rank_of(layer.full_rank), rank_fraction=None)
 
 
 def simulate(workload: Workload, profile: HardwareProfile, *, engine: str) -> SimResult:

@@ -49,14 +49,16 @@ _SUMMARY_KEYS: dict[str, tuple[str, Any, bool]] = {
     "versions": ("an object", lambda v: isinstance(v, dict), False),
 }
 _METHOD_KEYS: dict[str, tuple[str, Any]] = {
-    "pareto": ("an array of config ids", lambda v: isinstance(v, list) and all(
-        isinstance(i, str) for i in v)),
+    "pareto": (
+        "an array of config ids",
+        lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
+    ),
     "completed": ("an integer", _is_int),
     "failed": ("an integer", _is_int),
     "best_within_1pt": ("an object or null", lambda v: v is None or isinstance(v, dict)),
     "hypervolume_val": ("a finite number", _number),
     "hypervolume_test": ("a finite number", _number),
-}  # fmt: skip
+}
 
 
 #: the top-level summary.json keys ``lowbit report`` needs (validate needs only the model)

@@ -251,7 +251,7 @@ class DeploymentConfig:
                 calib_samples=get("calibration.samples", "integer"),
                 calib_seed=get("calibration.seed", "integer?"),
                 calib_sha256=get("calibration.sha256", "string?"),
-            )  # fmt: skip
+            )
             if values["rung"] not in (None, *range(len(RUNG_NAMES))):
                 problems.append(f"accuracy.rung: must be 0 or 1, got {values['rung']!r}")
         check_ranges(values, problems)

@@ -204,8 +204,10 @@ class OwnedJournalLock(JournalFileOpenLock):
             elif time.monotonic() - changed > self.grace_period:
                 log.warning(
                     "study journal %s: its lock %s has not changed for %.0f s; breaking it",
-                    self._journal, self._lock_path.name, self.grace_period,
-                )  # fmt: skip
+                    self._journal,
+                    self._lock_path.name,
+                    self.grace_period,
+                )
                 with contextlib.suppress(RuntimeError):
                     self.release()
                 continue

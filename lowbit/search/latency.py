@@ -77,8 +77,12 @@ def memory_elements(base: Any, workload: Any) -> dict[str, int]:
 
     from lowbit.models.zoo import Add, TokenEmbedding
 
-    kinds = ((nn.LayerNorm, "LayerNormalization"), (nn.Softmax, "Softmax"), (nn.GELU, "Gelu"),
-             ((Add, TokenEmbedding), "Add"))  # fmt: skip
+    kinds = (
+        (nn.LayerNorm, "LayerNormalization"),
+        (nn.Softmax, "Softmax"),
+        (nn.GELU, "Gelu"),
+        ((Add, TokenEmbedding), "Add"),
+    )
     modules = dict(base.named_modules())
     out: dict[str, int] = {}
     for layer in workload.layers:
@@ -116,11 +120,17 @@ def export_target(target: ConfigTarget, *, out_dir: Path, finetune_steps: int = 
     torch.set_num_threads(1)
     steps = finetune_steps if target.qat_steps is None else target.qat_steps
     return export_plan(
-        target.model, CompressionPlan.from_dict(target.plan), out_dir=out_dir,
-        seed=target.seed, finetune_steps=steps, qat_seed=target.qat_seed,
-        calib_samples=target.calib_samples, calib_seed=target.calib_seed,
-        config_id=target.config_id, check=True,
-    )  # fmt: skip
+        target.model,
+        CompressionPlan.from_dict(target.plan),
+        out_dir=out_dir,
+        seed=target.seed,
+        finetune_steps=steps,
+        qat_seed=target.qat_seed,
+        calib_samples=target.calib_samples,
+        calib_seed=target.calib_seed,
+        config_id=target.config_id,
+        check=True,
+    )
 
 
 def export_targets(
@@ -203,7 +213,7 @@ def prepare_config(
         row["sim_kernels"] += sum(
             (2 if layer.op == "matmul" else 1)
             for layer in workload.layers
-            if layer.gemms() and layer.compression.a_bits < 8
+            if layer.gemms() and layer.compression.a_storage_bits < 8
         )
     row["ort_int8_ops"] = sum(exported.deploy["ort_kernels"]["int8"].values())
     row["search_latency_ms"] = target.search_latency_ms
@@ -228,8 +238,9 @@ def time_configs(
     from lowbit.models.hostcal.bench import bind, run_times_s, timing_of
 
     if repeats < 1 or warmup < 0 or rounds < 1:
-        raise ValueError(f"need repeats, rounds >= 1 and warmup >= 0, got {repeats}, {rounds}, "
-                         f"{warmup}")  # fmt: skip
+        raise ValueError(
+            f"need repeats, rounds >= 1 and warmup >= 0, got {repeats}, {rounds}, {warmup}"
+        )
     rounds = min(rounds, repeats)
     per_round = -(-repeats // rounds)
     bound = {}

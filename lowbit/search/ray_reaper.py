@@ -122,8 +122,11 @@ def start_reaper(*, before: dict[int, int]) -> subprocess.Popen | None:
             start_new_session=True,  # not in the driver's process group: outlives a killpg
         )
     except OSError as exc:  # no process left to start one: Ray runs, unwatched
-        log.warning("Ray's processes are not watched (a driver killed outright leaves "
-                    "them running): cannot start the watcher: %s", exc)  # fmt: skip
+        log.warning(
+            "Ray's processes are not watched (a driver killed outright leaves "
+            "them running): cannot start the watcher: %s",
+            exc,
+        )
         return None
 
 

@@ -45,22 +45,53 @@ __all__ = [
 ]
 
 TRIAL_COLUMNS = (
-    "method", "study", "number", "state", "rung", "accuracy_val", "val_samples", "latency_ms",
-    "energy_mj", "size_kib", "values", "params", "duration_s", "fail_reason", "feasible",
-    "accuracy_cheap", "accuracy_full", "promoted", "promotion", "started_at", "finished_at",
-)  # fmt: skip
+    "method",
+    "study",
+    "number",
+    "state",
+    "rung",
+    "accuracy_val",
+    "val_samples",
+    "latency_ms",
+    "energy_mj",
+    "size_kib",
+    "values",
+    "params",
+    "duration_s",
+    "fail_reason",
+    "feasible",
+    "accuracy_cheap",
+    "accuracy_full",
+    "promoted",
+    "promotion",
+    "started_at",
+    "finished_at",
+)
 PARETO_COLUMNS = (
-    "method", "config_id", "number", "rung", "accuracy_val", "val_samples", "accuracy_test",
-    "latency_ms", "latency_vs_w8a8", "energy_mj", "size_kib", "params", "accuracy_cheap",
-)  # fmt: skip
+    "method",
+    "config_id",
+    "number",
+    "rung",
+    "accuracy_val",
+    "val_samples",
+    "accuracy_test",
+    "latency_ms",
+    "latency_vs_w8a8",
+    "energy_mj",
+    "size_kib",
+    "params",
+    "accuracy_cheap",
+)
 
 
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as JSON to ``path`` atomically; a NaN or infinite float (JSON has no
     such numbers, the readers refuse them) raises LowbitError naming its key, unwritten."""
     if (where := _non_finite_key(data)) is not None:
-        raise LowbitError(f"{path}: {where[0]}: {float(where[1])!r} is not a finite number (JSON "
-                          "cannot hold NaN or Infinity); nothing was written")  # fmt: skip
+        raise LowbitError(
+            f"{path}: {where[0]}: {float(where[1])!r} is not a finite number (JSON "
+            "cannot hold NaN or Infinity); nothing was written"
+        )
     return atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 

@@ -188,10 +188,13 @@ def _cheap_result(
         trial.set_user_attr(key, float(getattr(outcome, key)))
     point = CheapResult(trial.number, float(outcome.accuracy), _costs(outcome, objectives))
     decision = decide_promotion(
-        point, history, samples=outcome.samples or fidelity.cheap_val or 1,
-        z=fidelity.margin_se, max_latency_ms=constraints.get("max_latency_ms"),
+        point,
+        history,
+        samples=outcome.samples or fidelity.cheap_val or 1,
+        z=fidelity.margin_se,
+        max_latency_ms=constraints.get("max_latency_ms"),
         min_accuracy=constraints.get("min_accuracy"),
-    )  # fmt: skip
+    )
     trial.set_user_attr("cheap_seq", len(history))
     trial.set_user_attr("promoted", decision.promote)
     trial.set_user_attr("promotion", decision.reason)
@@ -236,8 +239,14 @@ def optimize(
     def finish(flight: _Flight, outcome: TrialOutcome) -> int:
         """Tell the trial's last rung; 1 if it completed."""
         total = flight.earlier_s + outcome.duration_s
-        told = _tell(study, flight.trial, outcome, objectives=objectives,
-                     constraints=constraints, total_s=total)  # fmt: skip
+        told = _tell(
+            study,
+            flight.trial,
+            outcome,
+            objectives=objectives,
+            constraints=constraints,
+            total_s=total,
+        )
         stats.completed += told
         stats.failed += not told
         return int(told)
@@ -288,18 +297,25 @@ def optimize(
                     )
                 if rung == CHEAP and not outcome.failed and _finite(outcome, objectives):
                     promote = _cheap_result(
-                        flight.trial, outcome, history=history, fidelity=fidelity,
-                        objectives=objectives, constraints=constraints,
-                    )  # fmt: skip
+                        flight.trial,
+                        outcome,
+                        history=history,
+                        fidelity=fidelity,
+                        objectives=objectives,
+                        constraints=constraints,
+                    )
                     if promote:
                         # the worker that measured the cheap rung kept the compressed model
                         stats.promoted += 1
                         idle.remove(flight.index)
                         request = replace(flight.request, rung=FULL)
                         flying[pool.submit(flight.index, request)] = _Flight(
-                            flight.trial, flight.index, time.monotonic(), request,
+                            flight.trial,
+                            flight.index,
+                            time.monotonic(),
+                            request,
                             earlier_s=outcome.duration_s,
-                        )  # fmt: skip
+                        )
                         continue
                     stats.not_promoted += 1
                 done += finish(flight, outcome)

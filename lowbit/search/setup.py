@@ -159,8 +159,10 @@ class SearchSetup:
             except ValueError as exc:
                 problems.append(f"methods: {exc}")
             if isinstance(self.model, UserModel) and name in USER_UNSUPPORTED_METHODS:
-                problems.append(f"methods: {name!r} is not available for user models "
-                                f"({USER_UNSUPPORTED_METHODS[name]})")  # fmt: skip
+                problems.append(
+                    f"methods: {name!r} is not available for user models "
+                    f"({USER_UNSUPPORTED_METHODS[name]})"
+                )
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown:
             problems.append(f"objectives: unknown {unknown} (valid: {', '.join(OBJECTIVES)})")
@@ -179,8 +181,10 @@ class SearchSetup:
         if self.co_design and isinstance(self.model, UserModel):
             problems.append("co_design: available for zoo models only")
         if self.co_design and isinstance(self.hardware, HardwareProfile):
-            problems.append("co_design: needs the profile as a built-in name or a .toml file, "
-                            "not a built HardwareProfile")  # fmt: skip
+            problems.append(
+                "co_design: needs the profile as a built-in name or a .toml file, "
+                "not a built HardwareProfile"
+            )
         if problems:
             raise LowbitError("invalid search settings: " + "; ".join(problems))
 

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lowbit.hwsim.compression import Compression, kept_channels
 from lowbit.hwsim.profile import HardwareProfile, UnsupportedPrecision
 
 from .codesign import HARDWARE_KEY, CoDesign
@@ -140,22 +141,23 @@ def describe_model(model: nn.Module) -> tuple[LayerInfo, ...]:
 
 
 def _keep_choices(n: int, ratios: Sequence[float]) -> tuple[float, ...]:
-    """Ratios with distinct kept counts ``max(1, round(n·keep))`` (the largest ratio of each)."""
+    """Ratios with distinct kept counts (:func:`~lowbit.hwsim.compression.kept_channels`; the
+    largest ratio of each)."""
     by_count: dict[int, float] = {}
     for keep in sorted(ratios):
-        by_count[max(1, round(n * keep))] = keep
+        by_count[kept_channels(n, keep)] = keep
     return tuple(sorted(by_count.values()))
 
 
 def _rank_choices(layer: LayerInfo, fractions: Sequence[float]) -> tuple[float, ...]:
-    """Fractions whose rank (as models.plan.rank_for) is below full and reduces MACs."""
+    """Fractions whose rank (:meth:`~lowbit.hwsim.compression.Compression.rank_of`, the rule
+    of models.plan.rank_for and hwsim) is below full and reduces MACs."""
     n, k, full = layer.out_channels, layer.reduction, layer.full_rank
     out = {1.0}
-    if full:
-        for f in fractions:
-            r = max(1, int(round(f * full)))
-            if f < 1.0 and r < full and r * (n + k) < n * k:
-                out.add(float(f))
+    for f in fractions:
+        r = Compression(rank_fraction=f).rank_of(full) if f < 1.0 else None
+        if r is not None and r * (n + k) < n * k:
+            out.add(float(f))
     return tuple(sorted(out))
 
 

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 __all__ = ["DENSE", "SETTINGS", "SPACE_VERSION", "LayerChoices", "SearchSpace"]
 
 SPACE_VERSION = 1
-#: the settings of one layer, in parameter order
+#: the settings of one layer, in parameter order: knobs of the shared per-layer spec
+#: (:data:`lowbit.hwsim.compression.KNOBS`), spelled as there; a parameter's value encodes
+#: the knob's (``nm`` "2:4" or :data:`DENSE`; ``rank_fraction`` 1.0 = full rank), decoded by
+#: :meth:`SearchSpace.settings`
 SETTINGS = ("w_bits", "a_bits", "keep", "nm", "rank_fraction")
 #: the ``nm`` choice of a dense layer
 DENSE = "dense"

@@ -341,8 +341,10 @@ def driver_lock(url: str | None, *, run_dir: str | Path, study: str) -> Iterator
             log.warning(
                 "study %s: took over the driver lock %s from %s, which ended without "
                 "releasing it (killed); its running trials are recovered as interrupted",
-                study, path, _describe(previous),
-            )  # fmt: skip
+                study,
+                path,
+                _describe(previous),
+            )
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(owner).encode(), 0)

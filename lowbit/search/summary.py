@@ -124,11 +124,17 @@ def _config(
     measured: dict[str, Any] = {}
     if m is not None:
         measured = dict(
-            qat_steps=m.qat_steps, qat_seed=m.qat_seed, calib_split=m.calib_split,
-            calib_samples=m.calib_samples, calib_seed=m.calib_seed, calib_sha256=m.calib_sha256,
-            val_samples=m.val_samples, test_samples=m.test_samples, threads=m.threads,
+            qat_steps=m.qat_steps,
+            qat_seed=m.qat_seed,
+            calib_split=m.calib_split,
+            calib_samples=m.calib_samples,
+            calib_seed=m.calib_seed,
+            calib_sha256=m.calib_sha256,
+            val_samples=m.val_samples,
+            test_samples=m.test_samples,
+            threads=m.threads,
             cheap_val_samples=m.cheap_val_samples,
-        )  # fmt: skip
+        )
     cheap = trial.user_attrs.get("accuracy_cheap")
     hardware_hash, variant = space.hardware_hash, None
     if space.codesign is not None:  # the trial's own hardware, recorded in the same file
@@ -203,9 +209,16 @@ def summarise_method(name, study, *, tested, space, setup, reference, engine, ru
             continue
         cid = f"{name}-{trial.number:05d}"
         cfg = _config(
-            cid, trial, outcome, study=study, method=name, space=space, reference=reference,
-            setup=setup, engine=engine,
-        )  # fmt: skip
+            cid,
+            trial,
+            outcome,
+            study=study,
+            method=name,
+            space=space,
+            reference=reference,
+            setup=setup,
+            engine=engine,
+        )
         cfg.write(run_dir / "configs" / f"{cid}.json")
         ids.append(cid)
         kept.append((trial, outcome))

@@ -55,8 +55,7 @@ from .setup import PreparedSearch, SearchSetup, UserModel, resolve_profile
 from .space import LayerInfo, SearchSpace, build_space, describe_model
 from .user_evaluator import UserEvaluatorSpec, score, ship
 
-__all__ = ["UntouchedModule", "UserModelInfo", "describe_user_model", "prepare_user",
-           "user_space"]  # fmt: skip
+__all__ = ["UntouchedModule", "UserModelInfo", "describe_user_model", "prepare_user", "user_space"]
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +94,10 @@ class UserModelInfo:
 
     def describe(self) -> str:
         """A short human-readable account (what a dry run prints)."""
-        lines = [f"model {self.name}: input {tuple(self.input_shape)}, "
-                 f"{len(self.layers)} layers searched"]  # fmt: skip
+        lines = [
+            f"model {self.name}: input {tuple(self.input_shape)}, "
+            f"{len(self.layers)} layers searched"
+        ]
         for layer in self.layers:
             prune = "prunable" if layer.producer else "-"
             lines.append(f"  {layer.name:<28} {layer.kind:<7} out={layer.out_channels:<5} {prune}")
@@ -112,10 +113,23 @@ class UserModelInfo:
 def _untouched(model) -> tuple[UntouchedModule, ...]:
     from torch import nn
 
-    fused = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
-             nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer)  # fmt: skip
-    handled = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm,
-               nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)  # fmt: skip
+    fused = (
+        nn.MultiheadAttention,
+        nn.TransformerEncoderLayer,
+        nn.TransformerDecoderLayer,
+        nn.TransformerEncoder,
+        nn.TransformerDecoder,
+        nn.Transformer,
+    )
+    handled = (
+        nn.Conv1d,
+        nn.Conv2d,
+        nn.Linear,
+        nn.modules.batchnorm._BatchNorm,
+        nn.LayerNorm,
+        nn.GroupNorm,
+        nn.modules.instancenorm._InstanceNorm,
+    )
     out: list[UntouchedModule] = []
     for name, module in model.named_modules():
         if not name or any(name.startswith(u.name + ".") for u in out):
@@ -234,8 +248,13 @@ def prepare_user(setup: SearchSetup) -> PreparedSearch:
         raise LowbitError("prepare_user: the setup needs a UserModel and a hardware target")
     model = user.module
     base = copy.deepcopy(model) if hasattr(model, "modules") else model
-    space, info = user_space(base, user.example_input, setup.hardware,
-                             pin_first_last=setup.pin_first_last, name=user.name)  # fmt: skip
+    space, info = user_space(
+        base,
+        user.example_input,
+        setup.hardware,
+        pin_first_last=setup.pin_first_last,
+        name=user.name,
+    )
     profile = resolve_profile(setup.hardware)
     _check_workload(base, info)
     calib_batch = _calib_tensor(user.calib, samples=user.calib_samples)
@@ -254,9 +273,13 @@ def prepare_user(setup: SearchSetup) -> PreparedSearch:
     def evaluator() -> Iterator[UserEvaluatorSpec]:
         with ship(base, calib_batch, user.evaluate, user.evaluate_test) as payload:
             yield UserEvaluatorSpec(
-                payload=payload, profile=profile, name=info.name, pinned=space.pinned,
-                fp32=fp32, summary_sections=sections,
-            )  # fmt: skip
+                payload=payload,
+                profile=profile,
+                name=info.name,
+                pinned=space.pinned,
+                fp32=fp32,
+                summary_sections=sections,
+            )
 
     return PreparedSearch(
         space=space, study_name=f"{info.name}-{profile.name}-s{setup.seed}", evaluator=evaluator

@@ -53,8 +53,17 @@ class UserEvaluatorSpec:
     ``user_model`` sections; :func:`lowbit.search.summary.run_summary` adds them).
     """
 
-    __slots__ = ("payload", "profile", "name", "pinned", "fp32", "dataset", "engine", "threads",
-                 "summary_sections")  # fmt: skip
+    __slots__ = (
+        "payload",
+        "profile",
+        "name",
+        "pinned",
+        "fp32",
+        "dataset",
+        "engine",
+        "threads",
+        "summary_sections",
+    )
 
     def __init__(
         self,
@@ -152,7 +161,7 @@ class UserEvaluator(Evaluator):
                 calib_seed=None,
                 qat_steps=0,
                 threads=self.spec.threads,
-            ),  # fmt: skip
+            ),
         )
 
 

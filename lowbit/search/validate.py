@@ -55,14 +55,33 @@ log = logging.getLogger(__name__)
 #: uniform baselines validated with every run (weights, activations)
 UNIFORM_BASELINES = ((8, 8), (4, 8), (2, 8))
 VALIDATION_COLUMNS = (
-    "config_id", "source", "method", "accuracy_fake_quant", "accuracy_int8",
-    "accuracy_diff_points", "accuracy_fp32_onnx", "argmax_agreement", "max_abs_logit_diff",
-    "min_code_agreement", "min_code_agreement_forced",
-    *(f"{key}_b{b}" for b in BATCHES for key in (
-        "measured_int8_ms", "iqr_int8_ms", "measured_fp32_ms", "iqr_fp32_ms", "simulated_ms",
-        "sim_error_pct", "int8_speedup_vs_fp32")),
-    "search_latency_ms", "export_dir",
-)  # fmt: skip
+    "config_id",
+    "source",
+    "method",
+    "accuracy_fake_quant",
+    "accuracy_int8",
+    "accuracy_diff_points",
+    "accuracy_fp32_onnx",
+    "argmax_agreement",
+    "max_abs_logit_diff",
+    "min_code_agreement",
+    "min_code_agreement_forced",
+    *(
+        f"{key}_b{b}"
+        for b in BATCHES
+        for key in (
+            "measured_int8_ms",
+            "iqr_int8_ms",
+            "measured_fp32_ms",
+            "iqr_fp32_ms",
+            "simulated_ms",
+            "sim_error_pct",
+            "int8_speedup_vs_fp32",
+        )
+    ),
+    "search_latency_ms",
+    "export_dir",
+)
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any]:
@@ -110,11 +129,21 @@ def targets_of_run(run_dir: Path, *, top: int | None = None) -> tuple[list[Confi
         if cfg.model != model:
             raise ConfigError(f"{path}: config of model {cfg.model!r}, but the run is {model!r}")
         found.append(
-            ConfigTarget(cfg.id, "pareto", cfg.method, cfg.model, cfg.seed, cfg.plan,
-                         cfg.accuracy_test, cfg.latency_ms, qat_steps=cfg.qat_steps,
-                         qat_seed=cfg.qat_seed, calib_samples=cfg.calib_samples,
-                         calib_seed=cfg.calib_seed or 0)
-        )  # fmt: skip
+            ConfigTarget(
+                cfg.id,
+                "pareto",
+                cfg.method,
+                cfg.model,
+                cfg.seed,
+                cfg.plan,
+                cfg.accuracy_test,
+                cfg.latency_ms,
+                qat_steps=cfg.qat_steps,
+                qat_seed=cfg.qat_seed,
+                calib_samples=cfg.calib_samples,
+                calib_seed=cfg.calib_seed or 0,
+            )
+        )
     uniform = [t for t in found if t.method == "uniform"]
     pareto = [t for t in found if t.method != "uniform"]
     if top is not None:
@@ -239,25 +268,38 @@ def validate_run(
         metrics[f"b{batch}"]["repeatability"] = latency_metrics(*half) if half else None
         ratios = [r[f"int8_speedup_vs_fp32_b{batch}"] for r in rows]
         metrics[f"b{batch}"]["int8_speedup_vs_fp32"] = {
-            "min": min(ratios), "median": float(np.median(ratios)), "max": max(ratios),
-        }  # fmt: skip
+            "min": min(ratios),
+            "median": float(np.median(ratios)),
+            "max": max(ratios),
+        }
     diffs = [abs(r["accuracy_diff_points"]) for r in rows]
     result = {
         "schema_version": 1,
         "kind": "lowbit-validation",
         "run_dir": str(run_dir),
         "model": summary["model"],
-        "host": {"cpu": cpu_info(), "profile": profile.source,
-                 "profile_hash": profile.content_hash()},
-        "settings": {"batches": list(batches), "repeats": repeats,
-                     "timed_runs": rows[0].get("timed_runs") if rows else 0, "warmup": warmup,
-                     "intra_op_threads": 1, "inter_op_threads": 1, "finetune_steps": finetune},
+        "host": {
+            "cpu": cpu_info(),
+            "profile": profile.source,
+            "profile_hash": profile.content_hash(),
+        },
+        "settings": {
+            "batches": list(batches),
+            "repeats": repeats,
+            "timed_runs": rows[0].get("timed_runs") if rows else 0,
+            "warmup": warmup,
+            "intra_op_threads": 1,
+            "inter_op_threads": 1,
+            "finetune_steps": finetune,
+        },
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "metrics": metrics,
-        "accuracy": {"max_abs_diff_points": max(diffs), "all_within_0.5_points":
-                     all(d <= 0.5 for d in diffs)},
+        "accuracy": {
+            "max_abs_diff_points": max(diffs),
+            "all_within_0.5_points": all(d <= 0.5 for d in diffs),
+        },
         "configs": rows,
-    }  # fmt: skip
+    }
     write_csv(run_dir / "validation.csv", rows, VALIDATION_COLUMNS)
     write_json(run_dir / "validation.json", result)
     return result

@@ -36,10 +36,23 @@ __all__ = ["VELA_COLUMNS", "vela_validate_run"]
 log = logging.getLogger(__name__)
 
 VELA_COLUMNS = (
-    "config_id", "source", "method", "search_latency_ms", "lowbit_cycles", "vela_cycles",
-    "ratio", "vela_npu_cycles", "vela_flash_cycles", "lowbit_latency_ms", "vela_latency_ms",
-    "vela_sram_bytes", "vela_flash_bytes", "cpu_operators", "npu_operators", "export_dir",
-)  # fmt: skip
+    "config_id",
+    "source",
+    "method",
+    "search_latency_ms",
+    "lowbit_cycles",
+    "vela_cycles",
+    "ratio",
+    "vela_npu_cycles",
+    "vela_flash_cycles",
+    "lowbit_latency_ms",
+    "vela_latency_ms",
+    "vela_sram_bytes",
+    "vela_flash_bytes",
+    "cpu_operators",
+    "npu_operators",
+    "export_dir",
+)
 
 
 def _ethos_profile(summary: dict[str, Any], run_dir: Path, name: str | None) -> tuple[Any, Any]:
@@ -98,29 +111,46 @@ def vela_validate_run(
         plan = CompressionPlan.from_dict(t.plan)
         log.info("exporting %s and compiling it with Vela (%s)", t.config_id, vela.accelerator)
         result = export_plan(
-            t.model, plan, out_dir=out_dir, seed=t.seed,
+            t.model,
+            plan,
+            out_dir=out_dir,
+            seed=t.seed,
             finetune_steps=finetune if t.qat_steps is None else t.qat_steps,
-            qat_seed=t.qat_seed, calib_samples=t.calib_samples, calib_seed=t.calib_seed,
-            config_id=t.config_id, check=False, formats=("tflite",), hardware=hw,
-        )  # fmt: skip
+            qat_seed=t.qat_seed,
+            calib_samples=t.calib_samples,
+            calib_seed=t.calib_seed,
+            config_id=t.config_id,
+            check=False,
+            formats=("tflite",),
+            hardware=hw,
+        )
         est = result.deploy["vela"]
         key = (t.model, t.seed)
         if key not in bases:
             bases[key] = models.load_trained(t.model, seed=t.seed)
         ops = {layer.name: layer.op for layer in to_workload(bases[key], plan).layers}
         sim = est["lowbit"]
-        rows.append({
-            "config_id": t.config_id, "source": t.source, "method": t.method,
-            "search_latency_ms": t.search_latency_ms, "lowbit_cycles": sim["cycles"],
-            "vela_cycles": est["cycles"], "ratio": sim["cycles"] / est["cycles"],
-            "vela_npu_cycles": est["cycles_npu"],
-            "vela_flash_cycles": est["cycles_off_chip_flash_access"],
-            "lowbit_latency_ms": sim["latency_ms"], "vela_latency_ms": est["latency_ms"],
-            "vela_sram_bytes": est["sram_bytes"], "vela_flash_bytes": est["flash_bytes"],
-            "cpu_operators": est["cpu_operators"], "npu_operators": est["npu_operators"],
-            "export_dir": str(out_dir.relative_to(run_dir)),
-            "layers": layer_pairs(est, ops=ops),
-        })  # fmt: skip
+        rows.append(
+            {
+                "config_id": t.config_id,
+                "source": t.source,
+                "method": t.method,
+                "search_latency_ms": t.search_latency_ms,
+                "lowbit_cycles": sim["cycles"],
+                "vela_cycles": est["cycles"],
+                "ratio": sim["cycles"] / est["cycles"],
+                "vela_npu_cycles": est["cycles_npu"],
+                "vela_flash_cycles": est["cycles_off_chip_flash_access"],
+                "lowbit_latency_ms": sim["latency_ms"],
+                "vela_latency_ms": est["latency_ms"],
+                "vela_sram_bytes": est["sram_bytes"],
+                "vela_flash_bytes": est["flash_bytes"],
+                "cpu_operators": est["cpu_operators"],
+                "npu_operators": est["npu_operators"],
+                "export_dir": str(out_dir.relative_to(run_dir)),
+                "layers": layer_pairs(est, ops=ops),
+            }
+        )
     metrics = latency_metrics([r["lowbit_cycles"] for r in rows], [r["vela_cycles"] for r in rows])
     out = {
         "schema_version": 1,
@@ -130,13 +160,16 @@ def vela_validate_run(
         "run_profile": (summary.get("hardware") or {}).get("name"),
         "profile": hw.name,
         "profile_hash": hw.content_hash(),
-        "vela": {"accelerator": vela.accelerator, "system_config": vela.system_config,
-                 "memory_mode": vela.memory_mode,
-                 "version": _vela_version()},
+        "vela": {
+            "accelerator": vela.accelerator,
+            "system_config": vela.system_config,
+            "memory_mode": vela.memory_mode,
+            "version": _vela_version(),
+        },
         "metrics": metrics,
         "ratios": ratio_summary(rows),
         "configs": rows,
-    }  # fmt: skip
+    }
     write_csv(run_dir / "vela_validation.csv", rows, VELA_COLUMNS)
     write_json(run_dir / "vela_validation.json", out)
     return out

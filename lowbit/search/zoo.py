@@ -66,14 +66,21 @@ def prepare_zoo(setup: SearchSetup) -> PreparedSearch:
     # train once here, not once per worker; a model trained now shows its progress
     base = models.load_trained(model.name, seed=setup.seed, progress=setup.progress or None)
     resolved = resolve_fidelity(
-        mode=model.fidelity, val_samples=split_sizes(base.dataset)["val"],
-        cheap_val=model.cheap_val_samples, calib_samples=model.calib_samples,
+        mode=model.fidelity,
+        val_samples=split_sizes(base.dataset)["val"],
+        cheap_val=model.cheap_val_samples,
+        calib_samples=model.calib_samples,
         margin_se=model.promote_margin_se,
-    )  # fmt: skip
+    )
     spec = ZooEvaluatorSpec(
-        model=model.name, profile=profile, seed=setup.seed, pin_first_last=setup.pin_first_last,
-        finetune_steps=model.finetune_steps, codesign=codesign, fidelity=resolved,
-    )  # fmt: skip
+        model=model.name,
+        profile=profile,
+        seed=setup.seed,
+        pin_first_last=setup.pin_first_last,
+        finetune_steps=model.finetune_steps,
+        codesign=codesign,
+        fidelity=resolved,
+    )
 
     @contextmanager
     def evaluator() -> Iterator[ZooEvaluatorSpec]:

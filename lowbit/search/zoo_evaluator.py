@@ -238,9 +238,13 @@ class ZooEvaluator(Evaluator):
         val = self.evaluate(TrialRequest(-1, w8a8, split="val"))
         test = self.evaluate(TrialRequest(-1, w8a8, split="test"))
         return Reference.of_w8a8(
-            dataset=self.dataset, fp32_val=fp32["val"], fp32_test=fp32["test"], val=val,
-            test=test, measurement=self.measurement(),
-        )  # fmt: skip
+            dataset=self.dataset,
+            fp32_val=fp32["val"],
+            fp32_test=fp32["test"],
+            val=val,
+            test=test,
+            measurement=self.measurement(),
+        )
 
     def hawq_inputs(
         self,

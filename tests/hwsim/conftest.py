@@ -42,17 +42,26 @@ def make_profile(
     level) over one DRAM; optionally weights in a flash of their own (a second port)."""
     memory = []
     if flash_bytes_per_cycle is not None:
-        memory.append(MemoryLevel("flash", 64 << 20, flash_bytes_per_cycle, 30.0,
-                                  ("weights",), off_chip=True))  # fmt: skip
+        memory.append(
+            MemoryLevel("flash", 64 << 20, flash_bytes_per_cycle, 30.0, ("weights",), off_chip=True)
+        )
         dram_holds = ("inputs", "outputs")
     else:
         dram_holds = ("weights", "inputs", "outputs")
-    memory.append(MemoryLevel("dram", 4 * GIB, dram_bytes_per_cycle, 100.0, dram_holds,
-                              off_chip=True))  # fmt: skip
+    memory.append(
+        MemoryLevel("dram", 4 * GIB, dram_bytes_per_cycle, 100.0, dram_holds, off_chip=True)
+    )
     if shared_sram is not None:
-        memory.append(MemoryLevel("sram", shared_sram, 64.0, 2.0,
-                                  ("weights", "inputs", "outputs"),
-                                  double_buffered=double_buffered))  # fmt: skip
+        memory.append(
+            MemoryLevel(
+                "sram",
+                shared_sram,
+                64.0,
+                2.0,
+                ("weights", "inputs", "outputs"),
+                double_buffered=double_buffered,
+            )
+        )
     else:
         for level, size, holds in zip(
             ("ifmap", "filter", "ofmap"),
@@ -60,8 +69,9 @@ def make_profile(
             ("inputs", "weights", "outputs"),
             strict=True,
         ):
-            memory.append(MemoryLevel(level, size, 64.0, 2.0, (holds,),
-                                      double_buffered=double_buffered))  # fmt: skip
+            memory.append(
+                MemoryLevel(level, size, 64.0, 2.0, (holds,), double_buffered=double_buffered)
+            )
     dataflows = ("vector",) if kind == "vector" else ("os", "ws", "is")
     return HardwareProfile(
         name=name,

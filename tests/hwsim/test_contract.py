@@ -4,6 +4,7 @@ physical limits, bookkeeping, determinism, event ≈ analytic, monotonicity."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -22,19 +23,15 @@ def _compress(workload: Workload, compression: Compression) -> Workload:
             continue
         c = compression
         if c.rank is not None:
-            c = Compression(**{**_fields(c), "rank": max(1, min(gemms[0].N, gemms[0].K) // 4)})
+            c = replace(c, rank=max(1, min(gemms[0].N, gemms[0].K) // 4))
         plan[layer.name] = c
     return workload.with_compression(plan)
-
-
-def _fields(c: Compression) -> dict:
-    return {k: getattr(c, k) for k in Compression.__dataclass_fields__}
 
 
 VARIANTS = {
     "dense": Compression(),
     "w4a8": Compression(w_bits=4, a_bits=8),
-    "pruned": Compression(out_keep=0.5, in_keep=0.75),
+    "pruned": Compression(keep=0.5, in_keep=0.75),
     "nm24": Compression(nm=(2, 4)),
     "sparse": Compression(density=0.3),
     "lowrank": Compression(rank=1),  # replaced per layer by _compress
@@ -124,7 +121,7 @@ def test_fewer_bits_never_slower(builtin_profile, builtin_workload_):
 
 
 def test_pruning_never_slower(builtin_profile, builtin_workload_):
-    for key in ("out_keep", "in_keep"):
+    for key in ("keep", "in_keep"):
         comps = [Compression(**{key: keep}) for keep in (1.0, 0.75, 0.5, 0.25)]
         _never_slower(_runs(builtin_profile, builtin_workload_, comps), key)
 
@@ -162,10 +159,15 @@ def test_more_memory_sweep_is_monotone():
     (the granule tile newly fitting at 64 KiB displaced a faster, smaller one)."""
     wl = hwsim.builtin_workload("mobilenetv2")
     totals = [
-        hwsim.simulate(wl, hwsim.load_profile("npu-systolic-32", overrides={
-            "memory.ifmap_sram.size_bytes": size, "compute.rows": 16})).total_cycles
+        hwsim.simulate(
+            wl,
+            hwsim.load_profile(
+                "npu-systolic-32",
+                overrides={"memory.ifmap_sram.size_bytes": size, "compute.rows": 16},
+            ),
+        ).total_cycles
         for size in (16_384, 32_768, 65_536, 131_072, 262_144)
-    ]  # fmt: skip
+    ]
     assert totals == sorted(totals, reverse=True)
 
 

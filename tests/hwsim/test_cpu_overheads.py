@@ -99,8 +99,13 @@ def test_elementwise_cost_is_the_max_of_work_and_traffic(make_target, engine):
     blocked = _with(maxpool, pool_channel_block=64)
     for channels, padded in ((8, 64), (64, 64), (96, 128)):
         px = 16
-        layer = Pool(name="p", in_elements=px * channels, out_elements=px * channels // 4,
-                     kind="maxpool", channels=channels)  # fmt: skip
+        layer = Pool(
+            name="p",
+            in_elements=px * channels,
+            out_elements=px * channels // 4,
+            kind="maxpool",
+            channels=channels,
+        )
         r = hwsim.simulate_layer(layer, blocked, engine=engine)
         assert r.compute_cycles == 1.5 * px * padded
         # without the block (or the channels), per element as before
@@ -136,11 +141,15 @@ def test_unknown_kind_is_rejected_with_the_valid_names():
 def test_profile_schema_reads_and_checks_the_new_overheads():
     data = load_profile_data("cpu-x86-avx2")
     data["overheads"] = {
-        "run_cycles": 6000, "gemm_cycles": 700, "conv_channel_multiple": 4,
-        "unaligned_conv_cycles_per_pixel": 35.5, "conv_cycles_per_pixel": 21.25,
-        "conv_cycles_per_image": 180, "requant_cycles_per_output": 0.25,
+        "run_cycles": 6000,
+        "gemm_cycles": 700,
+        "conv_channel_multiple": 4,
+        "unaligned_conv_cycles_per_pixel": 35.5,
+        "conv_cycles_per_pixel": 21.25,
+        "conv_cycles_per_image": 180,
+        "requant_cycles_per_output": 0.25,
         "elementwise_cycles_per_element": {"layernorm": 2.0, "gelu": 1},
-    }  # fmt: skip
+    }
     assert validate_profile_data(data) == []
     o = profile_from_dict(data, source="test").overheads
     assert (o.run_cycles, o.gemm_cycles) == (6000, 700)
@@ -150,9 +159,10 @@ def test_profile_schema_reads_and_checks_the_new_overheads():
     assert o.elementwise_cycles_per_element == (("gelu", 1.0), ("layernorm", 2.0))
     bad = load_profile_data("cpu-x86-avx2")
     bad["overheads"] = {
-        "run_cycles": -1, "conv_cycles_per_pixel": -2.0,
+        "run_cycles": -1,
+        "conv_cycles_per_pixel": -2.0,
         "elementwise_cycles_per_element": {"lnorm": 1.0},
-    }  # fmt: skip
+    }
     errors = validate_profile_data(bad)
     assert any(e.startswith("overheads.run_cycles:") for e in errors)
     assert any(e.startswith("overheads.conv_cycles_per_pixel:") for e in errors)
@@ -183,7 +193,7 @@ def test_float_gemms_do_not_pay_the_integer_gemm_cost(make_target):
     modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
     base = make_target(precisions=modes, layer_cycles=50)
     costly = _with(base, gemm_cycles=300)
-    fp32 = FC.with_compression(Compression(w_bits=32, a_bits=32))
+    fp32 = FC.with_compression(Compression(w_bits=None, a_bits=None))
     assert (
         hwsim.simulate_layer(fp32, costly).total_cycles
         == hwsim.simulate_layer(fp32, base).total_cycles
@@ -196,8 +206,9 @@ def test_float_gemms_do_not_pay_the_integer_gemm_cost(make_target):
 
 
 def _conv(in_c: int, out_c: int, **kw) -> Conv2d:
-    return Conv2d(name="c", in_h=8, in_w=8, in_c=in_c, out_c=out_c, k_h=3, k_w=3,
-                  out_h=8, out_w=8, **kw)  # fmt: skip
+    return Conv2d(
+        name="c", in_h=8, in_w=8, in_c=in_c, out_c=out_c, k_h=3, k_w=3, out_h=8, out_w=8, **kw
+    )
 
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())
@@ -206,8 +217,12 @@ def test_unaligned_convolutions_pay_per_output_pixel(make_target, engine):
     channels; others pay the generic path's cost per output pixel (8 x 8 x batch)."""
     modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
     base = make_target(kind="vector", rows=1, cols=32, dataflow="vector", precisions=modes)
-    cpu = _with(base, conv_channel_multiple=4, conv_min_out_channels=16,
-                unaligned_conv_cycles_per_pixel=40.0)  # fmt: skip
+    cpu = _with(
+        base,
+        conv_channel_multiple=4,
+        conv_min_out_channels=16,
+        unaligned_conv_cycles_per_pixel=40.0,
+    )
 
     def extra(layer) -> int:
         return (
@@ -221,7 +236,7 @@ def test_unaligned_convolutions_pay_per_output_pixel(make_target, engine):
         assert extra(_conv(in_c, out_c)) == 40 * 64
     assert extra(_conv(1, 16, batch=4)) == 40 * 64 * 4
     # pruning 16 -> 12 output channels is slower on such a CPU
-    pruned = _conv(16, 16).with_compression(Compression(out_keep=0.75))
+    pruned = _conv(16, 16).with_compression(Compression(keep=0.75))
     assert (
         hwsim.simulate_layer(pruned, cpu).total_cycles
         > hwsim.simulate_layer(_conv(16, 16), cpu).total_cycles
@@ -231,7 +246,7 @@ def test_unaligned_convolutions_pay_per_output_pixel(make_target, engine):
     assert extra(_conv(16, 32).with_compression(Compression(rank=8))) == 40 * 64
     assert extra(_conv(16, 32).with_compression(Compression(rank=6))) == 2 * 40 * 64
     # float, depthwise and fully connected layers are not convolutions of that kernel
-    assert extra(_conv(16, 12).with_compression(Compression(w_bits=32, a_bits=32))) == 0
+    assert extra(_conv(16, 12).with_compression(Compression(w_bits=None, a_bits=None))) == 0
     assert extra(_conv(12, 12, groups=12)) == 0
     assert extra(Linear(name="fc", in_features=6, out_features=10)) == 0
 
@@ -242,8 +257,13 @@ def test_every_integer_convolution_pays_per_output_pixel(make_target, engine):
     the pixel's row, requantizing its outputs), on top of the unaligned path's extra."""
     modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
     base = make_target(kind="vector", rows=1, cols=32, dataflow="vector", precisions=modes)
-    cpu = _with(base, conv_cycles_per_pixel=20.0, conv_channel_multiple=4,
-                conv_min_out_channels=16, unaligned_conv_cycles_per_pixel=40.0)  # fmt: skip
+    cpu = _with(
+        base,
+        conv_cycles_per_pixel=20.0,
+        conv_channel_multiple=4,
+        conv_min_out_channels=16,
+        unaligned_conv_cycles_per_pixel=40.0,
+    )
 
     def extra(layer) -> int:
         return (
@@ -256,8 +276,7 @@ def test_every_integer_convolution_pays_per_output_pixel(make_target, engine):
     assert extra(_conv(1, 16)) == (20 + 40) * 64  # generic path: both
     # low rank: the 3x3 factor (16 -> 8: too few outputs) gathers windows, the 1x1 does not
     assert extra(_conv(16, 32).with_compression(Compression(rank=8))) == (20 + 40) * 64
-    one_by_one = Conv2d(name="p", in_h=8, in_w=8, in_c=16, out_c=16, k_h=1, k_w=1,
-                        out_h=8, out_w=8)  # fmt: skip
+    one_by_one = Conv2d(name="p", in_h=8, in_w=8, in_c=16, out_c=16, k_h=1, k_w=1, out_h=8, out_w=8)
     assert extra(one_by_one) == 0
     per_image = _with(cpu, conv_cycles_per_image=500.0)
     assert (
@@ -265,7 +284,7 @@ def test_every_integer_convolution_pays_per_output_pixel(make_target, engine):
         - hwsim.simulate_layer(_conv(16, 16, batch=3), cpu, engine=engine).compute_cycles
         == 500 * 3
     )
-    assert extra(_conv(16, 16).with_compression(Compression(w_bits=32, a_bits=32))) == 0
+    assert extra(_conv(16, 16).with_compression(Compression(w_bits=None, a_bits=None))) == 0
     assert extra(_conv(12, 12, groups=12)) == 0
     assert extra(Linear(name="fc", in_features=16, out_features=16)) == 0
 
@@ -277,8 +296,14 @@ def test_padded_channels_cost_what_the_aligned_conv_costs(make_target, engine):
     path."""
     modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
     base = make_target(kind="vector", rows=1, cols=32, dataflow="vector", precisions=modes)
-    cpu = _with(base, conv_channel_multiple=4, conv_min_out_channels=16, conv_cycles_per_pixel=20.0,
-                unaligned_conv_cycles_per_pixel=40.0, requant_cycles_per_output=0.5)  # fmt: skip
+    cpu = _with(
+        base,
+        conv_channel_multiple=4,
+        conv_min_out_channels=16,
+        conv_cycles_per_pixel=20.0,
+        unaligned_conv_cycles_per_pixel=40.0,
+        requant_cycles_per_output=0.5,
+    )
     padded = _with(cpu, pad_conv_channels=True)
 
     def cycles(layer, profile) -> int:
@@ -301,12 +326,13 @@ def test_padded_channels_cost_what_the_aligned_conv_costs(make_target, engine):
     assert cycles(_conv(16, 12), padded) < cycles(_conv(16, 12), cpu)
     # low rank 16 -> 32 at rank 6: the 3x3 factor's 6 outputs and the 1x1's 6 inputs pad to 16
     lowrank = _conv(16, 32).with_compression(Compression(rank=16))
-    assert cycles(_conv(16, 32).with_compression(Compression(rank=6)), padded) == cycles(
-        lowrank, cpu
-    )
+    rank6 = _conv(16, 32).with_compression(Compression(rank=6))
+    assert cycles(rank6, padded) == cycles(lowrank, cpu)
     # float and depthwise convs are left alone
-    for layer in (_conv(16, 12).with_compression(Compression(w_bits=32, a_bits=32)),
-                  _conv(12, 12, groups=12)):  # fmt: skip
+    for layer in (
+        _conv(16, 12).with_compression(Compression(w_bits=None, a_bits=None)),
+        _conv(12, 12, groups=12),
+    ):
         assert cycles(layer, padded) == cycles(layer, cpu)
 
 
@@ -326,7 +352,7 @@ def test_integer_gemms_pay_requantization_per_output(make_target, engine):
     assert extra(Linear(name="fc", in_features=64, out_features=10, tokens=8)) == 0.5 * 8 * 10
     # low rank: both factors requantize (16 -> 8, then 8 -> 24)
     assert extra(_conv(16, 24).with_compression(Compression(rank=8))) == 0.5 * 64 * (8 + 24)
-    assert extra(_conv(16, 24).with_compression(Compression(w_bits=32, a_bits=32))) == 0
+    assert extra(_conv(16, 24).with_compression(Compression(w_bits=None, a_bits=None))) == 0
 
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())
@@ -362,12 +388,16 @@ def test_a_depthwise_conv_runs_its_own_kernel_on_a_cpu(engine):
     from math import ceil
 
     base = load_profile("cpu-x86-avx2")
-    costs = dict(depthwise_cycles_per_mac=0.1, depthwise_cycles_per_pixel=20.0,
-                 fp32_depthwise_cycles_per_mac=0.05,
-                 fp32_depthwise_cycles_per_pixel=3.0)  # fmt: skip
+    costs = dict(
+        depthwise_cycles_per_mac=0.1,
+        depthwise_cycles_per_pixel=20.0,
+        fp32_depthwise_cycles_per_mac=0.05,
+        fp32_depthwise_cycles_per_pixel=3.0,
+    )
     cpu = _with(base, **costs)
-    dw = Conv2d(name="dw", in_h=28, in_w=28, in_c=96, out_c=96, k_h=3, k_w=3, out_h=28,
-                out_w=28, groups=96)  # fmt: skip
+    dw = Conv2d(
+        name="dw", in_h=28, in_w=28, in_c=96, out_c=96, k_h=3, k_w=3, out_h=28, out_w=28, groups=96
+    )
     pixels, macs = 28 * 28, 28 * 28 * 96 * 9
     for bits, (per_mac, per_pixel) in ((8, (0.1, 20.0)), (32, (0.05, 3.0))):
         layer = dw.with_compression(Compression(w_bits=bits, a_bits=bits))
@@ -380,12 +410,15 @@ def test_a_depthwise_conv_runs_its_own_kernel_on_a_cpu(engine):
         4 * hwsim.simulate_layer(dw, cpu, engine=engine).compute_cycles, abs=96
     )
     grouped = replace(dw, groups=4)
-    assert (hwsim.simulate_layer(grouped, cpu, engine=engine).total_cycles
-            == hwsim.simulate_layer(grouped, base, engine=engine).total_cycles)  # fmt: skip
+    assert (
+        hwsim.simulate_layer(grouped, cpu, engine=engine).total_cycles
+        == hwsim.simulate_layer(grouped, base, engine=engine).total_cycles
+    )
     data = load_profile_data("cpu-x86-avx2")
     data["overheads"] = {**data.get("overheads", {}), **costs, "depthwise_cycles_per_mac": -1}
-    assert any(e.startswith("overheads.depthwise_cycles_per_mac:")
-               for e in validate_profile_data(data))  # fmt: skip
+    assert any(
+        e.startswith("overheads.depthwise_cycles_per_mac:") for e in validate_profile_data(data)
+    )
 
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())
@@ -400,8 +433,10 @@ def test_a_warm_cache_serves_small_models_weights_from_the_cache(engine):
     levels = {m.name: m for m in cold.memory}
     small = Linear(name="fc", in_features=1024, out_features=512)  # 512 KiB of int8 weights
     assert weight_bytes([small], cold) == 1024 * 512
-    home = min((m for m in cold.on_chip("weights") if m.size_bytes / 2 >= 1024 * 512),
-               key=lambda m: m.size_bytes)  # fmt: skip
+    home = min(
+        (m for m in cold.on_chip("weights") if m.size_bytes / 2 >= 1024 * 512),
+        key=lambda m: m.size_bytes,
+    )
     seen = warm_profile(warm, [small])
     dram = next(m for m in seen.memory if m.off_chip)
     was = levels[dram.name].bandwidth_bytes_per_cycle
@@ -415,8 +450,10 @@ def test_a_warm_cache_serves_small_models_weights_from_the_cache(engine):
     )
     huge = Linear(name="big", in_features=16384, out_features=16384)  # 256 MiB: no cache holds it
     assert warm_profile(warm, [huge]) is warm
-    assert (hwsim.simulate_layer(huge, warm, engine=engine).total_cycles
-            == hwsim.simulate_layer(huge, cold, engine=engine).total_cycles)  # fmt: skip
+    assert (
+        hwsim.simulate_layer(huge, warm, engine=engine).total_cycles
+        == hwsim.simulate_layer(huge, cold, engine=engine).total_cycles
+    )
 
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())
@@ -426,11 +463,18 @@ def test_a_grouped_conv_runs_the_generic_path_once_per_group(engine):
     from math import ceil
 
     cpu = load_profile("cpu-x86-avx2")
-    bare = _with(cpu, conv_cycles_per_pixel=0.0, unaligned_conv_cycles_per_pixel=0.0,
-                 conv_cycles_per_image=0.0)  # fmt: skip
+    bare = _with(
+        cpu,
+        conv_cycles_per_pixel=0.0,
+        unaligned_conv_cycles_per_pixel=0.0,
+        conv_cycles_per_image=0.0,
+    )
     costly = _with(bare, conv_cycles_per_pixel=15.0, unaligned_conv_cycles_per_pixel=40.0)
-    grouped = Conv2d(name="g", in_h=28, in_w=28, in_c=128, out_c=128, k_h=3, k_w=3,
-                     out_h=28, out_w=28, groups=4)  # fmt: skip
-    extra = (hwsim.simulate_layer(grouped, costly, engine=engine).compute_cycles
-             - hwsim.simulate_layer(grouped, bare, engine=engine).compute_cycles)  # fmt: skip
+    grouped = Conv2d(
+        name="g", in_h=28, in_w=28, in_c=128, out_c=128, k_h=3, k_w=3, out_h=28, out_w=28, groups=4
+    )
+    extra = (
+        hwsim.simulate_layer(grouped, costly, engine=engine).compute_cycles
+        - hwsim.simulate_layer(grouped, bare, engine=engine).compute_cycles
+    )
     assert extra == 4 * ceil((15.0 + 40.0) * 28 * 28 - 1e-9)

@@ -72,8 +72,9 @@ def test_depthwise_sums_per_channel_layers(make_target):
     outputs: per channel M=100, N=1, K=9 on 8x8 os: ceil(100/8)=13 folds * (8+8+9-2 = 23)
     - 1 = 298 cycles; 6 channels -> 1788 (SCALE-Sim 3.0.0 reports 1788 for it)."""
     profile = make_target(rows=8, cols=8)
-    layer = Conv2d(name="dw", in_h=12, in_w=12, in_c=6, out_c=6, k_h=3, k_w=3,
-                   out_h=10, out_w=10, groups=6)  # fmt: skip
+    layer = Conv2d(
+        name="dw", in_h=12, in_w=12, in_c=6, out_c=6, k_h=3, k_w=3, out_h=10, out_w=10, groups=6
+    )
     assert hwsim.simulate_layer(layer, profile).compute_cycles == 6 * 298 == 1788
 
 
@@ -161,9 +162,8 @@ def test_mapping_for_rejects_bad_dataflows(make_target):
 def test_bitflexible_precision_scales_compute(make_target):
     """BitFusion-style modes: m = (8/w)(8/a). W2A2 streams 16x faster than W8A8."""
     modes = tuple(
-        Precision(w, a, (8 / w) * (8 / a), 0.1 * w * a / 64)
-        for w in (2, 4, 8) for a in (2, 4, 8)
-    )  # fmt: skip
+        Precision(w, a, (8 / w) * (8 / a), 0.1 * w * a / 64) for w in (2, 4, 8) for a in (2, 4, 8)
+    )
     profile = make_target(rows=8, cols=8, precisions=modes)
     layer = Linear(name="fc", in_features=512, out_features=64, tokens=64)
     cyc = {

@@ -11,17 +11,17 @@ import pytest
 
 from lowbit import hwsim
 from lowbit.hwsim.engines import ENGINES, engine_names, get_engine
+from lowbit.hwsim.engines._gemm_plan import build
 from lowbit.hwsim.engines._plan import bounder
 from lowbit.hwsim.engines._schedule import Block, Tile, closed_form, closed_form_general, iter_tiles
-from lowbit.hwsim.engines._tiling import build, inner_resident, shapes, split
+from lowbit.hwsim.engines._tiling import inner_resident, shapes, split
 from lowbit.hwsim.engines.analytic import AnalyticEngine
 from lowbit.hwsim.engines.event import EventEngine, simulate_schedule
 from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.profile import Precision, SparsitySupport, UnsupportedPrecision
 from lowbit.hwsim.workload import Compression, Conv2d, Elementwise, Linear, MatMul, Pool, Workload
 
-CONV = Conv2d(name="conv", in_h=28, in_w=28, in_c=64, out_c=64, k_h=3, k_w=3,
-              out_h=28, out_w=28)  # fmt: skip
+CONV = Conv2d(name="conv", in_h=28, in_w=28, in_c=64, out_c=64, k_h=3, k_w=3, out_h=28, out_w=28)
 FC = Linear(name="fc", in_features=2048, out_features=1000)
 
 # --- facade --------------------------------------------------------------------------
@@ -72,7 +72,7 @@ def test_lazy_reexports():
 
 
 def test_unsupported_precision_is_a_lowbit_error(npu32):
-    layer = FC.with_compression(Compression(w_bits=32, a_bits=32))
+    layer = FC.with_compression(Compression(w_bits=None, a_bits=None))
     with pytest.raises(UnsupportedPrecision) as err:
         hwsim.simulate_layer(layer, npu32)
     assert isinstance(err.value, LowbitError) and isinstance(err.value, ValueError)
@@ -94,7 +94,7 @@ def test_memo_is_bounded(npu32, monkeypatch):
 
     monkeypatch.setattr(analytic, "MEMO_LIMIT", 2)
     engine = AnalyticEngine()
-    layers = [FC.with_compression(Compression(out_keep=k)) for k in (1.0, 0.75, 0.5, 0.25)]
+    layers = [FC.with_compression(Compression(keep=k)) for k in (1.0, 0.75, 0.5, 0.25)]
     results = [engine.simulate_layer(layer, npu32) for layer in layers]
     assert len(engine.target(npu32).memo) <= 2
     assert [engine.simulate_layer(layer, npu32) for layer in layers] == results
@@ -186,8 +186,12 @@ def _plans(target, work):
             resident = kt == work.K and inner_resident(
                 target.holds(work.w_role), work, mt, nt, weights_outer, gt
             )
-            yield shape, weights_outer, resident, build(target, work, shape, weights_outer,
-                                                         resident)  # fmt: skip
+            yield (
+                shape,
+                weights_outer,
+                resident,
+                build(target, work, shape, weights_outer, resident),
+            )
 
 
 @pytest.mark.parametrize("shared", [False, True])
@@ -196,8 +200,9 @@ def test_schedule_moves_the_reported_bytes(make_target, shared):
     reports, and the planner's lower bound never exceeds a schedule's cycles."""
     from lowbit.hwsim.engines._layer import _work
 
-    profile = make_target(rows=8, cols=8, sram_bytes=(8192, 4096, 2048),
-                          shared_sram=16384 if shared else None)  # fmt: skip
+    profile = make_target(
+        rows=8, cols=8, sram_bytes=(8192, 4096, 2048), shared_sram=16384 if shared else None
+    )
     target = AnalyticEngine().target(profile)
     bw = target.bandwidth[0]
     for layer in (CONV, FC, Linear(name="big", in_features=512, out_features=768, tokens=96)):
@@ -224,11 +229,18 @@ def test_plan_is_the_exact_minimum(make_target, ports, tile_cycles):
     from lowbit.hwsim.engines._tiling import FAMILIES, Family, batches
 
     kw = {"shared": {"shared_sram": 24576}, "flash": {"flash_bytes_per_cycle": 1.0}}
-    profile = make_target(rows=8, cols=8, sram_bytes=(8192, 4096, 2048), dram_bytes_per_cycle=4.0,
-                          tile_cycles=tile_cycles, **kw.get(ports, {}))  # fmt: skip
+    profile = make_target(
+        rows=8,
+        cols=8,
+        sram_bytes=(8192, 4096, 2048),
+        dram_bytes_per_cycle=4.0,
+        tile_cycles=tile_cycles,
+        **kw.get(ports, {}),
+    )
     target = AnalyticEngine().target(profile)
-    depthwise = Conv2d(name="dw", in_h=30, in_w=30, in_c=24, out_c=24, k_h=3, k_w=3,
-                       out_h=28, out_w=28, groups=24)  # fmt: skip
+    depthwise = Conv2d(
+        name="dw", in_h=30, in_w=30, in_c=24, out_c=24, k_h=3, k_w=3, out_h=28, out_w=28, groups=24
+    )
     layers = (CONV, FC, depthwise, Linear(name="big", in_features=512, out_features=768, tokens=96))
     for layer in layers:
         g = layer.gemms()[0]
@@ -247,10 +259,13 @@ def test_plan_is_the_exact_minimum(make_target, ports, tile_cycles):
                                 target.holds(work.w_role), work, shape[0], shape[1], weights_outer
                             )
                             plan = build(target, work, shape, weights_outer, resident)
-                            lower = (bound(shape, weights_outer, resident, plan.tiles),
-                                     floor(fam, kt, None), floor(fam, kt, isz),
-                                     floor(fam, kt, isz, fam.o_sizes.index(osz)),
-                                     floor(fam, kt, isz, edges=False))  # fmt: skip
+                            lower = (
+                                bound(shape, weights_outer, resident, plan.tiles),
+                                floor(fam, kt, None),
+                                floor(fam, kt, isz),
+                                floor(fam, kt, isz, fam.o_sizes.index(osz)),
+                                floor(fam, kt, isz, edges=False),
+                            )
                             assert max(lower) <= plan.cycles * (1 + 1e-9), (layer.name, shape)
                             cycles.append(plan.cycles)
             for gt in batches(target, work):
@@ -348,9 +363,10 @@ def test_weight_storage_packed_vs_promoted(make_target):
 
 def test_float_layers_move_four_bytes(make_target):
     modes = (Precision(8, 8, 2.0, 0.2), Precision(32, 32, 1.0, 1.0))
-    cpu = make_target(kind="vector", rows=1, cols=16, dataflow="vector", precisions=modes,
-                      shared_sram=1 << 20)  # fmt: skip
-    r = hwsim.simulate_layer(FC.with_compression(Compression(w_bits=32, a_bits=32)), cpu)
+    cpu = make_target(
+        kind="vector", rows=1, cols=16, dataflow="vector", precisions=modes, shared_sram=1 << 20
+    )
+    r = hwsim.simulate_layer(FC.with_compression(Compression(w_bits=None, a_bits=None)), cpu)
     assert dict(r.dram_read_bytes_by_operand) == {"weights": 4 * 2048 * 1000, "inputs": 4 * 2048}
 
 

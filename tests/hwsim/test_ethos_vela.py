@@ -72,8 +72,9 @@ def test_bad_npu_conv_overheads_are_named(key, value):
 
 
 def test_stored_bits_pick_the_next_listed_width_and_price_zeros():
-    wc = WeightCompression(w_bits=(2, 4, 8), stored_bits_per_weight=(1.5, 3.7, 8.1),
-                           zero_stored_bits_per_weight=1.8)  # fmt: skip
+    wc = WeightCompression(
+        w_bits=(2, 4, 8), stored_bits_per_weight=(1.5, 3.7, 8.1), zero_stored_bits_per_weight=1.8
+    )
     assert wc.stored_bits(w_bits=4) == 3.7
     assert wc.stored_bits(w_bits=3) == 3.7  # a 3-bit grid encodes no worse than a 4-bit one
     assert wc.stored_bits(w_bits=1) == 1.5
@@ -88,8 +89,12 @@ def _weight_bytes(result) -> int:
 
 
 def _fc(w_bits: int, **kw) -> Linear:
-    return Linear(name="fc", in_features=512, out_features=64,
-                  compression=Compression(w_bits=w_bits, a_bits=8, **kw))  # fmt: skip
+    return Linear(
+        name="fc",
+        in_features=512,
+        out_features=64,
+        compression=Compression(w_bits=w_bits, a_bits=8, **kw),
+    )
 
 
 def test_ethos_weight_bytes_follow_the_encoder():
@@ -106,8 +111,9 @@ def test_ethos_weight_bytes_follow_the_encoder():
 
 
 def _conv(in_c: int, out_c: int, k: int, hw: int = 28) -> Conv2d:
-    return Conv2d(name="c", in_h=hw, in_w=hw, in_c=in_c, out_c=out_c, k_h=k, k_w=k,
-                  out_h=hw, out_w=hw)  # fmt: skip
+    return Conv2d(
+        name="c", in_h=hw, in_w=hw, in_c=in_c, out_c=out_c, k_h=k, k_w=k, out_h=hw, out_w=hw
+    )
 
 
 def test_ethos_conv_reduction_is_blocked():

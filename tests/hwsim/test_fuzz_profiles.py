@@ -99,14 +99,26 @@ def test_a_profile_with_any_value_anywhere_loads_or_is_refused(name, data):
 
 
 KEYS = st.one_of(
-    st.sampled_from([
-        "clock_hz", "compute.rows", "compute.cols", "compute.dataflow", "memory.0.size_bytes",
-        "memory.dram.size_bytes", "memory.1.bandwidth_bytes_per_cycle", "memory.-1.holds",
-        "compute.precision.0.macs_per_pe_per_cycle", "sparsity.nm_patterns", "overheads",
-        "memory.99.size_bytes", "compute..rows", "compute.rows.x",
-    ]),
+    st.sampled_from(
+        [
+            "clock_hz",
+            "compute.rows",
+            "compute.cols",
+            "compute.dataflow",
+            "memory.0.size_bytes",
+            "memory.dram.size_bytes",
+            "memory.1.bandwidth_bytes_per_cycle",
+            "memory.-1.holds",
+            "compute.precision.0.macs_per_pe_per_cycle",
+            "sparsity.nm_patterns",
+            "overheads",
+            "memory.99.size_bytes",
+            "compute..rows",
+            "compute.rows.x",
+        ]
+    ),
     st.text(max_size=24),
-)  # fmt: skip
+)
 
 
 @FUZZ

@@ -42,20 +42,38 @@ from lowbit.hwsim.workload import (
 #: ``[overheads]`` of a host calibrated by ``lowbit calibrate-host`` (AVX-512 VNNI, ONNX
 #: Runtime 1.32, one thread): every CPU cost rule is in use
 HOST_OVERHEADS = {
-    "layer_cycles": 748, "gemm_cycles": 2008, "run_cycles": 10427,
-    "narrow_activation_cycles": 748, "conv_channel_multiple": 4, "conv_min_out_channels": 16,
-    "unaligned_conv_cycles_per_pixel": 36.61, "conv_cycles_per_pixel": 17.69,
-    "conv_cycles_per_image": 101.2, "requant_cycles_per_output": 0.2225,
-    "pool_channel_block": 64, "pad_conv_channels": True, "warm_cache": True,
-    "depthwise_cycles_per_mac": 0.09577, "depthwise_cycles_per_pixel": 18.25,
-    "depthwise_unaligned_cycles_per_mac": 0.2269, "fp32_depthwise_cycles_per_mac": 0.07953,
+    "layer_cycles": 748,
+    "gemm_cycles": 2008,
+    "run_cycles": 10427,
+    "narrow_activation_cycles": 748,
+    "conv_channel_multiple": 4,
+    "conv_min_out_channels": 16,
+    "unaligned_conv_cycles_per_pixel": 36.61,
+    "conv_cycles_per_pixel": 17.69,
+    "conv_cycles_per_image": 101.2,
+    "requant_cycles_per_output": 0.2225,
+    "pool_channel_block": 64,
+    "pad_conv_channels": True,
+    "warm_cache": True,
+    "depthwise_cycles_per_mac": 0.09577,
+    "depthwise_cycles_per_pixel": 18.25,
+    "depthwise_unaligned_cycles_per_mac": 0.2269,
+    "fp32_depthwise_cycles_per_mac": 0.07953,
     "depthwise_channel_multiple": 16,
     "elementwise_cycles_per_element": {
-        "add": 1.178, "concat": 0.0532, "dequantize": 0.2914, "gelu": 1.64,
-        "layernorm": 2.381, "maxpool": 0.1052, "quantize": 0.3377, "relu": 0.2149,
-        "softmax": 1.494, "softmax_int8": 7.222, "transpose": 0.1195,
+        "add": 1.178,
+        "concat": 0.0532,
+        "dequantize": 0.2914,
+        "gelu": 1.64,
+        "layernorm": 2.381,
+        "maxpool": 0.1052,
+        "quantize": 0.3377,
+        "relu": 0.2149,
+        "softmax": 1.494,
+        "softmax_int8": 7.222,
+        "transpose": 0.1195,
     },
-}  # fmt: skip
+}
 
 
 def _host(*, padded: bool):
@@ -87,11 +105,14 @@ def _mixed(workload: Workload, seed: int) -> Workload:
         (dense,) = layer.with_compression(Compression()).gemms()
         rank = max(1, min(dense.N, dense.K) // 4)
         by_name[layer.name] = Compression(
-            w_bits=w, a_bits=a, out_keep=rng.choice([1.0, 0.9, 0.5]),
-            in_keep=rng.choice([1.0, 0.8]), density=rng.choice([1.0, 0.7]),
+            w_bits=w,
+            a_bits=a,
+            keep=rng.choice([1.0, 0.9, 0.5]),
+            in_keep=rng.choice([1.0, 0.8]),
+            density=rng.choice([1.0, 0.7]),
             nm=rng.choice([None, (2, 4), (1, 4)]),
             rank=rank if not grouped and rng.random() < 0.4 else None,
-        )  # fmt: skip
+        )
     return workload.with_compression(by_name)
 
 
@@ -101,8 +122,18 @@ def _every_kind() -> Workload:
     sparse = Compression(nm=(2, 4), w_bits=4)
 
     def conv(name, in_c, out_c, k, **kw):
-        return Conv2d(name=name, in_h=16, in_w=16, in_c=in_c, out_c=out_c, k_h=k, k_w=k,
-                      out_h=16, out_w=16, **kw)  # fmt: skip
+        return Conv2d(
+            name=name,
+            in_h=16,
+            in_w=16,
+            in_c=in_c,
+            out_c=out_c,
+            k_h=k,
+            k_w=k,
+            out_h=16,
+            out_w=16,
+            **kw,
+        )
 
     layers = (
         Elementwise(name="in.quantize", elements=16 * 16 * 3, kind="quantize"),
@@ -130,7 +161,7 @@ def _every_kind() -> Workload:
 
 def workloads() -> dict[str, Workload]:
     mobilenet = hwsim.builtin_workload("mobilenetv2")
-    fp32 = Compression(w_bits=32, a_bits=32)
+    fp32 = Compression(w_bits=None, a_bits=None)
     return {
         "mobilenetv2": mobilenet,
         # float kernels (FP32 depthwise); targets without a float mode refuse it
@@ -249,8 +280,9 @@ GOLDEN: dict[str, list] = {
 
 
 @pytest.mark.parametrize("engine", ["analytic", "event"])
-@pytest.mark.parametrize("wname", ["mobilenetv2", "mobilenetv2-fp32", "resnet18-mixed",
-                                   "every-kind"])  # fmt: skip
+@pytest.mark.parametrize(
+    "wname", ["mobilenetv2", "mobilenetv2-fp32", "resnet18-mixed", "every-kind"]
+)
 def test_results_are_those_before_the_strategy_classes(wname, engine):
     workload = workloads()[wname]
     for pname, profile in profiles().items():

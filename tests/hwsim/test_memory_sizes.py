@@ -42,8 +42,15 @@ def test_an_off_chip_level_as_large_as_its_largest_cache_is_accepted():
 
 
 def test_the_cli_says_so_in_one_line(capsys):
-    argv = ["simulate", "--hardware", "npu-systolic-32", "--workload", "resnet18",
-            "--set", "memory.dram.size_bytes=1"]  # fmt: skip
+    argv = [
+        "simulate",
+        "--hardware",
+        "npu-systolic-32",
+        "--workload",
+        "resnet18",
+        "--set",
+        "memory.dram.size_bytes=1",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("lowbit: error: ") and err.count("\n") == 1

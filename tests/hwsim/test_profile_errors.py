@@ -127,27 +127,48 @@ BAD_FILES = [
     ('holds = ["weights", "inputs", "outputs"]\ndouble', 'holds = ["wts"]\ndouble', "holds[0]"),
     ("[compute]", "[sparsity]\nnm_patterns = [[4, 2]]\n\n[compute]", "nm_patterns[0]: must be"),
     ("[compute]", "[overheads]\nlayer_cycles = -1\n\n[compute]", "overheads.layer_cycles: must"),
-    ("[compute]", "[overheads]\ntile_cycles = -1\n\n[compute]",
-     "overheads.tile_cycles: must be >= 0, got -1"),
-    ("[compute]", "[overheads]\ntile_cycles = 2.5\n\n[compute]",
-     "overheads.tile_cycles: must be an integer, got 2.5"),
-    ("[compute]", "[overheads]\ntile_cycles = 10_000_000\n\n[compute]",
-     "overheads.tile_cycles: must be <= 1000000"),
-    ("[compute]", "[overheads]\ntile_cycle = 8\n\n[compute]",
-     'overheads.tile_cycle: unknown key (did you mean "tile_cycles"?)'),
+    (
+        "[compute]",
+        "[overheads]\ntile_cycles = -1\n\n[compute]",
+        "overheads.tile_cycles: must be >= 0, got -1",
+    ),
+    (
+        "[compute]",
+        "[overheads]\ntile_cycles = 2.5\n\n[compute]",
+        "overheads.tile_cycles: must be an integer, got 2.5",
+    ),
+    (
+        "[compute]",
+        "[overheads]\ntile_cycles = 10_000_000\n\n[compute]",
+        "overheads.tile_cycles: must be <= 1000000",
+    ),
+    (
+        "[compute]",
+        "[overheads]\ntile_cycle = 8\n\n[compute]",
+        'overheads.tile_cycle: unknown key (did you mean "tile_cycles"?)',
+    ),
     (
         'dataflows = ["os", "ws"]',
         'dataflows = ["os", "ws"]\nprecision_model = "bitfusion"',
         'compute.bitfusion: missing (precision_model = "bitfusion" needs it)',
     ),
-    ("[[memory]]", "[[compute.precision]]\nw_bits = 8\na_bits = 8\n"
-     "macs_per_pe_per_cycle = 2.0\nenergy_pj_per_mac = 1.0\n\n[[memory]]",
-     "compute.precision[1]: W8A8 is already defined by an earlier entry"),
-    ("[compute]", '[[tunables]]\nkey = "compute.rowz"\nvalues = [1]\n\n[compute]',
-     "tunables[0].key: compute.rowz: unknown key"),
-    ("[compute]", '[[tunables]]\nkey = "compute.rows"\nvalues = [8, 100000]\n\n[compute]',
-     "tunables[0].values[1]: compute.rows = 100000 gives"),
-]  # fmt: skip
+    (
+        "[[memory]]",
+        "[[compute.precision]]\nw_bits = 8\na_bits = 8\n"
+        "macs_per_pe_per_cycle = 2.0\nenergy_pj_per_mac = 1.0\n\n[[memory]]",
+        "compute.precision[1]: W8A8 is already defined by an earlier entry",
+    ),
+    (
+        "[compute]",
+        '[[tunables]]\nkey = "compute.rowz"\nvalues = [1]\n\n[compute]',
+        "tunables[0].key: compute.rowz: unknown key",
+    ),
+    (
+        "[compute]",
+        '[[tunables]]\nkey = "compute.rows"\nvalues = [8, 100000]\n\n[compute]',
+        "tunables[0].values[1]: compute.rows = 100000 gives",
+    ),
+]
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), BAD_FILES)

@@ -46,9 +46,8 @@ GENERAL = {"layer_cycles", "tile_cycles", "run_cycles", "warm_cache"}
 
 def test_the_registry_is_the_schemas_only_list_of_models():
     choices = COMPUTE.keys["precision_model"].choices
-    assert choices == tuple(PRECISION_MODELS) and {"table", "bitfusion", "bitserial"} <= set(
-        choices
-    )
+    assert choices == tuple(PRECISION_MODELS)
+    assert {"table", "bitfusion", "bitserial"} <= set(choices)
     for name in choices:
         model = PRECISION_MODELS[name]
         assert isinstance(model, PrecisionModel) and model.name == name
@@ -129,10 +128,14 @@ def test_a_registered_model_is_validated_and_simulated_without_other_changes(nib
     assert modes[(4, 4)].macs_per_pe_per_cycle == 4.0 and modes[(4, 4)].energy_pj_per_mac == 0.05
     # simulated exactly as the explicit table it derives
     table = [
-        {"w_bits": w, "a_bits": a, "macs_per_pe_per_cycle": p.macs_per_pe_per_cycle,
-         "energy_pj_per_mac": p.energy_pj_per_mac}
+        {
+            "w_bits": w,
+            "a_bits": a,
+            "macs_per_pe_per_cycle": p.macs_per_pe_per_cycle,
+            "energy_pj_per_mac": p.energy_pj_per_mac,
+        }
         for (w, a), p in modes.items()
-    ]  # fmt: skip
+    ]
     explicit = profile_from_dict(_on("npu-systolic-32", precision=table), source="toy")
     workload = hwsim.builtin_workload("resnet18")
     w4a4 = workload.with_compression(
@@ -181,10 +184,17 @@ def test_an_unregistered_model_is_unknown_again():
 
 
 def test_expand_precisions_adds_explicit_entries_to_any_model():
-    compute = {"precision_model": "bitserial", "bitserial": {"bits": [1, 2],
-               "w1a1_macs_per_pe_per_cycle": 4.0, "w1a1_energy_pj_per_mac": 0.1},
-               "precision": [{"w_bits": 32, "a_bits": 32, "macs_per_pe_per_cycle": 0.5,
-                              "energy_pj_per_mac": 3.0}]}  # fmt: skip
+    compute = {
+        "precision_model": "bitserial",
+        "bitserial": {
+            "bits": [1, 2],
+            "w1a1_macs_per_pe_per_cycle": 4.0,
+            "w1a1_energy_pj_per_mac": 0.1,
+        },
+        "precision": [
+            {"w_bits": 32, "a_bits": 32, "macs_per_pe_per_cycle": 0.5, "energy_pj_per_mac": 3.0}
+        ],
+    }
     modes = expand_precisions(compute)
     assert [(p.w_bits, p.a_bits, p.macs_per_pe_per_cycle) for p in modes] == [
         (1, 1, 4.0), (1, 2, 2.0), (2, 1, 2.0), (2, 2, 1.0), (32, 32, 0.5)
@@ -265,8 +275,12 @@ def test_rule_order_is_the_order_the_costs_compose(make_target):
     assert names.index("DirectConvKernel") < names.index("ConvReductionBlocking")
     base = make_target()
     fc = Linear(name="fc", in_features=16, out_features=64, tokens=64)
-    both = replace(base, overheads=replace(base.overheads, output_stage_cycles_per_output=4.0,
-                                           requant_cycles_per_output=0.5))  # fmt: skip
+    both = replace(
+        base,
+        overheads=replace(
+            base.overheads, output_stage_cycles_per_output=4.0, requant_cycles_per_output=0.5
+        ),
+    )
     r = hwsim.simulate_layer(fc, both)
     assert r.compute_cycles == 4 * 64 * 64 + 0.5 * 64 * 64  # max(MACs, stage) + requant
 

@@ -9,9 +9,17 @@ import json
 from pathlib import Path
 
 __all__ = [
-    "CFG_CONTENTS", "CONFIG_CONTENTS", "CONTENTS", "CSV_CONTENTS", "PLAN", "SUMMARY_CONTENTS",
-    "TOML_CONTENTS", "config_dict", "corpus", "run_dir",
-]  # fmt: skip
+    "CFG_CONTENTS",
+    "CONFIG_CONTENTS",
+    "CONTENTS",
+    "CSV_CONTENTS",
+    "PLAN",
+    "SUMMARY_CONTENTS",
+    "TOML_CONTENTS",
+    "config_dict",
+    "corpus",
+    "run_dir",
+]
 
 
 PLAN = {"version": 1, "layers": {"_default": {"w_bits": 4, "a_bits": 8}}}
@@ -21,13 +29,32 @@ def config_dict() -> dict:
     from lowbit.search.config import DeploymentConfig
 
     return DeploymentConfig(
-        id="joint-00001", model="digits-cnn", dataset="digits", seed=0, hardware="npu-bitfusion",
-        hardware_hash="0" * 64, method="joint", study="s", trial_number=1,
-        plan={"version": 1, "layers": {}}, accuracy_val=0.9, accuracy_test=0.9, fp32_val=0.9,
-        fp32_test=0.9, engine="analytic", latency_ms=1.0, energy_mj=1.0, total_cycles=1,
-        size_kib=1.0, layers=(), lowbit_version="0.1.0", qat_steps=0, qat_seed=0,
-        calib_samples=100, calib_seed=0,
-    ).to_dict()  # fmt: skip
+        id="joint-00001",
+        model="digits-cnn",
+        dataset="digits",
+        seed=0,
+        hardware="npu-bitfusion",
+        hardware_hash="0" * 64,
+        method="joint",
+        study="s",
+        trial_number=1,
+        plan={"version": 1, "layers": {}},
+        accuracy_val=0.9,
+        accuracy_test=0.9,
+        fp32_val=0.9,
+        fp32_test=0.9,
+        engine="analytic",
+        latency_ms=1.0,
+        energy_mj=1.0,
+        total_cycles=1,
+        size_kib=1.0,
+        layers=(),
+        lowbit_version="0.1.0",
+        qat_steps=0,
+        qat_seed=0,
+        calib_samples=100,
+        calib_seed=0,
+    ).to_dict()
 
 
 def _truncations(text: str) -> dict[str, bytes]:
@@ -158,8 +185,10 @@ TOML_CONTENTS = {
 }
 
 
-_HEADER = (b"Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
-           b"Num Filter, Strides,\n")  # fmt: skip
+_HEADER = (
+    b"Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+    b"Num Filter, Strides,\n"
+)
 
 
 CSV_CONTENTS = {

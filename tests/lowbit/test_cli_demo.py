@@ -13,8 +13,10 @@ from lowbit.commands.demo import _set_aside_stale_run
 def _summary(out, *, content_hash: str, version: str) -> None:
     out.mkdir()
     (out / "trials.csv").write_text("trial\n1\n")
-    summary = {"hardware": {"name": "npu-bitfusion", "content_hash": content_hash},
-               "versions": {"lowbit": version}}  # fmt: skip
+    summary = {
+        "hardware": {"name": "npu-bitfusion", "content_hash": content_hash},
+        "versions": {"lowbit": version},
+    }
     (out / "summary.json").write_text(json.dumps(summary))
 
 

@@ -48,8 +48,22 @@ def test_export_a_config(tmp_path, capsys):
     onnx.checker.check_model(onnx.load(out / "model.int8.onnx"))
     padded = json.loads((out / "deploy.json").read_text())["padded_channels"]
     assert padded.get("/conv1/Conv:in") == [1, 4]  # the 1-channel stem's input
-    assert main(["export", "--config", str(config), "--out", str(out), "--format", "json",
-                 "--no-check", "--no-pad-channels"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--format",
+                "json",
+                "--no-check",
+                "--no-pad-channels",
+            ]
+        )
+        == 0
+    )
     deploy = json.loads(capsys.readouterr().out)
     assert deploy["config_id"] == "joint-00002" and "check" not in deploy
     assert deploy["padded_channels"] == {}
@@ -58,8 +72,17 @@ def test_export_a_config(tmp_path, capsys):
 @pytest.mark.slow
 def test_validate_a_run(tmp_path, host_toml, capsys):
     run_dir = make_run(tmp_path / "run", {"joint-00001": W8A8})
-    argv = ["validate", "--run", str(run_dir), "--profile", str(host_toml), "--repeats", "3",
-            "--warmup", "1"]  # fmt: skip
+    argv = [
+        "validate",
+        "--run",
+        str(run_dir),
+        "--profile",
+        str(host_toml),
+        "--repeats",
+        "3",
+        "--warmup",
+        "1",
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "Spearman" in text and "uniform-W2A8" in text
@@ -83,8 +106,11 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
 @pytest.mark.slow
 def test_config_of_another_model_is_an_error(tmp_path, capsys):
     # the plan names digits-cnn's layers; the config claims digits-mlp
-    plan = {"version": 1, "pin_first_last": False,
-            "layers": {"conv2": {"w_bits": 4, "a_bits": 8, "keep": 0.5}}}  # fmt: skip
+    plan = {
+        "version": 1,
+        "pin_first_last": False,
+        "layers": {"conv2": {"w_bits": 4, "a_bits": 8, "keep": 0.5}},
+    }
     config = write_config(tmp_path / "run", "joint-00001", plan, model="digits-mlp")
     message = error_of(capsys, "export", "--config", str(config), "--out", str(tmp_path / "o"))
     assert "conv2" in message and "no Conv/Linear/MatMulSite" in message

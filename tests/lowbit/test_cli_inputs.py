@@ -38,20 +38,34 @@ def test_unreadable_plans_name_the_file(nasty, capsys, argv, name):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (("simulate", *SIM, "--set", "memory.0.bandwidth_bytes_per_cycle=1e-308"),
-         "memory[0].bandwidth_bytes_per_cycle: must be >= 0.001, got 1e-308"),
+        (
+            ("simulate", *SIM, "--set", "memory.0.bandwidth_bytes_per_cycle=1e-308"),
+            "memory[0].bandwidth_bytes_per_cycle: must be >= 0.001, got 1e-308",
+        ),
         (("simulate", *SIM, "--set", "clock_hz=1e-308"), "clock_hz: must be >= 1000"),
-        (("sweep", *SIM, "--vary", "memory.0.bandwidth_bytes_per_cycle=1e-308,1"),
-         "bandwidth_bytes_per_cycle: must be >= 0.001"),
-        (("sweep", "--hardware", "npu-bitfusion", "--workloads", "resnet18,mobilenetv2",
-          "--vary", "clock_hz=1e-308,5e8"), "clock_hz: must be >= 1000"),
+        (
+            ("sweep", *SIM, "--vary", "memory.0.bandwidth_bytes_per_cycle=1e-308,1"),
+            "bandwidth_bytes_per_cycle: must be >= 0.001",
+        ),
+        (
+            (
+                "sweep",
+                "--hardware",
+                "npu-bitfusion",
+                "--workloads",
+                "resnet18,mobilenetv2",
+                "--vary",
+                "clock_hz=1e-308,5e8",
+            ),
+            "clock_hz: must be >= 1000",
+        ),
         (("sweep", *SIM, "--vary", "compute.rows=,,"), "--vary compute.rows: no values"),
         (("simulate", *SIM, "--bits", ""), "--bits: expected WxAy like W4A8, got ''"),
         (("simulate", *SIM, "--bits", "W\u0664A\u0668"), "--bits: expected WxAy"),
         (("simulate", *SIM, "--bits", "W04A08"), "--bits: expected WxAy"),
         (("evaluate", "--model", "digits-cnn", "--bits", ""), "bits: expected a string like"),
     ],
-)  # fmt: skip
+)
 def test_bad_numbers_and_bit_widths_are_one_line(tmp_path, monkeypatch, capsys, argv, expected):
     monkeypatch.chdir(tmp_path)  # sweep would write here
     assert expected in error_of(capsys, *argv)
@@ -64,11 +78,18 @@ def test_bad_numbers_and_bit_widths_are_one_line(tmp_path, monkeypatch, capsys, 
         ("train", "--model", "digits-cnn", "--seed", str(2**63)),
         ("models", "--seed", "-1"),
         ("evaluate", "--model", "digits-cnn", "--bits", "W8A8", "--seed", str(2**64)),
-        ("search", "--model", "digits-cnn", "--hardware", "npu-bitfusion",
-         "--finetune-steps", str(10**20)),
+        (
+            "search",
+            "--model",
+            "digits-cnn",
+            "--hardware",
+            "npu-bitfusion",
+            "--finetune-steps",
+            str(10**20),
+        ),
         ("search", "--model", "digits-cnn", "--hardware", "npu-bitfusion", "--trials", "0"),
     ],
-)  # fmt: skip
+)
 def test_out_of_range_integers_are_argparse_errors(capsys, argv):
     with pytest.raises(SystemExit) as exit_:
         main(list(argv))
@@ -97,13 +118,32 @@ def test_search_checks_its_outputs_before_any_work(tmp_path, monkeypatch, capsys
 
 def _config(path) -> None:
     DeploymentConfig(
-        id="joint-00001", model="digits-cnn", dataset="digits", seed=0, hardware="npu-bitfusion",
-        hardware_hash="0" * 64, method="joint", study="s", trial_number=1,
-        plan={"version": 1, "layers": {}}, accuracy_val=0.9, accuracy_test=0.9, fp32_val=0.9,
-        fp32_test=0.9, engine="analytic", latency_ms=1.0, energy_mj=1.0, total_cycles=1,
-        size_kib=1.0, layers=(), lowbit_version="0.1.0", qat_steps=0, qat_seed=0,
-        calib_samples=100, calib_seed=0,
-    ).write(path)  # fmt: skip
+        id="joint-00001",
+        model="digits-cnn",
+        dataset="digits",
+        seed=0,
+        hardware="npu-bitfusion",
+        hardware_hash="0" * 64,
+        method="joint",
+        study="s",
+        trial_number=1,
+        plan={"version": 1, "layers": {}},
+        accuracy_val=0.9,
+        accuracy_test=0.9,
+        fp32_val=0.9,
+        fp32_test=0.9,
+        engine="analytic",
+        latency_ms=1.0,
+        energy_mj=1.0,
+        total_cycles=1,
+        size_kib=1.0,
+        layers=(),
+        lowbit_version="0.1.0",
+        qat_steps=0,
+        qat_seed=0,
+        calib_samples=100,
+        calib_seed=0,
+    ).write(path)
 
 
 def test_export_calibrate_and_serve_check_outputs_first(tmp_path, capsys):

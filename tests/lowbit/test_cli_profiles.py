@@ -52,8 +52,19 @@ def test_show_text_dumps_every_part(run):
     assert code == 0 and not err
     assert f"sha256:{profile.content_hash()}" in out
     assert str(PROFILE_DIR / "npu-bitfusion.toml") in out
-    for text in ("16 x 32 x 1 = 512 PEs", "W2A2", "8,192", "wbuf", "ibuf", "obuf", "dram",
-                 "sparsity:", "overheads: 256 cycles", "tunables:", "area:"):  # fmt: skip
+    for text in (
+        "16 x 32 x 1 = 512 PEs",
+        "W2A2",
+        "8,192",
+        "wbuf",
+        "ibuf",
+        "obuf",
+        "dram",
+        "sparsity:",
+        "overheads: 256 cycles",
+        "tunables:",
+        "area:",
+    ):
         assert text in out, text
 
 
@@ -102,6 +113,9 @@ def test_a_broken_file_names_the_file_and_every_problem(run, tmp_path):
     path.write_text(text.replace("clock_hz = 1.0e9\n", ""))
     code, _, err = run("profiles", "show", str(path))
     assert code == 2 and err.count("\n") == 1 and str(path) in err
-    for problem in ("clock_hz: missing", 'compute.rows: must be an integer, got "32"',
-                    "compute.dataflow: unknown 'xs' (valid: os, ws, is)"):  # fmt: skip
+    for problem in (
+        "clock_hz: missing",
+        'compute.rows: must be an integer, got "32"',
+        "compute.dataflow: unknown 'xs' (valid: os, ws, is)",
+    ):
         assert problem in err

@@ -20,10 +20,21 @@ REFERENCE = json.loads(
     (Path(__file__).parents[1] / "hwsim" / "data" / "scalesim_reference.json").read_text()
 )
 LAYER_KEYS = {
-    "name", "op", "macs", "w_bits", "a_bits", "compute_cycles", "stall_cycles", "total_cycles",
-    "dram_read_bytes", "dram_write_bytes", "peak_macs_per_cycle", "dram_bytes_per_cycle",
-    "utilization", "bound",
-}  # fmt: skip
+    "name",
+    "op",
+    "macs",
+    "w_bits",
+    "a_bits",
+    "compute_cycles",
+    "stall_cycles",
+    "total_cycles",
+    "dram_read_bytes",
+    "dram_write_bytes",
+    "peak_macs_per_cycle",
+    "dram_bytes_per_cycle",
+    "utilization",
+    "bound",
+}
 
 
 def run_json(capsys, *argv: str) -> dict:
@@ -74,9 +85,15 @@ def test_set_and_engine(capsys):
     base = run_json(capsys, "--hardware", "npu-systolic-32", "--workload", "bert-base")
     bigger = run_json(
         capsys,
-        "--hardware", "npu-systolic-32", "--workload", "bert-base",
-        "--set", "compute.rows=64", "--set", "compute.cols=64",
-    )  # fmt: skip
+        "--hardware",
+        "npu-systolic-32",
+        "--workload",
+        "bert-base",
+        "--set",
+        "compute.rows=64",
+        "--set",
+        "compute.cols=64",
+    )
     compute = sum(layer["compute_cycles"] for layer in base["layers"])
     assert sum(layer["compute_cycles"] for layer in bigger["layers"]) < compute
     event = run_json(
@@ -147,9 +164,15 @@ def test_plan_without_models_package(capsys, tmp_path, monkeypatch):
     path = tmp_path / "plan.json"
     path.write_text("{}")
     line = error_of(
-        capsys, "simulate", "--hardware", "npu-systolic-32", "--workload", "resnet18",
-        "--plan", str(path),
-    )  # fmt: skip
+        capsys,
+        "simulate",
+        "--hardware",
+        "npu-systolic-32",
+        "--workload",
+        "resnet18",
+        "--plan",
+        str(path),
+    )
     assert f"{path}: a compression plan needs lowbit.models.compression" in line
     assert "use --bits" in line
 
@@ -177,9 +200,15 @@ def test_user_errors_are_one_line(capsys, argv, expected):
 
 def test_unsupported_precision_is_a_user_error(capsys):
     line = error_of(
-        capsys, "simulate", "--hardware", "npu-systolic-32", "--workload", "resnet18",
-        "--bits", "W32A32",
-    )  # fmt: skip
+        capsys,
+        "simulate",
+        "--hardware",
+        "npu-systolic-32",
+        "--workload",
+        "resnet18",
+        "--bits",
+        "W32A32",
+    )
     assert "W32A32" in line
 
 

@@ -125,8 +125,11 @@ def test_simulate_and_sweep_plans(plans, capsys, tmp_path, monkeypatch):
     failures = Failures(capsys)
     for path in plans:
         names = None if _valid_plan(path) else path  # a valid plan may not fit the target
-        failures.run("simulate --plan", ["simulate", *SIM, "--plan", str(path), "--format",
-                                         "json"], names=names)  # fmt: skip
+        failures.run(
+            "simulate --plan",
+            ["simulate", *SIM, "--plan", str(path), "--format", "json"],
+            names=names,
+        )
         failures.run(
             "sweep --plan",
             [
@@ -154,8 +157,11 @@ def test_evaluate_plans_are_refused_before_training(plans, capsys, monkeypatch):
     monkeypatch.setattr(models, "load_trained", no_training)
     failures = Failures(capsys)
     for path in plans:
-        failures.run("evaluate --plan", ["evaluate", "--model", "digits-cnn", "--plan",
-                                         str(path)], names=None)  # fmt: skip
+        failures.run(
+            "evaluate --plan",
+            ["evaluate", "--model", "digits-cnn", "--plan", str(path)],
+            names=None,
+        )
     failures.check()
 
 
@@ -175,11 +181,17 @@ def test_export_configs(configs, capsys, tmp_path, monkeypatch):
     failures = Failures(capsys)
     for path in configs:
         before = len(accepted)
-        failures.run("export --config", ["export", "--config", str(path), "--out",
-                                         str(tmp_path / "export")], names=None)  # fmt: skip
+        failures.run(
+            "export --config",
+            ["export", "--config", str(path), "--out", str(tmp_path / "export")],
+            names=None,
+        )
         if len(accepted) == before:  # refused: the message names the file
-            failures.run("export --config", ["export", "--config", str(path), "--out",
-                                             str(tmp_path / "export")], names=path)  # fmt: skip
+            failures.run(
+                "export --config",
+                ["export", "--config", str(path), "--out", str(tmp_path / "export")],
+                names=path,
+            )
         else:
             accepted[-1] = path.stem
     failures.check()
@@ -220,8 +232,11 @@ def test_profiles_and_simulate_on_nasty_profiles(capsys, tmp_path):
     failures = Failures(capsys)
     for path in corpus(tmp_path / "profiles", TOML_CONTENTS, suffix=".toml"):
         failures.run("profiles show", ["profiles", "show", str(path)], names=path)
-        failures.run("simulate --hardware", ["simulate", "--hardware", str(path), "--workload",
-                                             "resnet18"], names=path)  # fmt: skip
+        failures.run(
+            "simulate --hardware",
+            ["simulate", "--hardware", str(path), "--workload", "resnet18"],
+            names=path,
+        )
     failures.check()
 
 

@@ -172,7 +172,7 @@ def test_simulate_inline_profile_and_plan(server):
             "/v1/searches",
             {**TINY_SEARCH, "trials": "5", "pin_first_last": "yes"},
             {"trials", "pin_first_last"},
-        ),  # fmt: skip
+        ),
         ("/v1/searches", {**TINY_SEARCH, "trials": 10**6}, {"trials"}),
         ("/v1/searches", {**TINY_SEARCH, "model": "digits-cnnn"}, {"model"}),
         ("/v1/searches", {**TINY_SEARCH, "profile": "../../etc/passwd"}, {"profile"}),
@@ -240,8 +240,11 @@ def test_token_required_when_set(tmp_path):
         assert httpx.get(f"{client.base_url}/v1/models", headers=odd).status_code == 401
         # authentication comes before the body: malformed or oversized bodies are 401 too
         for content in (b"{not json", b"x" * 400_000):
-            answer = httpx.post(f"{client.base_url}/v1/simulate", content=content,
-                                headers={"Content-Type": "application/json"})  # fmt: skip
+            answer = httpx.post(
+                f"{client.base_url}/v1/simulate",
+                content=content,
+                headers={"Content-Type": "application/json"},
+            )
             assert answer.status_code == 401, answer.text
 
 

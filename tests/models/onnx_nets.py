@@ -43,8 +43,11 @@ class ResNet18(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         widths = [(64, 64, 1), (64, 128, 2), (128, 256, 2), (256, 512, 2)]
         for i, (cin, cout, stride) in enumerate(widths, start=1):
-            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(cin, cout, stride),
-                                                     BasicBlock(cout, cout, 1)))  # fmt: skip
+            setattr(
+                self,
+                f"layer{i}",
+                nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)),
+            )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, 1000)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from lowbit import models
 from lowbit.hwsim.errors import WorkloadError
-from lowbit.hwsim.workload import FLOAT_BITS, Compression, Conv2d, Elementwise, MatMul, Pool
+from lowbit.hwsim.workload import Compression, Conv2d, Elementwise, MatMul, Pool
 from lowbit.hwsim.workloads import BUILTIN_WORKLOADS, builtin_workload
 from lowbit.models.bridge import compressions, register_zoo_workloads, to_workload
 from lowbit.models.compression.plan import CompressionPlan, LayerSpec, PlanError
@@ -170,8 +170,13 @@ def test_vit_attention_and_memory_layers():
 def test_memory_only_layers_name_their_operator(name):
     """Every memory-only layer carries the kind the host profile prices per element, and
     it is the module's operator (LayerNorm -> layernorm, MaxPool -> maxpool...)."""
-    expected = {nn.LayerNorm: "layernorm", nn.Softmax: "softmax", nn.GELU: "gelu",
-                nn.MaxPool1d: "maxpool", nn.MaxPool2d: "maxpool"}  # fmt: skip
+    expected = {
+        nn.LayerNorm: "layernorm",
+        nn.Softmax: "softmax",
+        nn.GELU: "gelu",
+        nn.MaxPool1d: "maxpool",
+        nn.MaxPool2d: "maxpool",
+    }
     model = build(name)
     modules = dict(model.named_modules())
     for layer in to_workload(model).layers:
@@ -184,16 +189,23 @@ def test_memory_only_layers_name_their_operator(name):
 def test_compression_settings_follow_the_plan():
     model = build("digits-cnn")
     workload = to_workload(model, CompressionPlan.from_bits_string("W4A6"))
-    bits = {layer.name: (layer.compression.w_bits, layer.compression.a_bits)
-            for layer in workload.layers}  # fmt: skip
+    bits = {
+        layer.name: (layer.compression.w_bits, layer.compression.a_bits)
+        for layer in workload.layers
+    }
     # first and last layer are pinned to W8A8 (pin_first_last defaults to true); a pool moves
     # the tensor at the a_bits of the layer that wrote it
     assert bits == {
-        "conv1": (8, 8), "conv2": (4, 6), "pool2": (6, 6), "conv3": (4, 6), "pool3": (6, 6),
-        "fc1": (4, 6), "fc2": (8, 8),
-    }  # fmt: skip
+        "conv1": (8, 8),
+        "conv2": (4, 6),
+        "pool2": (6, 6),
+        "conv3": (4, 6),
+        "pool3": (6, 6),
+        "fc1": (4, 6),
+        "fc2": (8, 8),
+    }
     fp = to_workload(model, CompressionPlan.from_bits_string("WFPAFP"))
-    assert {layer.compression.w_bits for layer in fp.layers} == {FLOAT_BITS}
+    assert {layer.compression.w_bits for layer in fp.layers} == {None}  # float
     vit = to_workload(build("digits-vit"), CompressionPlan.from_bits_string("W4A6"))
     assert vit.layer("blocks.0.attn.qk").compression == Compression(w_bits=6, a_bits=6)
     # no plan: hwsim's default compression, as for the built-in workloads
@@ -204,7 +216,7 @@ def test_pruning_propagates_to_consumers_and_memory_layers():
     model = build("digits-cnn")
     plan = CompressionPlan(layers={"conv2": LayerSpec(keep=0.5), "conv3": LayerSpec(keep=0.25)})
     workload = to_workload(model, plan)
-    assert workload.layer("conv2").compression.out_keep == 16 / 32
+    assert workload.layer("conv2").compression.keep == 16 / 32
     assert workload.layer("conv3").compression.in_keep == 16 / 32
     # fc1 reads conv3's 32 channels x 4 positions; 8 channels are kept -> K = 32
     assert workload.layer("fc1").compression.in_keep == 8 / 32
@@ -304,7 +316,7 @@ def test_residual_and_depthwise_macs_equal_the_compressed_model(cls):
     assert isinstance(pool, Pool) and pool.channels == small.fc.in_features == kept
     if cls is TinyInvertedResidual:  # the depthwise conv runs its 12 kept channels
         dw = workload.layer("block1.dw")
-        assert dw.depthwise and dw.compression.out_keep == dw.compression.in_keep == 0.5
+        assert dw.depthwise and dw.compression.keep == dw.compression.in_keep == 0.5
         (gemm,) = dw.gemms()
         assert (gemm.count, gemm.N, gemm.K) == (12, 1, 9) == (small.block1.dw.groups, 1, 9)
 
@@ -314,13 +326,13 @@ def test_coupled_producers_follow_their_group_and_pinning_freezes_a_stream():
     plan = CompressionPlan(layers={"_default": LayerSpec(keep=0.5)}, pin_first_last=False)
     by_name = compressions(model, plan)
     # stream 1 (block1.conv2 + the stem): 8 -> 4; its readers lose the same inputs
-    assert by_name["stem"].out_keep == by_name["block1.conv2"].out_keep == 0.5
+    assert by_name["stem"].keep == by_name["block1.conv2"].keep == 0.5
     assert by_name["block2.shortcut"].in_keep == by_name["block2.conv1"].in_keep == 0.5
-    assert by_name["block2.shortcut"].out_keep == by_name["block2.conv2"].out_keep == 0.5
+    assert by_name["block2.shortcut"].keep == by_name["block2.conv2"].keep == 0.5
     # pinning the stem (the first layer) keeps every channel of its stream
     pinned = compressions(model, replace(plan, pin_first_last=True))
-    assert pinned["stem"].out_keep == pinned["block1.conv2"].out_keep == 1.0
-    assert pinned["block1.conv1"].in_keep == 1.0 and pinned["block1.conv1"].out_keep == 0.5
+    assert pinned["stem"].keep == pinned["block1.conv2"].keep == 1.0
+    assert pinned["block1.conv1"].in_keep == 1.0 and pinned["block1.conv1"].keep == 0.5
     # a coupled producer has no keep of its own: the error names the group's key
     with pytest.raises(PlanError, match=r"set keep on 'block1.conv2'") as error:
         to_workload(model, CompressionPlan(layers={"stem": LayerSpec(keep=0.5)}))

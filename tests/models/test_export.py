@@ -44,10 +44,11 @@ def _float_graph() -> onnx.ModelProto:
     nodes = [
         helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="/a/Conv", pads=[1] * 4),
         helper.make_node("Relu", ["c1"], ["r1"], name="/Relu"),
-        helper.make_node("MaxPool", ["r1"], ["p1"], name="/pool/MaxPool", kernel_shape=[2, 2],
-                         strides=[2, 2]),
+        helper.make_node(
+            "MaxPool", ["r1"], ["p1"], name="/pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2]
+        ),
         helper.make_node("Conv", ["p1", "w2", "b2"], ["output"], name="/b/Conv"),
-    ]  # fmt: skip
+    ]
     inits = [
         numpy_helper.from_array(w1, "w1"),
         numpy_helper.from_array(np.zeros(8, np.float32), "b1"),
@@ -55,9 +56,12 @@ def _float_graph() -> onnx.ModelProto:
         numpy_helper.from_array(np.full(8, 0.1, np.float32), "b2"),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 4, 8, 8])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 8, 4, 4])], inits,
-    )  # fmt: skip
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 8, 4, 4])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -65,11 +69,19 @@ def _layers(b_grid: ActGrid) -> list[LayerQuant]:
     model = _float_graph()
     w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     return [
-        LayerQuant("a", "conv", (ActGrid(0.02, 128),),
-                   WeightGrid(np.round(w["w1"] / 0.1).astype(np.int64), np.full(8, 0.1), 4)),
-        LayerQuant("b", "conv", (b_grid,),
-                   WeightGrid(np.round(w["w2"] / 0.05).astype(np.int64), np.full(8, 0.05), 2)),
-    ]  # fmt: skip
+        LayerQuant(
+            "a",
+            "conv",
+            (ActGrid(0.02, 128),),
+            WeightGrid(np.round(w["w1"] / 0.1).astype(np.int64), np.full(8, 0.1), 4),
+        ),
+        LayerQuant(
+            "b",
+            "conv",
+            (b_grid,),
+            WeightGrid(np.round(w["w2"] / 0.05).astype(np.int64), np.full(8, 0.05), 2),
+        ),
+    ]
 
 
 def _ops(model: onnx.ModelProto) -> list[str]:
@@ -105,8 +117,12 @@ def test_qdq_model_computes_the_fake_quant_function():
     c1 = torch.nn.functional.conv2d(torch.from_numpy(xq), torch.from_numpy(w["w1"]), padding=1)
     p1 = torch.nn.functional.max_pool2d(torch.relu(c1), 2).numpy()
     p1q = np.clip(np.round(p1 / 0.1), 0, 15) * 0.1
-    ref = torch.nn.functional.conv2d(torch.from_numpy(p1q.astype(np.float32)),
-                                     torch.from_numpy(w["w2"])).numpy() + 0.1  # fmt: skip
+    ref = (
+        torch.nn.functional.conv2d(
+            torch.from_numpy(p1q.astype(np.float32)), torch.from_numpy(w["w2"])
+        ).numpy()
+        + 0.1
+    )
     # one 4-bit input code (0.1) times the largest |weight| sum of a filter bounds the error
     bound = 0.1 * np.abs(w["w2"]).reshape(8, -1).sum(1).max()
     assert np.abs(out - ref).max() <= bound
@@ -115,8 +131,12 @@ def test_qdq_model_computes_the_fake_quant_function():
 
 def test_qdq_pass_rejects_weights_off_the_grid_and_missing_layers():
     layers = _layers(ActGrid(0.1, 0))
-    bad = LayerQuant("a", "conv", layers[0].inputs, WeightGrid(layers[0].weight.codes + 1,
-                     layers[0].weight.scales, 4))  # fmt: skip
+    bad = LayerQuant(
+        "a",
+        "conv",
+        layers[0].inputs,
+        WeightGrid(layers[0].weight.codes + 1, layers[0].weight.scales, 4),
+    )
     with pytest.raises(ExportError, match="not on the layer's grid"):
         quantize_graph(_float_graph(), [bad])
     with pytest.raises(ExportError, match="'nope'"):
@@ -158,8 +178,7 @@ def _initializers(path) -> dict[str, np.ndarray]:
 
 def _codes(path, layer: str) -> np.ndarray:
     """A layer's stored weight codes (int8 or uint8) as in the ONNX file."""
-    found = [v for k, v in _initializers(path).items()
-             if k.startswith(f"{layer}.weight_quantized")]  # fmt: skip
+    found = [v for k, v in _initializers(path).items() if k.startswith(f"{layer}.weight_quantized")]
     assert len(found) == 1, layer
     return found[0]
 
@@ -168,8 +187,11 @@ def _levels(path, layer: str) -> np.ndarray:
     """Stored codes minus their zero points, output channels first."""
     model = onnx.load(path)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear"
-              and n.input[0].startswith(f"{layer}.weight_quantized"))  # fmt: skip
+    dq = next(
+        n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0].startswith(f"{layer}.weight_quantized")
+    )
     axis = next(a.i for a in dq.attribute if a.name == "axis")
     codes = np.moveaxis(inits[dq.input[0]].astype(np.int64), axis, 0)
     zero = inits[dq.input[2]].astype(np.int64)
@@ -208,8 +230,9 @@ def test_pruned_and_low_rank_shapes_are_real(mixed_export):
     # with zero codes: the 1-channel stem's input to 4, conv3's rank 8 to 16
     path = mixed_export.int8_path
     assert mixed_export.deploy["padded_channels"] == {
-        "/conv1/Conv:in": [1, 4], "/conv3/first/Conv": [8, 16],
-    }  # fmt: skip
+        "/conv1/Conv:in": [1, 4],
+        "/conv3/first/Conv": [8, 16],
+    }
     conv1, first, second = (_codes(path, n) for n in ("conv1", "conv3.first", "conv3.second"))
     assert conv1.shape == (16, 4, 3, 3) and not conv1[:, 1:].any()
     assert _codes(path, "conv2").shape == (16, 16, 3, 3)
@@ -242,8 +265,7 @@ def test_low_bit_codes_stay_on_their_grid(mixed_export):
 def test_deploy_json_describes_the_model(mixed_export):
     deploy = json.loads(mixed_export.deploy_path.read_text())
     assert deploy == mixed_export.deploy
-    assert deploy["inputs"] == [{"name": "input", "dtype": "float32",
-                                 "shape": ["batch", 1, 8, 8]}]  # fmt: skip
+    assert deploy["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]
     assert deploy["plan"] == MIXED.to_dict()
     layers = {row["name"]: row for row in deploy["layers"]}
     assert layers["conv3.first"]["w_bits"] == 2 and layers["conv3.first"]["a_bits"] == 6
@@ -297,10 +319,12 @@ def test_deploy_copy_folds_batchnorm_exactly(digits_cnn):
 #: conv), so its input is padded to 4 channels as on digits-cnn
 RESIDUAL_PADDING = {
     TinyResNet: {
-        "/stem/Conv:in": [1, 4], "/block1/conv1/Conv": [4, 16], "/block2/conv1/Conv": [8, 16],
+        "/stem/Conv:in": [1, 4],
+        "/block1/conv1/Conv": [4, 16],
+        "/block2/conv1/Conv": [8, 16],
     },
     TinyInvertedResidual: {"/stem/Conv:in": [1, 4]},
-}  # fmt: skip
+}
 
 
 @pytest.mark.slow

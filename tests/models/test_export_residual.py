@@ -250,9 +250,12 @@ def test_simulator_sees_adds_and_pool_at_the_bits_they_run_at(trained_nets):
 def _model(nodes, inputs, inits) -> onnx.ModelProto:
     inits = [numpy_helper.from_array(np.asarray(v, dtype=t), n) for n, v, t in inits]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.UINT8, s) for n, s in inputs],
-        [helper.make_tensor_value_info("c", TensorProto.UINT8, None)], inits,
-    )  # fmt: skip
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.UINT8, s) for n, s in inputs],
+        [helper.make_tensor_value_info("c", TensorProto.UINT8, None)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -265,8 +268,14 @@ def _add_model(grids: tuple[tuple[float, int], ...]) -> onnx.ModelProto:
         helper.make_node("Add", ["af", "bf"], ["s"]),
         helper.make_node("QuantizeLinear", ["s", "sc", "zc"], ["c"]),
     ]
-    inits = [("sa", sa, np.float32), ("za", za, np.uint8), ("sb", sb, np.float32),
-             ("zb", zb, np.uint8), ("sc", sc, np.float32), ("zc", zc, np.uint8)]  # fmt: skip
+    inits = [
+        ("sa", sa, np.float32),
+        ("za", za, np.uint8),
+        ("sb", sb, np.float32),
+        ("zb", zb, np.uint8),
+        ("sc", sc, np.float32),
+        ("zc", zc, np.uint8),
+    ]
     return _model(nodes, [("a", ["n"]), ("b", ["n"])], inits)
 
 
@@ -324,8 +333,12 @@ def _pool_model(x_grid, y_grid, shape) -> onnx.ModelProto:
         helper.make_node("GlobalAveragePool", ["xf"], ["p"]),
         helper.make_node("QuantizeLinear", ["p", "sy", "zy"], ["c"]),
     ]
-    inits = [("sx", x_grid[0], np.float32), ("zx", x_grid[1], np.uint8),
-             ("sy", y_grid[0], np.float32), ("zy", y_grid[1], np.uint8)]  # fmt: skip
+    inits = [
+        ("sx", x_grid[0], np.float32),
+        ("zx", x_grid[1], np.uint8),
+        ("sy", y_grid[0], np.float32),
+        ("zy", y_grid[1], np.uint8),
+    ]
     return _model(nodes, [("x", ["n", *shape])], inits)
 
 
@@ -420,16 +433,21 @@ def test_a_clip_before_a_quantizer_becomes_a_clip_of_the_codes():
 
     rng = np.random.default_rng(3)
     w = rng.integers(-7, 8, size=(4, 2, 1, 1))
-    inits = [numpy_helper.from_array(np.asarray(v, np.float32), n)
-             for n, v in (("lo", 0.0), ("hi", 1.0), ("w", w * 0.1))]  # fmt: skip
+    inits = [
+        numpy_helper.from_array(np.asarray(v, np.float32), n)
+        for n, v in (("lo", 0.0), ("hi", 1.0), ("w", w * 0.1))
+    ]
     nodes = [
         helper.make_node("Clip", ["input", "lo", "hi"], ["clipped"], name="/Clip"),
         helper.make_node("Conv", ["clipped", "w"], ["output"], name="/conv/Conv"),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 2, 4, 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 4, 4, 4])], inits,
-    )  # fmt: skip
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 2, 4, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 4, 4, 4])],
+        inits,
+    )
     float_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     layer = LayerQuant("conv", "conv", (ActGrid(0.02, 0),), WeightGrid(w, np.full(4, 0.1), 4))
     qdq, _ = quantize_graph(float_model, [layer])
@@ -475,15 +493,25 @@ def test_bridge_pads_the_channels_the_export_pads(trained_nets, net, tmp_path):
     _, result = _export(model, plan, tmp_path)
     cpu = load_profile("cpu-x86-avx2")
     o = cpu.overheads
-    pads = replace(cpu, overheads=replace(o, pad_conv_channels=True, conv_channel_multiple=4,
-                                          conv_min_out_channels=16, conv_cycles_per_pixel=20.0,
-                                          unaligned_conv_cycles_per_pixel=40.0))  # fmt: skip
+    pads = replace(
+        cpu,
+        overheads=replace(
+            o,
+            pad_conv_channels=True,
+            conv_channel_multiple=4,
+            conv_min_out_channels=16,
+            conv_cycles_per_pixel=20.0,
+            unaligned_conv_cycles_per_pixel=40.0,
+        ),
+    )
     bridge = to_workload(model, plan)
     deployed = load_onnx_workload(result.int8_path)
     convs = {layer.name: layer for layer in bridge.layers if layer.op == "conv2d"}
     assert any(not c.pad_out for c in convs.values())  # a residual / depthwise producer
-    cycles = {name: hwsim.simulate(w, pads).total_cycles
-              for name, w in (("bridge", bridge), ("deployed", deployed))}  # fmt: skip
+    cycles = {
+        name: hwsim.simulate(w, pads).total_cycles
+        for name, w in (("bridge", bridge), ("deployed", deployed))
+    }
     # the bridge also charges the Pad operator that widens the 1-channel input (one
     # dispatch; the import counts Pad as free data movement)
     pad = pads.overheads.layer_cycles

@@ -154,10 +154,13 @@ def test_float_tensors_keep_their_trained_grid():
     x = torch.randn(16, 1, 8, 8)
     prepare_model(base, x[:1])
     plan = CompressionPlan(
-        layers={"_default": LayerSpec(w_bits=8, a_bits=8), "conv2": LayerSpec(w_bits=4),
-                "fc1": LayerSpec()},
+        layers={
+            "_default": LayerSpec(w_bits=8, a_bits=8),
+            "conv2": LayerSpec(w_bits=4),
+            "fc1": LayerSpec(),
+        },
         pin_first_last=False,
-    )  # fmt: skip
+    )
     small = models.compress(base, plan, calib=x)
     cpu = load_profile("cpu-x86-avx2")  # runs float layers (an NPU would not)
     sim = hwsim.simulate(models.to_workload(base, plan), cpu)
@@ -215,9 +218,13 @@ def test_attention_matmuls_and_linears():
 def test_round_trip(deployed, tmp_path):
     _, small, plan, sim, config = deployed
     path = write_firmware_config(
-        tmp_path / "fw" / "net.json", small, plan=plan, profile=load_profile("fpga-zcu102-dsp"),
-        sim_result=sim, model_name="net",
-    )  # fmt: skip
+        tmp_path / "fw" / "net.json",
+        small,
+        plan=plan,
+        profile=load_profile("fpga-zcu102-dsp"),
+        sim_result=sim,
+        model_name="net",
+    )
     assert load_firmware_config(path) == config
     assert json.loads(path.read_text()) == config
     assert [p.name for p in path.parent.iterdir()] == ["net.json"]  # no temp file left
@@ -355,21 +362,32 @@ def test_zoo_config_equals_the_exported_int8_model(tmp_path, lowbit_cache):
 
     # unpadded: the firmware config describes the compressed layers, not ONNX Runtime's
     # channel padding (models._onnx_pad)
-    export = export_plan("digits-cnn", MIXED, out_dir=tmp_path / "onnx", weight_type="s8",
-                         check=False, pad_channels=False)  # fmt: skip
+    export = export_plan(
+        "digits-cnn",
+        MIXED,
+        out_dir=tmp_path / "onnx",
+        weight_type="s8",
+        check=False,
+        pad_channels=False,
+    )
     config = load_firmware_config(
-        write_zoo_firmware_config(tmp_path / "firmware.json", model="digits-cnn", plan=MIXED,
-                                  profile=load_profile("npu-bitfusion"))
-    )  # fmt: skip
+        write_zoo_firmware_config(
+            tmp_path / "firmware.json",
+            model="digits-cnn",
+            plan=MIXED,
+            profile=load_profile("npu-bitfusion"),
+        )
+    )
     stored = _dequantizers(export.int8_path)
     fp32 = {t.name: numpy_helper.to_array(t) for t in onnx.load(export.fp32_path).graph.initializer}
     tensors = {t["name"]: t for layer in config["layers"] for t in layer["tensors"]}
     integer = {name for name, t in tensors.items() if t["runs_as"] == "int8"}
     assert integer == set(tensors)  # every layer quantized, calibrated: all int8
     assert {k.rsplit(".", 1)[0] for k in stored if k.endswith(".weight")} == integer
-    assert {n: tensors[n]["folded_batchnorm"] for n in ("conv1", "conv2", "conv3.first",
-            "conv3.second", "fc2")} == {"conv1": "bn1", "conv2": "bn2", "conv3.first": None,
-                                        "conv3.second": "bn3", "fc2": None}  # fmt: skip
+    assert {
+        n: tensors[n]["folded_batchnorm"]
+        for n in ("conv1", "conv2", "conv3.first", "conv3.second", "fc2")
+    } == {"conv1": "bn1", "conv2": "bn2", "conv3.first": None, "conv3.second": "bn3", "fc2": None}
     compared = 0
     for name in sorted(integer):
         entry = tensors[name]

@@ -57,9 +57,12 @@ def test_depth_slope_measures_one_more_layer_and_refuses_a_negative_one():
     # and it is refused (never clipped to a tiny positive number)
     with pytest.raises(hostbench.MeasurementError, match="reversed chain"):
         hostbench.depth_slope(
-            lambda d: hostbench.chain_model("gemm", 64, 1, 12 - 2 * d, False), x,
-            repeats=5, attempts=2, what="reversed chain",
-        )  # fmt: skip
+            lambda d: hostbench.chain_model("gemm", 64, 1, 12 - 2 * d, False),
+            x,
+            repeats=5,
+            attempts=2,
+            what="reversed chain",
+        )
 
 
 def test_int8_chain_runs_on_integer_kernels():
@@ -135,8 +138,9 @@ def test_a_profile_from_an_older_calibration_is_recalibrated(
     old["calibration_version"] = hostcal.CALIBRATION_VERSION - 1
     sidecar.write_text(json.dumps(old))
     calls = []
-    monkeypatch.setattr(hostcal, "calibrate",
-                        lambda quick=False: calls.append(1) or quick_calibration)  # fmt: skip
+    monkeypatch.setattr(
+        hostcal, "calibrate", lambda quick=False: calls.append(1) or quick_calibration
+    )
     hostcal.load_or_calibrate(path)
     assert calls == [1] and hostcal.calibration_version_of(path) == hostcal.CALIBRATION_VERSION
     hostcal.load_or_calibrate(path)  # current now: not again
@@ -150,10 +154,12 @@ def test_overheads_split_the_fitted_gemm_cost_and_convert_seconds():
     # 1 GHz: seconds * 1e9 = cycles. The fitted 1000-cycle GEMM operator = 200 dispatch
     # (measured on tiny Adds) + 800 GEMM-only; Add's cost also prices "embedding".
     o = hostcal.overheads(
-        gemm_op_cycles=1000, run_s=2.5e-6, op_s=0.2e-6,
+        gemm_op_cycles=1000,
+        run_s=2.5e-6,
+        op_s=0.2e-6,
         elementwise={"Add": 0.3e-9, "LayerNormalization": 0.75e-9, "Unknown": 1e-9},
         clock_hz=1e9,
-    )  # fmt: skip
+    )
     assert (o["layer_cycles"], o["gemm_cycles"], o["run_cycles"]) == (200, 800, 2500)
     assert o["elementwise_cycles_per_element"] == {"add": 0.3, "embedding": 0.3, "layernorm": 0.75}
     # a dispatch dearer than the fitted operator: the operator's cost is all dispatch
@@ -169,17 +175,23 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
     assert o.run_cycles == round(m["run_overhead_s"] * clock) > 0
     assert o.layer_cycles + o.gemm_cycles == m["fit"]["layer_cycles"]
     assert o.layer_cycles == round(m["op_overhead_s"] * clock)
-    for key in ("conv_cycles_per_pixel", "conv_cycles_per_image", "requant_cycles_per_output",
-                "unaligned_conv_cycles_per_pixel"):  # fmt: skip
+    for key in (
+        "conv_cycles_per_pixel",
+        "conv_cycles_per_image",
+        "requant_cycles_per_output",
+        "unaligned_conv_cycles_per_pixel",
+    ):
         assert getattr(o, key) == m["fit"][key]  # every fitted key reaches the profile
     for op, kinds in hostcal.ORT_KINDS.items():
         for kind in kinds:
             # MaxPool: the uint8 NHWC pool between INT8 convs (the deployed graphs' kernel),
             # per element of one SIMD register's worth of channels
             # data movement: each operator alone on two tensor sizes (models.hostcal.kernels)
-            seconds = (m["int8_maxpool"]["s_per_element"] if op == "MaxPool"
-                       else m["movement_s_per_element"].get(op)
-                       or m["elementwise_s_per_element"][op])  # fmt: skip
+            seconds = (
+                m["int8_maxpool"]["s_per_element"]
+                if op == "MaxPool"
+                else m["movement_s_per_element"].get(op) or m["elementwise_s_per_element"][op]
+            )
             assert o.elementwise_cost(kind) == pytest.approx(seconds * clock, rel=1e-3)
     assert o.pool_channel_block == 4 * m["cpu"]["simd_lanes_32bit"]
     assert o.pad_conv_channels  # lowbit's export pads conv channels (models._onnx_pad)

@@ -43,10 +43,12 @@ def test_every_heldout_case_builds_and_imports(tmp_path):
 def test_the_check_shares_no_shape_with_the_fit():
     sweep = conv.CONV_SWEEP + conv.QUICK_CONV_SWEEP
     fitted_convs = {(cin, cout, k, s) for cin, cout, k, s, _ in sweep}
-    fitted_convs |= {(n, n, 3, s) for kind, n, s, _ in bench.FULL_SHAPES + bench.QUICK_SHAPES
-                     if kind == "conv"}  # fmt: skip
-    fitted_gemms = {(b, n, n) for kind, n, _, b in bench.FULL_SHAPES + bench.QUICK_SHAPES
-                    if kind == "gemm"}  # fmt: skip
+    fitted_convs |= {
+        (n, n, 3, s) for kind, n, s, _ in bench.FULL_SHAPES + bench.QUICK_SHAPES if kind == "conv"
+    }
+    fitted_gemms = {
+        (b, n, n) for kind, n, _, b in bench.FULL_SHAPES + bench.QUICK_SHAPES if kind == "gemm"
+    }
     for case in heldout.HELDOUT_LAYERS:
         graph = case.build().graph
         (node,) = [n for n in graph.node if n.op_type in ("Conv", "MatMul")]
@@ -72,9 +74,15 @@ def test_quantize_int8_writes_an_ort_qdq_model(tmp_path):
 
 
 def _row(name: str, int8: tuple[float, float], fp32: tuple[float, float], kind="layer"):
-    return CheckRow(name=name, kind=kind, macs=1, int8_measured_s=int8[0],
-                    int8_simulated_s=int8[1], fp32_measured_s=fp32[0],
-                    fp32_simulated_s=fp32[1])  # fmt: skip
+    return CheckRow(
+        name=name,
+        kind=kind,
+        macs=1,
+        int8_measured_s=int8[0],
+        int8_simulated_s=int8[1],
+        fp32_measured_s=fp32[0],
+        fp32_simulated_s=fp32[1],
+    )
 
 
 def test_summary_counts_hits_and_speedup_directions():
@@ -105,5 +113,6 @@ def test_quick_check_runs_end_to_end(tmp_path):
     for row in rows:
         assert row.int8_measured_s > 0 and row.fp32_measured_s > 0
         assert row.int8_simulated_s > 0 and row.fp32_simulated_s > 0
-        assert row.as_dict()["int8_ratio"] == pytest.approx(row.int8_simulated_s
-                                                            / row.int8_measured_s)  # fmt: skip
+        assert row.as_dict()["int8_ratio"] == pytest.approx(
+            row.int8_simulated_s / row.int8_measured_s
+        )

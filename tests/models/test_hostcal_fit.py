@@ -9,8 +9,15 @@ from lowbit.hwsim.profiles import load_profile_data
 from lowbit.models.hostcal._fit import chain_layer_s, fit, sweep_kernel_s, with_params
 
 DEPTHS = (1, 5)
-TRUE = {"gemm": 1300.0, "mac": 1 / 8.0, "conv_px": 14.0, "conv_img": 150.0,
-        "unaligned": 30.0, "requant": 0.25, "m32": 2.0}  # fmt: skip
+TRUE = {
+    "gemm": 1300.0,
+    "mac": 1 / 8.0,
+    "conv_px": 14.0,
+    "conv_img": 150.0,
+    "unaligned": 30.0,
+    "requant": 0.25,
+    "m32": 2.0,
+}
 GLUE = 550.0
 
 
@@ -41,8 +48,10 @@ def _rows():
     truth = with_params(_base(), TRUE, GLUE)
     int8 = [r for r in chains if r["precision"] == "int8"]
     fp32 = [r for r in chains if r["precision"] == "fp32"]
-    for rows, sim in ((int8, chain_layer_s(int8, truth, DEPTHS)),
-                      (fp32, chain_layer_s(fp32, truth, DEPTHS))):  # fmt: skip
+    for rows, sim in (
+        (int8, chain_layer_s(int8, truth, DEPTHS)),
+        (fp32, chain_layer_s(fp32, truth, DEPTHS)),
+    ):
         for row, s in zip(rows, sim, strict=True):
             row["layer_s"] = float(s)
     for row, s in zip(sweep, sweep_kernel_s(sweep, truth), strict=True):
@@ -89,8 +98,7 @@ def test_a_weak_prior_settles_costs_the_data_cannot_tell_apart():
     fits = []
     for noise in (1.0, 1.01):
         measured = (x * 4.0 + 0.5 * 2.0) * noise
-        theta = _gauss_newton(simulate, measured, 1 / measured, start,
-                              prior={"a": 0.03, "b": 0.03})  # fmt: skip
+        theta = _gauss_newton(simulate, measured, 1 / measured, start, prior={"a": 0.03, "b": 0.03})
         fits.append(theta)
         assert np.allclose(simulate(theta), measured, rtol=0.02)
     # the split of a + b follows the prior (equal shares), the same in both runs

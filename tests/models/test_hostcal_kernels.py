@@ -16,8 +16,16 @@ def _synthetic(per_mac: float, per_pixel: float, fixed: float, precision: str):
     for channels, spatial in ((16, 56), (32, 28), (128, 28), (576, 14), (960, 7)):
         macs, pixels = channels * spatial * spatial * 9, spatial * spatial
         cycles = fixed + per_mac * macs + per_pixel * pixels
-        rows.append({"channels": channels, "spatial": spatial, "precision": precision,
-                     "macs": macs, "pixels": pixels, "layer_s": cycles / CLOCK})  # fmt: skip
+        rows.append(
+            {
+                "channels": channels,
+                "spatial": spatial,
+                "precision": precision,
+                "macs": macs,
+                "pixels": pixels,
+                "layer_s": cycles / CLOCK,
+            }
+        )
     return rows
 
 
@@ -40,17 +48,29 @@ def test_fit_gives_unaligned_channel_counts_their_own_rate():
     for channels, spatial in ((24, 28), (58, 28), (116, 14)):
         macs, pixels = channels * spatial * spatial * 9, spatial * spatial
         cycles = 2600 + 0.3 * macs + 21.0 * pixels
-        odd.append({"channels": channels, "spatial": spatial, "precision": "int8", "macs": macs,
-                    "pixels": pixels, "layer_s": cycles / CLOCK})  # fmt: skip
-    fit = fit_depthwise(aligned + odd, fixed_cycles={"int8": 2600}, clock_hz=CLOCK,
-                        channel_multiple=16)  # fmt: skip
+        odd.append(
+            {
+                "channels": channels,
+                "spatial": spatial,
+                "precision": "int8",
+                "macs": macs,
+                "pixels": pixels,
+                "layer_s": cycles / CLOCK,
+            }
+        )
+    fit = fit_depthwise(
+        aligned + odd, fixed_cycles={"int8": 2600}, clock_hz=CLOCK, channel_multiple=16
+    )
     assert fit["depthwise_cycles_per_mac"] == pytest.approx(0.09, rel=1e-3)
     assert fit["depthwise_unaligned_cycles_per_mac"] == pytest.approx(0.3, rel=1e-3)
     from lowbit.hwsim.profile import Overheads
 
-    o = Overheads(depthwise_cycles_per_mac=0.09, depthwise_cycles_per_pixel=21.0,
-                  depthwise_unaligned_cycles_per_mac=0.3,
-                  depthwise_channel_multiple=16)  # fmt: skip
+    o = Overheads(
+        depthwise_cycles_per_mac=0.09,
+        depthwise_cycles_per_pixel=21.0,
+        depthwise_unaligned_cycles_per_mac=0.3,
+        depthwise_channel_multiple=16,
+    )
     assert o.depthwise_cost(integer=True, channels=58) == (0.3, 21.0)
     assert o.depthwise_cost(integer=True, channels=64) == (0.09, 21.0)
 
@@ -88,12 +108,14 @@ def test_movement_layers_are_free_unless_the_profile_prices_them():
 
     cpu = load_profile("cpu-x86-avx2")
     for kind in MOVEMENT_KINDS:
-        layer = Elementwise(name=kind, elements=200_704, kind=kind,
-                            compression=Compression(w_bits=8, a_bits=8))  # fmt: skip
+        layer = Elementwise(
+            name=kind, elements=200_704, kind=kind, compression=Compression(w_bits=8, a_bits=8)
+        )
         free = hwsim.simulate_layer(layer, cpu)
         assert free.total_cycles == 0 and free.dram_read_bytes == 0
-        priced = replace(cpu, overheads=replace(
-            cpu.overheads, elementwise_cycles_per_element=((kind, 0.25),)))  # fmt: skip
+        priced = replace(
+            cpu, overheads=replace(cpu.overheads, elementwise_cycles_per_element=((kind, 0.25),))
+        )
         cost = hwsim.simulate_layer(layer, priced)
         assert cost.total_cycles >= 0.25 * 200_704 + cpu.overheads.layer_cycles
 
@@ -114,10 +136,15 @@ def test_int8_softmax_cost_applies_to_8_bit_activations_only():
     from lowbit.hwsim.workload import Compression, Elementwise
 
     cpu = load_profile("cpu-x86-avx2")
-    priced = replace(cpu, overheads=replace(cpu.overheads, elementwise_cycles_per_element=(
-        ("softmax", 1.0), ("softmax_int8", 8.0))))  # fmt: skip
+    priced = replace(
+        cpu,
+        overheads=replace(
+            cpu.overheads, elementwise_cycles_per_element=(("softmax", 1.0), ("softmax_int8", 8.0))
+        ),
+    )
     n = 16_384
     for bits, per_element in ((8, 8.0), (32, 1.0)):
-        layer = Elementwise(name="sm", elements=n, kind="softmax",
-                            compression=Compression(w_bits=bits, a_bits=bits))  # fmt: skip
+        layer = Elementwise(
+            name="sm", elements=n, kind="softmax", compression=Compression(w_bits=bits, a_bits=bits)
+        )
         assert hwsim.simulate_layer(layer, priced).compute_cycles == per_element * n

@@ -20,8 +20,10 @@ def test_a_real_quick_calibration_passes_its_gates(good):
     m = good.measurements
     assert fit_problems(good.data, m["fit"], isa=m["cpu"]["isa"]) == []
     assert m["attempts"] >= 1
-    rates = {mode["w_bits"]: mode["macs_per_pe_per_cycle"] * good.data["compute"]["cols"]
-             for mode in good.data["compute"]["precision"]}  # fmt: skip
+    rates = {
+        mode["w_bits"]: mode["macs_per_pe_per_cycle"] * good.data["compute"]["cols"]
+        for mode in good.data["compute"]["precision"]
+    }
     peak_int8, peak_fp32 = PEAK_MACS_PER_CYCLE[m["cpu"]["isa"]]
     assert 0 < rates[8] <= peak_int8 and 0 < rates[32] <= peak_fp32
 
@@ -50,7 +52,7 @@ def test_every_isa_has_peaks_that_order_sensibly():
             {"i8mm", "asimddp"},
             {"asimd"},
             {"sse4_1"},
-        )  # fmt: skip
+        )
     }
     assert PEAK_MACS_PER_CYCLE["amx-int8"][0] > PEAK_MACS_PER_CYCLE["avx512-vnni"][0]
     assert PEAK_MACS_PER_CYCLE["avx512-vnni"][0] > PEAK_MACS_PER_CYCLE["avx-vnni"][0]

@@ -77,6 +77,7 @@ def test_a_float_classifier_is_left_alone(lowbit_cache):
     another order would change the last bits, so the pass leaves the graph as it is."""
     _, cnn = build_compressed("digits-cnn", CompressionPlan.from_bits_string("W4AFP"))
     deploy, quants, _ = deploy_copy(cnn)
-    qdq, _ = quantize_graph(to_onnx(deploy, input_shape=tuple(cnn.input_shape)), quants,
-                            weight_type="s8")  # fmt: skip
+    qdq, _ = quantize_graph(
+        to_onnx(deploy, input_shape=tuple(cnn.input_shape)), quants, weight_type="s8"
+    )
     assert flatten_channels_last(qdq).SerializeToString() == qdq.SerializeToString()

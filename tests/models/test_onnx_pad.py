@@ -32,11 +32,16 @@ def pruned(lowbit_cache):
     """digits-cnn pruned to 4 / 12 / 24 channels, 4-bit weights and activations (the
     narrow activations add Clips on the padded tensors), 8 / 4-bit stem."""
     spec = {"w_bits": 4, "a_bits": 4}
-    plan = CompressionPlan(layers={
-        "conv1": LayerSpec(w_bits=8, a_bits=8, keep=0.25),
-        "conv2": LayerSpec(keep=0.375, **spec), "conv3": LayerSpec(keep=0.75, **spec),
-        "fc1": LayerSpec(**spec), "fc2": LayerSpec(w_bits=8, a_bits=8),
-    }, pin_first_last=False)  # fmt: skip
+    plan = CompressionPlan(
+        layers={
+            "conv1": LayerSpec(w_bits=8, a_bits=8, keep=0.25),
+            "conv2": LayerSpec(keep=0.375, **spec),
+            "conv3": LayerSpec(keep=0.75, **spec),
+            "fc1": LayerSpec(**spec),
+            "fc2": LayerSpec(w_bits=8, a_bits=8),
+        },
+        pin_first_last=False,
+    )
     _, compressed = build_compressed("digits-cnn", plan)
     deploy, quants, _ = deploy_copy(compressed)
     fp32 = to_onnx(deploy, input_shape=tuple(compressed.input_shape))
@@ -84,8 +89,9 @@ def test_a_conv_onnx_runtime_runs_in_float_is_not_padded(lowbit_cache):
     runs it as a float Conv, where padding would only add work."""
     _, vit = build_compressed("digits-vit", CompressionPlan.from_bits_string("W4A8"))
     deploy, quants, _ = deploy_copy(vit)
-    qdq, _ = quantize_graph(to_onnx(deploy, input_shape=tuple(vit.input_shape)), quants,
-                            weight_type="s8")  # fmt: skip
+    qdq, _ = quantize_graph(
+        to_onnx(deploy, input_shape=tuple(vit.input_shape)), quants, weight_type="s8"
+    )
     padded, record = pad_conv_channels(qdq)
     assert record == {} and kernel_census(padded).get("Pad") is None
 
@@ -100,8 +106,9 @@ def test_a_conv_with_a_float_bias_is_left_alone(pruned):
     conv2.input[2] = "float_bias"
     padded, record = pad_conv_channels(odd)
     assert "/conv2/Conv" not in record and "/conv1/Conv" in record
-    assert np.array_equal(ort_session(padded).run(None, {"input": x})[0],
-                          ort_session(odd).run(None, {"input": x})[0])  # fmt: skip
+    assert np.array_equal(
+        ort_session(padded).run(None, {"input": x})[0], ort_session(odd).run(None, {"input": x})[0]
+    )
 
 
 def test_a_conv_pruned_to_one_channel_is_padded_with_its_bias(lowbit_cache):
@@ -118,8 +125,9 @@ def test_a_conv_pruned_to_one_channel_is_padded_with_its_bias(lowbit_cache):
     _, compressed = build_compressed("digits-cnn", plan)
     assert compressed.conv1.out_channels == 1
     deploy, quants, _ = deploy_copy(compressed)
-    qdq, _ = quantize_graph(to_onnx(deploy, input_shape=tuple(compressed.input_shape)), quants,
-                            weight_type="s8")  # fmt: skip
+    qdq, _ = quantize_graph(
+        to_onnx(deploy, input_shape=tuple(compressed.input_shape)), quants, weight_type="s8"
+    )
     padded, record = pad_conv_channels(qdq)
     assert record.get("/conv1/Conv") == (1, 16), record
     x = np.random.default_rng(1).random((16, *compressed.input_shape), np.float32)

@@ -12,7 +12,7 @@ from onnx_nets import Conv1dNet, ConvZoo, ResNet18, TinyTransformer, export
 
 from lowbit.hwsim.errors import WorkloadError
 from lowbit.hwsim.onnx_workload import UnmappedOpsError, import_onnx, load_onnx_workload
-from lowbit.hwsim.workload import FLOAT_BITS, Compression
+from lowbit.hwsim.workload import Compression
 from lowbit.hwsim.workloads import builtin_workload
 from lowbit.models.workloads import resolve_workload
 
@@ -115,13 +115,17 @@ def _qdq_model(weights: dict[str, np.ndarray], *, act_clip: int | None) -> onnx.
     nodes, inits, x = [], [], "input"
     features = next(iter(weights.values())).shape[1]
     for i, (name, codes) in enumerate(weights.items()):
-        inits += [numpy_helper.from_array(np.array(0.1, np.float32), f"s{i}"),
-                  numpy_helper.from_array(np.array(0, np.uint8), f"z{i}")]  # fmt: skip
+        inits += [
+            numpy_helper.from_array(np.array(0.1, np.float32), f"s{i}"),
+            numpy_helper.from_array(np.array(0, np.uint8), f"z{i}"),
+        ]
         nodes.append(helper.make_node("QuantizeLinear", [x, f"s{i}", f"z{i}"], [f"q{i}"]))
         codes_out = f"q{i}"
         if act_clip is not None:
-            inits += [numpy_helper.from_array(np.array(0, np.uint8), f"lo{i}"),
-                      numpy_helper.from_array(np.array(act_clip, np.uint8), f"hi{i}")]  # fmt: skip
+            inits += [
+                numpy_helper.from_array(np.array(0, np.uint8), f"lo{i}"),
+                numpy_helper.from_array(np.array(act_clip, np.uint8), f"hi{i}"),
+            ]
             nodes.append(helper.make_node("Clip", [f"q{i}", f"lo{i}", f"hi{i}"], [f"c{i}"]))
             codes_out = f"c{i}"
         nodes.append(helper.make_node("DequantizeLinear", [codes_out, f"s{i}", f"z{i}"], [f"d{i}"]))
@@ -135,17 +139,23 @@ def _qdq_model(weights: dict[str, np.ndarray], *, act_clip: int | None) -> onnx.
                 numpy_helper.from_array(np.zeros(codes.shape[0], np.int8), f"wz{i}"),
             ]
             weight = f"{name}.weight_dq"
-            nodes.append(helper.make_node(
-                "DequantizeLinear", [f"{name}.weight_quantized", f"ws{i}", f"wz{i}"], [weight],
-                axis=0,
-            ))  # fmt: skip
+            nodes.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{name}.weight_quantized", f"ws{i}", f"wz{i}"],
+                    [weight],
+                    axis=0,
+                )
+            )
         nodes.append(helper.make_node("Gemm", [f"d{i}", weight], [f"y{i}"], transB=1))
         x = f"y{i}"
     graph = helper.make_graph(
-        nodes, "qdq",
+        nodes,
+        "qdq",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", features])],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits,
-    )  # fmt: skip
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
 
 
@@ -162,11 +172,19 @@ def test_bits_come_from_the_quantized_graph(tmp_path):
     onnx.save(_qdq_model(weights, act_clip=None), path)
     result = import_onnx(path)
     assert result.quantized
-    bits = {layer.name: (layer.compression.w_bits, layer.compression.a_bits)
-            for layer in result.workload.layers}  # fmt: skip
+    bits = {
+        layer.name: (layer.compression.w_bits, layer.compression.a_bits)
+        for layer in result.workload.layers
+    }
     # the float input is quantized by an operator of its own (free on accelerators)
-    assert bits == {"int8": (8, 8), "int4": (4, 8), "int4_scaled": (4, 8), "int2": (2, 8),
-                    "plain": (FLOAT_BITS, 8), "quantize:input": (8, 8)}  # fmt: skip
+    assert bits == {
+        "int8": (8, 8),
+        "int4": (4, 8),
+        "int4_scaled": (4, 8),
+        "int2": (2, 8),
+        "plain": (None, 8),  # None: float
+        "quantize:input": (8, 8),
+    }
     assert result.workload.layers[0].kind == "quantize"
     onnx.save(_qdq_model({"a": weights["int4"]}, act_clip=15), path)  # uint8 clipped to 0…15
     (_, layer) = load_onnx_workload(path).layers
@@ -188,7 +206,7 @@ def test_lowbit_export_round_trip(tmp_path, trained):
         layers={
             "_default": LayerSpec(w_bits=4, a_bits=4),
             "conv2": LayerSpec(w_bits=2, a_bits=4, keep=0.5),
-        }  # fmt: skip
+        }
     )
     # unpadded (--no-pad-channels): padding for ONNX Runtime's kernels adds zero channels
     exported = export_plan("digits-cnn", plan, out_dir=tmp_path / "export", pad_channels=False)
@@ -196,8 +214,11 @@ def test_lowbit_export_round_trip(tmp_path, trained):
     bridge = to_workload(build("digits-cnn"), plan)
 
     def compute(workload):
-        return [(layer.name, layer.macs, layer.compression.w_bits, layer.compression.a_bits)
-                for layer in workload.layers if layer.op in COMPUTE]  # fmt: skip
+        return [
+            (layer.name, layer.macs, layer.compression.w_bits, layer.compression.a_bits)
+            for layer in workload.layers
+            if layer.op in COMPUTE
+        ]
 
     assert compute(ours) == compute(bridge)
     assert ("conv2", 147456, 2, 4) in compute(ours)  # 8·8 pixels × 16 kept filters × 9·16
@@ -217,10 +238,15 @@ def _with_unmapped(path) -> None:
         helper.make_node("Relu", ["b"], ["d"], name="relu"),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("d", TensorProto.FLOAT, None)], [w, wt],
-    )  # fmt: skip
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("d", TensorProto.FLOAT, None),
+        ],
+        [w, wt],
+    )
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("example.custom", 1)]
     )
@@ -277,9 +303,13 @@ def test_missing_file_and_symbolic_dims(tmp_path):
     model.eval()
     with pytest.warns(Warning):  # TorchScript exporter deprecation
         torch.onnx.export(
-            model, (torch.zeros(1, 6, 32),), str(path), dynamo=False, input_names=["x"],
+            model,
+            (torch.zeros(1, 6, 32),),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
             dynamic_axes={"x": {0: "batch", 1: "tokens"}},
-        )  # fmt: skip
+        )
     with pytest.raises(WorkloadError, match=r"axis 1 \(tokens\).*dims="):
         import_onnx(path)
     workload = load_onnx_workload(path, batch=2, dims={"tokens": 6})
@@ -335,14 +365,25 @@ def test_runtime_operators_of_an_ort_quantized_cnn(tmp_path):
     # a profile that pads lowbit's exports runs these as they are: same as without padding
     cpu = load_profile("cpu-x86-avx2")
     o = cpu.overheads
-    pads = replace(cpu, overheads=replace(o, pad_conv_channels=True, conv_channel_multiple=16,
-                                          unaligned_conv_cycles_per_pixel=40.0))  # fmt: skip
+    pads = replace(
+        cpu,
+        overheads=replace(
+            o,
+            pad_conv_channels=True,
+            conv_channel_multiple=16,
+            unaligned_conv_cycles_per_pixel=40.0,
+        ),
+    )
     plain = replace(pads, overheads=replace(pads.overheads, pad_conv_channels=False))
     conv = next(c for c in convs if c.out_c == 58 and c.k_h == 1)
-    assert (hwsim.simulate_layer(conv, pads).total_cycles
-            == hwsim.simulate_layer(conv, plain).total_cycles)  # fmt: skip
-    assert (hwsim.simulate_layer(replace(conv, as_deployed=False), pads).total_cycles
-            != hwsim.simulate_layer(conv, pads).total_cycles)  # fmt: skip
+    assert (
+        hwsim.simulate_layer(conv, pads).total_cycles
+        == hwsim.simulate_layer(conv, plain).total_cycles
+    )
+    assert (
+        hwsim.simulate_layer(replace(conv, as_deployed=False), pads).total_cycles
+        != hwsim.simulate_layer(conv, pads).total_cycles
+    )
 
 
 @pytest.mark.parametrize(
@@ -358,15 +399,18 @@ def test_runtime_operators_match_onnx_runtimes_optimized_graph(build, tmp_path):
     from lowbit.models.hostcal import heldout
     from lowbit.models.hostcal.graphs import quantize_int8
 
-    model = {"resnet18": lambda: heldout.resnet18(64),
-             "mobilenet_v2": lambda: heldout.mobilenet_v2(64),
-             "inception": lambda: heldout.inception(32),
-             "transformer": lambda: heldout.transformer(16, 32)}[build]()  # fmt: skip
+    model = {
+        "resnet18": lambda: heldout.resnet18(64),
+        "mobilenet_v2": lambda: heldout.mobilenet_v2(64),
+        "inception": lambda: heldout.inception(32),
+        "transformer": lambda: heldout.transformer(16, 32),
+    }[build]()
     onnx.save(model, tmp_path / "fp32.onnx")
     quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
     census = kernel_census(onnx.load(tmp_path / "int8.onnx"))
-    kinds = Counter(getattr(layer, "kind", "") for layer in
-                    load_onnx_workload(tmp_path / "int8.onnx").layers)  # fmt: skip
+    kinds = Counter(
+        getattr(layer, "kind", "") for layer in load_onnx_workload(tmp_path / "int8.onnx").layers
+    )
     assert kinds["transpose"] == census.get("Transpose", 0)
     assert kinds["concat"] == census.get("QLinearConcat", 0) + census.get("Concat", 0)
     assert kinds["softmax"] == census.get("QLinearSoftmax", 0)

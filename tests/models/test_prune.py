@@ -17,7 +17,7 @@ from tiny_nets import (
 )
 from torch import nn
 
-from lowbit.hwsim.workload import _kept
+from lowbit.hwsim.workload import Compression, Linear
 from lowbit.models.compression.lowrank import LOWRANK_LAYERS, factorize
 from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 from lowbit.models.compression.prune import (
@@ -38,7 +38,9 @@ def test_kept_channels_matches_the_simulator() -> None:
     assert kept_channels(12, 0.3) == 4  # round(3.6)
     for n in range(1, 70):
         for keep in (0.01, 0.1, 0.25, 0.33, 0.5, 0.66, 0.75, 0.9, 1.0):
-            assert kept_channels(n, keep) == _kept(n, keep)
+            fc = Linear(name="fc", in_features=4, out_features=n)
+            (gemm,) = fc.with_compression(Compression(keep=keep)).gemms()
+            assert kept_channels(n, keep) == gemm.N
 
 
 @pytest.mark.parametrize("cls", [TinyCNN, TinyMLP, TinyAttention, TinyResNet, TinyInvertedResidual])
@@ -152,17 +154,26 @@ def masked_reference(dense: nn.Module, pruned: nn.Module) -> nn.Module:
 #: layer -> weight shape after pruning every group at keep 0.5 (stream 8 -> 4, 16 -> 8)
 PRUNED_SHAPES = {
     TinyResNet: {
-        "stem": (4, 1, 3, 3), "block1.conv1": (4, 4, 3, 3), "block1.conv2": (4, 4, 3, 3),
-        "block2.conv1": (8, 4, 3, 3), "block2.conv2": (8, 8, 3, 3),
-        "block2.shortcut": (8, 4, 1, 1), "fc": (10, 8),
-    },
-    TinyInvertedResidual: {
-        "stem": (4, 1, 3, 3), "block1.expand": (12, 4, 1, 1), "block1.dw": (12, 1, 3, 3),
-        "block1.project": (4, 12, 1, 1), "block2.expand": (12, 4, 1, 1),
-        "block2.dw": (12, 1, 3, 3), "block2.project": (4, 12, 1, 1), "head": (8, 4, 1, 1),
+        "stem": (4, 1, 3, 3),
+        "block1.conv1": (4, 4, 3, 3),
+        "block1.conv2": (4, 4, 3, 3),
+        "block2.conv1": (8, 4, 3, 3),
+        "block2.conv2": (8, 8, 3, 3),
+        "block2.shortcut": (8, 4, 1, 1),
         "fc": (10, 8),
     },
-}  # fmt: skip
+    TinyInvertedResidual: {
+        "stem": (4, 1, 3, 3),
+        "block1.expand": (12, 4, 1, 1),
+        "block1.dw": (12, 1, 3, 3),
+        "block1.project": (4, 12, 1, 1),
+        "block2.expand": (12, 4, 1, 1),
+        "block2.dw": (12, 1, 3, 3),
+        "block2.project": (4, 12, 1, 1),
+        "head": (8, 4, 1, 1),
+        "fc": (10, 8),
+    },
+}
 
 
 @pytest.mark.parametrize("cls", [TinyResNet, TinyInvertedResidual])

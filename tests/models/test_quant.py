@@ -230,8 +230,9 @@ def _kernel(q: QuantLinear, x: torch.Tensor) -> torch.Tensor:
     """What QGemm computes (numpy, int64 accumulator): float32(Σ x_code·w_code + bias_code)
     times the float32 scale s_x·s_w[c]."""
     form = integer_layer(q)
-    codes = np.clip(np.rint(x.numpy() / q.act_scale.numpy()) + int(q.act_zero_point),
-                    q.act_qmin, q.act_qmax) - int(q.act_zero_point)  # fmt: skip
+    codes = np.clip(
+        np.rint(x.numpy() / q.act_scale.numpy()) + int(q.act_zero_point), q.act_qmin, q.act_qmax
+    ) - int(q.act_zero_point)
     acc = codes.astype(np.int64) @ form.codes.numpy().T + form.bias_codes.numpy()
     scale = np.float32(q.act_scale.numpy()) * form.weight_scales.numpy()
     return torch.from_numpy(acc.astype(np.float32) * scale)
@@ -239,8 +240,9 @@ def _kernel(q: QuantLinear, x: torch.Tensor) -> torch.Tensor:
 
 def test_inference_computes_what_the_integer_kernel_computes() -> None:
     torch.manual_seed(0)
-    q = QuantLinear.from_float(nn.Linear(48, 10), w_bits=4, a_bits=6, symmetric=False,
-                               per_channel=False)  # fmt: skip
+    q = QuantLinear.from_float(
+        nn.Linear(48, 10), w_bits=4, a_bits=6, symmetric=False, per_channel=False
+    )
     x = torch.randn(64, 48)
     calibrate_model(q, x, methods={})
     q.eval()

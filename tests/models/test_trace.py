@@ -31,8 +31,13 @@ from lowbit.models.zoo import build, zoo_names
 def _unordered(group: PruneGroup) -> tuple:
     """A group up to the order of its consumers, followers and coupled producers (which only
     name modules to slice: their order means nothing)."""
-    return (group.producer, frozenset(group.consumers), frozenset(group.followers),
-            group.consumer_repeat, frozenset(group.coupled))  # fmt: skip
+    return (
+        group.producer,
+        frozenset(group.consumers),
+        frozenset(group.followers),
+        group.consumer_repeat,
+        frozenset(group.coupled),
+    )
 
 
 @pytest.mark.parametrize("name", zoo_names())
@@ -172,9 +177,13 @@ def test_residual_streams_of_a_user_resnet():
             coupled=("conv1", "layer1.1.conv2"),
         ),
         *(PruneGroup(f"{b}.conv1", (f"{b}.conv2",), (f"{b}.bn1",)) for b in blocks),
-        PruneGroup("layer2.0.conv2", ("fc",), ("layer2.0.bn2", "layer2.0.downsample.1"),
-                   coupled=("layer2.0.downsample.0",)),  # through x.mean((2, 3))
-    )  # fmt: skip
+        PruneGroup(
+            "layer2.0.conv2",
+            ("fc",),
+            ("layer2.0.bn2", "layer2.0.downsample.1"),
+            coupled=("layer2.0.downsample.0",),
+        ),  # through x.mean((2, 3))
+    )
     assert analysis.rejected == (("fc", "its output is a model output"),)
 
 
@@ -258,7 +267,7 @@ def test_prepared_user_model_compresses_and_simulates_with_equal_shapes():
         layers={
             "conv1": LayerSpec(w_bits=4, a_bits=8, keep=0.5),
             "conv2": LayerSpec(w_bits=4, a_bits=8, keep=0.25),
-        },  # fmt: skip
+        },
         pin_first_last=False,
     )
     small = models.compress(model, plan, calib=x)

@@ -28,9 +28,11 @@ TARGETS = {
 }
 #: edge-scale models: MACs per image (millions), from the architectures' shapes
 EDGE_MMAC = {
-    "fashion-resnet": (10, 40), "fashion-resnet-demo": (10, 40), "fashion-mobilenet": (3, 10),
+    "fashion-resnet": (10, 40),
+    "fashion-resnet-demo": (10, 40),
+    "fashion-mobilenet": (3, 10),
     "fashion-vit": (3, 20),
-}  # fmt: skip
+}
 _COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
@@ -178,13 +180,20 @@ def test_evaluate_rejects_models_without_dataset():
 def test_recipe_fields_added_later_leave_old_checkpoint_keys_alone():
     old = TrainRecipe(epochs=20, lr=3e-3)
     assert set(old.to_dict()) == {
-        "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "warmup_epochs",
+        "label_smoothing",
         "max_shift",
-    }  # fmt: skip
+    }
     new = TrainRecipe(epochs=20, lr=3e-3, optimizer="sgd", hflip=True, threads=2)
     assert {k: new.to_dict()[k] for k in ("optimizer", "hflip", "threads")} == {
-        "optimizer": "sgd", "hflip": True, "threads": 2,
-    }  # fmt: skip
+        "optimizer": "sgd",
+        "hflip": True,
+        "threads": 2,
+    }
     assert train.checkpoint_key("digits-cnn", recipe=new) != train.checkpoint_key("digits-cnn")
 
 
@@ -207,8 +216,9 @@ class _Recorder:
 
 
 def test_sgd_flips_and_two_threads_train_deterministically_with_progress():
-    recipe = TrainRecipe(epochs=2, lr=0.05, optimizer="sgd", hflip=True, max_shift=1, threads=2,
-                         train_subset=640)  # fmt: skip
+    recipe = TrainRecipe(
+        epochs=2, lr=0.05, optimizer="sgd", hflip=True, max_shift=1, threads=2, train_subset=640
+    )
     recorder = _Recorder()
     first = train.train("digits-cnn", seed=3, recipe=recipe, progress=recorder)
     again = train.train("digits-cnn", seed=3, recipe=recipe).model.state_dict()

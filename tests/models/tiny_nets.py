@@ -135,17 +135,21 @@ class TinyResNet(nn.Module):
             # the first residual stream: block1's conv2 branch plus the stem's output (the
             # stem, which pin_first_last pins, is coupled rather than the group's key)
             PruneGroup(
-                "block1.conv2", ("block1.conv1", "block2.conv1", "block2.shortcut"),
-                followers=("stem_bn", "block1.bn2"), coupled=("stem",),
+                "block1.conv2",
+                ("block1.conv1", "block2.conv1", "block2.shortcut"),
+                followers=("stem_bn", "block1.bn2"),
+                coupled=("stem",),
             ),
             PruneGroup("block1.conv1", ("block1.conv2",), ("block1.bn1",)),
             PruneGroup("block2.conv1", ("block2.conv2",), ("block2.bn1",)),
             # the second stream: block2's conv2 branch plus its downsample shortcut
             PruneGroup(
-                "block2.conv2", ("fc",), followers=("block2.bn2", "block2.shortcut_bn"),
+                "block2.conv2",
+                ("fc",),
+                followers=("block2.bn2", "block2.shortcut_bn"),
                 coupled=("block2.shortcut",),
             ),
-        )  # fmt: skip
+        )
 
 
 class _InvertedResidual(nn.Module):
@@ -197,21 +201,24 @@ class TinyInvertedResidual(nn.Module):
         return (
             # one residual stream through both blocks: stem + block1 + block2 projections
             PruneGroup(
-                "block1.project", ("block1.expand", "block2.expand", "head"),
+                "block1.project",
+                ("block1.expand", "block2.expand", "head"),
                 followers=("stem_bn", "block1.project_bn", "block2.project_bn"),
                 coupled=("stem", "block2.project"),
             ),
             # expansion channels: BN, the depthwise conv and its BN lose them too
             PruneGroup(
-                "block1.expand", ("block1.project",),
+                "block1.expand",
+                ("block1.project",),
                 followers=("block1.expand_bn", "block1.dw", "block1.dw_bn"),
             ),
             PruneGroup(
-                "block2.expand", ("block2.project",),
+                "block2.expand",
+                ("block2.project",),
                 followers=("block2.expand_bn", "block2.dw", "block2.dw_bn"),
             ),
             PruneGroup("head", ("fc",), ("head_bn",)),
-        )  # fmt: skip
+        )
 
 
 def seeded(cls: type[nn.Module], seed: int = 0) -> nn.Module:

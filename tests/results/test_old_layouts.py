@@ -17,13 +17,32 @@ from test_config import as_schema_1  # noqa: E402  (the same schema-1 rewrite)
 
 #: the columns of the first release (lowbit.search.results before rungs)
 FIRST_TRIAL_COLUMNS = (
-    "method", "study", "number", "state", "accuracy_val", "latency_ms", "energy_mj",
-    "size_kib", "values", "params", "duration_s", "fail_reason", "feasible",
-)  # fmt: skip
+    "method",
+    "study",
+    "number",
+    "state",
+    "accuracy_val",
+    "latency_ms",
+    "energy_mj",
+    "size_kib",
+    "values",
+    "params",
+    "duration_s",
+    "fail_reason",
+    "feasible",
+)
 FIRST_PARETO_COLUMNS = (
-    "method", "config_id", "number", "accuracy_val", "accuracy_test", "latency_ms",
-    "latency_vs_w8a8", "energy_mj", "size_kib", "params",
-)  # fmt: skip
+    "method",
+    "config_id",
+    "number",
+    "accuracy_val",
+    "accuracy_test",
+    "latency_ms",
+    "latency_vs_w8a8",
+    "energy_mj",
+    "size_kib",
+    "params",
+)
 
 
 def _rewrite(path, columns):

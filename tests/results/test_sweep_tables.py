@@ -34,12 +34,25 @@ def sweep():
 def test_sweep_frame_is_the_sweep_in_the_units_convention(sweep):
     table = sweep_frame(sweep)
     assert list(table.columns) == [
-        "workload", "compute.rows", "compute.dataflow", "total_cycles", "latency_ms", "energy_mj",
-        "speedup", "area_mm2",
-    ]  # fmt: skip
+        "workload",
+        "compute.rows",
+        "compute.dataflow",
+        "total_cycles",
+        "latency_ms",
+        "energy_mj",
+        "speedup",
+        "area_mm2",
+    ]
     assert [str(t) for t in table.dtypes] == [
-        "string", "Int64", "string", "Int64", "float64", "float64", "float64", "float64",
-    ]  # fmt: skip
+        "string",
+        "Int64",
+        "string",
+        "Int64",
+        "float64",
+        "float64",
+        "float64",
+        "float64",
+    ]
     assert len(table) == len(sweep.points) == 2 * 2 * 2
     for row, p in zip(table.to_dict("records"), sweep.points, strict=True):
         given = (row["workload"], row["compute.rows"], row["compute.dataflow"])

@@ -89,8 +89,9 @@ def test_a_cancelled_search_fails_its_flight_and_leaves_no_ray(
     assert len(complete) >= 3
 
     # the study goes on: nothing completed is lost or recomputed
-    setup = SearchSetup(n_trials=len(complete) + 2, out_dir=run, study_name="k", workers=2,
-                        progress=False)  # fmt: skip
+    setup = SearchSetup(
+        n_trials=len(complete) + 2, out_dir=run, study_name="k", workers=2, progress=False
+    )
     execute(space=synthetic_space, evaluator=SyntheticSpec(), setup=setup)
     after = optuna.load_study(study_name="k", storage=open_storage(None, run_dir=run)).trials
     assert {n: after[n].values for n in complete} == complete
@@ -115,13 +116,16 @@ def test_ctrl_c_between_ask_and_submit_leaves_no_running_trial(
     ray_session, synthetic_space, tmp_path
 ):
     storage = open_storage(None, run_dir=tmp_path)
-    study = optuna.create_study(study_name="c", storage=storage, sampler=_InterruptedSampler(5),
-                                directions=["maximize", "minimize"])  # fmt: skip
+    study = optuna.create_study(
+        study_name="c",
+        storage=storage,
+        sampler=_InterruptedSampler(5),
+        directions=["maximize", "minimize"],
+    )
     pool = RayPool(SyntheticSpec(sleep_s=0.05), workers=2)
     try:
         with pytest.raises(KeyboardInterrupt):
-            optimize(study, synthetic_space, pool, n_trials=20,
-                     objectives=("accuracy", "latency"))  # fmt: skip
+            optimize(study, synthetic_space, pool, n_trials=20, objectives=("accuracy", "latency"))
     finally:
         pool.close()
     trials = optuna.load_study(study_name="c", storage=open_storage(None, run_dir=tmp_path)).trials

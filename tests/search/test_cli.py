@@ -52,14 +52,24 @@ def test_summary_table_lists_every_method():
         "reference": {"fp32_val": 0.99, "fp32_test": 0.98, "w8a8_latency_ms": 0.02},
         "hypervolume": {"reference_point": [0.0, 2.0]},
         "methods": {
-            "joint": {"completed": 5, "failed": 1, "hypervolume_val": 1.5,
-                      "hypervolume_test": 1.4, "speedup_vs_w8a8": 2.0,
-                      "best_within_1pt": {"latency_ms": 0.01, "accuracy_test": 0.975}},
-            "random": {"completed": 5, "failed": 0, "hypervolume_val": 1.2,
-                       "hypervolume_test": 1.1, "speedup_vs_w8a8": None,
-                       "best_within_1pt": None},
+            "joint": {
+                "completed": 5,
+                "failed": 1,
+                "hypervolume_val": 1.5,
+                "hypervolume_test": 1.4,
+                "speedup_vs_w8a8": 2.0,
+                "best_within_1pt": {"latency_ms": 0.01, "accuracy_test": 0.975},
+            },
+            "random": {
+                "completed": 5,
+                "failed": 0,
+                "hypervolume_val": 1.2,
+                "hypervolume_test": 1.1,
+                "speedup_vs_w8a8": None,
+                "best_within_1pt": None,
+            },
         },
-    }  # fmt: skip
+    }
     text = format_summary(summary)
     joint = next(line for line in text.splitlines() if line.startswith("joint"))
     assert "2.00x" in joint and "97.50%" in joint

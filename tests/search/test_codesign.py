@@ -90,8 +90,13 @@ def test_codesign_input_errors():
     with pytest.raises(LowbitError, match=r"\[\[tunables\]\]"):
         build_codesign("cpu-x86-avx2")
     with pytest.raises(LowbitError, match="area budget needs co-design"):
-        SearchSetup(model=ZooModel(name="digits-cnn"), hardware="npu-bitfusion", n_trials=1,
-                    out_dir="x", area_budget_mm2=3.0)  # fmt: skip
+        SearchSetup(
+            model=ZooModel(name="digits-cnn"),
+            hardware="npu-bitfusion",
+            n_trials=1,
+            out_dir="x",
+            area_budget_mm2=3.0,
+        )
 
 
 @pytest.mark.slow
@@ -159,8 +164,14 @@ def test_codesign_configs_are_written_once_complete(ray_session, space, tmp_path
 
     monkeypatch.setattr(fileio, "atomic_write_bytes", counting_write)
     out = tmp_path / "run"
-    setup = SearchSetup(n_trials=10, out_dir=out, study_name="cd", workers=1, progress=False,
-                        methods=("joint", "uniform"))  # fmt: skip
+    setup = SearchSetup(
+        n_trials=10,
+        out_dir=out,
+        study_name="cd",
+        workers=1,
+        progress=False,
+        methods=("joint", "uniform"),
+    )
     execute(space=space, evaluator=SyntheticSpec(), setup=setup)
     configs = sorted((out / "configs").glob("*.json"))
     assert configs
@@ -176,8 +187,14 @@ def test_codesign_configs_are_written_once_complete(ray_session, space, tmp_path
         variant = load_profile("npu-bitfusion", overrides=overrides)
         area = area_breakdown(variant)
         hardware = json.loads(path.read_text())["hardware"]
-        assert list(hardware) == ["name", "content_hash", "base_content_hash", "overrides",
-                                  "area_mm2", "area"]  # fmt: skip
+        assert list(hardware) == [
+            "name",
+            "content_hash",
+            "base_content_hash",
+            "overrides",
+            "area_mm2",
+            "area",
+        ]
         assert hardware == {
             "name": "npu-bitfusion",
             "content_hash": variant.content_hash(),

@@ -71,8 +71,12 @@ def test_config_round_trip(tmp_path):
     assert data["calibration"]["samples"] == 100 and data["calibration"]["seed"] == 0
     assert data["accuracy"]["rung"] == 1 and data["accuracy"]["val_samples"] == 359
     assert loaded.build_kwargs() == {
-        "seed": 0, "finetune_steps": 20, "qat_seed": 0, "calib_samples": 100, "calib_seed": 0,
-    }  # fmt: skip
+        "seed": 0,
+        "finetune_steps": 20,
+        "qat_seed": 0,
+        "calib_samples": 100,
+        "calib_seed": 0,
+    }
     # the plan in the file is a CompressionPlan the models package accepts as is
     from lowbit.models.compression.plan import CompressionPlan
 
@@ -156,8 +160,15 @@ def as_schema_1(data: dict) -> dict:
     data["schema_version"] = 1
     for key in ("qat", "calibration"):
         del data[key]
-    for key in ("rung", "rung_name", "val_samples", "test_samples", "cheap_val",
-                "cheap_val_samples", "torch_threads"):  # fmt: skip
+    for key in (
+        "rung",
+        "rung_name",
+        "val_samples",
+        "test_samples",
+        "cheap_val",
+        "cheap_val_samples",
+        "torch_threads",
+    ):
         del data["accuracy"][key]
     return data
 

@@ -91,8 +91,20 @@ def test_the_cli_refuses_with_one_line_before_any_work(tmp_path, capsys):
     run = tmp_path / "run"
     proc = _holder(run)
     try:
-        argv = ["search", "--model", "digits-mlp", "--hardware", "npu-bitfusion",
-                "--study", "k", "--out", str(run), "--trials", "2", "--quiet"]  # fmt: skip
+        argv = [
+            "search",
+            "--model",
+            "digits-mlp",
+            "--hardware",
+            "npu-bitfusion",
+            "--study",
+            "k",
+            "--out",
+            str(run),
+            "--trials",
+            "2",
+            "--quiet",
+        ]
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("lowbit: error: study 'k' is being searched by another driver")

@@ -104,11 +104,16 @@ def _hv(trials, w8):
 def multi_run(ray_session, synthetic_space, tmp_path_factory):
     """joint, random and uniform on two rungs; the cheap rung reads 0.05 too high, +-0.01."""
     fidelity = resolve_fidelity(mode="multi", val_samples=5000, cheap_val=1000)
-    spec = SyntheticSpec(fidelity=fidelity, cheap_noise=0.01, cheap_bias=0.05,
-                         log_path=str(tmp_path_factory.mktemp("log") / "evals.log"))  # fmt: skip
+    spec = SyntheticSpec(
+        fidelity=fidelity,
+        cheap_noise=0.01,
+        cheap_bias=0.05,
+        log_path=str(tmp_path_factory.mktemp("log") / "evals.log"),
+    )
     run = tmp_path_factory.mktemp("multi") / "run"
-    setup = SearchSetup(n_trials=24, out_dir=run, study_name="f", workers=2, progress=False,
-                        methods=METHODS)  # fmt: skip
+    setup = SearchSetup(
+        n_trials=24, out_dir=run, study_name="f", workers=2, progress=False, methods=METHODS
+    )
     result = execute(space=synthetic_space, evaluator=spec, setup=setup)
     return result, spec, run
 
@@ -203,8 +208,9 @@ def test_a_study_cannot_resume_with_another_fidelity(multi_run, synthetic_space)
 def test_one_rung_measures_every_trial_in_full(ray_session, synthetic_space, tmp_path):
     log = tmp_path / "evals.log"
     spec = SyntheticSpec(fidelity=Fidelity(), log_path=str(log))
-    setup = SearchSetup(n_trials=5, out_dir=tmp_path / "run", study_name="one", workers=2,
-                        progress=False)  # fmt: skip
+    setup = SearchSetup(
+        n_trials=5, out_dir=tmp_path / "run", study_name="one", workers=2, progress=False
+    )
     execute(space=synthetic_space, evaluator=spec, setup=setup)
     assert "cheap" not in log.read_text()
     for row in _csv(tmp_path / "run" / "trials.csv"):

@@ -13,16 +13,40 @@ import pytest
 from lowbit.cli import main
 from lowbit.search import load_config
 
-FLAGS = ["--fidelity", "multi", "--cheap-val", "150", "--calib-samples", "100",
-         "--promote-margin", "1.5", "--finetune-steps", "3"]  # fmt: skip
+FLAGS = [
+    "--fidelity",
+    "multi",
+    "--cheap-val",
+    "150",
+    "--calib-samples",
+    "100",
+    "--promote-margin",
+    "1.5",
+    "--finetune-steps",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
 def cli_run(ray_session, tmp_path_factory):
     run = tmp_path_factory.mktemp("cli") / "run"
-    argv = ["search", "--model", "digits-cnn", "--hardware", "npu-bitfusion", "--trials", "8",
-            "--workers", "2", "--baselines", "uniform", "--out", str(run), "--quiet",
-            *FLAGS]  # fmt: skip
+    argv = [
+        "search",
+        "--model",
+        "digits-cnn",
+        "--hardware",
+        "npu-bitfusion",
+        "--trials",
+        "8",
+        "--workers",
+        "2",
+        "--baselines",
+        "uniform",
+        "--out",
+        str(run),
+        "--quiet",
+        *FLAGS,
+    ]
     assert main(argv) == 0
     return run
 
@@ -71,8 +95,9 @@ def test_configs_are_complete_and_reproduce_anywhere(cli_run, tmp_path, capsys):
     moved.parent.mkdir()
     shutil.copy(paths[0], moved)
     cfg = load_config(moved)
-    val = _json_of(capsys, ["evaluate", "--config", str(moved), "--split", "val", "--format",
-                            "json"])  # fmt: skip
+    val = _json_of(
+        capsys, ["evaluate", "--config", str(moved), "--split", "val", "--format", "json"]
+    )
     assert val["accuracy"] == cfg.accuracy_val and val["reproduces"] is True
     assert val["n"] == cfg.val_samples and val["qat_steps"] == 3 and val["calib_samples"] == 100
     test = _json_of(capsys, ["evaluate", "--config", str(moved), "--format", "json"])
@@ -91,9 +116,26 @@ def test_evaluate_flags_match_the_config(cli_run, capsys):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the worker's
     try:
-        out = _json_of(capsys, ["evaluate", "--model", "digits-cnn", "--plan", str(plan),
-                                "--qat-steps", "3", "--calib-samples", "100", "--seed", "0",
-                                "--split", "val", "--format", "json"])  # fmt: skip
+        out = _json_of(
+            capsys,
+            [
+                "evaluate",
+                "--model",
+                "digits-cnn",
+                "--plan",
+                str(plan),
+                "--qat-steps",
+                "3",
+                "--calib-samples",
+                "100",
+                "--seed",
+                "0",
+                "--split",
+                "val",
+                "--format",
+                "json",
+            ],
+        )
     finally:
         torch.set_num_threads(threads)
     assert out["accuracy"] == cfg.accuracy_val
@@ -107,8 +149,16 @@ def test_config_and_flag_errors_are_one_line(tmp_path, capsys, zoo_cache):
     assert "--config fixes --qat-steps" in err and "\n" not in err
     assert main(["evaluate", "--bits", "W8A8"]) == 2
     assert "--model is required" in capsys.readouterr().err
-    argv = ["search", "--model", "digits-cnn", "--hardware", "npu-bitfusion", "--quiet",
-            "--out", str(tmp_path / "run")]  # fmt: skip
+    argv = [
+        "search",
+        "--model",
+        "digits-cnn",
+        "--hardware",
+        "npu-bitfusion",
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main([*argv, "--fidelity", "multi", "--cheap-val", "400"]) == 2
     err = capsys.readouterr().err.strip()
     assert "cheap_val" in err and "359" in err and "\n" not in err

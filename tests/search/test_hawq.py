@@ -104,7 +104,7 @@ def test_sensitivity_formula_and_assignments():
         latency_ms={
             "a": {"2/2": 1.0, "4/4": 2.0, "8/8": 4.0},
             "b": {"2/2": 1.0, "4/4": 2.0, "8/8": 4.0},
-        },  # fmt: skip
+        },
         total_latency_ms={"2/2": 2.5, "4/4": 4.5, "8/8": 8.5},
     )
     sens = sensitivities(inputs)

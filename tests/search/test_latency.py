@@ -10,8 +10,10 @@ from lowbit.search.latency import Prepared, time_configs
 
 
 def _prepared(depth: int) -> Prepared:
-    sessions = {kind: ort_session(chain_model("gemm", 16, 1, depth, kind == "int8"))
-                for kind in ("int8", "fp32")}  # fmt: skip
+    sessions = {
+        kind: ort_session(chain_model("gemm", 16, 1, depth, kind == "int8"))
+        for kind in ("int8", "fp32")
+    }
     row = {"config_id": f"chain-{depth}", "simulated_ms_b1": 0.01, "simulated_ms_b4": 0.02}
     x = np.ones((4, 16), np.float32)
     return Prepared(row, sessions, {1: x[:1], 4: x})

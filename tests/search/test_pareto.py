@@ -35,8 +35,11 @@ def test_sort_matches_brute_force_on_random_points():
     dirs = ("maximize", "minimize", "minimize")
     fronts = non_dominated_sort(pts, directions=dirs)
     assert sorted(i for f in fronts for i in f) == list(range(len(pts)))
-    first = [i for i in range(len(pts)) if not any(
-        dominates(pts[j], pts[i], directions=dirs) for j in range(len(pts)))]  # fmt: skip
+    first = [
+        i
+        for i in range(len(pts))
+        if not any(dominates(pts[j], pts[i], directions=dirs) for j in range(len(pts)))
+    ]
     assert sorted(fronts[0]) == first
     for k in range(1, len(fronts)):
         for i in fronts[k]:  # every later point is dominated by one of the previous front

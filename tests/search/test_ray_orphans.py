@@ -42,8 +42,12 @@ def _alive(processes: dict[int, int]) -> list[str]:
 def test_a_killed_drivers_ray_processes_all_end(tmp_path):
     run, log = tmp_path / "run", tmp_path / "evals.log"
     code = driver_script(run=run, log=log, workers=2)
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     ray_processes: dict[int, int] = {}
     try:
         deadline = time.monotonic() + 180
@@ -83,8 +87,11 @@ SLEEPER = (
 
 
 def _sleeper(session: Path, log: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", SLEEPER, f"--session-dir={session}", log],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER, f"--session-dir={session}", log],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "up"
     return proc
 

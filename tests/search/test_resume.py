@@ -54,8 +54,12 @@ def test_resume_after_sigkill(ray_session, synthetic_space, tmp_path):
     run, log = tmp_path / "run", tmp_path / "evals.log"
     address = ray_session.get_runtime_context().gcs_address
     code = SCRIPT.format(here=str(HERE), run=str(run), address=address, log=str(log))
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while len(_evaluated(log)) < 8:

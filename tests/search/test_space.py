@@ -119,8 +119,9 @@ def test_settings_rejects_foreign_params(synthetic_space):
 
 def test_uniform_and_quant_only(synthetic_space, int8_cpu_like):
     settings = synthetic_space.settings(synthetic_space.uniform_params(4, 4))
-    assert all(kw["w_bits"] == 4 and kw["a_bits"] == 4 and kw["keep"] == 1.0
-               for kw in settings.values())  # fmt: skip
+    assert all(
+        kw["w_bits"] == 4 and kw["a_bits"] == 4 and kw["keep"] == 1.0 for kw in settings.values()
+    )
     cpu = build_space(SYNTHETIC_LAYERS, int8_cpu_like, model="m")
     assert cpu.supports_uniform(4, 8) and not cpu.supports_uniform(4, 4)
     with pytest.raises(ValueError, match="W4A4"):
@@ -134,8 +135,9 @@ def test_zoo_space_plans_pass_the_model_check():
     from lowbit.models.zoo import build
     from lowbit.search.zoo import zoo_space
 
-    profile = make_profile("zoo-bitfusion", [(w, a, 1.0) for w in (2, 4, 8) for a in (2, 4, 8)],
-                           nm_patterns=((2, 4),))  # fmt: skip
+    profile = make_profile(
+        "zoo-bitfusion", [(w, a, 1.0) for w in (2, 4, 8) for a in (2, 4, 8)], nm_patterns=((2, 4),)
+    )
     for model_name in ("digits-cnn", "digits-vit"):
         model = build(model_name)
         space = zoo_space(model_name, profile)
@@ -176,8 +178,10 @@ def test_residual_streams_get_one_keep_knob_on_their_key():
     profile = make_profile("resnet-bitfusion", [(w, 8, 1.0) for w in (4, 8)])
     layers = describe_model(model)
     assert {layer.name: layer.coupled for layer in layers if layer.producer} == {
-        "conv1": (), "conv2": ("stem", "project"), "expand": ("dw",),
-    }  # fmt: skip
+        "conv1": (),
+        "conv2": ("stem", "project"),
+        "expand": ("dw",),
+    }
     for pin, knobs in ((False, {"conv1", "conv2", "expand"}), (True, {"conv1", "expand"})):
         space = build_space(layers, profile, model="residual", pin_first_last=pin)
         assert {layer.name for layer in space.layers if len(layer.keep) > 1} == knobs

@@ -47,8 +47,10 @@ WRITER = textwrap.dedent(
 def _writer(journal, torn: str = "") -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(journal), torn],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -65,8 +67,9 @@ def _no_waiting(monkeypatch) -> None:
 
 
 def _study_with_trials(run, n: int) -> dict[int, list[float]]:
-    study = optuna.create_study(study_name="k", storage=open_storage(None, run_dir=run),
-                                directions=["maximize", "minimize"])  # fmt: skip
+    study = optuna.create_study(
+        study_name="k", storage=open_storage(None, run_dir=run), directions=["maximize", "minimize"]
+    )
     for i in range(n):
         study.tell(study.ask(), [0.5 + i / 100, 1.0 + i])
     return {t.number: t.values for t in study.trials}

@@ -119,16 +119,23 @@ def test_user_search_end_to_end(ray_session, bitfusion_like, trained_net, tmp_pa
     metric = agreement_with(model, x)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x[:, 0, 0]), 32)
     result = run_search_user(
-        model=model, example_input=x[:1], evaluate=metric, calib=loader, hardware=bitfusion_like,
-        n_trials=10, out_dir=tmp_path / "run", workers=2, calib_samples=96, progress=False,
-    )  # fmt: skip
+        model=model,
+        example_input=x[:1],
+        evaluate=metric,
+        calib=loader,
+        hardware=bitfusion_like,
+        n_trials=10,
+        out_dir=tmp_path / "run",
+        workers=2,
+        calib_samples=96,
+        progress=False,
+    )
     joint = result.summary["methods"]["joint"]
     assert joint["completed"] == 10 and joint["failed"] == 0
     assert result.summary["reference"]["fp32_val"] == 1.0  # the model agrees with itself
     assert result.summary["user_model"]["prune_groups"][0]["producer"] == "conv"
-    assert {k: torch.equal(v, model.state_dict()[k]) for k, v in before.items()} == dict.fromkeys(
-        before, True
-    )  # the user's model is never modified
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())  # never modified
     assert not hasattr(model, "prune_groups")
     # every Pareto config reproduces its metric when its plan is applied again
     base = copy.deepcopy(model)
@@ -157,9 +164,17 @@ def test_failing_metric_fails_trials_not_the_study(
         return metric(compressed)
 
     result = run_search_user(
-        model=model, example_input=x[:1], evaluate=picky, calib=x[:64], hardware=bitfusion_like,
-        n_trials=16, out_dir=tmp_path / "run", workers=2, progress=False, seed=3,
-    )  # fmt: skip
+        model=model,
+        example_input=x[:1],
+        evaluate=picky,
+        calib=x[:64],
+        hardware=bitfusion_like,
+        n_trials=16,
+        out_dir=tmp_path / "run",
+        workers=2,
+        progress=False,
+        seed=3,
+    )
     rows = _rows(tmp_path / "run" / "trials.csv")
     failed = [r for r in rows if r["state"] == "FAIL"]
     complete = [r for r in rows if r["state"] == "COMPLETE"]
@@ -178,15 +193,25 @@ def test_metric_failing_on_the_base_model_stops_before_anything_starts(trained_n
 
     with pytest.raises(LowbitError, match="nothing was started.*labels file not found"):
         run_search_user(
-            model=model, example_input=x[:1], evaluate=broken, calib=x[:8],
-            hardware="npu-bitfusion", n_trials=2, out_dir=tmp_path / "run",
-        )  # fmt: skip
+            model=model,
+            example_input=x[:1],
+            evaluate=broken,
+            calib=x[:8],
+            hardware="npu-bitfusion",
+            n_trials=2,
+            out_dir=tmp_path / "run",
+        )
     assert not (tmp_path / "run").exists()
     with pytest.raises(LowbitError, match="must return a number"):
         run_search_user(
-            model=model, example_input=x[:1], evaluate=lambda m: "good", calib=x[:8],
-            hardware="npu-bitfusion", n_trials=2, out_dir=tmp_path / "run",
-        )  # fmt: skip
+            model=model,
+            example_input=x[:1],
+            evaluate=lambda m: "good",
+            calib=x[:8],
+            hardware="npu-bitfusion",
+            n_trials=2,
+            out_dir=tmp_path / "run",
+        )
 
 
 @pytest.mark.parametrize(
@@ -204,9 +229,14 @@ def test_metric_failing_on_the_base_model_stops_before_anything_starts(trained_n
 def test_bad_arguments_are_clear_errors(trained_net, tmp_path, kwargs, expected):
     model, x, _ = trained_net
     args = dict(
-        model=model, example_input=x[:1], evaluate=agreement_with(model, x), calib=x[:8],
-        hardware="npu-bitfusion", n_trials=2, out_dir=tmp_path / "run",
-    )  # fmt: skip
+        model=model,
+        example_input=x[:1],
+        evaluate=agreement_with(model, x),
+        calib=x[:8],
+        hardware="npu-bitfusion",
+        n_trials=2,
+        out_dir=tmp_path / "run",
+    )
     with pytest.raises(LowbitError, match=expected):
         run_search_user(**{**args, **kwargs})
     assert not (tmp_path / "run").exists()
@@ -245,8 +275,13 @@ def test_model_and_data_travel_once_through_the_object_store(ray_session, traine
     describe_user_model(model, x[:1])  # input_shape and traced prune groups, as the search does
     shipped = len(cloudpickle.dumps((model, x, metric, None)))
     with ship(model, x, metric, None) as ref:
-        spec = UserEvaluatorSpec(payload=ref, profile=load_profile("npu-bitfusion"),
-                                 name="signalnet", pinned=(), fp32=(1.0, 1.0))  # fmt: skip
+        spec = UserEvaluatorSpec(
+            payload=ref,
+            profile=load_profile("npu-bitfusion"),
+            name="signalnet",
+            pinned=(),
+            fp32=(1.0, 1.0),
+        )
         assert len(cloudpickle.dumps(spec)) < shipped / 10
         evaluator = spec.build()
     assert evaluator.base is not model and torch.equal(evaluator.calib, x)
@@ -268,8 +303,13 @@ def test_pinned_layers_run_w8a8_and_untouched_stay_float(trained_net):
     assert space.pinned == ("conv", "fc2") and [c.name for c in space.layers] == ["fc1"]
     base = copy.deepcopy(model)
     describe_user_model(base, x[:1])
-    spec = UserEvaluatorSpec(payload=(base, x, agreement_with(model, x), None), profile=profile,
-                             name="signalnet", pinned=space.pinned, fp32=(1.0, 1.0))  # fmt: skip
+    spec = UserEvaluatorSpec(
+        payload=(base, x, agreement_with(model, x), None),
+        profile=profile,
+        name="signalnet",
+        pinned=space.pinned,
+        fp32=(1.0, 1.0),
+    )
     params = {name: dist.choices[0] for name, dist in space.distributions().items()}
     outcome = spec.build().evaluate(TrialRequest(0, space.settings(params), detail=True))
     bits = {layer.name: (layer.w_bits, layer.a_bits) for layer in outcome.layers}

@@ -37,24 +37,51 @@ def write_config(run_dir: Path, cid: str, plan: dict, *, model: str = MODEL) -> 
     x, y = models.load_split("digits", "test")
     small = models.compress(base, CompressionPlan.from_dict(plan), calib=x_val)
     cfg = DeploymentConfig(
-        id=cid, model=model, dataset="digits", seed=0, hardware="cpu-x86-avx2",
-        hardware_hash="0" * 64, method="joint", study="test", trial_number=0, plan=plan,
-        accuracy_val=0.0, accuracy_test=accuracy(small, x, y), fp32_val=0.0, fp32_test=0.0,
-        engine="analytic", latency_ms=0.02 if cid.endswith("1") else 0.01, energy_mj=0.0,
-        total_cycles=1, size_kib=0.0, layers=(), lowbit_version="0.1.0", val_samples=359,
-        test_samples=360, qat_steps=0, qat_seed=0, calib_samples=359, calib_seed=0, threads=1,
-    )  # fmt: skip
+        id=cid,
+        model=model,
+        dataset="digits",
+        seed=0,
+        hardware="cpu-x86-avx2",
+        hardware_hash="0" * 64,
+        method="joint",
+        study="test",
+        trial_number=0,
+        plan=plan,
+        accuracy_val=0.0,
+        accuracy_test=accuracy(small, x, y),
+        fp32_val=0.0,
+        fp32_test=0.0,
+        engine="analytic",
+        latency_ms=0.02 if cid.endswith("1") else 0.01,
+        energy_mj=0.0,
+        total_cycles=1,
+        size_kib=0.0,
+        layers=(),
+        lowbit_version="0.1.0",
+        val_samples=359,
+        test_samples=360,
+        qat_steps=0,
+        qat_seed=0,
+        calib_samples=359,
+        calib_seed=0,
+        threads=1,
+    )
     return cfg.write(run_dir / "configs" / f"{cid}.json")
 
 
 def make_run(run_dir: Path, configs: dict[str, dict]) -> Path:
     for cid, plan in configs.items():
         write_config(run_dir, cid, plan)
-    write_json(run_dir / "summary.json", {
-        "schema_version": 1, "model": MODEL, "seed": 0,
-        "evaluator": {"pin_first_last": False, "finetune_steps": 0},
-        "methods": {"joint": {"pareto": list(configs)}},
-    })  # fmt: skip
+    write_json(
+        run_dir / "summary.json",
+        {
+            "schema_version": 1,
+            "model": MODEL,
+            "seed": 0,
+            "evaluator": {"pin_first_last": False, "finetune_steps": 0},
+            "methods": {"joint": {"pareto": list(configs)}},
+        },
+    )
     return run_dir
 
 
@@ -101,9 +128,16 @@ def test_validation_fields(validated):
     assert result["host"]["profile_hash"] and result["host"]["cpu"]["flags"]
     for batch in (1, 64):
         metrics = result["metrics"][f"b{batch}"]
-        assert set(metrics) >= {"n", "spearman", "kendall", "mape_pct", "within_10pct",
-                                "within_15pct", "repeatability",
-                                "int8_speedup_vs_fp32"}  # fmt: skip
+        assert set(metrics) >= {
+            "n",
+            "spearman",
+            "kendall",
+            "mape_pct",
+            "within_10pct",
+            "within_15pct",
+            "repeatability",
+            "int8_speedup_vs_fp32",
+        }
         assert metrics["repeatability"]["n"] == 4
         assert metrics["repeatability"]["mape_pct"] >= 0
         assert metrics["n"] == 4

@@ -25,29 +25,56 @@ def make_run(run_dir: Path, configs: dict[str, dict], *, hardware: str) -> Path:
     digest = load_profile(hardware).content_hash()
     for i, (cid, plan) in enumerate(configs.items()):
         DeploymentConfig(
-            id=cid, model=MODEL, dataset="digits", seed=0, hardware=hardware,
-            hardware_hash=digest, method="joint", study="test", trial_number=i, plan=plan,
-            accuracy_val=0.0, accuracy_test=0.0, fp32_val=0.0, fp32_test=0.0,
-            engine="analytic", latency_ms=0.05 - 0.01 * i, energy_mj=0.0, total_cycles=1,
-            size_kib=0.0, layers=(), lowbit_version="0.2.0", val_samples=359,
-            test_samples=360, qat_steps=0, qat_seed=0, calib_samples=359, calib_seed=0,
+            id=cid,
+            model=MODEL,
+            dataset="digits",
+            seed=0,
+            hardware=hardware,
+            hardware_hash=digest,
+            method="joint",
+            study="test",
+            trial_number=i,
+            plan=plan,
+            accuracy_val=0.0,
+            accuracy_test=0.0,
+            fp32_val=0.0,
+            fp32_test=0.0,
+            engine="analytic",
+            latency_ms=0.05 - 0.01 * i,
+            energy_mj=0.0,
+            total_cycles=1,
+            size_kib=0.0,
+            layers=(),
+            lowbit_version="0.2.0",
+            val_samples=359,
+            test_samples=360,
+            qat_steps=0,
+            qat_seed=0,
+            calib_samples=359,
+            calib_seed=0,
             threads=1,
-        ).write(run_dir / "configs" / f"{cid}.json")  # fmt: skip
-    write_json(run_dir / "summary.json", {
-        "schema_version": 1, "model": MODEL, "seed": 0,
-        "hardware": {"name": hardware, "content_hash": digest},
-        "evaluator": {"pin_first_last": False, "finetune_steps": 0},
-        "methods": {"joint": {"pareto": list(configs)}},
-    })  # fmt: skip
+        ).write(run_dir / "configs" / f"{cid}.json")
+    write_json(
+        run_dir / "summary.json",
+        {
+            "schema_version": 1,
+            "model": MODEL,
+            "seed": 0,
+            "hardware": {"name": hardware, "content_hash": digest},
+            "evaluator": {"pin_first_last": False, "finetune_steps": 0},
+            "methods": {"joint": {"pareto": list(configs)}},
+        },
+    )
     return run_dir
 
 
 @pytest.fixture(scope="module")
 def validated(tmp_path_factory, zoo_cache):
     run_dir = make_run(
-        tmp_path_factory.mktemp("run"), {"joint-00001": W8A8, "joint-00002": PRUNED},
+        tmp_path_factory.mktemp("run"),
+        {"joint-00001": W8A8, "joint-00002": PRUNED},
         hardware="npu-ethos-u55",
-    )  # fmt: skip
+    )
     return run_dir, vela_validate_run(run_dir)
 
 
@@ -56,8 +83,11 @@ def test_one_row_per_config_with_vela_cycles(validated):
     rows = result["configs"]
     # joint-00001 is uniform W8A8 (measured once); the W4A8 and W2A8 baselines are added
     assert [r["config_id"] for r in rows] == [
-        "joint-00001", "joint-00002", "uniform-W4A8", "uniform-W2A8"
-    ]  # fmt: skip
+        "joint-00001",
+        "joint-00002",
+        "uniform-W4A8",
+        "uniform-W2A8",
+    ]
     assert result["profile"] == "npu-ethos-u55" == result["run_profile"]
     assert result["vela"]["accelerator"] == "ethos-u55-256"
     for r in rows:
@@ -84,8 +114,7 @@ def test_statistics_consistent_with_rows(validated):
     vela = [r["vela_cycles"] for r in rows]
     metrics = result["metrics"]
     assert metrics == latency_metrics(lowbit, vela)
-    assert set(metrics) >= {"n", "spearman", "kendall", "mape_pct", "within_10pct",
-                            "within_15pct"}  # fmt: skip
+    assert set(metrics) >= {"n", "spearman", "kendall", "mape_pct", "within_10pct", "within_15pct"}
     assert metrics["n"] == len(rows)
     errors = [abs(r["ratio"] - 1) for r in rows]
     assert metrics["mape_pct"] == pytest.approx(100 * sum(errors) / len(errors))
@@ -103,9 +132,8 @@ def test_statistics_consistent_with_rows(validated):
 
 def test_files_written(validated):
     run_dir, result = validated
-    assert json.loads((run_dir / "vela_validation.json").read_text()) == json.loads(
-        json.dumps(result)
-    )
+    written = json.loads((run_dir / "vela_validation.json").read_text())
+    assert written == json.loads(json.dumps(result))
     with open(run_dir / "vela_validation.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert tuple(rows[0]) == VELA_COLUMNS

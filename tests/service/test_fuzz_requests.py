@@ -46,24 +46,38 @@ SIMULATE = st.fixed_dictionaries(
     optional={
         "bits": _field(["W4A8", "W8A8", "W2A2", "W32A32", "W٤A٨", "W04A08", "", "w4a4"]),
         "overrides": st.dictionaries(
-            _field(["compute.rows", "clock_hz", "memory.dram.size_bytes", "memory.0.holds"],
-                   extra=st.text(max_size=16)),
+            _field(
+                ["compute.rows", "clock_hz", "memory.dram.size_bytes", "memory.0.holds"],
+                extra=st.text(max_size=16),
+            ),
             VALUES | st.integers(min_value=1, max_value=256),
             max_size=3,
         ),
         "plan": VALUES,
         "engine": _field(["analytic"], extra=st.sampled_from(["event", "EVENT", ""])),
     },
-)  # fmt: skip
+)
 SEARCH = st.fixed_dictionaries(
     {"model": _field(list(model_names())), "profile": _field(list(profile_names()))},
     optional={
         key: VALUES
-        for key in ("trials", "workers", "baselines", "sampler", "seed", "objectives",
-                    "max_latency_ms", "min_accuracy", "finetune_steps", "co_design",
-                    "area_budget_mm2", "trial_timeout_s", "pin_first_last")
+        for key in (
+            "trials",
+            "workers",
+            "baselines",
+            "sampler",
+            "seed",
+            "objectives",
+            "max_latency_ms",
+            "min_accuracy",
+            "finetune_steps",
+            "co_design",
+            "area_budget_mm2",
+            "trial_timeout_s",
+            "pin_first_last",
+        )
     },
-)  # fmt: skip
+)
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +144,17 @@ def test_bodies_that_are_not_json_are_4xx(client, raw):
 
 
 OVERRIDE_KEYS = [
-    "clock_hz", "compute.rows", "compute.cols", "compute.dataflow", "memory.0.size_bytes",
-    "memory.0.bandwidth_bytes_per_cycle", "memory.1.size_bytes", "memory.-1.double_buffered",
-    "compute.precision.0.macs_per_pe_per_cycle", "overheads.per_layer_cycles",
-]  # fmt: skip
+    "clock_hz",
+    "compute.rows",
+    "compute.cols",
+    "compute.dataflow",
+    "memory.0.size_bytes",
+    "memory.0.bandwidth_bytes_per_cycle",
+    "memory.1.size_bytes",
+    "memory.-1.double_buffered",
+    "compute.precision.0.macs_per_pe_per_cycle",
+    "overheads.per_layer_cycles",
+]
 
 
 @FUZZ

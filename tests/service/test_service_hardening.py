@@ -35,8 +35,16 @@ def server(tmp_path_factory):
     """A ``lowbit serve`` on loopback; yields (port, state_dir)."""
     state_dir = tmp_path_factory.mktemp("service-state")
     port = _free_port()
-    argv = [sys.executable, "-m", "lowbit.cli", "serve", "--port", str(port),
-            "--state-dir", str(state_dir)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "lowbit.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir),
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -85,8 +93,11 @@ def test_an_oversized_chunked_body_is_413_without_reading_it_all(server):
     assert sent < cap  # answered while the client was still sending
     # the server is fine afterwards, and a small chunked body still goes through
     body = json.dumps({"profile": "npu-bitfusion", "workload": "resnet18", "bits": "W4A8"})
-    small = httpx.post(f"http://127.0.0.1:{port}/v1/simulate", content=iter([body.encode()]),
-                       headers={"content-type": "application/json"})  # fmt: skip
+    small = httpx.post(
+        f"http://127.0.0.1:{port}/v1/simulate",
+        content=iter([body.encode()]),
+        headers={"content-type": "application/json"},
+    )
     assert small.status_code == 200 and small.json()["hardware"] == "npu-bitfusion"
 
 

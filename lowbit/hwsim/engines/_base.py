@@ -56,7 +56,8 @@ layer's w_bits when ``weight_storage == "packed"``, at the promoted mode's bits 
 "promoted". Inputs at a_bits; outputs at a_bits too (the next layer is assumed to read them
 at the precision this layer computed with). Attention MatMuls move both operands at a_bits
 and keep them where inputs live. A convolution reads its ifmap, not the im2col matrix.
-Tiling, reuse and the off-chip traffic rule are in :mod:`lowbit.hwsim.engines._tiling`.
+Tiling, reuse and the off-chip traffic rule are in :mod:`lowbit.hwsim.engines._tiling`
+(a candidate's schedule and bytes: :mod:`lowbit.hwsim.engines._gemm_plan`).
 
 Between layers. A layer's output stays on chip -- it is not written off chip and the next
 layer reads it in place -- when it fits the active part of both the outputs' home level and

@@ -59,7 +59,7 @@ def bounder(t: Target, w: GemmWork, *, scalar: bool = True):
     * K split with the operands on two ports: each step waits for the slower of its
       tile's two slices.
 
-    Each tile computes its share of the GEMM's folds (as :func:`_tiling.build`), so the
+    Each tile computes its share of the GEMM's folds (as :func:`_gemm_plan.build`), so the
     compute of any n tiles is at least n of the smallest and at least the rest of the
     work less the other tiles at the largest.
 
@@ -77,7 +77,7 @@ def bounder(t: Target, w: GemmWork, *, scalar: bool = True):
     size_w, size_i, size_o = G * N * K * wb, G * M * K * ib, G * M * N * ob
     work = w.cycles * G
     sync = t.tile_cycles
-    # a tile's compute: its share of the GEMM's folds (as in _tiling.build)
+    # a tile's compute: its share of the GEMM's folds (as in _gemm_plan.build)
     m_folds, n_folds = _cdiv(M, gm), _cdiv(N, gn)
     per_fold = w.cycles / (m_folds * n_folds * _cdiv(K, gk))
 
@@ -94,7 +94,7 @@ def bounder(t: Target, w: GemmWork, *, scalar: bool = True):
             x_w = size_w if whole else size_w * n_m
             x_i = size_i if resident else size_i * n_n
             n_o, n_i = n_n, n_m
-            if whole and n_n > 1:  # the share of the next outer tile (_tiling.build)
+            if whole and n_n > 1:  # the share of the next outer tile (_gemm_plan.build)
                 head_w += fg * K * wb * ln * _cdiv(fm, gm) / m_folds
         else:
             x_i = size_i if whole else size_i * n_n

@@ -16,10 +16,10 @@ from .._cost_rules import RuleSet
 from ..profile import Precision
 from ..result import LayerResult
 from ..workload import MOVEMENT_KINDS, Conv2d, Elementwise, Gemm, Layer
+from ._gemm_plan import GemmPlan
 from ._plan import plan_gemm
 from ._schedule import Block, Tile, closed_form
 from ._target import GemmWork, Target
-from ._tiling import GemmPlan
 
 __all__ = ["evaluate", "keeps_output", "output_bytes", "Timer"]
 
@@ -113,7 +113,7 @@ def output_bytes(layer: Layer, gemms: tuple[Gemm, ...] | None = None) -> float:
     if gemms:
         g = gemms[-1]
         return g.count * g.M * g.N * _bytes(g.a_bits)
-    return layer.memory_elements()[1] * _bytes(layer.compression.a_bits)
+    return layer.memory_elements()[1] * _bytes(layer.compression.a_storage_bits)
 
 
 def keeps_output(t: Target, layer: Layer, gemms: tuple[Gemm, ...] | None = None) -> bool:
@@ -173,7 +173,7 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         )
     else:
         modes = ()
-        w_bits, a_bits = layer.compression.w_bits, layer.compression.a_bits
+        w_bits, a_bits = layer.compression.w_storage_bits, layer.compression.a_storage_bits
         try:
             peak = _peak(t, w_bits, a_bits)
         except ValueError:  # a memory-only layer never runs on the MAC array
@@ -199,8 +199,8 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         (ld, ls), (sd, ss) = vec["inputs"], vec["outputs"]
         schedule = Block(1, (Tile(float(t.tile_cycles), ld, sd, ls, ss),))
         tiles = 1
-        onchip_pj = (reads["inputs"] * t.home_pj.get("inputs", 0.0)
-                     + write * t.home_pj.get("outputs", 0.0))  # fmt: skip
+        in_pj, out_pj = t.home_pj.get("inputs", 0.0), t.home_pj.get("outputs", 0.0)
+        onchip_pj = reads["inputs"] * in_pj + write * out_pj
     if timer is not None:
         body = timer(schedule)
     elif len(plans) == 1:
@@ -272,12 +272,25 @@ def _in_place(layer: Layer, input_on_chip: bool) -> LayerResult:
     cycles, no traffic; the next layer finds its input where this one found it."""
     c = layer.compression
     return LayerResult(
-        name=layer.name, op=layer.op, macs=0, w_bits=c.w_bits, a_bits=c.a_bits,
-        compute_cycles=0, stall_cycles=0, overhead_cycles=0, total_cycles=0,
-        dram_read_bytes=0, dram_write_bytes=0, peak_macs_per_cycle=0.0,
-        dram_bytes_per_cycle=0.0, utilization=0.0, bound="memory", energy_j=0.0,
-        input_on_chip=input_on_chip, output_on_chip=input_on_chip,
-    )  # fmt: skip
+        name=layer.name,
+        op=layer.op,
+        macs=0,
+        w_bits=c.w_storage_bits,
+        a_bits=c.a_storage_bits,
+        compute_cycles=0,
+        stall_cycles=0,
+        overhead_cycles=0,
+        total_cycles=0,
+        dram_read_bytes=0,
+        dram_write_bytes=0,
+        peak_macs_per_cycle=0.0,
+        dram_bytes_per_cycle=0.0,
+        utilization=0.0,
+        bound="memory",
+        energy_j=0.0,
+        input_on_chip=input_on_chip,
+        output_on_chip=input_on_chip,
+    )
 
 
 def _onchip_pj(t: Target, g: Gemm, work: GemmWork, k_eff: int, plan: GemmPlan) -> float:

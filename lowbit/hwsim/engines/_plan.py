@@ -16,8 +16,9 @@ from __future__ import annotations
 from heapq import heappop, heappush
 
 from ._bounds import bounder, floorer
+from ._gemm_plan import GemmPlan, build
 from ._target import GemmWork, Target
-from ._tiling import FAMILIES, Family, GemmPlan, batches, build, inner_resident
+from ._tiling import FAMILIES, Family, batches, inner_resident
 
 __all__ = ["plan_gemm", "bounder", "floorer"]
 
@@ -91,8 +92,9 @@ def plan_gemm(t: Target, w: GemmWork) -> GemmPlan:
             shape = fam.shape(kt, isz, osz)
             tiles = -(-M // shape[0]) * -(-N // shape[1]) * -(-K // kt) * G
             resident = kt == K and inner_resident(levels, w, shape[0], shape[1], wo)
-            push(bound(shape, wo, resident, tiles), _CANDIDATE, None, 0, 0, 0,
-                 (shape, wo, resident))  # fmt: skip
+            push(
+                bound(shape, wo, resident, tiles), _CANDIDATE, None, 0, 0, 0, (shape, wo, resident)
+            )
             if i + 1 < len(fam.o_sizes):
                 push(floor(fam, kt, isz, i + 1), _ROW, fam, kt, isz, i + 1, True)
     if best is None:  # nothing fits: fold-sized tiles, every operand at every use

@@ -41,9 +41,17 @@ class Tile:
     """One tile: compute cycles; per-port transfer cycles, double (d) / single (s) buffered."""
 
     __slots__ = (
-        "compute", "load", "store", "load_s", "store_s", "first_load", "last_store",
-        "ld1", "sd1", "serial1",
-    )  # fmt: skip
+        "compute",
+        "load",
+        "store",
+        "load_s",
+        "store_s",
+        "first_load",
+        "last_store",
+        "ld1",
+        "sd1",
+        "serial1",
+    )
 
     def __init__(self, compute: float, load: Vec, store: Vec, load_s: Vec, store_s: Vec):
         self.compute = compute

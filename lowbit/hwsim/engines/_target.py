@@ -18,9 +18,23 @@ class Target:
     rules."""
 
     __slots__ = (
-        "profile", "mapping", "ports", "bandwidth", "port_of", "home", "levels", "double",
-        "inner_pj", "home_pj", "gk", "tile_cycles", "rules", "peak_cache", "mode_cache", "memo",
-    )  # fmt: skip
+        "profile",
+        "mapping",
+        "ports",
+        "bandwidth",
+        "port_of",
+        "home",
+        "levels",
+        "double",
+        "inner_pj",
+        "home_pj",
+        "gk",
+        "tile_cycles",
+        "rules",
+        "peak_cache",
+        "mode_cache",
+        "memo",
+    )
 
     def __init__(self, profile: HardwareProfile) -> None:
         self.profile = profile

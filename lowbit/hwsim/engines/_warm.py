@@ -43,8 +43,9 @@ def warm_profile(profile: HardwareProfile, layers: Iterable[Layer]) -> HardwareP
     if not profile.overheads.warm_cache:
         return profile
     nbytes = weight_bytes(layers, profile)
-    home = next((m for m in reversed(profile.on_chip("weights")) if nbytes <= m.size_bytes / 2),
-                None)  # fmt: skip
+    home = next(
+        (m for m in reversed(profile.on_chip("weights")) if nbytes <= m.size_bytes / 2), None
+    )
     if home is None:
         return profile
     key = (id(profile), home.name)
@@ -53,12 +54,17 @@ def warm_profile(profile: HardwareProfile, layers: Iterable[Layer]) -> HardwareP
         _WARM.move_to_end(key)
         return found[1]
     memory = tuple(
-        replace(m, bandwidth_bytes_per_cycle=max(m.bandwidth_bytes_per_cycle,
-                                                 home.bandwidth_bytes_per_cycle),
-                energy_pj_per_byte=min(m.energy_pj_per_byte, home.energy_pj_per_byte))
-        if m.off_chip else m
+        replace(
+            m,
+            bandwidth_bytes_per_cycle=max(
+                m.bandwidth_bytes_per_cycle, home.bandwidth_bytes_per_cycle
+            ),
+            energy_pj_per_byte=min(m.energy_pj_per_byte, home.energy_pj_per_byte),
+        )
+        if m.off_chip
+        else m
         for m in profile.memory
-    )  # fmt: skip
+    )
     warm = replace(profile, memory=memory)
     _WARM[key] = (profile, warm)
     if len(_WARM) > _CACHE_SIZE:

@@ -106,9 +106,13 @@ class FoldedBatchNorm:
         """A copy of ``bn`` (parameters, statistics, mode, public attributes) folded into
         ``producer``."""
         new = nn.utils.skip_init(
-            cls, bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+            cls,
+            bn.num_features,
+            eps=bn.eps,
+            momentum=bn.momentum,
+            affine=bn.affine,
             track_running_stats=bn.track_running_stats,
-        )  # fmt: skip
+        )
         new.load_state_dict(bn.state_dict())
         for key, value in vars(bn).items():  # e.g. attributes set by pruning
             if not key.startswith("_") and key not in vars(new):

@@ -46,14 +46,28 @@ __all__ = ["TRANSPARENT", "QuantSite", "is_global_pool", "output_readers", "quan
 
 _RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_}
 _FUNCTIONS = {
-    *_RELU_FUNCTIONS, F.relu6, F.hardtanh, F.max_pool1d, F.max_pool2d, F.dropout,
-    torch.flatten, torch.reshape,
-}  # fmt: skip
+    *_RELU_FUNCTIONS,
+    F.relu6,
+    F.hardtanh,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.dropout,
+    torch.flatten,
+    torch.reshape,
+}
 _METHODS = {"relu", "relu_", "flatten", "view", "reshape", "contiguous"}
 _MODULES = (
-    nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Dropout,
-    nn.Dropout1d, nn.Dropout2d, nn.Identity,
-)  # fmt: skip
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Hardtanh,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.Flatten,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Identity,
+)
 #: operations a quantized value passes through unchanged up to rounding (they commute with
 #: rounding to a grid that contains zero, and the exporter moves quantizers across them):
 #: ReLU, ReLU6/Hardtanh (a Clip), max pooling, flatten/reshape, dropout (eval), identity
@@ -94,9 +108,12 @@ class _Tracer(fx.Tracer):
     as single call_module nodes."""
 
     _LEAVES = (
-        *COMPUTE_LAYERS, nn.modules.batchnorm._BatchNorm, Add, MatMulSite,
+        *COMPUTE_LAYERS,
+        nn.modules.batchnorm._BatchNorm,
+        Add,
+        MatMulSite,
         nn.AdaptiveAvgPool2d,
-    )  # fmt: skip
+    )
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return isinstance(m, self._LEAVES) or super().is_leaf_module(m, module_qualified_name)
@@ -200,10 +217,13 @@ def quant_sites(model: nn.Module, specs: dict[str, LayerSpec]) -> dict[str, Quan
         add = isinstance(flow.module(node), Add)
         users = list(node.users)
         sites[node.target] = QuantSite(
-            name=node.target, kind="add" if add else "pool", a_bits=spec.a_bits,
-            symmetric=spec.symmetric, calibration=spec.calibration,
+            name=node.target,
+            kind="add" if add else "pool",
+            a_bits=spec.a_bits,
+            symmetric=spec.symmetric,
+            calibration=spec.calibration,
             relu=add and len(users) == 1 and flow.relu(users[0]),
-        )  # fmt: skip
+        )
     return sites
 
 

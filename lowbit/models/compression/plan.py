@@ -29,6 +29,7 @@ from typing import Any
 
 from torch import nn
 
+from lowbit.hwsim.compression import KNOBS
 from lowbit.hwsim.errors import InputFileError
 from lowbit.hwsim.fileio import loads_json
 from lowbit.models.compression.spec import LayerSpec, PlanError
@@ -251,23 +252,9 @@ class CompressionPlan:
         for name, module in layers.items():
             spec = self.resolve(name)
             if isinstance(module, MatMulSite):
-                spec = LayerSpec(
-                    w_bits=spec.a_bits,
-                    a_bits=spec.a_bits,
-                    symmetric=spec.symmetric,
-                    calibration=spec.calibration,
-                )
+                spec = replace(spec.for_matmul(), weight_granularity="per_channel")
             elif name in pinned:
-                spec = replace(
-                    spec,
-                    w_bits=None if spec.w_bits is None else 8,
-                    a_bits=None if spec.a_bits is None else 8,
-                    keep=1.0,
-                    nm=None,
-                    density=1.0,
-                    rank=None,
-                    rank_fraction=None,
-                )
+                spec = spec.pinned()
             else:
                 spec = replace(
                     spec,
@@ -285,12 +272,11 @@ def _fit_problems(
     """Problems of a spec given by exact name for this module (field: message); ``owners``:
     coupled producers and followers -> their group's producer."""
     problems = []
-    if isinstance(module, MatMulSite):
-        for key, dense in (("keep", 1.0), ("nm", None), ("density", 1.0), ("rank", None)):
-            if getattr(spec, key) != dense:
+    if isinstance(module, MatMulSite):  # every weight knob must be as for_matmul() sets it
+        dense = spec.for_matmul()
+        for key in KNOBS:
+            if key not in ("w_bits", "a_bits") and getattr(spec, key) != getattr(dense, key):
                 problems.append(f"{key}: {name!r} is a MatMulSite (no weights to prune/factorise)")
-        if spec.rank_fraction is not None:
-            problems.append(f"rank_fraction: {name!r} is a MatMulSite (no weights to factorise)")
         return problems
     if spec.keep < 1.0 and name in owners:
         problems.append(
@@ -344,16 +330,8 @@ def rank_eligible(module: nn.Module) -> bool:
 def rank_for(spec: LayerSpec, layer: nn.Module) -> int | None:
     """Integer rank of ``layer`` under ``spec``, or None if it stays full rank.
 
-    ``rank_fraction`` f gives ``max(1, round(f * full_rank))``; a rank at or above the full
-    rank (which could not reduce the layer) or an ineligible layer gives None.
+    The rule is :meth:`lowbit.hwsim.compression.Compression.rank_of` (shared with the
+    simulator): ``rank_fraction`` f gives ``max(1, round(f * full_rank))``; a rank at or above
+    the full rank (which could not reduce the layer) or an ineligible layer gives None.
     """
-    if not rank_eligible(layer):
-        return None
-    full = full_rank(layer)
-    if spec.rank is not None:
-        rank = spec.rank
-    elif spec.rank_fraction is not None:
-        rank = max(1, int(round(spec.rank_fraction * full)))
-    else:
-        return None
-    return rank if rank < full else None
+    return spec.rank_of(full_rank(layer)) if rank_eligible(layer) else None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lowbit.hwsim.compression import kept_channels  # the one rule, shared with hwsim
 from lowbit.models.compression.lowrank import LOWRANK_LAYERS, LowRankConv, _conv_like
 from lowbit.models.graph import COMPUTE_LAYERS, PruneGroup
 
@@ -36,14 +37,6 @@ __all__ = [
     "magnitude_mask",
     "apply_mask",
 ]
-
-
-def kept_channels(n: int, keep: float) -> int:
-    """Channels left after keeping a fraction ``keep`` of ``n``: max(1, round(n · keep)).
-
-    Identical to ``hwsim.workload._kept`` so simulated shapes equal real ones.
-    """
-    return max(1, int(round(n * keep)))
 
 
 def _dense_weight(module: nn.Module) -> torch.Tensor:
@@ -168,10 +161,17 @@ def _slice_per_channel_conv(module: nn.Module, idx: torch.Tensor, name: str) -> 
         )
     k = len(idx)
     new = nn.utils.skip_init(
-        type(module), k, k, module.kernel_size, stride=module.stride, padding=module.padding,
-        dilation=module.dilation, groups=k, bias=module.bias is not None,
+        type(module),
+        k,
+        k,
+        module.kernel_size,
+        stride=module.stride,
+        padding=module.padding,
+        dilation=module.dilation,
+        groups=k,
+        bias=module.bias is not None,
         padding_mode=module.padding_mode,
-    )  # fmt: skip
+    )
     new.weight.copy_(module.weight.detach()[idx])
     if module.bias is not None:
         new.bias.copy_(module.bias.detach()[idx])

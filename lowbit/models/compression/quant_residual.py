@@ -47,9 +47,11 @@ class _Grids:
     def grid(self, prefix: str) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         """(scale, zero_point, qmin, qmax) of grid ``prefix``."""
         return (
-            getattr(self, f"{prefix}_scale"), getattr(self, f"{prefix}_zero_point"),
-            getattr(self, f"{prefix}_qmin"), getattr(self, f"{prefix}_qmax"),
-        )  # fmt: skip
+            getattr(self, f"{prefix}_scale"),
+            getattr(self, f"{prefix}_zero_point"),
+            getattr(self, f"{prefix}_qmin"),
+            getattr(self, f"{prefix}_qmax"),
+        )
 
     def _calibrate(self, prefix: str, samples: torch.Tensor, method: str) -> None:
         scale, zp, qmin, qmax = calibrate(
@@ -106,8 +108,9 @@ class QuantAdd(_Grids, Add):
 
     def __init__(self, *, a_bits: int | None, symmetric: bool, calibration: str, relu: bool):
         super().__init__()
-        self._setup(("act", "b", "out"), a_bits=a_bits, symmetric=symmetric,
-                    calibration=calibration)  # fmt: skip
+        self._setup(
+            ("act", "b", "out"), a_bits=a_bits, symmetric=symmetric, calibration=calibration
+        )
         self.relu = relu
 
     def extra_repr(self) -> str:

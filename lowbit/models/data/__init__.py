@@ -197,40 +197,55 @@ def _files_loader(name: str) -> Callable[[], _Arrays]:
 DATASETS: dict[str, tuple[DatasetInfo, Callable[[], _Arrays]]] = {
     "digits": (
         DatasetInfo(
-            "digits", (1, 8, 8), 10, "scikit-learn 8x8 handwritten digits (1,797)",
+            "digits",
+            (1, 8, 8),
+            10,
+            "scikit-learn 8x8 handwritten digits (1,797)",
             source="scikit-learn (bundled)",
         ),
         _digits_arrays,
     ),
     "mnist1d": (
         DatasetInfo(
-            "mnist1d", (1, 40), 10, "MNIST-1D signals of length 40 (5,000, generated)",
+            "mnist1d",
+            (1, 40),
+            10,
+            "MNIST-1D signals of length 40 (5,000, generated)",
             source="mnist1d package (generated, seed 42)",
         ),
         _mnist1d_arrays,
     ),
     "fashion-mnist": (
         DatasetInfo(
-            "fashion-mnist", (1, 28, 28), 10,
-            "Fashion-MNIST 28x28 grey clothing images (60,000 + 10,000 test)", official_test=True,
+            "fashion-mnist",
+            (1, 28, 28),
+            10,
+            "Fashion-MNIST 28x28 grey clothing images (60,000 + 10,000 test)",
+            official_test=True,
         ),
         _files_loader("fashion-mnist"),
     ),
     "mnist": (
         DatasetInfo(
-            "mnist", (1, 28, 28), 10, "MNIST 28x28 handwritten digits (60,000 + 10,000 test)",
+            "mnist",
+            (1, 28, 28),
+            10,
+            "MNIST 28x28 handwritten digits (60,000 + 10,000 test)",
             official_test=True,
         ),
         _files_loader("mnist"),
     ),
     "cifar10": (
         DatasetInfo(
-            "cifar10", (3, 32, 32), 10, "CIFAR-10 32x32 colour images (50,000 + 10,000 test)",
+            "cifar10",
+            (3, 32, 32),
+            10,
+            "CIFAR-10 32x32 colour images (50,000 + 10,000 test)",
             official_test=True,
         ),
         _files_loader("cifar10"),
     ),
-}  # fmt: skip
+}
 
 
 def _registered(name: str) -> DatasetInfo:

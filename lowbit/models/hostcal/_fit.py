@@ -37,14 +37,23 @@ def _chain(row: dict[str, Any], depth: int):
     """The hwsim layers of a chain."""
     from lowbit.hwsim.workload import Compression, Conv2d, Linear, Workload
 
-    bits = 8 if row["precision"] == "int8" else 32
+    bits = 8 if row["precision"] == "int8" else None  # None: float
     comp = Compression(w_bits=bits, a_bits=bits)
     n, s = row["size"], row["spatial"]
     if row["kind"] == "conv":
         make = lambda i: Conv2d(  # noqa: E731
-            name=f"l{i}", compression=comp, in_h=s, in_w=s, in_c=n, out_c=n, k_h=3, k_w=3,
-            out_h=s, out_w=s, batch=row["batch"],
-        )  # fmt: skip
+            name=f"l{i}",
+            compression=comp,
+            in_h=s,
+            in_w=s,
+            in_c=n,
+            out_c=n,
+            k_h=3,
+            k_w=3,
+            out_h=s,
+            out_w=s,
+            batch=row["batch"],
+        )
     else:
         make = lambda i: Linear(  # noqa: E731
             name=f"l{i}", compression=comp, in_features=n, out_features=n, tokens=row["batch"]
@@ -76,10 +85,18 @@ def sweep_kernel_s(rows, data: dict[str, Any]) -> np.ndarray:
     for row in rows:
         s = row["spatial"]
         layer = Conv2d(
-            name="c", compression=Compression(w_bits=8, a_bits=8), in_h=s, in_w=s,
-            in_c=row["in_c"], out_c=row["out_c"], k_h=row["k"], k_w=row["k"], out_h=s, out_w=s,
+            name="c",
+            compression=Compression(w_bits=8, a_bits=8),
+            in_h=s,
+            in_w=s,
+            in_c=row["in_c"],
+            out_c=row["out_c"],
+            k_h=row["k"],
+            k_w=row["k"],
+            out_h=s,
+            out_w=s,
             batch=row["batch"],
-        )  # fmt: skip
+        )
         cycles = hwsim.simulate_layer(layer, profile).total_cycles
         out.append(max(cycles - profile.overheads.layer_cycles, 1) / profile.clock_hz)
     return np.array(out)
@@ -127,8 +144,14 @@ def _simulate(int8, sweep, data, depths) -> np.ndarray:
 
 
 #: where the Gauss-Newton iterations start (cycles; ``mac``: cycles per MAC per lane)
-_START = {"gemm": 1000.0, "mac": 0.125, "conv_px": 10.0, "conv_img": 100.0, "unaligned": 20.0,
-          "requant": 0.2}  # fmt: skip
+_START = {
+    "gemm": 1000.0,
+    "mac": 0.125,
+    "conv_px": 10.0,
+    "conv_img": 100.0,
+    "unaligned": 20.0,
+    "requant": 0.2,
+}
 
 #: a weak prior on the conv costs that trade off against each other (per pixel, per image,
 #: per output, the generic path's extra): a deviation of 100 % from ``_START`` weighs like a
@@ -137,9 +160,14 @@ _START = {"gemm": 1000.0, "mac": 0.125, "conv_px": 10.0, "conv_img": 100.0, "una
 _PRIOR = {"conv_px": 0.03, "conv_img": 0.03, "requant": 0.03, "unaligned": 0.03}
 
 
-def _gauss_newton(simulate, measured: np.ndarray, weight: np.ndarray, start: dict[str, float],
-                  lower: dict[str, float] | None = None,
-                  prior: dict[str, float] | None = None):  # fmt: skip
+def _gauss_newton(
+    simulate,
+    measured: np.ndarray,
+    weight: np.ndarray,
+    start: dict[str, float],
+    lower: dict[str, float] | None = None,
+    prior: dict[str, float] | None = None,
+):
     """Non-negative weighted least squares of ``simulate(params) ≈ measured``, by
     Gauss-Newton: hwsim's CPU cost is nearly linear in each parameter (counted events times
     a cost), but not exactly (the tiler's choices and compute/traffic overlap move with the
@@ -186,8 +214,9 @@ def _gauss_newton(simulate, measured: np.ndarray, weight: np.ndarray, start: dic
     return best_theta
 
 
-def _linear_fit(int8, sweep, data, *, glue: float, depths,
-                min_mac: float) -> tuple[float, dict[str, float]]:  # fmt: skip
+def _linear_fit(
+    int8, sweep, data, *, glue: float, depths, min_mac: float
+) -> tuple[float, dict[str, float]]:
     """The INT8 parameters by :func:`_gauss_newton`; rows weighted by 1/measured (the
     relative error) and each group (chains, sweep) by 1/sqrt(its size)."""
     measured = np.array([r["layer_s"] for r in int8] + [r["kernel_s"] for r in sweep])
@@ -197,8 +226,7 @@ def _linear_fit(int8, sweep, data, *, glue: float, depths,
     def simulate(theta: dict[str, float]) -> np.ndarray:
         return _simulate(int8, sweep, with_params(data, theta, glue), depths)
 
-    theta = _gauss_newton(simulate, measured, weight, _START, lower={"mac": min_mac},
-                          prior=_PRIOR)  # fmt: skip
+    theta = _gauss_newton(simulate, measured, weight, _START, lower={"mac": min_mac}, prior=_PRIOR)
     return float(np.mean(_log_error(simulate(theta), measured))), theta
 
 
@@ -218,14 +246,20 @@ def fit(
     """Fit the profile to the chains and the conv sweep (module docstring); returns the
     profile data and the fit's summary. Each row gains its simulated value.
     ``peak_macs_per_cycle``: the core's (INT8, FP32) physical peak: no fitted rate exceeds
-    it (the cycles per MAC per lane are bounded below by lanes / peak)."""  # fmt: skip
+    it (the cycles per MAC per lane are bounded below by lanes / peak)."""
     int8 = [r for r in chains if r["precision"] == "int8"]
     fp32 = [r for r in chains if r["precision"] != "int8"]
     lanes = int(data["compute"]["cols"])
     best, theta, cols = math.inf, None, lanes
     for n in (lanes, 2 * lanes, 4 * lanes):
-        value, params = _linear_fit(int8, sweep, _with_cols(data, n), glue=glue_cycles,
-                                    depths=depths, min_mac=n / peak_macs_per_cycle[0])  # fmt: skip
+        value, params = _linear_fit(
+            int8,
+            sweep,
+            _with_cols(data, n),
+            glue=glue_cycles,
+            depths=depths,
+            min_mac=n / peak_macs_per_cycle[0],
+        )
         if value < best:
             best, theta, cols = value, params, n
     data = _with_cols(data, cols)
@@ -238,8 +272,12 @@ def fit(
             return chain_layer_s(fp32, with_params(data, params, glue_cycles), depths)
 
         lower = {"mac32": cols / peak_macs_per_cycle[1]}
-        m32 = 1.0 / _gauss_newton(simulate32, measured, 1.0 / measured, {"mac32": 0.5},
-                                  lower=lower)["mac32"]  # fmt: skip
+        m32 = (
+            1.0
+            / _gauss_newton(simulate32, measured, 1.0 / measured, {"mac32": 0.5}, lower=lower)[
+                "mac32"
+            ]
+        )
         sim = chain_layer_s(fp32, with_params(data, {**theta, "m32": m32}, glue_cycles), depths)
         fp32_best = float(np.mean(_log_error(sim, measured)))
     theta = {**theta, "m32": m32}

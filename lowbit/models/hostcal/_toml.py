@@ -79,41 +79,48 @@ def profile_toml(calibration: _Calibrated) -> str:
             f"off_chip = {str(mem.get('off_chip', False)).lower()}",
             f"double_buffered = {str(mem.get('double_buffered', False)).lower()}",
         ]
-    lines += ["", "[sparsity]  # ONNX Runtime's CPU kernels do not skip zeros",
-              "nm_patterns = []", "zero_skipping = false", "index_bits_per_nonzero = 0.0", "",
-              "[overheads]",
-              f"layer_cycles = {o['layer_cycles']}  # measured: one operator's dispatch",
-              f"gemm_cycles = {o.get('gemm_cycles', 0)}  # fitted: the rest of an INT8 GEMM "
-              "operator's fixed cost (packing, requantization setup)",
-              f"run_cycles = {o.get('run_cycles', 0)}  # measured: one Run call",
-              f"narrow_activation_cycles = {o.get('narrow_activation_cycles', 0)}  # one "
-              "operator's dispatch: the Clip that clamps a sub-8-bit activation",
-              f"conv_channel_multiple = {o.get('conv_channel_multiple', 1)}  # the direct "
-              "INT8 conv kernel's channel blocking (channel sweep)",
-              f"conv_min_out_channels = {o.get('conv_min_out_channels', 1)}",
-              "unaligned_conv_cycles_per_pixel = "
-              f"{o.get('unaligned_conv_cycles_per_pixel', 0.0)!r}  # fitted: generic im2col path",
-              f"conv_cycles_per_pixel = {o.get('conv_cycles_per_pixel', 0.0)!r}  # fitted: "
-              "every INT8 k x k conv's per-pixel gather and requantization",
-              f"conv_cycles_per_image = {o.get('conv_cycles_per_image', 0.0)!r}  # fitted: "
-              "its per-image setup",
-              f"requant_cycles_per_output = {o.get('requant_cycles_per_output', 0.0)!r}  # "
-              "fitted: every INT8 GEMM's requantization of one output",
-              f"pool_channel_block = {o.get('pool_channel_block', 0)}  # uint8 per SIMD "
-              "register: NhwcMaxPool pools a pixel's channels a register at a time",
-              f"pad_conv_channels = {str(o.get('pad_conv_channels', False)).lower()}  # lowbit "
-              "export pads conv channels to the direct kernel's",
-              f"warm_cache = {str(o.get('warm_cache', False)).lower()}  # timed in steady "
-              "state: weights that fit the last-level cache stay there between runs",
-              "# fitted on depthwise 3x3 chains (INT8 mean |error| "
-              f"{fit.get('mean_abs_pct_error_int8_depthwise', 0.0):.1f}%, FP32 "
-              f"{fit.get('mean_abs_pct_error_fp32_depthwise', 0.0):.1f}%): their own kernel",
-              *(f"{k} = {o.get(k, 0.0)!r}" for k in DEPTHWISE_KEYS),
-              f"depthwise_channel_multiple = {o.get('depthwise_channel_multiple', 1)}  # the "
-              "INT8 depthwise kernel's channel block: int32 lanes",
-              "", "# measured: cycles per element of memory-bound operators (FP32 chains; "
-              "maxpool: uint8 NHWC between INT8 convs)",
-              "[overheads.elementwise_cycles_per_element]",
-              *(f"{k} = {v!r}" for k, v in o.get("elementwise_cycles_per_element", {}).items()),
-              ""]  # fmt: skip
+    lines += [
+        "",
+        "[sparsity]  # ONNX Runtime's CPU kernels do not skip zeros",
+        "nm_patterns = []",
+        "zero_skipping = false",
+        "index_bits_per_nonzero = 0.0",
+        "",
+        "[overheads]",
+        f"layer_cycles = {o['layer_cycles']}  # measured: one operator's dispatch",
+        f"gemm_cycles = {o.get('gemm_cycles', 0)}  # fitted: the rest of an INT8 GEMM "
+        "operator's fixed cost (packing, requantization setup)",
+        f"run_cycles = {o.get('run_cycles', 0)}  # measured: one Run call",
+        f"narrow_activation_cycles = {o.get('narrow_activation_cycles', 0)}  # one "
+        "operator's dispatch: the Clip that clamps a sub-8-bit activation",
+        f"conv_channel_multiple = {o.get('conv_channel_multiple', 1)}  # the direct "
+        "INT8 conv kernel's channel blocking (channel sweep)",
+        f"conv_min_out_channels = {o.get('conv_min_out_channels', 1)}",
+        "unaligned_conv_cycles_per_pixel = "
+        f"{o.get('unaligned_conv_cycles_per_pixel', 0.0)!r}  # fitted: generic im2col path",
+        f"conv_cycles_per_pixel = {o.get('conv_cycles_per_pixel', 0.0)!r}  # fitted: "
+        "every INT8 k x k conv's per-pixel gather and requantization",
+        f"conv_cycles_per_image = {o.get('conv_cycles_per_image', 0.0)!r}  # fitted: "
+        "its per-image setup",
+        f"requant_cycles_per_output = {o.get('requant_cycles_per_output', 0.0)!r}  # "
+        "fitted: every INT8 GEMM's requantization of one output",
+        f"pool_channel_block = {o.get('pool_channel_block', 0)}  # uint8 per SIMD "
+        "register: NhwcMaxPool pools a pixel's channels a register at a time",
+        f"pad_conv_channels = {str(o.get('pad_conv_channels', False)).lower()}  # lowbit "
+        "export pads conv channels to the direct kernel's",
+        f"warm_cache = {str(o.get('warm_cache', False)).lower()}  # timed in steady "
+        "state: weights that fit the last-level cache stay there between runs",
+        "# fitted on depthwise 3x3 chains (INT8 mean |error| "
+        f"{fit.get('mean_abs_pct_error_int8_depthwise', 0.0):.1f}%, FP32 "
+        f"{fit.get('mean_abs_pct_error_fp32_depthwise', 0.0):.1f}%): their own kernel",
+        *(f"{k} = {o.get(k, 0.0)!r}" for k in DEPTHWISE_KEYS),
+        f"depthwise_channel_multiple = {o.get('depthwise_channel_multiple', 1)}  # the "
+        "INT8 depthwise kernel's channel block: int32 lanes",
+        "",
+        "# measured: cycles per element of memory-bound operators (FP32 chains; "
+        "maxpool: uint8 NHWC between INT8 convs)",
+        "[overheads.elementwise_cycles_per_element]",
+        *(f"{k} = {v!r}" for k, v in o.get("elementwise_cycles_per_element", {}).items()),
+        "",
+    ]
     return "\n".join(lines)

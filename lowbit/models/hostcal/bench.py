@@ -144,8 +144,11 @@ def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):
         if int8:
             wq = (init(f"w{i}", w), init(f"ws{i}", scale), init(f"wz{i}", np.zeros(size, np.int8)))
             nodes.append(helper.make_node("DequantizeLinear", list(wq), [f"wd{i}"], axis=0))
-            bq = (init(f"b{i}", np.zeros(size, np.int32)), init(f"bs{i}", scale * 0.05),
-                  init(f"bz{i}", np.zeros(size, np.int32)))  # fmt: skip
+            bq = (
+                init(f"b{i}", np.zeros(size, np.int32)),
+                init(f"bs{i}", scale * 0.05),
+                init(f"bz{i}", np.zeros(size, np.int32)),
+            )
             nodes.append(helper.make_node("DequantizeLinear", list(bq), [f"bd{i}"], axis=0))
             weight, bias = f"wd{i}", f"bd{i}"
         else:
@@ -163,9 +166,12 @@ def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):
             nodes.append(helper.make_node("Relu", [y], [f"a{i}"]))
         x = f"a{i}"
     graph = helper.make_graph(
-        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits,
-    )  # fmt: skip
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -191,8 +197,16 @@ class Slope:
 MAX_SPREAD = 0.25
 
 
-def depth_slope(build: Any, x: np.ndarray, *, depths: tuple[int, int] = DEPTHS, repeats: int,
-                rounds: int = 5, attempts: int = 3, what: str = "chain") -> Slope:  # fmt: skip
+def depth_slope(
+    build: Any,
+    x: np.ndarray,
+    *,
+    depths: tuple[int, int] = DEPTHS,
+    repeats: int,
+    rounds: int = 5,
+    attempts: int = 3,
+    what: str = "chain",
+) -> Slope:
     """Per-layer cost of ``build(depth)`` (an ONNX model of ``depth`` identical layers) on
     input ``x``: both depths are timed alternately in ``rounds`` rounds of ``repeats`` runs
     (so a load spike hits both alike), each round gives one slope, and the median slope is
@@ -213,8 +227,10 @@ def depth_slope(build: Any, x: np.ndarray, *, depths: tuple[int, int] = DEPTHS, 
     for attempt in range(1, attempts + 1):
         slopes, intercepts = [], []
         for _ in range(rounds):
-            t0, t1 = (float(np.median(run_times_s(s, binding=b, runs=repeats)))
-                      for s, b in zip(sessions, bindings, strict=True))  # fmt: skip
+            t0, t1 = (
+                float(np.median(run_times_s(s, binding=b, runs=repeats)))
+                for s, b in zip(sessions, bindings, strict=True)
+            )
             slope = (t1 - t0) / (long - short)
             slopes.append(slope)
             intercepts.append(t0 - short * slope)
@@ -243,13 +259,22 @@ def bench_chains(shapes, *, repeats: int) -> list[dict[str, Any]]:
                 lambda d, kind=kind, size=size, spatial=spatial, int8=int8: chain_model(
                     kind, size, spatial, d, int8
                 ),
-                x, repeats=repeats, what=f"{precision} {kind} chain {size}x{spatial} b{batch}",
-            )  # fmt: skip
-            rows.append({
-                "kind": kind, "size": size, "spatial": spatial, "batch": batch,
-                "precision": precision, "layer_s": slope.per_layer_s,
-                "run_s": slope.intercept_s, "spread": slope.spread,
-            })  # fmt: skip
+                x,
+                repeats=repeats,
+                what=f"{precision} {kind} chain {size}x{spatial} b{batch}",
+            )
+            rows.append(
+                {
+                    "kind": kind,
+                    "size": size,
+                    "spatial": spatial,
+                    "batch": batch,
+                    "precision": precision,
+                    "layer_s": slope.per_layer_s,
+                    "run_s": slope.intercept_s,
+                    "spread": slope.spread,
+                }
+            )
     return rows
 
 
@@ -258,13 +283,17 @@ def glue_op_s(*, repeats: int) -> float:
     from onnx import TensorProto, helper, numpy_helper
 
     def chain(depth: int):
-        nodes = [helper.make_node("Add", ["x" if i == 0 else f"a{i}", "c"], [f"a{i + 1}"])
-                 for i in range(depth)]  # fmt: skip
+        nodes = [
+            helper.make_node("Add", ["x" if i == 0 else f"a{i}", "c"], [f"a{i + 1}"])
+            for i in range(depth)
+        ]
         graph = helper.make_graph(
-            nodes, "glue", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+            nodes,
+            "glue",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
             [helper.make_tensor_value_info(f"a{depth}", TensorProto.FLOAT, None)],
             [numpy_helper.from_array(np.ones(16, np.float32), "c")],
-        )  # fmt: skip
+        )
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
     x = np.zeros((1, 16), np.float32)
@@ -333,9 +362,12 @@ def _elementwise_chain(op: str, depth: int):
     for i in range(depth):
         nodes += _elementwise_node(op, "x" if i == 0 else f"a{i}", f"a{i + 1}")
     graph = helper.make_graph(
-        nodes, "elementwise", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
-        [helper.make_tensor_value_info(f"a{depth}", TensorProto.FLOAT, None)], inits,
-    )  # fmt: skip
+        nodes,
+        "elementwise",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info(f"a{depth}", TensorProto.FLOAT, None)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -347,7 +379,8 @@ def elementwise_costs(*, repeats: int) -> dict[str, float]:
     out = {}
     for op, shape in ELEMENTWISE_SHAPES.items():
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-        slope = depth_slope(lambda d, op=op: _elementwise_chain(op, d), x, repeats=repeats,
-                            what=f"{op} chain")  # fmt: skip
+        slope = depth_slope(
+            lambda d, op=op: _elementwise_chain(op, d), x, repeats=repeats, what=f"{op} chain"
+        )
         out[op] = slope.per_layer_s / x.size
     return out

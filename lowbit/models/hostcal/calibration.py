@@ -107,18 +107,30 @@ _KiB = 1024
 CALIBRATION_VERSION = 6
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
-_RECOMPUTED = ("layer_cycles", "gemm_cycles", "narrow_activation_cycles", "run_cycles",
-               "elementwise_cycles_per_element")  # fmt: skip
+_RECOMPUTED = (
+    "layer_cycles",
+    "gemm_cycles",
+    "narrow_activation_cycles",
+    "run_cycles",
+    "elementwise_cycles_per_element",
+)
 
 #: ONNX operator timed by :func:`lowbit.models.hostcal.bench.elementwise_costs` -> the hwsim kinds
 #: (:data:`lowbit.hwsim.workload.ELEMENTWISE_KINDS`) that take its per-element cost
 ORT_KINDS = {
-    "Add": ("add", "embedding"), "Relu": ("relu",), "LayerNormalization": ("layernorm",),
-    "Softmax": ("softmax",), "Gelu": ("gelu",), "MaxPool": ("maxpool",),
-    "Transpose": ("transpose",), "QuantizeLinear": ("quantize",),
-    "DequantizeLinear": ("dequantize",), "Concat": ("concat",), "Split": ("split",),
+    "Add": ("add", "embedding"),
+    "Relu": ("relu",),
+    "LayerNormalization": ("layernorm",),
+    "Softmax": ("softmax",),
+    "Gelu": ("gelu",),
+    "MaxPool": ("maxpool",),
+    "Transpose": ("transpose",),
+    "QuantizeLinear": ("quantize",),
+    "DequantizeLinear": ("dequantize",),
+    "Concat": ("concat",),
+    "Split": ("split",),
     "QLinearSoftmax": ("softmax_int8",),
-}  # fmt: skip
+}
 
 
 def default_profile_path() -> Path:
@@ -216,8 +228,12 @@ def calibrate(*, quick: bool = False, attempts: int = 2) -> Calibration:
         if not problems:
             m["attempts"] = attempt
             return calibration
-        log.warning("calibration attempt %d/%d failed its quality gates: %s", attempt,
-                    attempts, "; ".join(problems))  # fmt: skip
+        log.warning(
+            "calibration attempt %d/%d failed its quality gates: %s",
+            attempt,
+            attempts,
+            "; ".join(problems),
+        )
     raise CalibrationError(
         f"host calibration refused after {attempts} attempts: {'; '.join(problems)} "
         "(no profile written; retry on a quiet machine)"
@@ -243,11 +259,17 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     op_s = glue_op_s(repeats=repeats)
     # the per-node profiler adds its own time to every kernel it reports: taken off
     profiler_s = profiler_overhead_s(repeats=repeats, op_s=op_s)
-    sweep = conv_sweep(QUICK_CONV_SWEEP if quick else CONV_SWEEP, repeats=2 * repeats,
-                       profiler_s=profiler_s)  # fmt: skip
-    data, fitted = fit(rows, sweep, _base_data(info, bandwidth),
-                       glue_cycles=op_s * info["clock_hz"], depths=DEPTHS,
-                       peak_macs_per_cycle=PEAK_MACS_PER_CYCLE[info["isa"]])  # fmt: skip
+    sweep = conv_sweep(
+        QUICK_CONV_SWEEP if quick else CONV_SWEEP, repeats=2 * repeats, profiler_s=profiler_s
+    )
+    data, fitted = fit(
+        rows,
+        sweep,
+        _base_data(info, bandwidth),
+        glue_cycles=op_s * info["clock_hz"],
+        depths=DEPTHS,
+        peak_macs_per_cycle=PEAK_MACS_PER_CYCLE[info["isa"]],
+    )
     batch1 = [r["run_s"] for r in rows if r["batch"] == 1 and r["precision"] == "int8"]
     run_s = float(np.median(batch1 or [r["run_s"] for r in rows]))
     elementwise = elementwise_costs(repeats=repeats)
@@ -260,37 +282,54 @@ def _calibrate_once(*, quick: bool) -> Calibration:
         channels=block, batch=16 if quick else 64, repeats=2 * repeats, profiler_s=profiler_s
     )
     movement = movement_costs(repeats=max(repeats // 3, 5))
-    movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=max(repeats // 3, 5),
-                                                            op_s=op_s)  # fmt: skip
+    movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=max(repeats // 3, 5), op_s=op_s)
     int8_elementwise = {**elementwise, "MaxPool": pool["s_per_element"], **movement}
     data["overheads"] = overheads(
-        gemm_op_cycles=fitted["layer_cycles"], run_s=run_s, op_s=op_s,
-        elementwise=int8_elementwise, clock_hz=data["clock_hz"],
-        fitted={**{k: v for k, v in data["overheads"].items() if k not in _RECOMPUTED},
-                "pool_channel_block": block,
-                # lowbit's export pads conv channels to the direct kernel's (models._onnx_pad)
-                "pad_conv_channels": True},
-    )  # fmt: skip
+        gemm_op_cycles=fitted["layer_cycles"],
+        run_s=run_s,
+        op_s=op_s,
+        elementwise=int8_elementwise,
+        clock_hz=data["clock_hz"],
+        fitted={
+            **{k: v for k, v in data["overheads"].items() if k not in _RECOMPUTED},
+            "pool_channel_block": block,
+            # lowbit's export pads conv channels to the direct kernel's (models._onnx_pad)
+            "pad_conv_channels": True,
+        },
+    )
     o = data["overheads"]
-    depthwise = depthwise_sweep(QUICK_DEPTHWISE_SWEEP if quick else DEPTHWISE_SWEEP,
-                                repeats=max(repeats // 3, 5))  # fmt: skip
+    depthwise = depthwise_sweep(
+        QUICK_DEPTHWISE_SWEEP if quick else DEPTHWISE_SWEEP, repeats=max(repeats // 3, 5)
+    )
     o["depthwise_channel_multiple"] = info["simd_lanes_32bit"]
     depthwise_fit = fit_depthwise(
-        depthwise, clock_hz=data["clock_hz"], channel_multiple=o["depthwise_channel_multiple"],
+        depthwise,
+        clock_hz=data["clock_hz"],
+        channel_multiple=o["depthwise_channel_multiple"],
         fixed_cycles={"int8": o["layer_cycles"] + o["gemm_cycles"], "fp32": o["layer_cycles"]},
-    )  # fmt: skip
+    )
     o.update({key: depthwise_fit[key] for key in DEPTHWISE_KEYS})
     errors = {k: v for k, v in depthwise_fit.items() if k.startswith("mean_abs_pct_error")}
     fitted = {**fitted, **errors}
     measurements = {
         "calibration_version": CALIBRATION_VERSION,
-        "cpu": info, "onnxruntime": ort.__version__, "threads": 1, "quick": quick,
-        "bandwidth_bytes_per_s": bandwidth, "chains": rows, "conv_sweep": sweep,
-        "fit": fitted, "int8_maxpool": pool, "depthwise": depthwise,
-        "run_overhead_s": run_s, "op_overhead_s": op_s, "profiler_overhead_s": profiler_s,
-        "elementwise_s_per_element": elementwise, "movement_s_per_element": movement,
+        "cpu": info,
+        "onnxruntime": ort.__version__,
+        "threads": 1,
+        "quick": quick,
+        "bandwidth_bytes_per_s": bandwidth,
+        "chains": rows,
+        "conv_sweep": sweep,
+        "fit": fitted,
+        "int8_maxpool": pool,
+        "depthwise": depthwise,
+        "run_overhead_s": run_s,
+        "op_overhead_s": op_s,
+        "profiler_overhead_s": profiler_s,
+        "elementwise_s_per_element": elementwise,
+        "movement_s_per_element": movement,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }  # fmt: skip
+    }
     calibration = Calibration(data, measurements)
     calibration.profile()  # validated here: a profile that fails validation is a bug
     return calibration
@@ -342,7 +381,11 @@ def load_or_calibrate(path: str | Path | None = None, *, quick: bool = False):
         )
         write(calibrate(quick=quick), path)
     elif version is not None and version < CALIBRATION_VERSION:
-        log.warning("host profile %s is from calibration v%d (now v%d): recalibrating",
-                    path, version, CALIBRATION_VERSION)  # fmt: skip
+        log.warning(
+            "host profile %s is from calibration v%d (now v%d): recalibrating",
+            path,
+            version,
+            CALIBRATION_VERSION,
+        )
         write(calibrate(quick=quick), path)
     return load_profile(path)

@@ -64,8 +64,12 @@ class CheckRow:
         return measured == (self.int8_simulated_s < self.fp32_simulated_s)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "int8_ratio": self.int8_ratio, "fp32_ratio": self.fp32_ratio,
-                "direction_right": self.direction_right}  # fmt: skip
+        return {
+            **asdict(self),
+            "int8_ratio": self.int8_ratio,
+            "fp32_ratio": self.fp32_ratio,
+            "direction_right": self.direction_right,
+        }
 
 
 def simulate_s(path: Path, profile, *, fp32: bool) -> tuple[float, int]:
@@ -77,7 +81,7 @@ def simulate_s(path: Path, profile, *, fp32: bool) -> tuple[float, int]:
 
     workload = import_onnx(path).workload
     if fp32:
-        wide = Compression(w_bits=32, a_bits=32)
+        wide = Compression(w_bits=None, a_bits=None)  # float
         workload = workload.with_compression({layer.name: wide for layer in workload.layers})
     return hwsim.simulate(workload, profile).latency_s, int(workload.macs)
 
@@ -109,14 +113,19 @@ def check_case(case: Case, profile, *, repeats: int = 50) -> CheckRow:
         int8_sim, macs = simulate_s(int8, profile, fp32=False)
         fp32_sim, _ = simulate_s(fp32, profile, fp32=True)
         return CheckRow(
-            name=case.name, kind=case.kind, macs=macs,
-            int8_measured_s=measure_s(int8, repeats=repeats), int8_simulated_s=int8_sim,
-            fp32_measured_s=measure_s(fp32, repeats=repeats), fp32_simulated_s=fp32_sim,
-        )  # fmt: skip
+            name=case.name,
+            kind=case.kind,
+            macs=macs,
+            int8_measured_s=measure_s(int8, repeats=repeats),
+            int8_simulated_s=int8_sim,
+            fp32_measured_s=measure_s(fp32, repeats=repeats),
+            fp32_simulated_s=fp32_sim,
+        )
 
 
-def check(profile, *, quick: bool = False, networks: bool = True, layers: bool = True,
-          progress=None) -> list[CheckRow]:  # fmt: skip
+def check(
+    profile, *, quick: bool = False, networks: bool = True, layers: bool = True, progress=None
+) -> list[CheckRow]:
     """:func:`check_case` on every held-out case (``quick``: a few, for tests);
     ``progress(i, n, name)`` is called before each."""
     todo = cases(networks=networks, layers=layers, quick=quick)
@@ -152,7 +161,7 @@ def summarize(rows: list[CheckRow]) -> dict[str, dict[str, float]]:
             "count": len(sel),
             "spearman_int8": _spearman(
                 [r.int8_simulated_s for r in sel], [r.int8_measured_s for r in sel]
-            ),  # fmt: skip
+            ),
             "within_int8": float(np.mean(np.abs(int8 - 1) <= TOLERANCE)),
             "within_fp32": float(np.mean(np.abs(fp32 - 1) <= TOLERANCE)),
             "mape_int8_pct": float(np.mean(np.abs(int8 - 1)) * 100),

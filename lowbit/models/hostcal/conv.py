@@ -82,14 +82,27 @@ def _model(cin: int, cout: int, *, k: int = 3, pool: bool = False):
     def conv(src: str, dst: str, c_in: int, c_out: int, size: int, name: str) -> None:
         w = rng.integers(-64, 64, size=(c_out, c_in, size, size)).astype(np.int8)
         scale = np.full(c_out, 0.02 / np.sqrt(w[0].size), np.float32)
-        wq = (init(f"{name}_w", w), init(f"{name}_ws", scale),
-              init(f"{name}_wz", np.zeros(c_out, np.int8)))  # fmt: skip
-        bq = (init(f"{name}_b", np.zeros(c_out, np.int32)), init(f"{name}_bs", scale * 0.05),
-              init(f"{name}_bz", np.zeros(c_out, np.int32)))  # fmt: skip
+        wq = (
+            init(f"{name}_w", w),
+            init(f"{name}_ws", scale),
+            init(f"{name}_wz", np.zeros(c_out, np.int8)),
+        )
+        bq = (
+            init(f"{name}_b", np.zeros(c_out, np.int32)),
+            init(f"{name}_bs", scale * 0.05),
+            init(f"{name}_bz", np.zeros(c_out, np.int32)),
+        )
         nodes.append(helper.make_node("DequantizeLinear", list(wq), [f"{name}_wd"], axis=0))
         nodes.append(helper.make_node("DequantizeLinear", list(bq), [f"{name}_bd"], axis=0))
-        nodes.append(helper.make_node("Conv", [src, f"{name}_wd", f"{name}_bd"], [f"{name}_y"],
-                                      pads=[size // 2] * 4, name=name))  # fmt: skip
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [src, f"{name}_wd", f"{name}_bd"],
+                [f"{name}_y"],
+                pads=[size // 2] * 4,
+                name=name,
+            )
+        )
         qdq(f"{name}_y", dst)
 
     qdq("x", "x0")
@@ -100,8 +113,11 @@ def _model(cin: int, cout: int, *, k: int = 3, pool: bool = False):
     conv(src, "a_probe", cin, cout, k, "probe")
     src = "a_probe"
     if pool:
-        nodes.append(helper.make_node("MaxPool", [src], ["p"], kernel_shape=[2, 2],
-                                      strides=[2, 2], name="pool"))  # fmt: skip
+        nodes.append(
+            helper.make_node(
+                "MaxPool", [src], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"
+            )
+        )
         qdq("p", "p0")
         src = "p0"
     conv(src, "out", cout, 16, 1, "post")
@@ -145,8 +161,10 @@ def _kernel_s(model: Any, x: np.ndarray, *, repeats: int, warmup: int = 20) -> d
             ops[node] = event["args"]["op_name"]
     runs = warmup + repeats
     # the warmup runs' events are dropped: the last `repeats` runs of each node
-    return {node: (ops[node], float(np.sum(v[len(v) * warmup // runs :]) / repeats))
-            for node, v in per_run.items()}  # fmt: skip
+    return {
+        node: (ops[node], float(np.sum(v[len(v) * warmup // runs :]) / repeats))
+        for node, v in per_run.items()
+    }
 
 
 def _node(kernels: dict[str, Any], name: str) -> tuple[str, float]:
@@ -157,8 +175,9 @@ def _node(kernels: dict[str, Any], name: str) -> tuple[str, float]:
     return found[0]
 
 
-def conv_sweep(shapes=CONV_SWEEP, *, repeats: int = 100,
-               profiler_s: float = 0.0) -> list[dict[str, Any]]:  # fmt: skip
+def conv_sweep(
+    shapes=CONV_SWEEP, *, repeats: int = 100, profiler_s: float = 0.0
+) -> list[dict[str, Any]]:
     """Kernel time of one INT8 conv per shape (module docstring): rows of
     ``in_c, out_c, k, spatial, batch, kernel_s`` (less the profiler's own ``profiler_s``,
     :func:`profiler_overhead_s`; the time it reported is ``profiled_kernel_s``)."""
@@ -168,15 +187,28 @@ def conv_sweep(shapes=CONV_SWEEP, *, repeats: int = 100,
         op, seconds = _node(kernels, "probe")
         if op != "QLinearConv":
             raise RuntimeError(f"ONNX Runtime ran the {cin}->{cout} conv as {op}, not QLinearConv")
-        rows.append({"in_c": cin, "out_c": cout, "k": k, "spatial": spatial, "batch": batch,
-                     "kernel_s": without_profiler(seconds, profiler_s),
-                     "profiled_kernel_s": seconds})  # fmt: skip
+        rows.append(
+            {
+                "in_c": cin,
+                "out_c": cout,
+                "k": k,
+                "spatial": spatial,
+                "batch": batch,
+                "kernel_s": without_profiler(seconds, profiler_s),
+                "profiled_kernel_s": seconds,
+            }
+        )
     return rows
 
 
-def int8_maxpool_s_per_element(*, channels: int = 64, spatial: int = 8, batch: int = 64,
-                               repeats: int = 100,
-                               profiler_s: float = 0.0) -> dict[str, Any]:  # fmt: skip
+def int8_maxpool_s_per_element(
+    *,
+    channels: int = 64,
+    spatial: int = 8,
+    batch: int = 64,
+    repeats: int = 100,
+    profiler_s: float = 0.0,
+) -> dict[str, Any]:
     """Seconds per input element of the 2x2 MaxPool between two INT8 convs (its kernel time
     less the profiler's own ``profiler_s``), and the kernel ONNX Runtime ran it with
     (``NhwcMaxPool`` on uint8 where the layout allows)."""
@@ -196,8 +228,12 @@ def profiler_overhead_s(*, repeats: int, op_s: float) -> float:
     from lowbit.models.hostcal.bench import chain_model, depth_slope
 
     x = np.random.default_rng(0).normal(size=(64, 16, 8, 8)).astype(np.float32)
-    slope = depth_slope(lambda d: chain_model("conv", 16, 8, d, True), x, repeats=repeats,
-                        what="profiler reference chain")  # fmt: skip
+    slope = depth_slope(
+        lambda d: chain_model("conv", 16, 8, d, True),
+        x,
+        repeats=repeats,
+        what="profiler reference chain",
+    )
     kernels = _kernel_s(chain_model("conv", 16, 8, 5, True), x, repeats=repeats)
     profiled = float(np.median([sec for op, sec in kernels.values() if op == "QLinearConv"]))
     return max(profiled - (slope.per_layer_s - op_s), 0.0)

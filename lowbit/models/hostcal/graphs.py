@@ -46,16 +46,23 @@ class GraphBuilder:
         self.shapes[out] = shape
         return out
 
-    def conv(self, x: str, cout: int, k: int, *, stride: int = 1, groups: int = 1,
-             relu: bool = True) -> str:  # fmt: skip
+    def conv(
+        self, x: str, cout: int, k: int, *, stride: int = 1, groups: int = 1, relu: bool = True
+    ) -> str:
         cin, h, w = self.shapes[x]
         fan_in = cin // groups * k * k
         weight = self.rng.normal(0, math.sqrt(2 / fan_in), (cout, cin // groups, k, k))
         bias = self.rng.normal(0, 0.05, cout)
         oh, ow = (h + 2 * (k // 2) - k) // stride + 1, (w + 2 * (k // 2) - k) // stride + 1
-        y = self.node("Conv", [x, self._init(weight), self._init(bias, "b")], (cout, oh, ow),
-                      kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4,
-                      group=groups)  # fmt: skip
+        y = self.node(
+            "Conv",
+            [x, self._init(weight), self._init(bias, "b")],
+            (cout, oh, ow),
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[k // 2] * 4,
+            group=groups,
+        )
         return self.node("Relu", [y], (cout, oh, ow)) if relu else y
 
     def add(self, a: str, b: str, *, relu: bool = False) -> str:
@@ -66,8 +73,9 @@ class GraphBuilder:
         c, h, w = self.shapes[x]
         pad = k // 2
         shape = (c, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1)
-        return self.node("MaxPool", [x], shape, kernel_shape=[k, k], strides=[stride] * 2,
-                         pads=[pad] * 4)  # fmt: skip
+        return self.node(
+            "MaxPool", [x], shape, kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4
+        )
 
     def head(self, x: str, classes: int = 1000) -> str:
         """Global average pool, flatten, fully connected."""
@@ -79,8 +87,9 @@ class GraphBuilder:
     def gemm(self, x: str, out: int) -> str:
         fan_in = self.shapes[x][-1]
         weight = self.rng.normal(0, math.sqrt(1 / fan_in), (out, fan_in))
-        return self.node("Gemm", [x, self._init(weight), self._init(np.zeros(out), "b")],
-                         (out,), transB=1)  # fmt: skip
+        return self.node(
+            "Gemm", [x, self._init(weight), self._init(np.zeros(out), "b")], (out,), transB=1
+        )
 
     def concat(self, xs: list[str]) -> str:
         c = sum(self.shapes[x][0] for x in xs)
@@ -105,10 +114,12 @@ class GraphBuilder:
 
     def shuffle(self, x: str, groups: int = 2) -> str:
         c, h, w = self.shapes[x]
-        five = self.node("Reshape", [x, self._shape_const((1, groups, c // groups, h, w))],
-                         (groups, c // groups, h, w))  # fmt: skip
-        swapped = self.node("Transpose", [five], (c // groups, groups, h, w),
-                            perm=[0, 2, 1, 3, 4])  # fmt: skip
+        five = self.node(
+            "Reshape",
+            [x, self._shape_const((1, groups, c // groups, h, w))],
+            (groups, c // groups, h, w),
+        )
+        swapped = self.node("Transpose", [five], (c // groups, groups, h, w), perm=[0, 2, 1, 3, 4])
         return self.node("Reshape", [swapped, self._shape_const((1, c, h, w))], (c, h, w))
 
     # --- sequences (T, D) ---
@@ -120,9 +131,12 @@ class GraphBuilder:
 
     def layernorm(self, x: str) -> str:
         d = self.shapes[x][-1]
-        return self.node("LayerNormalization",
-                         [x, self._init(np.ones(d), "g"), self._init(np.zeros(d), "b")],
-                         self.shapes[x], axis=-1)  # fmt: skip
+        return self.node(
+            "LayerNormalization",
+            [x, self._init(np.ones(d), "g"), self._init(np.zeros(d), "b")],
+            self.shapes[x],
+            axis=-1,
+        )
 
     def gelu(self, x: str) -> str:
         shape = self.shapes[x]
@@ -143,8 +157,9 @@ class GraphBuilder:
         q, k, v = (split_heads(self.linear(x, d)) for _ in range(3))
         kt = self.node("Transpose", [k], (heads, hd, t), perm=[0, 1, 3, 2])
         scores = self.node("MatMul", [q, kt], (heads, t, t))
-        scaled = self.node("Mul", [scores, self._init(np.array(1 / math.sqrt(hd)), "c")],
-                           (heads, t, t))  # fmt: skip
+        scaled = self.node(
+            "Mul", [scores, self._init(np.array(1 / math.sqrt(hd)), "c")], (heads, t, t)
+        )
         probs = self.node("Softmax", [scaled], (heads, t, t), axis=-1)
         ctx = self.node("MatMul", [probs, v], (heads, t, hd))
         merged = self.node("Transpose", [ctx], (t, heads, hd), perm=[0, 2, 1, 3])
@@ -193,9 +208,14 @@ def quantize_int8(fp32_path: Path, int8_path: Path, *, samples: int = 4) -> Path
     root.setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" advice, per model
     try:
         quantize_static(
-            str(fp32_path), str(int8_path), reader, quant_format=QuantFormat.QDQ,
-            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        )  # fmt: skip
+            str(fp32_path),
+            str(int8_path),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
     finally:
         root.setLevel(level)
     return int8_path

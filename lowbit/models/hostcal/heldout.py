@@ -29,8 +29,11 @@ def resnet18(size: int = 112):
     for cout, stride in ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
                          (512, 1)):  # fmt: skip
         y = n.conv(n.conv(x, cout, 3, stride=stride), cout, 3, relu=False)
-        short = x if n.shapes[x][0] == cout and stride == 1 else n.conv(
-            x, cout, 1, stride=stride, relu=False)  # fmt: skip
+        short = (
+            x
+            if n.shapes[x][0] == cout and stride == 1
+            else n.conv(x, cout, 1, stride=stride, relu=False)
+        )
         x = n.add(y, short, relu=True)
     return n.model(n.head(x))
 
@@ -59,14 +62,18 @@ def shufflenet_v2(size: int = 112):
         half = c // 2
         for i in range(repeats):
             if i == 0:  # downsampling unit: both branches stride 2
-                left = n.conv(n.conv(x, n.shapes[x][0], 3, stride=2, groups=n.shapes[x][0],
-                                     relu=False), half, 1)  # fmt: skip
+                left = n.conv(
+                    n.conv(x, n.shapes[x][0], 3, stride=2, groups=n.shapes[x][0], relu=False),
+                    half,
+                    1,
+                )
                 right = n.conv(x, half, 1)
             else:
                 left, right = n.split2(x)
                 right = n.conv(right, half, 1)
-            right = n.conv(n.conv(right, half, 3, stride=2 if i == 0 else 1, groups=half,
-                                  relu=False), half, 1)  # fmt: skip
+            right = n.conv(
+                n.conv(right, half, 3, stride=2 if i == 0 else 1, groups=half, relu=False), half, 1
+            )
             x = n.shuffle(n.concat([left, right]))
     return n.model(n.head(n.conv(x, 1024, 1)))
 
@@ -106,8 +113,11 @@ def transformer(tokens: int = 64, dim: int = 128, layers: int = 2, heads: int = 
 
 def _conv_layer(cin: int, cout: int, k: int, size: int, *, stride: int = 1, groups: int = 1):
     def build():
-        n = GraphBuilder(f"conv{k}x{k}-{cin}-{cout}-s{stride}-g{groups}-{size}", (cin, size, size),
-                 seed=cin * 31 + cout)  # fmt: skip
+        n = GraphBuilder(
+            f"conv{k}x{k}-{cin}-{cout}-s{stride}-g{groups}-{size}",
+            (cin, size, size),
+            seed=cin * 31 + cout,
+        )
         return n.model(n.conv("x", cout, k, stride=stride, groups=groups))
 
     return build
@@ -146,7 +156,7 @@ HELDOUT_LAYERS = tuple(
         f"conv{k}x{k} {cin}->{cout} /{s} g{g} @{size}",
         "layer",
         _conv_layer(cin, cout, k, size, stride=s, groups=g),
-    )  # fmt: skip
+    )
     for cin, cout, k, size, s, g in (
         (64, 64, 3, 56, 1, 1),
         (128, 128, 3, 28, 1, 1),
@@ -172,7 +182,7 @@ HELDOUT_LAYERS = tuple(
         (64, 128, 512),
         (128, 512, 128),
         (128, 256, 256),
-    )  # fmt: skip
+    )
 )
 
 

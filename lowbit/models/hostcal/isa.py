@@ -105,17 +105,30 @@ class Isa:
 #: instruction on up to 4 pipes. FP32: 2 FMA ports of 16 (AVX-512), 8 (AVX2) or 4 lanes
 #: (SSE), 4 NEON pipes of 4 lanes.
 PEAK_MACS_PER_CYCLE = {
-    "amx-int8": (1024, 32), "avx512-vnni": (128, 32), "avx-vnni": (64, 16),
-    "avx512": (128, 32), "avx2": (64, 16), "sse4": (32, 8), "arm-i8mm": (128, 16),
-    "arm-dotprod": (64, 16), "arm-neon": (32, 16), "generic": (32, 16),
-}  # fmt: skip
+    "amx-int8": (1024, 32),
+    "avx512-vnni": (128, 32),
+    "avx-vnni": (64, 16),
+    "avx512": (128, 32),
+    "avx2": (64, 16),
+    "sse4": (32, 8),
+    "arm-i8mm": (128, 16),
+    "arm-dotprod": (64, 16),
+    "arm-neon": (32, 16),
+    "generic": (32, 16),
+}
 
 _LABELS = {
-    "amx-int8": "AMX-INT8 (+AVX-512 VNNI)", "avx512-vnni": "AVX-512 VNNI",
-    "avx-vnni": "AVX-VNNI (AVX2)", "avx512": "AVX-512 (no VNNI)", "avx2": "AVX2",
-    "sse4": "SSE4.1", "arm-i8mm": "Arm i8mm + dot product", "arm-dotprod": "Arm dot product",
-    "arm-neon": "Arm NEON", "generic": "no SIMD integer dot product",
-}  # fmt: skip
+    "amx-int8": "AMX-INT8 (+AVX-512 VNNI)",
+    "avx512-vnni": "AVX-512 VNNI",
+    "avx-vnni": "AVX-VNNI (AVX2)",
+    "avx512": "AVX-512 (no VNNI)",
+    "avx2": "AVX2",
+    "sse4": "SSE4.1",
+    "arm-i8mm": "Arm i8mm + dot product",
+    "arm-dotprod": "Arm dot product",
+    "arm-neon": "Arm NEON",
+    "generic": "no SIMD integer dot product",
+}
 
 
 def detect_isa(flags: Iterable[str]) -> Isa:

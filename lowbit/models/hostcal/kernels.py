@@ -76,21 +76,29 @@ def depthwise_sweep(shapes=DEPTHWISE_SWEEP, *, repeats: int) -> list[dict[str, A
             for int8 in (True, False):
                 precision = "int8" if int8 else "fp32"
                 slope = depth_slope(
-                    lambda d, c=channels, s=spatial, q=int8: _chain(c, s, d, int8=q,
-                                                                    tmp=Path(tmp)),
-                    x.astype(np.float32), depths=(1, 3), repeats=repeats,
+                    lambda d, c=channels, s=spatial, q=int8: _chain(c, s, d, int8=q, tmp=Path(tmp)),
+                    x.astype(np.float32),
+                    depths=(1, 3),
+                    repeats=repeats,
                     what=f"{precision} depthwise {channels}x{spatial}",
-                )  # fmt: skip
-                rows.append({
-                    "channels": channels, "spatial": spatial, "precision": precision,
-                    "macs": channels * spatial * spatial * 9, "pixels": spatial * spatial,
-                    "layer_s": slope.per_layer_s, "spread": slope.spread,
-                })  # fmt: skip
+                )
+                rows.append(
+                    {
+                        "channels": channels,
+                        "spatial": spatial,
+                        "precision": precision,
+                        "macs": channels * spatial * spatial * 9,
+                        "pixels": spatial * spatial,
+                        "layer_s": slope.per_layer_s,
+                        "spread": slope.spread,
+                    }
+                )
     return rows
 
 
-def fit_depthwise(rows, *, fixed_cycles: dict[str, float], clock_hz: float,
-                  channel_multiple: int = 1) -> dict[str, Any]:  # fmt: skip
+def fit_depthwise(
+    rows, *, fixed_cycles: dict[str, float], clock_hz: float, channel_multiple: int = 1
+) -> dict[str, Any]:
     """Cycles per MAC and per output pixel of each precision's depthwise kernel.
 
     ``fixed_cycles``: what the profile already charges each such layer per precision (its
@@ -108,13 +116,15 @@ def fit_depthwise(rows, *, fixed_cycles: dict[str, float], clock_hz: float,
         """(per MAC, per pixel, simulated cycles); ``per_pixel`` given: fit per MAC only."""
         measured = np.array([r["layer_s"] * clock_hz for r in sel])
         weight = 1.0 / measured
-        cols = [[r["macs"]] for r in sel] if per_pixel is not None else [
-            [r["macs"], r["pixels"]] for r in sel]  # fmt: skip
+        cols = (
+            [[r["macs"]] for r in sel]
+            if per_pixel is not None
+            else [[r["macs"], r["pixels"]] for r in sel]
+        )
         target = measured - fixed - (per_pixel or 0.0) * np.array([r["pixels"] for r in sel])
         solved, _ = nnls(np.array(cols, float) * weight[:, None], target * weight)
         pp = per_pixel if per_pixel is not None else float(solved[1])
-        simulated = np.array([float(solved[0]) * r["macs"] + pp * r["pixels"] + fixed
-                              for r in sel])  # fmt: skip
+        simulated = np.array([float(solved[0]) * r["macs"] + pp * r["pixels"] + fixed for r in sel])
         for row, cycles in zip(sel, simulated, strict=True):
             row["simulated_s"] = float(cycles / clock_hz)
         return float(solved[0]), pp, simulated / measured - 1
@@ -151,9 +161,11 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     from onnx import TensorProto, helper, numpy_helper
 
     c, h, w = shape
-    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
-             numpy_helper.from_array(np.array(128, np.uint8), "z"),
-             numpy_helper.from_array(np.array([c // 2, c - c // 2], np.int64), "half")]  # fmt: skip
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(128, np.uint8), "z"),
+        numpy_helper.from_array(np.array([c // 2, c - c // 2], np.int64), "half"),
+    ]
     u8, f32 = TensorProto.UINT8, TensorProto.FLOAT
     outputs = [("y", u8, [1, c, h, w])]
     if op == "QuantizeLinear":
@@ -174,9 +186,12 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
         node, elem = helper.make_node("Split", ["x", "half"], ["y", "y2"], axis=1), u8
         outputs = [("y", u8, [1, c // 2, h, w]), ("y2", u8, [1, c - c // 2, h, w])]
     graph = helper.make_graph(
-        [node], op, [helper.make_tensor_value_info("x", elem, [1, c, h, w])],
-        [helper.make_tensor_value_info(*o) for o in outputs], inits,
-    )  # fmt: skip
+        [node],
+        op,
+        [helper.make_tensor_value_info("x", elem, [1, c, h, w])],
+        [helper.make_tensor_value_info(*o) for o in outputs],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -222,9 +237,11 @@ def _int8_softmax_chain(depth: int):
     QuantizeLinear (ONNX Runtime fuses each into one QLinearSoftmax on uint8)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
-             numpy_helper.from_array(np.array(0, np.uint8), "z"),
-             numpy_helper.from_array(np.array(1 / 255, np.float32), "ps")]  # fmt: skip
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.uint8), "z"),
+        numpy_helper.from_array(np.array(1 / 255, np.float32), "ps"),
+    ]
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q0"])]
     for i in range(depth):
         scale = "s" if i == 0 else "ps"
@@ -236,9 +253,12 @@ def _int8_softmax_chain(depth: int):
     nodes.append(helper.make_node("DequantizeLinear", [f"q{depth}", "ps", "z"], ["y"]))
     shape = [1, *SOFTMAX_SHAPE]
     graph = helper.make_graph(
-        nodes, "softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits,
-    )  # fmt: skip
+        nodes,
+        "softmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -248,6 +268,7 @@ def int8_softmax_s_per_element(*, repeats: int, op_s: float) -> float:
     from lowbit.models.hostcal.bench import depth_slope
 
     x = np.random.default_rng(0).normal(size=(1, *SOFTMAX_SHAPE)).astype(np.float32)
-    slope = depth_slope(_int8_softmax_chain, x, depths=(1, 3), repeats=repeats,
-                        what="INT8 softmax chain")  # fmt: skip
+    slope = depth_slope(
+        _int8_softmax_chain, x, depths=(1, 3), repeats=repeats, what="INT8 softmax chain"
+    )
     return max(slope.per_layer_s - op_s, 0.0) / int(np.prod(SOFTMAX_SHAPE))

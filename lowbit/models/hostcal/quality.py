@@ -19,8 +19,12 @@ from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE
 __all__ = ["MAX_MEAN_ABS_PCT_ERROR", "CalibrationError", "fit_problems"]
 
 #: largest mean |simulated / measured - 1| (percent) of each fitted group accepted
-MAX_MEAN_ABS_PCT_ERROR = {"int8": 50.0, "fp32": 60.0, "int8_depthwise": 50.0,
-                          "fp32_depthwise": 60.0}  # fmt: skip
+MAX_MEAN_ABS_PCT_ERROR = {
+    "int8": 50.0,
+    "fp32": 60.0,
+    "int8_depthwise": 50.0,
+    "fp32_depthwise": 60.0,
+}
 
 
 class CalibrationError(LowbitError):
@@ -38,8 +42,10 @@ def fit_problems(data: dict[str, Any], fitted: dict[str, Any], *, isa: str) -> l
         rate = mode["macs_per_pe_per_cycle"] * cols
         peak, what = (fp32_peak, "FP32") if mode["w_bits"] >= 32 else (int8_peak, "INT8")
         if not math.isfinite(rate) or rate <= 0 or rate > peak:
-            problems.append(f"{what} rate {rate:.4g} MACs/cycle is outside (0, {peak}], the "
-                            f"physical peak of one {isa} core")  # fmt: skip
+            problems.append(
+                f"{what} rate {rate:.4g} MACs/cycle is outside (0, {peak}], the "
+                f"physical peak of one {isa} core"
+            )
     for group, limit in MAX_MEAN_ABS_PCT_ERROR.items():
         error = fitted.get(f"mean_abs_pct_error_{group}")
         if error is not None and not (math.isfinite(error) and error <= limit):

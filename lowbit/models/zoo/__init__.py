@@ -55,16 +55,33 @@ __all__ = [
 #: the edge CNNs' recipe: Nesterov SGD, one cycle (1 warm-up epoch, cosine decay), light
 #: augmentation (shifts of up to 2 pixels, left-right flips), label smoothing, 2 threads
 EDGE_CNN_RECIPE = TrainRecipe(
-    epochs=8, batch_size=128, lr=0.1, weight_decay=5e-4, warmup_epochs=1, label_smoothing=0.1,
-    max_shift=2, optimizer="sgd", hflip=True, threads=2,
-)  # fmt: skip
+    epochs=8,
+    batch_size=128,
+    lr=0.1,
+    weight_decay=5e-4,
+    warmup_epochs=1,
+    label_smoothing=0.1,
+    max_shift=2,
+    optimizer="sgd",
+    hflip=True,
+    threads=2,
+)
 
 #: ``lowbit demo``'s schedule: the edge recipe over 3 epochs of 20,000 images each (about a
 #: minute and a half on 2 cores instead of ten), a few points below the full recipe
 DEMO_RECIPE = TrainRecipe(
-    epochs=3, batch_size=128, lr=0.1, weight_decay=5e-4, warmup_epochs=1, label_smoothing=0.1,
-    max_shift=2, optimizer="sgd", hflip=True, threads=2, train_subset=20_000,
-)  # fmt: skip
+    epochs=3,
+    batch_size=128,
+    lr=0.1,
+    weight_decay=5e-4,
+    warmup_epochs=1,
+    label_smoothing=0.1,
+    max_shift=2,
+    optimizer="sgd",
+    hflip=True,
+    threads=2,
+    train_subset=20_000,
+)
 
 #: name -> entry, in listing order. Recipes were tuned once on the val split (see
 #: benchmarks/accuracy_table.py for the accuracies they reach).
@@ -72,47 +89,84 @@ ZOO: dict[str, ZooEntry] = {
     entry.name: entry
     for entry in (
         ZooEntry(
-            "digits-cnn", "digits", digits_cnn, TrainRecipe(epochs=20, lr=3e-3),
+            "digits-cnn",
+            "digits",
+            digits_cnn,
+            TrainRecipe(epochs=20, lr=3e-3),
             "Conv2d+BN+ReLU x3, max pools, 2 fc",
         ),
         ZooEntry(
-            "digits-mlp", "digits", digits_mlp, TrainRecipe(epochs=60, lr=2e-3),
+            "digits-mlp",
+            "digits",
+            digits_mlp,
+            TrainRecipe(epochs=60, lr=2e-3),
             "MLP 64-128-64-10",
         ),
         ZooEntry(
-            "digits-vit", "digits", digits_vit,
+            "digits-vit",
+            "digits",
+            digits_vit,
             TrainRecipe(epochs=60, batch_size=128, lr=3e-3, weight_decay=5e-2, warmup_epochs=5),
             "ViT, 2x2 patches, 2 blocks, width 32, 4 heads",
         ),
         ZooEntry(
-            "mnist1d-cnn", "mnist1d", mnist1d_cnn, TrainRecipe(epochs=20, batch_size=128, lr=4e-3),
+            "mnist1d-cnn",
+            "mnist1d",
+            mnist1d_cnn,
+            TrainRecipe(epochs=20, batch_size=128, lr=4e-3),
             "Conv1d+BN+ReLU x3, max pools, 2 fc",
         ),
         ZooEntry(
-            "mnist1d-mlp", "mnist1d", mnist1d_mlp,
+            "mnist1d-mlp",
+            "mnist1d",
+            mnist1d_mlp,
             TrainRecipe(epochs=60, batch_size=128, lr=3e-3, max_shift=2),
             "MLP 40-100-100-10",
         ),
         ZooEntry(
-            "fashion-resnet", "fashion-mnist", fashion_resnet, EDGE_CNN_RECIPE,
-            "ResNet, basic blocks 24-48-96, residual adds, ~21 MMAC", tier="edge",
+            "fashion-resnet",
+            "fashion-mnist",
+            fashion_resnet,
+            EDGE_CNN_RECIPE,
+            "ResNet, basic blocks 24-48-96, residual adds, ~21 MMAC",
+            tier="edge",
         ),
         ZooEntry(
-            "fashion-resnet-demo", "fashion-mnist", fashion_resnet, DEMO_RECIPE,
-            "fashion-resnet on the demo's short schedule (3 x 20,000 images)", tier="edge",
+            "fashion-resnet-demo",
+            "fashion-mnist",
+            fashion_resnet,
+            DEMO_RECIPE,
+            "fashion-resnet on the demo's short schedule (3 x 20,000 images)",
+            tier="edge",
         ),
         ZooEntry(
-            "fashion-mobilenet", "fashion-mnist", fashion_mobilenet, EDGE_CNN_RECIPE,
-            "MobileNetV2, inverted residuals, depthwise, ~7 MMAC", tier="edge",
+            "fashion-mobilenet",
+            "fashion-mnist",
+            fashion_mobilenet,
+            EDGE_CNN_RECIPE,
+            "MobileNetV2, inverted residuals, depthwise, ~7 MMAC",
+            tier="edge",
         ),
         ZooEntry(
-            "fashion-vit", "fashion-mnist", fashion_vit,
-            TrainRecipe(epochs=10, batch_size=128, lr=2e-3, weight_decay=5e-2, warmup_epochs=1,
-                        label_smoothing=0.1, max_shift=2, hflip=True, threads=2),
-            "ViT, 4x4 patches, 4 blocks, width 64, 4 heads", tier="edge",
+            "fashion-vit",
+            "fashion-mnist",
+            fashion_vit,
+            TrainRecipe(
+                epochs=10,
+                batch_size=128,
+                lr=2e-3,
+                weight_decay=5e-2,
+                warmup_epochs=1,
+                label_smoothing=0.1,
+                max_shift=2,
+                hflip=True,
+                threads=2,
+            ),
+            "ViT, 4x4 patches, 4 blocks, width 64, 4 heads",
+            tier="edge",
         ),
     )
-}  # fmt: skip
+}
 
 
 def zoo_names() -> list[str]:

@@ -153,8 +153,13 @@ class TrainRecipe:
 
 
 #: recipe fields added after the first release, with their defaults (see ``to_dict``)
-_LATER_DEFAULTS = {"optimizer": "adamw", "momentum": 0.9, "hflip": False, "threads": 1,
-                   "train_subset": 0}  # fmt: skip
+_LATER_DEFAULTS = {
+    "optimizer": "adamw",
+    "momentum": 0.9,
+    "hflip": False,
+    "threads": 1,
+    "train_subset": 0,
+}
 
 
 @dataclass(frozen=True, slots=True)

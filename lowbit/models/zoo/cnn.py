@@ -85,10 +85,12 @@ class ConvNet(ZooModel):
         last = self.n_convs
         groups.append(
             PruneGroup(
-                f"conv{last}", ("fc1",), followers=(f"bn{last}",),
+                f"conv{last}",
+                ("fc1",),
+                followers=(f"bn{last}",),
                 consumer_repeat=self.flat_positions,
             )
-        )  # fmt: skip
+        )
         groups.append(PruneGroup("fc1", ("fc2",)))
         return tuple(groups)
 
@@ -96,14 +98,22 @@ class ConvNet(ZooModel):
 def digits_cnn() -> ConvNet:
     """8×8 digits: 3×3 convs 16-32-32 with pooling to 2×2, fc 128→64→10 (~24k params)."""
     return ConvNet(
-        dataset="digits", input_shape=(1, 8, 8), channels=(16, 32, 32), kernels=(3, 3, 3),
-        pool_after=(2, 3), hidden=64,
-    )  # fmt: skip
+        dataset="digits",
+        input_shape=(1, 8, 8),
+        channels=(16, 32, 32),
+        kernels=(3, 3, 3),
+        pool_after=(2, 3),
+        hidden=64,
+    )
 
 
 def mnist1d_cnn() -> ConvNet:
     """MNIST-1D: 1-D convs 32-32-32 (kernels 5, 3, 3) pooled 40→10, fc 320→64→10."""
     return ConvNet(
-        dataset="mnist1d", input_shape=(1, 40), channels=(32, 32, 32), kernels=(5, 3, 3),
-        pool_after=(2, 3), hidden=64,
-    )  # fmt: skip
+        dataset="mnist1d",
+        input_shape=(1, 40),
+        channels=(32, 32, 32),
+        kernels=(5, 3, 3),
+        pool_after=(2, 3),
+        hidden=64,
+    )

@@ -111,16 +111,22 @@ class MobileNetV2(ZooModel):
         first = self.blocks[0]
         if not first.expands:  # the stem's channels run through block 0's depthwise conv
             groups.append(
-                PruneGroup("stem", ("blocks.0.project",),
-                           followers=("stem_bn", "blocks.0.dw", "blocks.0.bn_d"))
-            )  # fmt: skip
+                PruneGroup(
+                    "stem",
+                    ("blocks.0.project",),
+                    followers=("stem_bn", "blocks.0.dw", "blocks.0.bn_d"),
+                )
+            )
         for i, block in enumerate(self.blocks):
             name = f"blocks.{i}"
             if block.expands:
                 groups.append(
-                    PruneGroup(f"{name}.expand", (f"{name}.project",),
-                               followers=(f"{name}.bn_e", f"{name}.dw", f"{name}.bn_d"))
-                )  # fmt: skip
+                    PruneGroup(
+                        f"{name}.expand",
+                        (f"{name}.project",),
+                        followers=(f"{name}.bn_e", f"{name}.dw", f"{name}.bn_d"),
+                    )
+                )
         # residual streams: a block that is not residual starts one; the residual blocks
         # after it add to it
         i = 0
@@ -132,11 +138,12 @@ class MobileNetV2(ZooModel):
             readers = [r for k in members for r in self._readers(k)]
             groups.append(
                 PruneGroup(
-                    f"blocks.{i}.project", tuple(readers),
+                    f"blocks.{i}.project",
+                    tuple(readers),
                     followers=tuple(f"blocks.{k}.bn_p" for k in members),
                     coupled=tuple(f"blocks.{k}.project" for k in members if k != i),
                 )
-            )  # fmt: skip
+            )
             i = j
         groups.append(PruneGroup("head", ("fc",), followers=("head_bn",)))
         return tuple(groups)
@@ -145,6 +152,9 @@ class MobileNetV2(ZooModel):
 def fashion_mobilenet() -> MobileNetV2:
     """Fashion-MNIST 1×28×28: stem 24, stages of :data:`FASHION_STAGES`, head 256, ~7 MMAC."""
     return MobileNetV2(
-        dataset="fashion-mnist", input_shape=(1, 28, 28), stem=24, stages=FASHION_STAGES,
+        dataset="fashion-mnist",
+        input_shape=(1, 28, 28),
+        stem=24,
+        stages=FASHION_STAGES,
         head=256,
-    )  # fmt: skip
+    )

@@ -105,10 +105,12 @@ class ResNet(ZooModel):
                 shortcut, shortcut_bn, extra_readers = "stem", "stem_bn", (f"{block}.conv1",)
             groups.append(
                 PruneGroup(
-                    f"{block}.conv2", (*extra_readers, *readers),
-                    followers=(f"{block}.bn2", shortcut_bn), coupled=(shortcut,),
+                    f"{block}.conv2",
+                    (*extra_readers, *readers),
+                    followers=(f"{block}.bn2", shortcut_bn),
+                    coupled=(shortcut,),
                 )
-            )  # fmt: skip
+            )
         return tuple(groups)
 
 

@@ -146,6 +146,11 @@ def fashion_vit() -> ViT:
     """Fashion-MNIST 28×28 as 49 patches of 4×4: width 64, 4 heads, 4 blocks, MLP 128
     (~8 MMAC, ~140k params)."""
     return ViT(
-        dataset="fashion-mnist", input_shape=(1, 28, 28), patch=4, dim=64, heads=4, depth=4,
+        dataset="fashion-mnist",
+        input_shape=(1, 28, 28),
+        patch=4,
+        dim=64,
+        heads=4,
+        depth=4,
         mlp_hidden=128,
-    )  # fmt: skip
+    )
