@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -154,6 +155,12 @@ def _run_method(
     return study, stats
 
 
+def _say(setup: SearchSetup, line: str) -> None:
+    """A line on stderr beside the progress lines (when the setup shows progress)."""
+    if setup.progress:
+        print(line, file=sys.stderr, flush=True)
+
+
 def _fits(space: SearchSpace, params: dict[str, Any]) -> bool:
     """Whether ``params`` is a point of ``space`` (a warm start may use a choice the
     sensitivity screen dropped: it then cannot be feasible, and is left out)."""
@@ -200,11 +207,18 @@ def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Searc
         w8a8 = space.settings(space.uniform_params(8, 8))
         reference: Reference = pool.call("reference", w8a8=w8a8)
         if setup.screens and any(get_method(m).fixed is None for m in setup.methods):
+            _say(setup, "[screen] measuring each layer's choices one at a time ...")
             screen = load_or_screen(
                 space=space, pool=pool, floor=setup.min_accuracy, fidelity=fidelity,
                 run_dir=run_dir, write=results.atomic_write_text,
             )  # fmt: skip
             screened = screen.apply(space)
+            dropped = sum(len(v) for v in screen.dropped.values())
+            _say(
+                setup,
+                f"[screen] {screen.evaluations} evaluations ({screen.seconds:.0f} s): "
+                f"{dropped} choices below the floor {screen.floor:.2%} dropped",
+            )
         studies = {}
         for name in setup.methods:
             studies[name] = _run_method(

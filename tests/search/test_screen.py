@@ -150,18 +150,23 @@ def test_searched_methods_search_the_screened_space_and_baselines_the_full_one(
     assert again["seconds"] == screen_section["seconds"]
 
 
-def test_no_constraint_means_no_screen_unless_asked(synthetic_space, tmp_path, ray_session):
+def test_no_constraint_means_no_screen_unless_asked(synthetic_space, tmp_path, ray_session, capsys):
     setup = SearchSetup(n_trials=3, out_dir=tmp_path / "a", study_name="a", progress=False)
     assert (
         "screen"
         not in execute(space=synthetic_space, evaluator=SyntheticSpec(), setup=setup).summary
     )
-    setup = SearchSetup(n_trials=3, out_dir=tmp_path / "b", study_name="b", progress=False,
-                        screen="on")  # fmt: skip
+    setup = SearchSetup(n_trials=3, out_dir=tmp_path / "b", study_name="b", screen="on")
     section = execute(space=synthetic_space, evaluator=SyntheticSpec(), setup=setup).summary[
         "screen"
     ]
     assert section["floor"] == pytest.approx(0.95 - 0.05)  # base accuracy minus DEFAULT_DROP
+    # with progress on, the screen says what it does and what it dropped
+    err = capsys.readouterr().err
+    dropped = sum(len(v) for v in section["dropped"].values())
+    assert "[screen] measuring each layer's choices one at a time" in err
+    assert f"[screen] {section['evaluations']} evaluations" in err
+    assert f"{dropped} choices below the floor 90.00% dropped" in err
 
 
 def test_greedy_warm_starts_spend_their_budget_and_get_faster(synthetic_space):
