@@ -12,6 +12,10 @@ pass reads those patterns into TFLite operators without any recalibration:
   is the zero point, else MAXIMUM / MINIMUM with a constant on the same grid;
 * MaxPool / Flatten between a DQ and a Q with the same grid run on int8 (MAX_POOL_2D,
   RESHAPE); a Q onto a different grid is a QUANTIZE (int8 → int8 requantization);
+* a conv/linear layer whose output two readers quantize onto different grids is emitted
+  once per grid (lowbit and ONNX Runtime round its float output onto each directly);
+* a ReLU after a DQ (a residual add's output read on two grids keeps its ReLU in the QDQ
+  graph) is the identity on a grid starting at zero, else a MAXIMUM with its zero point;
 * NCHW becomes NHWC; the flatten before a classifier keeps NHWC order and the classifier's
   weight columns are permuted instead; padding that is not TFLite's SAME is a PAD (with the
   zero point, i.e. real zero) before a VALID convolution;
@@ -20,8 +24,14 @@ pass reads those patterns into TFLite operators without any recalibration:
 * the layer writing the logits (float in lowbit) runs 16x8 when given an int16 grid: its
   int8 input widened exactly to int16, the bias as int64, int16 output.
 
-Only CNN/MLP graphs are supported (the zoo's attention models have MatMul, Softmax and
-LayerNorm: a one-line :class:`ExportError`).
+Only CNN/MLP graphs are supported. The zoo's attention models are refused in one line
+(:class:`ExportError`): lowbit quantizes their linear and matmul layers only and computes
+LayerNorm, softmax, GELU and the residual stream in float, so their integer layers write
+float outputs. In a fully-integer TFLite model every one of those tensors needs an int8 or
+int16 grid (each integer layer requantizes its output onto one; LayerNorm has no builtin
+integer kernel and would be decomposed into requantized MEAN / SUB / RSQRT / MUL steps):
+grids lowbit has neither searched nor measured, so the TFLite model's accuracy would not be
+the config's.
 """
 
 import math
@@ -37,6 +47,8 @@ from lowbit.models.export._tflite_layers import LayerEmitter, Pending
 
 __all__ = ["Graph", "Op", "Tensor", "convert"]
 
+#: operators lowbit's attention models compute in float between their integer layers
+_FLOAT_BLOCKS = {"LayerNormalization": "LayerNorm", "Softmax": "softmax", "Erf": "GELU"}
 _UNSUPPORTED = (
     "the TFLite export supports CNN/MLP models (conv, depthwise conv, linear, max and global "
     "average pooling, residual add)"
@@ -59,10 +71,21 @@ class _Converter(LayerEmitter):
         self.consts: dict[str, tuple] = {}  # DQ of an initializer -> (codes, scale, zp, axis)
         self.pending: dict[str, Pending] = {}
         self.emitted: dict[str, int] = {}  # pending tensor -> the op output made for it
+        self.done: dict[str, Pending] = {}  # emitted tensor -> its layer
+        self.copies: dict[str, dict[tuple, int]] = {}  # emitted tensor -> grid -> op output
         self.fusable: dict[int, Op] = {}  # output tensor -> op whose activation may fuse
         self.float_input: int | None = None
 
     def run(self, model: onnx.ModelProto, logits_grid: tuple) -> Graph:
+        floats = sorted({_FLOAT_BLOCKS[n.op_type] for n in model.graph.node
+                         if n.op_type in _FLOAT_BLOCKS})  # fmt: skip
+        if floats:
+            raise ExportError(
+                f"TFLite export: the model computes {', '.join(floats)} in float between its "
+                "integer layers (an attention model: lowbit quantizes its linear and matmul "
+                "layers only), and TFLite's int8 kernels need int8/int16 grids there that "
+                "lowbit has not searched or measured; export it as ONNX or QONNX instead"
+            )
         missing = sorted(
             {n.op_type for n in model.graph.node if not hasattr(self, "on_" + n.op_type)}
         )
@@ -114,8 +137,8 @@ class _Converter(LayerEmitter):
                 self.g.inputs.append(self.float_input)
             self.codes[out] = self.act(out, shape, grid, layout)
             self.op("QUANTIZE", [self.float_input], [self.codes[out]])
-        elif src in self.emitted:  # a second quantizer of a layer's output: requantize
-            self.codes[out] = self.requantize(self.emitted[src], grid, out)
+        elif src in self.emitted:  # a second quantizer of a layer's output
+            self.codes[out] = self.emit_again(src, grid, out)
         elif src in self.pending:
             self.codes[out] = self.emit(src, grid, out)
         elif src in self.values:
@@ -195,9 +218,23 @@ class _Converter(LayerEmitter):
         self.defer(node, 1)
 
     def on_Relu(self, node: onnx.NodeProto) -> None:
-        if node.input[0] not in self.pending or self.readers.get(node.input[0]) != 1:
-            raise ExportError(f"TFLite export: a ReLU on a stored tensor ({scope_of(node)})")
-        self.pending[node.output[0]] = replace(self.pending.pop(node.input[0]), relu=True)
+        src = node.input[0]
+        if src in self.values:  # on a stored int8 tensor (e.g. a residual add's output)
+            idx = self.values[src]
+            zp = self.grid_of(idx)[1]
+            if zp > -128:  # its grid holds negative values: clamp them at the zero point
+                t = self.g.tensors[idx]
+                label = scope_of(node) or node.output[0]
+                bound = self.const(f"{label}.relu_bound", np.array([zp], np.int8),
+                                   scale=t.scale, zero_point=t.zero_point)  # fmt: skip
+                out = self.tensor(label, t.shape, like=idx)
+                self.op("MAXIMUM", [idx, bound], [out])
+                idx = out
+            self.values[node.output[0]] = idx  # on a grid from zero up it is the identity
+            return
+        if src not in self.pending or self.readers.get(src) != 1:
+            raise ExportError(f"TFLite export: a ReLU of a float tensor ({scope_of(node)})")
+        self.pending[node.output[0]] = replace(self.pending.pop(src), relu=True)
 
     def on_Identity(self, node: onnx.NodeProto) -> None:
         for table in (self.values, self.pending):

@@ -26,10 +26,12 @@ class Pending:
 
 class LayerEmitter(GraphBuilder):
     """Emits deferred layers; the converter provides ``pending``, ``consts``, ``emitted``,
-    ``fusable`` and ``readers``."""
+    ``done`` (emitted layer output → its :class:`Pending`), ``copies`` (layer output → grid
+    → tensor, for :meth:`emit_again`), ``fusable`` and ``readers``."""
 
     def emit(self, name: str, grid: tuple[float, int], out_name: str) -> int:
         pend = self.pending.pop(name)
+        self.done[name] = pend
         kind = pend.node.op_type
         out_name = scope_of(pend.node) or out_name  # Vela's per-layer report shows this name
         idx, op = getattr(self, "emit_" + kind)(pend, grid, out_name)
@@ -39,6 +41,24 @@ class LayerEmitter(GraphBuilder):
             self.fusable[idx] = op  # a Clip of this output alone may become a fused RELU
         self.emitted[name] = idx
         return idx
+
+    def emit_again(self, name: str, grid: tuple[float, int], out_name: str) -> int:
+        """Layer output ``name``, already emitted, quantized onto another ``grid`` too. Where
+        a conv or linear layer's readers quantize its output onto different grids, lowbit
+        (and ONNX Runtime) round its float output onto each grid directly: the layer is
+        computed again, once per grid (requantizing the first grid's codes would round
+        twice). An add's or pool's output has a grid of its own: requantized from it."""
+        first = self.emitted[name]
+        copies = self.copies.setdefault(name, {self.grid_of(first): first})
+        if grid in copies:
+            return copies[grid]
+        pend = self.done[name]
+        if pend.node.op_type not in ("Conv", "Gemm", "MatMul"):
+            return self.requantize(first, grid, out_name)
+        self.pending[name] = pend
+        copies[grid] = self.emit(name, grid, out_name)
+        self.emitted[name] = first
+        return copies[grid]
 
     def weights(self, node: onnx.NodeProto, name: str) -> tuple[np.ndarray, np.ndarray, int]:
         """(levels as int8, per-channel scale, ONNX channel axis) of a weight input."""

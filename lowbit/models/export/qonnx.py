@@ -16,13 +16,17 @@ BatchNorm folded) with a ``Quant`` on
 
 Biases stay float (the int32 codes times ``s_x·s_w``: the same values). The QONNX executor
 computes in float what lowbit's fake-quant model computes with integer arithmetic, so the
-two agree but for requantization ties (:func:`check_qonnx` measures it). Needs the
+two agree but for requantization ties. :func:`check_qonnx` measures it on the whole test
+split with qonnx's own executor (:func:`run_qonnx`: the model keeps a dynamic batch
+dimension; each executor call gets a few hundred images at a fixed batch size):
+accuracy, argmax agreement and per-layer agreement of the activation codes. Needs the
 optional ``edge`` extra (``qonnx`` for the check).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -38,7 +42,15 @@ from lowbit.models.export._qdq_grids import (
     scope_of,
 )
 
-__all__ = ["QONNX_DOMAIN", "build_qonnx", "check_qonnx"]
+__all__ = [
+    "LARGE_GRAPH",
+    "QONNX_BATCH",
+    "QONNX_DOMAIN",
+    "build_qonnx",
+    "check_qonnx",
+    "default_batch",
+    "run_qonnx",
+]
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 
@@ -150,47 +162,160 @@ def build_qonnx(*, fp32: onnx.ModelProto, quants: list) -> onnx.ModelProto:
     return model
 
 
-def check_qonnx(
-    *, compressed: Any, model: onnx.ModelProto, samples: int = 500, min_agreement: float = 0.99
-) -> dict:
-    """QONNX executor vs the fake-quant model on the first ``samples`` test images; raises
-    :class:`ExportError` when their argmax agree on fewer than ``min_agreement``."""
-    import torch
+#: images per call of qonnx's executor. It runs the graph node by node (each Quant in
+#: numpy, every other node in a one-node ONNX Runtime session made anew for each call), so
+#: with one image per call its cost is per call and per node: ~55-85 ms an image on
+#: fashion-resnet-demo (56 nodes), against 1.4-4.4 ms an image at 100-250 per call (a
+#: shared 2-vCPU AMD EPYC VM; 15-60x). Its bookkeeping per call grows faster than the node
+#: count (lookups scan the graph's lists): a graph of more than :data:`LARGE_GRAPH` nodes
+#: (fashion-vit's 469: ~18 s a call) gets four times as many images per call.
+QONNX_BATCH = 250
+LARGE_GRAPH = 200
 
-    from lowbit.models.accuracy import as_model_input, logits
-    from lowbit.models.data import load_split
-    from lowbit.models.export.ort import INPUT_NAME, OUTPUT_NAME
 
+def default_batch(model: onnx.ModelProto) -> int:
+    """Images per executor call for ``model`` (:data:`QONNX_BATCH`, ×4 for a large graph)."""
+    return QONNX_BATCH * (4 if len(model.graph.node) > LARGE_GRAPH else 1)
+
+
+_ACT_QUANT = re.compile(r"^/(?P<layer>.+)\.input(?P<idx>\d+)/Quant$")
+
+
+def _executor() -> tuple[Any, Any]:
+    """qonnx's execute_onnx and a function making a model with a static batch of ``n``
+    ready for it (the executor wants static shapes), or one line naming the extra."""
     require_extra("qonnx.core.onnx_exec", package="qonnx", what="checking a QONNX model")
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
-
-    x, y = load_split(compressed.dataset, "test")
-    x = as_model_input(compressed, x[:samples])
-    with torch.no_grad():
-        fake = logits(compressed, x).numpy()
     from qonnx.transformation.infer_shapes import InferShapes
 
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)  # the executor wants static shapes: batch = the images checked
-    for value in (*fixed.graph.input, *fixed.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_value = len(x)
-    wrapper = ModelWrapper(fixed).transform(InferShapes())
-    out = execute_onnx(wrapper, {INPUT_NAME: x.numpy()})[OUTPUT_NAME]
+    def static(model: onnx.ModelProto, n: int) -> Any:
+        fixed = onnx.ModelProto()
+        fixed.CopyFrom(model)
+        del fixed.graph.value_info[:]
+        for value in (*fixed.graph.input, *fixed.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_value = n
+        return ModelWrapper(fixed).transform(InferShapes())
+
+    return execute_onnx, static
+
+
+def _code_taps(model: onnx.ModelProto) -> dict[str, tuple[str, np.ndarray, np.ndarray, int]]:
+    """lowbit layer name (a second operand under ``"<name>:b"``, as
+    :func:`~lowbit.models.export._codecheck.fake_quant_codes` names it) → (the output of the
+    Quant of its input activation, scale, zero point, +128 for a signed grid: lowbit's
+    uint8 codes)."""
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    taps = {}
+    for node in model.graph.node:
+        match = _ACT_QUANT.match(node.name)
+        if node.op_type != "Quant" or match is None or node.input[0] in inits:
+            continue
+        idx = int(match["idx"])
+        name = match["layer"] + ("" if idx == 0 else ":b")
+        signed = any(a.name == "signed" and a.i for a in node.attribute)
+        scale = inits[node.input[1]].astype(np.float32)
+        taps[name] = (node.output[0], scale, inits[node.input[2]], 128 if signed else 0)
+    return taps
+
+
+def _batches(model: onnx.ModelProto, x: np.ndarray, *, batch_size: int | None, codes: bool):
+    """(first index, logits, codes by layer when ``codes``) per ``batch_size`` images of
+    ``x``, each batch one call of qonnx's executor on ``model`` with that static batch."""
+    from lowbit.models.export.ort import INPUT_NAME, OUTPUT_NAME
+
+    if batch_size is None:
+        batch_size = default_batch(model)
+    if batch_size < 1:
+        raise ExportError(f"QONNX batch size must be a positive integer, got {batch_size}")
+    execute_onnx, static = _executor()
+    taps = _code_taps(model) if codes else {}
+    wrappers: dict[int, Any] = {}
+    for start in range(0, len(x), batch_size):
+        chunk = np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32)
+        n = len(chunk)
+        if n not in wrappers:
+            wrappers[n] = static(model, n)
+        ctx = execute_onnx(wrappers[n], {INPUT_NAME: chunk}, return_full_exec_context=bool(taps))
+        found = {  # the codes' float values are exact integers: int16 holds them
+            name: (np.rint(ctx[tensor] / scale) + (zeropt + shift)).astype(np.int16).reshape(n, -1)
+            for name, (tensor, scale, zeropt, shift) in taps.items()
+        }
+        yield start, ctx[OUTPUT_NAME].reshape(n, -1), found
+
+
+def run_qonnx(
+    model: onnx.ModelProto, x: np.ndarray, *, batch_size: int | None = None, codes: bool = False
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(logits, when ``codes`` each quantized layer's input activation codes as lowbit's
+    uint8 codes, by layer name) of QONNX ``model`` run by qonnx's own executor
+    (``qonnx.core.onnx_exec.execute_onnx``) on float inputs ``x``, ``batch_size`` images
+    per call (default :func:`default_batch`). Batching changes no quantized tensor; the
+    float logits only by the last layer's float GEMM summing in another order (ONNX
+    Runtime's kernel for one row differs from the one for many; a few ulp)."""
+    logits_parts, found = [], {}
+    for _, out, part in _batches(model, x, batch_size=batch_size, codes=codes):
+        logits_parts.append(out)
+        for name, c in part.items():
+            found.setdefault(name, []).append(c)
+    merged = {name: np.concatenate(parts) for name, parts in found.items()}
+    return np.concatenate(logits_parts), merged
+
+
+def check_qonnx(
+    *,
+    compressed: Any,
+    model: onnx.ModelProto,
+    samples: int | None = None,
+    min_agreement: float = 0.99,
+    batch_size: int | None = None,
+) -> dict:
+    """QONNX model run by qonnx's executor vs the fake-quant model on the test split (its
+    first ``samples`` images; all by default): accuracies, argmax agreement and, per
+    quantized layer, the share of equal input activation codes. Raises
+    :class:`ExportError` when their argmax agree on fewer than ``min_agreement``."""
+    from lowbit.models.accuracy import as_model_input
+    from lowbit.models.data import load_split
+    from lowbit.models.export._codecheck import fake_quant_codes
+
+    _executor()  # one line without the extra, before any work
+    batch_size = default_batch(model) if batch_size is None else batch_size
+    x, y = load_split(compressed.dataset, "test")
+    x = as_model_input(compressed, x[:samples])
     labels = y[:samples].numpy()
+    outs, fakes = [], []
+    equal: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for start, part, codes in _batches(model, x.numpy(), batch_size=batch_size, codes=True):
+        outs.append(part)
+        # the fake-quant logits of the same forward pass as its codes
+        hook = compressed.register_forward_hook(lambda _m, _a, o: fakes.append(o.numpy()))
+        try:
+            ref = fake_quant_codes(compressed, x[start : start + len(part)])
+        finally:
+            hook.remove()
+        for name, c in codes.items():
+            if name in ref:
+                equal[name] = equal.get(name, 0) + int((ref[name].reshape(c.shape) == c).sum())
+                total[name] = total.get(name, 0) + c.size
+    out, fake = np.concatenate(outs), np.concatenate(fakes)
     agreement = float((out.argmax(1) == fake.argmax(1)).mean())
     if agreement < min_agreement:
         raise ExportError(
             f"QONNX model's argmax agrees with the fake-quant model on {agreement:.2%} of "
             f"{len(labels)} test images, below {min_agreement:.0%} (a bug in the QONNX export)"
         )
+    code_agreement = {name: equal[name] / total[name] for name in equal}
     return {
         "split": "test",
         "samples": len(labels),
         "runtime": "qonnx.core.onnx_exec.execute_onnx",
+        "batch_size": batch_size,
         "argmax_agreement": agreement,
         "max_abs_logit_diff": float(np.abs(out - fake).max()),
         "logit_range": float(np.abs(fake).max()),
         "accuracy_qonnx": float((out.argmax(1) == labels).mean()),
         "accuracy_fake_quant": float((fake.argmax(1) == labels).mean()),
+        "min_code_agreement": min(code_agreement.values(), default=1.0),
+        "code_agreement": code_agreement,
     }

@@ -16,9 +16,12 @@ half to even, like ONNX Runtime's QuantizeLinear) and read the logits as
 
 :func:`check_tflite` runs the model in the LiteRT interpreter (builtin int8 kernels, no
 delegate) on the ``test`` split against the INT8 ONNX model: accuracies, argmax agreement
-and, on the first images, how many activation codes of each integer layer agree. TFLite
-requantizes with a fixed-point multiplier and rounds ties away from zero where ONNX Runtime
-multiplies in float and rounds to even, so a few codes differ by one.
+and, on the first images, how many activation codes of each integer layer agree. TFLite's
+builtin kernels (like TensorFlow Lite Micro's) requantize with a fixed-point multiplier in
+two roundings, the product and then the shift, ties away from zero, where ONNX Runtime
+multiplies in float and rounds once, to even: outputs just short of a half, by up to about
+``2^-(shift+1)``, round differently (0.05-0.1 % of a layer's codes; one step apart, which a
+4-bit grid makes a large step for the layers after it).
 
 The writer and the interpreter come from LiteRT (``ai-edge-litert``), the ``edge`` extra
 (``pip install 'lowbit[edge]'``); without it these functions raise :class:`EdgeExtraMissing`.

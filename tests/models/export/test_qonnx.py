@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from lowbit import models
 from lowbit.models.compression.plan import CompressionPlan
 from lowbit.models.export.deploy import deploy_copy, to_onnx
-from lowbit.models.export.qonnx import QONNX_DOMAIN, build_qonnx, check_qonnx
+from lowbit.models.export.qonnx import QONNX_DOMAIN, build_qonnx, check_qonnx, run_qonnx
 from lowbit.models.export.tflite import EdgeExtraMissing
 
 PLAN = {
@@ -75,12 +75,36 @@ def test_weights_lie_on_their_quant_grid(exported):
     assert checked == 6
 
 
+#: the quantized layers of PLAN's digits-cnn, as the fake-quant model names them
+LAYERS = {"conv1", "conv2", "conv3", "fc1.first", "fc1.second", "fc2"}
+
+
 def test_qonnx_executor_computes_the_fake_quant_model(exported):
     small, model = exported
-    check = check_qonnx(compressed=small, model=model)
+    check = check_qonnx(compressed=small, model=model, batch_size=64)
+    assert check["samples"] == len(models.load_split("digits", "test")[1])  # the whole split
     assert check["argmax_agreement"] == 1.0
     assert check["max_abs_logit_diff"] <= 1e-4 * check["logit_range"]
     assert check["accuracy_qonnx"] == check["accuracy_fake_quant"]
+    assert set(check["code_agreement"]) == LAYERS
+    assert check["min_code_agreement"] >= 0.999
+
+
+def test_batched_execution_is_per_image_execution(exported):
+    """qonnx's executor on batches (the last one short) computes what it computes image by
+    image: every activation code identical; the float logits up to the classifier GEMM's
+    summation order (ONNX Runtime has a kernel for one row and one for many)."""
+    _, model = exported
+    x = models.load_split("digits", "test")[0][:12].numpy()
+    one, codes_one = run_qonnx(model, x, batch_size=1, codes=True)
+    many, codes_many = run_qonnx(model, x, batch_size=5, codes=True)
+    assert set(codes_one) == set(codes_many) == LAYERS
+    for name, codes in codes_one.items():
+        assert codes.shape[0] == len(x)
+        np.testing.assert_array_equal(codes_many[name], codes, err_msg=name)
+    assert many.shape == one.shape == (len(x), 10)
+    np.testing.assert_allclose(many, one, rtol=0, atol=1e-5 * np.abs(one).max())
+    np.testing.assert_array_equal(many.argmax(1), one.argmax(1))
 
 
 def test_missing_qonnx_is_one_line(exported, monkeypatch):

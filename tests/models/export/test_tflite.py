@@ -138,15 +138,156 @@ def test_float_io_computes_the_same_logits(exported):
     assert np.array_equal(a, b)
 
 
+def _relu_graph(zero_point: int):
+    """input → Q/DQ (uint8 grid, ``zero_point``) → ReLU → Q/DQ (same grid) → output: the
+    QDQ pass keeps a ReLU after a residual add whose output two layers read on different
+    grids (fashion-resnet-demo's joint-00011 in the demo run)."""
+    from onnx import numpy_helper as nh
+
+    inits = [nh.from_array(np.array(0.05, np.float32), "s"),
+             nh.from_array(np.array(zero_point, np.uint8), "z")]  # fmt: skip
+    nodes = [
+        helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q0"]),
+        helper.make_node("DequantizeLinear", ["q0", "s", "z"], ["d0"]),
+        helper.make_node("Relu", ["d0"], ["r"], name="/block/Relu"),
+        helper.make_node("QuantizeLinear", ["r", "s", "z"], ["q1"]),
+        helper.make_node("DequantizeLinear", ["q1", "s", "z"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 6])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("zero_point", [0, 128])
+def test_a_relu_on_a_stored_int8_tensor(zero_point):
+    """On a grid from zero up the ReLU is the identity (no operator); on a grid with
+    negative values a MAXIMUM with the zero point clamps them. Either way LiteRT computes what
+    ONNX Runtime computes from the QDQ graph."""
+    from lowbit.models.export._tflite_write import serialize
+    from lowbit.models.export.ort import ort_session
+    from lowbit.models.export.tflite import TFLiteModel, _tensor_info
+
+    qdq = _relu_graph(zero_point)
+    graph = convert(qdq, input_shape=(6,), logits_grid=(0.05, zero_point - 128))
+    codes = [op.code for op in graph.ops]
+    assert codes == ([] if zero_point == 0 else ["MAXIMUM"])
+    model = TFLiteModel(
+        serialize(graph), "int8", _tensor_info(graph.tensors[graph.inputs[0]]),
+        _tensor_info(graph.tensors[graph.outputs[0]]), (0.05, zero_point - 128), {}, {},
+    )  # fmt: skip
+    x = np.linspace(-3, 3, 60, dtype=np.float32).reshape(10, 6)
+    expected = np.concatenate([ort_session(qdq).run(None, {"input": row[None]})[0] for row in x])
+    got, _ = run_tflite(model, x)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert (got >= 0).all()
+
+
+def _two_grid_conv():
+    """input → Q/DQ → Conv (2 channels, 3×3) → ReLU, read on a coarse 4-bit grid (Q, Clip)
+    first and on a fine 8-bit grid second: a stem read by a 4-bit conv and by an 8-bit
+    residual add (fashion-resnet-demo's joint-00017 in the demo run)."""
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    fine, coarse = 0.02, 0.3
+    inits = [
+        nh.from_array(np.array(1 / 255, np.float32), "s_in"),
+        nh.from_array(np.array(0, np.uint8), "z_in"),
+        nh.from_array(rng.integers(-64, 65, (2, 1, 3, 3)).astype(np.int8), "w"),
+        nh.from_array(np.array([0.004, 0.006], np.float32), "s_w"),
+        nh.from_array(np.zeros(2, np.int8), "z_w"),
+        nh.from_array(np.array(fine, np.float32), "s_a"),
+        nh.from_array(np.array(coarse, np.float32), "s_b"),
+        nh.from_array(np.array(0, np.uint8), "z"),
+        nh.from_array(np.array(15, np.uint8), "hi"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["input", "s_in", "z_in"], ["q0"]),
+        helper.make_node("DequantizeLinear", ["q0", "s_in", "z_in"], ["x"]),
+        helper.make_node("DequantizeLinear", ["w", "s_w", "z_w"], ["wf"], axis=0),
+        helper.make_node("Conv", ["x", "wf"], ["c"], name="/stem/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="/Relu"),
+        helper.make_node("QuantizeLinear", ["r", "s_b", "z"], ["qb"]),
+        helper.make_node("Clip", ["qb", "z", "hi"], ["cb"]),
+        helper.make_node("DequantizeLinear", ["cb", "s_b", "z"], ["coarse"]),
+        helper.make_node("QuantizeLinear", ["r", "s_a", "z"], ["qa"]),
+        helper.make_node("DequantizeLinear", ["qa", "s_a", "z"], ["fine"]),
+    ]
+    out = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2, 4, 4])
+           for n in ("coarse", "fine")]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 4, 4])],
+        out, inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_layer_read_on_two_grids_is_computed_once_per_grid():
+    """Both grids round the layer's exact output, as ONNX Runtime does (requantizing the
+    coarse grid's codes onto the fine grid would lose 4 of its 8 bits)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from lowbit.models.export._tflite_write import serialize
+    from lowbit.models.export.ort import ort_session
+
+    qdq = _two_grid_conv()
+    graph = convert(qdq, input_shape=(1, 4, 4), logits_grid=(0.1, 0))
+    assert [op.code for op in graph.ops].count("CONV_2D") == 2
+    interp = Interpreter(
+        model_content=serialize(graph), num_threads=1,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )  # fmt: skip
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    x = np.random.default_rng(1).random((50, 1, 4, 4), dtype=np.float32)
+    session = ort_session(qdq)
+    equal = {"coarse": [], "fine": []}
+    for sample in x:
+        codes = np.clip(np.round(sample * 255) - 128, -128, 127).astype(np.int8)
+        interp.set_tensor(inp["index"], codes.transpose(1, 2, 0)[None])
+        interp.invoke()
+        onnx_out = session.run(None, {"input": sample[None]})
+        expected = dict(zip(("coarse", "fine"), onnx_out, strict=True))
+        for out in interp.get_output_details():
+            name = "coarse" if abs(out["quantization"][0] - 0.3) < 1e-6 else "fine"
+            scale, zero_point = out["quantization"]
+            got = (interp.get_tensor(out["index"]).astype(np.float32) - zero_point) * scale
+            want = expected[name][0].transpose(1, 2, 0)[None]
+            equal[name].append(np.abs(got - want) <= 1e-6 + 1e-3 * scale)
+    for name, hits in equal.items():
+        assert np.mean(hits) >= 0.99, name  # but for the kernel's rounding of rare ties
+
+
 def test_attention_graphs_are_refused_in_one_line():
     nodes = [helper.make_node("Softmax", ["input"], ["logits"], name="/attn/Softmax")]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
     )  # fmt: skip
-    with pytest.raises(ExportError, match=r"Softmax .*supports CNN/MLP") as info:
+    with pytest.raises(ExportError, match=r"computes softmax in float .* ONNX or QONNX") as info:
         convert(helper.make_model(graph), input_shape=(4,), logits_grid=(0.1, 0))
     assert "\n" not in str(info.value)
+
+
+def test_a_vit_is_refused_naming_its_float_blocks():
+    """digits-vit (the zoo's ViT, small; untrained: the graph is what matters): lowbit runs
+    its LayerNorm, softmax and GELU in float, so there is no fully-integer TFLite model of
+    what lowbit measured."""
+    from lowbit.models.zoo import build
+
+    base = build("digits-vit", seed=0).eval()
+    x_val, _ = models.load_split("digits", "val")
+    plan = CompressionPlan.uniform(w_bits=8, a_bits=8, pin_first_last=False)
+    small = models.compress(base, plan, calib=x_val[:256]).eval()
+    plain, quants, _ = deploy_copy(small)
+    qdq, _ = quantize_graph(to_onnx(plain, input_shape=small.input_shape), quants)
+    with pytest.raises(ExportError) as info:
+        build_tflite(compressed=small, qdq=qdq)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "computes GELU, LayerNorm, softmax in float" in message
 
 
 def test_missing_litert_is_one_clear_line(exported, monkeypatch):
