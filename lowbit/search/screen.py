@@ -30,10 +30,13 @@ resumes with the same space, floor and rung; ``summary.json`` records it under `
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from lowbit.hwsim.errors import LowbitError
 
 from .codesign import HW_PREFIX
 from .evaluator import TrialRequest
@@ -115,12 +118,58 @@ class Screen:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Screen:
-        if data.get("version") != SCREEN_VERSION:
-            raise ValueError(f"screen version {data.get('version')!r} is not supported")
+    def from_dict(cls, data: Any) -> Screen:
+        """A screen from its JSON form (``screen.json``); ValueError listing every field
+        that is missing or of the wrong type, with its key path."""
+        if not isinstance(data, dict) or data.get("version") != SCREEN_VERSION:
+            version = data.get("version") if isinstance(data, dict) else None
+            raise ValueError(f"screen version {version!r} is not supported")
+        problems = [f"{k}: not a finite number" for k in _NUMBERS if not _finite(data.get(k))]
+        problems += [f"{k}: not a count" for k in _COUNTS if not _count(data.get(k))]
+        if not isinstance(data.get("key"), str):
+            problems.append("key: not a string")
+        entries = data.get("entries")
+        if not isinstance(entries, list):
+            problems.append("entries: not a list")
+            entries = []
+        for i, e in enumerate(entries):
+            problems += [f"entries[{i}].{p}" for p in _entry_problems(e)]
+        if problems:
+            raise ValueError("screen: " + "; ".join(problems))
         fields = {k: data[k] for k in cls.__slots__ if k != "entries"}
-        entries = tuple(ScreenEntry(**e) for e in data["entries"])
-        return cls(entries=entries, **fields)
+        return cls(entries=tuple(ScreenEntry(**e) for e in entries), **fields)
+
+
+_NUMBERS = ("floor", "margin_se", "base_accuracy", "seconds", "base_latency_ms")
+_COUNTS = ("rung", "samples", "evaluations")
+_ENTRY_FIELDS = ("param", "value", "accuracy", "kept", "latency_ms")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _entry_problems(entry: Any) -> list[str]:
+    """What is wrong with one stored :class:`ScreenEntry` (empty when nothing)."""
+    if not isinstance(entry, dict) or set(entry) != set(_ENTRY_FIELDS):
+        return [f"fields: expected {', '.join(_ENTRY_FIELDS)}"]
+    out = []
+    if not isinstance(entry["param"], str) or "." not in entry["param"]:
+        out.append("param: not a '<layer>.<setting>' name")
+    if not (_finite(entry["value"]) or isinstance(entry["value"], str)):
+        out.append("value: not a number or a string")
+    if not isinstance(entry["kept"], bool):
+        out.append("kept: not true or false")
+    out += [
+        f"{k}: not a finite number or null"
+        for k in ("accuracy", "latency_ms")
+        if entry[k] is not None and not _finite(entry[k])
+    ]
+    return out
 
 
 def _severity(setting: str, value: Any) -> float:
@@ -151,9 +200,11 @@ def _chains(space: SearchSpace, base: dict[str, Any]) -> list[list[tuple[str, An
     return out
 
 
-def screen_key(space: SearchSpace, *, floor: float, fidelity: Fidelity) -> str:
-    """What a stored screen must match to be reused: the space, the floor and the rung."""
-    data = {"space": space.to_dict(), "floor": floor, "fidelity": fidelity.definition()}
+def screen_key(space: SearchSpace, *, floor: float | None, fidelity: Fidelity) -> str:
+    """What a stored screen must match to be reused: the space, the floor asked for (None:
+    the default below the base) and the rung."""
+    asked = -1.0 if floor is None else float(floor)
+    data = {"space": space.to_dict(), "floor": asked, "fidelity": fidelity.definition()}
     return json.dumps(data, sort_keys=True)
 
 
@@ -218,7 +269,7 @@ def screen(
     return Screen(
         floor=level, margin_se=z, rung=rung, samples=samples, base_accuracy=base_acc,
         entries=ordered, evaluations=evaluations, seconds=time.perf_counter() - start,
-        key=screen_key(space, floor=level if floor is not None else -1.0, fidelity=fidelity),
+        key=screen_key(space, floor=floor, fidelity=fidelity),
         base_latency_ms=float(base_out.latency_ms),
     )  # fmt: skip
 
@@ -235,10 +286,12 @@ def load_or_screen(
     """The screen stored in ``run_dir`` if it was made for this space, floor and rung;
     otherwise a new one, written there with ``write(path, text)``."""
     path = Path(run_dir) / SCREEN_FILE
-    key = screen_key(space, floor=-1.0 if floor is None else float(floor), fidelity=fidelity)
+    if path.exists() and not path.is_file():  # before minutes of measurements, not after
+        raise LowbitError(f"{path}: not a file (the sensitivity screen is written there)")
+    key = screen_key(space, floor=floor, fidelity=fidelity)
     try:
         stored = Screen.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         stored = None
     if stored is not None and stored.key == key:
         return stored

@@ -252,6 +252,11 @@ def test_screen_section_shows_each_layers_choices_and_strikes_the_dropped(tiny_r
     assert "4: 91.8 %" in section and "2: not measured" in section  # 4 bits dropped: 2 too
     assert "0.75: not measured" in section  # kept: a harsher keep ratio was kept
     assert 'href="#screen"' in text  # in the page's navigation
+    # a damaged file (an entry that names no setting) leaves the section out, no traceback
+    damaged = result.to_dict()
+    damaged["entries"][0]["param"] = "conv1"
+    (run_dir / "screen.json").write_text(json.dumps(damaged), encoding="utf-8")
+    assert 'id="screen"' not in render_report(load_run(run_dir))
     # without the file the run still renders, without the section
     (run_dir / "screen.json").unlink()
     assert 'id="screen"' not in render_report(load_run(run_dir))

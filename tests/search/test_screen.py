@@ -10,11 +10,13 @@ layer at 2 bits alone loses 0.072 (0.878), at 4 bits 0.032 (0.918); keep 0.25 al
 from __future__ import annotations
 
 import json
+import re
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+from lowbit.hwsim.errors import LowbitError
 from lowbit.search.fidelity import Fidelity, accuracy_margin
 from lowbit.search.run import SearchSetup, execute
 from lowbit.search.screen import Screen, load_or_screen, screen
@@ -196,3 +198,47 @@ def test_greedy_warm_starts_spend_their_budget_and_get_faster(synthetic_space):
     ]
     for (_, joint_params), (_, quant_params) in zip(bits, quant, strict=True):
         assert narrowed.settings(joint_params) == narrowed.quant_only().settings(quant_params)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: d["entries"][0].update(param="nodot"), "entries[0].param"),
+        (lambda d: d["entries"][0].update(accuracy="x"), "entries[0].accuracy"),
+        (lambda d: d["entries"][1].update(kept=1), "entries[1].kept"),
+        (lambda d: d["entries"][0].pop("value"), "entries[0].fields"),
+        (lambda d: d.update(entries=5), "entries: not a list"),
+        (lambda d: d.update(floor=float("nan")), "floor: not a finite number"),
+        (lambda d: d.update(samples=-1, seconds=True), "seconds: not a finite number"),
+        (lambda d: d.update(version=1), "screen version 1"),
+    ],
+)
+def test_a_damaged_screen_file_is_refused_with_its_field_and_measured_again(
+    synthetic_space, tmp_path, damage, message
+):
+    def write(path, text):
+        path.write_text(text, encoding="utf-8")
+
+    pool = _LocalPool(SyntheticSpec())
+    kwargs = dict(space=synthetic_space, floor=0.9, fidelity=Fidelity(), run_dir=tmp_path)
+    first = load_or_screen(pool=pool, write=write, **kwargs)
+    data = json.loads((tmp_path / "screen.json").read_text(encoding="utf-8"))
+    damage(data)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Screen.from_dict(data)
+    (tmp_path / "screen.json").write_text(json.dumps(data), encoding="utf-8")
+    count = pool.requests
+    again = load_or_screen(pool=pool, write=write, **kwargs)  # measured again, rewritten
+    assert pool.requests == 2 * count and again.dropped == first.dropped
+    assert Screen.from_dict(json.loads((tmp_path / "screen.json").read_text("utf-8"))) == again
+
+
+def test_a_directory_where_the_screen_goes_is_one_clear_error_before_measuring(
+    synthetic_space, tmp_path
+):
+    (tmp_path / "screen.json").mkdir()
+    pool = _LocalPool(SyntheticSpec())
+    with pytest.raises(LowbitError, match="screen.json: not a file"):
+        load_or_screen(space=synthetic_space, pool=pool, floor=0.9, fidelity=Fidelity(),
+                       run_dir=tmp_path, write=None)  # fmt: skip
+    assert pool.requests == 0
