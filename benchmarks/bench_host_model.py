@@ -35,6 +35,7 @@ import onnxruntime
 import torch
 
 from lowbit import hwsim
+from lowbit.hwsim._cost_rules import ElementwiseCosts
 from lowbit.hwsim.profiles import load_profile
 from lowbit.models.bridge import to_workload
 from lowbit.models.compression.compress import compress
@@ -55,6 +56,12 @@ from lowbit.models.hostcal.isa import cpu_info
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_residual_int8 import random_model  # noqa: E402  (the same seeded zoo nets)
 
+
+def _rate(kind: str, *, integer: bool):
+    """A profile -> its cycles per element of memory-only layers of ``kind``."""
+    return lambda p: ElementwiseCosts.of(p.overheads).element_rate(kind, integer=integer)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ("fashion-resnet", "fashion-mobilenet", "digits-cnn")
 PLANS = ("W8A8", "W4A8")
@@ -68,9 +75,9 @@ CONSTANTS = (
                     "unaligned_conv_cycles_per_pixel", "requant_cycles_per_output",
                     "depthwise_cycles_per_mac", "depthwise_cycles_per_pixel")
     ),
-    ("transpose cycles/element", lambda p: p.overheads.elementwise_cost("transpose")),
-    ("quantize cycles/element", lambda p: p.overheads.elementwise_cost("quantize")),
-    ("INT8 softmax cycles/el", lambda p: p.overheads.elementwise_cost("softmax", integer=True)),
+    ("transpose cycles/element", _rate("transpose", integer=False)),
+    ("quantize cycles/element", _rate("quantize", integer=False)),
+    ("INT8 softmax cycles/el", _rate("softmax", integer=True)),
 )  # fmt: skip
 
 

@@ -194,21 +194,6 @@ class Overheads:
     fp32_depthwise_cycles_per_mac: float = 0.0  # DepthwiseKernel
     fp32_depthwise_cycles_per_pixel: float = 0.0  # DepthwiseKernel
 
-    def depthwise_cost(self, *, integer: bool, channels: int = 0) -> tuple[float, float]:
-        """(cycles per MAC, cycles per output pixel) of a depthwise conv of ``channels``
-        (0: not given), as :class:`~lowbit.hwsim._cost_rules.DepthwiseKernel` charges."""
-        from ._cost_rules import DepthwiseKernel
-
-        return DepthwiseKernel.of(self).cost(integer=integer, channels=channels)
-
-    def elementwise_cost(self, kind: str, *, integer: bool = False) -> float:
-        """Cycles per element of a memory-only layer of ``kind`` (0 when not given); on
-        integer (8-bit or narrower) activations ``<kind>_int8`` when the profile gives it
-        (:class:`~lowbit.hwsim._cost_rules.ElementwiseCosts`)."""
-        from ._cost_rules import ElementwiseCosts
-
-        return ElementwiseCosts.of(self).element_rate(kind, integer=integer)
-
 
 @dataclass(frozen=True, slots=True)
 class Tunable:

@@ -10,6 +10,7 @@ import pytest
 import tomllib
 
 from lowbit import hwsim
+from lowbit.hwsim._cost_rules import ElementwiseCosts
 from lowbit.hwsim.profile import Overheads, Precision
 from lowbit.hwsim.profiles import (
     load_profile,
@@ -122,7 +123,10 @@ def test_overheads_default_to_no_cost():
     assert o.run_cycles == o.gemm_cycles == 0 and o.elementwise_cycles_per_element == ()
     assert o.unaligned_conv_cycles_per_pixel == o.conv_cycles_per_pixel == 0.0
     assert o.conv_cycles_per_image == o.requant_cycles_per_output == 0.0
-    assert all(o.elementwise_cost(kind) == 0.0 for kind in ELEMENTWISE_KINDS)
+    assert all(
+        ElementwiseCosts.of(o).element_rate(kind, integer=False) == 0.0
+        for kind in ELEMENTWISE_KINDS
+    )
     for name in hwsim.builtin_profile_names():  # the built-ins are unchanged
         o = hwsim.load_profile(name).overheads
         assert (o.run_cycles, o.gemm_cycles) == (0, 0)

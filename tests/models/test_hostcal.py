@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lowbit.hwsim._cost_rules import ElementwiseCosts
 from lowbit.hwsim.profile import DEPTHWISE_KEYS
 from lowbit.hwsim.profiles import load_profile, validate_profile_data
 from lowbit.models.export.ort import ort_session
@@ -192,7 +193,9 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
                 if op == "MaxPool"
                 else m["movement_s_per_element"].get(op) or m["elementwise_s_per_element"][op]
             )
-            assert o.elementwise_cost(kind) == pytest.approx(seconds * clock, rel=1e-3)
+            assert ElementwiseCosts.of(o).element_rate(kind, integer=False) == pytest.approx(
+                seconds * clock, rel=1e-3
+            )
     assert o.pool_channel_block == 4 * m["cpu"]["simd_lanes_32bit"]
     assert o.pad_conv_channels  # lowbit's export pads conv channels (models._onnx_pad)
     assert o.warm_cache  # timed in steady state

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from lowbit.hwsim._cost_rules import DepthwiseKernel
 from lowbit.hwsim.profile import DEPTHWISE_KEYS
 from lowbit.models.hostcal.kernels import depthwise_sweep, fit_depthwise
 
@@ -71,8 +72,8 @@ def test_fit_gives_unaligned_channel_counts_their_own_rate():
         depthwise_unaligned_cycles_per_mac=0.3,
         depthwise_channel_multiple=16,
     )
-    assert o.depthwise_cost(integer=True, channels=58) == (0.3, 21.0)
-    assert o.depthwise_cost(integer=True, channels=64) == (0.09, 21.0)
+    assert DepthwiseKernel.of(o).cost(integer=True, channels=58) == (0.3, 21.0)
+    assert DepthwiseKernel.of(o).cost(integer=True, channels=64) == (0.09, 21.0)
 
 
 def test_fit_never_goes_negative():
