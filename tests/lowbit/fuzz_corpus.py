@@ -17,6 +17,7 @@ __all__ = [
     "SUMMARY_CONTENTS",
     "TOML_CONTENTS",
     "config_dict",
+    "minimal_config",
     "corpus",
     "run_dir",
 ]
@@ -26,6 +27,11 @@ PLAN = {"version": 1, "layers": {"_default": {"w_bits": 4, "a_bits": 8}}}
 
 
 def config_dict() -> dict:
+    return minimal_config().to_dict()
+
+
+def minimal_config():
+    """A small valid deployment config (digits-cnn, an empty plan)."""
     from lowbit.search.config import DeploymentConfig
 
     return DeploymentConfig(
@@ -54,7 +60,7 @@ def config_dict() -> dict:
         qat_seed=0,
         calib_samples=100,
         calib_seed=0,
-    ).to_dict()
+    )
 
 
 def _truncations(text: str) -> dict[str, bytes]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from cli_testkit import error_of
+from fuzz_corpus import minimal_config
 
 from lowbit.cli import main
-from lowbit.search.config import DeploymentConfig
 
 SIM = ("--hardware", "npu-bitfusion", "--workload", "resnet18")
 
@@ -117,33 +117,7 @@ def test_search_checks_its_outputs_before_any_work(tmp_path, monkeypatch, capsys
 
 
 def _config(path) -> None:
-    DeploymentConfig(
-        id="joint-00001",
-        model="digits-cnn",
-        dataset="digits",
-        seed=0,
-        hardware="npu-bitfusion",
-        hardware_hash="0" * 64,
-        method="joint",
-        study="s",
-        trial_number=1,
-        plan={"version": 1, "layers": {}},
-        accuracy_val=0.9,
-        accuracy_test=0.9,
-        fp32_val=0.9,
-        fp32_test=0.9,
-        engine="analytic",
-        latency_ms=1.0,
-        energy_mj=1.0,
-        total_cycles=1,
-        size_kib=1.0,
-        layers=(),
-        lowbit_version="0.1.0",
-        qat_steps=0,
-        qat_seed=0,
-        calib_samples=100,
-        calib_seed=0,
-    ).write(path)
+    minimal_config().write(path)
 
 
 def test_export_calibrate_and_serve_check_outputs_first(tmp_path, capsys):
