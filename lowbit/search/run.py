@@ -89,11 +89,11 @@ def _open_study(
 
 
 def _run_method(
-    name, *, space, pool, storage, setup, reference, fidelity, screen=None
+    name, *, space, pool, storage, setup, reference, fidelity, screen=None, screened=None
 ) -> tuple[optuna.Study, Any]:
     method = get_method(name)
     study_name = method.study_name(setup.study_name)
-    mspace = method.space(space, screened=None if screen is None else screen.apply(space))
+    mspace = method.space(space, screened=screened)
     existing = 0
     try:
         existing = len(storage.get_all_trials(storage.get_study_id_from_name(study_name)))
@@ -223,7 +223,7 @@ def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Searc
         for name in setup.methods:
             studies[name] = _run_method(
                 name, space=space, pool=pool, storage=storage, setup=setup, reference=reference,
-                fidelity=fidelity, screen=screen,
+                fidelity=fidelity, screen=screen, screened=screened,
             )  # fmt: skip
         summaries, pareto_rows, trial_rows = {}, [], []
         tested = test_fronts(
