@@ -40,9 +40,10 @@ from . import results
 from .baselines import method as get_method
 from .evaluator import Reference
 from .fidelity import Fidelity
+from .greedy import calibrated_warm_configs, pool_measure
 from .progress import Progress
 from .runner import OBJECTIVES, RayPool, optimize, shutdown_ray, start_ray
-from .screen import load_or_screen, screen_summary, warm_configs
+from .screen import load_or_screen, screen_summary
 from .setup import SearchResult, SearchSetup, UserModel
 from .space import SearchSpace
 from .storage import driver_lock, open_storage, recover_interrupted
@@ -89,8 +90,20 @@ def _open_study(
 
 
 def _run_method(
-    name, *, space, pool, storage, setup, reference, fidelity, screen=None, screened=None
+    name,
+    *,
+    space,
+    pool,
+    storage,
+    setup,
+    reference,
+    fidelity,
+    screen=None,
+    screened=None,
+    greedy_cache=None,
 ) -> tuple[optuna.Study, Any]:
+    """One method's study: warm starts on a new study (with a screen, its greedy points,
+    measured into ``greedy_cache``, shared by the run's methods), then the search."""
     method = get_method(name)
     study_name = method.study_name(setup.study_name)
     mspace = method.space(space, screened=screened)
@@ -109,10 +122,17 @@ def _run_method(
     if method.warm_start is not None and not study.trials:
         hardware, on = _warm_start_hardware(mspace)
         warm = method.warm_start(mspace, pool, setup.seed)
-        if screen is not None:  # greedy points from the screen's measurements
-            greedy = warm_configs(screen, mspace)
+        if screen is not None:  # greedy points from the screen's measurements, calibrated
+            measure = pool_measure(pool=pool, space=mspace, rung=screen.rung, cache=greedy_cache)
+            before = len(greedy_cache)
+            greedy = calibrated_warm_configs(screen, mspace, measure=measure)
             if not method.bits_only:  # and the quantization-only ones: the space holds them
-                greedy += warm_configs(screen, mspace, bits_only=True)
+                greedy += calibrated_warm_configs(screen, mspace, measure=measure, bits_only=True)
+            _say(
+                setup,
+                f"[screen] {name}: {len(greedy)} greedy warm starts, calibrated with "
+                f"{len(greedy_cache) - before} measurements",
+            )
             warm += [c for c in greedy if c[1] not in [p for _, p in warm]]
         warm = [(label, p) for label, p in warm if _fits(mspace, p)]
         for label, params in warm[: setup.n_trials]:
@@ -219,11 +239,11 @@ def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Searc
                 f"[screen] {screen.evaluations} evaluations ({screen.seconds:.0f} s): "
                 f"{dropped} choices below the floor {screen.floor:.2%} dropped",
             )
-        studies = {}
+        studies, greedy_cache = {}, {}
         for name in setup.methods:
             studies[name] = _run_method(
                 name, space=space, pool=pool, storage=storage, setup=setup, reference=reference,
-                fidelity=fidelity, screen=screen, screened=screened,
+                fidelity=fidelity, screen=screen, screened=screened, greedy_cache=greedy_cache,
             )  # fmt: skip
         summaries, pareto_rows, trial_rows = {}, [], []
         tested = test_fronts(

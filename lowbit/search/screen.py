@@ -47,13 +47,11 @@ from .space import DENSE, SearchSpace
 __all__ = [
     "DEFAULT_DROP",
     "SCREEN_MODES",
-    "WARM_BUDGETS",
     "Screen",
     "ScreenEntry",
     "load_or_screen",
     "screen",
     "screen_summary",
-    "warm_configs",
 ]
 
 #: the floor of a screen asked for without an accuracy constraint: base accuracy minus this
@@ -315,65 +313,3 @@ def screen_summary(result: Screen, *, space: SearchSpace, screened: SearchSpace)
         "size_before": space.size,
         "size_after": screened.size,
     }
-
-
-#: the screen's warm starts: greedy configurations whose summed one-at-a-time accuracy
-#: losses use these fractions of the room between the base's accuracy and the floor
-WARM_BUDGETS = (0.25, 0.5, 0.75)
-#: accuracy loss (fraction) a choice is charged at least: measured losses below the noise
-#: would otherwise make every choice look free
-MIN_LOSS = 0.002
-
-
-def warm_configs(
-    result: Screen, space: SearchSpace, *, bits_only: bool = False
-) -> list[tuple[str, dict[str, Any]]]:
-    """Greedy configurations from the screen's measurements, one per :data:`WARM_BUDGETS`
-    (``bits_only``: from the bit-width choices alone, as points of ``space``).
-
-    Each measured, kept choice of a parameter of ``space`` is an item that saves latency
-    (``base - its latency``) for accuracy (``base - its accuracy``, at least
-    :data:`MIN_LOSS`). Items are taken by latency saved per accuracy lost, a parameter's
-    harsher choice replacing its milder one, while the summed losses stay within the budget:
-    a knapsack under an additive model of the losses (HAWQ-V3 allocates bits the same way
-    from Hessian estimates; here pruning and rank join, measured). Losses compound a little
-    more than they add, so the budgets stop short of the floor; the search refines from
-    these points. A joint search gets the bits-only points too: its space holds them, and
-    pruning items, cheap one at a time, compound more than bits do, so the joint greedy
-    alone can miss what quantization-only finds."""
-    params = (space.quant_only() if bits_only else space).distributions()
-    base = _base_params(space)
-    items = [
-        e for e in result.entries
-        if e.kept and e.accuracy is not None and e.latency_ms is not None and e.param in params
-        and e.latency_ms < result.base_latency_ms
-    ]  # fmt: skip
-    room = result.base_accuracy - result.floor
-    out: list[tuple[str, dict[str, Any]]] = []
-    for fraction in WARM_BUDGETS:
-        chosen: dict[str, ScreenEntry] = {}
-        spent = 0.0
-        while True:
-            best, best_rate, best_cost = None, 0.0, 0.0
-            for e in items:
-                now = chosen.get(e.param)
-                saved = result.base_latency_ms - e.latency_ms
-                cost = max(MIN_LOSS, result.base_accuracy - e.accuracy)
-                if now is not None:  # replacing a milder choice: the difference counts
-                    saved -= result.base_latency_ms - now.latency_ms
-                    cost -= max(MIN_LOSS, result.base_accuracy - now.accuracy)
-                if saved <= 0 or spent + cost > fraction * room:
-                    continue
-                rate = saved / max(cost, MIN_LOSS)
-                if rate > best_rate:
-                    best, best_rate, best_cost = e, rate, cost
-            if best is None:
-                break
-            chosen[best.param] = best
-            spent += best_cost
-        if not chosen:
-            continue
-        config = {**base, **{name: e.value for name, e in chosen.items()}}
-        if all(config != known for _, known in out):
-            out.append((f"screen greedy{' bits' if bits_only else ''} {fraction:g}", config))
-    return out

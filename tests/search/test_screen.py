@@ -171,35 +171,6 @@ def test_no_constraint_means_no_screen_unless_asked(synthetic_space, tmp_path, r
     assert f"{dropped} choices below the floor 90.00% dropped" in err
 
 
-def test_greedy_warm_starts_spend_their_budget_and_get_faster(synthetic_space):
-    from lowbit.search.screen import WARM_BUDGETS, warm_configs
-    from lowbit.search.testing import synthetic_objectives
-
-    result = screen(
-        space=synthetic_space, pool=_LocalPool(SyntheticSpec()), floor=0.90, fidelity=Fidelity()
-    )
-    narrowed = result.apply(synthetic_space)
-    configs = warm_configs(result, narrowed)
-    assert [label for label, _ in configs] == [f"screen greedy {f:g}" for f in WARM_BUDGETS]
-    latencies = []
-    for (_, params), fraction in zip(configs, WARM_BUDGETS, strict=True):
-        accuracy, latency = synthetic_objectives(narrowed.settings(params))
-        # the synthetic losses add exactly, so each point keeps its budget
-        assert accuracy >= 0.95 - fraction * (0.95 - 0.90) - 1e-9
-        latencies.append(latency)
-    assert latencies == sorted(latencies, reverse=True) and latencies[-1] < latencies[0]
-    # quantization-only: the same greedy over the bits alone
-    quant = warm_configs(result, narrowed.quant_only())
-    assert quant and all(k.endswith("bits") for _, p in quant for k in p)
-    # the same points expressed in the joint space (everything else at the base)
-    bits = warm_configs(result, narrowed, bits_only=True)
-    assert [label for label, _ in bits] == [
-        f"screen greedy bits {label[14:]}" for label, _ in quant
-    ]
-    for (_, joint_params), (_, quant_params) in zip(bits, quant, strict=True):
-        assert narrowed.settings(joint_params) == narrowed.quant_only().settings(quant_params)
-
-
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

@@ -1,0 +1,200 @@
+"""Greedy warm starts from a sensitivity screen (:mod:`lowbit.search.screen`), calibrated by
+measurement.
+
+The screen measures every choice one at a time. :func:`warm_configs` turns those
+measurements into one configuration per budget: each kept choice is an item that saves
+latency (base − its latency) for accuracy (base − its accuracy, at least :data:`MIN_LOSS`),
+and items are taken by latency saved per accuracy lost while the summed losses stay within
+the budget, a knapsack under an additive model of the losses (HAWQ-V3 allocates bits the
+same way from Hessian estimates; here pruning and rank join, measured).
+
+Losses do not add. Measured on fashion-resnet (npu-bitfusion, 3 seeds, floor 0.88): the
+bits-only points lost 0.1-0.7× what the additive model predicted, the points mixing pruning,
+rank and bits 1.2-3× (two of three seeds put the 0.75 point below the floor). So
+:func:`calibrated_warm_configs` measures each point at the screen's rung and solves again
+with the budget scaled by target / measured loss (a secant step on the budget, at most
+:data:`CALIBRATION_ROUNDS` rounds, every budget's point of a round in one parallel batch),
+then keeps, per budget, the fastest measured point within its target loss. The measurements
+are few (3-6 per round) and cached per run, so the quantization-only search reuses the
+joint search's bits-only ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from .evaluator import TrialRequest
+from .space import SearchSpace
+
+__all__ = [
+    "CALIBRATION_ROUNDS",
+    "MIN_LOSS",
+    "WARM_BUDGETS",
+    "calibrated_warm_configs",
+    "warm_configs",
+]
+
+#: the screen's warm starts: greedy configurations whose accuracy losses use these fractions
+#: of the room between the base's accuracy and the floor
+WARM_BUDGETS = (0.25, 0.5, 0.75)
+#: accuracy loss (fraction) a choice is charged at least: measured losses below the noise
+#: would otherwise make every choice look free
+MIN_LOSS = 0.002
+#: measure-and-resolve rounds of :func:`calibrated_warm_configs`
+CALIBRATION_ROUNDS = 2
+#: a measured point this far under its target loss (a fraction of it) is pushed further
+UNDERSHOOT = 0.6
+#: the largest budget a calibration step asks, in units of the room (sub-additive losses)
+MAX_BUDGET_ROOMS = 3.0
+
+
+def _items(result: Any, space: SearchSpace, bits_only: bool) -> list[Any]:
+    params = (space.quant_only() if bits_only else space).distributions()
+    return [
+        e for e in result.entries
+        if e.kept and e.accuracy is not None and e.latency_ms is not None and e.param in params
+        and e.latency_ms < result.base_latency_ms
+    ]  # fmt: skip
+
+
+def _solve(result: Any, items: list[Any], budget: float) -> tuple[dict[str, Any], float]:
+    """The knapsack's choices within ``budget`` (predicted loss) and their predicted loss."""
+    chosen: dict[str, Any] = {}
+    spent = 0.0
+    while True:
+        best, best_rate, best_cost = None, 0.0, 0.0
+        for e in items:
+            now = chosen.get(e.param)
+            saved = result.base_latency_ms - e.latency_ms
+            cost = max(MIN_LOSS, result.base_accuracy - e.accuracy)
+            if now is not None:  # replacing a milder choice: the difference counts
+                saved -= result.base_latency_ms - now.latency_ms
+                cost -= max(MIN_LOSS, result.base_accuracy - now.accuracy)
+            if saved <= 0 or spent + cost > budget:
+                continue
+            rate = saved / max(cost, MIN_LOSS)
+            if rate > best_rate:
+                best, best_rate, best_cost = e, rate, cost
+        if best is None:
+            return {name: e.value for name, e in chosen.items()}, spent
+        chosen[best.param] = best
+        spent += best_cost
+
+
+def _label(fraction: float, bits_only: bool) -> str:
+    return f"screen greedy{' bits' if bits_only else ''} {fraction:g}"
+
+
+def warm_configs(
+    result: Any, space: SearchSpace, *, bits_only: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """Greedy configurations from the screen's measurements, one per :data:`WARM_BUDGETS`
+    (``bits_only``: from the bit-width choices alone, as points of ``space``), under the
+    additive loss model (module docstring); no measurement."""
+    items = _items(result, space, bits_only)
+    base = space.uniform_params(max(space.w_bits), max(space.a_bits))
+    room = result.base_accuracy - result.floor
+    out: list[tuple[str, dict[str, Any]]] = []
+    for fraction in WARM_BUDGETS:
+        chosen, _ = _solve(result, items, fraction * room)
+        config = {**base, **chosen}
+        if chosen and all(config != known for _, known in out):
+            out.append((_label(fraction, bits_only), config))
+    return out
+
+
+#: measures configurations of a space at the screen's rung: [params] -> [(accuracy,
+#: latency_ms) or None for a failed evaluation]
+Measure = Callable[[list[dict[str, Any]]], list[tuple[float, float] | None]]
+
+
+def pool_measure(
+    *, pool: Any, space: SearchSpace, rung: int, cache: dict[str, Any] | None = None
+) -> Measure:
+    """A :data:`Measure` on ``pool``'s workers at ``rung``; ``cache`` (settings → result)
+    is shared by the searches of one run, so a point is measured once."""
+    cache = {} if cache is None else cache
+
+    def measure(configs: list[dict[str, Any]]) -> list[tuple[float, float] | None]:
+        settings = [space.settings(c) for c in configs]
+        keys = [json.dumps(s, sort_keys=True, default=list) for s in settings]
+        todo = {k: s for k, s in zip(keys, settings, strict=True) if k not in cache}
+        if todo:
+            requests = [TrialRequest(-1, s, rung=rung) for s in todo.values()]
+            for key, out in zip(todo, pool.map(requests), strict=True):
+                cache[key] = None if out.failed else (float(out.accuracy), float(out.latency_ms))
+        return [cache[k] for k in keys]
+
+    return measure
+
+
+def calibrated_warm_configs(
+    result: Any,
+    space: SearchSpace,
+    *,
+    measure: Measure,
+    bits_only: bool = False,
+    rounds: int = CALIBRATION_ROUNDS,
+) -> list[tuple[str, dict[str, Any]]]:
+    """:func:`warm_configs` with each budget's point measured and solved again (module
+    docstring): per budget, the fastest measured point whose loss is within the budget's
+    target; if none is, the last re-solved one (predicted to be, unmeasured), else the most
+    accurate measured point above the floor; a point whose measurement failed stays, for
+    the search to record."""
+    items = _items(result, space, bits_only)
+    base = space.uniform_params(max(space.w_bits), max(space.a_bits))
+    room = result.base_accuracy - result.floor
+    if not items or room <= 0:
+        return []
+    targets = {f: f * room for f in WARM_BUDGETS}
+    budgets = dict(targets)
+    tried: dict[float, list[tuple[dict[str, Any], tuple[float, float] | None]]] = {
+        f: [] for f in WARM_BUDGETS
+    }
+    pending: dict[float, dict[str, Any]] = {}
+    for round_ in range(rounds + 1):
+        pending = {}
+        for f, budget in budgets.items():
+            chosen, predicted = _solve(result, items, budget)
+            config = {**base, **chosen}
+            if chosen and all(config != c for c, _ in tried[f]):
+                pending[f] = (config, predicted)
+        if not pending or round_ == rounds:
+            break
+        measured = measure([c for c, _ in pending.values()])
+        budgets = {}
+        for (f, (config, predicted)), got in zip(pending.items(), measured, strict=True):
+            tried[f].append((config, got))
+            if got is None:
+                continue
+            loss = max(MIN_LOSS, result.base_accuracy - got[0])
+            if loss > targets[f] or loss < UNDERSHOOT * targets[f]:
+                scaled = max(predicted, MIN_LOSS) * targets[f] / loss
+                budgets[f] = min(scaled, MAX_BUDGET_ROOMS * room)
+    out: list[tuple[str, dict[str, Any]]] = []
+    for f in WARM_BUDGETS:
+        good = [
+            (got[1], config)
+            for config, got in tried[f]
+            if got is not None and result.base_accuracy - got[0] <= targets[f]
+        ]
+        feasible = [
+            (got[0], config)
+            for config, got in tried[f]
+            if got is not None and got[0] >= result.floor
+        ]
+        if good:
+            config = min(good, key=lambda pair: pair[0])[1]
+        elif f in pending:
+            config = pending[f][0]
+        elif feasible:  # over its target but above the floor: the most accurate
+            config = max(feasible, key=lambda pair: pair[0])[1]
+        elif tried[f] and tried[f][0][1] is None:  # not measurable here: the search judges
+            config = tried[f][0][0]
+        else:
+            continue
+        if all(config != known for _, known in out):
+            out.append((_label(f, bits_only), config))
+    return out
