@@ -14,9 +14,10 @@ rank and bits 1.2-3× (two of three seeds put the 0.75 point below the floor). S
 :func:`calibrated_warm_configs` measures each point at the screen's rung and solves again
 with the budget scaled by target / measured loss (a secant step on the budget, at most
 :data:`CALIBRATION_ROUNDS` rounds, every budget's point of a round in one parallel batch),
-then keeps, per budget, the fastest measured point within its target loss. The measurements
-are few (3-6 per round) and cached per run, so the quantization-only search reuses the
-joint search's bits-only ones.
+then keeps, per budget, the fastest point measured (for any budget) within its target
+loss, so the points get faster as the budget grows. The measurements are few (3-6 per
+round) and cached per run, so the quantization-only search reuses the joint search's
+bits-only ones.
 """
 
 from __future__ import annotations
@@ -139,10 +140,10 @@ def calibrated_warm_configs(
     rounds: int = CALIBRATION_ROUNDS,
 ) -> list[tuple[str, dict[str, Any]]]:
     """:func:`warm_configs` with each budget's point measured and solved again (module
-    docstring): per budget, the fastest measured point whose loss is within the budget's
-    target; if none is, the last re-solved one (predicted to be, unmeasured), else the most
-    accurate measured point above the floor; a point whose measurement failed stays, for
-    the search to record."""
+    docstring): per budget, the fastest point measured for any budget whose loss is within
+    the budget's target; if none is, the last re-solved one (predicted to be, unmeasured),
+    else the most accurate measured point above the floor; a point whose measurement failed
+    stays, for the search to record."""
     items = _items(result, space, bits_only)
     base = space.uniform_params(max(space.w_bits), max(space.a_bits))
     room = result.base_accuracy - result.floor
@@ -173,12 +174,16 @@ def calibrated_warm_configs(
             if loss > targets[f] or loss < UNDERSHOOT * targets[f]:
                 scaled = max(predicted, MIN_LOSS) * targets[f] / loss
                 budgets[f] = min(scaled, MAX_BUDGET_ROOMS * room)
+    # every measured point serves every budget: per budget, the fastest within its target
+    measured_points = [
+        (got, config) for f in WARM_BUDGETS for config, got in tried[f] if got is not None
+    ]
     out: list[tuple[str, dict[str, Any]]] = []
     for f in WARM_BUDGETS:
         good = [
             (got[1], config)
-            for config, got in tried[f]
-            if got is not None and result.base_accuracy - got[0] <= targets[f]
+            for got, config in measured_points
+            if result.base_accuracy - got[0] <= targets[f]
         ]
         feasible = [
             (got[0], config)

@@ -152,11 +152,13 @@ def test_additive_losses_keep_the_plain_points_or_better(synthetic_space):
     plain = dict(warm_configs(result, narrowed, bits_only=True))
     measure = pool_measure(pool=pool, space=narrowed, rung=result.rung)
     calibrated = dict(calibrated_warm_configs(result, narrowed, measure=measure, bits_only=True))
-    assert set(calibrated) == set(plain)
     _check_targets(calibrated.items(), narrowed, pool, bits_only=True)
-    for label, params in plain.items():
-        fast = synthetic_objectives(narrowed.settings(calibrated[label]))[1]
-        assert fast <= synthetic_objectives(narrowed.settings(params))[1] + 1e-12
+
+    def fastest(configs):
+        return min(synthetic_objectives(narrowed.settings(p))[1] for p in configs.values())
+
+    # a point can serve a milder budget (labels name the mildest budget it serves)
+    assert calibrated and fastest(calibrated) <= fastest(plain) + 1e-12
 
 
 def test_failed_measurements_keep_the_plain_points(synthetic_space):
