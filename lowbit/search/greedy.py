@@ -8,16 +8,17 @@ and items are taken by latency saved per accuracy lost while the summed losses s
 the budget, a knapsack under an additive model of the losses (HAWQ-V3 allocates bits the
 same way from Hessian estimates; here pruning and rank join, measured).
 
-Losses do not add. Measured on fashion-resnet (npu-bitfusion, 3 seeds, floor 0.88): the
-bits-only points lost 0.1-0.7× what the additive model predicted, the points mixing pruning,
-rank and bits 1.2-3× (two of three seeds put the 0.75 point below the floor). So
+Losses do not add, and not in one direction. Measured on fashion-resnet (npu-bitfusion, 3
+seeds, floor 0.88, the cheap rung): the bits-only points lost from 0.1× to 3.5× what the
+additive model predicted (by seed and budget), the points mixing pruning, rank and bits
+0.4-3× (two of three seeds put the 0.75 point below the floor). So
 :func:`calibrated_warm_configs` measures each point at the screen's rung and solves again
-with the budget scaled by target / measured loss (a secant step on the budget, at most
+with the budget scaled by target / measured loss (a secant step on the budget; once one
+budget under and one over the target are known, interpolation between them; at most
 :data:`CALIBRATION_ROUNDS` rounds, every budget's point of a round in one parallel batch),
-then keeps, per budget, the fastest point measured (for any budget) within its target
-loss, so the points get faster as the budget grows. The measurements are few (3-6 per
-round) and cached per run, so the quantization-only search reuses the joint search's
-bits-only ones.
+then keeps, per budget, the fastest of its measured points within its target loss. The
+measurements are few (at most 3 per round) and cached per run, so the quantization-only
+search reuses the joint search's bits-only ones.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ WARM_BUDGETS = (0.25, 0.5, 0.75)
 #: would otherwise make every choice look free
 MIN_LOSS = 0.002
 #: measure-and-resolve rounds of :func:`calibrated_warm_configs`
-CALIBRATION_ROUNDS = 2
+CALIBRATION_ROUNDS = 3
 #: a measured point this far under its target loss (a fraction of it) is pushed further
 UNDERSHOOT = 0.6
 #: the largest budget a calibration step asks, in units of the room (sub-additive losses)
@@ -131,6 +132,28 @@ def pool_measure(
     return measure
 
 
+def _next_budget(
+    budget: float, predicted: float, loss: float, target: float, bracket: list[Any]
+) -> float | None:
+    """The budget to solve next for ``target`` after ``budget`` (predicted ``predicted``)
+    measured ``loss``; ``bracket`` = [largest budget within the target and its loss, smallest
+    budget over it and its loss] (None: not found yet), updated here. None: done."""
+    if loss <= target:
+        if bracket[0] is None or budget > bracket[0][0]:
+            bracket[0] = (budget, loss)
+        if loss >= UNDERSHOOT * target:
+            return None  # close enough under the target
+    elif bracket[1] is None or budget < bracket[1][0]:
+        bracket[1] = (budget, loss)
+    lo, hi = bracket
+    if lo is not None and hi is not None:  # interpolate inside the bracket
+        (b0, l0), (b1, l1) = lo, hi
+        step = (target - l0) / max(l1 - l0, 1e-12)
+        return b0 + min(max(step, 0.25), 0.75) * (b1 - b0)
+    # a secant step from the base through this point (budgets are in predicted loss)
+    return max(predicted, MIN_LOSS) * target / loss
+
+
 def calibrated_warm_configs(
     result: Any,
     space: SearchSpace,
@@ -140,66 +163,66 @@ def calibrated_warm_configs(
     rounds: int = CALIBRATION_ROUNDS,
 ) -> list[tuple[str, dict[str, Any]]]:
     """:func:`warm_configs` with each budget's point measured and solved again (module
-    docstring): per budget, the fastest point measured for any budget whose loss is within
-    the budget's target; if none is, the last re-solved one (predicted to be, unmeasured),
-    else the most accurate measured point above the floor; a point whose measurement failed
-    stays, for the search to record."""
+    docstring): per budget, the fastest of its measured points within its target; else the
+    fastest measured for another budget within it; else the last re-solved one (predicted to
+    be, unmeasured); else its most accurate measured point above the floor. A point whose
+    measurement failed stays, for the search to record."""
     items = _items(result, space, bits_only)
     base = space.uniform_params(max(space.w_bits), max(space.a_bits))
     room = result.base_accuracy - result.floor
     if not items or room <= 0:
         return []
     targets = {f: f * room for f in WARM_BUDGETS}
-    budgets = dict(targets)
+    budgets: dict[float, float] = dict(targets)
+    brackets: dict[float, list[Any]] = {f: [None, None] for f in WARM_BUDGETS}
     tried: dict[float, list[tuple[dict[str, Any], tuple[float, float] | None]]] = {
         f: [] for f in WARM_BUDGETS
     }
-    pending: dict[float, dict[str, Any]] = {}
+    pending: dict[float, tuple[dict[str, Any], float, float]] = {}
     for round_ in range(rounds + 1):
         pending = {}
         for f, budget in budgets.items():
-            chosen, predicted = _solve(result, items, budget)
+            chosen, predicted = _solve(result, items, min(budget, MAX_BUDGET_ROOMS * room))
             config = {**base, **chosen}
             if chosen and all(config != c for c, _ in tried[f]):
-                pending[f] = (config, predicted)
+                pending[f] = (config, predicted, budget)
         if not pending or round_ == rounds:
             break
-        measured = measure([c for c, _ in pending.values()])
+        measured = measure([c for c, _, _ in pending.values()])
         budgets = {}
-        for (f, (config, predicted)), got in zip(pending.items(), measured, strict=True):
+        for (f, (config, predicted, budget)), got in zip(pending.items(), measured, strict=True):
             tried[f].append((config, got))
-            if got is None:
-                continue
-            loss = max(MIN_LOSS, result.base_accuracy - got[0])
-            if loss > targets[f] or loss < UNDERSHOOT * targets[f]:
-                scaled = max(predicted, MIN_LOSS) * targets[f] / loss
-                budgets[f] = min(scaled, MAX_BUDGET_ROOMS * room)
-    # every measured point serves every budget: per budget, the fastest within its target
-    measured_points = [
-        (got, config) for f in WARM_BUDGETS for config, got in tried[f] if got is not None
-    ]
+            if got is not None:
+                loss = max(MIN_LOSS, result.base_accuracy - got[0])
+                step = _next_budget(budget, predicted, loss, targets[f], brackets[f])
+                if step is not None:
+                    budgets[f] = step
+    everything = [(got, c) for f in WARM_BUDGETS for c, got in tried[f] if got is not None]
     out: list[tuple[str, dict[str, Any]]] = []
     for f in WARM_BUDGETS:
-        good = [
-            (got[1], config)
-            for got, config in measured_points
-            if result.base_accuracy - got[0] <= targets[f]
-        ]
-        feasible = [
-            (got[0], config)
-            for config, got in tried[f]
-            if got is not None and got[0] >= result.floor
-        ]
-        if good:
-            config = min(good, key=lambda pair: pair[0])[1]
-        elif f in pending:
-            config = pending[f][0]
-        elif feasible:  # over its target but above the floor: the most accurate
-            config = max(feasible, key=lambda pair: pair[0])[1]
-        elif tried[f] and tried[f][0][1] is None:  # not measurable here: the search judges
-            config = tried[f][0][0]
-        else:
-            continue
-        if all(config != known for _, known in out):
+        own = [(got, c) for c, got in tried[f] if got is not None]
+        config = (
+            _fastest_within(own, result.base_accuracy - targets[f])
+            or _fastest_within(everything, result.base_accuracy - targets[f])
+            or (pending[f][0] if f in pending else None)
+            or _fastest_within(own, result.floor, most_accurate=True)
+            or (tried[f][0][0] if tried[f] and tried[f][0][1] is None else None)
+        )
+        if config is not None and all(config != known for _, known in out):
             out.append((_label(f, bits_only), config))
     return out
+
+
+def _fastest_within(
+    points: list[tuple[tuple[float, float], dict[str, Any]]],
+    accuracy: float,
+    *,
+    most_accurate: bool = False,
+) -> dict[str, Any] | None:
+    """Of the measured ``points`` at or above ``accuracy``, the fastest (or the most
+    accurate); None if there is none."""
+    ok = [(got, c) for got, c in points if got[0] >= accuracy]
+    if not ok:
+        return None
+    key = (lambda p: -p[0][0]) if most_accurate else (lambda p: p[0][1])
+    return min(ok, key=key)[1]
