@@ -1,7 +1,7 @@
-"""The house's structure, checked: layers only import downwards, no import cycles (lazy
-imports inside functions count too), the HTTP service never imports the CLI's commands,
-matplotlib is imported only by the reports package, and nothing in the repository points
-outside it."""
+"""The house's structure, checked: layers only import downwards, no import cycles between
+modules (lazy imports inside functions count too) and none new between subpackages, the
+HTTP service never imports the CLI's commands, matplotlib is imported only by the reports
+package, and nothing in the repository points outside it."""
 
 from __future__ import annotations
 
@@ -168,6 +168,35 @@ def test_no_import_cycles():
     assert _cycles(_graph()) == []
 
 
+#: subpackage cycles not yet broken, each with the imports that close it: export.deploy
+#: reads hostcal.isa.cpu_flags (the host's weight type); hostcal's benches use export.ort
+#: and export._onnx_pad. Remove an entry when its cycle is gone (the test then fails until
+#: you do); never add one.
+KNOWN_PACKAGE_CYCLES = [["lowbit.models.export", "lowbit.models.hostcal"]]
+
+
+def _package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Imports between (sub)packages: a module counts as its directory's package; imports
+    between a package and its own ancestors are left out (``models.zoo`` -> ``models``)."""
+    modules = _modules()
+
+    def package(name: str) -> str:
+        return name if modules[name].name == "__init__.py" else name.rsplit(".", 1)[0]
+
+    out: dict[str, set[str]] = {package(name): set() for name in graph}
+    for src, targets in graph.items():
+        a = package(src)
+        for dst in targets:
+            b = package(dst)
+            if not (a == b or a.startswith(b + ".") or b.startswith(a + ".")):
+                out[a].add(b)
+    return out
+
+
+def test_no_new_import_cycles_between_packages():
+    assert _cycles(_package_graph(_graph())) == KNOWN_PACKAGE_CYCLES
+
+
 def test_cycle_finder_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
@@ -181,7 +210,7 @@ def test_nothing_points_outside_the_repository():
     bad = [
         name
         for name in tracked
-        if name.endswith((".py", ".md", ".toml", ".cfg", ".txt", "Makefile", "run"))
+        if name.endswith((".py", ".md", ".toml", ".cfg", ".txt", ".json", "Makefile", "run"))
         and name != "tests/test_structure.py"
         and (REPO / name).is_file()  # tracked but deleted in a working tree
         and outside.search((REPO / name).read_text(encoding="utf-8", errors="replace"))

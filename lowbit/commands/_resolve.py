@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from lowbit.hwsim import engine_names
+from lowbit.hwsim import DEFAULT_ENGINE, engine_names
 from lowbit.models.workloads import (
     apply_bits,
     apply_plan,
@@ -84,10 +84,12 @@ def add_compression_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_engine_argument(parser: argparse.ArgumentParser) -> None:
-    """Add --engine: one of hwsim's engines, the first (analytic) by default."""
-    default = engine_names()[0]
+    """Add --engine: one of hwsim's engines, hwsim's default by default."""
     parser.add_argument(
-        "--engine", choices=engine_names(), default=default, help=f"default: {default}"
+        "--engine",
+        choices=engine_names(),
+        default=DEFAULT_ENGINE,
+        help=f"default: {DEFAULT_ENGINE}",
     )
 
 

@@ -9,8 +9,11 @@ import sys
 from lowbit.hwsim.errors import LowbitError
 from lowbit.search.registry import (
     BASELINE_NAMES,
+    DEFAULT_FIDELITY,
     DEFAULT_OBJECTIVES,
     DEFAULT_SAMPLER,
+    DEFAULT_SCREEN,
+    FIDELITY_MODES,
     OBJECTIVE_NAMES,
     SAMPLER_NAMES,
     SCREEN_MODES,
@@ -71,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--screen",
         choices=SCREEN_MODES,
-        default="auto",
+        default=DEFAULT_SCREEN,
         help="sensitivity screen: drop each layer's choices that alone fall below the "
         "accuracy floor before searching (default auto: when --min-accuracy is given)",
     )
@@ -102,8 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fidelity",
-        choices=("auto", "multi", "full"),
-        default="auto",
+        choices=FIDELITY_MODES,
+        default=DEFAULT_FIDELITY,
         help="multi: every trial on a cheap val subset first, the promising ones promoted to "
         "all of val (+ QAT); full: every trial on all of val; auto (default): multi when val "
         "has more than 2,000 images",

@@ -41,6 +41,7 @@ __all__ = [
     "simulate",
     "simulate_layer",
     "engine_names",
+    "DEFAULT_ENGINE",
     "Workload",
     "Layer",
     "Gemm",
@@ -73,6 +74,10 @@ _LAZY = {
 __getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)
 
 
+#: the engine of ``engine=`` when none is named (one of :func:`engine_names`)
+DEFAULT_ENGINE = "analytic"
+
+
 def engine_names() -> list[str]:
     """Names accepted by ``engine=``: ``["analytic", "event"]``."""
     from .engines import engine_names as names
@@ -81,7 +86,7 @@ def engine_names() -> list[str]:
 
 
 def simulate(
-    workload: Workload, profile: HardwareProfile, *, engine: str = "analytic"
+    workload: Workload, profile: HardwareProfile, *, engine: str = DEFAULT_ENGINE
 ) -> SimResult:
     """Simulate every layer of ``workload`` in order on ``profile``.
 
@@ -103,7 +108,7 @@ def simulate(
 
 
 def simulate_layer(
-    layer: Layer, profile: HardwareProfile, *, engine: str = "analytic"
+    layer: Layer, profile: HardwareProfile, *, engine: str = DEFAULT_ENGINE
 ) -> LayerResult:
     """Simulate one layer on ``profile`` with its input coming from off chip."""
     from .engines import get_engine

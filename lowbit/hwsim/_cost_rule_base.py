@@ -1,20 +1,29 @@
 """The base of the cost rules (:mod:`lowbit.hwsim._cost_rules`): :class:`CostRule` with its
-hooks, and what a hook is given -- one GEMM of a layer (:class:`GemmCall`), the shape its
-kernel runs (:class:`RunShape`), a whole layer (:class:`LayerCall`)."""
+hooks, what a hook is given -- one GEMM of a layer (:class:`GemmCall`), the shape its
+kernel runs (:class:`RunShape`), a whole layer (:class:`LayerCall`) -- and the registry:
+:data:`COST_RULES` in the order the engines apply them, :func:`register_cost_rule`, and a
+profile's active rules by hook (:class:`RuleSet`). Import them from
+:mod:`lowbit.hwsim._cost_rules`, which registers the built-in rules."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from ._schema_types import Key, Table
 from .workload import FLOAT_BITS, Conv2d, Gemm, Layer
 
 if TYPE_CHECKING:
-    from .profile import Overheads, Precision
+    from .profile import HardwareProfile, Overheads, Precision
 
 __all__ = [
+    "COST_RULES",
+    "GENERAL_OVERHEAD_KEYS",
     "CostRule",
+    "RuleSet",
+    "register_cost_rule",
+    "overhead_keys",
     "GemmCall",
     "LayerCall",
     "RunShape",
@@ -109,12 +118,26 @@ class CostRule:
 
     @classmethod
     def of(cls, overheads: Overheads) -> CostRule:
-        """The rule with a profile's values."""
-        return cls(**{f.name: getattr(overheads, f.name) for f in fields(cls)})
+        """The rule with a profile's values: its ``Overheads`` fields, or for a rule
+        registered beside the built-in ones, its entries of ``Overheads.registered``."""
+        more = dict(overheads.registered)
+        values = {}
+        for f in fields(cls):
+            if hasattr(overheads, f.name):
+                values[f.name] = getattr(overheads, f.name)
+            elif f.name in more:
+                values[f.name] = more[f.name]
+        return cls(**values)
 
     def active(self) -> bool:
         """Does any field differ from its default (which costs nothing)?"""
         return any(getattr(self, f.name) != f.default for f in fields(self))
+
+    def steady_state(self, profile: HardwareProfile, layers: Sequence[Layer]) -> HardwareProfile:
+        """The profile ``layers`` (a workload, or one layer alone) are costed on when the
+        runtime runs inference after inference (warm caches); ``profile`` itself when this
+        rule changes nothing. Applied before any other hook, in rule order."""
+        return profile
 
     def run_shape(self, call: GemmCall) -> RunShape | None:
         """The shape the GEMM's kernel runs instead of its own (None: no change). The first
@@ -149,3 +172,83 @@ class CostRule:
     def element_count(self, layer: Layer, elements: int) -> int:
         """The elements of a memory-only layer its rate applies to, given those before."""
         return elements
+
+
+#: ``[overheads]`` keys every target has, no rule's (the engines' own costs: per layer, per
+#: tile, per inference)
+GENERAL_OVERHEAD_KEYS = ("layer_cycles", "tile_cycles", "run_cycles")
+
+#: every cost rule, in the order the engines apply them (:func:`register_cost_rule`)
+COST_RULES: list[type[CostRule]] = []
+
+
+def register_cost_rule(
+    rule: type[CostRule], *, before: type[CostRule] | None = None
+) -> type[CostRule]:
+    """Add ``rule`` to :data:`COST_RULES`, last or just ``before`` another rule (the order
+    the costs compose in); the ``[overheads]`` schema and every profile built from then on
+    read its keys, and the engines apply it. Usable as a decorator.
+
+    A rule is a frozen dataclass subclass of :class:`CostRule` whose fields are exactly its
+    ``keys``, each key owned by one rule, each optional with its field's default as its
+    default (a rule at its defaults costs nothing).
+
+    Raises:
+        ValueError: the rule breaks one of these (every problem, with its key), or is
+            already registered, or ``before`` is not.
+    """
+    name = getattr(rule, "__name__", repr(rule))
+    if not (isinstance(rule, type) and issubclass(rule, CostRule) and is_dataclass(rule)):
+        raise ValueError(f"cost rule {name}: must be a dataclass subclass of CostRule")
+    if rule in COST_RULES:
+        raise ValueError(f"cost rule {name} is already registered")
+    if before is not None and before not in COST_RULES:
+        raise ValueError(f"cost rule {name}: before={before.__name__} is not registered")
+    owners = {key: other.__name__ for other in COST_RULES for key in other.keys}
+    owners.update(dict.fromkeys(GENERAL_OVERHEAD_KEYS, "every target"))
+    owners["registered"] = "Overheads (where registered rules' values live)"
+    problems = []  # (a dataclass subclass of the frozen CostRule is frozen)
+    own = {f.name: f for f in fields(rule)}
+    for key in sorted(set(own) ^ set(rule.keys)):
+        problems.append(f"{key}: " + ("a field without a key" if key in own else "no field"))
+    for key, spec in rule.keys.items():
+        if key in owners:
+            problems.append(f"{key}: already a key of {owners[key]}")
+        if key not in own:
+            continue
+        if own[key].default is MISSING:
+            problems.append(f"{key}: the field needs a default")
+        elif isinstance(spec, Key) and (spec.required or spec.default != own[key].default):
+            problems.append(f"{key}: must be optional with the field's default")
+    if problems:
+        raise ValueError(f"cost rule {name}: " + "; ".join(problems))
+    COST_RULES.insert(COST_RULES.index(before) if before else len(COST_RULES), rule)
+    return rule
+
+
+def overhead_keys() -> dict[str, Key | Table]:
+    """The ``[overheads]`` keys the rules own, in rule order."""
+    return {name: spec for rule in COST_RULES for name, spec in rule.keys.items()}
+
+
+class RuleSet:
+    """A profile's active rules, by hook (what the engines loop over; built once per
+    profile with its :class:`~lowbit.hwsim.engines._target.Target`)."""
+
+    __slots__ = ("steady", "shape", "kernel", "adjust", "conv", "fixed", "rate", "count")
+
+    def __init__(self, overheads: Overheads) -> None:
+        rules = [r for r in (cls.of(overheads) for cls in COST_RULES) if r.active()]
+
+        def having(hook: str) -> tuple:
+            base = getattr(CostRule, hook)
+            return tuple(r for r in rules if getattr(type(r), hook) is not base)
+
+        self.steady = having("steady_state")
+        self.shape = having("run_shape")
+        self.kernel = having("own_kernel")
+        self.adjust = having("adjust_cycles")
+        self.conv = having("conv_rates")
+        self.fixed = having("fixed_cycles")
+        self.rate = having("element_rate")
+        self.count = having("element_count")

@@ -6,34 +6,44 @@ names and defaults as :class:`lowbit.hwsim.profile.Overheads`, the record a prof
 with ``keys``, their schema (the ``[overheads]`` table of
 :mod:`lowbit.hwsim._profile_schema` is assembled from them), and the cost functions.
 :data:`COST_RULES` is the one list: :class:`RuleSet` builds a profile's rules from it, and
-:mod:`lowbit.hwsim.engines._layer` applies them in its order at each hook of
-:class:`~lowbit.hwsim._cost_rule_base.CostRule`: the shape a GEMM's kernel runs
+the engines apply them in its order at each hook of
+:class:`~lowbit.hwsim._cost_rule_base.CostRule`: the profile a workload is costed on
+(``steady_state``: a warm cache, :mod:`lowbit.hwsim._warm_cache`; applied by
+:mod:`lowbit.hwsim.engines._base`), then per layer (:mod:`lowbit.hwsim.engines._layer`)
+the shape a GEMM's kernel runs
 (``run_shape``: padded channels, blocked reduction), a kernel that is not a GEMM
 (``own_kernel``: depthwise), a GEMM's cycles (``adjust_cycles``: output stage,
 requantization), an integer conv's per-pixel and per-image cycles (``conv_rates``), cycles
 once per layer (``fixed_cycles``: launches, extra operators), and a memory-only layer's
 cycles per element (``element_rate``, ``element_count``).
 
-A new quirk is one rule here (listed in :data:`COST_RULES`), its fields in ``Overheads``
-and its keys in lowbit/hardware_profiles/README.md (tests check all three agree).
+A new quirk of lowbit's targets is one rule here, registered below in its place, its fields
+in ``Overheads`` and its keys in lowbit/hardware_profiles/README.md (tests check all three
+agree). A rule of your own target is one :func:`register_cost_rule` call (its values then
+live in ``Overheads.registered``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from math import ceil
-from typing import TYPE_CHECKING
 
 from ._cost_rule_base import (
+    COST_RULES,
+    GENERAL_OVERHEAD_KEYS,
     CostRule,
     GemmCall,
     LayerCall,
+    RuleSet,
     RunShape,
     count_key,
     cycles_key,
     is_depthwise,
+    overhead_keys,
+    register_cost_rule,
 )
 from ._schema_types import Key, Table
+from ._warm_cache import WarmCache
 from .workload import (
     ELEMENTWISE_KINDS,
     FLOAT_BITS,
@@ -44,13 +54,12 @@ from .workload import (
     aligned_channels,
 )
 
-if TYPE_CHECKING:
-    from .profile import Overheads
-
 __all__ = [
     "COST_RULES",
+    "GENERAL_OVERHEAD_KEYS",
     "RuleSet",
     "overhead_keys",
+    "register_cost_rule",
     "DepthwiseKernel",
     "DirectConvKernel",
     "ConvReductionBlocking",
@@ -61,6 +70,7 @@ __all__ = [
     "NarrowActivationClamp",
     "ElementwiseCosts",
     "PoolChannelBlock",
+    "WarmCache",
 ]
 
 
@@ -349,9 +359,11 @@ class PoolChannelBlock(CostRule):
         return elements
 
 
-#: every cost rule, in the order the engines apply them (padding before blocking: a padded
-#: conv is not blocked; the output stage's max before requantization's sum)
-COST_RULES: tuple[type[CostRule], ...] = (
+# every built-in rule, in the order the engines apply them (the steady state first: it is
+# the profile the others cost on; padding before blocking: a padded conv is not blocked; the
+# output stage's max before requantization's sum)
+for _rule in (
+    WarmCache,
     DepthwiseKernel,
     DirectConvKernel,
     ConvReductionBlocking,
@@ -362,31 +374,5 @@ COST_RULES: tuple[type[CostRule], ...] = (
     NarrowActivationClamp,
     ElementwiseCosts,
     PoolChannelBlock,
-)
-
-
-def overhead_keys() -> dict[str, Key | Table]:
-    """The ``[overheads]`` keys the rules own, in rule order."""
-    return {name: spec for rule in COST_RULES for name, spec in rule.keys.items()}
-
-
-class RuleSet:
-    """A profile's active rules, by hook (what the engines loop over; built once per
-    profile with its :class:`~lowbit.hwsim.engines._target.Target`)."""
-
-    __slots__ = ("shape", "kernel", "adjust", "conv", "fixed", "rate", "count")
-
-    def __init__(self, overheads: Overheads) -> None:
-        rules = [r for r in (cls.of(overheads) for cls in COST_RULES) if r.active()]
-
-        def having(hook: str) -> tuple:
-            base = getattr(CostRule, hook)
-            return tuple(r for r in rules if getattr(type(r), hook) is not base)
-
-        self.shape = having("run_shape")
-        self.kernel = having("own_kernel")
-        self.adjust = having("adjust_cycles")
-        self.conv = having("conv_rates")
-        self.fixed = having("fixed_cycles")
-        self.rate = having("element_rate")
-        self.count = having("element_count")
+):
+    register_cost_rule(_rule)

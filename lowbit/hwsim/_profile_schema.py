@@ -93,17 +93,38 @@ COMPUTE = Table(
     )
 )
 
+
+class _OverheadKeys(Mapping):
+    """``[overheads]``'s keys: those every target has, then the cost rules' (each rule's
+    own, :mod:`lowbit.hwsim._cost_rules`), read from the rule registry at every use so a
+    rule registered later is in the schema at once."""
+
+    def __init__(self, general: dict[str, Key]) -> None:
+        self._general = general
+
+    def _keys(self) -> dict[str, Key | Table]:
+        return {**self._general, **overhead_keys()}
+
+    def __getitem__(self, name: str) -> Key | Table:
+        return self._keys()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+
 #: ``[overheads]``: the keys every target has, then those of the cost rules
-#: (:mod:`lowbit.hwsim._cost_rules`, each rule's own)
 OVERHEADS = Table(
-    {
-        "layer_cycles": Key("int", required=False, default=0, low=0, high=10**9),
-        # default as hwsim.profile.Overheads: a few tens of cycles per tile
-        "tile_cycles": Key("int", required=False, default=16, low=0, high=10**6),
-        "run_cycles": Key("int", required=False, default=0, low=0, high=10**9),
-        "warm_cache": Key("bool", required=False, default=False),
-        **overhead_keys(),
-    },
+    _OverheadKeys(
+        {
+            "layer_cycles": Key("int", required=False, default=0, low=0, high=10**9),
+            # default as hwsim.profile.Overheads: a few tens of cycles per tile
+            "tile_cycles": Key("int", required=False, default=16, low=0, high=10**6),
+            "run_cycles": Key("int", required=False, default=0, low=0, high=10**9),
+        }
+    ),
     required=False,
 )
 

@@ -155,16 +155,15 @@ class Overheads:
     Every target has: ``layer_cycles`` per layer (launch, configuration, synchronisation;
     one operator's dispatch on a CPU runtime), ``tile_cycles`` per tile (the compute side's
     handshake with the DMA for each buffer it consumes: descriptor issue, semaphores; the
-    default is an estimate of a few tens of cycles), ``run_cycles`` once per inference (a
-    runtime's ``Run`` call: input/output binding, graph walk) and ``warm_cache``: the
-    runtime runs inference after inference (a CPU measured in steady state), so when a
-    workload's weights fit in half of the outermost on-chip level that holds weights (a
-    CPU's last-level cache) they stay there between inferences, and what the model reads
-    "off chip" comes from that level (:mod:`lowbit.hwsim.engines._warm`).
+    default is an estimate of a few tens of cycles) and ``run_cycles`` once per inference (a
+    runtime's ``Run`` call: input/output binding, graph walk).
 
     The other fields belong to the cost rules named beside them
     (:mod:`lowbit.hwsim._cost_rules`: each rule's fields, their schema and what they cost
-    are documented there). All default to no cost.
+    are documented there; ``warm_cache``, a steady state's warm caches: WarmCache in
+    :mod:`lowbit.hwsim._warm_cache`). All default to no cost. ``registered`` holds the values of the
+    keys of rules registered beside lowbit's own (``register_cost_rule``), as sorted
+    (key, value) pairs.
     """
 
     layer_cycles: int = 0
@@ -182,7 +181,7 @@ class Overheads:
     requant_cycles_per_output: float = 0.0  # Requantization
     pool_channel_block: int = 0  # PoolChannelBlock
     pad_conv_channels: bool = False  # DirectConvKernel
-    warm_cache: bool = False
+    warm_cache: bool = False  # WarmCache
     conv_in_channel_block: int = 1  # ConvReductionBlocking
     conv_part_kernel_positions: int = 0  # ConvReductionBlocking
     conv_part_kernel_channel_block: int = 1  # ConvReductionBlocking
@@ -193,6 +192,7 @@ class Overheads:
     depthwise_channel_multiple: int = 1  # DepthwiseKernel
     fp32_depthwise_cycles_per_mac: float = 0.0  # DepthwiseKernel
     fp32_depthwise_cycles_per_pixel: float = 0.0  # DepthwiseKernel
+    registered: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +256,10 @@ class HardwareProfile:
         return hashlib.sha256(blob).hexdigest()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if not self.overheads.registered:  # as before rules could be registered
+            del data["overheads"]["registered"]
+        return data
 
 
 def _without_defaults(value):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 
 from lowbit.hardware_profiles import PROFILE_DIR
@@ -28,7 +29,7 @@ from ._profile_overrides import apply_overrides, parse_set
 from ._profile_rules import validate
 from ._profile_schema import OVERHEADS, SCHEMA
 from ._profile_walk import did_you_mean, fill_defaults, show
-from ._schema_types import Table
+from ._schema_types import Key, Table
 from .errors import InputFileError, ProfileError
 from .fileio import read_toml
 from .profile import (
@@ -306,14 +307,23 @@ def _build(d: dict, *, source: str) -> HardwareProfile:
 
 def _overheads(table: dict) -> Overheads:
     """The ``[overheads]`` record from its validated, default-filled table: each key of the
-    schema (:data:`~lowbit.hwsim._profile_schema.OVERHEADS`) is the field of that name,
-    numbers as floats, ``elementwise_cycles_per_element`` as sorted (kind, cycles) pairs."""
+    schema (:data:`~lowbit.hwsim._profile_schema.OVERHEADS`) is the field of that name (a
+    key of a rule registered beside lowbit's own: an entry of ``registered`` unless at its
+    default, so a profile that leaves it out keeps its record and hash), numbers as floats,
+    a table such as ``elementwise_cycles_per_element`` as sorted (key, value) pairs."""
     values: dict[str, object] = {}
+    registered: dict[str, object] = {}
+    own = {f.name for f in fields(Overheads)}
     for name, spec in OVERHEADS.keys.items():
         value = table[name]
         if isinstance(spec, Table):
             value = tuple((kind, float(v)) for kind, v in sorted(value.items()))
         elif spec.type == "number":
             value = float(value)
-        values[name] = value
-    return Overheads(**values)
+        elif isinstance(value, list):  # the record stays hashable
+            value = tuple(value)
+        if name in own:
+            values[name] = value
+        elif value != (spec.default if isinstance(spec, Key) else ()):
+            registered[name] = value
+    return Overheads(**values, registered=tuple(sorted(registered.items())))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import DEFAULT_ENGINE
 from .errors import LowbitError
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def run_sweep(
     workloads: Sequence[Workload],
     axes: Sequence[tuple[str, Sequence[object]]],
     overrides: Mapping[str, object] | None = None,
-    engine: str = "analytic",
+    engine: str = DEFAULT_ENGINE,
 ) -> Sweep:
     """Simulate every workload on every point of the grid ``axes``.
 
@@ -138,7 +139,7 @@ def run_sweep(
         axes: ``[(key path, values), ...]``; the grid is their full product.
         overrides: key paths set on the profile as given and on every grid point (a grid
             point's own values win).
-        engine: "analytic" or "event".
+        engine: one of :func:`lowbit.hwsim.engine_names`.
 
     Raises:
         LowbitError: no workload or axis, an axis without values, a name given twice, or a

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+from lowbit.search.registry import METHODS_SHOWN
+
 __all__ = [
     "METHOD_COLORS",
     "OTHER_COLOR",
@@ -20,15 +22,10 @@ __all__ = [
     "to_png",
 ]
 
-#: one colour per search method (every name of :data:`lowbit.search.registry.METHOD_NAMES`,
-#: in its order); a method without one is drawn in OTHER_COLOR
-METHOD_COLORS = {
-    "joint": "#1f5fbf",
-    "uniform": "#222222",
-    "random": "#8a8a8a",
-    "quant-only": "#e07b00",
-    "hawq": "#7b3fa8",
-}
+#: one colour per search method, as the registry gives it
+#: (:data:`lowbit.search.registry.METHODS_SHOWN`, in its order); a method without one (a run
+#: of a newer lowbit) is drawn in OTHER_COLOR
+METHOD_COLORS = {name: m.color for name, m in METHODS_SHOWN.items()}
 OTHER_COLOR = "#2a9d8f"
 SERIES_COLORS = ("#1f5fbf", "#e07b00", "#2a9d8f", "#7b3fa8")
 _DPI = 110

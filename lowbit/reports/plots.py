@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from lowbit.search.registry import FIXED_METHOD_NAMES
+from lowbit.search.registry import METHODS_SHOWN, MethodInfo
 
 from ._figure import METHOD_COLORS, OTHER_COLOR, SERIES_COLORS, pyplot, style, time_unit, to_png
 from .rundata import RunData, uniform_label
@@ -38,7 +38,8 @@ def pareto_png(run: RunData, *, fp32_latency_ms: float | None) -> bytes:
     everything: list[float] = []
     infeasible_drawn = False
     for method in run.methods:
-        color = METHOD_COLORS.get(method, OTHER_COLOR)
+        info = METHODS_SHOWN.get(method) or MethodInfo(method, color=OTHER_COLOR)
+        color = info.color
         done = [t for t in run.method_trials(method) if t.complete and math.isfinite(t.latency_ms)]
         ok = [t for t in done if t.feasible]
         bad = [t for t in done if not t.feasible]
@@ -55,18 +56,18 @@ def pareto_png(run: RunData, *, fp32_latency_ms: float | None) -> bytes:
                 label=None if infeasible_drawn else "infeasible trial (over a constraint)",
             )
             infeasible_drawn = True
-            if method == "uniform":
+            if info.bits_labels:
                 for t in bad:
                     ax.annotate(
-                        uniform_label(t.params) or "uniform",
+                        uniform_label(t.params) or method,
                         (t.latency_ms * unit.per_ms, 100 * t.accuracy_val),
                         fontsize=7,
                         textcoords="offset points",
                         xytext=(4, 6),
                         color="#9a9a9a",
                     )
-        if method in FIXED_METHOD_NAMES:  # a few fixed configurations: marked points
-            marker = "D" if method == "uniform" else "s"
+        if info.fixed:  # a few fixed configurations: marked points
+            marker = info.marker
             for t in ok:
                 x, y = t.latency_ms * unit.per_ms, 100 * t.accuracy_val
                 shown.append(y)
@@ -80,9 +81,9 @@ def pareto_png(run: RunData, *, fp32_latency_ms: float | None) -> bytes:
                     edgecolors="white",
                     linewidths=0.8,
                 )
-                if method == "uniform":
+                if info.bits_labels:
                     ax.annotate(
-                        uniform_label(t.params) or "uniform",
+                        uniform_label(t.params) or method,
                         (x, y),
                         fontsize=8,
                         textcoords="offset points",
@@ -95,7 +96,7 @@ def pareto_png(run: RunData, *, fp32_latency_ms: float | None) -> bytes:
                     [],
                     marker=marker,
                     color=color,
-                    label="uniform precision" if method == "uniform" else "HAWQ",
+                    label=info.legend or method,
                 )
             continue
         pts = [(t.latency_ms * unit.per_ms, 100 * t.accuracy_val) for t in ok]

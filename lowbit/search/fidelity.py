@@ -48,6 +48,8 @@ from dataclasses import dataclass
 
 from lowbit.hwsim.errors import LowbitError
 
+from .registry import DEFAULT_FIDELITY, FIDELITY_MODES
+
 __all__ = [
     "AUTO_MIN_VAL",
     "CALIB_SEED",
@@ -67,7 +69,6 @@ __all__ = [
 
 CHEAP, FULL = 0, 1
 RUNG_NAMES = ("cheap", "full")
-FIDELITY_MODES = ("auto", "multi", "full")
 #: ``auto`` uses two rungs above this many val images
 AUTO_MIN_VAL = 2000
 #: seeds of the two fixed subsets of val (recorded in summary.json and every config)
@@ -135,7 +136,7 @@ class Fidelity:
 
 def resolve_fidelity(
     *,
-    mode: str = "auto",
+    mode: str = DEFAULT_FIDELITY,
     val_samples: int,
     cheap_val: int = DEFAULT_CHEAP_VAL,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,

@@ -4,11 +4,14 @@ reads (the CLI's choices, the service's request schema, the report's colours).
 Importing this module needs neither Optuna nor Ray, so the CLI can build its parser from it
 and ``lowbit --help`` stays instant:
 
-- :data:`METHOD_NAMES`: the joint search, then the baselines, in the order ``--baselines
-  all`` runs them; what each does is :data:`lowbit.search.baselines.METHODS` (keyed by
-  these names, in this order; ``tests/lowbit/test_frontends.py`` checks it).
+- :data:`METHODS_SHOWN`: method name -> :class:`MethodInfo` (how the report draws it); its
+  keys, :data:`METHOD_NAMES`, are the joint search, then the baselines, in the order
+  ``--baselines all`` runs them; what each does is :data:`lowbit.search.baselines.METHODS`
+  (keyed by these names, in this order; ``tests/lowbit/test_frontends.py`` checks it).
 - :data:`SAMPLERS`: sampler name -> factory ``(seed, n_trials) -> optuna sampler``.
 - :data:`OBJECTIVES`: objective name -> (``TrialOutcome`` field, direction).
+- :data:`SCREEN_MODES`, :data:`FIDELITY_MODES`: when the sensitivity screen runs, how many
+  rungs a trial's accuracy is measured on; each with its default.
 
 The simulator's engines are hwsim's (:func:`lowbit.hwsim.engine_names`).
 
@@ -22,6 +25,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,10 +33,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASELINE_NAMES",
+    "DEFAULT_FIDELITY",
     "DEFAULT_OBJECTIVES",
     "DEFAULT_SAMPLER",
+    "DEFAULT_SCREEN",
+    "FIDELITY_MODES",
     "FIXED_METHOD_NAMES",
+    "METHODS_SHOWN",
     "METHOD_NAMES",
+    "MethodInfo",
     "OBJECTIVES",
     "OBJECTIVE_NAMES",
     "SAMPLERS",
@@ -40,15 +49,62 @@ __all__ = [
     "SCREEN_MODES",
 ]
 
+
+@dataclass(frozen=True, slots=True)
+class MethodInfo:
+    """What the front-ends show of one search method (its behaviour is
+    :class:`lowbit.search.baselines.Method`).
+
+    Attributes:
+        name: the method's name, as the CLI, the service and the run's files spell it.
+        color: its colour in every figure of the report.
+        fixed: it evaluates a few fixed configurations (no sampler): drawn as points, not
+            as a front.
+        marker: the marker of a fixed method's points.
+        legend: the legend entry of a fixed method's points.
+        bits_labels: each of its points is annotated with its uniform bits ("W4A8").
+    """
+
+    name: str
+    color: str
+    fixed: bool = False
+    marker: str = "o"
+    legend: str = ""
+    bits_labels: bool = False
+
+
+#: every search method, the joint search first, then the baselines
+METHODS_SHOWN: dict[str, MethodInfo] = {
+    m.name: m
+    for m in (
+        MethodInfo("joint", color="#1f5fbf"),
+        MethodInfo(
+            "uniform",
+            color="#222222",
+            fixed=True,
+            marker="D",
+            legend="uniform precision",
+            bits_labels=True,
+        ),
+        MethodInfo("random", color="#8a8a8a"),
+        MethodInfo("quant-only", color="#e07b00"),
+        MethodInfo("hawq", color="#7b3fa8", fixed=True, marker="s", legend="HAWQ"),
+    )
+}
 #: every search method: the joint search first, then the baselines
-METHOD_NAMES = ("joint", "uniform", "random", "quant-only", "hawq")
+METHOD_NAMES = tuple(METHODS_SHOWN)
 #: the methods run beside the joint search on the same budget
 BASELINE_NAMES = METHOD_NAMES[1:]
 #: the methods that evaluate fixed configurations (no sampler): points, not fronts, in plots
-FIXED_METHOD_NAMES = ("uniform", "hawq")
+FIXED_METHOD_NAMES = tuple(name for name, m in METHODS_SHOWN.items() if m.fixed)
 #: when the sensitivity screen runs (:mod:`lowbit.search.screen`); "auto": with an
 #: accuracy constraint
 SCREEN_MODES = ("auto", "on", "off")
+DEFAULT_SCREEN = "auto"
+#: how a trial's accuracy is measured (:mod:`lowbit.search.fidelity`): "multi" on a cheap
+#: val subset first, "full" on all of val, "auto" multi when val is large
+FIDELITY_MODES = ("auto", "multi", "full")
+DEFAULT_FIDELITY = "auto"
 
 
 def _nsga2(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:

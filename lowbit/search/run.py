@@ -34,6 +34,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from lowbit.hwsim import DEFAULT_ENGINE
 from lowbit.hwsim.errors import LowbitError
 
 from . import results
@@ -215,7 +216,7 @@ def execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Search
 
 
 def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> SearchResult:
-    engine = getattr(evaluator, "engine", "analytic")  # the simulator engine the spec uses
+    engine = getattr(evaluator, "engine", DEFAULT_ENGINE)  # the simulator engine the spec uses
     fidelity = getattr(evaluator, "fidelity", None) or Fidelity()
     run_dir = setup.out_dir
     storage = open_storage(setup.storage, run_dir=run_dir)
@@ -229,9 +230,13 @@ def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Searc
         if setup.screens and any(get_method(m).fixed is None for m in setup.methods):
             _say(setup, "[screen] measuring each layer's choices one at a time ...")
             screen = load_or_screen(
-                space=space, pool=pool, floor=setup.min_accuracy, fidelity=fidelity,
-                run_dir=run_dir, write=results.atomic_write_text,
-            )  # fmt: skip
+                space=space,
+                pool=pool,
+                floor=setup.min_accuracy,
+                fidelity=fidelity,
+                run_dir=run_dir,
+                write=results.atomic_write_text,
+            )
             screened = screen.apply(space)
             dropped = sum(len(v) for v in screen.dropped.values())
             _say(
@@ -242,19 +247,37 @@ def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Searc
         studies, greedy_cache = {}, {}
         for name in setup.methods:
             studies[name] = _run_method(
-                name, space=space, pool=pool, storage=storage, setup=setup, reference=reference,
-                fidelity=fidelity, screen=screen, screened=screened, greedy_cache=greedy_cache,
-            )  # fmt: skip
+                name,
+                space=space,
+                pool=pool,
+                storage=storage,
+                setup=setup,
+                reference=reference,
+                fidelity=fidelity,
+                screen=screen,
+                screened=screened,
+                greedy_cache=greedy_cache,
+            )
         summaries, pareto_rows, trial_rows = {}, [], []
         tested = test_fronts(
-            {name: study for name, (study, _) in studies.items()}, space=space, pool=pool,
-            setup=setup, screened=screened,
-        )  # fmt: skip
+            {name: study for name, (study, _) in studies.items()},
+            space=space,
+            pool=pool,
+            setup=setup,
+            screened=screened,
+        )
         for name, (study, stats) in studies.items():
             summary, rows = summarise_method(
-                name, study, tested=tested[name], space=space, setup=setup,
-                reference=reference, engine=engine, run_dir=run_dir, stats=stats,
-            )  # fmt: skip
+                name,
+                study,
+                tested=tested[name],
+                space=space,
+                setup=setup,
+                reference=reference,
+                engine=engine,
+                run_dir=run_dir,
+                stats=stats,
+            )
             summaries[name] = summary
             pareto_rows.extend(rows)
             trial_rows.extend(results.trial_rows(study, name))
@@ -263,9 +286,15 @@ def _execute(*, space: SearchSpace, evaluator: Any, setup: SearchSetup) -> Searc
     results.write_csv(run_dir / "trials.csv", trial_rows, results.TRIAL_COLUMNS)
     results.write_csv(run_dir / "pareto.csv", pareto_rows, results.PARETO_COLUMNS)
     summary = run_summary(
-        space=space, evaluator=evaluator, setup=setup, reference=reference, engine=engine,
-        fidelity=fidelity, summaries=summaries, seconds=time.perf_counter() - start,
-    )  # fmt: skip
+        space=space,
+        evaluator=evaluator,
+        setup=setup,
+        reference=reference,
+        engine=engine,
+        fidelity=fidelity,
+        summaries=summaries,
+        seconds=time.perf_counter() - start,
+    )
     if screen is not None:
         summary["screen"] = screen_summary(screen, space=space, screened=screened)
     results.write_json(run_dir / "summary.json", summary)
@@ -289,8 +318,9 @@ def run_search(setup: SearchSetup) -> SearchResult:
         LowbitError: the setup has no model or hardware, or a setting is invalid (one line).
     """
     if setup.model is None or setup.hardware is None:
-        raise LowbitError("run_search: the setup needs a model (ZooModel or UserModel) and "
-                          "a hardware target")  # fmt: skip
+        raise LowbitError(
+            "run_search: the setup needs a model (ZooModel or UserModel) and a hardware target"
+        )
     if isinstance(setup.model, UserModel):
         from .user import prepare_user as prepare
     else:

@@ -131,7 +131,7 @@ def _tell(
     if outcome.failed:
         _fail(study, trial, outcome.error or "error")
         return False
-    for key in ("accuracy", "latency_ms", "energy_mj", "size_kib"):
+    for key, _direction in OBJECTIVES.values():  # every objective's value, searched or not
         trial.set_user_attr(key, float(getattr(outcome, key)))
     trial.set_user_attr("rung", outcome.rung)
     trial.set_user_attr("val_samples", outcome.samples)

@@ -25,8 +25,15 @@ from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.profile import HardwareProfile
 
 from .baselines import method as get_method
-from .fidelity import DEFAULT_CALIB_SAMPLES, DEFAULT_CHEAP_VAL, DEFAULT_MARGIN_SE, FIDELITY_MODES
-from .registry import SCREEN_MODES
+from .fidelity import DEFAULT_CALIB_SAMPLES, DEFAULT_CHEAP_VAL, DEFAULT_MARGIN_SE
+from .registry import (
+    DEFAULT_FIDELITY,
+    DEFAULT_OBJECTIVES,
+    DEFAULT_SAMPLER,
+    DEFAULT_SCREEN,
+    FIDELITY_MODES,
+    SCREEN_MODES,
+)
 from .runner import OBJECTIVES, SAMPLERS
 from .space import SearchSpace
 from .summary import MethodSummary
@@ -56,7 +63,7 @@ class ZooModel:
 
     name: str
     finetune_steps: int = 0
-    fidelity: str = "auto"
+    fidelity: str = DEFAULT_FIDELITY
     cheap_val_samples: int = DEFAULT_CHEAP_VAL
     calib_samples: int = DEFAULT_CALIB_SAMPLES
     promote_margin_se: float = DEFAULT_MARGIN_SE
@@ -124,13 +131,13 @@ class SearchSetup:
     study_name: str | None = None
     workers: int = 1
     storage: str | None = None
-    sampler: str = "nsga2"
+    sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     ray_address: str | None = None
     max_latency_ms: float | None = None
     min_accuracy: float | None = None
     methods: tuple[str, ...] = ("joint",)
-    objectives: tuple[str, ...] = ("accuracy", "latency")
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
     pin_first_last: bool = False
     trial_timeout_s: float | None = None
     co_design: bool = False
@@ -138,7 +145,7 @@ class SearchSetup:
     progress: bool = True
     #: sensitivity screen before the searched methods (:mod:`lowbit.search.screen`):
     #: "auto" (when there is an accuracy constraint), "on" or "off"
-    screen: str = "auto"
+    screen: str = DEFAULT_SCREEN
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -166,8 +173,8 @@ class SearchSetup:
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown:
             problems.append(f"objectives: unknown {unknown} (valid: {', '.join(OBJECTIVES)})")
-        if self.objectives[:2] != ("accuracy", "latency"):
-            problems.append("objectives: must start with accuracy, latency")
+        if self.objectives[:2] != DEFAULT_OBJECTIVES:
+            problems.append(f"objectives: must start with {', '.join(DEFAULT_OBJECTIVES)}")
         if len(set(self.objectives)) != len(self.objectives):
             problems.append(f"objectives: repeated names in {list(self.objectives)}")
         for key in ("max_latency_ms", "trial_timeout_s"):

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lowbit.hwsim import DEFAULT_ENGINE
 from lowbit.hwsim.profile import HardwareProfile
 
 from .evaluator import Evaluator, Reference, TrialOutcome, TrialRequest, measured_outcome
@@ -74,7 +75,7 @@ class UserEvaluatorSpec:
         pinned: tuple[str, ...],
         fp32: tuple[float, float],
         dataset: str = "user",
-        engine: str = "analytic",
+        engine: str = DEFAULT_ENGINE,
         threads: int = 1,
         summary_sections: dict[str, Any] | None = None,
     ) -> None:

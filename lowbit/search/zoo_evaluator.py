@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lowbit.hwsim import DEFAULT_ENGINE
 from lowbit.hwsim.profile import HardwareProfile
 
 from .codesign import HARDWARE_KEY, CoDesign
@@ -84,7 +85,7 @@ class ZooEvaluatorSpec:
     profile: HardwareProfile
     seed: int = 0
     pin_first_last: bool = False
-    engine: str = "analytic"
+    engine: str = DEFAULT_ENGINE
     threads: int = 1
     finetune_steps: int = 0
     #: the hardware parameters of a co-design search (variants of ``profile``)

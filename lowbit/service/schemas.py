@@ -14,11 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lowbit.hwsim import engine_names
+from lowbit.hwsim import DEFAULT_ENGINE, engine_names
 from lowbit.search.registry import (
     BASELINE_NAMES,
     DEFAULT_OBJECTIVES,
     DEFAULT_SAMPLER,
+    DEFAULT_SCREEN,
     OBJECTIVE_NAMES,
     SAMPLER_NAMES,
     SCREEN_MODES,
@@ -92,7 +93,7 @@ class SimulateRequest(_Body):
     plan: dict[str, Any] | None = Field(
         default=None, description="per-layer compression plan (models.plan JSON)"
     )
-    engine: Literal[tuple(engine_names())] = engine_names()[0]  # type: ignore[valid-type]
+    engine: Literal[tuple(engine_names())] = DEFAULT_ENGINE  # type: ignore[valid-type]
 
     @field_validator("profile")
     @classmethod
@@ -141,7 +142,7 @@ class SearchRequest(_Body):
     )
     max_latency_ms: float | None = Field(default=None, gt=0, le=1e6)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
-    screen: Literal[SCREEN_MODES] = "auto"  # type: ignore[valid-type]
+    screen: Literal[SCREEN_MODES] = DEFAULT_SCREEN  # type: ignore[valid-type]
     pin_first_last: bool = False
     finetune_steps: int = Field(default=0, ge=0, le=1000)
     trial_timeout_s: float | None = Field(default=None, gt=0, le=86400)
@@ -168,8 +169,8 @@ class SearchRequest(_Body):
     @field_validator("objectives")
     @classmethod
     def _objectives(cls, value: list[str]) -> list[str]:
-        if value[:2] != ["accuracy", "latency"]:
-            raise ValueError("must start with accuracy, latency")
+        if tuple(value[:2]) != DEFAULT_OBJECTIVES:
+            raise ValueError(f"must start with {', '.join(DEFAULT_OBJECTIVES)}")
         return value
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ def _run(job: dict[str, Any], run_dir: Path) -> None:
     import optuna
 
     from lowbit.reports import build_report
+    from lowbit.search.registry import DEFAULT_SCREEN
     from lowbit.search.run import run_search
     from lowbit.search.setup import SearchSetup, ZooModel
 
@@ -51,7 +52,7 @@ def _run(job: dict[str, Any], run_dir: Path) -> None:
         progress=True,
         co_design=req.get("co_design", False),
         area_budget_mm2=req.get("area_budget_mm2"),
-        screen=req.get("screen", "auto"),
+        screen=req.get("screen", DEFAULT_SCREEN),
     )
     run_search(setup)
     build_report(run_dir)

@@ -430,7 +430,7 @@ def test_a_warm_cache_serves_small_models_weights_from_the_cache(engine):
     """Overheads.warm_cache: weights that fit half an on-chip level are read from the
     innermost such level in steady state; larger ones still stream from DRAM; without the
     flag nothing changes."""
-    from lowbit.hwsim.engines._warm import warm_profile, weight_bytes
+    from lowbit.hwsim._warm_cache import warm_profile, weight_bytes
 
     cold = load_profile("cpu-x86-avx2")
     warm = _with(cold, warm_cache=True)

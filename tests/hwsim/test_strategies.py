@@ -17,7 +17,7 @@ import pytest
 from lowbit import hwsim
 from lowbit.hwsim import _cost_rules, _precision_models
 from lowbit.hwsim._cost_rule_base import CostRule, GemmCall, LayerCall, RunShape
-from lowbit.hwsim._cost_rules import COST_RULES, RuleSet
+from lowbit.hwsim._cost_rules import COST_RULES, GENERAL_OVERHEAD_KEYS, RuleSet
 from lowbit.hwsim._precision_models import (
     PRECISION_MODELS,
     PrecisionModel,
@@ -38,7 +38,7 @@ from lowbit.hwsim.workload import Compression, Conv2d, Elementwise, Linear, MatM
 
 COMPUTE = SCHEMA.keys["compute"]
 #: [overheads] keys every target has (not a cost rule's)
-GENERAL = {"layer_cycles", "tile_cycles", "run_cycles", "warm_cache"}
+GENERAL = set(GENERAL_OVERHEAD_KEYS)
 
 
 # --- precision models ------------------------------------------------------------------
@@ -206,7 +206,8 @@ def test_expand_precisions_adds_explicit_entries_to_any_model():
 
 def test_each_overheads_key_is_owned_once_and_matches_its_field():
     owners: dict[str, str] = {}
-    record = {f.name: f for f in fields(Overheads)}
+    # every field but the registered (non-built-in) rules' values
+    record = {f.name: f for f in fields(Overheads) if f.name != "registered"}
     for rule in COST_RULES:
         names = {f.name for f in fields(rule)}
         assert names == set(rule.keys), rule.__name__  # its fields are its keys
@@ -223,7 +224,7 @@ def test_each_overheads_key_is_owned_once_and_matches_its_field():
     assert {owners[key] for key in DEPTHWISE_KEYS} == {"DepthwiseKernel"}
 
 
-def test_every_rule_at_its_defaults_costs_nothing():
+def test_every_rule_at_its_defaults_costs_nothing(make_target):
     """A rule left out of a profile (all defaults) and the rule at its defaults agree."""
     modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
     conv = Conv2d(name="c", in_h=8, in_w=8, in_c=3, out_c=6, k_h=3, k_w=3, out_h=8, out_w=8)
@@ -235,9 +236,13 @@ def test_every_rule_at_its_defaults_costs_nothing():
         fc.with_compression(Compression(rank=3, a_bits=4)),
         MatMul(name="qk", M=4, N=4, K=8, heads=2, compression=Compression(a_bits=2)),
     )
+    # a profile whose caches are warm: a rule at its defaults still leaves it as it is
+    warm = make_target()
+    warm = replace(warm, overheads=replace(warm.overheads, warm_cache=True))
     for cls in COST_RULES:
         rule = cls()
         assert not rule.active()
+        assert rule.steady_state(warm, layers) is warm
         for mode in modes:
             for layer in layers:
                 gemms = layer.gemms()
@@ -260,7 +265,9 @@ def test_a_profile_applies_only_the_rules_it_sets():
     host = RuleSet(Overheads(conv_cycles_per_pixel=20.0, requant_cycles_per_output=0.5))
     assert [type(r).__name__ for r in host.conv] == ["WindowGather"]
     assert [type(r).__name__ for r in host.adjust] == ["Requantization"]
-    assert not host.shape and not host.kernel and not host.fixed
+    assert not host.shape and not host.kernel and not host.fixed and not host.steady
+    warm = RuleSet(Overheads(warm_cache=True))
+    assert [type(r).__name__ for r in warm.steady] == ["WarmCache"]
 
 
 def _hooks(rules: RuleSet) -> list[tuple]:

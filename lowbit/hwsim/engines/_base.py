@@ -113,7 +113,6 @@ from ..profile import HardwareProfile
 from ..result import LayerResult, SimResult
 from ..workload import Layer, Workload
 from ._target import Target
-from ._warm import warm_profile
 
 __all__ = ["Engine"]
 
@@ -144,6 +143,15 @@ class Engine(ABC):
             self._targets.popitem(last=False)
         return t
 
+    def _steady(self, profile: HardwareProfile, layers: tuple[Layer, ...]) -> Target:
+        """The target ``layers`` are costed on: ``profile`` as its cost rules' steady state
+        shows it (:meth:`~lowbit.hwsim._cost_rule_base.CostRule.steady_state`: a warm
+        cache)."""
+        seen = profile
+        for rule in self.target(profile).rules.steady:
+            seen = rule.steady_state(seen, layers)
+        return self.target(seen)
+
     def clear_cache(self) -> None:
         """Forget cached profiles and results (benchmarks measure a cold start with it)."""
         self._targets.clear()
@@ -157,11 +165,11 @@ class Engine(ABC):
     ) -> LayerResult:
         """``layer`` alone on ``profile``; its input comes from off chip unless told (and
         its weights from where a warm cache keeps them, ``Overheads.warm_cache``)."""
-        return self._layer(layer, self.target(warm_profile(profile, (layer,))), input_on_chip)
+        return self._layer(layer, self._steady(profile, (layer,)), input_on_chip)
 
     def simulate(self, workload: Workload, profile: HardwareProfile) -> SimResult:
         """Every layer in order; a layer's input stays on chip when the rule allows."""
-        t = self.target(warm_profile(profile, workload.layers))
+        t = self._steady(profile, workload.layers)
         results = []
         on_chip = False
         for layer in workload.layers:

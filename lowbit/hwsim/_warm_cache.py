@@ -1,18 +1,39 @@
-"""Steady-state caches (``Overheads.warm_cache``): a CPU that runs inference after inference
-keeps a small model's weights in its last-level cache, so its "off-chip" traffic comes from
-that level. :func:`warm_profile` returns the profile a workload sees in that steady state."""
+"""Steady-state caches, the :class:`WarmCache` cost rule (``[overheads] warm_cache``): a CPU
+that runs inference after inference keeps a small model's weights in its last-level cache,
+so its "off-chip" traffic comes from that level. Unlike the other rules it changes no
+layer's cycles: it changes the memory a workload sees (:meth:`CostRule.steady_state`), so
+:func:`warm_profile` returns the profile of that steady state, decided by the weights of
+the whole workload."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
-from ..compression import FLOAT_BITS
-from ..profile import HardwareProfile
-from ..workload import Layer
+from ._cost_rule_base import CostRule
+from ._schema_types import Key
+from .compression import FLOAT_BITS
+from .profile import HardwareProfile
+from .workload import Layer
 
-__all__ = ["warm_profile", "weight_bytes"]
+__all__ = ["WarmCache", "warm_profile", "weight_bytes"]
+
+
+@dataclass(frozen=True, slots=True)
+class WarmCache(CostRule):
+    """``warm_cache``: the runtime runs inference after inference (a CPU measured in steady
+    state), so when a workload's weights fit in half of the outermost on-chip level that
+    holds weights (a CPU's last-level cache) they stay there between inferences, and what
+    the model reads "off chip" comes from that level (:func:`warm_profile`). ``false``:
+    weights stream from off chip every inference (an accelerator's DRAM or flash)."""
+
+    keys = {"warm_cache": Key("bool", required=False, default=False)}
+    warm_cache: bool = False
+
+    def steady_state(self, profile: HardwareProfile, layers: Sequence[Layer]) -> HardwareProfile:
+        return warm_profile(profile, layers) if self.warm_cache else profile
+
 
 #: (id of the cold profile, home level) -> (cold profile, its warm twin): one warm object
 #: per profile and level, so the engines' per-profile caches keep working
