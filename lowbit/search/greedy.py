@@ -44,6 +44,10 @@ WARM_BUDGETS = (0.25, 0.5, 0.75)
 #: accuracy loss (fraction) a choice is charged at least: measured losses below the noise
 #: would otherwise make every choice look free
 MIN_LOSS = 0.002
+#: the calibrated greedy's extra budget, close to the floor: the fastest feasible point
+#: counts most (it bounds the front; hypervolume grows with it), and measured points can
+#: aim there without the additive model's overshoot
+NEAR_FLOOR = 0.9
 #: measure-and-resolve rounds of :func:`calibrated_warm_configs`
 CALIBRATION_ROUNDS = 3
 #: a measured point this far under its target loss (a fraction of it) is pushed further
@@ -161,22 +165,29 @@ def calibrated_warm_configs(
     measure: Measure,
     bits_only: bool = False,
     rounds: int = CALIBRATION_ROUNDS,
+    base_full_accuracy: float | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """:func:`warm_configs` with each budget's point measured and solved again (module
-    docstring): per budget, the fastest of its measured points within its target; else the
-    fastest measured for another budget within it; else the last re-solved one (predicted to
-    be, unmeasured); else its most accurate measured point above the floor. A point whose
-    measurement failed stays, for the search to record."""
+    docstring), plus one budget at :data:`NEAR_FLOOR` of the room (``base_full_accuracy``:
+    the base's accuracy at the full rung, where the floor holds; None: the screen's). Per
+    budget, the fastest of its measured points within its target; else the fastest measured
+    for another budget within it; else the last re-solved one (predicted to be, unmeasured);
+    else its most accurate measured point above the floor. A point whose measurement failed
+    stays, for the search to record."""
     items = _items(result, space, bits_only)
     base = space.uniform_params(max(space.w_bits), max(space.a_bits))
-    room = result.base_accuracy - result.floor
+    # the floor holds at the full rung; the screen measures at the cheap one, whose subset
+    # can be easier or harder: the base's accuracy at both rungs gives the room in losses
+    full = result.base_accuracy if base_full_accuracy is None else base_full_accuracy
+    room = full - result.floor
     if not items or room <= 0:
         return []
-    targets = {f: f * room for f in WARM_BUDGETS}
+    budgets_of = (*WARM_BUDGETS, NEAR_FLOOR)
+    targets = {f: f * room for f in budgets_of}
     budgets: dict[float, float] = dict(targets)
-    brackets: dict[float, list[Any]] = {f: [None, None] for f in WARM_BUDGETS}
+    brackets: dict[float, list[Any]] = {f: [None, None] for f in budgets_of}
     tried: dict[float, list[tuple[dict[str, Any], tuple[float, float] | None]]] = {
-        f: [] for f in WARM_BUDGETS
+        f: [] for f in budgets_of
     }
     pending: dict[float, tuple[dict[str, Any], float, float]] = {}
     for round_ in range(rounds + 1):
@@ -197,15 +208,15 @@ def calibrated_warm_configs(
                 step = _next_budget(budget, predicted, loss, targets[f], brackets[f])
                 if step is not None:
                     budgets[f] = step
-    everything = [(got, c) for f in WARM_BUDGETS for c, got in tried[f] if got is not None]
+    everything = [(got, c) for f in budgets_of for c, got in tried[f] if got is not None]
     out: list[tuple[str, dict[str, Any]]] = []
-    for f in WARM_BUDGETS:
+    for f in budgets_of:
         own = [(got, c) for c, got in tried[f] if got is not None]
         config = (
             _fastest_within(own, result.base_accuracy - targets[f])
             or _fastest_within(everything, result.base_accuracy - targets[f])
             or (pending[f][0] if f in pending else None)
-            or _fastest_within(own, result.floor, most_accurate=True)
+            or _fastest_within(own, result.base_accuracy - room, most_accurate=True)
             or (tried[f][0][0] if tried[f] and tried[f][0][1] is None else None)
         )
         if config is not None and all(config != known for _, known in out):

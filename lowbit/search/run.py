@@ -126,9 +126,19 @@ def _run_method(
         if screen is not None:  # greedy points from the screen's measurements, calibrated
             measure = pool_measure(pool=pool, space=mspace, rung=screen.rung, cache=greedy_cache)
             before = len(greedy_cache)
-            greedy = calibrated_warm_configs(screen, mspace, measure=measure)
+            # the screen's base is W8A8 where the target's widest bits are 8: its full-rung
+            # accuracy is the reference's, and the floor holds at the full rung
+            w8a8_base = space.uniform_params(max(space.w_bits), max(space.a_bits)) == (
+                space.uniform_params(8, 8)
+            )
+            full = reference.w8a8_val if w8a8_base else None
+            greedy = calibrated_warm_configs(
+                screen, mspace, measure=measure, base_full_accuracy=full
+            )
             if not method.bits_only:  # and the quantization-only ones: the space holds them
-                greedy += calibrated_warm_configs(screen, mspace, measure=measure, bits_only=True)
+                greedy += calibrated_warm_configs(
+                    screen, mspace, measure=measure, bits_only=True, base_full_accuracy=full
+                )
             _say(
                 setup,
                 f"[screen] {name}: {len(greedy)} greedy warm starts, calibrated with "
