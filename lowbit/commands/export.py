@@ -186,10 +186,13 @@ def _edge_lines(deploy: dict) -> list[str]:
     lines = []
     check = (deploy.get("tflite") or {}).get("check")
     if check:
+        codes = check.get("code_agreement") or {}
+        lowest = f" ({min(codes, key=codes.get)})" if codes else ""
         lines.append(
             f"TFLite (LiteRT) on {check['split']}: accuracy {check['accuracy_tflite']:.2%} vs "
-            f"INT8 ONNX {check['accuracy_onnx_int8']:.2%}, argmax agreement "
-            f"{check['argmax_agreement']:.2%}, min code agreement {check['min_code_agreement']:.2%}"
+            f"INT8 ONNX {check['accuracy_onnx_int8']:.2%} ({check['accuracy_diff_pt']:+.2f} pt), "
+            f"argmax agreement {check['argmax_agreement']:.2%}, min code agreement "
+            f"{check['min_code_agreement']:.2%}{lowest}"
         )
     vela = deploy.get("vela")
     if vela:
@@ -201,12 +204,28 @@ def _edge_lines(deploy: dict) -> list[str]:
         )
     check = (deploy.get("qonnx") or {}).get("check")
     if check:
-        lines.append(
-            f"QONNX (qonnx executor) on {check['samples']} test images: argmax agreement "
-            f"{check['argmax_agreement']:.2%} with the fake-quant model, max |logit diff| "
-            f"{check['max_abs_logit_diff']:.3g}"
-        )
+        lines.append(_qonnx_line(check, (deploy.get("check") or {}).get("accuracy_int8")))
     return lines
+
+
+def _qonnx_line(check: dict, accuracy_int8: float | None) -> str:
+    """deploy.json's qonnx check in one line, as the TFLite line: accuracy against the INT8
+    ONNX model's (points), argmax and code agreement with the fake-quant model and the layer
+    with the lowest code agreement."""
+    accuracy = check.get("accuracy_qonnx")
+    parts = [f"QONNX (qonnx executor) on {check['split']} ({check['samples']} images):"]
+    if accuracy is not None and accuracy_int8 is not None:
+        diff = 100 * (accuracy - accuracy_int8)
+        parts.append(f"accuracy {accuracy:.2%} vs INT8 ONNX {accuracy_int8:.2%} ({diff:+.2f} pt),")
+    elif accuracy is not None:
+        parts.append(f"accuracy {accuracy:.2%},")
+    parts.append(f"argmax agreement {check['argmax_agreement']:.2%} with the fake-quant model,")
+    codes = check.get("code_agreement") or {}
+    if codes:
+        lowest = min(codes, key=codes.get)
+        parts.append(f"min code agreement {codes[lowest]:.2%} ({lowest}),")
+    parts.append(f"max |logit diff| {check['max_abs_logit_diff']:.3g}")
+    return " ".join(parts)
 
 
 def _firmware(cfg, plan, build: dict, out_dir: Path, files: dict) -> str:

@@ -24,14 +24,11 @@ pass reads those patterns into TFLite operators without any recalibration:
 * the layer writing the logits (float in lowbit) runs 16x8 when given an int16 grid: its
   int8 input widened exactly to int16, the bias as int64, int16 output.
 
-Only CNN/MLP graphs are supported. The zoo's attention models are refused in one line
-(:class:`ExportError`): lowbit quantizes their linear and matmul layers only and computes
-LayerNorm, softmax, GELU and the residual stream in float, so their integer layers write
-float outputs. In a fully-integer TFLite model every one of those tensors needs an int8 or
-int16 grid (each integer layer requantizes its output onto one; LayerNorm has no builtin
-integer kernel and would be decomposed into requantized MEAN / SUB / RSQRT / MUL steps):
-grids lowbit has neither searched nor measured, so the TFLite model's accuracy would not be
-the config's.
+This pass covers CNN/MLP graphs. An attention model's graph (LayerNorm, softmax and GELU
+in float between its integer layers) is refused here in one line (:class:`ExportError`):
+:func:`lowbit.models.export.tflite.build_tflite` converts the zoo's ViT from its structure
+instead (:mod:`lowbit.models.export._tflite_vit`), with int16 grids calibrated for those
+float tensors.
 """
 
 import math
@@ -45,7 +42,7 @@ from lowbit.models.export._qdq_grids import ExportError, scope_of
 from lowbit.models.export._tflite_ir import Graph, Op, Tensor, attrs, same_or_valid, spatial
 from lowbit.models.export._tflite_layers import LayerEmitter, Pending
 
-__all__ = ["Graph", "Op", "Tensor", "convert"]
+__all__ = ["Graph", "Op", "Tensor", "convert", "has_float_blocks"]
 
 #: operators lowbit's attention models compute in float between their integer layers
 _FLOAT_BLOCKS = {"LayerNormalization": "LayerNorm", "Softmax": "softmax", "Erf": "GELU"}
@@ -53,6 +50,11 @@ _UNSUPPORTED = (
     "the TFLite export supports CNN/MLP models (conv, depthwise conv, linear, max and global "
     "average pooling, residual add)"
 )
+
+
+def has_float_blocks(model: onnx.ModelProto) -> bool:
+    """The QDQ graph computes LayerNorm, softmax or GELU in float (an attention model)."""
+    return any(n.op_type in _FLOAT_BLOCKS for n in model.graph.node)
 
 
 class _Converter(LayerEmitter):
@@ -81,10 +83,9 @@ class _Converter(LayerEmitter):
                          if n.op_type in _FLOAT_BLOCKS})  # fmt: skip
         if floats:
             raise ExportError(
-                f"TFLite export: the model computes {', '.join(floats)} in float between its "
-                "integer layers (an attention model: lowbit quantizes its linear and matmul "
-                "layers only), and TFLite's int8 kernels need int8/int16 grids there that "
-                "lowbit has not searched or measured; export it as ONNX or QONNX instead"
+                f"TFLite export: the graph computes {', '.join(floats)} in float between its "
+                "integer layers (an attention model): convert it with "
+                "lowbit.models.export.tflite.build_tflite, which calibrates int16 grids there"
             )
         missing = sorted(
             {n.op_type for n in model.graph.node if not hasattr(self, "on_" + n.op_type)}

@@ -15,14 +15,20 @@ import numpy as np
 from lowbit.models.export._extras import litert_schema
 from lowbit.models.export._tflite_ir import Graph
 
-__all__ = ["OP_VERSIONS", "serialize"]
+__all__ = ["INT16_VERSIONS", "OP_VERSIONS", "serialize"]
 
 #: builtin operator versions written (the int8 kernels' versions in TFLite's op registry)
 OP_VERSIONS = {
     "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "ADD": 2, "MEAN": 2,
     "MAX_POOL_2D": 2, "RESHAPE": 1, "QUANTIZE": 2, "DEQUANTIZE": 2, "PAD": 2, "MAXIMUM": 2,
     "MINIMUM": 2,
+    # the attention model's ops (lowbit.models.export._tflite_vit), int16 kernels where
+    # they have one (ADD/SUB with general int16 scales, MUL, MEAN, RSQRT, SOFTMAX, ...)
+    "SUB": 5, "MUL": 4, "RSQRT": 3, "SOFTMAX": 3, "GELU": 2, "BATCH_MATMUL": 3,
+    "TRANSPOSE": 2, "STRIDED_SLICE": 4,
 }  # fmt: skip
+#: versions of ops whose int16 kernels are a later version than their int8 ones
+INT16_VERSIONS = {"ADD": 3, "MEAN": 3, "PAD": 4}
 _TYPES = {"int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
           "float32": "FLOAT32"}  # fmt: skip
 
@@ -66,9 +72,15 @@ def serialize(graph: Graph, *, description: str = "lowbit") -> bytes:
         tensors.append(tt)
     codes: list[str] = []
     operators = []
+    versions: dict[str, int] = {}
     for op in graph.ops:
         if op.code not in codes:
             codes.append(op.code)
+        wide = any(graph.tensors[i].dtype == "int16" for i in (*op.inputs, *op.outputs))
+        version = OP_VERSIONS[op.code]
+        if wide:
+            version = INT16_VERSIONS.get(op.code, version)
+        versions[op.code] = max(versions.get(op.code, 0), version)
         o = schema.OperatorT()
         o.opcodeIndex = codes.index(op.code)
         o.inputs = np.array(op.inputs, np.int32)
@@ -83,7 +95,7 @@ def serialize(graph: Graph, *, description: str = "lowbit") -> bytes:
         oc = schema.OperatorCodeT()
         oc.builtinCode = getattr(schema.BuiltinOperator, code)
         oc.deprecatedBuiltinCode = min(oc.builtinCode, 127)
-        oc.version = OP_VERSIONS[code]
+        oc.version = versions[code]
         opcodes.append(oc)
     sub = schema.SubGraphT()
     sub.tensors, sub.operators, sub.name = tensors, operators, "main"

@@ -203,9 +203,12 @@ def export_plan(
         from lowbit.models.bridge import to_workload
 
         sim = hwsim.simulate(to_workload(base, plan, name=model), hardware)
+    calib = None
+    if "tflite" in formats:  # the grids TFLite adds (attention models) use the same images
+        calib = calibration_inputs(base, samples=calib_samples, seed=calib_seed)
     return export_compressed(
         compressed, out_dir=out_dir, weight_type=wtype, check=check, pad_channels=pad_channels,
-        source=source, formats=formats, tflite_io=tflite_io, vela=vela, sim=sim,
+        source=source, formats=formats, tflite_io=tflite_io, vela=vela, sim=sim, calib=calib,
     )  # fmt: skip
 
 
@@ -221,6 +224,7 @@ def export_compressed(
     tflite_io: str = "int8",
     vela: Any | None = None,
     sim: Any | None = None,
+    calib: torch.Tensor | None = None,
 ) -> ExportResult:
     """Write an already compressed model's FP32/INT8 ONNX and deploy.json (what
     :func:`export_plan` does after building the model; see its arguments).
@@ -230,7 +234,9 @@ def export_compressed(
     where it came from (``config_id``, ``model``, ``seed``, ``finetune_steps``, ``plan``; null
     when not given). ``formats``, ``tflite_io``: as :func:`export_plan`; ``vela`` (a
     :class:`lowbit.models.export.vela.VelaTarget`) compiles the TFLite model for Ethos-U and
-    ``sim`` is lowbit's simulation on that profile, shown beside Vela's estimate.
+    ``sim`` is lowbit's simulation on that profile, shown beside Vela's estimate. ``calib``
+    (model inputs) calibrates the int16 grids a TFLite attention model adds where lowbit
+    computes in float (default: the whole val split).
     """
     wtype = resolve_weight_type(weight_type)
     formats = parse_formats(formats)
@@ -275,7 +281,7 @@ def export_compressed(
         info["check"] = check_export(compressed, int8, fp32, qdq=qdq)
     extra = build_artifacts(
         formats, compressed=compressed, qdq=qdq, int8=int8, fp32=fp32, quants=quants,
-        check=check, tflite_io=tflite_io, vela=vela, sim=sim,
+        check=check, tflite_io=tflite_io, vela=vela, sim=sim, calib=calib,
     )  # fmt: skip
     info["files"].update(extra.names)
     info.update(extra.info)

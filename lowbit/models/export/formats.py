@@ -98,6 +98,7 @@ def build_artifacts(
     tflite_io: str = "int8",
     vela: Any | None = None,
     sim: Any | None = None,
+    calib: Any | None = None,
 ) -> Artifacts:
     """The non-ONNX artifacts of ``formats`` for ``compressed`` (its QDQ graph ``qdq``,
     deployed INT8 ONNX model ``int8``, plain float ONNX ``fp32`` and its layers' grids
@@ -105,18 +106,19 @@ def build_artifacts(
 
     ``vela`` (a :class:`lowbit.models.export.vela.VelaTarget`) also compiles the TFLite model
     for Ethos-U; ``sim`` is lowbit's simulation of the plan on that profile (deploy.json
-    shows both)."""
+    shows both); ``calib`` (model inputs) calibrates the int16 grids a TFLite attention model
+    adds (:func:`lowbit.models.export.tflite.build_tflite`)."""
     out = Artifacts()
     if "tflite" in formats:
         from lowbit.models.export.tflite import build_tflite, check_tflite
 
-        model = build_tflite(compressed=compressed, qdq=qdq, io=tflite_io)
+        model = build_tflite(compressed=compressed, qdq=qdq, io=tflite_io, calib=calib)
         name = FORMATS["tflite"].files[0]
         out.files[name] = model.content
         out.names["tflite"] = name
         entry: dict[str, Any] = {"io": model.io, "input": model.input, "output": model.output,
                                  "operators": model.operators, "weights": "int8 per channel",
-                                 "activations": "int8 per tensor",
+                                 "activations": model.activations,
                                  "logits": "int16 (16x8 classifier)"}  # fmt: skip
         if check:
             entry["check"] = check_tflite(compressed=compressed, model=model, int8=int8, qdq=qdq)

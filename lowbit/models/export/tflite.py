@@ -23,6 +23,11 @@ multiplies in float and rounds once, to even: outputs just short of a half, by u
 ``2^-(shift+1)``, round differently (0.05-0.1 % of a layer's codes; one step apart, which a
 4-bit grid makes a large step for the layers after it).
 
+An attention model (the zoo's ViT) is converted from its structure instead
+(:mod:`lowbit.models.export._tflite_vit`): its linear and matmul layers on lowbit's int8
+grids, what lowbit computes in float (residual stream, LayerNorm, softmax, GELU) as int16
+builtin ops on grids calibrated on the export's calibration images.
+
 The writer and the interpreter come from LiteRT (``ai-edge-litert``), the ``edge`` extra
 (``pip install 'lowbit[edge]'``); without it these functions raise :class:`EdgeExtraMissing`.
 """
@@ -57,8 +62,8 @@ _BATCH = 250
 class TFLiteModel:
     """A TFLite flatbuffer and what its users need: ``input``/``output`` (name, shape, dtype,
     int8 scale and zero point, layout), the int8 (scale, zero point) of the logits (also
-    with float I/O), operator counts, and ``probes``: integer layer → (tensor index, layout
-    back to the ONNX tensor) for the code check."""
+    with float I/O), operator counts, ``probes``: integer layer → (tensor index, layout
+    back to the ONNX tensor) for the code check, and what its activations are."""
 
     content: bytes
     io: str
@@ -67,6 +72,7 @@ class TFLiteModel:
     logits_grid: tuple[float, int, str]
     operators: dict[str, int]
     probes: dict[str, tuple[int, tuple]]
+    activations: str = "int8 per tensor"
 
 
 def logits_grid(compressed: Any, *, samples: int = 2000) -> tuple[float, int, str]:
@@ -97,17 +103,35 @@ def _tensor_info(t: Any, *, layout: bool = True) -> dict[str, Any]:
     return info
 
 
-def build_tflite(*, compressed: Any, qdq: Any, io: str = "int8") -> TFLiteModel:
+def build_tflite(
+    *, compressed: Any, qdq: Any, io: str = "int8", calib: Any | None = None
+) -> TFLiteModel:
     """The fully-integer TFLite model of ``compressed`` from its QDQ ONNX graph ``qdq``
     (:func:`lowbit.models.export.onnx_quant.quantize_graph`'s output, before the ONNX
-    Runtime kernel passes). Raises :class:`ExportError` for models with operators TFLite's
-    integer kernels do not cover here (attention) or layers running in float."""
-    from lowbit.models.export._tflite_graph import convert
+    Runtime kernel passes); an attention model (the zoo's ViT) from its structure
+    (:mod:`lowbit.models.export._tflite_vit`), the int16 grids of the tensors lowbit keeps in
+    float calibrated on ``calib`` (model inputs: the export's calibration images; default
+    the whole val split). Raises :class:`ExportError` for operators TFLite's integer kernels
+    do not cover here or layers running in float."""
+    from lowbit.models.export._tflite_graph import convert, has_float_blocks
+    from lowbit.models.export._tflite_vit import convert_vit
     from lowbit.models.export._tflite_write import serialize
 
     litert_schema()  # fail early, in one line, without the extra
     grid = logits_grid(compressed)
-    graph = convert(qdq, input_shape=tuple(compressed.input_shape), logits_grid=grid, io=io)
+    if has_float_blocks(qdq):
+        if calib is None:
+            from lowbit.models.export.calib_subset import calibration_inputs
+
+            calib = calibration_inputs(compressed)
+        graph = convert_vit(compressed, calib=calib, logits_grid=grid, io=io)
+        activations = (
+            "int8 per tensor on lowbit's grids; int16 (calibrated) where lowbit computes in "
+            "float: residual stream, LayerNorm, attention scores and softmax, GELU"
+        )
+    else:
+        activations = "int8 per tensor"
+        graph = convert(qdq, input_shape=tuple(compressed.input_shape), logits_grid=grid, io=io)
     content = serialize(graph, description=f"lowbit {getattr(compressed, 'zoo_name', '')}")
     operators: dict[str, int] = {}
     for op in graph.ops:
@@ -116,7 +140,7 @@ def build_tflite(*, compressed: Any, qdq: Any, io: str = "int8") -> TFLiteModel:
     return TFLiteModel(
         content, io, _tensor_info(graph.tensors[graph.inputs[0]]),
         _tensor_info(graph.tensors[graph.outputs[0]]), grid, dict(sorted(operators.items())),
-        probes,
+        probes, activations,
     )  # fmt: skip
 
 
