@@ -70,8 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "demo", help="run directory")
     parser.add_argument("--top", type=int, default=None, help="at most K Pareto configs")
-    parser.add_argument("--config", action="append", default=None, metavar="ID",
-                        help="only this config id (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        metavar="ID",
+        help="only this config id (repeatable)",
+    )
     parser.add_argument(
         "--model",
         "--zoo",
@@ -83,11 +88,18 @@ def _parser() -> argparse.ArgumentParser:
         "fashion-mobilenet, fashion-vit)",
     )
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "bench-results" / "bench_export_formats.json",
+        "--out",
+        type=Path,
+        default=ROOT / "bench-results" / "bench_export_formats.json",
         help="JSON results file (default: bench-results/bench_export_formats.json)",
-    )  # fmt: skip
-    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
-                        help="print the table of an earlier results file and exit")  # fmt: skip
+    )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="print the table of an earlier results file and exit",
+    )
     return parser
 
 

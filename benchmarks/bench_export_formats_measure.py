@@ -54,10 +54,14 @@ def from_disk(out_dir: Path, deploy: dict, compressed) -> tuple[dict, dict]:
     def tflite_logits():
         entry = deploy["tflite"]
         model = TFLiteModel(
-            content=(out_dir / deploy["files"]["tflite"]).read_bytes(), io=entry["io"],
-            input=entry["input"], output=entry["output"], logits_grid=(), operators={},
+            content=(out_dir / deploy["files"]["tflite"]).read_bytes(),
+            io=entry["io"],
+            input=entry["input"],
+            output=entry["output"],
+            logits_grid=(),
+            operators={},
             probes={},
-        )  # fmt: skip
+        )
         return run_tflite(model, xn)[0]
 
     def xnnpack_logits():
@@ -69,8 +73,7 @@ def from_disk(out_dir: Path, deploy: dict, compressed) -> tuple[dict, dict]:
         return run_qonnx(model, xn)[0]
 
     found, errors = {}, {}
-    runs = (("tflite", tflite_logits), ("tflite_xnnpack", xnnpack_logits),
-            ("qonnx", qonnx_logits))  # fmt: skip
+    runs = (("tflite", tflite_logits), ("tflite_xnnpack", xnnpack_logits), ("qonnx", qonnx_logits))
     for fmt, run in runs:
         if fmt.split("_")[0] not in deploy["files"]:
             continue
@@ -89,8 +92,9 @@ def _export(compressed, out_dir: Path, calib, row: dict):
 
     formats = ("onnx", "tflite", "qonnx")
     try:
-        return export_compressed(compressed, out_dir=out_dir, check=True, formats=formats,
-                                 calib=calib)  # fmt: skip
+        return export_compressed(
+            compressed, out_dir=out_dir, check=True, formats=formats, calib=calib
+        )
     except ExportError as exc:
         if not str(exc).startswith("TFLite export:"):
             raise
@@ -107,13 +111,21 @@ def measure(target, *, finetune: int, work: Path) -> dict:
 
     started = time.perf_counter()
     steps = finetune if target.qat_steps is None else target.qat_steps
-    row: dict = {"config_id": target.config_id, "source": target.source,
-                 "method": target.method, "errors": {}}  # fmt: skip
+    row: dict = {
+        "config_id": target.config_id,
+        "source": target.source,
+        "method": target.method,
+        "errors": {},
+    }
     base, compressed = build_compressed(
-        target.model, CompressionPlan.from_dict(target.plan), seed=target.seed,
-        finetune_steps=steps, qat_seed=target.qat_seed, calib_samples=target.calib_samples,
+        target.model,
+        CompressionPlan.from_dict(target.plan),
+        seed=target.seed,
+        finetune_steps=steps,
+        qat_seed=target.qat_seed,
+        calib_samples=target.calib_samples,
         calib_seed=target.calib_seed,
-    )  # fmt: skip
+    )
     calib = calibration_inputs(base, samples=target.calib_samples, seed=target.calib_seed)
     out_dir = work / target.config_id.replace(":", "-")
     try:
@@ -123,23 +135,33 @@ def measure(target, *, finetune: int, work: Path) -> dict:
         return row
     deploy = result.deploy
     onnx_check = deploy["check"]
-    row.update({"accuracy_onnx_int8": onnx_check["accuracy_int8"],
-                "accuracy_fake_quant": onnx_check["accuracy_fake_quant"],
-                "onnx_argmax_vs_fake_quant": onnx_check["argmax_agreement"]})  # fmt: skip
+    row.update(
+        {
+            "accuracy_onnx_int8": onnx_check["accuracy_int8"],
+            "accuracy_fake_quant": onnx_check["accuracy_fake_quant"],
+            "onnx_argmax_vs_fake_quant": onnx_check["argmax_agreement"],
+        }
+    )
     if "tflite" in deploy:
         tfl = deploy["tflite"]["check"]
-        row.update({"accuracy_tflite": tfl["accuracy_tflite"],
-                    "tflite_argmax_vs_onnx": tfl["argmax_agreement"],
-                    "tflite_min_code_agreement_vs_onnx": tfl["min_code_agreement"],
-                    "tflite_operators": deploy["tflite"]["operators"]})  # fmt: skip
+        row.update(
+            {
+                "accuracy_tflite": tfl["accuracy_tflite"],
+                "tflite_argmax_vs_onnx": tfl["argmax_agreement"],
+                "tflite_min_code_agreement_vs_onnx": tfl["min_code_agreement"],
+                "tflite_operators": deploy["tflite"]["operators"],
+            }
+        )
     q = deploy["qonnx"]["check"]
-    row.update({
-        "accuracy_qonnx": q["accuracy_qonnx"],
-        "qonnx_argmax_vs_fake_quant": q["argmax_agreement"],
-        "qonnx_min_code_agreement_vs_fake_quant": q["min_code_agreement"],
-        "qonnx_code_agreement": q["code_agreement"],
-        "samples": q["samples"],
-    })  # fmt: skip
+    row.update(
+        {
+            "accuracy_qonnx": q["accuracy_qonnx"],
+            "qonnx_argmax_vs_fake_quant": q["argmax_agreement"],
+            "qonnx_min_code_agreement_vs_fake_quant": q["min_code_agreement"],
+            "qonnx_code_agreement": q["code_agreement"],
+            "samples": q["samples"],
+        }
+    )
     for fmt in ("tflite", "qonnx"):
         if f"accuracy_{fmt}" in row:
             row[f"{fmt}_diff_pt"] = 100 * (row[f"accuracy_{fmt}"] - row["accuracy_onnx_int8"])

@@ -14,12 +14,13 @@ def summarize(rows: list[dict]) -> dict:
         within = [r for r in ran if abs(r[f"{fmt}_diff_pt"]) <= TOLERANCE_PT + 1e-9]
         refused = [r for r in rows if refused_format(r, fmt)]
         out[fmt] = {
-            "ran": len(ran), "ran_share": len(ran) / len(rows) if rows else None,
+            "ran": len(ran),
+            "ran_share": len(ran) / len(rows) if rows else None,
             "refused": len(refused),
             "within_tolerance": len(within),
             "within_share": len(within) / len(rows) if rows else None,
             "max_abs_diff_pt": max((abs(r[f"{fmt}_diff_pt"]) for r in ran), default=None),
-        }  # fmt: skip
+        }
     return out
 
 

@@ -71,14 +71,21 @@ CONSTANTS = (
     ("FP32 MACs/lane/cycle", lambda p: p.compute.resolve(32, 32).macs_per_pe_per_cycle),
     *(
         (key, lambda p, key=key: getattr(p.overheads, key))
-        for key in ("layer_cycles", "gemm_cycles", "run_cycles", "conv_cycles_per_pixel",
-                    "unaligned_conv_cycles_per_pixel", "requant_cycles_per_output",
-                    "depthwise_cycles_per_mac", "depthwise_cycles_per_pixel")
+        for key in (
+            "layer_cycles",
+            "gemm_cycles",
+            "run_cycles",
+            "conv_cycles_per_pixel",
+            "unaligned_conv_cycles_per_pixel",
+            "requant_cycles_per_output",
+            "depthwise_cycles_per_mac",
+            "depthwise_cycles_per_pixel",
+        )
     ),
     ("transpose cycles/element", _rate("transpose", integer=False)),
     ("quantize cycles/element", _rate("quantize", integer=False)),
     ("INT8 softmax cycles/el", _rate("softmax", integer=True)),
-)  # fmt: skip
+)
 
 
 def repeatability(runs: int, tmp: Path) -> tuple[list[dict], Path]:
@@ -106,27 +113,39 @@ def zoo_rows(profile, tmp: Path) -> list[tuple[CheckRow, float]]:
             result = export_compressed(small, out_dir=tmp / f"{name}-{plan}", check=False)
             fp32 = simulate_s(result.fp32_path, profile, fp32=True)
             fp32_ms = measure_s(result.fp32_path, repeats=100)
-            bridge = hwsim.simulate(to_workload(model, CompressionPlan.from_bits_string(plan)),
-                                    profile).latency_s  # fmt: skip
+            bridge = hwsim.simulate(
+                to_workload(model, CompressionPlan.from_bits_string(plan)), profile
+            ).latency_s
             ort = quantize_int8(result.fp32_path, tmp / f"{name}-{plan}" / "ort.int8.onnx")
-            cases = ((f"{name} {plan} lowbit", result.int8_path, bridge),
-                     (f"{name} ORT-quantized", ort, float("nan")))  # fmt: skip
+            cases = (
+                (f"{name} {plan} lowbit", result.int8_path, bridge),
+                (f"{name} ORT-quantized", ort, float("nan")),
+            )
             for label, path, via_bridge in cases:
                 if plan != PLANS[0] and "ORT" in label:
                     continue  # the ORT quantizer sees the same FP32 model for every plan
                 sim, macs = simulate_s(path, profile, fp32=False)
-                row = CheckRow(name=label, kind="zoo", macs=macs,
-                               int8_measured_s=measure_s(path, repeats=100), int8_simulated_s=sim,
-                               fp32_measured_s=fp32_ms, fp32_simulated_s=fp32[0])  # fmt: skip
+                row = CheckRow(
+                    name=label,
+                    kind="zoo",
+                    macs=macs,
+                    int8_measured_s=measure_s(path, repeats=100),
+                    int8_simulated_s=sim,
+                    fp32_measured_s=fp32_ms,
+                    fp32_simulated_s=fp32[0],
+                )
                 out.append((row, via_bridge))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibrations", type=int, default=2,
-                        help="calibrations in a row for the repeatability table (0: use the "
-                        "cached host profile)")  # fmt: skip
+    parser.add_argument(
+        "--calibrations",
+        type=int,
+        default=2,
+        help="calibrations in a row for the repeatability table (0: use the cached host profile)",
+    )
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench-results" / "bench_host_model.json"
     )
@@ -136,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     label = cpu["label"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        repeat, path = repeatability(args.calibrations, tmp) if args.calibrations > 0 else (
-            [], default_profile_path())  # fmt: skip
+        repeat, path = (
+            repeatability(args.calibrations, tmp)
+            if args.calibrations > 0
+            else ([], default_profile_path())
+        )
         profile = load_profile(path)
         if repeat:
             print(f"repeatability of {args.calibrations} calibrations on {label}:")
@@ -155,14 +177,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row.int8_ratio:5.2f}x  bridge {bridge / row.int8_measured_s:5.2f}x"
             )
     payload = {
-        "benchmark": "bench_host_model", "python": platform.python_version(),
+        "benchmark": "bench_host_model",
+        "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
         "cpu": {k: cpu[k] for k in ("model", "isa", "label")},
-        "threads": 1, "repeatability": repeat,
-        "check": [r.as_dict() for r in rows], "zoo": [{**r.as_dict(), "bridge_simulated_s": b}
-                                                       for r, b in zoo],
+        "threads": 1,
+        "repeatability": repeat,
+        "check": [r.as_dict() for r in rows],
+        "zoo": [{**r.as_dict(), "bridge_simulated_s": b} for r, b in zoo],
         "summary": summarize(rows + [replace(r, kind="network") for r, _ in zoo]),
-    }  # fmt: skip
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     print(f"wrote {args.out}")

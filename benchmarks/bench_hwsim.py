@@ -61,10 +61,18 @@ def distinct_layers(n: int) -> list:
             size = 7 + i % 50
             layers.append(
                 Conv2d(
-                    name=f"conv{i}", in_h=size, in_w=size, in_c=16 + i // 50, out_c=32 + i % 31,
-                    k_h=3, k_w=3, stride=1, out_h=size - 2, out_w=size - 2,
+                    name=f"conv{i}",
+                    in_h=size,
+                    in_w=size,
+                    in_c=16 + i // 50,
+                    out_c=32 + i % 31,
+                    k_h=3,
+                    k_w=3,
+                    stride=1,
+                    out_h=size - 2,
+                    out_w=size - 2,
                 )
-            )  # fmt: skip
+            )
     return layers
 
 
@@ -99,8 +107,10 @@ def bench_event(profile) -> float:
 
 def resnet18_topology(limit: int | None) -> str:
     """ResNet-18's convs and fc as a SCALE-Sim conv topology; inputs padded by k // 2."""
-    rows = ["Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
-            "Num Filter, Strides,"]  # fmt: skip
+    rows = [
+        "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+        "Num Filter, Strides,"
+    ]
     for layer in builtin_workload("resnet18").layers:
         if isinstance(layer, Conv2d):
             pad = layer.k_h // 2
@@ -190,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     layers = distinct_layers(COLD_LAYERS)
     cold = {name: bench_cold(load_profile(name), layers) for name in profiles}
     report["analytic_cold_layer_evals_per_s"] = cold
-    print(f"analytic engine, cold ({COLD_LAYERS} distinct layers computed afresh, one core, "
-          f"best of {COLD_REPEATS} passes in CPU time):")  # fmt: skip
+    print(
+        f"analytic engine, cold ({COLD_LAYERS} distinct layers computed afresh, one core, "
+        f"best of {COLD_REPEATS} passes in CPU time):"
+    )
     print(table(["profile", "layer evals/s"], [[n, f"{v:,.0f}"] for n, v in cold.items()]))
     print()
 

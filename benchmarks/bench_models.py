@@ -94,9 +94,11 @@ def render(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "bench-results" / "bench_models.json",
+        "--out",
+        type=Path,
+        default=ROOT / "bench-results" / "bench_models.json",
         help="JSON results file (default: bench-results/bench_models.json)",
-    )  # fmt: skip
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per step (default 5)")
     parser.add_argument("--models", default=",".join(zoo_names()), help="comma-separated names")
     args = parser.parse_args(argv)

@@ -65,19 +65,31 @@ def measure(name: str, plan_name: str, *, repeats: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         result = export_compressed(small, out_dir=tmp, check=False)
         kernels = result.deploy["ort_kernels"]
-        sessions = {k: ort_session(str(p)) for k, p in (("int8", result.int8_path),
-                                                      ("fp32", result.fp32_path))}  # fmt: skip
+        sessions = {
+            k: ort_session(str(p))
+            for k, p in (("int8", result.int8_path), ("fp32", result.fp32_path))
+        }
         for batch in BATCHES:
             x = np.random.default_rng(batch).uniform(size=(batch, *shape)).astype(np.float32)
             runs = repeats if batch == 1 else max(repeats // 4, 5)
-            ms = {k: time_session(s, x, warmup=max(runs // 5, 3), repeats=runs).median_s * 1e3
-                  for k, s in sessions.items()}  # fmt: skip
-            rows.append({
-                "model": name, "mmac": mmac, "plan": plan_name,
-                "batch": batch, "fp32_ms": ms["fp32"], "int8_ms": ms["int8"],
-                "speedup": ms["fp32"] / ms["int8"], "runs": runs,
-                "int8_kernels": kernels["int8"], "fp32_kernels": kernels["fp32"],
-            })  # fmt: skip
+            ms = {
+                k: time_session(s, x, warmup=max(runs // 5, 3), repeats=runs).median_s * 1e3
+                for k, s in sessions.items()
+            }
+            rows.append(
+                {
+                    "model": name,
+                    "mmac": mmac,
+                    "plan": plan_name,
+                    "batch": batch,
+                    "fp32_ms": ms["fp32"],
+                    "int8_ms": ms["int8"],
+                    "speedup": ms["fp32"] / ms["int8"],
+                    "runs": runs,
+                    "int8_kernels": kernels["int8"],
+                    "fp32_kernels": kernels["fp32"],
+                }
+            )
     return rows
 
 
@@ -102,9 +114,11 @@ def render(rows: list[dict], cpu: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "bench-results" / "bench_residual_int8.json",
+        "--out",
+        type=Path,
+        default=ROOT / "bench-results" / "bench_residual_int8.json",
         help="JSON results file (default: bench-results/bench_residual_int8.json)",
-    )  # fmt: skip
+    )
     parser.add_argument("--repeats", type=int, default=200, help="timed runs at batch 1")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo names")
     args = parser.parse_args(argv)

@@ -64,9 +64,12 @@ def one_search(
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh study: every trial is timed
     start = time.perf_counter()
     model = ZooModel(
-        name=args.model, finetune_steps=args.finetune_steps, fidelity=fidelity,
-        cheap_val_samples=cheap_val, calib_samples=args.calib_samples,
-    )  # fmt: skip
+        name=args.model,
+        finetune_steps=args.finetune_steps,
+        fidelity=fidelity,
+        cheap_val_samples=cheap_val,
+        calib_samples=args.calib_samples,
+    )
     result = run_search(
         SearchSetup(
             model=model,
@@ -76,7 +79,7 @@ def one_search(
             workers=workers,
             methods=("joint",),
             progress=not args.quiet,
-        )  # fmt: skip
+        )
     )
     joint = result.summary["methods"]["joint"]
     rows = _trials(run_dir)
@@ -110,17 +113,25 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 def print_table(report: dict) -> None:
     rows = report["runs"]
     print()
-    print(f"{report['model']} on {report['hardware']}: {report['trials']} trials per two-rung "
-          f"search, {report['full_trials']} at the full rung only, QAT steps "
-          f"{report['finetune_steps']}")  # fmt: skip
-    print(f"CPU: {report['machine']['cpu']} ({report['machine']['cpus']} logical CPUs), "
-          f"load average {report['load_before'][0]:.1f} before, {report['load_after'][0]:.1f} "
-          "after")  # fmt: skip
-    print(f"cheap rung: {report['cheap_val']} val images; calibration: "
-          f"{report['calib_samples']} val images")  # fmt: skip
+    print(
+        f"{report['model']} on {report['hardware']}: {report['trials']} trials per two-rung "
+        f"search, {report['full_trials']} at the full rung only, QAT steps "
+        f"{report['finetune_steps']}"
+    )
+    print(
+        f"CPU: {report['machine']['cpu']} ({report['machine']['cpus']} logical CPUs), "
+        f"load average {report['load_before'][0]:.1f} before, {report['load_after'][0]:.1f} "
+        "after"
+    )
+    print(
+        f"cheap rung: {report['cheap_val']} val images; calibration: "
+        f"{report['calib_samples']} val images"
+    )
     print()
-    head = (f"{'search':<22} {'trials':>6} {'promoted':>8} {'cheap eval s':>12} "
-            f"{'full eval s':>11} {'trial s':>8} {'trials/min':>10}")  # fmt: skip
+    head = (
+        f"{'search':<22} {'trials':>6} {'promoted':>8} {'cheap eval s':>12} "
+        f"{'full eval s':>11} {'trial s':>8} {'trials/min':>10}"
+    )
     print(head)
     for r in rows:
         promoted = "-" if r["promoted"] is None else f"{r['promoted']}/{r['trials']}"
@@ -132,10 +143,14 @@ def print_table(report: dict) -> None:
     g = report["goals"]
     met = {True: "met", False: "NOT met"}
     print()
-    print(f"median cheap-rung evaluation, 1 worker: {_fmt(g['median_cheap_eval_s'])} s "
-          f"(goal <= {GOAL_CHEAP_S:g} s: {met[g['cheap_goal_met']]})")  # fmt: skip
-    print(f"2 workers vs 1 (two rungs): {_fmt(g['scaling_2_vs_1'])}x trials/min "
-          f"(goal >= {GOAL_SCALING}x: {met[g['scaling_goal_met']]})")  # fmt: skip
+    print(
+        f"median cheap-rung evaluation, 1 worker: {_fmt(g['median_cheap_eval_s'])} s "
+        f"(goal <= {GOAL_CHEAP_S:g} s: {met[g['cheap_goal_met']]})"
+    )
+    print(
+        f"2 workers vs 1 (two rungs): {_fmt(g['scaling_2_vs_1'])}x trials/min "
+        f"(goal >= {GOAL_SCALING}x: {met[g['scaling_goal_met']]})"
+    )
     print(f"two rungs vs one, 1 worker: {_fmt(g['speedup_multi_vs_full'])}x trials/min")
 
 
@@ -165,13 +180,31 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     start = time.perf_counter()
     runs = [
-        one_search(args, label="1 worker, full rung", workers=1, fidelity="full",
-                   cheap_val=cheap_val, trials=args.full_trials),
-        one_search(args, label="1 worker, two rungs", workers=1, fidelity="multi",
-                   cheap_val=cheap_val, trials=args.trials),
-        one_search(args, label="2 workers, two rungs", workers=2, fidelity="multi",
-                   cheap_val=cheap_val, trials=args.trials),
-    ]  # fmt: skip
+        one_search(
+            args,
+            label="1 worker, full rung",
+            workers=1,
+            fidelity="full",
+            cheap_val=cheap_val,
+            trials=args.full_trials,
+        ),
+        one_search(
+            args,
+            label="1 worker, two rungs",
+            workers=1,
+            fidelity="multi",
+            cheap_val=cheap_val,
+            trials=args.trials,
+        ),
+        one_search(
+            args,
+            label="2 workers, two rungs",
+            workers=2,
+            fidelity="multi",
+            cheap_val=cheap_val,
+            trials=args.trials,
+        ),
+    ]
     full, multi1, multi2 = runs
     scaling = multi2["trials_per_minute"] / multi1["trials_per_minute"]
     report = {
@@ -187,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_info()["label"],  # model name and integer ISA
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-        },  # fmt: skip
+        },
         "load_before": list(load_before),
         "load_after": list(os.getloadavg()),
         "seconds": time.perf_counter() - start,

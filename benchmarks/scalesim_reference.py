@@ -3,12 +3,10 @@
 Runs the real SCALE-Sim (PyPI ``scalesim==3.0.0``) on small conv and GEMM layers for every
 dataflow (os, ws, is) on two array sizes and writes the per-layer compute cycles, with the
 cfg and topology texts and full provenance, to one JSON file. lowbit never imports
-SCALE-Sim: run this with SCALE-Sim's own interpreter, in a venv outside the repo::
+SCALE-Sim: run this from the repository root with the python of a separate venv that has
+SCALE-Sim installed (``pip install scalesim==3.0.0 'numpy<2.4'``), activated::
 
-    python3 -m venv ../scalesim-venv
-    ../scalesim-venv/bin/pip install scalesim==3.0.0 'numpy<2.4'
-    ../scalesim-venv/bin/python benchmarks/scalesim_reference.py \\
-        --out tests/hwsim/data/scalesim_reference.json
+    python benchmarks/scalesim_reference.py --out tests/hwsim/data/scalesim_reference.json
 
 (scalesim 3.0.0 crashes on numpy >= 2.4.) ``--run CFG TOPOLOGY [--gemm]`` instead runs
 one pair and prints its per-layer cycles and SCALE-Sim's wall time as JSON.
@@ -211,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             "generated_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "generator": "benchmarks/scalesim_reference.py",
             "command": (
-                "../scalesim-venv/bin/python benchmarks/scalesim_reference.py "
+                "python benchmarks/scalesim_reference.py "
                 "--out tests/hwsim/data/scalesim_reference.json"
             ),
             "api": (

@@ -88,9 +88,19 @@ def fastest_within_one_point(runs: list[Run]) -> tuple[Run, pd.Series]:
 # Its per-layer table: bits, kept channels, rank, MACs and cycles.
 
 LAYER_VIEW = [
-    "layer", "op", "w_bits", "a_bits", "keep", "rank_fraction", "macs", "compute_cycles",
-    "stall_cycles", "overhead_cycles", "total_cycles", "latency_ms",
-]  # fmt: skip
+    "layer",
+    "op",
+    "w_bits",
+    "a_bits",
+    "keep",
+    "rank_fraction",
+    "macs",
+    "compute_cycles",
+    "stall_cycles",
+    "overhead_cycles",
+    "total_cycles",
+    "latency_ms",
+]
 
 
 def layer_table(run: Run, config_id: str) -> pd.DataFrame:

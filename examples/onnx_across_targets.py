@@ -82,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         cycles: dict[str, int] = {}
         for layer in sim.layers:
             cycles[layer.bound] = cycles.get(layer.bound, 0) + layer.total_cycles
-        print(f"{name:<18}{profile.family:<7}{sim.latency_s * 1e3:>12.4f}"
-              f"{sim.energy_j * 1e6:>11.3f}{sim.total_cycles:>10,}  "
-              f"{max(cycles, key=cycles.__getitem__)}")  # fmt: skip
+        print(
+            f"{name:<18}{profile.family:<7}{sim.latency_s * 1e3:>12.4f}"
+            f"{sim.energy_j * 1e6:>11.3f}{sim.total_cycles:>10,}  "
+            f"{max(cycles, key=cycles.__getitem__)}"
+        )
     return 0
 
 

@@ -104,9 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained DigitsCNN: balanced accuracy {metric(net):.3f} on val")
 
     user = UserModel(
-        module=net, example_input=x_val[:1], evaluate=metric,
-        evaluate_test=balanced_accuracy(*data["test"]), calib=x_val, name="digits-cnn-user",
-    )  # fmt: skip
+        module=net,
+        example_input=x_val[:1],
+        evaluate=metric,
+        evaluate_test=balanced_accuracy(*data["test"]),
+        calib=x_val,
+        name="digits-cnn-user",
+    )
     result = run_search(
         SearchSetup(
             model=user,
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             n_trials=args.trials,
             out_dir=args.out,
             workers=args.workers,
-        )  # fmt: skip
+        )
     )
     ref = result.summary["reference"]
     print(f"\nW8A8 reference: {ref['w8a8_latency_ms']:.4f} ms, metric {ref['w8a8_val']:.3f}")
@@ -123,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     with open(Path(args.out) / "pareto.csv", newline="", encoding="utf-8") as fh:
         rows = sorted(csv.DictReader(fh), key=lambda r: float(r["latency_ms"]))
     for row in rows:
-        print(f"{row['config_id']:<14}{float(row['accuracy_val']):>7.3f}"
-              f"{float(row['accuracy_test']):>7.3f}{float(row['latency_ms']):>12.4f}"
-              f"{float(row['latency_vs_w8a8']):>9.2f}")  # fmt: skip
+        print(
+            f"{row['config_id']:<14}{float(row['accuracy_val']):>7.3f}"
+            f"{float(row['accuracy_test']):>7.3f}{float(row['latency_ms']):>12.4f}"
+            f"{float(row['latency_vs_w8a8']):>9.2f}"
+        )
 
     # the deployment config: fastest within 1 point of FP32, else the most accurate
     best = result.summary["methods"]["joint"]["best_within_1pt"]
@@ -146,9 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     profile = load_profile(HARDWARE)
     sim = hwsim.simulate(models.to_workload(base, plan), profile)
     firmware = write_firmware_config(
-        Path(args.out) / "firmware" / f"{chosen}.json", small, plan=plan, profile=profile,
-        sim_result=sim, model_name="digits-cnn-user",
-    )  # fmt: skip
+        Path(args.out) / "firmware" / f"{chosen}.json",
+        small,
+        plan=plan,
+        profile=profile,
+        sim_result=sim,
+        model_name="digits-cnn-user",
+    )
     print(f"firmware config: {firmware}")
     return 0
 

@@ -265,11 +265,17 @@ def screen(
             entries[pair] = ScreenEntry(pair[0], pair[1], acc, k < bounds[i][0], latency)
     ordered = tuple(entries[pair] for chain in chains for pair in chain)
     return Screen(
-        floor=level, margin_se=z, rung=rung, samples=samples, base_accuracy=base_acc,
-        entries=ordered, evaluations=evaluations, seconds=time.perf_counter() - start,
+        floor=level,
+        margin_se=z,
+        rung=rung,
+        samples=samples,
+        base_accuracy=base_acc,
+        entries=ordered,
+        evaluations=evaluations,
+        seconds=time.perf_counter() - start,
         key=screen_key(space, floor=floor, fidelity=fidelity),
         base_latency_ms=float(base_out.latency_ms),
-    )  # fmt: skip
+    )
 
 
 def load_or_screen(

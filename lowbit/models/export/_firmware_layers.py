@@ -106,19 +106,24 @@ def _tensor(name: str, layer: nn.Module, names: dict[int, str]) -> dict[str, Any
     entry: dict[str, Any] = {"name": name, "weight_shape": list(layer.weight.shape)}
     if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
         entry.update(
-            kernel_size=list(layer.kernel_size), stride=list(layer.stride),
+            kernel_size=list(layer.kernel_size),
+            stride=list(layer.stride),
             padding=list(layer.padding) if not isinstance(layer.padding, str) else layer.padding,
-            dilation=list(layer.dilation), groups=layer.groups,
-        )  # fmt: skip
+            dilation=list(layer.dilation),
+            groups=layer.groups,
+        )
     quant = isinstance(layer, QuantLayer)
     if quant and runs_integer(layer):
         entry.update(_integer_form(name, layer, names))
     else:  # float compute: the trained grid (if any) and the float bias stay as they are
         entry.update(runs_as="float", folded_batchnorm=None, weight=_weight_grid(layer), bias=None)
     entry["input"] = (
-        _act_grid(layer.a_bits, layer.act_scale, layer.act_zero_point, layer.act_qmin,
-                  layer.act_qmax) if quant else None
-    )  # fmt: skip
+        _act_grid(
+            layer.a_bits, layer.act_scale, layer.act_zero_point, layer.act_qmin, layer.act_qmax
+        )
+        if quant
+        else None
+    )
     return entry
 
 
@@ -151,19 +156,33 @@ def layer_entries(model: nn.Module, plan: CompressionPlan) -> list[dict[str, Any
             grids = (None, None)
             if isinstance(module, QuantMatMul):
                 grids = (
-                    _act_grid(a_bits, module.act_scale, module.act_zero_point,
-                              module.act_qmin, module.act_qmax),
-                    _act_grid(a_bits, module.b_scale, module.b_zero_point,
-                              module.b_qmin, module.b_qmax),
-                )  # fmt: skip
-            out.append({
-                "name": name, "kind": "matmul", "w_bits": a_bits, "a_bits": a_bits,
-                "tensors": [{
+                    _act_grid(
+                        a_bits,
+                        module.act_scale,
+                        module.act_zero_point,
+                        module.act_qmin,
+                        module.act_qmax,
+                    ),
+                    _act_grid(
+                        a_bits, module.b_scale, module.b_zero_point, module.b_qmin, module.b_qmax
+                    ),
+                )
+            out.append(
+                {
                     "name": name,
-                    "runs_as": "int8" if None not in grids else "float",
-                    "input": grids[0], "input_b": grids[1],
-                }],
-            })  # fmt: skip
+                    "kind": "matmul",
+                    "w_bits": a_bits,
+                    "a_bits": a_bits,
+                    "tensors": [
+                        {
+                            "name": name,
+                            "runs_as": "int8" if None not in grids else "float",
+                            "input": grids[0],
+                            "input_b": grids[1],
+                        }
+                    ],
+                }
+            )
             continue
         if not isinstance(module, (*COMPUTE_LAYERS, *LOWRANK_LAYERS)):
             continue

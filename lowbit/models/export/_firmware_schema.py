@@ -33,9 +33,16 @@ _OLD_VERSIONS = {
     "models.firmware.write_firmware_config or `lowbit export`",
 }
 _TARGET_LAYER_KEYS = {
-    "name": str, "op": str, "w_bits": int, "a_bits": int, "macs": int, "cycles": int,
-    "latency_ms": float, "energy_mj": float, "bound": str,
-}  # fmt: skip
+    "name": str,
+    "op": str,
+    "w_bits": int,
+    "a_bits": int,
+    "macs": int,
+    "cycles": int,
+    "latency_ms": float,
+    "energy_mj": float,
+    "bound": str,
+}
 
 
 def _check(problems: list[str], node: Any, key: str, kinds: Any, path: str, *, null=False):
@@ -75,15 +82,22 @@ def _check_grid(problems: list[str], grid: Any, path: str, *, weight: bool) -> N
 
 
 def _check_values(
-    problems: list[str], values: Any, path: str, *, kind: type, length: int | None,
-    lo: float | None = None, hi: float | None = None,
-) -> None:  # fmt: skip
+    problems: list[str],
+    values: Any,
+    path: str,
+    *,
+    kind: type,
+    length: int | None,
+    lo: float | None = None,
+    hi: float | None = None,
+) -> None:
     """A list of ``length`` numbers of ``kind`` within [lo, hi] (floats: finite, > lo)."""
     if not isinstance(values, list):
         return  # reported by _check
     if length is not None and len(values) != length:
-        problems.append(f"{path}: must have {length} entries (one per output channel), "
-                        f"got {len(values)}")  # fmt: skip
+        problems.append(
+            f"{path}: must have {length} entries (one per output channel), got {len(values)}"
+        )
     kinds = (float, int) if kind is float else (int,)
     for i, v in enumerate(values):
         bad = isinstance(v, bool) or not isinstance(v, kinds)
@@ -106,22 +120,44 @@ def _check_integer_tensor(problems: list[str], tensor: dict, path: str) -> None:
         problems.append(f"{path}weight: an int8 tensor needs its weight grid, got {weight!r}")
     else:
         if (weight.get("qmin"), weight.get("qmax")) != (INT8_QMIN, INT8_QMAX):
-            problems.append(f"{path}weight: qmin, qmax of an int8 tensor must be "
-                            f"{INT8_QMIN}, {INT8_QMAX}")  # fmt: skip
-        _check_values(problems, weight.get("scale"), path + "weight.scale", kind=float,
-                      length=out, lo=0.0)  # fmt: skip
-        _check_values(problems, weight.get("zero_point"), path + "weight.zero_point", kind=int,
-                      length=out, lo=INT8_QMIN, hi=INT8_QMAX)  # fmt: skip
+            problems.append(
+                f"{path}weight: qmin, qmax of an int8 tensor must be {INT8_QMIN}, {INT8_QMAX}"
+            )
+        _check_values(
+            problems, weight.get("scale"), path + "weight.scale", kind=float, length=out, lo=0.0
+        )
+        _check_values(
+            problems,
+            weight.get("zero_point"),
+            path + "weight.zero_point",
+            kind=int,
+            length=out,
+            lo=INT8_QMIN,
+            hi=INT8_QMAX,
+        )
     if tensor.get("input") is None:
         problems.append(f"{path}input: an int8 tensor needs its input grid, got null")
     if isinstance(bias, dict):
         at = path + "bias."
         if _check(problems, bias, "bits", int, at) not in (None, 32):
             problems.append(f"{at}bits: must be 32, got {bias['bits']!r}")
-        _check_values(problems, _check(problems, bias, "scale", list, at), at + "scale",
-                      kind=float, length=out, lo=0.0)  # fmt: skip
-        _check_values(problems, _check(problems, bias, "codes", list, at), at + "codes",
-                      kind=int, length=out, lo=_INT32_MIN, hi=_INT32_MAX)  # fmt: skip
+        _check_values(
+            problems,
+            _check(problems, bias, "scale", list, at),
+            at + "scale",
+            kind=float,
+            length=out,
+            lo=0.0,
+        )
+        _check_values(
+            problems,
+            _check(problems, bias, "codes", list, at),
+            at + "codes",
+            kind=int,
+            length=out,
+            lo=_INT32_MIN,
+            hi=_INT32_MAX,
+        )
 
 
 def _check_tensor(problems: list[str], tensor: Any, path: str, *, matmul: bool) -> None:
@@ -157,8 +193,9 @@ def validate_firmware_config(data: Any) -> list[str]:
         # another version's fields mean other things: checking them against this one would
         # only bury the one problem that matters
         why = _OLD_VERSIONS.get(version, "unknown version")
-        return [f"schema_version: unsupported {version} ({why}; supported: "
-                f"{FIRMWARE_SCHEMA_VERSION})"]  # fmt: skip
+        return [
+            f"schema_version: unsupported {version} ({why}; supported: {FIRMWARE_SCHEMA_VERSION})"
+        ]
     if data.get("kind") != FIRMWARE_KIND:
         problems.append(f"kind: must be {FIRMWARE_KIND!r}, got {data.get('kind')!r}")
     _check(problems, data, "model", str, "")

@@ -74,9 +74,12 @@ def flatten_channels_last(model: onnx.ModelProto) -> onnx.ModelProto:
         nhwc = f"{flatten.input[0]}__nhwc"
         perm = [0, *range(2, len(shape)), 1]  # channels last: (N, C, *S) -> (N, *S, C)
         transpose = helper.make_node(
-            "Transpose", [flatten.input[0]], [nhwc], perm=perm,
+            "Transpose",
+            [flatten.input[0]],
+            [nhwc],
+            perm=perm,
             name=f"{flatten.name or 'flatten'}__channels_last",
-        )  # fmt: skip
+        )
         flatten.input[0] = nhwc
         g.insert_before(flatten.output[0], transpose)
     return g.finish()

@@ -66,9 +66,12 @@ class WeightGrid:
 
 #: ONNX operators of each layer kind
 LAYER_OPS = {
-    "conv": ("Conv",), "linear": ("Gemm", "MatMul"), "matmul": ("MatMul",), "add": ("Add",),
+    "conv": ("Conv",),
+    "linear": ("Gemm", "MatMul"),
+    "matmul": ("MatMul",),
+    "add": ("Add",),
     "pool": ("GlobalAveragePool",),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,17 @@ __all__ = ["CALIB_BATCH", "float_ranges"]
 
 CALIB_BATCH = 500
 #: the float tensors recorded by module output: name suffix -> key suffix
-_OUTPUTS = ("patch_embed", "embed", "attn.qk", "attn.proj", "add1", "mlp.fc1", "mlp.act",
-            "mlp.fc2", "add2")  # fmt: skip
+_OUTPUTS = (
+    "patch_embed",
+    "embed",
+    "attn.qk",
+    "attn.proj",
+    "add1",
+    "mlp.fc1",
+    "mlp.act",
+    "mlp.fc2",
+    "add2",
+)
 
 
 def _norm_steps(ln: nn.LayerNorm, x: torch.Tensor) -> dict[str, float]:
@@ -37,8 +46,16 @@ def _norm_steps(ln: nn.LayerNorm, x: torch.Tensor) -> dict[str, float]:
     n = d * rstd
     g = n * ln.weight.double()
     out = g + ln.bias.double()
-    steps = {"d": d, "sq": d * d, "var": var, "rstd": rstd, "std": torch.sqrt(var + ln.eps),
-             "n": n, "g": g, "out": out}  # fmt: skip
+    steps = {
+        "d": d,
+        "sq": d * d,
+        "var": var,
+        "rstd": rstd,
+        "std": torch.sqrt(var + ln.eps),
+        "n": n,
+        "g": g,
+        "out": out,
+    }
     return {key: float(v.abs().max()) for key, v in steps.items()}
 
 

@@ -79,8 +79,9 @@ class _Converter(LayerEmitter):
         self.float_input: int | None = None
 
     def run(self, model: onnx.ModelProto, logits_grid: tuple) -> Graph:
-        floats = sorted({_FLOAT_BLOCKS[n.op_type] for n in model.graph.node
-                         if n.op_type in _FLOAT_BLOCKS})  # fmt: skip
+        floats = sorted(
+            {_FLOAT_BLOCKS[n.op_type] for n in model.graph.node if n.op_type in _FLOAT_BLOCKS}
+        )
         if floats:
             raise ExportError(
                 f"TFLite export: the graph computes {', '.join(floats)} in float between its "
@@ -226,8 +227,12 @@ class _Converter(LayerEmitter):
             if zp > -128:  # its grid holds negative values: clamp them at the zero point
                 t = self.g.tensors[idx]
                 label = scope_of(node) or node.output[0]
-                bound = self.const(f"{label}.relu_bound", np.array([zp], np.int8),
-                                   scale=t.scale, zero_point=t.zero_point)  # fmt: skip
+                bound = self.const(
+                    f"{label}.relu_bound",
+                    np.array([zp], np.int8),
+                    scale=t.scale,
+                    zero_point=t.zero_point,
+                )
                 out = self.tensor(label, t.shape, like=idx)
                 self.op("MAXIMUM", [idx, bound], [out])
                 idx = out
@@ -258,8 +263,13 @@ class _Converter(LayerEmitter):
         out = self.tensor(
             scope_of(node) or node.output[0], [1, *out_hw, c], like=src, layout=layout
         )
-        opts = {"padding": pad_mode, "strideH": strides[0], "strideW": strides[1],
-                "filterHeight": kernel[0], "filterWidth": kernel[1]}  # fmt: skip
+        opts = {
+            "padding": pad_mode,
+            "strideH": strides[0],
+            "strideW": strides[1],
+            "filterHeight": kernel[0],
+            "filterWidth": kernel[1],
+        }
         self.op("MAX_POOL_2D", [src], [out], ("Pool2DOptions", opts))
         self.values[node.output[0]] = out
 

@@ -48,16 +48,26 @@ class Int16Ops(GraphBuilder):
         """An int16 activation on the grid of calibrated tensor ``key`` (or ``peak``)."""
         peak = self.range_of(key) if peak is None else peak
         scale = np.float32(max(peak, 1e-6) * MARGIN / INT16_MAX)
-        return self.tensor(name, shape, "int16", scale=np.array([scale], np.float32),
-                           zero_point=np.zeros(1, np.int64))  # fmt: skip
+        return self.tensor(
+            name,
+            shape,
+            "int16",
+            scale=np.array([scale], np.float32),
+            zero_point=np.zeros(1, np.int64),
+        )
 
     def const16(self, name: str, values: np.ndarray) -> int:
         """A constant int16 tensor holding ``values`` (symmetric, per tensor)."""
         values = np.asarray(values, np.float64)
         scale = np.float32(max(float(np.abs(values).max()), 1e-12) / INT16_MAX)
         codes = np.clip(np.round(values / np.float64(scale)), -INT16_MAX, INT16_MAX)
-        t = self.tensor(name, values.shape, "int16", scale=np.array([scale], np.float32),
-                        zero_point=np.zeros(1, np.int64))  # fmt: skip
+        t = self.tensor(
+            name,
+            values.shape,
+            "int16",
+            scale=np.array([scale], np.float32),
+            zero_point=np.zeros(1, np.int64),
+        )
         self.g.tensors[t].data = codes.astype(np.int16)
         return t
 
@@ -66,8 +76,14 @@ class Int16Ops(GraphBuilder):
         t = self.g.tensors[x]
         if t.dtype == "int16":
             return x
-        out = self.tensor(f"{t.name}.int16", t.shape, "int16", scale=t.scale,
-                          zero_point=np.zeros(1, np.int64), layout=t.layout)  # fmt: skip
+        out = self.tensor(
+            f"{t.name}.int16",
+            t.shape,
+            "int16",
+            scale=t.scale,
+            zero_point=np.zeros(1, np.int64),
+            layout=t.layout,
+        )
         self.op("QUANTIZE", [x], [out])
         return out
 
@@ -92,8 +108,12 @@ class Int16Ops(GraphBuilder):
         for bound, code, keep in ((lo, "MAXIMUM", lo > -128), (hi, "MINIMUM", hi < 127)):
             if keep:
                 t = self.g.tensors[x]
-                c = self.const(f"{t.name}.{code.lower()}_bound", np.array([bound], np.int8),
-                               scale=t.scale, zero_point=t.zero_point)  # fmt: skip
+                c = self.const(
+                    f"{t.name}.{code.lower()}_bound",
+                    np.array([bound], np.int8),
+                    scale=t.scale,
+                    zero_point=t.zero_point,
+                )
                 out = self.tensor(f"{t.name}.{code.lower()}", t.shape, like=x)
                 self.op(code, [x, c], [out])
                 x = out
@@ -103,9 +123,11 @@ class Int16Ops(GraphBuilder):
         """int16 ADD / SUB / MUL of ``a`` and ``b`` (broadcast) onto ``key``'s grid."""
         shape = np.broadcast_shapes(tuple(self.g.tensors[a].shape), tuple(self.g.tensors[b].shape))
         out = self.t16(name, list(shape), key, **grid)
-        opts = {"ADD": ("AddOptions", {**_NONE, "potScaleInt16": False}),
-                "SUB": ("SubOptions", {**_NONE, "potScaleInt16": False}),
-                "MUL": ("MulOptions", dict(_NONE))}[code]  # fmt: skip
+        opts = {
+            "ADD": ("AddOptions", {**_NONE, "potScaleInt16": False}),
+            "SUB": ("SubOptions", {**_NONE, "potScaleInt16": False}),
+            "MUL": ("MulOptions", dict(_NONE)),
+        }[code]
         self.op(code, [a, b], [out], opts)
         return out
 
@@ -130,8 +152,13 @@ class Int16Ops(GraphBuilder):
         # ε as at least one code of the variance's grid: RSQRT then never reads zero
         vs = float(self.g.tensors[var].scale[0])
         eps_code = max(1, round(float(ln.eps) / vs))
-        eps = self.tensor(f"{name}.eps", [1], "int16", scale=np.array([vs], np.float32),
-                          zero_point=np.zeros(1, np.int64))  # fmt: skip
+        eps = self.tensor(
+            f"{name}.eps",
+            [1],
+            "int16",
+            scale=np.array([vs], np.float32),
+            zero_point=np.zeros(1, np.int64),
+        )
         self.g.tensors[eps].data = np.array([eps_code], np.int16)
         var_eps = self.binary("ADD", var, eps, f"{name}.variance_eps", f"{name}.var")
         r0 = self.t16(f"{name}.rstd", self.g.tensors[var].shape, f"{name}.rstd")
@@ -143,10 +170,12 @@ class Int16Ops(GraphBuilder):
         one = self.binary("MUL", sd, r0, f"{name}.newton", None, peak=1.0)
         three = self.const16(f"{name}.three", np.array([3.0]))
         h = self.binary("SUB", three, one, f"{name}.newton_factor", None, peak=2.0)
-        rstd = self.binary("MUL", r0, h, f"{name}.rstd2", None,
-                           peak=2.0 * self.range_of(f"{name}.rstd"))  # fmt: skip
-        n = self.binary("MUL", d, rstd, f"{name}.normalized", None,
-                        peak=2.0 * self.range_of(f"{name}.n"))  # fmt: skip
+        rstd = self.binary(
+            "MUL", r0, h, f"{name}.rstd2", None, peak=2.0 * self.range_of(f"{name}.rstd")
+        )
+        n = self.binary(
+            "MUL", d, rstd, f"{name}.normalized", None, peak=2.0 * self.range_of(f"{name}.n")
+        )
         gamma = self.const16(f"{name}.weight", 0.5 * ln.weight.detach().double().numpy())
         g = self.binary("MUL", n, gamma, f"{name}.scaled", f"{name}.g")
         beta = self.const16(f"{name}.bias", ln.bias.detach().double().numpy())

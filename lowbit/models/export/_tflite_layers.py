@@ -111,9 +111,14 @@ class LayerEmitter(GraphBuilder):
             x = padded
         group = a.get("group", 1)
         zeros = np.zeros(c_out, np.int64)
-        opts = {"padding": pad_mode, "strideH": strides[0], "strideW": strides[1],
-                "dilationHFactor": dil[0], "dilationWFactor": dil[1],
-                "fusedActivationFunction": "NONE"}  # fmt: skip
+        opts = {
+            "padding": pad_mode,
+            "strideH": strides[0],
+            "strideW": strides[1],
+            "dilationHFactor": dil[0],
+            "dilationWFactor": dil[1],
+            "fusedActivationFunction": "NONE",
+        }
         if group == 1:
             w = self.const(
                 f"{name}.weight",
@@ -164,8 +169,14 @@ class LayerEmitter(GraphBuilder):
         wide = len(grid) == 3  # the logits: 16x8 (int16 input and output, int64 bias)
         if wide:
             s_x = np.array([self.grid_of(x)[0]], np.float32)
-            x16 = self.tensor(f"{name}.input16", t.shape, "int16", scale=s_x,
-                              zero_point=np.zeros(1, np.int64), layout=t.layout)  # fmt: skip
+            x16 = self.tensor(
+                f"{name}.input16",
+                t.shape,
+                "int16",
+                scale=s_x,
+                zero_point=np.zeros(1, np.int64),
+                layout=t.layout,
+            )
             self.op("QUANTIZE", [x], [x16])  # exact: (code - zp) on the same scale
             x = x16
             bias = self.g.tensors[b]

@@ -80,8 +80,15 @@ class _ViT(Int16Ops):
             raise ExportError(f"TFLite export: layer {name!r}: weight codes beyond int8")
         return levels.astype(np.int8), np.asarray(w.scales, np.float32).reshape(-1)
 
-    def _bias(self, name: str, module: nn.Module, s_x: float, s_w: np.ndarray, wide: bool,
-              factor: float = 1.0):  # fmt: skip
+    def _bias(
+        self,
+        name: str,
+        module: nn.Module,
+        s_x: float,
+        s_w: np.ndarray,
+        wide: bool,
+        factor: float = 1.0,
+    ):
         """int32 (int64 for 16x8) bias codes on s_x·s_w, labelled s_x·s_w·``factor``."""
         scale = (np.float64(s_x) * s_w.astype(np.float64)).astype(np.float32)
         codes = np.zeros(s_w.shape, np.float64)
@@ -91,8 +98,9 @@ class _ViT(Int16Ops):
         dtype = np.int64 if wide else np.int32
         limit = np.iinfo(np.int32)
         codes = np.clip(codes, limit.min, limit.max).astype(dtype)
-        return self.const(f"{name}.bias", codes, scale=scale,
-                          zero_point=np.zeros(codes.shape, np.int64))  # fmt: skip
+        return self.const(
+            f"{name}.bias", codes, scale=scale, zero_point=np.zeros(codes.shape, np.int64)
+        )
 
     def linear(self, name: str, x: int, out: tuple) -> int:
         """Linear layer ``name`` on int8 ``x``: ``out`` is ("int8", grid, factor) for its
@@ -113,9 +121,13 @@ class _ViT(Int16Ops):
         self.g.probes[name] = x
         wide = out[0] != "int8"
         factor = out[2] if out[0] == "int8" else 1.0
-        w = self.const(f"{name}.weight", np.ascontiguousarray(levels),
-                       scale=(s_w.astype(np.float64) * factor).astype(np.float32),
-                       zero_point=np.zeros(len(s_w), np.int64), axis=0)  # fmt: skip
+        w = self.const(
+            f"{name}.weight",
+            np.ascontiguousarray(levels),
+            scale=(s_w.astype(np.float64) * factor).astype(np.float32),
+            zero_point=np.zeros(len(s_w), np.int64),
+            axis=0,
+        )
         b = self._bias(name, module, s_x, s_w, wide, factor)
         shape = [*self.g.tensors[x].shape[:-1], levels.shape[0]]
         if out[0] == "int8":
@@ -126,8 +138,13 @@ class _ViT(Int16Ops):
             x, y = self.widen(x), self.t16(name, shape, out[1])
         else:
             x = self.widen(x)
-            y = self.tensor(name, shape, "int16", scale=np.array([out[1][0]], np.float32),
-                            zero_point=np.zeros(1, np.int64))  # fmt: skip
+            y = self.tensor(
+                name,
+                shape,
+                "int16",
+                scale=np.array([out[1][0]], np.float32),
+                zero_point=np.zeros(1, np.int64),
+            )
         opts = {**_NONE, "keepNumDims": True}
         self.op("FULLY_CONNECTED", [x, w, b], [y], ("FullyConnectedOptions", opts))
         if out[0] == "int8":
@@ -143,14 +160,25 @@ class _ViT(Int16Ops):
         self.g.probes["patch_embed"] = x
         s_x = self.grid_of(x)[0]
         b = self._bias("patch_embed", module, s_x, s_w, True)
-        w = self.const("patch_embed.weight", np.ascontiguousarray(levels.transpose(0, 2, 3, 1)),
-                       scale=s_w, zero_point=np.zeros(len(s_w), np.int64), axis=0)  # fmt: skip
+        w = self.const(
+            "patch_embed.weight",
+            np.ascontiguousarray(levels.transpose(0, 2, 3, 1)),
+            scale=s_w,
+            zero_point=np.zeros(len(s_w), np.int64),
+            axis=0,
+        )
         _, h, wd, _ = self.g.tensors[x].shape
         (kh, kw), (sh, sw) = module.kernel_size, module.stride
         oh, ow, dim = (h - kh) // sh + 1, (wd - kw) // sw + 1, levels.shape[0]
         conv = self.t16("patch_embed", [1, oh, ow, dim], "patch_embed")
-        opts = {"padding": "VALID", "strideH": sh, "strideW": sw, "dilationHFactor": 1,
-                "dilationWFactor": 1, **_NONE}  # fmt: skip
+        opts = {
+            "padding": "VALID",
+            "strideH": sh,
+            "strideW": sw,
+            "dilationHFactor": 1,
+            "dilationWFactor": 1,
+            **_NONE,
+        }
         self.op("CONV_2D", [self.widen(x), w, b], [conv], ("Conv2DOptions", opts))
         tokens = self.reshape(conv, [oh * ow, dim], "patch_embed.tokens")
         embed = self.model.embed
@@ -176,8 +204,9 @@ class _ViT(Int16Ops):
         return out
 
     def batch_matmul(self, a: int, b: int, out: int) -> int:
-        self.op("BATCH_MATMUL", [a, b], [out],
-                ("BatchMatMulOptions", {"adjX": False, "adjY": False}))  # fmt: skip
+        self.op(
+            "BATCH_MATMUL", [a, b], [out], ("BatchMatMulOptions", {"adjX": False, "adjY": False})
+        )
         return out
 
     # -- blocks --------------------------------------------------------------------------
@@ -192,26 +221,35 @@ class _ViT(Int16Ops):
             name = f"{p}.attn.{part}"
             x = self.to_grid(y, self.input_grid(name), f"{name}.input")
             out = self.linear(name, x, ("int8", grid, factor))
-            return self.transpose(self.reshape(out, [tokens, heads, hd], f"{name}.heads"),
-                                  perm, f"{name}.transposed")  # fmt: skip
+            return self.transpose(
+                self.reshape(out, [tokens, heads, hd], f"{name}.heads"), perm, f"{name}.transposed"
+            )
 
         q = project("q", qk.inputs[0], float(np.float32(hd**-0.5)), [0, 2, 1, 3])
         k = project("k", qk.inputs[1], 1.0, [0, 2, 3, 1])
         v = project("v", av.inputs[1], 1.0, [0, 2, 1, 3])
         self.g.probes[f"{p}.attn.qk"], self.g.probes[f"{p}.attn.qk:b"] = q, k
         shape = [1, heads, tokens, tokens]
-        scores = self.batch_matmul(self.widen(q), self.widen(k),
-                                   self.t16(f"{p}.attn.scores", shape, f"{p}.attn.qk"))  # fmt: skip
-        probs16 = self.tensor(f"{p}.attn.softmax", shape, "int16",
-                              scale=np.array([1 / 32768], np.float32),
-                              zero_point=np.zeros(1, np.int64))  # fmt: skip
+        scores = self.batch_matmul(
+            self.widen(q), self.widen(k), self.t16(f"{p}.attn.scores", shape, f"{p}.attn.qk")
+        )
+        probs16 = self.tensor(
+            f"{p}.attn.softmax",
+            shape,
+            "int16",
+            scale=np.array([1 / 32768], np.float32),
+            zero_point=np.zeros(1, np.int64),
+        )
         self.op("SOFTMAX", [scores], [probs16], ("SoftmaxOptions", {"beta": 1.0}))
         probs = self.to_grid(probs16, av.inputs[0], f"{p}.attn.probs")
         self.g.probes[f"{p}.attn.av"], self.g.probes[f"{p}.attn.av:b"] = probs, v
         grid = self.input_grid(f"{p}.attn.proj")
-        mixed = self.act(f"{p}.attn.av", [1, heads, tokens, hd],
-                         (float(np.float32(grid.scale)), grid.zero_point - 128),
-                         ("flat", None))  # fmt: skip
+        mixed = self.act(
+            f"{p}.attn.av",
+            [1, heads, tokens, hd],
+            (float(np.float32(grid.scale)), grid.zero_point - 128),
+            ("flat", None),
+        )
         mixed = self.clamp(self.batch_matmul(probs, v, mixed), grid.qmin - 128, grid.qmax - 128)
         merged = self.transpose(mixed, [0, 2, 1, 3], f"{p}.attn.merged")
         merged = self.reshape(merged, [tokens, dim], f"{p}.attn.proj.input")
@@ -257,8 +295,9 @@ class _ViT(Int16Ops):
         starts = self.const("class_token.begin", np.array([0, 0, 0], np.int32))
         steps = self.const("class_token.strides", np.array([1, 1, 1], np.int32))
         opts = {"beginMask": 0b101, "endMask": 0b101, "shrinkAxisMask": 0b010}
-        self.op("STRIDED_SLICE", [stream, starts, ends, steps], [cls],
-                ("StridedSliceOptions", opts))  # fmt: skip
+        self.op(
+            "STRIDED_SLICE", [stream, starts, ends, steps], [cls], ("StridedSliceOptions", opts)
+        )
         y = self.layernorm("norm", cls, self.model.norm)
         x = self.to_grid(y, self.input_grid("head"), "head.input")
         logits = self.linear("head", x, ("logits", logits_grid))

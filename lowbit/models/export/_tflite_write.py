@@ -29,8 +29,13 @@ OP_VERSIONS = {
 }  # fmt: skip
 #: versions of ops whose int16 kernels are a later version than their int8 ones
 INT16_VERSIONS = {"ADD": 3, "MEAN": 3, "PAD": 4}
-_TYPES = {"int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
-          "float32": "FLOAT32"}  # fmt: skip
+_TYPES = {
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float32": "FLOAT32",
+}
 
 
 def _options(schema: Any, name: str, fields: dict[str, Any]) -> Any:

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from lowbit.hwsim.fileio import atomic_write_bytes
+from lowbit.models._host import cpu_flags
 from lowbit.models.compression.plan import CompressionPlan
 from lowbit.models.export._codecheck import check_export
 from lowbit.models.export._onnx_layout import flatten_channels_last
@@ -98,8 +99,6 @@ def resolve_weight_type(weight_type: str = "auto") -> str:
         return weight_type
     if weight_type != "auto":
         raise ExportError(f"unknown weight type {weight_type!r} (valid: auto, s8, u8)")
-    from lowbit.models.hostcal.isa import cpu_flags
-
     flags = cpu_flags()
     vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
     return "u8" if "avx2" in flags and not vnni else "s8"
@@ -113,10 +112,16 @@ def to_onnx(module: nn.Module, *, input_shape: tuple[int, ...]) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (torch.zeros(1, *input_shape),), buf, dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+            module,
+            (torch.zeros(1, *input_shape),),
+            buf,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            do_constant_folding=True,
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        )  # fmt: skip
+        )
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -193,11 +198,21 @@ def export_plan(
         vela = vela_target(hardware)
     check_extras(formats, check=check, vela=vela is not None)  # before the model is built
     base, compressed = build_compressed(
-        model, plan, seed=seed, finetune_steps=finetune_steps, qat_seed=qat_seed,
-        calib_samples=calib_samples, calib_seed=calib_seed,
-    )  # fmt: skip
-    source = {"config_id": config_id, "model": model, "seed": seed,
-              "finetune_steps": finetune_steps, "plan": plan.to_dict()}  # fmt: skip
+        model,
+        plan,
+        seed=seed,
+        finetune_steps=finetune_steps,
+        qat_seed=qat_seed,
+        calib_samples=calib_samples,
+        calib_seed=calib_seed,
+    )
+    source = {
+        "config_id": config_id,
+        "model": model,
+        "seed": seed,
+        "finetune_steps": finetune_steps,
+        "plan": plan.to_dict(),
+    }
     if vela is not None:
         from lowbit import hwsim
         from lowbit.models.bridge import to_workload
@@ -207,9 +222,18 @@ def export_plan(
     if "tflite" in formats:  # the grids TFLite adds (attention models) use the same images
         calib = calibration_inputs(base, samples=calib_samples, seed=calib_seed)
     return export_compressed(
-        compressed, out_dir=out_dir, weight_type=wtype, check=check, pad_channels=pad_channels,
-        source=source, formats=formats, tflite_io=tflite_io, vela=vela, sim=sim, calib=calib,
-    )  # fmt: skip
+        compressed,
+        out_dir=out_dir,
+        weight_type=wtype,
+        check=check,
+        pad_channels=pad_channels,
+        source=source,
+        formats=formats,
+        tflite_io=tflite_io,
+        vela=vela,
+        sim=sim,
+        calib=calib,
+    )
 
 
 def export_compressed(
@@ -264,25 +288,41 @@ def export_compressed(
         "finetune_steps": source.get("finetune_steps", 0),
         "plan": source.get("plan"),
         "files": {"int8": paths["int8"].name, "fp32": paths["fp32"].name},
-        "inputs": [{"name": INPUT_NAME, "dtype": "float32",
-                    "shape": ["batch", *compressed.input_shape]}],
-        "outputs": [{"name": OUTPUT_NAME, "dtype": "float32",
-                     "shape": ["batch", compressed.num_classes]}],
+        "inputs": [
+            {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", *compressed.input_shape]}
+        ],
+        "outputs": [
+            {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", compressed.num_classes]}
+        ],
         "preprocessing": _PREPROCESSING.get(compressed.dataset, "")
         + (", flattened" if len(compressed.input_shape) == 1 else ""),
         "opset": OPSET,
-        "quantization": {"format": "QDQ", "activations": "u8", "weights": wtype,
-                         "weight_granularity": "per_channel", "bias": "int32"},
+        "quantization": {
+            "format": "QDQ",
+            "activations": "u8",
+            "weights": wtype,
+            "weight_granularity": "per_channel",
+            "bias": "int32",
+        },
         "layers": rows,
         "padded_channels": {name: list(counts) for name, counts in padded.items()},
         "ort_kernels": {"int8": kernel_census(int8), "fp32": kernel_census(fp32)},
-    }  # fmt: skip
+    }
     if check:  # on the graphs in memory: an export that fails its check writes nothing
         info["check"] = check_export(compressed, int8, fp32, qdq=qdq)
     extra = build_artifacts(
-        formats, compressed=compressed, qdq=qdq, int8=int8, fp32=fp32, quants=quants,
-        check=check, tflite_io=tflite_io, vela=vela, sim=sim, calib=calib,
-    )  # fmt: skip
+        formats,
+        compressed=compressed,
+        qdq=qdq,
+        int8=int8,
+        fp32=fp32,
+        quants=quants,
+        check=check,
+        tflite_io=tflite_io,
+        vela=vela,
+        sim=sim,
+        calib=calib,
+    )
     info["files"].update(extra.names)
     info.update(extra.info)
     atomic_write_bytes(paths["fp32"], fp32.SerializeToString())

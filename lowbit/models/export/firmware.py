@@ -108,7 +108,7 @@ def _target(profile: HardwareProfile, sim: SimResult) -> dict[str, Any]:
                 "latency_ms": r.total_cycles * ms,
                 "energy_mj": r.energy_j * 1e3,
                 "bound": r.bound,
-            }  # fmt: skip
+            }
             for r in sim.layers
         ],
     }
@@ -149,8 +149,11 @@ def artifact_entries(directory: str | Path, files: dict[str, str]) -> dict[str, 
     out = {}
     for kind, rel in files.items():
         data = (Path(directory) / rel).read_bytes()
-        out[kind] = {"path": str(rel), "sha256": hashlib.sha256(data).hexdigest(),
-                     "bytes": len(data)}  # fmt: skip
+        out[kind] = {
+            "path": str(rel),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+        }
     return out
 
 
@@ -178,9 +181,13 @@ def write_firmware_config(
     ``artifacts`` maps kinds to files relative to ``path``'s directory (hashed here)."""
     entries = artifact_entries(Path(path).parent, artifacts) if artifacts else None
     config = firmware_config(
-        compressed_model, plan=plan, profile=profile, sim_result=sim_result,
-        model_name=model_name, artifacts=entries,
-    )  # fmt: skip
+        compressed_model,
+        plan=plan,
+        profile=profile,
+        sim_result=sim_result,
+        model_name=model_name,
+        artifacts=entries,
+    )
     problems = validate_firmware_config(config)
     if problems:  # a bug, not a user error: the config was just built
         raise RuntimeError(f"built an invalid firmware config for {path}: {problems}")

@@ -43,14 +43,25 @@ class ExportFormat:
 FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in (
-        ExportFormat("onnx", ("model.int8.onnx", "model.fp32.onnx"),
-                     "ONNX Runtime (QDQ INT8, fused into integer kernels)"),
-        ExportFormat("tflite", ("model.int8.tflite",),
-                     "LiteRT / TensorFlow Lite Micro; Vela compiles it for Ethos-U", "edge"),
-        ExportFormat("qonnx", ("model.qonnx.onnx",),
-                     "QONNX executor, FINN and hls4ml (FPGA dataflow)", "edge"),
+        ExportFormat(
+            "onnx",
+            ("model.int8.onnx", "model.fp32.onnx"),
+            "ONNX Runtime (QDQ INT8, fused into integer kernels)",
+        ),
+        ExportFormat(
+            "tflite",
+            ("model.int8.tflite",),
+            "LiteRT / TensorFlow Lite Micro; Vela compiles it for Ethos-U",
+            "edge",
+        ),
+        ExportFormat(
+            "qonnx",
+            ("model.qonnx.onnx",),
+            "QONNX executor, FINN and hls4ml (FPGA dataflow)",
+            "edge",
+        ),
     )
-}  # fmt: skip
+}
 
 
 def parse_formats(names: Sequence[str]) -> tuple[str, ...]:
@@ -68,8 +79,11 @@ def check_extras(formats: Sequence[str], *, check: bool, vela: bool = False) -> 
     if "tflite" in formats:
         litert_schema()
         if check:
-            require_extra("ai_edge_litert.interpreter", package="ai-edge-litert",
-                          what="checking the TFLite model")  # fmt: skip
+            require_extra(
+                "ai_edge_litert.interpreter",
+                package="ai-edge-litert",
+                what="checking the TFLite model",
+            )
         if vela:
             require_extra("ethosu.vela", package="ethos-u-vela", what="compiling for Ethos-U")
     if "qonnx" in formats and check:
@@ -116,10 +130,15 @@ def build_artifacts(
         name = FORMATS["tflite"].files[0]
         out.files[name] = model.content
         out.names["tflite"] = name
-        entry: dict[str, Any] = {"io": model.io, "input": model.input, "output": model.output,
-                                 "operators": model.operators, "weights": "int8 per channel",
-                                 "activations": model.activations,
-                                 "logits": "int16 (16x8 classifier)"}  # fmt: skip
+        entry: dict[str, Any] = {
+            "io": model.io,
+            "input": model.input,
+            "output": model.output,
+            "operators": model.operators,
+            "weights": "int8 per channel",
+            "activations": model.activations,
+            "logits": "int16 (16x8 classifier)",
+        }
         if check:
             entry["check"] = check_tflite(compressed=compressed, model=model, int8=int8, qdq=qdq)
         out.info["tflite"] = entry
@@ -129,8 +148,11 @@ def build_artifacts(
             result = run_vela(model.content, target=vela, name="model.int8")
             kept = {}
             for file, data in result.files.items():
-                kind = "per_layer" if file.endswith("per-layer.csv") else (
-                    "summary" if "_summary_" in file else "tflite")  # fmt: skip
+                kind = (
+                    "per_layer"
+                    if file.endswith("per-layer.csv")
+                    else ("summary" if "_summary_" in file else "tflite")
+                )
                 out.files[f"vela/{file}"] = data
                 kept[kind] = f"vela/{file}"
             out.names["vela"] = kept["tflite"]

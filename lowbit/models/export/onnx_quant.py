@@ -128,9 +128,10 @@ class _Graph:
         used = {name for n in self.nodes for name in n.input}
         # the bounds of a Clip the pass removed (ReLU6) are read by nobody now
         self.nodes = [
-            n for n in self.nodes
+            n
+            for n in self.nodes
             if n.op_type != "Constant" or any(o in used or o in self.outputs for o in n.output)
-        ]  # fmt: skip
+        ]
         del self.graph.node[:]
         self.graph.node.extend(topological_order(self.nodes, self.graph))
         del self.graph.initializer[:]

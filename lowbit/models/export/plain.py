@@ -73,10 +73,16 @@ def _plain(layer: nn.Module, *, bias: bool) -> nn.Module:
     else:
         kind = nn.Conv1d if isinstance(layer, nn.Conv1d) else nn.Conv2d
         new = kind(
-            layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-            padding=layer.padding, dilation=layer.dilation, groups=layer.groups, bias=bias,
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            bias=bias,
             padding_mode=layer.padding_mode,
-        )  # fmt: skip
+        )
     with torch.no_grad():
         new.weight.copy_(layer.weight)
         if new.bias is not None:
@@ -113,10 +119,11 @@ def deploy_copy(
             grids = (None, None)
             if isinstance(module, QuantMatMul) and module.a_bits is not None:
                 grids = (
-                    act_grid(module.act_scale, module.act_zero_point, module.act_qmin,
-                             module.act_qmax),
+                    act_grid(
+                        module.act_scale, module.act_zero_point, module.act_qmin, module.act_qmax
+                    ),
                     act_grid(module.b_scale, module.b_zero_point, module.b_qmin, module.b_qmax),
-                )  # fmt: skip
+                )
                 quants.append(LayerQuant(name, "matmul", grids))
                 model.set_submodule(name, MatMulSite())
             rows.append(_row(name, "matmul", None, module, grids[0] is not None))

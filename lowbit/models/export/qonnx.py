@@ -58,8 +58,11 @@ QONNX_DOMAIN = "qonnx.custom_op.general"
 def _range(grid: ActGrid) -> tuple[bool, bool, int, int]:
     """(signed, narrow, bit width, zero point) of an activation grid in QONNX's terms."""
     signed = grid.qmin > 0  # a signed grid is stored shifted by 128 (plain.act_grid)
-    lo, hi, zp = (grid.qmin - 128, grid.qmax - 128, grid.zero_point - 128) if signed else (
-        grid.qmin, grid.qmax, grid.zero_point)  # fmt: skip
+    lo, hi, zp = (
+        (grid.qmin - 128, grid.qmax - 128, grid.zero_point - 128)
+        if signed
+        else (grid.qmin, grid.qmax, grid.zero_point)
+    )
     levels = hi - lo + 1
     bits = math.ceil(math.log2(levels))
     narrow = levels == 2**bits - 1
@@ -86,14 +89,25 @@ class _Builder:
 
     def quant(self, src: str, label: str, scale, zeropt, bits: int, signed, narrow) -> str:
         """Append a Quant of ``src``; returns its output name."""
-        ins = [src, self.const(label + "_scale", np.asarray(scale, np.float32)),
-               self.const(label + "_zeropt", np.asarray(zeropt, np.float32)),
-               self.const(label + "_bitwidth", np.array(bits, np.float32))]  # fmt: skip
+        ins = [
+            src,
+            self.const(label + "_scale", np.asarray(scale, np.float32)),
+            self.const(label + "_zeropt", np.asarray(zeropt, np.float32)),
+            self.const(label + "_bitwidth", np.array(bits, np.float32)),
+        ]
         out = f"{label}__quant{self.fresh}"
-        self.g.node.append(helper.make_node(
-            "Quant", ins, [out], domain=QONNX_DOMAIN, name=f"/{label}/Quant",
-            signed=int(signed), narrow=int(narrow), rounding_mode="ROUND",
-        ))  # fmt: skip
+        self.g.node.append(
+            helper.make_node(
+                "Quant",
+                ins,
+                [out],
+                domain=QONNX_DOMAIN,
+                name=f"/{label}/Quant",
+                signed=int(signed),
+                narrow=int(narrow),
+                rounding_mode="ROUND",
+            )
+        )
         return out
 
     def weight(self, node: onnx.NodeProto, grid: WeightGrid, label: str) -> None:

@@ -138,19 +138,27 @@ def build_tflite(
         operators[op.code] = operators.get(op.code, 0) + 1
     probes = {name: (idx, graph.tensors[idx].layout) for name, idx in graph.probes.items()}
     return TFLiteModel(
-        content, io, _tensor_info(graph.tensors[graph.inputs[0]]),
-        _tensor_info(graph.tensors[graph.outputs[0]]), grid, dict(sorted(operators.items())),
-        probes, activations,
-    )  # fmt: skip
+        content,
+        io,
+        _tensor_info(graph.tensors[graph.inputs[0]]),
+        _tensor_info(graph.tensors[graph.outputs[0]]),
+        grid,
+        dict(sorted(operators.items())),
+        probes,
+        activations,
+    )
 
 
 def _interpreter(model: TFLiteModel, *, preserve: bool) -> Any:
-    mod = require_extra("ai_edge_litert.interpreter", package="ai-edge-litert",
-                        what="running a TFLite model")  # fmt: skip
+    mod = require_extra(
+        "ai_edge_litert.interpreter", package="ai-edge-litert", what="running a TFLite model"
+    )
     return mod.Interpreter(
-        model_content=model.content, num_threads=1, experimental_preserve_all_tensors=preserve,
+        model_content=model.content,
+        num_threads=1,
+        experimental_preserve_all_tensors=preserve,
         experimental_op_resolver_type=mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )  # fmt: skip
+    )
 
 
 def _to_nhwc(x: np.ndarray) -> np.ndarray:

@@ -22,7 +22,8 @@ prints names the CPU model and this ISA beside it (:func:`host_label`).
 
 :func:`cpu_flags` and :func:`cpu_info` read what the OS says about the CPU (flags, clock,
 cache and memory sizes), with its ISA, for host calibration and for every benchmark's
-record of the machine it ran on.
+record of the machine it ran on. :func:`cpu_flags` lives in :mod:`lowbit.models._host`
+(the export reads it too, without importing host calibration) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
+
+from lowbit.models._host import cpu_flags, read_os_text
 
 __all__ = [
     "ISA_ORDER",
@@ -147,22 +149,6 @@ def host_label(model: str, isa: Isa) -> str:
     return f"{model.strip() or 'unknown CPU'}, {isa.label}"
 
 
-@cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where unavailable)."""
-    for line in _read("/proc/cpuinfo").splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return ""
-
-
 def _size(text: str) -> int:
     text = text.strip().upper()
     scale = {"K": _KiB, "M": _KiB**2, "G": _KiB**3}.get(text[-1:], 1)
@@ -171,7 +157,7 @@ def _size(text: str) -> int:
 
 def cpu_info() -> dict[str, Any]:
     """Model name, clock, SIMD lanes, VNNI, and data/unified cache sizes per level (bytes)."""
-    text = _read("/proc/cpuinfo")
+    text = read_os_text("/proc/cpuinfo")
     field = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
@@ -179,12 +165,13 @@ def cpu_info() -> dict[str, Any]:
     mhz = float(field.get("cpu MHz") or 3000.0)
     caches: dict[int, int] = {}
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        kind = _read(str(index / "type")).strip()
+        kind = read_os_text(str(index / "type")).strip()
         if kind in ("Data", "Unified"):
-            caches[int(_read(str(index / "level")) or 0)] = _size(_read(str(index / "size")))
+            level = int(read_os_text(str(index / "level")) or 0)
+            caches[level] = _size(read_os_text(str(index / "size")))
     flags = cpu_flags()
     isa = detect_isa(flags)
-    meminfo = _read("/proc/meminfo").split()
+    meminfo = read_os_text("/proc/meminfo").split()
     memory = _size(meminfo[1] + "K") if meminfo[:1] == ["MemTotal:"] else 0
     return {
         "model": field.get("model name", platform.processor() or "unknown"),
