@@ -12,10 +12,12 @@ the engines apply them in its order at each hook of
 :mod:`lowbit.hwsim.engines._base`), then per layer (:mod:`lowbit.hwsim.engines._layer`)
 the shape a GEMM's kernel runs
 (``run_shape``: padded channels, blocked reduction), a kernel that is not a GEMM
-(``own_kernel``: depthwise), a GEMM's cycles (``adjust_cycles``: output stage,
-requantization), an integer conv's per-pixel and per-image cycles (``conv_rates``), cycles
-once per layer (``fixed_cycles``: launches, extra operators), and a memory-only layer's
-cycles per element (``element_rate``, ``element_count``).
+(``own_kernel``: depthwise; an NPU's attention matmul), a GEMM's cycles (``adjust_cycles``:
+output stage, requantization), an integer conv's per-pixel and per-image cycles
+(``conv_rates``), cycles once per layer (``fixed_cycles``: launches, extra operators, a
+decomposed layer's), and a memory-only layer's cycles per element (``element_rate``,
+``element_count``). The rules of an NPU that decomposes layers live in
+:mod:`lowbit.hwsim._decomposed_ops`.
 
 A new quirk of lowbit's targets is one rule here, registered below in its place, its fields
 in ``Overheads`` and its keys in lowbit/hardware_profiles/README.md (tests check all three
@@ -42,6 +44,7 @@ from ._cost_rule_base import (
     overhead_keys,
     register_cost_rule,
 )
+from ._decomposed_ops import ActivationMatmulKernel, DecomposedLayerCycles
 from ._schema_types import Key, Table
 from ._warm_cache import WarmCache
 from .workload import (
@@ -70,6 +73,8 @@ __all__ = [
     "NarrowActivationClamp",
     "ElementwiseCosts",
     "PoolChannelBlock",
+    "DecomposedLayerCycles",
+    "ActivationMatmulKernel",
     "WarmCache",
 ]
 
@@ -365,6 +370,7 @@ class PoolChannelBlock(CostRule):
 for _rule in (
     WarmCache,
     DepthwiseKernel,
+    ActivationMatmulKernel,
     DirectConvKernel,
     ConvReductionBlocking,
     WindowGather,
@@ -373,6 +379,7 @@ for _rule in (
     GemmLaunch,
     NarrowActivationClamp,
     ElementwiseCosts,
+    DecomposedLayerCycles,
     PoolChannelBlock,
 ):
     register_cost_rule(_rule)

@@ -192,6 +192,9 @@ class Overheads:
     depthwise_channel_multiple: int = 1  # DepthwiseKernel
     fp32_depthwise_cycles_per_mac: float = 0.0  # DepthwiseKernel
     fp32_depthwise_cycles_per_pixel: float = 0.0  # DepthwiseKernel
+    #: (kind, cycles once per layer) pairs, sorted by kind (DecomposedLayerCycles)
+    elementwise_layer_cycles: tuple[tuple[str, float], ...] = ()
+    activation_matmul_cycles_per_mac: float = 0.0  # ActivationMatmulKernel
     registered: tuple[tuple[str, object], ...] = ()
 
 

@@ -11,8 +11,11 @@ the same plan in deploy.json (:func:`vela_estimate`).
 
 Vela names each operator after its output tensor, which the TFLite export names after the
 lowbit layer, so per-layer rows map to the simulator's layers (:func:`layer_of`,
-:func:`layer_pairs`); :func:`ratio_summary` summarizes the ratios lowbit / Vela over configs
-(``benchmarks/bench_vela.py``, ``lowbit validate --vela``).
+:func:`assign_layers`: the steps of a layer Vela decomposes count to it, :func:`layer_pairs`);
+:func:`ratio_summary` summarizes the ratios lowbit / Vela over configs
+(``benchmarks/bench_vela.py``, ``lowbit validate --vela``). Vela estimates the NPU only (an
+operator it places on the CPU counts 0 cycles), so the comparison leaves out, on both sides,
+the layers with such an operator (``cpu_layers``, ``cycles_npu_layers``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "RATIO_BAND",
     "VelaResult",
     "VelaTarget",
+    "assign_layers",
     "layer_of",
     "layer_pairs",
     "ratio_summary",
@@ -144,15 +148,64 @@ def layer_of(vela_name: str) -> str:
     return re.sub(r"\.(first|second)$", "", name)
 
 
+#: the attention export's tensor names (:mod:`lowbit.models.export._tflite_vit`) that name
+#: no lowbit layer, and the layer each belongs to: Vela names the operators of an int16
+#: softmax after its input (the scores), the scores are ``qk``'s output and q and k widened
+#: to int16 its operands (the export computes the scores in int16), the probabilities
+#: requantized onto ``av``'s grid are the softmax's, the heads merged back are ``av``'s
+_ALIASES = (
+    (re.compile(r"\.attn\.scores_softmax_\d+(/lut)?$"), ".attn.softmax"),
+    (re.compile(r"\.attn\.scores$"), ".attn.qk"),
+    (re.compile(r"\.attn\.[qk]\.transposed\.int16$"), ".attn.qk"),
+    (re.compile(r"\.attn\.probs$"), ".attn.softmax"),
+    (re.compile(r"\.attn\.merged$"), ".attn.av"),
+)
+
+
+def assign_layers(names: list[str], *, layers: list[str]) -> list[str | None]:
+    """The lowbit layer of each Vela operator, ``names`` in Vela's execution order, given the
+    simulated ``layers`` (in order): :func:`layer_of`'s name or its alias when that is a
+    layer; else the longest layer whose name prefixes it (``ln1.mean``, ``q.transposed``: a
+    step of a decomposed layer); else -- unnamed operators Vela inserts (``#1119``), the
+    requantization of a layer's output onto its reader's grid (``fc1.input``) -- the layer
+    of the operator before it. The model's output (``logits``) is the last layer's."""
+    from lowbit.models.export.ort import OUTPUT_NAME
+
+    known = set(layers)
+    out: list[str | None] = []
+    previous: str | None = None
+    for raw in names:
+        name = re.sub(r"/(Transpose|lut)$", "", layer_of(raw))
+        for pattern, alias in _ALIASES:
+            name = pattern.sub(alias, name)
+        if name == OUTPUT_NAME and layers and name not in known:
+            name = layers[-1]
+        if name not in known and not name.endswith(".input"):
+            prefixes = [x for x in known if name.startswith(x + ".")]
+            name = max(prefixes, key=len) if prefixes else name
+        layer = name if name in known else previous
+        out.append(layer)
+        previous = layer
+    return out
+
+
 def vela_estimate(result: VelaResult, *, files: dict[str, str], sim: Any | None) -> dict[str, Any]:
     """deploy.json's ``vela`` entry: Vela's estimate (total and per operator), the files
     kept (name in the export directory), and beside it lowbit's simulation ``sim`` of the
     same plan on the profile (a :class:`lowbit.hwsim.SimResult`, or None)."""
     s = result.summary
+    names = [str(row.get("Name", "")) for row in result.layers]
+    if sim is not None:
+        keys = assign_layers(names, layers=[r.name for r in sim.layers])
+        keys = [k if k is not None else layer_of(n) for k, n in zip(keys, names, strict=True)]
+    else:
+        keys = [layer_of(n) for n in names]
     per_layer: dict[str, int] = {}
-    for row in result.layers:
-        key = layer_of(str(row.get("Name", "")))
+    cpu_layers: set[str] = set()
+    for key, row in zip(keys, result.layers, strict=True):
         per_layer[key] = per_layer.get(key, 0) + int(row.get("Op Cycles", 0))
+        if str(row.get("Target", "")).strip() == "CPU":
+            cpu_layers.add(key)
     out: dict[str, Any] = {
         "version": result.version,
         "accelerator": result.target.accelerator,
@@ -177,11 +230,12 @@ def vela_estimate(result: VelaResult, *, files: dict[str, str], sim: Any | None)
                 "target": str(r.get("Target", "")),
                 "cycles": int(r.get("Op Cycles", 0)),
                 "macs": int(r.get("MAC Count", 0)),
-                "layer": layer_of(str(r.get("Name", ""))),
+                "layer": key,
             }
-            for r in result.layers
+            for key, r in zip(keys, result.layers, strict=True)
         ],  # fmt: skip
         "cycles_by_layer": per_layer,
+        "cpu_layers": sorted(cpu_layers),
     }
     if sim is not None:
         out["lowbit"] = {
@@ -191,18 +245,25 @@ def vela_estimate(result: VelaResult, *, files: dict[str, str], sim: Any | None)
             "layers": {r.name: int(r.total_cycles) for r in sim.layers},
         }
         out["cycle_ratio_lowbit_over_vela"] = int(sim.total_cycles) / max(out["cycles"], 1)
+        # Vela estimates NPU operators only (a CPU operator counts 0 cycles): compared, on
+        # both sides, are the layers Vela runs wholly on the NPU
+        npu = {r.name: int(r.total_cycles) for r in sim.layers if r.name not in cpu_layers}
+        out["lowbit"]["cycles_npu_layers"] = sum(npu.values())
+        out["cycles_npu_layers"] = out["cycles"] - sum(per_layer[k] for k in cpu_layers)
     return out
 
 
 def layer_pairs(estimate: dict[str, Any], *, ops: dict[str, str]) -> list[dict[str, Any]]:
     """Per simulated layer Vela estimated: ``{layer, op, lowbit, vela}`` cycles, from a
     :func:`vela_estimate` with its ``lowbit`` section; ``ops`` maps lowbit layer → op kind
-    (Vela operators of no simulated layer are left out)."""
+    (Vela operators of no simulated layer, and layers with an operator Vela runs on the CPU,
+    are left out)."""
     sim = estimate["lowbit"]["layers"]
+    cpu = set(estimate.get("cpu_layers", ()))
     return [
         {"layer": name, "op": ops[name], "lowbit": sim[name], "vela": cycles}
         for name, cycles in estimate["cycles_by_layer"].items()
-        if name in ops and name in sim
+        if name in ops and name in sim and name not in cpu
     ]
 
 
