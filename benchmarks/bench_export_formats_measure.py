@@ -103,8 +103,9 @@ def _export(compressed, out_dir: Path, calib, row: dict):
 
 
 def measure(target, *, finetune: int, work: Path) -> dict:
-    """Export ``target`` (a :class:`lowbit.search.latency.ConfigTarget`) in all three formats
-    (each checked in its runtime on the test split), then load and run the written files."""
+    """Export ``target`` (a :class:`lowbit.models.hostcal.measure.ConfigTarget`) in all
+    three formats (each checked in its runtime on the test split), then load and run the
+    written files."""
     from lowbit.models.compression.plan import CompressionPlan
     from lowbit.models.export.calib_subset import calibration_inputs
     from lowbit.models.export.deploy import build_compressed

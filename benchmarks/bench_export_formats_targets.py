@@ -61,7 +61,7 @@ def aliases(run: Path, targets: list, summary: dict) -> dict[str, list[str]]:
 def zoo_targets(model: str) -> list:
     """W8A8 and :data:`MIXED_PLANS`' mixed config of zoo ``model`` (seed 0, no QAT)."""
     from lowbit.models.compression.plan import CompressionPlan
-    from lowbit.search.latency import ConfigTarget
+    from lowbit.models.hostcal.measure import ConfigTarget
 
     plans = {"W8A8": CompressionPlan.uniform(w_bits=8, a_bits=8, pin_first_last=False).to_dict()}
     if model in MIXED_PLANS:

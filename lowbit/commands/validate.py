@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     args.repeats = 100 if args.repeats is None else args.repeats
     args.warmup = 20 if args.warmup is None else args.warmup
     from lowbit.hwsim.fileio import atomic_write_bytes
+    from lowbit.models.hostcal.measure import BATCHES
     from lowbit.reports.validation import validation_scatter_png
-    from lowbit.search.latency import BATCHES
     from lowbit.search.validate import validate_run
 
     result = validate_run(

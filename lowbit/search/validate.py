@@ -3,7 +3,8 @@
 ``lowbit validate --run DIR`` takes the run's Pareto configurations (``configs/*.json``,
 every method) plus the uniform baselines W8A8 / W4A8 / W2A8 (the run's own uniform configs,
 or added here with their fake-quant accuracy measured like the search's evaluator), exports
-each to INT8 ONNX and measures it (:mod:`lowbit.search.latency`), and writes into the run directory:
+each to INT8 ONNX and measures it (:mod:`lowbit.models.hostcal.measure`, beside the export:
+this module only reads the run), and writes into the run directory:
 
 ``validation.csv``   one row per configuration (accuracies, latencies, IQRs, speed-ups)
 ``validation.json``  the rows plus, per batch size: Spearman and Kendall rank correlation of
@@ -15,13 +16,12 @@ each to INT8 ONNX and measures it (:mod:`lowbit.search.latency`), and writes int
 ``validation/<id>/`` each configuration's model.int8.onnx, model.fp32.onnx, deploy.json
 
 The host profile is ``$LOWBIT_CACHE/host/host-cpu.toml``, calibrated on first use
-(:mod:`lowbit.models.hostcal.calibration`). Each batch size's metrics also carry ``repeatability``:
-the same
-metrics between the INT8 medians of the even and of the odd timing rounds
-(:func:`lowbit.search.latency.time_configs`), two independent measurements of the same models. It
-is the ceiling of what any latency model can score on this machine at this load: when the
-configurations' true latencies differ by less than the measurement's noise, their measured
-ranks are partly noise.
+(:mod:`lowbit.models.hostcal.calibration`). Each batch size's metrics also carry
+``repeatability``: the same metrics between the INT8 medians of the even and of the odd
+timing rounds (:func:`lowbit.models.hostcal.measure.time_configs`), two independent
+measurements of the same models. It is the ceiling of what any latency model can score on
+this machine at this load: when the configurations' true latencies differ by less than the
+measurement's noise, their measured ranks are partly noise.
 """
 
 from __future__ import annotations
@@ -36,10 +36,16 @@ import numpy as np
 
 from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.fileio import read_json
+from lowbit.models.hostcal.measure import (
+    BATCHES,
+    ConfigTarget,
+    export_targets,
+    prepare_config,
+    time_configs,
+)
 
 from .checks import summary_problems
 from .config import ConfigError, load_config
-from .latency import BATCHES, ConfigTarget, export_targets, prepare_config, time_configs
 from .results import write_csv, write_json
 
 __all__ = [

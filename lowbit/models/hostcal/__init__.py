@@ -7,5 +7,8 @@ hwsim profile to it.
   costs, copy bandwidth, the timing harness;
 - :mod:`~lowbit.models.hostcal.conv` — single INT8 convs and pools by ONNX Runtime's
   per-node profiler;
-- ``_fit`` — the least-squares fit; ``_toml`` — the profile file.
+- ``_fit`` — the least-squares fit; ``_toml`` — the profile file;
+- :mod:`~lowbit.models.hostcal.measure` — a deployment config's real INT8/FP32 latency and
+  accuracy beside its simulated latency (what ``lowbit validate`` times; it rebuilds the
+  model with torch, imported when it runs).
 """

@@ -2,9 +2,8 @@
 and the simulator's latency on the host profile.
 
 Protocol (what ``lowbit validate`` reports): the configuration is exported
-(:func:`lowbit.models.export.deploy.export_plan`: FP32 and QDQ INT8 ONNX), each model runs in an
-ONNX
-Runtime session on one thread (intra- and inter-op), at every batch size, on the first
+(:func:`lowbit.models.export.deploy.export_plan`: FP32 and QDQ INT8 ONNX), each model runs in
+an ONNX Runtime session on one thread (intra- and inter-op), at every batch size, on the first
 samples of the test split: ``warmup`` untimed runs, then the median and interquartile range
 of ``repeats`` timed runs, taken round-robin over all configurations in a few rounds
 (:func:`time_configs`: a load spike hits every configuration alike). Accuracy is the INT8

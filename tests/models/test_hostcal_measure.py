@@ -6,7 +6,7 @@ import numpy as np
 
 from lowbit.models.export.ort import ort_session
 from lowbit.models.hostcal.bench import chain_model
-from lowbit.search.latency import Prepared, time_configs
+from lowbit.models.hostcal.measure import Prepared, time_configs
 
 
 def _prepared(depth: int) -> Prepared:
