@@ -33,8 +33,10 @@ HELP = (
 _HARDWARE = "npu-bitfusion"
 _NETWORK = "resnet18"
 _MODEL = "fashion-resnet-demo"
-#: the accuracy constraint of the demo's search (FP32 test accuracy of the demo model: 86.5 %)
-_MIN_ACCURACY = 0.8
+#: the accuracy constraint of the demo's search, on val: 2.5 points under the demo model's
+#: FP32 (87.5 % val, 86.5 % test), so the screen's greedy points, spread over the room down
+#: to it, sit around the "within 1 point of FP32" region users read first
+_MIN_ACCURACY = 0.85
 _BASELINES = "quant-only,uniform"
 #: trials per searched method: the screen's greedy points start both searches near the
 #: floor, so a short search still refines them; the whole demo stays under 8 minutes on
