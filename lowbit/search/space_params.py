@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from lowbit.hwsim.compression import Compression
+
 from .codesign import HARDWARE_KEY, HW_PREFIX, CoDesign
 
 if TYPE_CHECKING:
@@ -157,6 +159,17 @@ class SearchSpace:
         if self.codesign is not None:
             out[HARDWARE_KEY] = self.codesign.overrides(params)
         return out
+
+    def compressions(self, params: Mapping[str, Any]) -> dict[str, Compression]:
+        """The typed per-layer spec of ``params``: one
+        :class:`~lowbit.hwsim.compression.Compression` per layer, validated (co-design
+        overrides aside). :meth:`settings` is its wire form, the JSON-able keyword arguments
+        a trial request carries to a Ray worker, spelled as the spec's knobs."""
+        return {
+            name: Compression(**kw)
+            for name, kw in self.settings(params).items()
+            if name != HARDWARE_KEY
+        }
 
     def hardware_overrides(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The profile overrides chosen by ``params`` (empty without co-design)."""

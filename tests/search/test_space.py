@@ -189,3 +189,28 @@ def test_residual_streams_get_one_keep_knob_on_their_key():
         for _ in range(5):  # every sampled configuration is a valid plan for the model
             params = {n: rng.choice(d.choices) for n, d in space.distributions().items()}
             space.plan(params).check(model)
+
+
+def test_the_space_hands_out_the_shared_typed_spec():
+    """``compressions`` is one Compression per layer, ``settings`` its wire form (spelled as
+    the spec's knobs), and the plan's LayerSpecs carry the same knobs: one spec from the
+    search space through the models (attention layers included: digits-vit's matmuls)."""
+    from lowbit.hwsim.compression import KNOBS, Compression
+    from lowbit.search.zoo import zoo_space
+
+    profile = make_profile(
+        "zoo-bitfusion", [(w, a, 1.0) for w in (2, 4, 8) for a in (2, 4, 8)], nm_patterns=((2, 4),)
+    )
+    space = zoo_space("digits-vit", profile)
+    rng = random.Random(1)
+    for _ in range(10):
+        params = {n: rng.choice(d.choices) for n, d in space.distributions().items()}
+        settings = space.settings(params)
+        typed = space.compressions(params)
+        plan = space.plan(params)
+        assert set(typed) == set(settings) == set(plan.layers)
+        for name, spec in typed.items():
+            assert type(spec) is Compression
+            assert set(settings[name]) <= set(KNOBS)  # one spelling per knob
+            assert {k: getattr(spec, k) for k in settings[name]} == settings[name]
+            assert plan.layers[name].knobs() == spec
