@@ -158,12 +158,18 @@ def aggregate(rows: list[dict], targets: list[str], methods: tuple[str, ...]) ->
     out = {}
     for target in targets:
         mine = [r for r in rows if r["target"] == target]
-        val_sel = [r["best_val_selected"]["latency_vs_w8a8"] if r["best_val_selected"] else None
-                   for r in mine]  # fmt: skip
-        loss = [r["best_val_selected"]["test_loss_points"] if r["best_val_selected"] else None
-                for r in mine]  # fmt: skip
-        oracle = [r["best_test_oracle"]["latency_vs_w8a8"] if r["best_test_oracle"] else None
-                  for r in mine]  # fmt: skip
+        val_sel = [
+            r["best_val_selected"]["latency_vs_w8a8"] if r["best_val_selected"] else None
+            for r in mine
+        ]
+        loss = [
+            r["best_val_selected"]["test_loss_points"] if r["best_val_selected"] else None
+            for r in mine
+        ]
+        oracle = [
+            r["best_test_oracle"]["latency_vs_w8a8"] if r["best_test_oracle"] else None
+            for r in mine
+        ]
         best = min((v for v in val_sel if v is not None), default=None)
         out[target] = {
             "latency_vs_w8a8_val_selected": _mean_sd(val_sel),
@@ -171,14 +177,14 @@ def aggregate(rows: list[dict], targets: list[str], methods: tuple[str, ...]) ->
             "latency_vs_w8a8_test_oracle": _mean_sd(oracle),
             "hypervolume_val": {
                 m: _mean_sd([r["hypervolume_val"][m] for r in mine]) for m in methods
-            },  # fmt: skip
+            },
             "hypervolume_test": {
                 m: _mean_sd([r["hypervolume_test"][m] for r in mine]) for m in methods
-            },  # fmt: skip
+            },
             "latency_vs_w8a8_within_1pt": {
                 m: _mean_sd([(r["best_within_1pt"][m] or {}).get("latency_vs_w8a8") for r in mine])
                 for m in methods
-            },  # fmt: skip
+            },
             "goal_latency_vs_w8a8": GOAL_LATENCY,
             "meets_goal_mean": (_mean_sd(val_sel)["mean"] or 9.9) <= GOAL_LATENCY,
             "best_over_seeds": best,
@@ -258,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     args.methods = tuple(m for m in args.methods.split(",") if m)
     if "joint" not in args.methods:
         parser.error("--methods must include joint")
+    if Path(args.out).is_dir():  # before the runs, not after them
+        parser.error(f"--out {args.out}: a directory; give the JSON file to write")
     cpu = cpu_info()["label"]
     runs = Path(args.runs)
     start = time.perf_counter()

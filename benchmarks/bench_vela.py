@@ -52,8 +52,16 @@ from lowbit.models.export.vela import (
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = "npu-ethos-u55"
-MODELS = ("digits-cnn", "digits-mlp", "mnist1d-cnn", "mnist1d-mlp", "fashion-resnet",
-          "fashion-mobilenet", "fashion-vit", "digits-vit")  # fmt: skip
+MODELS = (
+    "digits-cnn",
+    "digits-mlp",
+    "mnist1d-cnn",
+    "mnist1d-mlp",
+    "fashion-resnet",
+    "fashion-mobilenet",
+    "fashion-vit",
+    "digits-vit",
+)
 #: the summaries printed apart (a model with attention matmuls is a ViT)
 FAMILIES = ("cnn/mlp", "vit")
 PLANS = {
@@ -83,24 +91,39 @@ def measure(model: str, plan_name: str, *, check: bool) -> dict:
     layers = layer_pairs(est, ops=ops)
     family = "vit" if any(r.op == "matmul" for r in sim.layers) else "cnn/mlp"
     row = {
-        "model": model, "plan": plan_name, "family": family,
+        "model": model,
+        "plan": plan_name,
+        "family": family,
         "lowbit_cycles": est["lowbit"]["cycles_npu_layers"],
         "vela_cycles": est["cycles_npu_layers"],
-        "lowbit_cycles_all": est["lowbit"]["cycles"], "vela_cycles_all": est["cycles"],
-        "cpu_layers": est["cpu_layers"], "vela_npu_cycles": est["cycles_npu"],
+        "lowbit_cycles_all": est["lowbit"]["cycles"],
+        "vela_cycles_all": est["cycles"],
+        "cpu_layers": est["cpu_layers"],
+        "vela_npu_cycles": est["cycles_npu"],
         "vela_flash_cycles": est["cycles_off_chip_flash_access"],
-        "vela_sram_bytes": est["sram_bytes"], "vela_flash_bytes": est["flash_bytes"],
+        "vela_sram_bytes": est["sram_bytes"],
+        "vela_flash_bytes": est["flash_bytes"],
         "vela_encoded_weight_bytes": est["weights_bytes_encoded"],
-        "cpu_operators": est["cpu_operators"], "tflite_operators": tfl.operators,
+        "cpu_operators": est["cpu_operators"],
+        "tflite_operators": tfl.operators,
         "unmatched_vela_layers": sorted(set(est["cycles_by_layer"]) - set(ops)),
         "layers": layers,
-    }  # fmt: skip
+    }
     row["ratio"] = row["lowbit_cycles"] / row["vela_cycles"]
     if check:
         int8 = flatten_channels_last(pad_conv_channels(qdq)[0])
         c = check_tflite(compressed=small, model=tfl, int8=int8, qdq=qdq)
-        row.update({k: c[k] for k in ("accuracy_tflite", "accuracy_onnx_int8",
-                                      "accuracy_diff_pt", "argmax_agreement")})  # fmt: skip
+        row.update(
+            {
+                k: c[k]
+                for k in (
+                    "accuracy_tflite",
+                    "accuracy_onnx_int8",
+                    "accuracy_diff_pt",
+                    "argmax_agreement",
+                )
+            }
+        )
     return row
 
 
@@ -121,8 +144,10 @@ def _num(value: float | None, spec: str) -> str:
 def _summary_lines(summary: dict) -> list[str]:
     lines = []
     for op, s in summary["by_op"].items():
-        lines.append(f"{op:<12} {s['layers']:>6} {s['median_ratio']:>7.2f} {s['min_ratio']:>6.2f} "
-                     f"{s['max_ratio']:>6.2f} {s['within_20pct']:>10.0%}")  # fmt: skip
+        lines.append(
+            f"{op:<12} {s['layers']:>6} {s['median_ratio']:>7.2f} {s['min_ratio']:>6.2f} "
+            f"{s['max_ratio']:>6.2f} {s['within_20pct']:>10.0%}"
+        )
     lines.append(
         f"totals ({summary['configs']} configs): Spearman "
         f"{_num(summary['total_spearman'], '.3f')}, median ratio "
@@ -136,26 +161,38 @@ def _summary_lines(summary: dict) -> list[str]:
 
 def render(rows: list[dict], summary: dict) -> str:
     check = "accuracy_tflite" in rows[0]
-    head = (f"{'model':<18} {'plan':<14} {'lowbit cyc':>10} {'Vela cyc':>9} {'ratio':>6} "
-            f"{'Vela NPU':>9} {'flash cyc':>9} {'flash B':>8} {'SRAM B':>7}")  # fmt: skip
+    head = (
+        f"{'model':<18} {'plan':<14} {'lowbit cyc':>10} {'Vela cyc':>9} {'ratio':>6} "
+        f"{'Vela NPU':>9} {'flash cyc':>9} {'flash B':>8} {'SRAM B':>7}"
+    )
     if check:
         head += f" {'acc TFLite':>10} {'acc ONNX':>9} {'argmax':>7}"
-    lines = [f"lowbit ({PROFILE}, analytic) vs Vela (ethos-u55-256, High_End_Embedded, "
-             "Shared_Sram), cycles per inference of the layers Vela runs on the NPU",
-             head]  # fmt: skip
+    lines = [
+        f"lowbit ({PROFILE}, analytic) vs Vela (ethos-u55-256, High_End_Embedded, "
+        "Shared_Sram), cycles per inference of the layers Vela runs on the NPU",
+        head,
+    ]
     for r in rows:
-        line = (f"{r['model']:<18} {r['plan']:<14} {r['lowbit_cycles']:>10} {r['vela_cycles']:>9} "
-                f"{r['ratio']:>6.2f} {r['vela_npu_cycles']:>9} {r['vela_flash_cycles']:>9} "
-                f"{r['vela_flash_bytes']:>8} {r['vela_sram_bytes']:>7}")  # fmt: skip
+        line = (
+            f"{r['model']:<18} {r['plan']:<14} {r['lowbit_cycles']:>10} {r['vela_cycles']:>9} "
+            f"{r['ratio']:>6.2f} {r['vela_npu_cycles']:>9} {r['vela_flash_cycles']:>9} "
+            f"{r['vela_flash_bytes']:>8} {r['vela_sram_bytes']:>7}"
+        )
         if check:
-            line += (f" {r['accuracy_tflite']:>10.2%} {r['accuracy_onnx_int8']:>9.2%} "
-                     f"{r['argmax_agreement']:>7.2%}")  # fmt: skip
+            line += (
+                f" {r['accuracy_tflite']:>10.2%} {r['accuracy_onnx_int8']:>9.2%} "
+                f"{r['argmax_agreement']:>7.2%}"
+            )
         lines.append(line)
     for family, part in summary.items():
         if family == "all" and len(summary) == 2:  # one family: its summary is the whole
             continue
-        lines += ["", f"[{family}]", f"{'layer kind':<12} {'layers':>6} {'median':>7} {'min':>6} "
-                  f"{'max':>6} {'within 20%':>10}   (ratio lowbit / Vela)"]  # fmt: skip
+        lines += [
+            "",
+            f"[{family}]",
+            f"{'layer kind':<12} {'layers':>6} {'median':>7} {'min':>6} "
+            f"{'max':>6} {'within 20%':>10}   (ratio lowbit / Vela)",
+        ]
         lines += _summary_lines(part)
     return "\n".join(lines) + "\n"
 
@@ -163,9 +200,11 @@ def render(rows: list[dict], summary: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "bench-results" / "bench_vela.json",
+        "--out",
+        type=Path,
+        default=ROOT / "bench-results" / "bench_vela.json",
         help="JSON results file (default: bench-results/bench_vela.json)",
-    )  # fmt: skip
+    )
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo names")
     parser.add_argument("--plans", default=",".join(PLANS), help="comma-separated plan names")
     parser.add_argument("--check", action="store_true", help="also LiteRT accuracy on test")

@@ -59,10 +59,14 @@ MAX_BUDGET_ROOMS = 3.0
 def _items(result: Any, space: SearchSpace, bits_only: bool) -> list[Any]:
     params = (space.quant_only() if bits_only else space).distributions()
     return [
-        e for e in result.entries
-        if e.kept and e.accuracy is not None and e.latency_ms is not None and e.param in params
+        e
+        for e in result.entries
+        if e.kept
+        and e.accuracy is not None
+        and e.latency_ms is not None
+        and e.param in params
         and e.latency_ms < result.base_latency_ms
-    ]  # fmt: skip
+    ]
 
 
 def _solve(result: Any, items: list[Any], budget: float) -> tuple[dict[str, Any], float]:

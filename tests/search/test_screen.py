@@ -100,16 +100,34 @@ def test_stored_screen_round_trips_and_is_reused_only_for_the_same_floor(synthet
         path.write_text(text, encoding="utf-8")
 
     pool = _LocalPool(SyntheticSpec())
-    first = load_or_screen(space=synthetic_space, pool=pool, floor=0.9, fidelity=Fidelity(),
-                           run_dir=tmp_path, write=write)  # fmt: skip
+    first = load_or_screen(
+        space=synthetic_space,
+        pool=pool,
+        floor=0.9,
+        fidelity=Fidelity(),
+        run_dir=tmp_path,
+        write=write,
+    )
     stored = json.loads((tmp_path / "screen.json").read_text(encoding="utf-8"))
     assert Screen.from_dict(stored) == first
     count = pool.requests
-    again = load_or_screen(space=synthetic_space, pool=pool, floor=0.9, fidelity=Fidelity(),
-                           run_dir=tmp_path, write=write)  # fmt: skip
+    again = load_or_screen(
+        space=synthetic_space,
+        pool=pool,
+        floor=0.9,
+        fidelity=Fidelity(),
+        run_dir=tmp_path,
+        write=write,
+    )
     assert again == first and pool.requests == count  # reused, nothing measured
-    other = load_or_screen(space=synthetic_space, pool=pool, floor=0.93, fidelity=Fidelity(),
-                           run_dir=tmp_path, write=write)  # fmt: skip
+    other = load_or_screen(
+        space=synthetic_space,
+        pool=pool,
+        floor=0.93,
+        fidelity=Fidelity(),
+        run_dir=tmp_path,
+        write=write,
+    )
     assert pool.requests > count and other.dropped != first.dropped
 
 
@@ -118,9 +136,14 @@ def test_searched_methods_search_the_screened_space_and_baselines_the_full_one(
 ):
     run = tmp_path / "run"
     setup = SearchSetup(
-        n_trials=12, out_dir=run, study_name="s", workers=2, progress=False,
-        min_accuracy=0.90, methods=("joint", "quant-only", "uniform"),
-    )  # fmt: skip
+        n_trials=12,
+        out_dir=run,
+        study_name="s",
+        workers=2,
+        progress=False,
+        min_accuracy=0.90,
+        methods=("joint", "quant-only", "uniform"),
+    )
     result = execute(space=synthetic_space, evaluator=SyntheticSpec(), setup=setup)
     screen_section = result.summary["screen"]
     assert screen_section["dropped"] == {n: [2] for n in _bits_params(synthetic_space)}
@@ -133,10 +156,12 @@ def test_searched_methods_search_the_screened_space_and_baselines_the_full_one(
         assert len(trials) == 12
         assert all(v != 2 for t in trials for k, v in t.params.items() if k.endswith("bits"))
     labels = {
-        study: [t.user_attrs.get("label") for t in optuna.load_study(
-            study_name=study, storage=storage).trials]
+        study: [
+            t.user_attrs.get("label")
+            for t in optuna.load_study(study_name=study, storage=storage).trials
+        ]
         for study in ("s", "s-quant")
-    }  # fmt: skip
+    }
     # the screen's greedy points are among the warm starts (bits alone: one 4-bit layer
     # loses 0.032, more than the two smaller budgets, 0.0125 and 0.025)
     assert {"screen greedy 0.25", "screen greedy 0.5", "screen greedy 0.75"} <= set(labels["s"])
@@ -210,6 +235,12 @@ def test_a_directory_where_the_screen_goes_is_one_clear_error_before_measuring(
     (tmp_path / "screen.json").mkdir()
     pool = _LocalPool(SyntheticSpec())
     with pytest.raises(LowbitError, match="screen.json: not a file"):
-        load_or_screen(space=synthetic_space, pool=pool, floor=0.9, fidelity=Fidelity(),
-                       run_dir=tmp_path, write=None)  # fmt: skip
+        load_or_screen(
+            space=synthetic_space,
+            pool=pool,
+            floor=0.9,
+            fidelity=Fidelity(),
+            run_dir=tmp_path,
+            write=None,
+        )
     assert pool.requests == 0

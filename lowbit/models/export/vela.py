@@ -112,11 +112,22 @@ def run_vela(content: bytes, *, target: VelaTarget, name: str = "model") -> Vela
         src.write_bytes(content)
         out_dir = Path(tmp) / "out"
         cmd = [
-            sys.executable, "-m", "ethosu.vela", str(src), "--output-dir", str(out_dir),
-            "--accelerator-config", target.accelerator, "--config", target.config_file,
-            "--system-config", target.system_config, "--memory-mode", target.memory_mode,
+            sys.executable,
+            "-m",
+            "ethosu.vela",
+            str(src),
+            "--output-dir",
+            str(out_dir),
+            "--accelerator-config",
+            target.accelerator,
+            "--config",
+            target.config_file,
+            "--system-config",
+            target.system_config,
+            "--memory-mode",
+            target.memory_mode,
             "--verbose-performance",  # also writes the per-layer CSV
-        ]  # fmt: skip
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
@@ -133,10 +144,14 @@ def run_vela(content: bytes, *, target: VelaTarget, name: str = "model") -> Vela
         for kind in ("CPU", "NPU")
     }
     return VelaResult(
-        target, version("ethos-u-vela"), files, {k: _number(v) for k, v in summary.items()},
+        target,
+        version("ethos-u-vela"),
+        files,
+        {k: _number(v) for k, v in summary.items()},
         [{k.strip(): _number(v) for k, v in row.items()} for row in rows],
-        counts["CPU"], counts["NPU"],
-    )  # fmt: skip
+        counts["CPU"],
+        counts["NPU"],
+    )
 
 
 def layer_of(vela_name: str) -> str:
@@ -233,7 +248,7 @@ def vela_estimate(result: VelaResult, *, files: dict[str, str], sim: Any | None)
                 "layer": key,
             }
             for key, r in zip(keys, result.layers, strict=True)
-        ],  # fmt: skip
+        ],
         "cycles_by_layer": per_layer,
         "cpu_layers": sorted(cpu_layers),
     }
@@ -310,7 +325,10 @@ def ratio_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for op in sorted({x["op"] for x in layers}):
         kind = [x["lowbit"] / x["vela"] for x in layers if x["op"] == op]
         out["by_op"][op] = {
-            "layers": len(kind), "median_ratio": _median(kind), "min_ratio": min(kind),
-            "max_ratio": max(kind), "within_20pct": within_band(kind),
-        }  # fmt: skip
+            "layers": len(kind),
+            "median_ratio": _median(kind),
+            "min_ratio": min(kind),
+            "max_ratio": max(kind),
+            "within_20pct": within_band(kind),
+        }
     return out

@@ -50,9 +50,13 @@ def test_quant_nodes_carry_each_layers_bits(exported):
     for node, inits in _quants(model):
         bits[node.name] = int(inits[node.input[3]])
     expected = {
-        "conv1": (8, 8), "conv2": (2, 4), "conv3": (4, 8), "fc1.first": (3, 6),
-        "fc1.second": (3, 6), "fc2": (8, 8),
-    }  # fmt: skip
+        "conv1": (8, 8),
+        "conv2": (2, 4),
+        "conv3": (4, 8),
+        "fc1.first": (3, 6),
+        "fc1.second": (3, 6),
+        "fc2": (8, 8),
+    }
     for layer, (w, a) in expected.items():
         assert bits[f"/{layer}.weight/Quant"] == w
         assert bits[f"/{layer}.input0/Quant"] == a
@@ -68,8 +72,15 @@ def test_weights_lie_on_their_quant_grid(exported):
             continue  # an activation
         w = inits[node.input[0]]
         attrs = {a.name: a for a in node.attribute}
-        q = quant(w, inits[node.input[1]], inits[node.input[2]], inits[node.input[3]],
-                  attrs["signed"].i, attrs["narrow"].i, "ROUND")  # fmt: skip
+        q = quant(
+            w,
+            inits[node.input[1]],
+            inits[node.input[2]],
+            inits[node.input[3]],
+            attrs["signed"].i,
+            attrs["narrow"].i,
+            "ROUND",
+        )
         assert np.allclose(q, w, rtol=0, atol=1e-6 * np.abs(w).max())
         checked += 1
     assert checked == 6

@@ -106,8 +106,14 @@ def test_litert_agrees_with_onnx_runtime(exported):
     check = check_tflite(compressed=small, model=model, int8=int8, qdq=qdq)
     assert abs(check["accuracy_diff_pt"]) <= 0.5
     assert check["argmax_agreement"] >= 0.98
-    assert set(check["code_agreement"]) == {"conv1", "conv2", "conv3", "fc1.first",
-                                            "fc1.second", "fc2"}  # fmt: skip
+    assert set(check["code_agreement"]) == {
+        "conv1",
+        "conv2",
+        "conv3",
+        "fc1.first",
+        "fc1.second",
+        "fc2",
+    }
     assert check["code_agreement"]["conv1"] == 1.0  # the same input quantization
 
 
@@ -144,8 +150,10 @@ def _relu_graph(zero_point: int):
     grids (fashion-resnet-demo's joint-00011 in the demo run)."""
     from onnx import numpy_helper as nh
 
-    inits = [nh.from_array(np.array(0.05, np.float32), "s"),
-             nh.from_array(np.array(zero_point, np.uint8), "z")]  # fmt: skip
+    inits = [
+        nh.from_array(np.array(0.05, np.float32), "s"),
+        nh.from_array(np.array(zero_point, np.uint8), "z"),
+    ]
     nodes = [
         helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q0"]),
         helper.make_node("DequantizeLinear", ["q0", "s", "z"], ["d0"]),
@@ -154,9 +162,12 @@ def _relu_graph(zero_point: int):
         helper.make_node("DequantizeLinear", ["q1", "s", "z"], ["logits"]),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 6])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 6])], inits,
-    )  # fmt: skip
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 6])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -174,9 +185,14 @@ def test_a_relu_on_a_stored_int8_tensor(zero_point):
     codes = [op.code for op in graph.ops]
     assert codes == ([] if zero_point == 0 else ["MAXIMUM"])
     model = TFLiteModel(
-        serialize(graph), "int8", _tensor_info(graph.tensors[graph.inputs[0]]),
-        _tensor_info(graph.tensors[graph.outputs[0]]), (0.05, zero_point - 128), {}, {},
-    )  # fmt: skip
+        serialize(graph),
+        "int8",
+        _tensor_info(graph.tensors[graph.inputs[0]]),
+        _tensor_info(graph.tensors[graph.outputs[0]]),
+        (0.05, zero_point - 128),
+        {},
+        {},
+    )
     x = np.linspace(-3, 3, 60, dtype=np.float32).reshape(10, 6)
     expected = np.concatenate([ort_session(qdq).run(None, {"input": row[None]})[0] for row in x])
     got, _ = run_tflite(model, x)
@@ -215,12 +231,17 @@ def _two_grid_conv():
         helper.make_node("QuantizeLinear", ["r", "s_a", "z"], ["qa"]),
         helper.make_node("DequantizeLinear", ["qa", "s_a", "z"], ["fine"]),
     ]
-    out = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2, 4, 4])
-           for n in ("coarse", "fine")]  # fmt: skip
+    out = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2, 4, 4])
+        for n in ("coarse", "fine")
+    ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 4, 4])],
-        out, inits,
-    )  # fmt: skip
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 4, 4])],
+        out,
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -236,9 +257,10 @@ def test_a_layer_read_on_two_grids_is_computed_once_per_grid():
     graph = convert(qdq, input_shape=(1, 4, 4), logits_grid=(0.1, 0))
     assert [op.code for op in graph.ops].count("CONV_2D") == 2
     interp = Interpreter(
-        model_content=serialize(graph), num_threads=1,
+        model_content=serialize(graph),
+        num_threads=1,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )  # fmt: skip
+    )
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     x = np.random.default_rng(1).random((50, 1, 4, 4), dtype=np.float32)
@@ -265,9 +287,11 @@ def test_attention_graphs_are_left_to_the_vit_converter_in_one_line():
     from its structure (tests/models/export/test_tflite_vit.py)."""
     nodes = [helper.make_node("Softmax", ["input"], ["logits"], name="/attn/Softmax")]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
-    )  # fmt: skip
+    )
     with pytest.raises(ExportError, match=r"computes softmax in float .*build_tflite") as info:
         convert(helper.make_model(graph), input_shape=(4,), logits_grid=(0.1, 0))
     assert "\n" not in str(info.value)

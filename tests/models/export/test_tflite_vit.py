@@ -40,8 +40,21 @@ MIXED = {
 }
 W8A8 = CompressionPlan.uniform(w_bits=8, a_bits=8, pin_first_last=False).to_dict()
 #: operators of the decomposed LayerNorm, attention and MLP (module docstring of _tflite_vit)
-ATTENTION_OPS = {"MEAN", "SUB", "MUL", "ADD", "RSQRT", "SOFTMAX", "GELU", "BATCH_MATMUL",
-                 "TRANSPOSE", "FULLY_CONNECTED", "CONV_2D", "PAD", "STRIDED_SLICE"}  # fmt: skip
+ATTENTION_OPS = {
+    "MEAN",
+    "SUB",
+    "MUL",
+    "ADD",
+    "RSQRT",
+    "SOFTMAX",
+    "GELU",
+    "BATCH_MATMUL",
+    "TRANSPOSE",
+    "FULLY_CONNECTED",
+    "CONV_2D",
+    "PAD",
+    "STRIDED_SLICE",
+}
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +140,10 @@ def _tensors_of_a_run(small, model, n: int = 64):
     xs = as_model_input(small, x[:n]).numpy().transpose(0, 2, 3, 1)
     s, z = model.input["scale"], model.input["zero_point"]
     interp = Interpreter(
-        model_content=model.content, experimental_preserve_all_tensors=True,
+        model_content=model.content,
+        experimental_preserve_all_tensors=True,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )  # fmt: skip
+    )
     inp = interp.get_input_details()[0]
     interp.resize_tensor_input(inp["index"], list(xs.shape))
     interp.allocate_tensors()
@@ -153,8 +167,9 @@ def _grid(small, layer: str, operand: int = 0):
 
 def _on_grid(values: np.ndarray, grid) -> np.ndarray:
     """int8 codes of ``values`` on lowbit grid ``grid`` (uint8 codes − 128)."""
-    codes = np.clip(np.round(values / np.float32(grid.scale)) + grid.zero_point, grid.qmin,
-                    grid.qmax)  # fmt: skip
+    codes = np.clip(
+        np.round(values / np.float32(grid.scale)) + grid.zero_point, grid.qmin, grid.qmax
+    )
     return codes.astype(np.int64) - 128
 
 
@@ -166,9 +181,12 @@ def test_the_int16_layernorm_computes_layernorm(exported):
     value, _ = _tensors_of_a_run(small, model)
     ln = small.blocks[1].ln2
     want = torch.nn.functional.layer_norm(
-        torch.from_numpy(value("blocks.1.add1")), ln.normalized_shape,
-        ln.weight.detach().double(), ln.bias.detach().double(), ln.eps,
-    ).numpy()  # fmt: skip
+        torch.from_numpy(value("blocks.1.add1")),
+        ln.normalized_shape,
+        ln.weight.detach().double(),
+        ln.bias.detach().double(),
+        ln.eps,
+    ).numpy()
     grid = _grid(small, "blocks.1.mlp.fc1")
     assert np.abs(value("blocks.1.ln2") - want).max() <= 0.1 * grid.scale
 
@@ -204,8 +222,16 @@ def test_float_io_computes_the_same_logits(vit):
 def test_the_calibrated_ranges_cover_every_float_tensor(vit):
     x_val, _ = models.load_split("digits", "val")
     ranges = float_ranges(vit, calib=as_model_input(vit, x_val[:64]))
-    for key in ("patch_embed", "embed", "blocks.0.attn.qk", "blocks.1.add2", "blocks.1.mlp.act",
-                "norm.rstd", "norm.std", "blocks.0.ln1.var"):  # fmt: skip
+    for key in (
+        "patch_embed",
+        "embed",
+        "blocks.0.attn.qk",
+        "blocks.1.add2",
+        "blocks.1.mlp.act",
+        "norm.rstd",
+        "norm.std",
+        "blocks.0.ln1.var",
+    ):
         assert ranges[key] > 0, key
     # the classifier's norm reads the class token only: its range is the class token's
     with torch.no_grad():
@@ -224,8 +250,11 @@ def _stream(vit, x):
 
 
 def test_a_float_linear_layer_is_refused_in_one_line(vit):
-    plan = {"version": 1, "pin_first_last": False,
-            "layers": {"_default": {"w_bits": 8, "a_bits": 8}, "blocks.0.mlp.fc1": {}}}  # fmt: skip
+    plan = {
+        "version": 1,
+        "pin_first_last": False,
+        "layers": {"_default": {"w_bits": 8, "a_bits": 8}, "blocks.0.mlp.fc1": {}},
+    }
     with pytest.raises(ExportError) as info:
         _export(vit, plan)
     assert "\n" not in str(info.value) and "blocks.0.mlp.fc1" in str(info.value)

@@ -45,9 +45,20 @@ VELA_NAMES = {
     "head.input": "blocks.0.mlp.fc2",
     "logits": "head",
 }
-LAYERS = ["patch_embed", "embed", "blocks.0.ln1", "blocks.0.attn.q", "blocks.0.attn.k",
-          "blocks.0.attn.v", "blocks.0.attn.qk", "blocks.0.attn.softmax", "blocks.0.attn.av",
-          "blocks.0.mlp.act", "blocks.0.mlp.fc2", "head"]  # fmt: skip
+LAYERS = [
+    "patch_embed",
+    "embed",
+    "blocks.0.ln1",
+    "blocks.0.attn.q",
+    "blocks.0.attn.k",
+    "blocks.0.attn.v",
+    "blocks.0.attn.qk",
+    "blocks.0.attn.softmax",
+    "blocks.0.attn.av",
+    "blocks.0.mlp.act",
+    "blocks.0.mlp.fc2",
+    "head",
+]
 
 
 def test_vela_operators_of_the_attention_export_count_to_their_layer():

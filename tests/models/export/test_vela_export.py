@@ -19,21 +19,45 @@ from lowbit.search.config import DeploymentConfig
 PLAN = {
     "version": 1,
     "pin_first_last": True,
-    "layers": {"_default": {"w_bits": 4, "a_bits": 8}, "fc1": {"w_bits": 4, "a_bits": 8,
-                                                               "rank": 16}},
-}  # fmt: skip
+    "layers": {
+        "_default": {"w_bits": 4, "a_bits": 8},
+        "fc1": {"w_bits": 4, "a_bits": 8, "rank": 16},
+    },
+}
 
 
 def _config(run_dir: Path, hardware: str) -> Path:
     """A deployment config for digits-cnn as a search on ``hardware`` writes it."""
     cfg = DeploymentConfig(
-        id="joint-00001", model="digits-cnn", dataset="digits", seed=0, hardware=hardware,
-        hardware_hash=load_profile(hardware).content_hash(), method="joint", study="test",
-        trial_number=1, plan=PLAN, accuracy_val=0.0, accuracy_test=0.0, fp32_val=0.0,
-        fp32_test=0.0, engine="analytic", latency_ms=0.01, energy_mj=0.0, total_cycles=1,
-        size_kib=0.0, layers=(), lowbit_version="0.2.0", val_samples=359, test_samples=360,
-        qat_steps=0, qat_seed=0, calib_samples=359, calib_seed=0, threads=1,
-    )  # fmt: skip
+        id="joint-00001",
+        model="digits-cnn",
+        dataset="digits",
+        seed=0,
+        hardware=hardware,
+        hardware_hash=load_profile(hardware).content_hash(),
+        method="joint",
+        study="test",
+        trial_number=1,
+        plan=PLAN,
+        accuracy_val=0.0,
+        accuracy_test=0.0,
+        fp32_val=0.0,
+        fp32_test=0.0,
+        engine="analytic",
+        latency_ms=0.01,
+        energy_mj=0.0,
+        total_cycles=1,
+        size_kib=0.0,
+        layers=(),
+        lowbit_version="0.2.0",
+        val_samples=359,
+        test_samples=360,
+        qat_steps=0,
+        qat_seed=0,
+        calib_samples=359,
+        calib_seed=0,
+        threads=1,
+    )
     return cfg.write(run_dir / "configs" / "joint-00001.json")
 
 
@@ -87,13 +111,22 @@ def test_export_tflite_for_ethos_u(tmp_path, trained, capsys):
     ]
 
 
-def test_no_vela_for_other_targets_and_missing_extra_is_one_line(tmp_path, trained, monkeypatch,
-                                                                 capsys):  # fmt: skip
+def test_no_vela_for_other_targets_and_missing_extra_is_one_line(
+    tmp_path, trained, monkeypatch, capsys
+):
     trained("digits-cnn")
     config = _config(tmp_path / "run", "npu-bitfusion")
     out = tmp_path / "export"
-    argv = ["export", "--config", str(config), "--out", str(out), "--format", "tflite",
-            "--no-check"]  # fmt: skip
+    argv = [
+        "export",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--format",
+        "tflite",
+        "--no-check",
+    ]
     assert main(argv) == 0
     deploy = json.loads((out / "deploy.json").read_text())
     assert "vela" not in deploy and deploy["files"]["tflite"] == "model.int8.tflite"
