@@ -165,7 +165,11 @@ def pareto_png(run: RunData, *, fp32_latency_ms: float | None) -> bytes:
         fontsize=8,
         loc="lower right",
         framealpha=0.92,
-        title=f"{hidden} trials below {floor:.0f}% not shown" if hidden else None,
+        title=(
+            f"{hidden} trial{'' if hidden == 1 else 's'} below {floor:.0f}% not shown"
+            if hidden
+            else None
+        ),
         title_fontsize=8,
     )
     legend.set_zorder(6)
