@@ -97,6 +97,17 @@ def _is_fraction(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 < value <= 1.0
 
 
+#: the knobs of a dense, unpruned, full-rank layer (what pinning and a matmul reset)
+_DENSE: dict[str, Any] = {
+    "keep": 1.0,
+    "in_keep": 1.0,
+    "nm": None,
+    "density": 1.0,
+    "rank": None,
+    "rank_fraction": None,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Compression:
     """How one layer is compressed (the knobs are the module docstring's table).
@@ -213,27 +224,13 @@ class Compression:
             self,
             w_bits=None if self.w_bits is None else 8,
             a_bits=None if self.a_bits is None else 8,
-            keep=1.0,
-            in_keep=1.0,
-            nm=None,
-            density=1.0,
-            rank=None,
-            rank_fraction=None,
+            **_DENSE,
         )
 
     def for_matmul(self: _C) -> _C:
         """This spec on an activation × activation product: both operands at ``a_bits``, no
         weights to prune, sparsify or factorise."""
-        return replace(
-            self,
-            w_bits=self.a_bits,
-            keep=1.0,
-            in_keep=1.0,
-            nm=None,
-            density=1.0,
-            rank=None,
-            rank_fraction=None,
-        )
+        return replace(self, w_bits=self.a_bits, **_DENSE)
 
     def knobs(self, **changes: Any) -> Compression:
         """The plain :class:`Compression` of this spec (a subclass's extra settings dropped),

@@ -27,7 +27,7 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
-from lowbit.models.graph import COMPUTE_LAYERS, is_depthwise
+from lowbit.models.graph import COMPUTE_LAYERS, POOL_LAYERS, is_depthwise
 
 __all__ = ["Stream", "StreamWalker"]
 
@@ -49,16 +49,6 @@ _ELEMENTWISE_MODULES = (
     nn.Dropout1d,
     nn.Dropout2d,
     nn.Identity,
-)
-_POOL_MODULES = (
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
 )
 _ELEMENTWISE_FUNCTIONS = {
     F.relu,
@@ -196,7 +186,7 @@ class StreamWalker:
                 return "grouped" if getattr(module, "groups", 1) != 1 else "layer"
             if isinstance(module, _NORMS):
                 return "norm"
-            if isinstance(module, _POOL_MODULES):
+            if isinstance(module, POOL_LAYERS):
                 return "pool"
             if isinstance(module, nn.Flatten):
                 return "reshape"

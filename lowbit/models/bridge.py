@@ -57,6 +57,7 @@ from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 from lowbit.models.compression.prune import kept_channels
 from lowbit.models.graph import (
     COMPUTE_LAYERS,
+    POOL_LAYERS,
     MatMulSite,
     PruneGroup,
     is_depthwise,
@@ -66,16 +67,6 @@ from lowbit.models.zoo import ZOO, Add, TokenEmbedding, build
 
 __all__ = ["compressions", "register_zoo_workloads", "to_workload"]
 
-_POOLS = (
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-)
 #: memory-only module type -> number of input tensors it reads
 _ELEMENTWISE: dict[type, int] = {
     nn.LayerNorm: 1,
@@ -122,7 +113,7 @@ def _trace(model: nn.Module, batch: int) -> list[_Call]:
         )
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
-    watched = (*COMPUTE_LAYERS, MatMulSite, *_POOLS, *_ELEMENTWISE)
+    watched = (*COMPUTE_LAYERS, MatMulSite, *POOL_LAYERS, *_ELEMENTWISE)
     calls: list[_Call] = []
     seen: dict[str, int] = {}
 
@@ -266,7 +257,7 @@ def _layer(call: _Call, compression: Compression | None, scale: tuple[int, int])
         )
     kept, total = scale
     out_elements = math.prod(call.output) * kept // total
-    if isinstance(module, _POOLS):
+    if isinstance(module, POOL_LAYERS):
         in_elements = math.prod(call.inputs[0]) * kept // total
         # (N, C, spatial...): the channels that survive pruning, when the scale is theirs
         c = call.inputs[0][1] if len(call.inputs[0]) >= 3 else 0

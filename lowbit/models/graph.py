@@ -16,6 +16,7 @@ from torch import nn
 
 __all__ = [
     "COMPUTE_LAYERS",
+    "POOL_LAYERS",
     "PruneGroup",
     "MatMulSite",
     "is_depthwise",
@@ -26,6 +27,17 @@ __all__ = [
 
 #: layer types the transforms quantize, prune and factorise, and the simulator bridge maps
 COMPUTE_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
+#: pooling module types: no weights, one input; the tracer and the bridge see through them
+POOL_LAYERS = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+)
 
 
 @dataclass(frozen=True, slots=True)

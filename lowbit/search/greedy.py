@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .evaluator import TrialRequest
+from .screen import base_params
 from .space import SearchSpace
 
 __all__ = [
@@ -104,7 +105,7 @@ def warm_configs(
     (``bits_only``: from the bit-width choices alone, as points of ``space``), under the
     additive loss model (module docstring); no measurement."""
     items = _items(result, space, bits_only)
-    base = space.uniform_params(max(space.w_bits), max(space.a_bits))
+    base = base_params(space)
     room = result.base_accuracy - result.floor
     out: list[tuple[str, dict[str, Any]]] = []
     for fraction in WARM_BUDGETS:
@@ -179,7 +180,7 @@ def calibrated_warm_configs(
     else its most accurate measured point above the floor. A point whose measurement failed
     stays, for the search to record."""
     items = _items(result, space, bits_only)
-    base = space.uniform_params(max(space.w_bits), max(space.a_bits))
+    base = base_params(space)
     # the floor holds at the full rung; the screen measures at the cheap one, whose subset
     # can be easier or harder: the base's accuracy at both rungs gives the room in losses
     full = result.base_accuracy if base_full_accuracy is None else base_full_accuracy

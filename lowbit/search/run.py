@@ -44,7 +44,7 @@ from .fidelity import Fidelity
 from .greedy import calibrated_warm_configs, pool_measure
 from .progress import Progress
 from .runner import OBJECTIVES, RayPool, optimize, shutdown_ray, start_ray
-from .screen import load_or_screen, screen_summary
+from .screen import base_params, load_or_screen, screen_summary
 from .setup import SearchResult, SearchSetup, UserModel
 from .space import SearchSpace
 from .storage import driver_lock, open_storage, recover_interrupted
@@ -128,9 +128,7 @@ def _run_method(
             before = len(greedy_cache)
             # the screen's base is W8A8 where the target's widest bits are 8: its full-rung
             # accuracy is the reference's, and the floor holds at the full rung
-            w8a8_base = space.uniform_params(max(space.w_bits), max(space.a_bits)) == (
-                space.uniform_params(8, 8)
-            )
+            w8a8_base = base_params(space) == space.uniform_params(8, 8)
             full = reference.w8a8_val if w8a8_base else None
             greedy = calibrated_warm_configs(
                 screen, mspace, measure=measure, base_full_accuracy=full

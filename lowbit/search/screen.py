@@ -49,6 +49,7 @@ __all__ = [
     "SCREEN_MODES",
     "Screen",
     "ScreenEntry",
+    "base_params",
     "load_or_screen",
     "screen",
     "screen_summary",
@@ -180,7 +181,9 @@ def _severity(setting: str, value: Any) -> float:
     return -float(value)
 
 
-def _base_params(space: SearchSpace) -> dict[str, Any]:
+def base_params(space: SearchSpace) -> dict[str, Any]:
+    """The screen's base: uniform at the widest bits the space offers (W8A8 on most
+    targets), dense, full rank."""
     return space.uniform_params(max(space.w_bits), max(space.a_bits))
 
 
@@ -217,7 +220,7 @@ def screen(
     docstring); ``floor`` None: the base's accuracy minus :data:`DEFAULT_DROP`."""
     start = time.perf_counter()
     rung = fidelity.first_rung
-    base = _base_params(space)
+    base = base_params(space)
     (base_out,) = pool.map([TrialRequest(-1, space.settings(base), rung=rung)])
     if base_out.failed:
         raise RuntimeError(f"screen: the base configuration failed: {base_out.error}")

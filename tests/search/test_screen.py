@@ -100,34 +100,24 @@ def test_stored_screen_round_trips_and_is_reused_only_for_the_same_floor(synthet
         path.write_text(text, encoding="utf-8")
 
     pool = _LocalPool(SyntheticSpec())
-    first = load_or_screen(
-        space=synthetic_space,
-        pool=pool,
-        floor=0.9,
-        fidelity=Fidelity(),
-        run_dir=tmp_path,
-        write=write,
-    )
+
+    def stored_or_new(floor):
+        return load_or_screen(
+            space=synthetic_space,
+            pool=pool,
+            floor=floor,
+            fidelity=Fidelity(),
+            run_dir=tmp_path,
+            write=write,
+        )
+
+    first = stored_or_new(0.9)
     stored = json.loads((tmp_path / "screen.json").read_text(encoding="utf-8"))
     assert Screen.from_dict(stored) == first
     count = pool.requests
-    again = load_or_screen(
-        space=synthetic_space,
-        pool=pool,
-        floor=0.9,
-        fidelity=Fidelity(),
-        run_dir=tmp_path,
-        write=write,
-    )
+    again = stored_or_new(0.9)
     assert again == first and pool.requests == count  # reused, nothing measured
-    other = load_or_screen(
-        space=synthetic_space,
-        pool=pool,
-        floor=0.93,
-        fidelity=Fidelity(),
-        run_dir=tmp_path,
-        write=write,
-    )
+    other = stored_or_new(0.93)
     assert pool.requests > count and other.dropped != first.dropped
 
 
