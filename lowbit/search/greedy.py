@@ -24,6 +24,7 @@ search reuses the joint search's bits-only ones.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -125,7 +126,8 @@ def pool_measure(
     *, pool: Any, space: SearchSpace, rung: int, cache: dict[str, Any] | None = None
 ) -> Measure:
     """A :data:`Measure` on ``pool``'s workers at ``rung``; ``cache`` (settings → result)
-    is shared by the searches of one run, so a point is measured once."""
+    is shared by the searches of one run, so a point is measured once. A failed or
+    non-finite outcome is None (not measurable)."""
     cache = {} if cache is None else cache
 
     def measure(configs: list[dict[str, Any]]) -> list[tuple[float, float] | None]:
@@ -135,7 +137,8 @@ def pool_measure(
         if todo:
             requests = [TrialRequest(-1, s, rung=rung) for s in todo.values()]
             for key, out in zip(todo, pool.map(requests), strict=True):
-                cache[key] = None if out.failed else (float(out.accuracy), float(out.latency_ms))
+                usable = not out.failed and math.isfinite(out.accuracy * out.latency_ms)
+                cache[key] = (float(out.accuracy), float(out.latency_ms)) if usable else None
         return [cache[k] for k in keys]
 
     return measure

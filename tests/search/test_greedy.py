@@ -33,12 +33,18 @@ class _Pool:
     """The pool interface (``map``), in-process; ``compound``: the loss's quadratic term."""
 
     def __init__(
-        self, *, compound: float = 0.0, shrink_mixes: bool = False, fail: bool = False
+        self,
+        *,
+        compound: float = 0.0,
+        shrink_mixes: bool = False,
+        fail: bool = False,
+        nan: bool = False,
     ) -> None:
         self.evaluator = SyntheticSpec().build()
         self.compound = compound
         self.shrink_mixes = shrink_mixes
         self.fail = fail
+        self.nan = nan
         self.requests = 0
 
     def map(self, requests):
@@ -49,6 +55,8 @@ class _Pool:
             got = dataclasses.replace(got, accuracy=self.accuracy(request.settings))
             if self.fail:
                 got = dataclasses.replace(got, error="synthetic failure")
+            if self.nan:
+                got = dataclasses.replace(got, accuracy=float("nan"))
             out.append(got)
         return out
 
@@ -167,9 +175,10 @@ def test_additive_losses_keep_the_plain_points_or_better(synthetic_space):
     assert calibrated and fastest(calibrated) <= fastest(plain) + 1e-12
 
 
-def test_failed_measurements_keep_the_plain_points(synthetic_space):
+@pytest.mark.parametrize("broken", [{"fail": True}, {"nan": True}])
+def test_failed_measurements_keep_the_plain_points(synthetic_space, broken):
     result, narrowed = _screened(synthetic_space, _Pool())
-    measure = pool_measure(pool=_Pool(fail=True), space=narrowed, rung=result.rung)
+    measure = pool_measure(pool=_Pool(**broken), space=narrowed, rung=result.rung)
     calibrated = calibrated_warm_configs(result, narrowed, measure=measure)
     plain = warm_configs(result, narrowed)
     # the plain points as they are, and the near-floor budget's first solve, unmeasured
