@@ -24,6 +24,7 @@ in ``base_content_hash``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
@@ -39,6 +40,7 @@ from lowbit.hwsim.errors import LowbitError
 
 from . import results
 from .baselines import method as get_method
+from .baselines import uniform_configs
 from .evaluator import Reference
 from .fidelity import Fidelity
 from .greedy import calibrated_warm_configs, pool_measure
@@ -142,19 +144,31 @@ def _run_method(
                 f"[screen] {name}: {len(greedy)} greedy warm starts, calibrated with "
                 f"{len(greedy_cache) - before} measurements",
             )
+            if greedy:  # measured points supersede the uniformly pruned / low-ranked
+                uniform = uniform_configs(mspace, pool, setup.seed)  # guesses (never on
+                warm = [c for c in warm if c in uniform]  # a front with a screen)
             warm += [c for c in greedy if c[1] not in [p for _, p in warm]]
-        warm = [(label, p) for label, p in warm if _fits(mspace, p)]
+        warm = [  # points of the space, each once (W4A4 is W4A8 where activations are 8-bit)
+            (label, p)
+            for i, (label, p) in enumerate(warm)
+            if _fits(mspace, p) and p not in [q for _, q in warm[:i]]
+        ]
         for label, params in warm[: setup.n_trials]:
             study.enqueue_trial({**params, **hardware}, user_attrs={"label": label + on})
-    if method.fixed is not None:
-        known = [
-            t.params
+    fixed = method.fixed
+    if fixed is None and mspace.size <= setup.n_trials:
+        fixed = _every_point  # a space this small is evaluated whole, each point once
+    if fixed is not None:
+        names = set(mspace.distributions())
+        known = [  # a waiting (enqueued) trial's params are still its fixed params
+            t.params or t.system_attrs.get("fixed_params", {})
             for t in study.get_trials(
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING)
             )
         ]
-        for label, params in method.fixed(mspace, pool, setup.seed):
-            if params not in known:
+        known = [{k: v for k, v in p.items() if k in names} for p in known]
+        for label, params in fixed(mspace, pool, setup.seed):
+            if {k: v for k, v in params.items() if k in names} not in known:
                 study.enqueue_trial(params, user_attrs={"label": label})
         waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         n_trials, max_asks = done + waiting, waiting
@@ -182,6 +196,18 @@ def _run_method(
     finally:
         progress.close()
     return study, stats
+
+
+def _every_point(space: SearchSpace, pool: Any, seed: int) -> list[tuple[str, dict[str, Any]]]:
+    """Every configuration of ``space`` (for a space no larger than the trial budget: a
+    sampler would only repeat points; quantization-only on a target that runs every
+    sub-8-bit layer at 8 bits has one)."""
+    names = list(space.distributions())
+    choices = [space.distributions()[n].choices for n in names]
+    return [
+        ("enumerated", dict(zip(names, point, strict=True)))
+        for point in itertools.product(*choices)
+    ]
 
 
 def _say(setup: SearchSetup, line: str) -> None:

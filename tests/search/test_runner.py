@@ -4,6 +4,7 @@ timeouts, constraints, storage URLs and the run directory's contents."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -154,3 +155,23 @@ def test_warm_starts_are_nsga2s_first_generation(ray_session, synthetic_space, t
     assert None not in generations and max(generations) >= 1
     # the warm starts fill generation 0 (one more when 2 workers ask before it completes)
     assert generations.count(0) in (8, 9)
+
+
+def test_a_space_smaller_than_the_budget_is_evaluated_whole_once(
+    ray_session, synthetic_space, tmp_path
+):
+    """Quantization-only where one layer offers 4 or 8 bits and every other only 8 (a CPU
+    that runs sub-8-bit layers at 8 bits has a single point): each point once, not the
+    budget's worth of repeats; the joint search still gets its budget; a rerun adds none."""
+    first = synthetic_space.layers[0]
+    layers = [dataclasses.replace(first, w_bits=(4, 8), a_bits=(8,))] + [
+        dataclasses.replace(layer, w_bits=(8,), a_bits=(8,)) for layer in synthetic_space.layers[1:]
+    ]
+    space = dataclasses.replace(synthetic_space, layers=tuple(layers), w_bits=(4, 8), a_bits=(8,))
+    assert space.quant_only().size == 2
+    for _ in range(2):
+        _run(space, tmp_path, n_trials=6, methods=("joint", "quant-only"))
+        quant = [t for t in _trials(tmp_path, "t-quant") if t.state == TrialState.COMPLETE]
+        assert sorted(t.params[f"{first.name}.w_bits"] for t in quant) == [4, 8]
+        joint = [t for t in _trials(tmp_path) if t.state == TrialState.COMPLETE]
+        assert len(joint) == 6

@@ -158,6 +158,11 @@ def test_searched_methods_search_the_screened_space_and_baselines_the_full_one(
     assert "screen greedy 0.75" in labels["s-quant"]
     # the joint search also starts from the quantization-only search's greedy point
     assert "screen greedy bits 0.75" in labels["s"]
+    # the measured points replace the uniformly pruned / low-ranked guesses; the uniform
+    # bits stay
+    assert "W8A8" in labels["s"]
+    guesses = [label for label in labels["s"] if label and (" keep " in label or " rank " in label)]
+    assert not guesses
     uniform = optuna.load_study(study_name="s-uniform", storage=storage).trials
     assert any(t.user_attrs.get("label") == "W2A8" for t in uniform)  # the full space
     # a resumed run reuses screen.json: the screen is not measured again
