@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from .codesign import HARDWARE_KEY
+from .config import DeploymentConfig
 from .evaluator import Evaluator, Reference, TrialOutcome, TrialRequest
 from .fidelity import CHEAP, Fidelity, Measurement
 
 __all__ = [
+    "example_config",
     "SyntheticSpec",
     "SyntheticEvaluator",
     "synthetic_cheap_accuracy",
@@ -159,3 +161,40 @@ class SyntheticEvaluator(Evaluator):
                 cheap_val_samples=self.spec.fidelity.cheap_val,
             ),
         )
+
+
+def example_config(**changes: Any) -> DeploymentConfig:
+    """A valid :class:`lowbit.search.config.DeploymentConfig` for tests: digits-cnn on
+    npu-bitfusion, an empty plan (every layer W8A8), zero accuracies, with ``changes``
+    applied (any field)."""
+    fields: dict[str, Any] = {
+        "id": "joint-00001",
+        "model": "digits-cnn",
+        "dataset": "digits",
+        "seed": 0,
+        "hardware": "npu-bitfusion",
+        "hardware_hash": "0" * 64,
+        "method": "joint",
+        "study": "test",
+        "trial_number": 1,
+        "plan": {"version": 1, "layers": {}},
+        "accuracy_val": 0.0,
+        "accuracy_test": 0.0,
+        "fp32_val": 0.0,
+        "fp32_test": 0.0,
+        "engine": "analytic",
+        "latency_ms": 0.01,
+        "energy_mj": 0.0,
+        "total_cycles": 1,
+        "size_kib": 0.0,
+        "layers": (),
+        "lowbit_version": "0.2.0",
+        "val_samples": 359,
+        "test_samples": 360,
+        "qat_steps": 0,
+        "qat_seed": 0,
+        "calib_samples": 359,
+        "calib_seed": 0,
+        "threads": 1,
+    }
+    return DeploymentConfig(**{**fields, **changes})

@@ -32,34 +32,22 @@ def config_dict() -> dict:
 
 def minimal_config():
     """A small valid deployment config (digits-cnn, an empty plan)."""
-    from lowbit.search.config import DeploymentConfig
+    from lowbit.search.testing import example_config
 
-    return DeploymentConfig(
-        id="joint-00001",
-        model="digits-cnn",
-        dataset="digits",
-        seed=0,
-        hardware="npu-bitfusion",
-        hardware_hash="0" * 64,
-        method="joint",
+    return example_config(
         study="s",
-        trial_number=1,
-        plan={"version": 1, "layers": {}},
         accuracy_val=0.9,
         accuracy_test=0.9,
         fp32_val=0.9,
         fp32_test=0.9,
-        engine="analytic",
         latency_ms=1.0,
         energy_mj=1.0,
-        total_cycles=1,
         size_kib=1.0,
-        layers=(),
         lowbit_version="0.1.0",
-        qat_steps=0,
-        qat_seed=0,
+        val_samples=None,
+        test_samples=None,
         calib_samples=100,
-        calib_seed=0,
+        threads=None,
     )
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from lowbit.hwsim.errors import LowbitError
-from lowbit.search.config import ConfigError, DeploymentConfig
+from lowbit.search.config import ConfigError
 from lowbit.search.results import write_json
+from lowbit.search.testing import example_config
 from lowbit.search.validate import VALIDATION_COLUMNS, latency_metrics, targets_of_run, validate_run
 
 MODEL = "digits-cnn"
@@ -36,35 +37,14 @@ def write_config(run_dir: Path, cid: str, plan: dict, *, model: str = MODEL) -> 
     x_val, _ = models.load_split("digits", "val")
     x, y = models.load_split("digits", "test")
     small = models.compress(base, CompressionPlan.from_dict(plan), calib=x_val)
-    cfg = DeploymentConfig(
+    cfg = example_config(
         id=cid,
         model=model,
-        dataset="digits",
-        seed=0,
         hardware="cpu-x86-avx2",
-        hardware_hash="0" * 64,
-        method="joint",
-        study="test",
         trial_number=0,
         plan=plan,
-        accuracy_val=0.0,
         accuracy_test=accuracy(small, x, y),
-        fp32_val=0.0,
-        fp32_test=0.0,
-        engine="analytic",
         latency_ms=0.02 if cid.endswith("1") else 0.01,
-        energy_mj=0.0,
-        total_cycles=1,
-        size_kib=0.0,
-        layers=(),
-        lowbit_version="0.1.0",
-        val_samples=359,
-        test_samples=360,
-        qat_steps=0,
-        qat_seed=0,
-        calib_samples=359,
-        calib_seed=0,
-        threads=1,
     )
     return cfg.write(run_dir / "configs" / f"{cid}.json")
 

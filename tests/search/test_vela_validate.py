@@ -14,8 +14,8 @@ from test_validate import MODEL, PRUNED, W8A8  # noqa: E402  (the same plans)
 from lowbit.cli import main
 from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.profiles import load_profile
-from lowbit.search.config import DeploymentConfig
 from lowbit.search.results import write_json
+from lowbit.search.testing import example_config
 from lowbit.search.validate import latency_metrics
 from lowbit.search.vela_validate import VELA_COLUMNS, vela_validate_run
 
@@ -24,35 +24,14 @@ def make_run(run_dir: Path, configs: dict[str, dict], *, hardware: str) -> Path:
     """A run directory as a search on ``hardware`` writes it (no accuracies needed)."""
     digest = load_profile(hardware).content_hash()
     for i, (cid, plan) in enumerate(configs.items()):
-        DeploymentConfig(
+        example_config(
             id=cid,
             model=MODEL,
-            dataset="digits",
-            seed=0,
             hardware=hardware,
             hardware_hash=digest,
-            method="joint",
-            study="test",
             trial_number=i,
             plan=plan,
-            accuracy_val=0.0,
-            accuracy_test=0.0,
-            fp32_val=0.0,
-            fp32_test=0.0,
-            engine="analytic",
             latency_ms=0.05 - 0.01 * i,
-            energy_mj=0.0,
-            total_cycles=1,
-            size_kib=0.0,
-            layers=(),
-            lowbit_version="0.2.0",
-            val_samples=359,
-            test_samples=360,
-            qat_steps=0,
-            qat_seed=0,
-            calib_samples=359,
-            calib_seed=0,
-            threads=1,
         ).write(run_dir / "configs" / f"{cid}.json")
     write_json(
         run_dir / "summary.json",

@@ -14,7 +14,7 @@ from lowbit.cli import main
 from lowbit.hwsim.profiles import load_profile
 from lowbit.models.export.firmware import load_firmware_config, validate_firmware_config
 from lowbit.models.export.vela import layer_of, vela_target
-from lowbit.search.config import DeploymentConfig
+from lowbit.search.testing import example_config
 
 PLAN = {
     "version": 1,
@@ -28,35 +28,8 @@ PLAN = {
 
 def _config(run_dir: Path, hardware: str) -> Path:
     """A deployment config for digits-cnn as a search on ``hardware`` writes it."""
-    cfg = DeploymentConfig(
-        id="joint-00001",
-        model="digits-cnn",
-        dataset="digits",
-        seed=0,
-        hardware=hardware,
-        hardware_hash=load_profile(hardware).content_hash(),
-        method="joint",
-        study="test",
-        trial_number=1,
-        plan=PLAN,
-        accuracy_val=0.0,
-        accuracy_test=0.0,
-        fp32_val=0.0,
-        fp32_test=0.0,
-        engine="analytic",
-        latency_ms=0.01,
-        energy_mj=0.0,
-        total_cycles=1,
-        size_kib=0.0,
-        layers=(),
-        lowbit_version="0.2.0",
-        val_samples=359,
-        test_samples=360,
-        qat_steps=0,
-        qat_seed=0,
-        calib_samples=359,
-        calib_seed=0,
-        threads=1,
+    cfg = example_config(
+        hardware=hardware, hardware_hash=load_profile(hardware).content_hash(), plan=PLAN
     )
     return cfg.write(run_dir / "configs" / "joint-00001.json")
 
