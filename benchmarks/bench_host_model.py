@@ -76,7 +76,10 @@ CONSTANTS = (
             "gemm_cycles",
             "run_cycles",
             "conv_cycles_per_pixel",
+            "conv_cycles_per_image",
             "unaligned_conv_cycles_per_pixel",
+            "unaligned_conv_cycles_per_output",
+            "im2col_copy_cycles",
             "requant_cycles_per_output",
             "depthwise_cycles_per_mac",
             "depthwise_cycles_per_pixel",
@@ -85,6 +88,8 @@ CONSTANTS = (
     ("transpose cycles/element", _rate("transpose", integer=False)),
     ("quantize cycles/element", _rate("quantize", integer=False)),
     ("INT8 softmax cycles/el", _rate("softmax", integer=True)),
+    ("INT8 add cycles/el", _rate("add", integer=True)),
+    ("INT8 mul cycles/el", _rate("mul", integer=True)),
 )
 
 

@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         f"fixed costs: run_cycles {o['run_cycles']} per inference "
         f"({m['run_overhead_s'] * 1e6:.2f} us per Run call), layer_cycles {o['layer_cycles']} "
         f"per operator, gemm_cycles {o['gemm_cycles']} per INT8 GEMM, "
-        f"{o['unaligned_conv_cycles_per_pixel']:.3g} cycles/pixel for unaligned INT8 convs",
+        f"{o['unaligned_conv_cycles_per_pixel']:.3g} cycles/pixel and "
+        f"{o['unaligned_conv_cycles_per_output']:.3g} cycles/output for unaligned or grouped "
+        "INT8 convs",
         f"wrote {path} (+ {path.with_suffix('.json').name})",
     ]
     if args.format == "table":

@@ -29,6 +29,7 @@ __all__ = [
     "RunShape",
     "count_key",
     "cycles_key",
+    "im2col_copies",
     "is_depthwise",
 ]
 
@@ -36,6 +37,16 @@ __all__ = [
 def is_depthwise(layer: Layer) -> bool:
     """A depthwise convolution: one input channel per group (any channel multiplier)."""
     return isinstance(layer, Conv2d) and layer.groups > 1 and layer.groups == layer.in_c
+
+
+def im2col_copies(layer: Layer) -> int:
+    """Copies per output pixel (and group) of ONNX Runtime's NHWC im2col for an integer
+    conv on the generic path (``math::Im2col``): one per window row (k_h) when the group
+    covers every input channel (the row's k_w taps are contiguous), one per tap (k_h k_w)
+    in a grouped conv; none for a 1x1 conv (its rows are read in place)."""
+    if not isinstance(layer, Conv2d) or layer.k_h * layer.k_w == 1:
+        return 0
+    return layer.k_h * layer.k_w if layer.groups > 1 else layer.k_h
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +187,7 @@ class CostRule:
 
 #: ``[overheads]`` keys every target has, no rule's (the engines' own costs: per layer, per
 #: tile, per inference)
-GENERAL_OVERHEAD_KEYS = ("layer_cycles", "tile_cycles", "run_cycles")
+GENERAL_OVERHEAD_KEYS = ("layer_cycles", "tile_cycles", "run_cycles", "float_run_cycles")
 
 #: every cost rule, in the order the engines apply them (:func:`register_cost_rule`)
 COST_RULES: list[type[CostRule]] = []

@@ -40,6 +40,7 @@ from ._cost_rule_base import (
     RunShape,
     count_key,
     cycles_key,
+    im2col_copies,
     is_depthwise,
     overhead_keys,
     register_cost_rule,
@@ -65,6 +66,7 @@ __all__ = [
     "register_cost_rule",
     "DepthwiseKernel",
     "DirectConvKernel",
+    "im2col_copies",
     "ConvReductionBlocking",
     "WindowGather",
     "OutputStage",
@@ -138,17 +140,29 @@ class DirectConvKernel(CostRule):
     (building the pixel's im2col row, requantizing it). With ``pad_conv_channels`` the
     deployment pads ungrouped ones up to the kernel's channels with zero filters instead, as
     lowbit's INT8 export does (``models._onnx_pad``): such a conv computes on the padded
-    counts, and a stem's input is widened by one more operator (a Pad: one dispatch)."""
+    counts, and a stem's input is widened by one more operator (a Pad: one dispatch).
+    The generic path also costs ``unaligned_conv_cycles_per_output`` per output element
+    (ONNX Runtime's MlasGemm writes int32 accumulators to a buffer, once per group, and
+    MlasRequantizeOutput reads them back in a second pass; the direct kernel requantizes
+    in registers): ~0.28 cycles on AVX-512 VNNI, where a 1->64 stem costs 1.6x a 1->4 one
+    (measured). Its im2col gathers a pixel's window with ``im2col_copy_cycles`` per
+    copy (:func:`im2col_copies`): a window row at once when a group covers all the input
+    channels, one window tap at a time otherwise -- a 3x3 grouped conv makes 9 copies per
+    pixel and group where an ungrouped one makes 3."""
 
     keys = {
         "conv_channel_multiple": count_key(1, 1, 1024),
         "conv_min_out_channels": count_key(1, 1, 65536),
         "unaligned_conv_cycles_per_pixel": cycles_key(),
+        "unaligned_conv_cycles_per_output": cycles_key(),
+        "im2col_copy_cycles": cycles_key(),
         "pad_conv_channels": Key("bool", required=False, default=False),
     }
     conv_channel_multiple: int = 1
     conv_min_out_channels: int = 1
     unaligned_conv_cycles_per_pixel: float = 0.0
+    unaligned_conv_cycles_per_output: float = 0.0
+    im2col_copy_cycles: float = 0.0
     pad_conv_channels: bool = False
 
     def _pads(self, layer: Layer) -> bool:
@@ -181,15 +195,26 @@ class DirectConvKernel(CostRule):
         out_pad = aligned_channels(g.N, multiple=step, minimum=least)
         return (out_pad if layer.pad_out or not last else g.N), in_pad * call.window
 
-    def conv_rates(self, call: GemmCall, *, shape: RunShape) -> tuple[float, float]:
+    def _generic(self, call: GemmCall, shape: RunShape) -> bool:
+        """Does this integer conv GEMM run the generic path (grouped, or unaligned)?"""
         step = self.conv_channel_multiple
-        unaligned = (
-            shape.in_channels % step != 0
+        return (
+            call.layer.groups > 1
+            or shape.in_channels % step != 0
             or shape.n % step != 0
             or shape.n < self.conv_min_out_channels
         )
-        if call.layer.groups > 1 or unaligned:
-            return self.unaligned_conv_cycles_per_pixel, 0.0
+
+    def adjust_cycles(self, call: GemmCall, *, shape: RunShape, cycles: int) -> int:
+        rate = self.unaligned_conv_cycles_per_output
+        if rate > 0 and call.conv and self._generic(call, shape):
+            return cycles + ceil(rate * call.gemm.M * shape.n - 1e-9)
+        return cycles
+
+    def conv_rates(self, call: GemmCall, *, shape: RunShape) -> tuple[float, float]:
+        if self._generic(call, shape):
+            copies = im2col_copies(call.layer) if call.first else 0
+            return self.unaligned_conv_cycles_per_pixel + self.im2col_copy_cycles * copies, 0.0
         return 0.0, 0.0
 
     def fixed_cycles(self, call: LayerCall) -> int:

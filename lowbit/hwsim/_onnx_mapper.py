@@ -259,7 +259,8 @@ class GraphMapper:
         )
 
     def elementwise(self, node: onnx.NodeProto, index: int) -> None:
-        """Fuse into the compute layer it follows, or join / start an element-wise group."""
+        """Fuse into the compute layer it follows, or join / start an element-wise group
+        (not across a requantization)."""
         acts = self.g.activation_inputs(node)
         roots = list(dict.fromkeys(self.root(t) for t in acts))
         if (
@@ -271,10 +272,15 @@ class GraphMapper:
         ):
             self.owner.update({out: "compute" for out in node.output})  # output stage
             return
+        # an input that was requantized on its way here is not fused with its producer:
+        # the runtime runs each op between Q/DQ pairs as a kernel of its own (ONNX Runtime's
+        # QLinearAdd, QLinearMul), one dispatch and one pass over the tensor each
         joined = {
             owner
-            for r in roots
-            if isinstance(owner := self.owner.get(r), int) and self.only_reader(r, index)
+            for t in acts
+            if isinstance(owner := self.owner.get(r := self.root(t)), int)
+            and self.only_reader(r, index)
+            and not self.requantized(t)
         }
         group = min(joined, default=index)
         members = [index] + [i for other in joined for i in self.groups.pop(other)]

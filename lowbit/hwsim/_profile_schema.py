@@ -123,6 +123,7 @@ OVERHEADS = Table(
             # default as hwsim.profile.Overheads: a few tens of cycles per tile
             "tile_cycles": Key("int", required=False, default=16, low=0, high=10**6),
             "run_cycles": Key("int", required=False, default=0, low=0, high=10**9),
+            "float_run_cycles": Key("int", required=False, default=0, low=0, high=10**9),
         }
     ),
     required=False,

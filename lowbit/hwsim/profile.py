@@ -169,6 +169,7 @@ class Overheads:
     layer_cycles: int = 0
     tile_cycles: int = 16
     run_cycles: int = 0
+    float_run_cycles: int = 0  # a float graph's Run call (0: run_cycles)
     gemm_cycles: int = 0  # GemmLaunch
     narrow_activation_cycles: int = 0  # NarrowActivationClamp
     #: (kind, cycles per element) pairs, sorted by kind (ElementwiseCosts)
@@ -176,6 +177,8 @@ class Overheads:
     conv_channel_multiple: int = 1  # DirectConvKernel
     conv_min_out_channels: int = 1  # DirectConvKernel
     unaligned_conv_cycles_per_pixel: float = 0.0  # DirectConvKernel
+    unaligned_conv_cycles_per_output: float = 0.0  # DirectConvKernel
+    im2col_copy_cycles: float = 0.0  # DirectConvKernel
     conv_cycles_per_pixel: float = 0.0  # WindowGather
     conv_cycles_per_image: float = 0.0  # WindowGather
     requant_cycles_per_output: float = 0.0  # Requantization

@@ -41,10 +41,13 @@ def test_every_heldout_case_builds_and_imports(tmp_path):
 
 
 def test_the_check_shares_no_shape_with_the_fit():
-    sweep = conv.CONV_SWEEP + conv.QUICK_CONV_SWEEP
-    fitted_convs = {(cin, cout, k, s) for cin, cout, k, s, _ in sweep}
+    sweep = conv.CONV_SWEEP + conv.GROUPED_SWEEP + conv.QUICK_CONV_SWEEP
+    # (in, out, kernel, spatial, groups): the grouped rows carry their groups last
+    fitted_convs = {(cin, cout, k, s, (*g, 1)[0]) for cin, cout, k, s, _, *g in sweep}
     fitted_convs |= {
-        (n, n, 3, s) for kind, n, s, _ in bench.FULL_SHAPES + bench.QUICK_SHAPES if kind == "conv"
+        (n, n, 3, s, 1)
+        for kind, n, s, _ in bench.FULL_SHAPES + bench.QUICK_SHAPES
+        if kind == "conv"
     }
     fitted_gemms = {
         (b, n, n) for kind, n, _, b in bench.FULL_SHAPES + bench.QUICK_SHAPES if kind == "gemm"
@@ -56,7 +59,9 @@ def test_the_check_shares_no_shape_with_the_fit():
         weight = next(i for i in graph.initializer if i.name == node.input[1])
         if node.op_type == "Conv":
             cout, _, k, _ = weight.dims
-            assert (dims[1], cout, k, dims[2]) not in fitted_convs, case.name
+            groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+            assert (dims[1], cout, k, dims[2], groups) not in fitted_convs, case.name
+            assert (dims[1], cout, k, dims[2], 1) not in fitted_convs, case.name
         else:
             assert (dims[1], weight.dims[0], weight.dims[1]) not in fitted_gemms, case.name
     # and the fitting code never sees the held-out module

@@ -94,7 +94,10 @@ def test_movement_costs_are_measured_per_element_on_this_cpu():
     from lowbit.models.hostcal.kernels import movement_costs
 
     costs = movement_costs(repeats=5, rounds=2)
-    assert set(costs) == {"QuantizeLinear", "DequantizeLinear", "Transpose", "Concat", "Split"}
+    assert set(costs) == {
+        "QuantizeLinear", "DequantizeLinear", "Transpose", "Concat", "Split", "QLinearAdd",
+        "QLinearMul",
+    }  # fmt: skip
     assert all(v >= 0 for v in costs.values())
     # a byte copy costs well under a microsecond per element on any CPU this runs on
     assert all(v < 1e-6 for v in costs.values())
@@ -149,3 +152,23 @@ def test_int8_softmax_cost_applies_to_8_bit_activations_only():
             name="sm", elements=n, kind="softmax", compression=Compression(w_bits=bits, a_bits=bits)
         )
         assert hwsim.simulate_layer(layer, priced).compute_cycles == per_element * n
+
+
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+def test_the_integer_elementwise_probe_is_the_kernel_onnx_runtime_runs(op):
+    """The QLinearAdd / QLinearMul probe of :func:`movement_costs` runs as that kernel on
+    uint8 and computes it: x + x (or x * x) requantized on the same grid."""
+    import numpy as np
+
+    from lowbit.models.export.ort import kernel_census, ort_session
+    from lowbit.models.hostcal.kernels import _input_for, _movement_model
+
+    model = _movement_model(op, (4, 3, 3))
+    assert kernel_census(model).get(op) == 1
+    x = _input_for(op, (4, 3, 3))
+    (y,) = ort_session(model).run(None, {"x": x})
+    real = (x.astype(np.float64) - 128) * 0.05
+    expected = real + real if op == "QLinearAdd" else real * real
+    codes = np.clip(np.round(expected / 0.05) + 128, 0, 255)
+    assert y.dtype == np.uint8
+    assert np.abs(y.astype(int) - codes).max() <= 1

@@ -93,7 +93,10 @@ A memory-only layer whose ``kind`` has a cost in
 (elements: :attr:`~lowbit.hwsim.workload.Elementwise.cost_elements`), overlapped with its
 traffic: its body is ``max(compute + tile_cycles, transfer schedule)``.
 ``overhead = layer_cycles + integer gemms × gemm_cycles + tiles × tile_cycles``; ``stall = total -
-compute - overhead``; a workload adds ``overheads.run_cycles`` once to the layers' sum;
+compute - overhead``; a workload adds ``overheads.run_cycles`` once to the layers' sum
+(``overheads.float_run_cycles`` instead, when given, for a workload with no layer on 8-bit
+or narrower activations: a float graph's Run call does not quantize its input, dequantize
+its output or change their layout);
 ``bound`` is the largest of compute cycles, the busiest port's DMA cycles and the overhead.
 
 Energy (joules). ``effective MACs × energy_pj_per_mac(mode)`` + off-chip bytes × that
@@ -114,7 +117,16 @@ from ..result import LayerResult, SimResult
 from ..workload import Layer, Workload
 from ._target import Target
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "run_cycles"]
+
+
+def run_cycles(workload: Workload, profile: HardwareProfile) -> int:
+    """The once-per-inference cost of ``workload`` on ``profile``: ``run_cycles``, or
+    ``float_run_cycles`` (when not 0) if no layer runs on 8-bit or narrower activations."""
+    o = profile.overheads
+    integer = any(layer.compression.a_storage_bits <= 8 for layer in workload.layers)
+    return o.float_run_cycles if o.float_run_cycles > 0 and not integer else o.run_cycles
+
 
 #: profiles whose derived data an engine keeps (co-design makes many variants)
 _TARGET_CACHE_SIZE = 64
@@ -175,7 +187,7 @@ class Engine(ABC):
         for layer in workload.layers:
             results.append(self._layer(layer, t, on_chip))
             on_chip = results[-1].output_on_chip
-        run = profile.overheads.run_cycles  # once per inference (a runtime's Run call)
+        run = run_cycles(workload, profile)  # once per inference (a runtime's Run call)
         total = sum(r.total_cycles for r in results) + run
         return SimResult(
             hardware=profile.name,

@@ -11,7 +11,12 @@ Two kinds of measurement are fitted, each simulated with hwsim on the profile be
 The INT8 parameters -- an INT8 GEMM operator's fixed cost beyond the measured dispatch
 (``gemm_cycles``), the INT8 cycles per MAC, the per-pixel and per-image costs of every INT8
 k×k conv (``conv_cycles_per_pixel``, ``conv_cycles_per_image``: two map sizes tell them
-apart), the generic path's extra (``unaligned_conv_cycles_per_pixel``), the requantization
+apart), the generic path's extra per pixel (``unaligned_conv_cycles_per_pixel``) and per
+output element (``unaligned_conv_cycles_per_output``: its int32 accumulators written and
+requantized in a second pass; the sweep's generic convs have 4 to 64 outputs per pixel,
+which tell the two apart) and per copy of its im2col (``im2col_copy_cycles``: a window row
+at once in an ungrouped conv, a tap at a time in a grouped one -- the sweep's grouped
+convs), the requantization
 cost per output element of every INT8 GEMM (``requant_cycles_per_output``) -- are fitted
 on the INT8 measurements alone, by weighted non-negative least squares of the relative
 error (chains and sweep weighted equally). hwsim's CPU cost is nearly linear in each of
@@ -96,6 +101,7 @@ def sweep_kernel_s(rows, data: dict[str, Any]) -> np.ndarray:
             out_h=s,
             out_w=s,
             batch=row["batch"],
+            groups=row.get("groups", 1),
         )
         cycles = hwsim.simulate_layer(layer, profile).total_cycles
         out.append(max(cycles - profile.overheads.layer_cycles, 1) / profile.clock_hz)
@@ -103,7 +109,7 @@ def sweep_kernel_s(rows, data: dict[str, Any]) -> np.ndarray:
 
 
 #: the INT8 parameters, each fitted as the coefficient of its simulated feature
-INT8_PARAMS = ("gemm", "mac", "conv_px", "conv_img", "unaligned", "requant")
+INT8_PARAMS = ("gemm", "mac", "conv_px", "conv_img", "unaligned", "generic", "copy", "requant")
 
 
 def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> dict[str, Any]:
@@ -120,6 +126,8 @@ def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> 
         "conv_channel_multiple": CONV_CHANNEL_MULTIPLE,
         "conv_min_out_channels": CONV_MIN_OUT_CHANNELS,
         "unaligned_conv_cycles_per_pixel": float(f"{params['unaligned']:.4g}"),
+        "unaligned_conv_cycles_per_output": float(f"{params.get('generic', 0.0):.4g}"),
+        "im2col_copy_cycles": float(f"{params.get('copy', 0.0):.4g}"),
         "conv_cycles_per_pixel": float(f"{params['conv_px']:.4g}"),
         "conv_cycles_per_image": float(f"{params['conv_img']:.4g}"),
         "requant_cycles_per_output": float(f"{params['requant']:.4g}"),
@@ -150,14 +158,21 @@ _START = {
     "conv_px": 10.0,
     "conv_img": 100.0,
     "unaligned": 20.0,
+    "generic": 0.3,
+    "copy": 8.0,
     "requant": 0.2,
 }
 
 #: a weak prior on the conv costs that trade off against each other (per pixel, per image,
 #: per output, the generic path's extra): a deviation of 100 % from ``_START`` weighs like a
 #: 3 % error of one measurement group, which settles the directions the data leave open
-#: (two calibrations in a row otherwise differed by 10-28 % there, with equal predictions)
-_PRIOR = {"conv_px": 0.03, "conv_img": 0.03, "requant": 0.03, "unaligned": 0.03}
+#: (two calibrations in a row otherwise differed by 10-28 % there, with equal predictions);
+#: the per-image cost, ~3 % of a batch-64 conv and the least determined, like a 10 % error
+#: (with the generic path's per-output and im2col costs it wandered 133-215 cycles in
+#: consecutive calibrations at 3 %; 107-109 at 10 %, with the same fit error)
+_PRIOR = {"conv_img": 0.1} | dict.fromkeys(
+    ("conv_px", "requant", "unaligned", "generic", "copy"), 0.03
+)
 
 
 def _gauss_newton(
@@ -298,6 +313,8 @@ def fit(
         "int8_macs_per_pe_per_cycle": 1.0 / theta["mac"],
         "fp32_macs_per_pe_per_cycle": float(theta["m32"]),
         "unaligned_conv_cycles_per_pixel": o["unaligned_conv_cycles_per_pixel"],
+        "unaligned_conv_cycles_per_output": o["unaligned_conv_cycles_per_output"],
+        "im2col_copy_cycles": o["im2col_copy_cycles"],
         "conv_cycles_per_pixel": o["conv_cycles_per_pixel"],
         "conv_cycles_per_image": o["conv_cycles_per_image"],
         "requant_cycles_per_output": o["requant_cycles_per_output"],

@@ -91,6 +91,8 @@ def profile_toml(calibration: _Calibrated) -> str:
         f"gemm_cycles = {o.get('gemm_cycles', 0)}  # fitted: the rest of an INT8 GEMM "
         "operator's fixed cost (packing, requantization setup)",
         f"run_cycles = {o.get('run_cycles', 0)}  # measured: one Run call",
+        f"float_run_cycles = {o.get('float_run_cycles', 0)}  # measured: a float graph's "
+        "Run call (no input quantization, output dequantization, layout change)",
         f"narrow_activation_cycles = {o.get('narrow_activation_cycles', 0)}  # one "
         "operator's dispatch: the Clip that clamps a sub-8-bit activation",
         f"conv_channel_multiple = {o.get('conv_channel_multiple', 1)}  # the direct "
@@ -98,6 +100,10 @@ def profile_toml(calibration: _Calibrated) -> str:
         f"conv_min_out_channels = {o.get('conv_min_out_channels', 1)}",
         "unaligned_conv_cycles_per_pixel = "
         f"{o.get('unaligned_conv_cycles_per_pixel', 0.0)!r}  # fitted: generic im2col path",
+        "unaligned_conv_cycles_per_output = "
+        f"{o.get('unaligned_conv_cycles_per_output', 0.0)!r}  # fitted: its int32 output pass",
+        f"im2col_copy_cycles = {o.get('im2col_copy_cycles', 0.0)!r}  # fitted: one copy of "
+        "its im2col (a window row; a tap in a grouped conv)",
         f"conv_cycles_per_pixel = {o.get('conv_cycles_per_pixel', 0.0)!r}  # fitted: "
         "every INT8 k x k conv's per-pixel gather and requantization",
         f"conv_cycles_per_image = {o.get('conv_cycles_per_image', 0.0)!r}  # fitted: "

@@ -11,13 +11,14 @@ The host model is measured, not typed by hand (``lowbit calibrate-host``):
   depths
   give the per-layer cost and the intercept: the fixed cost of one ``Run`` call, written as
   ``overheads.run_cycles`` (median over the batch-1 INT8 chains: the deployed graphs are
-  INT8 and their Run call quantizes the input and dequantizes the output too);
+  INT8 and their Run call quantizes the input and dequantizes the output too), and
+  ``overheads.float_run_cycles`` (median over the batch-1 FP32 chains: a float graph's);
 * ONNX Runtime on chains of a tiny Add (the dispatch cost of one operator, written as
   ``overheads.layer_cycles``) and of LayerNorm/Softmax/GELU/Add/Relu/MaxPool on zoo-sized
   tensors (per-element costs, written as ``[overheads.elementwise_cycles_per_element]``;
   ``embedding`` -- class token + positions -- is one Add pass and takes Add's cost);
 * ONNX Runtime's per-node profiler on single INT8 convs shaped like compressed networks'
-  (stems, pruned and unaligned channel counts, 1x1 low-rank factors:
+  (stems, pruned and unaligned channel counts, 1x1 low-rank factors, grouped convs:
   :mod:`lowbit.models.hostcal.conv`)
   and on the uint8 NHWC MaxPool between two INT8 convs (``maxpool``, with
   ``pool_channel_block`` = the uint8 lanes of one SIMD register: the deployed graphs are
@@ -26,11 +27,11 @@ The host model is measured, not typed by hand (``lowbit calibrate-host``):
 The GEMM and convolution costs are fitted on the INT8 chains and single convs by weighted
 non-negative least squares (:mod:`lowbit.models.hostcal._fit`): an INT8 GEMM operator's fixed cost
 (``gemm_cycles``, on top of the measured dispatch every operator pays), cycles per MAC,
-per-pixel and per-image costs of k x k convs, the generic path's extra per pixel, the
-requantization cost per output, and ``compute.cols`` among 1, 2 or 4 SIMD registers (the
-kernels' N blocking); the FP32 rate on the FP32 chains. Weights are stored as int8 whatever
-their grid (no native INT4 compute, no packed low-bit kernels in the export), so
-``weight_storage = "promoted"``.
+per-pixel and per-image costs of k x k convs, the generic path's extra per pixel, per
+output and per im2col copy, the requantization cost per output, and ``compute.cols``
+among 1, 2 or 4 SIMD registers (the kernels' N blocking); the FP32 rate on the FP32
+chains. Weights are stored as int8 whatever their grid (no native INT4 compute, no packed
+low-bit kernels in the export), so ``weight_storage = "promoted"``.
 Energies are the built-in ``cpu-x86-avx2`` estimates. Everything measured is also written
 to a JSON sidecar (``<profile>.json``).
 """
@@ -62,6 +63,7 @@ from lowbit.models.hostcal.bench import (
 )
 from lowbit.models.hostcal.conv import (
     CONV_SWEEP,
+    GROUPED_SWEEP,
     QUICK_CONV_SWEEP,
     conv_sweep,
     int8_maxpool_s_per_element,
@@ -103,8 +105,10 @@ _KiB = 1024
 #: requantization and channel-block pool costs, Gauss-Newton fit; 3: single convs measured
 #: in a network's context, wide convs; 4: the export pads conv channels; 5: depthwise convs'
 #: own kernel, INT8 and FP32; data movement: quantize, dequantize, transpose, concat, split;
-#: warm caches; 6: the per-node profiler's own time taken off the single-conv sweep)
-CALIBRATION_VERSION = 6
+#: warm caches; 6: the per-node profiler's own time taken off the single-conv sweep; 7: the
+#: integer element-wise kernels QLinearAdd and QLinearMul; the generic conv path's int32
+#: output pass and its im2col copies, grouped convs in the sweep)
+CALIBRATION_VERSION = 7
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
 _RECOMPUTED = (
@@ -112,6 +116,7 @@ _RECOMPUTED = (
     "gemm_cycles",
     "narrow_activation_cycles",
     "run_cycles",
+    "float_run_cycles",
     "elementwise_cycles_per_element",
 )
 
@@ -130,6 +135,8 @@ ORT_KINDS = {
     "Concat": ("concat",),
     "Split": ("split",),
     "QLinearSoftmax": ("softmax_int8",),
+    "QLinearAdd": ("add_int8",),
+    "QLinearMul": ("mul_int8",),
 }
 
 
@@ -142,6 +149,7 @@ def overheads(
     *,
     gemm_op_cycles: float,
     run_s: float,
+    float_run_s: float = 0.0,
     op_s: float,
     elementwise: dict[str, float],
     clock_hz: float,
@@ -150,7 +158,8 @@ def overheads(
     """The ``[overheads]`` table from the measurements: ``gemm_op_cycles`` (the fitted fixed
     cost of one GEMM operator) splits into ``layer_cycles`` = the dispatch cost every
     operator pays (``op_s``, at most the whole) and ``gemm_cycles`` = the rest; the Run
-    call's and the per-element costs (seconds) become cycles at ``clock_hz``; ``fitted``: the
+    call's (``run_s``; a float graph's, ``float_run_s``) and the per-element costs (seconds)
+    become cycles at ``clock_hz``; ``fitted``: the
     other fitted keys (per-pixel, per-image and requantization costs), copied."""
     layer = min(int(round(op_s * clock_hz)), int(round(gemm_op_cycles)))
     fitted = fitted or {}
@@ -163,6 +172,7 @@ def overheads(
         "gemm_cycles": int(round(gemm_op_cycles)) - layer,
         "narrow_activation_cycles": layer,
         "run_cycles": int(round(run_s * clock_hz)),
+        "float_run_cycles": int(round(float_run_s * clock_hz)),
         **fitted,
         "elementwise_cycles_per_element": dict(sorted(per_element.items())),
     }
@@ -260,7 +270,9 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     # the per-node profiler adds its own time to every kernel it reports: taken off
     profiler_s = profiler_overhead_s(repeats=repeats, op_s=op_s)
     sweep = conv_sweep(
-        QUICK_CONV_SWEEP if quick else CONV_SWEEP, repeats=2 * repeats, profiler_s=profiler_s
+        QUICK_CONV_SWEEP if quick else CONV_SWEEP + GROUPED_SWEEP,
+        repeats=4 * repeats,
+        profiler_s=profiler_s,
     )
     data, fitted = fit(
         rows,
@@ -272,6 +284,9 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     )
     batch1 = [r["run_s"] for r in rows if r["batch"] == 1 and r["precision"] == "int8"]
     run_s = float(np.median(batch1 or [r["run_s"] for r in rows]))
+    # a float graph's Run call: no input quantization, output dequantization or layout change
+    float1 = [r["run_s"] for r in rows if r["batch"] == 1 and r["precision"] != "int8"]
+    float_run_s = float(np.median(float1)) if float1 else 0.0
     elementwise = elementwise_costs(repeats=repeats)
     # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
     # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
@@ -287,6 +302,7 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     data["overheads"] = overheads(
         gemm_op_cycles=fitted["layer_cycles"],
         run_s=run_s,
+        float_run_s=float_run_s,
         op_s=op_s,
         elementwise=int8_elementwise,
         clock_hz=data["clock_hz"],
@@ -324,6 +340,7 @@ def _calibrate_once(*, quick: bool) -> Calibration:
         "int8_maxpool": pool,
         "depthwise": depthwise,
         "run_overhead_s": run_s,
+        "float_run_overhead_s": float_run_s,
         "op_overhead_s": op_s,
         "profiler_overhead_s": profiler_s,
         "elementwise_s_per_element": elementwise,

@@ -15,7 +15,9 @@ squares on the relative error, per precision: a closed form, no starting point, 
 
 :func:`movement_costs` times the data movement ONNX Runtime runs as operators of their own
 (a quantized graph's input quantization and output dequantization, the layout transposes
-around its integer convolutions, Concat and Split): each operator alone between a graph's
+around its integer convolutions, Concat and Split) and its integer element-wise kernels
+(QLinearAdd, QLinearMul: a third of the float Add's cost per element on uint8): each
+operator alone between a graph's
 input and output, on two tensor sizes, so the Run call and the dispatch cancel in the
 slope; cost per element.
 """
@@ -30,6 +32,7 @@ import numpy as np
 
 __all__ = [
     "DEPTHWISE_SWEEP",
+    "MOVEMENT_OPS",
     "MOVEMENT_SHAPES",
     "QUICK_DEPTHWISE_SWEEP",
     "depthwise_sweep",
@@ -157,7 +160,10 @@ MOVEMENT_SHAPES = ((64, 28, 28), (64, 56, 56))
 def _movement_model(op: str, shape: tuple[int, int, int]):
     """One data-movement operator between the graph's input and output: ``QuantizeLinear``
     (float -> uint8), ``DequantizeLinear`` (uint8 -> float), ``Transpose`` (uint8 NCHW ->
-    NHWC), ``Concat`` (uint8, the input twice along channels), ``Split`` (uint8, in two)."""
+    NHWC), ``Concat`` (uint8, the input twice along channels), ``Split`` (uint8, in two),
+    ``QLinearAdd`` / ``QLinearMul`` (uint8 + / x uint8 of the same shape: the kernels ONNX
+    Runtime runs for an Add or Mul between Q/DQ pairs -- a residual add, a linear layer's
+    bias after its QLinearMatMul, GELU's products -- not the float Add's)."""
     from onnx import TensorProto, helper, numpy_helper
 
     c, h, w = shape
@@ -168,7 +174,10 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     ]
     u8, f32 = TensorProto.UINT8, TensorProto.FLOAT
     outputs = [("y", u8, [1, c, h, w])]
-    if op == "QuantizeLinear":
+    if op in ("QLinearAdd", "QLinearMul"):  # uint8 (x, x) -> uint8: a residual add's kernel
+        node = helper.make_node(op, ["x", "s", "z"] * 2 + ["s", "z"], ["y"], domain="com.microsoft")
+        elem = u8
+    elif op == "QuantizeLinear":
         node, elem = helper.make_node(op, ["x", "s", "z"], ["y"]), f32
     elif op == "DequantizeLinear":
         node, elem, outputs = (
@@ -192,7 +201,8 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
         [helper.make_tensor_value_info(*o) for o in outputs],
         inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets)
 
 
 def _input_for(op: str, shape: tuple[int, int, int]) -> np.ndarray:
@@ -200,6 +210,14 @@ def _input_for(op: str, shape: tuple[int, int, int]) -> np.ndarray:
     if op == "QuantizeLinear":
         return rng.normal(size=(1, *shape)).astype(np.float32)
     return rng.integers(0, 255, size=(1, *shape), dtype=np.uint8)
+
+
+#: the operators :func:`movement_costs` times: data movement, and the integer element-wise
+#: kernels of a QDQ graph (uint8 in, uint8 out)
+MOVEMENT_OPS = (
+    "QuantizeLinear", "DequantizeLinear", "Transpose", "Concat", "Split", "QLinearAdd",
+    "QLinearMul",
+)  # fmt: skip
 
 
 def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
@@ -211,7 +229,7 @@ def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
     from lowbit.models.hostcal.bench import bind, run_times_s
 
     out = {}
-    for op in ("QuantizeLinear", "DequantizeLinear", "Transpose", "Concat", "Split"):
+    for op in MOVEMENT_OPS:
         runs = []
         for shape in MOVEMENT_SHAPES:
             session = ort_session(_movement_model(op, shape))

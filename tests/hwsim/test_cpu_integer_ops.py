@@ -1,0 +1,168 @@
+"""A CPU's integer kernels beside its GEMMs: the generic conv path's int32 output pass
+(``unaligned_conv_cycles_per_output``) and the integer element-wise kernels (``add_int8``,
+``mul_int8``: ONNX Runtime's QLinearAdd / QLinearMul)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from math import ceil
+
+import pytest
+
+from lowbit import hwsim
+from lowbit.hwsim.profiles import load_profile
+from lowbit.hwsim.workload import Compression, Conv2d, Elementwise
+
+INT8 = Compression(w_bits=8, a_bits=8)
+
+
+def _with(profile, **overheads):
+    return replace(profile, overheads=replace(profile.overheads, **overheads))
+
+
+def _cpu():
+    """The built-in x86 CPU with ONNX Runtime's direct-kernel alignment (4, >= 16 outputs)
+    and no other conv costs, so that a difference is the rule under test."""
+    return _with(
+        load_profile("cpu-x86-avx2"),
+        conv_channel_multiple=4,
+        conv_min_out_channels=16,
+        conv_cycles_per_pixel=0.0,
+        conv_cycles_per_image=0.0,
+        unaligned_conv_cycles_per_pixel=0.0,
+        requant_cycles_per_output=0.0,
+    )
+
+
+def _conv(in_c: int, out_c: int, *, groups: int = 1, size: int = 8) -> Conv2d:
+    return Conv2d(
+        name="c",
+        compression=INT8,
+        in_h=size,
+        in_w=size,
+        in_c=in_c,
+        out_c=out_c,
+        k_h=3,
+        k_w=3,
+        out_h=size,
+        out_w=size,
+        groups=groups,
+    )
+
+
+def _extra_cycles(layer: Conv2d, *, costly, bare, engine: str) -> int:
+    """Compute cycles ``layer`` costs on ``costly`` beyond what it costs on ``bare``."""
+    return (
+        hwsim.simulate_layer(layer, costly, engine=engine).compute_cycles
+        - hwsim.simulate_layer(layer, bare, engine=engine).compute_cycles
+    )
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_the_generic_path_pays_its_int32_pass_per_output_element(engine):
+    """An unaligned or grouped integer conv costs ``unaligned_conv_cycles_per_output`` per
+    output element (pixels x output channels, all groups together); a conv that the direct
+    kernel takes pays nothing."""
+    bare = _cpu()
+    costly = _with(bare, unaligned_conv_cycles_per_output=0.5)
+
+    def extra(layer: Conv2d) -> int:
+        return _extra_cycles(layer, costly=costly, bare=bare, engine=engine)
+
+    for in_c, out_c in ((16, 16), (4, 16), (16, 64)):  # the direct kernel
+        assert extra(_conv(in_c, out_c)) == 0
+    for in_c, out_c in ((1, 4), (1, 64), (6, 32), (16, 12)):  # the generic path
+        assert extra(_conv(in_c, out_c)) == ceil(0.5 * 64 * out_c - 1e-9)
+    # a stem with 64 outputs pays 16x what one with 4 does: the pass is per output element
+    assert extra(_conv(1, 64)) == 16 * extra(_conv(1, 4))
+    # grouped, not depthwise: the generic path once per group, 32 outputs each
+    grouped = _conv(128, 128, groups=4, size=28)
+    assert extra(grouped) == 4 * ceil(0.5 * 28 * 28 * 32 - 1e-9)
+
+
+def test_the_generic_paths_output_pass_is_a_schema_key():
+    from lowbit.hwsim.profiles import load_profile_data, profile_from_dict
+
+    data = load_profile_data("cpu-x86-avx2")
+    data["overheads"]["unaligned_conv_cycles_per_output"] = 0.28
+    profile = profile_from_dict(data, source="test")
+    assert profile.overheads.unaligned_conv_cycles_per_output == 0.28
+    data["overheads"]["unaligned_conv_cycles_per_output"] = -1.0
+    with pytest.raises(Exception, match="unaligned_conv_cycles_per_output"):
+        profile_from_dict(data, source="test")
+
+
+@pytest.mark.parametrize("kind", ["add", "mul"])
+def test_integer_adds_and_muls_take_their_own_rate(kind):
+    """An 8-bit add / mul layer is costed at ``<kind>_int8`` per element (ONNX Runtime's
+    QLinearAdd / QLinearMul), a float one at ``<kind>``; without ``<kind>_int8`` the 8-bit
+    layer falls back to ``<kind>``."""
+    cpu = load_profile("cpu-x86-avx2")
+    elements = 1 << 16
+    rates = {kind: 1.2, f"{kind}_int8": 0.36}
+    priced = _with(cpu, elementwise_cycles_per_element=tuple(sorted(rates.items())))
+    fallback = _with(cpu, elementwise_cycles_per_element=((kind, 1.2),))
+
+    def compute(profile, bits) -> int:
+        layer = Elementwise(
+            name=kind,
+            elements=elements,
+            kind=kind,
+            compression=Compression(w_bits=bits, a_bits=bits),
+        )
+        return hwsim.simulate_layer(layer, profile).compute_cycles
+
+    assert compute(priced, 8) == ceil(0.36 * elements - 1e-9)
+    assert compute(priced, None) == ceil(1.2 * elements - 1e-9)
+    assert compute(fallback, 8) == compute(fallback, None) == ceil(1.2 * elements - 1e-9)
+
+
+def test_im2col_copies_a_window_row_at_once_unless_the_conv_is_grouped():
+    """ONNX Runtime's NHWC im2col: one copy per window row when a group covers every input
+    channel (its k_w taps are contiguous), one per tap in a grouped conv, none for 1x1."""
+    from lowbit.hwsim._cost_rules import im2col_copies
+
+    assert im2col_copies(_conv(16, 12)) == 3
+    assert im2col_copies(_conv(128, 128, groups=4)) == 9
+    stem = Conv2d(name="s", in_h=8, in_w=8, in_c=3, out_c=64, k_h=7, k_w=7, out_h=8, out_w=8)
+    assert im2col_copies(stem) == 7
+    pointwise = Conv2d(name="p", in_h=8, in_w=8, in_c=6, out_c=16, k_h=1, k_w=1, out_h=8, out_w=8)
+    assert im2col_copies(pointwise) == 0
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_a_grouped_conv_pays_a_copy_per_window_tap_and_group(engine):
+    """With ``im2col_copy_cycles`` a generic conv pays its copies per output pixel (and per
+    group): a 3x3 grouped conv with 4 groups 4 x 9, an unaligned ungrouped one 3; the direct
+    kernel none."""
+    bare = _cpu()
+    costly = _with(bare, im2col_copy_cycles=8.0)
+
+    def extra(layer: Conv2d) -> int:
+        return _extra_cycles(layer, costly=costly, bare=bare, engine=engine)
+
+    assert extra(_conv(16, 16)) == 0  # the direct kernel gathers its window otherwise
+    assert extra(_conv(16, 12)) == ceil(8.0 * 3 * 64 - 1e-9)
+    assert extra(_conv(128, 128, groups=4, size=28)) == 4 * ceil(8.0 * 9 * 28 * 28 - 1e-9)
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_a_float_graph_pays_its_own_run_call(engine):
+    """``float_run_cycles`` replaces ``run_cycles`` for a workload with no layer on 8-bit or
+    narrower activations (no input quantization, output dequantization or layout change in
+    its Run call); an integer workload keeps ``run_cycles``; 0 means ``run_cycles``."""
+    from lowbit.hwsim.workload import Workload
+
+    cpu = _with(_cpu(), run_cycles=10_000, float_run_cycles=6_000)
+    layers = (replace(_conv(16, 16), name="a"), replace(_conv(16, 32), name="b"))
+    integer = Workload("int8", layers)
+    wide = integer.with_compression(
+        {layer.name: Compression(w_bits=None, a_bits=None) for layer in layers}
+    )
+
+    def run(workload, profile) -> int:
+        return hwsim.simulate(workload, profile, engine=engine).run_cycles
+
+    assert run(integer, cpu) == 10_000
+    assert run(wide, cpu) == 6_000
+    assert run(wide, _with(cpu, float_run_cycles=0)) == 10_000
