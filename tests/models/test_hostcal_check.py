@@ -10,7 +10,7 @@ import pytest
 
 from lowbit.hwsim.onnx_workload import import_onnx
 from lowbit.models.hostcal import _fit, bench, calibration, conv, heldout
-from lowbit.models.hostcal.check import CheckRow, check, summarize, table
+from lowbit.models.hostcal.check import TIE, CheckRow, check, summarize, table
 from lowbit.models.hostcal.graphs import quantize_int8
 
 
@@ -105,6 +105,23 @@ def test_summary_counts_hits_and_speedup_directions():
     assert s["all"]["spearman_int8"] == pytest.approx(0.5)  # ranks (0,2,1) vs (0,1,2)
     text = table(rows, cpu_label="test CPU")
     assert "test CPU" in text and "WRONG" in text
+
+
+def test_a_measured_tie_has_no_direction_only_a_size():
+    """INT8 and FP32 measured within TIE of each other: a simulation that calls them close
+    (either way) is right, one that predicts a large speed-up or slow-down is not."""
+    close = 1 + TIE / 2
+    rows = [
+        _row("slower by a hair", (1.0, 1.05), (close, 1.0)),  # simulated INT8 5 % slower
+        _row("faster by a hair", (close, 1.0), (1.0, 1.05)),
+        _row("tie, predicted 1.5x", (1.0, 1.0), (close, 1.5)),
+        _row("tie, predicted 0.7x", (1.0, 1.0), (close, 0.7)),
+    ]
+    assert [r.tie for r in rows] == [True] * 4
+    assert [r.direction_right for r in rows] == [True, True, False, False]
+    lines = table(rows, cpu_label="test CPU").splitlines()
+    verdicts = [line.split()[-1] for line in lines if line.startswith(("slower", "faster", "tie,"))]
+    assert verdicts == ["tie", "tie", "WRONG", "WRONG"]
 
 
 @pytest.mark.slow
