@@ -233,3 +233,24 @@ def test_the_near_floor_point_is_pushed_closer_to_its_target(synthetic_space, mo
     tight = near_floor(NEAR_FLOOR_UNDERSHOOT)
     assert label not in loose  # the same configuration as the 0.75 point's
     assert tight[label] < tight["screen greedy 0.75"] == loose["screen greedy 0.75"]
+
+
+@pytest.mark.parametrize("kind", [{"compound": 20.0}, {"shrink_mixes": True}, {}])
+def test_each_budget_keeps_the_fastest_measured_point_within_its_target(synthetic_space, kind):
+    """Whichever budget's solve measured it: no measured point within a budget's target is
+    faster than the one the budget keeps (a budget's own points can be slower than a milder
+    budget's, the knapsack's choices not being monotone in the budget)."""
+    pool = _Pool(**kind)
+    result, narrowed = _screened(synthetic_space, pool)
+    cache = {}
+    measure = pool_measure(pool=pool, space=narrowed, rung=result.rung, cache=cache)
+    configs = dict(calibrated_warm_configs(result, narrowed, measure=measure))
+    measured = [got for got in cache.values() if got is not None]
+    for fraction in CALIBRATED:
+        label = f"screen greedy {fraction:g}"
+        if label not in configs:
+            continue  # the same point as a milder budget's
+        floor = result.base_accuracy - fraction * (BASE - FLOOR)
+        kept = measure([configs[label]])[0]
+        assert kept[0] >= floor - 1e-12
+        assert kept[1] == min(lat for acc, lat in measured if acc >= floor - 1e-12)
