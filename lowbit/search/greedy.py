@@ -19,7 +19,10 @@ budget under and one over the target are known, interpolation between them; at m
 then keeps, per budget, the fastest measured point within its target loss, whichever
 budget's solve measured it (the knapsack's choices are not monotone in the budget: on
 fashion-resnet seed 0 the bits-only 0.75 and 0.9 budgets' own points ended at 0.60× and 0.57×
-W8A8, slower than the 0.5 budget's 0.45× point, which was within their targets too). The
+W8A8, slower than the 0.5 budget's 0.45× point, which was within their targets too).
+Last, the fastest point within the near-floor target is extended a choice at a time,
+measured (:func:`_refine`): a re-solve adds several choices at once and overshoots where
+losses compound, one choice at a time does not. The
 measurements are few (at most 3 per round) and cached per run, so the quantization-only
 search reuses the joint search's bits-only ones.
 """
@@ -57,6 +60,10 @@ MIN_LOSS = 0.002
 NEAR_FLOOR = 0.9
 #: measure-and-resolve rounds of :func:`calibrated_warm_configs`
 CALIBRATION_ROUNDS = 3
+#: then the near-floor point is extended one choice at a time (:func:`_refine`): rounds, and
+#: extensions measured per round (in one parallel batch)
+REFINE_ROUNDS = 2
+REFINE_WIDTH = 2
 #: a measured point this far under its target loss (a fraction of it) is pushed further
 UNDERSHOOT = 0.6
 #: the same for the :data:`NEAR_FLOOR` budget, whose point is worth the most where it ends
@@ -233,6 +240,12 @@ def calibrated_warm_configs(
                 if step is not None:
                     budgets[f] = step
     everything = [(got, c) for f in budgets_of for c, got in tried[f] if got is not None]
+    near = [
+        (got, c) for got, c in everything if result.base_accuracy - got[0] <= targets[NEAR_FLOOR]
+    ]
+    if near:  # the fastest point counts most: extended while it keeps its target
+        start = min(near, key=lambda p: p[0][1])
+        everything += _refine(result, items, start, targets[NEAR_FLOOR], measure)
     out: list[tuple[str, dict[str, Any]]] = []
     for f in budgets_of:
         own = [(got, c) for c, got in tried[f] if got is not None]
@@ -244,6 +257,47 @@ def calibrated_warm_configs(
         )
         if config is not None and all(config != known for _, known in out):
             out.append((_label(f, bits_only), config))
+    return out
+
+
+def _refine(
+    result: Any,
+    items: list[Any],
+    start: tuple[tuple[float, float], dict[str, Any]],
+    target: float,
+    measure: Measure,
+) -> list[tuple[tuple[float, float], dict[str, Any]]]:
+    """Measured ascent from ``start`` (measured, within ``target`` loss): per round, the
+    :data:`REFINE_WIDTH` choices (or harsher replacements of a layer's choice) that save the
+    most latency per one-at-a-time loss within the measured slack, each added alone and
+    measured; the fastest within the target is the next start. One choice per step, so the
+    compounding the knapsack's re-solves overshoot with (several choices at once) is
+    measured a step at a time. Returns every point it measured."""
+    by_choice = {(e.param, e.value): e for e in items}
+    out: list[tuple[tuple[float, float], dict[str, Any]]] = []
+    (accuracy, latency), config = start
+    for _ in range(REFINE_ROUNDS):
+        slack = target - max(MIN_LOSS, result.base_accuracy - accuracy)
+        ranked = []
+        for e in items:
+            now = by_choice.get((e.param, config.get(e.param)))  # None: the base's choice
+            now_latency = result.base_latency_ms if now is None else now.latency_ms
+            now_loss = 0.0 if now is None else max(MIN_LOSS, result.base_accuracy - now.accuracy)
+            saved = now_latency - e.latency_ms
+            cost = max(MIN_LOSS, result.base_accuracy - e.accuracy) - now_loss
+            if saved > 0 and cost <= slack:
+                ranked.append((saved / max(cost, MIN_LOSS), e))
+        ranked.sort(key=lambda r: -r[0])
+        steps = [{**config, e.param: e.value} for _, e in ranked[:REFINE_WIDTH]]
+        if not steps:
+            break
+        got = measure(steps)
+        measured = [(g, c) for g, c in zip(got, steps, strict=True) if g is not None]
+        out += measured
+        ok = [(g, c) for g, c in measured if result.base_accuracy - g[0] <= target]
+        if not ok or min(g[1] for g, _ in ok) >= latency:
+            break
+        (accuracy, latency), config = min(ok, key=lambda p: p[0][1])
     return out
 
 

@@ -20,6 +20,8 @@ from lowbit.search.greedy import (
     CALIBRATION_ROUNDS,
     NEAR_FLOOR,
     NEAR_FLOOR_UNDERSHOOT,
+    REFINE_ROUNDS,
+    REFINE_WIDTH,
     WARM_BUDGETS,
     calibrated_warm_configs,
     pool_measure,
@@ -135,7 +137,12 @@ def test_calibration_keeps_the_targets_when_losses_compound(synthetic_space):
     assert latencies == sorted(latencies, reverse=True) and latencies[-1] < latencies[0]
     # at most one batch of the budgets' points per round, each point measured once
     measured = pool.requests - screen_requests
-    assert 0 < measured == len(cache) <= CALIBRATION_ROUNDS * len(CALIBRATED)
+    assert (
+        0
+        < measured
+        == len(cache)
+        <= CALIBRATION_ROUNDS * len(CALIBRATED) + REFINE_ROUNDS * (REFINE_WIDTH)
+    )
     # a second search of the run (the same cache) measures nothing again
     again = calibrated_warm_configs(result, narrowed, measure=measure)
     assert again == calibrated and pool.requests - screen_requests == measured
@@ -220,6 +227,8 @@ def test_the_near_floor_point_is_pushed_closer_to_its_target(synthetic_space, mo
     0.75 point (with the milder budgets' 0.6 it stopped at the 0.75 point's configuration)."""
     label = f"screen greedy {NEAR_FLOOR:g}"
 
+    monkeypatch.setattr(greedy, "REFINE_ROUNDS", 0)  # the re-solves alone
+
     def near_floor(undershoot):
         monkeypatch.setattr(greedy, "NEAR_FLOOR_UNDERSHOOT", undershoot)
         pool = _Pool(shrink_mixes=True)
@@ -254,3 +263,28 @@ def test_each_budget_keeps_the_fastest_measured_point_within_its_target(syntheti
         kept = measure([configs[label]])[0]
         assert kept[0] >= floor - 1e-12
         assert kept[1] == min(lat for acc, lat in measured if acc >= floor - 1e-12)
+
+
+def test_the_near_floor_point_is_extended_a_choice_at_a_time(synthetic_space, monkeypatch):
+    """Losses that compound (L + 20·L²): the re-solves add several choices at once and
+    overshoot, so no re-solved point lands between the 0.75 and 0.9 targets; adding one
+    choice at a time to the fastest point within the near-floor target, measured, finds a
+    faster one that keeps it, in at most REFINE_ROUNDS × REFINE_WIDTH measurements."""
+    label = f"screen greedy {NEAR_FLOOR:g}"
+
+    def run(rounds):
+        monkeypatch.setattr(greedy, "REFINE_ROUNDS", rounds)
+        pool = _Pool(compound=20.0)
+        result, narrowed = _screened(synthetic_space, pool)
+        before = pool.requests
+        measure = pool_measure(pool=pool, space=narrowed, rung=result.rung)
+        configs = dict(calibrated_warm_configs(result, narrowed, measure=measure))
+        _check_targets(configs.items(), narrowed, pool)
+        latency = {k: synthetic_objectives(narrowed.settings(p))[1] for k, p in configs.items()}
+        return latency, pool.requests - before
+
+    plain, plain_count = run(0)
+    refined, refined_count = run(REFINE_ROUNDS)
+    assert label not in plain  # the 0.75 point's configuration
+    assert refined[label] < refined["screen greedy 0.75"] == plain["screen greedy 0.75"]
+    assert 0 < refined_count - plain_count <= REFINE_ROUNDS * REFINE_WIDTH
