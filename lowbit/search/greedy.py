@@ -88,6 +88,17 @@ def _items(result: Any, space: SearchSpace, bits_only: bool) -> list[Any]:
     ]
 
 
+def _gain(result: Any, e: Any, now: Any | None) -> tuple[float, float]:
+    """Latency saved and one-at-a-time accuracy loss added by taking choice ``e`` where its
+    layer holds ``now`` (a milder choice, or None: the base's): the differences count."""
+    saved = result.base_latency_ms - e.latency_ms
+    cost = max(MIN_LOSS, result.base_accuracy - e.accuracy)
+    if now is not None:
+        saved -= result.base_latency_ms - now.latency_ms
+        cost -= max(MIN_LOSS, result.base_accuracy - now.accuracy)
+    return saved, cost
+
+
 def _solve(result: Any, items: list[Any], budget: float) -> tuple[dict[str, Any], float]:
     """The knapsack's choices within ``budget`` (predicted loss) and their predicted loss."""
     chosen: dict[str, Any] = {}
@@ -95,12 +106,7 @@ def _solve(result: Any, items: list[Any], budget: float) -> tuple[dict[str, Any]
     while True:
         best, best_rate, best_cost = None, 0.0, 0.0
         for e in items:
-            now = chosen.get(e.param)
-            saved = result.base_latency_ms - e.latency_ms
-            cost = max(MIN_LOSS, result.base_accuracy - e.accuracy)
-            if now is not None:  # replacing a milder choice: the difference counts
-                saved -= result.base_latency_ms - now.latency_ms
-                cost -= max(MIN_LOSS, result.base_accuracy - now.accuracy)
+            saved, cost = _gain(result, e, chosen.get(e.param))
             if saved <= 0 or spent + cost > budget:
                 continue
             rate = saved / max(cost, MIN_LOSS)
@@ -279,12 +285,8 @@ def _refine(
     for _ in range(REFINE_ROUNDS):
         slack = target - max(MIN_LOSS, result.base_accuracy - accuracy)
         ranked = []
-        for e in items:
-            now = by_choice.get((e.param, config.get(e.param)))  # None: the base's choice
-            now_latency = result.base_latency_ms if now is None else now.latency_ms
-            now_loss = 0.0 if now is None else max(MIN_LOSS, result.base_accuracy - now.accuracy)
-            saved = now_latency - e.latency_ms
-            cost = max(MIN_LOSS, result.base_accuracy - e.accuracy) - now_loss
+        for e in items:  # the layer's present choice: an item, or None (the base's)
+            saved, cost = _gain(result, e, by_choice.get((e.param, config.get(e.param))))
             if saved > 0 and cost <= slack:
                 ranked.append((saved / max(cost, MIN_LOSS), e))
         ranked.sort(key=lambda r: -r[0])

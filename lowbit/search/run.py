@@ -144,10 +144,11 @@ def _run_method(
                 f"[screen] {name}: {len(greedy)} greedy warm starts, calibrated with "
                 f"{len(greedy_cache) - before} measurements",
             )
-            if greedy:  # measured points supersede the uniformly pruned / low-ranked
-                uniform = uniform_configs(mspace, pool, setup.seed)  # guesses (never on
-                warm = [c for c in warm if c in uniform]  # a front with a screen)
-            warm += [c for c in greedy if c[1] not in [p for _, p in warm]]
+            if greedy:  # the measured points supersede the uniformly pruned / low-ranked
+                # guesses, never on a front with a screen
+                uniform = uniform_configs(mspace, pool, setup.seed)
+                warm = [c for c in warm if c in uniform]
+            warm += greedy
         warm = [  # points of the space, each once (W4A4 is W4A8 where activations are 8-bit)
             (label, p)
             for i, (label, p) in enumerate(warm)
@@ -160,15 +161,18 @@ def _run_method(
         fixed = _every_point  # a space this small is evaluated whole, each point once
     if fixed is not None:
         names = set(mspace.distributions())
+
+        def point(params: dict[str, Any]) -> dict[str, Any]:  # the sampled params only
+            return {k: v for k, v in params.items() if k in names}
+
         known = [  # a waiting (enqueued) trial's params are still its fixed params
-            t.params or t.system_attrs.get("fixed_params", {})
+            point(t.params or t.system_attrs.get("fixed_params", {}))
             for t in study.get_trials(
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING)
             )
         ]
-        known = [{k: v for k, v in p.items() if k in names} for p in known]
         for label, params in fixed(mspace, pool, setup.seed):
-            if {k: v for k, v in params.items() if k in names} not in known:
+            if point(params) not in known:
                 study.enqueue_trial(params, user_attrs={"label": label})
         waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         n_trials, max_asks = done + waiting, waiting
@@ -202,11 +206,10 @@ def _every_point(space: SearchSpace, pool: Any, seed: int) -> list[tuple[str, di
     """Every configuration of ``space`` (for a space no larger than the trial budget: a
     sampler would only repeat points; quantization-only on a target that runs every
     sub-8-bit layer at 8 bits has one)."""
-    names = list(space.distributions())
-    choices = [space.distributions()[n].choices for n in names]
+    dists = space.distributions()
     return [
-        ("enumerated", dict(zip(names, point, strict=True)))
-        for point in itertools.product(*choices)
+        ("enumerated", dict(zip(dists, point, strict=True)))
+        for point in itertools.product(*(d.choices for d in dists.values()))
     ]
 
 

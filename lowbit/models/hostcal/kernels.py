@@ -215,9 +215,14 @@ def _input_for(op: str, shape: tuple[int, int, int]) -> np.ndarray:
 #: the operators :func:`movement_costs` times: data movement, and the integer element-wise
 #: kernels of a QDQ graph (uint8 in, uint8 out)
 MOVEMENT_OPS = (
-    "QuantizeLinear", "DequantizeLinear", "Transpose", "Concat", "Split", "QLinearAdd",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Transpose",
+    "Concat",
+    "Split",
+    "QLinearAdd",
     "QLinearMul",
-)  # fmt: skip
+)
 
 
 def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
