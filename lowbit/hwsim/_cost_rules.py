@@ -148,7 +148,10 @@ class DirectConvKernel(CostRule):
     (measured). Its im2col gathers a pixel's window with ``im2col_copy_cycles`` per
     copy (:func:`im2col_copies`): a window row at once when a group covers all the input
     channels, one window tap at a time otherwise -- a 3x3 grouped conv makes 9 copies per
-    pixel and group where an ungrouped one makes 3."""
+    pixel and group where an ungrouped one makes 3. Every other integer GEMM -- a Gemm or
+    MatMul layer, an attention MatMul, a generic-path conv's -- runs the runtime's GEMM
+    library, at ``gemm_library_speedup`` times the direct kernel's MAC rate (ONNX Runtime's
+    MlasGemm takes AMX tiles on a CPU with AMX-INT8, its direct conv kernel does not)."""
 
     keys = {
         "conv_channel_multiple": count_key(1, 1, 1024),
@@ -156,6 +159,7 @@ class DirectConvKernel(CostRule):
         "unaligned_conv_cycles_per_pixel": cycles_key(),
         "unaligned_conv_cycles_per_output": cycles_key(),
         "im2col_copy_cycles": cycles_key(),
+        "gemm_library_speedup": Key("number", required=False, default=1.0, low=0.05, high=64),
         "pad_conv_channels": Key("bool", required=False, default=False),
     }
     conv_channel_multiple: int = 1
@@ -163,6 +167,7 @@ class DirectConvKernel(CostRule):
     unaligned_conv_cycles_per_pixel: float = 0.0
     unaligned_conv_cycles_per_output: float = 0.0
     im2col_copy_cycles: float = 0.0
+    gemm_library_speedup: float = 1.0
     pad_conv_channels: bool = False
 
     def _pads(self, layer: Layer) -> bool:
@@ -206,8 +211,13 @@ class DirectConvKernel(CostRule):
         )
 
     def adjust_cycles(self, call: GemmCall, *, shape: RunShape, cycles: int) -> int:
+        if not call.integer:
+            return cycles
+        generic = call.conv and self._generic(call, shape)
+        if self.gemm_library_speedup != 1.0 and (generic or not call.conv):
+            cycles = max(1, ceil(cycles / self.gemm_library_speedup - 1e-9))
         rate = self.unaligned_conv_cycles_per_output
-        if rate > 0 and call.conv and self._generic(call, shape):
+        if rate > 0 and generic:
             return cycles + ceil(rate * call.gemm.M * shape.n - 1e-9)
         return cycles
 

@@ -482,3 +482,55 @@ def test_a_grouped_conv_runs_the_generic_path_once_per_group(engine):
         - hwsim.simulate_layer(grouped, bare, engine=engine).compute_cycles
     )
     assert extra == 4 * ceil((15.0 + 40.0) * 28 * 28 - 1e-9)
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_integer_gemms_off_the_direct_conv_kernel_run_the_gemm_library_rate(make_target, engine):
+    """``gemm_library_speedup``: Gemm/MatMul layers and generic-path convs (ONNX Runtime's
+    MlasGemm, AMX on a CPU with AMX-INT8) run at that multiple of the direct conv kernel's
+    MAC rate; direct-kernel convs and float layers keep theirs."""
+    modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
+    base = _with(
+        make_target(kind="vector", rows=1, cols=32, dataflow="vector", precisions=modes),
+        conv_channel_multiple=4,
+        conv_min_out_channels=16,
+    )
+    fast = _with(base, gemm_library_speedup=4.0)
+
+    def compute(layer, profile) -> int:
+        return hwsim.simulate_layer(layer, profile, engine=engine).compute_cycles
+
+    fc = Linear(name="fc", in_features=256, out_features=256, tokens=64)
+    assert compute(fc, fast) == pytest.approx(compute(fc, base) / 4, abs=1)
+    generic = _conv(16, 12)  # 12 outputs: fewer than the direct kernel's minimum
+    assert compute(generic, fast) == pytest.approx(compute(generic, base) / 4, abs=1)
+    direct = _conv(16, 16)
+    assert compute(direct, fast) == compute(direct, base)
+    float_fc = fc.with_compression(Compression(w_bits=None, a_bits=None))
+    assert compute(float_fc, fast) == compute(float_fc, base)
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_weights_streamed_from_a_single_buffered_cache_add_to_compute(engine):
+    """A host profile whose largest cache is not double-buffered (what ``lowbit
+    calibrate-host`` fits when the kernels do not hide reading weights that overflow L2):
+    a layer whose weights stream from it costs its compute plus the read, where a
+    double-buffered cache hides the read behind the compute."""
+    data = load_profile_data("cpu-x86-avx2")
+    data["overheads"] = {"warm_cache": True}
+    for m in data["memory"]:
+        if m["name"] == "l3":
+            m["double_buffered"] = True
+    hidden = profile_from_dict(data, source="test")
+    for m in data["memory"]:
+        if m["name"] == "l3":
+            m["double_buffered"] = False
+    exposed = profile_from_dict(data, source="test")
+    conv = Conv2d(
+        name="c", in_h=4, in_w=4, in_c=512, out_c=512, k_h=3, k_w=3, out_h=4, out_w=4
+    )  # 2.4 MB of int8 weights: beyond L2, within half of L3
+    a = hwsim.simulate(Workload("w", (conv,)), hidden, engine=engine).layers[0]
+    b = hwsim.simulate(Workload("w", (conv,)), exposed, engine=engine).layers[0]
+    assert a.dma_cycles == b.dma_cycles > 0
+    assert a.total_cycles < a.compute_cycles + a.dma_cycles
+    assert b.total_cycles >= b.compute_cycles + b.dma_cycles

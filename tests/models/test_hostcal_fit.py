@@ -12,6 +12,8 @@ DEPTHS = (1, 5)
 TRUE = {
     "gemm": 1300.0,
     "mac": 1 / 8.0,
+    # the GEMM library (Gemm layers, generic convs) 1.5x the direct conv kernel's rate
+    "lib": 1 / 12.0,
     "conv_px": 14.0,
     # the per-image cost is held by a prior (10 %) around 100 cycles: the data barely
     # determine it (~3 % of a batch-64 conv), so a host's lies near it
@@ -20,6 +22,8 @@ TRUE = {
     "generic": 0.4,
     "copy": 6.0,
     "requant": 0.25,
+    # weights beyond L2 stream from L3 at 8 bytes per cycle, not hidden
+    "stream": 1 / 8.0,
     "m32": 2.0,
 }
 GLUE = 550.0
@@ -39,6 +43,7 @@ def _rows():
         for kind, size, spatial, batch in (
             ("conv", 8, 8, 1), ("conv", 16, 8, 16), ("conv", 32, 8, 64), ("conv", 16, 4, 64),
             ("gemm", 16, 1, 1), ("gemm", 128, 1, 64), ("gemm", 256, 1, 64),
+            ("conv", 512, 4, 1), ("gemm", 1536, 1, 1),  # 2.4 MB of weights: beyond L2
         )
         for prec in ("int8", "fp32")
     ]  # fmt: skip
@@ -77,6 +82,10 @@ def test_fit_recovers_the_parameters_it_was_simulated_with():
     # integer cycles and ceilings in the simulation: within a few percent
     assert o["gemm_cycles"] == pytest.approx(TRUE["gemm"], rel=0.05)
     assert summary["int8_macs_per_pe_per_cycle"] == pytest.approx(1 / TRUE["mac"], rel=0.05)
+    assert o["gemm_library_speedup"] == pytest.approx(TRUE["mac"] / TRUE["lib"], rel=0.05)
+    assert summary["stream_bytes_per_cycle"] == pytest.approx(1 / TRUE["stream"], rel=0.05)
+    l3 = next(m for m in fitted["memory"] if m["name"] == "l3")
+    assert not l3["double_buffered"]  # the streamed level: its reads are not hidden
     assert o["conv_cycles_per_pixel"] == pytest.approx(TRUE["conv_px"], rel=0.05)
     assert o["conv_cycles_per_image"] == pytest.approx(TRUE["conv_img"], rel=0.1)
     assert o["unaligned_conv_cycles_per_pixel"] == pytest.approx(TRUE["unaligned"], rel=0.05)

@@ -9,23 +9,25 @@ Two kinds of measurement are fitted, each simulated with hwsim on the profile be
   compared with the simulated layer minus its dispatch (``layer_cycles``).
 
 The INT8 parameters -- an INT8 GEMM operator's fixed cost beyond the measured dispatch
-(``gemm_cycles``), the INT8 cycles per MAC, the per-pixel and per-image costs of every INT8
-k×k conv (``conv_cycles_per_pixel``, ``conv_cycles_per_image``: two map sizes tell them
+(``gemm_cycles``), the INT8 cycles per MAC of the direct conv kernel and of the GEMM library
+(``gemm_library_speedup``), the cycles per byte of weights streamed from the largest cache
+when they overflow L2 (its bandwidth; the level written single-buffered: the kernels do not
+hide that read -- on an Intel Xeon with AMX-INT8, a 512->512 3x3 conv on a 4x4 map took its
+compute plus its 2.4 MB weight read at ~24 GB/s), the per-pixel and per-image costs of every
+INT8 k×k conv (``conv_cycles_per_pixel``, ``conv_cycles_per_image``: two map sizes tell them
 apart), the generic path's extra per pixel (``unaligned_conv_cycles_per_pixel``) and per
 output element (``unaligned_conv_cycles_per_output``: its int32 accumulators written and
 requantized in a second pass; the sweep's generic convs have 4 to 64 outputs per pixel,
 which tell the two apart) and per copy of its im2col (``im2col_copy_cycles``: a window row
 at once in an ungrouped conv, a tap at a time in a grouped one -- the sweep's grouped
-convs), the requantization
-cost per output element of every INT8 GEMM (``requant_cycles_per_output``) -- are fitted
-on the INT8 measurements alone, by weighted non-negative least squares of the relative
-error (chains and sweep weighted equally). hwsim's CPU cost is nearly linear in each of
-them, so the fit is linearised around the estimate and solved again a few times
-(Gauss-Newton): deterministic, with no search over starting points. ``compute.cols`` (the
-kernels' N blocking: 1, 2 or 4 SIMD registers) is the one that fits best. The FP32 MAC rate
-is then fitted on the FP32 chains with the rest fixed: the deployed graphs are INT8, so FP32
-layers must not pull the fit.
-"""
+convs), the requantization cost per output element of every INT8 GEMM
+(``requant_cycles_per_output``) -- are fitted on the INT8 measurements alone, by weighted
+non-negative least squares of the relative error (chains and sweep weighted equally).
+hwsim's CPU cost is nearly linear in each of them, so the fit is linearised around the
+estimate and solved again a few times (Gauss-Newton): deterministic, with no search over
+starting points. ``compute.cols`` (the kernels' N blocking: 1, 2 or 4 SIMD registers) is the
+one that fits best. The FP32 MAC rate is then fitted on the FP32 chains with the rest fixed:
+the deployed graphs are INT8, so FP32 layers must not pull the fit."""
 
 from __future__ import annotations
 
@@ -109,7 +111,10 @@ def sweep_kernel_s(rows, data: dict[str, Any]) -> np.ndarray:
 
 
 #: the INT8 parameters, each fitted as the coefficient of its simulated feature
-INT8_PARAMS = ("gemm", "mac", "conv_px", "conv_img", "unaligned", "generic", "copy", "requant")
+INT8_PARAMS = (
+    "gemm", "mac", "lib", "conv_px", "conv_img", "unaligned", "generic", "copy", "requant",
+    "stream",
+)  # fmt: skip
 
 
 def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> dict[str, Any]:
@@ -128,12 +133,23 @@ def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> 
         "unaligned_conv_cycles_per_pixel": float(f"{params['unaligned']:.4g}"),
         "unaligned_conv_cycles_per_output": float(f"{params.get('generic', 0.0):.4g}"),
         "im2col_copy_cycles": float(f"{params.get('copy', 0.0):.4g}"),
+        # the GEMM library's rate over the direct conv kernel's (both fitted per MAC)
+        "gemm_library_speedup": float(f"{params['mac'] / params.get('lib', params['mac']):.4g}"),
         "conv_cycles_per_pixel": float(f"{params['conv_px']:.4g}"),
         "conv_cycles_per_image": float(f"{params['conv_img']:.4g}"),
         "requant_cycles_per_output": float(f"{params['requant']:.4g}"),
         # measured in steady state: a small model's weights stay in the last-level cache
         "warm_cache": True,
     }
+    if "stream" in params:
+        # weights that overflow L2 stream from the largest cache (or DRAM) at every run, at
+        # the fitted rate, and the kernels do not hide that read behind their arithmetic
+        outer = max(
+            (m for m in new["memory"] if not m.get("off_chip") and "weights" in m["holds"]),
+            key=lambda m: m["size_bytes"],
+        )
+        outer["bandwidth_bytes_per_cycle"] = float(f"{1.0 / params['stream']:.4g}")
+        outer["double_buffered"] = False
     for mode in new["compute"]["precision"]:
         rate = 1.0 / params["mac"] if mode["w_bits"] == 8 else params.get("m32", 1.0)
         mode["macs_per_pe_per_cycle"] = float(f"{rate:.6g}")
@@ -155,12 +171,14 @@ def _simulate(int8, sweep, data, depths) -> np.ndarray:
 _START = {
     "gemm": 1000.0,
     "mac": 0.125,
+    "lib": 0.125,
     "conv_px": 10.0,
     "conv_img": 100.0,
     "unaligned": 20.0,
     "generic": 0.3,
     "copy": 8.0,
     "requant": 0.2,
+    "stream": 0.1,
 }
 
 #: a weak prior on the conv costs that trade off against each other (per pixel, per image,
@@ -196,7 +214,8 @@ def _gauss_newton(
 
     theta = dict(start)
     keys = tuple(start)
-    lows = {k: (lower or {}).get(k, 1 / 4096 if k in ("mac", "mac32") else 0.0) for k in keys}
+    per_unit = ("mac", "lib", "mac32", "stream")  # never 0: a rate or bandwidth is finite
+    lows = {k: (lower or {}).get(k, 1 / 4096 if k in per_unit else 0.0) for k in keys}
     theta = {k: max(v, lows[k]) for k, v in theta.items()}
     prior = {k: w for k, w in (prior or {}).items() if k in keys}
     ridge = np.array([[w / start[k] if j == k else 0.0 for j in keys] for k, w in prior.items()])
@@ -241,7 +260,8 @@ def _linear_fit(
     def simulate(theta: dict[str, float]) -> np.ndarray:
         return _simulate(int8, sweep, with_params(data, theta, glue), depths)
 
-    theta = _gauss_newton(simulate, measured, weight, _START, lower={"mac": min_mac}, prior=_PRIOR)
+    lower = {"mac": min_mac, "lib": min_mac}
+    theta = _gauss_newton(simulate, measured, weight, _START, lower=lower, prior=_PRIOR)
     return float(np.mean(_log_error(simulate(theta), measured))), theta
 
 
@@ -311,6 +331,8 @@ def fit(
         # an INT8 GEMM operator's whole fixed cost (layer_cycles + gemm_cycles)
         "layer_cycles": o["layer_cycles"] + o["gemm_cycles"],
         "int8_macs_per_pe_per_cycle": 1.0 / theta["mac"],
+        "gemm_library_speedup": o["gemm_library_speedup"],
+        "stream_bytes_per_cycle": 1.0 / theta["stream"],
         "fp32_macs_per_pe_per_cycle": float(theta["m32"]),
         "unaligned_conv_cycles_per_pixel": o["unaligned_conv_cycles_per_pixel"],
         "unaligned_conv_cycles_per_output": o["unaligned_conv_cycles_per_output"],

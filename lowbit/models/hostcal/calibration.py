@@ -26,7 +26,12 @@ The host model is measured, not typed by hand (``lowbit calibrate-host``):
 
 The GEMM and convolution costs are fitted on the INT8 chains and single convs by weighted
 non-negative least squares (:mod:`lowbit.models.hostcal._fit`): an INT8 GEMM operator's fixed cost
-(``gemm_cycles``, on top of the measured dispatch every operator pays), cycles per MAC,
+(``gemm_cycles``, on top of the measured dispatch every operator pays), cycles per MAC of
+the direct conv kernel and of the GEMM library (``gemm_library_speedup``: Gemm/MatMul
+layers and generic-path convs; ONNX Runtime's MlasGemm uses AMX tiles where the CPU has
+them, its direct conv kernel VNNI), the rate at which weights that overflow L2 stream from
+the largest cache at every run, not hidden behind the arithmetic (that level's bandwidth,
+``double_buffered = false``; chains of 2.4-3 MB layers measure it),
 per-pixel and per-image costs of k x k convs, the generic path's extra per pixel, per
 output and per im2col copy, the requantization cost per output, and ``compute.cols``
 among 1, 2 or 4 SIMD registers (the kernels' N blocking); the FP32 rate on the FP32
@@ -107,8 +112,10 @@ _KiB = 1024
 #: own kernel, INT8 and FP32; data movement: quantize, dequantize, transpose, concat, split;
 #: warm caches; 6: the per-node profiler's own time taken off the single-conv sweep; 7: the
 #: integer element-wise kernels QLinearAdd and QLinearMul; the generic conv path's int32
-#: output pass and its im2col copies, grouped convs in the sweep)
-CALIBRATION_VERSION = 7
+#: output pass and its im2col copies, grouped convs in the sweep; 8: the GEMM library's own
+#: INT8 rate (AMX where the CPU has it); weights that overflow L2 streamed from the largest
+#: cache at a fitted rate, not hidden behind compute)
+CALIBRATION_VERSION = 8
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
 _RECOMPUTED = (
