@@ -80,10 +80,15 @@ CONSTANTS = (
             "unaligned_conv_cycles_per_pixel",
             "unaligned_conv_cycles_per_output",
             "im2col_copy_cycles",
+            "gemm_library_speedup",
             "requant_cycles_per_output",
             "depthwise_cycles_per_mac",
             "depthwise_cycles_per_pixel",
         )
+    ),
+    (
+        "streamed weights bytes/cycle",  # the largest cache's fitted bandwidth
+        lambda p: max(p.on_chip("weights"), key=lambda m: m.size_bytes).bandwidth_bytes_per_cycle,
     ),
     ("transpose cycles/element", _rate("transpose", integer=False)),
     ("quantize cycles/element", _rate("quantize", integer=False)),
