@@ -151,7 +151,9 @@ class DirectConvKernel(CostRule):
     pixel and group where an ungrouped one makes 3. Every other integer GEMM -- a Gemm or
     MatMul layer, an attention MatMul, a generic-path conv's -- runs the runtime's GEMM
     library, at ``gemm_library_speedup`` times the direct kernel's MAC rate (ONNX Runtime's
-    MlasGemm takes AMX tiles on a CPU with AMX-INT8, its direct conv kernel does not)."""
+    MlasGemm takes AMX tiles on a CPU with AMX-INT8, its direct conv kernel does not); a GEMM
+    whose second operand is an activation too (attention's QK^T and AV, ONNX Runtime's
+    QLinearMatMul: nothing pre-packed) at ``activation_gemm_speedup`` times it instead."""
 
     keys = {
         "conv_channel_multiple": count_key(1, 1, 1024),
@@ -160,6 +162,7 @@ class DirectConvKernel(CostRule):
         "unaligned_conv_cycles_per_output": cycles_key(),
         "im2col_copy_cycles": cycles_key(),
         "gemm_library_speedup": Key("number", required=False, default=1.0, low=0.05, high=64),
+        "activation_gemm_speedup": Key("number", required=False, default=1.0, low=0.01, high=64),
         "pad_conv_channels": Key("bool", required=False, default=False),
     }
     conv_channel_multiple: int = 1
@@ -168,6 +171,7 @@ class DirectConvKernel(CostRule):
     unaligned_conv_cycles_per_output: float = 0.0
     im2col_copy_cycles: float = 0.0
     gemm_library_speedup: float = 1.0
+    activation_gemm_speedup: float = 1.0
     pad_conv_channels: bool = False
 
     def _pads(self, layer: Layer) -> bool:
@@ -214,8 +218,13 @@ class DirectConvKernel(CostRule):
         if not call.integer:
             return cycles
         generic = call.conv and self._generic(call, shape)
-        if self.gemm_library_speedup != 1.0 and (generic or not call.conv):
-            cycles = max(1, ceil(cycles / self.gemm_library_speedup - 1e-9))
+        speedup = (
+            self.activation_gemm_speedup
+            if call.gemm.weights_are_activations
+            else self.gemm_library_speedup
+        )
+        if speedup != 1.0 and (generic or not call.conv):
+            cycles = max(1, ceil(cycles / speedup - 1e-9))
         rate = self.unaligned_conv_cycles_per_output
         if rate > 0 and generic:
             return cycles + ceil(rate * call.gemm.M * shape.n - 1e-9)
@@ -325,13 +334,25 @@ class Requantization(CostRule):
 class GemmLaunch(CostRule):
     """``gemm_cycles`` once per integer GEMM a layer runs, on top of ``layer_cycles``: a
     low-rank layer is two GEMMs (two kernel launches, two requantization setups); float
-    GEMMs do not pay it."""
+    GEMMs do not pay it. An integer GEMM of two activations also pays
+    ``activation_gemm_cycles`` per instance (per attention head: one library call each,
+    packing its second operand)."""
 
-    keys = {"gemm_cycles": count_key(0, 0, 10**9)}
+    keys = {
+        "gemm_cycles": count_key(0, 0, 10**9),
+        "activation_gemm_cycles": count_key(0, 0, 10**9),
+    }
     gemm_cycles: int = 0
+    activation_gemm_cycles: int = 0
 
     def fixed_cycles(self, call: LayerCall) -> int:
-        return sum(1 for m in call.modes if m.w_bits < FLOAT_BITS) * self.gemm_cycles
+        total = 0
+        for g, m in zip(call.gemms, call.modes, strict=True):
+            if m.w_bits < FLOAT_BITS:
+                total += self.gemm_cycles
+                if g.weights_are_activations:
+                    total += g.count * self.activation_gemm_cycles
+        return total
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,6 +171,7 @@ class Overheads:
     run_cycles: int = 0
     float_run_cycles: int = 0  # a float graph's Run call (0: run_cycles)
     gemm_cycles: int = 0  # GemmLaunch
+    activation_gemm_cycles: int = 0  # GemmLaunch
     narrow_activation_cycles: int = 0  # NarrowActivationClamp
     #: (kind, cycles per element) pairs, sorted by kind (ElementwiseCosts)
     elementwise_cycles_per_element: tuple[tuple[str, float], ...] = ()
@@ -180,6 +181,7 @@ class Overheads:
     unaligned_conv_cycles_per_output: float = 0.0  # DirectConvKernel
     im2col_copy_cycles: float = 0.0  # DirectConvKernel
     gemm_library_speedup: float = 1.0  # DirectConvKernel
+    activation_gemm_speedup: float = 1.0  # DirectConvKernel
     conv_cycles_per_pixel: float = 0.0  # WindowGather
     conv_cycles_per_image: float = 0.0  # WindowGather
     requant_cycles_per_output: float = 0.0  # Requantization

@@ -534,3 +534,33 @@ def test_weights_streamed_from_a_single_buffered_cache_add_to_compute(engine):
     assert a.dma_cycles == b.dma_cycles > 0
     assert a.total_cycles < a.compute_cycles + a.dma_cycles
     assert b.total_cycles >= b.compute_cycles + b.dma_cycles
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_a_product_of_two_activations_runs_its_own_rate_and_pays_per_head(make_target, engine):
+    """``activation_gemm_speedup`` and ``activation_gemm_cycles``: an integer attention
+    MatMul (both operands activations: ONNX Runtime's QLinearMatMul packs the second at
+    every call) runs at its own multiple of the direct kernel's rate and pays a fixed cost
+    per head; a Linear layer keeps the GEMM library's rate and pays neither."""
+    modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
+    base = _with(
+        make_target(kind="vector", rows=1, cols=32, dataflow="vector", precisions=modes),
+        gemm_library_speedup=2.0,
+    )
+    slow = _with(base, activation_gemm_speedup=0.25, activation_gemm_cycles=500)
+    attention = MatMul(name="qk", M=64, N=64, K=32, heads=4)
+    fc = Linear(name="fc", in_features=256, out_features=256, tokens=64)
+
+    def layer(lay, profile):
+        return hwsim.simulate_layer(lay, profile, engine=engine)
+
+    # its own rate, not the library's: 0.25x the direct kernel's (4x its cycles)
+    assert layer(attention, slow).compute_cycles == pytest.approx(
+        4 * layer(attention, base).compute_cycles, rel=0.01
+    )
+    assert (
+        layer(attention, slow).overhead_cycles - layer(attention, base).overhead_cycles == 4 * 500
+    )
+    assert layer(fc, slow).total_cycles == layer(fc, base).total_cycles
+    floating = attention.with_compression(Compression(w_bits=None, a_bits=None))
+    assert layer(floating, slow).total_cycles == layer(floating, base).total_cycles

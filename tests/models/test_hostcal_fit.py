@@ -24,6 +24,9 @@ TRUE = {
     "requant": 0.25,
     # weights beyond L2 stream from L3 at 8 bytes per cycle, not hidden
     "stream": 1 / 8.0,
+    # a product of two activations: a fifth of the direct kernel's rate, 1100 cycles a head
+    "amac": 5 / 8.0,
+    "ainst": 1100.0,
     "m32": 2.0,
 }
 GLUE = 550.0
@@ -44,6 +47,7 @@ def _rows():
             ("conv", 8, 8, 1), ("conv", 16, 8, 16), ("conv", 32, 8, 64), ("conv", 16, 4, 64),
             ("gemm", 16, 1, 1), ("gemm", 128, 1, 64), ("gemm", 256, 1, 64),
             ("conv", 512, 4, 1), ("gemm", 1536, 1, 1),  # 2.4 MB of weights: beyond L2
+            ("matmul", 32, 1, 4), ("matmul", 64, 1, 4), ("matmul", 64, 1, 16),  # attention
         )
         for prec in ("int8", "fp32")
     ]  # fmt: skip
@@ -84,6 +88,8 @@ def test_fit_recovers_the_parameters_it_was_simulated_with():
     assert summary["int8_macs_per_pe_per_cycle"] == pytest.approx(1 / TRUE["mac"], rel=0.05)
     assert o["gemm_library_speedup"] == pytest.approx(TRUE["mac"] / TRUE["lib"], rel=0.05)
     assert summary["stream_bytes_per_cycle"] == pytest.approx(1 / TRUE["stream"], rel=0.05)
+    assert o["activation_gemm_speedup"] == pytest.approx(TRUE["mac"] / TRUE["amac"], rel=0.05)
+    assert o["activation_gemm_cycles"] == pytest.approx(TRUE["ainst"], rel=0.05)
     l3 = next(m for m in fitted["memory"] if m["name"] == "l3")
     assert not l3["double_buffered"]  # the streamed level: its reads are not hidden
     assert o["conv_cycles_per_pixel"] == pytest.approx(TRUE["conv_px"], rel=0.05)
@@ -125,3 +131,21 @@ def test_a_weak_prior_settles_costs_the_data_cannot_tell_apart():
     for key in ("a", "b"):
         assert fits[0][key] == pytest.approx(fits[1][key], rel=0.05)
     assert fits[0]["a"] == pytest.approx(fits[0]["b"], rel=0.05)
+
+
+def test_parameters_no_measurement_determines_are_left_out_of_the_fit():
+    """A quick calibration measures no attention product and no layer whose weights
+    overflow L2: those costs keep their neutral values (no per-head cost, the library's
+    own rate, the largest cache double-buffered at its measured bandwidth), never a value
+    the optimizer wandered to."""
+    chains, sweep = _rows()
+    small = [r for r in chains if r["kind"] != "matmul" and r["size"] <= 128]
+    data = _base()
+    fitted, summary = fit(small, sweep, data, glue_cycles=GLUE, depths=DEPTHS)
+    o = fitted["overheads"]
+    assert o["activation_gemm_cycles"] == 0 and o["activation_gemm_speedup"] == 1.0
+    assert summary["stream_bytes_per_cycle"] == 0.0
+    before = {m["name"]: m for m in data["memory"]}
+    for m in fitted["memory"]:
+        assert m["double_buffered"] == before[m["name"]].get("double_buffered", False)
+        assert m["bandwidth_bytes_per_cycle"] == before[m["name"]]["bandwidth_bytes_per_cycle"]

@@ -42,7 +42,7 @@ from lowbit.models.export._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_C
 
 def _chain(row: dict[str, Any], depth: int):
     """The hwsim layers of a chain."""
-    from lowbit.hwsim.workload import Compression, Conv2d, Linear, Workload
+    from lowbit.hwsim.workload import Compression, Conv2d, Linear, MatMul, Workload
 
     bits = 8 if row["precision"] == "int8" else None  # None: float
     comp = Compression(w_bits=bits, a_bits=bits)
@@ -60,6 +60,10 @@ def _chain(row: dict[str, Any], depth: int):
             out_h=s,
             out_w=s,
             batch=row["batch"],
+        )
+    elif row["kind"] == "matmul":
+        make = lambda i: MatMul(  # noqa: E731
+            name=f"l{i}", compression=comp, M=n, N=n, K=n, heads=row["batch"]
         )
     else:
         make = lambda i: Linear(  # noqa: E731
@@ -113,7 +117,7 @@ def sweep_kernel_s(rows, data: dict[str, Any]) -> np.ndarray:
 #: the INT8 parameters, each fitted as the coefficient of its simulated feature
 INT8_PARAMS = (
     "gemm", "mac", "lib", "conv_px", "conv_img", "unaligned", "generic", "copy", "requant",
-    "stream",
+    "stream", "amac", "ainst",
 )  # fmt: skip
 
 
@@ -126,6 +130,7 @@ def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> 
     new["overheads"] = {
         "layer_cycles": layer,
         "gemm_cycles": int(round(params["gemm"])),
+        "activation_gemm_cycles": int(round(params.get("ainst", 0.0))),
         # a sub-8-bit activation is clamped by one more (Clip) operator: one dispatch
         "narrow_activation_cycles": layer,
         "conv_channel_multiple": CONV_CHANNEL_MULTIPLE,
@@ -135,6 +140,9 @@ def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> 
         "im2col_copy_cycles": float(f"{params.get('copy', 0.0):.4g}"),
         # the GEMM library's rate over the direct conv kernel's (both fitted per MAC)
         "gemm_library_speedup": float(f"{params['mac'] / params.get('lib', params['mac']):.4g}"),
+        "activation_gemm_speedup": float(
+            f"{params['mac'] / params.get('amac', params['mac']):.4g}"
+        ),
         "conv_cycles_per_pixel": float(f"{params['conv_px']:.4g}"),
         "conv_cycles_per_image": float(f"{params['conv_img']:.4g}"),
         "requant_cycles_per_output": float(f"{params['requant']:.4g}"),
@@ -179,6 +187,8 @@ _START = {
     "copy": 8.0,
     "requant": 0.2,
     "stream": 0.1,
+    "amac": 0.5,
+    "ainst": 1000.0,
 }
 
 #: a weak prior on the conv costs that trade off against each other (per pixel, per image,
@@ -214,7 +224,7 @@ def _gauss_newton(
 
     theta = dict(start)
     keys = tuple(start)
-    per_unit = ("mac", "lib", "mac32", "stream")  # never 0: a rate or bandwidth is finite
+    per_unit = ("mac", "lib", "amac", "mac32", "stream")  # never 0: a rate or bandwidth is finite
     lows = {k: (lower or {}).get(k, 1 / 4096 if k in per_unit else 0.0) for k in keys}
     theta = {k: max(v, lows[k]) for k, v in theta.items()}
     prior = {k: w for k, w in (prior or {}).items() if k in keys}
@@ -226,7 +236,7 @@ def _gauss_newton(
         return data + sum((w * (th[k] / start[k] - 1)) ** 2 for k, w in prior.items())
 
     best, best_theta = math.inf, theta
-    for _ in range(6):
+    for _ in range(10):
         at = simulate(theta)
         error = cost(at, theta)
         if error < best:  # the steps may overshoot: keep the best estimate seen
@@ -260,9 +270,30 @@ def _linear_fit(
     def simulate(theta: dict[str, float]) -> np.ndarray:
         return _simulate(int8, sweep, with_params(data, theta, glue), depths)
 
-    lower = {"mac": min_mac, "lib": min_mac}
-    theta = _gauss_newton(simulate, measured, weight, _START, lower=lower, prior=_PRIOR)
+    lower = {"mac": min_mac, "lib": min_mac, "amac": min_mac}
+    start = {k: v for k, v in _START.items() if k not in _undetermined(int8, data, depths)}
+    theta = _gauss_newton(simulate, measured, weight, start, lower=lower, prior=_PRIOR)
     return float(np.mean(_log_error(simulate(theta), measured))), theta
+
+
+def _undetermined(int8, data: dict[str, Any], depths: tuple[int, int]) -> set[str]:
+    """Parameters no measurement determines (``--quick`` measures few shapes), left out of
+    the fit -- the profile keeps their neutral values -- rather than left to wander: the
+    products of two activations without a ``matmul`` chain; the streamed weights unless a
+    chain's weights overflow half of the caches inside the largest (as hwsim homes them)."""
+    out = set()
+    if not any(r["kind"] == "matmul" for r in int8):
+        out |= {"amac", "ainst"}
+    caches = sorted(
+        m["size_bytes"] for m in data["memory"] if not m.get("off_chip") and "weights" in m["holds"]
+    )
+    window = {"conv": 9, "gemm": 1}
+    deepest = max(
+        (window.get(r["kind"], 0) * r["size"] ** 2 * max(depths) for r in int8), default=0
+    )
+    if len(caches) < 2 or deepest <= caches[-2] / 2:
+        out.add("stream")
+    return out
 
 
 def _log_error(sim: np.ndarray, measured: np.ndarray) -> np.ndarray:
@@ -332,7 +363,10 @@ def fit(
         "layer_cycles": o["layer_cycles"] + o["gemm_cycles"],
         "int8_macs_per_pe_per_cycle": 1.0 / theta["mac"],
         "gemm_library_speedup": o["gemm_library_speedup"],
-        "stream_bytes_per_cycle": 1.0 / theta["stream"],
+        # 0: not fitted (no chain's weights overflow the inner caches)
+        "stream_bytes_per_cycle": 1.0 / theta["stream"] if "stream" in theta else 0.0,
+        "activation_gemm_speedup": o["activation_gemm_speedup"],
+        "activation_gemm_cycles": o["activation_gemm_cycles"],
         "fp32_macs_per_pe_per_cycle": float(theta["m32"]),
         "unaligned_conv_cycles_per_pixel": o["unaligned_conv_cycles_per_pixel"],
         "unaligned_conv_cycles_per_output": o["unaligned_conv_cycles_per_output"],

@@ -112,6 +112,10 @@ def profile_toml(calibration: _Calibrated) -> str:
         "its im2col (a window row; a tap in a grouped conv)",
         f"gemm_library_speedup = {o.get('gemm_library_speedup', 1.0)!r}  # fitted: the GEMM "
         "library's INT8 rate (Gemm/MatMul, generic convs) over the direct conv kernel's",
+        f"activation_gemm_speedup = {o.get('activation_gemm_speedup', 1.0)!r}  # fitted: "
+        "the same for a product of two activations (attention's QLinearMatMul)",
+        f"activation_gemm_cycles = {o.get('activation_gemm_cycles', 0)}  # fitted: its "
+        "cost per instance (attention head)",
         f"conv_cycles_per_pixel = {o.get('conv_cycles_per_pixel', 0.0)!r}  # fitted: "
         "every INT8 k x k conv's per-pixel gather and requantization",
         f"conv_cycles_per_image = {o.get('conv_cycles_per_image', 0.0)!r}  # fitted: "

@@ -55,7 +55,8 @@ _KiB = 1024
 #: F→F on ``batch`` rows; shapes span the zoo's layers (4-128 channels, batch 1-64), then
 #: four convolutions the direct INT8 kernel does not take (models.hostcal), then
 #: edge-scale layers at batch 1 (28-56 pixel maps, wide GEMMs), then layers whose 2.4-3 MB
-#: of weights overflow any L2 (streamed from L3 at every run: five stay within a 16 MB L3)
+#: of weights overflow any L2 (streamed from L3 at every run: five stay within a 16 MB L3),
+#: then products of two activations (attention: ``batch`` heads of size x size matrices)
 FULL_SHAPES = (
     ("conv", 8, 8, 1), ("conv", 16, 8, 1), ("conv", 32, 4, 1), ("conv", 16, 8, 16),
     ("conv", 32, 8, 64), ("conv", 16, 8, 64), ("conv", 64, 4, 64), ("conv", 32, 4, 64),
@@ -65,6 +66,7 @@ FULL_SHAPES = (
     ("conv", 32, 56, 1), ("conv", 48, 28, 1), ("conv", 96, 14, 1), ("conv", 160, 14, 1),
     ("gemm", 384, 1, 1), ("gemm", 768, 1, 1),
     ("conv", 512, 4, 1), ("conv", 576, 3, 1), ("gemm", 1536, 1, 1), ("gemm", 1536, 1, 16),
+    ("matmul", 32, 1, 4), ("matmul", 64, 1, 4), ("matmul", 64, 1, 16),
 )  # fmt: skip
 QUICK_SHAPES = (("conv", 16, 4, 1), ("conv", 16, 8, 16), ("gemm", 16, 1, 1), ("gemm", 64, 1, 64))
 DEPTHS = (1, 5)
@@ -126,6 +128,8 @@ def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(size * 131 + depth)
+    if kind == "matmul":
+        return _matmul_chain(size, depth, int8)
     shape = ["b", size, spatial, spatial] if kind == "conv" else ["b", size]
     w_shape = (size, size, 3, 3) if kind == "conv" else (size, size)
     inits, nodes = [], []
@@ -171,6 +175,43 @@ def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):
         nodes,
         "chain",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _matmul_chain(size: int, depth: int, int8: bool):
+    """``depth`` products of an activation with itself, ``x_{i+1} = x_i · x_i`` on ``heads``
+    (the input's second axis) ``size`` x ``size`` matrices: attention's QK^T and AV, both
+    operands activations (INT8: each between Q/DQ pairs, ONNX Runtime's QLinearMatMul)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(128, np.uint8), "z"),
+    ]
+    nodes, x = [], "x"
+    if int8:
+        nodes += [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+            helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["x0"]),
+        ]
+        x = "x0"
+    for i in range(depth):
+        nodes.append(helper.make_node("MatMul", [x, x], [f"y{i}"]))
+        if int8:
+            nodes += [
+                helper.make_node("QuantizeLinear", [f"y{i}", "s", "z"], [f"q{i}"]),
+                helper.make_node("DequantizeLinear", [f"q{i}", "s", "z"], [f"a{i}"]),
+            ]
+        else:
+            nodes.append(helper.make_node("Relu", [f"y{i}"], [f"a{i}"]))
+        x = f"a{i}"
+    graph = helper.make_graph(
+        nodes,
+        "matmul-chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "h", size, size])],
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)],
         inits,
     )
@@ -253,7 +294,10 @@ def bench_chains(shapes, *, repeats: int) -> list[dict[str, Any]]:
     """Per-layer and per-run cost of every chain shape, INT8 and FP32 (:func:`depth_slope`)."""
     rows = []
     for kind, size, spatial, batch in shapes:
-        shape = (batch, size, spatial, spatial) if kind == "conv" else (batch, size)
+        shape = {
+            "conv": (batch, size, spatial, spatial),
+            "matmul": (1, batch, size, size),  # batch: the heads
+        }.get(kind, (batch, size))
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
         for int8 in (True, False):
             precision = "int8" if int8 else "fp32"

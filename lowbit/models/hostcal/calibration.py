@@ -31,7 +31,9 @@ the direct conv kernel and of the GEMM library (``gemm_library_speedup``: Gemm/M
 layers and generic-path convs; ONNX Runtime's MlasGemm uses AMX tiles where the CPU has
 them, its direct conv kernel VNNI), the rate at which weights that overflow L2 stream from
 the largest cache at every run, not hidden behind the arithmetic (that level's bandwidth,
-``double_buffered = false``; chains of 2.4-3 MB layers measure it),
+``double_buffered = false``; chains of 2.4-3 MB layers measure it), the rate and per-head
+cost of a product of two activations (attention's QLinearMatMul: chains of x·x on 4-16
+heads),
 per-pixel and per-image costs of k x k convs, the generic path's extra per pixel, per
 output and per im2col copy, the requantization cost per output, and ``compute.cols``
 among 1, 2 or 4 SIMD registers (the kernels' N blocking); the FP32 rate on the FP32
@@ -114,8 +116,9 @@ _KiB = 1024
 #: integer element-wise kernels QLinearAdd and QLinearMul; the generic conv path's int32
 #: output pass and its im2col copies, grouped convs in the sweep; 8: the GEMM library's own
 #: INT8 rate (AMX where the CPU has it); weights that overflow L2 streamed from the largest
-#: cache at a fitted rate, not hidden behind compute)
-CALIBRATION_VERSION = 8
+#: cache at a fitted rate, not hidden behind compute; 9: products of two activations
+#: (attention) at their own rate and cost per head)
+CALIBRATION_VERSION = 9
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
 _RECOMPUTED = (
