@@ -375,6 +375,12 @@ class NarrowActivationClamp(CostRule):
         return (2 if g.weights_are_activations else 1) * self.narrow_activation_cycles
 
 
+#: kind -> the kind whose cost it takes where a profile does not price it apart: a Transpose
+#: that moves the innermost axis (ONNX Runtime copies it element by element) costs what a
+#: layout transpose does on a profile measured without it
+FALLBACK_KINDS = {"transpose_strided": "transpose"}
+
+
 @dataclass(frozen=True, slots=True)
 class ElementwiseCosts(CostRule):
     """A memory-only layer's compute cost per element by its ``kind``
@@ -397,6 +403,8 @@ class ElementwiseCosts(CostRule):
 
     def element_rate(self, kind: str, *, integer: bool) -> float:
         wanted = (f"{kind}_int8", kind) if integer else (kind,)
+        if kind in FALLBACK_KINDS:  # a profile that does not price it apart
+            wanted = (*wanted, FALLBACK_KINDS[kind])
         for name in wanted:
             for known, cycles in self.elementwise_cycles_per_element:
                 if known == name:

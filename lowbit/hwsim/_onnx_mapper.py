@@ -24,7 +24,7 @@ from lowbit.hwsim._onnx_ops import (
     UNARY_OPS,
     kind_of,
 )
-from lowbit.hwsim._onnx_runtime import folded_transpose, runtime_layers
+from lowbit.hwsim._onnx_runtime import folded_transpose, runtime_layers, strided_transpose
 from lowbit.hwsim.compression import spec_bits
 from lowbit.hwsim.workload import (
     FLOAT_BITS,
@@ -255,7 +255,9 @@ class GraphMapper:
             name=self.unique(self.g.layer_name(node, index, weight=None)),
             compression=_both_at(bits),
             elements=elements,
-            kind=MOVEMENT_OPS[node.op_type],
+            kind="transpose_strided"
+            if strided_transpose(self.g, node, quantized=self.quantized)
+            else MOVEMENT_OPS[node.op_type],
         )
 
     def elementwise(self, node: onnx.NodeProto, index: int) -> None:

@@ -8,7 +8,10 @@ graph as written, so it executes data movement the graph does not show:
   and around convolutions each of those 4-D tensors is also transposed between NCHW and
   channels-last;
 * a Reshape or Flatten of a 4-D activation needs NCHW: its input is transposed back, and a
-  4-D or 5-D output (a channel shuffle) forward again;
+  4-D or 5-D output (a channel shuffle) forward again -- unless the Reshape only splits the
+  channels of a channels-last tensor for a Transpose (a channel shuffle after convs): then
+  ONNX Runtime pushes the layout transpose through the Reshape into that Transpose, one
+  copy that moves the innermost axis, element by element (:func:`strided_transpose`);
 * a DequantizeLinear feeding an operator with no integer kernel (LayerNorm, Erf, Div...)
   runs on its own, and so does the QuantizeLinear after it.
 
@@ -24,7 +27,7 @@ from lowbit.hwsim._onnx_graph import dtype_bits
 from lowbit.hwsim._onnx_ops import CONV_OPS, QUANT_OPS
 from lowbit.hwsim.workload import Compression, Elementwise, Layer
 
-__all__ = ["QDQ_FUSABLE", "folded_transpose", "runtime_layers"]
+__all__ = ["QDQ_FUSABLE", "folded_transpose", "runtime_layers", "strided_transpose"]
 
 #: operators ONNX Runtime fuses with the DequantizeLinear before them and the
 #: QuantizeLinear after them into an integer kernel (QLinear*, or run on the codes)
@@ -106,12 +109,77 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
                 add(index, node.input[0], "quantize", bits, "quantize")
         elif op in ("Reshape", "Flatten") and convs and importer.quantized:
             shape = g.shapes.get(node.input[0]) or ()
-            if len(shape) == 4 and node.input[0] not in g.static:
+            if len(shape) == 4 and node.input[0] not in g.static and not _merged_layout(g, node):
                 bits = importer.bits(node.input[0])
                 add(index - 0.5, node.input[0], "transpose", bits, "layout")
                 if len(g.shapes.get(node.output[0]) or ()) > 3:  # back to channels-last
                     add(index + 0.5, node.output[0], "transpose", bits, "layout")
     return out
+
+
+#: operators ONNX Runtime runs in the layout of their inputs (channels-last after convs)
+_LAYOUT_KEEPING = frozenset(
+    {"Concat", "Add", "Mul", "Relu", "Clip", "MaxPool", "AveragePool", "LeakyRelu", "Sigmoid"}
+)
+
+
+def _producer(g: Any, tensor: str) -> Any:
+    """The operator that computes ``tensor``, through Q/DQ pairs (None: an input)."""
+    node = g.producer.get(tensor)
+    while node is not None and node.op_type in QUANT_OPS:
+        node = g.producer.get(node.input[0])
+    return node
+
+
+def _channels_last(g: Any, tensor: str, depth: int = 0) -> bool:
+    """Does ONNX Runtime hold ``tensor`` channels-last in a quantized conv graph: a conv's
+    output, or the output of a layout-keeping operator whose 4-D activation inputs all are
+    (a Concat of two conv branches; not one fed by a Split of an NCHW tensor)."""
+    node = _producer(g, tensor)
+    if node is None or depth > 64:
+        return False
+    if node.op_type in CONV_OPS:
+        return True
+    if node.op_type not in _LAYOUT_KEEPING:
+        return False
+    acts = [t for t in node.input if t and t not in g.static and len(g.shapes.get(t) or ()) == 4]
+    return bool(acts) and all(_channels_last(g, t, depth + 1) for t in acts)
+
+
+def _merged_layout(g: Any, reshape: Any) -> bool:
+    """A Reshape of a channels-last tensor read only by a Transpose (through Q/DQ): ONNX
+    Runtime's transpose optimizer moves the layout transpose through it into the
+    Transpose (no layout copies of its own)."""
+    if reshape.op_type != "Reshape" or not _channels_last(g, reshape.input[0]):
+        return False
+    todo, readers = [reshape.output[0]], []
+    while todo:
+        for reader in g.consumers.get(todo.pop(), ()):
+            if reader.op_type in QUANT_OPS:
+                todo.append(reader.output[0])
+            else:
+                readers.append(reader)
+    return bool(readers) and all(r.op_type == "Transpose" for r in readers)
+
+
+def strided_transpose(g: Any, node: Any, *, quantized: bool) -> bool:
+    """A Transpose that moves the innermost axis as ONNX Runtime runs it -- one with a layout
+    transpose merged in (:func:`_merged_layout`; a ``quantized`` graph's convs run
+    channels-last, a float graph's in blocked NCHW), or a permutation that both changes the
+    last axis and moves more than one axis -- copied element by element, where a layout
+    change (one axis moved) or a permutation keeping the innermost axes copies runs."""
+    if node.op_type != "Transpose":
+        return False
+    src = _producer(g, node.input[0])
+    convs = any(n.op_type in CONV_OPS for n in g.nodes)
+    if quantized and convs and src is not None and _merged_layout(g, src):
+        return True
+    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
+    n = len(perm)
+    if n < 3 or perm[-1] == n - 1:
+        return False
+    # one axis moved (NCHW <-> NHWC): the others keep their order
+    return not any([b for b in perm if b != a] == sorted(set(perm) - {a}) for a in perm)
 
 
 def folded_transpose(g: Any, node: Any) -> bool:

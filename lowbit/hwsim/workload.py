@@ -41,7 +41,7 @@ __all__ = [
 #: data movement a CPU runtime executes as operators (layout transposes, concats, splits,
 #: the input's quantization and the output's dequantization): free -- addressed in place,
 #: no layer cost at all -- on a profile that gives the kind no per-element cost
-MOVEMENT_KINDS = ("quantize", "dequantize", "transpose", "concat", "split")
+MOVEMENT_KINDS = ("quantize", "dequantize", "transpose", "transpose_strided", "concat", "split")
 #: operator kinds of memory-only layers (``Elementwise.kind``, ``Pool.kind``) that a profile
 #: may give a per-element compute cost (``overheads.elementwise_cycles_per_element``);
 #: "" = unknown, costed by its memory traffic alone

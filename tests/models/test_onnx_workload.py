@@ -341,9 +341,12 @@ def test_ort_quantized_transformer_keeps_its_kinds_and_unfused_bias_adds(tmp_pat
 
 def test_runtime_operators_of_an_ort_quantized_cnn(tmp_path):
     """ShuffleNetV2 quantized by ONNX Runtime: its input is quantized and transposed to
-    channels-last by operators of their own, each channel shuffle's Reshape costs two
-    layout copies, and its convs keep the channel counts of the file (58, 116: no padding
-    on a profile that pads lowbit's own exports)."""
+    channels-last by operators of their own, a channel shuffle's Reshape costs two layout
+    copies -- except the first of each stage, whose Concat joins two conv branches (both
+    channels-last): ONNX Runtime merges the layout change into that shuffle's Transpose,
+    which then moves the innermost axis (element by element) -- and its convs keep the
+    channel counts of the file (58, 116: no padding on a profile that pads lowbit's own
+    exports)."""
     from dataclasses import replace
 
     from lowbit import hwsim
@@ -358,8 +361,9 @@ def test_runtime_operators_of_an_ort_quantized_cnn(tmp_path):
     assert kinds[:2] == ["quantize", "transpose"]  # the input, then its layout change
     # 16 channel shuffles (4-D -> Reshape -> Transpose -> Reshape -> 4-D): ONNX Runtime
     # takes the channels-last tensor back to NCHW, shuffles, and goes channels-last again;
-    # and the head's Flatten reads NCHW
-    assert kinds.count("transpose") == 1 + 3 * 16 + 1
+    # the 3 stages' first shuffles are one strided copy each; the head's Flatten reads NCHW
+    assert kinds.count("transpose_strided") == 3
+    assert kinds.count("transpose") == 1 + 3 * (16 - 3) + 1
     assert kinds.count("concat") == 16 and kinds.count("split") == 3 + 7 + 3
     convs = [layer for layer in layers if layer.op == "conv2d"]
     assert all(c.as_deployed for c in convs) and {58, 116} <= {c.out_c for c in convs}
@@ -420,3 +424,30 @@ def test_runtime_operators_match_onnx_runtimes_optimized_graph(build, tmp_path):
     assert kinds["add"] == census.get("QLinearAdd", 0)
     assert kinds["mul"] == census.get("QLinearMul", 0)
     assert kinds["quantize"] == census.get("QuantizeLinear", 0)
+
+
+@pytest.mark.parametrize(
+    ("perm", "strided"),
+    [
+        ([0, 2, 3, 1], False),  # NCHW -> NHWC: one axis moved outwards
+        ([0, 3, 1, 2], False),  # NHWC -> NCHW: one axis moved inwards
+        ([0, 2, 1, 3, 4], False),  # a channel shuffle in NCHW: the innermost axes kept
+        ([0, 2, 1, 3], False),  # attention's heads: the innermost axis kept
+        ([0, 4, 3, 1, 2], True),  # a shuffle with the layout change merged in
+        ([0, 3, 2, 1], True),  # channels and width swapped
+    ],
+)
+def test_a_transpose_is_strided_when_it_moves_the_innermost_axis_and_more(perm, strided):
+    """ONNX Runtime copies a permutation that keeps the innermost axis in contiguous runs and
+    one that moves a single axis with its own fast path; any other permutation that moves
+    the innermost axis is copied element by element (``transpose_strided``)."""
+    from lowbit.hwsim._onnx_runtime import strided_transpose
+
+    node = helper.make_node("Transpose", ["x"], ["y"], perm=perm)
+
+    class Graph:  # a Transpose of the graph input: nothing merged into it
+        producer: dict = {}
+        consumers: dict = {}
+        nodes = [node]
+
+    assert strided_transpose(Graph, node, quantized=True) is strided

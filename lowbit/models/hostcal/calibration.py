@@ -117,8 +117,9 @@ _KiB = 1024
 #: output pass and its im2col copies, grouped convs in the sweep; 8: the GEMM library's own
 #: INT8 rate (AMX where the CPU has it); weights that overflow L2 streamed from the largest
 #: cache at a fitted rate, not hidden behind compute; 9: products of two activations
-#: (attention) at their own rate and cost per head)
-CALIBRATION_VERSION = 9
+#: (attention) at their own rate and cost per head; 10: a transpose that moves the innermost
+#: axis, ONNX Runtime's element-wise path, timed on its own)
+CALIBRATION_VERSION = 10
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
 _RECOMPUTED = (
@@ -140,6 +141,7 @@ ORT_KINDS = {
     "Gelu": ("gelu",),
     "MaxPool": ("maxpool",),
     "Transpose": ("transpose",),
+    "TransposeStrided": ("transpose_strided",),
     "QuantizeLinear": ("quantize",),
     "DequantizeLinear": ("dequantize",),
     "Concat": ("concat",),

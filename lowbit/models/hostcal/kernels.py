@@ -160,7 +160,10 @@ MOVEMENT_SHAPES = ((64, 28, 28), (64, 56, 56))
 def _movement_model(op: str, shape: tuple[int, int, int]):
     """One data-movement operator between the graph's input and output: ``QuantizeLinear``
     (float -> uint8), ``DequantizeLinear`` (uint8 -> float), ``Transpose`` (uint8 NCHW ->
-    NHWC), ``Concat`` (uint8, the input twice along channels), ``Split`` (uint8, in two),
+    NHWC: one axis moved), ``TransposeStrided`` (uint8, the channel and width axes swapped:
+    the innermost axis moves, ONNX Runtime's element-wise path -- a channel shuffle with the
+    layout transpose merged in), ``Concat`` (uint8, the input twice along channels),
+    ``Split`` (uint8, in two),
     ``QLinearAdd`` / ``QLinearMul`` (uint8 + / x uint8 of the same shape: the kernels ONNX
     Runtime runs for an Add or Mul between Q/DQ pairs -- a residual add, a linear layer's
     bias after its QLinearMatMul, GELU's products -- not the float Add's)."""
@@ -188,6 +191,9 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     elif op == "Transpose":
         node, elem = helper.make_node(op, ["x"], ["y"], perm=[0, 2, 3, 1]), u8
         outputs = [("y", u8, [1, h, w, c])]
+    elif op == "TransposeStrided":  # the innermost axis and another swapped: element-wise
+        node, elem = helper.make_node("Transpose", ["x"], ["y"], perm=[0, 3, 2, 1]), u8
+        outputs = [("y", u8, [1, w, h, c])]
     elif op == "Concat":
         node, elem = helper.make_node(op, ["x", "x"], ["y"], axis=1), u8
         outputs = [("y", u8, [1, 2 * c, h, w])]
@@ -218,6 +224,7 @@ MOVEMENT_OPS = (
     "QuantizeLinear",
     "DequantizeLinear",
     "Transpose",
+    "TransposeStrided",
     "Concat",
     "Split",
     "QLinearAdd",
