@@ -330,30 +330,34 @@ def fit(
     glue_cycles: float,
     depths: tuple[int, int],
     peak_macs_per_cycle: tuple[float, float] = (math.inf, math.inf),
+    blockings: tuple[int, ...] = (1, 2, 4),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit the profile to the chains and the conv sweep (module docstring); returns the
     profile data and the fit's summary. Each row gains its simulated value.
     ``peak_macs_per_cycle``: the core's (INT8, FP32) physical peak: no fitted rate exceeds
-    it (the cycles per MAC per lane are bounded below by lanes / peak)."""
+    it (the cycles per MAC per lane are bounded below by lanes / peak). ``blockings``: the
+    N blockings tried, in SIMD registers (a quick calibration's few shapes cannot tell them
+    apart: it takes one register -- it once chose four, and missed FP32 by 70 %)."""
     int8 = [r for r in chains if r["precision"] == "int8"]
     fp32 = [r for r in chains if r["precision"] != "int8"]
     lanes = int(data["compute"]["cols"])
-    # the N blocking is the kernels' for both precisions: the one that fits both best (the
-    # INT8 rows alone left it loose on a few shapes: --quick chose 4 registers once, and
-    # the FP32 chains then missed by 70 %)
-    best, theta, cols, m32, fp32_best = math.inf, None, lanes, 1.0, 0.0
-    for n in (lanes, 2 * lanes, 4 * lanes):
-        wide = _with_cols(data, n)
+    best, theta, cols = math.inf, None, lanes
+    for n in (lanes * b for b in blockings):
         value, params = _linear_fit(
-            int8, sweep, wide, glue=glue_cycles, depths=depths, min_mac=n / peak_macs_per_cycle[0]
+            int8,
+            sweep,
+            _with_cols(data, n),
+            glue=glue_cycles,
+            depths=depths,
+            min_mac=n / peak_macs_per_cycle[0],
         )
-        value32, rate32 = _fp32_fit(
-            fp32, wide, params, glue=glue_cycles, depths=depths, min_mac=n / peak_macs_per_cycle[1]
-        )
-        if value + value32 < best:
-            best, theta, cols, m32, fp32_best = value + value32, params, n, rate32, value32
-    best -= fp32_best
+        if value < best:
+            best, theta, cols = value, params, n
     data = _with_cols(data, cols)
+    # FP32 cycles per MAC, the rest fixed: the deployed graphs are INT8, FP32 never pulls
+    fp32_best, m32 = _fp32_fit(
+        fp32, data, theta, glue=glue_cycles, depths=depths, min_mac=cols / peak_macs_per_cycle[1]
+    )
     theta = {**theta, "m32": m32}
     fitted = with_params(data, theta, glue_cycles)
     errors: dict[str, list[float]] = {}

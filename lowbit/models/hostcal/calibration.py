@@ -293,6 +293,7 @@ def _calibrate_once(*, quick: bool) -> Calibration:
         glue_cycles=op_s * info["clock_hz"],
         depths=DEPTHS,
         peak_macs_per_cycle=PEAK_MACS_PER_CYCLE[info["isa"]],
+        blockings=(1,) if quick else (1, 2, 4),
     )
     batch1 = [r["run_s"] for r in rows if r["batch"] == 1 and r["precision"] == "int8"]
     run_s = float(np.median(batch1 or [r["run_s"] for r in rows]))
