@@ -17,7 +17,8 @@ output stage, requantization), an integer conv's per-pixel and per-image cycles
 (``conv_rates``), cycles once per layer (``fixed_cycles``: launches, extra operators, a
 decomposed layer's), and a memory-only layer's cycles per element (``element_rate``,
 ``element_count``). The rules of an NPU that decomposes layers live in
-:mod:`lowbit.hwsim._decomposed_ops`.
+:mod:`lowbit.hwsim._decomposed_ops`, those of memory-only layers in
+:mod:`lowbit.hwsim._memory_op_costs`.
 
 A new quirk of lowbit's targets is one rule here, registered below in its place, its fields
 in ``Overheads`` and its keys in lowbit/hardware_profiles/README.md (tests check all three
@@ -46,15 +47,13 @@ from ._cost_rule_base import (
     register_cost_rule,
 )
 from ._decomposed_ops import ActivationMatmulKernel, DecomposedLayerCycles
-from ._schema_types import Key, Table
+from ._memory_op_costs import ElementwiseCosts, PoolChannelBlock
+from ._schema_types import Key
 from ._warm_cache import WarmCache
 from .workload import (
-    ELEMENTWISE_KINDS,
     FLOAT_BITS,
-    INTEGER_COST_KINDS,
     Conv2d,
     Layer,
-    Pool,
     aligned_channels,
 )
 
@@ -373,59 +372,6 @@ class NarrowActivationClamp(CostRule):
         if g.a_bits >= 8 or mode.a_bits < 8 or mode.w_bits >= FLOAT_BITS:
             return 0
         return (2 if g.weights_are_activations else 1) * self.narrow_activation_cycles
-
-
-#: kind -> the kind whose cost it takes where a profile does not price it apart: a Transpose
-#: that moves the innermost axis (ONNX Runtime copies it element by element) costs what a
-#: layout transpose does on a profile measured without it
-FALLBACK_KINDS = {"transpose_strided": "transpose"}
-
-
-@dataclass(frozen=True, slots=True)
-class ElementwiseCosts(CostRule):
-    """A memory-only layer's compute cost per element by its ``kind``
-    (:data:`lowbit.hwsim.workload.ELEMENTWISE_KINDS`): a CPU runs LayerNorm or GELU at a few
-    cycles per element, not at copy speed; on integer (8-bit or narrower) activations
-    ``<kind>_int8`` when given (:data:`~lowbit.hwsim.workload.INTEGER_COST_KINDS`). A data
-    movement kind it does not price is free (addressed in place)."""
-
-    keys = {
-        "elementwise_cycles_per_element": Table(
-            {
-                kind: Key("number", required=False, low=0, high=10**6, unit="cycles")
-                for kind in (*ELEMENTWISE_KINDS, *(f"{k}_int8" for k in INTEGER_COST_KINDS))
-            },
-            required=False,
-        )
-    }
-    #: (kind, cycles per element) pairs, sorted by kind
-    elementwise_cycles_per_element: tuple[tuple[str, float], ...] = ()
-
-    def element_rate(self, kind: str, *, integer: bool) -> float:
-        wanted = (f"{kind}_int8", kind) if integer else (kind,)
-        if kind in FALLBACK_KINDS:  # a profile that does not price it apart
-            wanted = (*wanted, FALLBACK_KINDS[kind])
-        for name in wanted:
-            for known, cycles in self.elementwise_cycles_per_element:
-                if known == name:
-                    return cycles
-        return 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class PoolChannelBlock(CostRule):
-    """A pooling layer whose channel count is known processes each pixel's channels in
-    blocks of ``pool_channel_block`` elements (one SIMD register: 64 uint8 with AVX-512), so
-    its per-element cost applies to the channels padded up to a multiple of it: pooling 8
-    channels costs what pooling 64 does (ONNX Runtime's NhwcMaxPool). 0: per element."""
-
-    keys = {"pool_channel_block": count_key(0, 0, 4096)}
-    pool_channel_block: int = 0
-
-    def element_count(self, layer: Layer, elements: int) -> int:
-        if isinstance(layer, Pool):
-            return layer.block_elements(self.pool_channel_block)
-        return elements
 
 
 # every built-in rule, in the order the engines apply them (the steady state first: it is

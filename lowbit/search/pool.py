@@ -59,6 +59,10 @@ class EvaluatorActor:
         return getattr(self.evaluator, method)(**kwargs)
 
 
+#: Ray's logger of the token-authentication notice at a local cluster's start
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 def start_ray(workers: int, address: str | None) -> bool:
     """Join the Ray cluster at ``address``, or start a local one on loopback with
     ``workers`` CPUs and no dashboard; True if this call started Ray (the caller shuts it
@@ -73,6 +77,10 @@ def start_ray(workers: int, address: str | None) -> bool:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
         ray_children = ray_reaper.children()
+        # Ray >= 2.59 protects a local cluster with a token by default and logs a WARNING
+        # saying so at every start: a notice of the secure default, not a problem, kept
+        # out of lowbit's output (the logger only speaks at this start)
+        logging.getLogger(_RAY_AUTH_LOGGER).setLevel(logging.ERROR)
         # "local" always starts a new single-node cluster (never RAY_ADDRESS's)
         ray.init(
             address="local",
