@@ -171,8 +171,8 @@ def strided_transpose(g: Any, node: Any, *, quantized: bool) -> bool:
     if node.op_type != "Transpose":
         return False
     src = _producer(g, node.input[0])
-    convs = any(n.op_type in CONV_OPS for n in g.nodes)
-    if quantized and convs and src is not None and _merged_layout(g, src):
+    # (a merged layout needs a conv upstream: _channels_last finds it, or there is none)
+    if quantized and src is not None and _merged_layout(g, src):
         return True
     perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
     n = len(perm)

@@ -152,10 +152,7 @@ def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> 
     if "stream" in params:
         # weights that overflow L2 stream from the largest cache (or DRAM) at every run, at
         # the fitted rate, and the kernels do not hide that read behind their arithmetic
-        outer = max(
-            (m for m in new["memory"] if not m.get("off_chip") and "weights" in m["holds"]),
-            key=lambda m: m["size_bytes"],
-        )
+        outer = _weight_caches(new)[-1]
         outer["bandwidth_bytes_per_cycle"] = float(f"{1.0 / params['stream']:.4g}")
         outer["double_buffered"] = False
     for mode in new["compute"]["precision"]:
@@ -276,6 +273,12 @@ def _linear_fit(
     return float(np.mean(_log_error(simulate(theta), measured))), theta
 
 
+def _weight_caches(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The on-chip memory levels of profile ``data`` that hold weights, smallest first."""
+    on_chip = (m for m in data["memory"] if not m.get("off_chip") and "weights" in m["holds"])
+    return sorted(on_chip, key=lambda m: m["size_bytes"])
+
+
 def _undetermined(int8, data: dict[str, Any], depths: tuple[int, int]) -> set[str]:
     """Parameters no measurement determines (``--quick`` measures few shapes), left out of
     the fit -- the profile keeps their neutral values -- rather than left to wander: the
@@ -284,9 +287,7 @@ def _undetermined(int8, data: dict[str, Any], depths: tuple[int, int]) -> set[st
     out = set()
     if not any(r["kind"] == "matmul" for r in int8):
         out |= {"amac", "ainst"}
-    caches = sorted(
-        m["size_bytes"] for m in data["memory"] if not m.get("off_chip") and "weights" in m["holds"]
-    )
+    caches = [m["size_bytes"] for m in _weight_caches(data)]
     window = {"conv": 9, "gemm": 1}
     deepest = max(
         (window.get(r["kind"], 0) * r["size"] ** 2 * max(depths) for r in int8), default=0

@@ -123,14 +123,24 @@ def time_session(session: Any, x: np.ndarray, *, warmup: int = 10, repeats: int 
     return timing_of(run_times_s(session, binding=binding, runs=repeats))
 
 
+def _input_dims(kind: str, size: int, spatial: int, batch: int | str) -> list:
+    """The input shape of a :func:`chain_model` chain: NCHW for a conv, (rows, features)
+    for a GEMM, (1, heads, size, size) for a matmul (``batch``: the rows or heads)."""
+    return {
+        "conv": [batch, size, spatial, spatial],
+        "matmul": [1, batch, size, size],
+    }.get(kind, [batch, size])
+
+
 def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):
-    """ONNX model: ``depth`` identical layers (module docstring), QDQ INT8 or FP32 + Relu."""
+    """ONNX model: ``depth`` identical layers (module docstring), QDQ INT8 or FP32 + Relu.
+    ``matmul``: products of an activation with itself, ``x_{i+1} = x_i · x_i``, on the
+    input's second axis of ``size`` x ``size`` matrices (attention's QK^T and AV, both
+    operands activations: ONNX Runtime's QLinearMatMul); its codes centred on 128."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(size * 131 + depth)
-    if kind == "matmul":
-        return _matmul_chain(size, depth, int8)
-    shape = ["b", size, spatial, spatial] if kind == "conv" else ["b", size]
+    shape = _input_dims(kind, size, spatial, "b")
     w_shape = (size, size, 3, 3) if kind == "conv" else (size, size)
     inits, nodes = [], []
 
@@ -138,33 +148,39 @@ def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):
         inits.append(numpy_helper.from_array(array, name))
         return name
 
-    act = (init("s", np.array(0.05, np.float32)), init("z", np.array(0, np.uint8)))
+    def weights(i: int) -> tuple[str, str]:
+        """Layer ``i``'s random int8 weights, per-channel scales and zero bias (through a
+        DequantizeLinear each when ``int8``): (weight, bias) tensor names."""
+        w = rng.integers(-64, 64, size=w_shape).astype(np.int8)
+        scale = np.full(size, 0.02 / math.sqrt(w[0].size), np.float32)
+        if not int8:
+            weight = init(f"w{i}", (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))))
+            return weight, init(f"b{i}", np.zeros(size, np.float32))
+        wq = (init(f"w{i}", w), init(f"ws{i}", scale), init(f"wz{i}", np.zeros(size, np.int8)))
+        nodes.append(helper.make_node("DequantizeLinear", list(wq), [f"wd{i}"], axis=0))
+        bq = (
+            init(f"b{i}", np.zeros(size, np.int32)),
+            init(f"bs{i}", scale * 0.05),
+            init(f"bz{i}", np.zeros(size, np.int32)),
+        )
+        nodes.append(helper.make_node("DequantizeLinear", list(bq), [f"bd{i}"], axis=0))
+        return f"wd{i}", f"bd{i}"
+
+    zero = 128 if kind == "matmul" else 0
+    act = (init("s", np.array(0.05, np.float32)), init("z", np.array(zero, np.uint8)))
     x = "x"
     if int8:
         nodes.append(helper.make_node("QuantizeLinear", [x, *act], ["xq"]))
         nodes.append(helper.make_node("DequantizeLinear", ["xq", *act], ["x0"]))
         x = "x0"
     for i in range(depth):
-        w = rng.integers(-64, 64, size=w_shape).astype(np.int8)
-        scale = np.full(size, 0.02 / math.sqrt(w[0].size), np.float32)
-        if int8:
-            wq = (init(f"w{i}", w), init(f"ws{i}", scale), init(f"wz{i}", np.zeros(size, np.int8)))
-            nodes.append(helper.make_node("DequantizeLinear", list(wq), [f"wd{i}"], axis=0))
-            bq = (
-                init(f"b{i}", np.zeros(size, np.int32)),
-                init(f"bs{i}", scale * 0.05),
-                init(f"bz{i}", np.zeros(size, np.int32)),
-            )
-            nodes.append(helper.make_node("DequantizeLinear", list(bq), [f"bd{i}"], axis=0))
-            weight, bias = f"wd{i}", f"bd{i}"
-        else:
-            weight = init(f"w{i}", (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))))
-            bias = init(f"b{i}", np.zeros(size, np.float32))
         y = f"y{i}"
-        if kind == "conv":
-            nodes.append(helper.make_node("Conv", [x, weight, bias], [y], pads=[1] * 4))
+        if kind == "matmul":
+            nodes.append(helper.make_node("MatMul", [x, x], [y]))
+        elif kind == "conv":
+            nodes.append(helper.make_node("Conv", [x, *weights(i)], [y], pads=[1] * 4))
         else:
-            nodes.append(helper.make_node("Gemm", [x, weight, bias], [y], transB=1))
+            nodes.append(helper.make_node("Gemm", [x, *weights(i)], [y], transB=1))
         if int8:
             nodes.append(helper.make_node("QuantizeLinear", [y, *act], [f"q{i}"]))
             nodes.append(helper.make_node("DequantizeLinear", [f"q{i}", *act], [f"a{i}"]))
@@ -175,43 +191,6 @@ def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):
         nodes,
         "chain",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def _matmul_chain(size: int, depth: int, int8: bool):
-    """``depth`` products of an activation with itself, ``x_{i+1} = x_i · x_i`` on ``heads``
-    (the input's second axis) ``size`` x ``size`` matrices: attention's QK^T and AV, both
-    operands activations (INT8: each between Q/DQ pairs, ONNX Runtime's QLinearMatMul)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    inits = [
-        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
-        numpy_helper.from_array(np.array(128, np.uint8), "z"),
-    ]
-    nodes, x = [], "x"
-    if int8:
-        nodes += [
-            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
-            helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["x0"]),
-        ]
-        x = "x0"
-    for i in range(depth):
-        nodes.append(helper.make_node("MatMul", [x, x], [f"y{i}"]))
-        if int8:
-            nodes += [
-                helper.make_node("QuantizeLinear", [f"y{i}", "s", "z"], [f"q{i}"]),
-                helper.make_node("DequantizeLinear", [f"q{i}", "s", "z"], [f"a{i}"]),
-            ]
-        else:
-            nodes.append(helper.make_node("Relu", [f"y{i}"], [f"a{i}"]))
-        x = f"a{i}"
-    graph = helper.make_graph(
-        nodes,
-        "matmul-chain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "h", size, size])],
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)],
         inits,
     )
@@ -294,10 +273,7 @@ def bench_chains(shapes, *, repeats: int) -> list[dict[str, Any]]:
     """Per-layer and per-run cost of every chain shape, INT8 and FP32 (:func:`depth_slope`)."""
     rows = []
     for kind, size, spatial, batch in shapes:
-        shape = {
-            "conv": (batch, size, spatial, spatial),
-            "matmul": (1, batch, size, size),  # batch: the heads
-        }.get(kind, (batch, size))
+        shape = _input_dims(kind, size, spatial, batch)
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
         for int8 in (True, False):
             precision = "int8" if int8 else "fp32"
