@@ -33,15 +33,25 @@ __all__ = [
     "Workload",
     "ELEMENTWISE_KINDS",
     "MOVEMENT_KINDS",
+    "FLOAT_PASS_KINDS",
     "INTEGER_COST_KINDS",
     "ceil_div",
     "aligned_channels",
 ]
 
 #: data movement a CPU runtime executes as operators (layout transposes, concats, splits,
-#: the input's quantization and the output's dequantization): free -- addressed in place,
-#: no layer cost at all -- on a profile that gives the kind no per-element cost
-MOVEMENT_KINDS = ("quantize", "dequantize", "transpose", "transpose_strided", "concat", "split")
+#: the input's quantization and the output's dequantization), and the second pass its float
+#: conv kernel makes over its output for a fused activation other than ReLU (ONNX Runtime
+#: applies ReLU in the kernel's registers, ReLU6 or LeakyReLU afterwards): free -- addressed
+#: in place, no layer cost at all -- on a profile that gives the kind no per-element cost
+MOVEMENT_KINDS = (
+    *("quantize", "dequantize", "transpose", "transpose_strided", "concat", "split"),
+    "activation_pass",
+)
+#: passes a float kernel makes inside its own operator: no dispatch of their own (no
+#: ``layer_cycles``), and nothing at all at 8 bits or fewer (an integer graph folds the
+#: activation into its requantization)
+FLOAT_PASS_KINDS = ("activation_pass",)
 #: operator kinds of memory-only layers (``Elementwise.kind``, ``Pool.kind``) that a profile
 #: may give a per-element compute cost (``overheads.elementwise_cycles_per_element``);
 #: "" = unknown, costed by its memory traffic alone

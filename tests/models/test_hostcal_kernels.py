@@ -111,7 +111,7 @@ def test_movement_layers_are_free_unless_the_profile_prices_them():
 
     from lowbit import hwsim
     from lowbit.hwsim.profiles import load_profile
-    from lowbit.hwsim.workload import MOVEMENT_KINDS, Compression, Elementwise
+    from lowbit.hwsim.workload import FLOAT_PASS_KINDS, MOVEMENT_KINDS, Compression, Elementwise
 
     cpu = load_profile("cpu-x86-avx2")
     for kind in MOVEMENT_KINDS:
@@ -124,7 +124,30 @@ def test_movement_layers_are_free_unless_the_profile_prices_them():
             cpu, overheads=replace(cpu.overheads, elementwise_cycles_per_element=((kind, 0.25),))
         )
         cost = hwsim.simulate_layer(layer, priced)
-        assert cost.total_cycles >= 0.25 * 200_704 + cpu.overheads.layer_cycles
+        if kind in FLOAT_PASS_KINDS:
+            # a float kernel's own pass: free at 8 bits (the integer graph folds it), and
+            # inside its conv's operator at float (no dispatch of its own)
+            assert cost.total_cycles == 0
+            wide = replace(layer, compression=Compression(w_bits=None, a_bits=None))
+            cost = hwsim.simulate_layer(wide, priced)
+            assert cost.overhead_cycles == cpu.overheads.tile_cycles  # no layer_cycles
+            assert cost.compute_cycles == 0.25 * 200_704
+        else:
+            assert cost.total_cycles >= 0.25 * 200_704 + cpu.overheads.layer_cycles
+
+
+def test_a_fused_relu6_costs_its_float_conv_a_pass_measured_on_this_cpu():
+    from lowbit.models.export.ort import kernel_census
+    from lowbit.models.hostcal.kernels import (
+        _activation_chain,
+        activation_pass_s_per_element,
+    )
+
+    # ONNX Runtime fuses each ReLU6 into its conv: no Clip runs as an operator of its own
+    census = kernel_census(_activation_chain(32, 8, 3, relu6=True))
+    assert "Clip" not in census and census.get("Conv") == 3
+    # the pass over the output is paid per element: well under a cycle's worth of ns
+    assert 0 <= activation_pass_s_per_element(repeats=5) < 1e-8
 
 
 def test_int8_softmax_is_fused_and_measured():

@@ -451,3 +451,50 @@ def test_a_transpose_is_strided_when_it_moves_the_innermost_axis_and_more(perm, 
         nodes = [node]
 
     assert strided_transpose(Graph, node, quantized=True) is strided
+
+
+def test_a_float_conv_with_a_fused_relu6_pays_a_pass_over_its_output(tmp_path):
+    """ONNX Runtime applies a fused ReLU in its float conv kernel's registers and a ReLU6
+    (Clip) or LeakyReLU in a second pass over the output: the importer adds that pass
+    (``activation_pass``) after such a conv, not after one whose output is read twice (no
+    fusion) nor in a quantized graph (the activation folds into the requantization); it
+    costs its elements at the profile's rate, with no dispatch, and only in float."""
+    from dataclasses import replace
+
+    from lowbit import hwsim
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.models.hostcal.graphs import GraphBuilder, quantize_int8
+
+    net = GraphBuilder("acts", (16, 8, 8), seed=0)
+    a = net.relu6(net.conv("x", 32, 1, relu=False))  # fused: a pass of 32 x 8 x 8
+    b = net.conv(a, 32, 3)  # ReLU: in the kernel
+    c = net.conv(b, 32, 1, relu=False)  # read by the Clip and the Add: not fused
+    out = net.add(net.relu6(c), c)
+    onnx.save(net.model(out), tmp_path / "fp32.onnx")
+    fp32 = load_onnx_workload(tmp_path / "fp32.onnx")
+    passes = [layer for layer in fp32.layers if getattr(layer, "kind", "") == "activation_pass"]
+    assert [layer.elements for layer in passes] == [32 * 8 * 8]
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+    int8 = load_onnx_workload(tmp_path / "int8.onnx")
+    assert not any(getattr(layer, "kind", "") == "activation_pass" for layer in int8.layers)
+
+    cpu = load_profile("cpu-x86-avx2")
+    rates = dict(cpu.overheads.elementwise_cycles_per_element)
+    priced = replace(
+        cpu,
+        overheads=replace(
+            cpu.overheads,
+            elementwise_cycles_per_element=tuple(sorted({**rates, "activation_pass": 0.5}.items())),
+        ),
+    )
+    wide = Compression(w_bits=None, a_bits=None)
+    float_net = fp32.with_compression({layer.name: wide for layer in fp32.layers})
+    cycles = {
+        name: hwsim.simulate(workload, priced).total_cycles
+        - hwsim.simulate(workload, cpu).total_cycles
+        for name, workload in (("float", float_net), ("w8a8", fp32))
+    }
+    # the float graph pays the pass's elements at the rate (and its one tile's handshake),
+    # no dispatch; W8A8 nothing
+    assert cycles == {"float": 0.5 * 32 * 8 * 8 + cpu.overheads.tile_cycles, "w8a8": 0}
+    assert cpu.overheads.tile_cycles < cpu.overheads.layer_cycles

@@ -15,7 +15,7 @@ from .._cost_rule_base import GemmCall, LayerCall, RunShape
 from .._cost_rules import RuleSet
 from ..profile import Precision
 from ..result import LayerResult
-from ..workload import MOVEMENT_KINDS, Conv2d, Elementwise, Gemm, Layer
+from ..workload import FLOAT_PASS_KINDS, MOVEMENT_KINDS, Conv2d, Elementwise, Gemm, Layer
 from ._gemm_plan import GemmPlan
 from ._plan import plan_gemm
 from ._schedule import Block, Tile, closed_form
@@ -136,6 +136,8 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
     rules = t.rules
     if kind in MOVEMENT_KINDS and _element_rate(rules, kind, integer=False) == 0:
         return _in_place(layer, input_on_chip)
+    if kind in FLOAT_PASS_KINDS and layer.compression.a_storage_bits <= 8:
+        return _in_place(layer, input_on_chip)
     gemms = layer.gemms()
     zero = (0.0,) * len(t.bandwidth)
     output_on_chip = keeps_output(t, layer, gemms)
@@ -215,7 +217,8 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
     # per-layer cost, what the cost rules add once per layer (kernel launches, extra
     # operators), plus each tile's handshake (inside the schedule's compute steps)
     tile_overhead = tiles * t.tile_cycles
-    fixed = prof.overheads.layer_cycles
+    # (a pass inside another operator, a fused activation's, is not dispatched on its own)
+    fixed = 0 if kind in FLOAT_PASS_KINDS else prof.overheads.layer_cycles
     if rules.fixed:
         call = LayerCall(layer, gemms, modes, prof.overheads.layer_cycles)
         fixed += sum(rule.fixed_cycles(call) for rule in rules.fixed)

@@ -80,6 +80,7 @@ from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, cpu_info
 from lowbit.models.hostcal.kernels import (
     DEPTHWISE_SWEEP,
     QUICK_DEPTHWISE_SWEEP,
+    activation_pass_s_per_element,
     depthwise_sweep,
     fit_depthwise,
     int8_softmax_s_per_element,
@@ -118,8 +119,9 @@ _KiB = 1024
 #: INT8 rate (AMX where the CPU has it); weights that overflow L2 streamed from the largest
 #: cache at a fitted rate, not hidden behind compute; 9: products of two activations
 #: (attention) at their own rate and cost per head; 10: a transpose that moves the innermost
-#: axis, ONNX Runtime's element-wise path, timed on its own)
-CALIBRATION_VERSION = 10
+#: axis, ONNX Runtime's element-wise path, timed on its own; 11: the pass a float conv makes
+#: for a fused ReLU6)
+CALIBRATION_VERSION = 11
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
 _RECOMPUTED = (
@@ -142,6 +144,7 @@ ORT_KINDS = {
     "MaxPool": ("maxpool",),
     "Transpose": ("transpose",),
     "TransposeStrided": ("transpose_strided",),
+    "ActivationPass": ("activation_pass",),
     "QuantizeLinear": ("quantize",),
     "DequantizeLinear": ("dequantize",),
     "Concat": ("concat",),
@@ -311,6 +314,7 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     )
     movement = movement_costs(repeats=max(repeats // 3, 5))
     movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=max(repeats // 3, 5), op_s=op_s)
+    movement["ActivationPass"] = activation_pass_s_per_element(repeats=max(repeats // 3, 5))
     int8_elementwise = {**elementwise, "MaxPool": pool["s_per_element"], **movement}
     data["overheads"] = overheads(
         gemm_op_cycles=fitted["layer_cycles"],

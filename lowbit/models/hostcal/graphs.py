@@ -65,6 +65,11 @@ class GraphBuilder:
         )
         return self.node("Relu", [y], (cout, oh, ow)) if relu else y
 
+    def relu6(self, x: str) -> str:
+        """ReLU6 as exported: a Clip to [0, 6]."""
+        lo, hi = self._init(np.array(0.0), "lo"), self._init(np.array(6.0), "hi")
+        return self.node("Clip", [x, lo, hi], self.shapes[x])
+
     def add(self, a: str, b: str, *, relu: bool = False) -> str:
         y = self.node("Add", [a, b], self.shapes[a])
         return self.node("Relu", [y], self.shapes[a]) if relu else y

@@ -19,7 +19,8 @@ around its integer convolutions, Concat and Split) and its integer element-wise 
 (QLinearAdd, QLinearMul: a third of the float Add's cost per element on uint8): each
 operator alone between a graph's
 input and output, on two tensor sizes, so the Run call and the dispatch cancel in the
-slope; cost per element.
+slope; cost per element. :func:`activation_pass_s_per_element` times the second pass a float
+conv makes over its output for a fused ReLU6.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "MOVEMENT_OPS",
     "MOVEMENT_SHAPES",
     "QUICK_DEPTHWISE_SWEEP",
+    "activation_pass_s_per_element",
     "depthwise_sweep",
     "fit_depthwise",
     "int8_softmax_s_per_element",
@@ -302,3 +304,43 @@ def int8_softmax_s_per_element(*, repeats: int, op_s: float) -> float:
         _int8_softmax_chain, x, depths=(1, 3), repeats=repeats, what="INT8 softmax chain"
     )
     return max(slope.per_layer_s - op_s, 0.0) / int(np.prod(SOFTMAX_SHAPE))
+
+
+#: (channels, spatial) of the float 1x1 conv chains :func:`activation_pass_s_per_element`
+#: times: MobileNet-like expansions
+ACTIVATION_PASS_SHAPES = ((64, 28), (96, 14))
+
+
+def _activation_chain(channels: int, spatial: int, depth: int, *, relu6: bool):
+    from lowbit.models.hostcal.graphs import GraphBuilder
+
+    net = GraphBuilder("activation", (channels, spatial, spatial), seed=channels)
+    x = "x"
+    for _ in range(depth):
+        x = net.conv(x, channels, 1, relu=not relu6)
+        x = net.relu6(x) if relu6 else x
+    return net.model(x)
+
+
+def activation_pass_s_per_element(*, repeats: int) -> float:
+    """Seconds per output element of the pass a float conv makes for a fused ReLU6 (ONNX
+    Runtime applies ReLU in the kernel's registers, Clip after it): the per-layer time of a
+    chain of 1x1 convs with ReLU6 less that of the same chain with ReLU, per element, the
+    median over :data:`ACTIVATION_PASS_SHAPES`; never below zero."""
+    from lowbit.models.hostcal.bench import depth_slope
+
+    costs = []
+    for channels, spatial in ACTIVATION_PASS_SHAPES:
+        x = np.random.default_rng(0).normal(size=(1, channels, spatial, spatial))
+        layer = {
+            relu6: depth_slope(
+                lambda d, c=channels, s=spatial, r=relu6: _activation_chain(c, s, d, relu6=r),
+                x.astype(np.float32),
+                depths=(1, 3),
+                repeats=repeats,
+                what=f"float conv + {'ReLU6' if relu6 else 'ReLU'} {channels}x{spatial}",
+            ).per_layer_s
+            for relu6 in (False, True)
+        }
+        costs.append((layer[True] - layer[False]) / (channels * spatial * spatial))
+    return max(float(np.median(costs)), 0.0)
