@@ -24,7 +24,12 @@ from lowbit.hwsim._onnx_ops import (
     UNARY_OPS,
     kind_of,
 )
-from lowbit.hwsim._onnx_runtime import folded_transpose, runtime_layers, strided_transpose
+from lowbit.hwsim._onnx_runtime import (
+    float_fallback,
+    folded_transpose,
+    runtime_layers,
+    strided_transpose,
+)
 from lowbit.hwsim.compression import spec_bits
 from lowbit.hwsim.workload import (
     FLOAT_BITS,
@@ -190,9 +195,12 @@ class GraphMapper:
         )
 
     def compression(self, node: onnx.NodeProto, act: str, weight: str, *, axis: int):
-        """Bits of a weighted layer: default W8A8 in a float graph, else from the graph."""
+        """Bits of a weighted layer: default W8A8 in a float graph, else from the graph (a
+        conv ONNX Runtime cannot fuse runs float: ``_onnx_runtime.float_fallback``)."""
         if not self.quantized:
             return Compression()
+        if float_fallback(self.g, node):
+            return Compression(w_bits=None, a_bits=None)
         if COMPUTE_OPS[node.op_type][2] >= 0:  # QLinear/Integer op: integer inputs
             w_bits = self.g.codes_bits(weight, axis)
             a_bits = dtype_bits(self.g.dtypes.get(act, 0)) or self.bits(act)

@@ -14,6 +14,11 @@ graph as written, so it executes data movement the graph does not show:
   copy that moves the innermost axis, element by element (:func:`strided_transpose`);
 * a DequantizeLinear feeding an operator with no integer kernel (LayerNorm, Erf, Div...)
   runs on its own, and so does the QuantizeLinear after it;
+* a QDQ conv whose bias reaches it through another operator than a DequantizeLinear (an
+  exporter's Identity of a shared initializer: ONNX Runtime's quantizer leaves that bias
+  float) cannot become a QLinearConv and runs in float (:func:`float_fallback`): its input
+  goes back to NCHW and is dequantized, its weights are dequantized at every run, its
+  output quantized and, for a channels-last reader, transposed again;
 * in a float graph, a ReLU6 (Clip) or LeakyReLU fused into the conv before it is applied
   in a second pass over the conv's output (MLAS applies only ReLU in the kernel's
   registers): ~0.33 cycles per element on an Intel Xeon (AVX-512), a third of a small
@@ -34,6 +39,7 @@ from lowbit.hwsim.workload import Compression, Elementwise, Layer
 __all__ = [
     "QDQ_FUSABLE",
     "activation_pass",
+    "float_fallback",
     "folded_transpose",
     "runtime_layers",
     "strided_transpose",
@@ -99,6 +105,17 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
         if not importer.quantized and activation_pass(g, node):
             # at the float graph's default bits (W8A8): free unless its conv runs float
             add(index, node.output[0], "activation_pass", 8, "activation")
+        elif importer.quantized and float_fallback(g, node):
+            x, weight = node.input[0], node.input[1]
+            if _channels_last(g, x):
+                add(index - 0.75, x, "transpose", importer.bits(x), "layout")
+            add(index - 0.25, weight, "dequantize", 8, "dequantize")
+            y = _through_activations(g, node.output[0])
+            if any(r.op_type in CONV_OPS and not float_fallback(g, r) for r in _readers(g, y)):
+                # the quantized output's codes go back channels-last
+                codes = [q.output[0] for q in g.consumers.get(y, ()) if q.op_type in QUANT_OPS]
+                bits = dtype_bits(g.dtypes.get(codes[0], 0)) if codes else None
+                add(index + 0.75, y, "transpose", bits or 8, "layout")
         elif importer.quantized and op in ("QuantizeLinear", "DequantizeLinear"):
             codes = node.output[0] if op == "QuantizeLinear" else node.input[0]
             bits = dtype_bits(g.dtypes.get(codes, 0)) or 8
@@ -111,13 +128,19 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
             elif (
                 op == "DequantizeLinear"
                 and node.input[0] not in g.static
-                and any(c.op_type not in QDQ_FUSABLE for c in g.consumers.get(node.output[0], ()))
+                and any(
+                    c.op_type not in QDQ_FUSABLE or float_fallback(g, c)
+                    for c in g.consumers.get(node.output[0], ())
+                )
             ):
                 add(index, node.output[0], "dequantize", bits, "dequantize")
             elif (
                 op == "QuantizeLinear"
                 and (src := g.producer.get(node.input[0])) is not None
-                and src.op_type not in QDQ_FUSABLE
+                and (
+                    src.op_type not in QDQ_FUSABLE
+                    or float_fallback(g, _activation_source(g, node.input[0]))
+                )
             ):
                 add(index, node.input[0], "quantize", bits, "quantize")
         elif op in ("Reshape", "Flatten") and convs and importer.quantized:
@@ -156,6 +179,53 @@ def activation_pass(g: Any, node: Any) -> bool:
     return (
         src is not None and src.op_type == "Conv" and len(g.consumers.get(src.output[0], ())) == 1
     )
+
+
+#: activations a QuantizeLinear absorbs (its grid clamps them)
+_CLAMPS = frozenset({"Relu", "Clip"})
+
+
+def _activation_source(g: Any, tensor: str) -> Any:
+    """The operator that computes ``tensor`` through the ReLU / Clip a quantizer absorbs."""
+    node = g.producer.get(tensor)
+    while node is not None and node.op_type in _CLAMPS:
+        node = g.producer.get(node.input[0])
+    return node
+
+
+def _through_activations(g: Any, tensor: str) -> str:
+    """``tensor``, or the output of the ReLU / Clip chain that reads it alone."""
+    while True:
+        readers = g.consumers.get(tensor, ())
+        if len(readers) != 1 or readers[0].op_type not in _CLAMPS:
+            return tensor
+        tensor = readers[0].output[0]
+
+
+def _readers(g: Any, tensor: str) -> list[Any]:
+    """The operators that read ``tensor``, through Q/DQ pairs."""
+    todo, readers = [tensor], []
+    while todo:
+        for reader in g.consumers.get(todo.pop(), ()):
+            if reader.op_type in QUANT_OPS:
+                todo.append(reader.output[0])
+            else:
+                readers.append(reader)
+    return readers
+
+
+def float_fallback(g: Any, node: Any) -> bool:
+    """A QDQ Conv (input and weight out of DequantizeLinears) whose bias comes out of another
+    operator than a DequantizeLinear -- an exporter's Identity of a shared initializer,
+    which ONNX Runtime's quantizer leaves float: ONNX Runtime cannot fuse it into a
+    QLinearConv and runs it in float (measured: a 96-channel 1x1 conv of a MobileNet took
+    2.2x its INT8 time). A float initializer as the bias does not stop the fusion."""
+    if node is None or node.op_type != "Conv" or len(node.input) < 3 or not node.input[2]:
+        return False
+    sources = [g.producer.get(t) for t in node.input[:3]]
+    if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources[:2]):
+        return False
+    return sources[2] is not None and sources[2].op_type != "DequantizeLinear"
 
 
 def _producer(g: Any, tensor: str) -> Any:

@@ -498,3 +498,44 @@ def test_a_float_conv_with_a_fused_relu6_pays_a_pass_over_its_output(tmp_path):
     # no dispatch; W8A8 nothing
     assert cycles == {"float": 0.5 * 32 * 8 * 8 + cpu.overheads.tile_cycles, "w8a8": 0}
     assert cpu.overheads.tile_cycles < cpu.overheads.layer_cycles
+
+
+def test_a_qdq_conv_whose_bias_comes_through_an_identity_runs_float_as_in_ort(tmp_path):
+    """An exporter writes a bias shared by two convs once and feeds the second through an
+    Identity; ONNX Runtime's quantizer then leaves that bias float, and ONNX Runtime cannot
+    fuse the conv into a QLinearConv: it runs in float, its input back in NCHW and
+    dequantized, its weights dequantized at every run, its output quantized and transposed
+    channels-last again for the next conv. The importer says the same as ONNX Runtime's
+    own optimized graph: one float conv out of three."""
+    from lowbit.models.export.ort import kernel_census
+    from lowbit.models.hostcal.graphs import GraphBuilder, quantize_int8
+
+    net = GraphBuilder("shared", (16, 8, 8), seed=0)
+    x = net.conv(net.conv(net.conv("x", 32, 3), 32, 1), 32, 3)
+    model = net.model(x)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    # the second conv reads the first's bias through an Identity (as torch.onnx dedups)
+    model.graph.node.insert(0, helper.make_node("Identity", [convs[0].input[2]], ["shared_bias"]))
+    convs[1].input[2] = "shared_bias"
+    onnx.save(model, tmp_path / "fp32.onnx")
+    int8 = quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+
+    census = kernel_census(onnx.load(int8))
+    assert census.get("QLinearConv") == 2 and census.get("Conv") == 1
+    layers = load_onnx_workload(int8).layers
+    convs = [layer for layer in layers if layer.op == "conv2d"]
+    assert [c.compression.w_bits for c in convs] == [8, None, 8]
+    kinds = [(getattr(layer, "kind", ""), layer.compression.a_storage_bits) for layer in layers]
+    # around the float conv: back to NCHW, dequantized (input, weights), then quantized
+    # and channels-last again for the third conv
+    around = kinds[kinds.index(("", 32)) - 3 : kinds.index(("", 32)) + 3]
+    assert sorted(around) == sorted(
+        [
+            ("dequantize", 8),
+            ("transpose", 8),
+            ("dequantize", 8),
+            ("", 32),
+            ("transpose", 8),
+            ("quantize", 8),
+        ]
+    )
