@@ -14,9 +14,10 @@ graph as written, so it executes data movement the graph does not show:
   copy that moves the innermost axis, element by element (:func:`strided_transpose`);
 * a DequantizeLinear feeding an operator with no integer kernel (LayerNorm, Erf, Div...)
   runs on its own, and so does the QuantizeLinear after it;
-* a QDQ conv whose bias reaches it through another operator than a DequantizeLinear (an
-  exporter's Identity of a shared initializer: ONNX Runtime's quantizer leaves that bias
-  float) cannot become a QLinearConv and runs in float (:func:`float_fallback`): its input
+* a QDQ conv whose bias reaches it through an Identity from another conv's bias
+  DequantizeLinear (an exporter's Identity of a shared initializer, quantized by ONNX
+  Runtime's quantizer for the other conv) cannot become a QLinearConv and runs in float
+  (:func:`float_fallback`): its input
   goes back to NCHW and is dequantized, its weights are dequantized at every run, its
   output quantized and, for a channels-last reader, transposed again;
 * in a float graph, a ReLU6 (Clip) or LeakyReLU fused into the conv before it is applied
@@ -215,17 +216,24 @@ def _readers(g: Any, tensor: str) -> list[Any]:
 
 
 def float_fallback(g: Any, node: Any) -> bool:
-    """A QDQ Conv (input and weight out of DequantizeLinears) whose bias comes out of another
-    operator than a DequantizeLinear -- an exporter's Identity of a shared initializer,
-    which ONNX Runtime's quantizer leaves float: ONNX Runtime cannot fuse it into a
-    QLinearConv and runs it in float (measured: a 96-channel 1x1 conv of a MobileNet took
-    2.2x its INT8 time). A float initializer as the bias does not stop the fusion."""
+    """A QDQ Conv (input and weight out of DequantizeLinears) whose bias reaches it through
+    an Identity from a DequantizeLinear -- an exporter's Identity of a bias shared with
+    another conv, which ONNX Runtime's quantizer quantized for that other conv: ONNX
+    Runtime cannot fuse it into a QLinearConv and runs it in float (measured: a 96-channel
+    1x1 conv of a MobileNet took 2.2x its INT8 time). An Identity of a float initializer (as
+    lowbit's export writes a shared bias) or a DequantizeLinear of its own does not stop
+    the fusion."""
     if node is None or node.op_type != "Conv" or len(node.input) < 3 or not node.input[2]:
         return False
-    sources = [g.producer.get(t) for t in node.input[:3]]
-    if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources[:2]):
+    sources = [g.producer.get(t) for t in node.input[:2]]
+    if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
         return False
-    return sources[2] is not None and sources[2].op_type != "DequantizeLinear"
+    bias = g.producer.get(node.input[2])
+    if bias is None or bias.op_type != "Identity":
+        return False
+    while bias is not None and bias.op_type == "Identity":
+        bias = g.producer.get(bias.input[0])
+    return bias is not None and bias.op_type == "DequantizeLinear"
 
 
 def _producer(g: Any, tensor: str) -> Any:

@@ -61,9 +61,10 @@ ELEMENTWISE_KINDS = (
 )
 #: kinds a runtime runs with an integer kernel of its own cost on 8-bit activations (ONNX
 #: Runtime's lookup-table QLinearSoftmax; its QLinearAdd on uint8, a residual add or the bias
-#: after a QLinearMatMul, at a third of the float Add's cost per element): a profile may
-#: price them apart, as ``<kind>_int8`` in ``overheads.elementwise_cycles_per_element``
-INTEGER_COST_KINDS = ("softmax", "add", "mul")
+#: after a QLinearMatMul, at a third of the float Add's cost per element; its QLinearConcat,
+#: which requantizes each input on another grid than the output's, ~10x a copy): a profile
+#: may price them apart, as ``<kind>_int8`` in ``overheads.elementwise_cycles_per_element``
+INTEGER_COST_KINDS = ("softmax", "add", "mul", "concat")
 
 
 def _check_kind(layer_name: str, kind: str) -> None:

@@ -96,7 +96,7 @@ def test_movement_costs_are_measured_per_element_on_this_cpu():
     costs = movement_costs(repeats=5, rounds=2)
     assert set(costs) == {
         "QuantizeLinear", "DequantizeLinear", "Transpose", "TransposeStrided", "Concat",
-        "Split", "QLinearAdd", "QLinearMul",
+        "QLinearConcat", "Split", "QLinearAdd", "QLinearMul",
     }  # fmt: skip
     assert all(v >= 0 for v in costs.values())
     # a byte copy costs well under a microsecond per element on any CPU this runs on
@@ -104,6 +104,9 @@ def test_movement_costs_are_measured_per_element_on_this_cpu():
     # element by element (the innermost axis moved) is slower than a layout change, which
     # moves one axis with contiguous runs (~60x on an Intel Xeon with AMX-INT8)
     assert costs["TransposeStrided"] > 2 * costs["Transpose"]
+    # requantizing each element (inputs on other grids than the output's) is slower than
+    # copying it (~10x on an Intel Xeon with AVX-512)
+    assert costs["QLinearConcat"] > 2 * costs["Concat"]
 
 
 def test_movement_layers_are_free_unless_the_profile_prices_them():
@@ -198,3 +201,44 @@ def test_the_integer_elementwise_probe_is_the_kernel_onnx_runtime_runs(op):
     codes = np.clip(np.round(expected / 0.05) + 128, 0, 255)
     assert y.dtype == np.uint8
     assert np.abs(y.astype(int) - codes).max() <= 1
+
+
+def test_the_requantizing_concat_probe_is_the_kernel_onnx_runtime_runs():
+    """The QLinearConcat probe of :func:`movement_costs` joins its input twice, each copy
+    requantized from the input's grid (step 0.05) to the output's (step 0.07)."""
+    import numpy as np
+
+    from lowbit.models.export.ort import kernel_census, ort_session
+    from lowbit.models.hostcal.kernels import _input_for, _movement_model
+
+    model = _movement_model("QLinearConcat", (4, 3, 3))
+    assert kernel_census(model).get("QLinearConcat") == 1
+    x = _input_for("QLinearConcat", (4, 3, 3))
+    (y,) = ort_session(model).run(None, {"x": x})
+    real = (x.astype(np.float64) - 128) * 0.05
+    codes = np.clip(np.round(real / 0.07) + 128, 0, 255)
+    assert y.shape == (1, 8, 3, 3) and y.dtype == np.uint8
+    assert np.abs(y.astype(int) - np.concatenate([codes, codes], axis=1)).max() <= 1
+
+
+@pytest.mark.parametrize("kind", ["add", "mul", "concat"])
+def test_an_integer_kernel_cost_applies_to_8_bit_activations_only(kind):
+    from dataclasses import replace
+
+    from lowbit import hwsim
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.hwsim.workload import Compression, Elementwise
+
+    cpu = load_profile("cpu-x86-avx2")
+    rates = {kind: 0.25, f"{kind}_int8": 0.75}
+    priced = replace(
+        cpu,
+        overheads=replace(
+            cpu.overheads, elementwise_cycles_per_element=tuple(sorted(rates.items()))
+        ),
+    )
+    for bits, per_element in ((8, 0.75), (32, 0.25)):
+        layer = Elementwise(
+            name=kind, elements=4096, kind=kind, compression=Compression(w_bits=bits, a_bits=bits)
+        )
+        assert hwsim.simulate_layer(layer, priced).compute_cycles == per_element * 4096

@@ -539,3 +539,14 @@ def test_a_qdq_conv_whose_bias_comes_through_an_identity_runs_float_as_in_ort(tm
             ("quantize", 8),
         ]
     )
+
+    # an Identity of a float bias (lowbit's export writes a shared bias so): ONNX Runtime
+    # folds it and fuses all three convs, and so does the importer
+    model = onnx.load(int8)
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(32, np.float32), "fb"))
+    (identity,) = [n for n in model.graph.node if n.op_type == "Identity"]
+    identity.input[0] = "fb"
+    onnx.save(model, tmp_path / "float_bias.onnx")
+    assert kernel_census(model).get("QLinearConv") == 3
+    layers = load_onnx_workload(tmp_path / "float_bias.onnx").layers
+    assert [c.compression.w_bits for c in layers if c.op == "conv2d"] == [8, 8, 8]

@@ -120,7 +120,7 @@ _KiB = 1024
 #: cache at a fitted rate, not hidden behind compute; 9: products of two activations
 #: (attention) at their own rate and cost per head; 10: a transpose that moves the innermost
 #: axis, ONNX Runtime's element-wise path, timed on its own; 11: the pass a float conv makes
-#: for a fused ReLU6)
+#: for a fused ReLU6; QLinearConcat, which requantizes its inputs)
 CALIBRATION_VERSION = 11
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
@@ -151,6 +151,7 @@ ORT_KINDS = {
     "Split": ("split",),
     "QLinearSoftmax": ("softmax_int8",),
     "QLinearAdd": ("add_int8",),
+    "QLinearConcat": ("concat_int8",),
     "QLinearMul": ("mul_int8",),
 }
 

@@ -165,6 +165,8 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     NHWC: one axis moved), ``TransposeStrided`` (uint8, the channel and width axes swapped:
     the innermost axis moves, ONNX Runtime's element-wise path -- a channel shuffle with the
     layout transpose merged in), ``Concat`` (uint8, the input twice along channels),
+    ``QLinearConcat`` (the same, each input on another grid than the output: requantized
+    element by element, as a QDQ Concat of two branches runs),
     ``Split`` (uint8, in two),
     ``QLinearAdd`` / ``QLinearMul`` (uint8 + / x uint8 of the same shape: the kernels ONNX
     Runtime runs for an Add or Mul between Q/DQ pairs -- a residual add, a linear layer's
@@ -199,6 +201,12 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     elif op == "Concat":
         node, elem = helper.make_node(op, ["x", "x"], ["y"], axis=1), u8
         outputs = [("y", u8, [1, 2 * c, h, w])]
+    elif op == "QLinearConcat":  # inputs on other grids than the output's: requantized
+        inits.append(numpy_helper.from_array(np.array(0.07, np.float32), "s2"))
+        node = helper.make_node(
+            op, ["s2", "z", "x", "s", "z", "x", "s", "z"], ["y"], axis=1, domain="com.microsoft"
+        )
+        elem, outputs = u8, [("y", u8, [1, 2 * c, h, w])]
     else:
         node, elem = helper.make_node("Split", ["x", "half"], ["y", "y2"], axis=1), u8
         outputs = [("y", u8, [1, c // 2, h, w]), ("y2", u8, [1, c - c // 2, h, w])]
@@ -228,6 +236,7 @@ MOVEMENT_OPS = (
     "Transpose",
     "TransposeStrided",
     "Concat",
+    "QLinearConcat",
     "Split",
     "QLinearAdd",
     "QLinearMul",
@@ -250,7 +259,7 @@ def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
             binding = bind(session, x=_input_for(op, shape))
             run_times_s(session, binding=binding, runs=10)
             runs.append((session, binding))
-        factor = 2 if op == "Concat" else 1  # Concat writes twice its input
+        factor = 2 if "Concat" in op else 1  # a Concat writes twice its input
         elements = [factor * int(np.prod(shape)) for shape in MOVEMENT_SHAPES]
         slopes = []
         for _ in range(rounds):
