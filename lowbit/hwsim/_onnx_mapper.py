@@ -25,8 +25,8 @@ from lowbit.hwsim._onnx_ops import (
     kind_of,
 )
 from lowbit.hwsim._onnx_runtime import (
-    float_fallback,
     folded_transpose,
+    runs_float,
     runtime_layers,
     strided_transpose,
 )
@@ -196,10 +196,10 @@ class GraphMapper:
 
     def compression(self, node: onnx.NodeProto, act: str, weight: str, *, axis: int):
         """Bits of a weighted layer: default W8A8 in a float graph, else from the graph (a
-        conv ONNX Runtime cannot fuse runs float: ``_onnx_runtime.float_fallback``)."""
+        conv ONNX Runtime cannot fuse runs float: ``_onnx_runtime.runs_float``)."""
         if not self.quantized:
             return Compression()
-        if float_fallback(self.g, node):
+        if runs_float(self.g, node):
             return Compression(w_bits=None, a_bits=None)
         if COMPUTE_OPS[node.op_type][2] >= 0:  # QLinear/Integer op: integer inputs
             w_bits = self.g.codes_bits(weight, axis)
@@ -326,6 +326,8 @@ class GraphMapper:
                 )
                 continue
             bits = self.bits(reads[0]) if reads else 8
+            if self.quantized and any(runs_float(self.g, n) for n in nodes):
+                bits = FLOAT_BITS  # a ReLU quantized onto two grids runs in float
             self.layers[members[-1]] = Elementwise(
                 name=self.unique(self.g.layer_name(nodes[0], members[0], weight=None)),
                 compression=_both_at(bits),

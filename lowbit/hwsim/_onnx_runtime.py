@@ -19,7 +19,10 @@ graph as written, so it executes data movement the graph does not show:
   Runtime's quantizer for the other conv) cannot become a QLinearConv and runs in float
   (:func:`float_fallback`): its input
   goes back to NCHW and is dequantized, its weights are dequantized at every run, its
-  output quantized and, for a channels-last reader, transposed again;
+  output quantized and, for a channels-last reader, transposed again; so does a QDQ conv
+  whose output (through its ReLU) is quantized onto two grids, and a ReLU out of a
+  DequantizeLinear whose output is runs as DequantizeLinear, float ReLU and one
+  QuantizeLinear per grid (:func:`runs_float`: a residual output read at two widths);
 * in a float graph, a ReLU6 (Clip) or LeakyReLU fused into the conv before it is applied
   in a second pass over the conv's output (MLAS applies only ReLU in the kernel's
   registers): ~0.33 cycles per element on an Intel Xeon (AVX-512), a third of a small
@@ -33,6 +36,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from lowbit.hwsim._onnx_graph import dtype_bits
 from lowbit.hwsim._onnx_ops import CONV_OPS, QUANT_OPS
 from lowbit.hwsim.workload import Compression, Elementwise, Layer
@@ -41,6 +46,8 @@ __all__ = [
     "QDQ_FUSABLE",
     "activation_pass",
     "float_fallback",
+    "runs_float",
+    "split_grid",
     "folded_transpose",
     "runtime_layers",
     "strided_transpose",
@@ -106,17 +113,20 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
         if not importer.quantized and activation_pass(g, node):
             # at the float graph's default bits (W8A8): free unless its conv runs float
             add(index, node.output[0], "activation_pass", 8, "activation")
-        elif importer.quantized and float_fallback(g, node):
+        elif importer.quantized and op in CONV_OPS and runs_float(g, node):
             x, weight = node.input[0], node.input[1]
             if _channels_last(g, x):
                 add(index - 0.75, x, "transpose", importer.bits(x), "layout")
             add(index - 0.25, weight, "dequantize", 8, "dequantize")
+            # each grid's codes go back channels-last for a conv that reads them
             y = _through_activations(g, node.output[0])
-            if any(r.op_type in CONV_OPS and not float_fallback(g, r) for r in _readers(g, y)):
-                # the quantized output's codes go back channels-last
-                codes = [q.output[0] for q in g.consumers.get(y, ()) if q.op_type in QUANT_OPS]
-                bits = dtype_bits(g.dtypes.get(codes[0], 0)) if codes else None
-                add(index + 0.75, y, "transpose", bits or 8, "layout")
+            quantizers = [q for q in g.consumers.get(y, ()) if q.op_type == "QuantizeLinear"]
+            for i, q in enumerate(quantizers):
+                if any(
+                    r.op_type in CONV_OPS and not runs_float(g, r) for r in _readers(g, q.output[0])
+                ):
+                    bits = dtype_bits(g.dtypes.get(q.output[0], 0)) or 8
+                    add(index + 0.75 + i / 64, y, "transpose", bits, "layout")
         elif importer.quantized and op in ("QuantizeLinear", "DequantizeLinear"):
             codes = node.output[0] if op == "QuantizeLinear" else node.input[0]
             bits = dtype_bits(g.dtypes.get(codes, 0)) or 8
@@ -130,7 +140,7 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
                 op == "DequantizeLinear"
                 and node.input[0] not in g.static
                 and any(
-                    c.op_type not in QDQ_FUSABLE or float_fallback(g, c)
+                    c.op_type not in QDQ_FUSABLE or runs_float(g, c)
                     for c in g.consumers.get(node.output[0], ())
                 )
             ):
@@ -140,7 +150,8 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
                 and (src := g.producer.get(node.input[0])) is not None
                 and (
                     src.op_type not in QDQ_FUSABLE
-                    or float_fallback(g, _activation_source(g, node.input[0]))
+                    or runs_float(g, src)
+                    or runs_float(g, _activation_source(g, node.input[0]))
                 )
             ):
                 add(index, node.input[0], "quantize", bits, "quantize")
@@ -234,6 +245,44 @@ def float_fallback(g: Any, node: Any) -> bool:
     while bias is not None and bias.op_type == "Identity":
         bias = g.producer.get(bias.input[0])
     return bias is not None and bias.op_type == "DequantizeLinear"
+
+
+def _grid(g: Any, quantizer: Any) -> tuple:
+    """A QuantizeLinear's grid: its scale and zero point (values, or names when computed)
+    and its output type."""
+    parts = []
+    for name in quantizer.input[1:3]:
+        value = g.array(name) if name else None
+        parts.append(name if value is None else tuple(np.asarray(value).ravel().tolist()))
+    return (*parts, g.dtypes.get(quantizer.output[0], 0))
+
+
+def split_grid(g: Any, tensor: str) -> bool:
+    """Is ``tensor`` quantized onto more than one grid (a residual output read at two
+    activation widths: ONNX Runtime cannot keep it integer)?"""
+    grids = {_grid(g, q) for q in g.consumers.get(tensor, ()) if q.op_type == "QuantizeLinear"}
+    return len(grids) > 1
+
+
+def runs_float(g: Any, node: Any) -> bool:
+    """An operator of a QDQ graph that ONNX Runtime runs in float: a conv it cannot fuse
+    (:func:`float_fallback`), or one whose output (through its ReLU) is quantized onto more
+    than one grid (:func:`split_grid`: a FusedConv, its input and weights dequantized at
+    every run), or a ReLU / Clip out of a DequantizeLinear whose output is (dequantized,
+    a float ReLU, one QuantizeLinear per grid). Measured on lowbit's mixed-precision
+    exports: a residual block's output read at 4 and 8 bits costs 1.2 ms at batch 64."""
+    if node is None:
+        return False
+    if node.op_type in CONV_OPS:
+        if float_fallback(g, node):
+            return True
+        sources = [g.producer.get(t) for t in node.input[:2]]
+        qdq = all(s is not None and s.op_type == "DequantizeLinear" for s in sources)
+        return qdq and split_grid(g, _through_activations(g, node.output[0]))
+    if node.op_type in _CLAMPS:
+        src = g.producer.get(node.input[0])
+        return src is not None and src.op_type in QUANT_OPS and split_grid(g, node.output[0])
+    return False
 
 
 def _producer(g: Any, tensor: str) -> Any:

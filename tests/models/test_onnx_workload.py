@@ -550,3 +550,78 @@ def test_a_qdq_conv_whose_bias_comes_through_an_identity_runs_float_as_in_ort(tm
     assert kernel_census(model).get("QLinearConv") == 3
     layers = load_onnx_workload(tmp_path / "float_bias.onnx").layers
     assert [c.compression.w_bits for c in layers if c.op == "conv2d"] == [8, 8, 8]
+
+
+def _two_grid_graph(*, after_add: bool) -> onnx.ModelProto:
+    """A QDQ graph whose ReLU output is quantized onto two grids (step 0.05 and 0.1, as a
+    residual output read at 8 and 4 bits is), each read by a conv: the ReLU follows a conv
+    (``after_add`` False) or a residual Add out of DequantizeLinears."""
+    rng = np.random.default_rng(0)
+    inits, nodes = [], []
+
+    def init(name, array):
+        inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def qdq(x, scale, name):
+        s, z = init(f"{name}_s", np.array(scale, np.float32)), init(f"{name}_z", np.uint8(0))
+        nodes.append(helper.make_node("QuantizeLinear", [x, s, z], [f"{name}_q"]))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", s, z], [f"{name}_d"]))
+        return f"{name}_d"
+
+    def conv(x, name):
+        w = init(f"{name}_w", rng.integers(-127, 128, (16, 16, 3, 3)).astype(np.int8))
+        ws = init(f"{name}_ws", np.full(16, 0.01, np.float32))
+        nodes.append(
+            helper.make_node(
+                "DequantizeLinear", [w, ws, init(f"{name}_wz", np.zeros(16, np.int8))], [w + "d"]
+            )
+        )
+        nodes.append(helper.make_node("Conv", [x, w + "d"], [name], pads=[1, 1, 1, 1]))
+        return name
+
+    x = qdq("x", 0.05, "in")
+    y = conv(x, "c0")
+    if after_add:
+        y = qdq(
+            nodes.append(helper.make_node("Add", [qdq(y, 0.05, "c0o"), x], ["add"])) or "add",
+            0.05,
+            "addo",
+        )
+    nodes.append(helper.make_node("Relu", [y], ["relu"]))
+    a, b = conv(qdq("relu", 0.05, "g8"), "ca"), conv(qdq("relu", 0.1, "g4"), "cb")
+    nodes.append(helper.make_node("Add", [qdq(a, 0.05, "ao"), qdq(b, 0.05, "bo")], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "two_grids",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("after_add", [False, True])
+def test_a_tensor_quantized_onto_two_grids_runs_float_as_in_ort(tmp_path, after_add):
+    """ONNX Runtime cannot keep a tensor integer that is quantized onto two grids (lowbit's
+    mixed-precision export of a residual output read at 4 and 8 bits): a ReLU out of a
+    DequantizeLinear runs in float between a DequantizeLinear and one QuantizeLinear per
+    grid; a conv (+ReLU) whose output is runs as a float FusedConv, its weights dequantized
+    at every run. The importer says what ONNX Runtime's optimized graph runs."""
+    from lowbit.models.export.ort import kernel_census
+
+    model = _two_grid_graph(after_add=after_add)
+    onnx.save(model, tmp_path / "m.onnx")
+    census = kernel_census(model)
+    layers = load_onnx_workload(tmp_path / "m.onnx").layers
+    convs = [layer.compression.w_bits for layer in layers if layer.op == "conv2d"]
+    kinds = [getattr(layer, "kind", "") for layer in layers]
+    if after_add:
+        assert census.get("Relu") == 1 and census.get("QLinearConv") == 3
+        relu = next(layer for layer in layers if getattr(layer, "kind", "") == "relu")
+        assert relu.compression.a_storage_bits == 32 and convs == [8, 8, 8]
+    else:
+        assert census.get("FusedConv") == 1 and census.get("QLinearConv") == 2
+        assert convs == [None, 8, 8] and kinds.count("dequantize") >= 2  # input, weights
+    # one QuantizeLinear per grid (and the graph input's)
+    assert kinds.count("quantize") == 1 + 2
