@@ -60,9 +60,13 @@ CONV_SWEEP = (
 )
 #: grouped (not depthwise) 3x3 convs, (in, out, kernel, spatial, batch, groups): ONNX
 #: Runtime's generic path once per group, its im2col one copy per window tap (an ungrouped
-#: conv copies a window row at once); group widths 8-32 at the zoo's batch-64 sizes
+#: conv copies a window row at once); group widths 8-32 at the zoo's batch-64 sizes; and
+#: grouped 1x1 convs (a ShuffleNet v1 unit's), whose im2col copies nothing: they tell the
+#: generic path's per-pixel cost from its per-copy one
 GROUPED_SWEEP = (
     (64, 64, 3, 8, 64, 2), (64, 64, 3, 8, 64, 8), (96, 96, 3, 4, 64, 3), (48, 48, 3, 8, 64, 2),
+    (32, 32, 3, 8, 64, 4), (128, 128, 3, 4, 64, 4), (64, 64, 1, 8, 64, 4),
+    (128, 128, 1, 4, 64, 8),
 )  # fmt: skip
 QUICK_CONV_SWEEP = (
     (1, 16, 3, 4, 16), (16, 16, 3, 4, 16), (16, 8, 3, 4, 16), (4, 16, 1, 4, 16),
