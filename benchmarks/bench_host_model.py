@@ -92,9 +92,12 @@ CONSTANTS = (
     ),
     ("transpose cycles/element", _rate("transpose", integer=False)),
     ("quantize cycles/element", _rate("quantize", integer=False)),
+    ("dequantize cycles/element", _rate("dequantize", integer=False)),
     ("INT8 softmax cycles/el", _rate("softmax", integer=True)),
     ("INT8 add cycles/el", _rate("add", integer=True)),
     ("INT8 mul cycles/el", _rate("mul", integer=True)),
+    ("INT8 concat cycles/el", _rate("concat", integer=True)),
+    ("float ReLU6 pass cycles/el", _rate("activation_pass", integer=False)),
 )
 
 
