@@ -25,6 +25,7 @@ from lowbit.hwsim._onnx_ops import (
     kind_of,
 )
 from lowbit.hwsim._onnx_runtime import (
+    float_reason,
     folded_transpose,
     runs_float,
     runtime_layers,
@@ -146,6 +147,17 @@ class GraphMapper:
                 self.unmapped.append((node.name or f"{op}_{index}", op, str(exc)))
         self.layers.update(runtime_layers(self))
         self.group_layers()
+
+    def float_ops(self) -> list[tuple[str, str, str]]:
+        """``(node name, op type, why)`` of the operators of a quantized graph that ONNX
+        Runtime runs in float (``_onnx_runtime.float_reason``)."""
+        if not self.quantized:
+            return []
+        return [
+            (node.name or f"{node.op_type}_{index}", node.op_type, why)
+            for index, node in enumerate(self.g.nodes)
+            if (why := float_reason(self.g, node))
+        ]
 
     def compute(self, node: onnx.NodeProto, index: int) -> Layer:
         x_at, w_at, _ = COMPUTE_OPS[node.op_type]

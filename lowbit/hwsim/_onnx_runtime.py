@@ -46,6 +46,7 @@ __all__ = [
     "QDQ_FUSABLE",
     "activation_pass",
     "float_fallback",
+    "float_reason",
     "runs_float",
     "split_grid",
     "folded_transpose",
@@ -265,24 +266,32 @@ def split_grid(g: Any, tensor: str) -> bool:
 
 
 def runs_float(g: Any, node: Any) -> bool:
-    """An operator of a QDQ graph that ONNX Runtime runs in float: a conv it cannot fuse
-    (:func:`float_fallback`), or one whose output (through its ReLU) is quantized onto more
-    than one grid (:func:`split_grid`: a FusedConv, its input and weights dequantized at
-    every run), or a ReLU / Clip out of a DequantizeLinear whose output is (dequantized,
-    a float ReLU, one QuantizeLinear per grid). Measured on lowbit's mixed-precision
-    exports: a residual block's output read at 4 and 8 bits costs 1.2 ms at batch 64."""
+    """An operator of a QDQ graph that ONNX Runtime runs in float (:func:`float_reason`)."""
+    return float_reason(g, node) is not None
+
+
+def float_reason(g: Any, node: Any) -> str | None:
+    """Why ONNX Runtime runs this operator of a QDQ graph in float (None: it does not): a
+    conv it cannot fuse (:func:`float_fallback`), or one whose output (through its ReLU) is
+    quantized onto more than one grid (:func:`split_grid`: a FusedConv, its input and
+    weights dequantized at every run), or a ReLU / Clip out of a DequantizeLinear whose
+    output is (dequantized, a float ReLU, one QuantizeLinear per grid). Measured on lowbit's
+    mixed-precision exports: a residual block's output read at 4 and 8 bits costs 1.2 ms at
+    batch 64."""
     if node is None:
-        return False
+        return None
+    split = "its output is quantized onto more than one grid (read at two activation widths)"
     if node.op_type in CONV_OPS:
         if float_fallback(g, node):
-            return True
+            return "its bias comes through an Identity from another conv's DequantizeLinear"
         sources = [g.producer.get(t) for t in node.input[:2]]
         qdq = all(s is not None and s.op_type == "DequantizeLinear" for s in sources)
-        return qdq and split_grid(g, _through_activations(g, node.output[0]))
+        return split if qdq and split_grid(g, _through_activations(g, node.output[0])) else None
     if node.op_type in _CLAMPS:
         src = g.producer.get(node.input[0])
-        return src is not None and src.op_type in QUANT_OPS and split_grid(g, node.output[0])
-    return False
+        quantized = src is not None and src.op_type in QUANT_OPS
+        return split if quantized and split_grid(g, node.output[0]) else None
+    return None
 
 
 def _producer(g: Any, tensor: str) -> Any:

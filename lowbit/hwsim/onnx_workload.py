@@ -79,11 +79,15 @@ class OnnxImport:
         workload: the mapped layers.
         unmapped: ``(node name, op type, reason)`` of every node left out.
         quantized: the graph carries bit-widths (Q/DQ, QLinear or Integer ops).
+        float_ops: ``(node name, op type, reason)`` of the operators of a quantized graph
+            that ONNX Runtime cannot run on integers (simulated in float, with the
+            dequantization and quantization around them).
     """
 
     workload: Workload
     unmapped: tuple[tuple[str, str, str], ...] = ()
     quantized: bool = False
+    float_ops: tuple[tuple[str, str, str], ...] = ()
 
 
 def import_onnx(
@@ -118,7 +122,12 @@ def import_onnx(
     if not layers:
         raise WorkloadError(f"{path}: no layers hwsim can simulate were found")
     workload = Workload(name or Path(path).stem, layers)
-    return OnnxImport(workload=workload, unmapped=unmapped, quantized=importer.quantized)
+    return OnnxImport(
+        workload=workload,
+        unmapped=unmapped,
+        quantized=importer.quantized,
+        float_ops=tuple(importer.float_ops()),
+    )
 
 
 def load_onnx_workload(

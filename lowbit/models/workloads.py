@@ -46,7 +46,8 @@ def resolve_workload(
     """A built-in (or registered) workload name, a SCALE-Sim topology CSV path or an ONNX
     model (``.onnx``, read by :mod:`lowbit.hwsim.onnx_workload`). An ONNX op hwsim cannot map is an
     error naming it; with ``allow_unmapped`` the rest is simulated and ``warn`` (if given)
-    receives one line listing what was left out."""
+    receives one line listing what was left out, and one naming the ops of a quantized graph
+    ONNX Runtime runs in float."""
     from lowbit.hwsim.workloads import BUILTIN_WORKLOADS, builtin_workload
 
     if spec.lower().endswith(".csv"):
@@ -64,6 +65,12 @@ def resolve_workload(
         if imported.unmapped and warn is not None:
             listed = ", ".join(f"{name} ({op})" for name, op, _ in imported.unmapped)
             warn(f"warning: {spec}: {len(imported.unmapped)} op(s) not simulated: {listed}")
+        if imported.float_ops and warn is not None:
+            listed = "; ".join(f"{name} ({op}): {why}" for name, op, why in imported.float_ops)
+            warn(
+                f"note: {spec}: ONNX Runtime runs {len(imported.float_ops)} op(s) of this "
+                f"quantized graph in float (simulated so): {listed}"
+            )
         return imported.workload
     if spec not in BUILTIN_WORKLOADS and Path(spec).suffix:
         raise WorkloadError(

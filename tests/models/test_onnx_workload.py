@@ -522,6 +522,12 @@ def test_a_qdq_conv_whose_bias_comes_through_an_identity_runs_float_as_in_ort(tm
 
     census = kernel_census(onnx.load(int8))
     assert census.get("QLinearConv") == 2 and census.get("Conv") == 1
+    # the import names it, and resolving the file as a workload says so on one line
+    imported = import_onnx(int8)
+    assert [(op, "Identity" in why) for _, op, why in imported.float_ops] == [("Conv", True)]
+    notes = []
+    resolve_workload(str(int8), warn=notes.append)
+    assert len(notes) == 1 and "runs 1 op(s) of this quantized graph in float" in notes[0]
     layers = load_onnx_workload(int8).layers
     convs = [layer for layer in layers if layer.op == "conv2d"]
     assert [c.compression.w_bits for c in convs] == [8, None, 8]
@@ -625,3 +631,6 @@ def test_a_tensor_quantized_onto_two_grids_runs_float_as_in_ort(tmp_path, after_
         assert convs == [None, 8, 8] and kinds.count("dequantize") >= 2  # input, weights
     # one QuantizeLinear per grid (and the graph input's)
     assert kinds.count("quantize") == 1 + 2
+    float_ops = import_onnx(tmp_path / "m.onnx").float_ops
+    assert [op for _, op, _ in float_ops] == (["Relu"] if after_add else ["Conv"])
+    assert "more than one grid" in float_ops[0][2]
