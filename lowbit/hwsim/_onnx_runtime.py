@@ -14,18 +14,18 @@ graph as written, so it executes data movement the graph does not show:
   copy that moves the innermost axis, element by element (:func:`strided_transpose`);
 * a DequantizeLinear feeding an operator with no integer kernel (LayerNorm, Erf, Div...)
   runs on its own, and so does the QuantizeLinear after it;
-* a QDQ conv whose bias reaches it through an Identity from another conv's bias
-  DequantizeLinear (an exporter's Identity of a shared initializer, quantized by ONNX
-  Runtime's quantizer for the other conv) cannot become a QLinearConv and runs in float
-  (:func:`float_fallback`): its input
-  goes back to NCHW and is dequantized, its weights are dequantized at every run, its
-  output quantized and, for a channels-last reader, transposed again; so does a QDQ conv
-  whose output (through its ReLU) is quantized onto two grids, and a ReLU out of a
-  DequantizeLinear whose output is runs as DequantizeLinear, float ReLU and one
-  QuantizeLinear per grid (:func:`runs_float`: a residual output read at two widths);
+* a QDQ conv whose bias DequantizeLinear is not on its input scale x weight scale (an
+  exporter's Identity of a bias shared with another conv, quantized by ONNX Runtime's
+  quantizer for that conv) cannot become a QLinearConv and runs in float
+  (:func:`float_fallback`): its input goes back to NCHW and is dequantized, its weights
+  are dequantized at every run, its output quantized and, for a channels-last reader,
+  transposed again; so does a QDQ conv whose output (through its ReLU) is quantized onto
+  two grids (a float FusedConv), and a ReLU out of a DequantizeLinear whose output is
+  quantized onto two grids runs as a DequantizeLinear, a float ReLU and one QuantizeLinear
+  per grid (:func:`runs_float`: a residual output read at two widths);
 * in a float graph, a ReLU6 (Clip) or LeakyReLU fused into the conv before it is applied
   in a second pass over the conv's output (MLAS applies only ReLU in the kernel's
-  registers): ~0.33 cycles per element on an Intel Xeon (AVX-512), a third of a small
+  registers): ~0.33 cycles per element on an Intel Xeon (AVX-512), a sixth of a small
   MobileNet's float time beside its ReLU twin (:func:`activation_pass`).
 
 :func:`runtime_layers` returns these layers keyed between node indices (graph order).
@@ -101,6 +101,8 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
         shape = g.shapes.get(tensor)
         if not shape or not all(d > 0 for d in shape):
             return False  # no shape: stays free
+        while key in out:  # two rules at one place: keep both, in order
+            key += 1e-3
         out[key] = Elementwise(
             name=importer.unique(f"{label}:{tensor}"),
             kind=kind,
@@ -117,8 +119,10 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
         elif importer.quantized and op in CONV_OPS and runs_float(g, node):
             x, weight = node.input[0], node.input[1]
             if _channels_last(g, x):
-                add(index - 0.75, x, "transpose", importer.bits(x), "layout")
-            add(index - 0.25, weight, "dequantize", 8, "dequantize")
+                add(index - 0.4, x, "transpose", importer.bits(x), "layout")
+            codes = g.producer[weight].input[0] if weight in g.producer else weight
+            wbits = dtype_bits(g.dtypes.get(codes, 0)) or 8
+            add(index - 0.3, weight, "dequantize", wbits, "dequantize")
             # each grid's codes go back channels-last for a conv that reads them
             y = _through_activations(g, node.output[0])
             quantizers = [q for q in g.consumers.get(y, ()) if q.op_type == "QuantizeLinear"]
@@ -127,12 +131,16 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
                     r.op_type in CONV_OPS and not runs_float(g, r) for r in _readers(g, q.output[0])
                 ):
                     bits = dtype_bits(g.dtypes.get(q.output[0], 0)) or 8
-                    add(index + 0.75 + i / 64, y, "transpose", bits, "layout")
+                    add(index + 0.3 + i / 64, y, "transpose", bits, "layout")
         elif importer.quantized and op in ("QuantizeLinear", "DequantizeLinear"):
             codes = node.output[0] if op == "QuantizeLinear" else node.input[0]
             bits = dtype_bits(g.dtypes.get(codes, 0)) or 8
             if op == "QuantizeLinear" and node.input[0] in inputs:
-                if add(index, node.input[0], "quantize", bits, "quantize") and convs:
+                integer_conv = any(
+                    r.op_type in CONV_OPS and not runs_float(g, r)
+                    for r in _readers(g, node.output[0])
+                )
+                if add(index, node.input[0], "quantize", bits, "quantize") and integer_conv:
                     add(index + 0.5, node.input[0], "transpose", bits, "layout")
             elif op == "DequantizeLinear" and node.output[0] in g.outputs:
                 if add(index, node.output[0], "dequantize", bits, "dequantize") and convs:
@@ -189,8 +197,13 @@ def activation_pass(g: Any, node: Any) -> bool:
             return False
         tensor = src.input[0]
         src = g.producer.get(tensor)
+    bounds = [t for t in node.input[1:] if t]
     return (
-        src is not None and src.op_type == "Conv" and len(g.consumers.get(src.output[0], ())) == 1
+        src is not None
+        and src.op_type == "Conv"
+        and len(g.consumers.get(src.output[0], ())) == 1
+        and src.output[0] not in g.outputs
+        and all(t in g.static for t in bounds)
     )
 
 
@@ -216,11 +229,14 @@ def _through_activations(g: Any, tensor: str) -> str:
 
 
 def _readers(g: Any, tensor: str) -> list[Any]:
-    """The operators that read ``tensor``, through Q/DQ pairs."""
+    """The operators that read ``tensor``, through Q/DQ pairs and the Clip of a
+    sub-8-bit grid's codes between them."""
     todo, readers = [tensor], []
     while todo:
-        for reader in g.consumers.get(todo.pop(), ()):
-            if reader.op_type in QUANT_OPS:
+        current = todo.pop()
+        codes = (src := g.producer.get(current)) is not None and src.op_type in QUANT_OPS
+        for reader in g.consumers.get(current, ()):
+            if reader.op_type in QUANT_OPS or (reader.op_type == "Clip" and codes):
                 todo.append(reader.output[0])
             else:
                 readers.append(reader)
@@ -228,24 +244,31 @@ def _readers(g: Any, tensor: str) -> list[Any]:
 
 
 def float_fallback(g: Any, node: Any) -> bool:
-    """A QDQ Conv (input and weight out of DequantizeLinears) whose bias reaches it through
-    an Identity from a DequantizeLinear -- an exporter's Identity of a bias shared with
-    another conv, which ONNX Runtime's quantizer quantized for that other conv: ONNX
-    Runtime cannot fuse it into a QLinearConv and runs it in float (measured: a 96-channel
-    1x1 conv of a MobileNet took 2.2x its INT8 time). An Identity of a float initializer (as
-    lowbit's export writes a shared bias) or a DequantizeLinear of its own does not stop
-    the fusion."""
+    """A QDQ Conv (input and weight out of DequantizeLinears) whose bias DequantizeLinear
+    (reached directly or through Identities) is not on the grid its input's scale times its
+    weight's scale gives -- an exporter's Identity of a bias shared with another conv, which
+    ONNX Runtime's quantizer quantized for that other conv: ONNX Runtime cannot fuse it into
+    a QLinearConv and runs it in float (measured: a 96-channel 1x1 conv of a MobileNet took
+    2.2x its INT8 time). A float bias (an initializer, or an Identity of one, as lowbit's
+    export writes a shared bias) does not stop the fusion."""
     if node is None or node.op_type != "Conv" or len(node.input) < 3 or not node.input[2]:
         return False
     sources = [g.producer.get(t) for t in node.input[:2]]
     if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
         return False
-    bias = g.producer.get(node.input[2])
-    if bias is None or bias.op_type != "Identity":
+    bias, seen = g.producer.get(node.input[2]), 0
+    while bias is not None and bias.op_type == "Identity" and seen < 64:
+        bias, seen = g.producer.get(bias.input[0]), seen + 1
+    if bias is None or bias.op_type != "DequantizeLinear" or len(bias.input) < 2:
         return False
-    while bias is not None and bias.op_type == "Identity":
-        bias = g.producer.get(bias.input[0])
-    return bias is not None and bias.op_type == "DequantizeLinear"
+    scales = [g.array(s.input[1]) if len(s.input) > 1 else None for s in (*sources, bias)]
+    if any(scale is None for scale in scales):
+        return False  # computed scales: no telling
+    x_scale, w_scale, b_scale = (np.asarray(v, np.float64).ravel() for v in scales)
+    expected = x_scale * w_scale
+    if b_scale.size not in (1, expected.size):
+        return True
+    return not np.allclose(b_scale, expected, rtol=1e-5, atol=0.0)
 
 
 def _grid(g: Any, quantizer: Any) -> tuple:
@@ -274,7 +297,7 @@ def float_reason(g: Any, node: Any) -> str | None:
     """Why ONNX Runtime runs this operator of a QDQ graph in float (None: it does not): a
     conv it cannot fuse (:func:`float_fallback`), or one whose output (through its ReLU) is
     quantized onto more than one grid (:func:`split_grid`: a FusedConv, its input and
-    weights dequantized at every run), or a ReLU / Clip out of a DequantizeLinear whose
+    weights dequantized at every run), or a ReLU / Clip out of a Q/DQ operator whose
     output is (dequantized, a float ReLU, one QuantizeLinear per grid). Measured on lowbit's
     mixed-precision exports: a residual block's output read at 4 and 8 bits costs 1.2 ms at
     batch 64."""
@@ -283,7 +306,7 @@ def float_reason(g: Any, node: Any) -> str | None:
     split = "its output is quantized onto more than one grid (read at two activation widths)"
     if node.op_type in CONV_OPS:
         if float_fallback(g, node):
-            return "its bias comes through an Identity from another conv's DequantizeLinear"
+            return "its bias is not on its input scale x weight scale (quantized for another conv)"
         sources = [g.producer.get(t) for t in node.input[:2]]
         qdq = all(s is not None and s.op_type == "DequantizeLinear" for s in sources)
         return split if qdq and split_grid(g, _through_activations(g, node.output[0])) else None

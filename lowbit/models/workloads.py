@@ -46,8 +46,8 @@ def resolve_workload(
     """A built-in (or registered) workload name, a SCALE-Sim topology CSV path or an ONNX
     model (``.onnx``, read by :mod:`lowbit.hwsim.onnx_workload`). An ONNX op hwsim cannot map is an
     error naming it; with ``allow_unmapped`` the rest is simulated and ``warn`` (if given)
-    receives one line listing what was left out, and one naming the ops of a quantized graph
-    ONNX Runtime runs in float."""
+    receives one line listing what was left out; ``warn`` also receives one line naming the
+    ops of a quantized graph that ONNX Runtime runs in float."""
     from lowbit.hwsim.workloads import BUILTIN_WORKLOADS, builtin_workload
 
     if spec.lower().endswith(".csv"):
@@ -109,13 +109,16 @@ def parse_bits(text: str) -> tuple[int | None, int | None]:
 
 
 def apply_bits(workload: Workload, *, w_bits: int | None, a_bits: int | None) -> Workload:
-    """Every compute layer at (w_bits, a_bits) (None = float; 32 is read as float too), other
-    compression settings kept. Matmul layers run both operands at a_bits (see
-    hwsim.workload.MatMul)."""
+    """Every compute layer (and a float conv's own activation pass) at (w_bits, a_bits) (None
+    = float; 32 is read as float too), other compression settings kept. Matmul layers run
+    both operands at a_bits (see hwsim.workload.MatMul)."""
+    from lowbit.hwsim.workload import FLOAT_PASS_KINDS
+
     by_name = {
         layer.name: replace(layer.compression, w_bits=w_bits, a_bits=a_bits)
         for layer in workload.layers
-        if layer.op in _COMPUTE_OPS
+        # a float kernel's own pass (a fused ReLU6's) runs at its conv's precision
+        if layer.op in _COMPUTE_OPS or getattr(layer, "kind", "") in FLOAT_PASS_KINDS
     }
     return workload.with_compression(by_name)
 

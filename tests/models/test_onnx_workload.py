@@ -524,7 +524,7 @@ def test_a_qdq_conv_whose_bias_comes_through_an_identity_runs_float_as_in_ort(tm
     assert census.get("QLinearConv") == 2 and census.get("Conv") == 1
     # the import names it, and resolving the file as a workload says so on one line
     imported = import_onnx(int8)
-    assert [(op, "Identity" in why) for _, op, why in imported.float_ops] == [("Conv", True)]
+    assert [(op, "another conv" in why) for _, op, why in imported.float_ops] == [("Conv", True)]
     notes = []
     resolve_workload(str(int8), warn=notes.append)
     assert len(notes) == 1 and "runs 1 op(s) of this quantized graph in float" in notes[0]
@@ -556,6 +556,27 @@ def test_a_qdq_conv_whose_bias_comes_through_an_identity_runs_float_as_in_ort(tm
     assert kernel_census(model).get("QLinearConv") == 3
     layers = load_onnx_workload(tmp_path / "float_bias.onnx").layers
     assert [c.compression.w_bits for c in layers if c.op == "conv2d"] == [8, 8, 8]
+
+    # what decides is the bias grid: a bias DequantizeLinear of its own on another scale
+    # than input scale x weight scale (no Identity) stops the fusion too
+    model = onnx.load(int8)
+    (identity,) = [n for n in model.graph.node if n.op_type == "Identity"]
+    source = next(n for n in model.graph.node if identity.input[0] in n.output)
+    int32 = numpy_helper.from_array(np.zeros(32, np.int32), "b_codes")
+    scale = numpy_helper.from_array(np.full(32, 1e-3, np.float32), "b_scale")
+    model.graph.initializer.extend([int32, scale])
+    own = helper.make_node("DequantizeLinear", ["b_codes", "b_scale"], ["own_bias"], axis=0)
+    model.graph.node.insert(0, own)
+    for n in model.graph.node:
+        if n.op_type == "Conv" and identity.output[0] in n.input:
+            n.input[2] = "own_bias"
+    model.graph.node.remove(identity)
+    assert source.op_type == "DequantizeLinear"
+    onnx.save(model, tmp_path / "own_bias.onnx")
+    census = kernel_census(model)
+    assert census.get("QLinearConv") == 2 and census.get("Conv") == 1
+    layers = load_onnx_workload(tmp_path / "own_bias.onnx").layers
+    assert [c.compression.w_bits for c in layers if c.op == "conv2d"] == [8, None, 8]
 
 
 def _two_grid_graph(*, after_add: bool) -> onnx.ModelProto:

@@ -134,7 +134,8 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
     prof = t.profile
     kind = getattr(layer, "kind", "")
     rules = t.rules
-    if kind in MOVEMENT_KINDS and _element_rate(rules, kind, integer=False) == 0:
+    integer = layer.compression.a_storage_bits <= 8
+    if kind in MOVEMENT_KINDS and _element_rate(rules, kind, integer=integer) == 0:
         return _in_place(layer, input_on_chip)
     if kind in FLOAT_PASS_KINDS and layer.compression.a_storage_bits <= 8:
         return _in_place(layer, input_on_chip)

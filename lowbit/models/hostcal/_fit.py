@@ -350,7 +350,7 @@ def fit(
     int8 = [r for r in chains if r["precision"] == "int8"]
     fp32 = [r for r in chains if r["precision"] != "int8"]
     lanes = int(data["compute"]["cols"])
-    best, theta, cols = math.inf, None, lanes
+    fits = []
     for n in (lanes * b for b in blockings):
         value, params = _linear_fit(
             int8,
@@ -360,8 +360,10 @@ def fit(
             depths=depths,
             min_mac=n / peak_macs_per_cycle[0],
         )
-        if value < best * (1 - BLOCKING_MARGIN):  # the smallest blocking that fits as well
-            best, theta, cols = value, params, n
+        fits.append((value, params, n))
+    # the smallest blocking within the margin of the best fit
+    least = min(value for value, _, _ in fits)
+    best, theta, cols = next(f for f in fits if f[0] * (1 - BLOCKING_MARGIN) <= least)
     data = _with_cols(data, cols)
     # FP32 cycles per MAC, the rest fixed: the deployed graphs are INT8, FP32 never pulls.
     # Only convs of whole SIMD blocks of channels: ONNX Runtime runs the others with a
