@@ -618,9 +618,14 @@ def _two_grid_graph(*, after_add: bool) -> onnx.ModelProto:
     nodes.append(helper.make_node("Relu", [y], ["relu"]))
     a, b = conv(qdq("relu", 0.05, "g8"), "ca"), conv(qdq("relu", 0.1, "g4"), "cb")
     nodes.append(helper.make_node("Add", [qdq(a, 0.05, "ao"), qdq(b, 0.05, "bo")], ["y"]))
+    return _graph_x_to_y(nodes, inits, "two_grids")
+
+
+def _graph_x_to_y(nodes, inits, name: str) -> onnx.ModelProto:
+    """The model of ``nodes`` from input x to output y, both (1, 16, 8, 8) float."""
     graph = helper.make_graph(
         nodes,
-        "two_grids",
+        name,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])],
         inits,
@@ -655,3 +660,52 @@ def test_a_tensor_quantized_onto_two_grids_runs_float_as_in_ort(tmp_path, after_
     float_ops = import_onnx(tmp_path / "m.onnx").float_ops
     assert [op for _, op, _ in float_ops] == (["Relu"] if after_add else ["Conv"])
     assert "more than one grid" in float_ops[0][2]
+
+
+def test_two_float_convs_side_by_side_keep_every_runtime_layer(tmp_path):
+    """Two QDQ convs ONNX Runtime runs in float (their shared bias on another conv's grid),
+    side by side, each read by an integer conv: each keeps its weights' dequantization and
+    its output's transpose back to channels-last, and ONNX Runtime's optimized graph agrees
+    on which convs run float."""
+    from lowbit.models.export.ort import kernel_census
+
+    rng = np.random.default_rng(0)
+    inits, nodes = [], []
+
+    def init(name, array):
+        inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def qdq(x, name):
+        s, z = init(f"{name}_s", np.array(0.05, np.float32)), init(f"{name}_z", np.uint8(0))
+        nodes.append(helper.make_node("QuantizeLinear", [x, s, z], [f"{name}_q"]))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", s, z], [f"{name}_d"]))
+        return f"{name}_d"
+
+    def dq(name, codes, scale):
+        args = [init(f"{name}_c", codes), init(f"{name}_s", scale)]
+        nodes.append(helper.make_node("DequantizeLinear", args, [f"{name}_d"], axis=0))
+        return f"{name}_d"
+
+    def conv(x, name, bias):
+        w = dq(f"{name}_w", rng.integers(-127, 128, (16, 16, 3, 3)).astype(np.int8),
+               np.full(16, 0.01, np.float32))  # fmt: skip
+        nodes.append(helper.make_node("Conv", [x, w, bias], [name], pads=[1, 1, 1, 1]))
+        return name
+
+    def bias(name, scale):  # 0.05 x 0.01 = 0.0005 is the conv's own grid
+        return dq(name, np.zeros(16, np.int32), np.full(16, scale, np.float32))
+
+    x1 = qdq(conv(qdq("x", "in"), "c0", bias("b0", 0.0005)), "c0o")
+    nodes.append(helper.make_node("Identity", [bias("shared", 0.001)], ["shared_id"]))
+    ya = conv(qdq(conv(x1, "ca", "shared_id"), "cao"), "da", bias("bda", 0.0005))
+    yb = conv(qdq(conv(x1, "cb", "shared_id"), "cbo"), "db", bias("bdb", 0.0005))
+    nodes.append(helper.make_node("Add", [qdq(ya, "yao"), qdq(yb, "ybo")], ["y"]))
+    model = _graph_x_to_y(nodes, inits, "side_by_side")
+    onnx.save(model, tmp_path / "m.onnx")
+    census = kernel_census(model)
+    assert census.get("Conv") == 2 and census.get("QLinearConv") == 3
+    layers = load_onnx_workload(tmp_path / "m.onnx").layers
+    assert [c.compression.w_bits for c in layers if c.op == "conv2d"] == [8, None, 8, None, 8]
+    names = {layer.name for layer in layers}
+    assert {"dequantize:ca_w_d", "dequantize:cb_w_d", "layout:ca", "layout:cb"} <= names
