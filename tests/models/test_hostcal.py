@@ -194,7 +194,9 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
             seconds = (
                 m["int8_maxpool"]["s_per_element"]
                 if op == "MaxPool"
-                else m["movement_s_per_element"].get(op) or m["elementwise_s_per_element"][op]
+                else m["movement_s_per_element"][op]
+                if op in m["movement_s_per_element"]
+                else m["elementwise_s_per_element"][op]
             )
             assert ElementwiseCosts.of(o).element_rate(kind, integer=False) == pytest.approx(
                 seconds * clock, rel=1e-3

@@ -355,7 +355,7 @@ def activation_pass_s_per_element(*, repeats: int) -> float:
                 lambda d, c=channels, s=spatial, r=relu6: _activation_chain(c, s, d, relu6=r),
                 x.astype(np.float32),
                 depths=(1, 3),
-                repeats=repeats,
+                repeats=max(repeats, 20),  # a quick calibration's 5 runs: too few here
                 what=f"float conv + {'ReLU6' if relu6 else 'ReLU'} {channels}x{spatial}",
             ).per_layer_s
             for relu6 in (False, True)
