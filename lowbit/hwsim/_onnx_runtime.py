@@ -127,19 +127,14 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
             y = _through_activations(g, node.output[0])
             quantizers = [q for q in g.consumers.get(y, ()) if q.op_type == "QuantizeLinear"]
             for i, q in enumerate(quantizers):
-                if any(
-                    r.op_type in CONV_OPS and not runs_float(g, r) for r in _readers(g, q.output[0])
-                ):
+                if _integer_conv_reads(g, q.output[0]):
                     bits = dtype_bits(g.dtypes.get(q.output[0], 0)) or 8
                     add(index + 0.3 + i / 64, y, "transpose", bits, "layout")
         elif importer.quantized and op in ("QuantizeLinear", "DequantizeLinear"):
             codes = node.output[0] if op == "QuantizeLinear" else node.input[0]
             bits = dtype_bits(g.dtypes.get(codes, 0)) or 8
             if op == "QuantizeLinear" and node.input[0] in inputs:
-                integer_conv = any(
-                    r.op_type in CONV_OPS and not runs_float(g, r)
-                    for r in _readers(g, node.output[0])
-                )
+                integer_conv = _integer_conv_reads(g, node.output[0])
                 if add(index, node.input[0], "quantize", bits, "quantize") and integer_conv:
                     add(index + 0.5, node.input[0], "transpose", bits, "layout")
             elif op == "DequantizeLinear" and node.output[0] in g.outputs:
@@ -243,6 +238,19 @@ def _readers(g: Any, tensor: str) -> list[Any]:
     return readers
 
 
+def _integer_conv_reads(g: Any, tensor: str) -> bool:
+    """Does a conv that ONNX Runtime runs on integers (channels-last) read ``tensor``?"""
+    return any(r.op_type in CONV_OPS and not runs_float(g, r) for r in _readers(g, tensor))
+
+
+def _qdq_inputs(g: Any, node: Any) -> bool:
+    """Are the node's input and weight both out of DequantizeLinears (a QDQ conv)?"""
+    sources = [g.producer.get(t) for t in node.input[:2]]
+    return len(sources) == 2 and all(
+        s is not None and s.op_type == "DequantizeLinear" for s in sources
+    )
+
+
 def float_fallback(g: Any, node: Any) -> bool:
     """A QDQ Conv (input and weight out of DequantizeLinears) whose bias DequantizeLinear
     (reached directly or through Identities) is not on the grid its input's scale times its
@@ -253,9 +261,9 @@ def float_fallback(g: Any, node: Any) -> bool:
     export writes a shared bias) does not stop the fusion."""
     if node is None or node.op_type != "Conv" or len(node.input) < 3 or not node.input[2]:
         return False
-    sources = [g.producer.get(t) for t in node.input[:2]]
-    if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
+    if not _qdq_inputs(g, node):
         return False
+    sources = [g.producer[t] for t in node.input[:2]]
     bias, seen = g.producer.get(node.input[2]), 0
     while bias is not None and bias.op_type == "Identity" and seen < 64:
         bias, seen = g.producer.get(bias.input[0]), seen + 1
@@ -307,9 +315,8 @@ def float_reason(g: Any, node: Any) -> str | None:
     if node.op_type in CONV_OPS:
         if float_fallback(g, node):
             return "its bias is not on its input scale x weight scale (quantized for another conv)"
-        sources = [g.producer.get(t) for t in node.input[:2]]
-        qdq = all(s is not None and s.op_type == "DequantizeLinear" for s in sources)
-        return split if qdq and split_grid(g, _through_activations(g, node.output[0])) else None
+        split_output = split_grid(g, _through_activations(g, node.output[0]))
+        return split if _qdq_inputs(g, node) and split_output else None
     if node.op_type in _CLAMPS:
         src = g.producer.get(node.input[0])
         quantized = src is not None and src.op_type in QUANT_OPS

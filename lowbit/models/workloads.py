@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from lowbit.hwsim.errors import LowbitError, WorkloadError
 from lowbit.hwsim.fileio import read_json
+from lowbit.hwsim.workload import FLOAT_PASS_KINDS
 
 if TYPE_CHECKING:
     from lowbit.hwsim.profile import HardwareProfile
@@ -112,8 +113,6 @@ def apply_bits(workload: Workload, *, w_bits: int | None, a_bits: int | None) ->
     """Every compute layer (and a float conv's own activation pass) at (w_bits, a_bits) (None
     = float; 32 is read as float too), other compression settings kept. Matmul layers run
     both operands at a_bits (see hwsim.workload.MatMul)."""
-    from lowbit.hwsim.workload import FLOAT_PASS_KINDS
-
     by_name = {
         layer.name: replace(layer.compression, w_bits=w_bits, a_bits=a_bits)
         for layer in workload.layers

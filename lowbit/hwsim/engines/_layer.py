@@ -137,7 +137,7 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
     integer = layer.compression.a_storage_bits <= 8
     if kind in MOVEMENT_KINDS and _element_rate(rules, kind, integer=integer) == 0:
         return _in_place(layer, input_on_chip)
-    if kind in FLOAT_PASS_KINDS and layer.compression.a_storage_bits <= 8:
+    if kind in FLOAT_PASS_KINDS and integer:
         return _in_place(layer, input_on_chip)
     gemms = layer.gemms()
     zero = (0.0,) * len(t.bandwidth)
@@ -184,7 +184,7 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         ab = _bytes(a_bits)
         # the operator's own work (a CPU's LayerNorm, GELU...), overlapped with its traffic
         if kind:
-            per_element = _element_rate(rules, kind, integer=a_bits <= 8)
+            per_element = _element_rate(rules, kind, integer=integer)
             elements = layer.cost_elements
             for rule in rules.count:
                 elements = rule.element_count(layer, elements)
