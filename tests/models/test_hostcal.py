@@ -66,6 +66,33 @@ def test_depth_slope_measures_one_more_layer_and_refuses_a_negative_one():
         )
 
 
+def test_least_disturbed_measures_every_item_once_per_pass_and_keeps_the_least():
+    """Each pass goes over all items (so a slow spell of the machine disturbs one pass of an
+    item, not all of them); per item, the result with the least key."""
+    calls = []
+    times = {("a", 0): 5.0, ("b", 0): 1.0, ("a", 1): 2.0, ("b", 1): 9.0, ("a", 2): 3.0}
+
+    def measure(item):
+        calls.append(item)
+        done = sum(1 for c in calls if c == item) - 1
+        return (item, times.get((item, done), 7.0))
+
+    kept = hostbench.least_disturbed(measure, ["a", "b"], key=lambda r: r[1], passes=3)
+    assert calls == ["a", "b"] * 3
+    assert kept == [("a", 2.0), ("b", 1.0)]
+    with pytest.raises(ValueError, match="passes"):
+        hostbench.least_disturbed(measure, ["a"], key=lambda r: r[1], passes=0)
+
+
+def test_the_profiler_time_of_a_kernel_averages_its_whole_microseconds():
+    """ONNX Runtime's profiler reports whole microseconds: the middle half's mean resolves
+    a kernel between two of them, where a median is one of them; outliers stay out."""
+    values = [14.0] * 30 + [15.0] * 10 + [100.0] * 2 + [1.0] * 2
+    assert hostconv.interquartile_mean(values) == pytest.approx(14.0, abs=0.1)
+    assert 14.0 < hostconv.interquartile_mean([14.0] * 12 + [15.0] * 8) < 15.0
+    assert hostconv.interquartile_mean([3.0]) == 3.0
+
+
 def test_int8_chain_runs_on_integer_kernels():
     from lowbit.models.export.ort import kernel_census
 

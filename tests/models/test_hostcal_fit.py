@@ -59,6 +59,7 @@ def _rows():
             (6, 8, 3, 8, 1, 64), (16, 12, 3, 4, 1, 64), (4, 16, 1, 8, 1, 64),
             (16, 32, 1, 8, 1, 64), (1, 64, 3, 8, 1, 64), (6, 32, 3, 4, 1, 64),
             (64, 64, 3, 8, 2, 64), (64, 64, 3, 4, 8, 64),
+            (16, 16, 3, 8, 1, 8), (32, 32, 3, 8, 1, 8), (64, 64, 3, 8, 1, 8),
         )
     ]  # fmt: skip
     truth = with_params(_base(), TRUE, GLUE)
@@ -105,6 +106,27 @@ def test_fit_recovers_the_parameters_it_was_simulated_with():
     for row in chains + sweep:  # every row carries its simulated value
         measured = row.get("layer_s", row.get("kernel_s"))
         assert row["simulated_s"] == pytest.approx(measured, rel=0.02)
+
+
+def test_the_profilers_own_cost_is_fitted_from_every_sweep_row():
+    """The sweep's kernels are what ONNX Runtime's profiler reported: the true kernel plus
+    the profiler's cost. Started from a wrong estimate of that cost (1 us against 3 us),
+    the fit recovers it, the other constants as before, and each row's kernel time."""
+    chains, sweep = _rows()
+    data = _base()
+    profiler_s = 3e-6
+    for row in sweep:
+        row["true_kernel_s"] = row["kernel_s"]
+        row["profiled_kernel_s"] = row["kernel_s"] + profiler_s
+        row["kernel_s"] = row["profiled_kernel_s"] - 1e-6  # the separate, wrong estimate
+    fitted, summary = fit(chains, sweep, data, glue_cycles=GLUE, depths=DEPTHS)
+    assert summary["profiler_overhead_s"] == pytest.approx(profiler_s, rel=0.05)
+    o = fitted["overheads"]
+    assert o["gemm_cycles"] == pytest.approx(TRUE["gemm"], rel=0.05)
+    assert o["conv_cycles_per_pixel"] == pytest.approx(TRUE["conv_px"], rel=0.05)
+    assert o["unaligned_conv_cycles_per_pixel"] == pytest.approx(TRUE["unaligned"], rel=0.05)
+    for row in sweep:
+        assert row["kernel_s"] == pytest.approx(row["true_kernel_s"], rel=0.03)
 
 
 def test_a_weak_prior_settles_costs_the_data_cannot_tell_apart():

@@ -21,14 +21,17 @@ requantized in a second pass; the sweep's generic convs have 4 to 64 outputs per
 which tell the two apart) and per copy of its im2col (``im2col_copy_cycles``: a window row
 at once in an ungrouped conv, a tap at a time in a grouped one -- the sweep's grouped
 convs), the requantization cost per output element of every INT8 GEMM
-(``requant_cycles_per_output``) -- are fitted on the INT8 measurements alone, by weighted
-non-negative least squares of the relative error (chains and sweep weighted equally).
-hwsim's CPU cost is nearly linear in each of them, so the fit is linearised around the
-estimate and solved again a few times (Gauss-Newton): deterministic, with no search over
-starting points. ``compute.cols`` (the kernels' N blocking: 1, 2 or 4 SIMD registers) is the
-one that fits best. The FP32 MAC rate is then fitted on the FP32 chains with the rest fixed:
-the deployed graphs are INT8, so FP32 layers must not pull the fit; its convs with channels
-off the SIMD block (another kernel, plus a reorder per layer) are reported, not fitted."""
+(``requant_cycles_per_output``) -- and the time ONNX Runtime's per-node profiler adds to
+each sweep kernel it reports (every sweep row pays it, no chain does: ~100 rows fit it more
+steadily than the difference of two timings the sweep started from) -- are fitted on the
+INT8 measurements alone, by weighted non-negative least squares of the relative error
+(chains and sweep weighted equally). hwsim's CPU cost is nearly linear in each of them, so
+the fit is linearised around the estimate and solved again a few times (Gauss-Newton):
+deterministic, with no search over starting points. ``compute.cols`` (the kernels' N
+blocking: 1, 2 or 4 SIMD registers) is the one that fits best. The FP32 MAC rate is then
+fitted on the FP32 chains with the rest fixed: the deployed graphs are INT8, so FP32 layers
+must not pull the fit; its convs with channels off the SIMD block (another kernel, plus a
+reorder per layer) are reported, not fitted."""
 
 from __future__ import annotations
 
@@ -39,6 +42,8 @@ from typing import Any
 import numpy as np
 
 from lowbit.models.export._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
+from lowbit.models.hostcal._gauss_newton import _gauss_newton
+from lowbit.models.hostcal.conv import without_profiler
 
 
 def _chain(row: dict[str, Any], depth: int):
@@ -189,6 +194,9 @@ _START = {
     "ainst": 1000.0,
 }
 
+#: the least start of the profiler's fitted cost (a Gauss-Newton step is a share of it)
+_MIN_PROFILER_START_CYCLES = 500.0
+
 #: a weak prior on the conv costs that trade off against each other (per pixel, per image,
 #: per output, the generic path's extra): a deviation of 100 % from ``_START`` weighs like a
 #: 3 % error of one measurement group, which settles the directions the data leave open
@@ -207,75 +215,31 @@ _PRIOR = {"conv_img": 0.1} | dict.fromkeys(
 BLOCKING_MARGIN = 0.05
 
 
-def _gauss_newton(
-    simulate,
-    measured: np.ndarray,
-    weight: np.ndarray,
-    start: dict[str, float],
-    lower: dict[str, float] | None = None,
-    prior: dict[str, float] | None = None,
-):
-    """Non-negative weighted least squares of ``simulate(params) ≈ measured``, by
-    Gauss-Newton: hwsim's CPU cost is nearly linear in each parameter (counted events times
-    a cost), but not exactly (the tiler's choices and compute/traffic overlap move with the
-    MAC rate), so it is linearised around the current estimate -- each parameter's feature
-    is the change of the simulated time per unit of it -- and solved again, a few times; the
-    estimate with the smallest weighted error is returned. Each step is a bounded linear
-    least squares: every parameter at least its ``lower`` bound (0 by default; the cycles
-    per MAC at least what the core's physical peak allows), so the fit cannot run away.
-    ``prior``: parameter -> weight of a pull towards its ``start`` value (relative)."""
-    from scipy.optimize import lsq_linear
-
-    theta = dict(start)
-    keys = tuple(start)
-    per_unit = ("mac", "lib", "amac", "mac32", "stream")  # never 0: a rate or bandwidth is finite
-    lows = {k: (lower or {}).get(k, 1 / 4096 if k in per_unit else 0.0) for k in keys}
-    theta = {k: max(v, lows[k]) for k, v in theta.items()}
-    prior = {k: w for k, w in (prior or {}).items() if k in keys}
-    ridge = np.array([[w / start[k] if j == k else 0.0 for j in keys] for k, w in prior.items()])
-    pull = np.array(list(prior.values()))
-
-    def cost(at: np.ndarray, th: dict[str, float]) -> float:
-        data = float(np.sum(((at - measured) * weight) ** 2))
-        return data + sum((w * (th[k] / start[k] - 1)) ** 2 for k, w in prior.items())
-
-    best, best_theta = math.inf, theta
-    for _ in range(10):
-        at = simulate(theta)
-        error = cost(at, theta)
-        if error < best:  # the steps may overshoot: keep the best estimate seen
-            best, best_theta = error, theta
-        columns = []
-        for key in keys:
-            step = 0.25 * max(theta[key], start[key])
-            columns.append((simulate({**theta, key: theta[key] + step}) - at) / step)
-        features = np.stack(columns, axis=1)
-        target = measured - at + features @ np.array([theta[k] for k in keys])
-        bounds = np.array([lows[k] for k in keys])
-        a, b = features * weight[:, None], target * weight
-        if prior:
-            a, b = np.vstack([a, ridge]), np.concatenate([b, pull])
-        solved = lsq_linear(a, b, bounds=(bounds, np.inf)).x
-        theta = {k: max(float(v), lows[k]) for k, v in zip(keys, solved, strict=True)}
-    if cost(simulate(theta), theta) < best:
-        best_theta = theta
-    return best_theta
-
-
 def _linear_fit(
     int8, sweep, data, *, glue: float, depths, min_mac: float
 ) -> tuple[float, dict[str, float]]:
     """The INT8 parameters by :func:`_gauss_newton`; rows weighted by 1/measured (the
     relative error) and each group (chains, sweep) by 1/sqrt(its size)."""
-    measured = np.array([r["layer_s"] for r in int8] + [r["kernel_s"] for r in sweep])
+    # the profiler's own time in each kernel it reports, fitted with the rest when the sweep
+    # kept what it reported (cycles; every sweep row pays it, no chain does)
+    profiled = bool(sweep) and all("profiled_kernel_s" in r for r in sweep)
+    kernel = "profiled_kernel_s" if profiled else "kernel_s"
+    measured = np.array([r["layer_s"] for r in int8] + [r[kernel] for r in sweep])
     group = np.array([len(int8)] * len(int8) + [len(sweep)] * len(sweep), dtype=float)
     weight = 1.0 / (measured * np.sqrt(group))
 
     def simulate(theta: dict[str, float]) -> np.ndarray:
-        return _simulate(int8, sweep, with_params(data, theta, glue), depths)
+        sim = _simulate(int8, sweep, with_params(data, theta, glue), depths)
+        sim[len(int8) :] += theta.get("prof", 0.0) / data["clock_hz"]
+        return sim
 
     lower = {"mac": min_mac, "lib": min_mac, "amac": min_mac}
     start = {k: v for k, v in _START.items() if k not in _undetermined(int8, data, depths)}
+    if profiled:
+        # from the separately measured overhead the sweep subtracted (a difference of two
+        # ~85 us timings: it moved 1-4 us between calibrations, and every small kernel with it)
+        found = np.median([r["profiled_kernel_s"] - r["kernel_s"] for r in sweep])
+        start["prof"] = max(float(found) * data["clock_hz"], _MIN_PROFILER_START_CYCLES)
     theta = _gauss_newton(simulate, measured, weight, start, lower=lower, prior=_PRIOR)
     return float(np.mean(_log_error(simulate(theta), measured))), theta
 
@@ -376,6 +340,11 @@ def fit(
     )
     theta = {**theta, "m32": m32}
     fitted = with_params(data, theta, glue_cycles)
+    if "prof" in theta:
+        # each sweep row's kernel time: what the profiler reported less its fitted cost
+        profiler_s = theta["prof"] / data["clock_hz"]
+        for row in sweep:
+            row["kernel_s"] = without_profiler(row["profiled_kernel_s"], profiler_s)
     errors: dict[str, list[float]] = {}
     for group, rows, sim, key in (
         ("int8", int8, chain_layer_s(int8, fitted, depths), "layer_s"),
@@ -403,6 +372,7 @@ def fit(
         "conv_cycles_per_image": o["conv_cycles_per_image"],
         "requant_cycles_per_output": o["requant_cycles_per_output"],
         "cols": int(cols),
+        "profiler_overhead_s": theta.get("prof", 0.0) / data["clock_hz"],
         "rms_log_error_int8": math.sqrt(best),
         "rms_log_error_fp32": math.sqrt(fp32_best),
         "mean_abs_pct_error_int8": float(np.mean(errors.get("int8", [0.0])) * 100),

@@ -6,6 +6,8 @@ time models:
 
 * :func:`time_session` — the timing harness: warm-up runs, then the median and quartiles
   of timed ``Run`` calls (IOBinding: the input is bound once);
+* :func:`least_disturbed` — each shape measured once per pass over all shapes, the least
+  disturbed pass kept (a slow spell of the machine hits one pass of a shape, not both);
 * :func:`depth_slope` — the cost of one more layer in a chain, timed robustly (both depths
   alternately in rounds, median slope, retried while scattered, never clipped);
 * :func:`bench_chains` — per-layer cost of chains of identical conv / GEMM layers, INT8 QDQ
@@ -13,8 +15,6 @@ time models:
   costs ``run + d · layer``; two depths give ``layer`` and ``run`` (the fixed cost of a
   ``Run`` call: session dispatch, input binding, output allocation);
 * :func:`glue_op_s` — the dispatch cost of one tiny non-GEMM operator (a chain of Adds);
-* :func:`elementwise_costs` — seconds per element of Add, Relu, LayerNorm, Softmax, Gelu
-  and MaxPool;
 * :func:`copy_bandwidth` — bytes read + written per second by numpy copies of a buffer.
 """
 
@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,6 +34,7 @@ __all__ = [
     "DEPTHS",
     "MAX_SPREAD",
     "MeasurementError",
+    "PASSES",
     "Slope",
     "FULL_SHAPES",
     "QUICK_SHAPES",
@@ -42,14 +44,18 @@ __all__ = [
     "chain_model",
     "copy_bandwidth",
     "depth_slope",
-    "elementwise_costs",
+    "GLUE_DEPTHS",
     "glue_op_s",
+    "glue_op_slope",
+    "least_disturbed",
+    "slope_long_s",
     "run_times_s",
     "time_session",
     "timing_of",
 ]
 
 _KiB = 1024
+T = TypeVar("T")
 
 #: layer chains (kind, size, spatial, batch): conv = C→C 3x3 on spatial² pixels; gemm =
 #: F→F on ``batch`` rows; shapes span the zoo's layers (4-128 channels, batch 1-64), then
@@ -70,6 +76,10 @@ FULL_SHAPES = (
 )  # fmt: skip
 QUICK_SHAPES = (("conv", 16, 4, 1), ("conv", 16, 8, 16), ("gemm", 16, 1, 1), ("gemm", 64, 1, 64))
 DEPTHS = (1, 5)
+#: chain depths of :func:`glue_op_slope`
+GLUE_DEPTHS = (1, 17)
+#: passes over a calibration's shapes (:func:`least_disturbed`)
+PASSES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,39 +279,61 @@ def depth_slope(
     )
 
 
-def bench_chains(shapes, *, repeats: int) -> list[dict[str, Any]]:
-    """Per-layer and per-run cost of every chain shape, INT8 and FP32 (:func:`depth_slope`)."""
-    rows = []
-    for kind, size, spatial, batch in shapes:
+def least_disturbed(
+    measure: Callable[[Any], T], items: Sequence[Any], *, key: Callable[[T], float], passes: int
+) -> list[T]:
+    """``measure(item)`` for every item, once in each of ``passes`` passes over all of them;
+    per item, the result with the least ``key`` (its time). On a shared virtual machine a
+    slow spell -- another tenant on the core -- lasts up to seconds: it slowed every shape
+    measured in it by 30-80 %, so one calibration's fit moved 10-70 % from the next's
+    (an AMD EPYC Zen 4 under KVM). A pass over all shapes takes seconds, so one spell
+    disturbs a shape in one pass, not in all."""
+    if passes < 1:
+        raise ValueError(f"need passes >= 1, got {passes}")
+    results = [[measure(item) for item in items] for _ in range(passes)]
+    return [min(each, key=key) for each in zip(*results, strict=True)]
+
+
+def slope_long_s(slope: Slope, depths: tuple[int, int] = DEPTHS) -> float:
+    """Seconds of the longer chain of a :class:`Slope` (its least-disturbed measure)."""
+    return slope.intercept_s + depths[1] * slope.per_layer_s
+
+
+def bench_chains(shapes, *, repeats: int, passes: int = PASSES) -> list[dict[str, Any]]:
+    """Per-layer and per-run cost of every chain shape, INT8 and FP32 (:func:`depth_slope`;
+    ``repeats`` runs per round, shared by the :func:`least_disturbed` ``passes``)."""
+
+    def measure(item: tuple[tuple, bool]) -> dict[str, Any]:
+        (kind, size, spatial, batch), int8 = item
         shape = _input_dims(kind, size, spatial, batch)
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-        for int8 in (True, False):
-            precision = "int8" if int8 else "fp32"
-            slope = depth_slope(
-                lambda d, kind=kind, size=size, spatial=spatial, int8=int8: chain_model(
-                    kind, size, spatial, d, int8
-                ),
-                x,
-                repeats=repeats,
-                what=f"{precision} {kind} chain {size}x{spatial} b{batch}",
-            )
-            rows.append(
-                {
-                    "kind": kind,
-                    "size": size,
-                    "spatial": spatial,
-                    "batch": batch,
-                    "precision": precision,
-                    "layer_s": slope.per_layer_s,
-                    "run_s": slope.intercept_s,
-                    "spread": slope.spread,
-                }
-            )
-    return rows
+        precision = "int8" if int8 else "fp32"
+        slope = depth_slope(
+            lambda d: chain_model(kind, size, spatial, d, int8),
+            x,
+            repeats=max(repeats // passes, 5),
+            what=f"{precision} {kind} chain {size}x{spatial} b{batch}",
+        )
+        return {
+            "kind": kind,
+            "size": size,
+            "spatial": spatial,
+            "batch": batch,
+            "precision": precision,
+            "layer_s": slope.per_layer_s,
+            "run_s": slope.intercept_s,
+            "spread": slope.spread,
+            "long_s": slope_long_s(slope),
+        }
+
+    items = [(shape, int8) for shape in shapes for int8 in (True, False)]
+    return least_disturbed(measure, items, key=lambda row: row["long_s"], passes=passes)
 
 
-def glue_op_s(*, repeats: int) -> float:
-    """Cost of one tiny non-GEMM operator (dispatch only): a chain of Adds on 16 floats."""
+def glue_op_slope(*, repeats: int) -> Slope:
+    """Cost of one tiny non-GEMM operator (dispatch only): a chain of Adds on 16 floats.
+    The whole measurement takes milliseconds, so the calibration takes it at more than one
+    point in time and keeps the least disturbed (:func:`slope_long_s`)."""
     from onnx import TensorProto, helper, numpy_helper
 
     def chain(depth: int):
@@ -319,7 +351,12 @@ def glue_op_s(*, repeats: int) -> float:
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
     x = np.zeros((1, 16), np.float32)
-    return depth_slope(chain, x, depths=(1, 17), repeats=repeats, what="Add dispatch").per_layer_s
+    return depth_slope(chain, x, depths=GLUE_DEPTHS, repeats=repeats, what="Add dispatch")
+
+
+def glue_op_s(*, repeats: int) -> float:
+    """Seconds of one tiny operator's dispatch (:func:`glue_op_slope`, measured once)."""
+    return glue_op_slope(repeats=repeats).per_layer_s
 
 
 def copy_bandwidth(nbytes: int, *, repeats: int) -> float:
@@ -335,74 +372,3 @@ def copy_bandwidth(nbytes: int, *, repeats: int) -> float:
             np.copyto(dst, src)
         best = min(best, (time.perf_counter() - start) / loops)
     return 2 * src.nbytes / best
-
-
-#: memory-bound operators timed per element by :func:`elementwise_costs`, and the float
-#: tensor each runs on: digits-vit at batch 64 (64 x 17 tokens x 32 features), and the
-#: digits-cnn conv2 output at batch 64 for MaxPool (3x3, stride 1: the size is kept)
-ELEMENTWISE_SHAPES = {
-    "Add": (1088, 32),
-    "Relu": (1088, 32),
-    "LayerNormalization": (1088, 32),
-    "Softmax": (1088, 32),
-    "Gelu": (1088, 32),
-    "MaxPool": (64, 32, 8, 8),
-}
-
-
-def _elementwise_node(op: str, src: str, dst: str) -> list:
-    """The node(s) of one operator; Gelu is the erf form the TorchScript exporter writes
-    (ONNX Runtime fuses it into one Gelu kernel)."""
-    from onnx import helper
-
-    if op == "Gelu":
-        return [
-            helper.make_node("Div", [src, "sqrt2"], [f"{dst}_d"]),
-            helper.make_node("Erf", [f"{dst}_d"], [f"{dst}_e"]),
-            helper.make_node("Add", [f"{dst}_e", "one"], [f"{dst}_a"]),
-            helper.make_node("Mul", [src, f"{dst}_a"], [f"{dst}_m"]),
-            helper.make_node("Mul", [f"{dst}_m", "half"], [dst]),
-        ]
-    if op == "MaxPool":
-        return [helper.make_node(op, [src], [dst], kernel_shape=[3, 3], pads=[1] * 4)]
-    extra = {"Add": ["gamma"], "LayerNormalization": ["gamma", "beta"]}.get(op, [])
-    attrs = {"axis": -1} if op in ("LayerNormalization", "Softmax") else {}
-    return [helper.make_node(op, [src, *extra], [dst], **attrs)]
-
-
-def _elementwise_chain(op: str, depth: int):
-    from onnx import TensorProto, helper, numpy_helper
-
-    shape = ELEMENTWISE_SHAPES[op]
-    scalars = {"sqrt2": 2**0.5, "one": 1.0, "half": 0.5}
-    inits = [
-        numpy_helper.from_array(np.ones(shape[-1], np.float32), "gamma"),
-        numpy_helper.from_array(np.zeros(shape[-1], np.float32), "beta"),
-        *(numpy_helper.from_array(np.array(v, np.float32), k) for k, v in scalars.items()),
-    ]
-    nodes = []
-    for i in range(depth):
-        nodes += _elementwise_node(op, "x" if i == 0 else f"a{i}", f"a{i + 1}")
-    graph = helper.make_graph(
-        nodes,
-        "elementwise",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
-        [helper.make_tensor_value_info(f"a{depth}", TensorProto.FLOAT, None)],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def elementwise_costs(*, repeats: int) -> dict[str, float]:
-    """Seconds per (input) element of memory-bound operators (:data:`ELEMENTWISE_SHAPES`,
-    two chain depths as :func:`bench_chains`). hwsim has no per-element compute cost for
-    such layers: recorded for the engine's CPU model and ``lowbit validate``'s diagnostic."""
-
-    out = {}
-    for op, shape in ELEMENTWISE_SHAPES.items():
-        x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-        slope = depth_slope(
-            lambda d, op=op: _elementwise_chain(op, d), x, repeats=repeats, what=f"{op} chain"
-        )
-        out[op] = slope.per_layer_s / x.size
-    return out

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from lowbit.models.hostcal.bench import PASSES, depth_slope, least_disturbed, slope_long_s
+
 __all__ = [
     "DEPTHWISE_SWEEP",
     "MOVEMENT_OPS",
@@ -69,36 +71,39 @@ def _chain(channels: int, spatial: int, depth: int, *, int8: bool, tmp: Path):
     return onnx.load(str(quantize_int8(fp32, fp32.with_suffix(".int8.onnx"))))
 
 
-def depthwise_sweep(shapes=DEPTHWISE_SWEEP, *, repeats: int) -> list[dict[str, Any]]:
+def depthwise_sweep(
+    shapes=DEPTHWISE_SWEEP, *, repeats: int, passes: int = PASSES
+) -> list[dict[str, Any]]:
     """Per-layer seconds of depthwise 3x3 chains, INT8 and FP32: rows of ``channels,
-    spatial, precision, macs, pixels, layer_s, spread``."""
-    from lowbit.models.hostcal.bench import depth_slope
-
-    rows = []
+    spatial, precision, macs, pixels, layer_s, spread`` (``repeats`` runs per round, shared
+    by the :func:`~lowbit.models.hostcal.bench.least_disturbed` ``passes``)."""
+    depths = (1, 3)
     with tempfile.TemporaryDirectory() as tmp:
-        for channels, spatial in shapes:
+
+        def measure(item: tuple[int, int, bool]) -> dict[str, Any]:
+            channels, spatial, int8 = item
             x = np.random.default_rng(0).normal(size=(1, channels, spatial, spatial))
-            for int8 in (True, False):
-                precision = "int8" if int8 else "fp32"
-                slope = depth_slope(
-                    lambda d, c=channels, s=spatial, q=int8: _chain(c, s, d, int8=q, tmp=Path(tmp)),
-                    x.astype(np.float32),
-                    depths=(1, 3),
-                    repeats=repeats,
-                    what=f"{precision} depthwise {channels}x{spatial}",
-                )
-                rows.append(
-                    {
-                        "channels": channels,
-                        "spatial": spatial,
-                        "precision": precision,
-                        "macs": channels * spatial * spatial * 9,
-                        "pixels": spatial * spatial,
-                        "layer_s": slope.per_layer_s,
-                        "spread": slope.spread,
-                    }
-                )
-    return rows
+            precision = "int8" if int8 else "fp32"
+            slope = depth_slope(
+                lambda d: _chain(channels, spatial, d, int8=int8, tmp=Path(tmp)),
+                x.astype(np.float32),
+                depths=depths,
+                repeats=max(repeats // passes, 5),
+                what=f"{precision} depthwise {channels}x{spatial}",
+            )
+            return {
+                "channels": channels,
+                "spatial": spatial,
+                "precision": precision,
+                "macs": channels * spatial * spatial * 9,
+                "pixels": spatial * spatial,
+                "layer_s": slope.per_layer_s,
+                "spread": slope.spread,
+                "long_s": slope_long_s(slope, depths),
+            }
+
+        items = [(c, s, int8) for c, s in shapes for int8 in (True, False)]
+        return least_disturbed(measure, items, key=lambda row: row["long_s"], passes=passes)
 
 
 def fit_depthwise(
@@ -315,11 +320,19 @@ def _int8_softmax_chain(depth: int):
 def int8_softmax_s_per_element(*, repeats: int, op_s: float) -> float:
     """Seconds per element of ONNX Runtime's INT8 softmax (QLinearSoftmax), less the
     dispatch ``op_s`` of the operator."""
-    from lowbit.models.hostcal.bench import depth_slope
 
     x = np.random.default_rng(0).normal(size=(1, *SOFTMAX_SHAPE)).astype(np.float32)
-    slope = depth_slope(
-        _int8_softmax_chain, x, depths=(1, 3), repeats=repeats, what="INT8 softmax chain"
+    depths = (1, 3)
+    # measured in turn ``PASSES`` times, the least disturbed kept: one calibration's single
+    # measurement came out 50 % above the next's
+    slope = min(
+        (
+            depth_slope(
+                _int8_softmax_chain, x, depths=depths, repeats=repeats, what="INT8 softmax chain"
+            )
+            for _ in range(PASSES)
+        ),
+        key=lambda s: slope_long_s(s, depths),
     )
     return max(slope.per_layer_s - op_s, 0.0) / int(np.prod(SOFTMAX_SHAPE))
 
@@ -340,25 +353,30 @@ def _activation_chain(channels: int, spatial: int, depth: int, *, relu6: bool):
     return net.model(x)
 
 
-def activation_pass_s_per_element(*, repeats: int) -> float:
+def activation_pass_s_per_element(*, repeats: int, passes: int = PASSES) -> float:
     """Seconds per output element of the pass a float conv makes for a fused ReLU6 (ONNX
     Runtime applies ReLU in the kernel's registers, Clip after it): the per-layer time of a
     chain of 1x1 convs with ReLU6 less that of the same chain with ReLU, per element, the
-    median over :data:`ACTIVATION_PASS_SHAPES`; never below zero."""
-    from lowbit.models.hostcal.bench import depth_slope
+    median over :data:`ACTIVATION_PASS_SHAPES`; never below zero. Each chain's per-layer
+    time is that of its :func:`~lowbit.models.hostcal.bench.least_disturbed` pass."""
+    depths = (1, 3)
 
-    costs = []
-    for channels, spatial in ACTIVATION_PASS_SHAPES:
+    def measure(item: tuple[int, int, bool]) -> tuple[float, float]:
+        channels, spatial, relu6 = item
         x = np.random.default_rng(0).normal(size=(1, channels, spatial, spatial))
-        layer = {
-            relu6: depth_slope(
-                lambda d, c=channels, s=spatial, r=relu6: _activation_chain(c, s, d, relu6=r),
-                x.astype(np.float32),
-                depths=(1, 3),
-                repeats=max(repeats, 20),  # a quick calibration's 5 runs: too few here
-                what=f"float conv + {'ReLU6' if relu6 else 'ReLU'} {channels}x{spatial}",
-            ).per_layer_s
-            for relu6 in (False, True)
-        }
-        costs.append((layer[True] - layer[False]) / (channels * spatial * spatial))
+        slope = depth_slope(
+            lambda d: _activation_chain(channels, spatial, d, relu6=relu6),
+            x.astype(np.float32),
+            depths=depths,
+            repeats=max(repeats, 20),  # a quick calibration's 5 runs: too few here
+            what=f"float conv + {'ReLU6' if relu6 else 'ReLU'} {channels}x{spatial}",
+        )
+        return slope.per_layer_s, slope_long_s(slope, depths)
+
+    items = [(c, s, relu6) for c, s in ACTIVATION_PASS_SHAPES for relu6 in (False, True)]
+    layer = least_disturbed(measure, items, key=lambda m: m[1], passes=passes)
+    costs = [
+        (layer[2 * i + 1][0] - layer[2 * i][0]) / (channels * spatial * spatial)
+        for i, (channels, spatial) in enumerate(ACTIVATION_PASS_SHAPES)
+    ]
     return max(float(np.median(costs)), 0.0)

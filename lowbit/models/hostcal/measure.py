@@ -70,8 +70,8 @@ class ConfigTarget:
 
 def memory_elements(base: Any, workload: Any) -> dict[str, int]:
     """Elements the workload's memory-only layers process, by operator kind (the names
-    :func:`lowbit.models.hostcal.bench.elementwise_costs` measures): outputs of elementwise layers,
-    inputs of pooling layers."""
+    :func:`lowbit.models.hostcal.elementwise.elementwise_costs` measures): outputs of
+    elementwise layers, inputs of pooling layers."""
     from torch import nn
 
     from lowbit.models.zoo import Add, TokenEmbedding
