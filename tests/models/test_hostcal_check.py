@@ -138,3 +138,22 @@ def test_quick_check_runs_end_to_end(tmp_path):
         assert row.as_dict()["int8_ratio"] == pytest.approx(
             row.int8_simulated_s / row.int8_measured_s
         )
+
+
+def test_every_model_is_timed_once_per_pass_over_all_and_the_least_kept(monkeypatch):
+    """A slow spell of the machine lasts longer than one model's rounds: each pass times
+    every model once (one round each), and a model keeps its least time."""
+    from lowbit.models.hostcal import check as hostcheck
+
+    calls = []
+    slow = {("a", 0): 9.0, ("b", 1): 7.0}
+
+    def fake(path, *, repeats, rounds, seconds):
+        assert rounds == 1 and seconds == pytest.approx(0.5 / 3)
+        done = calls.count(path)
+        calls.append(path)
+        return slow.get((path, done), {"a": 2.0, "b": 3.0}[path])
+
+    monkeypatch.setattr(hostcheck, "measure_s", fake)
+    assert hostcheck.measure_all(["a", "b"], repeats=5, passes=3) == [2.0, 3.0]
+    assert calls == ["a", "b"] * 3

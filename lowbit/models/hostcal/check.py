@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lowbit.models.hostcal.bench import PASSES, least_disturbed
 from lowbit.models.hostcal.graphs import input_shape, quantize_int8
 from lowbit.models.hostcal.heldout import Case, cases
 
@@ -27,6 +28,7 @@ __all__ = [
     "TOLERANCE",
     "check",
     "check_case",
+    "measure_all",
     "measure_s",
     "simulate_s",
     "summarize",
@@ -100,10 +102,10 @@ def simulate_s(path: Path, profile, *, fp32: bool) -> tuple[float, int]:
     return hwsim.simulate(workload, profile).latency_s, int(workload.macs)
 
 
-def measure_s(path: Path, *, repeats: int, rounds: int = 3) -> float:
+def measure_s(path: Path, *, repeats: int, rounds: int = 3, seconds: float = 0.5) -> float:
     """Seconds of a Run of the ONNX model at ``path`` (1 thread, batch 1): the least of
-    ``rounds`` medians, each of about a sixth of a second of runs (at least ``repeats``, at
-    most 200) -- steady state, which a passing disturbance of one round does not move (a
+    ``rounds`` medians, together about ``seconds`` of runs (each at least ``repeats`` runs,
+    at most 200) -- steady state, which a passing disturbance of one round does not move (a
     15 us model once measured 18 us in a single half-second median)."""
     import onnx
 
@@ -114,45 +116,72 @@ def measure_s(path: Path, *, repeats: int, rounds: int = 3) -> float:
     x = np.random.default_rng(1).normal(size=input_shape(model)).astype(np.float32)
     session = ort_session(model)
     first = time_session(session, x, warmup=3, repeats=3).median_s
-    runs = max(int(min(max(repeats, 0.5 / rounds / max(first, 1e-6)), 200)), 5)
+    runs = max(int(min(max(repeats, seconds / rounds / max(first, 1e-6)), 200)), 5)
     return min(
         time_session(session, x, warmup=5, repeats=runs).median_s for _ in range(max(rounds, 1))
     )
 
 
+def measure_all(paths: list[Path], *, repeats: int, passes: int = PASSES) -> list[float]:
+    """:func:`measure_s` of every model, one median per pass over all of them, the least
+    kept per model (:func:`~lowbit.models.hostcal.bench.least_disturbed`): a slow spell of a
+    shared machine lasts up to seconds, longer than one model's back-to-back rounds (one
+    check measured three zoo models' INT8 1.6-1.8x their time a minute before)."""
+    return least_disturbed(
+        lambda path: measure_s(path, repeats=repeats, rounds=1, seconds=0.5 / passes),
+        paths,
+        key=lambda seconds: seconds,
+        passes=passes,
+    )
+
+
 def check_case(case: Case, profile, *, repeats: int = 50) -> CheckRow:
     """Quantize, time and simulate one held-out case."""
-    import onnx
-
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        onnx.save(case.build(), str(fp32))
-        int8 = quantize_int8(fp32, Path(tmp) / "int8.onnx")
-        int8_sim, macs = simulate_s(int8, profile, fp32=False)
-        fp32_sim, _ = simulate_s(fp32, profile, fp32=True)
-        return CheckRow(
-            name=case.name,
-            kind=case.kind,
-            macs=macs,
-            int8_measured_s=measure_s(int8, repeats=repeats),
-            int8_simulated_s=int8_sim,
-            fp32_measured_s=measure_s(fp32, repeats=repeats),
-            fp32_simulated_s=fp32_sim,
-        )
+    return check([case], profile, repeats=repeats)[0]
 
 
 def check(
-    profile, *, quick: bool = False, networks: bool = True, layers: bool = True, progress=None
+    profile,
+    *,
+    quick: bool = False,
+    networks: bool = True,
+    layers: bool = True,
+    progress=None,
+    repeats: int | None = None,
+    todo: list[Case] | None = None,
 ) -> list[CheckRow]:
-    """:func:`check_case` on every held-out case (``quick``: a few, for tests);
-    ``progress(i, n, name)`` is called before each."""
-    todo = cases(networks=networks, layers=layers, quick=quick)
-    rows = []
-    for i, case in enumerate(todo):
-        if progress is not None:
-            progress(i, len(todo), case.name)
-        rows.append(check_case(case, profile, repeats=10 if quick else 50))
-    return rows
+    """Every held-out case (``quick``: a few, for tests; ``todo``: these) quantized,
+    simulated, then timed (:func:`measure_all`); ``progress(i, n, name)`` is called before
+    each case is prepared."""
+    import onnx
+
+    if todo is None:
+        todo = cases(networks=networks, layers=layers, quick=quick)
+    prepared = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, case in enumerate(todo):
+            if progress is not None:
+                progress(i, len(todo), case.name)
+            fp32 = Path(tmp) / f"{i}.fp32.onnx"
+            onnx.save(case.build(), str(fp32))
+            int8 = quantize_int8(fp32, Path(tmp) / f"{i}.int8.onnx")
+            int8_sim, macs = simulate_s(int8, profile, fp32=False)
+            fp32_sim, _ = simulate_s(fp32, profile, fp32=True)
+            prepared.append((case, macs, int8, int8_sim, fp32, fp32_sim))
+        runs = repeats if repeats is not None else (10 if quick else 50)
+        times = measure_all([p for c in prepared for p in (c[2], c[4])], repeats=runs)
+    return [
+        CheckRow(
+            name=case.name,
+            kind=case.kind,
+            macs=macs,
+            int8_measured_s=times[2 * i],
+            int8_simulated_s=int8_sim,
+            fp32_measured_s=times[2 * i + 1],
+            fp32_simulated_s=fp32_sim,
+        )
+        for i, (case, macs, _, int8_sim, _, fp32_sim) in enumerate(prepared)
+    ]
 
 
 def _spearman(a: list[float], b: list[float]) -> float:
