@@ -269,3 +269,21 @@ def test_a_disturbed_profiler_overhead_is_left_out(monkeypatch):
     assert overhead == pytest.approx(np.median([85e-6 - 79e-6, 85e-6 - 78e-6]))
     # every attempt disturbed: the smallest answer
     assert conv.profiler_overhead_s(repeats=5, op_s=1e-6) == pytest.approx(85e-6 - 19e-6)
+
+
+def test_the_run_cost_comes_from_chains_of_small_layers():
+    """A chain of heavy layers gives its intercept as a small difference of large timings,
+    one on a large map adds its input's layout changes: neither moves the Run cost."""
+
+    def row(precision, layer_s, run_s, batch=1):
+        return {"precision": precision, "batch": batch, "layer_s": layer_s, "run_s": run_s}
+
+    small = [row("int8", 2e-6, 3.3e-6), row("int8", 1e-6, 3.2e-6), row("int8", 3e-6, 4.1e-6)]
+    heavy = [row("int8", 2e-4, 0.0), row("int8", 1.5e-4, 35e-6), row("int8", 8e-5, 17e-6)]
+    floats = [row("fp32", 3e-6, 2.5e-6), row("fp32", 2e-4, 0.0)]
+    rows = small + heavy + floats + [row("int8", 1e-6, 9e-6, batch=64)]
+    assert hostcal._run_s(rows, int8=True) == pytest.approx(3.3e-6)
+    assert hostcal._run_s(rows, int8=False) == pytest.approx(2.5e-6)
+    # no chain of small layers: every batch-1 chain of the precision; none: 0 for float
+    assert hostcal._run_s(heavy, int8=True) == pytest.approx(17e-6)
+    assert hostcal._run_s(heavy, int8=False) == 0.0
