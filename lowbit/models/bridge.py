@@ -25,6 +25,9 @@ channels only, at the ``a_bits`` of the layer that wrote the tensor (hwsim store
 at a layer's a_bits); a residual Add or global average pool that runs on integer kernels
 under the plan (``QuantAdd``/``QuantGlobalAvgPool``) at its own bits. Without a plan every
 layer has hwsim's default compression (dense W8A8), like the built-in workloads.
+A layer whose output the plan quantizes onto two grids (mixed precision at a fork:
+:mod:`lowbit.models.compression._grid_split`) costs the float round trip ONNX Runtime runs
+for it (:mod:`lowbit.models._round_trip`), as hwsim's importer of the exported graph finds.
 
 Example:
     >>> from lowbit.models.zoo import build
@@ -52,7 +55,9 @@ from lowbit.hwsim.workload import (
     Pool,
     Workload,
 )
+from lowbit.models._round_trip import add_round_trip, conv_round_trip, weight_elements
 from lowbit.models.compression._dataflow import quant_sites
+from lowbit.models.compression._grid_split import split_outputs
 from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 from lowbit.models.compression.prune import kept_channels
 from lowbit.models.graph import (
@@ -320,6 +325,8 @@ def to_workload(
         if isinstance(modules[name], COMPUTE_LAYERS)
     }
     unpadded_out, unpadded_in = _unpadded(prune_groups_of(model), modules)
+    # layers whose output is quantized onto two grids run a float round trip once deployed
+    splits = split_outputs(model, plan.effective(model)) if plan is not None else {}
     layers: list[Layer] = []
     # channels of the last compute layer's output that survive pruning, followed through
     # memory-only layers of the same size (BN/ReLU/GELU) and pooling
@@ -338,11 +345,23 @@ def to_workload(
                     pad_out=call.name not in unpadded_out,
                     pad_in=call.name not in unpadded_in,
                 )
-            layers.append(layer)
             scale = (1, 1)
             if call.name in producers and compression is not None:
                 n = modules[call.name].weight.shape[0]
                 scale = (round(compression.keep * n), n)
+            split = splits.get(call.name)
+            if split is not None and split.kind == "conv" and compression is not None:
+                first = not any(isinstance(x, (Conv2d, Linear, MatMul)) for x in layers)
+                layers += conv_round_trip(
+                    layer,
+                    split,
+                    in_elements=math.ceil(math.prod(call.inputs[0]) * compression.in_keep),
+                    out_elements=math.prod(call.output) * scale[0] // scale[1],
+                    weights=weight_elements(module, compression),
+                    first=first,
+                )
+            else:
+                layers.append(layer)
             flow_elements = math.prod(call.output)
             bits = layers[-1].compression.a_bits
             stored = Compression(w_bits=bits, a_bits=bits)
@@ -350,6 +369,8 @@ def to_workload(
         if math.prod(call.inputs[0]) != flow_elements:
             scale = (1, 1)
         layers.append(_layer(call, compression or stored, scale))
+        if (split := splits.get(call.name)) is not None and split.kind == "add":
+            layers += add_round_trip(layers[-1], split)
         flow_elements = math.prod(call.output)
     if not layers:
         raise WorkloadError(f"{type(model).__name__}: no layers hwsim can simulate were found")
