@@ -127,7 +127,12 @@ def zoo_rows(profile, tmp: Path) -> list[tuple[CheckRow, float]]:
             result = export_compressed(small, out_dir=tmp / f"{name}-{plan}", check=False)
             fp32 = simulate_s(result.fp32_path, profile, fp32=True)[0]
             bridge = hwsim.simulate(
-                to_workload(model, CompressionPlan.from_bits_string(plan)), profile
+                to_workload(
+                    model,
+                    CompressionPlan.from_bits_string(plan),
+                    round_trip=profile.overheads.two_grid_round_trip,
+                ),
+                profile,
             ).latency_s
             ort = quantize_int8(result.fp32_path, tmp / f"{name}-{plan}" / "ort.int8.onnx")
             cases = (

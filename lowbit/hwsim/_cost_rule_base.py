@@ -187,7 +187,13 @@ class CostRule:
 
 #: ``[overheads]`` keys every target has, no rule's (the engines' own costs: per layer, per
 #: tile, per inference)
-GENERAL_OVERHEAD_KEYS = ("layer_cycles", "tile_cycles", "run_cycles", "float_run_cycles")
+GENERAL_OVERHEAD_KEYS = (
+    "layer_cycles",
+    "tile_cycles",
+    "run_cycles",
+    "float_run_cycles",
+    "two_grid_round_trip",
+)
 
 #: every cost rule, in the order the engines apply them (:func:`register_cost_rule`)
 COST_RULES: list[type[CostRule]] = []

@@ -124,6 +124,7 @@ OVERHEADS = Table(
             "tile_cycles": Key("int", required=False, default=16, low=0, high=10**6),
             "run_cycles": Key("int", required=False, default=0, low=0, high=10**9),
             "float_run_cycles": Key("int", required=False, default=0, low=0, high=10**9),
+            "two_grid_round_trip": Key("bool", required=False, default=False),
         }
     ),
     required=False,

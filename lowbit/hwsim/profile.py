@@ -156,7 +156,8 @@ class Overheads:
     one operator's dispatch on a CPU runtime), ``tile_cycles`` per tile (the compute side's
     handshake with the DMA for each buffer it consumes: descriptor issue, semaphores; the
     default is an estimate of a few tens of cycles) and ``run_cycles`` once per inference (a
-    runtime's ``Run`` call: input/output binding, graph walk).
+    runtime's ``Run`` call: input/output binding, graph walk); ``two_grid_round_trip`` says
+    how its runtime deploys a tensor quantized onto two grids.
 
     The other fields belong to the cost rules named beside them
     (:mod:`lowbit.hwsim._cost_rules`: each rule's fields, their schema and what they cost
@@ -170,6 +171,10 @@ class Overheads:
     tile_cycles: int = 16
     run_cycles: int = 0
     float_run_cycles: int = 0  # a float graph's Run call (0: run_cycles)
+    #: the deployment runtime cannot keep a tensor quantized onto two grids integer (ONNX
+    #: Runtime's QDQ fusion): the layer that writes one runs a float round trip, which the
+    #: search's workload (``models.bridge``) then charges
+    two_grid_round_trip: bool = False
     gemm_cycles: int = 0  # GemmLaunch
     activation_gemm_cycles: int = 0  # GemmLaunch
     narrow_activation_cycles: int = 0  # NarrowActivationClamp

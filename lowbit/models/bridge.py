@@ -25,9 +25,11 @@ channels only, at the ``a_bits`` of the layer that wrote the tensor (hwsim store
 at a layer's a_bits); a residual Add or global average pool that runs on integer kernels
 under the plan (``QuantAdd``/``QuantGlobalAvgPool``) at its own bits. Without a plan every
 layer has hwsim's default compression (dense W8A8), like the built-in workloads.
-A layer whose output the plan quantizes onto two grids (mixed precision at a fork:
-:mod:`lowbit.models.compression._grid_split`) costs the float round trip ONNX Runtime runs
-for it (:mod:`lowbit.models._round_trip`), as hwsim's importer of the exported graph finds.
+With ``round_trip`` (a target whose runtime, like ONNX Runtime, cannot keep a tensor on two
+grids integer: ``overheads.two_grid_round_trip``), a layer whose output the plan quantizes
+onto two grids (mixed precision at a fork: :mod:`lowbit.models.compression._grid_split`)
+costs the float round trip the runtime runs for it (:mod:`lowbit.models._round_trip`), as
+hwsim's importer of the exported graph finds.
 
 Example:
     >>> from lowbit.models.zoo import build
@@ -300,6 +302,7 @@ def to_workload(
     *,
     name: str | None = None,
     batch: int = 1,
+    round_trip: bool = False,
 ) -> Workload:
     """The hwsim workload of ``model`` (uncompressed base model) compressed by ``plan``.
 
@@ -308,6 +311,8 @@ def to_workload(
         plan: compression plan (checked against the model); None = hwsim defaults (W8A8).
         name: workload name; defaults to the zoo name or the class name.
         batch: samples per inference (scales M of every GEMM and every element count).
+        round_trip: charge the float round trip of a tensor on two grids (the target's
+            ``overheads.two_grid_round_trip``: ONNX Runtime's deployment).
 
     Raises:
         PlanError: the plan does not fit the model.
@@ -326,7 +331,7 @@ def to_workload(
     }
     unpadded_out, unpadded_in = _unpadded(prune_groups_of(model), modules)
     # layers whose output is quantized onto two grids run a float round trip once deployed
-    splits = split_outputs(model, plan.effective(model)) if plan is not None else {}
+    splits = split_outputs(model, plan.effective(model)) if round_trip and plan else {}
     layers: list[Layer] = []
     # channels of the last compute layer's output that survive pruning, followed through
     # memory-only layers of the same size (BN/ReLU/GELU) and pooling

@@ -179,7 +179,9 @@ def resimulate(config: dict[str, Any]) -> Resimulation:
         plan = models.CompressionPlan.from_dict(config["plan"])
         settings = _plan_settings(model, plan)
         engine = config.get("simulation", {}).get("engine", "analytic")
-        workload = models.to_workload(model, plan, name=model_name)
+        workload = models.to_workload(
+            model, plan, name=model_name, round_trip=profile.overheads.two_grid_round_trip
+        )
         sim = hwsim.simulate(workload, profile, engine=engine)
     except (LowbitError, ValueError, KeyError) as exc:
         return _stored(config, f"could not re-simulate ({exc}): totals only")

@@ -131,7 +131,12 @@ class UserEvaluator(Evaluator):
         if request.split == "test" and self.evaluate_test is not None:
             fn = self.evaluate_test
         metric = score(fn, compressed, what="compressed model")
-        workload = models.to_workload(self.base, plan, name=self.spec.name)
+        workload = models.to_workload(
+            self.base,
+            plan,
+            name=self.spec.name,
+            round_trip=self.spec.profile.overheads.two_grid_round_trip,
+        )
         sim = hwsim.simulate(workload, self.spec.profile, engine=self.spec.engine)
         return measured_outcome(
             request, accuracy=metric, sim=sim, workload=workload, plan=plan, started_s=start

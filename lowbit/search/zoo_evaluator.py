@@ -182,8 +182,13 @@ class ZooEvaluator(Evaluator):
         from lowbit import hwsim
         from lowbit.models.bridge import to_workload
 
-        workload = to_workload(self.base, plan, name=self.spec.model)
         profile = self.spec.profile if profile is None else profile
+        workload = to_workload(
+            self.base,
+            plan,
+            name=self.spec.model,
+            round_trip=profile.overheads.two_grid_round_trip,
+        )
         return hwsim.simulate(workload, profile, engine=self.spec.engine), workload
 
     def _accuracy(self, plan, request: TrialRequest) -> tuple[float, int]:

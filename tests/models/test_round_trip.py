@@ -60,7 +60,7 @@ def test_the_bridge_charges_what_the_exported_graph_runs(resnet, plan, splits, t
     imported = import_onnx(exported.int8_path)
     assert len(imported.float_ops) == len(splits)  # the importer names the same ops float
 
-    bridge = to_workload(model, plan)
+    bridge = to_workload(model, plan, round_trip=True)
 
     # the same float layers (the split conv) and the same movement layers and float ReLUs,
     # element for element (the importer's Flatten layout change aside: both price it)
@@ -94,3 +94,18 @@ def test_the_bridge_charges_what_the_exported_graph_runs(resnet, plan, splits, t
         return sum(r.total_cycles for r in result.layers if r.name in names)
 
     assert cycles(ours) == pytest.approx(cycles(theirs), rel=0.02)
+
+
+def test_a_target_that_requantizes_in_integer_pays_no_round_trip(resnet):
+    """Without ``two_grid_round_trip`` (an NPU, TFLite) the same plan keeps every layer at
+    its bits: an NPU without a float mode can simulate it."""
+    model, _ = resnet
+    plan = _plan(8, layer1__conv1=4, layer3__conv1=4)
+    npu = hwsim.load_profile("npu-bitfusion")
+    assert not npu.overheads.two_grid_round_trip
+    workload = to_workload(model, plan, round_trip=npu.overheads.two_grid_round_trip)
+    assert all(layer.compression.a_bits is not None for layer in workload.layers)
+    assert len(workload.layers) == len(to_workload(model, plan).layers)
+    hwsim.simulate(workload, npu)  # no UnsupportedPrecision
+    with pytest.raises(hwsim.UnsupportedPrecision):  # the float round trip needs float
+        hwsim.simulate(to_workload(model, plan, round_trip=True), npu)

@@ -126,6 +126,8 @@ def profile_toml(calibration: _Calibrated) -> str:
         "register: NhwcMaxPool pools a pixel's channels a register at a time",
         f"pad_conv_channels = {str(o.get('pad_conv_channels', False)).lower()}  # lowbit "
         "export pads conv channels to the direct kernel's",
+        f"two_grid_round_trip = {str(o.get('two_grid_round_trip', False)).lower()}  # a "
+        "tensor on two grids runs a float round trip in ONNX Runtime",
         f"warm_cache = {str(o.get('warm_cache', False)).lower()}  # timed in steady "
         "state: weights that fit the last-level cache stay there between runs",
         "# fitted on depthwise 3x3 chains (INT8 mean |error| "

@@ -372,6 +372,8 @@ def _calibrate_once(*, quick: bool) -> Calibration:
             "pool_channel_block": block,
             # lowbit's export pads conv channels to the direct kernel's (models._onnx_pad)
             "pad_conv_channels": True,
+            # ONNX Runtime fuses one quantizer per tensor: one on two grids runs in float
+            "two_grid_round_trip": True,
         },
     )
     o = data["overheads"]

@@ -200,7 +200,9 @@ def prepare_config(
         if batch > len(x):
             raise ValueError(f"batch {batch} is larger than the test split ({len(x)} samples)")
         feeds[batch] = x[:batch]
-        workload = to_workload(base, plan, batch=batch)
+        workload = to_workload(
+            base, plan, batch=batch, round_trip=profile.overheads.two_grid_round_trip
+        )
         sim = hwsim.simulate(workload, profile)
         row[f"simulated_ms_b{batch}"] = sim.latency_s * 1e3
         row[f"memory_elements_b{batch}"] = memory_elements(base, workload)
