@@ -245,7 +245,10 @@ def _firmware(cfg, plan, build: dict, out_dir: Path, files: dict) -> str:
     from lowbit import hwsim
 
     base, compressed = build_compressed(cfg.model, plan, **build)
-    sim = hwsim.simulate(to_workload(base, plan, name=cfg.model), profile)
+    workload = to_workload(
+        base, plan, name=cfg.model, round_trip=profile.overheads.two_grid_round_trip
+    )
+    sim = hwsim.simulate(workload, profile)
     path = write_firmware_config(
         out_dir / "firmware.json",
         compressed,

@@ -5,11 +5,11 @@ ONNX Runtime keeps a tensor integer only when one QuantizeLinear writes it
 (:mod:`lowbit.models.compression._grid_split`). Otherwise -- what hwsim's ONNX importer also
 finds in the exported graph -- the writer runs in float:
 
-- a conv (or linear) layer runs as a float conv: its input is dequantized (a first layer's
-  float input is quantized and dequantized, as the export writes it) and, read from an
-  integer layer's channels-last output, transposed back; its weights are dequantized at
-  every run; its output is quantized once per grid and transposed channels-last once per
-  grid a conv reads;
+- a conv (a low-rank one's second factor) runs as a float conv: its input is dequantized
+  (a first layer's float input is quantized and dequantized, as the export writes it)
+  and, read from an integer layer's channels-last output, transposed back; its weights
+  are dequantized at every run; its output is quantized once per grid and transposed
+  channels-last once per grid a conv reads;
 - an integer add keeps its kernel, and its ReLU becomes a DequantizeLinear, a float ReLU
   and one QuantizeLinear per grid.
 
@@ -21,8 +21,10 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from lowbit.hwsim.workload import Compression, Elementwise, Layer
+from lowbit.hwsim.workload import Compression, Conv2d, Elementwise, Layer, aligned_channels
 from lowbit.models.compression._grid_split import SplitOutput
+from lowbit.models.export._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
+from lowbit.models.graph import is_depthwise
 
 __all__ = ["add_round_trip", "conv_round_trip", "weight_elements"]
 
@@ -35,7 +37,7 @@ def _move(name: str, kind: str, elements: int, compression: Compression = _CODES
 
 
 def conv_round_trip(
-    layer: Layer,
+    layer: Conv2d,
     split: SplitOutput,
     *,
     in_elements: int,
@@ -43,11 +45,35 @@ def conv_round_trip(
     weights: int,
     first: bool,
 ) -> list[Layer]:
-    """``layer`` (an integer compute layer whose output is ``split``) as the float conv
-    ONNX Runtime runs, with its movement layers in order. ``in_elements`` /
-    ``out_elements``: its input and output elements (kept channels), ``weights``: its
-    weight elements; ``first``: it reads the graph input."""
+    """``layer`` (an integer conv whose output is ``split``) as ONNX Runtime runs it, with
+    its movement layers in order. ``in_elements`` / ``out_elements``: its input and output
+    elements (kept channels), ``weights``: its weight elements; ``first``: it reads the
+    graph input. A low-rank layer is two convs once deployed: the first stays integer and
+    only the second, which writes the split tensor, runs float."""
     name = layer.name
+    factors = [g for g in layer.gemms() if g.name.endswith(".lr0")]
+    head: list[Layer] = []
+    if factors:  # rank r: (k x k -> r) integer, then (1x1, r -> out) float
+        r = factors[0].N
+        # lowbit's export pads the inner channels to the direct kernel's (models._onnx_pad)
+        inner = aligned_channels(r, multiple=CONV_CHANNEL_MULTIPLE, minimum=CONV_MIN_OUT_CHANNELS)
+        dense = replace(layer.compression, rank=None, rank_fraction=None)
+        head = [replace(layer, name=f"{name}.first", out_c=r, compression=replace(dense, keep=1.0))]
+        layer = replace(
+            layer,
+            name=f"{name}.second",
+            compression=replace(dense, in_keep=1.0),
+            in_c=inner,
+            in_h=layer.out_h,
+            in_w=layer.out_w,
+            k_h=1,
+            k_w=1,
+            stride=1,
+            groups=1,
+        )
+        in_elements = layer.batch * layer.out_h * layer.out_w * inner
+        weights = max(1, math.ceil(inner * layer.out_c * layer.compression.keep))
+        first = False
     before = [_move(f"{name}:quantize-input", "quantize", in_elements)] if first else []
     before.append(_move(f"{name}:dequantize-input", "dequantize", in_elements))
     if not first:  # an integer layer wrote it channels-last
@@ -59,7 +85,7 @@ def conv_round_trip(
         for i in range(split.conv_grids)
     ]
     after += [_move(f"{name}:quantize-{i}", "quantize", out_elements) for i in range(split.grids)]
-    return [*before, float_layer, *after]
+    return [*head, *before, float_layer, *after]
 
 
 def add_round_trip(layer: Elementwise, split: SplitOutput) -> list[Layer]:
@@ -74,5 +100,7 @@ def add_round_trip(layer: Elementwise, split: SplitOutput) -> list[Layer]:
 
 
 def weight_elements(module, compression: Compression) -> int:
-    """Weight elements of a compute ``module`` under ``compression``'s kept channels."""
-    return max(1, math.ceil(module.weight.numel() * compression.keep * compression.in_keep))
+    """Weight elements of a compute ``module`` under ``compression``'s kept channels (a
+    depthwise conv's kept channels are its inputs too: counted once)."""
+    kept = compression.keep if is_depthwise(module) else compression.keep * compression.in_keep
+    return max(1, math.ceil(module.weight.numel() * kept))

@@ -368,7 +368,7 @@ def to_workload(
             else:
                 layers.append(layer)
             flow_elements = math.prod(call.output)
-            bits = layers[-1].compression.a_bits
+            bits = layer.compression.a_bits  # the writer's (not its round trip's quantize)
             stored = Compression(w_bits=bits, a_bits=bits)
             continue
         if math.prod(call.inputs[0]) != flow_elements:

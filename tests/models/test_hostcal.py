@@ -284,8 +284,8 @@ def test_the_run_cost_comes_from_chains_of_small_layers():
     heavy = [row("int8", 2e-4, 0.0), row("int8", 1.5e-4, 35e-6), row("int8", 8e-5, 17e-6)]
     floats = [row("fp32", 3e-6, 2.5e-6), row("fp32", 2e-4, 0.0)]
     rows = small + heavy + floats + [row("int8", 1e-6, 9e-6, batch=64)]
-    assert hostcal._run_s(rows, int8=True) == pytest.approx(3.3e-6)
-    assert hostcal._run_s(rows, int8=False) == pytest.approx(2.5e-6)
+    assert hostcal.run_call_s(rows, int8=True) == pytest.approx(3.3e-6)
+    assert hostcal.run_call_s(rows, int8=False) == pytest.approx(2.5e-6)
     # no chain of small layers: every batch-1 chain of the precision; none: 0 for float
-    assert hostcal._run_s(heavy, int8=True) == pytest.approx(17e-6)
-    assert hostcal._run_s(heavy, int8=False) == 0.0
+    assert hostcal.run_call_s(heavy, int8=True) == pytest.approx(17e-6)
+    assert hostcal.run_call_s(heavy, int8=False) == 0.0

@@ -157,3 +157,15 @@ def test_every_model_is_timed_once_per_pass_over_all_and_the_least_kept(monkeypa
     monkeypatch.setattr(hostcheck, "measure_s", fake)
     assert hostcheck.measure_all(["a", "b"], repeats=5, passes=3) == [2.0, 3.0]
     assert calls == ["a", "b"] * 3
+
+
+def test_one_case_is_checked_like_the_whole_set(monkeypatch):
+    """``check_case`` is ``check`` of one case: the row of that case, timed and simulated."""
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.models.hostcal import check as hostcheck
+
+    monkeypatch.setattr(hostcheck, "measure_s", lambda path, **_: 1e-3)
+    case = heldout.cases(networks=False, layers=True, quick=True)[0]
+    row = hostcheck.check_case(case, load_profile("cpu-x86-avx2"), repeats=5)
+    assert row.name == case.name and row.int8_measured_s == row.fp32_measured_s == 1e-3
+    assert row.int8_simulated_s > 0 and row.macs > 0

@@ -28,6 +28,10 @@ from lowbit.models.graph import COMPUTE_LAYERS
 
 __all__ = ["SplitOutput", "split_outputs"]
 
+#: writers whose split output runs a float conv (hwsim's importer's rule, checked against
+#: ONNX Runtime's optimized graphs for convs; a Gemm's is not checked and not charged)
+_CONVS = (nn.Conv1d, nn.Conv2d)
+
 
 @dataclass(frozen=True, slots=True)
 class SplitOutput:
@@ -38,7 +42,7 @@ class SplitOutput:
         kind: ``conv`` (the writer is a compute layer) or ``add`` (an integer add; the split
             tensor is its ReLU's output).
         grids: distinct grids its readers quantize it to.
-        conv_grids: those grids a compute layer reads (each goes back channels-last).
+        conv_grids: those grids a conv reads (each goes back channels-last).
     """
 
     name: str
@@ -56,7 +60,7 @@ def split_outputs(model: nn.Module, specs: dict[str, LayerSpec]) -> dict[str, Sp
     sites = quant_sites(model, specs)
 
     def grids_read(node: fx.Node) -> tuple[set[tuple], set[tuple]]:
-        """(every grid, the grids compute layers read) of ``node``'s output, through
+        """(every grid, the grids convs read) of ``node``'s output, through
         transparent operations and BatchNorm (folded into its conv when deployed)."""
         every: set[tuple] = set()
         by_compute: set[tuple] = set()
@@ -73,7 +77,8 @@ def split_outputs(model: nn.Module, specs: dict[str, LayerSpec]) -> dict[str, Sp
                     if spec is not None and spec.a_bits is not None:
                         grid = (spec.a_bits, spec.symmetric, spec.calibration)
                         every.add(grid)
-                        by_compute.add(grid)
+                        if isinstance(module, _CONVS):
+                            by_compute.add(grid)
                 elif (site := sites.get(user.target)) is not None:
                     every.add((site.a_bits, site.symmetric, site.calibration))
         return every, by_compute
@@ -81,7 +86,7 @@ def split_outputs(model: nn.Module, specs: dict[str, LayerSpec]) -> dict[str, Sp
     out: dict[str, SplitOutput] = {}
     for node in flow.graph.nodes:
         module = flow.module(node)
-        if isinstance(module, COMPUTE_LAYERS) and flow.calls[node.target] == 1:
+        if isinstance(module, _CONVS) and flow.calls[node.target] == 1:
             spec = _spec_of(node.target, specs)
             if spec is None or spec.a_bits is None:
                 continue  # a float layer writes a float tensor: each reader quantizes it

@@ -210,7 +210,8 @@ def write_zoo_firmware_config(
     from lowbit.models.export.deploy import build_compressed
 
     base, compressed = build_compressed(model, plan, seed=seed, finetune_steps=finetune_steps)
-    sim = hwsim.simulate(to_workload(base, plan, name=model), profile)
+    workload = to_workload(base, plan, name=model, round_trip=profile.overheads.two_grid_round_trip)
+    sim = hwsim.simulate(workload, profile)
     return write_firmware_config(
         path, compressed, plan=plan, profile=profile, sim_result=sim, model_name=model
     )

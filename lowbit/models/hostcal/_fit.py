@@ -220,9 +220,12 @@ def _linear_fit(
 ) -> tuple[float, dict[str, float]]:
     """The INT8 parameters by :func:`_gauss_newton`; rows weighted by 1/measured (the
     relative error) and each group (chains, sweep) by 1/sqrt(its size)."""
-    # the profiler's own time in each kernel it reports, fitted with the rest when the sweep
-    # kept what it reported (cycles; every sweep row pays it, no chain does)
-    profiled = bool(sweep) and all("profiled_kernel_s" in r for r in sweep)
+    # the profiler's own time in each kernel it reports (cycles; every sweep row pays it, no
+    # chain does), fitted with the rest when the sweep kept what it reported and has more
+    # than one (batch, map size): with one (the quick sweep's) it moves in lockstep with the
+    # per-kernel, per-image and per-pixel costs, and the separately measured value stays
+    shapes = {(r["batch"], r["spatial"]) for r in sweep}
+    profiled = len(shapes) > 1 and all("profiled_kernel_s" in r for r in sweep)
     kernel = "profiled_kernel_s" if profiled else "kernel_s"
     measured = np.array([r["layer_s"] for r in int8] + [r[kernel] for r in sweep])
     group = np.array([len(int8)] * len(int8) + [len(sweep)] * len(sweep), dtype=float)

@@ -59,12 +59,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.profile import DEPTHWISE_KEYS
 from lowbit.models.cache import cache_dir
 from lowbit.models.hostcal._fit import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS, fit
+from lowbit.models.hostcal._overheads import (  # noqa: F401  (re-exported)
+    _RECOMPUTED,
+    ORT_KINDS,
+    RUN_CHAIN_LAYER_S,
+    overheads,
+    run_call_s,
+)
 from lowbit.models.hostcal._toml import PROFILE_NAME, profile_toml
 from lowbit.models.hostcal.bench import (
     DEPTHS,
@@ -89,10 +94,12 @@ from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, cpu_info
 from lowbit.models.hostcal.kernels import (
     DEPTHWISE_SWEEP,
     QUICK_DEPTHWISE_SWEEP,
+    SOFTMAX_DEPTHS,
     activation_pass_s_per_element,
     depthwise_sweep,
     fit_depthwise,
     int8_softmax_s_per_element,
+    int8_softmax_slope,
     movement_costs,
 )
 from lowbit.models.hostcal.quality import CalibrationError, fit_problems
@@ -133,76 +140,10 @@ _KiB = 1024
 #: in passes, the least disturbed kept, and the profiler's own time fitted)
 CALIBRATION_VERSION = 12
 
-#: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
-_RECOMPUTED = (
-    "layer_cycles",
-    "gemm_cycles",
-    "narrow_activation_cycles",
-    "run_cycles",
-    "float_run_cycles",
-    "elementwise_cycles_per_element",
-)
-
-#: ONNX operator timed by :func:`lowbit.models.hostcal.elementwise.elementwise_costs` -> the
-#: hwsim kinds (:data:`lowbit.hwsim.workload.ELEMENTWISE_KINDS`) that take its per-element
-#: cost
-ORT_KINDS = {
-    "Add": ("add", "embedding"),
-    "Relu": ("relu",),
-    "LayerNormalization": ("layernorm",),
-    "Softmax": ("softmax",),
-    "Gelu": ("gelu",),
-    "MaxPool": ("maxpool",),
-    "Transpose": ("transpose",),
-    "TransposeStrided": ("transpose_strided",),
-    "ActivationPass": ("activation_pass",),
-    "QuantizeLinear": ("quantize",),
-    "DequantizeLinear": ("dequantize",),
-    "Concat": ("concat",),
-    "Split": ("split",),
-    "QLinearSoftmax": ("softmax_int8",),
-    "QLinearAdd": ("add_int8",),
-    "QLinearConcat": ("concat_int8",),
-    "QLinearMul": ("mul_int8",),
-}
-
 
 def default_profile_path() -> Path:
     """``$LOWBIT_CACHE/host/host-cpu.toml`` (``~/.cache/lowbit`` without the variable)."""
     return cache_dir() / "host" / f"{PROFILE_NAME}.toml"
-
-
-def overheads(
-    *,
-    gemm_op_cycles: float,
-    run_s: float,
-    float_run_s: float = 0.0,
-    op_s: float,
-    elementwise: dict[str, float],
-    clock_hz: float,
-    fitted: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The ``[overheads]`` table from the measurements: ``gemm_op_cycles`` (the fitted fixed
-    cost of one GEMM operator) splits into ``layer_cycles`` = the dispatch cost every
-    operator pays (``op_s``, at most the whole) and ``gemm_cycles`` = the rest; the Run
-    call's (``run_s``; a float graph's, ``float_run_s``) and the per-element costs (seconds)
-    become cycles at ``clock_hz``; ``fitted``: the
-    other fitted keys (per-pixel, per-image and requantization costs), copied."""
-    layer = min(int(round(op_s * clock_hz)), int(round(gemm_op_cycles)))
-    fitted = fitted or {}
-    per_element = {}
-    for op, seconds in sorted(elementwise.items()):
-        for kind in ORT_KINDS.get(op, ()):
-            per_element[kind] = float(f"{seconds * clock_hz:.4g}")
-    return {
-        "layer_cycles": layer,
-        "gemm_cycles": int(round(gemm_op_cycles)) - layer,
-        "narrow_activation_cycles": layer,
-        "run_cycles": int(round(run_s * clock_hz)),
-        "float_run_cycles": int(round(float_run_s * clock_hz)),
-        **fitted,
-        "elementwise_cycles_per_element": dict(sorted(per_element.items())),
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,31 +218,10 @@ def calibrate(*, quick: bool = False, attempts: int = 2) -> Calibration:
     )
 
 
-#: chains whose layers take at most this long give the Run call's cost (their intercept)
-RUN_CHAIN_LAYER_S = 5e-6
-
-
-def _run_s(rows: list[dict[str, Any]], *, int8: bool) -> float:
-    """The fixed cost of a Run call: the median intercept of the batch-1 chains of small
-    layers (:data:`RUN_CHAIN_LAYER_S`). A chain of 200 us layers gives its intercept as a
-    small difference of large timings (2 % of one layer is the whole Run cost: 0-1.4 us
-    where small chains give 3.2-4.2), and one on a 56-pixel map adds its input's quantize
-    and layout changes: among all batch-1 chains the median moved 22 % between two
-    calibrations, from one cluster to the other. 0 without a batch-1 chain of that
-    precision (INT8: any chain)."""
-    precision = [r for r in rows if (r["precision"] == "int8") == int8]
-    batch1 = [r for r in precision if r["batch"] == 1]
-    small = [r["run_s"] for r in batch1 if r["layer_s"] <= RUN_CHAIN_LAYER_S]
-    fallback = [r["run_s"] for r in (batch1 or (rows if int8 else []))]
-    chosen = small or fallback
-    return float(np.median(chosen)) if chosen else 0.0
-
-
-def _spot_costs(*, repeats: int, op_s: float) -> dict[str, float]:
-    """Seconds per element of the data-movement operators and of the INT8 softmax."""
-    movement = movement_costs(repeats=max(repeats // 3, 5))
-    movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=max(repeats // 3, 5), op_s=op_s)
-    return movement
+def _spot_costs(*, repeats: int) -> tuple[dict[str, float], Any]:
+    """(seconds per element of the data-movement operators, the INT8 softmax's slope)."""
+    runs = max(repeats // 3, 5)
+    return movement_costs(repeats=runs), int8_softmax_slope(repeats=runs)
 
 
 def _calibrate_once(*, quick: bool) -> Calibration:
@@ -324,7 +244,7 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     glue = [glue_op_slope(repeats=repeats)]
     # data movement and the INT8 softmax take about a second: measured here and again after
     # the sweep, the least of the two per operator (one calibration's came out 20-60 % high)
-    early = _spot_costs(repeats=repeats, op_s=glue[0].per_layer_s)
+    early = _spot_costs(repeats=repeats)
     rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
     glue.append(glue_op_slope(repeats=repeats))
     op_s = min(glue, key=lambda s: slope_long_s(s, GLUE_DEPTHS)).per_layer_s
@@ -344,20 +264,26 @@ def _calibrate_once(*, quick: bool) -> Calibration:
         peak_macs_per_cycle=PEAK_MACS_PER_CYCLE[info["isa"]],
         blockings=(1,) if quick else (1, 2, 4),
     )
-    run_s = _run_s(rows, int8=True)
+    run_s = run_call_s(rows, int8=True)
     # a float graph's Run call: no input quantization, output dequantization or layout change
-    float_run_s = _run_s(rows, int8=False)
+    float_run_s = run_call_s(rows, int8=False)
     elementwise = elementwise_costs(repeats=repeats)
     # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
     # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
     # 64 do -- not at the FP32 chain's per-element cost (kept in the sidecar). Measured at
     # one register's worth of channels: the cost per element of a full block.
     block = 4 * info["simd_lanes_32bit"]
+    # the profiler's own time as the fit found it (from every single conv), else as measured
     pool = int8_maxpool_s_per_element(
-        channels=block, batch=16 if quick else 64, repeats=2 * repeats, profiler_s=profiler_s
+        channels=block,
+        batch=16 if quick else 64,
+        repeats=2 * repeats,
+        profiler_s=fitted["profiler_overhead_s"] or profiler_s,
     )
-    late = _spot_costs(repeats=repeats, op_s=op_s)
-    movement = {op: min(cost, early[op]) for op, cost in late.items()}
+    late = _spot_costs(repeats=repeats)
+    movement = {op: min(cost, early[0][op]) for op, cost in late[0].items()}
+    softmax = min(early[1], late[1], key=lambda s: slope_long_s(s, SOFTMAX_DEPTHS))
+    movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=0, op_s=op_s, slope=softmax)
     movement["ActivationPass"] = activation_pass_s_per_element(repeats=max(repeats // 3, 5))
     int8_elementwise = {**elementwise, "MaxPool": pool["s_per_element"], **movement}
     data["overheads"] = overheads(

@@ -137,7 +137,7 @@ def measure_all(paths: list[Path], *, repeats: int, passes: int = PASSES) -> lis
 
 def check_case(case: Case, profile, *, repeats: int = 50) -> CheckRow:
     """Quantize, time and simulate one held-out case."""
-    return check([case], profile, repeats=repeats)[0]
+    return check(profile, todo=[case], repeats=repeats)[0]
 
 
 def check(

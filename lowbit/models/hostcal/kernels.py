@@ -31,7 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.models.hostcal.bench import PASSES, depth_slope, least_disturbed, slope_long_s
+from lowbit.models.hostcal.bench import (
+    PASSES,
+    Slope,
+    depth_slope,
+    least_disturbed,
+    slope_long_s,
+)
 
 __all__ = [
     "DEPTHWISE_SWEEP",
@@ -42,6 +48,7 @@ __all__ = [
     "depthwise_sweep",
     "fit_depthwise",
     "int8_softmax_s_per_element",
+    "int8_softmax_slope",
     "movement_costs",
 ]
 
@@ -317,23 +324,34 @@ def _int8_softmax_chain(depth: int):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def int8_softmax_s_per_element(*, repeats: int, op_s: float) -> float:
-    """Seconds per element of ONNX Runtime's INT8 softmax (QLinearSoftmax), less the
-    dispatch ``op_s`` of the operator."""
+#: chain depths of the INT8 softmax's measurement
+SOFTMAX_DEPTHS = (1, 3)
 
+
+def int8_softmax_slope(*, repeats: int) -> Slope:
+    """The per-layer time of a chain of ONNX Runtime's INT8 softmax (QLinearSoftmax),
+    measured in turn ``PASSES`` times, the least disturbed kept (one calibration's single
+    measurement came out 50 % above the next's)."""
     x = np.random.default_rng(0).normal(size=(1, *SOFTMAX_SHAPE)).astype(np.float32)
-    depths = (1, 3)
-    # measured in turn ``PASSES`` times, the least disturbed kept: one calibration's single
-    # measurement came out 50 % above the next's
-    slope = min(
+    return min(
         (
             depth_slope(
-                _int8_softmax_chain, x, depths=depths, repeats=repeats, what="INT8 softmax chain"
+                _int8_softmax_chain,
+                x,
+                depths=SOFTMAX_DEPTHS,
+                repeats=repeats,
+                what="INT8 softmax chain",
             )
             for _ in range(PASSES)
         ),
-        key=lambda s: slope_long_s(s, depths),
+        key=lambda s: slope_long_s(s, SOFTMAX_DEPTHS),
     )
+
+
+def int8_softmax_s_per_element(*, repeats: int, op_s: float, slope: Slope | None = None) -> float:
+    """Seconds per element of ONNX Runtime's INT8 softmax, less the dispatch ``op_s`` of
+    the operator (``slope``: an :func:`int8_softmax_slope` already measured)."""
+    slope = slope if slope is not None else int8_softmax_slope(repeats=repeats)
     return max(slope.per_layer_s - op_s, 0.0) / int(np.prod(SOFTMAX_SHAPE))
 
 
