@@ -111,7 +111,12 @@ def resolve_target(args: argparse.Namespace) -> tuple[HardwareProfile, Workload]
     workload = resolve_workload(
         args.workload, allow_unmapped=args.allow_unmapped, warn=_print_warning
     )
-    return profile, apply_compression(workload, bits=args.bits, plan=args.plan)
+    return profile, apply_compression(
+        workload,
+        bits=args.bits,
+        plan=args.plan,
+        round_trip=profile.overheads.two_grid_round_trip,
+    )
 
 
 def resolve_profile(
@@ -126,12 +131,15 @@ def resolve_profile(
     return load_profile(spec, overrides=merged or None)
 
 
-def apply_compression(workload: Workload, *, bits: str | None, plan: str | None) -> Workload:
-    """``workload`` at the uniform ``bits`` (``"W4A8"``) or under the ``plan`` file; as it is
-    when neither is given."""
+def apply_compression(
+    workload: Workload, *, bits: str | None, plan: str | None, round_trip: bool = False
+) -> Workload:
+    """``workload`` at the uniform ``bits`` (``"W4A8"``) or under the ``plan`` file (with
+    ``round_trip``: the target's two-grid round trip, ``apply_plan``); as
+    it is when neither is given."""
     if bits is not None:  # "" is a mistake, not "no --bits"
         w_bits, a_bits = parse_bits(bits)
         return apply_bits(workload, w_bits=w_bits, a_bits=a_bits)
     if plan:
-        return apply_plan(workload, read_plan(plan))
+        return apply_plan(workload, read_plan(plan), round_trip=round_trip)
     return workload

@@ -140,18 +140,29 @@ def read_plan(path: str | Path) -> CompressionPlan:
         raise LowbitError(f"{path}: not a valid compression plan: {exc}") from None
 
 
-def apply_plan(workload: Workload, plan: CompressionPlan) -> Workload:
+def apply_plan(workload: Workload, plan: CompressionPlan, *, round_trip: bool = False) -> Workload:
     """Apply a compression plan layer by layer.
 
     For a generic workload the plan is resolved per layer name (exact > ``re:`` > _default)
     and ``pin_first_last`` pins the first and last conv/linear layer. Structured pruning sets
     ``keep`` only: a consumer's ``in_keep`` needs the model's graph. For a model-zoo
     workload the plan is checked against the model and models.bridge.compressions gives
-    every layer's compression (pinning, in_keep and integer ranks included).
+    every layer's compression (pinning, in_keep and integer ranks included); with
+    ``round_trip`` (the target's ``overheads.two_grid_round_trip``) the workload is the
+    search's (``models.bridge.to_workload(round_trip=True)``: a tensor on two grids costs
+    its float round trip), unless the workload was changed from the zoo's.
     """
     zoo = _zoo_compressions(workload, plan)
     if zoo is not None:
-        return workload.with_compression(zoo)
+        applied = workload.with_compression(zoo)
+        if round_trip:
+            from lowbit.models.bridge import to_workload
+            from lowbit.models.zoo import build
+
+            model = build(workload.name)
+            if to_workload(model, plan, name=workload.name).layers == applied.layers:
+                return to_workload(model, plan, name=workload.name, round_trip=True)
+        return applied
     compute = [layer for layer in workload.layers if layer.op in _COMPUTE_OPS]
     weighted = [layer for layer in compute if layer.op != "matmul"]
     pinned = {weighted[0].name, weighted[-1].name} if plan.pin_first_last and weighted else set()

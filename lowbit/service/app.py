@@ -183,7 +183,7 @@ def _simulate(req: SimulateRequest) -> dict[str, Any]:
                 plan = CompressionPlan.from_dict(req.plan)
             except (ValueError, TypeError, KeyError) as exc:
                 raise LowbitError(f"not a valid compression plan: {exc}") from None
-            workload = apply_plan(workload, plan)
+            workload = apply_plan(workload, plan, round_trip=profile.overheads.two_grid_round_trip)
     except LowbitError as exc:
         raise _unprocessable("plan" if req.plan is not None else "bits", str(exc)) from None
     try:

@@ -4,6 +4,7 @@ exactly where hwsim's importer finds one in the exported graph (which ONNX Runti
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 import torch
@@ -140,3 +141,21 @@ def test_a_target_that_requantizes_in_integer_pays_no_round_trip(resnet):
     hwsim.simulate(workload, npu)  # no UnsupportedPrecision
     with pytest.raises(hwsim.UnsupportedPrecision):  # the float round trip needs float
         hwsim.simulate(to_workload(model, plan, round_trip=True), npu)
+
+
+def test_a_plan_applied_to_a_zoo_workload_charges_it_as_the_search_does(tmp_path):
+    """``lowbit simulate fashion-resnet --plan ... --hardware <host profile>`` prices a
+    mixed-precision plan as the search does: the zoo workload with the round trip, on a
+    target that needs it, and without it on one that does not."""
+    from lowbit.models.workloads import apply_plan, resolve_workload
+
+    model = build("fashion-resnet")
+    plan = _plan(8, layer2__conv1=4)
+    workload = resolve_workload("fashion-resnet")
+    with_trip = apply_plan(workload, plan, round_trip=True)
+    assert with_trip.layers == to_workload(model, plan, round_trip=True).layers
+    assert any(x.name == "layer1.add:relu" for x in with_trip.layers)
+    assert apply_plan(workload, plan).layers == to_workload(model, plan).layers
+    # a workload changed from the zoo's (here: one layer fewer) keeps its own layers
+    trimmed = replace(workload, layers=workload.layers[:-1])
+    assert len(apply_plan(trimmed, plan, round_trip=True).layers) == len(trimmed.layers)
