@@ -171,3 +171,21 @@ def test_parameters_no_measurement_determines_are_left_out_of_the_fit():
     for m in fitted["memory"]:
         assert m["double_buffered"] == before[m["name"]].get("double_buffered", False)
         assert m["bandwidth_bytes_per_cycle"] == before[m["name"]]["bandwidth_bytes_per_cycle"]
+
+
+def test_fp32_convs_off_the_simd_block_are_reported_not_fitted():
+    """ONNX Runtime runs a float conv whose channels are not whole SIMD blocks with another
+    kernel and a reorder per layer (2-3x the blocked rate): such a chain, here three times
+    its blocked time, leaves the FP32 rate where the blocked chains put it, and shows in the
+    FP32 error it is reported with."""
+    chains, sweep = _rows()
+    data = _base()
+    odd = {"kind": "conv", "size": 12, "spatial": 8, "batch": 16, "precision": "fp32"}
+    truth = with_params(_base(), TRUE, GLUE)
+    odd["layer_s"] = 3 * float(chain_layer_s([odd], truth, DEPTHS)[0])
+    fitted, summary = fit([*chains, odd], sweep, data, glue_cycles=GLUE, depths=DEPTHS)
+    assert summary["fp32_macs_per_pe_per_cycle"] == pytest.approx(TRUE["m32"], rel=0.05)
+    assert odd["simulated_s"] == pytest.approx(odd["layer_s"] / 3, rel=0.05)
+    # its 2/3 error, averaged over the FP32 chains, is in the reported FP32 error
+    fp32_chains = 1 + sum(r["precision"] == "fp32" for r in chains)
+    assert summary["mean_abs_pct_error_fp32"] >= 0.9 * 100 * (2 / 3) / fp32_chains
