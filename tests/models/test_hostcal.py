@@ -242,7 +242,7 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
 def test_the_per_node_profilers_own_time_is_measured_and_taken_off():
     from lowbit.models.hostcal.conv import profiler_overhead_s, without_profiler
 
-    overhead = profiler_overhead_s(repeats=5, op_s=hostbench.glue_op_s(repeats=5))
+    overhead = profiler_overhead_s(repeats=5, op_s=hostbench.glue_op_slope(repeats=5).per_layer_s)
     # a few microseconds per node on the CPUs measured; never negative, never a kernel's worth
     assert 0 <= overhead < 50e-6
     assert without_profiler(10e-6, 4e-6) == pytest.approx(6e-6)

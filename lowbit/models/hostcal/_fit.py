@@ -238,12 +238,12 @@ def _linear_fit(
 
     lower = {"mac": min_mac, "lib": min_mac, "amac": min_mac}
     start = {k: v for k, v in _START.items() if k not in _undetermined(int8, data, depths)}
-    outer = _weight_caches(data)[-1] if _weight_caches(data) else {}
-    if "stream" in start and outer.get("bandwidth_bytes_per_cycle"):
+    caches = _weight_caches(data)
+    if "stream" in start and caches and caches[-1].get("bandwidth_bytes_per_cycle"):
         # from the streamed level's measured copy bandwidth: started at _START's 10 bytes per
         # cycle, an AMD Zen 4's fit stayed there (23-26 fitted from nearby starts, 27-30
         # copied) at twice the error, the GEMM library's rate 25 % off with it
-        start["stream"] = 1.0 / outer["bandwidth_bytes_per_cycle"]
+        start["stream"] = 1.0 / caches[-1]["bandwidth_bytes_per_cycle"]
     if profiled:
         # from the separately measured overhead the sweep subtracted (a difference of two
         # ~85 us timings: it moved 1-4 us between calibrations, and every small kernel with it)

@@ -8,13 +8,14 @@ time models:
   of timed ``Run`` calls (IOBinding: the input is bound once);
 * :func:`least_disturbed` — each shape measured once per pass over all shapes, the least
   disturbed pass kept (a slow spell of the machine hits one pass of a shape, not both);
+  :func:`chain_slopes` so for chains;
 * :func:`depth_slope` — the cost of one more layer in a chain, timed robustly (both depths
   alternately in rounds, median slope, retried while scattered, never clipped);
 * :func:`bench_chains` — per-layer cost of chains of identical conv / GEMM layers, INT8 QDQ
   (fused by ONNX Runtime into QLinearConv / QGemm) and FP32 (+ Relu). A chain of depth d
   costs ``run + d · layer``; two depths give ``layer`` and ``run`` (the fixed cost of a
   ``Run`` call: session dispatch, input binding, output allocation);
-* :func:`glue_op_s` — the dispatch cost of one tiny non-GEMM operator (a chain of Adds);
+* :func:`glue_op_slope` — the dispatch cost of one tiny non-GEMM operator (a chain of Adds);
 * :func:`copy_bandwidth` — bytes read + written per second by numpy copies of a buffer.
 """
 
@@ -44,11 +45,9 @@ __all__ = [
     "chain_model",
     "copy_bandwidth",
     "depth_slope",
-    "GLUE_DEPTHS",
-    "glue_op_s",
     "glue_op_slope",
     "least_disturbed",
-    "slope_long_s",
+    "chain_slopes",
     "run_times_s",
     "time_session",
     "timing_of",
@@ -76,8 +75,6 @@ FULL_SHAPES = (
 )  # fmt: skip
 QUICK_SHAPES = (("conv", 16, 4, 1), ("conv", 16, 8, 16), ("gemm", 16, 1, 1), ("gemm", 64, 1, 64))
 DEPTHS = (1, 5)
-#: chain depths of :func:`glue_op_slope`
-GLUE_DEPTHS = (1, 17)
 #: passes over a calibration's shapes (:func:`least_disturbed`)
 PASSES = 3
 
@@ -223,6 +220,14 @@ class Slope:
     #: :data:`MAX_SPREAD`
     spread: float
     attempts: int
+    #: the two chain depths it was measured at
+    depths: tuple[int, int] = DEPTHS
+
+    @property
+    def long_s(self) -> float:
+        """Seconds of the longer chain: of several measurements of one chain, the least
+        disturbed has the least."""
+        return self.intercept_s + self.depths[1] * self.per_layer_s
 
 
 #: largest relative spread of the per-round slope estimates accepted without a retry
@@ -270,7 +275,8 @@ def depth_slope(
         q1, q3 = np.percentile(slopes, (25, 75))
         spread = float((q3 - q1) / per_layer) if per_layer > 0 else math.inf
         if per_layer > 0 and (spread <= MAX_SPREAD or attempt == attempts):
-            return Slope(per_layer, max(float(np.median(intercepts)), 0.0), spread, attempt)
+            intercept = max(float(np.median(intercepts)), 0.0)
+            return Slope(per_layer, intercept, spread, attempt, (short, long))
         repeats *= 2
     raise MeasurementError(
         f"{what}: the per-layer time did not come out positive in {attempts} attempts "
@@ -294,46 +300,75 @@ def least_disturbed(
     return [min(each, key=key) for each in zip(*results, strict=True)]
 
 
-def slope_long_s(slope: Slope, depths: tuple[int, int] = DEPTHS) -> float:
-    """Seconds of the longer chain of a :class:`Slope` (its least-disturbed measure)."""
-    return slope.intercept_s + depths[1] * slope.per_layer_s
+def chain_slopes(
+    items: Sequence[Any],
+    *,
+    build: Callable[[Any, int], Any],
+    inputs: Callable[[Any], np.ndarray],
+    what: Callable[[Any], str],
+    repeats: int,
+    depths: tuple[int, int] = DEPTHS,
+    passes: int = PASSES,
+) -> list[Slope]:
+    """:func:`depth_slope` of the chain ``build(item, depth)`` on ``inputs(item)`` for every
+    item, in :func:`least_disturbed` passes: per item, the measurement whose longer chain
+    ran fastest."""
+
+    def measure(item: Any) -> Slope:
+        return depth_slope(
+            lambda depth: build(item, depth),
+            inputs(item),
+            depths=depths,
+            repeats=repeats,
+            what=what(item),
+        )
+
+    return least_disturbed(measure, items, key=lambda slope: slope.long_s, passes=passes)
 
 
 def bench_chains(shapes, *, repeats: int, passes: int = PASSES) -> list[dict[str, Any]]:
-    """Per-layer and per-run cost of every chain shape, INT8 and FP32 (:func:`depth_slope`;
-    ``repeats`` runs per round, shared by the :func:`least_disturbed` ``passes``)."""
+    """Per-layer and per-run cost of every chain shape, INT8 and FP32 (:func:`chain_slopes`;
+    ``repeats`` runs per round, shared by the ``passes``)."""
+    items = [(shape, int8) for shape in shapes for int8 in (True, False)]
 
-    def measure(item: tuple[tuple, bool]) -> dict[str, Any]:
+    def build(item, depth: int):
+        (kind, size, spatial, _), int8 = item
+        return chain_model(kind, size, spatial, depth, int8)
+
+    def inputs(item) -> np.ndarray:
+        return np.random.default_rng(0).normal(size=_input_dims(*item[0])).astype(np.float32)
+
+    def what(item) -> str:
         (kind, size, spatial, batch), int8 = item
-        shape = _input_dims(kind, size, spatial, batch)
-        x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-        precision = "int8" if int8 else "fp32"
-        slope = depth_slope(
-            lambda d: chain_model(kind, size, spatial, d, int8),
-            x,
-            repeats=max(repeats // passes, 5),
-            what=f"{precision} {kind} chain {size}x{spatial} b{batch}",
-        )
-        return {
+        return f"{'int8' if int8 else 'fp32'} {kind} chain {size}x{spatial} b{batch}"
+
+    slopes = chain_slopes(
+        items,
+        build=build,
+        inputs=inputs,
+        what=what,
+        repeats=max(repeats // passes, 5),
+        passes=passes,
+    )
+    return [
+        {
             "kind": kind,
             "size": size,
             "spatial": spatial,
             "batch": batch,
-            "precision": precision,
+            "precision": "int8" if int8 else "fp32",
             "layer_s": slope.per_layer_s,
             "run_s": slope.intercept_s,
             "spread": slope.spread,
-            "long_s": slope_long_s(slope),
         }
-
-    items = [(shape, int8) for shape in shapes for int8 in (True, False)]
-    return least_disturbed(measure, items, key=lambda row: row["long_s"], passes=passes)
+        for ((kind, size, spatial, batch), int8), slope in zip(items, slopes, strict=True)
+    ]
 
 
 def glue_op_slope(*, repeats: int) -> Slope:
     """Cost of one tiny non-GEMM operator (dispatch only): a chain of Adds on 16 floats.
     The whole measurement takes milliseconds, so the calibration takes it at more than one
-    point in time and keeps the least disturbed (:func:`slope_long_s`)."""
+    point in time and keeps the least disturbed (:attr:`Slope.long_s`)."""
     from onnx import TensorProto, helper, numpy_helper
 
     def chain(depth: int):
@@ -351,12 +386,7 @@ def glue_op_slope(*, repeats: int) -> Slope:
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
     x = np.zeros((1, 16), np.float32)
-    return depth_slope(chain, x, depths=GLUE_DEPTHS, repeats=repeats, what="Add dispatch")
-
-
-def glue_op_s(*, repeats: int) -> float:
-    """Seconds of one tiny operator's dispatch (:func:`glue_op_slope`, measured once)."""
-    return glue_op_slope(repeats=repeats).per_layer_s
+    return depth_slope(chain, x, depths=(1, 17), repeats=repeats, what="Add dispatch")
 
 
 def copy_bandwidth(nbytes: int, *, repeats: int) -> float:

@@ -74,12 +74,10 @@ from lowbit.models.hostcal._toml import PROFILE_NAME, profile_toml
 from lowbit.models.hostcal.bench import (
     DEPTHS,
     FULL_SHAPES,
-    GLUE_DEPTHS,
     QUICK_SHAPES,
     bench_chains,
     copy_bandwidth,
     glue_op_slope,
-    slope_long_s,
 )
 from lowbit.models.hostcal.conv import (
     CONV_SWEEP,
@@ -94,7 +92,6 @@ from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, cpu_info
 from lowbit.models.hostcal.kernels import (
     DEPTHWISE_SWEEP,
     QUICK_DEPTHWISE_SWEEP,
-    SOFTMAX_DEPTHS,
     activation_pass_s_per_element,
     depthwise_sweep,
     fit_depthwise,
@@ -247,7 +244,7 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     early = _spot_costs(repeats=repeats)
     rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
     glue.append(glue_op_slope(repeats=repeats))
-    op_s = min(glue, key=lambda s: slope_long_s(s, GLUE_DEPTHS)).per_layer_s
+    op_s = min(glue, key=lambda slope: slope.long_s).per_layer_s
     # the per-node profiler adds its own time to every kernel it reports: taken off
     profiler_s = profiler_overhead_s(repeats=repeats, op_s=op_s)
     sweep = conv_sweep(
@@ -282,7 +279,7 @@ def _calibrate_once(*, quick: bool) -> Calibration:
     )
     late = _spot_costs(repeats=repeats)
     movement = {op: min(cost, early[0][op]) for op, cost in late[0].items()}
-    softmax = min(early[1], late[1], key=lambda s: slope_long_s(s, SOFTMAX_DEPTHS))
+    softmax = min(early[1], late[1], key=lambda slope: slope.long_s)
     movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=0, op_s=op_s, slope=softmax)
     movement["ActivationPass"] = activation_pass_s_per_element(repeats=max(repeats // 3, 5))
     int8_elementwise = {**elementwise, "MaxPool": pool["s_per_element"], **movement}

@@ -19,7 +19,7 @@ kernel time is what it costs inside a compressed network -- measured alone, fed 
 graph input, the same conv costs 5-10 % more.
 
 The kernel time excludes the dispatch between nodes (measured by
-:func:`lowbit.models.hostcal.bench.glue_op_s`) and the ``Run`` call;
+:func:`lowbit.models.hostcal.bench.glue_op_slope`) and the ``Run`` call;
 :mod:`lowbit.models.hostcal.calibration` fits
 the host profile to both kinds of measurement.
 """

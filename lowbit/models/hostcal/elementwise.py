@@ -1,13 +1,15 @@
 """Seconds per element of memory-bound float operators -- Add, Relu, LayerNorm, Softmax,
 Gelu and MaxPool -- on zoo-sized tensors (split from :mod:`lowbit.models.hostcal.bench`):
 each a chain of the operator at two depths (:func:`~lowbit.models.hostcal.bench.depth_slope`),
-measured in :func:`~lowbit.models.hostcal.bench.least_disturbed` passes."""
+measured in :func:`~lowbit.models.hostcal.bench.chain_slopes` passes."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from lowbit.models.hostcal.bench import PASSES, depth_slope, least_disturbed, slope_long_s
+from lowbit.models.hostcal.bench import PASSES, chain_slopes
 
 __all__ = ["ELEMENTWISE_SHAPES", "elementwise_costs"]
 
@@ -70,20 +72,23 @@ def _elementwise_chain(op: str, depth: int):
 
 def elementwise_costs(*, repeats: int, passes: int = PASSES) -> dict[str, float]:
     """Seconds per (input) element of memory-bound operators (:data:`ELEMENTWISE_SHAPES`,
-    two chain depths as :func:`bench_chains`; ``repeats`` runs per round, shared by the
-    :func:`least_disturbed` ``passes``). hwsim has no per-element compute cost for such
-    layers: recorded for the engine's CPU model and ``lowbit validate``'s diagnostic."""
-
-    def measure(op: str) -> tuple[float, float]:
-        x = np.random.default_rng(0).normal(size=ELEMENTWISE_SHAPES[op]).astype(np.float32)
-        slope = depth_slope(
-            lambda d: _elementwise_chain(op, d),
-            x,
-            repeats=max(repeats // passes, 5),
-            what=f"{op} chain",
-        )
-        return slope.per_layer_s / x.size, slope_long_s(slope)
+    two chain depths; ``repeats`` runs per round, shared by the
+    :func:`~lowbit.models.hostcal.bench.chain_slopes` ``passes``). hwsim has no per-element
+    compute cost for such layers: recorded for the engine's CPU model and ``lowbit
+    validate``'s diagnostic."""
 
     ops = list(ELEMENTWISE_SHAPES)
-    costs = least_disturbed(measure, ops, key=lambda m: m[1], passes=passes)
-    return {op: per_element for op, (per_element, _) in zip(ops, costs, strict=True)}
+    slopes = chain_slopes(
+        ops,
+        build=_elementwise_chain,
+        inputs=lambda op: (
+            np.random.default_rng(0).normal(size=ELEMENTWISE_SHAPES[op]).astype(np.float32)
+        ),
+        what=lambda op: f"{op} chain",
+        repeats=max(repeats // passes, 5),
+        passes=passes,
+    )
+    return {
+        op: slope.per_layer_s / math.prod(ELEMENTWISE_SHAPES[op])
+        for op, slope in zip(ops, slopes, strict=True)
+    }

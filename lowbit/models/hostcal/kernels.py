@@ -31,13 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.models.hostcal.bench import (
-    PASSES,
-    Slope,
-    depth_slope,
-    least_disturbed,
-    slope_long_s,
-)
+from lowbit.models.hostcal.bench import PASSES, Slope, chain_slopes, depth_slope
 
 __all__ = [
     "DEPTHWISE_SWEEP",
@@ -78,39 +72,40 @@ def _chain(channels: int, spatial: int, depth: int, *, int8: bool, tmp: Path):
     return onnx.load(str(quantize_int8(fp32, fp32.with_suffix(".int8.onnx"))))
 
 
+def _map(channels: int, spatial: int) -> np.ndarray:
+    """The seeded input of a chain on a ``channels`` x ``spatial``² map (batch 1)."""
+    return np.random.default_rng(0).normal(size=(1, channels, spatial, spatial)).astype(np.float32)
+
+
 def depthwise_sweep(
     shapes=DEPTHWISE_SWEEP, *, repeats: int, passes: int = PASSES
 ) -> list[dict[str, Any]]:
     """Per-layer seconds of depthwise 3x3 chains, INT8 and FP32: rows of ``channels,
     spatial, precision, macs, pixels, layer_s, spread`` (``repeats`` runs per round, shared
-    by the :func:`~lowbit.models.hostcal.bench.least_disturbed` ``passes``)."""
-    depths = (1, 3)
+    by the :func:`~lowbit.models.hostcal.bench.chain_slopes` ``passes``)."""
+    items = [(c, s, int8) for c, s in shapes for int8 in (True, False)]
     with tempfile.TemporaryDirectory() as tmp:
-
-        def measure(item: tuple[int, int, bool]) -> dict[str, Any]:
-            channels, spatial, int8 = item
-            x = np.random.default_rng(0).normal(size=(1, channels, spatial, spatial))
-            precision = "int8" if int8 else "fp32"
-            slope = depth_slope(
-                lambda d: _chain(channels, spatial, d, int8=int8, tmp=Path(tmp)),
-                x.astype(np.float32),
-                depths=depths,
-                repeats=max(repeats // passes, 5),
-                what=f"{precision} depthwise {channels}x{spatial}",
-            )
-            return {
-                "channels": channels,
-                "spatial": spatial,
-                "precision": precision,
-                "macs": channels * spatial * spatial * 9,
-                "pixels": spatial * spatial,
-                "layer_s": slope.per_layer_s,
-                "spread": slope.spread,
-                "long_s": slope_long_s(slope, depths),
-            }
-
-        items = [(c, s, int8) for c, s in shapes for int8 in (True, False)]
-        return least_disturbed(measure, items, key=lambda row: row["long_s"], passes=passes)
+        slopes = chain_slopes(
+            items,
+            build=lambda item, depth: _chain(item[0], item[1], depth, int8=item[2], tmp=Path(tmp)),
+            inputs=lambda item: _map(item[0], item[1]),
+            what=lambda item: f"{'int8' if item[2] else 'fp32'} depthwise {item[0]}x{item[1]}",
+            repeats=max(repeats // passes, 5),
+            depths=(1, 3),
+            passes=passes,
+        )
+    return [
+        {
+            "channels": channels,
+            "spatial": spatial,
+            "precision": "int8" if int8 else "fp32",
+            "macs": channels * spatial * spatial * 9,
+            "pixels": spatial * spatial,
+            "layer_s": slope.per_layer_s,
+            "spread": slope.spread,
+        }
+        for (channels, spatial, int8), slope in zip(items, slopes, strict=True)
+    ]
 
 
 def fit_depthwise(
@@ -324,10 +319,6 @@ def _int8_softmax_chain(depth: int):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-#: chain depths of the INT8 softmax's measurement
-SOFTMAX_DEPTHS = (1, 3)
-
-
 def int8_softmax_slope(*, repeats: int) -> Slope:
     """The per-layer time of a chain of ONNX Runtime's INT8 softmax (QLinearSoftmax),
     measured in turn ``PASSES`` times, the least disturbed kept (one calibration's single
@@ -338,13 +329,13 @@ def int8_softmax_slope(*, repeats: int) -> Slope:
             depth_slope(
                 _int8_softmax_chain,
                 x,
-                depths=SOFTMAX_DEPTHS,
+                depths=(1, 3),
                 repeats=repeats,
                 what="INT8 softmax chain",
             )
             for _ in range(PASSES)
         ),
-        key=lambda s: slope_long_s(s, SOFTMAX_DEPTHS),
+        key=lambda slope: slope.long_s,
     )
 
 
@@ -376,25 +367,19 @@ def activation_pass_s_per_element(*, repeats: int, passes: int = PASSES) -> floa
     Runtime applies ReLU in the kernel's registers, Clip after it): the per-layer time of a
     chain of 1x1 convs with ReLU6 less that of the same chain with ReLU, per element, the
     median over :data:`ACTIVATION_PASS_SHAPES`; never below zero. Each chain's per-layer
-    time is that of its :func:`~lowbit.models.hostcal.bench.least_disturbed` pass."""
-    depths = (1, 3)
-
-    def measure(item: tuple[int, int, bool]) -> tuple[float, float]:
-        channels, spatial, relu6 = item
-        x = np.random.default_rng(0).normal(size=(1, channels, spatial, spatial))
-        slope = depth_slope(
-            lambda d: _activation_chain(channels, spatial, d, relu6=relu6),
-            x.astype(np.float32),
-            depths=depths,
-            repeats=max(repeats, 20),  # a quick calibration's 5 runs: too few here
-            what=f"float conv + {'ReLU6' if relu6 else 'ReLU'} {channels}x{spatial}",
-        )
-        return slope.per_layer_s, slope_long_s(slope, depths)
-
+    time is that of its least disturbed pass (:func:`~lowbit.models.hostcal.bench.chain_slopes`)."""
     items = [(c, s, relu6) for c, s in ACTIVATION_PASS_SHAPES for relu6 in (False, True)]
-    layer = least_disturbed(measure, items, key=lambda m: m[1], passes=passes)
+    slopes = chain_slopes(
+        items,
+        build=lambda item, depth: _activation_chain(item[0], item[1], depth, relu6=item[2]),
+        inputs=lambda item: _map(item[0], item[1]),
+        what=lambda item: f"float conv + {'ReLU6' if item[2] else 'ReLU'} {item[0]}x{item[1]}",
+        repeats=max(repeats, 20),  # a quick calibration's 5 runs: too few here
+        depths=(1, 3),
+        passes=passes,
+    )
     costs = [
-        (layer[2 * i + 1][0] - layer[2 * i][0]) / (channels * spatial * spatial)
+        (slopes[2 * i + 1].per_layer_s - slopes[2 * i].per_layer_s) / (channels * spatial**2)
         for i, (channels, spatial) in enumerate(ACTIVATION_PASS_SHAPES)
     ]
     return max(float(np.median(costs)), 0.0)
