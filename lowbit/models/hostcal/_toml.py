@@ -40,7 +40,7 @@ def profile_toml(calibration: _Calibrated) -> str:
         f"name = {json.dumps(d['name'])}",
         f"description = {json.dumps(d['description'])}",
         'family = "cpu"',
-        f"clock_hz = {d['clock_hz']!r}  # /proc/cpuinfo cpu MHz",
+        f"clock_hz = {d['clock_hz']!r}  # {cpu.get('clock_source', '/proc/cpuinfo cpu MHz')}",
         'weight_storage = "promoted"  # exported weights are int8 codes whatever their grid',
         f"static_power_w = {d.get('static_power_w', 0.0)!r}  # cpu-x86-avx2 estimate",
         "",

@@ -2,9 +2,11 @@
 
 The host model is measured, not typed by hand (``lowbit calibrate-host``):
 
-* from the OS: CPU flags (AVX-512, VNNI), clock (``/proc/cpuinfo``), cache sizes
+* from the OS: CPU flags (AVX-512, VNNI), cache sizes
   (``/sys/devices/system/cpu/cpu0/cache``), SIMD width (16 int32/fp32 lanes with AVX-512F,
   8 with AVX2);
+* the clock the core runs one thread at (:mod:`lowbit.models.hostcal.clock`: a chain of
+  dependent adds; ``/proc/cpuinfo`` where it cannot run);
 * memory bandwidth of DRAM and of each cache level (numpy copies of buffers sized for it);
 * ONNX Runtime (1 thread) on chains of identical layers, INT8 QDQ and FP32: conv and GEMM
   layers shaped like the zoo's, and tiny layers (:mod:`lowbit.models.hostcal.bench`). Two chain
@@ -79,6 +81,7 @@ from lowbit.models.hostcal.bench import (
     copy_bandwidth,
     glue_op_slope,
 )
+from lowbit.models.hostcal.clock import with_running_clock
 from lowbit.models.hostcal.conv import (
     CONV_SWEEP,
     GROUPED_SWEEP,
@@ -134,8 +137,9 @@ _KiB = 1024
 #: (attention) at their own rate and cost per head; 10: a transpose that moves the innermost
 #: axis, ONNX Runtime's element-wise path, timed on its own; 11: the pass a float conv makes
 #: for a fused ReLU6; QLinearConcat, which requantizes its inputs; 12: every shape measured
-#: in passes, the least disturbed kept, and the profiler's own time fitted)
-CALIBRATION_VERSION = 12
+#: in passes, the least disturbed kept, and the profiler's own time fitted; 13: the clock the
+#: core runs at, measured, not the OS's nominal figure)
+CALIBRATION_VERSION = 13
 
 
 def default_profile_path() -> Path:
@@ -224,7 +228,7 @@ def _spot_costs(*, repeats: int) -> tuple[dict[str, float], Any]:
 def _calibrate_once(*, quick: bool) -> Calibration:
     import onnxruntime as ort
 
-    info = cpu_info()
+    info = with_running_clock(cpu_info())
     repeats = 10 if quick else 60
     caches = info["caches_bytes"]
     bandwidth = {

@@ -1,0 +1,110 @@
+"""The core's running clock, measured rather than read.
+
+Every fitted constant of the host profile is in cycles, and the physical-peak bounds
+(:data:`lowbit.models.hostcal.isa.PEAK_MACS_PER_CYCLE`) are in MACs per cycle, so the clock
+that turns seconds into cycles must be the one the core runs at. ``/proc/cpuinfo``'s
+``cpu MHz`` often is not: a virtual machine reports the nominal (TSC) frequency, and a bare
+core turbo-boosts above it. On an Intel Xeon (AMX-INT8) under KVM it read 2.10 GHz while the
+core ran one thread at ~2.87 GHz, so the FP32 peak bound at the nominal clock was 27 % too
+low, clamped the fitted FP32 rate at it and left FP32 convs predicted 20-50 % slow.
+
+The measurement: a chain of dependent register-to-register integer adds (``add rax, rdx``),
+one cycle of latency each on every x86-64 core of the last two decades, none removable by
+the renamer (unlike ``add reg, imm``, which Golden Cove folds: such a chain ran at "16 GHz").
+Its machine code is placed in an executable page and called through :mod:`ctypes`; cycles
+per second = adds / seconds, the least disturbed of several runs kept (a shared machine only
+ever makes a run slower). Where an executable page cannot be mapped (a hardened kernel) or
+the machine is not x86-64, :func:`measured_clock_hz` returns ``None`` and the caller keeps
+the OS's figure, saying so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import platform
+import time
+
+__all__ = ["ADDS_PER_ITERATION", "add_chain", "measured_clock_hz", "with_running_clock"]
+
+#: dependent adds in one loop iteration (the loop's own decrement and branch run beside them)
+ADDS_PER_ITERATION = 32
+
+_X86_64 = ("x86_64", "amd64")
+
+
+def _x86_64_code() -> bytes:
+    """``uint64 f(uint64 n)``: ``n`` iterations of :data:`ADDS_PER_ITERATION` dependent
+    ``add rax, rdx`` (rdx = 1); returns rax = the number of adds done (System V ABI)."""
+    prologue = bytes(
+        [0x48, 0x89, 0xF9]  # mov rcx, rdi
+        + [0x31, 0xC0]  # xor eax, eax
+        + [0xBA, 0x01, 0x00, 0x00, 0x00]  # mov edx, 1
+    )
+    body = bytes([0x48, 0x01, 0xD0]) * ADDS_PER_ITERATION  # add rax, rdx
+    loop_end = bytes([0x48, 0xFF, 0xC9])  # dec rcx
+    back = -(len(body) + len(loop_end) + 2)  # jnz: to the loop's first add
+    return prologue + body + loop_end + bytes([0x75, back & 0xFF, 0xC3])  # jnz; ret
+
+
+class _AddChain:
+    """The add chain in an executable page; callable as ``chain(iterations) -> adds``."""
+
+    def __init__(self) -> None:
+        code = _x86_64_code()
+        self._page = mmap.mmap(
+            -1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC
+        )
+        self._page.write(code)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(self._page))
+        self._call = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64)(address)
+
+    def __call__(self, iterations: int) -> int:
+        return int(self._call(max(int(iterations), 1)))
+
+
+def add_chain():
+    """The compiled add chain, or ``None`` where it cannot run here (not x86-64, or no
+    executable page allowed)."""
+    if platform.machine().lower() not in _X86_64 or not hasattr(mmap, "PROT_EXEC"):
+        return None
+    try:
+        return _AddChain()
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def measured_clock_hz(*, runs: int = 9, cycles_per_run: float = 3e7) -> float | None:
+    """The core's clock while it runs one busy thread, in Hz: the fastest of ``runs`` add
+    chains of about ``cycles_per_run`` cycles each (10 ms at 3 GHz), after one to wake the
+    core from idle. ``None`` where the chain cannot run (module docstring)."""
+    chain = add_chain()
+    if chain is None:
+        return None
+    iterations = int(cycles_per_run // ADDS_PER_ITERATION)
+    chain(iterations)  # turbo ramps up
+    best = 0.0
+    for _ in range(max(runs, 1)):
+        start = time.perf_counter()
+        adds = chain(iterations)
+        seconds = time.perf_counter() - start
+        if adds != iterations * ADDS_PER_ITERATION or seconds <= 0:
+            return None  # the chain did not run as written: trust the OS instead
+        best = max(best, adds / seconds)
+    return best
+
+
+def with_running_clock(info: dict) -> dict:
+    """``info`` (:func:`lowbit.models.hostcal.isa.cpu_info`) with ``clock_hz`` measured
+    (to 10 MHz, so two calibrations do not differ by the clock's jitter) where the add
+    chain runs; ``nominal_clock_hz`` keeps the OS's figure and ``clock_source`` says which
+    one ``clock_hz`` is."""
+    measured = measured_clock_hz()
+    nominal = float(info["clock_hz"])
+    out = {**info, "nominal_clock_hz": nominal, "clock_source": "/proc/cpuinfo cpu MHz"}
+    if measured is not None:
+        out["clock_hz"] = round(measured / 1e7) * 1e7
+        out["clock_source"] = (
+            f"measured: a chain of dependent integer adds (the OS says {nominal / 1e9:.2f} GHz)"
+        )
+    return out
