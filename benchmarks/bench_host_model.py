@@ -91,6 +91,7 @@ CONSTANTS = (
         lambda p: max(p.on_chip("weights"), key=lambda m: m.size_bytes).bandwidth_bytes_per_cycle,
     ),
     ("transpose cycles/element", _rate("transpose", integer=False)),
+    ("transpose inward cycles/element", _rate("transpose_inward", integer=False)),
     ("quantize cycles/element", _rate("quantize", integer=False)),
     ("dequantize cycles/element", _rate("dequantize", integer=False)),
     ("INT8 softmax cycles/el", _rate("softmax", integer=True)),

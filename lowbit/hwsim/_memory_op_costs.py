@@ -15,8 +15,9 @@ __all__ = ["FALLBACK_KINDS", "ElementwiseCosts", "PoolChannelBlock"]
 
 #: kind -> the kind whose cost it takes where a profile does not price it apart: a Transpose
 #: that moves the innermost axis (ONNX Runtime copies it element by element) costs what a
-#: layout transpose does on a profile measured without it
-FALLBACK_KINDS = {"transpose_strided": "transpose"}
+#: layout transpose does on a profile measured without it; so does the layout change back
+#: from channels-last to NCHW
+FALLBACK_KINDS = {"transpose_strided": "transpose", "transpose_inward": "transpose"}
 
 
 @dataclass(frozen=True, slots=True)

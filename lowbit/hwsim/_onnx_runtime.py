@@ -119,7 +119,7 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
         elif importer.quantized and op in CONV_OPS and runs_float(g, node):
             x, weight = node.input[0], node.input[1]
             if _channels_last(g, x):
-                add(index - 0.4, x, "transpose", importer.bits(x), "layout")
+                add(index - 0.4, x, "transpose_inward", importer.bits(x), "layout")
             codes = g.producer[weight].input[0] if weight in g.producer else weight
             wbits = dtype_bits(g.dtypes.get(codes, 0)) or 8
             add(index - 0.3, weight, "dequantize", wbits, "dequantize")
@@ -139,7 +139,7 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
                     add(index + 0.5, node.input[0], "transpose", bits, "layout")
             elif op == "DequantizeLinear" and node.output[0] in g.outputs:
                 if add(index, node.output[0], "dequantize", bits, "dequantize") and convs:
-                    add(index - 0.5, node.output[0], "transpose", bits, "layout")
+                    add(index - 0.5, node.output[0], "transpose_inward", bits, "layout")
             elif (
                 op == "DequantizeLinear"
                 and node.input[0] not in g.static
@@ -163,7 +163,7 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
             shape = g.shapes.get(node.input[0]) or ()
             if len(shape) == 4 and node.input[0] not in g.static and not _merged_layout(g, node):
                 bits = importer.bits(node.input[0])
-                add(index - 0.5, node.input[0], "transpose", bits, "layout")
+                add(index - 0.5, node.input[0], "transpose_inward", bits, "layout")
                 if len(g.shapes.get(node.output[0]) or ()) > 3:  # back to channels-last
                     add(index + 0.5, node.output[0], "transpose", bits, "layout")
     return out

@@ -45,7 +45,8 @@ __all__ = [
 #: applies ReLU in the kernel's registers, ReLU6 or LeakyReLU afterwards): free -- addressed
 #: in place, no layer cost at all -- on a profile that gives the kind no per-element cost
 MOVEMENT_KINDS = (
-    *("quantize", "dequantize", "transpose", "transpose_strided", "concat", "split"),
+    *("quantize", "dequantize", "transpose", "transpose_inward", "transpose_strided"),
+    *("concat", "split"),
     "activation_pass",
 )
 #: passes a float kernel makes inside its own operator: no dispatch of their own (no

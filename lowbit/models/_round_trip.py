@@ -77,7 +77,7 @@ def conv_round_trip(
     before = [_move(f"{name}:quantize-input", "quantize", in_elements)] if first else []
     before.append(_move(f"{name}:dequantize-input", "dequantize", in_elements))
     if not first:  # an integer layer wrote it channels-last
-        before.append(_move(f"{name}:layout-input", "transpose", in_elements))
+        before.append(_move(f"{name}:layout-input", "transpose_inward", in_elements))
     before.append(_move(f"{name}:dequantize-weights", "dequantize", weights))
     float_layer = replace(layer, compression=replace(layer.compression, w_bits=None, a_bits=None))
     after = [

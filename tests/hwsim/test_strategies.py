@@ -309,3 +309,9 @@ def test_memory_only_costs_come_from_the_rules(make_target):
     move = Elementwise(name="t", elements=1000, kind="transpose")
     assert hwsim.simulate_layer(move, base).total_cycles == 0  # free: addressed in place
     assert hwsim.simulate_layer(move, priced).compute_cycles == 250
+    # the layout change back to NCHW takes the layout change's cost on a profile without
+    # its own, and its own where the profile prices it
+    back = Elementwise(name="b", elements=1000, kind="transpose_inward")
+    assert hwsim.simulate_layer(back, priced).compute_cycles == 250
+    own = replace(overheads, elementwise_cycles_per_element=(*costs, ("transpose_inward", 0.5)))
+    assert hwsim.simulate_layer(back, replace(base, overheads=own)).compute_cycles == 500

@@ -3,6 +3,7 @@ measurement of a depthwise chain on this CPU."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from lowbit.hwsim._cost_rules import DepthwiseKernel
@@ -90,13 +91,24 @@ def test_depthwise_chain_is_measured_on_this_cpu():
         assert row["layer_s"] > 0 and row["macs"] == 32 * 14 * 14 * 9 and row["pixels"] == 196
 
 
+def test_the_inward_transpose_reads_channels_last_and_writes_nchw():
+    from lowbit.models.export.ort import ort_session
+    from lowbit.models.hostcal.kernels import _input_for, _movement_model
+
+    shape = (8, 6, 6)  # timed as (32, 3, 3): as many elements, 4x the channels
+    x = _input_for("TransposeInward", shape)
+    (y,) = ort_session(_movement_model("TransposeInward", shape)).run(None, {"x": x})
+    assert x.shape == (1, 3, 3, 32) and x.size == np.prod(shape)
+    assert np.array_equal(y, x.transpose(0, 3, 1, 2))
+
+
 def test_movement_costs_are_measured_per_element_on_this_cpu():
     from lowbit.models.hostcal.kernels import movement_costs
 
     costs = movement_costs(repeats=5, rounds=2)
     assert set(costs) == {
-        "QuantizeLinear", "DequantizeLinear", "Transpose", "TransposeStrided", "Concat",
-        "QLinearConcat", "Split", "QLinearAdd", "QLinearMul",
+        "QuantizeLinear", "DequantizeLinear", "Transpose", "TransposeInward",
+        "TransposeStrided", "Concat", "QLinearConcat", "Split", "QLinearAdd", "QLinearMul",
     }  # fmt: skip
     assert all(v >= 0 for v in costs.values())
     # a byte copy costs well under a microsecond per element on any CPU this runs on

@@ -32,6 +32,7 @@ ORT_KINDS = {
     "Gelu": ("gelu",),
     "MaxPool": ("maxpool",),
     "Transpose": ("transpose",),
+    "TransposeInward": ("transpose_inward",),
     "TransposeStrided": ("transpose_strided",),
     "ActivationPass": ("activation_pass",),
     "QuantizeLinear": ("quantize",),

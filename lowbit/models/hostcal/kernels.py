@@ -169,7 +169,11 @@ MOVEMENT_SHAPES = ((64, 28, 28), (64, 56, 56))
 def _movement_model(op: str, shape: tuple[int, int, int]):
     """One data-movement operator between the graph's input and output: ``QuantizeLinear``
     (float -> uint8), ``DequantizeLinear`` (uint8 -> float), ``Transpose`` (uint8 NCHW ->
-    NHWC: one axis moved), ``TransposeStrided`` (uint8, the channel and width axes swapped:
+    NHWC: one axis moved), ``TransposeInward`` (uint8 NHWC -> NCHW, the layout change
+    back before a float operator or the graph's output: 1.5-2.5x the other direction's cost
+    per element on an Intel Xeon, more the more channels -- timed at 4x the channels and
+    half the height and width, as many elements, as a deep layer's output has),
+    ``TransposeStrided`` (uint8, the channel and width axes swapped:
     the innermost axis moves, ONNX Runtime's element-wise path -- a channel shuffle with the
     layout transpose merged in), ``Concat`` (uint8, the input twice along channels),
     ``QLinearConcat`` (the same, each input on another grid than the output: requantized
@@ -181,6 +185,7 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     from onnx import TensorProto, helper, numpy_helper
 
     c, h, w = shape
+    x_shape = [1, c, h, w]
     inits = [
         numpy_helper.from_array(np.array(0.05, np.float32), "s"),
         numpy_helper.from_array(np.array(128, np.uint8), "z"),
@@ -202,6 +207,10 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     elif op == "Transpose":
         node, elem = helper.make_node(op, ["x"], ["y"], perm=[0, 2, 3, 1]), u8
         outputs = [("y", u8, [1, h, w, c])]
+    elif op == "TransposeInward":  # channels-last back to NCHW, at 4x the channels
+        node, elem = helper.make_node("Transpose", ["x"], ["y"], perm=[0, 3, 1, 2]), u8
+        h, w, c = x_shape[1:] = _inward_shape(shape)
+        outputs = [("y", u8, [1, c, h, w])]
     elif op == "TransposeStrided":  # the innermost axis and another swapped: element-wise
         node, elem = helper.make_node("Transpose", ["x"], ["y"], perm=[0, 3, 2, 1]), u8
         outputs = [("y", u8, [1, w, h, c])]
@@ -220,7 +229,7 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     graph = helper.make_graph(
         [node],
         op,
-        [helper.make_tensor_value_info("x", elem, [1, c, h, w])],
+        [helper.make_tensor_value_info("x", elem, x_shape)],
         [helper.make_tensor_value_info(*o) for o in outputs],
         inits,
     )
@@ -228,8 +237,17 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     return helper.make_model(graph, opset_imports=opsets)
 
 
+def _inward_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The channels-last (height, width, channels) a ``TransposeInward`` of ``shape``'s
+    element count reads: 4x the channels, half the height and width."""
+    c, h, w = shape
+    return h // 2, w // 2, 4 * c
+
+
 def _input_for(op: str, shape: tuple[int, int, int]) -> np.ndarray:
     rng = np.random.default_rng(0)
+    if op == "TransposeInward":
+        shape = _inward_shape(shape)
     if op == "QuantizeLinear":
         return rng.normal(size=(1, *shape)).astype(np.float32)
     return rng.integers(0, 255, size=(1, *shape), dtype=np.uint8)
@@ -241,6 +259,7 @@ MOVEMENT_OPS = (
     "QuantizeLinear",
     "DequantizeLinear",
     "Transpose",
+    "TransposeInward",
     "TransposeStrided",
     "Concat",
     "QLinearConcat",
