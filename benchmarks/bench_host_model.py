@@ -67,8 +67,14 @@ ZOO = ("fashion-resnet", "fashion-mobilenet", "digits-cnn")
 PLANS = ("W8A8", "W4A8")
 #: fitted constants compared between two calibrations
 CONSTANTS = (
-    ("INT8 MACs/lane/cycle", lambda p: p.compute.resolve(8, 8).macs_per_pe_per_cycle),
-    ("FP32 MACs/lane/cycle", lambda p: p.compute.resolve(32, 32).macs_per_pe_per_cycle),
+    # per core (the rate per lane times the fitted N blocking's lanes: two calibrations may
+    # choose different blockings, which halves or doubles the rate per lane)
+    ("INT8 MACs/cycle", lambda p: p.compute.resolve(8, 8).macs_per_pe_per_cycle * p.compute.cols),
+    (
+        "FP32 MACs/cycle",
+        lambda p: p.compute.resolve(32, 32).macs_per_pe_per_cycle * p.compute.cols,
+    ),
+    ("clock GHz", lambda p: p.clock_hz / 1e9),
     *(
         (key, lambda p, key=key: getattr(p.overheads, key))
         for key in (
@@ -82,6 +88,7 @@ CONSTANTS = (
             "im2col_copy_cycles",
             "gemm_library_speedup",
             "requant_cycles_per_output",
+            "library_requant_cycles_per_output",
             "depthwise_cycles_per_mac",
             "depthwise_cycles_per_pixel",
         )

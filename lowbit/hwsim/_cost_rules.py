@@ -317,13 +317,22 @@ class OutputStage(CostRule):
 class Requantization(CostRule):
     """Every integer GEMM (conv, linear, matmul; each factor of a low-rank layer) costs
     ``requant_cycles_per_output`` per output element on top of its MACs: requantizing the
-    int32 accumulator (scale, round, clamp, narrow). Float GEMMs do not pay it."""
+    int32 accumulator (scale, round, clamp, narrow). An integer GEMM that is not a
+    convolution (a linear layer, a matmul: the runtime hands it to its GEMM library, which
+    writes int32 accumulators that the operator then requantizes in a pass of its own) costs
+    ``library_requant_cycles_per_output`` more per output. Float GEMMs pay neither."""
 
-    keys = {"requant_cycles_per_output": cycles_key()}
+    keys = {
+        "requant_cycles_per_output": cycles_key(),
+        "library_requant_cycles_per_output": cycles_key(),
+    }
     requant_cycles_per_output: float = 0.0
+    library_requant_cycles_per_output: float = 0.0
 
     def adjust_cycles(self, call: GemmCall, *, shape: RunShape, cycles: int) -> int:
         rate = self.requant_cycles_per_output
+        if not isinstance(call.layer, Conv2d):
+            rate += self.library_requant_cycles_per_output
         if call.integer and rate > 0:
             return cycles + ceil(rate * call.gemm.M * shape.n - 1e-9)
         return cycles

@@ -357,6 +357,15 @@ def test_integer_gemms_pay_requantization_per_output(make_target, engine):
     # low rank: both factors requantize (16 -> 8, then 8 -> 24)
     assert extra(_conv(16, 24).with_compression(Compression(rank=8))) == 0.5 * 64 * (8 + 24)
     assert extra(_conv(16, 24).with_compression(Compression(w_bits=None, a_bits=None))) == 0
+    # the GEMM library's own requantization pass: linear layers pay it, convs do not
+    lib = _with(cpu, library_requant_cycles_per_output=1.5)
+    fc = Linear(name="fc", in_features=64, out_features=10, tokens=8)
+    for layer, per_output in ((fc, 0.5 + 1.5), (_conv(16, 24, batch=2), 0.5)):
+        more = (
+            hwsim.simulate_layer(layer, lib, engine=engine).compute_cycles
+            - hwsim.simulate_layer(layer, base, engine=engine).compute_cycles
+        )
+        assert more == per_output * layer.gemms()[0].M * layer.gemms()[0].N
 
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())

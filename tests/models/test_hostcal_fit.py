@@ -22,6 +22,8 @@ TRUE = {
     "generic": 0.4,
     "copy": 6.0,
     "requant": 0.25,
+    # a linear layer's or matmul's int32 output requantized in a pass of its own
+    "libreq": 1.5,
     # weights beyond L2 stream from L3 at 8 bytes per cycle, not hidden
     "stream": 1 / 8.0,
     # a product of two activations: a fifth of the direct kernel's rate, 1100 cycles a head
@@ -101,6 +103,7 @@ def test_fit_recovers_the_parameters_it_was_simulated_with():
     # the im2col's copies: 3 per pixel ungrouped, 9 per pixel and group in grouped convs
     assert o["im2col_copy_cycles"] == pytest.approx(TRUE["copy"], rel=0.1)
     assert o["requant_cycles_per_output"] == pytest.approx(TRUE["requant"], rel=0.1)
+    assert o["library_requant_cycles_per_output"] == pytest.approx(TRUE["libreq"], rel=0.1)
     assert summary["fp32_macs_per_pe_per_cycle"] == pytest.approx(TRUE["m32"], rel=0.05)
     assert o["layer_cycles"] == GLUE
     for row in chains + sweep:  # every row carries its simulated value

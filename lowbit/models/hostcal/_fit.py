@@ -21,17 +21,19 @@ requantized in a second pass; the sweep's generic convs have 4 to 64 outputs per
 which tell the two apart) and per copy of its im2col (``im2col_copy_cycles``: a window row
 at once in an ungrouped conv, a tap at a time in a grouped one -- the sweep's grouped
 convs), the requantization cost per output element of every INT8 GEMM
-(``requant_cycles_per_output``) -- and the time ONNX Runtime's per-node profiler adds to
-each sweep kernel it reports (every sweep row pays it, no chain does: ~100 rows fit it more
-steadily than the difference of two timings the sweep started from) -- are fitted on the
-INT8 measurements alone, by weighted non-negative least squares of the relative error
-(chains and sweep weighted equally). hwsim's CPU cost is nearly linear in each of them, so
-the fit is linearised around the estimate and solved again a few times (Gauss-Newton):
-deterministic, with no search over starting points. ``compute.cols`` (the kernels' N
-blocking: 1, 2 or 4 SIMD registers) is the one that fits best. The FP32 MAC rate is then
-fitted on the FP32 chains with the rest fixed: the deployed graphs are INT8, so FP32 layers
-must not pull the fit; its convs with channels off the SIMD block (another kernel, plus a
-reorder per layer) are reported, not fitted."""
+(``requant_cycles_per_output``) and the extra of a GEMM the library runs, a linear layer's
+or a matmul's (``library_requant_cycles_per_output``: its int32 output requantized in a pass
+of its own; the conv and GEMM chains tell the two apart) -- and the time ONNX Runtime's
+per-node profiler adds to each sweep kernel it reports (every sweep row pays it, no chain
+does: ~100 rows fit it more steadily than the difference of two timings the sweep started
+from) -- are fitted on the INT8 measurements alone, by weighted non-negative least squares
+of the relative error (chains and sweep weighted equally). hwsim's CPU cost is nearly linear
+in each of them, so the fit is linearised around the estimate and solved again a few times
+(Gauss-Newton): deterministic, with no search over starting points. ``compute.cols`` (the
+kernels' N blocking: 1, 2 or 4 SIMD registers) is the one that fits best. The FP32 MAC rate
+is then fitted on the FP32 chains with the rest fixed: the deployed graphs are INT8, so FP32
+layers must not pull the fit; its convs with channels off the SIMD block (another kernel,
+plus a reorder per layer) are reported, not fitted."""
 
 from __future__ import annotations
 
@@ -123,7 +125,7 @@ def sweep_kernel_s(rows, data: dict[str, Any]) -> np.ndarray:
 #: the INT8 parameters, each fitted as the coefficient of its simulated feature
 INT8_PARAMS = (
     "gemm", "mac", "lib", "conv_px", "conv_img", "unaligned", "generic", "copy", "requant",
-    "stream", "amac", "ainst",
+    "libreq", "stream", "amac", "ainst",
 )  # fmt: skip
 
 
@@ -152,6 +154,7 @@ def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> 
         "conv_cycles_per_pixel": float(f"{params['conv_px']:.4g}"),
         "conv_cycles_per_image": float(f"{params['conv_img']:.4g}"),
         "requant_cycles_per_output": float(f"{params['requant']:.4g}"),
+        "library_requant_cycles_per_output": float(f"{params.get('libreq', 0.0):.4g}"),
         # measured in steady state: a small model's weights stay in the last-level cache
         "warm_cache": True,
     }
@@ -189,6 +192,7 @@ _START = {
     "generic": 0.3,
     "copy": 8.0,
     "requant": 0.2,
+    "libreq": 0.5,
     "stream": 0.1,
     "amac": 0.5,
     "ainst": 1000.0,
@@ -265,6 +269,8 @@ def _undetermined(int8, data: dict[str, Any], depths: tuple[int, int]) -> set[st
     products of two activations without a ``matmul`` chain; the streamed weights unless a
     chain's weights overflow half of the caches inside the largest (as hwsim homes them)."""
     out = set()
+    if not any(r["kind"] in ("gemm", "matmul") for r in int8):
+        out.add("libreq")
     if not any(r["kind"] == "matmul" for r in int8):
         out |= {"amac", "ainst"}
     caches = [m["size_bytes"] for m in _weight_caches(data)]
@@ -380,6 +386,7 @@ def fit(
         "conv_cycles_per_pixel": o["conv_cycles_per_pixel"],
         "conv_cycles_per_image": o["conv_cycles_per_image"],
         "requant_cycles_per_output": o["requant_cycles_per_output"],
+        "library_requant_cycles_per_output": o["library_requant_cycles_per_output"],
         "cols": int(cols),
         "profiler_overhead_s": theta.get("prof", 0.0) / data["clock_hz"],
         "rms_log_error_int8": math.sqrt(best),

@@ -122,6 +122,9 @@ def profile_toml(calibration: _Calibrated) -> str:
         "its per-image setup",
         f"requant_cycles_per_output = {o.get('requant_cycles_per_output', 0.0)!r}  # "
         "fitted: every INT8 GEMM's requantization of one output",
+        f"library_requant_cycles_per_output = "
+        f"{o.get('library_requant_cycles_per_output', 0.0)!r}  # fitted: the GEMM library's "
+        "int32 output requantized in a pass of its own (linear layers, matmuls)",
         f"pool_channel_block = {o.get('pool_channel_block', 0)}  # uint8 per SIMD "
         "register: NhwcMaxPool pools a pixel's channels a register at a time",
         f"pad_conv_channels = {str(o.get('pad_conv_channels', False)).lower()}  # lowbit "

@@ -138,8 +138,9 @@ _KiB = 1024
 #: axis, ONNX Runtime's element-wise path, timed on its own; 11: the pass a float conv makes
 #: for a fused ReLU6; QLinearConcat, which requantizes its inputs; 12: every shape measured
 #: in passes, the least disturbed kept, and the profiler's own time fitted; 13: the clock the
-#: core runs at, measured, not the OS's nominal figure)
-CALIBRATION_VERSION = 13
+#: core runs at, measured, not the OS's nominal figure; 14: the layout change back to NCHW
+#: priced apart; a linear layer's or matmul's own requantization pass per output)
+CALIBRATION_VERSION = 14
 
 
 def default_profile_path() -> Path:
