@@ -152,7 +152,10 @@ class DirectConvKernel(CostRule):
     library, at ``gemm_library_speedup`` times the direct kernel's MAC rate (ONNX Runtime's
     MlasGemm takes AMX tiles on a CPU with AMX-INT8, its direct conv kernel does not); a GEMM
     whose second operand is an activation too (attention's QK^T and AV, ONNX Runtime's
-    QLinearMatMul: nothing pre-packed) at ``activation_gemm_speedup`` times it instead."""
+    QLinearMatMul: nothing pre-packed) at ``activation_gemm_speedup`` times it instead. A
+    float GEMM that is not a convolution (a linear layer, a matmul: ONNX Runtime's SGEMM)
+    runs at ``float_gemm_library_speedup`` times the float MAC rate, which float convs
+    (its blocked NCHWc kernel) run at."""
 
     keys = {
         "conv_channel_multiple": count_key(1, 1, 1024),
@@ -162,6 +165,7 @@ class DirectConvKernel(CostRule):
         "im2col_copy_cycles": cycles_key(),
         "gemm_library_speedup": Key("number", required=False, default=1.0, low=0.05, high=64),
         "activation_gemm_speedup": Key("number", required=False, default=1.0, low=0.01, high=64),
+        "float_gemm_library_speedup": Key("number", required=False, default=1.0, low=0.05, high=64),
         "pad_conv_channels": Key("bool", required=False, default=False),
     }
     conv_channel_multiple: int = 1
@@ -171,6 +175,7 @@ class DirectConvKernel(CostRule):
     im2col_copy_cycles: float = 0.0
     gemm_library_speedup: float = 1.0
     activation_gemm_speedup: float = 1.0
+    float_gemm_library_speedup: float = 1.0
     pad_conv_channels: bool = False
 
     def _pads(self, layer: Layer) -> bool:
@@ -215,6 +220,9 @@ class DirectConvKernel(CostRule):
 
     def adjust_cycles(self, call: GemmCall, *, shape: RunShape, cycles: int) -> int:
         if not call.integer:
+            speedup = self.float_gemm_library_speedup
+            if speedup != 1.0 and not isinstance(call.layer, Conv2d):
+                return max(1, ceil(cycles / speedup - 1e-9))
             return cycles
         generic = call.conv and self._generic(call, shape)
         speedup = (

@@ -187,6 +187,7 @@ class Overheads:
     im2col_copy_cycles: float = 0.0  # DirectConvKernel
     gemm_library_speedup: float = 1.0  # DirectConvKernel
     activation_gemm_speedup: float = 1.0  # DirectConvKernel
+    float_gemm_library_speedup: float = 1.0  # DirectConvKernel
     conv_cycles_per_pixel: float = 0.0  # WindowGather
     conv_cycles_per_image: float = 0.0  # WindowGather
     requant_cycles_per_output: float = 0.0  # Requantization

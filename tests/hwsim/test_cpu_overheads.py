@@ -369,6 +369,24 @@ def test_integer_gemms_pay_requantization_per_output(make_target, engine):
 
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_float_linear_layers_run_the_float_gemm_library_rate(make_target, engine):
+    modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
+    base = make_target(kind="vector", rows=1, cols=32, dataflow="vector", precisions=modes)
+    fast = _with(base, float_gemm_library_speedup=2.0)
+    wide = Compression(w_bits=None, a_bits=None)
+    fc = Linear(name="fc", in_features=256, out_features=256, tokens=64).with_compression(wide)
+    conv = _conv(32, 32).with_compression(wide)
+
+    def compute(layer, target) -> int:
+        return hwsim.simulate_layer(layer, target, engine=engine).compute_cycles
+
+    assert compute(fc, fast) == pytest.approx(compute(fc, base) / 2, abs=1)
+    assert compute(conv, fast) == compute(conv, base)  # float convs keep the float rate
+    int8_fc = Linear(name="q", in_features=256, out_features=256, tokens=64)
+    assert compute(int8_fc, fast) == compute(int8_fc, base)  # integer GEMMs: their own
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
 def test_sub_8_bit_activations_pay_one_clamp_operator_each(make_target, engine):
     """A4 on an INT8-only target runs at A8 plus one Clip per narrow activation operand
     (ONNX Runtime's exports); a target that computes A4 natively pays nothing."""

@@ -30,6 +30,8 @@ TRUE = {
     "amac": 5 / 8.0,
     "ainst": 1100.0,
     "m32": 2.0,
+    # float linear layers and matmuls (SGEMM) at 1.3x the float conv kernel's rate
+    "lib32": 1.3,
 }
 GLUE = 550.0
 
@@ -105,6 +107,7 @@ def test_fit_recovers_the_parameters_it_was_simulated_with():
     assert o["requant_cycles_per_output"] == pytest.approx(TRUE["requant"], rel=0.1)
     assert o["library_requant_cycles_per_output"] == pytest.approx(TRUE["libreq"], rel=0.1)
     assert summary["fp32_macs_per_pe_per_cycle"] == pytest.approx(TRUE["m32"], rel=0.05)
+    assert o["float_gemm_library_speedup"] == pytest.approx(TRUE["lib32"], rel=0.05)
     assert o["layer_cycles"] == GLUE
     for row in chains + sweep:  # every row carries its simulated value
         measured = row.get("layer_s", row.get("kernel_s"))

@@ -116,6 +116,8 @@ def profile_toml(calibration: _Calibrated) -> str:
         "the same for a product of two activations (attention's QLinearMatMul)",
         f"activation_gemm_cycles = {o.get('activation_gemm_cycles', 0)}  # fitted: its "
         "cost per instance (attention head)",
+        f"float_gemm_library_speedup = {o.get('float_gemm_library_speedup', 1.0)!r}  # "
+        "fitted: a float linear layer's or matmul's rate (SGEMM) over a float conv's",
         f"conv_cycles_per_pixel = {o.get('conv_cycles_per_pixel', 0.0)!r}  # fitted: "
         "every INT8 k x k conv's per-pixel gather and requantization",
         f"conv_cycles_per_image = {o.get('conv_cycles_per_image', 0.0)!r}  # fitted: "

@@ -139,8 +139,9 @@ _KiB = 1024
 #: for a fused ReLU6; QLinearConcat, which requantizes its inputs; 12: every shape measured
 #: in passes, the least disturbed kept, and the profiler's own time fitted; 13: the clock the
 #: core runs at, measured, not the OS's nominal figure; 14: the layout change back to NCHW
-#: priced apart; a linear layer's or matmul's own requantization pass per output)
-CALIBRATION_VERSION = 14
+#: priced apart; a linear layer's or matmul's own requantization pass per output; 15: the
+#: float GEMM library's own rate; a larger N blocking only when it fits 15 % better)
+CALIBRATION_VERSION = 15
 
 
 def default_profile_path() -> Path:
