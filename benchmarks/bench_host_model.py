@@ -100,6 +100,8 @@ CONSTANTS = (
     ),
     ("transpose cycles/element", _rate("transpose", integer=False)),
     ("transpose inward cycles/element", _rate("transpose_inward", integer=False)),
+    ("float reorder in cycles/element", _rate("reorder_input", integer=False)),
+    ("float reorder out cycles/element", _rate("reorder_output", integer=False)),
     ("quantize cycles/element", _rate("quantize", integer=False)),
     ("dequantize cycles/element", _rate("dequantize", integer=False)),
     ("INT8 softmax cycles/el", _rate("softmax", integer=True)),

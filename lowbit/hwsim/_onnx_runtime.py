@@ -26,7 +26,9 @@ graph as written, so it executes data movement the graph does not show:
 * in a float graph, a ReLU6 (Clip) or LeakyReLU fused into the conv before it is applied
   in a second pass over the conv's output (MLAS applies only ReLU in the kernel's
   registers): ~0.33 cycles per element on an Intel Xeon (AVX-512), a sixth of a small
-  MobileNet's float time beside its ReLU twin (:func:`activation_pass`).
+  MobileNet's float time beside its ReLU twin (:func:`activation_pass`);
+* in a float graph on x86, the reorders into and out of the blocked conv layout
+  (:mod:`lowbit.hwsim._onnx_nchwc`).
 
 :func:`runtime_layers` returns these layers keyed between node indices (graph order).
 """
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.hwsim._onnx_graph import dtype_bits
+from lowbit.hwsim._onnx_nchwc import reorders
 from lowbit.hwsim._onnx_ops import CONV_OPS, QUANT_OPS
 from lowbit.hwsim.workload import Compression, Elementwise, Layer
 
@@ -111,6 +114,9 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
         )
         return len(shape) == 4
 
+    if not importer.quantized:  # at the float graph's default bits: free unless run float
+        for key, tensor, kind in reorders(g):
+            add(key, tensor, kind, 8, "reorder")
     for index, node in enumerate(g.nodes):
         op = node.op_type
         if not importer.quantized and activation_pass(g, node):

@@ -33,6 +33,8 @@ __all__ = [
     "Workload",
     "ELEMENTWISE_KINDS",
     "MOVEMENT_KINDS",
+    "FLOAT_LAYOUT_KINDS",
+    "FLOAT_ONLY_KINDS",
     "FLOAT_PASS_KINDS",
     "INTEGER_COST_KINDS",
     "ceil_div",
@@ -48,11 +50,18 @@ MOVEMENT_KINDS = (
     *("quantize", "dequantize", "transpose", "transpose_inward", "transpose_strided"),
     *("concat", "split"),
     "activation_pass",
+    *("reorder_input", "reorder_output"),
 )
 #: passes a float kernel makes inside its own operator: no dispatch of their own (no
 #: ``layer_cycles``), and nothing at all at 8 bits or fewer (an integer graph folds the
 #: activation into its requantization)
 FLOAT_PASS_KINDS = ("activation_pass",)
+#: the reorders a float graph's runtime adds at the borders of its blocked conv layout
+#: (ONNX Runtime's NCHWc on x86: :mod:`lowbit.hwsim._onnx_nchwc`): operators of their own,
+#: and nothing at all at 8 bits or fewer (an integer graph's convs run channels-last instead)
+FLOAT_LAYOUT_KINDS = ("reorder_input", "reorder_output")
+#: kinds that exist only while their layer's graph runs float
+FLOAT_ONLY_KINDS = FLOAT_PASS_KINDS + FLOAT_LAYOUT_KINDS
 #: operator kinds of memory-only layers (``Elementwise.kind``, ``Pool.kind``) that a profile
 #: may give a per-element compute cost (``overheads.elementwise_cycles_per_element``);
 #: "" = unknown, costed by its memory traffic alone

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from lowbit.hwsim.errors import LowbitError, WorkloadError
 from lowbit.hwsim.fileio import read_json
-from lowbit.hwsim.workload import FLOAT_PASS_KINDS
+from lowbit.hwsim.workload import FLOAT_ONLY_KINDS
 
 if TYPE_CHECKING:
     from lowbit.hwsim.profile import HardwareProfile
@@ -116,8 +116,9 @@ def apply_bits(workload: Workload, *, w_bits: int | None, a_bits: int | None) ->
     by_name = {
         layer.name: replace(layer.compression, w_bits=w_bits, a_bits=a_bits)
         for layer in workload.layers
-        # a float kernel's own pass (a fused ReLU6's) runs at its conv's precision
-        if layer.op in _COMPUTE_OPS or getattr(layer, "kind", "") in FLOAT_PASS_KINDS
+        # a float kernel's own pass (a fused ReLU6's) and the float layout's reorders run at
+        # the convs' precision
+        if layer.op in _COMPUTE_OPS or getattr(layer, "kind", "") in FLOAT_ONLY_KINDS
     }
     return workload.with_compression(by_name)
 

@@ -3,7 +3,6 @@ measurement of a depthwise chain on this CPU."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from lowbit.hwsim._cost_rules import DepthwiseKernel
@@ -91,66 +90,6 @@ def test_depthwise_chain_is_measured_on_this_cpu():
         assert row["layer_s"] > 0 and row["macs"] == 32 * 14 * 14 * 9 and row["pixels"] == 196
 
 
-def test_the_inward_transpose_reads_channels_last_and_writes_nchw():
-    from lowbit.models.export.ort import ort_session
-    from lowbit.models.hostcal.kernels import _input_for, _movement_model
-
-    shape = (8, 6, 6)  # timed as (32, 3, 3): as many elements, 4x the channels
-    x = _input_for("TransposeInward", shape)
-    (y,) = ort_session(_movement_model("TransposeInward", shape)).run(None, {"x": x})
-    assert x.shape == (1, 3, 3, 32) and x.size == np.prod(shape)
-    assert np.array_equal(y, x.transpose(0, 3, 1, 2))
-
-
-def test_movement_costs_are_measured_per_element_on_this_cpu():
-    from lowbit.models.hostcal.kernels import movement_costs
-
-    costs = movement_costs(repeats=5, rounds=2)
-    assert set(costs) == {
-        "QuantizeLinear", "DequantizeLinear", "Transpose", "TransposeInward",
-        "TransposeStrided", "Concat", "QLinearConcat", "Split", "QLinearAdd", "QLinearMul",
-    }  # fmt: skip
-    assert all(v >= 0 for v in costs.values())
-    # a byte copy costs well under a microsecond per element on any CPU this runs on
-    assert all(v < 1e-6 for v in costs.values())
-    # element by element (the innermost axis moved) is slower than a layout change, which
-    # moves one axis with contiguous runs (~60x on an Intel Xeon with AMX-INT8)
-    assert costs["TransposeStrided"] > 2 * costs["Transpose"]
-    # requantizing each element (inputs on other grids than the output's) is slower than
-    # copying it (~10x on an Intel Xeon with AVX-512)
-    assert costs["QLinearConcat"] > 2 * costs["Concat"]
-
-
-def test_movement_layers_are_free_unless_the_profile_prices_them():
-    from dataclasses import replace
-
-    from lowbit import hwsim
-    from lowbit.hwsim.profiles import load_profile
-    from lowbit.hwsim.workload import FLOAT_PASS_KINDS, MOVEMENT_KINDS, Compression, Elementwise
-
-    cpu = load_profile("cpu-x86-avx2")
-    for kind in MOVEMENT_KINDS:
-        layer = Elementwise(
-            name=kind, elements=200_704, kind=kind, compression=Compression(w_bits=8, a_bits=8)
-        )
-        free = hwsim.simulate_layer(layer, cpu)
-        assert free.total_cycles == 0 and free.dram_read_bytes == 0
-        priced = replace(
-            cpu, overheads=replace(cpu.overheads, elementwise_cycles_per_element=((kind, 0.25),))
-        )
-        cost = hwsim.simulate_layer(layer, priced)
-        if kind in FLOAT_PASS_KINDS:
-            # a float kernel's own pass: free at 8 bits (the integer graph folds it), and
-            # inside its conv's operator at float (no dispatch of its own)
-            assert cost.total_cycles == 0
-            wide = replace(layer, compression=Compression(w_bits=None, a_bits=None))
-            cost = hwsim.simulate_layer(wide, priced)
-            assert cost.overhead_cycles == cpu.overheads.tile_cycles  # no layer_cycles
-            assert cost.compute_cycles == 0.25 * 200_704
-        else:
-            assert cost.total_cycles >= 0.25 * 200_704 + cpu.overheads.layer_cycles
-
-
 def test_a_fused_relu6_costs_its_float_conv_a_pass_measured_on_this_cpu():
     from lowbit.models.export.ort import kernel_census
     from lowbit.models.hostcal.kernels import (
@@ -193,44 +132,6 @@ def test_int8_softmax_cost_applies_to_8_bit_activations_only():
             name="sm", elements=n, kind="softmax", compression=Compression(w_bits=bits, a_bits=bits)
         )
         assert hwsim.simulate_layer(layer, priced).compute_cycles == per_element * n
-
-
-@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
-def test_the_integer_elementwise_probe_is_the_kernel_onnx_runtime_runs(op):
-    """The QLinearAdd / QLinearMul probe of :func:`movement_costs` runs as that kernel on
-    uint8 and computes it: x + x (or x * x) requantized on the same grid."""
-    import numpy as np
-
-    from lowbit.models.export.ort import kernel_census, ort_session
-    from lowbit.models.hostcal.kernels import _input_for, _movement_model
-
-    model = _movement_model(op, (4, 3, 3))
-    assert kernel_census(model).get(op) == 1
-    x = _input_for(op, (4, 3, 3))
-    (y,) = ort_session(model).run(None, {"x": x})
-    real = (x.astype(np.float64) - 128) * 0.05
-    expected = real + real if op == "QLinearAdd" else real * real
-    codes = np.clip(np.round(expected / 0.05) + 128, 0, 255)
-    assert y.dtype == np.uint8
-    assert np.abs(y.astype(int) - codes).max() <= 1
-
-
-def test_the_requantizing_concat_probe_is_the_kernel_onnx_runtime_runs():
-    """The QLinearConcat probe of :func:`movement_costs` joins its input twice, each copy
-    requantized from the input's grid (step 0.05) to the output's (step 0.07)."""
-    import numpy as np
-
-    from lowbit.models.export.ort import kernel_census, ort_session
-    from lowbit.models.hostcal.kernels import _input_for, _movement_model
-
-    model = _movement_model("QLinearConcat", (4, 3, 3))
-    assert kernel_census(model).get("QLinearConcat") == 1
-    x = _input_for("QLinearConcat", (4, 3, 3))
-    (y,) = ort_session(model).run(None, {"x": x})
-    real = (x.astype(np.float64) - 128) * 0.05
-    codes = np.clip(np.round(real / 0.07) + 128, 0, 255)
-    assert y.shape == (1, 8, 3, 3) and y.dtype == np.uint8
-    assert np.abs(y.astype(int) - np.concatenate([codes, codes], axis=1)).max() <= 1
 
 
 @pytest.mark.parametrize("kind", ["add", "mul", "concat"])

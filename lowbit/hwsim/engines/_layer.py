@@ -15,7 +15,15 @@ from .._cost_rule_base import GemmCall, LayerCall, RunShape
 from .._cost_rules import RuleSet
 from ..profile import Precision
 from ..result import LayerResult
-from ..workload import FLOAT_PASS_KINDS, MOVEMENT_KINDS, Conv2d, Elementwise, Gemm, Layer
+from ..workload import (
+    FLOAT_ONLY_KINDS,
+    FLOAT_PASS_KINDS,
+    MOVEMENT_KINDS,
+    Conv2d,
+    Elementwise,
+    Gemm,
+    Layer,
+)
 from ._gemm_plan import GemmPlan
 from ._plan import plan_gemm
 from ._schedule import Block, Tile, closed_form
@@ -137,7 +145,7 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
     integer = layer.compression.a_storage_bits <= 8
     if kind in MOVEMENT_KINDS and _element_rate(rules, kind, integer=integer) == 0:
         return _in_place(layer, input_on_chip)
-    if kind in FLOAT_PASS_KINDS and integer:
+    if kind in FLOAT_ONLY_KINDS and integer:
         return _in_place(layer, input_on_chip)
     gemms = layer.gemms()
     zero = (0.0,) * len(t.bandwidth)

@@ -43,6 +43,8 @@ ORT_KINDS = {
     "QLinearAdd": ("add_int8",),
     "QLinearConcat": ("concat_int8",),
     "QLinearMul": ("mul_int8",),
+    "ReorderInput": ("reorder_input",),
+    "ReorderOutput": ("reorder_output",),
 }
 
 

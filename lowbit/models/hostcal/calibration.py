@@ -100,8 +100,8 @@ from lowbit.models.hostcal.kernels import (
     fit_depthwise,
     int8_softmax_s_per_element,
     int8_softmax_slope,
-    movement_costs,
 )
+from lowbit.models.hostcal.movement import movement_costs
 from lowbit.models.hostcal.quality import CalibrationError, fit_problems
 
 __all__ = [
@@ -140,8 +140,9 @@ _KiB = 1024
 #: in passes, the least disturbed kept, and the profiler's own time fitted; 13: the clock the
 #: core runs at, measured, not the OS's nominal figure; 14: the layout change back to NCHW
 #: priced apart; a linear layer's or matmul's own requantization pass per output; 15: the
-#: float GEMM library's own rate; a larger N blocking only when it fits 15 % better)
-CALIBRATION_VERSION = 15
+#: float GEMM library's own rate; a larger N blocking only when it fits 15 % better; 16:
+#: the float blocked layout's reorders (ONNX Runtime's NCHWc on x86))
+CALIBRATION_VERSION = 16
 
 
 def default_profile_path() -> Path:

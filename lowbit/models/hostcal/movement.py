@@ -1,0 +1,191 @@
+"""The data movement ONNX Runtime runs as operators of its own, timed per element.
+
+:func:`movement_costs` times a quantized graph's input quantization and output
+dequantization, the layout transposes around its integer convolutions (both directions),
+Concat and Split, its integer element-wise kernels (QLinearAdd, QLinearMul: a third of the
+float Add's cost per element on uint8), and the reorders into and out of a float graph's
+blocked conv layout (x86): each operator alone between a graph's input and output, on two
+tensor sizes, so the Run call and the dispatch cancel in the slope; cost per element.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["MOVEMENT_OPS", "MOVEMENT_SHAPES", "NCHWC_DOMAIN", "movement_costs"]
+
+#: the data-movement operators are timed on uint8 / float tensors of these two sizes
+#: (channels, height, width): mid-network MobileNet-like tensors, 50 and 200 K elements
+MOVEMENT_SHAPES = ((64, 28, 28), (64, 56, 56))
+
+
+def _movement_model(op: str, shape: tuple[int, int, int]):
+    """One data-movement operator between the graph's input and output: ``QuantizeLinear``
+    (float -> uint8), ``DequantizeLinear`` (uint8 -> float), ``Transpose`` (uint8 NCHW ->
+    NHWC: one axis moved), ``TransposeInward`` (uint8 NHWC -> NCHW, the layout change
+    back before a float operator or the graph's output: 1.5-2.5x the other direction's cost
+    per element on an Intel Xeon, more the more channels -- timed at 4x the channels and
+    half the height and width, as many elements, as a deep layer's output has),
+    ``TransposeStrided`` (uint8, the channel and width axes swapped:
+    the innermost axis moves, ONNX Runtime's element-wise path -- a channel shuffle with the
+    layout transpose merged in), ``Concat`` (uint8, the input twice along channels),
+    ``QLinearConcat`` (the same, each input on another grid than the output: requantized
+    element by element, as a QDQ Concat of two branches runs),
+    ``Split`` (uint8, in two),
+    ``QLinearAdd`` / ``QLinearMul`` (uint8 + / x uint8 of the same shape: the kernels ONNX
+    Runtime runs for an Add or Mul between Q/DQ pairs -- a residual add, a linear layer's
+    bias after its QLinearMatMul, GELU's products -- not the float Add's)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    c, h, w = shape
+    x_shape = [1, c, h, w]
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(128, np.uint8), "z"),
+        numpy_helper.from_array(np.array([c // 2, c - c // 2], np.int64), "half"),
+    ]
+    u8, f32 = TensorProto.UINT8, TensorProto.FLOAT
+    outputs = [("y", u8, [1, c, h, w])]
+    if op in ("QLinearAdd", "QLinearMul"):  # uint8 (x, x) -> uint8: a residual add's kernel
+        node = helper.make_node(op, ["x", "s", "z"] * 2 + ["s", "z"], ["y"], domain="com.microsoft")
+        elem = u8
+    elif op == "QuantizeLinear":
+        node, elem = helper.make_node(op, ["x", "s", "z"], ["y"]), f32
+    elif op == "DequantizeLinear":
+        node, elem, outputs = (
+            helper.make_node(op, ["x", "s", "z"], ["y"]),
+            u8,
+            [("y", f32, [1, c, h, w])],
+        )
+    elif op == "Transpose":
+        node, elem = helper.make_node(op, ["x"], ["y"], perm=[0, 2, 3, 1]), u8
+        outputs = [("y", u8, [1, h, w, c])]
+    elif op == "TransposeInward":  # channels-last back to NCHW, at 4x the channels
+        node, elem = helper.make_node("Transpose", ["x"], ["y"], perm=[0, 3, 1, 2]), u8
+        h, w, c = x_shape[1:] = _inward_shape(shape)
+        outputs = [("y", u8, [1, c, h, w])]
+    elif op in ("ReorderInput", "ReorderOutput"):  # float NCHW -> blocked (-> NCHW again)
+        elem, outputs = f32, [("y", f32, None)]
+        node = helper.make_node("ReorderInput", ["x"], ["b" if op == "ReorderOutput" else "y"])
+        node.domain = NCHWC_DOMAIN
+        if op == "ReorderOutput":
+            back = helper.make_node("ReorderOutput", ["b"], ["y"], channels=c)
+            back.domain = NCHWC_DOMAIN
+            node = [node, back]
+    elif op == "TransposeStrided":  # the innermost axis and another swapped: element-wise
+        node, elem = helper.make_node("Transpose", ["x"], ["y"], perm=[0, 3, 2, 1]), u8
+        outputs = [("y", u8, [1, w, h, c])]
+    elif op == "Concat":
+        node, elem = helper.make_node(op, ["x", "x"], ["y"], axis=1), u8
+        outputs = [("y", u8, [1, 2 * c, h, w])]
+    elif op == "QLinearConcat":  # inputs on other grids than the output's: requantized
+        inits.append(numpy_helper.from_array(np.array(0.07, np.float32), "s2"))
+        node = helper.make_node(
+            op, ["s2", "z", "x", "s", "z", "x", "s", "z"], ["y"], axis=1, domain="com.microsoft"
+        )
+        elem, outputs = u8, [("y", u8, [1, 2 * c, h, w])]
+    else:
+        node, elem = helper.make_node("Split", ["x", "half"], ["y", "y2"], axis=1), u8
+        outputs = [("y", u8, [1, c // 2, h, w]), ("y2", u8, [1, c - c // 2, h, w])]
+    graph = helper.make_graph(
+        node if isinstance(node, list) else [node],
+        op,
+        [helper.make_tensor_value_info("x", elem, x_shape)],
+        [helper.make_tensor_value_info(*o) for o in outputs],
+        inits,
+    )
+    opsets = [helper.make_opsetid(d, 17 if d == "" else 1) for d in ("", "com.microsoft")]
+    if op.startswith("Reorder"):
+        opsets.append(helper.make_opsetid(NCHWC_DOMAIN, 1))
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def _inward_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The channels-last (height, width, channels) a ``TransposeInward`` of ``shape``'s
+    element count reads: 4x the channels, half the height and width."""
+    c, h, w = shape
+    return h // 2, w // 2, 4 * c
+
+
+def _input_for(op: str, shape: tuple[int, int, int]) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if op == "TransposeInward":
+        shape = _inward_shape(shape)
+    if op in ("QuantizeLinear", "ReorderInput", "ReorderOutput"):
+        return rng.normal(size=(1, *shape)).astype(np.float32)
+    return rng.integers(0, 255, size=(1, *shape), dtype=np.uint8)
+
+
+#: the operators :func:`movement_costs` times: data movement, and the integer element-wise
+#: kernels of a QDQ graph (uint8 in, uint8 out)
+MOVEMENT_OPS = (
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Transpose",
+    "TransposeInward",
+    "TransposeStrided",
+    "Concat",
+    "QLinearConcat",
+    "Split",
+    "QLinearAdd",
+    "QLinearMul",
+    "ReorderInput",
+    "ReorderOutput",
+)
+#: ONNX Runtime's domain of its blocked-layout (NCHWc) operators, registered on x86 builds
+NCHWC_DOMAIN = "com.microsoft.nchwc"
+
+
+def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
+    """Seconds per element (of the larger of input and output) of each data-movement
+    operator (:func:`_movement_model`), as ONNX Runtime runs it: the slope between the two
+    :data:`MOVEMENT_SHAPES` (so the Run call and the dispatch cancel); never below zero.
+    Each size's time is the least of ``rounds`` medians of ``repeats`` runs (at least 50),
+    and a round times every operator in turn, so a disturbance that passes during one
+    operator's measurement moves none of them (a calibration once measured the
+    DequantizeLinear 70 % slow, all five of its rounds back to back). The blocked layout's
+    reorders are timed as a ReorderInput and as a ReorderInput then a ReorderOutput (the
+    second's cost is the difference); 0 where ONNX Runtime has no blocked layout (Arm)."""
+    from lowbit.models.export.ort import ort_session
+    from lowbit.models.hostcal.bench import bind, run_times_s
+
+    sessions = {}
+    for op in MOVEMENT_OPS:
+        if op.startswith("Reorder") and not _has_blocked_layout():
+            continue
+        sessions[op] = []
+        for shape in MOVEMENT_SHAPES:
+            session = ort_session(_movement_model(op, shape))
+            binding = bind(session, x=_input_for(op, shape))
+            run_times_s(session, binding=binding, runs=10)
+            sessions[op].append((session, binding))
+    best = {op: [np.inf] * len(MOVEMENT_SHAPES) for op in sessions}
+    for _ in range(rounds):
+        for op, pairs in sessions.items():
+            for i, (session, binding) in enumerate(pairs):
+                median = float(
+                    np.median(run_times_s(session, binding=binding, runs=max(repeats, 50)))
+                )
+                best[op][i] = min(best[op][i], median)
+    out = {}
+    for op, (small, large) in best.items():
+        factor = 2 if "Concat" in op else 1  # a Concat writes twice its input
+        elements = [factor * int(np.prod(shape)) for shape in MOVEMENT_SHAPES]
+        out[op] = max((large - small) / (elements[1] - elements[0]), 0.0)
+    if "ReorderOutput" in out:  # timed after a ReorderInput
+        out["ReorderOutput"] = max(out["ReorderOutput"] - out["ReorderInput"], 0.0)
+    for op in MOVEMENT_OPS:
+        out.setdefault(op, 0.0)
+    return out
+
+
+def _has_blocked_layout() -> bool:
+    """Does this ONNX Runtime build run float convs in its blocked layout (x86: the
+    ``com.microsoft.nchwc`` operators are registered)?"""
+    from lowbit.models.export.ort import ort_session
+
+    try:
+        ort_session(_movement_model("ReorderInput", (16, 2, 2)))
+    except Exception:  # noqa: BLE001 -- onnxruntime's own error types vary by build
+        return False
+    return True
