@@ -8,9 +8,9 @@ The rules, read off ONNX Runtime 1.32's optimized graphs on AVX-512 (blocks of 1
 * a float Conv runs blocked when its input channels are a multiple of 4 (per group: a
   depthwise conv of 96 channels does, one of 58 does not), or when it is ungrouped with
   fewer input channels than a block -- it then reads NCHW directly (a stem's 3 channels);
-* a tensor is blocked when a blocked conv computes it, or a ReLU or Add whose 4-D
-  activation inputs all are blocked, or a pooling or Concat whose inputs all are, each of
-  whole blocks of channels;
+* a tensor is blocked when a blocked conv computes it, or an activation (ReLU, ReLU6...),
+  BatchNorm or Add whose 4-D activation inputs all are blocked, or a pooling or Concat
+  whose inputs all are, each of whole blocks of channels;
 * a blocked conv that reads a full block or more of channels from a tensor that is not
   blocked reorders it first, once per tensor (:data:`REORDER_INPUT`);
 * a blocked tensor read by anything else -- the graph's output, a Reshape or Flatten, a
@@ -47,6 +47,8 @@ _BLOCK_KEEPING = frozenset(
         "GlobalMaxPool",
         "GlobalAveragePool",
         "Relu",
+        # activations a blocked conv applies itself (fused): its output stays blocked
+        *("Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid"),
         "Add",
         "Sum",
         "Concat",

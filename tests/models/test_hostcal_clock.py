@@ -56,3 +56,11 @@ def test_without_the_chain_the_os_clock_stays(monkeypatch):
     monkeypatch.setattr(clock, "measured_clock_hz", lambda: None)
     info = with_running_clock({"clock_hz": 2.1e9})
     assert info["clock_hz"] == 2.1e9 and info["clock_source"] == "/proc/cpuinfo cpu MHz"
+
+
+@pytest.mark.parametrize("first, second", [(2.51e9, 2.77e9), (2.77e9, 2.51e9)])
+def test_measured_again_the_faster_clock_stays(monkeypatch, first, second):
+    readings = iter([first, second])
+    monkeypatch.setattr(clock, "measured_clock_hz", lambda: next(readings))
+    info = with_running_clock(with_running_clock({"clock_hz": 2.1e9}))
+    assert info["clock_hz"] == pytest.approx(2.77e9) and info["nominal_clock_hz"] == 2.1e9

@@ -403,14 +403,16 @@ def test_runtime_operators_of_an_ort_quantized_cnn(tmp_path):
     )
 
 
-def _conv_net(name: str, cin: int, size: int, convs):
-    """A float net of ``convs`` ((out channels, groups) each) after a ``cin``-channel input."""
+def _conv_net(name: str, cin: int, size: int, convs, *, relu6: bool = False):
+    """A float net of ``convs`` ((out channels, groups) each) after a ``cin``-channel input;
+    ``relu6``: each conv followed by a ReLU6 (a Clip, as PyTorch exports it)."""
     from lowbit.models.hostcal.graphs import GraphBuilder
 
     n = GraphBuilder(name, (cin, size, size), seed=7)
     x = "x"
     for cout, groups in convs:
-        x = n.conv(x, cout, 3, groups=groups)
+        x = n.conv(x, cout, 3, groups=groups, relu=not relu6)
+        x = n.relu6(x) if relu6 else x
     return n.model(x)
 
 
@@ -424,6 +426,7 @@ def _conv_net(name: str, cin: int, size: int, convs):
         "narrow_chain",  # 8-channel convs read NCHW: each output reordered back
         "depthwise",  # 96 channels, depthwise: in and out
         "unaligned",  # 58 input channels: no blocked conv, no reorder
+        "relu6",  # a Clip fused into each blocked conv: one reorder, at the end
     ],
 )
 def test_float_reorders_match_onnx_runtimes_optimized_graph(build, tmp_path):
@@ -440,6 +443,7 @@ def test_float_reorders_match_onnx_runtimes_optimized_graph(build, tmp_path):
         "narrow_chain": lambda: _conv_net("narrow", 8, 16, [(8, 1)] * 4),
         "depthwise": lambda: _conv_net("dw", 96, 14, [(96, 96)]),
         "unaligned": lambda: _conv_net("odd", 58, 14, [(64, 1)]),
+        "relu6": lambda: _conv_net("r6", 16, 14, [(32, 1), (32, 32), (16, 1)], relu6=True),
     }[build]()
     onnx.save(model, tmp_path / "fp32.onnx")
     census = kernel_census(model)
@@ -448,7 +452,13 @@ def test_float_reorders_match_onnx_runtimes_optimized_graph(build, tmp_path):
     ]
     assert kinds.count("reorder_input") == census.get("ReorderInput", 0)
     assert kinds.count("reorder_output") == census.get("ReorderOutput", 0)
-    expected = {"narrow_chain": (0, 4), "depthwise": (1, 1), "unaligned": (0, 0), "stem": (0, 1)}
+    expected = {
+        "narrow_chain": (0, 4),
+        "depthwise": (1, 1),
+        "unaligned": (0, 0),
+        "stem": (0, 1),
+        "relu6": (1, 1),
+    }
     if build in expected:  # the rules by hand (module lowbit.hwsim._onnx_nchwc)
         assert (kinds.count("reorder_input"), kinds.count("reorder_output")) == expected[build]
 

@@ -259,6 +259,7 @@ def _calibrate_once(*, quick: bool) -> Calibration:
         repeats=4 * repeats,
         profiler_s=profiler_s,
     )
+    info = with_running_clock(info)  # again after the timings: the faster of the two
     data, fitted = fit(
         rows,
         sweep,
