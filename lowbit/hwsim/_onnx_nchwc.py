@@ -84,11 +84,9 @@ def blocked_conv(g: Any, node: Any) -> bool:
         return False
     if groups == 1 and channels < BLOCK_CHANNELS:
         return True
-    return (
-        channels % groups == 0
-        and (channels // groups) % _ALIGNMENT == 0
-        or (groups == channels and channels % _ALIGNMENT == 0)
-    )
+    if groups == channels:  # depthwise: the channels themselves aligned
+        return channels % _ALIGNMENT == 0
+    return channels % groups == 0 and (channels // groups) % _ALIGNMENT == 0
 
 
 def _reads_nchw(g: Any, conv: Any) -> bool:
