@@ -30,6 +30,18 @@ def test_calibrate_host_writes_a_loadable_profile(host_toml, capsys):
     profile = load_profile(host_toml)
     assert profile.family == "cpu" and profile.name == "host-cpu"
     assert host_toml.with_suffix(".json").is_file()
+    # the profile says where its clock came from: measured, or the OS's figure
+    (line,) = [x for x in host_toml.read_text().splitlines() if x.startswith("clock_hz = ")]
+    assert "dependent integer adds" in line or "/proc/cpuinfo" in line
+
+
+def test_calibrate_host_names_the_clock_it_measured():
+    from lowbit.commands.calibrate_host import _clock_note
+
+    measured = {"clock_hz": 2.87e9, "nominal_clock_hz": 2.1e9}
+    assert _clock_note(measured) == " (measured; the OS says 2.10)"
+    assert _clock_note({"clock_hz": 2.1e9, "nominal_clock_hz": 2.1e9}) == ""
+    assert _clock_note({"clock_hz": 2.1e9}) == ""  # a sidecar from before the measurement
 
 
 def test_calibrate_host_rejects_a_non_toml_path(tmp_path, capsys):
