@@ -89,6 +89,7 @@ CONSTANTS = (
             "gemm_library_speedup",
             "requant_cycles_per_output",
             "library_requant_cycles_per_output",
+            "library_cycles_per_row",
             "float_gemm_library_speedup",
             "depthwise_cycles_per_mac",
             "depthwise_cycles_per_pixel",

@@ -328,22 +328,28 @@ class Requantization(CostRule):
     int32 accumulator (scale, round, clamp, narrow). An integer GEMM that is not a
     convolution (a linear layer, a matmul: the runtime hands it to its GEMM library, which
     writes int32 accumulators that the operator then requantizes in a pass of its own) costs
-    ``library_requant_cycles_per_output`` more per output. Float GEMMs pay neither."""
+    ``library_requant_cycles_per_output`` more per output, and ``library_cycles_per_row``
+    per row of its first operand (the library packs each row and sums it for the zero-point
+    correction). Float GEMMs pay none of them."""
 
     keys = {
         "requant_cycles_per_output": cycles_key(),
         "library_requant_cycles_per_output": cycles_key(),
+        "library_cycles_per_row": cycles_key(),
     }
     requant_cycles_per_output: float = 0.0
     library_requant_cycles_per_output: float = 0.0
+    library_cycles_per_row: float = 0.0
 
     def adjust_cycles(self, call: GemmCall, *, shape: RunShape, cycles: int) -> int:
-        rate = self.requant_cycles_per_output
+        if not call.integer:
+            return cycles
+        rate, per_row = self.requant_cycles_per_output, 0.0
         if not isinstance(call.layer, Conv2d):
             rate += self.library_requant_cycles_per_output
-        if call.integer and rate > 0:
-            return cycles + ceil(rate * call.gemm.M * shape.n - 1e-9)
-        return cycles
+            per_row = self.library_cycles_per_row
+        extra = rate * call.gemm.M * shape.n + per_row * call.gemm.M
+        return cycles + ceil(extra - 1e-9) if extra > 0 else cycles
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,6 +192,7 @@ class Overheads:
     conv_cycles_per_image: float = 0.0  # WindowGather
     requant_cycles_per_output: float = 0.0  # Requantization
     library_requant_cycles_per_output: float = 0.0  # Requantization
+    library_cycles_per_row: float = 0.0  # Requantization
     pool_channel_block: int = 0  # PoolChannelBlock
     pad_conv_channels: bool = False  # DirectConvKernel
     warm_cache: bool = False  # WarmCache

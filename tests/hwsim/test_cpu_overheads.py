@@ -366,6 +366,14 @@ def test_integer_gemms_pay_requantization_per_output(make_target, engine):
             - hwsim.simulate_layer(layer, base, engine=engine).compute_cycles
         )
         assert more == per_output * layer.gemms()[0].M * layer.gemms()[0].N
+    # and the library's packing per row of the first operand: linear layers only
+    rows = _with(lib, library_cycles_per_row=30.0)
+    for layer, per_row in ((fc, 30.0), (_conv(16, 24, batch=2), 0.0)):
+        more = (
+            hwsim.simulate_layer(layer, rows, engine=engine).compute_cycles
+            - hwsim.simulate_layer(layer, lib, engine=engine).compute_cycles
+        )
+        assert more == per_row * layer.gemms()[0].M
 
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())

@@ -24,6 +24,8 @@ TRUE = {
     "requant": 0.25,
     # a linear layer's or matmul's int32 output requantized in a pass of its own
     "libreq": 1.5,
+    # ...and the library's packing of each row of the first operand
+    "librow": 30.0,
     # weights beyond L2 stream from L3 at 8 bytes per cycle, not hidden
     "stream": 1 / 8.0,
     # a product of two activations: a fifth of the direct kernel's rate, 1100 cycles a head
@@ -50,6 +52,7 @@ def _rows():
         for kind, size, spatial, batch in (
             ("conv", 8, 8, 1), ("conv", 16, 8, 16), ("conv", 32, 8, 64), ("conv", 16, 4, 64),
             ("gemm", 16, 1, 1), ("gemm", 128, 1, 64), ("gemm", 256, 1, 64),
+            ("gemm", 32, 1, 1088),  # many narrow rows: the per-row cost apart from the rest
             ("conv", 512, 4, 1), ("gemm", 1536, 1, 1),  # 2.4 MB of weights: beyond L2
             ("matmul", 32, 1, 4), ("matmul", 64, 1, 4), ("matmul", 64, 1, 16),  # attention
         )
@@ -106,6 +109,7 @@ def test_fit_recovers_the_parameters_it_was_simulated_with():
     assert o["im2col_copy_cycles"] == pytest.approx(TRUE["copy"], rel=0.1)
     assert o["requant_cycles_per_output"] == pytest.approx(TRUE["requant"], rel=0.1)
     assert o["library_requant_cycles_per_output"] == pytest.approx(TRUE["libreq"], rel=0.1)
+    assert o["library_cycles_per_row"] == pytest.approx(TRUE["librow"], rel=0.1)
     assert summary["fp32_macs_per_pe_per_cycle"] == pytest.approx(TRUE["m32"], rel=0.05)
     assert o["float_gemm_library_speedup"] == pytest.approx(TRUE["lib32"], rel=0.05)
     assert o["layer_cycles"] == GLUE

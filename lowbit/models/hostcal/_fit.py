@@ -23,7 +23,8 @@ at once in an ungrouped conv, a tap at a time in a grouped one -- the sweep's gr
 convs), the requantization cost per output element of every INT8 GEMM
 (``requant_cycles_per_output``) and the extra of a GEMM the library runs, a linear layer's
 or a matmul's (``library_requant_cycles_per_output``: its int32 output requantized in a pass
-of its own; the conv and GEMM chains tell the two apart) -- and the time ONNX Runtime's
+of its own; the conv and GEMM chains tell the two apart) and per row of its first operand
+(``library_cycles_per_row``: packing; GEMM chains of 1 to 1,088 rows) -- and the time ONNX Runtime's
 per-node profiler adds to each sweep kernel it reports (every sweep row pays it, no chain
 does: ~100 rows fit it more steadily than the difference of two timings the sweep started
 from) -- are fitted on the INT8 measurements alone, by weighted non-negative least squares
@@ -125,7 +126,7 @@ def sweep_kernel_s(rows, data: dict[str, Any]) -> np.ndarray:
 #: the INT8 parameters, each fitted as the coefficient of its simulated feature
 INT8_PARAMS = (
     "gemm", "mac", "lib", "conv_px", "conv_img", "unaligned", "generic", "copy", "requant",
-    "libreq", "stream", "amac", "ainst",
+    "libreq", "librow", "stream", "amac", "ainst",
 )  # fmt: skip
 
 
@@ -157,6 +158,7 @@ def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> 
         "conv_cycles_per_image": float(f"{params['conv_img']:.4g}"),
         "requant_cycles_per_output": float(f"{params['requant']:.4g}"),
         "library_requant_cycles_per_output": float(f"{params.get('libreq', 0.0):.4g}"),
+        "library_cycles_per_row": float(f"{params.get('librow', 0.0):.4g}"),
         # measured in steady state: a small model's weights stay in the last-level cache
         "warm_cache": True,
     }
@@ -195,6 +197,7 @@ _START = {
     "copy": 8.0,
     "requant": 0.2,
     "libreq": 0.5,
+    "librow": 5.0,
     "stream": 0.1,
     "amac": 0.5,
     "ainst": 1000.0,
@@ -274,7 +277,7 @@ def _undetermined(int8, data: dict[str, Any], depths: tuple[int, int]) -> set[st
     chain's weights overflow half of the caches inside the largest (as hwsim homes them)."""
     out = set()
     if not any(r["kind"] in ("gemm", "matmul") for r in int8):
-        out.add("libreq")
+        out |= {"libreq", "librow"}
     if not any(r["kind"] == "matmul" for r in int8):
         out |= {"amac", "ainst"}
     caches = [m["size_bytes"] for m in _weight_caches(data)]
@@ -400,6 +403,7 @@ def fit(
         "conv_cycles_per_image": o["conv_cycles_per_image"],
         "requant_cycles_per_output": o["requant_cycles_per_output"],
         "library_requant_cycles_per_output": o["library_requant_cycles_per_output"],
+        "library_cycles_per_row": o["library_cycles_per_row"],
         "cols": int(cols),
         "profiler_overhead_s": theta.get("prof", 0.0) / data["clock_hz"],
         "rms_log_error_int8": math.sqrt(best),

@@ -127,6 +127,8 @@ def profile_toml(calibration: _Calibrated) -> str:
         f"library_requant_cycles_per_output = "
         f"{o.get('library_requant_cycles_per_output', 0.0)!r}  # fitted: the GEMM library's "
         "int32 output requantized in a pass of its own (linear layers, matmuls)",
+        f"library_cycles_per_row = {o.get('library_cycles_per_row', 0.0)!r}  # fitted: "
+        "the GEMM library's packing of each row of its first operand",
         f"pool_channel_block = {o.get('pool_channel_block', 0)}  # uint8 per SIMD "
         "register: NhwcMaxPool pools a pixel's channels a register at a time",
         f"pad_conv_channels = {str(o.get('pad_conv_channels', False)).lower()}  # lowbit "

@@ -141,8 +141,9 @@ _KiB = 1024
 #: core runs at, measured, not the OS's nominal figure; 14: the layout change back to NCHW
 #: priced apart; a linear layer's or matmul's own requantization pass per output; 15: the
 #: float GEMM library's own rate; a larger N blocking only when it fits 15 % better; 16:
-#: the float blocked layout's reorders (ONNX Runtime's NCHWc on x86))
-CALIBRATION_VERSION = 16
+#: the float blocked layout's reorders (ONNX Runtime's NCHWc on x86); 17: the GEMM library's
+#: cost per row of its first operand)
+CALIBRATION_VERSION = 17
 
 
 def default_profile_path() -> Path:
