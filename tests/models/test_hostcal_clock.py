@@ -64,3 +64,15 @@ def test_measured_again_the_faster_clock_stays(monkeypatch, first, second):
     monkeypatch.setattr(clock, "measured_clock_hz", lambda: next(readings))
     info = with_running_clock(with_running_clock({"clock_hz": 2.1e9}))
     assert info["clock_hz"] == pytest.approx(2.77e9) and info["nominal_clock_hz"] == 2.1e9
+
+
+def test_a_kernel_that_refuses_executable_pages_leaves_the_os_clock(monkeypatch):
+    """A hardened kernel (SELinux execmem, PaX) refuses a writable executable mapping: no
+    chain, no measurement, the OS's figure."""
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("Operation not permitted")
+
+    monkeypatch.setattr(clock.mmap, "mmap", refuse)
+    assert add_chain() is None and measured_clock_hz(runs=1) is None
+    assert with_running_clock({"clock_hz": 2.1e9})["clock_hz"] == 2.1e9
