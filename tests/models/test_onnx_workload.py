@@ -10,6 +10,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx_nets import Conv1dNet, ConvZoo, ResNet18, TinyTransformer, export
 
+from lowbit.hwsim._onnx_graph import load_graph
+from lowbit.hwsim._onnx_nchwc import reorders
 from lowbit.hwsim.errors import WorkloadError
 from lowbit.hwsim.onnx_workload import UnmappedOpsError, import_onnx, load_onnx_workload
 from lowbit.hwsim.workload import FLOAT_LAYOUT_KINDS, Compression
@@ -403,6 +405,24 @@ def test_runtime_operators_of_an_ort_quantized_cnn(tmp_path):
     )
 
 
+def _host_nchwc_block() -> int:
+    """ONNX Runtime's float channel block on this host: 16 floats with AVX-512F, 8 with
+    AVX2 (its x86 builds; the rules' block on the tested host)."""
+    from lowbit.models.hostcal.isa import cpu_flags
+
+    return 16 if "avx512f" in cpu_flags() else 8
+
+
+def _add_relu6():
+    """Two convs added, a ReLU6 (Clip) after the Add, then a conv: the Clip has no blocked
+    kernel of its own, so the Add's output leaves the blocked layout and comes back."""
+    from lowbit.models.hostcal.graphs import GraphBuilder
+
+    n = GraphBuilder("addr6", (32, 14, 14), seed=7)
+    a, b = n.conv("x", 32, 3), n.conv("x", 32, 3)
+    return n.model(n.conv(n.relu6(n.add(a, b, relu=False)), 32, 3))
+
+
 def _conv_net(name: str, cin: int, size: int, convs, *, relu6: bool = False):
     """A float net of ``convs`` ((out channels, groups) each) after a ``cin``-channel input;
     ``relu6``: each conv followed by a ReLU6 (a Clip, as PyTorch exports it)."""
@@ -427,6 +447,9 @@ def _conv_net(name: str, cin: int, size: int, convs, *, relu6: bool = False):
         "depthwise",  # 96 channels, depthwise: in and out
         "unaligned",  # 58 input channels: no blocked conv, no reorder
         "relu6",  # a Clip fused into each blocked conv: one reorder, at the end
+        "grouped",  # 24 channels a group: not whole blocks, runs NCHW
+        "multiplier",  # depthwise with 2 filters a channel: runs NCHW
+        "add_relu6",  # a Clip after an Add: no blocked kernel, out and in again
     ],
 )
 def test_float_reorders_match_onnx_runtimes_optimized_graph(build, tmp_path):
@@ -444,14 +467,25 @@ def test_float_reorders_match_onnx_runtimes_optimized_graph(build, tmp_path):
         "depthwise": lambda: _conv_net("dw", 96, 14, [(96, 96)]),
         "unaligned": lambda: _conv_net("odd", 58, 14, [(64, 1)]),
         "relu6": lambda: _conv_net("r6", 16, 14, [(32, 1), (32, 32), (16, 1)], relu6=True),
+        "grouped": lambda: _conv_net("g2", 32, 14, [(48, 1), (48, 2), (32, 1)]),
+        "multiplier": lambda: _conv_net("dm", 32, 14, [(16, 1), (32, 16), (32, 1)]),
+        "add_relu6": _add_relu6,
     }[build]()
     onnx.save(model, tmp_path / "fp32.onnx")
     census = kernel_census(model)
     kinds = [
         getattr(layer, "kind", "") for layer in load_onnx_workload(tmp_path / "fp32.onnx").layers
     ]
-    assert kinds.count("reorder_input") == census.get("ReorderInput", 0)
-    assert kinds.count("reorder_output") == census.get("ReorderOutput", 0)
+    # the importer assumes AVX-512's blocks of 16 channels
+    by_rule = [kind for _, _, kind in reorders(load_graph(tmp_path / "fp32.onnx"))]
+    assert sorted(kinds.count(k) for k in FLOAT_LAYOUT_KINDS) == sorted(
+        by_rule.count(k) for k in FLOAT_LAYOUT_KINDS
+    )
+    # ...and the rules at this host's own block equal what ONNX Runtime runs here
+    block = _host_nchwc_block()
+    here = [kind for _, _, kind in reorders(load_graph(tmp_path / "fp32.onnx"), block=block)]
+    assert here.count("reorder_input") == census.get("ReorderInput", 0)
+    assert here.count("reorder_output") == census.get("ReorderOutput", 0)
     expected = {
         "narrow_chain": (0, 4),
         "depthwise": (1, 1),
@@ -459,7 +493,10 @@ def test_float_reorders_match_onnx_runtimes_optimized_graph(build, tmp_path):
         "stem": (0, 1),
         "relu6": (1, 1),
     }
-    if build in expected:  # the rules by hand (module lowbit.hwsim._onnx_nchwc)
+    # the grouped conv and the depthwise one with 2 filters a channel run NCHW between two
+    # blocked convs: out of the blocked layout before each, back in after
+    expected |= {"grouped": (2, 2), "multiplier": (2, 2), "add_relu6": (2, 2)}
+    if build in expected:  # the rules by hand (module lowbit.hwsim._onnx_nchwc), blocks of 16
         assert (kinds.count("reorder_input"), kinds.count("reorder_output")) == expected[build]
 
 

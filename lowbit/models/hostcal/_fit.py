@@ -278,6 +278,10 @@ def _undetermined(int8, data: dict[str, Any], depths: tuple[int, int]) -> set[st
     out = set()
     if not any(r["kind"] in ("gemm", "matmul") for r in int8):
         out |= {"libreq", "librow"}
+    if len({r["batch"] for r in int8 if r["kind"] == "gemm"}) < 3:
+        # the per-row cost needs GEMMs of three row counts or more to stand apart from the
+        # per-output and fixed costs (--quick measures two)
+        out.add("librow")
     if not any(r["kind"] == "matmul" for r in int8):
         out |= {"amac", "ainst"}
     caches = [m["size_bytes"] for m in _weight_caches(data)]

@@ -180,12 +180,23 @@ def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
 
 
 def _has_blocked_layout() -> bool:
-    """Does this ONNX Runtime build run float convs in its blocked layout (x86: the
-    ``com.microsoft.nchwc`` operators are registered)?"""
-    from lowbit.models.export.ort import ort_session
+    """Does this ONNX Runtime build run float convs in its blocked layout? Its optimized
+    graph of one 32-channel float conv has a ReorderInput (x86); the nchwc operators are
+    registered on every build, the graph rewrite only where MLAS has a channel block."""
+    from onnx import TensorProto, helper, numpy_helper
 
+    from lowbit.models.export.ort import kernel_census
+
+    weight = numpy_helper.from_array(np.zeros((32, 32, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 8, 8])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     try:
-        ort_session(_movement_model("ReorderInput", (16, 2, 2)))
+        return kernel_census(model).get("ReorderInput", 0) > 0
     except Exception:  # noqa: BLE001 -- onnxruntime's own error types vary by build
         return False
-    return True
