@@ -73,6 +73,12 @@ class GemmCall:
         return self.integer and isinstance(self.layer, Conv2d) and not is_depthwise(self.layer)
 
     @property
+    def library(self) -> bool:
+        """A GEMM the runtime hands to its GEMM library, integer or float: a linear layer's
+        or a matmul's, not a convolution's."""
+        return not isinstance(self.layer, Conv2d)
+
+    @property
     def window(self) -> int:
         """Kernel positions per input channel in K: k_h·k_w for the first GEMM of a conv, 1
         for a low-rank conv's 1×1 second."""

@@ -221,7 +221,7 @@ class DirectConvKernel(CostRule):
     def adjust_cycles(self, call: GemmCall, *, shape: RunShape, cycles: int) -> int:
         if not call.integer:
             speedup = self.float_gemm_library_speedup
-            if speedup != 1.0 and not isinstance(call.layer, Conv2d):
+            if speedup != 1.0 and call.library:
                 return max(1, ceil(cycles / speedup - 1e-9))
             return cycles
         generic = call.conv and self._generic(call, shape)
@@ -345,7 +345,7 @@ class Requantization(CostRule):
         if not call.integer:
             return cycles
         rate, per_row = self.requant_cycles_per_output, 0.0
-        if not isinstance(call.layer, Conv2d):
+        if call.library:
             rate += self.library_requant_cycles_per_output
             per_row = self.library_cycles_per_row
         extra = rate * call.gemm.M * shape.n + per_row * call.gemm.M

@@ -46,6 +46,7 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     ]
     u8, f32 = TensorProto.UINT8, TensorProto.FLOAT
     outputs = [("y", u8, [1, c, h, w])]
+    after = []  # nodes after the timed operator's
     if op in ("QLinearAdd", "QLinearMul"):  # uint8 (x, x) -> uint8: a residual add's kernel
         node = helper.make_node(op, ["x", "s", "z"] * 2 + ["s", "z"], ["y"], domain="com.microsoft")
         elem = u8
@@ -66,12 +67,12 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
         outputs = [("y", u8, [1, c, h, w])]
     elif op in ("ReorderInput", "ReorderOutput"):  # float NCHW -> blocked (-> NCHW again)
         elem, outputs = f32, [("y", f32, None)]
-        node = helper.make_node("ReorderInput", ["x"], ["b" if op == "ReorderOutput" else "y"])
-        node.domain = NCHWC_DOMAIN
+        blocked = "b" if op == "ReorderOutput" else "y"
+        node = helper.make_node("ReorderInput", ["x"], [blocked], domain=NCHWC_DOMAIN)
         if op == "ReorderOutput":
-            back = helper.make_node("ReorderOutput", ["b"], ["y"], channels=c)
-            back.domain = NCHWC_DOMAIN
-            node = [node, back]
+            after.append(
+                helper.make_node("ReorderOutput", ["b"], ["y"], channels=c, domain=NCHWC_DOMAIN)
+            )
     elif op == "TransposeStrided":  # the innermost axis and another swapped: element-wise
         node, elem = helper.make_node("Transpose", ["x"], ["y"], perm=[0, 3, 2, 1]), u8
         outputs = [("y", u8, [1, w, h, c])]
@@ -88,7 +89,7 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
         node, elem = helper.make_node("Split", ["x", "half"], ["y", "y2"], axis=1), u8
         outputs = [("y", u8, [1, c // 2, h, w]), ("y2", u8, [1, c - c // 2, h, w])]
     graph = helper.make_graph(
-        node if isinstance(node, list) else [node],
+        [node, *after],
         op,
         [helper.make_tensor_value_info("x", elem, x_shape)],
         [helper.make_tensor_value_info(*o) for o in outputs],
@@ -183,19 +184,11 @@ def _has_blocked_layout() -> bool:
     """Does this ONNX Runtime build run float convs in its blocked layout? Its optimized
     graph of one 32-channel float conv has a ReorderInput (x86); the nchwc operators are
     registered on every build, the graph rewrite only where MLAS has a channel block."""
-    from onnx import TensorProto, helper, numpy_helper
-
     from lowbit.models.export.ort import kernel_census
+    from lowbit.models.hostcal.graphs import GraphBuilder
 
-    weight = numpy_helper.from_array(np.zeros((32, 32, 3, 3), np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
-        "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 8, 8])],
-        [weight],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    n = GraphBuilder("probe", (32, 8, 8), seed=0)
+    model = n.model(n.conv("x", 32, 3))
     try:
         return kernel_census(model).get("ReorderInput", 0) > 0
     except Exception:  # noqa: BLE001 -- onnxruntime's own error types vary by build
