@@ -108,13 +108,17 @@ def import_onnx(
         name: workload name; defaults to the file's stem.
 
     Raises:
-        WorkloadError: the file is not a readable ONNX model or has no mappable layer;
+        WorkloadError: the file is not a readable ONNX model, a node's attributes make no
+            valid layer (the message names it), or it has no mappable layer;
             :class:`UnmappedOpsError` when nodes cannot be mapped and ``allow_unmapped``
             is false.
     """
     graph = load_graph(path, batch=batch, dims=dims)
     importer = GraphMapper(graph)
-    importer.run()
+    try:
+        importer.run()
+    except ValueError as exc:  # a node whose attributes make no layer (a Conv of group 0)
+        raise WorkloadError(f"{path}: {exc}") from None
     unmapped = tuple(importer.unmapped)
     if unmapped and not allow_unmapped:
         raise UnmappedOpsError(str(path), unmapped)

@@ -306,6 +306,28 @@ def test_bad_files_name_the_file(tmp_path, content, expected):
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("group", "expected"),
+    [(0, r"groups=0"), (-1, r"groups=-1"), (3, r"groups=3 must divide in_c=32")],
+)
+def test_a_conv_whose_attributes_make_no_layer_names_the_file_and_node(tmp_path, group, expected):
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros((32, 32, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=group)],
+        "odd",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight],
+    )
+    path = tmp_path / "odd.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(WorkloadError, match=expected) as info:
+        resolve_workload(str(path))
+    assert str(path) in str(info.value) and "Conv_0" in str(info.value)
+
+
 def test_missing_file_and_symbolic_dims(tmp_path):
     with pytest.raises(WorkloadError, match="missing.onnx: no such file"):
         import_onnx(tmp_path / "missing.onnx")
