@@ -16,6 +16,7 @@ from lowbit.models.hostcal import bench as hostbench
 from lowbit.models.hostcal import calibration as hostcal
 from lowbit.models.hostcal import conv as hostconv
 from lowbit.models.hostcal import isa
+from lowbit.models.hostcal.profile_fit import from_measurements
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +124,21 @@ def test_quick_calibration_gives_a_valid_profile(quick_calibration, tmp_path):
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["cpu"]["flags"] == quick_calibration.measurements["cpu"]["flags"]
     assert sidecar["run_overhead_s"] >= 0 and sidecar["op_overhead_s"] >= 0
+
+
+def test_a_sidecar_refitted_gives_the_profile_it_was_written_with(quick_calibration, tmp_path):
+    # the fit reads nothing but the measurements: a sidecar read back and refitted (no
+    # timing) is the same profile, and the pool's cost is its profiled kernel time less the
+    # profiler's own time as the fit found it
+    path = hostcal.write(quick_calibration, tmp_path / "host.toml")
+    measurements = json.loads(path.with_suffix(".json").read_text())
+    refitted = from_measurements(measurements)
+    assert refitted.profile().content_hash() == quick_calibration.profile().content_hash()
+    pool, fit = measurements["int8_maxpool"], measurements["fit"]
+    profiler_s = fit["profiler_overhead_s"] or measurements["profiler_overhead_s"]
+    assert pool["s_per_element"] == pytest.approx(
+        hostconv.without_profiler(pool["profiled_s"], profiler_s) / pool["elements"]
+    )
 
 
 def test_fit_reproduces_the_chains_it_was_fitted_on(quick_calibration):

@@ -57,14 +57,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lowbit.hwsim.errors import LowbitError
-from lowbit.hwsim.profile import DEPTHWISE_KEYS
 from lowbit.models.cache import cache_dir
-from lowbit.models.hostcal._fit import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS, fit
+from lowbit.models.hostcal._fit import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
 from lowbit.models.hostcal._overheads import (  # noqa: F401  (re-exported)
     _RECOMPUTED,
     ORT_KINDS,
@@ -74,7 +72,6 @@ from lowbit.models.hostcal._overheads import (  # noqa: F401  (re-exported)
 )
 from lowbit.models.hostcal._toml import PROFILE_NAME, profile_toml
 from lowbit.models.hostcal.bench import (
-    DEPTHS,
     FULL_SHAPES,
     QUICK_SHAPES,
     bench_chains,
@@ -91,17 +88,17 @@ from lowbit.models.hostcal.conv import (
     profiler_overhead_s,
 )
 from lowbit.models.hostcal.elementwise import elementwise_costs
-from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, cpu_info
+from lowbit.models.hostcal.isa import cpu_info
 from lowbit.models.hostcal.kernels import (
     DEPTHWISE_SWEEP,
     QUICK_DEPTHWISE_SWEEP,
     activation_pass_s_per_element,
     depthwise_sweep,
-    fit_depthwise,
     int8_softmax_s_per_element,
     int8_softmax_slope,
 )
 from lowbit.models.hostcal.movement import movement_costs
+from lowbit.models.hostcal.profile_fit import Calibration, from_measurements
 from lowbit.models.hostcal.quality import CalibrationError, fit_problems
 
 __all__ = [
@@ -151,51 +148,6 @@ def default_profile_path() -> Path:
     return cache_dir() / "host" / f"{PROFILE_NAME}.toml"
 
 
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    """A calibrated host profile (raw TOML data, validated) and what was measured."""
-
-    data: dict[str, Any]
-    measurements: dict[str, Any]
-
-    def profile(self):
-        from lowbit.hwsim.profiles import profile_from_dict
-
-        return profile_from_dict(self.data, source=f"{PROFILE_NAME} calibration")
-
-
-def _base_data(info: dict[str, Any], bandwidth: dict[str, float]) -> dict[str, Any]:
-    """Profile data from the built-in cpu-x86-avx2 with the host's measured numbers."""
-    from lowbit.hwsim.profiles import load_profile_data
-
-    data = load_profile_data("cpu-x86-avx2")
-    clock = info["clock_hz"]
-    data["name"] = PROFILE_NAME
-    data["description"] = f"this host: {info['model']}, 1 thread, ONNX Runtime INT8 QDQ / FP32"
-    data["clock_hz"] = clock
-    data["weight_storage"] = "promoted"
-    data["compute"].update(rows=1, cols=info["simd_lanes_32bit"], cores=1)
-    levels = {"dram": ("DRAM", bandwidth["DRAM"])}
-    for level in ("L3", "L2", "L1"):
-        if level in info["caches_bytes"]:
-            levels[level.lower()] = (level, bandwidth.get(level, bandwidth["DRAM"]))
-    memory = []
-    for mem in data["memory"]:
-        if mem["name"] not in levels:
-            continue
-        key, bw = levels[mem["name"]]
-        if mem["name"] != "dram":
-            mem["size_bytes"] = int(info["caches_bytes"][key])
-        elif info.get("memory_bytes"):
-            mem["size_bytes"] = int(info["memory_bytes"])
-        mem["bandwidth_bytes_per_cycle"] = round(bw / clock, 3)
-        memory.append(mem)
-    data["memory"] = memory
-    for key in ("tunables", "area"):  # nothing to tune on a measured host; area unknown
-        data.pop(key, None)
-    return data
-
-
 def calibrate(*, quick: bool = False, attempts: int = 2) -> Calibration:
     """Measure this CPU (module docstring) and fit a host profile; validated, not written.
 
@@ -230,6 +182,12 @@ def _spot_costs(*, repeats: int) -> tuple[dict[str, float], Any]:
 
 
 def _calibrate_once(*, quick: bool) -> Calibration:
+    return from_measurements(_measure(quick=quick))
+
+
+def _measure(*, quick: bool) -> dict[str, Any]:
+    """Everything a calibration times on this CPU (the sidecar's measurements, before any
+    fit): :func:`from_measurements` turns them into a profile."""
     import onnxruntime as ort
 
     info = with_running_clock(cpu_info())
@@ -261,68 +219,27 @@ def _calibrate_once(*, quick: bool) -> Calibration:
         profiler_s=profiler_s,
     )
     info = with_running_clock(info)  # again after the timings: the faster of the two
-    data, fitted = fit(
-        rows,
-        sweep,
-        _base_data(info, bandwidth),
-        glue_cycles=op_s * info["clock_hz"],
-        depths=DEPTHS,
-        peak_macs_per_cycle=PEAK_MACS_PER_CYCLE[info["isa"]],
-        blockings=(1,) if quick else (1, 2, 4),
-    )
-    run_s = run_call_s(rows, int8=True)
-    # a float graph's Run call: no input quantization, output dequantization or layout change
-    float_run_s = run_call_s(rows, int8=False)
     elementwise = elementwise_costs(repeats=repeats)
     # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
     # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
     # 64 do -- not at the FP32 chain's per-element cost (kept in the sidecar). Measured at
-    # one register's worth of channels: the cost per element of a full block.
-    block = 4 * info["simd_lanes_32bit"]
-    # the profiler's own time as the fit found it (from every single conv), else as measured
+    # one register's worth of channels: the cost per element of a full block; the
+    # profiler's own time is taken off again with the fit's value of it
     pool = int8_maxpool_s_per_element(
-        channels=block,
+        channels=4 * info["simd_lanes_32bit"],
         batch=16 if quick else 64,
         repeats=2 * repeats,
-        profiler_s=fitted["profiler_overhead_s"] or profiler_s,
+        profiler_s=profiler_s,
     )
     late = _spot_costs(repeats=repeats)
     movement = {op: min(cost, early[0][op]) for op, cost in late[0].items()}
     softmax = min(early[1], late[1], key=lambda slope: slope.long_s)
     movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=0, op_s=op_s, slope=softmax)
     movement["ActivationPass"] = activation_pass_s_per_element(repeats=max(repeats // 3, 5))
-    int8_elementwise = {**elementwise, "MaxPool": pool["s_per_element"], **movement}
-    data["overheads"] = overheads(
-        gemm_op_cycles=fitted["layer_cycles"],
-        run_s=run_s,
-        float_run_s=float_run_s,
-        op_s=op_s,
-        elementwise=int8_elementwise,
-        clock_hz=data["clock_hz"],
-        fitted={
-            **{k: v for k, v in data["overheads"].items() if k not in _RECOMPUTED},
-            "pool_channel_block": block,
-            # lowbit's export pads conv channels to the direct kernel's (models._onnx_pad)
-            "pad_conv_channels": True,
-            # ONNX Runtime fuses one quantizer per tensor: one on two grids runs in float
-            "two_grid_round_trip": True,
-        },
-    )
-    o = data["overheads"]
     depthwise = depthwise_sweep(
         QUICK_DEPTHWISE_SWEEP if quick else DEPTHWISE_SWEEP, repeats=max(2 * repeats // 3, 10)
     )
-    o["depthwise_channel_multiple"] = info["simd_lanes_32bit"]
-    depthwise_fit = fit_depthwise(
-        depthwise,
-        clock_hz=data["clock_hz"],
-        channel_multiple=o["depthwise_channel_multiple"],
-        fixed_cycles={"int8": o["layer_cycles"] + o["gemm_cycles"], "fp32": o["layer_cycles"]},
-    )
-    o.update({key: depthwise_fit[key] for key in DEPTHWISE_KEYS})
-    errors = {k: v for k, v in depthwise_fit.items() if k.startswith("mean_abs_pct_error")}
-    fitted = {**fitted, **errors}
-    measurements = {
+    return {
         "calibration_version": CALIBRATION_VERSION,
         "cpu": info,
         "onnxruntime": ort.__version__,
@@ -331,20 +248,18 @@ def _calibrate_once(*, quick: bool) -> Calibration:
         "bandwidth_bytes_per_s": bandwidth,
         "chains": rows,
         "conv_sweep": sweep,
-        "fit": fitted,
         "int8_maxpool": pool,
         "depthwise": depthwise,
-        "run_overhead_s": run_s,
-        "float_run_overhead_s": float_run_s,
+        "run_overhead_s": run_call_s(rows, int8=True),
+        # a float graph's Run call: no input quantization, output dequantization or layout
+        # change
+        "float_run_overhead_s": run_call_s(rows, int8=False),
         "op_overhead_s": op_s,
         "profiler_overhead_s": profiler_s,
         "elementwise_s_per_element": elementwise,
         "movement_s_per_element": movement,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    calibration = Calibration(data, measurements)
-    calibration.profile()  # validated here: a profile that fails validation is a bug
-    return calibration
 
 
 def write(calibration: Calibration, path: str | Path) -> Path:

@@ -247,12 +247,18 @@ def int8_maxpool_s_per_element(
 ) -> dict[str, Any]:
     """Seconds per input element of the 2x2 MaxPool between two INT8 convs (its kernel time
     less the profiler's own ``profiler_s``), and the kernel ONNX Runtime ran it with
-    (``NhwcMaxPool`` on uint8 where the layout allows)."""
+    (``NhwcMaxPool`` on uint8 where the layout allows); with the profiled kernel seconds
+    and the pool's input elements, to take a better estimate of the profiler's time off."""
     x = _input(channels, spatial, batch)
     kernels = _kernel_s(_model(channels, channels, pool=True), x, repeats=repeats)
     op, seconds = _node(kernels, "pool")
     pooled = batch * channels * spatial * spatial  # the pool's input elements
-    return {"s_per_element": without_profiler(seconds, profiler_s) / pooled, "kernels": [op]}
+    return {
+        "s_per_element": without_profiler(seconds, profiler_s) / pooled,
+        "kernels": [op],
+        "profiled_s": seconds,
+        "elements": pooled,
+    }
 
 
 #: the most of a profiled kernel time the profiler's own cost can plausibly be for the

@@ -1,0 +1,122 @@
+"""A host profile from a calibration's measurements (:func:`from_measurements`): the fit of
+the chains and single convs (:mod:`lowbit.models.hostcal._fit`), the depthwise fit and the
+measured per-element costs, on the built-in ``cpu-x86-avx2`` profile with the host's caches,
+bandwidths and clock. No timing here: a sidecar's measurements refitted give the profile
+the current model makes of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lowbit.hwsim.profile import DEPTHWISE_KEYS
+from lowbit.models.hostcal._fit import fit
+from lowbit.models.hostcal._overheads import _RECOMPUTED, overheads
+from lowbit.models.hostcal._toml import PROFILE_NAME
+from lowbit.models.hostcal.bench import DEPTHS
+from lowbit.models.hostcal.conv import without_profiler
+from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE
+from lowbit.models.hostcal.kernels import fit_depthwise
+
+__all__ = ["Calibration", "from_measurements"]
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """A calibrated host profile (raw TOML data, validated) and what was measured."""
+
+    data: dict[str, Any]
+    measurements: dict[str, Any]
+
+    def profile(self):
+        from lowbit.hwsim.profiles import profile_from_dict
+
+        return profile_from_dict(self.data, source=f"{PROFILE_NAME} calibration")
+
+
+def _base_data(info: dict[str, Any], bandwidth: dict[str, float]) -> dict[str, Any]:
+    """Profile data from the built-in cpu-x86-avx2 with the host's measured numbers."""
+    from lowbit.hwsim.profiles import load_profile_data
+
+    data = load_profile_data("cpu-x86-avx2")
+    clock = info["clock_hz"]
+    data["name"] = PROFILE_NAME
+    data["description"] = f"this host: {info['model']}, 1 thread, ONNX Runtime INT8 QDQ / FP32"
+    data["clock_hz"] = clock
+    data["weight_storage"] = "promoted"
+    data["compute"].update(rows=1, cols=info["simd_lanes_32bit"], cores=1)
+    levels = {"dram": ("DRAM", bandwidth["DRAM"])}
+    for level in ("L3", "L2", "L1"):
+        if level in info["caches_bytes"]:
+            levels[level.lower()] = (level, bandwidth.get(level, bandwidth["DRAM"]))
+    memory = []
+    for mem in data["memory"]:
+        if mem["name"] not in levels:
+            continue
+        key, bw = levels[mem["name"]]
+        if mem["name"] != "dram":
+            mem["size_bytes"] = int(info["caches_bytes"][key])
+        elif info.get("memory_bytes"):
+            mem["size_bytes"] = int(info["memory_bytes"])
+        mem["bandwidth_bytes_per_cycle"] = round(bw / clock, 3)
+        memory.append(mem)
+    data["memory"] = memory
+    for key in ("tunables", "area"):  # nothing to tune on a measured host; area unknown
+        data.pop(key, None)
+    return data
+
+
+def from_measurements(measurements: dict[str, Any]) -> Calibration:
+    """The calibration of ``measurements`` (:func:`_measure`'s, or a sidecar's): the fit
+    (:func:`lowbit.models.hostcal._fit.fit`) and the measured costs as a profile, validated.
+    No timing: a sidecar refitted gives the profile the current model makes of its
+    measurements (``measurements`` gains the fit and each row its simulated value)."""
+    m = measurements
+    info, op_s = m["cpu"], m["op_overhead_s"]
+    data, fitted = fit(
+        m["chains"],
+        m["conv_sweep"],
+        _base_data(info, m["bandwidth_bytes_per_s"]),
+        glue_cycles=op_s * info["clock_hz"],
+        depths=DEPTHS,
+        peak_macs_per_cycle=PEAK_MACS_PER_CYCLE[info["isa"]],
+        blockings=(1,) if m["quick"] else (1, 2, 4),
+    )
+    pool = m["int8_maxpool"]
+    if "profiled_s" in pool:  # the profiler's own time as the fit found it (every single conv)
+        profiler = fitted["profiler_overhead_s"] or m["profiler_overhead_s"]
+        pool["s_per_element"] = without_profiler(pool["profiled_s"], profiler) / pool["elements"]
+    data["overheads"] = overheads(
+        gemm_op_cycles=fitted["layer_cycles"],
+        run_s=m["run_overhead_s"],
+        float_run_s=m["float_run_overhead_s"],
+        op_s=op_s,
+        elementwise={
+            **m["elementwise_s_per_element"],
+            "MaxPool": pool["s_per_element"],
+            **m["movement_s_per_element"],
+        },
+        clock_hz=data["clock_hz"],
+        fitted={
+            **{k: v for k, v in data["overheads"].items() if k not in _RECOMPUTED},
+            "pool_channel_block": 4 * info["simd_lanes_32bit"],
+            # lowbit's export pads conv channels to the direct kernel's (models._onnx_pad)
+            "pad_conv_channels": True,
+            # ONNX Runtime fuses one quantizer per tensor: one on two grids runs in float
+            "two_grid_round_trip": True,
+        },
+    )
+    o = data["overheads"]
+    o["depthwise_channel_multiple"] = info["simd_lanes_32bit"]
+    depthwise_fit = fit_depthwise(
+        m["depthwise"],
+        clock_hz=data["clock_hz"],
+        channel_multiple=o["depthwise_channel_multiple"],
+        fixed_cycles={"int8": o["layer_cycles"] + o["gemm_cycles"], "fp32": o["layer_cycles"]},
+    )
+    o.update({key: depthwise_fit[key] for key in DEPTHWISE_KEYS})
+    errors = {k: v for k, v in depthwise_fit.items() if k.startswith("mean_abs_pct_error")}
+    m["fit"] = {**fitted, **errors}
+    calibration = Calibration(data, m)
+    calibration.profile()  # validated here: a profile that fails validation is a bug
+    return calibration
