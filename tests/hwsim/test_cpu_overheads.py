@@ -462,10 +462,10 @@ def test_a_depthwise_conv_runs_its_own_kernel_on_a_cpu(engine):
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())
 def test_a_warm_cache_serves_small_models_weights_from_the_cache(engine):
-    """Overheads.warm_cache: weights that fit half an on-chip level are read from the
-    innermost such level in steady state; larger ones still stream from DRAM; without the
-    flag nothing changes."""
-    from lowbit.hwsim._warm_cache import warm_profile, weight_bytes
+    """Overheads.warm_cache: weights that fit WARM_SHARE of an on-chip level are read from
+    the innermost such level in steady state; larger ones still stream from DRAM; without
+    the flag nothing changes."""
+    from lowbit.hwsim._warm_cache import WARM_SHARE, warm_profile, weight_bytes
 
     cold = load_profile("cpu-x86-avx2")
     warm = _with(cold, warm_cache=True)
@@ -473,7 +473,7 @@ def test_a_warm_cache_serves_small_models_weights_from_the_cache(engine):
     small = Linear(name="fc", in_features=1024, out_features=512)  # 512 KiB of int8 weights
     assert weight_bytes([small], cold) == 1024 * 512
     home = min(
-        (m for m in cold.on_chip("weights") if m.size_bytes / 2 >= 1024 * 512),
+        (m for m in cold.on_chip("weights") if WARM_SHARE * m.size_bytes >= 1024 * 512),
         key=lambda m: m.size_bytes,
     )
     seen = warm_profile(warm, [small])
@@ -489,6 +489,18 @@ def test_a_warm_cache_serves_small_models_weights_from_the_cache(engine):
     )
     huge = Linear(name="big", in_features=16384, out_features=16384)  # 256 MiB: no cache holds it
     assert warm_profile(warm, [huge]) is warm
+    # the boundary: weights filling 85 % of the innermost level (L1) stay in it, 95 % go
+    # to the next one out (L2: half L1's bandwidth here)
+    inner, next_out = sorted(cold.on_chip("weights"), key=lambda m: m.size_bytes)[:2]
+    assert inner.bandwidth_bytes_per_cycle != next_out.bandwidth_bytes_per_cycle
+
+    def read_bandwidth(share: float) -> float:
+        outputs = int(share * inner.size_bytes) // 64
+        seen = warm_profile(warm, [Linear(name="fc", in_features=64, out_features=outputs)])
+        return next(m for m in seen.memory if m.off_chip).bandwidth_bytes_per_cycle
+
+    assert read_bandwidth(WARM_SHARE - 0.05) == inner.bandwidth_bytes_per_cycle
+    assert read_bandwidth(WARM_SHARE + 0.05) == next_out.bandwidth_bytes_per_cycle
     assert (
         hwsim.simulate_layer(huge, warm, engine=engine).total_cycles
         == hwsim.simulate_layer(huge, cold, engine=engine).total_cycles

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from lowbit.hwsim._warm_cache import WARM_SHARE
 from lowbit.models.export._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
 from lowbit.models.hostcal._gauss_newton import _gauss_newton
 from lowbit.models.hostcal.conv import without_profiler
@@ -274,7 +275,8 @@ def _undetermined(int8, data: dict[str, Any], depths: tuple[int, int]) -> set[st
     """Parameters no measurement determines (``--quick`` measures few shapes), left out of
     the fit -- the profile keeps their neutral values -- rather than left to wander: the
     products of two activations without a ``matmul`` chain; the streamed weights unless a
-    chain's weights overflow half of the caches inside the largest (as hwsim homes them)."""
+    chain's weights overflow the caches inside the largest (their share
+    :data:`~lowbit.hwsim._warm_cache.WARM_SHARE`, as hwsim homes them)."""
     out = set()
     if not any(r["kind"] in ("gemm", "matmul") for r in int8):
         out |= {"libreq", "librow"}
@@ -289,7 +291,7 @@ def _undetermined(int8, data: dict[str, Any], depths: tuple[int, int]) -> set[st
     deepest = max(
         (window.get(r["kind"], 0) * r["size"] ** 2 * max(depths) for r in int8), default=0
     )
-    if len(caches) < 2 or deepest <= caches[-2] / 2:
+    if len(caches) < 2 or deepest <= WARM_SHARE * caches[-2]:
         out.add("stream")
     return out
 

@@ -139,8 +139,9 @@ _KiB = 1024
 #: priced apart; a linear layer's or matmul's own requantization pass per output; 15: the
 #: float GEMM library's own rate; a larger N blocking only when it fits 15 % better; 16:
 #: the float blocked layout's reorders (ONNX Runtime's NCHWc on x86); 17: the GEMM library's
-#: cost per row of its first operand)
-CALIBRATION_VERSION = 17
+#: cost per row of its first operand; 18: weights stay in a cache level they fill up to 90 %
+#: of, not half)
+CALIBRATION_VERSION = 18
 
 
 def default_profile_path() -> Path:
