@@ -116,3 +116,19 @@ def test_the_requantizing_concat_probe_is_the_kernel_onnx_runtime_runs():
     codes = np.clip(np.round(real / 0.07) + 128, 0, 255)
     assert y.shape == (1, 8, 3, 3) and y.dtype == np.uint8
     assert np.abs(y.astype(int) - np.concatenate([codes, codes], axis=1)).max() <= 1
+
+
+def test_the_reorder_output_probe_undoes_the_reorder_input_probe():
+    # each reorder is timed alone: the output one reads the graph's input as a blocked
+    # tensor, which is what the input one writes
+    from lowbit.models.export.ort import ort_session
+    from lowbit.models.hostcal.movement import _has_blocked_layout, _input_for, _movement_model
+
+    if not _has_blocked_layout():  # Arm: no blocked layout to reorder into (priced 0)
+        return
+    shape = (32, 5, 5)
+    x = _input_for("ReorderInput", shape)
+    (blocked,) = ort_session(_movement_model("ReorderInput", shape)).run(None, {"x": x})
+    assert blocked.shape[1] % 8 == 0 and not np.array_equal(blocked.ravel(), x.ravel())
+    (y,) = ort_session(_movement_model("ReorderOutput", shape)).run(None, {"x": blocked})
+    assert np.array_equal(y, x)
