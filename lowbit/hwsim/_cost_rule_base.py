@@ -190,6 +190,11 @@ class CostRule:
         """The elements of a memory-only layer its rate applies to, given those before."""
         return elements
 
+    def row_rate(self, kind: str, *, integer: bool) -> float:
+        """Cycles per row of a memory-only layer of ``kind`` that works row by row
+        (``Elementwise.rows``; summed over the rules)."""
+        return 0.0
+
 
 #: ``[overheads]`` keys every target has, no rule's (the engines' own costs: per layer, per
 #: tile, per inference)
@@ -258,7 +263,7 @@ class RuleSet:
     """A profile's active rules, by hook (what the engines loop over; built once per
     profile with its :class:`~lowbit.hwsim.engines._target.Target`)."""
 
-    __slots__ = ("steady", "shape", "kernel", "adjust", "conv", "fixed", "rate", "count")
+    __slots__ = ("steady", "shape", "kernel", "adjust", "conv", "fixed", "rate", "count", "row")
 
     def __init__(self, overheads: Overheads) -> None:
         rules = [r for r in (cls.of(overheads) for cls in COST_RULES) if r.active()]
@@ -275,3 +280,4 @@ class RuleSet:
         self.fixed = having("fixed_cycles")
         self.rate = having("element_rate")
         self.count = having("element_count")
+        self.row = having("row_rate")

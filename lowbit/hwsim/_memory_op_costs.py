@@ -29,26 +29,42 @@ class ElementwiseCosts(CostRule):
     movement kind it does not price is free (addressed in place)."""
 
     keys = {
-        "elementwise_cycles_per_element": Table(
+        table: Table(
             {
                 kind: Key("number", required=False, low=0, high=10**6, unit="cycles")
                 for kind in (*ELEMENTWISE_KINDS, *(f"{k}_int8" for k in INTEGER_COST_KINDS))
             },
             required=False,
         )
+        for table in ("elementwise_cycles_per_element", "elementwise_cycles_per_row")
     }
     #: (kind, cycles per element) pairs, sorted by kind
     elementwise_cycles_per_element: tuple[tuple[str, float], ...] = ()
+    #: (kind, cycles per row) pairs, sorted by kind: what a layer that works row by row
+    #: (``Elementwise.rows``: a LayerNorm's or softmax's reduction rows) pays per row on top
+    #: of its elements (ONNX Runtime's float LayerNorm on an Intel Xeon: ~75 cycles a row,
+    #: so rows of 32 features cost twice what rows of 128 do per element)
+    elementwise_cycles_per_row: tuple[tuple[str, float], ...] = ()
 
-    def element_rate(self, kind: str, *, integer: bool) -> float:
+    def _priced(self, kind: str, *, integer: bool) -> str | None:
+        """The key that prices ``kind`` per element: ``<kind>_int8`` on integer activations
+        where the profile has it, else the kind, else its fallback's (None: not priced)."""
         wanted = (f"{kind}_int8", kind) if integer else (kind,)
         if kind in FALLBACK_KINDS:  # a profile that does not price it apart
             wanted = (*wanted, FALLBACK_KINDS[kind])
-        for name in wanted:
-            for known, cycles in self.elementwise_cycles_per_element:
-                if known == name:
-                    return cycles
-        return 0.0
+        known = dict(self.elementwise_cycles_per_element)
+        return next((name for name in wanted if name in known), None)
+
+    def element_rate(self, kind: str, *, integer: bool) -> float:
+        name = self._priced(kind, integer=integer)
+        return dict(self.elementwise_cycles_per_element)[name] if name else 0.0
+
+    def row_rate(self, kind: str, *, integer: bool) -> float:
+        # the rows of the kernel that prices the elements: an integer kernel's
+        # (``<kind>_int8``: ONNX Runtime's QLinearSoftmax) are its own, measured with its
+        # cost per element; a kind with none runs the float kernel on 8-bit activations too
+        name = self._priced(kind, integer=integer) or kind
+        return dict(self.elementwise_cycles_per_row).get(name, 0.0)
 
 
 @dataclass(frozen=True, slots=True)

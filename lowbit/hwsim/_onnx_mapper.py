@@ -262,7 +262,9 @@ class GraphMapper:
                 out_elements=out_elements,
                 kind=kind if kind in ("maxpool", "avgpool") else "",
             )
-        return Elementwise(**common, elements=out_elements, kind=kind)
+        return Elementwise(
+            **common, elements=out_elements, kind=kind, rows=_rows(node, self.shape(x))
+        )
 
     def movement(self, node: onnx.NodeProto, index: int) -> Layer:
         """A Transpose, Concat or Split: a copy of every element it outputs."""
@@ -271,13 +273,13 @@ class GraphMapper:
             raise _Unmappable("data movement without an activation input")
         elements = sum(math.prod(self.shape(out)) for out in node.output if out)
         bits = self.bits(acts[0])
+        strided = strided_transpose(self.g, node, quantized=self.quantized)
         return Elementwise(
             name=self.unique(self.g.layer_name(node, index, weight=None)),
             compression=_both_at(bits),
             elements=elements,
-            kind="transpose_strided"
-            if strided_transpose(self.g, node, quantized=self.quantized)
-            else MOVEMENT_OPS[node.op_type],
+            kind="transpose_strided" if strided else MOVEMENT_OPS[node.op_type],
+            rows=0 if strided else _runs(node, self.shape(acts[0])),
         )
 
     def elementwise(self, node: onnx.NodeProto, index: int) -> None:
@@ -347,6 +349,40 @@ class GraphMapper:
                 inputs=max(1, round(read / elements)),
                 kind=kind_of({n.op_type for n in nodes}),
             )
+
+
+def _runs(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
+    """The contiguous runs a Transpose that keeps its innermost axis copies (one copy each:
+    the trailing axes it leaves in place are a run); 0 for any other op or permutation."""
+    if node.op_type != "Transpose":
+        return 0
+    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
+    if len(perm) != len(shape) or not perm or perm[-1] != len(perm) - 1:
+        return 0
+    kept = len(perm)
+    while kept > 0 and perm[kept - 1] == kept - 1:
+        kept -= 1
+    return math.prod(shape[:kept])
+
+
+#: the ops that normalize row by row (:func:`_rows`)
+_ROW_OPS = ("LayerNormalization", "SkipLayerNormalization", "Softmax", "LogSoftmax")
+
+
+def _rows(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
+    """The rows a normalization or softmax reduces one at a time (0 for other ops): a
+    LayerNorm normalizes the axes from ``axis`` on (-1 by default), a softmax the one axis
+    ``axis`` (opset 13's default -1; exporters write it); a SkipLayerNorm the last axis.
+    An axis out of range (the runtime refuses the model) gives 0: rows not known."""
+    if node.op_type not in _ROW_OPS:
+        return 0
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    axis = attrs.get("axis", -1) if node.op_type != "SkipLayerNormalization" else -1
+    if not isinstance(axis, int) or not -len(shape) <= axis < len(shape):
+        return 0
+    axis %= len(shape)
+    reduced = math.prod(shape[axis:]) if "Normalization" in node.op_type else shape[axis]
+    return math.prod(shape) // reduced
 
 
 class _Unmappable(Exception):

@@ -180,6 +180,8 @@ class Overheads:
     narrow_activation_cycles: int = 0  # NarrowActivationClamp
     #: (kind, cycles per element) pairs, sorted by kind (ElementwiseCosts)
     elementwise_cycles_per_element: tuple[tuple[str, float], ...] = ()
+    #: (kind, cycles per row) pairs, sorted by kind (ElementwiseCosts)
+    elementwise_cycles_per_row: tuple[tuple[str, float], ...] = ()
     conv_channel_multiple: int = 1  # DirectConvKernel
     conv_min_out_channels: int = 1  # DirectConvKernel
     unaligned_conv_cycles_per_pixel: float = 0.0  # DirectConvKernel

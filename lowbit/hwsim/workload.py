@@ -313,15 +313,24 @@ class MatMul(Layer):
 class Elementwise(Layer):
     """Memory-only layer (add, activation, norm, softmax): reads ``inputs`` tensors of
     ``elements`` each and writes one. ``kind`` (one of :data:`ELEMENTWISE_KINDS`, or "")
-    names the operator so a profile can charge its per-element compute cost."""
+    names the operator so a profile can charge its per-element compute cost. ``rows``: the
+    pieces the operator handles one at a time, when it does (a LayerNorm's or softmax's
+    reduction rows, a transpose's contiguous runs; 0: not known), so a profile can charge
+    a cost per row as well (``overheads.elementwise_cycles_per_row``)."""
 
     elements: int
     inputs: int = 1
     kind: str = ""
+    rows: int = 0
     op: str = field(default="elementwise", init=False)
 
     def __post_init__(self) -> None:
         _check_kind(self.name, self.kind)
+        if not 0 <= self.rows <= self.elements:
+            raise ValueError(
+                f"layer {self.name!r}: rows {self.rows} must be between 0 and its "
+                f"{self.elements} elements"
+            )
 
     @property
     def cost_elements(self) -> int:

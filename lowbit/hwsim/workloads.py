@@ -196,9 +196,13 @@ def _encoder_layer(
     def linear(role: str, in_f: int, out_f: int) -> Linear:
         return Linear(name=prefix + names[role], in_features=in_f, out_features=out_f, tokens=seq)
 
-    def elementwise(role: str, elements: int, inputs: int = 1) -> Elementwise:
+    def elementwise(role: str, elements: int, inputs: int = 1, rows: int = 0) -> Elementwise:
         return Elementwise(
-            name=prefix + names[role], elements=elements, inputs=inputs, kind=_KINDS[role]
+            name=prefix + names[role],
+            elements=elements,
+            inputs=inputs,
+            kind=_KINDS[role],
+            rows=rows,
         )
 
     attention = [
@@ -207,7 +211,7 @@ def _encoder_layer(
         linear("v", hidden, hidden),
         # QK^T per head: (seq x head_dim) . (head_dim x seq)
         MatMul(name=prefix + names["scores"], M=seq, N=seq, K=head_dim, heads=heads),
-        elementwise("softmax", heads * seq * seq),
+        elementwise("softmax", heads * seq * seq, rows=heads * seq),
         # AV per head: (seq x seq) . (seq x head_dim)
         MatMul(name=prefix + names["context"], M=seq, N=head_dim, K=seq, heads=heads),
         linear("o", hidden, hidden),
@@ -219,8 +223,8 @@ def _encoder_layer(
         linear("ffn2", ffn, hidden),
         elementwise("add2", seq * hidden, 2),
     ]
-    ln1 = elementwise("ln1", seq * hidden)
-    ln2 = elementwise("ln2", seq * hidden)
+    ln1 = elementwise("ln1", seq * hidden, rows=seq)
+    ln2 = elementwise("ln2", seq * hidden, rows=seq)
     if names["norm"] == "pre":  # ViT: x + attn(ln_1(x)); x + mlp(ln_2(x))
         return [ln1, *attention, ln2, *mlp]
     return [*attention, ln1, *mlp, ln2]  # BERT: ln(x + attn(x)); ln(x + ffn(x))
@@ -293,7 +297,7 @@ def vit_b16() -> Workload:
             ffn=3072,
             names=_VIT_NAMES,
         )
-    layers.append(Elementwise(name="encoder.ln", elements=seq * hidden, kind="layernorm"))
+    layers.append(Elementwise(name="encoder.ln", elements=seq * hidden, kind="layernorm", rows=seq))
     layers.append(Linear(name="heads.head", in_features=hidden, out_features=1000))  # cls token
     return Workload("vit-b16", tuple(layers))
 

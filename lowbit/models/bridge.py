@@ -283,7 +283,21 @@ def _layer(call: _Call, compression: Compression | None, scale: tuple[int, int])
         elements=out_elements,
         inputs=_ELEMENTWISE[type(module)],
         kind=_kind(module),
+        rows=_rows(module, call.output, out_elements),
     )
+
+
+def _rows(module: nn.Module, shape: tuple[int, ...], elements: int) -> int:
+    """The rows a LayerNorm (over its normalized shape) or a softmax (over its ``dim``)
+    normalizes one at a time; 0 for other modules or when they do not divide the
+    (possibly pruned) ``elements``."""
+    if isinstance(module, nn.LayerNorm):
+        row = math.prod(module.normalized_shape)
+    elif isinstance(module, nn.Softmax) and module.dim is not None and shape:
+        row = shape[module.dim] if -len(shape) <= module.dim < len(shape) else 0
+    else:
+        return 0
+    return elements // row if row and elements % row == 0 else 0
 
 
 def _site_compressions(model: nn.Module, plan: CompressionPlan | None) -> dict[str, Compression]:

@@ -166,3 +166,41 @@ def test_a_float_graph_pays_its_own_run_call(engine):
     assert run(integer, cpu) == 10_000
     assert run(wide, cpu) == 6_000
     assert run(wide, _with(cpu, float_run_cycles=0)) == 10_000
+
+
+def test_a_row_by_row_layer_pays_per_row_on_top_of_its_elements():
+    """``elementwise_cycles_per_row``: a LayerNorm or softmax with ``rows`` pays each row on
+    top of its elements (short rows cost more per element than long ones); a layer with no
+    rows pays none; on 8-bit activations the key that prices the elements prices the rows
+    -- ``softmax_int8`` (an integer kernel's rows are its own) or, for a kind with no integer
+    kernel (LayerNorm: float between its Q/DQ), the float one."""
+    cpu = load_profile("cpu-x86-avx2")
+    per_element = (("layernorm", 1.5), ("softmax", 0.5), ("softmax_int8", 3.0))
+    per_row = (("layernorm", 75.0), ("softmax", 40.0))
+    priced = _with(
+        cpu, elementwise_cycles_per_element=per_element, elementwise_cycles_per_row=per_row
+    )
+
+    def compute(kind, *, rows, bits=None, elements=8192, profile=priced) -> int:
+        layer = Elementwise(
+            name=kind,
+            elements=elements,
+            kind=kind,
+            rows=rows,
+            compression=Compression(w_bits=bits, a_bits=bits),
+        )
+        return hwsim.simulate_layer(layer, profile).compute_cycles
+
+    assert compute("layernorm", rows=64) == 8192 * 1.5 + 64 * 75
+    assert compute("layernorm", rows=0) == 8192 * 1.5  # rows not known: none paid
+    # the same elements in rows 4x as short: 4x the rows' cost
+    assert compute("layernorm", rows=256) - compute("layernorm", rows=64) == (256 - 64) * 75
+    assert compute("layernorm", rows=64, bits=8) == compute("layernorm", rows=64)  # float kernel
+    assert compute("softmax", rows=256) == 8192 * 0.5 + 256 * 40
+    assert compute("softmax", rows=256, bits=8) == 8192 * 3.0  # its own kernel, no float rows
+    # a profile without the table: what it cost before
+    assert compute("layernorm", rows=64, profile=_with(priced, elementwise_cycles_per_row=())) == (
+        8192 * 1.5
+    )
+    with pytest.raises(ValueError, match="rows 9000 must be between 0 and its 8192"):
+        compute("layernorm", rows=9000)

@@ -159,6 +159,9 @@ def test_vit_attention_and_memory_layers():
     assert all(m.heads == 4 and m.gemms()[0].weights_are_activations for m in matmuls)
     softmax = vit.layer("blocks.0.attn.softmax")
     assert isinstance(softmax, Elementwise) and softmax.elements == 4 * 17 * 17
+    assert softmax.rows == 4 * 17  # a row per head and query token
+    norms = [layer for layer in vit.layers if getattr(layer, "kind", "") == "layernorm"]
+    assert norms and all(n.rows == 17 and n.elements == 17 * 32 for n in norms)  # per token
     add = vit.layer("blocks.1.add2")
     assert isinstance(add, Elementwise) and add.inputs == 2 and add.elements == 17 * 32
     names = [layer.name for layer in vit.layers]  # execution order: qk, softmax, av

@@ -206,6 +206,15 @@ def test_overheads_split_the_fitted_gemm_cost_and_convert_seconds():
     )
     assert (o["layer_cycles"], o["gemm_cycles"], o["run_cycles"]) == (200, 800, 2500)
     assert o["elementwise_cycles_per_element"] == {"add": 0.3, "embedding": 0.3, "layernorm": 0.75}
+    o = hostcal.overheads(
+        gemm_op_cycles=1000,
+        run_s=0,
+        op_s=0.2e-6,
+        elementwise={},
+        per_row={"LayerNormalization": 75e-9, "Softmax": 40e-9, "Unknown": 1e-9},
+        clock_hz=1e9,
+    )
+    assert o["elementwise_cycles_per_row"] == {"layernorm": 75.0, "softmax": 40.0}
     # a dispatch dearer than the fitted operator: the operator's cost is all dispatch
     o = hostcal.overheads(gemm_op_cycles=100, run_s=0, op_s=1e-6, elementwise={}, clock_hz=1e9)
     assert (o["layer_cycles"], o["gemm_cycles"]) == (100, 0)
@@ -246,6 +255,11 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
             assert ElementwiseCosts.of(o).element_rate(kind, integer=False) == pytest.approx(
                 seconds * clock, rel=1e-3
             )
+    # LayerNorm and softmax per row too (timed on rows of 32 and of 256)
+    rows = ElementwiseCosts.of(o)
+    for op, kind in (("LayerNormalization", "layernorm"), ("Softmax", "softmax")):
+        seconds = m["elementwise_s_per_row"][op]
+        assert rows.row_rate(kind, integer=False) == pytest.approx(seconds * clock, rel=1e-3)
     assert o.pool_channel_block == 4 * m["cpu"]["simd_lanes_32bit"]
     assert o.pad_conv_channels  # lowbit's export pads conv channels (models._onnx_pad)
     assert o.warm_cache  # timed in steady state

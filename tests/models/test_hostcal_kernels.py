@@ -155,3 +155,17 @@ def test_an_integer_kernel_cost_applies_to_8_bit_activations_only(kind):
             name=kind, elements=4096, kind=kind, compression=Compression(w_bits=bits, a_bits=bits)
         )
         assert hwsim.simulate_layer(layer, priced).compute_cycles == per_element * 4096
+
+
+def test_a_row_cost_and_an_element_cost_come_apart_on_two_row_lengths():
+    # synthetic timings from known costs (75 ns a row, 0.5 ns an element) on rows of 32 and
+    # of 256, as many elements each: both recovered; noise that makes the per-row cost
+    # negative leaves everything per element, never a negative cost
+    from lowbit.models.hostcal.elementwise import per_row_and_element
+
+    def timing(rows: int, elements: int) -> tuple[float, int, int]:
+        return 75e-9 * rows + 0.5e-9 * elements, rows, elements
+
+    per_row, per_element = per_row_and_element(timing(1088, 34816), timing(136, 34816))
+    assert per_row == pytest.approx(75e-9) and per_element == pytest.approx(0.5e-9)
+    assert per_row_and_element((1e-6, 1088, 34816), (2e-6, 136, 34816)) == (0.0, 1e-6 / 34816)

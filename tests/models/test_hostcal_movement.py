@@ -23,7 +23,7 @@ def test_movement_costs_are_measured_per_element_on_this_cpu():
 
     costs = movement_costs(repeats=5, rounds=2)
     assert set(costs) == {
-        "QuantizeLinear", "DequantizeLinear", "Transpose", "TransposeInward",
+        "QuantizeLinear", "DequantizeLinear", "Transpose", "TransposeInward", "TransposeRows",
         "TransposeStrided", "Concat", "QLinearConcat", "Split", "QLinearAdd", "QLinearMul",
         "ReorderInput", "ReorderOutput",
     }  # fmt: skip
@@ -33,6 +33,8 @@ def test_movement_costs_are_measured_per_element_on_this_cpu():
     # element by element (the innermost axis moved) is slower than a layout change, which
     # moves one axis with contiguous runs (~60x on an Intel Xeon with AMX-INT8)
     assert costs["TransposeStrided"] > 2 * costs["Transpose"]
+    # runs of 32 bytes, one copy each: dearer per element than the layout change's
+    assert costs["TransposeRows"] > costs["Transpose"]
     # requantizing each element (inputs on other grids than the output's) is slower than
     # copying it (~10x on an Intel Xeon with AVX-512)
     assert costs["QLinearConcat"] > 2 * costs["Concat"]
@@ -132,3 +134,23 @@ def test_the_reorder_output_probe_undoes_the_reorder_input_probe():
     assert blocked.shape[1] % 8 == 0 and not np.array_equal(blocked.ravel(), x.ravel())
     (y,) = ort_session(_movement_model("ReorderOutput", shape)).run(None, {"x": blocked})
     assert np.array_equal(y, x)
+
+
+def test_the_head_split_probe_transposes_runs_and_prices_each_run():
+    from lowbit.models.export.ort import ort_session
+    from lowbit.models.hostcal.movement import (
+        ROW_RUN,
+        _input_for,
+        _movement_model,
+        transpose_s_per_row,
+    )
+
+    shape = (8, 4, 4)  # 128 elements: 1 token x 4 heads x 32... timed as (1, 1, 4, 32)
+    x = _input_for("TransposeRows", shape)
+    (y,) = ort_session(_movement_model("TransposeRows", shape)).run(None, {"x": x})
+    assert x.shape == (1, 1, 4, ROW_RUN) and np.array_equal(y, x.transpose(0, 2, 1, 3))
+    # each run's cost: what the probe costs per element beyond the layout change, per run
+    per_element = {"Transpose": 0.1e-9, "TransposeRows": 0.5e-9}
+    assert transpose_s_per_row(per_element) == pytest.approx(0.4e-9 * ROW_RUN)
+    assert transpose_s_per_row({"Transpose": 0.5e-9, "TransposeRows": 0.1e-9}) == 0.0
+    assert transpose_s_per_row({}) == 0.0  # a sidecar from before the probe

@@ -196,7 +196,9 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
             elements = layer.cost_elements
             for rule in rules.count:
                 elements = rule.element_count(layer, elements)
-            compute = ceil(elements * per_element - 1e-9)
+            rows = getattr(layer, "rows", 0)
+            per_row = sum(r.row_rate(kind, integer=integer) for r in rules.row) if rows else 0.0
+            compute = ceil(elements * per_element + rows * per_row - 1e-9)
         n_read, n_write = layer.memory_elements()
         if input_on_chip:
             n_read -= layer.elements if isinstance(layer, Elementwise) else n_read

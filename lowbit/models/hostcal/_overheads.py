@@ -19,6 +19,7 @@ _RECOMPUTED = (
     "run_cycles",
     "float_run_cycles",
     "elementwise_cycles_per_element",
+    "elementwise_cycles_per_row",
 )
 
 #: ONNX operator timed by :func:`lowbit.models.hostcal.elementwise.elementwise_costs` -> the
@@ -57,13 +58,15 @@ def overheads(
     elementwise: dict[str, float],
     clock_hz: float,
     fitted: dict[str, Any] | None = None,
+    per_row: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The ``[overheads]`` table from the measurements: ``gemm_op_cycles`` (the fitted fixed
     cost of one GEMM operator) splits into ``layer_cycles`` = the dispatch cost every
     operator pays (``op_s``, at most the whole) and ``gemm_cycles`` = the rest; the Run
     call's (``run_s``; a float graph's, ``float_run_s``) and the per-element costs (seconds)
-    become cycles at ``clock_hz``; ``fitted``: the
-    other fitted keys (per-pixel, per-image and requantization costs), copied."""
+    become cycles at ``clock_hz``, as do the per-row costs (``per_row``, seconds, by
+    operator); ``fitted``: the other fitted keys (per-pixel, per-image and requantization
+    costs), copied."""
     layer = min(int(round(op_s * clock_hz)), int(round(gemm_op_cycles)))
     fitted = fitted or {}
     per_element = {}
@@ -78,6 +81,11 @@ def overheads(
         "float_run_cycles": int(round(float_run_s * clock_hz)),
         **fitted,
         "elementwise_cycles_per_element": dict(sorted(per_element.items())),
+        "elementwise_cycles_per_row": {
+            kind: float(f"{seconds * clock_hz:.4g}")
+            for op, seconds in sorted((per_row or {}).items())
+            for kind in ORT_KINDS.get(op, ())
+        },
     }
 
 

@@ -150,4 +150,12 @@ def profile_toml(calibration: _Calibrated) -> str:
         *(f"{k} = {v!r}" for k, v in o.get("elementwise_cycles_per_element", {}).items()),
         "",
     ]
+    if o.get("elementwise_cycles_per_row"):
+        lines += [
+            "# measured: cycles per row of the operators that normalize row by row (FP32 "
+            "chains on rows of 32 and 256)",
+            "[overheads.elementwise_cycles_per_row]",
+            *(f"{k} = {v!r}" for k, v in o["elementwise_cycles_per_row"].items()),
+            "",
+        ]
     return "\n".join(lines)

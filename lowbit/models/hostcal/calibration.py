@@ -140,8 +140,9 @@ _KiB = 1024
 #: float GEMM library's own rate; a larger N blocking only when it fits 15 % better; 16:
 #: the float blocked layout's reorders (ONNX Runtime's NCHWc on x86); 17: the GEMM library's
 #: cost per row of its first operand; 18: weights stay in a cache level they fill up to 90 %
-#: of, not half)
-CALIBRATION_VERSION = 18
+#: of, not half; 19: LayerNorm's and softmax's cost per row, a transpose's per contiguous
+#: run; a residual Add's cost)
+CALIBRATION_VERSION = 19
 
 
 def default_profile_path() -> Path:
@@ -220,7 +221,7 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         profiler_s=profiler_s,
     )
     info = with_running_clock(info)  # again after the timings: the faster of the two
-    elementwise = elementwise_costs(repeats=repeats)
+    elementwise, per_row = elementwise_costs(repeats=repeats)
     # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
     # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
     # 64 do -- not at the FP32 chain's per-element cost (kept in the sidecar). Measured at
@@ -258,6 +259,7 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         "op_overhead_s": op_s,
         "profiler_overhead_s": profiler_s,
         "elementwise_s_per_element": elementwise,
+        "elementwise_s_per_row": per_row,
         "movement_s_per_element": movement,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

@@ -1,7 +1,8 @@
 """Seconds per element of memory-bound float operators -- Add, Relu, LayerNorm, Softmax,
-Gelu and MaxPool -- on zoo-sized tensors (split from :mod:`lowbit.models.hostcal.bench`):
-each a chain of the operator at two depths (:func:`~lowbit.models.hostcal.bench.depth_slope`),
-measured in :func:`~lowbit.models.hostcal.bench.chain_slopes` passes."""
+Gelu and MaxPool -- on zoo-sized tensors (split from :mod:`lowbit.models.hostcal.bench`),
+and per row of those that normalize row by row (LayerNorm, Softmax): each a chain of the
+operator at two depths (:func:`~lowbit.models.hostcal.bench.depth_slope`), measured in
+:func:`~lowbit.models.hostcal.bench.chain_slopes` passes."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import numpy as np
 
 from lowbit.models.hostcal.bench import PASSES, chain_slopes
 
-__all__ = ["ELEMENTWISE_SHAPES", "elementwise_costs"]
+__all__ = ["ELEMENTWISE_SHAPES", "ROW_SHAPES", "elementwise_costs"]
 
 
 #: memory-bound operators timed per element by :func:`elementwise_costs`, and the float
 #: tensor each runs on: digits-vit at batch 64 (64 x 17 tokens x 32 features), and the
-#: digits-cnn conv2 output at batch 64 for MaxPool (3x3, stride 1: the size is kept)
+#: digits-cnn conv2 output at batch 64 for MaxPool (3x3, stride 1: the size is kept). The
+#: Add is a residual one (two tensors of the shape: a bias add is fused into its GEMM or
+#: conv; one broadcast along rows of 32 cost ONNX Runtime 4x as much per element)
 ELEMENTWISE_SHAPES = {
     "Add": (1088, 32),
     "Relu": (1088, 32),
@@ -25,6 +28,9 @@ ELEMENTWISE_SHAPES = {
     "Gelu": (1088, 32),
     "MaxPool": (64, 32, 8, 8),
 }
+#: the operators that normalize row by row, timed again on as many elements in rows 8x
+#: as long: the two give a cost per row and one per element
+ROW_SHAPES = {"LayerNormalization": (136, 256), "Softmax": (136, 256)}
 
 
 def _elementwise_node(op: str, src: str, dst: str) -> list:
@@ -42,15 +48,16 @@ def _elementwise_node(op: str, src: str, dst: str) -> list:
         ]
     if op == "MaxPool":
         return [helper.make_node(op, [src], [dst], kernel_shape=[3, 3], pads=[1] * 4)]
-    extra = {"Add": ["gamma"], "LayerNormalization": ["gamma", "beta"]}.get(op, [])
+    if op == "Add":  # a residual add: the chain's input again
+        return [helper.make_node(op, [src, "x"], [dst])]
+    extra = {"LayerNormalization": ["gamma", "beta"]}.get(op, [])
     attrs = {"axis": -1} if op in ("LayerNormalization", "Softmax") else {}
     return [helper.make_node(op, [src, *extra], [dst], **attrs)]
 
 
-def _elementwise_chain(op: str, depth: int):
+def _elementwise_chain(op: str, shape: tuple[int, ...], depth: int):
     from onnx import TensorProto, helper, numpy_helper
 
-    shape = ELEMENTWISE_SHAPES[op]
     scalars = {"sqrt2": 2**0.5, "one": 1.0, "half": 0.5}
     inits = [
         numpy_helper.from_array(np.ones(shape[-1], np.float32), "gamma"),
@@ -70,25 +77,50 @@ def _elementwise_chain(op: str, depth: int):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def elementwise_costs(*, repeats: int, passes: int = PASSES) -> dict[str, float]:
+def per_row_and_element(
+    short: tuple[float, int, int], long: tuple[float, int, int]
+) -> tuple[float, float]:
+    """(seconds per row, per element) of an operator timed at (seconds, rows, elements) on
+    short rows and on long ones: the two lines' solution, each part at least 0 (a per-row
+    cost that comes out negative -- noise -- leaves the short rows' time all per element)."""
+    (t1, r1, e1), (t2, r2, e2) = short, long
+    det = r1 * e2 - r2 * e1
+    per_row = (t1 * e2 - t2 * e1) / det if det else 0.0
+    if per_row <= 0:
+        return 0.0, t1 / e1
+    per_element = (t1 - per_row * r1) / e1
+    if per_element < 0:
+        return t1 / r1, 0.0
+    return per_row, per_element
+
+
+def elementwise_costs(
+    *, repeats: int, passes: int = PASSES
+) -> tuple[dict[str, float], dict[str, float]]:
     """Seconds per (input) element of memory-bound operators (:data:`ELEMENTWISE_SHAPES`,
     two chain depths; ``repeats`` runs per round, shared by the
-    :func:`~lowbit.models.hostcal.bench.chain_slopes` ``passes``). hwsim has no per-element
-    compute cost for such layers: recorded for the engine's CPU model and ``lowbit
-    validate``'s diagnostic."""
+    :func:`~lowbit.models.hostcal.bench.chain_slopes` ``passes``), and per row of the
+    row-by-row ones (:data:`ROW_SHAPES`: :func:`per_row_and_element`)."""
 
-    ops = list(ELEMENTWISE_SHAPES)
+    items = [(op, shape) for op, shape in ELEMENTWISE_SHAPES.items()]
+    items += [(op, shape) for op, shape in ROW_SHAPES.items()]
     slopes = chain_slopes(
-        ops,
-        build=_elementwise_chain,
-        inputs=lambda op: (
-            np.random.default_rng(0).normal(size=ELEMENTWISE_SHAPES[op]).astype(np.float32)
-        ),
-        what=lambda op: f"{op} chain",
+        items,
+        build=lambda item, depth: _elementwise_chain(item[0], item[1], depth),
+        inputs=lambda item: np.random.default_rng(0).normal(size=item[1]).astype(np.float32),
+        what=lambda item: f"{item[0]} chain {'x'.join(map(str, item[1]))}",
         repeats=max(repeats // passes, 5),
         passes=passes,
     )
-    return {
-        op: slope.per_layer_s / math.prod(ELEMENTWISE_SHAPES[op])
-        for op, slope in zip(ops, slopes, strict=True)
+    seconds = {item: slope.per_layer_s for item, slope in zip(items, slopes, strict=True)}
+    per_element = {
+        op: seconds[op, shape] / math.prod(shape) for op, shape in ELEMENTWISE_SHAPES.items()
     }
+    per_row = {}
+    for op, shape in ROW_SHAPES.items():
+        short = ELEMENTWISE_SHAPES[op]
+        per_row[op], per_element[op] = per_row_and_element(
+            (seconds[op, short], math.prod(short[:-1]), math.prod(short)),
+            (seconds[op, shape], math.prod(shape[:-1]), math.prod(shape)),
+        )
+    return per_element, per_row

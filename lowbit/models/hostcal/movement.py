@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MOVEMENT_OPS", "MOVEMENT_SHAPES", "NCHWC_DOMAIN", "movement_costs"]
+__all__ = [
+    "MOVEMENT_OPS",
+    "MOVEMENT_SHAPES",
+    "NCHWC_DOMAIN",
+    "ROW_RUN",
+    "movement_costs",
+    "transpose_s_per_row",
+]
 
 #: the data-movement operators are timed on uint8 / float tensors of these two sizes
 #: (channels, height, width): mid-network MobileNet-like tensors, 50 and 200 K elements
@@ -26,6 +33,8 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     back before a float operator or the graph's output: 1.5-2.5x the other direction's cost
     per element on an Intel Xeon, more the more channels -- timed at 4x the channels and
     half the height and width, as many elements, as a deep layer's output has),
+    ``TransposeRows`` (uint8, attention's head split: (tokens, heads, 32) -> (heads,
+    tokens, 32), copied in runs of 32 -- each run's own cost on top of its elements),
     ``TransposeStrided`` (uint8, the channel and width axes swapped:
     the innermost axis moves, ONNX Runtime's element-wise path -- a channel shuffle with the
     layout transpose merged in), ``Concat`` (uint8, the input twice along channels),
@@ -70,6 +79,11 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     elif op == "ReorderOutput":  # float blocked -> NCHW: the graph's input read as blocked
         elem, outputs = f32, [("y", f32, None)]
         node = helper.make_node(op, ["x"], ["y"], channels=c, domain=NCHWC_DOMAIN)
+    elif op == "TransposeRows":  # (1, tokens, 4 heads, 32) -> (1, 4, tokens, 32)
+        tokens = c * h * w // (4 * ROW_RUN)
+        x_shape = [1, tokens, 4, ROW_RUN]
+        node, elem = helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 1, 3]), u8
+        outputs = [("y", u8, [1, 4, tokens, ROW_RUN])]
     elif op == "TransposeStrided":  # the innermost axis and another swapped: element-wise
         node, elem = helper.make_node("Transpose", ["x"], ["y"], perm=[0, 3, 2, 1]), u8
         outputs = [("y", u8, [1, w, h, c])]
@@ -105,10 +119,16 @@ def _inward_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
     return h // 2, w // 2, 4 * c
 
 
+#: the contiguous run (uint8 elements) of the ``TransposeRows`` probe: a head's features
+ROW_RUN = 32
+
+
 def _input_for(op: str, shape: tuple[int, int, int]) -> np.ndarray:
     rng = np.random.default_rng(0)
     if op == "TransposeInward":
         shape = _inward_shape(shape)
+    elif op == "TransposeRows":
+        shape = (int(np.prod(shape)) // (4 * ROW_RUN), 4, ROW_RUN)
     if op in ("QuantizeLinear", "ReorderInput", "ReorderOutput"):
         return rng.normal(size=(1, *shape)).astype(np.float32)
     return rng.integers(0, 255, size=(1, *shape), dtype=np.uint8)
@@ -121,6 +141,7 @@ MOVEMENT_OPS = (
     "DequantizeLinear",
     "Transpose",
     "TransposeInward",
+    "TransposeRows",
     "TransposeStrided",
     "Concat",
     "QLinearConcat",
@@ -189,3 +210,12 @@ def _has_blocked_layout() -> bool:
         return kernel_census(model).get("ReorderInput", 0) > 0
     except Exception:  # noqa: BLE001 -- onnxruntime's own error types vary by build
         return False
+
+
+def transpose_s_per_row(movement: dict[str, float]) -> float:
+    """Seconds per contiguous run of a Transpose that keeps the innermost axis (each run one
+    copy; ONNX Runtime's attention head split), on top of the layout transpose's cost per
+    element: from the ``TransposeRows`` probe's cost per element in :func:`movement_costs`'
+    ``movement`` (0 when it has none or it is not dearer)."""
+    rows = movement.get("TransposeRows", 0.0)
+    return max(rows - movement.get("Transpose", 0.0), 0.0) * ROW_RUN

@@ -17,6 +17,7 @@ from lowbit.models.hostcal.bench import DEPTHS
 from lowbit.models.hostcal.conv import without_profiler
 from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE
 from lowbit.models.hostcal.kernels import fit_depthwise
+from lowbit.models.hostcal.movement import transpose_s_per_row
 
 __all__ = ["Calibration", "from_measurements"]
 
@@ -86,6 +87,10 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
     if "profiled_s" in pool:  # the profiler's own time as the fit found it (every single conv)
         profiler = fitted["profiler_overhead_s"] or m["profiler_overhead_s"]
         pool["s_per_element"] = without_profiler(pool["profiled_s"], profiler) / pool["elements"]
+    # LayerNorm's and softmax's rows (calibrations before v19: none); a Transpose's runs
+    per_row = dict(m.get("elementwise_s_per_row") or {})
+    if "TransposeRows" in m["movement_s_per_element"]:
+        per_row["Transpose"] = transpose_s_per_row(m["movement_s_per_element"])
     data["overheads"] = overheads(
         gemm_op_cycles=fitted["layer_cycles"],
         run_s=m["run_overhead_s"],
@@ -97,6 +102,7 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
             **m["movement_s_per_element"],
         },
         clock_hz=data["clock_hz"],
+        per_row=per_row,
         fitted={
             **{k: v for k, v in data["overheads"].items() if k not in _RECOMPUTED},
             "pool_channel_block": 4 * info["simd_lanes_32bit"],
