@@ -110,22 +110,40 @@ CONSTANTS = (
     ("INT8 mul cycles/el", _rate("mul", integer=True)),
     ("INT8 concat cycles/el", _rate("concat", integer=True)),
     ("float ReLU6 pass cycles/el", _rate("activation_pass", integer=False)),
+    *(
+        (
+            f"{kind} cycles/row",
+            lambda p, kind=kind: ElementwiseCosts.of(p.overheads).row_rate(kind, integer=False),
+        )
+        for kind in ("layernorm", "softmax", "transpose")
+    ),
 )
 
 
-def repeatability(runs: int, tmp: Path) -> tuple[list[dict], Path]:
-    """Calibrate ``runs`` times; rows of each constant's values and spread (max/min - 1)."""
+def repeatability(runs: int, tmp: Path, *, keep: Path | None = None) -> tuple[list[dict], Path]:
+    """Calibrate ``runs`` times; rows of each constant's values and spread (max/min - 1).
+    ``keep``: each calibration's measurements (its JSON sidecar) are copied to
+    ``<keep>.calibration-<i>.json``, to refit later (``bench_host_refit.py``)."""
     profiles = []
     for i in range(runs):
         path = write(calibrate(), tmp / f"host-{i}.toml")
         profiles.append(load_profile(path))
+        if keep is not None:
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            sidecar = path.with_suffix(".json").read_bytes()
+            keep.with_suffix(f".calibration-{i}.json").write_bytes(sidecar)
+    return spreads(profiles), path
+
+
+def spreads(profiles) -> list[dict]:
+    """Each of :data:`CONSTANTS` on every profile, and its spread (max/min - 1, percent)."""
     rows = []
     for key, get in CONSTANTS:
         values = [float(get(p)) for p in profiles]
         low, high = min(values), max(values)
         spread = (high / low - 1) * 100 if low > 0 else float("nan")
         rows.append({"constant": key, "values": values, "spread_pct": spread})
-    return rows, path
+    return rows
 
 
 def zoo_rows(profile, tmp: Path) -> list[tuple[CheckRow, float]]:
@@ -192,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         repeat, path = (
-            repeatability(args.calibrations, tmp)
+            repeatability(args.calibrations, tmp, keep=args.out)
             if args.calibrations > 0
             else ([], default_profile_path())
         )

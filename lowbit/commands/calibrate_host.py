@@ -120,8 +120,14 @@ def _check(path, args: argparse.Namespace) -> int:
 
 def _clock_note(cpu: dict) -> str:
     """`` (measured; the OS says 2.10)`` where the running clock was measured and differs
-    from the OS's nominal figure, else nothing."""
+    from the OS's nominal figure -- with the range of its readings when there were several
+    (`` (median of 7 readings, 2.88-3.35; the OS says 2.10)``) -- else nothing."""
     nominal = cpu.get("nominal_clock_hz")
     if not nominal or abs(nominal - cpu["clock_hz"]) < 0.01e9:
         return ""
-    return f" (measured; the OS says {nominal / 1e9:.2f})"
+    readings = cpu.get("clock_readings_hz") or []
+    os_says = f"the OS says {nominal / 1e9:.2f}"
+    if len(readings) > 1:
+        low, high = min(readings) / 1e9, max(readings) / 1e9
+        return f" (median of {len(readings)} readings, {low:.2f}-{high:.2f}; {os_says})"
+    return f" (measured; {os_says})"

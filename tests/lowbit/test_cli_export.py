@@ -42,6 +42,8 @@ def test_calibrate_host_names_the_clock_it_measured():
     assert _clock_note(measured) == " (measured; the OS says 2.10)"
     assert _clock_note({"clock_hz": 2.1e9, "nominal_clock_hz": 2.1e9}) == ""
     assert _clock_note({"clock_hz": 2.1e9}) == ""  # a sidecar from before the measurement
+    several = {**measured, "clock_readings_hz": [2.88e9, 3.35e9, 3.0e9]}
+    assert _clock_note(several) == " (median of 3 readings, 2.88-3.35; the OS says 2.10)"
 
 
 def test_calibrate_host_rejects_a_non_toml_path(tmp_path, capsys):

@@ -141,7 +141,8 @@ _KiB = 1024
 #: the float blocked layout's reorders (ONNX Runtime's NCHWc on x86); 17: the GEMM library's
 #: cost per row of its first operand; 18: weights stay in a cache level they fill up to 90 %
 #: of, not half; 19: LayerNorm's and softmax's cost per row, a transpose's per contiguous
-#: run; a residual Add's cost)
+#: run; a residual Add's cost; the generic conv path at the GEMM library's costs per row and
+#: per output; the clock the median of readings between the phases)
 CALIBRATION_VERSION = 19
 
 
@@ -210,7 +211,10 @@ def _measure(*, quick: bool) -> dict[str, Any]:
     # data movement and the INT8 softmax take about a second: measured here and again after
     # the sweep, the least of the two per operator (one calibration's came out 20-60 % high)
     early = _spot_costs(repeats=repeats)
+    # the clock is read between the phases (0.1 s each): the median converts the timings
+    info = with_running_clock(info)
     rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
+    info = with_running_clock(info)
     glue.append(glue_op_slope(repeats=repeats))
     op_s = min(glue, key=lambda slope: slope.long_s).per_layer_s
     # the per-node profiler adds its own time to every kernel it reports: taken off
@@ -220,8 +224,9 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         repeats=4 * repeats,
         profiler_s=profiler_s,
     )
-    info = with_running_clock(info)  # again after the timings: the faster of the two
+    info = with_running_clock(info)
     elementwise, per_row = elementwise_costs(repeats=repeats)
+    info = with_running_clock(info)
     # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
     # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
     # 64 do -- not at the FP32 chain's per-element cost (kept in the sidecar). Measured at
@@ -238,9 +243,11 @@ def _measure(*, quick: bool) -> dict[str, Any]:
     softmax = min(early[1], late[1], key=lambda slope: slope.long_s)
     movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=0, op_s=op_s, slope=softmax)
     movement["ActivationPass"] = activation_pass_s_per_element(repeats=max(repeats // 3, 5))
+    info = with_running_clock(info)
     depthwise = depthwise_sweep(
         QUICK_DEPTHWISE_SWEEP if quick else DEPTHWISE_SWEEP, repeats=max(2 * repeats // 3, 10)
     )
+    info = with_running_clock(info)
     return {
         "calibration_version": CALIBRATION_VERSION,
         "cpu": info,

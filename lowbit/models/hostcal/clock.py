@@ -25,6 +25,8 @@ import mmap
 import platform
 import time
 
+import numpy as np
+
 __all__ = ["ADDS_PER_ITERATION", "add_chain", "measured_clock_hz", "with_running_clock"]
 
 #: dependent adds in one loop iteration (the loop's own decrement and branch run beside them)
@@ -96,21 +98,23 @@ def measured_clock_hz(*, runs: int = 9, cycles_per_run: float = 3e7) -> float | 
 
 def with_running_clock(info: dict) -> dict:
     """``info`` (:func:`lowbit.models.hostcal.isa.cpu_info`) with ``clock_hz`` measured
-    (to 10 MHz, so two calibrations do not differ by the clock's jitter) where the add
-    chain runs; ``nominal_clock_hz`` keeps the OS's figure and ``clock_source`` says which
-    one ``clock_hz`` is. Called again on its own result (a calibration measures the clock
-    before and after its timings), the faster of the two measurements: a shared machine's
-    slow spell only ever lowers one (two calibrations on an Intel Xeon measured 2.51 and
-    2.77 GHz, and every constant in cycles moved with it)."""
+    (to 10 MHz) where the add chain runs; ``nominal_clock_hz`` keeps the OS's figure and
+    ``clock_source`` says which one ``clock_hz`` is. Called again on its own result (a
+    calibration measures the clock between its phases), the reading joins the earlier ones
+    (``clock_readings_hz``) and ``clock_hz`` is their median: the clock a shared machine's
+    core runs at moves while the timings run (an Intel Xeon read 2.88-3.35 GHz a second
+    apart), and the timings are converted to cycles at the typical one, not the fastest
+    (with the faster of two readings, two calibrations in a row measured 2.88 and 3.24 GHz
+    and every constant in cycles moved with it)."""
     measured = measured_clock_hz()
     nominal = float(info.get("nominal_clock_hz", info["clock_hz"]))
-    if str(info.get("clock_source", "")).startswith("measured"):  # measured before
-        if measured is None:
-            return dict(info)
-        measured = max(measured, float(info["clock_hz"]))
-    out = {**info, "nominal_clock_hz": nominal, "clock_source": "/proc/cpuinfo cpu MHz"}
+    readings = [float(r) for r in info.get("clock_readings_hz", ())]
     if measured is not None:
-        out["clock_hz"] = round(measured / 1e7) * 1e7
+        readings.append(measured)
+    out = {**info, "nominal_clock_hz": nominal, "clock_source": "/proc/cpuinfo cpu MHz"}
+    if readings:
+        out["clock_readings_hz"] = readings
+        out["clock_hz"] = round(float(np.median(readings)) / 1e7) * 1e7
         out["clock_source"] = (
             f"measured: a chain of dependent integer adds (the OS says {nominal / 1e9:.2f} GHz)"
         )

@@ -1,0 +1,69 @@
+"""Refit host calibrations with the current model, no timing: how much of the spread between
+calibrations is the fit's, and what a model change does to the constants.
+
+Each argument is a calibration's measurements -- a host profile's JSON sidecar
+(``~/.cache/lowbit/host/host-cpu.json``), or one that ``bench_host_model.py`` keeps beside
+its output (``FILE.calibration-<i>.json``). Each is refitted by
+:func:`lowbit.models.hostcal.profile_fit.from_measurements`; the table gives every fitted
+constant per calibration and its spread within each consecutive pair (the calibrations
+taken one after the other) -- the repeatability target is 5 %. Constants in cycles move
+with the clock measured at each calibration as well as with the fit.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_host_refit.py A.json B.json [C.json D.json ...] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bench_host_model import ROOT, spreads
+
+from lowbit.models.hostcal.profile_fit import from_measurements
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sidecars", type=Path, nargs="+", help="calibration JSON sidecars")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench-results" / "bench_host_refit.json"
+    )
+    args = parser.parse_args(argv)
+    profiles, cpus = [], set()
+    for path in args.sidecars:
+        measurements = json.loads(path.read_text())
+        cpus.add(measurements["cpu"].get("label", measurements["cpu"]["model"]))
+        profiles.append(from_measurements(measurements).profile())
+    every = spreads(profiles)
+    pairs = [spreads(profiles[i : i + 2]) for i in range(0, len(profiles) - 1, 2)] or [every]
+    print(f"{len(profiles)} calibrations refitted on {', '.join(sorted(cpus))}; spread per pair")
+    over = 0
+    for i, row in enumerate(every):
+        pair_spreads = [pair[i]["spread_pct"] for pair in pairs]
+        over += sum(spread > 5 for spread in pair_spreads)
+        values = " ".join(f"{v:9.4g}" for v in row["values"])
+        print(f"  {row['constant']:34} {values}  " + " ".join(f"{x:5.1f}%" for x in pair_spreads))
+    print(f"pair constants over 5 %: {over} of {len(pairs) * len(every)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "bench_host_refit",
+                "cpus": sorted(cpus),
+                "sidecars": [str(p) for p in args.sidecars],
+                "constants": every,
+                "pairs": pairs,
+                "pair_constants_over_5pct": over,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
