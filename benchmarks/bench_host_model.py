@@ -135,14 +135,40 @@ def repeatability(runs: int, tmp: Path, *, keep: Path | None = None) -> tuple[li
     return spreads(profiles), path
 
 
+#: constants that are rates per cycle (the rest of :data:`CONSTANTS` are cycles, but the
+#: dimensionless speedups and the clock itself)
+PER_CYCLE = ("INT8 MACs/cycle", "FP32 MACs/cycle", "streamed weights bytes/cycle")
+RATIOS = ("gemm_library_speedup", "float_gemm_library_speedup", "clock GHz")
+
+
+def _spread(values: list[float]) -> float:
+    low, high = min(values), max(values)
+    return (high / low - 1) * 100 if low > 0 else float("nan")
+
+
 def spreads(profiles) -> list[dict]:
-    """Each of :data:`CONSTANTS` on every profile, and its spread (max/min - 1, percent)."""
+    """Each of :data:`CONSTANTS` on every profile, its spread (max/min - 1, percent), and
+    its spread in time (``time_spread_pct``: cycles at each profile's own measured clock,
+    rates per second): the clock is measured on a scalar chain of adds, and a shared
+    core's reading moved 7 % between two calibrations while its vector kernels' speed did
+    not, which moves every constant in cycles by as much."""
     rows = []
     for key, get in CONSTANTS:
         values = [float(get(p)) for p in profiles]
-        low, high = min(values), max(values)
-        spread = (high / low - 1) * 100 if low > 0 else float("nan")
-        rows.append({"constant": key, "values": values, "spread_pct": spread})
+        if key in RATIOS:
+            timed = values
+        elif key in PER_CYCLE:
+            timed = [v * p.clock_hz for v, p in zip(values, profiles, strict=True)]
+        else:
+            timed = [v / p.clock_hz for v, p in zip(values, profiles, strict=True)]
+        rows.append(
+            {
+                "constant": key,
+                "values": values,
+                "spread_pct": _spread(values),
+                "time_spread_pct": float("nan") if key == "clock GHz" else _spread(timed),
+            }
+        )
     return rows
 
 
@@ -219,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"repeatability of {args.calibrations} calibrations on {label}:")
             for r in repeat:
                 values = " ".join(f"{v:10.4g}" for v in r["values"])
-                print(f"  {r['constant']:46} {values}  spread {r['spread_pct']:5.1f}%")
+                print(
+                    f"  {r['constant']:40} {values}  spread {r['spread_pct']:5.1f}%  "
+                    f"in time {r['time_spread_pct']:5.1f}%"
+                )
         rows = check(profile)
         zoo = zoo_rows(profile, tmp)
     print(table(rows + [r for r, _ in zoo], cpu_label=label))

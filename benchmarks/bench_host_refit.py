@@ -40,13 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     every = spreads(profiles)
     pairs = [spreads(profiles[i : i + 2]) for i in range(0, len(profiles) - 1, 2)] or [every]
     print(f"{len(profiles)} calibrations refitted on {', '.join(sorted(cpus))}; spread per pair")
-    over = 0
+    over = over_in_time = 0
     for i, row in enumerate(every):
         pair_spreads = [pair[i]["spread_pct"] for pair in pairs]
+        in_time = [pair[i]["time_spread_pct"] for pair in pairs]
         over += sum(spread > 5 for spread in pair_spreads)
+        over_in_time += sum(spread > 5 for spread in in_time)
         values = " ".join(f"{v:9.4g}" for v in row["values"])
-        print(f"  {row['constant']:34} {values}  " + " ".join(f"{x:5.1f}%" for x in pair_spreads))
-    print(f"pair constants over 5 %: {over} of {len(pairs) * len(every)}")
+        print(
+            f"  {row['constant']:34} {values}  "
+            + " ".join(f"{x:5.1f}%" for x in pair_spreads)
+            + "  in time "
+            + " ".join(f"{x:5.1f}%" for x in in_time)
+        )
+    print(f"pair constants over 5 %: {over} of {len(pairs) * len(every)} ({over_in_time} in time)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -57,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 "constants": every,
                 "pairs": pairs,
                 "pair_constants_over_5pct": over,
+                "pair_constants_over_5pct_in_time": over_in_time,
             },
             indent=2,
         )
