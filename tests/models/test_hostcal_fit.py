@@ -18,6 +18,7 @@ TRUE = {
     # the per-image cost is held by a prior (10 %) around 100 cycles: the data barely
     # determine it (~3 % of a batch-64 conv), so a host's lies near it
     "conv_img": 110.0,
+    "generic": 0.4,
     "copy": 6.0,
     "requant": 0.25,
     # a linear layer's or matmul's int32 output requantized in a pass of its own
@@ -110,10 +111,10 @@ def test_fit_recovers_the_parameters_it_was_simulated_with(no_prior):
     assert not l3["double_buffered"]  # the streamed level: its reads are not hidden
     assert o["conv_cycles_per_pixel"] == pytest.approx(TRUE["conv_px"], rel=0.05)
     assert o["conv_cycles_per_image"] == pytest.approx(TRUE["conv_img"], rel=0.1)
-    # the generic conv path runs the GEMM library: its per-row packing (a pixel's) and its
-    # int32 pass per output (GENERIC_IS_LIBRARY), not parameters of its own
+    # the generic conv path runs the GEMM library, which packs each row (a pixel's) at its
+    # own cost (GENERIC_IS_LIBRARY); its int32 pass per output: convs with 8 to 64 outputs
     assert o["unaligned_conv_cycles_per_pixel"] == o["library_cycles_per_row"]
-    assert o["unaligned_conv_cycles_per_output"] == o["library_requant_cycles_per_output"]
+    assert o["unaligned_conv_cycles_per_output"] == pytest.approx(TRUE["generic"], rel=0.1)
     # the im2col's copies: 3 per pixel ungrouped, 9 per pixel and group in grouped convs
     assert o["im2col_copy_cycles"] == pytest.approx(TRUE["copy"], rel=0.1)
     assert o["requant_cycles_per_output"] == pytest.approx(TRUE["requant"], rel=0.1)

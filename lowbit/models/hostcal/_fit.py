@@ -18,8 +18,8 @@ INT8 k×k conv (``conv_cycles_per_pixel``, ``conv_cycles_per_image``: two map si
 apart), the generic path's extra per pixel (``unaligned_conv_cycles_per_pixel``) and per
 output element (``unaligned_conv_cycles_per_output``: its int32 accumulators written and
 requantized in a second pass; the sweep's generic convs have 4 to 64 outputs per pixel,
-which tell the two apart; where the GEMM chains give the library's own costs per row and
-per output, the generic path takes those, :data:`GENERIC_IS_LIBRARY`) and per copy of its
+which tell the two apart; where the GEMM chains give the library's own cost per row, the
+generic path's per pixel is that, :data:`GENERIC_IS_LIBRARY`) and per copy of its
 im2col (``im2col_copy_cycles``: a window row
 at once in an ungrouped conv, a tap at a time in a grouped one -- the sweep's grouped
 convs), the requantization cost per output element of every INT8 GEMM
@@ -134,23 +134,23 @@ INT8_PARAMS = (
 
 
 #: ONNX Runtime's generic conv path (an unaligned or grouped integer conv) is an im2col and
-#: the GEMM library its Gemm and MatMul run (MlasGemm): the same packing of each row of its
-#: first operand (a pixel's) and the same pass requantizing its int32 outputs. Where the
-#: GEMM chains fit those (``librow``, ``libreq``), the generic path's per-pixel and
-#: per-output costs are them, not two parameters of their own: on an Intel Xeon (AMX-INT8)
-#: the fit came out as close (rms log error 0.145 against 0.144) with two parameters fewer,
-#: and a ShuffleNet's unaligned 1x1 convs (24 -> 58 channels on 28x28) went from 0.63 of
-#: their kernel time to ~0.9 (the sweep's generic convs, 4-64 outputs on 8x8 maps, had fitted
-#: 0.41 cycles per output against the library's 1.19)
-GENERIC_IS_LIBRARY = ("librow", "libreq")
+#: the GEMM library its Gemm and MatMul run (MlasGemm), which packs each row of its first
+#: operand (a pixel's) the same way: where the GEMM chains fit that cost (``librow``), the
+#: generic path's per-pixel cost is it, not a parameter of its own. Its requantization stays
+#: its own (``generic``: the conv's GEMM requantizes each tile as it writes it, ~0.4 cycles
+#: an output on an Intel Xeon, where a linear layer's pass of its own costs ~1.1 more). On
+#: that Xeon the fit came out as close (rms log error 0.149) with one parameter fewer; six
+#: earlier calibrations refitted, 31 constants of their consecutive pairs moved more than
+#: 5 % against 41 (the per-row cost 2-5 % apart, was 15-71 %; the library's MAC rate 1-25 %,
+#: was 12-50 %); tying the per-output cost too gave 41, and a stem conv 1.21x measured
+GENERIC_IS_LIBRARY = ("librow",)
 
 
 def _generic_costs(params: dict[str, float]) -> tuple[float, float]:
-    """(per pixel, per output) of the generic conv path: the library's
-    (:data:`GENERIC_IS_LIBRARY`) when fitted, else its own parameters."""
-    if all(name in params for name in GENERIC_IS_LIBRARY):
-        return params["librow"], params["libreq"]
-    return params["unaligned"], params.get("generic", 0.0)
+    """(per pixel, per output) of the generic conv path: the library's per-row cost
+    (:data:`GENERIC_IS_LIBRARY`) when fitted, else its own per-pixel parameter."""
+    per_pixel = params["librow"] if "librow" in params else params["unaligned"]
+    return per_pixel, params.get("generic", 0.0)
 
 
 def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> dict[str, Any]:
@@ -273,8 +273,8 @@ def _linear_fit(
 
     lower = {"mac": min_mac, "lib": min_mac, "amac": min_mac}
     start = {k: v for k, v in _START.items() if k not in _undetermined(int8, data, depths)}
-    if all(name in start for name in GENERIC_IS_LIBRARY):
-        del start["unaligned"], start["generic"]  # the library's (GENERIC_IS_LIBRARY)
+    if "librow" in start:
+        del start["unaligned"]  # the library's per-row cost (GENERIC_IS_LIBRARY)
     caches = _weight_caches(data)
     if "stream" in start and caches and caches[-1].get("bandwidth_bytes_per_cycle"):
         # from the streamed level's measured copy bandwidth: started at _START's 10 bytes per
