@@ -195,6 +195,12 @@ class CostRule:
         (``Elementwise.rows``; summed over the rules)."""
         return 0.0
 
+    def traffic_cycles(self, activation_bytes: float) -> float:
+        """The least cycles a layer that reads and writes ``activation_bytes`` of
+        activations (its inputs and its output together) takes: its compute and that
+        traffic overlap, the larger counts (the largest over the rules)."""
+        return 0.0
+
 
 #: ``[overheads]`` keys every target has, no rule's (the engines' own costs: per layer, per
 #: tile, per inference)
@@ -263,7 +269,18 @@ class RuleSet:
     """A profile's active rules, by hook (what the engines loop over; built once per
     profile with its :class:`~lowbit.hwsim.engines._target.Target`)."""
 
-    __slots__ = ("steady", "shape", "kernel", "adjust", "conv", "fixed", "rate", "count", "row")
+    __slots__ = (
+        "steady",
+        "shape",
+        "kernel",
+        "adjust",
+        "conv",
+        "fixed",
+        "rate",
+        "count",
+        "row",
+        "traffic",
+    )
 
     def __init__(self, overheads: Overheads) -> None:
         rules = [r for r in (cls.of(overheads) for cls in COST_RULES) if r.active()]
@@ -281,3 +298,4 @@ class RuleSet:
         self.rate = having("element_rate")
         self.count = having("element_count")
         self.row = having("row_rate")
+        self.traffic = having("traffic_cycles")

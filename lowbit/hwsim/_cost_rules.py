@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil
 
+from ._activation_spill import ActivationSpill
 from ._cost_rule_base import (
     COST_RULES,
     GENERAL_OVERHEAD_KEYS,
@@ -77,6 +78,7 @@ __all__ = [
     "DecomposedLayerCycles",
     "ActivationMatmulKernel",
     "WarmCache",
+    "ActivationSpill",
 ]
 
 
@@ -414,5 +416,6 @@ for _rule in (
     ElementwiseCosts,
     DecomposedLayerCycles,
     PoolChannelBlock,
+    ActivationSpill,
 ):
     register_cost_rule(_rule)

@@ -198,6 +198,8 @@ class Overheads:
     pool_channel_block: int = 0  # PoolChannelBlock
     pad_conv_channels: bool = False  # DirectConvKernel
     warm_cache: bool = False  # WarmCache
+    activation_cache_bytes: int = 0  # ActivationSpill
+    activation_spill_bytes_per_cycle: float = 0.0  # ActivationSpill
     conv_in_channel_block: int = 1  # ConvReductionBlocking
     conv_part_kernel_positions: int = 0  # ConvReductionBlocking
     conv_part_kernel_channel_block: int = 1  # ConvReductionBlocking

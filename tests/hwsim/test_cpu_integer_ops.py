@@ -204,3 +204,41 @@ def test_a_row_by_row_layer_pays_per_row_on_top_of_its_elements():
     )
     with pytest.raises(ValueError, match="rows 9000 must be between 0 and its 8192"):
         compute("layernorm", rows=9000)
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_activations_that_overflow_the_cache_take_at_least_their_traffic(engine):
+    """``activation_cache_bytes`` / ``activation_spill_bytes_per_cycle``: a layer whose
+    inputs and output together overflow the kernels' cache takes at least their bytes at
+    the spill rate (compute and traffic overlap); one that fits is unchanged."""
+    cpu = _with(
+        load_profile("cpu-x86-avx2"),
+        elementwise_cycles_per_element=(("reorder_input", 0.4),),
+    )
+    spill = _with(cpu, activation_cache_bytes=2 * 2**20, activation_spill_bytes_per_cycle=8.0)
+    float32 = Compression(w_bits=None, a_bits=None)
+
+    def reorder(elements: int) -> Elementwise:
+        return Elementwise(name="r", elements=elements, kind="reorder_input", compression=float32)
+
+    small, big = reorder(200_000), reorder(450_000)  # 1.6 MB and 3.6 MB in and out
+    for layer in (small, big):
+        base = hwsim.simulate_layer(layer, cpu, engine=engine)
+        assert base.compute_cycles == ceil(0.4 * layer.elements - 1e-9)
+    assert hwsim.simulate_layer(small, spill, engine=engine).compute_cycles == ceil(0.4 * 200_000)
+    over = hwsim.simulate_layer(big, spill, engine=engine)
+    assert over.compute_cycles == ceil(2 * 4 * 450_000 / 8.0 - 1e-9)  # its traffic, not 0.4/el
+    assert over.total_cycles > hwsim.simulate_layer(big, cpu, engine=engine).total_cycles
+    # a float conv whose 6.4 MB of activations overflow, but which computes for longer
+    # than their traffic takes, keeps its compute
+    conv = Conv2d(
+        name="c", compression=float32, in_h=112, in_w=112, in_c=64, out_c=64, k_h=3, k_w=3,
+        out_h=112, out_w=112,
+    )  # fmt: skip
+    assert (
+        hwsim.simulate_layer(conv, spill, engine=engine).compute_cycles
+        == hwsim.simulate_layer(conv, cpu, engine=engine).compute_cycles
+    )
+    # either key at 0: no floor
+    off = _with(spill, activation_spill_bytes_per_cycle=0.0)
+    assert hwsim.simulate_layer(big, off, engine=engine).compute_cycles == ceil(0.4 * 450_000)

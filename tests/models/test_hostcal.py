@@ -262,6 +262,11 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
         assert rows.row_rate(kind, integer=False) == pytest.approx(seconds * clock, rel=1e-3)
     assert o.pool_channel_block == 4 * m["cpu"]["simd_lanes_32bit"]
     assert o.pad_conv_channels  # lowbit's export pads conv channels (models._onnx_pad)
+    # activations beyond a core's L2 move at the rate of a copy twice its size (measured)
+    if "L2" in m["cpu"]["caches_bytes"]:
+        assert o.activation_cache_bytes == m["cpu"]["caches_bytes"]["L2"]
+        spill = m["bandwidth_bytes_per_s"]["L2 spill"] / clock
+        assert o.activation_spill_bytes_per_cycle == pytest.approx(spill, abs=1e-3)
     assert o.warm_cache  # timed in steady state
     for key in DEPTHWISE_KEYS:  # the depthwise kernel's fitted costs reach the profile
         assert getattr(o, key) >= 0

@@ -124,6 +124,18 @@ def output_bytes(layer: Layer, gemms: tuple[Gemm, ...] | None = None) -> float:
     return layer.memory_elements()[1] * _bytes(layer.compression.a_storage_bits)
 
 
+def _input_bytes(layer: Layer, gemms: tuple[Gemm, ...]) -> float:
+    """Bytes of the layer's activation inputs, at its a_bits: the first GEMM's ifmap (and a
+    product of two activations' second operand), or a memory-only layer's inputs."""
+    if gemms:
+        g = gemms[0]
+        nbytes = g.count * _ifmap_elements(layer, g) * _bytes(g.a_bits)
+        if g.weights_are_activations:
+            nbytes += g.count * g.N * g.K * _bytes(g.a_bits)
+        return nbytes
+    return layer.memory_elements()[0] * _bytes(layer.compression.a_storage_bits)
+
+
 def keeps_output(t: Target, layer: Layer, gemms: tuple[Gemm, ...] | None = None) -> bool:
     """Does ``layer`` leave its output on chip (no write-back; the next layer reads it)?"""
     return _fits_on_chip(t, output_bytes(layer, gemms))
@@ -214,6 +226,10 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         tiles = 1
         in_pj, out_pj = t.home_pj.get("inputs", 0.0), t.home_pj.get("outputs", 0.0)
         onchip_pj = reads["inputs"] * in_pj + write * out_pj
+    if rules.traffic:  # activations that overflow the kernels' cache: at least their traffic
+        moved = _input_bytes(layer, gemms) + output_bytes(layer, gemms)
+        floor = max(rule.traffic_cycles(moved) for rule in rules.traffic)
+        compute = max(compute, ceil(floor - 1e-9))
     if timer is not None:
         body = timer(schedule)
     elif len(plans) == 1:

@@ -185,6 +185,8 @@ def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> 
         "library_cycles_per_row": float(f"{params.get('librow', 0.0):.4g}"),
         # measured in steady state: a small model's weights stay in the last-level cache
         "warm_cache": True,
+        # measured, not fitted (profile_fit._base_data): activations beyond L2 spill to L3
+        **{k: v for k, v in data.get("overheads", {}).items() if k.startswith("activation_")},
     }
     if "stream" in params:
         # weights that overflow L2 stream from the largest cache (or DRAM) at every run, at

@@ -141,9 +141,10 @@ _KiB = 1024
 #: the float blocked layout's reorders (ONNX Runtime's NCHWc on x86); 17: the GEMM library's
 #: cost per row of its first operand; 18: weights stay in a cache level they fill up to 90 %
 #: of, not half; 19: LayerNorm's and softmax's cost per row, a transpose's per contiguous
-#: run; a residual Add's cost; the generic conv path at the GEMM library's costs per row and
-#: per output; the clock the median of readings between the phases)
-CALIBRATION_VERSION = 19
+#: run; a residual Add's cost; the generic conv path at the GEMM library's cost per row; the
+#: clock the median of readings between the phases; 20: activations that
+#: overflow L2 move at the rate of a copy twice its size)
+CALIBRATION_VERSION = 20
 
 
 def default_profile_path() -> Path:
@@ -205,6 +206,9 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         for level, size in caches.items():
             # source and destination together fill half the level (not the whole of it)
             bandwidth[level] = copy_bandwidth(size // 4, repeats=20)
+    if "L2" in caches:
+        # source and destination twice the L2 each: a layer's activations that overflow it
+        bandwidth["L2 spill"] = copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10)
     # a tiny operator's dispatch, measured before and after the chains (seconds apart: a
     # slow spell of a shared machine disturbs one of them), the least disturbed kept
     glue = [glue_op_slope(repeats=repeats)]

@@ -64,6 +64,17 @@ def _base_data(info: dict[str, Any], bandwidth: dict[str, float]) -> dict[str, A
     data["memory"] = memory
     for key in ("tunables", "area"):  # nothing to tune on a measured host; area unknown
         data.pop(key, None)
+    # activations that overflow a core's L2 move through L3 at the rate of a copy twice the
+    # L2's size (calibrations before v20 did not measure it: none)
+    spill = bandwidth.get("L2 spill")
+    data["overheads"] = (
+        {
+            "activation_cache_bytes": int(info["caches_bytes"]["L2"]),
+            "activation_spill_bytes_per_cycle": round(spill / clock, 3),
+        }
+        if spill and "L2" in info["caches_bytes"]
+        else {}
+    )
     return data
 
 
