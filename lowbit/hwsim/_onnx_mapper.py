@@ -22,7 +22,10 @@ from lowbit.hwsim._onnx_ops import (
     QUANT_OPS,
     STANDALONE_OPS,
     UNARY_OPS,
+    default_opset,
     kind_of,
+    reduced_rows,
+    transpose_runs,
 )
 from lowbit.hwsim._onnx_runtime import (
     float_reason,
@@ -262,9 +265,8 @@ class GraphMapper:
                 out_elements=out_elements,
                 kind=kind if kind in ("maxpool", "avgpool") else "",
             )
-        return Elementwise(
-            **common, elements=out_elements, kind=kind, rows=_rows(node, self.shape(x))
-        )
+        rows = reduced_rows(node, self.shape(x), opset=default_opset(self.g.model))
+        return Elementwise(**common, elements=out_elements, kind=kind, rows=min(rows, out_elements))
 
     def movement(self, node: onnx.NodeProto, index: int) -> Layer:
         """A Transpose, Concat or Split: a copy of every element it outputs."""
@@ -274,12 +276,15 @@ class GraphMapper:
         elements = sum(math.prod(self.shape(out)) for out in node.output if out)
         bits = self.bits(acts[0])
         strided = strided_transpose(self.g, node, quantized=self.quantized)
+        # a Transpose's contiguous runs (a Concat's or Split's inputs need no known shape)
+        shape = self.g.shapes.get(acts[0]) if node.op_type == "Transpose" and not strided else None
+        runs = transpose_runs(node, shape) if shape and all(d > 0 for d in shape) else 0
         return Elementwise(
             name=self.unique(self.g.layer_name(node, index, weight=None)),
             compression=_both_at(bits),
             elements=elements,
             kind="transpose_strided" if strided else MOVEMENT_OPS[node.op_type],
-            rows=0 if strided else _runs(node, self.shape(acts[0])),
+            rows=min(runs, elements),
         )
 
     def elementwise(self, node: onnx.NodeProto, index: int) -> None:
@@ -349,40 +354,6 @@ class GraphMapper:
                 inputs=max(1, round(read / elements)),
                 kind=kind_of({n.op_type for n in nodes}),
             )
-
-
-def _runs(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
-    """The contiguous runs a Transpose that keeps its innermost axis copies (one copy each:
-    the trailing axes it leaves in place are a run); 0 for any other op or permutation."""
-    if node.op_type != "Transpose":
-        return 0
-    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
-    if len(perm) != len(shape) or not perm or perm[-1] != len(perm) - 1:
-        return 0
-    kept = len(perm)
-    while kept > 0 and perm[kept - 1] == kept - 1:
-        kept -= 1
-    return math.prod(shape[:kept])
-
-
-#: the ops that normalize row by row (:func:`_rows`)
-_ROW_OPS = ("LayerNormalization", "SkipLayerNormalization", "Softmax", "LogSoftmax")
-
-
-def _rows(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
-    """The rows a normalization or softmax reduces one at a time (0 for other ops): a
-    LayerNorm normalizes the axes from ``axis`` on (-1 by default), a softmax the one axis
-    ``axis`` (opset 13's default -1; exporters write it); a SkipLayerNorm the last axis.
-    An axis out of range (the runtime refuses the model) gives 0: rows not known."""
-    if node.op_type not in _ROW_OPS:
-        return 0
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    axis = attrs.get("axis", -1) if node.op_type != "SkipLayerNormalization" else -1
-    if not isinstance(axis, int) or not -len(shape) <= axis < len(shape):
-        return 0
-    axis %= len(shape)
-    reduced = math.prod(shape[axis:]) if "Normalization" in node.op_type else shape[axis]
-    return math.prod(shape) // reduced
 
 
 class _Unmappable(Exception):

@@ -10,6 +10,9 @@ teaching the import a new ONNX op is one entry in one of these tables.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 __all__ = [
     "BINARY_OPS",
     "COMPUTE_OPS",
@@ -25,7 +28,11 @@ __all__ = [
     "UNARY_OPS",
     "WEIGHT_PATH_OPS",
     "WEIGHT_SOURCE_OPS",
+    "ROW_OPS",
+    "default_opset",
     "kind_of",
+    "reduced_rows",
+    "transpose_runs",
 ]
 
 #: compute op -> (activation input index, weight input index, weight zero-point index or -1)
@@ -237,3 +244,54 @@ GRID_PATH_OPS = {
 }
 #: the way back from a layer to its weight's initializer (a QDQ weight's DequantizeLinear too)
 WEIGHT_SOURCE_OPS = WEIGHT_PATH_OPS | {"DequantizeLinear"}
+
+
+def transpose_runs(node: Any, shape: tuple[int, ...]) -> int:
+    """The contiguous runs a Transpose that keeps its innermost axis copies (one copy each:
+    the trailing axes it leaves in place are a run); 0 for any other op or permutation."""
+    if node.op_type != "Transpose":
+        return 0
+    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
+    if len(perm) != len(shape) or not perm or perm[-1] != len(perm) - 1:
+        return 0
+    kept = len(perm)
+    while kept > 0 and perm[kept - 1] == kept - 1:
+        kept -= 1
+    return math.prod(shape[:kept])
+
+
+#: the ops that normalize row by row (:func:`reduced_rows`)
+ROW_OPS = ("LayerNormalization", "SkipLayerNormalization", "Softmax", "LogSoftmax")
+
+
+def default_opset(model: Any) -> int:
+    """The model's version of the default ONNX domain (13 when it does not say)."""
+    versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    return int(versions[0]) if versions else 13
+
+
+def reduced_rows(node: Any, shape: tuple[int, ...], *, opset: int = 13) -> int:
+    """The rows a normalization or softmax reduces one at a time (0 for other ops): a
+    LayerNorm normalizes the axes from ``axis`` on (-1 by default); a softmax the one axis
+    ``axis`` from opset 13 on (default -1), and before it the input flattened to 2-D at
+    ``axis`` (default 1: the axes from it on, together); a SkipLayerNorm the last axis.
+    An axis out of range (the runtime refuses the model) gives 0: rows not known."""
+    if node.op_type not in ROW_OPS:
+        return 0
+    attrs = {a.name: _attribute(a) for a in node.attribute}
+    softmax = node.op_type in ("Softmax", "LogSoftmax")
+    default = 1 if softmax and opset < 13 else -1
+    axis = attrs.get("axis", default) if node.op_type != "SkipLayerNormalization" else -1
+    if not isinstance(axis, int) or not -len(shape) <= axis < len(shape):
+        return 0
+    axis %= len(shape)
+    whole = not softmax or opset < 13  # the axes from ``axis`` on, together
+    reduced = math.prod(shape[axis:]) if whole else shape[axis]
+    return math.prod(shape) // reduced
+
+
+def _attribute(attribute: Any) -> Any:
+    """An ONNX attribute's value (onnx imported here only: the op tables need no onnx)."""
+    import onnx
+
+    return onnx.helper.get_attribute_value(attribute)

@@ -289,15 +289,17 @@ def _layer(call: _Call, compression: Compression | None, scale: tuple[int, int])
 
 def _rows(module: nn.Module, shape: tuple[int, ...], elements: int) -> int:
     """The rows a LayerNorm (over its normalized shape) or a softmax (over its ``dim``)
-    normalizes one at a time; 0 for other modules or when they do not divide the
-    (possibly pruned) ``elements``."""
+    normalizes one at a time, from the unpruned ``shape``: pruning narrows the normalized
+    axis (a LayerNorm follows its producer's pruned channels), not the rows; 0 for other
+    modules, at most ``elements`` (the possibly pruned layer's)."""
     if isinstance(module, nn.LayerNorm):
         row = math.prod(module.normalized_shape)
     elif isinstance(module, nn.Softmax) and module.dim is not None and shape:
         row = shape[module.dim] if -len(shape) <= module.dim < len(shape) else 0
     else:
         return 0
-    return elements // row if row and elements % row == 0 else 0
+    whole = math.prod(shape)
+    return min(whole // row, elements) if row and whole % row == 0 else 0
 
 
 def _site_compressions(model: nn.Module, plan: CompressionPlan | None) -> dict[str, Compression]:

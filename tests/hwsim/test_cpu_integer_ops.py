@@ -239,6 +239,10 @@ def test_activations_that_overflow_the_cache_take_at_least_their_traffic(engine)
         hwsim.simulate_layer(conv, spill, engine=engine).compute_cycles
         == hwsim.simulate_layer(conv, cpu, engine=engine).compute_cycles
     )
+    # a float kernel's pass over its output blocks while they are in cache (ReLU6's): none
+    relu6 = Elementwise(name="p", elements=450_000, kind="activation_pass", compression=float32)
+    passes = _with(spill, elementwise_cycles_per_element=(("activation_pass", 0.3),))
+    assert hwsim.simulate_layer(relu6, passes, engine=engine).compute_cycles == ceil(0.3 * 450_000)
     # either key at 0: no floor
     off = _with(spill, activation_spill_bytes_per_cycle=0.0)
     assert hwsim.simulate_layer(big, off, engine=engine).compute_cycles == ceil(0.4 * 450_000)

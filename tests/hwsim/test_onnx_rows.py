@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from lowbit.hwsim.onnx_workload import load_onnx_workload
 
 
-def _one_op(op: str, shape: tuple[int, ...], **attrs) -> onnx.ModelProto:
+def _one_op(op: str, shape: tuple[int, ...], opset: int = 17, **attrs) -> onnx.ModelProto:
     inputs, inits = ["x"], []
     if op == "LayerNormalization":
         axis = attrs.get("axis", -1) % len(shape)
@@ -30,7 +30,7 @@ def _one_op(op: str, shape: tuple[int, ...], **attrs) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))],
         inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 @pytest.mark.parametrize(
@@ -85,3 +85,37 @@ def test_a_transpose_that_keeps_its_innermost_axis_copies_runs(tmp_path, shape, 
     onnx.save(model, tmp_path / "m.onnx")
     (layer,) = load_onnx_workload(tmp_path / "m.onnx").layers
     assert layer.kind in ("transpose", "transpose_strided") and layer.rows == rows
+
+
+@pytest.mark.parametrize(
+    ("attrs", "rows"),
+    [({}, 1), ({"axis": 1}, 1), ({"axis": 2}, 4), ({"axis": -1}, 4 * 8)],
+)
+def test_before_opset_13_a_softmax_normalizes_the_axes_from_its_axis_together(
+    tmp_path, attrs, rows
+):
+    # opset 11: the input flattened to 2-D at ``axis`` (default 1), one row per leading index
+    onnx.save(_one_op("Softmax", (1, 4, 8, 8), opset=11, **attrs), tmp_path / "m.onnx")
+    (layer,) = load_onnx_workload(tmp_path / "m.onnx").layers
+    assert layer.rows == rows
+
+
+def test_a_concat_of_an_empty_tensor_still_imports(tmp_path):
+    # an empty input (a KV cache's first step) has no runs to count: the Concat is a copy
+    ints = {"zero": [0], "axis": [2]}
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("Slice", ["r", "zero", "zero", "axis"], ["empty"]),  # (1,4,0,8)
+            helper.make_node("Concat", ["empty", "r"], ["y"], axis=2),
+        ],
+        "concat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in ints.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "m.onnx")
+    layers = load_onnx_workload(tmp_path / "m.onnx").layers
+    concat = [layer for layer in layers if getattr(layer, "kind", "") == "concat"]
+    assert len(concat) == 1 and concat[0].rows == 0 and concat[0].elements == 4 * 8 * 8

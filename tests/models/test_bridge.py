@@ -348,3 +348,28 @@ def test_coupled_producers_follow_their_group_and_pinning_freezes_a_stream():
         CompressionPlan(layers={"block1.dw": LayerSpec(keep=0.5)}).check(
             seeded(TinyInvertedResidual)
         )
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.5, 0.75, 0.3])
+def test_a_pruned_layernorm_keeps_its_rows(keep):
+    """Pruning a LayerNorm's producer narrows the normalized axis, not the rows (one per
+    token): the per-row cost stays, whatever the kept share."""
+    from lowbit.models.graph import PruneGroup
+
+    class Net(nn.Module):
+        input_shape = (17, 16)
+
+        def __init__(self):
+            super().__init__()
+            self.fc0, self.fc1 = nn.Linear(16, 32), nn.Linear(32, 64)
+            self.ln, self.fc2 = nn.LayerNorm(64), nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc2(self.ln(self.fc1(self.fc0(x))))
+
+        def prune_groups(self):
+            return [PruneGroup(producer="fc1", consumers=("fc2",), followers=("ln",))]
+
+    plan = CompressionPlan(layers={"fc1": LayerSpec(keep=keep)}) if keep < 1 else None
+    ln = to_workload(Net(), plan).layer("ln")
+    assert ln.rows == 17 and ln.elements == 17 * round(64 * keep)

@@ -226,7 +226,9 @@ def evaluate(layer: Layer, t: Target, *, input_on_chip: bool, timer: Timer | Non
         tiles = 1
         in_pj, out_pj = t.home_pj.get("inputs", 0.0), t.home_pj.get("outputs", 0.0)
         onchip_pj = reads["inputs"] * in_pj + write * out_pj
-    if rules.traffic:  # activations that overflow the kernels' cache: at least their traffic
+    # activations that overflow the kernels' cache: at least their traffic (not a pass a
+    # float kernel makes over each output block while it is still in cache: ReLU6's)
+    if rules.traffic and kind not in FLOAT_PASS_KINDS:
         moved = _input_bytes(layer, gemms) + output_bytes(layer, gemms)
         floor = max(rule.traffic_cycles(moved) for rule in rules.traffic)
         compute = max(compute, ceil(floor - 1e-9))

@@ -133,6 +133,9 @@ INT8_PARAMS = (
 )  # fmt: skip
 
 
+#: the measured keys of the base profile's ``[overheads]`` a fit keeps (ActivationSpill's)
+SPILL_KEYS = ("activation_cache_bytes", "activation_spill_bytes_per_cycle")
+
 #: ONNX Runtime's generic conv path (an unaligned or grouped integer conv) is an im2col and
 #: the GEMM library its Gemm and MatMul run (MlasGemm), which packs each row of its first
 #: operand (a pixel's) the same way: where the GEMM chains fit that cost (``librow``), the
@@ -186,7 +189,7 @@ def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> 
         # measured in steady state: a small model's weights stay in the last-level cache
         "warm_cache": True,
         # measured, not fitted (profile_fit._base_data): activations beyond L2 spill to L3
-        **{k: v for k, v in data.get("overheads", {}).items() if k.startswith("activation_")},
+        **{k: v for k, v in data.get("overheads", {}).items() if k in SPILL_KEYS},
     }
     if "stream" in params:
         # weights that overflow L2 stream from the largest cache (or DRAM) at every run, at

@@ -105,7 +105,7 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
     data["overheads"] = overheads(
         gemm_op_cycles=fitted["layer_cycles"],
         run_s=m["run_overhead_s"],
-        float_run_s=m["float_run_overhead_s"],
+        float_run_s=m.get("float_run_overhead_s", 0.0),  # (sidecars before v7: none)
         op_s=op_s,
         elementwise={
             **m["elementwise_s_per_element"],
