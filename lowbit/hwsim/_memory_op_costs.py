@@ -46,24 +46,25 @@ class ElementwiseCosts(CostRule):
     #: so rows of 32 features cost twice what rows of 128 do per element)
     elementwise_cycles_per_row: tuple[tuple[str, float], ...] = ()
 
-    def _priced(self, kind: str, *, integer: bool) -> str | None:
-        """The key that prices ``kind`` per element: ``<kind>_int8`` on integer activations
-        where the profile has it, else the kind, else its fallback's (None: not priced)."""
+    def _priced(self, kind: str, *, integer: bool) -> tuple[str, float]:
+        """The key that prices ``kind`` per element and its cycles: ``<kind>_int8`` on
+        integer activations where the profile has it, else the kind, else its fallback's
+        (the kind and 0 when none is priced)."""
         wanted = (f"{kind}_int8", kind) if integer else (kind,)
         if kind in FALLBACK_KINDS:  # a profile that does not price it apart
             wanted = (*wanted, FALLBACK_KINDS[kind])
         known = dict(self.elementwise_cycles_per_element)
-        return next((name for name in wanted if name in known), None)
+        name = next((name for name in wanted if name in known), kind)
+        return name, known.get(name, 0.0)
 
     def element_rate(self, kind: str, *, integer: bool) -> float:
-        name = self._priced(kind, integer=integer)
-        return dict(self.elementwise_cycles_per_element)[name] if name else 0.0
+        return self._priced(kind, integer=integer)[1]
 
     def row_rate(self, kind: str, *, integer: bool) -> float:
         # the rows of the kernel that prices the elements: an integer kernel's
         # (``<kind>_int8``: ONNX Runtime's QLinearSoftmax) are its own, measured with its
         # cost per element; a kind with none runs the float kernel on 8-bit activations too
-        name = self._priced(kind, integer=integer) or kind
+        name = self._priced(kind, integer=integer)[0]
         return dict(self.elementwise_cycles_per_row).get(name, 0.0)
 
 

@@ -146,13 +146,14 @@ SPILL_KEYS = ("activation_cache_bytes", "activation_spill_bytes_per_cycle")
 #: earlier calibrations refitted, 31 constants of their consecutive pairs moved more than
 #: 5 % against 41 (the per-row cost 2-5 % apart, was 15-71 %; the library's MAC rate 1-25 %,
 #: was 12-50 %); tying the per-output cost too gave 41, and a stem conv 1.21x measured
-GENERIC_IS_LIBRARY = ("librow",)
+GENERIC_IS_LIBRARY = "librow"
 
 
 def _generic_costs(params: dict[str, float]) -> tuple[float, float]:
     """(per pixel, per output) of the generic conv path: the library's per-row cost
     (:data:`GENERIC_IS_LIBRARY`) when fitted, else its own per-pixel parameter."""
-    per_pixel = params["librow"] if "librow" in params else params["unaligned"]
+    library = GENERIC_IS_LIBRARY in params
+    per_pixel = params[GENERIC_IS_LIBRARY] if library else params["unaligned"]
     return per_pixel, params.get("generic", 0.0)
 
 
@@ -278,8 +279,8 @@ def _linear_fit(
 
     lower = {"mac": min_mac, "lib": min_mac, "amac": min_mac}
     start = {k: v for k, v in _START.items() if k not in _undetermined(int8, data, depths)}
-    if "librow" in start:
-        del start["unaligned"]  # the library's per-row cost (GENERIC_IS_LIBRARY)
+    if GENERIC_IS_LIBRARY in start:
+        del start["unaligned"]  # the generic path's per pixel: the library's per row
     caches = _weight_caches(data)
     if "stream" in start and caches and caches[-1].get("bandwidth_bytes_per_cycle"):
         # from the streamed level's measured copy bandwidth: started at _START's 10 bytes per
