@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from bench_host_model import ROOT, spreads
 
+from lowbit.hwsim.errors import LowbitError
+from lowbit.hwsim.fileio import read_json
 from lowbit.models.hostcal.profile_fit import from_measurements
 
 
@@ -34,9 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     profiles, cpus = [], set()
     for path in args.sidecars:
-        measurements = json.loads(path.read_text())
-        cpus.add(measurements["cpu"].get("label", measurements["cpu"]["model"]))
-        profiles.append(from_measurements(measurements).profile())
+        try:  # the project's reader: a directory, binary or broken file is one line
+            measurements = read_json(path, what="calibration sidecar")
+            cpus.add(measurements["cpu"].get("label", measurements["cpu"]["model"]))
+            profiles.append(from_measurements(measurements).profile())
+        except LowbitError as exc:
+            sys.exit(f"bench_host_refit: {exc}")
+        except (KeyError, TypeError, AttributeError) as exc:
+            sys.exit(f"bench_host_refit: {path}: not a calibration sidecar ({exc!r})")
     every = spreads(profiles)
     pairs = [spreads(profiles[i : i + 2]) for i in range(0, len(profiles) - 1, 2)] or [every]
     print(f"{len(profiles)} calibrations refitted on {', '.join(sorted(cpus))}; spread per pair")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._cost_rule_base import CostRule, count_key
-from ._schema_types import Key
+from ._schema_types import MIN_RATE, Key
 
 __all__ = ["ActivationSpill"]
 
@@ -20,13 +20,17 @@ class ActivationSpill(CostRule):
     any activation that fits a CPU's largest cache "on chip", which for a 300 MB L3 is every
     one: on an Intel Xeon (2 MB L2), ONNX Runtime's reorder of a 1.8 MB float tensor into its
     blocked layout took 178 us where its per-element cost gives 59, and the stride-2
-    depthwise conv reading it 114 us against 24 -- both at ~6.5 bytes per cycle, the L3's
-    copy rate. 0 (either): no such floor."""
+    depthwise conv reading it 114 us against 24 -- both at ~6.5 bytes per cycle (the host
+    calibration measures the rate as a copy twice the L2's size: ~8.6 there). A float
+    kernel's pass over its own output blocks (``activation_pass``) is exempt: it runs while
+    they are in cache. Either key left out (0): no such floor; a rate, when given, is at
+    least :data:`~lowbit.hwsim._schema_types.MIN_RATE` (a physical floor: a rate of 1e-308
+    made the floor infinite)."""
 
     keys = {
         "activation_cache_bytes": count_key(0, 0, 2**50),
         "activation_spill_bytes_per_cycle": Key(
-            "number", required=False, default=0.0, low=0, high=10**6, unit="bytes/cycle"
+            "number", required=False, default=0.0, low=MIN_RATE, high=10**6, unit="bytes/cycle"
         ),
     }
     activation_cache_bytes: int = 0

@@ -243,6 +243,16 @@ def test_activations_that_overflow_the_cache_take_at_least_their_traffic(engine)
     relu6 = Elementwise(name="p", elements=450_000, kind="activation_pass", compression=float32)
     passes = _with(spill, elementwise_cycles_per_element=(("activation_pass", 0.3),))
     assert hwsim.simulate_layer(relu6, passes, engine=engine).compute_cycles == ceil(0.3 * 450_000)
-    # either key at 0: no floor
+    # either key at 0 (left out): no floor
     off = _with(spill, activation_spill_bytes_per_cycle=0.0)
     assert hwsim.simulate_layer(big, off, engine=engine).compute_cycles == ceil(0.4 * 450_000)
+
+
+def test_a_spill_rate_below_the_physical_floor_is_refused_by_name():
+    # 1e-308 bytes per cycle made the floor infinite (a traceback); a rate is at least 1e-3
+    from lowbit.hwsim.profiles import load_profile_data, profile_from_dict
+
+    data = load_profile_data("cpu-x86-avx2")
+    data["overheads"] |= {"activation_cache_bytes": 1, "activation_spill_bytes_per_cycle": 1e-308}
+    with pytest.raises(Exception, match="activation_spill_bytes_per_cycle: must be >= 0.001"):
+        profile_from_dict(data, source="test")

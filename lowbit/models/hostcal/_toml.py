@@ -137,11 +137,16 @@ def profile_toml(calibration: _Calibrated) -> str:
         "tensor on two grids runs a float round trip in ONNX Runtime",
         f"warm_cache = {str(o.get('warm_cache', False)).lower()}  # timed in steady "
         "state: weights that fit the last-level cache stay there between runs",
-        f"activation_cache_bytes = {o.get('activation_cache_bytes', 0)}  # a core's L2: "
-        "activations beyond it (a layer's inputs and output together) spill to L3",
-        "activation_spill_bytes_per_cycle = "
-        f"{o.get('activation_spill_bytes_per_cycle', 0.0)!r}  # measured: a copy twice "
-        "the L2's size",
+        *(
+            [
+                f"activation_cache_bytes = {o['activation_cache_bytes']}  # a core's L2: "
+                "activations beyond it (a layer's inputs and output together) spill to L3",
+                f"activation_spill_bytes_per_cycle = {o['activation_spill_bytes_per_cycle']!r}"
+                "  # measured: a copy twice the L2's size",
+            ]
+            if o.get("activation_spill_bytes_per_cycle")
+            else []
+        ),
         "# fitted on depthwise 3x3 chains (INT8 mean |error| "
         f"{fit.get('mean_abs_pct_error_int8_depthwise', 0.0):.1f}%, FP32 "
         f"{fit.get('mean_abs_pct_error_fp32_depthwise', 0.0):.1f}%): their own kernel",
