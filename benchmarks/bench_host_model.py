@@ -50,6 +50,7 @@ from lowbit.models.hostcal.check import (
     summarize,
     table,
 )
+from lowbit.models.hostcal.clock import clock_track
 from lowbit.models.hostcal.graphs import quantize_int8
 from lowbit.models.hostcal.isa import cpu_info
 
@@ -200,17 +201,20 @@ def zoo_rows(profile, tmp: Path) -> list[tuple[CheckRow, float]]:
                     continue  # the ORT quantizer sees the same FP32 model for every plan
                 sim, macs = simulate_s(path, profile, fp32=False)
                 todo.append((label, path, sim, macs, result.fp32_path, fp32, via_bridge))
-    times = measure_all([p for t in todo for p in (t[1], t[4])], repeats=100)
+    with clock_track(reference_hz=profile.clock_hz):  # at the profile's clock, as the check
+        times = measure_all([p for t in todo for p in (t[1], t[4])], repeats=100)
     return [
         (
             CheckRow(
                 name=label,
                 kind="zoo",
                 macs=macs,
-                int8_measured_s=times[2 * i],
+                int8_measured_s=times[2 * i].at_clock_s,
                 int8_simulated_s=sim,
-                fp32_measured_s=times[2 * i + 1],
+                fp32_measured_s=times[2 * i + 1].at_clock_s,
                 fp32_simulated_s=fp32,
+                int8_timed_s=times[2 * i].timed_s,
+                fp32_timed_s=times[2 * i + 1].timed_s,
             ),
             via_bridge,
         )
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         rows = check(profile)
         zoo = zoo_rows(profile, tmp)
-    print(table(rows + [r for r, _ in zoo], cpu_label=label))
+    print(table(rows + [r for r, _ in zoo], cpu_label=label, clock_hz=profile.clock_hz))
     print("lowbit export vs the search's own workload (bridge) on the same profile:")
     for row, bridge in zoo:
         if bridge == bridge:  # not NaN

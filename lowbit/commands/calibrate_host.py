@@ -114,19 +114,29 @@ def _check(path, args: argparse.Namespace) -> int:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(table(rows, cpu_label=label) + f"\nwrote {report}\n")
+        sys.stdout.write(
+            table(rows, cpu_label=label, clock_hz=profile.clock_hz) + f"\nwrote {report}\n"
+        )
     return 0
 
 
 def _clock_note(cpu: dict) -> str:
     """`` (measured; the OS says 2.10)`` where the running clock was measured and differs
     from the OS's nominal figure -- with the range of its readings when there were several
-    (`` (median of 7 readings, 2.88-3.35; the OS says 2.10)``) -- else nothing."""
+    (`` (median of 7 readings, 2.88-3.35; the OS says 2.10)``; a calibration's clock track:
+    `` (median of 820 readings beside the timings, 2.88-3.35; ...)``) -- else nothing."""
     nominal = cpu.get("nominal_clock_hz")
     if not nominal or abs(nominal - cpu["clock_hz"]) < 0.01e9:
         return ""
     readings = cpu.get("clock_readings_hz") or []
     os_says = f"the OS says {nominal / 1e9:.2f}"
+    track = cpu.get("clock_track")
+    if isinstance(track, dict) and track.get("readings", 0) > 1:
+        low, high = track["low_hz"] / 1e9, track["high_hz"] / 1e9
+        return (
+            f" (median of {track['readings']} readings beside the timings, {low:.2f}-{high:.2f};"
+            f" {os_says})"
+        )
     if len(readings) > 1:
         low, high = min(readings) / 1e9, max(readings) / 1e9
         return f" (median of {len(readings)} readings, {low:.2f}-{high:.2f}; {os_says})"

@@ -16,6 +16,7 @@ from lowbit.models.hostcal import bench as hostbench
 from lowbit.models.hostcal import calibration as hostcal
 from lowbit.models.hostcal import conv as hostconv
 from lowbit.models.hostcal import isa
+from lowbit.models.hostcal.clock import seconds_clock_hz
 from lowbit.models.hostcal.profile_fit import from_measurements
 
 
@@ -141,6 +142,21 @@ def test_a_sidecar_refitted_gives_the_profile_it_was_written_with(quick_calibrat
     )
 
 
+def test_the_sidecars_seconds_become_cycles_at_their_own_clock(quick_calibration):
+    """The fit turns the sidecar's seconds into cycles at the clock they were converted to
+    (its track's reference); the profile runs at the median reading. The same seconds at a
+    10 % faster reference are 10 % more cycles, and the profile's clock does not move."""
+    measurements = json.loads(json.dumps(quick_calibration.measurements))
+    cpu = measurements["cpu"]
+    reference = seconds_clock_hz(cpu)
+    cpu["clock_track"] = {**cpu.get("clock_track", {}), "reference_hz": 1.1 * reference}
+    faster = from_measurements(measurements).profile()
+    base = quick_calibration.profile()
+    assert faster.clock_hz == base.clock_hz == cpu["clock_hz"]
+    assert faster.overheads.run_cycles == pytest.approx(1.1 * base.overheads.run_cycles, rel=1e-3)
+    assert faster.overheads.layer_cycles == pytest.approx(1.1 * base.overheads.layer_cycles, abs=1)
+
+
 def test_fit_reproduces_the_chains_it_was_fitted_on(quick_calibration):
     fit = quick_calibration.measurements["fit"]
     assert fit["layer_cycles"] > 0 and fit["cols"] in (4, 8, 16, 32, 64)
@@ -222,9 +238,15 @@ def test_overheads_split_the_fitted_gemm_cost_and_convert_seconds():
 
 def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
     """The Run call, the operator dispatch and the per-element costs measured are in the
-    profile, in cycles at its clock (not only in the sidecar)."""
+    profile, in cycles at the clock the sidecar's seconds are at (not only in the sidecar);
+    the profile runs at the median of the clock readings beside the timings."""
     m, profile = quick_calibration.measurements, quick_calibration.profile()
-    o, clock = profile.overheads, profile.clock_hz
+    o, clock = profile.overheads, seconds_clock_hz(m["cpu"])
+    assert profile.clock_hz == m["cpu"]["clock_hz"]
+    if "clock_track" in m["cpu"]:  # where the add chain runs
+        track = m["cpu"]["clock_track"]
+        assert track["readings"] > 10 and track["low_hz"] <= track["high_hz"]
+        assert profile.clock_hz == track["median_hz"] and clock == track["reference_hz"]
     assert o.run_cycles == round(m["run_overhead_s"] * clock) > 0
     # a float graph's Run call: measured on the FP32 chains, cheaper (no Q/DQ, no layout)
     assert o.float_run_cycles == round(m["float_run_overhead_s"] * clock) > 0

@@ -107,6 +107,30 @@ def test_summary_counts_hits_and_speedup_directions():
     assert "test CPU" in text and "WRONG" in text
 
 
+def test_times_at_the_profiles_clock_are_reported_beside_the_times_as_timed():
+    """The check compares times converted to the profile's clock; the table names that clock
+    and the range the core ran at (from each time's conversion), and summarizes the times as
+    timed too."""
+    from dataclasses import replace
+
+    rows = [
+        # at 3 GHz 1.0 ms; timed 1.1 ms with the core at 2.73 GHz: 10 % off as timed
+        replace(_row("a", (1.0, 1.0), (2.0, 2.0)), int8_timed_s=1.1, fp32_timed_s=2.0),
+        replace(_row("b", (1.0, 1.05), (2.0, 2.0)), int8_timed_s=0.8, fp32_timed_s=1.6),
+    ]
+    s = summarize(rows)["all"]
+    assert s["within_int8"] == 1.0 and s["mape_int8_pct"] == pytest.approx(2.5)
+    assert s["mape_int8_as_timed_pct"] == pytest.approx((100 * abs(1 / 1.1 - 1) + 31.25) / 2)
+    assert s["within_int8_as_timed"] == 0.5
+    text = table(rows, cpu_label="test CPU", clock_hz=3e9)
+    assert "times at the profile's clock, 3.00 GHz (the core ran at 2.73-3.75 GHz" in text
+    assert "as timed: layer INT8 50% within ±15%" in text
+    assert "profile's clock" not in table(rows, cpu_label="test CPU")  # no clock given
+    untimed = [_row("c", (1.0, 1.0), (2.0, 2.0))]  # not converted: as timed = as measured
+    assert untimed[0].int8_timed_ratio == 1.0
+    assert "as timed" not in table(untimed, cpu_label="test CPU", clock_hz=3e9)
+
+
 def test_a_measured_tie_has_no_direction_only_a_size():
     """INT8 and FP32 measured within TIE of each other: a simulation that calls them close
     (either way) is right, one that predicts a large speed-up or slow-down is not."""
@@ -152,10 +176,13 @@ def test_every_model_is_timed_once_per_pass_over_all_and_the_least_kept(monkeypa
         assert rounds == 1 and seconds == pytest.approx(0.5 / 3)
         done = calls.count(path)
         calls.append(path)
-        return slow.get((path, done), {"a": 2.0, "b": 3.0}[path])
+        seconds = slow.get((path, done), {"a": 2.0, "b": 3.0}[path])
+        return hostcheck.Measured(seconds, 1.1 * seconds)
 
     monkeypatch.setattr(hostcheck, "measure_s", fake)
-    assert hostcheck.measure_all(["a", "b"], repeats=5, passes=3) == [2.0, 3.0]
+    kept = hostcheck.measure_all(["a", "b"], repeats=5, passes=3)
+    assert [m.at_clock_s for m in kept] == [2.0, 3.0]
+    assert [m.timed_s for m in kept] == pytest.approx([2.2, 3.3])
     assert calls == ["a", "b"] * 3
 
 
@@ -164,7 +191,7 @@ def test_one_case_is_checked_like_the_whole_set(monkeypatch):
     from lowbit.hwsim.profiles import load_profile
     from lowbit.models.hostcal import check as hostcheck
 
-    monkeypatch.setattr(hostcheck, "measure_s", lambda path, **_: 1e-3)
+    monkeypatch.setattr(hostcheck, "measure_s", lambda path, **_: hostcheck.Measured(1e-3, 1e-3))
     case = heldout.cases(networks=False, layers=True, quick=True)[0]
     row = hostcheck.check_case(case, load_profile("cpu-x86-avx2"), repeats=5)
     assert row.name == case.name and row.int8_measured_s == row.fp32_measured_s == 1e-3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 
+import numpy as np
 import pytest
 
 from lowbit.models.hostcal import clock
@@ -12,7 +13,11 @@ from lowbit.models.hostcal.clock import (
     ADDS_PER_ITERATION,
     _x86_64_code,
     add_chain,
+    at_reference_clock,
+    clock_track,
     measured_clock_hz,
+    seconds_clock_hz,
+    with_clock_track,
     with_running_clock,
 )
 
@@ -92,3 +97,71 @@ def test_a_second_reading_that_fails_keeps_the_first(monkeypatch):
     monkeypatch.setattr(clock, "measured_clock_hz", lambda: next(readings))
     info = with_running_clock(with_running_clock({"clock_hz": 2.1e9}))
     assert info["clock_hz"] == 2.1e9 and info["clock_source"].startswith("measured")
+
+
+def _fake_track(monkeypatch, readings):
+    """``clock_track`` on a machine whose add chain runs and reads ``readings`` in turn."""
+    found = iter(readings)
+    monkeypatch.setattr(clock, "add_chain", lambda: lambda iterations: iterations)
+    monkeypatch.setattr(clock.ClockTrack, "reading_hz", lambda self: self._record(next(found)))
+
+
+def test_a_timing_under_a_track_comes_back_at_the_reference_clock(monkeypatch):
+    """A core at f runs N cycles in N / f seconds: the same work at the reference clock takes
+    seconds * f / reference, f the mean of the readings before and after."""
+    _fake_track(monkeypatch, [3.3e9, 3.1e9, 2.4e9, 2.4e9])
+    with clock_track(reference_hz=3.0e9) as track:
+        assert at_reference_clock(lambda: "timed") == ("timed", pytest.approx(3.2 / 3.0))
+        assert at_reference_clock(lambda: 7)[1] == pytest.approx(0.8)
+    assert track.readings_hz == [3.3e9, 3.1e9, 2.4e9, 2.4e9]
+    summary = with_clock_track({"clock_hz": 3.0e9, "model": "x"}, track)
+    # the profile runs at the median reading (to 10 MHz); the seconds stay at the reference
+    assert summary["clock_hz"] == pytest.approx(2.75e9)
+    assert summary["clock_track"]["readings"] == 4 and summary["clock_track"]["low_hz"] == 2.4e9
+    assert seconds_clock_hz(summary) == 3.0e9
+    assert at_reference_clock(lambda: 1) == (1, 1.0)  # the track ended with its block
+
+
+def test_without_a_track_or_a_chain_timings_stay_as_timed(monkeypatch):
+    assert at_reference_clock(lambda: 5) == (5, 1.0)
+    assert seconds_clock_hz({"clock_hz": 2.1e9}) == 2.1e9  # a sidecar before v21
+    monkeypatch.setattr(clock, "add_chain", lambda: None)
+    with clock_track(reference_hz=3e9) as track:
+        assert track is None and at_reference_clock(lambda: 5) == (5, 1.0)
+    with pytest.raises(ValueError, match="reference_hz"):
+        with clock_track(reference_hz=0.0):
+            pass
+
+
+def test_the_real_chain_reads_the_clock_beside_a_timing():
+    """On x86-64 the track's readings are real clocks, and a timing's factor is their mean
+    over the reference (no machine's core runs below 0.3 GHz or above 10 GHz); elsewhere no
+    track."""
+    with clock_track(reference_hz=3e9) as track:
+        _, factor = at_reference_clock(lambda: sum(range(1000)))
+    if add_chain() is None:
+        assert track is None and factor == 1.0
+        return
+    assert len(track.readings_hz) == 2
+    assert all(3e8 < r < 1e10 for r in track.readings_hz)
+    assert factor == pytest.approx(sum(track.readings_hz) / 2 / 3e9)
+
+
+def test_session_timings_carry_the_factor_they_were_converted_by(monkeypatch):
+    """``time_session`` under a track: the median is at the reference clock and dividing by
+    ``clock_factor`` gives the time as timed (the check reports both)."""
+    from lowbit.models.hostcal import bench
+
+    class Session:
+        def run_with_iobinding(self, binding):
+            pass
+
+    monkeypatch.setattr(bench, "bind", lambda session, *, x: None)
+    monkeypatch.setattr(bench, "_timed_runs_s", lambda s, *, binding, runs: np.full(runs, 2e-3))
+    _fake_track(monkeypatch, [3.6e9, 3.6e9, 3.6e9, 3.6e9])
+    with clock_track(reference_hz=3.0e9):
+        timing = bench.time_session(Session(), np.zeros(1), warmup=2, repeats=5)
+        runs = bench.run_times_s(Session(), binding=None, runs=3)
+    assert timing.median_s == pytest.approx(2.4e-3) and timing.clock_factor == pytest.approx(1.2)
+    assert timing.median_s / timing.clock_factor == pytest.approx(2e-3)
+    assert runs == pytest.approx([2.4e-3] * 3)

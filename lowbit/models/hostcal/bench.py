@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from lowbit.hwsim.errors import LowbitError
+from lowbit.models.hostcal.clock import at_reference_clock
 
 __all__ = [
     "DEPTHS",
@@ -87,6 +88,9 @@ class Timing:
     q1_s: float
     q3_s: float
     runs: int
+    #: the times are at a clock track's reference clock: as timed = these / clock_factor
+    #: (1: no track, or the core ran at the reference; :mod:`lowbit.models.hostcal.clock`)
+    clock_factor: float = 1.0
 
     @property
     def iqr_s(self) -> float:
@@ -103,8 +107,7 @@ def bind(session: Any, *, x: np.ndarray) -> Any:
     return binding
 
 
-def run_times_s(session: Any, *, binding: Any, runs: int) -> np.ndarray:
-    """Seconds of each of ``runs`` consecutive Run calls on ``binding``."""
+def _timed_runs_s(session: Any, *, binding: Any, runs: int) -> np.ndarray:
     times = np.empty(runs)
     for i in range(runs):
         start = time.perf_counter_ns()
@@ -113,10 +116,21 @@ def run_times_s(session: Any, *, binding: Any, runs: int) -> np.ndarray:
     return times * 1e-9
 
 
-def timing_of(times_s: np.ndarray) -> Timing:
+def _run_times_and_factor(session: Any, *, binding: Any, runs: int) -> tuple[np.ndarray, float]:
+    times, factor = at_reference_clock(lambda: _timed_runs_s(session, binding=binding, runs=runs))
+    return times * factor, factor
+
+
+def run_times_s(session: Any, *, binding: Any, runs: int) -> np.ndarray:
+    """Seconds of each of ``runs`` consecutive Run calls on ``binding`` (at the reference
+    clock under a :func:`~lowbit.models.hostcal.clock.clock_track`)."""
+    return _run_times_and_factor(session, binding=binding, runs=runs)[0]
+
+
+def timing_of(times_s: np.ndarray, *, clock_factor: float = 1.0) -> Timing:
     """Median and quartiles of run times (seconds)."""
     q1, med, q3 = np.percentile(times_s, (25, 50, 75))
-    return Timing(float(med), float(q1), float(q3), len(times_s))
+    return Timing(float(med), float(q1), float(q3), len(times_s), clock_factor)
 
 
 def time_session(session: Any, x: np.ndarray, *, warmup: int = 10, repeats: int = 50) -> Timing:
@@ -126,8 +140,9 @@ def time_session(session: Any, x: np.ndarray, *, warmup: int = 10, repeats: int 
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
     binding = bind(session, x=x)
     if warmup:
-        run_times_s(session, binding=binding, runs=warmup)
-    return timing_of(run_times_s(session, binding=binding, runs=repeats))
+        _timed_runs_s(session, binding=binding, runs=warmup)
+    times, factor = _run_times_and_factor(session, binding=binding, runs=repeats)
+    return timing_of(times, clock_factor=factor)
 
 
 def _input_dims(kind: str, size: int, spatial: int, batch: int | str) -> list:
@@ -390,15 +405,21 @@ def glue_op_slope(*, repeats: int) -> Slope:
 
 
 def copy_bandwidth(nbytes: int, *, repeats: int) -> float:
-    """Copy bandwidth (bytes read + written per second) of a ``nbytes`` buffer, best run."""
+    """Copy bandwidth (bytes read + written per second) of a ``nbytes`` buffer, best run (at
+    the reference clock under a :func:`~lowbit.models.hostcal.clock.clock_track`)."""
     src = np.ones(max(nbytes // 8, 1), dtype=np.float64)
     dst = np.empty_like(src)
     np.copyto(dst, src)
     loops = max(1, (64 * _KiB**2) // max(nbytes, 1))
-    best = math.inf
-    for _ in range(repeats):
+
+    def copy_s() -> float:
         start = time.perf_counter()
         for _ in range(loops):
             np.copyto(dst, src)
-        best = min(best, (time.perf_counter() - start) / loops)
+        return (time.perf_counter() - start) / loops
+
+    best = math.inf
+    for _ in range(repeats):
+        seconds, factor = at_reference_clock(copy_s)
+        best = min(best, seconds * factor)
     return 2 * src.nbytes / best

@@ -78,7 +78,7 @@ from lowbit.models.hostcal.bench import (
     copy_bandwidth,
     glue_op_slope,
 )
-from lowbit.models.hostcal.clock import with_running_clock
+from lowbit.models.hostcal.clock import clock_track, with_clock_track, with_running_clock
 from lowbit.models.hostcal.conv import (
     CONV_SWEEP,
     GROUPED_SWEEP,
@@ -143,8 +143,9 @@ _KiB = 1024
 #: of, not half; 19: LayerNorm's and softmax's cost per row, a transpose's per contiguous
 #: run; a residual Add's cost; the generic conv path at the GEMM library's cost per row; the
 #: clock the median of readings between the phases; 20: activations that
-#: overflow L2 move at the rate of a copy twice its size)
-CALIBRATION_VERSION = 20
+#: overflow L2 move at the rate of a copy twice its size; 21: every timing at one reference
+#: clock, by the clock read beside it)
+CALIBRATION_VERSION = 21
 
 
 def default_profile_path() -> Path:
@@ -195,69 +196,67 @@ def _measure(*, quick: bool) -> dict[str, Any]:
     import onnxruntime as ort
 
     info = with_running_clock(cpu_info())
-    repeats = 10 if quick else 60
-    caches = info["caches_bytes"]
-    bandwidth = {
-        "DRAM": copy_bandwidth(
-            max(64 * _KiB**2, 2 * caches.get("L3", 0)), repeats=2 if quick else 4
+    # every timing is converted to the clock read at the start, by the clock read beside it
+    # (the clock moves 10-20 % within a calibration on a shared machine)
+    with clock_track(reference_hz=info["clock_hz"]) as track:
+        repeats = 10 if quick else 60
+        caches = info["caches_bytes"]
+        bandwidth = {
+            "DRAM": copy_bandwidth(
+                max(64 * _KiB**2, 2 * caches.get("L3", 0)), repeats=2 if quick else 4
+            )
+        }
+        if not quick:
+            for level, size in caches.items():
+                # source and destination together fill half the level (not the whole of it)
+                bandwidth[level] = copy_bandwidth(size // 4, repeats=20)
+        spill = []
+        if "L2" in caches:
+            # source and destination twice the L2 each: a layer's activations that overflow it.
+            # L3 is shared with other cores: measured here and again at the end, the faster kept
+            # (two calibrations a minute apart measured 21.5 and 28.4 GB/s once each)
+            spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
+        # a tiny operator's dispatch, measured before and after the chains (seconds apart: a
+        # slow spell of a shared machine disturbs one of them), the least disturbed kept
+        glue = [glue_op_slope(repeats=repeats)]
+        # data movement and the INT8 softmax take about a second: measured here and again after
+        # the sweep, the least of the two per operator (one calibration's came out 20-60 % high)
+        early = _spot_costs(repeats=repeats)
+        rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
+        glue.append(glue_op_slope(repeats=repeats))
+        op_s = min(glue, key=lambda slope: slope.long_s).per_layer_s
+        # the per-node profiler adds its own time to every kernel it reports: taken off
+        profiler_s = profiler_overhead_s(repeats=repeats, op_s=op_s)
+        sweep = conv_sweep(
+            QUICK_CONV_SWEEP if quick else CONV_SWEEP + GROUPED_SWEEP,
+            repeats=4 * repeats,
+            profiler_s=profiler_s,
         )
-    }
-    if not quick:
-        for level, size in caches.items():
-            # source and destination together fill half the level (not the whole of it)
-            bandwidth[level] = copy_bandwidth(size // 4, repeats=20)
-    spill = []
-    if "L2" in caches:
-        # source and destination twice the L2 each: a layer's activations that overflow it.
-        # L3 is shared with other cores: measured here and again at the end, the faster kept
-        # (two calibrations a minute apart measured 21.5 and 28.4 GB/s once each)
-        spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
-    # a tiny operator's dispatch, measured before and after the chains (seconds apart: a
-    # slow spell of a shared machine disturbs one of them), the least disturbed kept
-    glue = [glue_op_slope(repeats=repeats)]
-    # data movement and the INT8 softmax take about a second: measured here and again after
-    # the sweep, the least of the two per operator (one calibration's came out 20-60 % high)
-    early = _spot_costs(repeats=repeats)
-    # the clock is read between the phases (0.1 s each): the median converts the timings
-    info = with_running_clock(info)
-    rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
-    info = with_running_clock(info)
-    glue.append(glue_op_slope(repeats=repeats))
-    op_s = min(glue, key=lambda slope: slope.long_s).per_layer_s
-    # the per-node profiler adds its own time to every kernel it reports: taken off
-    profiler_s = profiler_overhead_s(repeats=repeats, op_s=op_s)
-    sweep = conv_sweep(
-        QUICK_CONV_SWEEP if quick else CONV_SWEEP + GROUPED_SWEEP,
-        repeats=4 * repeats,
-        profiler_s=profiler_s,
-    )
-    info = with_running_clock(info)
-    elementwise, per_row = elementwise_costs(repeats=repeats)
-    info = with_running_clock(info)
-    # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
-    # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
-    # 64 do -- not at the FP32 chain's per-element cost (kept in the sidecar). Measured at
-    # one register's worth of channels: the cost per element of a full block; the
-    # profiler's own time is taken off again with the fit's value of it
-    pool = int8_maxpool_s_per_element(
-        channels=4 * info["simd_lanes_32bit"],
-        batch=16 if quick else 64,
-        repeats=2 * repeats,
-        profiler_s=profiler_s,
-    )
-    late = _spot_costs(repeats=repeats)
-    movement = {op: min(cost, early[0][op]) for op, cost in late[0].items()}
-    softmax = min(early[1], late[1], key=lambda slope: slope.long_s)
-    movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=0, op_s=op_s, slope=softmax)
-    movement["ActivationPass"] = activation_pass_s_per_element(repeats=max(repeats // 3, 5))
-    info = with_running_clock(info)
-    depthwise = depthwise_sweep(
-        QUICK_DEPTHWISE_SWEEP if quick else DEPTHWISE_SWEEP, repeats=max(2 * repeats // 3, 10)
-    )
-    info = with_running_clock(info)
-    if spill:
-        spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
-        bandwidth["L2 spill"] = max(spill)
+        elementwise, per_row = elementwise_costs(repeats=repeats)
+        # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
+        # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
+        # 64 do -- not at the FP32 chain's per-element cost (kept in the sidecar). Measured at
+        # one register's worth of channels: the cost per element of a full block; the
+        # profiler's own time is taken off again with the fit's value of it
+        pool = int8_maxpool_s_per_element(
+            channels=4 * info["simd_lanes_32bit"],
+            batch=16 if quick else 64,
+            repeats=2 * repeats,
+            profiler_s=profiler_s,
+        )
+        late = _spot_costs(repeats=repeats)
+        movement = {op: min(cost, early[0][op]) for op, cost in late[0].items()}
+        softmax = min(early[1], late[1], key=lambda slope: slope.long_s)
+        movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=0, op_s=op_s, slope=softmax)
+        movement["ActivationPass"] = activation_pass_s_per_element(repeats=max(repeats // 3, 5))
+        depthwise = depthwise_sweep(
+            QUICK_DEPTHWISE_SWEEP if quick else DEPTHWISE_SWEEP, repeats=max(2 * repeats // 3, 10)
+        )
+        if spill:
+            spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
+            bandwidth["L2 spill"] = max(spill)
+    if track is not None:
+        info = with_clock_track(info, track)
     return {
         "calibration_version": CALIBRATION_VERSION,
         "cpu": info,

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.models.hostcal.bench import PASSES, least_disturbed
+from lowbit.models.hostcal.clock import at_reference_clock
 
 __all__ = [
     "CONV_SWEEP",
@@ -157,7 +158,7 @@ def _input(cin: int, spatial: int, batch: int) -> np.ndarray:
 def _kernel_s(model: Any, x: np.ndarray, *, repeats: int, warmup: int = 20) -> dict[str, Any]:
     """Median kernel seconds of one run per node of ``model`` (keyed by the node name ONNX
     Runtime gives it: the original name plus a suffix after fusion) with its operator, from
-    the per-node profiler, after ``warmup`` runs."""
+    the per-node profiler, after ``warmup`` runs (at the reference clock under a clock track)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -169,8 +170,14 @@ def _kernel_s(model: Any, x: np.ndarray, *, repeats: int, warmup: int = 20) -> d
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
         feed = {session.get_inputs()[0].name: x}
-        for _ in range(warmup + repeats):
+        for _ in range(warmup):
             session.run(None, feed)
+
+        def timed() -> None:
+            for _ in range(repeats):
+                session.run(None, feed)
+
+        factor = at_reference_clock(timed)[1]  # the kernels' seconds at the reference clock
         with open(session.end_profiling()) as f:
             events = json.load(f)
     per_run: dict[str, list[float]] = {}
@@ -186,7 +193,7 @@ def _kernel_s(model: Any, x: np.ndarray, *, repeats: int, warmup: int = 20) -> d
     # not in it, and the profiler's whole microseconds average out to a finer time (a median
     # is one of them: 1 us of a 15 us kernel)
     return {
-        node: (ops[node], interquartile_mean(v[len(v) * warmup // runs :]))
+        node: (ops[node], factor * interquartile_mean(v[len(v) * warmup // runs :]))
         for node, v in per_run.items()
     }
 

@@ -14,6 +14,7 @@ from lowbit.models.hostcal._fit import fit
 from lowbit.models.hostcal._overheads import _RECOMPUTED, overheads
 from lowbit.models.hostcal._toml import PROFILE_NAME
 from lowbit.models.hostcal.bench import DEPTHS
+from lowbit.models.hostcal.clock import seconds_clock_hz
 from lowbit.models.hostcal.conv import without_profiler
 from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE
 from lowbit.models.hostcal.kernels import fit_depthwise
@@ -84,7 +85,9 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
     No timing: a sidecar refitted gives the profile the current model makes of its
     measurements (``measurements`` gains the fit and each row its simulated value)."""
     m = measurements
-    info, op_s = m["cpu"], m["op_overhead_s"]
+    # the fit turns the seconds into cycles at the clock they are at; the profile runs at the
+    # clock the core ran at (the two differ when the timings were converted to a reference)
+    info, op_s = {**m["cpu"], "clock_hz": seconds_clock_hz(m["cpu"])}, m["op_overhead_s"]
     data, fitted = fit(
         m["chains"],
         m["conv_sweep"],
@@ -134,6 +137,7 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
     o.update({key: depthwise_fit[key] for key in DEPTHWISE_KEYS})
     errors = {k: v for k, v in depthwise_fit.items() if k.startswith("mean_abs_pct_error")}
     m["fit"] = {**fitted, **errors}
+    data["clock_hz"] = m["cpu"]["clock_hz"]
     calibration = Calibration(data, m)
     calibration.profile()  # validated here: a profile that fails validation is a bug
     return calibration
