@@ -22,6 +22,11 @@ timing rounds (:func:`lowbit.models.hostcal.measure.time_configs`), two independ
 measurements of the same models. It is the ceiling of what any latency model can score on
 this machine at this load: when the configurations' true latencies differ by less than the
 measurement's noise, their measured ranks are partly noise.
+
+On the host profile the timings are converted to the profile's clock by the clock read
+beside each (:func:`lowbit.models.hostcal.clock.clock_track`: a shared machine's core moves
+10-20 % within a minute; the cycles do not); ``settings`` records that clock and the range
+the core ran at. On a built-in profile they stay as timed.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,7 @@ import numpy as np
 
 from lowbit.hwsim.errors import LowbitError
 from lowbit.hwsim.fileio import read_json
+from lowbit.models.hostcal.clock import clock_track
 from lowbit.models.hostcal.measure import (
     BATCHES,
     ConfigTarget,
@@ -244,7 +251,8 @@ def validate_run(
         raise LowbitError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     run_dir = Path(run_dir)
     targets, summary = targets_of_run(run_dir, top=top)
-    if profile_path is not None and Path(profile_path).suffix not in (".toml", ".cfg"):
+    host = profile_path is None or Path(profile_path).suffix in (".toml", ".cfg")
+    if not host:
         from lowbit.hwsim.profiles import load_profile
 
         profile = load_profile(profile_path)  # a built-in, e.g. cpu-x86-avx2
@@ -262,7 +270,9 @@ def validate_run(
         for target, result in zip(targets, exported, strict=True)
     ]
     log.info("timing %d configurations round-robin", len(prepared))
-    halves = time_configs(prepared, repeats=repeats, warmup=warmup)
+    with clock_track(reference_hz=profile.clock_hz) if host else nullcontext() as track:
+        halves = time_configs(prepared, repeats=repeats, warmup=warmup)
+    clock = track.summary() if track is not None else None
     rows = [p.row for p in prepared]
     metrics: dict[str, Any] = {}
     for batch in batches:
@@ -297,6 +307,9 @@ def validate_run(
             "intra_op_threads": 1,
             "inter_op_threads": 1,
             "finetune_steps": finetune,
+            # the timings at the host profile's clock, the core's range while they ran
+            "timings_at_clock_hz": clock["reference_hz"] if clock else None,
+            "core_clock_range_hz": [clock["low_hz"], clock["high_hz"]] if clock else None,
         },
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "metrics": metrics,

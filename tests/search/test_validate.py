@@ -100,10 +100,19 @@ def test_validate_writes_the_files(validated):
 
 
 @pytest.mark.slow
-def test_validation_fields(validated):
+def test_validation_fields(validated, host_profile):
     _, result = validated
     assert result["settings"]["repeats"] == 5
     assert result["settings"]["intra_op_threads"] == 1
+    # on the host profile the timings are at its clock (where the add chain runs: x86-64)
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.models.hostcal.clock import add_chain
+
+    at, span = result["settings"]["timings_at_clock_hz"], result["settings"]["core_clock_range_hz"]
+    if add_chain() is None:
+        assert at is None and span is None
+    else:
+        assert at == load_profile(host_profile).clock_hz and 0 < span[0] <= span[1]
     assert len(result["load_average"]["before"]) == 3
     assert result["host"]["profile_hash"] and result["host"]["cpu"]["flags"]
     for batch in (1, 64):
