@@ -4,7 +4,8 @@
 ONNX Runtime runs a quantized graph's integer convolutions channels-last and the rest of the
 graph as written, so it executes data movement the graph does not show:
 
-* the float input is quantized and the float output dequantized by operators of their own,
+* the float input (padded or not: lowbit's export widens a stem's channels with a Pad) is
+  quantized and the float output dequantized by operators of their own,
   and around convolutions each of those 4-D tensors is also transposed between NCHW and
   channels-last;
 * a Reshape or Flatten of a 4-D activation needs NCHW: its input is transposed back, and a
@@ -139,7 +140,7 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
         elif importer.quantized and op in ("QuantizeLinear", "DequantizeLinear"):
             codes = node.output[0] if op == "QuantizeLinear" else node.input[0]
             bits = dtype_bits(g.dtypes.get(codes, 0)) or 8
-            if op == "QuantizeLinear" and node.input[0] in inputs:
+            if op == "QuantizeLinear" and _graph_input(g, node.input[0], inputs):
                 integer_conv = _integer_conv_reads(g, node.output[0])
                 if add(index, node.input[0], "quantize", bits, "quantize") and integer_conv:
                     add(index + 0.5, node.input[0], "transpose", bits, "layout")
@@ -242,6 +243,15 @@ def _readers(g: Any, tensor: str) -> list[Any]:
             else:
                 readers.append(reader)
     return readers
+
+
+def _graph_input(g: Any, tensor: str, inputs: set[str]) -> bool:
+    """Is ``tensor`` the graph's input, or its input padded (lowbit's export widens a stem's
+    input channels with a Pad before quantizing it)?"""
+    if tensor in inputs:
+        return True
+    pad = g.producer.get(tensor)
+    return pad is not None and pad.op_type == "Pad" and pad.input[0] in inputs
 
 
 def _integer_conv_reads(g: Any, tensor: str) -> bool:

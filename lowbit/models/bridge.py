@@ -62,6 +62,7 @@ from lowbit.models.compression._dataflow import quant_sites
 from lowbit.models.compression._grid_split import split_outputs
 from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 from lowbit.models.compression.prune import kept_channels
+from lowbit.models.export._onnx_pad import CONV_CHANNEL_MULTIPLE
 from lowbit.models.graph import (
     COMPUTE_LAYERS,
     POOL_LAYERS,
@@ -327,8 +328,9 @@ def to_workload(
         plan: compression plan (checked against the model); None = hwsim defaults (W8A8).
         name: workload name; defaults to the zoo name or the class name.
         batch: samples per inference (scales M of every GEMM and every element count).
-        round_trip: charge the float round trip of a tensor on two grids (the target's
-            ``overheads.two_grid_round_trip``: ONNX Runtime's deployment).
+        round_trip: the target runs lowbit's ONNX Runtime deployment (its
+            ``overheads.two_grid_round_trip``): charge the float round trip of a tensor on
+            two grids, and the quantizer (and layout change) of the float input.
 
     Raises:
         PlanError: the plan does not fit the model.
@@ -395,8 +397,34 @@ def to_workload(
         flow_elements = math.prod(call.output)
     if not layers:
         raise WorkloadError(f"{type(model).__name__}: no layers hwsim can simulate were found")
+    if round_trip:
+        layers = _input_border(layers, elements=batch * math.prod(model.input_shape)) + layers
     default = getattr(model, "zoo_name", None) or type(model).__name__.lower()
     return Workload(name or default, tuple(layers))
+
+
+def _input_border(layers: list[Layer], *, elements: int) -> list[Layer]:
+    """The operators ONNX Runtime runs on lowbit's exported graph's float input before its
+    first integer layer: a QuantizeLinear and, before a conv, the layout change to
+    channels-last, on the input's channels padded as a stem's are (hwsim's importer finds
+    both in the exported graph); none before a float first layer."""
+    first = next((x for x in layers if isinstance(x, (Conv2d, Linear, MatMul))), None)
+    bits = first.compression.a_bits if first is not None else None
+    if bits is None:
+        return []
+    codes = Compression(w_bits=bits, a_bits=bits)
+    if isinstance(first, Conv2d) and first.in_c % CONV_CHANNEL_MULTIPLE:
+        # a stem's input channels are padded to the kernel's step before the quantizer
+        steps = -(-first.in_c // CONV_CHANNEL_MULTIPLE)
+        elements = elements // first.in_c * steps * CONV_CHANNEL_MULTIPLE
+    border = [
+        Elementwise(name="input:quantize", compression=codes, elements=elements, kind="quantize")
+    ]
+    if isinstance(first, Conv2d):
+        border.append(
+            Elementwise(name="input:layout", compression=codes, elements=elements, kind="transpose")
+        )
+    return border
 
 
 @cache

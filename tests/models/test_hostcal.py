@@ -16,6 +16,7 @@ from lowbit.models.hostcal import bench as hostbench
 from lowbit.models.hostcal import calibration as hostcal
 from lowbit.models.hostcal import conv as hostconv
 from lowbit.models.hostcal import isa
+from lowbit.models.hostcal._run_call import border_cycles, run_call_cycles
 from lowbit.models.hostcal.clock import seconds_clock_hz
 from lowbit.models.hostcal.profile_fit import from_measurements
 
@@ -157,6 +158,27 @@ def test_the_sidecars_seconds_become_cycles_at_their_own_clock(quick_calibration
     assert faster.overheads.layer_cycles == pytest.approx(1.1 * base.overheads.layer_cycles, abs=1)
 
 
+def test_the_run_call_is_the_intercept_less_what_the_importer_charges_at_the_border(
+    quick_calibration,
+):
+    """A chain's intercept runs the Run call and its border operators (input quantize,
+    output dequantize, the layout changes around integer convs), which hwsim's importer
+    charges as layers of their own: the Run call is what is left, whatever the chain."""
+    profile = quick_calibration.profile()
+    conv, gemm = (
+        {"kind": kind, "size": 16, "spatial": spatial, "batch": 1, "precision": "int8"}
+        for kind, spatial in (("conv", 4), ("gemm", 1))
+    )
+    assert border_cycles(conv, profile) > border_cycles(gemm, profile) > 0  # + 2 transposes
+    clock, run = 3e9, 8000
+    rows = [
+        {**row, "layer_s": 1e-6, "run_s": (run + border_cycles(row, profile)) / clock}
+        for row in (conv, gemm)
+    ]
+    assert run_call_cycles(rows, profile, int8=True, clock_hz=clock) == run
+    assert run_call_cycles(rows, profile, int8=False, clock_hz=clock) == 0  # no FP32 chain
+
+
 def test_fit_reproduces_the_chains_it_was_fitted_on(quick_calibration):
     fit = quick_calibration.measurements["fit"]
     assert fit["layer_cycles"] > 0 and fit["cols"] in (4, 8, 16, 32, 64)
@@ -247,9 +269,12 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
         track = m["cpu"]["clock_track"]
         assert track["readings"] > 10 and track["low_hz"] <= track["high_hz"]
         assert profile.clock_hz == track["median_hz"] and clock == track["reference_hz"]
-    assert o.run_cycles == round(m["run_overhead_s"] * clock) > 0
+    # the Run call alone: the small chains' intercept less their border operators
+    assert o.run_cycles == run_call_cycles(m["chains"], profile, int8=True, clock_hz=clock) > 0
+    assert o.run_cycles < round(m["run_overhead_s"] * clock)
     # a float graph's Run call: measured on the FP32 chains, cheaper (no Q/DQ, no layout)
-    assert o.float_run_cycles == round(m["float_run_overhead_s"] * clock) > 0
+    assert o.float_run_cycles == run_call_cycles(m["chains"], profile, int8=False, clock_hz=clock)
+    assert 0 < o.float_run_cycles <= round(m["float_run_overhead_s"] * clock)
     assert o.layer_cycles + o.gemm_cycles == m["fit"]["layer_cycles"]
     assert o.layer_cycles == round(m["op_overhead_s"] * clock)
     # ONNX Runtime: a tensor on two grids runs a float round trip (models.bridge charges it)

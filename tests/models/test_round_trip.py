@@ -89,6 +89,18 @@ def test_a_low_rank_writer_runs_only_its_second_factor_in_float(tmp_path):
     assert second.name == "blocks.1.project.second" and (second.k_h, second.in_c) == (1, 16)
 
 
+def _input_border(layer) -> bool:
+    """The quantizer and layout change of an integer stem's padded input: the bridge's and
+    the importer's names for them."""
+    return layer.name.startswith("input:") or layer.name.endswith("input__channel_padded")
+
+
+def _border(workload) -> list:
+    """The memory-only layers before a workload's first compute layer."""
+    layers = workload.layers
+    return list(layers[: next(i for i, x in enumerate(layers) if not isinstance(x, Elementwise))])
+
+
 def _compare(model, calib, plan, tmp_path, *, floats: int) -> list:
     """The bridge's round-trip layers, checked against hwsim's import of the exported graph:
     the same float layers, the same movement layers and float ReLUs element for element (the
@@ -98,12 +110,15 @@ def _compare(model, calib, plan, tmp_path, *, floats: int) -> list:
     assert len(imported.float_ops) == floats  # the ops ONNX Runtime runs in float
     bridge = to_workload(model, plan, round_trip=True)
 
-    def round_trip(workload):
+    def round_trip(workload):  # not the padded input's border (a test of its own)
         return [
             x
             for x in workload.layers
-            if x.compression.a_bits is None
-            or (isinstance(x, Elementwise) and x.kind in _MOVEMENT and ":" in x.name)
+            if not _input_border(x)
+            and (
+                x.compression.a_bits is None
+                or (isinstance(x, Elementwise) and x.kind in _MOVEMENT and ":" in x.name)
+            )
         ]
 
     def moved(layers):
@@ -159,3 +174,32 @@ def test_a_plan_applied_to_a_zoo_workload_charges_it_as_the_search_does(tmp_path
     # a workload changed from the zoo's (here: one layer fewer) keeps its own layers
     trimmed = replace(workload, layers=workload.layers[:-1])
     assert len(apply_plan(trimmed, plan, round_trip=True).layers) == len(trimmed.layers)
+
+
+@pytest.mark.parametrize(
+    ("name", "kinds"),
+    [
+        ("digits-cnn", ["quantize", "transpose"]),  # 1 channel padded to 4, then channels-last
+        ("digits-mlp", ["quantize"]),  # a linear layer reads the codes as they are
+    ],
+)
+def test_the_bridge_quantizes_the_input_as_the_exported_graph_does(name, kinds, tmp_path):
+    """ONNX Runtime quantizes the float input (padded, for a stem, by lowbit's export) with an
+    operator of its own and, before a conv, makes it channels-last: the bridge of an ONNX
+    Runtime deployment (``round_trip``) charges what hwsim's importer finds in the exported
+    graph, element for element; other targets' workloads have no such layers."""
+    torch.manual_seed(0)
+    model = build(name, seed=0).eval()
+    plan = _plan(8)
+    calib = torch.rand(16, *model.input_shape)
+    exported = export_compressed(compress(model, plan, calib=calib), out_dir=tmp_path, check=False)
+    imported = _border(import_onnx(exported.int8_path).workload)
+    ours = _border(to_workload(model, plan, round_trip=True))
+    assert [x.kind for x in ours] == kinds
+    assert [(x.kind, x.elements) for x in ours] == [(x.kind, x.elements) for x in imported]
+    assert not _border(to_workload(model, plan))
+    # a float first layer reads the float input: nothing to quantize before it
+    floating = _plan(8, **({"conv1": 32} if name == "digits-cnn" else {"fc1": 32}))
+    assert not any(
+        x.name.startswith("input:") for x in to_workload(model, floating, round_trip=True).layers
+    )

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ORT_KINDS", "RUN_CHAIN_LAYER_S", "overheads", "run_call_s"]
+__all__ = ["ORT_KINDS", "RUN_CHAIN_LAYER_S", "overheads", "run_call_rows", "run_call_s"]
 
 #: overhead keys :func:`overheads` computes from measurements (the fit's others are copied)
 _RECOMPUTED = (
@@ -101,9 +101,13 @@ def run_call_s(rows: list[dict[str, Any]], *, int8: bool) -> float:
     and layout changes: among all batch-1 chains the median moved 22 % between two
     calibrations, from one cluster to the other. 0 without a batch-1 chain of that
     precision (INT8: any chain)."""
+    chosen = [r["run_s"] for r in run_call_rows(rows, int8=int8)]
+    return float(np.median(chosen)) if chosen else 0.0
+
+
+def run_call_rows(rows: list[dict[str, Any]], *, int8: bool) -> list[dict[str, Any]]:
+    """The chains whose intercepts give the Run call's cost (:func:`run_call_s`)."""
     precision = [r for r in rows if (r["precision"] == "int8") == int8]
     batch1 = [r for r in precision if r["batch"] == 1]
-    small = [r["run_s"] for r in batch1 if r["layer_s"] <= RUN_CHAIN_LAYER_S]
-    fallback = [r["run_s"] for r in (batch1 or (rows if int8 else []))]
-    chosen = small or fallback
-    return float(np.median(chosen)) if chosen else 0.0
+    small = [r for r in batch1 if r["layer_s"] <= RUN_CHAIN_LAYER_S]
+    return small or batch1 or (rows if int8 else [])

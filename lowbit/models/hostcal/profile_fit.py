@@ -12,6 +12,7 @@ from typing import Any
 from lowbit.hwsim.profile import DEPTHWISE_KEYS
 from lowbit.models.hostcal._fit import fit
 from lowbit.models.hostcal._overheads import _RECOMPUTED, overheads
+from lowbit.models.hostcal._run_call import run_call_cycles
 from lowbit.models.hostcal._toml import PROFILE_NAME
 from lowbit.models.hostcal.bench import DEPTHS
 from lowbit.models.hostcal.clock import seconds_clock_hz
@@ -135,6 +136,11 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
         fixed_cycles={"int8": o["layer_cycles"] + o["gemm_cycles"], "fp32": o["layer_cycles"]},
     )
     o.update({key: depthwise_fit[key] for key in DEPTHWISE_KEYS})
+    # the Run call alone: the chains' intercepts less the border operators the importer
+    # charges apart (their input quantize, output dequantize, layout changes)
+    fitted_profile = Calibration(data, m).profile()
+    for key, int8 in (("run_cycles", True), ("float_run_cycles", False)):
+        o[key] = run_call_cycles(m["chains"], fitted_profile, int8=int8, clock_hz=info["clock_hz"])
     errors = {k: v for k, v in depthwise_fit.items() if k.startswith("mean_abs_pct_error")}
     m["fit"] = {**fitted, **errors}
     data["clock_hz"] = m["cpu"]["clock_hz"]
