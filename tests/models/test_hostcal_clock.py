@@ -125,6 +125,9 @@ def test_a_timing_under_a_track_comes_back_at_the_reference_clock(monkeypatch):
 def test_without_a_track_or_a_chain_timings_stay_as_timed(monkeypatch):
     assert at_reference_clock(lambda: 5) == (5, 1.0)
     assert seconds_clock_hz({"clock_hz": 2.1e9}) == 2.1e9  # a sidecar before v21
+    for broken in ("3e9", float("nan"), -1.0, True, None, [3e9]):  # a hand-edited sidecar
+        info = {"clock_hz": 2.1e9, "clock_track": {"reference_hz": broken}}
+        assert seconds_clock_hz(info) == 2.1e9
     monkeypatch.setattr(clock, "add_chain", lambda: None)
     with clock_track(reference_hz=3e9) as track:
         assert track is None and at_reference_clock(lambda: 5) == (5, 1.0)

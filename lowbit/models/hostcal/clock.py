@@ -29,6 +29,7 @@ at the track's reference clock -- the same cycles at one clock -- and every read
 from __future__ import annotations
 
 import ctypes
+import math
 import mmap
 import platform
 import time
@@ -235,8 +236,15 @@ def with_clock_track(info: dict, track: ClockTrack) -> dict:
 
 def seconds_clock_hz(info: dict) -> float:
     """The clock a sidecar's seconds are at (:func:`with_clock_track`): its track's reference,
-    else (calibrations before v21: no track) its ``clock_hz``."""
+    else (calibrations before v21: no track; a hand-edited sidecar whose reference is not a
+    positive number) its ``clock_hz``."""
     track = info.get("clock_track")
-    if isinstance(track, dict) and track.get("reference_hz"):
-        return float(track["reference_hz"])
+    reference = track.get("reference_hz") if isinstance(track, dict) else None
+    if (
+        isinstance(reference, (int, float))
+        and not isinstance(reference, bool)
+        and math.isfinite(reference)
+        and reference > 0
+    ):
+        return float(reference)
     return float(info["clock_hz"])
