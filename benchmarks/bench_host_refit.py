@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             profiles.append(from_measurements(measurements).profile())
         except LowbitError as exc:
             sys.exit(f"bench_host_refit: {exc}")
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             sys.exit(f"bench_host_refit: {path}: not a calibration sidecar ({exc!r})")
     every = spreads(profiles)
     pairs = [spreads(profiles[i : i + 2]) for i in range(0, len(profiles) - 1, 2)] or [every]

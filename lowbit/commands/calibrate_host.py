@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         f"unaligned) cycles per conv pixel; mean |error| INT8 "
         f"{fit['mean_abs_pct_error_int8']:.1f}%, FP32 {fit['mean_abs_pct_error_fp32']:.1f}%",
         f"fixed costs: run_cycles {o['run_cycles']} per inference "
-        f"({m['run_overhead_s'] * 1e6:.2f} us per Run call), layer_cycles {o['layer_cycles']} "
+        f"({o['run_cycles'] / calibration.data['clock_hz'] * 1e6:.2f} us per Run call), "
+        f"layer_cycles {o['layer_cycles']} "
         f"per operator, gemm_cycles {o['gemm_cycles']} per INT8 GEMM, "
         f"{o['unaligned_conv_cycles_per_pixel']:.3g} cycles/pixel and "
         f"{o['unaligned_conv_cycles_per_output']:.3g} cycles/output for unaligned or grouped "

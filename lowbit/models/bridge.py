@@ -62,7 +62,6 @@ from lowbit.models.compression._dataflow import quant_sites
 from lowbit.models.compression._grid_split import split_outputs
 from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 from lowbit.models.compression.prune import kept_channels
-from lowbit.models.export._onnx_pad import CONV_CHANNEL_MULTIPLE
 from lowbit.models.graph import (
     COMPUTE_LAYERS,
     POOL_LAYERS,
@@ -398,29 +397,28 @@ def to_workload(
     if not layers:
         raise WorkloadError(f"{type(model).__name__}: no layers hwsim can simulate were found")
     if round_trip:
-        layers = _input_border(layers, elements=batch * math.prod(model.input_shape)) + layers
+        layers = _input_border(layers, input_shape=tuple(model.input_shape), batch=batch) + layers
     default = getattr(model, "zoo_name", None) or type(model).__name__.lower()
     return Workload(name or default, tuple(layers))
 
 
-def _input_border(layers: list[Layer], *, elements: int) -> list[Layer]:
+def _input_border(layers: list[Layer], *, input_shape: tuple[int, ...], batch: int) -> list[Layer]:
     """The operators ONNX Runtime runs on lowbit's exported graph's float input before its
-    first integer layer: a QuantizeLinear and, before a conv, the layout change to
-    channels-last, on the input's channels padded as a stem's are (hwsim's importer finds
-    both in the exported graph); none before a float first layer."""
+    first integer layer: a QuantizeLinear and, before a conv on an image (a 4-D input), the
+    layout change to channels-last (hwsim's importer finds both in the exported graph);
+    none before a float first layer. On the input's own elements: the export pads a stem's
+    input channels to its conv kernel's step first (1 -> 4, RGB 3 -> 4), a few hundred
+    cycles at batch 1 that the bridge leaves out rather than guess which stems it pads."""
     first = next((x for x in layers if isinstance(x, (Conv2d, Linear, MatMul))), None)
     bits = first.compression.a_bits if first is not None else None
     if bits is None:
         return []
     codes = Compression(w_bits=bits, a_bits=bits)
-    if isinstance(first, Conv2d) and first.in_c % CONV_CHANNEL_MULTIPLE:
-        # a stem's input channels are padded to the kernel's step before the quantizer
-        steps = -(-first.in_c // CONV_CHANNEL_MULTIPLE)
-        elements = elements // first.in_c * steps * CONV_CHANNEL_MULTIPLE
+    elements = batch * math.prod(input_shape)
     border = [
         Elementwise(name="input:quantize", compression=codes, elements=elements, kind="quantize")
     ]
-    if isinstance(first, Conv2d):
+    if isinstance(first, Conv2d) and len(input_shape) == 3:
         border.append(
             Elementwise(name="input:layout", compression=codes, elements=elements, kind="transpose")
         )

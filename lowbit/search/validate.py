@@ -23,8 +23,8 @@ measurements of the same models. It is the ceiling of what any latency model can
 this machine at this load: when the configurations' true latencies differ by less than the
 measurement's noise, their measured ranks are partly noise.
 
-On the host profile the timings are converted to the profile's clock by the clock read
-beside each (:func:`lowbit.models.hostcal.clock.clock_track`: a shared machine's core moves
+On a calibrated host profile the timings are converted to the profile's clock by the clock
+read beside each (:func:`lowbit.models.hostcal.clock.clock_track`: a shared machine's core moves
 10-20 % within a minute; the cycles do not); ``settings`` records that clock and the range
 the core ran at. On a built-in profile they stay as timed.
 """
@@ -244,7 +244,7 @@ def validate_run(
         workers: processes exporting and checking the configurations before the timing
             (default: the CPU count, at most 2; the timing runs alone).
     """
-    from lowbit.models.hostcal.calibration import load_or_calibrate
+    from lowbit.models.hostcal.calibration import calibration_version_of, load_or_calibrate
     from lowbit.models.hostcal.isa import cpu_info
 
     if repeats < 1 or warmup < 0:
@@ -270,7 +270,10 @@ def validate_run(
         for target, result in zip(targets, exported, strict=True)
     ]
     log.info("timing %d configurations round-robin", len(prepared))
-    with clock_track(reference_hz=profile.clock_hz) if host else nullcontext() as track:
+    # a calibrated host profile (it has a sidecar; not a built-in, a SCALE-Sim .cfg or a
+    # hand-written TOML): its clock is this core's, so the timings are converted to it
+    calibrated = profile_path is None or calibration_version_of(profile_path) is not None
+    with clock_track(reference_hz=profile.clock_hz) if calibrated else nullcontext() as track:
         halves = time_configs(prepared, repeats=repeats, warmup=warmup)
     clock = track.summary() if track is not None else None
     rows = [p.row for p in prepared]

@@ -131,9 +131,10 @@ def test_without_a_track_or_a_chain_timings_stay_as_timed(monkeypatch):
     monkeypatch.setattr(clock, "add_chain", lambda: None)
     with clock_track(reference_hz=3e9) as track:
         assert track is None and at_reference_clock(lambda: 5) == (5, 1.0)
-    with pytest.raises(ValueError, match="reference_hz"):
-        with clock_track(reference_hz=0.0):
-            pass
+    for bad in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="reference_hz"):
+            with clock_track(reference_hz=bad):
+                pass
 
 
 def test_the_real_chain_reads_the_clock_beside_a_timing():

@@ -40,7 +40,8 @@ def border_cycles(row: dict[str, Any], profile) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "chain.onnx"
         onnx.save(model, str(path))
-        workload = import_onnx(path, batch=row["batch"]).workload
+        # the chain's symbolic axis is "b": the batch of a conv or GEMM chain, a matmul's heads
+        workload = import_onnx(path, batch=row["batch"], dims={"b": row["batch"]}).workload
     if row["precision"] != "int8":
         from lowbit.hwsim.workload import Compression
 
@@ -58,9 +59,9 @@ def border_cycles(row: dict[str, Any], profile) -> float:
 def run_call_cycles(rows: list[dict[str, Any]], profile, *, int8: bool, clock_hz: float) -> int:
     """The Run call's cost in cycles: over the chains :func:`run_call_rows` picks, the median
     of each intercept (seconds at ``clock_hz``) less its :func:`border_cycles`; 0 without
-    such a chain, never below 0."""
+    such a chain, else at least 1 (0 means "as run_cycles" for ``float_run_cycles``)."""
     chosen = run_call_rows(rows, int8=int8)
     if not chosen:
         return 0
     values = [r["run_s"] * clock_hz - border_cycles(r, profile) for r in chosen]
-    return max(int(round(float(np.median(values)))), 0)
+    return max(int(round(float(np.median(values)))), 1)

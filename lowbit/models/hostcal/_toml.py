@@ -34,7 +34,7 @@ def profile_toml(calibration: _Calibrated) -> str:
         f"# INT8 fit on {fit['int8_measurements']} layer chains and single convs: mean |error| "
         f"{fit['mean_abs_pct_error_int8']:.1f}% (FP32 chains: "
         f"{fit['mean_abs_pct_error_fp32']:.1f}%).",
-        f"# Measured: fixed cost per Run call ~{m['run_overhead_s'] * 1e6:.2f} us; "
+        f"# Measured: a small chain's intercept ~{m['run_overhead_s'] * 1e6:.2f} us; "
         f"each operator's dispatch ~{m['op_overhead_s'] * 1e6:.2f} us.",
         "schema_version = 1",
         f"name = {json.dumps(d['name'])}",
@@ -96,9 +96,10 @@ def profile_toml(calibration: _Calibrated) -> str:
         f"layer_cycles = {o['layer_cycles']}  # measured: one operator's dispatch",
         f"gemm_cycles = {o.get('gemm_cycles', 0)}  # fitted: the rest of an INT8 GEMM "
         "operator's fixed cost (packing, requantization setup)",
-        f"run_cycles = {o.get('run_cycles', 0)}  # measured: one Run call",
+        f"run_cycles = {o.get('run_cycles', 0)}  # measured: one Run call, without the "
+        "input quantize / output dequantize / layout changes (layers of their own)",
         f"float_run_cycles = {o.get('float_run_cycles', 0)}  # measured: a float graph's "
-        "Run call (no input quantization, output dequantization, layout change)",
+        "Run call, without its reorders",
         f"narrow_activation_cycles = {o.get('narrow_activation_cycles', 0)}  # one "
         "operator's dispatch: the Clip that clamps a sub-8-bit activation",
         f"conv_channel_multiple = {o.get('conv_channel_multiple', 1)}  # the direct "

@@ -52,6 +52,7 @@ __all__ = [
     "run_times_s",
     "time_session",
     "timing_of",
+    "warm_up",
 ]
 
 _KiB = 1024
@@ -116,6 +117,11 @@ def _timed_runs_s(session: Any, *, binding: Any, runs: int) -> np.ndarray:
     return times * 1e-9
 
 
+def warm_up(session: Any, *, binding: Any, runs: int) -> None:
+    """``runs`` untimed Run calls (no clock reading beside them)."""
+    _timed_runs_s(session, binding=binding, runs=runs)
+
+
 def _run_times_and_factor(session: Any, *, binding: Any, runs: int) -> tuple[np.ndarray, float]:
     times, factor = at_reference_clock(lambda: _timed_runs_s(session, binding=binding, runs=runs))
     return times * factor, factor
@@ -140,7 +146,7 @@ def time_session(session: Any, x: np.ndarray, *, warmup: int = 10, repeats: int 
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
     binding = bind(session, x=x)
     if warmup:
-        _timed_runs_s(session, binding=binding, runs=warmup)
+        warm_up(session, binding=binding, runs=warmup)
     times, factor = _run_times_and_factor(session, binding=binding, runs=repeats)
     return timing_of(times, clock_factor=factor)
 
@@ -275,7 +281,7 @@ def depth_slope(
     sessions = [ort_session(build(d)) for d in depths]
     bindings = [bind(s, x=x) for s in sessions]
     for session, binding in zip(sessions, bindings, strict=True):
-        run_times_s(session, binding=binding, runs=10)
+        warm_up(session, binding=binding, runs=10)
     for attempt in range(1, attempts + 1):
         slopes, intercepts = [], []
         for _ in range(rounds):

@@ -11,10 +11,12 @@ The host model is measured, not typed by hand (``lowbit calibrate-host``):
 * ONNX Runtime (1 thread) on chains of identical layers, INT8 QDQ and FP32: conv and GEMM
   layers shaped like the zoo's, and tiny layers (:mod:`lowbit.models.hostcal.bench`). Two chain
   depths
-  give the per-layer cost and the intercept: the fixed cost of one ``Run`` call, written as
-  ``overheads.run_cycles`` (median over the batch-1 INT8 chains: the deployed graphs are
-  INT8 and their Run call quantizes the input and dequantizes the output too), and
-  ``overheads.float_run_cycles`` (median over the batch-1 FP32 chains: a float graph's);
+  give the per-layer cost and the intercept: one ``Run`` call and the operators at the
+  chain's border (its input quantize, output dequantize, layout changes; a float chain's
+  reorders), which the ONNX importer charges as layers of their own -- so the Run call
+  alone, ``overheads.run_cycles``, is the median over the small batch-1 INT8 chains of the
+  intercept less those layers (:mod:`lowbit.models.hostcal._run_call`), and
+  ``overheads.float_run_cycles`` the same over the FP32 chains;
 * ONNX Runtime on chains of a tiny Add (the dispatch cost of one operator, written as
   ``overheads.layer_cycles``) and of LayerNorm/Softmax/GELU/Add/Relu/MaxPool on zoo-sized
   tensors (per-element costs, written as ``[overheads.elementwise_cycles_per_element]``;
@@ -274,9 +276,9 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         "conv_sweep": sweep,
         "int8_maxpool": pool,
         "depthwise": depthwise,
+        # the small chains' intercepts: a Run call and their border operators (the profile's
+        # run cycles are these less the border, hostcal._run_call)
         "run_overhead_s": run_call_s(rows, int8=True),
-        # a float graph's Run call: no input quantization, output dequantization or layout
-        # change
         "float_run_overhead_s": run_call_s(rows, int8=False),
         "op_overhead_s": op_s,
         "profiler_overhead_s": profiler_s,

@@ -125,13 +125,12 @@ def measured_clock_hz(*, runs: int = 9, cycles_per_run: float = 3e7) -> float | 
 def with_running_clock(info: dict) -> dict:
     """``info`` (:func:`lowbit.models.hostcal.isa.cpu_info`) with ``clock_hz`` measured
     (to 10 MHz) where the add chain runs; ``nominal_clock_hz`` keeps the OS's figure and
-    ``clock_source`` says which one ``clock_hz`` is. Called again on its own result (a
-    calibration measures the clock between its phases), the reading joins the earlier ones
-    (``clock_readings_hz``) and ``clock_hz`` is their median: the clock a shared machine's
-    core runs at moves while the timings run (an Intel Xeon read 2.88-3.35 GHz a second
-    apart), and the timings are converted to cycles at the typical one, not the fastest
-    (with the faster of two readings, two calibrations in a row measured 2.88 and 3.24 GHz
-    and every constant in cycles moved with it)."""
+    ``clock_source`` says which one ``clock_hz`` is. Called again on its own result, the
+    reading joins the earlier ones (``clock_readings_hz``) and ``clock_hz`` is their median.
+    A calibration reads it once, at its start: the reference of its :func:`clock_track`,
+    which reads the clock beside every timing (with the faster of two readings between
+    phases, two calibrations in a row had measured 2.88 and 3.24 GHz and every constant in
+    cycles moved with it)."""
     measured = measured_clock_hz()
     nominal = float(info.get("nominal_clock_hz", info["clock_hz"]))
     readings = [float(r) for r in info.get("clock_readings_hz", ())]
@@ -198,8 +197,8 @@ def clock_track(*, reference_hz: float) -> Iterator[ClockTrack | None]:
     """Within the block, :func:`at_reference_clock` converts timings to ``reference_hz``;
     yields the track (its readings), or ``None`` where the add chain cannot run (timings then
     stay as measured)."""
-    if not reference_hz > 0:
-        raise ValueError(f"reference_hz must be positive, got {reference_hz!r}")
+    if not (math.isfinite(reference_hz) and reference_hz > 0):
+        raise ValueError(f"reference_hz must be a positive finite number, got {reference_hz!r}")
     chain = add_chain()
     if chain is None:
         yield None

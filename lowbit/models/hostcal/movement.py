@@ -167,7 +167,7 @@ def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
     tensor: timed after a ReorderInput, as the difference, it moved 29 % between two
     calibrations); 0 where ONNX Runtime has no blocked layout (Arm)."""
     from lowbit.models.export.ort import ort_session
-    from lowbit.models.hostcal.bench import bind, run_times_s
+    from lowbit.models.hostcal.bench import bind, run_times_s, warm_up
 
     sessions = {}
     for op in MOVEMENT_OPS:
@@ -177,7 +177,7 @@ def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
         for shape in MOVEMENT_SHAPES:
             session = ort_session(_movement_model(op, shape))
             binding = bind(session, x=_input_for(op, shape))
-            run_times_s(session, binding=binding, runs=10)
+            warm_up(session, binding=binding, runs=10)
             sessions[op].append((session, binding))
     best = {op: [np.inf] * len(MOVEMENT_SHAPES) for op in sessions}
     for _ in range(rounds):
