@@ -248,6 +248,30 @@ def test_activations_that_overflow_the_cache_take_at_least_their_traffic(engine)
     assert hwsim.simulate_layer(big, off, engine=engine).compute_cycles == ceil(0.4 * 450_000)
 
 
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_a_quantizers_float_side_counts_in_its_traffic(engine):
+    """A dequantize writes floats and a quantize reads them (4 bytes an element) while its
+    codes are one byte: 800,000 elements are 1.6 MB of codes in and out -- within a 2 MB
+    cache -- but 4 MB with the float side, which overflows it. A transpose of the same codes
+    (a byte on both sides) stays within."""
+    cpu = _with(
+        load_profile("cpu-x86-avx2"),
+        elementwise_cycles_per_element=(("dequantize", 0.4), ("quantize", 0.6), ("transpose", 0.2)),
+    )
+    spill = _with(cpu, activation_cache_bytes=2 * 2**20, activation_spill_bytes_per_cycle=8.0)
+    codes = Compression(w_bits=8, a_bits=8)
+    n = 800_000
+
+    def compute(kind: str) -> int:
+        layer = Elementwise(name=kind, elements=n, kind=kind, compression=codes)
+        return hwsim.simulate_layer(layer, spill, engine=engine).compute_cycles
+
+    traffic = ceil((n + 4 * n) / 8.0 - 1e-9)  # codes one way, floats the other
+    assert compute("dequantize") == traffic > ceil(0.4 * n)
+    assert compute("quantize") == traffic > ceil(0.6 * n)
+    assert compute("transpose") == ceil(0.2 * n)  # 1.6 MB: no floor
+
+
 def test_a_spill_rate_below_the_physical_floor_is_refused_by_name():
     # 1e-308 bytes per cycle made the floor infinite (a traceback); a rate is at least 1e-3
     from lowbit.hwsim.profiles import load_profile_data, profile_from_dict
