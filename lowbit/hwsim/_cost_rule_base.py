@@ -39,12 +39,19 @@ def is_depthwise(layer: Layer) -> bool:
     return isinstance(layer, Conv2d) and layer.groups > 1 and layer.groups == layer.in_c
 
 
+def reads_in_place(layer: Layer) -> bool:
+    """A 1x1 convolution of stride 1: ONNX Runtime's INT8 kernel reads its input rows in
+    place (a GEMM on the input); any other conv -- a strided 1x1 too -- gathers each output
+    pixel's inputs (an indirection buffer, or an im2col)."""
+    return isinstance(layer, Conv2d) and layer.k_h * layer.k_w == 1 and layer.stride == 1
+
+
 def im2col_copies(layer: Layer) -> int:
     """Copies per output pixel (and group) of ONNX Runtime's NHWC im2col for an integer
     conv on the generic path (``math::Im2col``): one per window row (k_h) when the group
     covers every input channel (the row's k_w taps are contiguous), one per tap (k_h k_w)
-    in a grouped conv; none for a 1x1 conv (its rows are read in place)."""
-    if not isinstance(layer, Conv2d) or layer.k_h * layer.k_w == 1:
+    in a grouped conv; none for a 1x1 conv of stride 1 (its rows are read in place)."""
+    if not isinstance(layer, Conv2d) or reads_in_place(layer):
         return 0
     return layer.k_h * layer.k_w if layer.groups > 1 else layer.k_h
 

@@ -45,6 +45,7 @@ from ._cost_rule_base import (
     im2col_copies,
     is_depthwise,
     overhead_keys,
+    reads_in_place,
     register_cost_rule,
 )
 from ._decomposed_ops import ActivationMatmulKernel, DecomposedLayerCycles
@@ -292,7 +293,9 @@ class WindowGather(CostRule):
     (the CPU kernel gathers the pixel's window -- im2col -- and requantizes its outputs)
     and ``conv_cycles_per_image`` per image of the batch (setting up each image's gather:
     padding, buffers). ONNX Runtime's INT8 NHWC 3x3 conv costs ~20 cycles per pixel however
-    few its channels; a 1 x 1 conv reads its rows in place."""
+    few its channels; a 1 x 1 conv of stride 1 reads its rows in place, a strided one
+    gathers too (ORT's indirection buffer: a ResNet's 1x1 stride-2 shortcut measured 1.3-1.6
+    us more than a gather-free 1x1 on an Intel Xeon, ~28 cycles a pixel)."""
 
     keys = {
         "conv_cycles_per_pixel": cycles_key(),
@@ -302,7 +305,7 @@ class WindowGather(CostRule):
     conv_cycles_per_image: float = 0.0
 
     def conv_rates(self, call: GemmCall, *, shape: RunShape) -> tuple[float, float]:
-        if call.window > 1:
+        if call.window > 1 or (call.first and not reads_in_place(call.layer)):
             return self.conv_cycles_per_pixel, self.conv_cycles_per_image
         return 0.0, 0.0
 

@@ -128,6 +128,31 @@ def test_im2col_copies_a_window_row_at_once_unless_the_conv_is_grouped():
     assert im2col_copies(stem) == 7
     pointwise = Conv2d(name="p", in_h=8, in_w=8, in_c=6, out_c=16, k_h=1, k_w=1, out_h=8, out_w=8)
     assert im2col_copies(pointwise) == 0
+    strided = Conv2d(
+        name="d", in_h=8, in_w=8, in_c=6, out_c=16, k_h=1, k_w=1, stride=2, out_h=4, out_w=4
+    )
+    assert im2col_copies(strided) == 1  # every other pixel's channels gathered
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_a_strided_pointwise_conv_gathers_its_pixels(engine):
+    """ONNX Runtime reads a 1x1 stride-1 conv's input in place, but gathers a strided one's
+    pixels (its indirection buffer), as a 3x3 conv's: ``conv_cycles_per_pixel`` per output
+    pixel and ``conv_cycles_per_image`` per image for the strided one only."""
+    bare = _with(_cpu(), conv_cycles_per_pixel=0.0, conv_cycles_per_image=0.0)
+    gathers = _with(bare, conv_cycles_per_pixel=28.0, conv_cycles_per_image=110.0)
+
+    def extra(stride: int) -> int:
+        size = 28 // stride
+        layer = Conv2d(
+            name="d", in_h=28, in_w=28, in_c=32, out_c=64, k_h=1, k_w=1, stride=stride,
+            out_h=size, out_w=size,
+        )  # fmt: skip
+        run = [hwsim.simulate_layer(layer, p, engine=engine).total_cycles for p in (gathers, bare)]
+        return run[0] - run[1]
+
+    assert extra(1) == 0
+    assert extra(2) == pytest.approx(28 * 14 * 14 + 110, abs=2)
 
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())
