@@ -14,6 +14,8 @@ finds in the exported graph -- the writer runs in float:
   and one QuantizeLinear per grid.
 
 Codes are uint8 whatever a grid's width, so the movement layers are at 8 bits.
+:func:`input_border` gives the operators it runs on the float input before the first
+integer layer (its quantizer and, before a conv, its layout change).
 """
 
 from __future__ import annotations
@@ -21,12 +23,20 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from lowbit.hwsim.workload import Compression, Conv2d, Elementwise, Layer, aligned_channels
+from lowbit.hwsim.workload import (
+    Compression,
+    Conv2d,
+    Elementwise,
+    Layer,
+    Linear,
+    MatMul,
+    aligned_channels,
+)
 from lowbit.models.compression._grid_split import SplitOutput
 from lowbit.models.export._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
 from lowbit.models.graph import is_depthwise
 
-__all__ = ["add_round_trip", "conv_round_trip", "weight_elements"]
+__all__ = ["add_round_trip", "conv_round_trip", "input_border", "weight_elements"]
 
 _CODES = Compression(w_bits=8, a_bits=8)
 _FLOAT = Compression(w_bits=None, a_bits=None)
@@ -104,3 +114,26 @@ def weight_elements(module, compression: Compression) -> int:
     depthwise conv's kept channels are its inputs too: counted once)."""
     kept = compression.keep if is_depthwise(module) else compression.keep * compression.in_keep
     return max(1, math.ceil(module.weight.numel() * kept))
+
+
+def input_border(layers: list[Layer], *, input_shape: tuple[int, ...], batch: int) -> list[Layer]:
+    """The operators ONNX Runtime runs on lowbit's exported graph's float input before its
+    first integer layer: a QuantizeLinear and, before a conv on an image (a 4-D input), the
+    layout change to channels-last (hwsim's importer finds both in the exported graph);
+    none before a float first layer. On the input's own elements: the export pads a stem's
+    input channels to its conv kernel's step first (1 -> 4, RGB 3 -> 4), a few hundred
+    cycles at batch 1 that the bridge leaves out rather than guess which stems it pads."""
+    first = next((x for x in layers if isinstance(x, (Conv2d, Linear, MatMul))), None)
+    bits = first.compression.a_bits if first is not None else None
+    if bits is None:
+        return []
+    codes = Compression(w_bits=bits, a_bits=bits)
+    elements = batch * math.prod(input_shape)
+    border = [
+        Elementwise(name="input:quantize", compression=codes, elements=elements, kind="quantize")
+    ]
+    if isinstance(first, Conv2d) and len(input_shape) == 3:
+        border.append(
+            Elementwise(name="input:layout", compression=codes, elements=elements, kind="transpose")
+        )
+    return border

@@ -57,7 +57,12 @@ from lowbit.hwsim.workload import (
     Pool,
     Workload,
 )
-from lowbit.models._round_trip import add_round_trip, conv_round_trip, weight_elements
+from lowbit.models._round_trip import (
+    add_round_trip,
+    conv_round_trip,
+    input_border,
+    weight_elements,
+)
 from lowbit.models.compression._dataflow import quant_sites
 from lowbit.models.compression._grid_split import split_outputs
 from lowbit.models.compression.plan import CompressionPlan, LayerSpec
@@ -397,32 +402,9 @@ def to_workload(
     if not layers:
         raise WorkloadError(f"{type(model).__name__}: no layers hwsim can simulate were found")
     if round_trip:
-        layers = _input_border(layers, input_shape=tuple(model.input_shape), batch=batch) + layers
+        layers = input_border(layers, input_shape=tuple(model.input_shape), batch=batch) + layers
     default = getattr(model, "zoo_name", None) or type(model).__name__.lower()
     return Workload(name or default, tuple(layers))
-
-
-def _input_border(layers: list[Layer], *, input_shape: tuple[int, ...], batch: int) -> list[Layer]:
-    """The operators ONNX Runtime runs on lowbit's exported graph's float input before its
-    first integer layer: a QuantizeLinear and, before a conv on an image (a 4-D input), the
-    layout change to channels-last (hwsim's importer finds both in the exported graph);
-    none before a float first layer. On the input's own elements: the export pads a stem's
-    input channels to its conv kernel's step first (1 -> 4, RGB 3 -> 4), a few hundred
-    cycles at batch 1 that the bridge leaves out rather than guess which stems it pads."""
-    first = next((x for x in layers if isinstance(x, (Conv2d, Linear, MatMul))), None)
-    bits = first.compression.a_bits if first is not None else None
-    if bits is None:
-        return []
-    codes = Compression(w_bits=bits, a_bits=bits)
-    elements = batch * math.prod(input_shape)
-    border = [
-        Elementwise(name="input:quantize", compression=codes, elements=elements, kind="quantize")
-    ]
-    if isinstance(first, Conv2d) and len(input_shape) == 3:
-        border.append(
-            Elementwise(name="input:layout", compression=codes, elements=elements, kind="transpose")
-        )
-    return border
 
 
 @cache
