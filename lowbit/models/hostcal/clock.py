@@ -111,15 +111,20 @@ def measured_clock_hz(*, runs: int = 9, cycles_per_run: float = 3e7) -> float | 
         return None
     iterations = int(cycles_per_run // ADDS_PER_ITERATION)
     chain(iterations)  # turbo ramps up
-    best = 0.0
-    for _ in range(max(runs, 1)):
+    timed = _timed_chains(chain, iterations=iterations, runs=max(runs, 1))
+    if any(adds != iterations * ADDS_PER_ITERATION or s <= 0 for adds, s in timed):
+        return None  # the chain did not run as written: trust the OS instead
+    return max(adds / s for adds, s in timed)
+
+
+def _timed_chains(chain, *, iterations: int, runs: int) -> list[tuple[int, float]]:
+    """(adds done, seconds) of ``runs`` calls of ``chain(iterations)``."""
+    out = []
+    for _ in range(runs):
         start = time.perf_counter()
         adds = chain(iterations)
-        seconds = time.perf_counter() - start
-        if adds != iterations * ADDS_PER_ITERATION or seconds <= 0:
-            return None  # the chain did not run as written: trust the OS instead
-        best = max(best, adds / seconds)
-    return best
+        out.append((adds, time.perf_counter() - start))
+    return out
 
 
 def with_running_clock(info: dict) -> dict:
@@ -163,14 +168,10 @@ class ClockTrack:
 
     def reading_hz(self) -> float:
         """The clock now: the fastest of :data:`_TRACK_RUNS` short chains (recorded)."""
-        iterations = _TRACK_ADDS // ADDS_PER_ITERATION
-        best = 0.0
-        for _ in range(_TRACK_RUNS):
-            start = time.perf_counter()
-            adds = self.chain(iterations)
-            seconds = time.perf_counter() - start
-            if seconds > 0:
-                best = max(best, adds / seconds)
+        timed = _timed_chains(
+            self.chain, iterations=_TRACK_ADDS // ADDS_PER_ITERATION, runs=_TRACK_RUNS
+        )
+        best = max((adds / s for adds, s in timed if s > 0), default=0.0)
         return self._record(best or self.reference_hz)
 
     def _record(self, hz: float) -> float:
