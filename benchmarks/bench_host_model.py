@@ -44,13 +44,13 @@ from lowbit.models.export.deploy import export_compressed
 from lowbit.models.hostcal.calibration import calibrate, default_profile_path, write
 from lowbit.models.hostcal.check import (
     CheckRow,
+    Prepared,
     check,
-    measure_all,
     simulate_s,
     summarize,
     table,
+    timed_rows,
 )
-from lowbit.models.hostcal.clock import clock_track
 from lowbit.models.hostcal.graphs import quantize_int8
 from lowbit.models.hostcal.isa import cpu_info
 
@@ -175,8 +175,8 @@ def spreads(profiles) -> list[dict]:
 
 def zoo_rows(profile, tmp: Path) -> list[tuple[CheckRow, float]]:
     """(check row, bridge-simulated INT8 seconds or NaN) per zoo model, plan and quantizer;
-    every model timed in passes over all of them (:func:`measure_all`)."""
-    todo = []  # (label, INT8 path, INT8 sim, MACs, FP32 path, FP32 sim, bridge)
+    every model timed in passes over all of them, at the profile's clock (:func:`timed_rows`)."""
+    todo, bridged = [], []  # the cases to time; each one's bridge-simulated seconds
     for name in ZOO:
         model, calib = random_model(name)
         for plan in PLANS:
@@ -200,26 +200,10 @@ def zoo_rows(profile, tmp: Path) -> list[tuple[CheckRow, float]]:
                 if plan != PLANS[0] and "ORT" in label:
                     continue  # the ORT quantizer sees the same FP32 model for every plan
                 sim, macs = simulate_s(path, profile, fp32=False)
-                todo.append((label, path, sim, macs, result.fp32_path, fp32, via_bridge))
-    with clock_track(reference_hz=profile.clock_hz):  # at the profile's clock, as the check
-        times = measure_all([p for t in todo for p in (t[1], t[4])], repeats=100)
-    return [
-        (
-            CheckRow(
-                name=label,
-                kind="zoo",
-                macs=macs,
-                int8_measured_s=times[2 * i].at_clock_s,
-                int8_simulated_s=sim,
-                fp32_measured_s=times[2 * i + 1].at_clock_s,
-                fp32_simulated_s=fp32,
-                int8_timed_s=times[2 * i].timed_s,
-                fp32_timed_s=times[2 * i + 1].timed_s,
-            ),
-            via_bridge,
-        )
-        for i, (label, _, sim, macs, _, fp32, via_bridge) in enumerate(todo)
-    ]
+                todo.append(Prepared(label, "zoo", macs, path, sim, result.fp32_path, fp32))
+                bridged.append(via_bridge)
+    # at the profile's clock, as the check
+    return list(zip(timed_rows(profile, todo, repeats=100), bridged, strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:

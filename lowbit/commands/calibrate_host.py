@@ -133,12 +133,14 @@ def _clock_note(cpu: dict) -> str:
     os_says = f"the OS says {nominal / 1e9:.2f}"
     track = cpu.get("clock_track")
     if isinstance(track, dict) and track.get("readings", 0) > 1:
-        low, high = track["low_hz"] / 1e9, track["high_hz"] / 1e9
-        return (
-            f" (median of {track['readings']} readings beside the timings, {low:.2f}-{high:.2f};"
-            f" {os_says})"
+        count, low, high, where = (
+            track["readings"],
+            track["low_hz"],
+            track["high_hz"],
+            " beside the timings",
         )
-    if len(readings) > 1:
-        low, high = min(readings) / 1e9, max(readings) / 1e9
-        return f" (median of {len(readings)} readings, {low:.2f}-{high:.2f}; {os_says})"
-    return f" (measured; {os_says})"
+    elif len(readings) > 1:
+        count, low, high, where = len(readings), min(readings), max(readings), ""
+    else:
+        return f" (measured; {os_says})"
+    return f" (median of {count} readings{where}, {low / 1e9:.2f}-{high / 1e9:.2f}; {os_says})"

@@ -32,6 +32,7 @@ from lowbit.models.hostcal.heldout import Case, cases
 __all__ = [
     "CheckRow",
     "Measured",
+    "Prepared",
     "TIE",
     "TOLERANCE",
     "check",
@@ -41,6 +42,7 @@ __all__ = [
     "simulate_s",
     "summarize",
     "table",
+    "timed_rows",
 ]
 
 #: a prediction within this relative error of the measurement counts as a hit
@@ -192,23 +194,43 @@ def check(
             int8 = quantize_int8(fp32, Path(tmp) / f"{i}.int8.onnx")
             int8_sim, macs = simulate_s(int8, profile, fp32=False)
             fp32_sim, _ = simulate_s(fp32, profile, fp32=True)
-            prepared.append((case, macs, int8, int8_sim, fp32, fp32_sim))
+            prepared.append(Prepared(case.name, case.kind, macs, int8, int8_sim, fp32, fp32_sim))
         runs = repeats if repeats is not None else (10 if quick else 50)
-        with clock_track(reference_hz=profile.clock_hz):
-            times = measure_all([p for c in prepared for p in (c[2], c[4])], repeats=runs)
+        return timed_rows(profile, prepared, repeats=runs)
+
+
+class Prepared(NamedTuple):
+    """A case ready to time: its INT8 and FP32 models and their simulated seconds."""
+
+    name: str
+    kind: str
+    macs: int
+    int8_path: Path
+    int8_simulated_s: float
+    fp32_path: Path
+    fp32_simulated_s: float
+
+
+def timed_rows(profile, prepared: list[Prepared], *, repeats: int) -> list[CheckRow]:
+    """Every prepared case's INT8 and FP32 models timed (:func:`measure_all`) at the
+    profile's clock (a :func:`~lowbit.models.hostcal.clock.clock_track`), as check rows."""
+    with clock_track(reference_hz=profile.clock_hz):
+        times = measure_all(
+            [p for c in prepared for p in (c.int8_path, c.fp32_path)], repeats=repeats
+        )
     return [
         CheckRow(
-            name=case.name,
-            kind=case.kind,
-            macs=macs,
-            int8_measured_s=times[2 * i].at_clock_s,
-            int8_simulated_s=int8_sim,
-            fp32_measured_s=times[2 * i + 1].at_clock_s,
-            fp32_simulated_s=fp32_sim,
-            int8_timed_s=times[2 * i].timed_s,
-            fp32_timed_s=times[2 * i + 1].timed_s,
+            name=c.name,
+            kind=c.kind,
+            macs=c.macs,
+            int8_measured_s=int8.at_clock_s,
+            int8_simulated_s=c.int8_simulated_s,
+            fp32_measured_s=fp32.at_clock_s,
+            fp32_simulated_s=c.fp32_simulated_s,
+            int8_timed_s=int8.timed_s,
+            fp32_timed_s=fp32.timed_s,
         )
-        for i, (case, macs, _, int8_sim, _, fp32_sim) in enumerate(prepared)
+        for c, int8, fp32 in zip(prepared, times[0::2], times[1::2], strict=True)
     ]
 
 
