@@ -8,7 +8,7 @@ random inputs: latency does not depend on what the weights learned), compressed 
 plan (activations calibrated on random inputs) and exported with
 :func:`lowbit.models.export.deploy.export_compressed`; both ONNX models then run in ONNX
 Runtime on one thread (median of timed runs after a warm-up,
-:func:`lowbit.models.hostcal.bench.time_session`) at batch 1 and 64.
+:func:`lowbit.models.hostcal.timing.time_session`) at batch 1 and 64.
 
 Usage::
 
@@ -34,8 +34,8 @@ from lowbit.models.compression.compress import compress
 from lowbit.models.compression.plan import CompressionPlan
 from lowbit.models.export.deploy import export_compressed
 from lowbit.models.export.ort import ort_session
-from lowbit.models.hostcal.bench import time_session
 from lowbit.models.hostcal.isa import cpu_info
+from lowbit.models.hostcal.timing import time_session
 from lowbit.models.zoo import build
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,6 +16,7 @@ from lowbit.models.hostcal import bench as hostbench
 from lowbit.models.hostcal import calibration as hostcal
 from lowbit.models.hostcal import conv as hostconv
 from lowbit.models.hostcal import isa
+from lowbit.models.hostcal import timing as hosttiming
 from lowbit.models.hostcal._run_call import border_cycles, run_call_cycles
 from lowbit.models.hostcal.clock import seconds_clock_hz
 from lowbit.models.hostcal.profile_fit import from_measurements
@@ -42,12 +43,12 @@ def test_cpu_info_reads_the_os():
 
 def test_time_session_orders_its_quartiles():
     chain = hostbench.chain_model("gemm", 16, 1, 2, True)
-    timing = hostbench.time_session(ort_session(chain), np.ones((1, 16), np.float32), repeats=9)
+    timing = hosttiming.time_session(ort_session(chain), np.ones((1, 16), np.float32), repeats=9)
     assert timing.runs == 9
     assert 0 < timing.q1_s <= timing.median_s <= timing.q3_s
     assert timing.iqr_s == pytest.approx(timing.q3_s - timing.q1_s)
     with pytest.raises(ValueError, match="repeats"):
-        hostbench.time_session(ort_session(chain), np.ones((1, 16), np.float32), repeats=0)
+        hosttiming.time_session(ort_session(chain), np.ones((1, 16), np.float32), repeats=0)
 
 
 def test_depth_slope_measures_one_more_layer_and_refuses_a_negative_one():
@@ -230,6 +231,50 @@ def test_a_profile_from_an_older_calibration_is_recalibrated(
     # a profile without a sidecar (written by hand) is the user's: loaded as it is
     sidecar.unlink()
     assert hostcal.load_or_calibrate(path).name == hostcal.PROFILE_NAME and calls == [1]
+
+
+@pytest.mark.parametrize(
+    "beside",
+    [
+        {"notes": "the user's own JSON of the same stem"},
+        {"calibration_version": 0, "cpu": {}, "chains": []},
+        {"calibration_version": True},
+        {"calibration_version": -3},
+        [1, 2],
+    ],
+)
+def test_a_json_that_is_no_calibration_leaves_a_hand_written_profile_alone(
+    tmp_path, monkeypatch, quick_calibration, beside
+):
+    """A TOML beside an unrelated JSON of the same stem is the user's profile: no version,
+    so ``load_or_calibrate`` (``lowbit validate --profile``) neither recalibrates over it
+    nor treats it as calibrated on this host."""
+    path = hostcal.write(quick_calibration, tmp_path / "mine.toml")
+    text = path.read_text()
+    path.with_suffix(".json").write_text(json.dumps(beside))
+    monkeypatch.setattr(
+        hostcal, "calibrate", lambda quick=False: pytest.fail("recalibrated a user's profile")
+    )
+    assert hostcal.calibration_version_of(path) is None
+    hostcal.load_or_calibrate(path)
+    assert path.read_text() == text
+
+
+def test_a_sidecar_from_before_the_version_key_is_an_old_calibration(
+    tmp_path, monkeypatch, quick_calibration
+):
+    path = hostcal.write(quick_calibration, tmp_path / "host.toml")
+    sidecar = path.with_suffix(".json")
+    old = json.loads(sidecar.read_text())
+    del old["calibration_version"]
+    sidecar.write_text(json.dumps(old))
+    assert hostcal.calibration_version_of(path) == 0
+    calls = []
+    monkeypatch.setattr(
+        hostcal, "calibrate", lambda quick=False: calls.append(1) or quick_calibration
+    )
+    hostcal.load_or_calibrate(path)
+    assert calls == [1] and hostcal.calibration_version_of(path) == hostcal.CALIBRATION_VERSION
 
 
 def test_overheads_split_the_fitted_gemm_cost_and_convert_seconds():

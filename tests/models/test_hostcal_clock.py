@@ -154,7 +154,7 @@ def test_the_real_chain_reads_the_clock_beside_a_timing():
 def test_session_timings_carry_the_factor_they_were_converted_by(monkeypatch):
     """``time_session`` under a track: the median is at the reference clock and dividing by
     ``clock_factor`` gives the time as timed (the check reports both)."""
-    from lowbit.models.hostcal import bench
+    from lowbit.models.hostcal import timing as bench
 
     class Session:
         def run_with_iobinding(self, binding):

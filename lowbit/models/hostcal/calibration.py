@@ -306,8 +306,10 @@ def write(calibration: Calibration, path: str | Path) -> Path:
 
 def calibration_version_of(path: str | Path) -> int | None:
     """The :data:`CALIBRATION_VERSION` a profile was calibrated with (its JSON sidecar's;
-    0 for a sidecar without one), or None when it has no sidecar (not written by
-    :func:`write`: a profile a user wrote by hand)."""
+    0 for a calibration's sidecar from before the key: it has the measurements, ``cpu`` and
+    ``chains``), or None when it has none (not written by :func:`write`: a profile a user
+    wrote by hand, maybe beside a JSON of their own -- which must not make
+    :func:`load_or_calibrate` recalibrate over their TOML)."""
     from lowbit.hwsim.errors import InputFileError
     from lowbit.hwsim.fileio import read_json
 
@@ -315,8 +317,16 @@ def calibration_version_of(path: str | Path) -> int | None:
         data = read_json(Path(path).with_suffix(".json"), what="calibration sidecar")
     except InputFileError:
         return None
-    version = data.get("calibration_version", 0) if isinstance(data, dict) else None
-    return version if isinstance(version, int) and not isinstance(version, bool) else None
+    if not isinstance(data, dict):
+        return None
+    version = data.get("calibration_version")
+    if version is None:
+        return (
+            0
+            if isinstance(data.get("cpu"), dict) and isinstance(data.get("chains"), list)
+            else None
+        )
+    return version if type(version) is int and version > 0 else None
 
 
 def load_or_calibrate(path: str | Path | None = None, *, quick: bool = False):

@@ -137,7 +137,7 @@ def measure_s(path: Path, *, repeats: int, rounds: int = 3, seconds: float = 0.5
     import onnx
 
     from lowbit.models.export.ort import ort_session
-    from lowbit.models.hostcal.bench import time_session
+    from lowbit.models.hostcal.timing import time_session
 
     model = onnx.load(str(path))
     x = np.random.default_rng(1).normal(size=input_shape(model)).astype(np.float32)

@@ -236,7 +236,7 @@ def time_configs(
     ``timed_runs`` and ``int8_speedup_vs_fp32_b{B}``, and the simulation error; returns,
     per batch size, the INT8 medians of the even and of the odd rounds (two independent
     measurements, for the measurement's own repeatability), or None with a single round."""
-    from lowbit.models.hostcal.bench import bind, run_times_s, timing_of, warm_up
+    from lowbit.models.hostcal.timing import bind, run_times_s, timing_of, warm_up
 
     if repeats < 1 or warmup < 0 or rounds < 1:
         raise ValueError(

@@ -167,7 +167,7 @@ def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
     tensor: timed after a ReorderInput, as the difference, it moved 29 % between two
     calibrations); 0 where ONNX Runtime has no blocked layout (Arm)."""
     from lowbit.models.export.ort import ort_session
-    from lowbit.models.hostcal.bench import bind, run_times_s, warm_up
+    from lowbit.models.hostcal.timing import bind, run_times_s, warm_up
 
     sessions = {}
     for op in MOVEMENT_OPS:

@@ -1,0 +1,88 @@
+"""The timing harness every host measurement goes through (split from
+:mod:`lowbit.models.hostcal.bench`): an ONNX Runtime session's Run calls on an IOBinding
+(the input bound once, the outputs left for ONNX Runtime to allocate, so a timed run is the
+Run call alone), converted to a clock track's reference clock when one is active
+(:mod:`lowbit.models.hostcal.clock`); :func:`time_session` gives the median and quartiles.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lowbit.models.hostcal.clock import at_reference_clock
+
+__all__ = ["Timing", "bind", "run_times_s", "time_session", "timing_of", "warm_up"]
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Latency statistics of repeated runs (seconds)."""
+
+    median_s: float
+    q1_s: float
+    q3_s: float
+    runs: int
+    #: the times are at a clock track's reference clock: as timed = these / clock_factor
+    #: (1: no track, or the core ran at the reference; :mod:`lowbit.models.hostcal.clock`)
+    clock_factor: float = 1.0
+
+    @property
+    def iqr_s(self) -> float:
+        return self.q3_s - self.q1_s
+
+
+def bind(session: Any, *, x: np.ndarray) -> Any:
+    """An IOBinding of ``session`` with ``x`` bound once as its input and the outputs left
+    for ONNX Runtime to allocate (so a timed run is the Run call alone)."""
+    binding = session.io_binding()
+    binding.bind_cpu_input(session.get_inputs()[0].name, np.ascontiguousarray(x))
+    for out in session.get_outputs():
+        binding.bind_output(out.name)
+    return binding
+
+
+def _timed_runs_s(session: Any, *, binding: Any, runs: int) -> np.ndarray:
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter_ns()
+        session.run_with_iobinding(binding)
+        times[i] = time.perf_counter_ns() - start
+    return times * 1e-9
+
+
+def warm_up(session: Any, *, binding: Any, runs: int) -> None:
+    """``runs`` untimed Run calls (no clock reading beside them)."""
+    _timed_runs_s(session, binding=binding, runs=runs)
+
+
+def _run_times_and_factor(session: Any, *, binding: Any, runs: int) -> tuple[np.ndarray, float]:
+    times, factor = at_reference_clock(lambda: _timed_runs_s(session, binding=binding, runs=runs))
+    return times * factor, factor
+
+
+def run_times_s(session: Any, *, binding: Any, runs: int) -> np.ndarray:
+    """Seconds of each of ``runs`` consecutive Run calls on ``binding`` (at the reference
+    clock under a :func:`~lowbit.models.hostcal.clock.clock_track`)."""
+    return _run_times_and_factor(session, binding=binding, runs=runs)[0]
+
+
+def timing_of(times_s: np.ndarray, *, clock_factor: float = 1.0) -> Timing:
+    """Median and quartiles of run times (seconds)."""
+    q1, med, q3 = np.percentile(times_s, (25, 50, 75))
+    return Timing(float(med), float(q1), float(q3), len(times_s), clock_factor)
+
+
+def time_session(session: Any, x: np.ndarray, *, warmup: int = 10, repeats: int = 50) -> Timing:
+    """Median and quartiles of ``repeats`` timed runs after ``warmup`` (IOBinding: input
+    bound once, outputs allocated by ONNX Runtime, so the time is the Run call)."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    binding = bind(session, x=x)
+    if warmup:
+        warm_up(session, binding=binding, runs=warmup)
+    times, factor = _run_times_and_factor(session, binding=binding, runs=repeats)
+    return timing_of(times, clock_factor=factor)
