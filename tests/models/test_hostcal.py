@@ -86,6 +86,13 @@ def test_least_disturbed_measures_every_item_once_per_pass_and_keeps_the_least()
     assert kept == [("a", 2.0), ("b", 1.0)]
     with pytest.raises(ValueError, match="passes"):
         hostbench.least_disturbed(measure, ["a"], key=lambda r: r[1], passes=0)
+    # the median pass instead: a disturbed pass either way (b's 9, a's 5) is left out, and
+    # so is the luckiest one (b's 1): a conversion to the reference clock that erred low
+    calls.clear()
+    median = hostbench.least_disturbed(
+        measure, ["a", "b"], key=lambda r: r[1], passes=3, median=True
+    )
+    assert median == [("a", 3.0), ("b", 7.0)]
 
 
 def test_the_profiler_time_of_a_kernel_averages_its_whole_microseconds():

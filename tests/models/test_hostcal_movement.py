@@ -154,3 +154,33 @@ def test_the_head_split_probe_transposes_runs_and_prices_each_run():
     assert transpose_s_per_row(per_element) == pytest.approx(0.4e-9 * ROW_RUN)
     assert transpose_s_per_row({"Transpose": 0.5e-9, "TransposeRows": 0.1e-9}) == 0.0
     assert transpose_s_per_row({}) == 0.0  # a sidecar from before the probe
+
+
+def test_movement_costs_take_the_median_round_not_the_luckiest(monkeypatch):
+    """Each size's time is the median over the rounds: one round faster than the rest (a
+    clock reading that erred) and one slower (a disturbance) both leave the slope alone."""
+    from lowbit.models.hostcal import timing
+    from lowbit.models.hostcal.movement import MOVEMENT_SHAPES, movement_costs
+
+    per_round = [1.0, 0.6, 1.0, 1.7, 1.0]  # a round's times, relative
+    calls = []
+
+    def fake_times(session, *, binding, runs):
+        # calls go round by round, operator by operator, the smaller size first
+        ops = len(calls_per_round)
+        n = len(calls)
+        calls.append(n)
+        scale = per_round[n // (2 * ops)]
+        return np.full(runs, scale * (1e-5 if n % 2 == 0 else 3e-5))
+
+    from lowbit.models.hostcal import movement
+
+    calls_per_round = [op for op in movement.MOVEMENT_OPS if not op.startswith("Reorder")]
+    monkeypatch.setattr(movement, "_has_blocked_layout", lambda: False)
+    monkeypatch.setattr(timing, "run_times_s", fake_times)
+    costs = movement_costs(repeats=1, rounds=len(per_round))
+    assert len(calls) == 2 * len(calls_per_round) * len(per_round)
+    elements = [int(np.prod(shape)) for shape in MOVEMENT_SHAPES]
+    assert costs["Transpose"] == pytest.approx(2e-5 / (elements[1] - elements[0]))
+    assert costs["QLinearConcat"] == pytest.approx(2e-5 / (2 * (elements[1] - elements[0])))
+    assert costs["ReorderInput"] == 0.0  # no blocked layout: not timed

@@ -229,17 +229,27 @@ def depth_slope(
 
 
 def least_disturbed(
-    measure: Callable[[Any], T], items: Sequence[Any], *, key: Callable[[T], float], passes: int
+    measure: Callable[[Any], T],
+    items: Sequence[Any],
+    *,
+    key: Callable[[T], float],
+    passes: int,
+    median: bool = False,
 ) -> list[T]:
     """``measure(item)`` for every item, once in each of ``passes`` passes over all of them;
-    per item, the result with the least ``key`` (its time). On a shared virtual machine a
+    per item, the result with the least ``key`` (its time), or with ``median`` the median
+    one (the lower middle of an even count). On a shared virtual machine a
     slow spell -- another tenant on the core -- lasts up to seconds: it slowed every shape
     measured in it by 30-80 %, so one calibration's fit moved 10-70 % from the next's
     (an AMD EPYC Zen 4 under KVM). A pass over all shapes takes seconds, so one spell
-    disturbs a shape in one pass, not in all."""
+    disturbs a shape in one pass, not in all. The median takes several passes and leaves
+    out the disturbed ones without picking, among timings converted to a reference clock,
+    the one whose conversion erred lowest."""
     if passes < 1:
         raise ValueError(f"need passes >= 1, got {passes}")
     results = [[measure(item) for item in items] for _ in range(passes)]
+    if median:
+        return [sorted(each, key=key)[(passes - 1) // 2] for each in zip(*results, strict=True)]
     return [min(each, key=key) for each in zip(*results, strict=True)]
 
 
@@ -252,10 +262,11 @@ def chain_slopes(
     repeats: int,
     depths: tuple[int, int] = DEPTHS,
     passes: int = PASSES,
+    median: bool = False,
 ) -> list[Slope]:
     """:func:`depth_slope` of the chain ``build(item, depth)`` on ``inputs(item)`` for every
     item, in :func:`least_disturbed` passes: per item, the measurement whose longer chain
-    ran fastest."""
+    ran fastest (with ``median``, the median one)."""
 
     def measure(item: Any) -> Slope:
         return depth_slope(
@@ -266,7 +277,9 @@ def chain_slopes(
             what=what(item),
         )
 
-    return least_disturbed(measure, items, key=lambda slope: slope.long_s, passes=passes)
+    return least_disturbed(
+        measure, items, key=lambda slope: slope.long_s, passes=passes, median=median
+    )
 
 
 def bench_chains(shapes, *, repeats: int, passes: int = PASSES) -> list[dict[str, Any]]:

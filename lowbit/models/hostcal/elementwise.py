@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from lowbit.models.hostcal.bench import PASSES, chain_slopes
+from lowbit.models.hostcal.bench import chain_slopes
 
 __all__ = ["ELEMENTWISE_SHAPES", "ROW_SHAPES", "elementwise_costs"]
 
@@ -31,6 +31,8 @@ ELEMENTWISE_SHAPES = {
 #: the operators that normalize row by row, timed again on as many elements in rows 8x
 #: as long: the two give a cost per row and one per element
 ROW_SHAPES = {"LayerNormalization": (136, 256), "Softmax": (136, 256)}
+#: passes over the shapes of :func:`elementwise_costs` (the median pass kept per shape)
+ELEMENTWISE_PASSES = 5
 
 
 def _elementwise_node(op: str, src: str, dst: str) -> list:
@@ -95,12 +97,15 @@ def per_row_and_element(
 
 
 def elementwise_costs(
-    *, repeats: int, passes: int = PASSES
+    *, repeats: int, passes: int = ELEMENTWISE_PASSES
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Seconds per (input) element of memory-bound operators (:data:`ELEMENTWISE_SHAPES`,
     two chain depths; ``repeats`` runs per round, shared by the
-    :func:`~lowbit.models.hostcal.bench.chain_slopes` ``passes``), and per row of the
-    row-by-row ones (:data:`ROW_SHAPES`: :func:`per_row_and_element`)."""
+    :func:`~lowbit.models.hostcal.bench.chain_slopes` ``passes``, the median pass kept),
+    and per row of the row-by-row ones (:data:`ROW_SHAPES`: :func:`per_row_and_element`).
+    The median, not the least disturbed pass: on an Intel Xeon, four runs in a row spread
+    4-8 % (softmax and LayerNorm per row, LayerNorm per element) with the least of three
+    passes, 1-3.5 % with the median of five."""
 
     items = [(op, shape) for op, shape in ELEMENTWISE_SHAPES.items()]
     items += [(op, shape) for op, shape in ROW_SHAPES.items()]
@@ -111,6 +116,7 @@ def elementwise_costs(
         what=lambda item: f"{item[0]} chain {'x'.join(map(str, item[1]))}",
         repeats=max(repeats // passes, 5),
         passes=passes,
+        median=True,
     )
     seconds = {item: slope.per_layer_s for item, slope in zip(items, slopes, strict=True)}
     per_element = {

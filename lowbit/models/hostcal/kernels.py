@@ -217,6 +217,8 @@ def int8_softmax_s_per_element(*, repeats: int, op_s: float, slope: Slope | None
 #: times: few channels on large maps, so the pass is a large share of each layer (on 64
 #: and 96 channels -- a third of it -- two calibrations in a row differed by 13 %)
 ACTIVATION_PASS_SHAPES = ((16, 56), (32, 28))
+#: ReLU / ReLU6 chain pairs per shape that :func:`activation_pass_s_per_element` times
+ACTIVATION_PASS_PAIRS = 7
 
 
 def _activation_chain(channels: int, spatial: int, depth: int, *, relu6: bool):
@@ -230,24 +232,32 @@ def _activation_chain(channels: int, spatial: int, depth: int, *, relu6: bool):
     return net.model(x)
 
 
-def activation_pass_s_per_element(*, repeats: int, passes: int = PASSES) -> float:
+def activation_pass_s_per_element(*, repeats: int, pairs: int = ACTIVATION_PASS_PAIRS) -> float:
     """Seconds per output element of the pass a float conv makes for a fused ReLU6 (ONNX
     Runtime applies ReLU in the kernel's registers, Clip after it): the per-layer time of a
-    chain of 1x1 convs with ReLU6 less that of the same chain with ReLU, per element, the
-    median over :data:`ACTIVATION_PASS_SHAPES`; never below zero. Each chain's per-layer
-    time is that of its least disturbed pass (:func:`~lowbit.models.hostcal.bench.chain_slopes`)."""
-    items = [(c, s, relu6) for c, s in ACTIVATION_PASS_SHAPES for relu6 in (False, True)]
-    slopes = chain_slopes(
-        items,
-        build=lambda item, depth: _activation_chain(item[0], item[1], depth, relu6=item[2]),
-        inputs=lambda item: _map(item[0], item[1]),
-        what=lambda item: f"float conv + {'ReLU6' if item[2] else 'ReLU'} {item[0]}x{item[1]}",
-        repeats=max(repeats, 20),  # a quick calibration's 5 runs: too few here
-        depths=(1, 3),
-        passes=passes,
-    )
-    costs = [
-        (slopes[2 * i + 1].per_layer_s - slopes[2 * i].per_layer_s) / (channels * spatial**2)
-        for i, (channels, spatial) in enumerate(ACTIVATION_PASS_SHAPES)
-    ]
+    chain of 1x1 convs with ReLU6 less that of the same chain with ReLU, per element --
+    the two timed one right after the other, ``pairs`` times per shape of
+    :data:`ACTIVATION_PASS_SHAPES` -- the median of those differences; never below zero.
+    Each difference is of two chains timed one right after the other, so a drift of the machine
+    cancels in it; the median leaves out the disturbed ones. (Each chain's least disturbed
+    of three passes, differenced, spread 16-25 % over five runs in a row on an Intel Xeon;
+    the median of seven pairs per shape 2 %.)"""
+    costs = []
+    for _ in range(max(pairs, 1)):
+        for channels, spatial in ACTIVATION_PASS_SHAPES:
+            relu, relu6 = (
+                _activation_slope_s(channels, spatial, clip, repeats) for clip in (False, True)
+            )
+            costs.append((relu6 - relu) / (channels * spatial**2))
     return max(float(np.median(costs)), 0.0)
+
+
+def _activation_slope_s(channels: int, spatial: int, relu6: bool, repeats: int) -> float:
+    """Per-layer seconds of the 1x1 conv chain with ReLU6 (or ReLU)."""
+    return depth_slope(
+        lambda depth: _activation_chain(channels, spatial, depth, relu6=relu6),
+        _map(channels, spatial),
+        depths=(1, 3),
+        repeats=max(repeats, 20),  # a quick calibration's 5 runs: too few here
+        what=f"float conv + {'ReLU6' if relu6 else 'ReLU'} {channels}x{spatial}",
+    ).per_layer_s

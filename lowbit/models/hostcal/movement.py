@@ -14,6 +14,8 @@ import numpy as np
 
 __all__ = [
     "MOVEMENT_OPS",
+    "FLOAT_MOVEMENT_SHAPES",
+    "MOVEMENT_ROUNDS",
     "MOVEMENT_SHAPES",
     "NCHWC_DOMAIN",
     "ROW_RUN",
@@ -24,6 +26,15 @@ __all__ = [
 #: the data-movement operators are timed on uint8 / float tensors of these two sizes
 #: (channels, height, width): mid-network MobileNet-like tensors, 50 and 200 K elements
 MOVEMENT_SHAPES = ((64, 28, 28), (64, 56, 56))
+#: the float reorders into and out of the blocked layout are timed on these instead (25 and
+#: 100 K floats): at MOVEMENT_SHAPES' 800 KB of floats in and as much out, near a 2 MB L2,
+#: five runs in a row on an Intel Xeon spread 12-19 % (0.45-0.55 cycles an element); here
+#: 2-3 % (0.30-0.35). A float graph reorders at its boundaries and around the operators the
+#: blocked layout lacks (a channel shuffle: ~90 K floats in a ShuffleNetV2); a tensor that
+#: overflows the L2 is the activation spill's (hwsim's ActivationSpill floor)
+FLOAT_MOVEMENT_SHAPES = ((32, 28, 28), (32, 56, 56))
+#: rounds of :func:`movement_costs` (each times every operator once per size)
+MOVEMENT_ROUNDS = 15
 
 
 def _movement_model(op: str, shape: tuple[int, int, int]):
@@ -155,14 +166,19 @@ MOVEMENT_OPS = (
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 
 
-def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
+def movement_costs(*, repeats: int, rounds: int = MOVEMENT_ROUNDS) -> dict[str, float]:
     """Seconds per element (of the larger of input and output) of each data-movement
-    operator (:func:`_movement_model`), as ONNX Runtime runs it: the slope between the two
-    :data:`MOVEMENT_SHAPES` (so the Run call and the dispatch cancel); never below zero.
-    Each size's time is the least of ``rounds`` medians of ``repeats`` runs (at least 50),
+    operator (:func:`_movement_model`), as ONNX Runtime runs it: the slope between its two
+    shapes (:func:`_shapes`; so the Run call and the dispatch cancel); never below zero.
+    Each size's time is the median of ``rounds`` medians of ``repeats`` runs (at least 50),
     and a round times every operator in turn, so a disturbance that passes during one
     operator's measurement moves none of them (a calibration once measured the
-    DequantizeLinear 70 % slow, all five of its rounds back to back). The blocked layout's
+    DequantizeLinear 70 % slow, all five of its rounds back to back). The median, not the
+    least: each round's times are converted to the reference clock by the clock read
+    beside them, and the least of several picks the round whose conversion erred lowest --
+    on an Intel Xeon, five runs in a row of this function spread 3-36 % per operator with
+    the least of 5 rounds, 6-21 % with the least of 25, and 1-4 % with the median of 15
+    (the float reorders on in-L2 shapes). The blocked layout's
     reorders are each timed alone (a ReorderOutput reads the graph's input as a blocked
     tensor: timed after a ReorderInput, as the difference, it moved 29 % between two
     calibrations); 0 where ONNX Runtime has no blocked layout (Arm)."""
@@ -174,27 +190,32 @@ def movement_costs(*, repeats: int, rounds: int = 5) -> dict[str, float]:
         if op.startswith("Reorder") and not _has_blocked_layout():
             continue
         sessions[op] = []
-        for shape in MOVEMENT_SHAPES:
+        for shape in _shapes(op):
             session = ort_session(_movement_model(op, shape))
             binding = bind(session, x=_input_for(op, shape))
             warm_up(session, binding=binding, runs=10)
             sessions[op].append((session, binding))
-    best = {op: [np.inf] * len(MOVEMENT_SHAPES) for op in sessions}
-    for _ in range(rounds):
+    medians: dict[str, list[list[float]]] = {op: [[], []] for op in sessions}
+    for _ in range(max(rounds, 1)):
         for op, pairs in sessions.items():
             for i, (session, binding) in enumerate(pairs):
-                median = float(
-                    np.median(run_times_s(session, binding=binding, runs=max(repeats, 50)))
-                )
-                best[op][i] = min(best[op][i], median)
+                times = run_times_s(session, binding=binding, runs=max(repeats, 50))
+                medians[op][i].append(float(np.median(times)))
     out = {}
-    for op, (small, large) in best.items():
+    for op, per_size in medians.items():
+        small, large = (float(np.median(each)) for each in per_size)
         factor = 2 if "Concat" in op else 1  # a Concat writes twice its input
-        elements = [factor * int(np.prod(shape)) for shape in MOVEMENT_SHAPES]
+        elements = [factor * int(np.prod(shape)) for shape in _shapes(op)]
         out[op] = max((large - small) / (elements[1] - elements[0]), 0.0)
     for op in MOVEMENT_OPS:
         out.setdefault(op, 0.0)
     return out
+
+
+def _shapes(op: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """The two tensor shapes ``op`` is timed on: :data:`MOVEMENT_SHAPES`, or for the float
+    reorders :data:`FLOAT_MOVEMENT_SHAPES`."""
+    return FLOAT_MOVEMENT_SHAPES if op.startswith("Reorder") else MOVEMENT_SHAPES
 
 
 def _has_blocked_layout() -> bool:
