@@ -147,8 +147,10 @@ _KiB = 1024
 #: clock the median of readings between the phases; 20: activations that
 #: overflow L2 move at the rate of a copy twice its size; 21: every timing at one reference
 #: clock, by the clock read beside it; 22: the ReLU6 pass timed twice, the lesser kept; 23:
-#: the Run call without the border operators the importer charges apart)
-CALIBRATION_VERSION = 23
+#: the Run call without the border operators the importer charges apart; 24: the median,
+#: not the least, of the spot costs' rounds and of the copies; the float reorders on in-L2
+#: shapes; warm weights at their home level's fitted rate even below DRAM's copy rate)
+CALIBRATION_VERSION = 24
 
 
 def default_profile_path() -> Path:
