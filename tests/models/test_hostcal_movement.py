@@ -158,29 +158,37 @@ def test_the_head_split_probe_transposes_runs_and_prices_each_run():
 
 def test_movement_costs_take_the_median_round_not_the_luckiest(monkeypatch):
     """Each size's time is the median over the rounds: one round faster than the rest (a
-    clock reading that erred) and one slower (a disturbance) both leave the slope alone."""
-    from lowbit.models.hostcal import timing
+    clock reading that erred) and one slower (a disturbance) both leave the slope alone;
+    the sessions' medians are averaged (a session's buffers can make it slower throughout)."""
+    from lowbit.models.hostcal import movement, timing
     from lowbit.models.hostcal.movement import MOVEMENT_SHAPES, movement_costs
 
-    per_round = [1.0, 0.6, 1.0, 1.7, 1.0]  # a round's times, relative
-    calls = []
-
-    def fake_times(session, *, binding, runs):
-        # calls go round by round, operator by operator, the smaller size first
-        ops = len(calls_per_round)
-        n = len(calls)
-        calls.append(n)
-        scale = per_round[n // (2 * ops)]
-        return np.full(runs, scale * (1e-5 if n % 2 == 0 else 3e-5))
-
-    from lowbit.models.hostcal import movement
-
-    calls_per_round = [op for op in movement.MOVEMENT_OPS if not op.startswith("Reorder")]
+    timed_ops = [op for op in movement.MOVEMENT_OPS if not op.startswith("Reorder")]
     monkeypatch.setattr(movement, "_has_blocked_layout", lambda: False)
-    monkeypatch.setattr(timing, "run_times_s", fake_times)
-    costs = movement_costs(repeats=1, rounds=len(per_round))
-    assert len(calls) == 2 * len(calls_per_round) * len(per_round)
+
+    def fake(per_round, per_session):
+        calls = []
+
+        def times(session, *, binding, runs):
+            # round by round, operator by operator, session by session, the smaller size first
+            n = len(calls)
+            calls.append(n)
+            per_op = 2 * len(per_session)
+            scale = per_round[n // (per_op * len(timed_ops))] * per_session[n % per_op // 2]
+            return np.full(runs, scale * (1e-5 if n % 2 == 0 else 3e-5))
+
+        monkeypatch.setattr(timing, "run_times_s", times)
+        monkeypatch.setattr(movement, "MOVEMENT_SESSIONS", len(per_session))
+        costs = movement_costs(repeats=1, rounds=len(per_round) * len(per_session))
+        assert len(calls) == 2 * len(timed_ops) * len(per_round) * len(per_session)
+        return costs
+
     elements = [int(np.prod(shape)) for shape in MOVEMENT_SHAPES]
-    assert costs["Transpose"] == pytest.approx(2e-5 / (elements[1] - elements[0]))
-    assert costs["QLinearConcat"] == pytest.approx(2e-5 / (2 * (elements[1] - elements[0])))
+    slope = 2e-5 / (elements[1] - elements[0])
+    costs = fake([1.0, 0.6, 1.0, 1.7, 1.0], [1.0])
+    assert costs["Transpose"] == pytest.approx(slope)
+    assert costs["QLinearConcat"] == pytest.approx(slope / 2)  # a Concat writes twice
     assert costs["ReorderInput"] == 0.0  # no blocked layout: not timed
+    # two sessions, one 20 % slower in every round: their mean
+    costs = fake([1.0, 0.6, 1.0], [1.0, 1.2])
+    assert costs["Transpose"] == pytest.approx(1.1 * slope)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.models.hostcal.bench import PASSES, Slope, chain_slopes, depth_slope
+from lowbit.models.hostcal.bench import CHAIN_PASSES, PASSES, Slope, chain_slopes, depth_slope
 
 __all__ = [
     "DEPTHWISE_SWEEP",
@@ -69,11 +69,12 @@ def _map(channels: int, spatial: int) -> np.ndarray:
 
 
 def depthwise_sweep(
-    shapes=DEPTHWISE_SWEEP, *, repeats: int, passes: int = PASSES
+    shapes=DEPTHWISE_SWEEP, *, repeats: int, passes: int = CHAIN_PASSES
 ) -> list[dict[str, Any]]:
     """Per-layer seconds of depthwise 3x3 chains, INT8 and FP32: rows of ``channels,
     spatial, precision, macs, pixels, layer_s, spread`` (``repeats`` runs per round, shared
-    by the :func:`~lowbit.models.hostcal.bench.chain_slopes` ``passes``)."""
+    by the :func:`~lowbit.models.hostcal.bench.chain_slopes` ``passes``, the median pass
+    kept, as for the GEMM and conv chains)."""
     items = [(c, s, int8) for c, s in shapes for int8 in (True, False)]
     with tempfile.TemporaryDirectory() as tmp:
         slopes = chain_slopes(
@@ -84,6 +85,7 @@ def depthwise_sweep(
             repeats=max(repeats // passes, 5),
             depths=(1, 3),
             passes=passes,
+            median=True,
         )
     return [
         {

@@ -10,6 +10,8 @@ tensor sizes, so the Run call and the dispatch cancel in the slope; cost per ele
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = [
@@ -33,8 +35,14 @@ MOVEMENT_SHAPES = ((64, 28, 28), (64, 56, 56))
 #: blocked layout lacks (a channel shuffle: ~90 K floats in a ShuffleNetV2); a tensor that
 #: overflows the L2 is the activation spill's (hwsim's ActivationSpill floor)
 FLOAT_MOVEMENT_SHAPES = ((32, 28, 28), (32, 56, 56))
-#: rounds of :func:`movement_costs` (each times every operator once per size)
+#: timings of :func:`movement_costs` per operator and size, spread over
+#: :data:`MOVEMENT_SESSIONS` sessions of each (a round times every operator once per size
+#: and session)
 MOVEMENT_ROUNDS = 15
+#: sessions of each operator and size, their times averaged: a session keeps the buffers
+#: it was given, and some placements run slower -- the head-split transpose ran at 1.02-1.06
+#: or at 1.18 cycles an element depending on the session, the same within one
+MOVEMENT_SESSIONS = 3
 
 
 def _movement_model(op: str, shape: tuple[int, int, int]):
@@ -170,7 +178,8 @@ def movement_costs(*, repeats: int, rounds: int = MOVEMENT_ROUNDS) -> dict[str, 
     """Seconds per element (of the larger of input and output) of each data-movement
     operator (:func:`_movement_model`), as ONNX Runtime runs it: the slope between its two
     shapes (:func:`_shapes`; so the Run call and the dispatch cancel); never below zero.
-    Each size's time is the median of ``rounds`` medians of ``repeats`` runs (at least 50),
+    Each size's time is the mean over :data:`MOVEMENT_SESSIONS` sessions of each one's
+    median round, ``rounds`` rounds of ``repeats`` runs (at least 50) in all,
     and a round times every operator in turn, so a disturbance that passes during one
     operator's measurement moves none of them (a calibration once measured the
     DequantizeLinear 70 % slow, all five of its rounds back to back). The median, not the
@@ -185,25 +194,32 @@ def movement_costs(*, repeats: int, rounds: int = MOVEMENT_ROUNDS) -> dict[str, 
     from lowbit.models.export.ort import ort_session
     from lowbit.models.hostcal.timing import bind, run_times_s, warm_up
 
-    sessions = {}
+    sessions: dict[str, list[list[tuple[Any, Any]]]] = {}  # op -> per session: (small, large)
     for op in MOVEMENT_OPS:
         if op.startswith("Reorder") and not _has_blocked_layout():
             continue
         sessions[op] = []
-        for shape in _shapes(op):
-            session = ort_session(_movement_model(op, shape))
-            binding = bind(session, x=_input_for(op, shape))
-            warm_up(session, binding=binding, runs=10)
-            sessions[op].append((session, binding))
-    medians: dict[str, list[list[float]]] = {op: [[], []] for op in sessions}
-    for _ in range(max(rounds, 1)):
-        for op, pairs in sessions.items():
-            for i, (session, binding) in enumerate(pairs):
-                times = run_times_s(session, binding=binding, runs=max(repeats, 50))
-                medians[op][i].append(float(np.median(times)))
+        for _ in range(MOVEMENT_SESSIONS):
+            pair = []
+            for shape in _shapes(op):
+                session = ort_session(_movement_model(op, shape))
+                binding = bind(session, x=_input_for(op, shape))
+                warm_up(session, binding=binding, runs=10)
+                pair.append((session, binding))
+            sessions[op].append(pair)
+    # op -> session -> size -> each round's median
+    medians = {op: [[[], []] for _ in each] for op, each in sessions.items()}
+    for _ in range(max(rounds // MOVEMENT_SESSIONS, 1)):
+        for op, each in sessions.items():
+            for k, pair in enumerate(each):
+                for i, (session, binding) in enumerate(pair):
+                    times = run_times_s(session, binding=binding, runs=max(repeats, 50))
+                    medians[op][k][i].append(float(np.median(times)))
     out = {}
-    for op, per_size in medians.items():
-        small, large = (float(np.median(each)) for each in per_size)
+    for op, per_session in medians.items():
+        small, large = (
+            float(np.mean([np.median(session[i]) for session in per_session])) for i in (0, 1)
+        )
         factor = 2 if "Concat" in op else 1  # a Concat writes twice its input
         elements = [factor * int(np.prod(shape)) for shape in _shapes(op)]
         out[op] = max((large - small) / (elements[1] - elements[0]), 0.0)
