@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out == "":  # not the default location: a script's unset variable, most likely
         raise LowbitError("--out: empty path (name a .toml file, or leave --out out)")
     path = Path(args.out) if args.out is not None else default_profile_path()
-    if path.suffix != ".toml":  # checked before the minute of measuring
+    if path.suffix != ".toml":  # checked before the 90 s of measuring
         raise LowbitError(f"{path}: the profile file must end in .toml")
     if args.check_only:
         return _check(path, args)

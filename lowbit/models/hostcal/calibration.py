@@ -341,7 +341,7 @@ def load_or_calibrate(path: str | Path | None = None, *, quick: bool = False):
     version = calibration_version_of(path) if path.is_file() else None
     if not path.is_file():
         log.warning(
-            "no host profile at %s: calibrating this CPU (about a minute on a quiet machine, "
+            "no host profile at %s: calibrating this CPU (about 90 seconds on a quiet machine, "
             "longer on a busy one)",
             path,
         )
