@@ -30,10 +30,14 @@ The host model is measured, not typed by hand (``lowbit calibrate-host``):
 
 On a shared virtual machine a slow spell (another tenant on the core or its cache) lasts up
 to seconds and slows whatever runs in it by 30-80 %. So every chain, single conv and
-element-wise shape is measured once in each of three passes over all of them, and the least
-disturbed pass is kept (:func:`lowbit.models.hostcal.bench.least_disturbed`); the few
-measurements that take milliseconds (a tiny operator's dispatch, data movement, the INT8
-softmax) are taken at two points seconds apart, the least kept.
+element-wise shape is measured once in each of several passes over all of them
+(:func:`lowbit.models.hostcal.bench.least_disturbed`): the single convs keep the least
+disturbed of three, the layer chains, the depthwise chains and the element-wise shapes the
+median of five (each timing is converted to the reference clock by a reading beside it,
+and the least of several converted timings is the one whose conversion erred lowest); the
+few measurements that take milliseconds (a tiny operator's dispatch, data movement, the
+INT8 softmax) are taken at two points seconds apart, the least kept, each of them the
+median of its own rounds.
 
 The GEMM and convolution costs are fitted on the INT8 chains and single convs by weighted
 non-negative least squares (:mod:`lowbit.models.hostcal._fit`): an INT8 GEMM operator's fixed cost
