@@ -238,12 +238,11 @@ def activation_pass_s_per_element(*, repeats: int, pairs: int = ACTIVATION_PASS_
     """Seconds per output element of the pass a float conv makes for a fused ReLU6 (ONNX
     Runtime applies ReLU in the kernel's registers, Clip after it): the per-layer time of a
     chain of 1x1 convs with ReLU6 less that of the same chain with ReLU, per element --
-    the two timed one right after the other, ``pairs`` times per shape of
-    :data:`ACTIVATION_PASS_SHAPES` -- the median of those differences; never below zero.
-    Each difference is of two chains timed one right after the other, so a drift of the machine
-    cancels in it; the median leaves out the disturbed ones. (Each chain's least disturbed
-    of three passes, differenced, spread 16-25 % over five runs in a row on an Intel Xeon;
-    the median of seven pairs per shape 2 %.)"""
+    the two timed one right after the other (a drift of the machine cancels in their
+    difference), ``pairs`` times per shape of :data:`ACTIVATION_PASS_SHAPES` -- the median
+    of those differences (it leaves out the disturbed ones); never below zero. (Each
+    chain's least disturbed of three passes, differenced, spread 16-25 % over five runs in a
+    row on an Intel Xeon; the median of seven pairs per shape 2 %.)"""
     costs = []
     for _ in range(max(pairs, 1)):
         for channels, spatial in ACTIVATION_PASS_SHAPES:
