@@ -91,6 +91,8 @@ CONSTANTS = (
             "requant_cycles_per_output",
             "library_requant_cycles_per_output",
             "library_cycles_per_row",
+            "fused_bias_cycles_per_column",
+            "fused_bias_cycles_per_output",
             "float_gemm_library_speedup",
             "depthwise_cycles_per_mac",
             "depthwise_cycles_per_pixel",

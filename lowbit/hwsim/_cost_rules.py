@@ -49,6 +49,7 @@ from ._cost_rule_base import (
     register_cost_rule,
 )
 from ._decomposed_ops import ActivationMatmulKernel, DecomposedLayerCycles
+from ._gemm_library import FusedBiasGemm
 from ._memory_op_costs import ElementwiseCosts, PoolChannelBlock
 from ._schema_types import Key
 from ._warm_cache import WarmCache
@@ -67,6 +68,7 @@ __all__ = [
     "register_cost_rule",
     "DepthwiseKernel",
     "DirectConvKernel",
+    "FusedBiasGemm",
     "im2col_copies",
     "ConvReductionBlocking",
     "WindowGather",
@@ -410,6 +412,7 @@ for _rule in (
     DepthwiseKernel,
     ActivationMatmulKernel,
     DirectConvKernel,
+    FusedBiasGemm,
     ConvReductionBlocking,
     WindowGather,
     OutputStage,

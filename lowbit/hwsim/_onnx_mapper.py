@@ -188,6 +188,7 @@ class GraphMapper:
                 in_features=a[-1],
                 out_features=b[-1],
                 tokens=math.prod(a[:-1]),
+                fused_bias=node.op_type in ("Gemm", "QGemm"),
             )
         if x_static and len(a) == 2:  # weight · activation: a Linear over b's columns
             return Linear(
@@ -196,6 +197,7 @@ class GraphMapper:
                 in_features=a[-1],
                 out_features=a[-2],
                 tokens=math.prod(out) // a[-2],
+                fused_bias=node.op_type in ("Gemm", "QGemm"),
             )
         if x_static or w_static:
             raise _Unmappable("product with a batched constant operand")

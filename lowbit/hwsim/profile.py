@@ -195,6 +195,8 @@ class Overheads:
     requant_cycles_per_output: float = 0.0  # Requantization
     library_requant_cycles_per_output: float = 0.0  # Requantization
     library_cycles_per_row: float = 0.0  # Requantization
+    fused_bias_cycles_per_column: float = 0.0  # FusedBiasGemm
+    fused_bias_cycles_per_output: float = 0.0  # FusedBiasGemm
     pool_channel_block: int = 0  # PoolChannelBlock
     pad_conv_channels: bool = False  # DirectConvKernel
     warm_cache: bool = False  # WarmCache

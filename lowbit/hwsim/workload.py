@@ -243,11 +243,16 @@ class Conv2d(Layer):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Linear(Layer):
-    """Fully connected layer on ``tokens`` rows (batch × sequence)."""
+    """Fully connected layer on ``tokens`` rows (batch × sequence). ``fused_bias``: the
+    runtime adds the bias and scales each output column inside the GEMM (an ONNX Gemm:
+    ONNX Runtime's QGemm); false for a bare matrix product whose bias, if any, is an Add of
+    its own (an ONNX MatMul: QLinearMatMul), which some CPU profiles cost apart
+    (:class:`lowbit.hwsim._gemm_library.FusedBiasGemm`)."""
 
     in_features: int
     out_features: int
     tokens: int = 1
+    fused_bias: bool = True
     op: str = field(default="linear", init=False)
 
     def __post_init__(self) -> None:
@@ -258,6 +263,8 @@ class Linear(Layer):
         ]
         if bad:
             raise ValueError(f"layer {self.name!r}: dimensions must be positive integers: {bad}")
+        if not isinstance(self.fused_bias, bool):
+            raise ValueError(f"layer {self.name!r}: fused_bias must be true or false")
 
     @property
     def full_rank(self) -> int:

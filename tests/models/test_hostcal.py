@@ -207,6 +207,9 @@ def test_fit_reproduces_the_chains_it_was_fitted_on(quick_calibration):
     by_shape = {(r["in_c"], r["out_c"], r["k"]): r for r in sweep}
     assert {(16, 8, 3), (16, 16, 3)} <= set(by_shape)
     assert fit["unaligned_conv_cycles_per_pixel"] >= 0
+    # no single Gemms in a quick calibration: a Gemm's own costs are left out of its fit
+    assert quick_calibration.measurements["gemm_sweep"] == []
+    assert fit["fused_bias_cycles_per_column"] == fit["fused_bias_cycles_per_output"] == 0
 
 
 def test_load_or_calibrate_writes_a_missing_profile(tmp_path, monkeypatch, quick_calibration):

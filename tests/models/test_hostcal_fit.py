@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from lowbit.hwsim.profiles import load_profile_data
-from lowbit.models.hostcal._fit import chain_layer_s, fit, sweep_kernel_s, with_params
+from lowbit.models.hostcal._fit import fit, with_params
+from lowbit.models.hostcal._fit_sim import chain_layer_s, gemm_kernel_s, sweep_kernel_s
 
 DEPTHS = (1, 5)
 TRUE = {
@@ -25,6 +26,10 @@ TRUE = {
     "libreq": 1.5,
     # ...and the library's packing of each row of the first operand
     "librow": 30.0,
+    # a Gemm's (QGemm's) own bias and column scales per output column and per output, over
+    # a bare MatMul's: single Gemms and MatMuls of unequal sides tell them apart
+    "fbcol": 12.0,
+    "fbout": 0.3,
     # weights beyond L2 stream from L3 at 8 bytes per cycle, not hidden
     "stream": 1 / 8.0,
     # a product of two activations: a fifth of the direct kernel's rate, 1100 cycles a head
@@ -57,6 +62,7 @@ def _rows():
         )
         for prec in ("int8", "fp32")
     ]  # fmt: skip
+    base = _base()
     sweep = [
         {"in_c": cin, "out_c": cout, "k": k, "spatial": s, "batch": b, "groups": g}
         for cin, cout, k, s, g, b in (
@@ -68,7 +74,15 @@ def _rows():
             (16, 16, 3, 8, 1, 8), (32, 32, 3, 8, 1, 8), (64, 64, 3, 8, 1, 8),
         )
     ]  # fmt: skip
-    truth = with_params(_base(), TRUE, GLUE)
+    gemms = [
+        {"rows": m, "in_features": k, "out_features": n, "form": form}
+        for form in ("gemm", "matmul")
+        for m, k, n in (
+            (1, 256, 1024), (1, 1024, 256), (4, 1024, 64), (16, 64, 1024),
+            (64, 64, 1024), (64, 1024, 64), (64, 256, 256), (128, 512, 512),
+        )
+    ]  # fmt: skip
+    truth = with_params(base, TRUE, GLUE)
     int8 = [r for r in chains if r["precision"] == "int8"]
     fp32 = [r for r in chains if r["precision"] == "fp32"]
     for rows, sim in (
@@ -77,9 +91,10 @@ def _rows():
     ):
         for row, s in zip(rows, sim, strict=True):
             row["layer_s"] = float(s)
-    for row, s in zip(sweep, sweep_kernel_s(sweep, truth), strict=True):
-        row["kernel_s"] = float(s)
-    return chains, sweep
+    for rows, sim in ((sweep, sweep_kernel_s(sweep, truth)), (gemms, gemm_kernel_s(gemms, truth))):
+        for row, s in zip(rows, sim, strict=True):
+            row["kernel_s"] = float(s)
+    return chains, sweep, gemms
 
 
 @pytest.fixture
@@ -93,10 +108,10 @@ def no_prior(monkeypatch):
 
 
 def test_fit_recovers_the_parameters_it_was_simulated_with(no_prior):
-    chains, sweep = _rows()
+    chains, sweep, gemms = _rows()
     data = _base()
     data["compute"]["cols"] = 16  # the lane count; the fit tries 16, 32 and 64
-    fitted, summary = fit(chains, sweep, data, glue_cycles=GLUE, depths=DEPTHS)
+    fitted, summary = fit(chains, sweep, data, glue_cycles=GLUE, depths=DEPTHS, gemms=gemms)
     o = fitted["overheads"]
     assert summary["cols"] == 16
     assert summary["mean_abs_pct_error_int8"] < 1.0 and summary["mean_abs_pct_error_fp32"] < 1.0
@@ -120,10 +135,13 @@ def test_fit_recovers_the_parameters_it_was_simulated_with(no_prior):
     assert o["requant_cycles_per_output"] == pytest.approx(TRUE["requant"], rel=0.1)
     assert o["library_requant_cycles_per_output"] == pytest.approx(TRUE["libreq"], rel=0.1)
     assert o["library_cycles_per_row"] == pytest.approx(TRUE["librow"], rel=0.1)
+    assert o["fused_bias_cycles_per_column"] == pytest.approx(TRUE["fbcol"], rel=0.1)
+    assert o["fused_bias_cycles_per_output"] == pytest.approx(TRUE["fbout"], rel=0.1)
+    assert summary["fused_bias_cycles_per_column"] == o["fused_bias_cycles_per_column"]
     assert summary["fp32_macs_per_pe_per_cycle"] == pytest.approx(TRUE["m32"], rel=0.05)
     assert o["float_gemm_library_speedup"] == pytest.approx(TRUE["lib32"], rel=0.05)
     assert o["layer_cycles"] == GLUE
-    for row in chains + sweep:  # every row carries its simulated value
+    for row in chains + sweep + gemms:  # every row carries its simulated value
         measured = row.get("layer_s", row.get("kernel_s"))
         assert row["simulated_s"] == pytest.approx(measured, rel=0.02)
 
@@ -132,20 +150,21 @@ def test_the_profilers_own_cost_is_fitted_from_every_sweep_row(no_prior):
     """The sweep's kernels are what ONNX Runtime's profiler reported: the true kernel plus
     the profiler's cost. Started from a wrong estimate of that cost (1 us against 3 us),
     the fit recovers it, the other constants as before, and each row's kernel time."""
-    chains, sweep = _rows()
+    chains, sweep, gemms = _rows()
     data = _base()
     profiler_s = 3e-6
-    for row in sweep:
+    for row in sweep + gemms:
         row["true_kernel_s"] = row["kernel_s"]
         row["profiled_kernel_s"] = row["kernel_s"] + profiler_s
         row["kernel_s"] = row["profiled_kernel_s"] - 1e-6  # the separate, wrong estimate
-    fitted, summary = fit(chains, sweep, data, glue_cycles=GLUE, depths=DEPTHS)
+    fitted, summary = fit(chains, sweep, data, glue_cycles=GLUE, depths=DEPTHS, gemms=gemms)
     assert summary["profiler_overhead_s"] == pytest.approx(profiler_s, rel=0.05)
     o = fitted["overheads"]
     assert o["gemm_cycles"] == pytest.approx(TRUE["gemm"], rel=0.05)
     assert o["conv_cycles_per_pixel"] == pytest.approx(TRUE["conv_px"], rel=0.05)
     assert o["unaligned_conv_cycles_per_pixel"] == pytest.approx(TRUE["librow"], rel=0.05)
-    for row in sweep:
+    assert o["fused_bias_cycles_per_column"] == pytest.approx(TRUE["fbcol"], rel=0.1)
+    for row in sweep + gemms:
         assert row["kernel_s"] == pytest.approx(row["true_kernel_s"], rel=0.03)
 
 
@@ -180,11 +199,17 @@ def test_parameters_no_measurement_determines_are_left_out_of_the_fit():
     overflow L2: those costs keep their neutral values (no per-head cost, the library's
     own rate, the largest cache double-buffered at its measured bandwidth), never a value
     the optimizer wandered to."""
-    chains, sweep = _rows()
+    chains, sweep, gemms = _rows()
     small = [r for r in chains if r["kind"] != "matmul" and r["size"] <= 128]
     data = _base()
-    fitted, summary = fit(small, sweep, data, glue_cycles=GLUE, depths=DEPTHS)
+    # the single GEMMs' square ones only, as Gemms only: the cost per output column is the
+    # per-output cost there, and without a MatMul beside them a Gemm's own costs are too (a
+    # sidecar from before v25 has no single GEMMs)
+    square = [r for r in gemms if r["in_features"] == r["out_features"]]
+    square_gemms = [r for r in square if r["form"] == "gemm"]
+    fitted, summary = fit(small, sweep, data, glue_cycles=GLUE, depths=DEPTHS, gemms=square_gemms)
     o = fitted["overheads"]
+    assert o["fused_bias_cycles_per_column"] == o["fused_bias_cycles_per_output"] == 0.0
     assert o["activation_gemm_cycles"] == 0 and o["activation_gemm_speedup"] == 1.0
     assert summary["stream_bytes_per_cycle"] == 0.0
     before = {m["name"]: m for m in data["memory"]}
@@ -198,12 +223,12 @@ def test_fp32_convs_off_the_simd_block_are_reported_not_fitted():
     kernel and a reorder per layer (2-3x the blocked rate): such a chain, here three times
     its blocked time, leaves the FP32 rate where the blocked chains put it, and shows in the
     FP32 error it is reported with."""
-    chains, sweep = _rows()
+    chains, sweep, gemms = _rows()
     data = _base()
     odd = {"kind": "conv", "size": 12, "spatial": 8, "batch": 16, "precision": "fp32"}
     truth = with_params(_base(), TRUE, GLUE)
     odd["layer_s"] = 3 * float(chain_layer_s([odd], truth, DEPTHS)[0])
-    fitted, summary = fit([*chains, odd], sweep, data, glue_cycles=GLUE, depths=DEPTHS)
+    fitted, summary = fit([*chains, odd], sweep, data, glue_cycles=GLUE, depths=DEPTHS, gemms=gemms)
     assert summary["fp32_macs_per_pe_per_cycle"] == pytest.approx(TRUE["m32"], rel=0.05)
     assert odd["simulated_s"] == pytest.approx(odd["layer_s"] / 3, rel=0.05)
     # its 2/3 error, averaged over the FP32 chains, is in the reported FP32 error

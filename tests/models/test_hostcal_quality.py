@@ -76,3 +76,26 @@ def test_a_calibration_that_keeps_failing_is_refused_and_writes_nothing(
     assert message.startswith("lowbit: error: ") and "refused after 2 attempts" in message
     assert "no profile written" in message
     assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_a_fit_outside_what_a_profile_may_hold_is_retried_then_refused(good, monkeypatch):
+    """A fitted constant the profile schema rejects (a GEMM library 27x slower than the
+    direct conv kernel: speedup 0.037, below the 0.05 a profile may hold) is a failed
+    attempt like a bad fit, retried, then refused with one clear error -- not a traceback
+    from the profile's validation."""
+    from lowbit.hwsim.errors import ProfileError
+
+    results = [ProfileError("host calibration", ["overheads.gemm_library_speedup: 0.037"])]
+    results.append(copy.deepcopy(good))
+
+    def once(quick):
+        found = results.pop(0)
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    monkeypatch.setattr(hostcal, "_calibrate_once", once)
+    assert hostcal.calibrate(quick=True).measurements["attempts"] == 2
+    results[:] = [ProfileError("host calibration", ["overheads.gemm_library_speedup: 0.037"])] * 2
+    with pytest.raises(CalibrationError, match="refused after 2 attempts.*invalid.*speedup"):
+        hostcal.calibrate(quick=True)

@@ -1,12 +1,14 @@
 """The host profile's fitted parameters (split from :mod:`lowbit.models.hostcal.calibration`).
 
-Two kinds of measurement are fitted, each simulated with hwsim on the profile being fitted:
+Three kinds of measurement are fitted, each simulated with hwsim on the profile being fitted:
 
 * layer chains (:func:`lowbit.models.hostcal.bench.bench_chains`): the per-layer cost of identical
   C→C conv / GEMM layers, dispatch included, INT8 and FP32;
 * the INT8 conv sweep (:func:`lowbit.models.hostcal.conv.conv_sweep`): the kernel time of single
   3x3 and 1x1 convs with the channel counts compressed networks have (stems, pruned, unaligned),
-  compared with the simulated layer minus its dispatch (``layer_cycles``).
+  compared with the simulated layer minus its dispatch (``layer_cycles``);
+* single INT8 GEMMs of unequal sides (:func:`lowbit.models.hostcal.gemm.gemm_sweep`), the
+  same way.
 
 The INT8 parameters -- an INT8 GEMM operator's fixed cost beyond the measured dispatch
 (``gemm_cycles``), the INT8 cycles per MAC of the direct conv kernel and of the GEMM library
@@ -26,14 +28,18 @@ convs), the requantization cost per output element of every INT8 GEMM
 (``requant_cycles_per_output``) and the extra of a GEMM the library runs, a linear layer's
 or a matmul's (``library_requant_cycles_per_output``: its int32 output requantized in a pass
 of its own; the conv and GEMM chains tell the two apart) and per row of its first operand
-(``library_cycles_per_row``: packing; GEMM chains of 1 to 1,088 rows) -- and the time ONNX Runtime's
-per-node profiler adds to each sweep kernel it reports (every sweep row pays it, no chain
-does: ~100 rows fit it more steadily than the difference of two timings the sweep started
-from) -- are fitted on the INT8 measurements alone, by weighted non-negative least squares
-of the relative error (chains and sweep weighted equally). hwsim's CPU cost is nearly linear
-in each of them, so the fit is linearised around the estimate and solved again a few times
-(Gauss-Newton): deterministic, with no search over starting points. ``compute.cols`` (the
-kernels' N blocking: 1, 2 or 4 SIMD registers) is the one that fits best. The FP32 MAC rate
+(``library_cycles_per_row``: packing; GEMM chains of 1 to 1,088 rows), and what a Gemm
+(QGemm: bias and column scales applied in the GEMM) costs per output column and per output
+more than a bare MatMul (``fused_bias_cycles_per_column``, ``fused_bias_cycles_per_output``:
+single Gemms and MatMuls of unequal sides, :mod:`lowbit.models.hostcal.gemm`) -- and the
+time ONNX Runtime's per-node profiler adds to each single kernel it reports (every single
+conv and GEMM pays it, no chain does: ~120 rows fit it more steadily than the difference of
+two timings the sweep started from) -- are fitted on the INT8 measurements alone, by
+weighted non-negative least squares of the relative error (chains, single convs and single
+GEMMs weighted equally). hwsim's CPU cost is nearly linear in each of them, so the fit is
+linearised around the estimate and solved again a few times (Gauss-Newton): deterministic,
+with no search over starting points. ``compute.cols`` (the kernels' N blocking: 1, 2 or 4
+SIMD registers) is the one that fits best. The FP32 MAC rate
 is then fitted on the FP32 chains with the rest fixed: the deployed graphs are INT8, so FP32
 layers must not pull the fit; its convs with channels off the SIMD block (another kernel,
 plus a reorder per layer) are reported, not fitted."""
@@ -48,88 +54,14 @@ import numpy as np
 
 from lowbit.hwsim._warm_cache import WARM_SHARE
 from lowbit.models.export._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
+from lowbit.models.hostcal._fit_sim import chain_layer_s, gemm_kernel_s, sweep_kernel_s
 from lowbit.models.hostcal._gauss_newton import _gauss_newton
 from lowbit.models.hostcal.conv import without_profiler
-
-
-def _chain(row: dict[str, Any], depth: int):
-    """The hwsim layers of a chain."""
-    from lowbit.hwsim.workload import Compression, Conv2d, Linear, MatMul, Workload
-
-    bits = 8 if row["precision"] == "int8" else None  # None: float
-    comp = Compression(w_bits=bits, a_bits=bits)
-    n, s = row["size"], row["spatial"]
-    if row["kind"] == "conv":
-        make = lambda i: Conv2d(  # noqa: E731
-            name=f"l{i}",
-            compression=comp,
-            in_h=s,
-            in_w=s,
-            in_c=n,
-            out_c=n,
-            k_h=3,
-            k_w=3,
-            out_h=s,
-            out_w=s,
-            batch=row["batch"],
-        )
-    elif row["kind"] == "matmul":
-        make = lambda i: MatMul(  # noqa: E731
-            name=f"l{i}", compression=comp, M=n, N=n, K=n, heads=row["batch"]
-        )
-    else:
-        make = lambda i: Linear(  # noqa: E731
-            name=f"l{i}", compression=comp, in_features=n, out_features=n, tokens=row["batch"]
-        )
-    return Workload("chain", tuple(make(i) for i in range(depth)))
-
-
-def chain_layer_s(rows, data: dict[str, Any], depths: tuple[int, int]) -> np.ndarray:
-    """Simulated per-layer seconds of each chain row (the same two-depth difference)."""
-    from lowbit import hwsim
-    from lowbit.hwsim.profiles import profile_from_dict
-
-    profile = profile_from_dict(data, source="host calibration")
-    out = []
-    for row in rows:
-        t = [hwsim.simulate(_chain(row, d), profile).latency_s for d in depths]
-        out.append((t[1] - t[0]) / (depths[1] - depths[0]))
-    return np.array(out)
-
-
-def sweep_kernel_s(rows, data: dict[str, Any]) -> np.ndarray:
-    """Simulated kernel seconds of each conv-sweep row: the layer without its dispatch."""
-    from lowbit import hwsim
-    from lowbit.hwsim.profiles import profile_from_dict
-    from lowbit.hwsim.workload import Compression, Conv2d
-
-    profile = profile_from_dict(data, source="host calibration")
-    out = []
-    for row in rows:
-        s = row["spatial"]
-        layer = Conv2d(
-            name="c",
-            compression=Compression(w_bits=8, a_bits=8),
-            in_h=s,
-            in_w=s,
-            in_c=row["in_c"],
-            out_c=row["out_c"],
-            k_h=row["k"],
-            k_w=row["k"],
-            out_h=s,
-            out_w=s,
-            batch=row["batch"],
-            groups=row.get("groups", 1),
-        )
-        cycles = hwsim.simulate_layer(layer, profile).total_cycles
-        out.append(max(cycles - profile.overheads.layer_cycles, 1) / profile.clock_hz)
-    return np.array(out)
-
 
 #: the INT8 parameters, each fitted as the coefficient of its simulated feature
 INT8_PARAMS = (
     "gemm", "mac", "lib", "conv_px", "conv_img", "unaligned", "generic", "copy", "requant",
-    "libreq", "librow", "stream", "amac", "ainst",
+    "libreq", "librow", "fbcol", "fbout", "stream", "amac", "ainst",
 )  # fmt: skip
 
 
@@ -187,6 +119,8 @@ def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> 
         "requant_cycles_per_output": float(f"{params['requant']:.4g}"),
         "library_requant_cycles_per_output": float(f"{params.get('libreq', 0.0):.4g}"),
         "library_cycles_per_row": float(f"{params.get('librow', 0.0):.4g}"),
+        "fused_bias_cycles_per_column": float(f"{params.get('fbcol', 0.0):.4g}"),
+        "fused_bias_cycles_per_output": float(f"{params.get('fbout', 0.0):.4g}"),
         # measured in steady state: a small model's weights stay in the last-level cache
         "warm_cache": True,
         # measured, not fitted (profile_fit._base_data): activations beyond L2 spill to L3
@@ -210,9 +144,16 @@ def _with_cols(data: dict[str, Any], cols: int) -> dict[str, Any]:
     return new
 
 
-def _simulate(int8, sweep, data, depths) -> np.ndarray:
-    """Simulated seconds of the INT8 chains' layers then the sweep's kernels."""
-    return np.concatenate([chain_layer_s(int8, data, depths), sweep_kernel_s(sweep, data)])
+def _simulate(int8, sweep, gemms, data, depths) -> np.ndarray:
+    """Simulated seconds of the INT8 chains' layers, then the conv sweep's kernels, then the
+    single GEMMs' kernels."""
+    return np.concatenate(
+        [
+            chain_layer_s(int8, data, depths),
+            sweep_kernel_s(sweep, data),
+            gemm_kernel_s(gemms, data),
+        ]
+    )
 
 
 #: where the Gauss-Newton iterations start (cycles; ``mac``: cycles per MAC per lane)
@@ -228,6 +169,8 @@ _START = {
     "requant": 0.2,
     "libreq": 0.5,
     "librow": 5.0,
+    "fbcol": 10.0,
+    "fbout": 0.3,
     "stream": 0.1,
     "amac": 0.5,
     "ainst": 1000.0,
@@ -257,10 +200,10 @@ BLOCKING_MARGIN = 0.15
 
 
 def _linear_fit(
-    int8, sweep, data, *, glue: float, depths, min_mac: float
+    int8, sweep, gemms, data, *, glue: float, depths, min_mac: float
 ) -> tuple[float, dict[str, float]]:
     """The INT8 parameters by :func:`_gauss_newton`; rows weighted by 1/measured (the
-    relative error) and each group (chains, sweep) by 1/sqrt(its size)."""
+    relative error) and each group (chains, conv sweep, single GEMMs) by 1/sqrt(its size)."""
     # the profiler's own time in each kernel it reports (cycles; every sweep row pays it, no
     # chain does), fitted with the rest when the sweep kept what it reported and has more
     # than one (batch, map size): with one (the quick sweep's) it moves in lockstep with the
@@ -268,17 +211,20 @@ def _linear_fit(
     shapes = {(r["batch"], r["spatial"]) for r in sweep}
     profiled = len(shapes) > 1 and all("profiled_kernel_s" in r for r in sweep)
     kernel = "profiled_kernel_s" if profiled else "kernel_s"
-    measured = np.array([r["layer_s"] for r in int8] + [r[kernel] for r in sweep])
-    group = np.array([len(int8)] * len(int8) + [len(sweep)] * len(sweep), dtype=float)
-    weight = 1.0 / (measured * np.sqrt(group))
+    groups = (int8, sweep, gemms)
+    measured = np.array(
+        [r["layer_s"] for r in int8] + [r[kernel] for r in sweep] + [r[kernel] for r in gemms]
+    )
+    size = np.concatenate([np.full(len(g), float(len(g))) for g in groups])
+    weight = 1.0 / (measured * np.sqrt(size))
 
     def simulate(theta: dict[str, float]) -> np.ndarray:
-        sim = _simulate(int8, sweep, with_params(data, theta, glue), depths)
+        sim = _simulate(int8, sweep, gemms, with_params(data, theta, glue), depths)
         sim[len(int8) :] += theta.get("prof", 0.0) / data["clock_hz"]
         return sim
 
     lower = {"mac": min_mac, "lib": min_mac, "amac": min_mac}
-    start = {k: v for k, v in _START.items() if k not in _undetermined(int8, data, depths)}
+    start = {k: v for k, v in _START.items() if k not in _undetermined(int8, gemms, data, depths)}
     if GENERIC_IS_LIBRARY in start:
         del start["unaligned"]  # the generic path's per pixel: the library's per row
     caches = _weight_caches(data)
@@ -302,15 +248,23 @@ def _weight_caches(data: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(on_chip, key=lambda m: m["size_bytes"])
 
 
-def _undetermined(int8, data: dict[str, Any], depths: tuple[int, int]) -> set[str]:
+def _undetermined(int8, gemms, data: dict[str, Any], depths: tuple[int, int]) -> set[str]:
     """Parameters no measurement determines (``--quick`` measures few shapes), left out of
     the fit -- the profile keeps their neutral values -- rather than left to wander: the
-    products of two activations without a ``matmul`` chain; the streamed weights unless a
+    products of two activations without a ``matmul`` chain; a Gemm's cost per output
+    column without single GEMMs of unequal sides, and its costs of its own without single
+    MatMuls beside them (sidecars before
+    v25 have none); the streamed weights unless a
     chain's weights overflow the caches inside the largest (their share
     :data:`~lowbit.hwsim._warm_cache.WARM_SHARE`, as hwsim homes them)."""
     out = set()
     if not any(r["kind"] in ("gemm", "matmul") for r in int8):
         out |= {"libreq", "librow"}
+    if not any(r["in_features"] != r["out_features"] for r in gemms):
+        out.add("fbcol")
+    if len({r.get("form", "gemm") for r in gemms}) < 2:
+        # a Gemm's own output costs need a bare MatMul of the same shapes beside it
+        out |= {"fbcol", "fbout"}
     if len({r["batch"] for r in int8 if r["kind"] == "gemm"}) < 3:
         # the per-row cost needs GEMMs of three row counts or more to stand apart from the
         # per-output and fixed costs (--quick measures two)
@@ -368,10 +322,12 @@ def fit(
     *,
     glue_cycles: float,
     depths: tuple[int, int],
+    gemms=(),
     peak_macs_per_cycle: tuple[float, float] = (math.inf, math.inf),
     blockings: tuple[int, ...] = (1, 2, 4),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fit the profile to the chains and the conv sweep (module docstring); returns the
+    """Fit the profile to the chains, the conv sweep and the single GEMMs ``gemms``
+    (:func:`lowbit.models.hostcal.gemm.gemm_sweep`; module docstring); returns the
     profile data and the fit's summary. Each row gains its simulated value.
     ``peak_macs_per_cycle``: the core's (INT8, FP32) physical peak: no fitted rate exceeds
     it (the cycles per MAC per lane are bounded below by lanes / peak). ``blockings``: the
@@ -386,6 +342,7 @@ def fit(
         value, params = _linear_fit(
             int8,
             sweep,
+            gemms,
             _with_cols(data, n),
             glue=glue_cycles,
             depths=depths,
@@ -410,13 +367,14 @@ def fit(
     if "prof" in theta:
         # each sweep row's kernel time: what the profiler reported less its fitted cost
         profiler_s = theta["prof"] / data["clock_hz"]
-        for row in sweep:
+        for row in (*sweep, *gemms):
             row["kernel_s"] = without_profiler(row["profiled_kernel_s"], profiler_s)
     errors: dict[str, list[float]] = {}
     for group, rows, sim, key in (
         ("int8", int8, chain_layer_s(int8, fitted, depths), "layer_s"),
         ("fp32", fp32, chain_layer_s(fp32, fitted, depths), "layer_s"),
         ("int8", sweep, sweep_kernel_s(sweep, fitted), "kernel_s"),
+        ("int8", gemms, gemm_kernel_s(gemms, fitted), "kernel_s"),
     ):
         for row, s in zip(rows, sim, strict=True):
             row["simulated_s"] = float(s)
@@ -441,6 +399,8 @@ def fit(
         "requant_cycles_per_output": o["requant_cycles_per_output"],
         "library_requant_cycles_per_output": o["library_requant_cycles_per_output"],
         "library_cycles_per_row": o["library_cycles_per_row"],
+        "fused_bias_cycles_per_column": o["fused_bias_cycles_per_column"],
+        "fused_bias_cycles_per_output": o["fused_bias_cycles_per_output"],
         "cols": int(cols),
         "profiler_overhead_s": theta.get("prof", 0.0) / data["clock_hz"],
         "rms_log_error_int8": math.sqrt(best),

@@ -130,6 +130,10 @@ def profile_toml(calibration: _Calibrated) -> str:
         "int32 output requantized in a pass of its own (linear layers, matmuls)",
         f"library_cycles_per_row = {o.get('library_cycles_per_row', 0.0)!r}  # fitted: "
         "the GEMM library's packing of each row of its first operand",
+        f"fused_bias_cycles_per_column = {o.get('fused_bias_cycles_per_column', 0.0)!r}  # "
+        "fitted: a Gemm's (QGemm's) bias and scale setup per output column, per call",
+        f"fused_bias_cycles_per_output = {o.get('fused_bias_cycles_per_output', 0.0)!r}  # "
+        "fitted: ...and its extra per output over a bare MatMul (QLinearMatMul)",
         f"pool_channel_block = {o.get('pool_channel_block', 0)}  # uint8 per SIMD "
         "register: NhwcMaxPool pools a pixel's channels a register at a time",
         f"pad_conv_channels = {str(o.get('pad_conv_channels', False)).lower()}  # lowbit "

@@ -23,7 +23,9 @@ The host model is measured, not typed by hand (``lowbit calibrate-host``):
   ``embedding`` -- class token + positions -- is one Add pass and takes Add's cost);
 * ONNX Runtime's per-node profiler on single INT8 convs shaped like compressed networks'
   (stems, pruned and unaligned channel counts, 1x1 low-rank factors, grouped convs:
-  :mod:`lowbit.models.hostcal.conv`)
+  :mod:`lowbit.models.hostcal.conv`), on single INT8 GEMMs of unequal sides
+  (:mod:`lowbit.models.hostcal.gemm`: the GEMM library's costs per output and per element
+  of its first operand apart)
   and on the uint8 NHWC MaxPool between two INT8 convs (``maxpool``, with
   ``pool_channel_block`` = the uint8 lanes of one SIMD register: the deployed graphs are
   INT8).
@@ -66,7 +68,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lowbit.hwsim.errors import LowbitError
+from lowbit.hwsim.errors import LowbitError, ProfileError
 from lowbit.models.cache import cache_dir
 from lowbit.models.hostcal._fit import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
 from lowbit.models.hostcal._overheads import (  # noqa: F401  (re-exported)
@@ -94,6 +96,7 @@ from lowbit.models.hostcal.conv import (
     profiler_overhead_s,
 )
 from lowbit.models.hostcal.elementwise import elementwise_costs
+from lowbit.models.hostcal.gemm import GEMM_SWEEP, gemm_sweep
 from lowbit.models.hostcal.isa import cpu_info
 from lowbit.models.hostcal.kernels import (
     DEPTHWISE_SWEEP,
@@ -153,8 +156,9 @@ _KiB = 1024
 #: clock, by the clock read beside it; 22: the ReLU6 pass timed twice, the lesser kept; 23:
 #: the Run call without the border operators the importer charges apart; 24: the median,
 #: not the least, of the spot costs' rounds and of the copies; the float reorders on in-L2
-#: shapes; warm weights at their home level's fitted rate even below DRAM's copy rate)
-CALIBRATION_VERSION = 24
+#: shapes; warm weights at their home level's fitted rate even below DRAM's copy rate; 25:
+#: single GEMMs of unequal sides, the GEMM library's cost per element of its first operand)
+CALIBRATION_VERSION = 25
 
 
 def default_profile_path() -> Path:
@@ -171,9 +175,13 @@ def calibrate(*, quick: bool = False, attempts: int = 2) -> Calibration:
     """
     problems: list[str] = []
     for attempt in range(1, attempts + 1):
-        calibration = _calibrate_once(quick=quick)
-        m = calibration.measurements
-        problems = fit_problems(calibration.data, m["fit"], isa=m["cpu"]["isa"])
+        try:
+            calibration = _calibrate_once(quick=quick)
+        except ProfileError as err:  # a fitted constant outside what a profile may hold
+            problems = [f"the fitted profile is invalid: {err}"]
+        else:
+            m = calibration.measurements
+            problems = fit_problems(calibration.data, m["fit"], isa=m["cpu"]["isa"])
         if not problems:
             m["attempts"] = attempt
             return calibration
@@ -247,6 +255,10 @@ def _measure(*, quick: bool) -> dict[str, Any]:
             repeats=4 * repeats,
             profiler_s=profiler_s,
         )
+        # single Gemms and MatMuls: none in a quick calibration (its profiler's cost is one
+        # difference of two timings, not fitted: a few small kernels less it moved the GEMM
+        # library's fitted rate 0.2-5x between quick calibrations)
+        gemms = [] if quick else gemm_sweep(GEMM_SWEEP, repeats=4 * repeats, profiler_s=profiler_s)
         elementwise, per_row = elementwise_costs(repeats=repeats)
         # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
         # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
@@ -280,6 +292,7 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         "bandwidth_bytes_per_s": bandwidth,
         "chains": rows,
         "conv_sweep": sweep,
+        "gemm_sweep": gemms,
         "int8_maxpool": pool,
         "depthwise": depthwise,
         # the small chains' intercepts: a Run call and their border operators (the profile's

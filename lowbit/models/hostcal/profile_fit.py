@@ -95,6 +95,8 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
         _base_data(info, m["bandwidth_bytes_per_s"]),
         glue_cycles=op_s * info["clock_hz"],
         depths=DEPTHS,
+        # single GEMMs of unequal sides (sidecars before v25: none)
+        gemms=m.get("gemm_sweep", []),
         peak_macs_per_cycle=PEAK_MACS_PER_CYCLE[info["isa"]],
         blockings=(1,) if m["quick"] else (1, 2, 4),
     )
