@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         f"{_clock_note(cpu)}, {cpu['simd_lanes_32bit']} lanes of 32 bits",
         f"flags: {' '.join(cpu['flags'])}",
         f"caches: {caches}; copy bandwidth: {bw}",
-        f"fitted on {len(m['chains'])} layer chains + {len(m['conv_sweep'])} single convs: "
+        f"fitted on {len(m['chains'])} layer chains + {len(m['conv_sweep'])} single convs + "
+        f"{len(m.get('gemm_sweep', []))} single GEMMs: "
         f"{fit['layer_cycles']} cycles per INT8 layer, "
         f"INT8 {fit['int8_macs_per_pe_per_cycle']:.3g} / FP32 "
         f"{fit['fp32_macs_per_pe_per_cycle']:.3g} MACs/lane/cycle, cols {fit['cols']}; "

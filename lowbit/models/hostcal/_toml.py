@@ -31,7 +31,8 @@ def profile_toml(calibration: _Calibrated) -> str:
         f"# CPU: {cpu.get('label', cpu['model'])}; flags: {' '.join(cpu['flags'])}",
         f"# integer ISA: {cpu.get('isa', '?')}; VNNI: {cpu['vnni']}; "
         f"ONNX Runtime {m['onnxruntime']}, 1 thread. Raw data: the .json sidecar.",
-        f"# INT8 fit on {fit['int8_measurements']} layer chains and single convs: mean |error| "
+        f"# INT8 fit on {fit['int8_measurements']} layer chains, single convs and GEMMs: "
+        f"mean |error| "
         f"{fit['mean_abs_pct_error_int8']:.1f}% (FP32 chains: "
         f"{fit['mean_abs_pct_error_fp32']:.1f}%).",
         f"# Measured: a small chain's intercept ~{m['run_overhead_s'] * 1e6:.2f} us; "
