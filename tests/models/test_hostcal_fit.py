@@ -147,18 +147,23 @@ def test_fit_recovers_the_parameters_it_was_simulated_with(no_prior):
 
 
 def test_the_profilers_own_cost_is_fitted_from_every_sweep_row(no_prior):
-    """The sweep's kernels are what ONNX Runtime's profiler reported: the true kernel plus
-    the profiler's cost. Started from a wrong estimate of that cost (1 us against 3 us),
-    the fit recovers it, the other constants as before, and each row's kernel time."""
+    """The single kernels are what ONNX Runtime's profiler reported: the true kernel plus
+    the profiler's cost. Started from a wrong estimate of that cost (1 us against 3 us for
+    the convs, 1.5 us for the GEMMs), the fit recovers both, the other constants as before,
+    and each row's kernel time."""
     chains, sweep, gemms = _rows()
     data = _base()
-    profiler_s = 3e-6
-    for row in sweep + gemms:
-        row["true_kernel_s"] = row["kernel_s"]
-        row["profiled_kernel_s"] = row["kernel_s"] + profiler_s
-        row["kernel_s"] = row["profiled_kernel_s"] - 1e-6  # the separate, wrong estimate
+    # what a profiled kernel costs beyond a chain's layer: 3 us for a conv, 1.5 us for a
+    # QGemm or QLinearMatMul (each fitted on its own)
+    profiler_s, gemm_profiler_s = 3e-6, 1.5e-6
+    for rows, extra in ((sweep, profiler_s), (gemms, gemm_profiler_s)):
+        for row in rows:
+            row["true_kernel_s"] = row["kernel_s"]
+            row["profiled_kernel_s"] = row["kernel_s"] + extra
+            row["kernel_s"] = row["profiled_kernel_s"] - 1e-6  # the separate, wrong estimate
     fitted, summary = fit(chains, sweep, data, glue_cycles=GLUE, depths=DEPTHS, gemms=gemms)
     assert summary["profiler_overhead_s"] == pytest.approx(profiler_s, rel=0.05)
+    assert summary["gemm_profiler_overhead_s"] == pytest.approx(gemm_profiler_s, rel=0.05)
     o = fitted["overheads"]
     assert o["gemm_cycles"] == pytest.approx(TRUE["gemm"], rel=0.05)
     assert o["conv_cycles_per_pixel"] == pytest.approx(TRUE["conv_px"], rel=0.05)

@@ -33,13 +33,13 @@ of its own; the conv and GEMM chains tell the two apart) and per row of its firs
 more than a bare MatMul (``fused_bias_cycles_per_column``, ``fused_bias_cycles_per_output``:
 single Gemms and MatMuls of unequal sides, :mod:`lowbit.models.hostcal.gemm`) -- and the
 time ONNX Runtime's per-node profiler adds to each single kernel it reports (every single
-conv and GEMM pays it, no chain does: ~120 rows fit it more steadily than the difference of
-two timings the sweep started from) -- are fitted on the INT8 measurements alone, by
-weighted non-negative least squares of the relative error (chains, single convs and single
-GEMMs weighted equally). hwsim's CPU cost is nearly linear in each of them, so the fit is
-linearised around the estimate and solved again a few times (Gauss-Newton): deterministic,
-with no search over starting points. ``compute.cols`` (the kernels' N blocking: 1, 2 or 4
-SIMD registers) is the one that fits best. The FP32 MAC rate
+conv pays it, no chain does: ~100 rows fit it more steadily than the difference of two
+timings the sweep started from; the single GEMMs their own) -- are fitted on the INT8
+measurements alone, by weighted non-negative least squares of the relative error (chains,
+single convs and single GEMMs weighted equally). hwsim's CPU cost is nearly linear in each
+of them, so the fit is linearised around the estimate and solved again a few times
+(Gauss-Newton): deterministic, with no search over starting points. ``compute.cols`` (the
+kernels' N blocking: 1, 2 or 4 SIMD registers) is the one that fits best. The FP32 MAC rate
 is then fitted on the FP32 chains with the rest fixed: the deployed graphs are INT8, so FP32
 layers must not pull the fit; its convs with channels off the SIMD block (another kernel,
 plus a reorder per layer) are reported, not fitted."""
@@ -220,7 +220,9 @@ def _linear_fit(
 
     def simulate(theta: dict[str, float]) -> np.ndarray:
         sim = _simulate(int8, sweep, gemms, with_params(data, theta, glue), depths)
-        sim[len(int8) :] += theta.get("prof", 0.0) / data["clock_hz"]
+        single = len(int8) + len(sweep)
+        sim[len(int8) : single] += theta.get("prof", 0.0) / data["clock_hz"]
+        sim[single:] += theta.get("gprof", theta.get("prof", 0.0)) / data["clock_hz"]
         return sim
 
     lower = {"mac": min_mac, "lib": min_mac, "amac": min_mac}
@@ -238,6 +240,13 @@ def _linear_fit(
         # ~85 us timings: it moved 1-4 us between calibrations, and every small kernel with it)
         found = np.median([r["profiled_kernel_s"] - r["kernel_s"] for r in sweep])
         start["prof"] = max(float(found) * data["clock_hz"], _MIN_PROFILER_START_CYCLES)
+        if gemms:
+            # the single GEMMs' own: what a profiled QGemm costs beyond a chain's layer is
+            # not what a profiled conv does (on an Intel Xeon one shared value came out at
+            # 11-12 thousand cycles, the convs alone had put it at 27 thousand: the convs'
+            # difference went into their cost per pixel, 29 -> 32.5 cycles, and a stem conv
+            # on a 112-pixel map came out 1.18-1.23x measured, 1.14-1.18x fitted apart)
+            start["gprof"] = start["prof"]
     theta = _gauss_newton(simulate, measured, weight, start, lower=lower, prior=_PRIOR)
     return float(np.mean(_log_error(simulate(theta), measured))), theta
 
@@ -365,10 +374,11 @@ def fit(
     theta = {**theta, **fp32_params}
     fitted = with_params(data, theta, glue_cycles)
     if "prof" in theta:
-        # each sweep row's kernel time: what the profiler reported less its fitted cost
-        profiler_s = theta["prof"] / data["clock_hz"]
-        for row in (*sweep, *gemms):
-            row["kernel_s"] = without_profiler(row["profiled_kernel_s"], profiler_s)
+        # each single kernel's time: what the profiler reported less its fitted cost
+        for rows, key in ((sweep, "prof"), (gemms, "gprof")):
+            profiler_s = theta.get(key, theta["prof"]) / data["clock_hz"]
+            for row in rows:
+                row["kernel_s"] = without_profiler(row["profiled_kernel_s"], profiler_s)
     errors: dict[str, list[float]] = {}
     for group, rows, sim, key in (
         ("int8", int8, chain_layer_s(int8, fitted, depths), "layer_s"),
@@ -403,6 +413,7 @@ def fit(
         "fused_bias_cycles_per_output": o["fused_bias_cycles_per_output"],
         "cols": int(cols),
         "profiler_overhead_s": theta.get("prof", 0.0) / data["clock_hz"],
+        "gemm_profiler_overhead_s": theta.get("gprof", theta.get("prof", 0.0)) / data["clock_hz"],
         "rms_log_error_int8": math.sqrt(best),
         "rms_log_error_fp32": math.sqrt(fp32_best),
         "mean_abs_pct_error_int8": float(np.mean(errors.get("int8", [0.0])) * 100),
