@@ -43,6 +43,7 @@ __all__ = [
     "QUICK_CONV_SWEEP",
     "conv_sweep",
     "int8_maxpool_s_per_element",
+    "probe_kernel_s",
     "profiler_overhead_s",
 ]
 
@@ -213,6 +214,16 @@ def _node(kernels: dict[str, Any], name: str) -> tuple[str, float]:
     return found[0]
 
 
+def probe_kernel_s(model: Any, x: np.ndarray, *, repeats: int, kernel: str, what: str) -> float:
+    """Seconds of one run of ``model``'s node named ``probe`` (:func:`_kernel_s`), checked to
+    be the ``kernel`` ONNX Runtime was meant to run it with (``what``: the probe, for the
+    error)."""
+    op, seconds = _node(_kernel_s(model, x, repeats=repeats), "probe")
+    if op != kernel:
+        raise RuntimeError(f"ONNX Runtime ran the {what} as {op}, not {kernel}")
+    return seconds
+
+
 def conv_sweep(
     shapes=CONV_SWEEP, *, repeats: int = 100, profiler_s: float = 0.0, passes: int = PASSES
 ) -> list[dict[str, Any]]:
@@ -225,11 +236,13 @@ def conv_sweep(
     def measure(shape: tuple[int, ...]) -> dict[str, Any]:
         cin, cout, k, spatial, batch, *grouped = shape
         groups = grouped[0] if grouped else 1
-        model = _model(cin, cout, k=k, groups=groups)
-        kernels = _kernel_s(model, _input(cin, spatial, batch), repeats=max(repeats // passes, 5))
-        op, seconds = _node(kernels, "probe")
-        if op != "QLinearConv":
-            raise RuntimeError(f"ONNX Runtime ran the {cin}->{cout} conv as {op}, not QLinearConv")
+        seconds = probe_kernel_s(
+            _model(cin, cout, k=k, groups=groups),
+            _input(cin, spatial, batch),
+            repeats=max(repeats // passes, 5),
+            kernel="QLinearConv",
+            what=f"{cin}->{cout} conv",
+        )
         return {
             "in_c": cin,
             "out_c": cout,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.models.hostcal.bench import CHAIN_PASSES, least_disturbed
-from lowbit.models.hostcal.conv import _kernel_s, _node, without_profiler
+from lowbit.models.hostcal.conv import probe_kernel_s, without_profiler
 
 __all__ = ["FORMS", "GEMM_SWEEP", "gemm_model", "gemm_sweep"]
 
@@ -115,15 +115,14 @@ def gemm_sweep(
 
     def measure(item: tuple[tuple[int, int, int], str]) -> dict[str, Any]:
         (rows, fan_in, out), form = item
-        x = np.random.default_rng(0).random((rows, fan_in), np.float32)
-        model = gemm_model(rows, fan_in, out, form=form)
-        kernels = _kernel_s(model, x, repeats=max(repeats // passes, 5))
-        op, seconds = _node(kernels, "probe")
         onnx_op, kernel = FORMS[form]
-        if op != kernel:
-            raise RuntimeError(
-                f"ONNX Runtime ran the {fan_in}->{out} {onnx_op} as {op}, not {kernel}"
-            )
+        seconds = probe_kernel_s(
+            gemm_model(rows, fan_in, out, form=form),
+            np.random.default_rng(0).random((rows, fan_in), np.float32),
+            repeats=max(repeats // passes, 5),
+            kernel=kernel,
+            what=f"{fan_in}->{out} {onnx_op}",
+        )
         return {
             "rows": rows,
             "in_features": fan_in,
