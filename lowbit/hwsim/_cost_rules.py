@@ -49,7 +49,7 @@ from ._cost_rule_base import (
     register_cost_rule,
 )
 from ._decomposed_ops import ActivationMatmulKernel, DecomposedLayerCycles
-from ._gemm_library import FusedBiasGemm
+from ._fused_bias import FusedBiasGemm
 from ._memory_op_costs import ElementwiseCosts, PoolChannelBlock
 from ._schema_types import Key
 from ._warm_cache import WarmCache

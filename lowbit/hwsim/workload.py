@@ -247,7 +247,7 @@ class Linear(Layer):
     runtime adds the bias and scales each output column inside the GEMM (an ONNX Gemm:
     ONNX Runtime's QGemm); false for a bare matrix product whose bias, if any, is an Add of
     its own (an ONNX MatMul: QLinearMatMul), which some CPU profiles cost apart
-    (:class:`lowbit.hwsim._gemm_library.FusedBiasGemm`)."""
+    (:class:`lowbit.hwsim._fused_bias.FusedBiasGemm`)."""
 
     in_features: int
     out_features: int

@@ -1,4 +1,4 @@
-"""A Gemm node's own costs (:class:`lowbit.hwsim._gemm_library.FusedBiasGemm`): per output
+"""A Gemm node's own costs (:class:`lowbit.hwsim._fused_bias.FusedBiasGemm`): per output
 column and per output of an integer linear layer whose GEMM applies its bias itself (an
 ONNX Gemm), not of a bare MatMul; convolutions, attention matmuls and float GEMMs pay
 neither."""

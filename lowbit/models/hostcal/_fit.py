@@ -222,7 +222,7 @@ def _linear_fit(
         sim = _simulate(int8, sweep, gemms, with_params(data, theta, glue), depths)
         single = len(int8) + len(sweep)
         sim[len(int8) : single] += theta.get("prof", 0.0) / data["clock_hz"]
-        sim[single:] += theta.get("gprof", theta.get("prof", 0.0)) / data["clock_hz"]
+        sim[single:] += _gemm_profiler_cycles(theta) / data["clock_hz"]
         return sim
 
     lower = {"mac": min_mac, "lib": min_mac, "amac": min_mac}
@@ -251,6 +251,12 @@ def _linear_fit(
     return float(np.mean(_log_error(simulate(theta), measured))), theta
 
 
+def _gemm_profiler_cycles(theta: dict[str, float]) -> float:
+    """The profiler's fitted cost in each single GEMM it reports (cycles): their own
+    (``gprof``), else the single convs' (``prof``; 0 without either)."""
+    return theta.get("gprof", theta.get("prof", 0.0))
+
+
 def _weight_caches(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The on-chip memory levels of profile ``data`` that hold weights, smallest first."""
     on_chip = (m for m in data["memory"] if not m.get("off_chip") and "weights" in m["holds"])
@@ -262,8 +268,7 @@ def _undetermined(int8, gemms, data: dict[str, Any], depths: tuple[int, int]) ->
     the fit -- the profile keeps their neutral values -- rather than left to wander: the
     products of two activations without a ``matmul`` chain; a Gemm's cost per output
     column without single GEMMs of unequal sides, and its costs of its own without single
-    MatMuls beside them (sidecars before
-    v25 have none); the streamed weights unless a
+    MatMuls beside them (sidecars before v25 have none); the streamed weights unless a
     chain's weights overflow the caches inside the largest (their share
     :data:`~lowbit.hwsim._warm_cache.WARM_SHARE`, as hwsim homes them)."""
     out = set()
@@ -375,8 +380,8 @@ def fit(
     fitted = with_params(data, theta, glue_cycles)
     if "prof" in theta:
         # each single kernel's time: what the profiler reported less its fitted cost
-        for rows, key in ((sweep, "prof"), (gemms, "gprof")):
-            profiler_s = theta.get(key, theta["prof"]) / data["clock_hz"]
+        for rows, cycles in ((sweep, theta["prof"]), (gemms, _gemm_profiler_cycles(theta))):
+            profiler_s = cycles / data["clock_hz"]
             for row in rows:
                 row["kernel_s"] = without_profiler(row["profiled_kernel_s"], profiler_s)
     errors: dict[str, list[float]] = {}
@@ -413,7 +418,7 @@ def fit(
         "fused_bias_cycles_per_output": o["fused_bias_cycles_per_output"],
         "cols": int(cols),
         "profiler_overhead_s": theta.get("prof", 0.0) / data["clock_hz"],
-        "gemm_profiler_overhead_s": theta.get("gprof", theta.get("prof", 0.0)) / data["clock_hz"],
+        "gemm_profiler_overhead_s": _gemm_profiler_cycles(theta) / data["clock_hz"],
         "rms_log_error_int8": math.sqrt(best),
         "rms_log_error_fp32": math.sqrt(fp32_best),
         "mean_abs_pct_error_int8": float(np.mean(errors.get("int8", [0.0])) * 100),

@@ -23,9 +23,9 @@ The host model is measured, not typed by hand (``lowbit calibrate-host``):
   ``embedding`` -- class token + positions -- is one Add pass and takes Add's cost);
 * ONNX Runtime's per-node profiler on single INT8 convs shaped like compressed networks'
   (stems, pruned and unaligned channel counts, 1x1 low-rank factors, grouped convs:
-  :mod:`lowbit.models.hostcal.conv`), on single INT8 GEMMs of unequal sides
-  (:mod:`lowbit.models.hostcal.gemm`: the GEMM library's costs per output and per element
-  of its first operand apart)
+  :mod:`lowbit.models.hostcal.conv`), on single INT8 linear layers of unequal sides, each
+  as a Gemm and as a MatMul (:mod:`lowbit.models.hostcal.gemm`: what a Gemm's own bias
+  and column scales cost apart from the GEMM library's per-output cost)
   and on the uint8 NHWC MaxPool between two INT8 convs (``maxpool``, with
   ``pool_channel_block`` = the uint8 lanes of one SIMD register: the deployed graphs are
   INT8).
@@ -157,7 +157,7 @@ _KiB = 1024
 #: the Run call without the border operators the importer charges apart; 24: the median,
 #: not the least, of the spot costs' rounds and of the copies; the float reorders on in-L2
 #: shapes; warm weights at their home level's fitted rate even below DRAM's copy rate; 25:
-#: single GEMMs of unequal sides, the GEMM library's cost per element of its first operand)
+#: single Gemms and MatMuls of unequal sides, a Gemm's own bias and column costs)
 CALIBRATION_VERSION = 25
 
 
