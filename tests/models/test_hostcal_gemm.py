@@ -39,3 +39,36 @@ def test_no_sweep_shape_is_square_only():
     shapes of unequal sides, both ways round."""
     sides = {(k, n) for _, k, n in gemm.GEMM_SWEEP}
     assert any(k > n for k, n in sides) and any(k < n for k, n in sides)
+
+
+def _row(shape, form, seconds):
+    rows, fan_in, out = shape
+    return {
+        "rows": rows,
+        "in_features": fan_in,
+        "out_features": out,
+        "form": form,
+        "kernel_s": seconds,
+        "profiled_kernel_s": seconds,
+    }
+
+
+def test_rounds_merge_to_each_gemms_median_less_the_profiler():
+    """A slow spell in one round (5x) moves no row; the profiler's time comes off the
+    median, and every round's time is kept."""
+    shapes = [((1, 256, 1024), "gemm"), ((1, 256, 1024), "matmul")]
+    times = [(10e-6, 20e-6), (11e-6, 100e-6), (12e-6, 21e-6), (50e-6, 22e-6)]
+    rounds = [[_row(s, f, t) for (s, f), t in zip(shapes, each, strict=True)] for each in times]
+    merged = gemm.merged_rounds(rounds, profiler_s=2e-6)
+    assert [r["profiled_kernel_s"] for r in merged] == [11e-6, 21e-6]  # the lower middle
+    assert [r["kernel_s"] for r in merged] == pytest.approx([9e-6, 19e-6])
+    assert merged[1]["rounds_profiled_kernel_s"] == [20e-6, 100e-6, 21e-6, 22e-6]
+    assert [(r["rows"], r["form"]) for r in merged] == [(1, "gemm"), (1, "matmul")]
+    assert gemm.merged_rounds([]) == []
+
+
+def test_rounds_of_different_gemms_are_refused():
+    one = [_row((1, 256, 1024), "gemm", 1e-5)]
+    other = [_row((1, 1024, 256), "gemm", 1e-5)]
+    with pytest.raises(ValueError, match="different GEMMs"):
+        gemm.merged_rounds([one, other])

@@ -169,3 +169,22 @@ def test_a_row_cost_and_an_element_cost_come_apart_on_two_row_lengths():
     per_row, per_element = per_row_and_element(timing(1088, 34816), timing(136, 34816))
     assert per_row == pytest.approx(75e-9) and per_element == pytest.approx(0.5e-9)
     assert per_row_and_element((1e-6, 1088, 34816), (2e-6, 136, 34816)) == (0.0, 1e-6 / 34816)
+
+
+def test_elementwise_rounds_keep_each_operators_least_disturbed_round():
+    """A round slowed by a spell loses to the other one, per operator; a row-by-row
+    operator's per-row and per-element costs come from the same round."""
+    from lowbit.models.hostcal.elementwise import ROW_SHAPES, least_disturbed_round
+
+    row_op = next(iter(ROW_SHAPES))
+    calm = ({"Add": 1.0e-9, row_op: 2.0e-9}, {row_op: 20e-9})
+    # Add slowed in this round; the row operator's per-element cost is lower here, but its
+    # per-row cost twice as high: its longest chain ran slower, so the calm round is kept
+    spell = ({"Add": 1.8e-9, row_op: 1.98e-9}, {row_op: 40e-9})
+    assert least_disturbed_round([spell, calm]) == calm
+    faster_add = ({"Add": 0.9e-9, row_op: 2.5e-9}, {row_op: 30e-9})
+    per_element, per_row = least_disturbed_round([calm, faster_add])
+    assert per_element == {"Add": 0.9e-9, row_op: 2.0e-9}
+    assert per_row == {row_op: 20e-9}
+    with pytest.raises(ValueError):
+        least_disturbed_round([])

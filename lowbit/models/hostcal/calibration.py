@@ -95,8 +95,8 @@ from lowbit.models.hostcal.conv import (
     int8_maxpool_s_per_element,
     profiler_overhead_s,
 )
-from lowbit.models.hostcal.elementwise import elementwise_costs
-from lowbit.models.hostcal.gemm import GEMM_SWEEP, gemm_sweep
+from lowbit.models.hostcal.elementwise import elementwise_costs, least_disturbed_round
+from lowbit.models.hostcal.gemm import GEMM_ROUNDS, GEMM_SWEEP, gemm_sweep, merged_rounds
 from lowbit.models.hostcal.isa import cpu_info
 from lowbit.models.hostcal.kernels import (
     DEPTHWISE_SWEEP,
@@ -157,8 +157,9 @@ _KiB = 1024
 #: the Run call without the border operators the importer charges apart; 24: the median,
 #: not the least, of the spot costs' rounds and of the copies; the float reorders on in-L2
 #: shapes; warm weights at their home level's fitted rate even below DRAM's copy rate; 25:
-#: single Gemms and MatMuls of unequal sides, a Gemm's own bias and column costs)
-CALIBRATION_VERSION = 25
+#: single Gemms and MatMuls of unequal sides, a Gemm's own bias and column costs; 26: the
+#: single GEMMs in rounds spread over the calibration, the elementwise operators timed twice)
+CALIBRATION_VERSION = 26
 
 
 def default_profile_path() -> Path:
@@ -245,7 +246,22 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         # data movement and the INT8 softmax take about a second: measured here and again after
         # the sweep, the least of the two per operator (one calibration's came out 20-60 % high)
         early = _spot_costs(repeats=repeats)
+        # the elementwise operators (~1 s) too: here and after the sweep, the less disturbed
+        # round per operator (elementwise.least_disturbed_round)
+        elementwise_rounds = [elementwise_costs(repeats=repeats)]
+        # single Gemms and MatMuls (none in a quick calibration: its profiler's cost is one
+        # difference of two timings, not fitted; a few small kernels less it moved the GEMM
+        # library's fitted rate 0.2-5x between quick calibrations), in GEMM_ROUNDS rounds
+        # spread over the calibration, merged at the end
+        gemm_rounds = []
+
+        def gemm_round() -> None:
+            if not quick:
+                gemm_rounds.append(gemm_sweep(GEMM_SWEEP, repeats=4 * repeats))
+
+        gemm_round()
         rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
+        gemm_round()
         glue.append(glue_op_slope(repeats=repeats))
         op_s = min(glue, key=lambda slope: slope.long_s).per_layer_s
         # the per-node profiler adds its own time to every kernel it reports: taken off
@@ -255,11 +271,9 @@ def _measure(*, quick: bool) -> dict[str, Any]:
             repeats=4 * repeats,
             profiler_s=profiler_s,
         )
-        # single Gemms and MatMuls: none in a quick calibration (its profiler's cost is one
-        # difference of two timings, not fitted: a few small kernels less it moved the GEMM
-        # library's fitted rate 0.2-5x between quick calibrations)
-        gemms = [] if quick else gemm_sweep(GEMM_SWEEP, repeats=4 * repeats, profiler_s=profiler_s)
-        elementwise, per_row = elementwise_costs(repeats=repeats)
+        gemm_round()
+        elementwise_rounds.append(elementwise_costs(repeats=repeats))
+        elementwise, per_row = least_disturbed_round(elementwise_rounds)
         # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
         # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
         # 64 do -- not at the FP32 chain's per-element cost (kept in the sidecar). Measured at
@@ -281,6 +295,9 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         if spill:
             spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
             bandwidth["L2 spill"] = max(spill)
+        for _ in range(GEMM_ROUNDS - len(gemm_rounds)):
+            gemm_round()
+        gemms = merged_rounds(gemm_rounds, profiler_s=profiler_s)
     if track is not None:
         info = with_clock_track(info, track)
     return {

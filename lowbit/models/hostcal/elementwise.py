@@ -130,3 +130,31 @@ def elementwise_costs(
             (seconds[op, shape], math.prod(shape[:-1]), math.prod(shape)),
         )
     return per_element, per_row
+
+
+def least_disturbed_round(
+    rounds: list[tuple[dict[str, float], dict[str, float]]],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(per element, per row) of several :func:`elementwise_costs` rounds timed at different
+    times of a calibration: per operator, the round whose chain of its longest shape ran
+    fastest (a row-by-row operator's two costs come from the same round). A slow spell can
+    outlast a round's passes: on an Intel Xeon one round of a calibration measured every
+    operator 1.2-1.8x slower than the round a minute before, and LayerNorm's and softmax's
+    cost per row twice as high."""
+    if not rounds:
+        raise ValueError("need at least one round")
+    per_element, per_row = {}, {}
+    for op in rounds[0][0]:
+
+        def cost(r: tuple[dict[str, float], dict[str, float]], op: str = op) -> float:
+            elements, rows = r
+            if op in ROW_SHAPES and op in rows:
+                shape = ROW_SHAPES[op]
+                return elements[op] * math.prod(shape) + rows[op] * math.prod(shape[:-1])
+            return elements[op]
+
+        best = min(rounds, key=cost)
+        per_element[op] = best[0][op]
+        if op in best[1]:
+            per_row[op] = best[1][op]
+    return per_element, per_row

@@ -28,7 +28,7 @@ import numpy as np
 from lowbit.models.hostcal.bench import CHAIN_PASSES, least_disturbed
 from lowbit.models.hostcal.conv import probe_kernel_s, without_profiler
 
-__all__ = ["FORMS", "GEMM_SWEEP", "gemm_model", "gemm_sweep"]
+__all__ = ["FORMS", "GEMM_ROUNDS", "GEMM_SWEEP", "gemm_model", "gemm_sweep", "merged_rounds"]
 
 #: (rows, in features, out features): 1 to 128 rows, most in pairs of equal MACs with in
 #: and out features swapped (the costs per output column and per first-operand element
@@ -38,6 +38,14 @@ GEMM_SWEEP = (
     (16, 1024, 256), (64, 64, 1024), (64, 1024, 64), (64, 256, 256), (64, 512, 512),
     (128, 1024, 256), (128, 256, 1024),
 )  # fmt: skip
+
+
+#: rounds of :func:`gemm_sweep` a calibration spreads over its run (~0.8 s each on an Intel
+#: Xeon), merged by :func:`merged_rounds`: eight sweeps back to back there agreed within
+#: 1.7 % per shape (median), but two calibrations' single sweeps moved 2-3 % per shape,
+#: and the fit's GEMM-library constants 5-40 % with them (the slow drift of a shared
+#: machine: more passes in one sweep, or longer ones, did not steady them)
+GEMM_ROUNDS = 4
 
 
 #: the ONNX operator of each form of linear layer and the kernel ONNX Runtime runs it with
@@ -136,3 +144,29 @@ def gemm_sweep(
     return least_disturbed(
         measure, items, key=lambda row: row["kernel_s"], passes=passes, median=True
     )
+
+
+def merged_rounds(rounds, *, profiler_s: float = 0.0) -> list[dict[str, Any]]:
+    """One row per shape and form of several :func:`gemm_sweep` rounds (the same shapes in
+    the same order, timed at different times of a calibration): the median of the rounds'
+    ``profiled_kernel_s`` (the lower middle of an even count), less the profiler's own
+    ``profiler_s`` (``kernel_s``); ``rounds_profiled_kernel_s`` keeps every round's."""
+    rounds = [list(r) for r in rounds]
+    if not rounds or not rounds[0]:
+        return []
+    out = []
+    for rows in zip(*rounds, strict=True):
+        keys = {(r["rows"], r["in_features"], r["out_features"], r["form"]) for r in rows}
+        if len(keys) != 1:
+            raise ValueError(f"the rounds timed different GEMMs: {sorted(keys)}")
+        times = sorted(r["profiled_kernel_s"] for r in rows)
+        profiled = times[(len(times) - 1) // 2]
+        out.append(
+            {
+                **rows[0],
+                "kernel_s": without_profiler(profiled, profiler_s),
+                "profiled_kernel_s": profiled,
+                "rounds_profiled_kernel_s": [r["profiled_kernel_s"] for r in rows],
+            }
+        )
+    return out
