@@ -266,6 +266,7 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         op_s = min(glue, key=lambda slope: slope.long_s).per_layer_s
         # the per-node profiler adds its own time to every kernel it reports: taken off
         profiler_s = profiler_overhead_s(repeats=repeats, op_s=op_s)
+        gemm_round()
         sweep = conv_sweep(
             QUICK_CONV_SWEEP if quick else CONV_SWEEP + GROUPED_SWEEP,
             repeats=4 * repeats,
@@ -274,6 +275,7 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         gemm_round()
         elementwise_rounds.append(elementwise_costs(repeats=repeats))
         elementwise, per_row = least_disturbed_round(elementwise_rounds)
+        gemm_round()
         # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
         # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
         # 64 do -- not at the FP32 chain's per-element cost (kept in the sidecar). Measured at
@@ -285,10 +287,12 @@ def _measure(*, quick: bool) -> dict[str, Any]:
             repeats=2 * repeats,
             profiler_s=profiler_s,
         )
+        gemm_round()
         late = _spot_costs(repeats=repeats)
         movement = {op: min(cost, early[0][op]) for op, cost in late[0].items()}
         softmax = min(early[1], late[1], key=lambda slope: slope.long_s)
         movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=0, op_s=op_s, slope=softmax)
+        gemm_round()
         depthwise = depthwise_sweep(
             QUICK_DEPTHWISE_SWEEP if quick else DEPTHWISE_SWEEP, repeats=max(2 * repeats // 3, 10)
         )

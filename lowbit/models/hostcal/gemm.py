@@ -41,11 +41,12 @@ GEMM_SWEEP = (
 
 
 #: rounds of :func:`gemm_sweep` a calibration spreads over its run (~0.8 s each on an Intel
-#: Xeon), merged by :func:`merged_rounds`: eight sweeps back to back there agreed within
-#: 1.7 % per shape (median), but two calibrations' single sweeps moved 2-3 % per shape,
-#: and the fit's GEMM-library constants 5-40 % with them (the slow drift of a shared
-#: machine: more passes in one sweep, or longer ones, did not steady them)
-GEMM_ROUNDS = 4
+#: Xeon), one after each phase, merged by :func:`merged_rounds`: eight sweeps back to back
+#: there agreed within 1.7 % per shape (median), but two calibrations' single sweeps moved
+#: 2-3 % per shape, and the fit's GEMM-library constants 5-40 % with them (a drift of a
+#: shared machine slower than a sweep: more passes in one sweep, or longer ones, did not
+#: steady them; four rounds brought the library's speedup within 4 % in four pairs)
+GEMM_ROUNDS = 8
 
 
 #: the ONNX operator of each form of linear layer and the kernel ONNX Runtime runs it with
