@@ -158,7 +158,8 @@ _KiB = 1024
 #: not the least, of the spot costs' rounds and of the copies; the float reorders on in-L2
 #: shapes; warm weights at their home level's fitted rate even below DRAM's copy rate; 25:
 #: single Gemms and MatMuls of unequal sides, a Gemm's own bias and column costs; 26: the
-#: single GEMMs in rounds spread over the calibration, the elementwise operators timed twice)
+#: single GEMMs in rounds spread over the calibration, the elementwise operators timed twice,
+#: the data movement three times)
 CALIBRATION_VERSION = 26
 
 
@@ -243,9 +244,10 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         # a tiny operator's dispatch, measured before and after the chains (seconds apart: a
         # slow spell of a shared machine disturbs one of them), the least disturbed kept
         glue = [glue_op_slope(repeats=repeats)]
-        # data movement and the INT8 softmax take about a second: measured here and again after
-        # the sweep, the least of the two per operator (one calibration's came out 20-60 % high)
-        early = _spot_costs(repeats=repeats)
+        # data movement and the INT8 softmax take about a second: measured here, after the conv
+        # sweep and at the end, the least per operator (one calibration's came out 20-60 % high;
+        # with two rounds a transpose's cost per row still moved 5-10 % between calibrations)
+        spots = [_spot_costs(repeats=repeats)]
         # the elementwise operators (~1 s) too: here and after the sweep, the less disturbed
         # round per operator (elementwise.least_disturbed_round)
         elementwise_rounds = [elementwise_costs(repeats=repeats)]
@@ -273,6 +275,7 @@ def _measure(*, quick: bool) -> dict[str, Any]:
             profiler_s=profiler_s,
         )
         gemm_round()
+        spots.append(_spot_costs(repeats=repeats))
         elementwise_rounds.append(elementwise_costs(repeats=repeats))
         elementwise, per_row = least_disturbed_round(elementwise_rounds)
         gemm_round()
@@ -288,9 +291,9 @@ def _measure(*, quick: bool) -> dict[str, Any]:
             profiler_s=profiler_s,
         )
         gemm_round()
-        late = _spot_costs(repeats=repeats)
-        movement = {op: min(cost, early[0][op]) for op, cost in late[0].items()}
-        softmax = min(early[1], late[1], key=lambda slope: slope.long_s)
+        spots.append(_spot_costs(repeats=repeats))
+        movement = {op: min(spot[0][op] for spot in spots) for op in spots[0][0]}
+        softmax = min((spot[1] for spot in spots), key=lambda slope: slope.long_s)
         movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=0, op_s=op_s, slope=softmax)
         gemm_round()
         depthwise = depthwise_sweep(
@@ -379,7 +382,7 @@ def load_or_calibrate(path: str | Path | None = None, *, quick: bool = False):
     version = calibration_version_of(path) if path.is_file() else None
     if not path.is_file():
         log.warning(
-            "no host profile at %s: calibrating this CPU (about 90 seconds on a quiet machine, "
+            "no host profile at %s: calibrating this CPU (90-110 seconds on a quiet machine, "
             "longer on a busy one)",
             path,
         )
