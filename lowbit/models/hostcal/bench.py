@@ -45,6 +45,7 @@ __all__ = [
     "depth_slope",
     "glue_op_slope",
     "least_disturbed",
+    "lower_median",
     "chain_slopes",
 ]
 
@@ -255,8 +256,14 @@ def least_disturbed(
         raise ValueError(f"need passes >= 1, got {passes}")
     results = [[measure(item) for item in items] for _ in range(passes)]
     if median:
-        return [sorted(each, key=key)[(passes - 1) // 2] for each in zip(*results, strict=True)]
+        return [lower_median(each, key=key) for each in zip(*results, strict=True)]
     return [min(each, key=key) for each in zip(*results, strict=True)]
+
+
+def lower_median(values: Sequence[T], *, key: Callable[[T], float]) -> T:
+    """The median of ``values`` by ``key`` -- one of them, the lower middle of an even
+    count (never a mean of two: a disturbed timing must not pull the kept one)."""
+    return sorted(values, key=key)[(len(values) - 1) // 2]
 
 
 def chain_slopes(

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.models.hostcal.bench import CHAIN_PASSES, least_disturbed
+from lowbit.models.hostcal.bench import CHAIN_PASSES, least_disturbed, lower_median
 from lowbit.models.hostcal.conv import probe_kernel_s, without_profiler
 
 __all__ = ["FORMS", "GEMM_ROUNDS", "GEMM_SWEEP", "gemm_model", "gemm_sweep", "merged_rounds"]
@@ -160,8 +160,7 @@ def merged_rounds(rounds, *, profiler_s: float = 0.0) -> list[dict[str, Any]]:
         keys = {(r["rows"], r["in_features"], r["out_features"], r["form"]) for r in rows}
         if len(keys) != 1:
             raise ValueError(f"the rounds timed different GEMMs: {sorted(keys)}")
-        times = sorted(r["profiled_kernel_s"] for r in rows)
-        profiled = times[(len(times) - 1) // 2]
+        profiled = lower_median(rows, key=lambda r: r["profiled_kernel_s"])["profiled_kernel_s"]
         out.append(
             {
                 **rows[0],
