@@ -39,10 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.sidecars:
         try:  # the project's reader: a directory, binary or broken file is one line
             measurements = read_json(path, what="calibration sidecar")
-            cpus.add(measurements["cpu"].get("label", measurements["cpu"]["model"]))
-            profiles.append(from_measurements(measurements).profile())
         except LowbitError as exc:
             sys.exit(f"bench_host_refit: {exc}")
+        try:
+            cpus.add(measurements["cpu"].get("label", measurements["cpu"]["model"]))
+            profiles.append(from_measurements(measurements).profile())
+        except LowbitError as exc:  # an implausible timing, a profile that fails validation
+            sys.exit(f"bench_host_refit: {path}: {exc}")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             sys.exit(f"bench_host_refit: {path}: not a calibration sidecar ({exc!r})")
     every = spreads(profiles)

@@ -8,7 +8,13 @@ import pytest
 
 from lowbit.models.hostcal import calibration as hostcal
 from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, detect_isa
-from lowbit.models.hostcal.quality import CalibrationError, fit_problems
+from lowbit.models.hostcal.profile_fit import from_measurements
+from lowbit.models.hostcal.quality import (
+    CalibrationError,
+    MeasurementError,
+    fit_problems,
+    measurement_problems,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,4 +104,52 @@ def test_a_fit_outside_what_a_profile_may_hold_is_retried_then_refused(good, mon
     assert hostcal.calibrate(quick=True).measurements["attempts"] == 2
     results[:] = [ProfileError("host calibration", ["overheads.gemm_library_speedup: 0.037"])] * 2
     with pytest.raises(CalibrationError, match="refused after 2 attempts.*invalid.*speedup"):
+        hostcal.calibrate(quick=True)
+
+
+def test_the_real_measurements_are_plausible_timings(good):
+    assert measurement_problems(good.measurements) == []
+
+
+def test_implausible_timings_are_refused_every_one_named(good):
+    """A sidecar whose timings no CPU could produce -- a GEMM of 1e308 s, a negative chain
+    layer, a NaN cost per element, a zero bandwidth -- is refused before any fit, each bad
+    value named by its key path (the fit weighs rows by their relative error: one absurd
+    row alone would have been fitted silently)."""
+    m = copy.deepcopy(good.measurements)
+    m["gemm_sweep"] = [{"kernel_s": 1e308, "profiled_kernel_s": 2e-5}] + m.get("gemm_sweep", [])
+    m["chains"][0]["layer_s"] = -3e-6
+    m["movement_s_per_element"]["Transpose"] = float("nan")
+    m["bandwidth_bytes_per_s"]["L2"] = 0.0
+    m["run_overhead_s"] = "fast"
+    problems = measurement_problems(m)
+    assert len(problems) == 5
+    for path in (
+        "gemm_sweep[0].kernel_s: 1e+308 s is longer than 1e+00 s",
+        "chains[0].layer_s: -3e-06 s is not a positive finite time",
+        "movement_s_per_element.Transpose: nan s",
+        "bandwidth_bytes_per_s.L2: 0.0 is not a positive rate",
+        "run_overhead_s: 'fast' is not a number of seconds",
+    ):
+        assert any(p.startswith(path) for p in problems), (path, problems)
+    with pytest.raises(MeasurementError, match=r"5 implausible timing\(s\).*gemm_sweep\[0\]"):
+        from_measurements(m)
+
+
+def test_a_zero_kernel_time_is_refused_but_a_zero_slope_is_not(good):
+    """A kernel that ran took time (zero is a broken timer); a cost per element is a slope
+    between two sizes and may be nil (a Split that only moves pointers)."""
+    m = copy.deepcopy(good.measurements)
+    m["conv_sweep"][0]["kernel_s"] = 0.0
+    m["movement_s_per_element"]["Split"] = 0.0
+    assert [p.split(":")[0] for p in measurement_problems(m)] == ["conv_sweep[0].kernel_s"]
+
+
+def test_a_live_calibration_with_a_broken_timing_is_retried_then_refused(good, monkeypatch):
+    """Live measurements go through the same gate: a broken timing fails the attempt like a
+    bad fit, then the calibration is refused with one clear error."""
+    broken = copy.deepcopy(good.measurements)
+    broken["depthwise"][0]["layer_s"] = float("inf")
+    monkeypatch.setattr(hostcal, "_measure", lambda *, quick: copy.deepcopy(broken))
+    with pytest.raises(CalibrationError, match=r"refused after 2 attempts.*depthwise\[0\]"):
         hostcal.calibrate(quick=True)

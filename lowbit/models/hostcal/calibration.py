@@ -108,7 +108,7 @@ from lowbit.models.hostcal.kernels import (
 )
 from lowbit.models.hostcal.movement import movement_costs
 from lowbit.models.hostcal.profile_fit import Calibration, from_measurements
-from lowbit.models.hostcal.quality import CalibrationError, fit_problems
+from lowbit.models.hostcal.quality import CalibrationError, MeasurementError, fit_problems
 
 __all__ = [
     "CALIBRATION_VERSION",
@@ -181,6 +181,8 @@ def calibrate(*, quick: bool = False, attempts: int = 2) -> Calibration:
             calibration = _calibrate_once(quick=quick)
         except ProfileError as err:  # a fitted constant outside what a profile may hold
             problems = [f"the fitted profile is invalid: {err}"]
+        except MeasurementError as err:  # a timing gone wrong (never fitted)
+            problems = [str(err)]
         else:
             m = calibration.measurements
             problems = fit_problems(calibration.data, m["fit"], isa=m["cpu"]["isa"])

@@ -20,6 +20,7 @@ from lowbit.models.hostcal.conv import without_profiler
 from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE
 from lowbit.models.hostcal.kernels import fit_depthwise
 from lowbit.models.hostcal.movement import transpose_s_per_row
+from lowbit.models.hostcal.quality import MeasurementError, measurement_problems
 
 __all__ = ["Calibration", "from_measurements"]
 
@@ -84,8 +85,15 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
     """The calibration of ``measurements`` (:func:`_measure`'s, or a sidecar's): the fit
     (:func:`lowbit.models.hostcal._fit.fit`) and the measured costs as a profile, validated.
     No timing: a sidecar refitted gives the profile the current model makes of its
-    measurements (``measurements`` gains the fit and each row its simulated value)."""
+    measurements (``measurements`` gains the fit and each row its simulated value).
+    Timings no CPU could have produced are refused first, every one named
+    (:class:`~lowbit.models.hostcal.quality.MeasurementError`)."""
     m = measurements
+    problems = measurement_problems(m)
+    if problems:
+        raise MeasurementError(
+            f"{len(problems)} implausible timing(s) in the measurements: " + "; ".join(problems)
+        )
     # the fit turns the seconds into cycles at the clock they are at; the profile runs at the
     # clock the core ran at (the two differ when the timings were converted to a reference)
     info, op_s = {**m["cpu"], "clock_hz": seconds_clock_hz(m["cpu"])}, m["op_overhead_s"]

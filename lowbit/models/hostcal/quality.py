@@ -16,7 +16,14 @@ from typing import Any
 from lowbit.hwsim.errors import LowbitError
 from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE
 
-__all__ = ["MAX_MEAN_ABS_PCT_ERROR", "CalibrationError", "fit_problems"]
+__all__ = [
+    "MAX_MEAN_ABS_PCT_ERROR",
+    "MAX_TIMING_S",
+    "CalibrationError",
+    "MeasurementError",
+    "fit_problems",
+    "measurement_problems",
+]
 
 #: largest mean |simulated / measured - 1| (percent) of each fitted group accepted
 MAX_MEAN_ABS_PCT_ERROR = {
@@ -29,6 +36,86 @@ MAX_MEAN_ABS_PCT_ERROR = {
 
 class CalibrationError(LowbitError):
     """The calibration's fit failed its quality gates on every attempt."""
+
+
+class MeasurementError(LowbitError):
+    """A calibration's measurements hold a timing no CPU could have produced."""
+
+
+#: the longest timing a calibration takes of one thing (the largest probe runs ~1 ms on a
+#: 2-core Xeon; a second is 1,000x that): a row beyond it is corrupt, not slow
+MAX_TIMING_S = 1.0
+#: the dearest cost per element or per row it measures (~16 ns: a LayerNorm row)
+MAX_COST_S = 1e-6
+
+#: (key, field, may it be zero): the rows of timings a calibration takes
+_ROWS = (
+    ("chains", "layer_s", False),
+    ("chains", "run_s", True),  # an intercept (the Run call): a difference, may be nil
+    ("conv_sweep", "kernel_s", False),
+    ("conv_sweep", "profiled_kernel_s", False),
+    ("gemm_sweep", "kernel_s", False),
+    ("gemm_sweep", "profiled_kernel_s", False),
+    ("gemm_sweep", "rounds_profiled_kernel_s", False),
+    ("depthwise", "layer_s", False),
+)
+#: single timings (differences of two: zero allowed)
+_SCALARS = ("run_overhead_s", "float_run_overhead_s", "op_overhead_s", "profiler_overhead_s")
+#: tables of seconds per element or per row
+_COSTS = ("elementwise_s_per_element", "elementwise_s_per_row", "movement_s_per_element")
+
+
+def _timing_problem(value: Any, *, zero: bool, limit: float) -> str | None:
+    """Why ``value`` is not a timing (``None`` when it is): a number, finite, above zero (or
+    at it, ``zero``), at most ``limit`` seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value!r} is not a number of seconds"
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        return f"{value!r} s is not a {'non-negative' if zero else 'positive'} finite time"
+    if value > limit:
+        return f"{value:.4g} s is longer than {limit:.0e} s"
+    return None
+
+
+def measurement_problems(m: dict[str, Any]) -> list[str]:
+    """Every timing of a calibration's measurements (what
+    :func:`lowbit.models.hostcal.profile_fit.from_measurements` fits: live, or a sidecar read
+    back) that no CPU could have produced -- negative, zero
+    where a kernel ran, not finite, longer than :data:`MAX_TIMING_S` -- each with its key
+    path; empty when all are plausible. The fit weighs rows by their relative error, so one
+    absurd row would be fitted silently and the profile be the other rows'."""
+    problems = []
+
+    def check(path: str, value: Any, *, zero: bool, limit: float = MAX_TIMING_S) -> None:
+        problem = _timing_problem(value, zero=zero, limit=limit)
+        if problem:
+            problems.append(f"{path}: {problem}")
+
+    for key, name, zero in _ROWS:
+        for i, row in enumerate(m.get(key) or ()):
+            if not isinstance(row, dict) or name not in row:
+                continue  # a row without the field: the fit names what it lacks
+            values = row[name]
+            if isinstance(values, list):
+                for j, value in enumerate(values):
+                    check(f"{key}[{i}].{name}[{j}]", value, zero=zero)
+            else:
+                check(f"{key}[{i}].{name}", values, zero=zero)
+    for key in _SCALARS:
+        if key in m:
+            check(key, m[key], zero=True)
+    for key in _COSTS:
+        for op, value in (m.get(key) or {}).items():
+            check(f"{key}.{op}", value, zero=True, limit=MAX_COST_S)
+    pool = m.get("int8_maxpool") or {}
+    if "profiled_s" in pool:
+        check("int8_maxpool.profiled_s", pool["profiled_s"], zero=False)
+    for level, value in (m.get("bandwidth_bytes_per_s") or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"bandwidth_bytes_per_s.{level}: {value!r} is not a number")
+        elif not (math.isfinite(value) and value > 0):
+            problems.append(f"bandwidth_bytes_per_s.{level}: {value!r} is not a positive rate")
+    return problems
 
 
 def fit_problems(data: dict[str, Any], fitted: dict[str, Any], *, isa: str) -> list[str]:
