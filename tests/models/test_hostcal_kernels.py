@@ -104,6 +104,23 @@ def test_a_fused_relu6_costs_its_float_conv_a_pass_measured_on_this_cpu():
     assert 0 <= activation_pass_s_per_element(repeats=5) < 1e-8
 
 
+def test_the_relu6_pass_is_one_difference_per_pair_of_chains(monkeypatch):
+    """Each pair (a ReLU chain, then the ReLU6 one) gives one difference per element, in
+    pair order; the cost is their median, never below zero -- the calibration pools the
+    pairs of its three rounds the same way."""
+    from lowbit.models.hostcal import kernels
+
+    slopes = iter([1.0, 1.5, 2.0, 2.0, 1.0, 9.0, 3.0, 2.5])  # (ReLU, ReLU6) per shape and pair
+    monkeypatch.setattr(kernels, "_activation_slope_s", lambda *a: next(slopes) * 1e-6)
+    monkeypatch.setattr(kernels, "ACTIVATION_PASS_SHAPES", ((10, 10), (1, 10)))
+    pairs = kernels.activation_pass_pairs(repeats=5, pairs=2)
+    assert pairs == pytest.approx([5e-10, 0.0, 8e-9, -5e-9])
+    slopes = iter([1.0, 0.5] * 3)  # the ReLU6 chain faster every time: noise, clipped
+    monkeypatch.setattr(kernels, "_activation_slope_s", lambda *a: next(slopes) * 1e-6)
+    monkeypatch.setattr(kernels, "ACTIVATION_PASS_SHAPES", ((10, 10),))
+    assert kernels.activation_pass_s_per_element(repeats=5, pairs=3) == 0.0
+
+
 def test_int8_softmax_is_fused_and_measured():
     from lowbit.models.export.ort import kernel_census
     from lowbit.models.hostcal.kernels import _int8_softmax_chain, int8_softmax_s_per_element

@@ -179,6 +179,7 @@ def test_movement_costs_take_the_median_round_not_the_luckiest(monkeypatch):
 
         monkeypatch.setattr(timing, "run_times_s", times)
         monkeypatch.setattr(movement, "MOVEMENT_SESSIONS", len(per_session))
+        monkeypatch.setattr(movement, "SESSIONS", {})  # every operator in as many
         costs = movement_costs(repeats=1, rounds=len(per_round) * len(per_session))
         assert len(calls) == 2 * len(timed_ops) * len(per_round) * len(per_session)
         return costs
@@ -192,3 +193,33 @@ def test_movement_costs_take_the_median_round_not_the_luckiest(monkeypatch):
     # two sessions, one 20 % slower in every round: their mean
     costs = fake([1.0, 0.6, 1.0], [1.0, 1.2])
     assert costs["Transpose"] == pytest.approx(1.1 * slope)
+
+
+def test_the_pooled_cost_is_the_median_session_of_all_rounds():
+    """Rounds of per-session costs merge to the median of every session: a round timed in
+    a slow spell (all of its sessions 1.6x) and one session whose buffers landed badly
+    (2x) move it less than a mean or the least round's mean would."""
+    from lowbit.models.hostcal.movement import pooled_costs
+
+    quiet = {"Transpose": [1.0, 1.02, 0.98], "Split": [0.0, -1e-12, 0.0]}
+    spell = {"Transpose": [1.6, 1.63, 1.58], "Split": [0.0, 0.0, 0.0]}
+    placed = {"Transpose": [0.99, 2.0, 1.01], "Split": [0.0, 0.0, 0.0]}
+    pooled = pooled_costs([quiet, spell, placed])
+    assert pooled["Transpose"] == pytest.approx(1.02)  # the 5th of 9 sorted
+    assert pooled["Split"] == 0.0  # never below zero
+    assert pooled_costs([quiet]) == {"Transpose": 1.0, "Split": 0.0}
+    with pytest.raises(ValueError, match="at least one round"):
+        pooled_costs([])
+
+
+def test_sessions_are_timed_per_operator_and_the_head_split_in_more():
+    from lowbit.models.hostcal import movement
+
+    sessions = movement.movement_session_costs(repeats=5, rounds=3)
+    counts = {op: len(each) for op, each in sessions.items() if each != [0.0]}
+    assert counts["TransposeRows"] == movement.SESSIONS["TransposeRows"] > 3
+    assert counts["Transpose"] == counts["QuantizeLinear"] == movement.MOVEMENT_SESSIONS
+    # the mean of the sessions (clipped at zero) is what movement_costs reports
+    means = {op: max(sum(v) / len(v), 0.0) for op, v in sessions.items()}
+    assert all(v >= 0 for v in means.values())
+    assert means["TransposeRows"] > means["Transpose"]

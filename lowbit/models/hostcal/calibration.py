@@ -37,9 +37,11 @@ element-wise shape is measured once in each of several passes over all of them
 disturbed of three, the layer chains, the depthwise chains and the element-wise shapes the
 median of five (each timing is converted to the reference clock by a reading beside it,
 and the least of several converted timings is the one whose conversion erred lowest); the
-few measurements that take milliseconds (a tiny operator's dispatch, data movement, the
-INT8 softmax) are taken at two points seconds apart, the least kept, each of them the
-median of its own rounds.
+few measurements that take milliseconds (a tiny operator's dispatch, the INT8 softmax)
+are taken at two or three points seconds apart, the least kept, each of them the median of
+its own rounds; the data movement's sessions (and the ReLU6 pass's pairs of chains) of
+its three rounds are pooled, the median kept (a session whose buffers landed badly is one
+of many).
 
 The GEMM and convolution costs are fitted on the INT8 chains and single convs by weighted
 non-negative least squares (:mod:`lowbit.models.hostcal._fit`): an INT8 GEMM operator's fixed cost
@@ -101,12 +103,12 @@ from lowbit.models.hostcal.isa import cpu_info
 from lowbit.models.hostcal.kernels import (
     DEPTHWISE_SWEEP,
     QUICK_DEPTHWISE_SWEEP,
-    activation_pass_s_per_element,
+    activation_pass_pairs,
     depthwise_sweep,
     int8_softmax_s_per_element,
     int8_softmax_slope,
 )
-from lowbit.models.hostcal.movement import movement_costs
+from lowbit.models.hostcal.movement import movement_session_costs, pooled_costs
 from lowbit.models.hostcal.profile_fit import Calibration, from_measurements
 from lowbit.models.hostcal.quality import CalibrationError, MeasurementError, fit_problems
 
@@ -159,8 +161,10 @@ _KiB = 1024
 #: shapes; warm weights at their home level's fitted rate even below DRAM's copy rate; 25:
 #: single Gemms and MatMuls of unequal sides, a Gemm's own bias and column costs; 26: the
 #: single GEMMs in rounds spread over the calibration, the elementwise operators timed twice,
-#: the data movement three times)
-CALIBRATION_VERSION = 26
+#: the data movement three times; 27: the data movement's sessions (the ReLU6 pass's pairs
+#: of chains) of all three rounds pooled, their median kept, the head-split transpose in
+#: nine sessions a round)
+CALIBRATION_VERSION = 27
 
 
 def default_profile_path() -> Path:
@@ -201,16 +205,24 @@ def calibrate(*, quick: bool = False, attempts: int = 2) -> Calibration:
     )
 
 
-def _spot_costs(*, repeats: int) -> tuple[dict[str, float], Any]:
-    """(seconds per element of the data-movement operators, the INT8 softmax's slope)."""
+def _spot_costs(*, repeats: int) -> tuple[dict[str, list[float]], Any]:
+    """(seconds per element of the data-movement operators, per session, and of the float
+    ReLU6 pass, per pair of chains; the INT8 softmax's slope)."""
     runs = max(repeats // 3, 5)
-    # the float ReLU6 pass too, so timed twice, the lesser kept (timed once, two
-    # calibrations in a row measured 0.39 and 0.49 cycles an element)
-    movement = {
-        **movement_costs(repeats=runs),
-        "ActivationPass": activation_pass_s_per_element(repeats=runs),
-    }
+    movement = movement_session_costs(repeats=runs)
+    movement["ActivationPass"] = activation_pass_pairs(repeats=runs)
     return movement, int8_softmax_slope(repeats=runs)
+
+
+def _merged_spots(spots: list[tuple[dict[str, list[float]], Any]]) -> tuple[dict, Any]:
+    """(seconds per element of each data-movement operator and of the ReLU6 pass, the INT8
+    softmax's slope) of several :func:`_spot_costs` rounds: every session (every pair) of
+    every round pooled per operator (:func:`~lowbit.models.hostcal.movement.pooled_costs`:
+    the median; the least of three rounds' means had the head-split transpose's cost per
+    run 9-10 % apart in two pairs of calibrations of ten, the least of three rounds'
+    medians the ReLU6 pass's 6 % in two); the softmax the least disturbed round's."""
+    movement = pooled_costs([spot[0] for spot in spots])
+    return movement, min((spot[1] for spot in spots), key=lambda slope: slope.long_s)
 
 
 def _calibrate_once(*, quick: bool) -> Calibration:
@@ -294,8 +306,7 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         )
         gemm_round()
         spots.append(_spot_costs(repeats=repeats))
-        movement = {op: min(spot[0][op] for spot in spots) for op in spots[0][0]}
-        softmax = min((spot[1] for spot in spots), key=lambda slope: slope.long_s)
+        movement, softmax = _merged_spots(spots)
         movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=0, op_s=op_s, slope=softmax)
         gemm_round()
         depthwise = depthwise_sweep(

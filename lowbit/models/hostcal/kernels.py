@@ -30,6 +30,7 @@ from lowbit.models.hostcal.bench import CHAIN_PASSES, PASSES, Slope, chain_slope
 __all__ = [
     "DEPTHWISE_SWEEP",
     "QUICK_DEPTHWISE_SWEEP",
+    "activation_pass_pairs",
     "activation_pass_s_per_element",
     "depthwise_sweep",
     "fit_depthwise",
@@ -235,14 +236,19 @@ def _activation_chain(channels: int, spatial: int, depth: int, *, relu6: bool):
 
 
 def activation_pass_s_per_element(*, repeats: int, pairs: int = ACTIVATION_PASS_PAIRS) -> float:
+    """The median of :func:`activation_pass_pairs`, never below zero."""
+    return max(float(np.median(activation_pass_pairs(repeats=repeats, pairs=pairs))), 0.0)
+
+
+def activation_pass_pairs(*, repeats: int, pairs: int = ACTIVATION_PASS_PAIRS) -> list[float]:
     """Seconds per output element of the pass a float conv makes for a fused ReLU6 (ONNX
     Runtime applies ReLU in the kernel's registers, Clip after it): the per-layer time of a
     chain of 1x1 convs with ReLU6 less that of the same chain with ReLU, per element --
     the two timed one right after the other (a drift of the machine cancels in their
-    difference), ``pairs`` times per shape of :data:`ACTIVATION_PASS_SHAPES` -- the median
-    of those differences (it leaves out the disturbed ones); never below zero. (Each
-    chain's least disturbed of three passes, differenced, spread 16-25 % over five runs in a
-    row on an Intel Xeon; the median of seven pairs per shape 2 %.)"""
+    difference), ``pairs`` times per shape of :data:`ACTIVATION_PASS_SHAPES`: each pair's
+    difference (their median leaves out the disturbed ones). (Each chain's least disturbed
+    of three passes, differenced, spread 16-25 % over five runs in a row on an Intel Xeon;
+    the median of seven pairs per shape 2 %.)"""
     costs = []
     for _ in range(max(pairs, 1)):
         for channels, spatial in ACTIVATION_PASS_SHAPES:
@@ -250,7 +256,7 @@ def activation_pass_s_per_element(*, repeats: int, pairs: int = ACTIVATION_PASS_
                 _activation_slope_s(channels, spatial, clip, repeats) for clip in (False, True)
             )
             costs.append((relu6 - relu) / (channels * spatial**2))
-    return max(float(np.median(costs)), 0.0)
+    return costs
 
 
 def _activation_slope_s(channels: int, spatial: int, relu6: bool, repeats: int) -> float:

@@ -22,7 +22,10 @@ __all__ = [
     "MOVEMENT_SHAPES",
     "NCHWC_DOMAIN",
     "ROW_RUN",
+    "SESSIONS",
     "movement_costs",
+    "movement_session_costs",
+    "pooled_costs",
     "transpose_s_per_row",
 ]
 
@@ -44,6 +47,11 @@ MOVEMENT_ROUNDS = 15
 #: it was given, and some placements run slower -- the head-split transpose ran at 1.02-1.06
 #: or at 1.18 cycles an element depending on the session, the same within one
 MOVEMENT_SESSIONS = 3
+#: operators timed in more sessions: the head-split transpose's placements differ most (on
+#: an Intel Xeon, eight sessions 1.03-1.23 cycles an element, CV 5 %); its cost per run of
+#: 32 bytes is the difference from the layout transpose's, which magnifies that 1.2x, and
+#: with three sessions it moved 9-10 % between two calibrations in two pairs of ten
+SESSIONS = {"TransposeRows": 9}
 
 
 def _movement_model(op: str, shape: tuple[int, int, int]):
@@ -176,11 +184,32 @@ NCHWC_DOMAIN = "com.microsoft.nchwc"
 
 
 def movement_costs(*, repeats: int, rounds: int = MOVEMENT_ROUNDS) -> dict[str, float]:
+    """Seconds per element of each data-movement operator: the mean of its sessions'
+    (:func:`movement_session_costs`), never below zero."""
+    return {
+        op: max(float(np.mean(each)), 0.0)
+        for op, each in movement_session_costs(repeats=repeats, rounds=rounds).items()
+    }
+
+
+def pooled_costs(rounds: list[dict[str, list[float]]]) -> dict[str, float]:
+    """Seconds per element of each operator over several :func:`movement_session_costs`
+    rounds (timed at different times of a calibration): the median of every session of
+    every round, never below zero. A slow spell that covers one round moves less than half
+    of them; a session whose buffers landed badly is one of many."""
+    if not rounds:
+        raise ValueError("need at least one round")
+    return {op: max(float(np.median([v for r in rounds for v in r[op]])), 0.0) for op in rounds[0]}
+
+
+def movement_session_costs(
+    *, repeats: int, rounds: int = MOVEMENT_ROUNDS
+) -> dict[str, list[float]]:
     """Seconds per element (of the larger of input and output) of each data-movement
     operator (:func:`_movement_model`), as ONNX Runtime runs it: the slope between its two
-    shapes (:func:`_shapes`; so the Run call and the dispatch cancel); never below zero.
-    Each size's time is the mean over :data:`MOVEMENT_SESSIONS` sessions of each one's
-    median round, ``rounds`` rounds of ``repeats`` runs (at least 50) in all,
+    shapes (:func:`_shapes`; so the Run call and the dispatch cancel), per session
+    (:data:`MOVEMENT_SESSIONS` of each, :data:`SESSIONS` of some): each size's time is the
+    session's median round, ``rounds`` rounds of ``repeats`` runs (at least 50) in all,
     and a round times every operator in turn, so a disturbance that passes during one
     operator's measurement moves none of them (a calibration once measured the
     DequantizeLinear 70 % slow, all five of its rounds back to back). The median, not the
@@ -200,7 +229,7 @@ def movement_costs(*, repeats: int, rounds: int = MOVEMENT_ROUNDS) -> dict[str, 
         if op.startswith("Reorder") and not _has_blocked_layout():
             continue
         sessions[op] = []
-        for _ in range(MOVEMENT_SESSIONS):
+        for _ in range(SESSIONS.get(op, MOVEMENT_SESSIONS)):
             pair = []
             for shape in _shapes(op):
                 session = ort_session(_movement_model(op, shape))
@@ -218,14 +247,14 @@ def movement_costs(*, repeats: int, rounds: int = MOVEMENT_ROUNDS) -> dict[str, 
                     medians[op][k][i].append(float(np.median(times)))
     out = {}
     for op, per_session in medians.items():
-        small, large = (
-            float(np.mean([np.median(session[i]) for session in per_session])) for i in (0, 1)
-        )
         factor = 2 if "Concat" in op else 1  # a Concat writes twice its input
         elements = [factor * int(np.prod(shape)) for shape in _shapes(op)]
-        out[op] = max((large - small) / (elements[1] - elements[0]), 0.0)
+        out[op] = [
+            float(np.median(session[1]) - np.median(session[0])) / (elements[1] - elements[0])
+            for session in per_session
+        ]
     for op in MOVEMENT_OPS:
-        out.setdefault(op, 0.0)
+        out.setdefault(op, [0.0])
     return out
 
 
