@@ -104,6 +104,7 @@ CONSTANTS = (
     ),
     ("transpose cycles/element", _rate("transpose", integer=False)),
     ("transpose inward cycles/element", _rate("transpose_inward", integer=False)),
+    ("transpose inward narrow cycles/el", _rate("transpose_inward_narrow", integer=False)),
     ("float reorder in cycles/element", _rate("reorder_input", integer=False)),
     ("float reorder out cycles/element", _rate("reorder_output", integer=False)),
     ("quantize cycles/element", _rate("quantize", integer=False)),

@@ -112,6 +112,8 @@ def runtime_layers(importer: Any) -> dict[float, Layer]:
             kind=kind,
             compression=Compression(w_bits=bits, a_bits=bits),
             elements=math.prod(shape),
+            # the layout change back to NCHW costs more the more channels it writes
+            channels=shape[1] if kind == "transpose_inward" and len(shape) == 4 else 0,
         )
         return len(shape) == 4
 

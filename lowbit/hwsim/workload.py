@@ -323,12 +323,16 @@ class Elementwise(Layer):
     names the operator so a profile can charge its per-element compute cost. ``rows``: the
     pieces the operator handles one at a time, when it does (a LayerNorm's or softmax's
     reduction rows, a transpose's contiguous runs; 0: not known), so a profile can charge
-    a cost per row as well (``overheads.elementwise_cycles_per_row``)."""
+    a cost per row as well (``overheads.elementwise_cycles_per_row``); ``channels``: the
+    tensor's channels, for a cost that depends on them (0: not known)."""
 
     elements: int
     inputs: int = 1
     kind: str = ""
     rows: int = 0
+    #: the tensor's channels where a cost depends on them (a layout change back to NCHW
+    #: writes one stream per channel); 0: not known
+    channels: int = 0
     op: str = field(default="elementwise", init=False)
 
     def __post_init__(self) -> None:
@@ -336,6 +340,11 @@ class Elementwise(Layer):
         if not 0 <= self.rows <= self.elements:
             raise ValueError(
                 f"layer {self.name!r}: rows {self.rows} must be between 0 and its "
+                f"{self.elements} elements"
+            )
+        if not 0 <= self.channels <= self.elements:
+            raise ValueError(
+                f"layer {self.name!r}: channels {self.channels} must be between 0 and its "
                 f"{self.elements} elements"
             )
 

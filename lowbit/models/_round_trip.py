@@ -42,8 +42,12 @@ _CODES = Compression(w_bits=8, a_bits=8)
 _FLOAT = Compression(w_bits=None, a_bits=None)
 
 
-def _move(name: str, kind: str, elements: int, compression: Compression = _CODES) -> Elementwise:
-    return Elementwise(name=name, compression=compression, elements=elements, kind=kind)
+def _move(
+    name: str, kind: str, elements: int, compression: Compression = _CODES, *, channels: int = 0
+) -> Elementwise:
+    return Elementwise(
+        name=name, compression=compression, elements=elements, kind=kind, channels=channels
+    )
 
 
 def conv_round_trip(
@@ -87,7 +91,11 @@ def conv_round_trip(
     before = [_move(f"{name}:quantize-input", "quantize", in_elements)] if first else []
     before.append(_move(f"{name}:dequantize-input", "dequantize", in_elements))
     if not first:  # an integer layer wrote it channels-last
-        before.append(_move(f"{name}:layout-input", "transpose_inward", in_elements))
+        pixels = layer.batch * layer.in_h * layer.in_w  # its channels: a price depends on them
+        channels = in_elements // pixels if pixels and in_elements % pixels == 0 else 0
+        before.append(
+            _move(f"{name}:layout-input", "transpose_inward", in_elements, channels=channels)
+        )
     before.append(_move(f"{name}:dequantize-weights", "dequantize", weights))
     float_layer = replace(layer, compression=replace(layer.compression, w_bits=None, a_bits=None))
     after = [

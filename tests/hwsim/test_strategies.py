@@ -315,3 +315,37 @@ def test_memory_only_costs_come_from_the_rules(make_target):
     assert hwsim.simulate_layer(back, priced).compute_cycles == 250
     own = replace(overheads, elementwise_cycles_per_element=(*costs, ("transpose_inward", 0.5)))
     assert hwsim.simulate_layer(back, replace(base, overheads=own)).compute_cycles == 500
+
+
+def test_the_layout_change_back_is_priced_by_its_channels(make_target):
+    """With the narrow price beside the wide one, a layout change back to NCHW of known
+    channels takes the price between them by log2 of its channels (each channel one output
+    stream): the narrow one at 32 channels or fewer, the wide one at 256 or more, halfway
+    at 90.5 (2^6.5); unknown channels, or a profile without the narrow price, the wide one."""
+    base = make_target(layer_cycles=10, tile_cycles=0)
+    prices = (("transpose_inward", 0.4), ("transpose_inward_narrow", 0.2))
+    priced = replace(base, overheads=replace(base.overheads, elementwise_cycles_per_element=prices))
+    wide_only = replace(
+        base, overheads=replace(base.overheads, elementwise_cycles_per_element=prices[:1])
+    )
+
+    def cycles(channels: int, target=priced) -> int:
+        layer = Elementwise(
+            name="b", elements=32000, kind="transpose_inward", channels=channels,
+            compression=Compression(w_bits=8, a_bits=8),
+        )  # fmt: skip
+        return hwsim.simulate_layer(layer, target).compute_cycles
+
+    assert cycles(3) == cycles(32) == 0.2 * 32000
+    assert cycles(256) == cycles(2048) == cycles(0) == 0.4 * 32000
+    assert cycles(64) < cycles(90) < cycles(91) < cycles(128)
+    assert abs(cycles(90) - 0.3 * 32000) < 0.01 * 32000  # log2(90) = 6.49
+    assert cycles(64, wide_only) == cycles(0, wide_only) == 0.4 * 32000
+    # the narrow price alone prices nothing of its own: a plain transpose is untouched
+    plain = Elementwise(
+        name="t", elements=1000, kind="transpose", channels=32,
+        compression=Compression(w_bits=8, a_bits=8),
+    )  # fmt: skip
+    assert hwsim.simulate_layer(plain, priced).total_cycles == 0
+    with pytest.raises(ValueError, match="channels"):
+        Elementwise(name="x", elements=10, kind="transpose_inward", channels=-1)

@@ -18,12 +18,25 @@ def test_the_inward_transpose_reads_channels_last_and_writes_nchw():
     assert np.array_equal(y, x.transpose(0, 3, 1, 2))
 
 
+def test_the_narrow_inward_transpose_writes_32_channels_back_to_nchw():
+    from lowbit.hwsim._memory_op_costs import INWARD_CHANNELS
+    from lowbit.models.export.ort import ort_session
+    from lowbit.models.hostcal.movement import _input_for, _movement_model
+
+    shape = (64, 4, 6)  # as many elements at 32 channels: (4, 12, 32)
+    x = _input_for("TransposeInwardNarrow", shape)
+    (y,) = ort_session(_movement_model("TransposeInwardNarrow", shape)).run(None, {"x": x})
+    assert x.shape == (1, 4, 12, INWARD_CHANNELS[0]) and x.size == np.prod(shape)
+    assert np.array_equal(y, x.transpose(0, 3, 1, 2))
+
+
 def test_movement_costs_are_measured_per_element_on_this_cpu():
     from lowbit.models.hostcal.movement import movement_costs
 
     costs = movement_costs(repeats=5, rounds=2)
     assert set(costs) == {
-        "QuantizeLinear", "DequantizeLinear", "Transpose", "TransposeInward", "TransposeRows",
+        "QuantizeLinear", "DequantizeLinear", "Transpose", "TransposeInward",
+        "TransposeInwardNarrow", "TransposeRows",
         "TransposeStrided", "Concat", "QLinearConcat", "Split", "QLinearAdd", "QLinearMul",
         "ReorderInput", "ReorderOutput",
     }  # fmt: skip

@@ -676,6 +676,9 @@ def test_a_qdq_conv_whose_bias_comes_through_an_identity_runs_float_as_in_ort(tm
             ("quantize", 8),
         ]
     )
+    # each layout change back knows its channels (its price depends on them)
+    backs = [layer for layer in layers if getattr(layer, "kind", "") == "transpose_inward"]
+    assert backs and all(b.channels == 32 and b.elements == 32 * 8 * 8 for b in backs)
 
     # an Identity of a float bias (lowbit's export writes a shared bias so): ONNX Runtime
     # folds it and fuses all three convs, and so does the importer

@@ -34,6 +34,7 @@ ORT_KINDS = {
     "MaxPool": ("maxpool",),
     "Transpose": ("transpose",),
     "TransposeInward": ("transpose_inward",),
+    "TransposeInwardNarrow": ("transpose_inward_narrow",),
     "TransposeStrided": ("transpose_strided",),
     "ActivationPass": ("activation_pass",),
     "QuantizeLinear": ("quantize",),

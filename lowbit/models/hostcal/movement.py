@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from lowbit.hwsim._memory_op_costs import INWARD_CHANNELS
+
 __all__ = [
     "MOVEMENT_OPS",
     "FLOAT_MOVEMENT_SHAPES",
@@ -60,7 +62,9 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     NHWC: one axis moved), ``TransposeInward`` (uint8 NHWC -> NCHW, the layout change
     back before a float operator or the graph's output: 1.5-2.5x the other direction's cost
     per element on an Intel Xeon, more the more channels -- timed at 4x the channels and
-    half the height and width, as many elements, as a deep layer's output has),
+    half the height and width, as many elements, as a deep layer's output has: 256),
+    ``TransposeInwardNarrow`` (the same at 32 channels, a stem's or an early layer's:
+    hwsim prices the channels between the two),
     ``TransposeRows`` (uint8, attention's head split: (tokens, heads, 32) -> (heads,
     tokens, 32), copied in runs of 32 -- each run's own cost on top of its elements),
     ``TransposeStrided`` (uint8, the channel and width axes swapped:
@@ -97,9 +101,9 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     elif op == "Transpose":
         node, elem = helper.make_node(op, ["x"], ["y"], perm=[0, 2, 3, 1]), u8
         outputs = [("y", u8, [1, h, w, c])]
-    elif op == "TransposeInward":  # channels-last back to NCHW, at 4x the channels
+    elif op in ("TransposeInward", "TransposeInwardNarrow"):  # channels-last back to NCHW
         node, elem = helper.make_node("Transpose", ["x"], ["y"], perm=[0, 3, 1, 2]), u8
-        h, w, c = x_shape[1:] = _inward_shape(shape)
+        h, w, c = x_shape[1:] = _inward_shape(shape, narrow=op.endswith("Narrow"))
         outputs = [("y", u8, [1, c, h, w])]
     elif op == "ReorderInput":  # float NCHW -> blocked
         elem, outputs = f32, [("y", f32, None)]
@@ -140,10 +144,15 @@ def _movement_model(op: str, shape: tuple[int, int, int]):
     return helper.make_model(graph, opset_imports=opsets)
 
 
-def _inward_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+def _inward_shape(shape: tuple[int, int, int], *, narrow: bool = False) -> tuple[int, int, int]:
     """The channels-last (height, width, channels) a ``TransposeInward`` of ``shape``'s
-    element count reads: 4x the channels, half the height and width."""
+    element count reads: 4x the channels, half the height and width (as many as
+    :data:`~lowbit.hwsim._memory_op_costs.INWARD_CHANNELS`' wide end); ``narrow``
+    (``TransposeInwardNarrow``): its narrow end's channels, the width widened to match."""
     c, h, w = shape
+    if narrow:
+        few = INWARD_CHANNELS[0]
+        return h, w * c // few, few
     return h // 2, w // 2, 4 * c
 
 
@@ -153,8 +162,8 @@ ROW_RUN = 32
 
 def _input_for(op: str, shape: tuple[int, int, int]) -> np.ndarray:
     rng = np.random.default_rng(0)
-    if op == "TransposeInward":
-        shape = _inward_shape(shape)
+    if op in ("TransposeInward", "TransposeInwardNarrow"):
+        shape = _inward_shape(shape, narrow=op.endswith("Narrow"))
     elif op == "TransposeRows":
         shape = (int(np.prod(shape)) // (4 * ROW_RUN), 4, ROW_RUN)
     if op in ("QuantizeLinear", "ReorderInput", "ReorderOutput"):
@@ -169,6 +178,7 @@ MOVEMENT_OPS = (
     "DequantizeLinear",
     "Transpose",
     "TransposeInward",
+    "TransposeInwardNarrow",
     "TransposeRows",
     "TransposeStrided",
     "Concat",
