@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from math import ceil
 
 from ._cost_rule_base import CostRule, count_key
 from ._schema_types import Key, Table
@@ -93,7 +92,7 @@ class ElementwiseCosts(CostRule):
             return elements
         low, high = (math.log2(c) for c in INWARD_CHANNELS)
         share = min(max((math.log2(channels) - low) / (high - low), 0.0), 1.0)
-        return ceil(elements * (narrow + share * (wide - narrow)) / wide - 1e-9)
+        return math.ceil(elements * (narrow + share * (wide - narrow)) / wide - 1e-9)
 
     def row_rate(self, kind: str, *, integer: bool) -> float:
         # the rows of the kernel that prices the elements: an integer kernel's

@@ -92,16 +92,15 @@ def test_depthwise_chain_is_measured_on_this_cpu():
 
 def test_a_fused_relu6_costs_its_float_conv_a_pass_measured_on_this_cpu():
     from lowbit.models.export.ort import kernel_census
-    from lowbit.models.hostcal.kernels import (
-        _activation_chain,
-        activation_pass_s_per_element,
-    )
+    from lowbit.models.hostcal.kernels import _activation_chain, activation_pass_pairs
+    from lowbit.models.hostcal.movement import pooled_costs
 
     # ONNX Runtime fuses each ReLU6 into its conv: no Clip runs as an operator of its own
     census = kernel_census(_activation_chain(32, 8, 3, relu6=True))
     assert "Clip" not in census and census.get("Conv") == 3
     # the pass over the output is paid per element: well under a cycle's worth of ns
-    assert 0 <= activation_pass_s_per_element(repeats=5) < 1e-8
+    pass_s = pooled_costs([{"ActivationPass": activation_pass_pairs(repeats=5)}])
+    assert 0 <= pass_s["ActivationPass"] < 1e-8
 
 
 def test_the_relu6_pass_is_one_difference_per_pair_of_chains(monkeypatch):
@@ -109,6 +108,7 @@ def test_the_relu6_pass_is_one_difference_per_pair_of_chains(monkeypatch):
     pair order; the cost is their median, never below zero -- the calibration pools the
     pairs of its three rounds the same way."""
     from lowbit.models.hostcal import kernels
+    from lowbit.models.hostcal.movement import pooled_costs
 
     slopes = iter([1.0, 1.5, 2.0, 2.0, 1.0, 9.0, 3.0, 2.5])  # (ReLU, ReLU6) per shape and pair
     monkeypatch.setattr(kernels, "_activation_slope_s", lambda *a: next(slopes) * 1e-6)
@@ -118,7 +118,8 @@ def test_the_relu6_pass_is_one_difference_per_pair_of_chains(monkeypatch):
     slopes = iter([1.0, 0.5] * 3)  # the ReLU6 chain faster every time: noise, clipped
     monkeypatch.setattr(kernels, "_activation_slope_s", lambda *a: next(slopes) * 1e-6)
     monkeypatch.setattr(kernels, "ACTIVATION_PASS_SHAPES", ((10, 10),))
-    assert kernels.activation_pass_s_per_element(repeats=5, pairs=3) == 0.0
+    pairs = {"ActivationPass": kernels.activation_pass_pairs(repeats=5, pairs=3)}
+    assert pooled_costs([pairs]) == {"ActivationPass": 0.0}
 
 
 def test_int8_softmax_is_fused_and_measured():

@@ -31,9 +31,9 @@ def test_the_narrow_inward_transpose_writes_32_channels_back_to_nchw():
 
 
 def test_movement_costs_are_measured_per_element_on_this_cpu():
-    from lowbit.models.hostcal.movement import movement_costs
+    from lowbit.models.hostcal.movement import movement_session_costs, pooled_costs
 
-    costs = movement_costs(repeats=5, rounds=2)
+    costs = pooled_costs([movement_session_costs(repeats=5, rounds=2)])
     assert set(costs) == {
         "QuantizeLinear", "DequantizeLinear", "Transpose", "TransposeInward",
         "TransposeInwardNarrow", "TransposeRows",
@@ -97,7 +97,7 @@ def test_movement_layers_are_free_unless_the_profile_prices_them():
 
 @pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
 def test_the_integer_elementwise_probe_is_the_kernel_onnx_runtime_runs(op):
-    """The QLinearAdd / QLinearMul probe of :func:`movement_costs` runs as that kernel on
+    """The QLinearAdd / QLinearMul probe of :func:`movement_session_costs` runs as that kernel on
     uint8 and computes it: x + x (or x * x) requantized on the same grid."""
     import numpy as np
 
@@ -116,7 +116,7 @@ def test_the_integer_elementwise_probe_is_the_kernel_onnx_runtime_runs(op):
 
 
 def test_the_requantizing_concat_probe_is_the_kernel_onnx_runtime_runs():
-    """The QLinearConcat probe of :func:`movement_costs` joins its input twice, each copy
+    """The QLinearConcat probe of :func:`movement_session_costs` joins its input twice, each copy
     requantized from the input's grid (step 0.05) to the output's (step 0.07)."""
     import numpy as np
 
@@ -172,9 +172,13 @@ def test_the_head_split_probe_transposes_runs_and_prices_each_run():
 def test_movement_costs_take_the_median_round_not_the_luckiest(monkeypatch):
     """Each size's time is the median over the rounds: one round faster than the rest (a
     clock reading that erred) and one slower (a disturbance) both leave the slope alone;
-    the sessions' medians are averaged (a session's buffers can make it slower throughout)."""
+    the sessions are pooled (a session's buffers can make it slower throughout)."""
     from lowbit.models.hostcal import movement, timing
-    from lowbit.models.hostcal.movement import MOVEMENT_SHAPES, movement_costs
+    from lowbit.models.hostcal.movement import (
+        MOVEMENT_SHAPES,
+        movement_session_costs,
+        pooled_costs,
+    )
 
     timed_ops = [op for op in movement.MOVEMENT_OPS if not op.startswith("Reorder")]
     monkeypatch.setattr(movement, "_has_blocked_layout", lambda: False)
@@ -193,7 +197,8 @@ def test_movement_costs_take_the_median_round_not_the_luckiest(monkeypatch):
         monkeypatch.setattr(timing, "run_times_s", times)
         monkeypatch.setattr(movement, "MOVEMENT_SESSIONS", len(per_session))
         monkeypatch.setattr(movement, "SESSIONS", {})  # every operator in as many
-        costs = movement_costs(repeats=1, rounds=len(per_round) * len(per_session))
+        rounds = len(per_round) * len(per_session)
+        costs = pooled_costs([movement_session_costs(repeats=1, rounds=rounds)])
         assert len(calls) == 2 * len(timed_ops) * len(per_round) * len(per_session)
         return costs
 
@@ -203,7 +208,7 @@ def test_movement_costs_take_the_median_round_not_the_luckiest(monkeypatch):
     assert costs["Transpose"] == pytest.approx(slope)
     assert costs["QLinearConcat"] == pytest.approx(slope / 2)  # a Concat writes twice
     assert costs["ReorderInput"] == 0.0  # no blocked layout: not timed
-    # two sessions, one 20 % slower in every round: their mean
+    # two sessions, one 20 % slower in every round: their median, the mean of the two
     costs = fake([1.0, 0.6, 1.0], [1.0, 1.2])
     assert costs["Transpose"] == pytest.approx(1.1 * slope)
 
@@ -232,7 +237,7 @@ def test_sessions_are_timed_per_operator_and_the_head_split_in_more():
     counts = {op: len(each) for op, each in sessions.items() if each != [0.0]}
     assert counts["TransposeRows"] == movement.SESSIONS["TransposeRows"] > 3
     assert counts["Transpose"] == counts["QuantizeLinear"] == movement.MOVEMENT_SESSIONS
-    # the mean of the sessions (clipped at zero) is what movement_costs reports
-    means = {op: max(sum(v) / len(v), 0.0) for op, v in sessions.items()}
-    assert all(v >= 0 for v in means.values())
-    assert means["TransposeRows"] > means["Transpose"]
+    # pooled, never below zero; runs of 32 bytes dearer per element than the layout change
+    costs = movement.pooled_costs([sessions])
+    assert all(v >= 0 for v in costs.values())
+    assert costs["TransposeRows"] > costs["Transpose"]

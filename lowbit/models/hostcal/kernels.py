@@ -13,7 +13,7 @@ dispatch and the Run call cancel; :func:`lowbit.models.hostcal.bench.depth_slope
 ``layer cycles - fixed cycles = per_mac * MACs + per_pixel * pixels`` by non-negative least
 squares on the relative error, per precision: a closed form, no starting point, no runaway.
 
-:func:`activation_pass_s_per_element` times the second pass a float conv makes over its
+:func:`activation_pass_pairs` times the second pass a float conv makes over its
 output for a fused ReLU6 (data movement: :mod:`lowbit.models.hostcal.movement`).
 """
 
@@ -31,7 +31,6 @@ __all__ = [
     "DEPTHWISE_SWEEP",
     "QUICK_DEPTHWISE_SWEEP",
     "activation_pass_pairs",
-    "activation_pass_s_per_element",
     "depthwise_sweep",
     "fit_depthwise",
     "int8_softmax_s_per_element",
@@ -216,11 +215,11 @@ def int8_softmax_s_per_element(*, repeats: int, op_s: float, slope: Slope | None
     return max(slope.per_layer_s - op_s, 0.0) / int(np.prod(SOFTMAX_SHAPE))
 
 
-#: (channels, spatial) of the float 1x1 conv chains :func:`activation_pass_s_per_element`
+#: (channels, spatial) of the float 1x1 conv chains :func:`activation_pass_pairs`
 #: times: few channels on large maps, so the pass is a large share of each layer (on 64
 #: and 96 channels -- a third of it -- two calibrations in a row differed by 13 %)
 ACTIVATION_PASS_SHAPES = ((16, 56), (32, 28))
-#: ReLU / ReLU6 chain pairs per shape that :func:`activation_pass_s_per_element` times
+#: ReLU / ReLU6 chain pairs per shape that :func:`activation_pass_pairs` times
 ACTIVATION_PASS_PAIRS = 7
 
 
@@ -233,11 +232,6 @@ def _activation_chain(channels: int, spatial: int, depth: int, *, relu6: bool):
         x = net.conv(x, channels, 1, relu=not relu6)
         x = net.relu6(x) if relu6 else x
     return net.model(x)
-
-
-def activation_pass_s_per_element(*, repeats: int, pairs: int = ACTIVATION_PASS_PAIRS) -> float:
-    """The median of :func:`activation_pass_pairs`, never below zero."""
-    return max(float(np.median(activation_pass_pairs(repeats=repeats, pairs=pairs))), 0.0)
 
 
 def activation_pass_pairs(*, repeats: int, pairs: int = ACTIVATION_PASS_PAIRS) -> list[float]:

@@ -1,6 +1,6 @@
 """The data movement ONNX Runtime runs as operators of its own, timed per element.
 
-:func:`movement_costs` times a quantized graph's input quantization and output
+:func:`movement_session_costs` times a quantized graph's input quantization and output
 dequantization, the layout transposes around its integer convolutions (both directions),
 Concat and Split, its integer element-wise kernels (QLinearAdd, QLinearMul: a third of the
 float Add's cost per element on uint8), and the reorders into and out of a float graph's
@@ -25,7 +25,6 @@ __all__ = [
     "NCHWC_DOMAIN",
     "ROW_RUN",
     "SESSIONS",
-    "movement_costs",
     "movement_session_costs",
     "pooled_costs",
     "transpose_s_per_row",
@@ -41,7 +40,7 @@ MOVEMENT_SHAPES = ((64, 28, 28), (64, 56, 56))
 #: blocked layout lacks (a channel shuffle: ~90 K floats in a ShuffleNetV2); a tensor that
 #: overflows the L2 is the activation spill's (hwsim's ActivationSpill floor)
 FLOAT_MOVEMENT_SHAPES = ((32, 28, 28), (32, 56, 56))
-#: timings of :func:`movement_costs` per operator and size, spread over
+#: timings of :func:`movement_session_costs` per operator and size, spread over
 #: :data:`MOVEMENT_SESSIONS` sessions of each (a round times every operator once per size
 #: and session)
 MOVEMENT_ROUNDS = 15
@@ -171,7 +170,7 @@ def _input_for(op: str, shape: tuple[int, int, int]) -> np.ndarray:
     return rng.integers(0, 255, size=(1, *shape), dtype=np.uint8)
 
 
-#: the operators :func:`movement_costs` times: data movement, and the integer element-wise
+#: the operators :func:`movement_session_costs` times: data movement, and the integer element-wise
 #: kernels of a QDQ graph (uint8 in, uint8 out)
 MOVEMENT_OPS = (
     "QuantizeLinear",
@@ -191,15 +190,6 @@ MOVEMENT_OPS = (
 )
 #: ONNX Runtime's domain of its blocked-layout (NCHWc) operators, registered on x86 builds
 NCHWC_DOMAIN = "com.microsoft.nchwc"
-
-
-def movement_costs(*, repeats: int, rounds: int = MOVEMENT_ROUNDS) -> dict[str, float]:
-    """Seconds per element of each data-movement operator: the mean of its sessions'
-    (:func:`movement_session_costs`), never below zero."""
-    return {
-        op: max(float(np.mean(each)), 0.0)
-        for op, each in movement_session_costs(repeats=repeats, rounds=rounds).items()
-    }
 
 
 def pooled_costs(rounds: list[dict[str, list[float]]]) -> dict[str, float]:
@@ -292,7 +282,7 @@ def _has_blocked_layout() -> bool:
 def transpose_s_per_row(movement: dict[str, float]) -> float:
     """Seconds per contiguous run of a Transpose that keeps the innermost axis (each run one
     copy; ONNX Runtime's attention head split), on top of the layout transpose's cost per
-    element: from the ``TransposeRows`` probe's cost per element in :func:`movement_costs`'
-    ``movement`` (0 when it has none or it is not dearer)."""
+    element: from the ``TransposeRows`` probe's cost per element in ``movement`` (a
+    calibration's :func:`pooled_costs`; 0 when it has none or it is not dearer)."""
     rows = movement.get("TransposeRows", 0.0)
     return max(rows - movement.get("Transpose", 0.0), 0.0) * ROW_RUN
