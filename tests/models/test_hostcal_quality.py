@@ -143,6 +143,13 @@ def test_a_zero_kernel_time_is_refused_but_a_zero_slope_is_not(good):
     m["conv_sweep"][0]["kernel_s"] = 0.0
     m["movement_s_per_element"]["Split"] = 0.0
     assert [p.split(":")[0] for p in measurement_problems(m)] == ["conv_sweep[0].kernel_s"]
+    # nor can a kernel take 1e-308 s (it drove the fit out of what a profile may hold),
+    # while a cost per element that small is only a cheap operator
+    m["conv_sweep"][0]["kernel_s"] = 1e-308
+    m["movement_s_per_element"]["Split"] = 1e-308
+    assert [p.split(": ", 1) for p in measurement_problems(m)] == [
+        ["conv_sweep[0].kernel_s", "1e-308 s is shorter than 1e-08 s"]
+    ]
 
 
 def test_a_live_calibration_with_a_broken_timing_is_retried_then_refused(good, monkeypatch):

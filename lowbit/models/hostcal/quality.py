@@ -19,6 +19,7 @@ from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE
 __all__ = [
     "MAX_MEAN_ABS_PCT_ERROR",
     "MAX_TIMING_S",
+    "MIN_TIMING_S",
     "CalibrationError",
     "MeasurementError",
     "fit_problems",
@@ -47,6 +48,10 @@ class MeasurementError(LowbitError):
 MAX_TIMING_S = 1.0
 #: the dearest cost per element or per row it measures (~16 ns: a LayerNorm row)
 MAX_COST_S = 1e-6
+#: the shortest time a kernel or layer it times can take (the smallest runs ~2 us; 10 ns is
+#: a few dozen cycles): a row below it is corrupt -- a GEMM timed at 1e-308 s drove the fit
+#: to a speedup outside what a profile may hold
+MIN_TIMING_S = 1e-8
 
 #: (key, field, may it be zero): the rows of timings a calibration takes
 _ROWS = (
@@ -66,21 +71,24 @@ _COSTS = ("elementwise_s_per_element", "elementwise_s_per_row", "movement_s_per_
 
 
 def _timing_problem(value: Any, *, zero: bool, limit: float) -> str | None:
-    """Why ``value`` is not a timing (``None`` when it is): a number, finite, above zero (or
-    at it, ``zero``), at most ``limit`` seconds."""
+    """Why ``value`` is not a timing (``None`` when it is): a number, finite, at most
+    ``limit`` seconds, and at least :data:`MIN_TIMING_S` (or zero or more, ``zero``: a
+    difference of two timings)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"{value!r} is not a number of seconds"
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
         return f"{value!r} s is not a {'non-negative' if zero else 'positive'} finite time"
     if value > limit:
         return f"{value:.4g} s is longer than {limit:.0e} s"
+    if not zero and value < MIN_TIMING_S:
+        return f"{value:.4g} s is shorter than {MIN_TIMING_S:.0e} s"
     return None
 
 
 def measurement_problems(m: dict[str, Any]) -> list[str]:
     """Every timing of a calibration's measurements (what
     :func:`lowbit.models.hostcal.profile_fit.from_measurements` fits: live, or a sidecar read
-    back) that no CPU could have produced -- negative, zero
+    back) that no CPU could have produced -- negative, zero or below :data:`MIN_TIMING_S`
     where a kernel ran, not finite, longer than :data:`MAX_TIMING_S` -- each with its key
     path; empty when all are plausible. The fit weighs rows by their relative error, so one
     absurd row would be fitted silently and the profile be the other rows'."""
