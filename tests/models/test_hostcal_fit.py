@@ -239,3 +239,30 @@ def test_fp32_convs_off_the_simd_block_are_reported_not_fitted():
     # its 2/3 error, averaged over the FP32 chains, is in the reported FP32 error
     fp32_chains = 1 + sum(r["precision"] == "fp32" for r in chains)
     assert summary["mean_abs_pct_error_fp32"] >= 0.9 * 100 * (2 / 3) / fp32_chains
+
+
+def test_huber_loss_keeps_one_disturbed_row_from_pulling_the_fit():
+    """Ten rows of a two-cost line, one measured 25 % slow: under squared error the cost per
+    unit moves ~4 %; under Huber's loss at 5 % the row pulls no harder than one 5 % off,
+    and the costs move less than a third of that (~1 %), the other rows within 1 %."""
+    import numpy as np
+
+    from lowbit.models.hostcal._fit import ROBUST_ERROR, _gauss_newton
+
+    x = np.array([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0])
+
+    def simulate(th):
+        return th["fixed"] + x * th["per_unit"]
+
+    truth = {"fixed": 10.0, "per_unit": 2.0}
+    measured = simulate(truth)
+    measured[6] *= 1.25
+    start = {"fixed": 5.0, "per_unit": 1.0}
+    squared = _gauss_newton(simulate, measured, 1 / measured, start)
+    huber = _gauss_newton(simulate, measured, 1 / measured, start, robust=ROBUST_ERROR)
+    assert squared["per_unit"] / truth["per_unit"] - 1 > 0.03
+    for key, value in truth.items():
+        assert abs(huber[key] / value - 1) < abs(squared[key] / value - 1) / 3
+    rel = simulate(huber) / measured - 1
+    assert np.abs(np.delete(rel, 6)).max() < 0.01
+    assert rel[6] < -0.18  # the disturbed row is left off, nearly all of its 25 %

@@ -53,15 +53,28 @@ def _row(shape, form, seconds):
     }
 
 
-def test_rounds_merge_to_each_gemms_median_less_the_profiler():
+def test_middle_mean_leaves_a_quarter_out_at_each_end():
+    # eight rounds, one slowed 5x and one oddly fast: the middle four averaged
+    assert gemm.middle_mean([10, 50, 11, 12, 2, 13, 11, 12]) == pytest.approx(11.5)
+    assert gemm.middle_mean([1, 2, 3, 4, 100]) == pytest.approx(3.0)  # cut 1: 2, 3, 4
+    # fewer than four: the median, the lower middle of an even count
+    assert gemm.middle_mean([3.0, 1.0, 100.0]) == 3.0
+    assert gemm.middle_mean([5.0, 1.0]) == 1.0
+    assert gemm.middle_mean([7.0]) == 7.0
+    with pytest.raises(ValueError):
+        gemm.middle_mean([])
+
+
+def test_rounds_merge_to_each_gemms_middle_mean_less_the_profiler():
     """A slow spell in one round (5x) moves no row; the profiler's time comes off the
-    median, and every round's time is kept."""
+    middle half's mean, and every round's time is kept."""
     shapes = [((1, 256, 1024), "gemm"), ((1, 256, 1024), "matmul")]
     times = [(10e-6, 20e-6), (11e-6, 100e-6), (12e-6, 21e-6), (50e-6, 22e-6)]
     rounds = [[_row(s, f, t) for (s, f), t in zip(shapes, each, strict=True)] for each in times]
     merged = gemm.merged_rounds(rounds, profiler_s=2e-6)
-    assert [r["profiled_kernel_s"] for r in merged] == [11e-6, 21e-6]  # the lower middle
-    assert [r["kernel_s"] for r in merged] == pytest.approx([9e-6, 19e-6])
+    # four rounds: the fastest and the slowest left out, the middle two averaged
+    assert [r["profiled_kernel_s"] for r in merged] == pytest.approx([11.5e-6, 21.5e-6])
+    assert [r["kernel_s"] for r in merged] == pytest.approx([9.5e-6, 19.5e-6])
     assert merged[1]["rounds_profiled_kernel_s"] == [20e-6, 100e-6, 21e-6, 22e-6]
     assert [(r["rows"], r["form"]) for r in merged] == [(1, "gemm"), (1, "matmul")]
     assert gemm.merged_rounds([]) == []

@@ -189,20 +189,27 @@ def test_a_row_cost_and_an_element_cost_come_apart_on_two_row_lengths():
     assert per_row_and_element((1e-6, 1088, 34816), (2e-6, 136, 34816)) == (0.0, 1e-6 / 34816)
 
 
-def test_elementwise_rounds_keep_each_operators_least_disturbed_round():
-    """A round slowed by a spell loses to the other one, per operator; a row-by-row
-    operator's per-row and per-element costs come from the same round."""
-    from lowbit.models.hostcal.elementwise import ROW_SHAPES, least_disturbed_round
+def test_elementwise_rounds_keep_each_operators_middle_round():
+    """Of three rounds, per operator, the one whose longest chain ran in the middle: a round
+    slowed by a spell and an oddly fast one both lose; of two, the faster is kept; a
+    row-by-row operator's per-row and per-element costs come from the same round."""
+    from lowbit.models.hostcal.elementwise import ROW_SHAPES, middle_round
 
     row_op = next(iter(ROW_SHAPES))
     calm = ({"Add": 1.0e-9, row_op: 2.0e-9}, {row_op: 20e-9})
     # Add slowed in this round; the row operator's per-element cost is lower here, but its
     # per-row cost twice as high: its longest chain ran slower, so the calm round is kept
     spell = ({"Add": 1.8e-9, row_op: 1.98e-9}, {row_op: 40e-9})
-    assert least_disturbed_round([spell, calm]) == calm
+    assert middle_round([spell, calm]) == calm
     faster_add = ({"Add": 0.9e-9, row_op: 2.5e-9}, {row_op: 30e-9})
-    per_element, per_row = least_disturbed_round([calm, faster_add])
+    per_element, per_row = middle_round([calm, faster_add])
     assert per_element == {"Add": 0.9e-9, row_op: 2.0e-9}
     assert per_row == {row_op: 20e-9}
+    # three rounds: Add's middle is calm's (0.9 fast, 1.8 slow); the row operator's longest
+    # chain (136 rows of 256) ran 72 us in calm, 74 in spell and 91 in faster_add: its
+    # middle is spell's, both its costs from it
+    per_element, per_row = middle_round([spell, calm, faster_add])
+    assert per_element == {"Add": 1.0e-9, row_op: 1.98e-9}
+    assert per_row == {row_op: 40e-9}
     with pytest.raises(ValueError):
-        least_disturbed_round([])
+        middle_round([])

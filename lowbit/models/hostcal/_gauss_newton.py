@@ -17,6 +17,7 @@ def _gauss_newton(
     start: dict[str, float],
     lower: dict[str, float] | None = None,
     prior: dict[str, float] | None = None,
+    robust: float | None = None,
 ):
     """Non-negative weighted least squares of ``simulate(params) ≈ measured``, by
     Gauss-Newton: hwsim's CPU cost is nearly linear in each parameter (counted events times
@@ -26,7 +27,11 @@ def _gauss_newton(
     estimate with the smallest weighted error is returned. Each step is a bounded linear
     least squares: every parameter at least its ``lower`` bound (0 by default; the cycles
     per MAC at least what the core's physical peak allows), so the fit cannot run away.
-    ``prior``: parameter -> weight of a pull towards its ``start`` value (relative)."""
+    ``prior``: parameter -> weight of a pull towards its ``start`` value (relative).
+    ``robust``: Huber's loss on each row's relative error, quadratic up to ``robust`` and
+    linear beyond (each step reweights the rows by where the last estimate left them), so
+    one row far off -- a timing a shared machine disturbed through a whole calibration, or
+    a shape the model cannot follow -- pulls the fit no harder than ``robust`` does."""
     from scipy.optimize import lsq_linear
 
     theta = dict(start)
@@ -38,8 +43,23 @@ def _gauss_newton(
     ridge = np.array([[w / start[k] if j == k else 0.0 for j in keys] for k, w in prior.items()])
     pull = np.array(list(prior.values()))
 
+    def relative(at: np.ndarray) -> np.ndarray:
+        return np.abs(at / measured - 1)
+
+    def row_share(at: np.ndarray) -> np.ndarray:
+        """each row's share of its weight (squared) under Huber's loss at ``at``"""
+        if robust is None:
+            return np.ones_like(at)
+        rel = relative(at)
+        return np.where(rel <= robust, 1.0, robust / np.maximum(rel, 1e-300))
+
     def cost(at: np.ndarray, th: dict[str, float]) -> float:
-        data = float(np.sum(((at - measured) * weight) ** 2))
+        if robust is None:
+            data = float(np.sum(((at - measured) * weight) ** 2))
+        else:
+            rel = relative(at)
+            loss = np.where(rel <= robust, rel**2, 2 * robust * rel - robust**2)
+            data = float(np.sum((weight * measured) ** 2 * loss))
         return data + sum((w * (th[k] / start[k] - 1)) ** 2 for k, w in prior.items())
 
     best, best_theta = math.inf, theta
@@ -55,7 +75,8 @@ def _gauss_newton(
         features = np.stack(columns, axis=1)
         target = measured - at + features @ np.array([theta[k] for k in keys])
         bounds = np.array([lows[k] for k in keys])
-        a, b = features * weight[:, None], target * weight
+        w = weight * np.sqrt(row_share(at))
+        a, b = features * w[:, None], target * w
         if prior:
             a, b = np.vstack([a, ridge]), np.concatenate([b, pull])
         solved = lsq_linear(a, b, bounds=(bounds, np.inf)).x

@@ -97,7 +97,7 @@ from lowbit.models.hostcal.conv import (
     int8_maxpool_s_per_element,
     profiler_overhead_s,
 )
-from lowbit.models.hostcal.elementwise import elementwise_costs, least_disturbed_round
+from lowbit.models.hostcal.elementwise import elementwise_costs, middle_round
 from lowbit.models.hostcal.gemm import GEMM_ROUNDS, GEMM_SWEEP, gemm_sweep, merged_rounds
 from lowbit.models.hostcal.isa import cpu_info
 from lowbit.models.hostcal.kernels import (
@@ -164,8 +164,10 @@ _KiB = 1024
 #: the data movement three times; 27: the data movement's sessions (the ReLU6 pass's pairs
 #: of chains) of all three rounds pooled, their median kept, the head-split transpose in
 #: nine sessions a round; 28: the layout change back to NCHW timed at 32 channels as well as
-#: at 256, hwsim pricing the channels between)
-CALIBRATION_VERSION = 28
+#: at 256, hwsim pricing the channels between; 29: the single GEMMs' rounds merged by their
+#: middle half's mean, a Gemm's own costs held by a weak prior, the elementwise operators
+#: timed three times, the middle round kept)
+CALIBRATION_VERSION = 29
 
 
 def default_profile_path() -> Path:
@@ -263,8 +265,8 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         # sweep and at the end, the least per operator (one calibration's came out 20-60 % high;
         # with two rounds a transpose's cost per row still moved 5-10 % between calibrations)
         spots = [_spot_costs(repeats=repeats)]
-        # the elementwise operators (~1 s) too: here and after the sweep, the less disturbed
-        # round per operator (elementwise.least_disturbed_round)
+        # the elementwise operators (~1 s) too: here, after the sweep and at the end, the
+        # middle round per operator (elementwise.middle_round)
         elementwise_rounds = [elementwise_costs(repeats=repeats)]
         # single Gemms and MatMuls (none in a quick calibration: its profiler's cost is one
         # difference of two timings, not fitted; a few small kernels less it moved the GEMM
@@ -292,7 +294,6 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         gemm_round()
         spots.append(_spot_costs(repeats=repeats))
         elementwise_rounds.append(elementwise_costs(repeats=repeats))
-        elementwise, per_row = least_disturbed_round(elementwise_rounds)
         gemm_round()
         # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
         # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
@@ -308,6 +309,8 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         gemm_round()
         spots.append(_spot_costs(repeats=repeats))
         movement, softmax = _merged_spots(spots)
+        elementwise_rounds.append(elementwise_costs(repeats=repeats))
+        elementwise, per_row = middle_round(elementwise_rounds)
         movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=0, op_s=op_s, slope=softmax)
         gemm_round()
         depthwise = depthwise_sweep(
