@@ -193,8 +193,9 @@ _MIN_PROFILER_START_CYCLES = 500.0
 #: differences between a single Gemm and a MatMul of the same shape, a fifth of each
 #: kernel's time, so a 2 % move of one timing moves them by ~10 %. Refitted, 22 calibrations
 #: of an Intel Xeon (AMX-INT8; eleven consecutive pairs) had the per-output cost over 5 %
-#: apart in 8 of 11 pairs without the prior, 4 with it (0.13-0.30 -> 0.20-0.31 cycles), every
-#: held-out network and layer predicted within 0.2 % of before.
+#: apart in 8 of 11 pairs without the prior, 4 with it (0.13-0.30 -> 0.20-0.31 cycles; all
+#: constants: 31 -> 27 of 385 over 5 %), every held-out network and layer predicted within
+#: 0.2 % of before.
 _PRIOR = {"conv_img": 0.1} | dict.fromkeys(
     ("conv_px", "requant", "unaligned", "generic", "copy", "fbcol", "fbout"), 0.03
 )
@@ -202,9 +203,10 @@ _PRIOR = {"conv_img": 0.1} | dict.fromkeys(
 #: beyond. A few single kernels sit 10-30 % off any fit (the AMX GEMM's cost follows its
 #: weight tiles, not its MACs), and one shape a shared machine slowed by 10 % for a whole
 #: calibration moved the GEMM library's speedup by 15 % under squared error. Refitted, 28
-#: calibrations of an Intel Xeon (AMX-INT8; 14 consecutive pairs) had 38 pair constants of
-#: 504 over 5 % apart under squared error, 35 with Huber's at 10 %, 31 at 5 %, 32 at 3 %;
-#: the held-out networks and layers came out within 2 % of the squared error's predictions
+#: calibrations of an Intel Xeon (AMX-INT8; 14 consecutive pairs) had 36 of their 490 pair
+#: constants over 5 % apart under squared error, 33 with Huber's at 10 %, 29 at 5 %, 30 at
+#: 3 %; the held-out networks and layers came out within 2 % of the squared error's
+#: predictions
 ROBUST_ERROR = 0.05
 #: a larger N blocking is taken only when it lowers the fit's mean squared log error by
 #: more than this share: two calibrations in a row took 1 and 2 registers for errors 1 %

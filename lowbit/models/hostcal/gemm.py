@@ -162,8 +162,8 @@ def middle_mean(values: Sequence[float]) -> float:
     spell disturbed is left out as by a median, and the rest average each other's noise:
     refitted, 22 calibrations of an Intel Xeon (AMX-INT8) had their single GEMMs' rounds
     merged by the median and by the middle half's mean, and the pairs' constants over 5 %
-    went from 33 to 32 of 396 (with :mod:`lowbit.models.hostcal._fit`'s prior on a Gemm's
-    own costs, 29 -> 28)."""
+    went from 31 to 30 of 385 (with :mod:`lowbit.models.hostcal._fit`'s prior on a Gemm's
+    own costs, 27 -> 26)."""
     ordered = sorted(float(v) for v in values)
     if not ordered:
         raise ValueError("need at least one value")
