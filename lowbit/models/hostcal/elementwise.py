@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from lowbit.models.hostcal.bench import chain_slopes
+from lowbit.models.hostcal.bench import chain_slopes, lower_median
 
 __all__ = ["ELEMENTWISE_SHAPES", "ROW_SHAPES", "elementwise_costs"]
 
@@ -156,7 +156,7 @@ def middle_round(
                 return elements[op] * math.prod(shape) + rows[op] * math.prod(shape[:-1])
             return elements[op]
 
-        best = sorted(rounds, key=cost)[(len(rounds) - 1) // 2]
+        best = lower_median(rounds, key=cost)
         per_element[op] = best[0][op]
         if op in best[1]:
             per_row[op] = best[1][op]

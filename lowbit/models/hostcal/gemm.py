@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.models.hostcal.bench import CHAIN_PASSES, least_disturbed
+from lowbit.models.hostcal.bench import CHAIN_PASSES, least_disturbed, lower_median
 from lowbit.models.hostcal.conv import probe_kernel_s, without_profiler
 
 __all__ = [
@@ -169,7 +169,7 @@ def middle_mean(values: Sequence[float]) -> float:
         raise ValueError("need at least one value")
     cut = len(ordered) // 4
     if cut == 0:
-        return ordered[(len(ordered) - 1) // 2]
+        return lower_median(ordered, key=float)
     middle = ordered[cut : len(ordered) - cut]
     return sum(middle) / len(middle)
 
