@@ -160,7 +160,14 @@ class DirectConvKernel(CostRule):
     QLinearMatMul: nothing pre-packed) at ``activation_gemm_speedup`` times it instead. A
     float GEMM that is not a convolution (a linear layer, a matmul: ONNX Runtime's SGEMM)
     runs at ``float_gemm_library_speedup`` times the float MAC rate, which float convs
-    (its blocked NCHWc kernel) run at."""
+    (its blocked NCHWc kernel) run at. The direct kernel takes int8 weights only: a conv
+    whose weights are stored as uint8 runs the generic path whatever its channels -- one
+    whose ``weight_storage`` says so (imported), or, on a profile with ``u8_weight_bits`` > 0,
+    one of at least that many weight bits whose storage the deployment chooses (lowbit's
+    export stores 8-bit weights as uint8 where ONNX Runtime's u8·s8 kernels saturate: on
+    AVX2 without VNNI; measured there, such a 3x3 conv takes 1.4-1.5x the int8 one), its
+    GEMM at ``u8_gemm_library_speedup`` times the direct kernel's rate (the u8·u8 library
+    widens both operands to int16; 0: at ``gemm_library_speedup``)."""
 
     keys = {
         "conv_channel_multiple": count_key(1, 1, 1024),
@@ -172,6 +179,8 @@ class DirectConvKernel(CostRule):
         "activation_gemm_speedup": Key("number", required=False, default=1.0, low=0.01, high=64),
         "float_gemm_library_speedup": Key("number", required=False, default=1.0, low=0.05, high=64),
         "pad_conv_channels": Key("bool", required=False, default=False),
+        "u8_weight_bits": count_key(0, 0, 16),
+        "u8_gemm_library_speedup": Key("number", required=False, default=0.0, low=0.0, high=64),
     }
     conv_channel_multiple: int = 1
     conv_min_out_channels: int = 1
@@ -182,6 +191,8 @@ class DirectConvKernel(CostRule):
     activation_gemm_speedup: float = 1.0
     float_gemm_library_speedup: float = 1.0
     pad_conv_channels: bool = False
+    u8_weight_bits: int = 0
+    u8_gemm_library_speedup: float = 0.0
 
     def _pads(self, layer: Layer) -> bool:
         return self.pad_conv_channels and layer.groups == 1 and not layer.as_deployed
@@ -218,10 +229,19 @@ class DirectConvKernel(CostRule):
         step = self.conv_channel_multiple
         return (
             call.layer.groups > 1
+            or self._u8_weights(call)
             or shape.in_channels % step != 0
             or shape.n % step != 0
             or shape.n < self.conv_min_out_channels
         )
+
+    def _u8_weights(self, call: GemmCall) -> bool:
+        """Are this integer conv's weights stored as uint8 (class docstring)?"""
+        storage = getattr(call.layer, "weight_storage", "")
+        if storage:
+            return storage == "u8"
+        bits = call.layer.compression.w_bits  # the layer's own (a precision mode may widen)
+        return bits is not None and 0 < self.u8_weight_bits <= bits
 
     def adjust_cycles(self, call: GemmCall, *, shape: RunShape, cycles: int) -> int:
         if not call.integer:
@@ -230,11 +250,12 @@ class DirectConvKernel(CostRule):
                 return max(1, ceil(cycles / speedup - 1e-9))
             return cycles
         generic = call.conv and self._generic(call, shape)
-        speedup = (
-            self.activation_gemm_speedup
-            if call.gemm.weights_are_activations
-            else self.gemm_library_speedup
-        )
+        if call.gemm.weights_are_activations:
+            speedup = self.activation_gemm_speedup
+        elif self.u8_gemm_library_speedup > 0 and call.conv and self._u8_weights(call):
+            speedup = self.u8_gemm_library_speedup
+        else:
+            speedup = self.gemm_library_speedup
         if speedup != 1.0 and (generic or not call.conv):
             cycles = max(1, ceil(cycles / speedup - 1e-9))
         rate = self.unaligned_conv_cycles_per_output

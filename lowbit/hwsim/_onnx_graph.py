@@ -41,6 +41,10 @@ _DTYPE_BITS = {
 _WEIGHT_NAME = re.compile(r"^(.+)\.weight(?:_quantized)?(?:__\w+)?$")
 
 
+#: integer weight types by the name a conv's ``weight_storage`` gives them
+_STORAGES = {TensorProto.INT8: "s8", TensorProto.UINT8: "u8"}
+
+
 def dtype_bits(elem_type: int) -> int | None:
     """Bit-width of an integer (or 8-bit float) ONNX element type; None for float types."""
     return _DTYPE_BITS.get(elem_type)
@@ -166,6 +170,21 @@ class OnnxGraph:
             name = node.input[0]
         limit = dtype_bits(self.dtypes.get(name, TensorProto.FLOAT))
         return None if limit is None else self._codes_bits(name, None)
+
+    def weight_storage(self, name: str) -> str:
+        """``"s8"`` or ``"u8"``: the integer type a weight tensor's codes are stored in (the
+        DequantizeLinear's input it comes out of, or its own); ``""`` for float weights."""
+        for _ in range(8):
+            node = self.producer.get(name)
+            if node is None:
+                break
+            if node.op_type == "DequantizeLinear":
+                name = node.input[0]
+                break
+            if node.op_type not in WEIGHT_PATH_OPS:
+                return ""
+            name = node.input[0]
+        return _STORAGES.get(self.dtypes.get(name, TensorProto.FLOAT), "")
 
     def codes_bits(self, name: str, axis: int | None) -> int | None:
         """Bits of integer codes ``name`` (a QLinear op's weight), None if not integer."""

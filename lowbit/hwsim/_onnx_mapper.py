@@ -249,6 +249,7 @@ class GraphMapper:
             groups=int(attrs.get("group", 1)),
             batch=xs[0],
             as_deployed=True,
+            weight_storage=self.g.weight_storage(w),
         )
 
     def memory(self, node: onnx.NodeProto, index: int, *, pool: bool) -> Layer:

@@ -199,6 +199,8 @@ class Overheads:
     fused_bias_cycles_per_output: float = 0.0  # FusedBiasGemm
     pool_channel_block: int = 0  # PoolChannelBlock
     pad_conv_channels: bool = False  # DirectConvKernel
+    u8_weight_bits: int = 0  # DirectConvKernel
+    u8_gemm_library_speedup: float = 0.0  # DirectConvKernel
     warm_cache: bool = False  # WarmCache
     activation_cache_bytes: int = 0  # ActivationSpill
     activation_spill_bytes_per_cycle: float = 0.0  # ActivationSpill

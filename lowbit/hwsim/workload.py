@@ -167,6 +167,10 @@ def _factor(
     return (Gemm(f"{name}.lr0", M, r, K, **common), Gemm(f"{name}.lr1", M, N, r, **common))
 
 
+#: a conv's ``weight_storage``: as the deployment stores its bit width, int8, uint8
+WEIGHT_STORAGES = ("", "s8", "u8")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Conv2d(Layer):
     """2-D convolution (NHWC view). ``groups == in_c == out_c`` is depthwise.
@@ -178,6 +182,9 @@ class Conv2d(Layer):
     graph), so a profile's ``pad_conv_channels`` does not pad it again. ``pad_out`` /
     ``pad_in``: whether such a deployment pads its output channels (not when a residual
     stream or a depthwise conv reads them) and whether its inputs arrive padded.
+    ``weight_storage``: the integer type its weights are stored in, ``"s8"`` or ``"u8"``
+    (an imported conv's), or ``""``: as the profile's deployment stores its bit width
+    (:class:`lowbit.hwsim._cost_rules.DirectConvKernel`'s ``u8_weight_bits``).
     """
 
     in_h: int
@@ -194,6 +201,7 @@ class Conv2d(Layer):
     as_deployed: bool = False
     pad_in: bool = True
     pad_out: bool = True
+    weight_storage: str = ""
     op: str = field(default="conv2d", init=False)
 
     def __post_init__(self) -> None:
@@ -209,6 +217,11 @@ class Conv2d(Layer):
             raise ValueError(
                 f"layer {self.name!r}: groups={self.groups} must divide in_c={self.in_c} "
                 f"and out_c={self.out_c}"
+            )
+        if self.weight_storage not in WEIGHT_STORAGES:
+            raise ValueError(
+                f"layer {self.name!r}: weight_storage must be one of {WEIGHT_STORAGES}, "
+                f"got {self.weight_storage!r}"
             )
 
     @staticmethod

@@ -11,7 +11,10 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-__all__ = ["cpu_flags", "read_os_text"]
+__all__ = ["cpu_flags", "read_os_text", "u8s8_saturates"]
+
+#: an INT8 dot product that accumulates u8·s8 products in int32 (VNNI, AMX)
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 @cache
@@ -29,3 +32,11 @@ def read_os_text(path: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except OSError:
         return ""
+
+
+def u8s8_saturates(flags: frozenset[str] | set[str] | list[str]) -> bool:
+    """Do ONNX Runtime's u8·s8 kernels add pairs of products into a saturating int16 on a
+    CPU with these flags (``vpmaddubsw``: AVX2 without VNNI)? There lowbit's export stores
+    8-bit weights as uint8 (the exact u8·u8 kernels) and a host profile prices them so."""
+    flags = frozenset(flags)
+    return "avx2" in flags and not (_VNNI_FLAGS & flags)

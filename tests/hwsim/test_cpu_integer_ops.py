@@ -34,10 +34,19 @@ def _cpu():
     )
 
 
-def _conv(in_c: int, out_c: int, *, groups: int = 1, size: int = 8) -> Conv2d:
+def _conv(
+    in_c: int,
+    out_c: int,
+    *,
+    groups: int = 1,
+    size: int = 8,
+    compression: Compression = INT8,
+    weight_storage: str = "",
+) -> Conv2d:
     return Conv2d(
         name="c",
-        compression=INT8,
+        compression=compression,
+        weight_storage=weight_storage,
         in_h=size,
         in_w=size,
         in_c=in_c,
@@ -78,6 +87,47 @@ def test_the_generic_path_pays_its_int32_pass_per_output_element(engine):
     # grouped, not depthwise: the generic path once per group, 32 outputs each
     grouped = _conv(128, 128, groups=4, size=28)
     assert extra(grouped) == 4 * ceil(0.5 * 28 * 28 * 32 - 1e-9)
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_uint8_weights_take_the_generic_path_at_their_own_rate(engine):
+    """The direct kernel takes int8 weights only: a conv stored as uint8 runs the generic
+    path whatever its channels -- stored so by its ONNX graph (``weight_storage``), or by
+    the deployment's choice for its bit width (``u8_weight_bits``) -- at
+    ``u8_gemm_library_speedup`` when that is fitted."""
+    bare = _cpu()
+    costly = _with(bare, unaligned_conv_cycles_per_output=0.5)
+
+    def extra(layer: Conv2d, profile=costly) -> int:
+        return _extra_cycles(layer, costly=profile, bare=_with(bare, **_u8(profile)), engine=engine)
+
+    def _u8(profile) -> dict:
+        o = profile.overheads
+        return {"u8_weight_bits": o.u8_weight_bits}
+
+    generic = ceil(0.5 * 64 * 16 - 1e-9)
+    assert extra(_conv(16, 16, weight_storage="s8")) == 0
+    assert extra(_conv(16, 16, weight_storage="u8")) == generic
+    # storage left to the deployment: uint8 from u8_weight_bits on (0: never)
+    assert extra(_conv(16, 16)) == 0
+    deploys_u8 = _with(costly, u8_weight_bits=8)
+    assert extra(_conv(16, 16), deploys_u8) == generic
+    w6 = Compression(w_bits=6, a_bits=8)
+    assert extra(_conv(16, 16, compression=w6), deploys_u8) == 0
+    # an imported conv's own storage wins over the deployment's rule
+    assert extra(_conv(16, 16, weight_storage="s8"), deploys_u8) == 0
+
+    # the u8·u8 library's rate: a uint8 conv's GEMM only
+    def compute(layer: Conv2d, profile) -> int:
+        return hwsim.simulate_layer(layer, profile, engine=engine).compute_cycles
+
+    base = _with(bare, gemm_library_speedup=2.0)
+    slow = _with(base, u8_gemm_library_speedup=0.5)
+    u8, s8 = _conv(16, 16, weight_storage="u8"), _conv(16, 16, weight_storage="s8")
+    assert compute(s8, slow) == compute(s8, base)
+    assert compute(u8, slow) > compute(u8, base)
+    with pytest.raises(ValueError, match="weight_storage"):
+        _conv(16, 16, weight_storage="int8")
 
 
 def test_the_generic_paths_output_pass_is_a_schema_key():

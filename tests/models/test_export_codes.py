@@ -31,13 +31,17 @@ from lowbit.models.compression.compress import compress
 from lowbit.models.compression.plan import CompressionPlan, LayerSpec
 from lowbit.models.data import load_split
 from lowbit.models.export._codecheck import code_agreement
-from lowbit.models.export.deploy import deploy_copy, export_plan, to_onnx
+from lowbit.models.export.deploy import deploy_copy, export_plan, resolve_weight_type, to_onnx
 from lowbit.models.export.onnx_quant import quantize_graph
 from lowbit.models.export.ort import ort_session
 
 #: 1 code in 10,000 per layer for conv/linear networks, 1 in 1,000 with float ops between
 #: integer layers (module docstring)
 CNN_AGREEMENT, ATTENTION_AGREEMENT = 0.9999, 0.999
+#: the 8-bit weight storages ONNX Runtime computes exactly on this CPU: u8 everywhere, s8 where
+#: the export would pick it (VNNI, or not x86; on AVX2 without VNNI u8·s8 products are added
+#: in pairs into a saturating int16: test_s8_weights_saturate_exactly_where_the_export_avoids_them)
+EXACT_WEIGHT_TYPES = ("s8", "u8") if resolve_weight_type("auto") == "s8" else ("u8",)
 
 TINY_CNN_PLAN = CompressionPlan(
     layers={
@@ -50,10 +54,10 @@ TINY_CNN_PLAN = CompressionPlan(
 )
 
 
-def _int8(small: torch.nn.Module, *, weight_type: str = "s8"):
+def _int8(small: torch.nn.Module, *, weight_type: str = "auto"):
     deploy, quants, _ = deploy_copy(small)
     fp32 = to_onnx(deploy, input_shape=tuple(small.input_shape))
-    return quantize_graph(fp32, quants, weight_type=weight_type)[0]
+    return quantize_graph(fp32, quants, weight_type=resolve_weight_type(weight_type))[0]
 
 
 def _agreement(small: torch.nn.Module, int8, x: torch.Tensor) -> tuple[dict, dict, float, float]:
@@ -67,7 +71,7 @@ def _agreement(small: torch.nn.Module, int8, x: torch.Tensor) -> tuple[dict, dic
     return forced, code_agreement(small, int8, x), agree, float(np.abs(fake - real).max())
 
 
-@pytest.mark.parametrize("weight_type", ["s8", "u8"])
+@pytest.mark.parametrize("weight_type", EXACT_WEIGHT_TYPES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_tiny_cnn_codes_match_onnx_runtime(seed: int, weight_type: str) -> None:
     # digits inputs: their zero background gives whole regions the value of a layer's bias,
@@ -84,6 +88,42 @@ def test_tiny_cnn_codes_match_onnx_runtime(seed: int, weight_type: str) -> None:
     assert agree >= 0.995
     # the logits come from an integer layer with float output: bit-exact when codes agree
     assert diff <= 1e-5 * float(np.abs(small(x_test).detach().numpy()).max())
+
+
+def _matmul_integer(a: np.ndarray, w: np.ndarray, w_zero: np.ndarray) -> np.ndarray:
+    """ONNX Runtime's MatMulInteger of uint8 ``a`` and weights ``w`` (int32 out): its u8·s8
+    or u8·u8 GEMM kernel, the one QLinearConv / QGemm run."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.array(0, np.uint8), "a_zero"),
+        numpy_helper.from_array(w_zero, "w_zero"),
+    ]
+    node = helper.make_node("MatMulInteger", ["a", "w", "a_zero", "w_zero"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "matmul_integer",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, list(a.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [a.shape[0], w.shape[1]])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return ort_session(model).run(None, {"a": a})[0]
+
+
+def test_s8_weights_saturate_exactly_where_the_export_avoids_them() -> None:
+    # 32 products 255 x 127 = 1,036,320; AVX2 without VNNI adds them in pairs into a
+    # saturating int16 (2 x 32,385 > 32,767): 16 x 32,767 = 524,272 (measured on a Zen 3)
+    a = np.full((4, 32), 255, np.uint8)
+    exact = 255 * 127 * 32
+    s8 = _matmul_integer(a, np.full((32, 8), 127, np.int8), np.array(0, np.int8))
+    u8 = _matmul_integer(a, np.full((32, 8), 255, np.uint8), np.array(128, np.uint8))
+    assert (u8 == exact).all()  # the u8·u8 kernels widen to int16 first: exact on every CPU
+    if resolve_weight_type("auto") == "s8":  # VNNI (or not x86): int32 accumulation
+        assert (s8 == exact).all()
+    else:
+        assert (s8 == 16 * 32767).all()
 
 
 def test_tiny_attention_codes_match_onnx_runtime() -> None:

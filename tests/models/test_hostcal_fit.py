@@ -38,6 +38,8 @@ TRUE = {
     "m32": 2.0,
     # float linear layers and matmuls (SGEMM) at 1.3x the float conv kernel's rate
     "lib32": 1.3,
+    # convs with uint8 weights: the u8·u8 library at 0.75x the direct kernel's rate
+    "u8mac": 1 / 6.0,
 }
 GLUE = 550.0
 
@@ -266,3 +268,28 @@ def test_huber_loss_keeps_one_disturbed_row_from_pulling_the_fit():
     rel = simulate(huber) / measured - 1
     assert np.abs(np.delete(rel, 6)).max() < 0.01
     assert rel[6] < -0.18  # the disturbed row is left off, nearly all of its 25 %
+
+
+def test_the_uint8_weight_path_is_fitted_last_and_moves_nothing_else(no_prior):
+    """Convs with uint8 weights (where the export stores 8-bit weights so) run the generic
+    path on the u8·u8 library: its rate is fitted alone, after the rest, which comes out
+    exactly as without them."""
+    chains, sweep, gemms = _rows()
+    u8 = [
+        {"in_c": c, "out_c": n, "k": k, "spatial": s, "batch": 64, "groups": 1, "weights": "u8"}
+        for c, n, k, s in ((16, 16, 3, 8), (32, 32, 3, 8), (64, 128, 3, 4), (16, 32, 1, 8))
+    ]
+    for row, sim in zip(u8, sweep_kernel_s(u8, with_params(_base(), TRUE, GLUE)), strict=True):
+        row["kernel_s"] = float(sim)
+    kwargs = dict(glue_cycles=GLUE, depths=DEPTHS, gemms=gemms)
+    without, _ = fit(chains, sweep, _base(), **kwargs)
+    fitted, summary = fit(chains, sweep, _base(), u8_sweep=u8, **kwargs)
+    o = fitted["overheads"]
+    assert without["overheads"]["u8_gemm_library_speedup"] == 0.0  # not fitted: the s8 rate
+    assert o["u8_gemm_library_speedup"] == pytest.approx(TRUE["mac"] / TRUE["u8mac"], rel=0.05)
+    assert summary["mean_abs_pct_error_u8"] < 2.0
+    assert {k: v for k, v in o.items() if k != "u8_gemm_library_speedup"} == {
+        k: v for k, v in without["overheads"].items() if k != "u8_gemm_library_speedup"
+    }
+    for row in u8:
+        assert row["simulated_s"] == pytest.approx(row["kernel_s"], rel=0.03)

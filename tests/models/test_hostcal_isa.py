@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from lowbit.models._host import u8s8_saturates
 from lowbit.models.hostcal.isa import cpu_flags, cpu_info, detect_isa, host_label
 
 #: flags as /proc/cpuinfo prints them (x86 "flags", Arm "Features")
@@ -48,6 +49,16 @@ def test_recorded_flag_sets(cpu):
     isa = detect_isa(RECORDED[cpu].split())
     assert (isa.name, isa.simd_lanes_32bit, isa.vnni) == EXPECTED[cpu]
     assert isa.name not in isa.fallbacks
+
+
+@pytest.mark.parametrize("cpu", sorted(RECORDED))
+def test_u8s8_saturates_exactly_on_x86_without_vnni(cpu):
+    # vpmaddubsw's saturating pairs: AVX2 (and AVX-512BW) without VNNI, never on Arm; there
+    # the export stores 8-bit weights as uint8 and a host profile prices them so
+    flags = RECORDED[cpu].split()
+    expected = cpu in ("zen3", "skx")
+    assert u8s8_saturates(flags) is expected
+    assert u8s8_saturates(flags) is (not detect_isa(flags).vnni and "avx2" in flags)
 
 
 def test_amx_machines_fall_back_to_avx512_vnni_then_avx2():

@@ -843,3 +843,28 @@ def test_two_float_convs_side_by_side_keep_every_runtime_layer(tmp_path):
     assert [c.compression.w_bits for c in layers if c.op == "conv2d"] == [8, None, 8, None, 8]
     names = {layer.name for layer in layers}
     assert {"dequantize:ca_w_d", "dequantize:cb_w_d", "layout:ca", "layout:cb"} <= names
+
+
+@pytest.mark.parametrize("u8", [False, True])
+def test_a_convs_weight_storage_comes_from_its_codes_type(tmp_path, u8):
+    # the direct INT8 conv kernel takes int8 weights only (hwsim's DirectConvKernel): the
+    # importer records the type the codes are stored in (the calibration's probe conv, its
+    # 16 -> 16 neighbours always int8); a float conv records none
+    from lowbit.models.hostcal.conv import _model
+
+    path = tmp_path / "probe.onnx"
+    onnx.save(_model(16, 16, u8=u8), str(path))
+    workload = import_onnx(path, dims={"h": 8, "w": 8}).workload
+    layers = {layer.name: layer for layer in workload.layers}
+    storages = {
+        name: layer.weight_storage for name, layer in layers.items() if hasattr(layer, "in_c")
+    }
+    probe = next(name for name in storages if "probe" in name)
+    assert storages.pop(probe) == ("u8" if u8 else "s8")
+    assert set(storages.values()) == {"s8"}
+    float_conv = tmp_path / "float.onnx"
+    torch.onnx.export(
+        torch.nn.Conv2d(4, 8, 3), (torch.zeros(1, 4, 8, 8),), str(float_conv), dynamo=False
+    )
+    convs = [layer for layer in import_onnx(float_conv).workload.layers if hasattr(layer, "in_c")]
+    assert [conv.weight_storage for conv in convs] == [""]

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from lowbit.hwsim.fileio import atomic_write_bytes
-from lowbit.models._host import cpu_flags
+from lowbit.models._host import cpu_flags, u8s8_saturates
 from lowbit.models.compression.plan import CompressionPlan
 from lowbit.models.export._codecheck import check_export
 from lowbit.models.export._onnx_layout import flatten_channels_last
@@ -99,9 +99,7 @@ def resolve_weight_type(weight_type: str = "auto") -> str:
         return weight_type
     if weight_type != "auto":
         raise ExportError(f"unknown weight type {weight_type!r} (valid: auto, s8, u8)")
-    flags = cpu_flags()
-    vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
-    return "u8" if "avx2" in flags and not vnni else "s8"
+    return "u8" if u8s8_saturates(cpu_flags()) else "s8"
 
 
 def to_onnx(module: nn.Module, *, input_shape: tuple[int, ...]) -> Any:
@@ -309,7 +307,17 @@ def export_compressed(
         "ort_kernels": {"int8": kernel_census(int8), "fp32": kernel_census(fp32)},
     }
     if check:  # on the graphs in memory: an export that fails its check writes nothing
-        info["check"] = check_export(compressed, int8, fp32, qdq=qdq)
+        try:
+            info["check"] = check_export(compressed, int8, fp32, qdq=qdq)
+        except ExportError as err:
+            if wtype == "s8" and resolve_weight_type("auto") == "u8":
+                raise ExportError(
+                    f"{err}: this CPU has no VNNI, so ONNX Runtime adds u8·s8 products in pairs "
+                    "into a saturating int16 and 8-bit s8 weights can overflow (differently "
+                    "once channels are padded or reordered); export with weight type 'auto' "
+                    "or 'u8', or check an s8 export on a CPU with VNNI"
+                ) from err
+            raise
     extra = build_artifacts(
         formats,
         compressed=compressed,

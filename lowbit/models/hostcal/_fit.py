@@ -56,6 +56,7 @@ import numpy as np
 from lowbit.hwsim._warm_cache import WARM_SHARE
 from lowbit.models.export._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
 from lowbit.models.hostcal._fit_sim import chain_layer_s, gemm_kernel_s, sweep_kernel_s
+from lowbit.models.hostcal._fit_u8 import fit_u8
 from lowbit.models.hostcal._gauss_newton import _gauss_newton
 from lowbit.models.hostcal.conv import without_profiler
 
@@ -115,6 +116,10 @@ def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> 
         ),
         # the float GEMM library's (SGEMM) rate over the float conv kernel's
         "float_gemm_library_speedup": float(f"{params.get('lib32', 1.0):.4g}"),
+        # the u8·u8 GEMM library's (uint8 weights, :mod:`._fit_u8`); 0: not fitted
+        "u8_gemm_library_speedup": float(
+            f"{params['mac'] / params['u8mac'] if 'u8mac' in params else 0.0:.4g}"
+        ),
         "conv_cycles_per_pixel": float(f"{params['conv_px']:.4g}"),
         "conv_cycles_per_image": float(f"{params['conv_img']:.4g}"),
         "requant_cycles_per_output": float(f"{params['requant']:.4g}"),
@@ -217,10 +222,12 @@ BLOCKING_MARGIN = 0.15
 
 
 def _linear_fit(
-    int8, sweep, gemms, data, *, glue: float, depths, min_mac: float
+    int8, sweep, gemms, data, *, glue: float, depths, min_mac: float, profiler_s: float | None
 ) -> tuple[float, dict[str, float]]:
     """The INT8 parameters by :func:`_gauss_newton`; rows weighted by 1/measured (the
-    relative error) and each group (chains, conv sweep, single GEMMs) by 1/sqrt(its size)."""
+    relative error) and each group (chains, conv sweep, single GEMMs) by 1/sqrt(its size).
+    ``profiler_s``: the profiler's separately measured cost per kernel, the fitted one's start
+    (None: what the sweep's rows had subtracted)."""
     # the profiler's own time in each kernel it reports (cycles; every sweep row pays it, no
     # chain does), fitted with the rest when the sweep kept what it reported and has more
     # than one (batch, map size): with one (the quick sweep's) it moves in lockstep with the
@@ -255,7 +262,13 @@ def _linear_fit(
     if profiled:
         # from the separately measured overhead the sweep subtracted (a difference of two
         # ~85 us timings: it moved 1-4 us between calibrations, and every small kernel with it)
-        found = np.median([r["profiled_kernel_s"] - r["kernel_s"] for r in sweep])
+        # (not read back from the rows when given: the fit rewrites their kernel time with
+        # its own estimate, so a refitted sidecar would start elsewhere)
+        found = (
+            profiler_s
+            if profiler_s is not None
+            else np.median([r["profiled_kernel_s"] - r["kernel_s"] for r in sweep])
+        )
         start["prof"] = max(float(found) * data["clock_hz"], _MIN_PROFILER_START_CYCLES)
         if gemms:
             # the single GEMMs' own: what a profiled QGemm costs beyond a chain's layer is
@@ -358,6 +371,8 @@ def fit(
     gemms=(),
     peak_macs_per_cycle: tuple[float, float] = (math.inf, math.inf),
     blockings: tuple[int, ...] = (1, 2, 4),
+    profiler_s: float | None = None,
+    u8_sweep=(),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit the profile to the chains, the conv sweep and the single GEMMs ``gemms``
     (:func:`lowbit.models.hostcal.gemm.gemm_sweep`; module docstring); returns the
@@ -366,7 +381,10 @@ def fit(
     it (the cycles per MAC per lane are bounded below by lanes / peak). ``blockings``: the
     N blockings tried, in SIMD registers (a quick calibration's few shapes cannot tell them
     apart: it takes one register -- it once chose four, and missed FP32 by 70 %); a larger
-    one only when it fits clearly better (:data:`BLOCKING_MARGIN`)."""
+    one only when it fits clearly better (:data:`BLOCKING_MARGIN`). ``profiler_s``: the
+    profiler's measured cost per kernel (:func:`~lowbit.models.hostcal.conv.profiler_overhead_s`),
+    where the fit of its own starts. ``u8_sweep``: single convs with uint8 weights
+    (:mod:`lowbit.models.hostcal._fit_u8`), fitted last."""
     int8 = [r for r in chains if r["precision"] == "int8"]
     fp32 = [r for r in chains if r["precision"] != "int8"]
     lanes = int(data["compute"]["cols"])
@@ -380,6 +398,7 @@ def fit(
             glue=glue_cycles,
             depths=depths,
             min_mac=n / peak_macs_per_cycle[0],
+            profiler_s=profiler_s,
         )
         fits.append((value, params, n))
     # the smallest blocking within the margin of the best fit
@@ -396,19 +415,32 @@ def fit(
         blocked, data, theta, glue=glue_cycles, depths=depths, min_mac=cols / peak_macs_per_cycle[1]
     )
     theta = {**theta, **fp32_params}
-    fitted = with_params(data, theta, glue_cycles)
     if "prof" in theta:
         # each single kernel's time: what the profiler reported less its fitted cost
-        for rows, cycles in ((sweep, theta["prof"]), (gemms, _gemm_profiler_cycles(theta))):
+        for rows, cycles in (
+            (sweep, theta["prof"]),
+            (u8_sweep, theta["prof"]),
+            (gemms, _gemm_profiler_cycles(theta)),
+        ):
             profiler_s = cycles / data["clock_hz"]
             for row in rows:
                 row["kernel_s"] = without_profiler(row["profiled_kernel_s"], profiler_s)
+    theta |= fit_u8(
+        u8_sweep,
+        data,
+        theta,
+        with_params=with_params,
+        glue=glue_cycles,
+        min_mac=cols / peak_macs_per_cycle[0],
+    )
+    fitted = with_params(data, theta, glue_cycles)
     errors: dict[str, list[float]] = {}
     for group, rows, sim, key in (
         ("int8", int8, chain_layer_s(int8, fitted, depths), "layer_s"),
         ("fp32", fp32, chain_layer_s(fp32, fitted, depths), "layer_s"),
         ("int8", sweep, sweep_kernel_s(sweep, fitted), "kernel_s"),
         ("int8", gemms, gemm_kernel_s(gemms, fitted), "kernel_s"),
+        ("u8", u8_sweep, sweep_kernel_s(u8_sweep, fitted), "kernel_s"),
     ):
         for row, s in zip(rows, sim, strict=True):
             row["simulated_s"] = float(s)
@@ -425,6 +457,7 @@ def fit(
         "activation_gemm_cycles": o["activation_gemm_cycles"],
         "fp32_macs_per_pe_per_cycle": float(theta["m32"]),
         "float_gemm_library_speedup": o["float_gemm_library_speedup"],
+        "u8_gemm_library_speedup": o["u8_gemm_library_speedup"],
         "unaligned_conv_cycles_per_pixel": o["unaligned_conv_cycles_per_pixel"],
         "unaligned_conv_cycles_per_output": o["unaligned_conv_cycles_per_output"],
         "im2col_copy_cycles": o["im2col_copy_cycles"],
@@ -443,4 +476,5 @@ def fit(
         "mean_abs_pct_error_int8": float(np.mean(errors.get("int8", [0.0])) * 100),
         "mean_abs_pct_error_fp32": float(np.mean(errors.get("fp32", [0.0])) * 100),
         "int8_measurements": len(errors.get("int8", [])),
+        "mean_abs_pct_error_u8": float(np.mean(errors.get("u8", [0.0])) * 100),
     }

@@ -111,6 +111,7 @@ def sweep_kernel_s(rows, data: dict[str, Any]) -> np.ndarray:
             out_w=s,
             batch=row["batch"],
             groups=row.get("groups", 1),
+            weight_storage=row.get("weights", "s8"),
         )
 
     return _kernel_s((layer(row) for row in rows), data)

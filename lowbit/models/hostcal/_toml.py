@@ -139,6 +139,10 @@ def profile_toml(calibration: _Calibrated) -> str:
         "register: NhwcMaxPool pools a pixel's channels a register at a time",
         f"pad_conv_channels = {str(o.get('pad_conv_channels', False)).lower()}  # lowbit "
         "export pads conv channels to the direct kernel's",
+        f"u8_weight_bits = {o.get('u8_weight_bits', 0)}  # lowbit export stores weights of "
+        "this many bits as uint8 (0: never), which run the generic conv path",
+        f"u8_gemm_library_speedup = {o.get('u8_gemm_library_speedup', 0.0)!r}  # fitted: "
+        "the u8·u8 GEMM library's rate over the direct kernel's (0: the s8 library's)",
         f"two_grid_round_trip = {str(o.get('two_grid_round_trip', False)).lower()}  # a "
         "tensor on two grids runs a float round trip in ONNX Runtime",
         f"warm_cache = {str(o.get('warm_cache', False)).lower()}  # timed in steady "

@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.hwsim.errors import LowbitError, ProfileError
+from lowbit.models._host import u8s8_saturates
 from lowbit.models.cache import cache_dir
 from lowbit.models.hostcal._fit import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
 from lowbit.models.hostcal._overheads import (  # noqa: F401  (re-exported)
@@ -93,13 +94,14 @@ from lowbit.models.hostcal.conv import (
     CONV_SWEEP,
     GROUPED_SWEEP,
     QUICK_CONV_SWEEP,
+    U8_CONV_SWEEP,
     conv_sweep,
     int8_maxpool_s_per_element,
     profiler_overhead_s,
 )
 from lowbit.models.hostcal.elementwise import elementwise_costs, middle_round
 from lowbit.models.hostcal.gemm import GEMM_ROUNDS, GEMM_SWEEP, gemm_sweep, merged_rounds
-from lowbit.models.hostcal.isa import cpu_info
+from lowbit.models.hostcal.isa import cpu_flags, cpu_info
 from lowbit.models.hostcal.kernels import (
     DEPTHWISE_SWEEP,
     QUICK_DEPTHWISE_SWEEP,
@@ -166,8 +168,10 @@ _KiB = 1024
 #: nine sessions a round; 28: the layout change back to NCHW timed at 32 channels as well as
 #: at 256, hwsim pricing the channels between; 29: the single GEMMs' rounds merged by their
 #: middle half's mean, a Gemm's own costs held by a weak prior, the elementwise operators
-#: timed three times, the middle round kept)
-CALIBRATION_VERSION = 29
+#: timed three times, the middle round kept; 30: where u8·s8 kernels saturate (AVX2 without
+#: VNNI), convs with uint8 weights timed and their GEMM's rate fitted; the quick sweep at
+#: three (batch, map) pairs, its profiler's cost fitted)
+CALIBRATION_VERSION = 30
 
 
 def default_profile_path() -> Path:
@@ -291,6 +295,12 @@ def _measure(*, quick: bool) -> dict[str, Any]:
             repeats=4 * repeats,
             profiler_s=profiler_s,
         )
+        # convs with uint8 weights, where the export stores 8-bit weights so (_fit_u8)
+        u8_sweep = (
+            conv_sweep(U8_CONV_SWEEP, repeats=4 * repeats, profiler_s=profiler_s, u8=True)
+            if not quick and u8s8_saturates(cpu_flags())
+            else []
+        )
         gemm_round()
         spots.append(_spot_costs(repeats=repeats))
         elementwise_rounds.append(elementwise_costs(repeats=repeats))
@@ -333,6 +343,7 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         "bandwidth_bytes_per_s": bandwidth,
         "chains": rows,
         "conv_sweep": sweep,
+        "u8_conv_sweep": u8_sweep,
         "gemm_sweep": gemms,
         "int8_maxpool": pool,
         "depthwise": depthwise,

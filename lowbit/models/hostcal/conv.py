@@ -41,6 +41,7 @@ __all__ = [
     "GROUPED_SWEEP",
     "PROFILER_SHARE",
     "QUICK_CONV_SWEEP",
+    "U8_CONV_SWEEP",
     "conv_sweep",
     "int8_maxpool_s_per_element",
     "probe_kernel_s",
@@ -74,18 +75,30 @@ GROUPED_SWEEP = (
     (32, 32, 3, 8, 64, 4), (128, 128, 3, 4, 64, 4), (64, 64, 1, 8, 64, 4),
     (128, 128, 1, 4, 64, 8),
 )  # fmt: skip
+#: convs with uint8 weights, timed only where the export stores 8-bit weights so (u8·s8
+#: kernels that saturate: :mod:`lowbit.models.hostcal._fit_u8`): 3x3 and 1x1, 16-128 channels
+U8_CONV_SWEEP = (
+    (16, 16, 3, 8, 64), (32, 32, 3, 8, 64), (64, 64, 3, 8, 64), (64, 128, 3, 4, 64),
+    (16, 32, 1, 8, 64), (64, 64, 1, 8, 64),
+)  # fmt: skip
 QUICK_CONV_SWEEP = (
     (1, 16, 3, 4, 16), (16, 16, 3, 4, 16), (16, 8, 3, 4, 16), (4, 16, 1, 4, 16),
     (32, 32, 3, 4, 16, 2),
+    # two more (batch, map) pairs, so that the profiler's cost per kernel is fitted with the
+    # rest rather than taken from its own measurement, a difference of two timings: on an
+    # AMD Zen 3 that came out at 0.0, 0.3 and 5.0 us in three quick calibrations, and the
+    # 1x1 conv above (~6.5 us profiled) at 1.0x, 3.6x and 2.5x its simulated time with it
+    (16, 16, 3, 8, 64), (16, 16, 3, 8, 8),
 )  # fmt: skip
 
 
-def _model(cin: int, cout: int, *, k: int = 3, pool: bool = False, groups: int = 1):
+def _model(cin: int, cout: int, *, k: int = 3, pool: bool = False, groups: int = 1, u8=False):
     """QDQ graph around the conv under test, ``probe`` (cin→cout, k x k, same padding), in
     a network's context: its input is the output of a 16→cin 3x3 conv (hot in cache,
     channels-last), or for cin = 1 the graph input (a stem); its output feeds [a 2x2
     MaxPool, ``pool``, then] a cout→16 1x1 conv. Every conv is Q/DQ-wrapped (→ QLinearConv);
-    the probe has ``groups`` groups."""
+    the probe has ``groups`` groups; with ``u8`` its weights are stored as uint8 (zero point
+    128, the same levels), which ONNX Runtime runs on its u8·u8 path."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(cin * 97 + cout)
@@ -104,11 +117,10 @@ def _model(cin: int, cout: int, *, k: int = 3, pool: bool = False, groups: int =
     def conv(src: str, dst: str, c_in: int, c_out: int, size: int, name: str, g: int = 1) -> None:
         w = rng.integers(-64, 64, size=(c_out, c_in // g, size, size)).astype(np.int8)
         scale = np.full(c_out, 0.02 / np.sqrt(w[0].size), np.float32)
-        wq = (
-            init(f"{name}_w", w),
-            init(f"{name}_ws", scale),
-            init(f"{name}_wz", np.zeros(c_out, np.int8)),
-        )
+        zero = np.zeros(c_out, np.int8)
+        if u8 and name == "probe":
+            w, zero = (w.astype(np.int16) + 128).astype(np.uint8), np.full(c_out, 128, np.uint8)
+        wq = (init(f"{name}_w", w), init(f"{name}_ws", scale), init(f"{name}_wz", zero))
         bq = (
             init(f"{name}_b", np.zeros(c_out, np.int32)),
             init(f"{name}_bs", scale * 0.05),
@@ -225,19 +237,25 @@ def probe_kernel_s(model: Any, x: np.ndarray, *, repeats: int, kernel: str, what
 
 
 def conv_sweep(
-    shapes=CONV_SWEEP, *, repeats: int = 100, profiler_s: float = 0.0, passes: int = PASSES
+    shapes=CONV_SWEEP,
+    *,
+    repeats: int = 100,
+    profiler_s: float = 0.0,
+    passes: int = PASSES,
+    u8: bool = False,
 ) -> list[dict[str, Any]]:
     """Kernel time of one INT8 conv per shape (module docstring): rows of
     ``in_c, out_c, k, spatial, batch, groups, kernel_s`` (less the profiler's own ``profiler_s``,
     :func:`profiler_overhead_s`; the time it reported is ``profiled_kernel_s``): the least
     of ``passes`` medians of ``repeats / passes`` runs, one per pass over all shapes
-    (:func:`~lowbit.models.hostcal.bench.least_disturbed`)."""
+    (:func:`~lowbit.models.hostcal.bench.least_disturbed`). ``u8``: the weights stored as
+    uint8 (rows marked ``"weights": "u8"``)."""
 
     def measure(shape: tuple[int, ...]) -> dict[str, Any]:
         cin, cout, k, spatial, batch, *grouped = shape
         groups = grouped[0] if grouped else 1
         seconds = probe_kernel_s(
-            _model(cin, cout, k=k, groups=groups),
+            _model(cin, cout, k=k, groups=groups, u8=u8),
             _input(cin, spatial, batch),
             repeats=max(repeats // passes, 5),
             kernel="QLinearConv",
@@ -252,6 +270,7 @@ def conv_sweep(
             "groups": groups,
             "kernel_s": without_profiler(seconds, profiler_s),
             "profiled_kernel_s": seconds,
+            **({"weights": "u8"} if u8 else {}),
         }
 
     return least_disturbed(measure, shapes, key=lambda row: row["kernel_s"], passes=passes)

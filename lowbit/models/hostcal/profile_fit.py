@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lowbit.hwsim.profile import DEPTHWISE_KEYS
+from lowbit.models._host import u8s8_saturates
 from lowbit.models.hostcal._fit import fit
 from lowbit.models.hostcal._overheads import _RECOMPUTED, overheads
 from lowbit.models.hostcal._run_call import run_call_cycles
@@ -107,6 +108,8 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
         gemms=m.get("gemm_sweep", []),
         peak_macs_per_cycle=PEAK_MACS_PER_CYCLE[info["isa"]],
         blockings=(1,) if m["quick"] else (1, 2, 4),
+        profiler_s=m["profiler_overhead_s"],
+        u8_sweep=m.get("u8_conv_sweep", []),  # (before v30: none)
     )
     pool = m["int8_maxpool"]
     if "profiled_s" in pool:  # the profiler's own time as the fit found it (every single conv)
@@ -133,6 +136,8 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
             "pool_channel_block": 4 * info["simd_lanes_32bit"],
             # lowbit's export pads conv channels to the direct kernel's (models._onnx_pad)
             "pad_conv_channels": True,
+            # ...and stores 8-bit weights as uint8 where u8·s8 kernels saturate
+            "u8_weight_bits": 8 if u8s8_saturates(info.get("flags", ())) else 0,
             # ONNX Runtime fuses one quantizer per tensor: one on two grids runs in float
             "two_grid_round_trip": True,
         },

@@ -20,7 +20,7 @@ from lowbit.models.compression.plan import CompressionPlan
 from lowbit.models.export._onnx_layout import flatten_channels_last
 from lowbit.models.export._onnx_pad import pad_conv_channels
 from lowbit.models.export._tflite_graph import convert
-from lowbit.models.export.deploy import deploy_copy, to_onnx
+from lowbit.models.export.deploy import deploy_copy, resolve_weight_type, to_onnx
 from lowbit.models.export.onnx_quant import ExportError, quantize_graph
 from lowbit.models.export.tflite import (
     EdgeExtraMissing,
@@ -49,7 +49,9 @@ def exported(trained):
     x_val, _ = models.load_split("digits", "val")
     small = models.compress(base, CompressionPlan.from_dict(PLAN), calib=x_val).eval()
     plain, quants, _ = deploy_copy(small)
-    qdq, _ = quantize_graph(to_onnx(plain, input_shape=small.input_shape), quants)
+    # 8-bit weights as the export stores them here (u8 where u8·s8 kernels saturate)
+    fp32 = to_onnx(plain, input_shape=small.input_shape)
+    qdq, _ = quantize_graph(fp32, quants, weight_type=resolve_weight_type("auto"))
     int8 = flatten_channels_last(pad_conv_channels(qdq)[0])
     return small, qdq, int8, build_tflite(compressed=small, qdq=qdq)
 
