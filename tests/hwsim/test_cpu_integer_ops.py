@@ -99,11 +99,9 @@ def test_uint8_weights_take_the_generic_path_at_their_own_rate(engine):
     costly = _with(bare, unaligned_conv_cycles_per_output=0.5)
 
     def extra(layer: Conv2d, profile=costly) -> int:
-        return _extra_cycles(layer, costly=profile, bare=_with(bare, **_u8(profile)), engine=engine)
-
-    def _u8(profile) -> dict:
-        o = profile.overheads
-        return {"u8_weight_bits": o.u8_weight_bits}
+        # the same storage rule on both sides: what differs is the generic path's int32 pass
+        same_rule = _with(bare, u8_weight_bits=profile.overheads.u8_weight_bits)
+        return _extra_cycles(layer, costly=profile, bare=same_rule, engine=engine)
 
     generic = ceil(0.5 * 64 * 16 - 1e-9)
     assert extra(_conv(16, 16, weight_storage="s8")) == 0
