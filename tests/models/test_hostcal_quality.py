@@ -152,6 +152,23 @@ def test_a_zero_kernel_time_is_refused_but_a_zero_slope_is_not(good):
     ]
 
 
+def test_the_uint8_weight_convs_timings_are_gated_as_the_others(good):
+    # (timed only where u8·s8 kernels saturate): a sidecar's row of 1e-308 s had reached
+    # the fit as an SVD that did not converge, one of 1e308 s had been fitted silently
+    m = copy.deepcopy(good.measurements)
+    row = {"in_c": 16, "out_c": 16, "k": 3, "spatial": 8, "batch": 64, "weights": "u8"}
+    m["u8_conv_sweep"] = [
+        {**row, "kernel_s": 1e-308, "profiled_kernel_s": 2e-4},
+        {**row, "kernel_s": 2e-4, "profiled_kernel_s": 1e308},
+    ]
+    assert [p.split(": ", 1) for p in measurement_problems(m)] == [
+        ["u8_conv_sweep[0].kernel_s", "1e-308 s is shorter than 1e-08 s"],
+        ["u8_conv_sweep[1].profiled_kernel_s", "1e+308 s is longer than 1e+00 s"],
+    ]
+    with pytest.raises(MeasurementError, match=r"u8_conv_sweep\[0\]"):
+        from_measurements(m)
+
+
 def test_a_live_calibration_with_a_broken_timing_is_retried_then_refused(good, monkeypatch):
     """Live measurements go through the same gate: a broken timing fails the attempt like a
     bad fit, then the calibration is refused with one clear error."""

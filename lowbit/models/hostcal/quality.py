@@ -59,6 +59,8 @@ _ROWS = (
     ("chains", "run_s", True),  # an intercept (the Run call): a difference, may be nil
     ("conv_sweep", "kernel_s", False),
     ("conv_sweep", "profiled_kernel_s", False),
+    ("u8_conv_sweep", "kernel_s", False),
+    ("u8_conv_sweep", "profiled_kernel_s", False),
     ("gemm_sweep", "kernel_s", False),
     ("gemm_sweep", "profiled_kernel_s", False),
     ("gemm_sweep", "rounds_profiled_kernel_s", False),
