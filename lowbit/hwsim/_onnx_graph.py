@@ -156,35 +156,40 @@ class OnnxGraph:
         return [name for name in node.input if name and name not in self.static]
 
     # --- bit-widths --------------------------------------------------------------------
-    def weight_bits(self, name: str) -> int | None:
-        """Bits of a weight tensor: from the DequantizeLinear it comes out of (the codes'
-        span, capped by their type), from its own integer type, or None (float)."""
+    def _weight_codes(self, name: str) -> tuple[str, onnx.NodeProto | None] | None:
+        """(the tensor holding a weight's codes, the DequantizeLinear it comes out of or
+        None) of weight tensor ``name``, back through data movement; None when another
+        operator computes it."""
         for _ in range(8):
             node = self.producer.get(name)
             if node is None:
                 break
             if node.op_type == "DequantizeLinear":
-                return self._codes_bits(node.input[0], _axis(node, default=1))
+                return node.input[0], node
             if node.op_type not in WEIGHT_PATH_OPS:
                 return None
             name = node.input[0]
-        limit = dtype_bits(self.dtypes.get(name, TensorProto.FLOAT))
-        return None if limit is None else self._codes_bits(name, None)
+        return name, None
+
+    def weight_bits(self, name: str) -> int | None:
+        """Bits of a weight tensor: from the DequantizeLinear it comes out of (the codes'
+        span, capped by their type), from its own integer type, or None (float)."""
+        found = self._weight_codes(name)
+        if found is None:
+            return None
+        codes, dq = found
+        if dq is not None:
+            return self._codes_bits(codes, _axis(dq, default=1))
+        limit = dtype_bits(self.dtypes.get(codes, TensorProto.FLOAT))
+        return None if limit is None else self._codes_bits(codes, None)
 
     def weight_storage(self, name: str) -> str:
         """``"s8"`` or ``"u8"``: the integer type a weight tensor's codes are stored in (the
         DequantizeLinear's input it comes out of, or its own); ``""`` for float weights."""
-        for _ in range(8):
-            node = self.producer.get(name)
-            if node is None:
-                break
-            if node.op_type == "DequantizeLinear":
-                name = node.input[0]
-                break
-            if node.op_type not in WEIGHT_PATH_OPS:
-                return ""
-            name = node.input[0]
-        return _STORAGES.get(self.dtypes.get(name, TensorProto.FLOAT), "")
+        found = self._weight_codes(name)
+        if found is None:
+            return ""
+        return _STORAGES.get(self.dtypes.get(found[0], TensorProto.FLOAT), "")
 
     def codes_bits(self, name: str, axis: int | None) -> int | None:
         """Bits of integer codes ``name`` (a QLinear op's weight), None if not integer."""
