@@ -165,7 +165,7 @@ class DirectConvKernel(CostRule):
     whose ``weight_storage`` says so (imported), or, on a profile with ``u8_weight_bits`` > 0,
     one of at least that many weight bits whose storage the deployment chooses (lowbit's
     export stores 8-bit weights as uint8 where ONNX Runtime's u8·s8 kernels saturate: on
-    AVX2 without VNNI; measured there, such a 3x3 conv takes 1.4-1.5x the int8 one), its
+    AVX2 without VNNI; measured there at batch 64, 1.4-1.8x the int8 one, 1x1 1.5-2.2x), its
     GEMM at ``u8_gemm_library_speedup`` times the direct kernel's rate (the u8·u8 library
     widens both operands to int16; 0: at ``gemm_library_speedup``)."""
 

@@ -3,11 +3,11 @@
 Where ONNX Runtime's u8·s8 kernels add pairs of products into a saturating int16 (AVX2
 without VNNI), lowbit's export stores 8-bit weights as uint8, and a QLinearConv with uint8
 weights never takes the direct (symmetric, int8-weight) kernel: it runs im2col and the u8·u8
-GEMM library, which widens both operands to int16 first. On an AMD Zen 3 such a 3x3 conv
-took 1.4-1.5x the int8-weight one, a 1x1 1.2x. Calibration times a few such convs there
-(:data:`lowbit.models.hostcal.conv.U8_CONV_SWEEP`); with every other constant fixed, their
-GEMM's cycles per MAC are fitted alone -- as the FP32 rate is -- so they cannot move what
-the int8 kernels were fitted to.
+GEMM library, which widens both operands to int16 first. On an AMD Zen 3, timed side by
+side at batch 64, such a 3x3 conv took 1.4-1.8x the int8-weight one, a 1x1 1.5-2.2x.
+Calibration times a few such convs there (:data:`lowbit.models.hostcal.conv.U8_CONV_SWEEP`);
+with every other constant fixed, their GEMM's cycles per MAC are fitted alone -- as the FP32
+rate is -- so they cannot move what the int8 kernels were fitted to.
 """
 
 from __future__ import annotations
