@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         f"CPU: {cpu.get('label', cpu['model'])}, {cpu['clock_hz'] / 1e9:.2f} GHz"
         f"{_clock_note(cpu)}, {cpu['simd_lanes_32bit']} lanes of 32 bits",
         f"flags: {' '.join(cpu['flags'])}",
+        *_sharing_note(cpu),
         f"caches: {caches}; copy bandwidth: {bw}",
         f"fitted on {len(m['chains'])} layer chains + {len(m['conv_sweep'])} single convs + "
         f"{len(m.get('gemm_sweep', []))} single GEMMs: "
@@ -120,6 +121,25 @@ def _check(path, args: argparse.Namespace) -> int:
             table(rows, cpu_label=label, clock_hz=profile.clock_hz) + f"\nwrote {report}\n"
         )
     return 0
+
+
+def _sharing_note(cpu: dict) -> list[str]:
+    """A line on the core's sharing while the timings ran (the clock track's vector probe,
+    :class:`~lowbit.models.hostcal.clock.ClockTrack`), or none without the probe."""
+    track = cpu.get("clock_track")
+    if not isinstance(track, dict) or "vector_adds_per_cycle_best" not in track:
+        return []
+    contended = track.get("contended", 0)
+    verdict = (
+        "every timing kept was taken on a quiet core"
+        if not contended
+        else f"{contended} measurement(s) never caught the core quiet (the least of their timings "
+        "kept: expect those a little slow)"
+    )
+    return [
+        f"core sharing: vector probe {track['vector_adds_per_cycle_best']:.2f} adds/cycle at its "
+        f"best, {track.get('vector_adds_per_cycle_median', 0.0):.2f} median; {verdict}"
+    ]
 
 
 def _clock_note(cpu: dict) -> str:

@@ -46,6 +46,17 @@ def test_calibrate_host_names_the_clock_it_measured():
     assert _clock_note(several) == " (median of 3 readings, 2.88-3.35; the OS says 2.10)"
 
 
+def test_calibrate_host_says_whether_the_core_was_shared():
+    from lowbit.commands.calibrate_host import _sharing_note
+
+    assert _sharing_note({"clock_hz": 2.1e9}) == []  # no probe (not x86-64, an old sidecar)
+    track = {"vector_adds_per_cycle_best": 3.9, "vector_adds_per_cycle_median": 3.1}
+    (quiet,) = _sharing_note({"clock_track": {**track, "contended": 0}})
+    assert "3.90 adds/cycle at its best, 3.10 median" in quiet and "quiet core" in quiet
+    (shared,) = _sharing_note({"clock_track": {**track, "contended": 4}})
+    assert "4 measurement(s) never caught the core quiet" in shared
+
+
 def test_calibrate_host_rejects_a_non_toml_path(tmp_path, capsys):
     message = error_of(capsys, "calibrate-host", "--quick", "--out", str(tmp_path / "x.yaml"))
     assert "must end in .toml" in message

@@ -95,6 +95,38 @@ def test_least_disturbed_measures_every_item_once_per_pass_and_keeps_the_least()
     assert median == [("a", 3.0), ("b", 7.0)]
 
 
+def test_least_disturbed_chooses_among_timings_taken_on_a_quiet_core(monkeypatch):
+    """Under a track with a vector probe, a result timed while the core was shared (its
+    probe ratio below QUIET_SHARE of the best seen) is not chosen, however fast; an item no
+    pass caught quiet is measured again up to EXTRA_PASSES times, and one never caught quiet
+    is chosen from all its results and counted."""
+    from lowbit.models.hostcal.clock import QUIET_SHARE, ClockTrack
+
+    track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
+    monkeypatch.setattr(hostbench, "active_track", lambda: track)
+    # per item, the (time, probe ratio) of each call in turn: "a" is fastest while contended,
+    # "b" quiet only at its second extra pass, "c" never
+    plan = {
+        "a": [(1.0, 2.0), (3.0, 4.0), (2.5, 3.9)],
+        "b": [(5.0, 2.0)] * 4 + [(6.0, 4.0)],
+        "c": [(8.0, 2.0)] * 3 + [(7.0, 2.0)] * hostbench.EXTRA_PASSES,
+    }
+    calls = []
+
+    def measure(item):
+        time_s, ratio = plan[item][sum(1 for c in calls if c == item)]
+        calls.append(item)
+        track.ratios.append(ratio)
+        return (item, time_s)
+
+    kept = hostbench.least_disturbed(measure, ["a", "b", "c"], key=lambda r: r[1], passes=3)
+    assert 2.0 < QUIET_SHARE * 4.0 < 3.9
+    assert kept == [("a", 2.5), ("b", 6.0), ("c", 7.0)]
+    assert calls.count("a") == 3 and calls.count("b") == 5
+    assert calls.count("c") == 3 + hostbench.EXTRA_PASSES
+    assert track.contended == 1 and track.summary()["contended"] == 1
+
+
 def test_the_profiler_time_of_a_kernel_averages_its_whole_microseconds():
     """ONNX Runtime's profiler reports whole microseconds: the middle half's mean resolves
     a kernel between two of them, where a median is one of them; outliers stay out."""

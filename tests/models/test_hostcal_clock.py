@@ -11,12 +11,17 @@ import pytest
 from lowbit.models.hostcal import clock
 from lowbit.models.hostcal.clock import (
     ADDS_PER_ITERATION,
+    QUIET_SHARE,
+    VECTOR_OPS_PER_ITERATION,
+    ClockTrack,
     _x86_64_code,
+    _x86_64_vector_code,
     add_chain,
     at_reference_clock,
     clock_track,
     measured_clock_hz,
     seconds_clock_hz,
+    vector_probe,
     with_clock_track,
     with_running_clock,
 )
@@ -32,6 +37,44 @@ def test_the_loop_branches_back_to_its_first_add():
     assert jnz + 2 + offset == _PROLOGUE_BYTES
     body = code[_PROLOGUE_BYTES : jnz - 3]
     assert body == bytes([0x48, 0x01, 0xD0]) * ADDS_PER_ITERATION  # register adds only
+
+
+def test_the_vector_probe_is_independent_sse2_adds_that_loop_back():
+    """Seven paddd chains (xmm0..6 += xmm7, no register read before it is written twice in
+    a row) fill the loop; the jump lands on its first add; it returns its iterations."""
+    code = _x86_64_vector_code()
+    prologue = 6  # mov rcx, rdi; mov rax, rdi
+    jnz = len(code) - 3
+    assert code[jnz] == 0x75 and code[-1] == 0xC3
+    assert jnz + 2 + int.from_bytes(code[jnz + 1 : jnz + 2], "little", signed=True) == prologue
+    body = code[prologue : jnz - 3]
+    adds = [body[i : i + 4] for i in range(0, len(body), 4)]
+    assert len(adds) == VECTOR_OPS_PER_ITERATION
+    assert all(a[:3] == bytes([0x66, 0x0F, 0xFE]) and a[3] >> 6 == 3 for a in adds)
+    assert [(a[3] >> 3) & 7 for a in adds[:7]] == list(range(7))
+    assert {a[3] & 7 for a in adds} == {7}
+    probe = vector_probe()
+    if probe is not None:
+        assert probe(1) == 1 and probe(1000) == 1000
+
+
+def test_a_track_tells_quiet_timings_from_contended_ones():
+    """A timing is quiet when its least probe ratio is at least QUIET_SHARE of the best seen
+    (or nothing was read); the summary gives the ratios. On x86-64 a real track reads the
+    probe beside the clock: a core does a few vector adds per cycle, never 0 or 64."""
+    track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
+    assert track.quiet(None) and track.quiet(0.1)  # no ratio read yet
+    mark = track.mark()
+    track.ratios += [4.0, 3.0]
+    assert track.least_ratio(mark) == 3.0 and track.least_ratio(track.mark()) is None
+    assert track.quiet(4.0 * QUIET_SHARE) and not track.quiet(3.0) and track.quiet(None)
+    summary = track.summary()
+    assert summary["vector_adds_per_cycle_best"] == 4.0 and summary["contended"] == 0
+    with clock_track(reference_hz=3e9) as real:
+        at_reference_clock(lambda: None)
+    if real is None or real.vector is None:
+        return
+    assert len(real.ratios) == 2 and all(0.5 < r < 64 for r in real.ratios)
 
 
 def test_the_chain_runs_as_written_on_x86_64_and_is_absent_elsewhere():

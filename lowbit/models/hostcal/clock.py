@@ -24,6 +24,16 @@ windows. So every timing is taken inside :func:`at_reference_clock`: under a
 :func:`clock_track` (a calibration's, a check's), the clock is read just before and after
 (three chains of 300,000 adds, a third of a millisecond) and the seconds come back as seconds
 at the track's reference clock -- the same cycles at one clock -- and every reading is kept.
+
+A clock does not see a virtual core that shares its physical core with another tenant's
+thread: the add chain's latency stays, while the vector units' throughput -- what the INT8
+and float kernels live on -- is split. So each reading also times a vector-throughput probe
+(:func:`vector_probe`: independent SSE2 adds) and records its adds per cycle; a timing whose
+readings fell well below the best seen ran on a shared core (:meth:`ClockTrack.quiet`), and
+the calibration's passes (:func:`lowbit.models.hostcal.bench.least_disturbed`) choose among
+the quiet ones and measure the others again. Converting a shared core's timing by the probe
+instead does not work: a conv network ran 1.64x slower where the probe read 1.55x, and
+single convs so converted came out 10-25 % fast.
 """
 
 from __future__ import annotations
@@ -43,11 +53,15 @@ import numpy as np
 
 __all__ = [
     "ADDS_PER_ITERATION",
+    "QUIET_SHARE",
+    "VECTOR_OPS_PER_ITERATION",
     "ClockTrack",
+    "active_track",
     "add_chain",
     "at_reference_clock",
     "clock_track",
     "measured_clock_hz",
+    "vector_probe",
     "seconds_clock_hz",
     "with_clock_track",
     "with_running_clock",
@@ -57,6 +71,8 @@ T = TypeVar("T")
 
 #: dependent adds in one loop iteration (the loop's own decrement and branch run beside them)
 ADDS_PER_ITERATION = 32
+#: independent vector adds in one iteration of the throughput probe (:func:`vector_probe`)
+VECTOR_OPS_PER_ITERATION = 28
 
 _X86_64 = ("x86_64", "amd64")
 
@@ -75,11 +91,25 @@ def _x86_64_code() -> bytes:
     return prologue + body + loop_end + bytes([0x75, back & 0xFF, 0xC3])  # jnz; ret
 
 
-class _AddChain:
-    """The add chain in an executable page; callable as ``chain(iterations) -> adds``."""
+def _x86_64_vector_code() -> bytes:
+    """``uint64 f(uint64 n)``: ``n`` iterations of :data:`VECTOR_OPS_PER_ITERATION`
+    independent SSE2 ``paddd xmm0..6, xmm7`` (seven chains: the vector ALUs' throughput, not
+    their latency, bounds it); returns ``n`` (System V ABI: every xmm register is the
+    caller's to lose)."""
+    prologue = bytes([0x48, 0x89, 0xF9, 0x48, 0x89, 0xF8])  # mov rcx, rdi; mov rax, rdi
+    adds = [bytes([0x66, 0x0F, 0xFE, 0xC0 | (reg << 3) | 7]) for reg in range(7)]
+    body = b"".join(adds) * (VECTOR_OPS_PER_ITERATION // 7)  # paddd xmm{reg}, xmm7
+    loop_end = bytes([0x48, 0xFF, 0xC9])  # dec rcx
+    back = -(len(body) + len(loop_end) + 2)
+    return prologue + body + loop_end + bytes([0x75, back & 0xFF, 0xC3])  # jnz; ret
 
-    def __init__(self) -> None:
-        code = _x86_64_code()
+
+class _AddChain:
+    """Machine code in an executable page (the add chain unless ``code`` says otherwise);
+    callable as ``chain(iterations) -> what the code returns``."""
+
+    def __init__(self, code: bytes | None = None) -> None:
+        code = _x86_64_code() if code is None else code
         self._page = mmap.mmap(
             -1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC
         )
@@ -98,6 +128,22 @@ def add_chain():
         return None
     try:
         return _AddChain()
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def vector_probe():
+    """The compiled vector-throughput probe (:func:`_x86_64_vector_code`), or ``None`` where
+    it cannot run. Where a virtual core shares its physical core with another tenant's
+    thread, the vector units' throughput drops while the add chain's latency-bound clock
+    does not move: on an AMD EPYC Zen 3 (AVX2) under KVM, a 8 -> 32 INT8 conv network ran
+    455-910 us in one minute with the clock steady at 2.8-3.1 GHz; its time followed this
+    probe's rate (correlation -0.78, -0.43 with the clock), 540-565 us when the probe ran at
+    its best (3.9 vector adds per cycle), ~900 us at 2.5 per cycle."""
+    if add_chain() is None:
+        return None
+    try:
+        return _AddChain(_x86_64_vector_code())
     except (OSError, ValueError, TypeError):
         return None
 
@@ -157,14 +203,28 @@ _TRACK_ADDS = 300_000
 _TRACK_RUNS = 3
 
 
+#: vector adds of one probe run beside a timing (~0.03 ms at 3 GHz; the fastest of
+#: :data:`_TRACK_RUNS` kept) and the share of the best ratio seen (vector adds per cycle)
+#: below which a timing counts as contended: on the Zen 3 above, contended runs read 0.6-0.8
+#: of the best, quiet ones within a few per cent of it
+_PROBE_OPS = 84_000
+QUIET_SHARE = 0.85
+
+
 @dataclass(slots=True)
 class ClockTrack:
     """The clock read beside every timing under :func:`clock_track`: ``reference_hz`` is the
-    clock the timings are converted to, ``readings_hz`` every reading taken."""
+    clock the timings are converted to, ``readings_hz`` every reading taken. With a
+    ``vector`` probe (:func:`vector_probe`), each reading also records the probe's vector adds
+    per cycle (``ratios``): a timing whose readings fell below :data:`QUIET_SHARE` of the best
+    ratio seen ran while another thread shared the core (:meth:`quiet`)."""
 
     reference_hz: float
     chain: Callable[[int], int]
     readings_hz: list[float] = field(default_factory=list)
+    vector: Callable[[int], int] | None = None
+    ratios: list[float] = field(default_factory=list)
+    contended: int = 0
 
     def reading_hz(self) -> float:
         """The clock now: the fastest of :data:`_TRACK_RUNS` short chains (recorded)."""
@@ -172,22 +232,50 @@ class ClockTrack:
             self.chain, iterations=_TRACK_ADDS // ADDS_PER_ITERATION, runs=_TRACK_RUNS
         )
         best = max((adds / s for adds, s in timed if s > 0), default=0.0)
-        return self._record(best or self.reference_hz)
+        hz = self._record(best or self.reference_hz)
+        if self.vector is not None:
+            iterations = _PROBE_OPS // VECTOR_OPS_PER_ITERATION
+            runs = _timed_chains(self.vector, iterations=iterations, runs=_TRACK_RUNS)
+            fastest = min((s for _, s in runs if s > 0), default=0.0)
+            if fastest > 0:
+                self.ratios.append(iterations * VECTOR_OPS_PER_ITERATION / fastest / hz)
+        return hz
 
     def _record(self, hz: float) -> float:
         self.readings_hz.append(hz)
         return hz
 
+    def mark(self) -> int:
+        """Where the readings stand now (for :meth:`least_ratio`)."""
+        return len(self.ratios)
+
+    def least_ratio(self, since: int) -> float | None:
+        """The least vector ratio read after :meth:`mark` ``since`` (None: none read)."""
+        return min(self.ratios[since:], default=None)
+
+    def quiet(self, ratio: float | None) -> bool:
+        """Whether a timing whose least ratio was ``ratio`` ran on an uncontended core: at
+        least :data:`QUIET_SHARE` of the best ratio seen so far (True without a probe)."""
+        return ratio is None or not self.ratios or ratio >= QUIET_SHARE * max(self.ratios)
+
     def summary(self) -> dict[str, Any]:
-        """The readings in a few numbers (a sidecar's ``clock_track``)."""
+        """The readings in a few numbers (a sidecar's ``clock_track``); with the probe, its
+        best and median ratio and the timings no pass caught quiet (``contended``)."""
         r = np.asarray(self.readings_hz or [self.reference_hz], dtype=float)
-        return {
+        out = {
             "reference_hz": self.reference_hz,
             "readings": len(self.readings_hz),
             "median_hz": round(float(np.median(r)) / 1e7) * 1e7,
             "low_hz": float(r.min()),
             "high_hz": float(r.max()),
         }
+        if self.ratios:
+            out |= {
+                "vector_adds_per_cycle_best": round(max(self.ratios), 3),
+                "vector_adds_per_cycle_median": round(float(np.median(self.ratios)), 3),
+                "contended": self.contended,
+            }
+        return out
 
 
 _TRACK: ContextVar[ClockTrack | None] = ContextVar("lowbit_clock_track", default=None)
@@ -204,12 +292,17 @@ def clock_track(*, reference_hz: float) -> Iterator[ClockTrack | None]:
     if chain is None:
         yield None
         return
-    track = ClockTrack(reference_hz=float(reference_hz), chain=chain)
+    track = ClockTrack(reference_hz=float(reference_hz), chain=chain, vector=vector_probe())
     token = _TRACK.set(track)
     try:
         yield track
     finally:
         _TRACK.reset(token)
+
+
+def active_track() -> ClockTrack | None:
+    """The :func:`clock_track` timings are converted under now (None: none)."""
+    return _TRACK.get()
 
 
 def at_reference_clock(measure: Callable[[], T]) -> tuple[T, float]:
