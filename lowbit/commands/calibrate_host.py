@@ -127,7 +127,7 @@ def _sharing_note(cpu: dict) -> list[str]:
     """A line on the core's sharing while the timings ran (the clock track's vector probe,
     :class:`~lowbit.models.hostcal.clock.ClockTrack`), or none without the probe."""
     track = cpu.get("clock_track")
-    if not isinstance(track, dict) or "vector_adds_per_cycle_best" not in track:
+    if not isinstance(track, dict) or "vector_adds_per_cycle_quiet" not in track:
         return []
     contended = track.get("contended", 0)
     verdict = (
@@ -137,8 +137,8 @@ def _sharing_note(cpu: dict) -> list[str]:
         "kept: expect those a little slow)"
     )
     return [
-        f"core sharing: vector probe {track['vector_adds_per_cycle_best']:.2f} adds/cycle at its "
-        f"best, {track.get('vector_adds_per_cycle_median', 0.0):.2f} median; {verdict}"
+        f"core sharing: vector probe {track['vector_adds_per_cycle_quiet']:.2f} adds/cycle quiet "
+        f"(95th percentile), {track.get('vector_adds_per_cycle_median', 0.0):.2f} median; {verdict}"
     ]
 
 

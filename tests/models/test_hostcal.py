@@ -97,13 +97,15 @@ def test_least_disturbed_measures_every_item_once_per_pass_and_keeps_the_least()
 
 def test_least_disturbed_chooses_among_timings_taken_on_a_quiet_core(monkeypatch):
     """Under a track with a vector probe, a result timed while the core was shared (its
-    probe ratio below QUIET_SHARE of the best seen) is not chosen, however fast; an item no
+    probe ratio below QUIET_SHARE of a quiet core's) is not chosen, however fast; an item no
     pass caught quiet is measured again up to EXTRA_PASSES times, and one never caught quiet
     is chosen from all its results and counted."""
     from lowbit.models.hostcal.clock import QUIET_SHARE, ClockTrack
 
     track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
     monkeypatch.setattr(hostbench, "active_track", lambda: track)
+    waits = []
+    monkeypatch.setattr(ClockTrack, "wait_quiet", lambda self, timeout_s: waits.append(timeout_s))
     # per item, the (time, probe ratio) of each call in turn: "a" is fastest while contended,
     # "b" quiet only at its second extra pass, "c" never
     plan = {
@@ -125,6 +127,8 @@ def test_least_disturbed_chooses_among_timings_taken_on_a_quiet_core(monkeypatch
     assert calls.count("a") == 3 and calls.count("b") == 5
     assert calls.count("c") == 3 + hostbench.EXTRA_PASSES
     assert track.contended == 1 and track.summary()["contended"] == 1
+    # each extra pass first waited for a quiet core
+    assert waits == [hostbench.QUIET_WAIT_S] * hostbench.EXTRA_PASSES
 
 
 def test_the_profiler_time_of_a_kernel_averages_its_whole_microseconds():

@@ -34,6 +34,7 @@ __all__ = [
     "CHAIN_PASSES",
     "DEPTHS",
     "EXTRA_PASSES",
+    "QUIET_WAIT_S",
     "MAX_SPREAD",
     "MeasurementError",
     "PASSES",
@@ -237,8 +238,11 @@ def depth_slope(
     )
 
 
-#: further passes over the shapes no pass measured on a quiet core (:func:`least_disturbed`)
+#: further passes over the shapes no pass measured on a quiet core (:func:`least_disturbed`),
+#: each after waiting up to this long for the core to be quiet (a spell of sharing lasted
+#: seconds on an AMD Zen 3 under KVM: passes straight after one another all fell in it)
 EXTRA_PASSES = 3
+QUIET_WAIT_S = 2.0
 
 
 def least_disturbed(
@@ -262,9 +266,11 @@ def least_disturbed(
     Under a clock track with a vector probe (:class:`~lowbit.models.hostcal.clock.ClockTrack`)
     each result also knows whether the core was shared while it was timed: only the quiet
     ones are chosen from, and an item no pass caught quiet is measured again, up to
-    :data:`EXTRA_PASSES` more times (then, still contended, from all its results; the track
-    counts it). On an AMD EPYC Zen 3 (AVX2) under KVM a spell lasted a minute: the 15
-    depthwise chains of one calibration all came out 1.6-1.9x the next one's."""
+    :data:`EXTRA_PASSES` more times, each once the core reads quiet or :data:`QUIET_WAIT_S`
+    has passed (then, still contended, from all its results; the track counts it). On an AMD
+    EPYC Zen 3 (AVX2) under KVM the 15 depthwise chains of one calibration all came out
+    1.6-1.9x the next one's; ten single convs timed four times over a minute spread 55 % (the
+    least of three passes each time), 2.5 % with this."""
     if passes < 1:
         raise ValueError(f"need passes >= 1, got {passes}")
     track = active_track()
@@ -284,6 +290,8 @@ def least_disturbed(
 
     for _ in range(EXTRA_PASSES if track is not None else 0):
         again = [index for index in range(len(items)) if not quiet(index)]
+        if again:
+            track.wait_quiet(timeout_s=QUIET_WAIT_S)
         for index in again:
             run(index)
     chosen = []
