@@ -100,8 +100,10 @@ def test_least_disturbed_chooses_among_timings_taken_on_a_quiet_core(monkeypatch
     probe ratio below QUIET_SHARE of a quiet core's) is not chosen, however fast; an item no
     pass caught quiet is measured again up to EXTRA_PASSES times, and one never caught quiet
     is chosen from all its results and counted."""
+    from lowbit.models.hostcal import clock
     from lowbit.models.hostcal.clock import QUIET_SHARE, ClockTrack
 
+    monkeypatch.setattr(clock, "_REMEMBERED", {"quiet_ratio": 0.0})  # no earlier track
     track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
     monkeypatch.setattr(hostbench, "active_track", lambda: track)
     waits = []
@@ -129,6 +131,19 @@ def test_least_disturbed_chooses_among_timings_taken_on_a_quiet_core(monkeypatch
     assert track.contended == 1 and track.summary()["contended"] == 1
     # each extra pass first waited for a quiet core
     assert waits == [hostbench.QUIET_WAIT_S] * hostbench.EXTRA_PASSES
+
+
+def test_quiet_only_keeps_the_timings_of_a_quiet_core_or_all_of_them(monkeypatch):
+    from lowbit.models.hostcal import clock
+    from lowbit.models.hostcal.clock import ClockTrack
+
+    monkeypatch.setattr(clock, "_REMEMBERED", {"quiet_ratio": 0.0})
+    track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
+    track.ratios += [4.0] * 20
+    rounds = [(1.0, 4.0), (9.0, 2.0), (1.2, 3.9), (5.0, None)]  # None: no reading beside it
+    assert hostbench.quiet_only(rounds, track) == [1.0, 1.2, 5.0]
+    assert hostbench.quiet_only([(9.0, 2.0), (8.0, 1.0)], track) == [9.0, 8.0]
+    assert hostbench.quiet_only(rounds, None) == [1.0, 9.0, 1.2, 5.0]
 
 
 def test_the_profiler_time_of_a_kernel_averages_its_whole_microseconds():

@@ -63,6 +63,7 @@ def test_a_track_tells_quiet_timings_from_contended_ones(monkeypatch):
     ratio, the 95th percentile of those read (one overshooting reading does not set it), or
     when nothing was read; the summary gives the ratios. On x86-64 a real track reads the
     probe beside the clock: a core does a few vector adds per cycle, never 0 or 64."""
+    monkeypatch.setattr(clock, "_REMEMBERED", {"quiet_ratio": 0.0})  # no earlier track
     track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
     assert track.quiet(None) and track.quiet(0.1)  # no ratio read yet
     mark = track.mark()
@@ -87,6 +88,22 @@ def test_a_track_tells_quiet_timings_from_contended_ones(monkeypatch):
     if real is None or real.vector is None:
         return
     assert len(real.ratios) == 2 and all(0.5 < r < 64 for r in real.ratios)
+
+
+def test_a_long_track_leaves_its_quiet_ratio_to_the_next(monkeypatch):
+    """A track of many readings passes its quiet ratio on to the later tracks of the process
+    (a short one may lie in a spell of sharing from start to end); a short one does not."""
+    monkeypatch.setattr(clock, "_REMEMBERED", {"quiet_ratio": 0.0})
+    monkeypatch.setattr(clock, "add_chain", lambda: lambda iterations: iterations)
+    monkeypatch.setattr(clock, "vector_probe", lambda: None)
+    with clock_track(reference_hz=3e9) as short:
+        short.ratios += [4.0] * (clock._REMEMBER_AFTER - 1)
+    with clock_track(reference_hz=3e9) as long:
+        assert long.quiet_ratio() == 0.0
+        long.ratios += [3.9] * clock._REMEMBER_AFTER
+    with clock_track(reference_hz=3e9) as shared:
+        shared.ratios += [2.8] * 10  # a whole short track in a spell of sharing
+        assert shared.quiet_ratio() == 3.9 and not shared.quiet(2.8)
 
 
 def test_the_chain_runs_as_written_on_x86_64_and_is_absent_elsewhere():

@@ -49,6 +49,7 @@ __all__ = [
     "glue_op_slope",
     "least_disturbed",
     "lower_median",
+    "quiet_only",
     "chain_slopes",
 ]
 
@@ -285,23 +286,30 @@ def least_disturbed(
         for index in range(len(items)):
             run(index)
 
-    def quiet(index: int) -> list[T]:
-        return [r for r, ratio in results[index] if track is None or track.quiet(ratio)]
+    def caught_quiet(index: int) -> bool:
+        return any(track is None or track.quiet(ratio) for _, ratio in results[index])
 
     for _ in range(EXTRA_PASSES if track is not None else 0):
-        again = [index for index in range(len(items)) if not quiet(index)]
+        again = [index for index in range(len(items)) if not caught_quiet(index)]
         if again:
             track.wait_quiet(timeout_s=QUIET_WAIT_S)
         for index in again:
             run(index)
     chosen = []
     for index in range(len(items)):
-        kept = quiet(index)
-        if not kept:
+        if track is not None and not caught_quiet(index):
             track.contended += 1
-            kept = [r for r, _ in results[index]]
+        kept = quiet_only(results[index], track)
         chosen.append(lower_median(kept, key=key) if median else min(kept, key=key))
     return chosen
+
+
+def quiet_only(results: Sequence[tuple[T, float | None]], track) -> list[T]:
+    """Of ``(result, the probe's least ratio beside it)`` pairs, the results timed on a quiet
+    core (:meth:`~lowbit.models.hostcal.clock.ClockTrack.quiet`) -- all of them where none
+    was, or without a track."""
+    quiet = [r for r, ratio in results if track is None or track.quiet(ratio)]
+    return quiet or [r for r, _ in results]
 
 
 def lower_median(values: Sequence[T], *, key: Callable[[T], float]) -> T:

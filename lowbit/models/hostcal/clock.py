@@ -261,12 +261,13 @@ class ClockTrack:
         return min(self.ratios[since:], default=None)
 
     def quiet_ratio(self) -> float:
-        """The ratio of a quiet core: the :data:`QUIET_PERCENTILE` of those read so far (0
-        before any)."""
+        """The ratio of a quiet core: the :data:`QUIET_PERCENTILE` of those read so far, or
+        the highest an earlier track of this process found (:func:`clock_track` remembers
+        it), whichever is higher (0 before any)."""
         if self._quiet_ratio[0] != len(self.ratios):
             value = float(np.percentile(self.ratios, QUIET_PERCENTILE)) if self.ratios else 0.0
             self._quiet_ratio = (len(self.ratios), value)
-        return self._quiet_ratio[1]
+        return max(self._quiet_ratio[1], _REMEMBERED["quiet_ratio"])
 
     def quiet(self, ratio: float | None) -> bool:
         """Whether a timing whose least ratio was ``ratio`` ran on an uncontended core: at
@@ -328,6 +329,17 @@ def clock_track(*, reference_hz: float) -> Iterator[ClockTrack | None]:
         yield track
     finally:
         _TRACK.reset(token)
+        if len(track.ratios) >= _REMEMBER_AFTER:
+            _REMEMBERED["quiet_ratio"] = max(_REMEMBERED["quiet_ratio"], track.quiet_ratio())
+
+
+#: a track of at least this many probe readings (a calibration reads ~20,000) leaves its
+#: quiet ratio to the later tracks of the process: a short one (a check timing a zoo of
+#: networks for a minute) can fall in a spell of sharing from start to end and would take
+#: the shared core's ratio for a quiet one -- in one bench run the zoo's nine networks came
+#: out 1.25-1.5x their time of the run before, and none was re-measured
+_REMEMBER_AFTER = 1000
+_REMEMBERED = {"quiet_ratio": 0.0}
 
 
 def active_track() -> ClockTrack | None:

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from lowbit.hwsim._memory_op_costs import INWARD_CHANNELS
+from lowbit.models.hostcal.bench import quiet_only
+from lowbit.models.hostcal.clock import active_track
 
 __all__ = [
     "MOVEMENT_OPS",
@@ -220,7 +222,10 @@ def movement_session_costs(
     (the float reorders on in-L2 shapes). The blocked layout's
     reorders are each timed alone (a ReorderOutput reads the graph's input as a blocked
     tensor: timed after a ReorderInput, as the difference, it moved 29 % between two
-    calibrations); 0 where ONNX Runtime has no blocked layout (Arm)."""
+    calibrations); 0 where ONNX Runtime has no blocked layout (Arm). Under a clock track
+    with a vector probe, only the rounds timed on a quiet core count (all of a size's, if
+    none was: :meth:`~lowbit.models.hostcal.clock.ClockTrack.quiet`): on an AMD Zen 3 under
+    KVM the transposes' costs moved 25-48 % between two calibrations without it."""
     from lowbit.models.export.ort import ort_session
     from lowbit.models.hostcal.timing import bind, run_times_s, warm_up
 
@@ -237,20 +242,27 @@ def movement_session_costs(
                 warm_up(session, binding=binding, runs=10)
                 pair.append((session, binding))
             sessions[op].append(pair)
-    # op -> session -> size -> each round's median
+    # op -> session -> size -> each round's (median, the probe's least ratio beside it)
     medians = {op: [[[], []] for _ in each] for op, each in sessions.items()}
+    track = active_track()
     for _ in range(max(rounds // MOVEMENT_SESSIONS, 1)):
         for op, each in sessions.items():
             for k, pair in enumerate(each):
                 for i, (session, binding) in enumerate(pair):
+                    mark = track.mark() if track is not None else 0
                     times = run_times_s(session, binding=binding, runs=max(repeats, 50))
-                    medians[op][k][i].append(float(np.median(times)))
+                    ratio = track.least_ratio(mark) if track is not None else None
+                    medians[op][k][i].append((float(np.median(times)), ratio))
+
+    def quiet_median(rounds: list[tuple[float, float | None]]) -> float:
+        return float(np.median(quiet_only(rounds, track)))
+
     out = {}
     for op, per_session in medians.items():
         factor = 2 if "Concat" in op else 1  # a Concat writes twice its input
         elements = [factor * int(np.prod(shape)) for shape in _shapes(op)]
         out[op] = [
-            float(np.median(session[1]) - np.median(session[0])) / (elements[1] - elements[0])
+            (quiet_median(session[1]) - quiet_median(session[0])) / (elements[1] - elements[0])
             for session in per_session
         ]
     for op in MOVEMENT_OPS:
