@@ -27,7 +27,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from lowbit.hwsim.errors import LowbitError
-from lowbit.models.hostcal.clock import active_track, at_reference_clock
+from lowbit.models.hostcal.clock import at_reference_clock
+from lowbit.models.hostcal.quiet import (
+    EXTRA_PASSES,
+    QUIET_WAIT_S,
+    least_disturbed,
+    lower_median,
+    quiet_only,
+)
 from lowbit.models.hostcal.timing import bind, run_times_s, warm_up
 
 __all__ = [
@@ -237,85 +244,6 @@ def depth_slope(
         f"(median of depth-{long} minus depth-{short} chains <= 0); the machine may be too "
         "busy to calibrate: retry when it is quiet"
     )
-
-
-#: further passes over the shapes no pass measured on a quiet core (:func:`least_disturbed`),
-#: each after waiting up to this long for the core to be quiet (a spell of sharing lasted
-#: seconds on an AMD Zen 3 under KVM: passes straight after one another all fell in it)
-EXTRA_PASSES = 3
-QUIET_WAIT_S = 2.0
-
-
-def least_disturbed(
-    measure: Callable[[Any], T],
-    items: Sequence[Any],
-    *,
-    key: Callable[[T], float],
-    passes: int,
-    median: bool = False,
-) -> list[T]:
-    """``measure(item)`` for every item, once in each of ``passes`` passes over all of them;
-    per item, the result with the least ``key`` (its time), or with ``median`` the median
-    one (the lower middle of an even count). On a shared virtual machine a
-    slow spell -- another tenant on the core -- lasts up to seconds: it slowed every shape
-    measured in it by 30-80 %, so one calibration's fit moved 10-70 % from the next's
-    (an AMD EPYC Zen 4 under KVM). A pass over all shapes takes seconds, so one spell
-    disturbs a shape in one pass, not in all. The median takes several passes and leaves
-    out the disturbed ones without picking, among timings converted to a reference clock,
-    the one whose conversion erred lowest.
-
-    Under a clock track with a vector probe (:class:`~lowbit.models.hostcal.clock.ClockTrack`)
-    each result also knows whether the core was shared while it was timed: only the quiet
-    ones are chosen from, and an item no pass caught quiet is measured again, up to
-    :data:`EXTRA_PASSES` more times, each once the core reads quiet or :data:`QUIET_WAIT_S`
-    has passed (then, still contended, from all its results; the track counts it). On an AMD
-    EPYC Zen 3 (AVX2) under KVM the 15 depthwise chains of one calibration all came out
-    1.6-1.9x the next one's; ten single convs timed four times over a minute spread 55 % (the
-    least of three passes each time), 2.5 % with this."""
-    if passes < 1:
-        raise ValueError(f"need passes >= 1, got {passes}")
-    track = active_track()
-    results: list[list[tuple[T, float | None]]] = [[] for _ in items]
-
-    def run(index: int) -> None:
-        mark = track.mark() if track is not None else 0
-        result = measure(items[index])
-        results[index].append((result, track.least_ratio(mark) if track is not None else None))
-
-    for _ in range(passes):
-        for index in range(len(items)):
-            run(index)
-
-    def caught_quiet(index: int) -> bool:
-        return any(track is None or track.quiet(ratio) for _, ratio in results[index])
-
-    for _ in range(EXTRA_PASSES if track is not None else 0):
-        again = [index for index in range(len(items)) if not caught_quiet(index)]
-        if again:
-            track.wait_quiet(timeout_s=QUIET_WAIT_S)
-        for index in again:
-            run(index)
-    chosen = []
-    for index in range(len(items)):
-        if track is not None and not caught_quiet(index):
-            track.contended += 1
-        kept = quiet_only(results[index], track)
-        chosen.append(lower_median(kept, key=key) if median else min(kept, key=key))
-    return chosen
-
-
-def quiet_only(results: Sequence[tuple[T, float | None]], track) -> list[T]:
-    """Of ``(result, the probe's least ratio beside it)`` pairs, the results timed on a quiet
-    core (:meth:`~lowbit.models.hostcal.clock.ClockTrack.quiet`) -- all of them where none
-    was, or without a track."""
-    quiet = [r for r, ratio in results if track is None or track.quiet(ratio)]
-    return quiet or [r for r, _ in results]
-
-
-def lower_median(values: Sequence[T], *, key: Callable[[T], float]) -> T:
-    """The median of ``values`` by ``key`` -- one of them, the lower middle of an even
-    count (never a mean of two: a disturbed timing must not pull the kept one)."""
-    return sorted(values, key=key)[(len(values) - 1) // 2]
 
 
 def chain_slopes(

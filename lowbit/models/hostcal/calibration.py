@@ -113,6 +113,7 @@ from lowbit.models.hostcal.kernels import (
 from lowbit.models.hostcal.movement import movement_session_costs, pooled_costs
 from lowbit.models.hostcal.profile_fit import Calibration, from_measurements
 from lowbit.models.hostcal.quality import CalibrationError, MeasurementError, fit_problems
+from lowbit.models.hostcal.quiet import least_quiet, timed_quiet
 
 __all__ = [
     "CALIBRATION_VERSION",
@@ -265,8 +266,9 @@ def _measure(*, quick: bool) -> dict[str, Any]:
             # (two calibrations a minute apart measured 21.5 and 28.4 GB/s once each)
             spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
         # a tiny operator's dispatch, measured before and after the chains (seconds apart: a
-        # slow spell of a shared machine disturbs one of them), the least disturbed kept
-        glue = [glue_op_slope(repeats=repeats)]
+        # slow spell of a shared machine disturbs one of them), the least quiet one kept (on
+        # an AMD Zen 3 under KVM two calibrations' took 2284 and 1435 cycles without it)
+        glue = [timed_quiet(lambda: glue_op_slope(repeats=repeats))]
         # data movement and the INT8 softmax take about a second: measured here, after the conv
         # sweep and at the end, the least per operator (one calibration's came out 20-60 % high;
         # with two rounds a transpose's cost per row still moved 5-10 % between calibrations)
@@ -287,8 +289,10 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         gemm_round()
         rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
         gemm_round()
-        glue.append(glue_op_slope(repeats=repeats))
-        op_s = min(glue, key=lambda slope: slope.long_s).per_layer_s
+        glue.append(timed_quiet(lambda: glue_op_slope(repeats=repeats)))
+        op_s = least_quiet(
+            glue, key=lambda slope: slope.long_s, again=lambda: glue_op_slope(repeats=repeats)
+        ).per_layer_s
         # the per-node profiler adds its own time to every kernel it reports: taken off
         profiler_s = profiler_overhead_s(repeats=repeats, op_s=op_s)
         gemm_round()
