@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 HELP = "microbenchmark this CPU (ONNX Runtime, 1 thread) and write a host hardware profile"
@@ -127,18 +128,26 @@ def _sharing_note(cpu: dict) -> list[str]:
     """A line on the core's sharing while the timings ran (the clock track's vector probe,
     :class:`~lowbit.models.hostcal.clock.ClockTrack`), or none without the probe."""
     track = cpu.get("clock_track")
-    if not isinstance(track, dict) or "vector_adds_per_cycle_quiet" not in track:
+    if not isinstance(track, dict):
         return []
-    contended = track.get("contended", 0)
+    numbers = [
+        track.get(k)
+        for k in ("vector_adds_per_cycle_quiet", "vector_adds_per_cycle_median", "contended")
+    ]
+    if not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        for v in numbers
+    ):
+        return []  # no probe here (or a hand-edited sidecar): nothing to say
+    quiet, median, contended = numbers
     verdict = (
-        "every timing kept was taken on a quiet core"
+        "every measurement timed again caught the core quiet"
         if not contended
-        else f"{contended} measurement(s) never caught the core quiet (the least of their timings "
+        else f"{int(contended)} measurement(s) never caught the core quiet (their least timing "
         "kept: expect those a little slow)"
     )
     return [
-        f"core sharing: vector probe {track['vector_adds_per_cycle_quiet']:.2f} adds/cycle quiet "
-        f"(95th percentile), {track.get('vector_adds_per_cycle_median', 0.0):.2f} median; {verdict}"
+        f"core sharing: vector probe {quiet:.2f} adds/cycle quiet, {median:.2f} median; {verdict}"
     ]
 
 

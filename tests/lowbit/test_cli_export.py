@@ -52,8 +52,14 @@ def test_calibrate_host_says_whether_the_core_was_shared():
     assert _sharing_note({"clock_hz": 2.1e9}) == []  # no probe (not x86-64, an old sidecar)
     track = {"vector_adds_per_cycle_quiet": 3.9, "vector_adds_per_cycle_median": 3.1}
     (quiet,) = _sharing_note({"clock_track": {**track, "contended": 0}})
-    assert "3.90 adds/cycle quiet (95th percentile), 3.10 median" in quiet
-    assert "quiet core" in quiet
+    assert "3.90 adds/cycle quiet, 3.10 median" in quiet and "caught the core quiet" in quiet
+    for broken in ("3.9", None, float("nan"), True):  # a hand-edited sidecar: no line
+        assert (
+            _sharing_note(
+                {"clock_track": {**track, "contended": 0, "vector_adds_per_cycle_quiet": broken}}
+            )
+            == []
+        )
     (shared,) = _sharing_note({"clock_track": {**track, "contended": 4}})
     assert "4 measurement(s) never caught the core quiet" in shared
 

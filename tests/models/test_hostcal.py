@@ -141,9 +141,9 @@ def test_quiet_only_keeps_the_timings_of_a_quiet_core_or_all_of_them(monkeypatch
     track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
     track.ratios += [4.0] * 20
     rounds = [(1.0, 4.0), (9.0, 2.0), (1.2, 3.9), (5.0, None)]  # None: no reading beside it
-    assert hostbench.quiet_only(rounds, track) == [1.0, 1.2, 5.0]
-    assert hostbench.quiet_only([(9.0, 2.0), (8.0, 1.0)], track) == [9.0, 8.0]
-    assert hostbench.quiet_only(rounds, None) == [1.0, 9.0, 1.2, 5.0]
+    assert hostbench.quiet_only(rounds, track=track) == [1.0, 1.2, 5.0]
+    assert hostbench.quiet_only([(9.0, 2.0), (8.0, 1.0)], track=track) == [9.0, 8.0]
+    assert hostbench.quiet_only(rounds, track=None) == [1.0, 9.0, 1.2, 5.0]
 
 
 def test_least_quiet_times_again_until_the_core_is_quiet(monkeypatch):

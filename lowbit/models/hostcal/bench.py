@@ -3,8 +3,9 @@
 Used by :mod:`lowbit.models.hostcal.calibration` to calibrate the host profile (each timing
 through :mod:`lowbit.models.hostcal.timing`):
 
-* :func:`least_disturbed` — each shape measured once per pass over all shapes, the least
-  disturbed pass kept (a slow spell of the machine hits one pass of a shape, not both);
+* :func:`least_disturbed` (from :mod:`lowbit.models.hostcal.quiet`) — each shape measured
+  once per pass over all shapes, the least disturbed pass kept among those timed on a quiet
+  core (a slow spell of the machine hits one pass of a shape, not both);
   :func:`chain_slopes` so for chains;
 * :func:`depth_slope` — the cost of one more layer in a chain, timed robustly (both depths
   alternately in rounds, median slope, retried while scattered, never clipped);
@@ -22,7 +23,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,6 @@ __all__ = [
 ]
 
 _KiB = 1024
-T = TypeVar("T")
 
 #: layer chains (kind, size, spatial, batch): conv = C→C 3x3 on spatial² pixels; gemm =
 #: F→F on ``batch`` rows; shapes span the zoo's layers (4-128 channels, batch 1-64), then

@@ -30,7 +30,7 @@ thread: the add chain's latency stays, while the vector units' throughput -- wha
 and float kernels live on -- is split. So each reading also times a vector-throughput probe
 (:func:`vector_probe`: independent SSE2 adds) and records its adds per cycle; a timing whose
 readings fell well below a quiet core's ratio ran on a shared core (:meth:`ClockTrack.quiet`), and
-the calibration's passes (:func:`lowbit.models.hostcal.bench.least_disturbed`) choose among
+the calibration's passes (:func:`lowbit.models.hostcal.quiet.least_disturbed`) choose among
 the quiet ones and measure the others again. Converting a shared core's timing by the probe
 instead does not work: a conv network ran 1.64x slower where the probe read 1.55x, and
 single convs so converted came out 10-25 % fast.
@@ -231,22 +231,32 @@ class ClockTrack:
     vector: Callable[[int], int] | None = None
     ratios: list[float] = field(default_factory=list)
     contended: int = 0
-    _quiet_ratio: tuple[int, float] = (0, 0.0)  # (readings it was taken over, the ratio)
+    # (readings it was taken over, the ratio): the cache of quiet_ratio()
+    _quiet_ratio: tuple[int, float] = field(default=(0, 0.0), init=False, repr=False, compare=False)
 
     def reading_hz(self) -> float:
-        """The clock now: the fastest of :data:`_TRACK_RUNS` short chains (recorded)."""
+        """The clock now: the fastest of :data:`_TRACK_RUNS` short chains (recorded, with the
+        probe's ratio beside it)."""
+        hz, ratio = self._read()
+        self._record(hz)
+        if ratio is not None:
+            self.ratios.append(ratio)
+        return hz
+
+    def _read(self) -> tuple[float, float | None]:
+        """(the clock, the probe's vector adds per cycle or None), recorded nowhere."""
         timed = _timed_chains(
             self.chain, iterations=_TRACK_ADDS // ADDS_PER_ITERATION, runs=_TRACK_RUNS
         )
-        best = max((adds / s for adds, s in timed if s > 0), default=0.0)
-        hz = self._record(best or self.reference_hz)
-        if self.vector is not None:
-            iterations = _PROBE_OPS // VECTOR_OPS_PER_ITERATION
-            runs = _timed_chains(self.vector, iterations=iterations, runs=_TRACK_RUNS)
-            fastest = min((s for _, s in runs if s > 0), default=0.0)
-            if fastest > 0:
-                self.ratios.append(iterations * VECTOR_OPS_PER_ITERATION / fastest / hz)
-        return hz
+        hz = max((adds / s for adds, s in timed if s > 0), default=0.0) or self.reference_hz
+        if self.vector is None:
+            return hz, None
+        iterations = _PROBE_OPS // VECTOR_OPS_PER_ITERATION
+        runs = _timed_chains(self.vector, iterations=iterations, runs=_TRACK_RUNS)
+        fastest = min((s for _, s in runs if s > 0), default=0.0)
+        if fastest <= 0:
+            return hz, None
+        return hz, iterations * VECTOR_OPS_PER_ITERATION / fastest / hz
 
     def _record(self, hz: float) -> float:
         self.readings_hz.append(hz)
@@ -262,7 +272,7 @@ class ClockTrack:
 
     def quiet_ratio(self) -> float:
         """The ratio of a quiet core: the :data:`QUIET_PERCENTILE` of those read so far, or
-        the highest an earlier track of this process found (:func:`clock_track` remembers
+        the one the last long track of this process found (:func:`clock_track` remembers
         it), whichever is higher (0 before any)."""
         if self._quiet_ratio[0] != len(self.ratios):
             value = float(np.percentile(self.ratios, QUIET_PERCENTILE)) if self.ratios else 0.0
@@ -276,14 +286,14 @@ class ClockTrack:
 
     def wait_quiet(self, *, timeout_s: float) -> bool:
         """Read the probe every :data:`_QUIET_POLL_S` until a reading is quiet (True) or
-        ``timeout_s`` has passed (False); True at once without a probe."""
+        ``timeout_s`` has passed (False); True at once without a probe. The polls are not
+        recorded (neither the clock's readings nor the ratios)."""
         if self.vector is None:
             return True
         deadline = time.perf_counter() + timeout_s
         while True:
-            mark = self.mark()
-            self.reading_hz()
-            if self.quiet(self.least_ratio(mark)):
+            # not recorded: a poll in a spell of sharing is no reading beside a timing
+            if self.quiet(self._read()[1]):
                 return True
             if time.perf_counter() >= deadline:
                 return False
@@ -330,11 +340,12 @@ def clock_track(*, reference_hz: float) -> Iterator[ClockTrack | None]:
     finally:
         _TRACK.reset(token)
         if len(track.ratios) >= _REMEMBER_AFTER:
-            _REMEMBERED["quiet_ratio"] = max(_REMEMBERED["quiet_ratio"], track.quiet_ratio())
+            _REMEMBERED["quiet_ratio"] = track.quiet_ratio()
 
 
 #: a track of at least this many probe readings (a calibration reads ~20,000) leaves its
-#: quiet ratio to the later tracks of the process: a short one (a check timing a zoo of
+#: quiet ratio to the later tracks of the process (the last such track's, not the highest:
+#: one that ran high would brand every later timing contended): a short one (a check timing a zoo of
 #: networks for a minute) can fall in a spell of sharing from start to end and would take
 #: the shared core's ratio for a quiet one -- in one bench run the zoo's nine networks came
 #: out 1.25-1.5x their time of the run before, and none was re-measured

@@ -255,7 +255,7 @@ def movement_session_costs(
                     medians[op][k][i].append((float(np.median(times)), ratio))
 
     def quiet_median(rounds: list[tuple[float, float | None]]) -> float:
-        return float(np.median(quiet_only(rounds, track)))
+        return float(np.median(quiet_only(rounds, track=track)))
 
     out = {}
     for op, per_session in medians.items():

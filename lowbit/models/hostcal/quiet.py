@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from lowbit.models.hostcal.clock import active_track
+from lowbit.models.hostcal.clock import ClockTrack, active_track
 
 __all__ = [
     "EXTRA_PASSES",
@@ -82,12 +82,12 @@ def least_disturbed(
     for index in range(len(items)):
         if track is not None and not caught_quiet(index):
             track.contended += 1
-        kept = quiet_only(results[index], track)
+        kept = quiet_only(results[index], track=track)
         chosen.append(lower_median(kept, key=key) if median else min(kept, key=key))
     return chosen
 
 
-def quiet_only(results: Sequence[tuple[T, float | None]], track) -> list[T]:
+def quiet_only(results: Sequence[tuple[T, float | None]], *, track: ClockTrack | None) -> list[T]:
     """Of ``(result, the probe's least ratio beside it)`` pairs, the results timed on a quiet
     core (:meth:`~lowbit.models.hostcal.clock.ClockTrack.quiet`) -- all of them where none
     was, or without a track."""
@@ -126,4 +126,4 @@ def least_quiet(
     else:
         if track is not None and not any(track.quiet(ratio) for _, ratio in timed):
             track.contended += 1
-    return min(quiet_only(timed, track), key=key)
+    return min(quiet_only(timed, track=track), key=key)
