@@ -44,3 +44,34 @@ def test_rows_get_medians_and_two_independent_halves():
 def test_one_round_has_no_repeatability():
     halves = time_configs([_prepared(1)], repeats=1, warmup=0, rounds=4)
     assert halves == {1: None, 4: None}
+
+
+def test_only_rounds_timed_on_a_quiet_core_count(monkeypatch):
+    """Under a track with a vector probe, a round timed on a shared core (its probe ratio
+    low) is left out of a model's median: here every model's first round ran at 9x."""
+    from lowbit.models.hostcal import clock, quiet, timing
+    from lowbit.models.hostcal.clock import ClockTrack
+
+    monkeypatch.setattr(clock, "_REMEMBERED", {"quiet_ratio": 0.0})
+    track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
+    track.ratios += [4.0] * 20
+    monkeypatch.setattr(clock, "active_track", lambda: track)
+    monkeypatch.setattr(quiet, "active_track", lambda: track)
+    prepared = [_prepared(1), _prepared(2)]
+    first_round = 2 * 2 * 2  # models x kinds x batches
+    calls = []
+
+    def fake_runs(session, *, binding, runs):
+        contended = len(calls) < first_round
+        calls.append(contended)
+        track.ratios.append(2.0 if contended else 4.0)
+        return np.full(runs, 9e-3 if contended else 1e-3)
+
+    monkeypatch.setattr(timing, "run_times_s", fake_runs)
+    halves = time_configs(prepared, repeats=2, warmup=0, rounds=2)
+    assert len(calls) == 2 * first_round  # every round quiet after the first: none again
+    for p in prepared:
+        for kind in ("int8", "fp32"):
+            for batch in (1, 4):
+                assert p.row[f"measured_{kind}_ms_b{batch}"] == 1.0
+    assert halves == {1: None, 4: None}  # one quiet round each: no two halves

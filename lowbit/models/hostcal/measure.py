@@ -231,11 +231,16 @@ def time_configs(
     """Time every model of ``prepared`` at every batch size, round-robin: ``rounds`` rounds,
     each running every model ``ceil(repeats / rounds)`` times in a shuffled order (fixed
     seed), so a load spike on this machine or a neighbour's cache footprint lands on all
-    configurations alike rather than on one. Fills each row's
+    configurations alike rather than on one. Under a clock track with a vector probe, only the
+    rounds timed on a quiet core count, and a model none of whose rounds was is timed again
+    (:mod:`lowbit.models.hostcal.quiet`: the calibration's own rule, so the simulated and the
+    measured times are of the same core). Fills each row's
     ``measured_{int8,fp32}_ms_b{B}`` (median of all runs), ``iqr_..._ms_b{B}``,
     ``timed_runs`` and ``int8_speedup_vs_fp32_b{B}``, and the simulation error; returns,
     per batch size, the INT8 medians of the even and of the odd rounds (two independent
     measurements, for the measurement's own repeatability), or None with a single round."""
+    from lowbit.models.hostcal.clock import active_track
+    from lowbit.models.hostcal.quiet import EXTRA_PASSES, QUIET_WAIT_S, quiet_only, timed_quiet
     from lowbit.models.hostcal.timing import bind, run_times_s, timing_of, warm_up
 
     if repeats < 1 or warmup < 0 or rounds < 1:
@@ -251,15 +256,31 @@ def time_configs(
                 bound[i, kind, batch] = (session, bind(session, x=x))
                 if warmup:
                     warm_up(session, binding=bound[i, kind, batch][1], runs=warmup)
+    # each round's runs with the probe's least ratio beside them (quiet.timed_quiet)
     samples: dict[tuple, list] = {key: [] for key in bound}
     keys = list(bound)
     order = np.random.default_rng(0)
+
+    def run(key: tuple) -> None:
+        session, binding = bound[key]
+        samples[key].append(
+            timed_quiet(lambda: run_times_s(session, binding=binding, runs=per_round))
+        )
+
     for _ in range(rounds):
         for index in order.permutation(len(keys)):
-            session, binding = bound[keys[index]]
-            samples[keys[index]].append(run_times_s(session, binding=binding, runs=per_round))
+            run(keys[index])
+    # a model no round timed on a quiet core is timed again (quiet.least_disturbed's rule)
+    track = active_track()
+    for _ in range(EXTRA_PASSES if track is not None else 0):
+        again = [k for k in keys if not any(track.quiet(r) for _, r in samples[k])]
+        if again:
+            track.wait_quiet(timeout_s=QUIET_WAIT_S)
+        for key in again:
+            run(key)
     halves: dict[int, tuple[list[float], list[float]] | None] = {}
-    for (i, kind, batch), parts in samples.items():
+    for (i, kind, batch), timed in samples.items():
+        parts = quiet_only(timed, track=track)
         row = prepared[i].row
         timing = timing_of(np.concatenate(parts))
         row[f"measured_{kind}_ms_b{batch}"] = timing.median_s * 1e3
@@ -267,7 +288,7 @@ def time_configs(
         row["timed_runs"] = timing.runs
         if kind != "int8":
             continue
-        if rounds < 2:
+        if len(parts) < 2:
             halves[batch] = None
             continue
         even, odd = halves.setdefault(batch, ([], []))
