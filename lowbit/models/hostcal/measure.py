@@ -240,7 +240,7 @@ def time_configs(
     per batch size, the INT8 medians of the even and of the odd rounds (two independent
     measurements, for the measurement's own repeatability), or None with a single round."""
     from lowbit.models.hostcal.clock import active_track
-    from lowbit.models.hostcal.quiet import EXTRA_PASSES, QUIET_WAIT_S, quiet_only, timed_quiet
+    from lowbit.models.hostcal.quiet import again_until_quiet, quiet_only, timed_quiet
     from lowbit.models.hostcal.timing import bind, run_times_s, timing_of, warm_up
 
     if repeats < 1 or warmup < 0 or rounds < 1:
@@ -271,13 +271,8 @@ def time_configs(
         for index in order.permutation(len(keys)):
             run(keys[index])
     # a model no round timed on a quiet core is timed again (quiet.least_disturbed's rule)
+    again_until_quiet([samples[k] for k in keys], run=lambda index: run(keys[index]))
     track = active_track()
-    for _ in range(EXTRA_PASSES if track is not None else 0):
-        again = [k for k in keys if not any(track.quiet(r) for _, r in samples[k])]
-        if again:
-            track.wait_quiet(timeout_s=QUIET_WAIT_S)
-        for key in again:
-            run(key)
     halves: dict[int, tuple[list[float], list[float]] | None] = {}
     for (i, kind, batch), timed in samples.items():
         parts = quiet_only(timed, track=track)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from lowbit.hwsim._memory_op_costs import INWARD_CHANNELS
-from lowbit.models.hostcal.bench import quiet_only
 from lowbit.models.hostcal.clock import active_track
+from lowbit.models.hostcal.quiet import quiet_only, timed_quiet
 
 __all__ = [
     "MOVEMENT_OPS",
@@ -249,9 +249,11 @@ def movement_session_costs(
         for op, each in sessions.items():
             for k, pair in enumerate(each):
                 for i, (session, binding) in enumerate(pair):
-                    mark = track.mark() if track is not None else 0
-                    times = run_times_s(session, binding=binding, runs=max(repeats, 50))
-                    ratio = track.least_ratio(mark) if track is not None else None
+                    times, ratio = timed_quiet(
+                        lambda s=session, b=binding: run_times_s(
+                            s, binding=b, runs=max(repeats, 50)
+                        )
+                    )
                     medians[op][k][i].append((float(np.median(times)), ratio))
 
     def quiet_median(rounds: list[tuple[float, float | None]]) -> float:

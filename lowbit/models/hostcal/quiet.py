@@ -13,6 +13,7 @@ from lowbit.models.hostcal.clock import ClockTrack, active_track
 __all__ = [
     "EXTRA_PASSES",
     "QUIET_WAIT_S",
+    "again_until_quiet",
     "least_disturbed",
     "least_quiet",
     "lower_median",
@@ -61,30 +62,40 @@ def least_disturbed(
     results: list[list[tuple[T, float | None]]] = [[] for _ in items]
 
     def run(index: int) -> None:
-        mark = track.mark() if track is not None else 0
-        result = measure(items[index])
-        results[index].append((result, track.least_ratio(mark) if track is not None else None))
+        results[index].append(timed_quiet(lambda: measure(items[index])))
 
     for _ in range(passes):
         for index in range(len(items)):
             run(index)
-
-    def caught_quiet(index: int) -> bool:
-        return any(track is None or track.quiet(ratio) for _, ratio in results[index])
-
-    for _ in range(EXTRA_PASSES if track is not None else 0):
-        again = [index for index in range(len(items)) if not caught_quiet(index)]
-        if again:
-            track.wait_quiet(timeout_s=QUIET_WAIT_S)
-        for index in again:
-            run(index)
+    again_until_quiet(results, run=run)
     chosen = []
-    for index in range(len(items)):
-        if track is not None and not caught_quiet(index):
+    for timed in results:
+        if track is not None and not _caught_quiet(timed, track):
             track.contended += 1
-        kept = quiet_only(results[index], track=track)
+        kept = quiet_only(timed, track=track)
         chosen.append(lower_median(kept, key=key) if median else min(kept, key=key))
     return chosen
+
+
+def _caught_quiet(timed: Sequence[tuple[Any, float | None]], track: ClockTrack) -> bool:
+    return any(track.quiet(ratio) for _, ratio in timed)
+
+
+def again_until_quiet(
+    results: Sequence[Sequence[tuple[Any, float | None]]], *, run: Callable[[int], None]
+) -> None:
+    """``run(index)`` -- which adds a :func:`timed_quiet` result to ``results[index]`` -- for
+    every index none of whose results was timed on a quiet core, up to :data:`EXTRA_PASSES`
+    times, each once the core reads quiet or :data:`QUIET_WAIT_S` has passed (nothing without
+    a track)."""
+    track = active_track()
+    for _ in range(EXTRA_PASSES if track is not None else 0):
+        again = [i for i, timed in enumerate(results) if not _caught_quiet(timed, track)]
+        if not again:
+            return
+        track.wait_quiet(timeout_s=QUIET_WAIT_S)
+        for index in again:
+            run(index)
 
 
 def quiet_only(results: Sequence[tuple[T, float | None]], *, track: ClockTrack | None) -> list[T]:
@@ -118,12 +129,7 @@ def least_quiet(
     quiet or :data:`QUIET_WAIT_S` has passed (still none: the least of all; the track counts
     it). ``timed`` gains the new results."""
     track = active_track()
-    for _ in range(EXTRA_PASSES if track is not None else 0):
-        if any(track.quiet(ratio) for _, ratio in timed):
-            break
-        track.wait_quiet(timeout_s=QUIET_WAIT_S)
-        timed.append(timed_quiet(again))
-    else:
-        if track is not None and not any(track.quiet(ratio) for _, ratio in timed):
-            track.contended += 1
+    again_until_quiet([timed], run=lambda _: timed.append(timed_quiet(again)))
+    if track is not None and not _caught_quiet(timed, track):
+        track.contended += 1
     return min(quiet_only(timed, track=track), key=key)
