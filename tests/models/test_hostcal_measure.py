@@ -74,4 +74,36 @@ def test_only_rounds_timed_on_a_quiet_core_count(monkeypatch):
         for kind in ("int8", "fp32"):
             for batch in (1, 4):
                 assert p.row[f"measured_{kind}_ms_b{batch}"] == 1.0
-    assert halves == {1: None, 4: None}  # one quiet round each: no two halves
+    # one quiet round each: the halves of all rounds (the first, contended, and the second)
+    assert halves == {1: ([9.0, 9.0], [1.0, 1.0]), 4: ([9.0, 9.0], [1.0, 1.0])}
+
+
+def test_a_model_with_a_single_quiet_round_takes_its_halves_from_all(monkeypatch):
+    """A model whose rounds but one ran on a shared core, beside one whose rounds were all
+    quiet: both timed from their quiet rounds; the first's repeatability halves from all its
+    rounds (it once failed here: the first model's None taken for the second's lists)."""
+    from lowbit.models.hostcal import clock, quiet, timing
+    from lowbit.models.hostcal.clock import ClockTrack
+
+    monkeypatch.setattr(clock, "_REMEMBERED", {"quiet_ratio": 0.0})
+    track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
+    track.ratios += [4.0] * 20
+    monkeypatch.setattr(clock, "active_track", lambda: track)
+    monkeypatch.setattr(quiet, "active_track", lambda: track)
+    prepared = [_prepared(1), _prepared(2)]
+    first = {id(s) for s in prepared[0].sessions.values()}
+    seen = []
+
+    def fake_runs(session, *, binding, runs):
+        # the first model's first round (4 timings: 2 kinds x 2 batches) is contended
+        contended = id(session) in first and sum(id(x) in first for x in seen) < 4
+        seen.append(session)
+        track.ratios.append(2.0 if contended else 4.0)
+        return np.full(runs, 9e-3 if contended else 1e-3)
+
+    monkeypatch.setattr(timing, "run_times_s", fake_runs)
+    halves = time_configs(prepared, repeats=2, warmup=0, rounds=2)
+    for p in prepared:
+        assert p.row["measured_int8_ms_b1"] == p.row["measured_fp32_ms_b4"] == 1.0
+    for batch in (1, 4):  # the first model's even round contended, its odd one quiet
+        assert halves[batch] == ([9.0, 1.0], [1.0, 1.0])

@@ -238,7 +238,8 @@ def time_configs(
     ``measured_{int8,fp32}_ms_b{B}`` (median of all runs), ``iqr_..._ms_b{B}``,
     ``timed_runs`` and ``int8_speedup_vs_fp32_b{B}``, and the simulation error; returns,
     per batch size, the INT8 medians of the even and of the odd rounds (two independent
-    measurements, for the measurement's own repeatability), or None with a single round."""
+    measurements, for the measurement's own repeatability: of the quiet rounds, or of all
+    where a model has fewer than two quiet ones), or None with a single round."""
     from lowbit.models.hostcal.clock import active_track
     from lowbit.models.hostcal.quiet import again_until_quiet, quiet_only, timed_quiet
     from lowbit.models.hostcal.timing import bind, run_times_s, timing_of, warm_up
@@ -283,6 +284,9 @@ def time_configs(
         row["timed_runs"] = timing.runs
         if kind != "int8":
             continue
+        if len(parts) < 2:
+            # one quiet round (or one round): its halves from all its rounds
+            parts = [r for r, _ in timed]
         if len(parts) < 2:
             halves[batch] = None
             continue
