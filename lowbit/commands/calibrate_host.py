@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         f"{o['unaligned_conv_cycles_per_pixel']:.3g} cycles/pixel and "
         f"{o['unaligned_conv_cycles_per_output']:.3g} cycles/output for unaligned or grouped "
         "INT8 convs",
+        *_phase_note(m.get("phase_seconds")),
         f"wrote {path} (+ {path.with_suffix('.json').name})",
     ]
     if args.format == "table":
@@ -122,6 +123,23 @@ def _check(path, args: argparse.Namespace) -> int:
             table(rows, cpu_label=label, clock_hz=profile.clock_hz) + f"\nwrote {report}\n"
         )
     return 0
+
+
+def _phase_note(phases: object) -> list[str]:
+    """``measured in 131 s: layer chains 38 s, conv sweep 30 s, ...`` (the sidecar's
+    ``phase_seconds``, longest first), or nothing without them."""
+    if not isinstance(phases, dict) or not isinstance(phases.get("total"), (int, float)):
+        return []
+    parts = sorted(
+        (
+            (float(v), str(k))
+            for k, v in phases.items()
+            if k != "total" and isinstance(v, (int, float)) and not isinstance(v, bool)
+        ),
+        reverse=True,
+    )
+    spent = ", ".join(f"{name} {s:.0f} s" for s, name in parts)
+    return [f"measured in {float(phases['total']):.0f} s: {spent}"]
 
 
 def _sharing_note(cpu: dict) -> list[str]:

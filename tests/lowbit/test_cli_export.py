@@ -64,6 +64,17 @@ def test_calibrate_host_says_whether_the_core_was_shared():
     assert "4 measurement(s) never caught the core quiet" in shared
 
 
+def test_calibrate_host_says_where_its_time_went():
+    from lowbit.commands.calibrate_host import _phase_note
+
+    (line,) = _phase_note({"layer chains": 38.04, "clock": 0.4, "conv sweep": 52.0, "total": 131.2})
+    assert line == "measured in 131 s: conv sweep 52 s, layer chains 38 s, clock 0 s"
+    for broken in (None, [], {"clock": 1.0}, {"total": "131"}):  # an old or hand-edited sidecar
+        assert _phase_note(broken) == []
+    (skips,) = _phase_note({"total": 10, "x": "7", "y": True, "z": 3})  # odd values left out
+    assert skips == "measured in 10 s: z 3 s"
+
+
 def test_calibrate_host_rejects_a_non_toml_path(tmp_path, capsys):
     message = error_of(capsys, "calibrate-host", "--quick", "--out", str(tmp_path / "x.yaml"))
     assert "must end in .toml" in message

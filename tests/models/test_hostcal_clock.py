@@ -241,3 +241,21 @@ def test_session_timings_carry_the_factor_they_were_converted_by(monkeypatch):
     assert timing.median_s == pytest.approx(2.4e-3) and timing.clock_factor == pytest.approx(1.2)
     assert timing.median_s / timing.clock_factor == pytest.approx(2e-3)
     assert runs == pytest.approx([2.4e-3] * 3)
+
+
+def test_phase_clock_adds_up_phases_entered_again(monkeypatch):
+    from lowbit.models.hostcal import timing
+
+    now = iter([0.0, 1.0, 3.5, 4.0, 4.25, 5.0, 9.0, 10.04])
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(now))
+    phase = timing.PhaseClock()  # made at 0
+    with phase("gemm sweep"):  # 1.0 -> 3.5
+        pass
+    with phase("conv sweep"):  # 4.0 -> 4.25
+        pass
+    try:
+        with phase("gemm sweep"):  # 5.0 -> 9.0, raising: the time still counts
+            raise ValueError
+    except ValueError:
+        pass
+    assert phase.summary() == {"gemm sweep": 6.5, "conv sweep": 0.2, "total": 10.0}

@@ -82,6 +82,7 @@ from lowbit.models.hostcal._overheads import (  # noqa: F401  (re-exported)
     run_call_s,
 )
 from lowbit.models.hostcal._toml import PROFILE_NAME, profile_toml
+from lowbit.models.hostcal._version import CALIBRATION_VERSION
 from lowbit.models.hostcal.bench import (
     FULL_SHAPES,
     QUICK_SHAPES,
@@ -105,15 +106,14 @@ from lowbit.models.hostcal.isa import cpu_flags, cpu_info
 from lowbit.models.hostcal.kernels import (
     DEPTHWISE_SWEEP,
     QUICK_DEPTHWISE_SWEEP,
-    activation_pass_pairs,
     depthwise_sweep,
     int8_softmax_s_per_element,
-    int8_softmax_slope,
 )
-from lowbit.models.hostcal.movement import movement_session_costs, pooled_costs
+from lowbit.models.hostcal.movement import merged_spots, spot_costs
 from lowbit.models.hostcal.profile_fit import Calibration, from_measurements
 from lowbit.models.hostcal.quality import CalibrationError, MeasurementError, fit_problems
 from lowbit.models.hostcal.quiet import least_quiet, timed_quiet
+from lowbit.models.hostcal.timing import PhaseClock
 
 __all__ = [
     "CALIBRATION_VERSION",
@@ -134,47 +134,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _KiB = 1024
-
-#: the calibration method's version, in each profile's sidecar: a profile calibrated by an
-#: older method is recalibrated by :func:`load_or_calibrate` (2: per-pixel/per-image conv,
-#: requantization and channel-block pool costs, Gauss-Newton fit; 3: single convs measured
-#: in a network's context, wide convs; 4: the export pads conv channels; 5: depthwise convs'
-#: own kernel, INT8 and FP32; data movement: quantize, dequantize, transpose, concat, split;
-#: warm caches; 6: the per-node profiler's own time taken off the single-conv sweep; 7: the
-#: integer element-wise kernels QLinearAdd and QLinearMul; the generic conv path's int32
-#: output pass and its im2col copies, grouped convs in the sweep; 8: the GEMM library's own
-#: INT8 rate (AMX where the CPU has it); weights that overflow L2 streamed from the largest
-#: cache at a fitted rate, not hidden behind compute; 9: products of two activations
-#: (attention) at their own rate and cost per head; 10: a transpose that moves the innermost
-#: axis, ONNX Runtime's element-wise path, timed on its own; 11: the pass a float conv makes
-#: for a fused ReLU6; QLinearConcat, which requantizes its inputs; 12: every shape measured
-#: in passes, the least disturbed kept, and the profiler's own time fitted; 13: the clock the
-#: core runs at, measured, not the OS's nominal figure; 14: the layout change back to NCHW
-#: priced apart; a linear layer's or matmul's own requantization pass per output; 15: the
-#: float GEMM library's own rate; a larger N blocking only when it fits 15 % better; 16:
-#: the float blocked layout's reorders (ONNX Runtime's NCHWc on x86); 17: the GEMM library's
-#: cost per row of its first operand; 18: weights stay in a cache level they fill up to 90 %
-#: of, not half; 19: LayerNorm's and softmax's cost per row, a transpose's per contiguous
-#: run; a residual Add's cost; the generic conv path at the GEMM library's cost per row; the
-#: clock the median of readings between the phases; 20: activations that
-#: overflow L2 move at the rate of a copy twice its size; 21: every timing at one reference
-#: clock, by the clock read beside it; 22: the ReLU6 pass timed twice, the lesser kept; 23:
-#: the Run call without the border operators the importer charges apart; 24: the median,
-#: not the least, of the spot costs' rounds and of the copies; the float reorders on in-L2
-#: shapes; warm weights at their home level's fitted rate even below DRAM's copy rate; 25:
-#: single Gemms and MatMuls of unequal sides, a Gemm's own bias and column costs; 26: the
-#: single GEMMs in rounds spread over the calibration, the elementwise operators timed twice,
-#: the data movement three times; 27: the data movement's sessions (the ReLU6 pass's pairs
-#: of chains) of all three rounds pooled, their median kept, the head-split transpose in
-#: nine sessions a round; 28: the layout change back to NCHW timed at 32 channels as well as
-#: at 256, hwsim pricing the channels between; 29: the single GEMMs' rounds merged by their
-#: middle half's mean, a Gemm's own costs held by a weak prior, the elementwise operators
-#: timed three times, the middle round kept; 30: where u8·s8 kernels saturate (AVX2 without
-#: VNNI), convs with uint8 weights timed and their GEMM's rate fitted; the quick sweep at
-#: three (batch, map) pairs, its profiler's cost fitted); 31: the copy bandwidth's buffers at
-#: fixed page offsets, and a timing taken while another thread shared the core (a vector
-#: probe read beside the clock) not kept where a pass caught it quiet, and measured again)
-CALIBRATION_VERSION = 31
 
 
 def default_profile_path() -> Path:
@@ -215,26 +174,6 @@ def calibrate(*, quick: bool = False, attempts: int = 2) -> Calibration:
     )
 
 
-def _spot_costs(*, repeats: int) -> tuple[dict[str, list[float]], Any]:
-    """(seconds per element of the data-movement operators, per session, and of the float
-    ReLU6 pass, per pair of chains; the INT8 softmax's slope)."""
-    runs = max(repeats // 3, 5)
-    movement = movement_session_costs(repeats=runs)
-    movement["ActivationPass"] = activation_pass_pairs(repeats=runs)
-    return movement, int8_softmax_slope(repeats=runs)
-
-
-def _merged_spots(spots: list[tuple[dict[str, list[float]], Any]]) -> tuple[dict, Any]:
-    """(seconds per element of each data-movement operator and of the ReLU6 pass, the INT8
-    softmax's slope) of several :func:`_spot_costs` rounds: every session (every pair) of
-    every round pooled per operator (:func:`~lowbit.models.hostcal.movement.pooled_costs`:
-    the median; the least of three rounds' means had the head-split transpose's cost per
-    run 9-10 % apart in two pairs of calibrations of ten, the least of three rounds'
-    medians the ReLU6 pass's 6 % in two); the softmax the least disturbed round's."""
-    movement = pooled_costs([spot[0] for spot in spots])
-    return movement, min((spot[1] for spot in spots), key=lambda slope: slope.long_s)
-
-
 def _calibrate_once(*, quick: bool) -> Calibration:
     return from_measurements(_measure(quick=quick))
 
@@ -244,38 +183,45 @@ def _measure(*, quick: bool) -> dict[str, Any]:
     fit): :func:`from_measurements` turns them into a profile."""
     import onnxruntime as ort
 
-    info = with_running_clock(cpu_info())
+    phase = PhaseClock()
+    with phase("clock"):
+        info = with_running_clock(cpu_info())
     # every timing is converted to the clock read at the start, by the clock read beside it
     # (the clock moves 10-20 % within a calibration on a shared machine)
     with clock_track(reference_hz=info["clock_hz"]) as track:
         repeats = 10 if quick else 60
         caches = info["caches_bytes"]
-        bandwidth = {
-            "DRAM": copy_bandwidth(
-                max(64 * _KiB**2, 2 * caches.get("L3", 0)), repeats=2 if quick else 4
-            )
-        }
-        if not quick:
-            for level, size in caches.items():
-                # source and destination together fill half the level (not the whole of it)
-                bandwidth[level] = copy_bandwidth(size // 4, repeats=20)
+        with phase("copy bandwidth"):
+            bandwidth = {
+                "DRAM": copy_bandwidth(
+                    max(64 * _KiB**2, 2 * caches.get("L3", 0)), repeats=2 if quick else 4
+                )
+            }
+            if not quick:
+                for level, size in caches.items():
+                    # source and destination together fill half the level (not all of it)
+                    bandwidth[level] = copy_bandwidth(size // 4, repeats=20)
         spill = []
         if "L2" in caches:
             # source and destination twice the L2 each: a layer's activations that overflow it.
             # L3 is shared with other cores: measured here and again at the end, the faster kept
             # (two calibrations a minute apart measured 21.5 and 28.4 GB/s once each)
-            spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
+            with phase("copy bandwidth"):
+                spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
         # a tiny operator's dispatch, measured before and after the chains (seconds apart: a
         # slow spell of a shared machine disturbs one of them), the least quiet one kept (on
         # an AMD Zen 3 under KVM two calibrations' took 2284 and 1435 cycles without it)
-        glue = [timed_quiet(lambda: glue_op_slope(repeats=repeats))]
+        with phase("dispatch"):
+            glue = [timed_quiet(lambda: glue_op_slope(repeats=repeats))]
         # data movement and the INT8 softmax take about a second: measured here, after the conv
         # sweep and at the end, the least per operator (one calibration's came out 20-60 % high;
         # with two rounds a transpose's cost per row still moved 5-10 % between calibrations)
-        spots = [_spot_costs(repeats=repeats)]
+        with phase("data movement"):
+            spots = [spot_costs(repeats=repeats)]
         # the elementwise operators (~1 s) too: here, after the sweep and at the end, the
         # middle round per operator (elementwise.middle_round)
-        elementwise_rounds = [elementwise_costs(repeats=repeats)]
+        with phase("elementwise"):
+            elementwise_rounds = [elementwise_costs(repeats=repeats)]
         # single Gemms and MatMuls (none in a quick calibration: its profiler's cost is one
         # difference of two timings, not fitted; a few small kernels less it moved the GEMM
         # library's fitted rate 0.2-5x between quick calibrations), in GEMM_ROUNDS rounds
@@ -284,56 +230,69 @@ def _measure(*, quick: bool) -> dict[str, Any]:
 
         def gemm_round() -> None:
             if not quick:
-                gemm_rounds.append(gemm_sweep(GEMM_SWEEP, repeats=4 * repeats))
+                with phase("gemm sweep"):
+                    gemm_rounds.append(gemm_sweep(GEMM_SWEEP, repeats=4 * repeats))
 
         gemm_round()
-        rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
+        with phase("layer chains"):
+            rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
         gemm_round()
-        glue.append(timed_quiet(lambda: glue_op_slope(repeats=repeats)))
-        op_s = least_quiet(
-            glue, key=lambda slope: slope.long_s, again=lambda: glue_op_slope(repeats=repeats)
-        ).per_layer_s
+        with phase("dispatch"):
+            glue.append(timed_quiet(lambda: glue_op_slope(repeats=repeats)))
+            op_s = least_quiet(
+                glue, key=lambda slope: slope.long_s, again=lambda: glue_op_slope(repeats=repeats)
+            ).per_layer_s
         # the per-node profiler adds its own time to every kernel it reports: taken off
-        profiler_s = profiler_overhead_s(repeats=repeats, op_s=op_s)
+        with phase("profiler"):
+            profiler_s = profiler_overhead_s(repeats=repeats, op_s=op_s)
         gemm_round()
-        sweep = conv_sweep(
-            QUICK_CONV_SWEEP if quick else CONV_SWEEP + GROUPED_SWEEP,
-            repeats=4 * repeats,
-            profiler_s=profiler_s,
-        )
-        # convs with uint8 weights, where the export stores 8-bit weights so (_fit_u8)
-        u8_sweep = (
-            conv_sweep(U8_CONV_SWEEP, repeats=4 * repeats, profiler_s=profiler_s, u8=True)
-            if not quick and u8s8_saturates(cpu_flags())
-            else []
-        )
+        with phase("conv sweep"):
+            sweep = conv_sweep(
+                QUICK_CONV_SWEEP if quick else CONV_SWEEP + GROUPED_SWEEP,
+                repeats=4 * repeats,
+                profiler_s=profiler_s,
+            )
+            # convs with uint8 weights, where the export stores 8-bit weights so (_fit_u8)
+            u8_sweep = (
+                conv_sweep(U8_CONV_SWEEP, repeats=4 * repeats, profiler_s=profiler_s, u8=True)
+                if not quick and u8s8_saturates(cpu_flags())
+                else []
+            )
         gemm_round()
-        spots.append(_spot_costs(repeats=repeats))
-        elementwise_rounds.append(elementwise_costs(repeats=repeats))
+        with phase("data movement"):
+            spots.append(spot_costs(repeats=repeats))
+        with phase("elementwise"):
+            elementwise_rounds.append(elementwise_costs(repeats=repeats))
         gemm_round()
         # the deployed graphs are INT8: their MaxPool runs on uint8 NHWC between INT8 convs, a
         # pixel's channels in one SIMD register (64 uint8 with AVX-512) -- 8 channels cost what
         # 64 do -- not at the FP32 chain's per-element cost (kept in the sidecar). Measured at
         # one register's worth of channels: the cost per element of a full block; the
         # profiler's own time is taken off again with the fit's value of it
-        pool = int8_maxpool_s_per_element(
-            channels=4 * info["simd_lanes_32bit"],
-            batch=16 if quick else 64,
-            repeats=2 * repeats,
-            profiler_s=profiler_s,
-        )
+        with phase("maxpool"):
+            pool = int8_maxpool_s_per_element(
+                channels=4 * info["simd_lanes_32bit"],
+                batch=16 if quick else 64,
+                repeats=2 * repeats,
+                profiler_s=profiler_s,
+            )
         gemm_round()
-        spots.append(_spot_costs(repeats=repeats))
-        movement, softmax = _merged_spots(spots)
-        elementwise_rounds.append(elementwise_costs(repeats=repeats))
+        with phase("data movement"):
+            spots.append(spot_costs(repeats=repeats))
+        movement, softmax = merged_spots(spots)
+        with phase("elementwise"):
+            elementwise_rounds.append(elementwise_costs(repeats=repeats))
         elementwise, per_row = middle_round(elementwise_rounds)
         movement["QLinearSoftmax"] = int8_softmax_s_per_element(repeats=0, op_s=op_s, slope=softmax)
         gemm_round()
-        depthwise = depthwise_sweep(
-            QUICK_DEPTHWISE_SWEEP if quick else DEPTHWISE_SWEEP, repeats=max(2 * repeats // 3, 10)
-        )
+        with phase("depthwise chains"):
+            depthwise = depthwise_sweep(
+                QUICK_DEPTHWISE_SWEEP if quick else DEPTHWISE_SWEEP,
+                repeats=max(2 * repeats // 3, 10),
+            )
         if spill:
-            spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
+            with phase("copy bandwidth"):
+                spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
             bandwidth["L2 spill"] = max(spill)
         for _ in range(GEMM_ROUNDS - len(gemm_rounds)):
             gemm_round()
@@ -363,6 +322,8 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         "elementwise_s_per_row": per_row,
         "movement_s_per_element": movement,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        # wall seconds per phase (the fit after them is not included: ~1-3 s)
+        "phase_seconds": phase.summary(),
     }
 
 

@@ -16,10 +16,13 @@ import numpy as np
 
 from lowbit.hwsim._memory_op_costs import INWARD_CHANNELS
 from lowbit.models.hostcal.clock import active_track
+from lowbit.models.hostcal.kernels import activation_pass_pairs, int8_softmax_slope
 from lowbit.models.hostcal.quiet import quiet_only, timed_quiet
 
 __all__ = [
     "MOVEMENT_OPS",
+    "merged_spots",
+    "spot_costs",
     "FLOAT_MOVEMENT_SHAPES",
     "MOVEMENT_ROUNDS",
     "MOVEMENT_SESSIONS",
@@ -300,3 +303,23 @@ def transpose_s_per_row(movement: dict[str, float]) -> float:
     calibration's :func:`pooled_costs`; 0 when it has none or it is not dearer)."""
     rows = movement.get("TransposeRows", 0.0)
     return max(rows - movement.get("Transpose", 0.0), 0.0) * ROW_RUN
+
+
+def spot_costs(*, repeats: int) -> tuple[dict[str, list[float]], Any]:
+    """(seconds per element of the data-movement operators, per session, and of the float
+    ReLU6 pass, per pair of chains; the INT8 softmax's slope)."""
+    runs = max(repeats // 3, 5)
+    movement = movement_session_costs(repeats=runs)
+    movement["ActivationPass"] = activation_pass_pairs(repeats=runs)
+    return movement, int8_softmax_slope(repeats=runs)
+
+
+def merged_spots(spots: list[tuple[dict[str, list[float]], Any]]) -> tuple[dict, Any]:
+    """(seconds per element of each data-movement operator and of the ReLU6 pass, the INT8
+    softmax's slope) of several :func:`spot_costs` rounds: every session (every pair) of
+    every round pooled per operator (:func:`pooled_costs`:
+    the median; the least of three rounds' means had the head-split transpose's cost per
+    run 9-10 % apart in two pairs of calibrations of ten, the least of three rounds'
+    medians the ReLU6 pass's 6 % in two); the softmax the least disturbed round's."""
+    movement = pooled_costs([spot[0] for spot in spots])
+    return movement, min((spot[1] for spot in spots), key=lambda slope: slope.long_s)

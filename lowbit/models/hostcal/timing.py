@@ -8,6 +8,8 @@ Run call alone), converted to a clock track's reference clock when one is active
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from lowbit.models.hostcal.clock import at_reference_clock
 
-__all__ = ["Timing", "bind", "run_times_s", "time_session", "timing_of", "warm_up"]
+__all__ = ["PhaseClock", "Timing", "bind", "run_times_s", "time_session", "timing_of", "warm_up"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +88,28 @@ def time_session(session: Any, x: np.ndarray, *, warmup: int = 10, repeats: int 
         warm_up(session, binding=binding, runs=warmup)
     times, factor = _run_times_and_factor(session, binding=binding, runs=repeats)
     return timing_of(times, clock_factor=factor)
+
+
+class PhaseClock:
+    """Wall-clock seconds per phase of a calibration (its sidecar's ``phase_seconds``, which
+    ``lowbit calibrate-host`` prints): ``with clock("conv sweep"): ...``; a phase entered
+    again (the GEMM rounds, the data movement's) adds up."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - begin
+
+    def summary(self) -> dict[str, float]:
+        """Seconds per phase, and ``total``: since the clock was made (phases and what ran
+        between them), rounded to 0.1 s."""
+        out = {name: round(s, 1) for name, s in self.seconds.items()}
+        out["total"] = round(time.perf_counter() - self._start, 1)
+        return out
