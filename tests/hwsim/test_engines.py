@@ -274,6 +274,36 @@ def test_plan_is_the_exact_minimum(make_target, ports, tile_cycles):
             assert plan_gemm(target, work).cycles == pytest.approx(min(cycles), rel=1e-12)
 
 
+def test_plans_are_shared_by_profiles_equal_in_what_the_tiling_reads(make_target, monkeypatch):
+    """plan_gemm caches across profiles by Target.plan_key: a profile that differs only in
+    a cost the tiling never reads (a layer's dispatch) gets the very plan searched for the
+    first; a different bandwidth is searched afresh; the cache stays within its size."""
+    from dataclasses import replace
+
+    from lowbit.hwsim.engines import _plan
+    from lowbit.hwsim.engines._layer import _work
+
+    monkeypatch.setattr(_plan, "_PLANS", type(_plan._PLANS)())
+    searched = []
+    search = _plan.search_plan
+    monkeypatch.setattr(_plan, "search_plan", lambda t, w: searched.append(1) or search(t, w))
+    base = make_target(rows=8, cols=8, sram_bytes=(8192, 4096, 2048), dram_bytes_per_cycle=4.0)
+    costlier = replace(base, overheads=replace(base.overheads, layer_cycles=999))
+    faster = make_target(rows=8, cols=8, sram_bytes=(8192, 4096, 2048), dram_bytes_per_cycle=8.0)
+    plans = []
+    for profile in (base, costlier, faster):
+        target = AnalyticEngine().target(profile)
+        work, _ = _work(target, CONV, CONV.gemms()[0], profile.compute.resolve(8, 8), True, False)
+        plans.append(_plan.plan_gemm(target, work))
+        assert plans[-1].cycles == search(target, work).cycles
+    assert plans[1] is plans[0] and plans[2] is not plans[0] and len(searched) == 2
+    monkeypatch.setattr(_plan, "PLAN_CACHE_SIZE", 1)
+    target = AnalyticEngine().target(base)
+    work, _ = _work(target, FC, FC.gemms()[0], base.compute.resolve(8, 8), True, False)
+    _plan.plan_gemm(target, work)
+    assert len(_plan._PLANS) == 1
+
+
 def test_traffic_at_least_each_operand_once(npu32):
     r = hwsim.simulate_layer(CONV, npu32)
     weights = 3 * 3 * 64 * 64

@@ -44,15 +44,16 @@ TRUE = {
 GLUE = 550.0
 
 
-def _base() -> dict:
+def _base(cols: int = 16) -> dict:
     data = load_profile_data("cpu-x86-avx2")
-    data["compute"].update(rows=1, cols=16, cores=1)
+    data["compute"].update(rows=1, cols=cols, cores=1)
     for key in ("tunables", "area"):
         data.pop(key, None)
     return data
 
 
-def _rows():
+def _rows(cols: int = 16):
+    """Measurements simulated from TRUE on a target of ``cols`` lanes' blocking."""
     chains = [
         {"kind": kind, "size": size, "spatial": spatial, "batch": batch, "precision": prec}
         for kind, size, spatial, batch in (
@@ -64,7 +65,7 @@ def _rows():
         )
         for prec in ("int8", "fp32")
     ]  # fmt: skip
-    base = _base()
+    base = _base(cols)
     sweep = [
         {"in_c": cin, "out_c": cout, "k": k, "spatial": s, "batch": b, "groups": g}
         for cin, cout, k, s, g, b in (
@@ -109,13 +110,27 @@ def no_prior(monkeypatch):
     monkeypatch.setattr(_fit, "_PRIOR", {})
 
 
-def test_fit_recovers_the_parameters_it_was_simulated_with(no_prior):
+@pytest.fixture
+def blockings_tried(monkeypatch) -> list[int]:
+    """The N blockings (cols) the fit tries, in order."""
+    from lowbit.models.hostcal import _fit
+
+    tried, linear_fit = [], _fit._linear_fit
+
+    def recorded(int8, sweep, gemms, data, **kw):
+        tried.append(data["compute"]["cols"])
+        return linear_fit(int8, sweep, gemms, data, **kw)
+
+    monkeypatch.setattr(_fit, "_linear_fit", recorded)
+    return tried
+
+
+def test_fit_recovers_the_parameters_it_was_simulated_with(no_prior, blockings_tried):
     chains, sweep, gemms = _rows()
-    data = _base()
-    data["compute"]["cols"] = 16  # the lane count; the fit tries 16, 32 and 64
+    data = _base()  # the lane count, 16: the fit tries 16, then 32, fitting worse: no more
     fitted, summary = fit(chains, sweep, data, glue_cycles=GLUE, depths=DEPTHS, gemms=gemms)
     o = fitted["overheads"]
-    assert summary["cols"] == 16
+    assert summary["cols"] == 16 and blockings_tried == [16, 32]
     assert summary["mean_abs_pct_error_int8"] < 1.0 and summary["mean_abs_pct_error_fp32"] < 1.0
     # integer cycles and ceilings in the simulation: within a few percent
     assert o["gemm_cycles"] == pytest.approx(TRUE["gemm"], rel=0.05)
@@ -293,3 +308,12 @@ def test_the_uint8_weight_path_is_fitted_last_and_moves_nothing_else(no_prior):
     }
     for row in u8:
         assert row["simulated_s"] == pytest.approx(row["kernel_s"], rel=0.03)
+
+
+def test_fit_finds_a_wider_blocking_and_tries_no_wider_than_past_it(no_prior, blockings_tried):
+    """Measurements simulated with two registers' N blocking (32 lanes of 16): 32 fits
+    better than 16, 64 no better than 32, so the fit stops there and takes 32."""
+    chains, sweep, gemms = _rows(cols=32)
+    fitted, summary = fit(chains, sweep, _base(), glue_cycles=GLUE, depths=DEPTHS, gemms=gemms)
+    assert blockings_tried == [16, 32, 64] and summary["cols"] == 32
+    assert summary["int8_macs_per_pe_per_cycle"] == pytest.approx(1 / TRUE["mac"], rel=0.05)

@@ -13,6 +13,7 @@ slower plan (:mod:`lowbit.hwsim.engines._tiling`).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from heapq import heappop, heappush
 
 from ._bounds import bounder, floorer
@@ -20,13 +21,48 @@ from ._gemm_plan import GemmPlan, build
 from ._target import GemmWork, Target
 from ._tiling import FAMILIES, Family, batches, inner_resident
 
-__all__ = ["plan_gemm", "bounder", "floorer"]
+__all__ = ["PLAN_CACHE_SIZE", "plan_gemm", "search_plan", "bounder", "floorer"]
 
 #: node kinds of the search in :func:`plan_gemm`
 _FAMILY, _SLICE, _ROW, _CANDIDATE = range(4)
 
 
+#: plans kept across targets (least recently used dropped): a GemmPlan is never changed
+#: once built, and a fit that simulates the same measurements under hundreds of profiles
+#: differing in a few costs (``lowbit calibrate-host``) plans most GEMMs again unchanged
+PLAN_CACHE_SIZE = 4096
+_PLANS: OrderedDict[tuple, GemmPlan] = OrderedDict()
+
+
 def plan_gemm(t: Target, w: GemmWork) -> GemmPlan:
+    """The plan with the fewest cycles among the candidates (:func:`search_plan`), cached
+    by what it depends on: the target's :attr:`~._target.Target.plan_key` and the work's
+    shape, compute cycles, bytes per element, operand role and on-chip flags."""
+    key = (
+        t.plan_key,
+        w.G,
+        w.M,
+        w.N,
+        w.K,
+        w.cycles,
+        w.wb,
+        w.ib,
+        w.ob,
+        w.w_role,
+        w.in_chip,
+        w.out_chip,
+    )
+    plan = _PLANS.get(key)
+    if plan is not None:
+        _PLANS.move_to_end(key)
+        return plan
+    plan = _PLANS[key] = search_plan(t, w)
+    while len(_PLANS) > PLAN_CACHE_SIZE:
+        _PLANS.popitem(last=False)
+    return plan
+
+
+def search_plan(t: Target, w: GemmWork) -> GemmPlan:
     """The plan with the fewest cycles among the candidates, by best-first branch and
     bound (module docstring). Among plans with equal cycles, the fewer bytes win if both
     were built."""

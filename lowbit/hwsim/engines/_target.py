@@ -34,6 +34,7 @@ class Target:
         "peak_cache",
         "mode_cache",
         "memo",
+        "plan_key",
     )
 
     def __init__(self, profile: HardwareProfile) -> None:
@@ -88,6 +89,17 @@ class Target:
         self.mode_cache: dict[tuple[int, int], Precision] = {}
         #: engine-owned results cache for this profile, (layer, input_on_chip) -> result
         self.memo: dict = {}
+        #: everything a GEMM's tiling reads of the target (:mod:`._plan`, :mod:`._tiling`,
+        #: :mod:`._bounds`, :mod:`._gemm_plan`): profiles equal in these plan a GEMM alike
+        self.plan_key = (
+            self.mapping.granularity(),
+            self.gk,
+            self.bandwidth,
+            tuple(self.port_of.items()),
+            tuple(self.double.items()),
+            self.levels,
+            self.tile_cycles,
+        )
 
     def mode(self, w_bits: int, a_bits: int) -> Precision:
         """``compute.resolve(w_bits, a_bits)``, cached (raises UnsupportedPrecision)."""

@@ -242,8 +242,17 @@ def _linear_fit(
     size = np.concatenate([np.full(len(g), float(len(g))) for g in groups])
     weight = 1.0 / (measured * np.sqrt(size))
 
+    # the profiler's costs are added here, not simulated: a step in either reuses the
+    # simulation of the estimate it steps from
+    simulated: dict[tuple, np.ndarray] = {}
+
     def simulate(theta: dict[str, float]) -> np.ndarray:
-        sim = _simulate(int8, sweep, gemms, with_params(data, theta, glue), depths)
+        key = tuple(sorted((k, v) for k, v in theta.items() if k not in ("prof", "gprof")))
+        if key not in simulated:
+            if len(simulated) >= 4:
+                simulated.clear()
+            simulated[key] = _simulate(int8, sweep, gemms, with_params(data, theta, glue), depths)
+        sim = simulated[key].copy()
         single = len(int8) + len(sweep)
         sim[len(int8) : single] += theta.get("prof", 0.0) / data["clock_hz"]
         sim[single:] += _gemm_profiler_cycles(theta) / data["clock_hz"]
@@ -381,7 +390,9 @@ def fit(
     it (the cycles per MAC per lane are bounded below by lanes / peak). ``blockings``: the
     N blockings tried, in SIMD registers (a quick calibration's few shapes cannot tell them
     apart: it takes one register -- it once chose four, and missed FP32 by 70 %); a larger
-    one only when it fits clearly better (:data:`BLOCKING_MARGIN`). ``profiler_s``: the
+    one only when it fits clearly better (:data:`BLOCKING_MARGIN`), and the blockings are
+    tried from the narrowest until one fits no better than the one before (each fit takes
+    7-15 s: the widest had never won where the middle one lost). ``profiler_s``: the
     profiler's measured cost per kernel (:func:`~lowbit.models.hostcal.conv.profiler_overhead_s`),
     where the fit of its own starts. ``u8_sweep``: single convs with uint8 weights
     (:mod:`lowbit.models.hostcal._fit_u8`), fitted last."""
@@ -400,6 +411,8 @@ def fit(
             min_mac=n / peak_macs_per_cycle[0],
             profiler_s=profiler_s,
         )
+        if fits and value >= fits[-1][0]:
+            break  # a wider blocking fitting no better than the narrower: wider still won't
         fits.append((value, params, n))
     # the smallest blocking within the margin of the best fit
     least = min(value for value, _, _ in fits)
