@@ -70,6 +70,37 @@ def test_depth_slope_measures_one_more_layer_and_refuses_a_negative_one():
         )
 
 
+def test_budgeted_runs_cut_long_runs_to_the_budget_but_never_below_the_least():
+    runs = hosttiming.budgeted_runs
+    assert runs(12, per_run_s=1e-4, budget_s=0.015, least=3) == 12  # short: all of them
+    assert runs(12, per_run_s=2.5e-3, budget_s=0.015, least=3) == 6
+    assert runs(12, per_run_s=8e-3, budget_s=0.015, least=3) == 3  # 2 fit: the least
+    assert runs(2, per_run_s=8e-3, budget_s=0.015, least=3) == 2  # never more than asked
+    for unknown in (0.0, float("nan"), -1.0, float("inf")):
+        assert runs(12, per_run_s=unknown, budget_s=0.015, least=3) == 12
+
+
+def test_depth_slope_times_a_long_chain_fewer_times_a_round(monkeypatch):
+    """The longer chain's warm-up says how long a run takes: a 5 ms chain is timed 3 times
+    a round (ROUND_BUDGET_S 15 ms), a 0.1 ms one the 12 asked for."""
+    import lowbit.models.export.ort as ort_module
+
+    asked = []
+    for per_run in (5e-3, 1e-4):
+        monkeypatch.setattr(ort_module, "ort_session", lambda model: model)
+        monkeypatch.setattr(hostbench, "bind", lambda session, *, x: session)
+        monkeypatch.setattr(hostbench, "warm_up", lambda s, *, binding, runs, t=per_run: t)
+
+        def fake_runs(session, *, binding, runs):
+            asked.append(runs)
+            return np.full(runs, session * 1e-3)  # the "session" is the depth: 1 ms a layer
+
+        monkeypatch.setattr(hostbench, "run_times_s", fake_runs)
+        slope = hostbench.depth_slope(lambda d: d, np.ones(1), repeats=12)
+        assert slope.per_layer_s == pytest.approx(1e-3)
+    assert asked == [3] * 10 + [12] * 10  # 5 rounds x 2 depths each
+
+
 def test_least_disturbed_measures_every_item_once_per_pass_and_keeps_the_least():
     """Each pass goes over all items (so a slow spell of the machine disturbs one pass of an
     item, not all of them); per item, the result with the least key."""
@@ -187,6 +218,21 @@ def test_the_profiler_time_of_a_kernel_averages_its_whole_microseconds():
     assert hostconv.interquartile_mean(values) == pytest.approx(14.0, abs=0.1)
     assert 14.0 < hostconv.interquartile_mean([14.0] * 12 + [15.0] * 8) < 15.0
     assert hostconv.interquartile_mean([3.0]) == 3.0
+
+
+def test_a_profiled_kernel_takes_the_runs_its_budget_allows(monkeypatch):
+    """_kernel_s times its warm-up, asks budgeted_runs how many runs fit, runs that many
+    and averages each node's events of those runs only (the warm-up's dropped)."""
+    asked, averaged = [], []
+    monkeypatch.setattr(hostconv, "budgeted_runs", lambda runs, **kw: asked.append((runs, kw)) or 7)
+    monkeypatch.setattr(hostconv, "interquartile_mean", lambda v: averaged.append(len(v)) or 1.0)
+    kernels = hostconv._kernel_s(
+        hostconv._model(16, 16, k=3), hostconv._input(16, 4, 1), repeats=80, warmup=5
+    )
+    ((runs, kw),) = asked
+    assert runs == 80 and kw["per_run_s"] > 0
+    assert kw["budget_s"] == hostconv.KERNEL_BUDGET_S and kw["least"] == hostconv.KERNEL_LEAST_RUNS
+    assert averaged == [7] * len(kernels) and len(kernels) >= 3  # quantize, conv, ...
 
 
 def test_int8_chain_runs_on_integer_kernels():

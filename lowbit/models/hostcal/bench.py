@@ -36,7 +36,7 @@ from lowbit.models.hostcal.quiet import (
     lower_median,
     quiet_only,
 )
-from lowbit.models.hostcal.timing import bind, run_times_s, warm_up
+from lowbit.models.hostcal.timing import bind, budgeted_runs, run_times_s, warm_up
 
 __all__ = [
     "CHAIN_PASSES",
@@ -193,6 +193,13 @@ class Slope:
 
 #: largest relative spread of the per-round slope estimates accepted without a retry
 MAX_SPREAD = 0.25
+#: untimed runs of each chain before :func:`depth_slope` times it
+WARMUP_RUNS = 10
+#: a round of :func:`depth_slope` runs the longer chain for about this long at most (at
+#: least three runs; :func:`~lowbit.models.hostcal.timing.budgeted_runs`): the calibration's
+#: layer chains took 50 of its 141 s of measuring on an AMD Zen 3, two thirds of that in the
+#: eight chains of 2.5-8 ms a run, timed 12 times a round
+ROUND_BUDGET_S = 0.015
 
 
 def depth_slope(
@@ -220,8 +227,11 @@ def depth_slope(
         raise ValueError(f"need 0 < depths[0] < depths[1], got {depths}")
     sessions = [ort_session(build(d)) for d in depths]
     bindings = [bind(s, x=x) for s in sessions]
-    for session, binding in zip(sessions, bindings, strict=True):
-        warm_up(session, binding=binding, runs=10)
+    per_run = [
+        warm_up(s, binding=b, runs=WARMUP_RUNS) for s, b in zip(sessions, bindings, strict=True)
+    ]
+    # the longer chain's run sets how many runs a round takes
+    repeats = budgeted_runs(repeats, per_run_s=per_run[1], budget_s=ROUND_BUDGET_S, least=3)
     for attempt in range(1, attempts + 1):
         slopes, intercepts = [], []
         for _ in range(rounds):

@@ -29,12 +29,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from typing import Any
 
 import numpy as np
 
 from lowbit.models.hostcal.bench import PASSES, least_disturbed
 from lowbit.models.hostcal.clock import at_reference_clock
+from lowbit.models.hostcal.timing import budgeted_runs
 
 __all__ = [
     "CONV_SWEEP",
@@ -47,6 +49,12 @@ __all__ = [
     "probe_kernel_s",
     "profiler_overhead_s",
 ]
+
+#: a profiled kernel's runs per pass are cut to what fits about this long, at least
+#: KERNEL_LEAST_RUNS (:func:`~lowbit.models.hostcal.timing.budgeted_runs`): the single
+#: convs took 29 s of a calibration on an AMD Zen 3, most in the millisecond ones
+KERNEL_BUDGET_S = 0.03
+KERNEL_LEAST_RUNS = 20
 
 #: (in channels, out channels, kernel, spatial, batch): 3x3 stems (1 in), pruned and
 #: unaligned channel counts (6, 8, 12), the direct kernel's (4k in, >= 16 out), at the zoo's
@@ -183,8 +191,13 @@ def _kernel_s(model: Any, x: np.ndarray, *, repeats: int, warmup: int = 20) -> d
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
         feed = {session.get_inputs()[0].name: x}
+        start = time.perf_counter()
         for _ in range(warmup):
             session.run(None, feed)
+        per_run = (time.perf_counter() - start) / warmup if warmup else 0.0
+        repeats = budgeted_runs(
+            repeats, per_run_s=per_run, budget_s=KERNEL_BUDGET_S, least=KERNEL_LEAST_RUNS
+        )
 
         def timed() -> None:
             for _ in range(repeats):

@@ -7,6 +7,7 @@ Run call alone), converted to a clock track's reference clock when one is active
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,16 @@ import numpy as np
 
 from lowbit.models.hostcal.clock import at_reference_clock
 
-__all__ = ["PhaseClock", "Timing", "bind", "run_times_s", "time_session", "timing_of", "warm_up"]
+__all__ = [
+    "PhaseClock",
+    "Timing",
+    "bind",
+    "budgeted_runs",
+    "run_times_s",
+    "time_session",
+    "timing_of",
+    "warm_up",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +66,21 @@ def _timed_runs_s(session: Any, *, binding: Any, runs: int) -> np.ndarray:
     return times * 1e-9
 
 
-def warm_up(session: Any, *, binding: Any, runs: int) -> None:
-    """``runs`` untimed Run calls (no clock reading beside them)."""
-    _timed_runs_s(session, binding=binding, runs=runs)
+def warm_up(session: Any, *, binding: Any, runs: int) -> float:
+    """``runs`` Run calls, not kept (no clock reading beside them); returns the median
+    seconds of one, as timed (0 without runs), for :func:`budgeted_runs`."""
+    return float(np.median(_timed_runs_s(session, binding=binding, runs=runs))) if runs else 0.0
+
+
+def budgeted_runs(runs: int, *, per_run_s: float, budget_s: float, least: int) -> int:
+    """``runs``, or fewer -- as many as fit ``budget_s`` at ``per_run_s`` each, never fewer
+    than ``least`` -- for a run long enough that a dozen add little: on an AMD Zen 3 the
+    calibration's eight longest layer chains (2.5-8 ms a run) and its large single convs took
+    most of its three minutes, and a run of milliseconds varies by a few percent at most.
+    Unknown ``per_run_s`` (0, NaN): ``runs``."""
+    if not per_run_s > 0 or not math.isfinite(per_run_s):
+        return runs
+    return min(runs, max(least, math.ceil(budget_s / per_run_s)))
 
 
 def _run_times_and_factor(session: Any, *, binding: Any, runs: int) -> tuple[np.ndarray, float]:
