@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--check",
         action="store_true",
         help="then quantize, time and simulate held-out networks and layers the fit never saw "
-        "(about 15 s) and print the error table: how far to trust the profile here",
+        "(about 40 s) and print the error table: how far to trust the profile here",
     )
     parser.add_argument(
         "--check-only",
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out == "":  # not the default location: a script's unset variable, most likely
         raise LowbitError("--out: empty path (name a .toml file, or leave --out out)")
     path = Path(args.out) if args.out is not None else default_profile_path()
-    if path.suffix != ".toml":  # checked before the 90 s of measuring
+    if path.suffix != ".toml":  # checked before the minutes of measuring
         raise LowbitError(f"{path}: the profile file must end in .toml")
     if args.check_only:
         return _check(path, args)

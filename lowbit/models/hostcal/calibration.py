@@ -377,8 +377,8 @@ def load_or_calibrate(path: str | Path | None = None, *, quick: bool = False):
     version = calibration_version_of(path) if path.is_file() else None
     if not path.is_file():
         log.warning(
-            "no host profile at %s: calibrating this CPU (90-110 seconds on a quiet machine, "
-            "longer on a busy one)",
+            "no host profile at %s: calibrating this CPU (about two minutes on a quiet "
+            "machine, longer on a busy one)",
             path,
         )
         write(calibrate(quick=quick), path)
