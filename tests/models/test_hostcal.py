@@ -21,10 +21,25 @@ from lowbit.models.hostcal._run_call import border_cycles, run_call_cycles
 from lowbit.models.hostcal.clock import seconds_clock_hz
 from lowbit.models.hostcal.profile_fit import from_measurements
 
+#: (phase, seconds) as the quick calibration reported them (progress)
+_PHASES_SEEN: list[tuple[str, float]] = []
+
 
 @pytest.fixture(scope="module")
 def quick_calibration() -> hostcal.Calibration:
-    return hostcal.calibrate(quick=True)
+    _PHASES_SEEN.clear()
+    return hostcal.calibrate(quick=True, progress=lambda *seen: _PHASES_SEEN.append(seen))
+
+
+def test_a_calibration_reports_each_phase_as_it_starts(quick_calibration):
+    """Every phase the sidecar times was announced, in order of time (the GEMM rounds and
+    data movement more than once), the seconds since the attempt began never falling."""
+    timed = set(quick_calibration.measurements["phase_seconds"]) - {"total"}
+    names = [name for name, _ in _PHASES_SEEN]
+    seconds = [s for _, s in _PHASES_SEEN]
+    assert set(names) == timed and names[0] == "clock"
+    assert seconds == sorted(seconds) and seconds[0] >= 0
+    assert seconds[-1] <= quick_calibration.measurements["phase_seconds"]["total"]
 
 
 def test_cpu_info_reads_the_os():

@@ -67,6 +67,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -141,13 +143,34 @@ def default_profile_path() -> Path:
     return cache_dir() / "host" / f"{PROFILE_NAME}.toml"
 
 
-def calibrate(*, quick: bool = False, attempts: int = 2) -> Calibration:
+#: the progress callback of the calibration running in this context (:func:`calibrate`)
+_PROGRESS: ContextVar[Callable[[str, float], None] | None] = ContextVar(
+    "calibration_progress", default=None
+)
+
+
+def calibrate(
+    *,
+    quick: bool = False,
+    attempts: int = 2,
+    progress: Callable[[str, float], None] | None = None,
+) -> Calibration:
     """Measure this CPU (module docstring) and fit a host profile; validated, not written.
 
     ``quick`` uses four layer shapes and few repeats (for tests; coarser numbers). A fit
     that fails the quality gates (:func:`lowbit.models.hostcal.quality.fit_problems`) is
     measured again, up to ``attempts`` times, then refused with :class:`CalibrationError`.
+    ``progress(phase, seconds)`` is called as each phase of the measuring starts, with the
+    seconds since the attempt began (``lowbit calibrate-host`` shows it).
     """
+    token = _PROGRESS.set(progress)
+    try:
+        return _attempts(quick=quick, attempts=attempts)
+    finally:
+        _PROGRESS.reset(token)
+
+
+def _attempts(*, quick: bool, attempts: int) -> Calibration:
     problems: list[str] = []
     for attempt in range(1, attempts + 1):
         try:
@@ -183,7 +206,7 @@ def _measure(*, quick: bool) -> dict[str, Any]:
     fit): :func:`from_measurements` turns them into a profile."""
     import onnxruntime as ort
 
-    phase = PhaseClock()
+    phase = PhaseClock(on_phase=_PROGRESS.get())
     with phase("clock"):
         info = with_running_clock(cpu_info())
     # every timing is converted to the clock read at the start, by the clock read beside it

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -115,15 +115,19 @@ def time_session(session: Any, x: np.ndarray, *, warmup: int = 10, repeats: int 
 class PhaseClock:
     """Wall-clock seconds per phase of a calibration (its sidecar's ``phase_seconds``, which
     ``lowbit calibrate-host`` prints): ``with clock("conv sweep"): ...``; a phase entered
-    again (the GEMM rounds, the data movement's) adds up."""
+    again (the GEMM rounds, the data movement's) adds up. ``on_phase(name, seconds)`` is
+    called as a phase starts, with the seconds since the clock was made."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_phase: Callable[[str, float], None] | None = None) -> None:
         self._start = time.perf_counter()
+        self._on_phase = on_phase
         self.seconds: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         begin = time.perf_counter()
+        if self._on_phase is not None:
+            self._on_phase(name, begin - self._start)
         try:
             yield
         finally:
