@@ -304,6 +304,27 @@ def test_plans_are_shared_by_profiles_equal_in_what_the_tiling_reads(make_target
     assert len(_plan._PLANS) == 1
 
 
+def test_identical_layers_under_other_names_are_costed_once(npu32, monkeypatch):
+    """The analytic memo knows a layer by everything but its name: a workload's repeated
+    blocks are evaluated once each and every result carries its own layer's name."""
+    from lowbit.hwsim.engines import analytic
+
+    calls = []
+    evaluate = analytic.evaluate
+    monkeypatch.setattr(
+        analytic, "evaluate", lambda *a, **kw: calls.append(1) or evaluate(*a, **kw)
+    )
+    twins = tuple(
+        Linear(name=f"fc{i}", in_features=64, out_features=64, tokens=8) for i in range(4)
+    )
+    other = Linear(name="fc-wide", in_features=64, out_features=128, tokens=8)
+    result = AnalyticEngine().simulate(Workload("twins", (*twins, other)), npu32)
+    assert [r.name for r in result.layers] == ["fc0", "fc1", "fc2", "fc3", "fc-wide"]
+    assert len({r.total_cycles for r in result.layers[1:4]}) == 1
+    # fc0 (input off chip), fc1 (input on chip) and the wide one; fc2, fc3 are fc1 again
+    assert len(calls) == 3
+
+
 def test_traffic_at_least_each_operand_once(npu32):
     r = hwsim.simulate_layer(CONV, npu32)
     weights = 3 * 3 * 64 * 64
