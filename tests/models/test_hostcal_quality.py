@@ -177,3 +177,21 @@ def test_a_live_calibration_with_a_broken_timing_is_retried_then_refused(good, m
     monkeypatch.setattr(hostcal, "_measure", lambda *, quick: copy.deepcopy(broken))
     with pytest.raises(CalibrationError, match=r"refused after 2 attempts.*depthwise\[0\]"):
         hostcal.calibrate(quick=True)
+
+
+def test_a_chain_that_never_timed_positive_is_measured_again(good, monkeypatch):
+    """A microbenchmark whose per-layer time stayed non-positive through its retries (a
+    busy machine: once a quick calibration's 16-feature FP32 chain in `make test`) fails
+    the attempt, which is measured again -- not a crash of the whole calibration; twice:
+    refused with one clear error."""
+    from lowbit.models.hostcal import bench
+
+    def busy(*, quick):
+        raise bench.MeasurementError("fp32 gemm chain 16x1 b1: did not come out positive")
+
+    results = [busy, lambda *, quick: copy.deepcopy(good.measurements)]
+    monkeypatch.setattr(hostcal, "_measure", lambda *, quick: results.pop(0)(quick=quick))
+    assert hostcal.calibrate(quick=True).measurements["attempts"] == 2
+    monkeypatch.setattr(hostcal, "_measure", busy)
+    with pytest.raises(CalibrationError, match="refused after 2 attempts.*16x1 b1"):
+        hostcal.calibrate(quick=True)

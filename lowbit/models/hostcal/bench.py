@@ -166,8 +166,11 @@ def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):
 
 
 class MeasurementError(LowbitError):
-    """A microbenchmark did not give a usable number (a non-positive per-layer time after
-    every retry: the machine was too busy, or the runtime elided the layers)."""
+    """A calibration's measurement is unusable: a microbenchmark's per-layer time came out
+    non-positive after every retry (the machine was too busy, or the runtime elided the
+    layers), or a timing no CPU could have produced
+    (:func:`~lowbit.models.hostcal.quality.measurement_problems`). One class for both, so
+    :func:`~lowbit.models.hostcal.calibration.calibrate` measures again on either."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from lowbit.hwsim.errors import LowbitError
+from lowbit.models.hostcal.bench import MeasurementError
 from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE
 
 __all__ = [
@@ -39,8 +40,6 @@ class CalibrationError(LowbitError):
     """The calibration's fit failed its quality gates on every attempt."""
 
 
-class MeasurementError(LowbitError):
-    """A calibration's measurements hold a timing no CPU could have produced."""
 
 
 #: the longest timing a calibration takes of one thing (the largest probe runs ~1 ms on a
