@@ -34,12 +34,15 @@ def quick_calibration() -> hostcal.Calibration:
 def test_a_calibration_reports_each_phase_as_it_starts(quick_calibration):
     """Every phase the sidecar times was announced, in order of time (the GEMM rounds and
     data movement more than once), the seconds since the attempt began never falling."""
-    timed = set(quick_calibration.measurements["phase_seconds"]) - {"total"}
-    names = [name for name, _ in _PHASES_SEEN]
-    seconds = [s for _, s in _PHASES_SEEN]
-    assert set(names) == timed and names[0] == "clock"
+    phases = quick_calibration.measurements["phase_seconds"]
+    # the attempt kept is the last one (a busy core's may have needed a second): from its
+    # first phase, the clock, on
+    last = max(i for i, (name, _) in enumerate(_PHASES_SEEN) if name == "clock")
+    names = [name for name, _ in _PHASES_SEEN[last:]]
+    seconds = [s for _, s in _PHASES_SEEN[last:]]
+    assert set(names) == set(phases) - {"total"} and names[0] == "clock"
     assert seconds == sorted(seconds) and seconds[0] >= 0
-    assert seconds[-1] <= quick_calibration.measurements["phase_seconds"]["total"]
+    assert seconds[-1] <= phases["total"] + 0.05  # the total is rounded to 0.1 s
 
 
 def test_cpu_info_reads_the_os():
