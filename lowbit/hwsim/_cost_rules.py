@@ -214,7 +214,9 @@ class DirectConvKernel(CostRule):
         layer, g, first = call.layer, call.gemm, call.first
         step, least = self.conv_channel_multiple, self.conv_min_out_channels
         in_c = call.in_channels
-        last = not g.name.endswith(".lr0")  # the layer's outputs (not a low-rank inner tensor)
+        # the layer's outputs, not a low-rank inner tensor (the first of two factors, named
+        # after the layer: whatever the layer's own name, so the cost never depends on it)
+        last = g.name != f"{layer.name}.lr0"
         if first and in_c < step:
             in_pad = aligned_channels(in_c, multiple=step, minimum=1)
         elif layer.pad_in or not first:

@@ -103,14 +103,12 @@ class _OverheadKeys(Mapping):
         self._general = general
         #: (the registry's rules when last merged, the merged keys): a profile's validation
         #: looks up every key, and merging them afresh for each took 6 % of a host fit
-        self._merged: tuple[list, dict[str, Key | Table]] = ([], {})
+        self._merged: tuple[list, dict[str, Key | Table]] | None = None
 
     def _keys(self) -> dict[str, Key | Table]:
-        rules, merged = self._merged
-        if rules != COST_RULES:
-            merged = {**self._general, **overhead_keys()}
-            self._merged = (list(COST_RULES), merged)
-        return merged
+        if self._merged is None or self._merged[0] != COST_RULES:
+            self._merged = (list(COST_RULES), {**self._general, **overhead_keys()})
+        return self._merged[1]
 
     def __getitem__(self, name: str) -> Key | Table:
         return self._keys()[name]

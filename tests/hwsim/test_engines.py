@@ -298,10 +298,52 @@ def test_plans_are_shared_by_profiles_equal_in_what_the_tiling_reads(make_target
         assert plans[-1].cycles == search(target, work).cycles
     assert plans[1] is plans[0] and plans[2] is not plans[0] and len(searched) == 2
     monkeypatch.setattr(_plan, "PLAN_CACHE_SIZE", 1)
-    target = AnalyticEngine().target(base)
+    engine = AnalyticEngine()
+    target = engine.target(base)
     work, _ = _work(target, FC, FC.gemms()[0], base.compute.resolve(8, 8), True, False)
     _plan.plan_gemm(target, work)
     assert len(_plan._PLANS) == 1
+    engine.clear_cache()  # a cold start forgets the plans too
+    assert len(_plan._PLANS) == 0
+
+
+def test_a_layers_cost_does_not_depend_on_its_name():
+    """The memo knows a layer by all but its name, so no cost may read it: a full-rank conv
+    named like a low-rank factor ("x.lr0") costs what any other name does, on a profile
+    that pads conv channels (whose rule tells a low-rank inner tensor by its GEMM's name)."""
+    from dataclasses import replace
+
+    from lowbit.hwsim.profiles import load_profile
+
+    cpu = load_profile("cpu-x86-avx2")
+    cpu = replace(
+        cpu,
+        overheads=replace(
+            cpu.overheads,
+            pad_conv_channels=True,
+            conv_channel_multiple=16,
+            conv_min_out_channels=16,
+            unaligned_conv_cycles_per_pixel=50.0,  # 6 outputs unpadded: the generic path's
+        ),
+    )
+    engine = AnalyticEngine()
+    costs = set()
+    for name in ("conv", "conv.lr0", "x.lr1"):
+        layer = Conv2d(
+            name=name,
+            compression=Compression(w_bits=8, a_bits=8),
+            in_h=8,
+            in_w=8,
+            in_c=16,
+            out_c=6,
+            k_h=3,
+            k_w=3,
+            out_h=8,
+            out_w=8,
+            pad_out=False,
+        )  # its outputs left unpadded (a residual stream's): a low-rank inner one is padded
+        costs.add(engine.evaluate_uncached(layer, cpu).total_cycles)
+    assert len(costs) == 1
 
 
 def test_identical_layers_under_other_names_are_costed_once(npu32, monkeypatch):

@@ -107,3 +107,32 @@ def test_a_model_with_a_single_quiet_round_takes_its_halves_from_all(monkeypatch
         assert p.row["measured_int8_ms_b1"] == p.row["measured_fp32_ms_b4"] == 1.0
     for batch in (1, 4):  # the first model's even round contended, its odd one quiet
         assert halves[batch] == ([9.0, 1.0], [1.0, 1.0])
+
+
+def test_one_round_each_but_one_model_timed_again_leaves_no_halves(monkeypatch):
+    """rounds=1: a model whose one round ran on a shared core is timed again (two rounds),
+    the other keeps its one: no model set has halves at any batch, and nothing crashes
+    (the second model's None once met the first one's lists)."""
+    from lowbit.models.hostcal import clock, quiet, timing
+    from lowbit.models.hostcal.clock import ClockTrack
+
+    monkeypatch.setattr(clock, "_REMEMBERED", {"quiet_ratio": 0.0})
+    track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
+    track.ratios += [4.0] * 20
+    monkeypatch.setattr(clock, "active_track", lambda: track)
+    monkeypatch.setattr(quiet, "active_track", lambda: track)
+    monkeypatch.setattr(ClockTrack, "wait_quiet", lambda self, *, timeout_s: None)
+    prepared = [_prepared(1), _prepared(2)]
+    second = {id(s) for s in prepared[1].sessions.values()}
+    seen = []
+
+    def fake_runs(session, *, binding, runs):
+        contended = id(session) in second and sum(id(x) in second for x in seen) < 4
+        seen.append(session)
+        track.ratios.append(2.0 if contended else 4.0)
+        return np.full(runs, 9e-3 if contended else 1e-3)
+
+    monkeypatch.setattr(timing, "run_times_s", fake_runs)
+    halves = time_configs(prepared, repeats=1, warmup=0, rounds=1)
+    assert halves == {1: None, 4: None}
+    assert prepared[1].row["measured_int8_ms_b1"] == 1.0  # its quiet re-timing

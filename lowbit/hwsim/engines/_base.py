@@ -115,6 +115,7 @@ from typing import ClassVar
 from ..profile import HardwareProfile
 from ..result import LayerResult, SimResult
 from ..workload import Layer, Workload
+from ._plan import clear_plans
 from ._target import Target
 
 __all__ = ["Engine", "run_cycles"]
@@ -165,8 +166,10 @@ class Engine(ABC):
         return self.target(seen)
 
     def clear_cache(self) -> None:
-        """Forget cached profiles and results (benchmarks measure a cold start with it)."""
+        """Forget cached profiles, results and GEMM plans (benchmarks measure a cold start
+        with it)."""
         self._targets.clear()
+        clear_plans()
 
     @abstractmethod
     def _layer(self, layer: Layer, t: Target, input_on_chip: bool) -> LayerResult:

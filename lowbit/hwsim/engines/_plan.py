@@ -21,7 +21,7 @@ from ._gemm_plan import GemmPlan, build
 from ._target import GemmWork, Target
 from ._tiling import FAMILIES, Family, batches, inner_resident
 
-__all__ = ["PLAN_CACHE_SIZE", "plan_gemm", "search_plan", "bounder", "floorer"]
+__all__ = ["PLAN_CACHE_SIZE", "clear_plans", "plan_gemm", "search_plan", "bounder", "floorer"]
 
 #: node kinds of the search in :func:`plan_gemm`
 _FAMILY, _SLICE, _ROW, _CANDIDATE = range(4)
@@ -54,12 +54,23 @@ def plan_gemm(t: Target, w: GemmWork) -> GemmPlan:
     )
     plan = _PLANS.get(key)
     if plan is not None:
-        _PLANS.move_to_end(key)
+        try:
+            _PLANS.move_to_end(key)
+        except KeyError:  # dropped by another thread meanwhile (the HTTP service's)
+            pass
         return plan
     plan = _PLANS[key] = search_plan(t, w)
     while len(_PLANS) > PLAN_CACHE_SIZE:
-        _PLANS.popitem(last=False)
+        try:
+            _PLANS.popitem(last=False)
+        except KeyError:
+            break
     return plan
+
+
+def clear_plans() -> None:
+    """Forget every cached plan (a cold-start benchmark; ``Engine.clear_cache``)."""
+    _PLANS.clear()
 
 
 def search_plan(t: Target, w: GemmWork) -> GemmPlan:

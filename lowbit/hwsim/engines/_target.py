@@ -87,7 +87,8 @@ class Target:
         self.rules = RuleSet(profile.overheads)
         self.peak_cache: dict[tuple[int, int], float] = {}
         self.mode_cache: dict[tuple[int, int], Precision] = {}
-        #: engine-owned results cache for this profile, (layer, input_on_chip) -> result
+        #: engine-owned results cache for this profile, (the layer but its name,
+        #: input_on_chip) -> result (:mod:`.analytic`)
         self.memo: dict = {}
         #: everything a GEMM's tiling reads of the target (:mod:`._plan`, :mod:`._tiling`,
         #: :mod:`._bounds`, :mod:`._gemm_plan`): profiles equal in these plan a GEMM alike

@@ -16,6 +16,7 @@ from ..result import LayerResult
 from ..workload import Layer
 from ._base import Engine
 from ._layer import evaluate
+from ._plan import clear_plans
 from ._target import Target
 
 __all__ = ["AnalyticEngine"]
@@ -60,6 +61,8 @@ class AnalyticEngine(Engine):
     def evaluate_uncached(
         self, layer: Layer, profile: HardwareProfile, *, input_on_chip: bool = False
     ) -> LayerResult:
-        """One layer, computed afresh: the results cache is neither read nor filled
-        (cold-cache benchmarks; the per-profile data is still cached)."""
+        """One layer, computed afresh: the results cache is neither read nor filled and the
+        GEMM plans are searched again (cold-cache benchmarks; the per-profile data is still
+        cached)."""
+        clear_plans()
         return evaluate(layer, self.target(profile), input_on_chip=input_on_chip, timer=None)

@@ -249,7 +249,7 @@ def _linear_fit(
     def simulate(theta: dict[str, float]) -> np.ndarray:
         key = tuple(sorted((k, v) for k, v in theta.items() if k not in ("prof", "gprof")))
         if key not in simulated:
-            if len(simulated) >= 4:
+            if len(simulated) >= 64:  # a Gauss-Newton step's columns (~20), kept whole
                 simulated.clear()
             simulated[key] = _simulate(int8, sweep, gemms, with_params(data, theta, glue), depths)
         sim = simulated[key].copy()

@@ -217,12 +217,12 @@ def depth_slope(
 ) -> Slope:
     """Per-layer cost of ``build(depth)`` (an ONNX model of ``depth`` identical layers) on
     input ``x``: both depths are timed alternately in ``rounds`` rounds of ``repeats`` runs
-    (so a load spike hits both alike), each round gives one slope, and the median slope is
-    the answer. A non-positive or scattered (relative IQR above :data:`MAX_SPREAD`) answer is
-    measured again with twice the runs, up to ``attempts`` times; a scattered positive one is
-    then accepted (its spread is recorded), a non-positive one raises
-    :class:`MeasurementError` naming ``what``: a difference of two timings is never clipped
-    into a fake number."""
+    -- fewer for a long chain, :data:`ROUND_BUDGET_S` -- (so a load spike hits both
+    alike), each round gives one slope, and the median slope is the answer. A non-positive
+    or scattered (relative IQR above :data:`MAX_SPREAD`) answer is measured again with
+    twice the runs, up to ``attempts`` times; a scattered positive one is then accepted
+    (its spread is recorded), a non-positive one raises :class:`MeasurementError` naming
+    ``what``: a difference of two timings is never clipped into a fake number."""
     from lowbit.models.export.ort import ort_session
 
     short, long = depths

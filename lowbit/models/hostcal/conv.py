@@ -191,10 +191,12 @@ def _kernel_s(model: Any, x: np.ndarray, *, repeats: int, warmup: int = 20) -> d
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
         feed = {session.get_inputs()[0].name: x}
-        start = time.perf_counter()
+        warm = []
         for _ in range(warmup):
+            start = time.perf_counter()
             session.run(None, feed)
-        per_run = (time.perf_counter() - start) / warmup if warmup else 0.0
+            warm.append(time.perf_counter() - start)
+        per_run = float(np.median(warm)) if warm else 0.0  # not the cold first run's
         repeats = budgeted_runs(
             repeats, per_run_s=per_run, budget_s=KERNEL_BUDGET_S, least=KERNEL_LEAST_RUNS
         )

@@ -275,6 +275,7 @@ def time_configs(
     again_until_quiet([samples[k] for k in keys], run=lambda index: run(keys[index]))
     track = active_track()
     halves: dict[int, tuple[list[float], list[float]] | None] = {}
+    without: set[int] = set()  # batches where some model has a single round: no halves
     for (i, kind, batch), timed in samples.items():
         parts = quiet_only(timed, track=track)
         row = prepared[i].row
@@ -288,11 +289,13 @@ def time_configs(
             # one quiet round (or one round): its halves from all its rounds
             parts = [r for r, _ in timed]
         if len(parts) < 2:
-            halves[batch] = None
+            without.add(batch)
             continue
         even, odd = halves.setdefault(batch, ([], []))
         even.append(float(np.median(np.concatenate(parts[0::2]))) * 1e3)
         odd.append(float(np.median(np.concatenate(parts[1::2]))) * 1e3)
+    for batch in without:
+        halves[batch] = None
     for p in prepared:
         row = p.row
         for batch in p.feeds:

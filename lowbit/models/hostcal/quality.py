@@ -40,8 +40,6 @@ class CalibrationError(LowbitError):
     """The calibration's fit failed its quality gates on every attempt."""
 
 
-
-
 #: the longest timing a calibration takes of one thing (the largest probe runs ~1 ms on a
 #: 2-core Xeon; a second is 1,000x that): a row beyond it is corrupt, not slow
 MAX_TIMING_S = 1.0

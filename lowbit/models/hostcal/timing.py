@@ -73,8 +73,8 @@ def warm_up(session: Any, *, binding: Any, runs: int) -> float:
 
 
 def budgeted_runs(runs: int, *, per_run_s: float, budget_s: float, least: int) -> int:
-    """``runs``, or fewer -- as many as fit ``budget_s`` at ``per_run_s`` each, never fewer
-    than ``least`` -- for a run long enough that a dozen add little: on an AMD Zen 3 the
+    """``runs``, or fewer -- as many as fit ``budget_s`` at ``per_run_s`` each, rounded up,
+    never fewer than ``least`` -- for a run long enough that a dozen add little: on an AMD Zen 3 the
     calibration's eight longest layer chains (2.5-8 ms a run) and its large single convs took
     most of its three minutes, and a run of milliseconds varies by a few percent at most.
     Unknown ``per_run_s`` (0, NaN): ``runs``."""
