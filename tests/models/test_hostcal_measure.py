@@ -46,9 +46,10 @@ def test_one_round_has_no_repeatability():
     assert halves == {1: None, 4: None}
 
 
-def test_only_rounds_timed_on_a_quiet_core_count(monkeypatch):
-    """Under a track with a vector probe, a round timed on a shared core (its probe ratio
-    low) is left out of a model's median: here every model's first round ran at 9x."""
+def _shared_core(monkeypatch, contended) -> list:
+    """A clock track whose vector probe reads a quiet core (4 adds a cycle) except beside
+    the Run loops ``contended(session, earlier sessions)`` says were shared (2 adds a
+    cycle, timed 9 ms a run against 1 ms); returns the sessions in the order timed."""
     from lowbit.models.hostcal import clock, quiet, timing
     from lowbit.models.hostcal.clock import ClockTrack
 
@@ -57,19 +58,33 @@ def test_only_rounds_timed_on_a_quiet_core_count(monkeypatch):
     track.ratios += [4.0] * 20
     monkeypatch.setattr(clock, "active_track", lambda: track)
     monkeypatch.setattr(quiet, "active_track", lambda: track)
-    prepared = [_prepared(1), _prepared(2)]
-    first_round = 2 * 2 * 2  # models x kinds x batches
-    calls = []
+    monkeypatch.setattr(ClockTrack, "wait_quiet", lambda self, *, timeout_s: None)
+    seen: list = []
 
     def fake_runs(session, *, binding, runs):
-        contended = len(calls) < first_round
-        calls.append(contended)
-        track.ratios.append(2.0 if contended else 4.0)
-        return np.full(runs, 9e-3 if contended else 1e-3)
+        shared = contended(session, seen)
+        seen.append(session)
+        track.ratios.append(2.0 if shared else 4.0)
+        return np.full(runs, 9e-3 if shared else 1e-3)
 
     monkeypatch.setattr(timing, "run_times_s", fake_runs)
+    return seen
+
+
+def _first_round_of(prepared: Prepared):
+    """contended(): the first round of ``prepared``'s model (2 kinds x 2 batches)."""
+    mine = {id(s) for s in prepared.sessions.values()}
+    return lambda session, seen: id(session) in mine and sum(id(x) in mine for x in seen) < 4
+
+
+def test_only_rounds_timed_on_a_quiet_core_count(monkeypatch):
+    """Under a track with a vector probe, a round timed on a shared core (its probe ratio
+    low) is left out of a model's median: here every model's first round ran at 9x."""
+    first_round = 2 * 2 * 2  # models x kinds x batches
+    seen = _shared_core(monkeypatch, lambda session, seen: len(seen) < first_round)
+    prepared = [_prepared(1), _prepared(2)]
     halves = time_configs(prepared, repeats=2, warmup=0, rounds=2)
-    assert len(calls) == 2 * first_round  # every round quiet after the first: none again
+    assert len(seen) == 2 * first_round  # every round quiet after the first: none again
     for p in prepared:
         for kind in ("int8", "fp32"):
             for batch in (1, 4):
@@ -82,26 +97,8 @@ def test_a_model_with_a_single_quiet_round_takes_its_halves_from_all(monkeypatch
     """A model whose rounds but one ran on a shared core, beside one whose rounds were all
     quiet: both timed from their quiet rounds; the first's repeatability halves from all its
     rounds (it once failed here: the first model's None taken for the second's lists)."""
-    from lowbit.models.hostcal import clock, quiet, timing
-    from lowbit.models.hostcal.clock import ClockTrack
-
-    monkeypatch.setattr(clock, "_REMEMBERED", {"quiet_ratio": 0.0})
-    track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
-    track.ratios += [4.0] * 20
-    monkeypatch.setattr(clock, "active_track", lambda: track)
-    monkeypatch.setattr(quiet, "active_track", lambda: track)
     prepared = [_prepared(1), _prepared(2)]
-    first = {id(s) for s in prepared[0].sessions.values()}
-    seen = []
-
-    def fake_runs(session, *, binding, runs):
-        # the first model's first round (4 timings: 2 kinds x 2 batches) is contended
-        contended = id(session) in first and sum(id(x) in first for x in seen) < 4
-        seen.append(session)
-        track.ratios.append(2.0 if contended else 4.0)
-        return np.full(runs, 9e-3 if contended else 1e-3)
-
-    monkeypatch.setattr(timing, "run_times_s", fake_runs)
+    _shared_core(monkeypatch, _first_round_of(prepared[0]))
     halves = time_configs(prepared, repeats=2, warmup=0, rounds=2)
     for p in prepared:
         assert p.row["measured_int8_ms_b1"] == p.row["measured_fp32_ms_b4"] == 1.0
@@ -113,26 +110,8 @@ def test_one_round_each_but_one_model_timed_again_leaves_no_halves(monkeypatch):
     """rounds=1: a model whose one round ran on a shared core is timed again (two rounds),
     the other keeps its one: no model set has halves at any batch, and nothing crashes
     (the second model's None once met the first one's lists)."""
-    from lowbit.models.hostcal import clock, quiet, timing
-    from lowbit.models.hostcal.clock import ClockTrack
-
-    monkeypatch.setattr(clock, "_REMEMBERED", {"quiet_ratio": 0.0})
-    track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
-    track.ratios += [4.0] * 20
-    monkeypatch.setattr(clock, "active_track", lambda: track)
-    monkeypatch.setattr(quiet, "active_track", lambda: track)
-    monkeypatch.setattr(ClockTrack, "wait_quiet", lambda self, *, timeout_s: None)
     prepared = [_prepared(1), _prepared(2)]
-    second = {id(s) for s in prepared[1].sessions.values()}
-    seen = []
-
-    def fake_runs(session, *, binding, runs):
-        contended = id(session) in second and sum(id(x) in second for x in seen) < 4
-        seen.append(session)
-        track.ratios.append(2.0 if contended else 4.0)
-        return np.full(runs, 9e-3 if contended else 1e-3)
-
-    monkeypatch.setattr(timing, "run_times_s", fake_runs)
+    _shared_core(monkeypatch, _first_round_of(prepared[1]))
     halves = time_configs(prepared, repeats=1, warmup=0, rounds=1)
     assert halves == {1: None, 4: None}
     assert prepared[1].row["measured_int8_ms_b1"] == 1.0  # its quiet re-timing
