@@ -88,13 +88,17 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class DepthwiseKernel(CostRule):
     """A depthwise convolution runs its own kernel on a CPU, not a GEMM: per MAC plus per
-    output pixel (all channels of one position: the window gather and requantization), on
+    output pixel (all channels of one position: the window gather and requantization) plus
+    per output row of each channel (a float kernel's row loop over its blocked layout), on
     top of its fixed costs; integer precisions at ``depthwise_*``, FP32 at
-    ``fp32_depthwise_*``. An integer one whose channels are not a multiple of
+    ``fp32_depthwise_*``. One whose channels are not a multiple of
     ``depthwise_channel_multiple`` (the kernel's SIMD channel block) costs
-    ``depthwise_unaligned_cycles_per_mac`` per MAC instead (0: as aligned ones; measured
-    3.5x the aligned rate on AVX-512 VNNI). ONNX Runtime's INT8 depthwise kernel is slower
-    than its FP32 one on small-channel layers. 0 per MAC: costed as a GEMM."""
+    ``depthwise_unaligned_cycles_per_mac`` (FP32: ``fp32_depthwise_unaligned_cycles_per_mac``)
+    per MAC instead (0: as aligned ones): the kernel ends each pixel's channels with a
+    narrower and a scalar pass, and the next pixel's loads start off the block (measured
+    1.7-1.9x the aligned rate with ONNX Runtime's 16-channel INT8 kernel on an AMD Zen 3,
+    3.5x on AVX-512 VNNI). ONNX Runtime's INT8 depthwise kernel is slower than its FP32 one
+    on small-channel layers. 0 per MAC: costed as a GEMM."""
 
     keys = {
         "depthwise_channel_multiple": count_key(1, 1, 1024),
@@ -103,6 +107,8 @@ class DepthwiseKernel(CostRule):
         "depthwise_unaligned_cycles_per_mac": cycles_key(),
         "fp32_depthwise_cycles_per_mac": cycles_key(),
         "fp32_depthwise_cycles_per_pixel": cycles_key(),
+        "fp32_depthwise_unaligned_cycles_per_mac": cycles_key(),
+        "fp32_depthwise_cycles_per_channel_row": cycles_key(),
     }
     depthwise_channel_multiple: int = 1
     depthwise_cycles_per_mac: float = 0.0
@@ -110,29 +116,39 @@ class DepthwiseKernel(CostRule):
     depthwise_unaligned_cycles_per_mac: float = 0.0
     fp32_depthwise_cycles_per_mac: float = 0.0
     fp32_depthwise_cycles_per_pixel: float = 0.0
+    fp32_depthwise_unaligned_cycles_per_mac: float = 0.0
+    fp32_depthwise_cycles_per_channel_row: float = 0.0
 
-    def cost(self, *, integer: bool, channels: int = 0) -> tuple[float, float]:
-        """(cycles per MAC, cycles per output pixel) of a depthwise conv of ``channels``."""
+    def cost(self, *, integer: bool, channels: int = 0) -> tuple[float, float, float]:
+        """(cycles per MAC, per output pixel, per output row of one channel) of a depthwise
+        conv of ``channels``."""
         if integer:
-            per_mac = self.depthwise_cycles_per_mac
-            if (
-                self.depthwise_unaligned_cycles_per_mac > 0
-                and per_mac > 0
-                and channels % self.depthwise_channel_multiple
-            ):
-                per_mac = self.depthwise_unaligned_cycles_per_mac
-            return per_mac, self.depthwise_cycles_per_pixel
-        return self.fp32_depthwise_cycles_per_mac, self.fp32_depthwise_cycles_per_pixel
+            per_mac, unaligned = (
+                self.depthwise_cycles_per_mac,
+                self.depthwise_unaligned_cycles_per_mac,
+            )
+            per_pixel, per_row = self.depthwise_cycles_per_pixel, 0.0
+        else:
+            per_mac = self.fp32_depthwise_cycles_per_mac
+            unaligned = self.fp32_depthwise_unaligned_cycles_per_mac
+            per_pixel = self.fp32_depthwise_cycles_per_pixel
+            per_row = self.fp32_depthwise_cycles_per_channel_row
+        if unaligned > 0 and per_mac > 0 and channels % self.depthwise_channel_multiple:
+            per_mac = unaligned
+        return per_mac, per_pixel, per_row
 
     def own_kernel(self, call: GemmCall) -> int | None:
         if not (call.first and is_depthwise(call.layer)):
             return None
-        per_mac, per_pixel = self.cost(integer=call.integer, channels=call.layer.in_c)
+        per_mac, per_pixel, per_row = self.cost(integer=call.integer, channels=call.layer.in_c)
         if not per_mac > 0:
             return None
-        # per MAC, and per output pixel shared by the layer's instances (one per channel)
-        g = call.gemm
-        return ceil(per_mac * g.M * g.N * call.k_eff + per_pixel * g.M / g.count - 1e-9)
+        # per MAC, per output pixel shared by the layer's instances (one per channel), and
+        # per output row of each of the instance's output channels
+        g, layer = call.gemm, call.layer
+        rows = g.N * layer.out_h * layer.batch
+        cycles = per_mac * g.M * g.N * call.k_eff + per_pixel * g.M / g.count + per_row * rows
+        return ceil(cycles - 1e-9)
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,8 @@ DEPTHWISE_KEYS = (
     "depthwise_unaligned_cycles_per_mac",
     "fp32_depthwise_cycles_per_mac",
     "fp32_depthwise_cycles_per_pixel",
+    "fp32_depthwise_unaligned_cycles_per_mac",
+    "fp32_depthwise_cycles_per_channel_row",
 )
 
 
@@ -214,6 +216,8 @@ class Overheads:
     depthwise_channel_multiple: int = 1  # DepthwiseKernel
     fp32_depthwise_cycles_per_mac: float = 0.0  # DepthwiseKernel
     fp32_depthwise_cycles_per_pixel: float = 0.0  # DepthwiseKernel
+    fp32_depthwise_unaligned_cycles_per_mac: float = 0.0  # DepthwiseKernel
+    fp32_depthwise_cycles_per_channel_row: float = 0.0  # DepthwiseKernel
     #: (kind, cycles once per layer) pairs, sorted by kind (DecomposedLayerCycles)
     elementwise_layer_cycles: tuple[tuple[str, float], ...] = ()
     activation_matmul_cycles_per_mac: float = 0.0  # ActivationMatmulKernel

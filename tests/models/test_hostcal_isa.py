@@ -52,6 +52,15 @@ def test_recorded_flag_sets(cpu):
 
 
 @pytest.mark.parametrize("cpu", sorted(RECORDED))
+def test_depthwise_channel_block_is_the_x86_kernels_16_channels(cpu):
+    # ONNX Runtime's x86 depthwise kernel steps 16 channels (16-bit lanes of a 256-bit
+    # register) on AVX2 and AVX-512 alike; elsewhere the 32-bit lanes stand in
+    isa = detect_isa(RECORDED[cpu].split())
+    expected = 4 if cpu.startswith(("neoverse", "cortex")) else 16
+    assert isa.depthwise_channel_block == expected
+
+
+@pytest.mark.parametrize("cpu", sorted(RECORDED))
 def test_u8s8_saturates_exactly_on_x86_without_vnni(cpu):
     # vpmaddubsw's saturating pairs: AVX2 (and AVX-512BW) without VNNI, never on Arm; there
     # the export stores 8-bit weights as uint8 and a host profile prices them so

@@ -12,11 +12,19 @@ from lowbit.models.hostcal.kernels import depthwise_sweep, fit_depthwise
 CLOCK = 2.0e9
 
 
-def _synthetic(per_mac: float, per_pixel: float, fixed: float, precision: str):
+def _synthetic(
+    per_mac: float,
+    per_pixel: float,
+    fixed: float,
+    precision: str,
+    *,
+    per_row: float = 0.0,
+    shapes=((16, 56), (32, 28), (128, 28), (576, 14), (960, 7)),
+):
     rows = []
-    for channels, spatial in ((16, 56), (32, 28), (128, 28), (576, 14), (960, 7)):
+    for channels, spatial in shapes:
         macs, pixels = channels * spatial * spatial * 9, spatial * spatial
-        cycles = fixed + per_mac * macs + per_pixel * pixels
+        cycles = fixed + per_mac * macs + per_pixel * pixels + per_row * channels * spatial
         rows.append(
             {
                 "channels": channels,
@@ -72,8 +80,58 @@ def test_fit_gives_unaligned_channel_counts_their_own_rate():
         depthwise_unaligned_cycles_per_mac=0.3,
         depthwise_channel_multiple=16,
     )
-    assert DepthwiseKernel.of(o).cost(integer=True, channels=58) == (0.3, 21.0)
-    assert DepthwiseKernel.of(o).cost(integer=True, channels=64) == (0.09, 21.0)
+    assert DepthwiseKernel.of(o).cost(integer=True, channels=58) == (0.3, 21.0, 0.0)
+    assert DepthwiseKernel.of(o).cost(integer=True, channels=64) == (0.09, 21.0, 0.0)
+
+
+def test_float_fit_recovers_a_cost_per_channel_row_and_an_unaligned_rate():
+    """FP32 chains generated with a cost per output row of each channel (the blocked float
+    kernel's row loop) and 2x the rate off the 16-channel block: all three recovered, the
+    integer side untouched by the row term."""
+    aligned = _synthetic(0.11, 0.0, 800, "fp32", per_row=65.0)
+    odd = _synthetic(0.2, 0.0, 800, "fp32", per_row=65.0, shapes=((24, 28), (72, 14), (200, 7)))
+    ints = _synthetic(0.09, 21.0, 2600, "int8")
+    fit = fit_depthwise(
+        aligned + odd + ints,
+        fixed_cycles={"int8": 2600, "fp32": 800},
+        clock_hz=CLOCK,
+        channel_multiple=16,
+    )
+    assert fit["fp32_depthwise_cycles_per_mac"] == pytest.approx(0.11, rel=1e-3)
+    assert fit["fp32_depthwise_cycles_per_channel_row"] == pytest.approx(65.0, rel=1e-3)
+    assert fit["fp32_depthwise_unaligned_cycles_per_mac"] == pytest.approx(0.2, rel=1e-3)
+    assert fit["depthwise_cycles_per_mac"] == pytest.approx(0.09, rel=1e-3)
+    assert fit["depthwise_unaligned_cycles_per_mac"] == 0.0  # no odd INT8 rows
+    for row in aligned + odd:
+        assert row["simulated_s"] == pytest.approx(row["layer_s"], rel=1e-3)
+
+
+def test_a_float_depthwise_layer_pays_its_channel_rows():
+    """hwsim: the cost per channel row times channels x output rows x batch, on top of the
+    MACs; off the channel block at the unaligned rate."""
+    from lowbit import hwsim
+    from lowbit.hwsim.compression import Compression
+    from lowbit.hwsim.workload import Conv2d, Workload
+
+    def cycles(channels: int, **over) -> int:
+        o = {"fp32_depthwise_cycles_per_mac": 0.1, "depthwise_channel_multiple": 16, **over}
+        profile = hwsim.load_profile(
+            "cpu-x86-avx2", overrides={f"overheads.{k}": v for k, v in o.items()}
+        )
+        layer = Conv2d(
+            name="dw", in_h=14, in_w=14, in_c=channels, out_c=channels, k_h=3, k_w=3,
+            out_h=14, out_w=14, groups=channels, batch=2,
+            compression=Compression(w_bits=32, a_bits=32),
+        )  # fmt: skip
+        return hwsim.simulate(Workload("w", (layer,)), profile).layers[0].compute_cycles
+
+    base = cycles(32)
+    assert cycles(32, fp32_depthwise_cycles_per_channel_row=10.0) - base == pytest.approx(
+        10.0 * 32 * 14 * 2, abs=32
+    )
+    macs = 24 * 14 * 14 * 2 * 9
+    unaligned = cycles(24, fp32_depthwise_unaligned_cycles_per_mac=0.3)
+    assert unaligned - cycles(24) == pytest.approx(0.2 * macs, rel=0.01)
 
 
 def test_fit_never_goes_negative():

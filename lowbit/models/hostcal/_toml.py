@@ -162,7 +162,7 @@ def profile_toml(calibration: _Calibrated) -> str:
         f"{fit.get('mean_abs_pct_error_fp32_depthwise', 0.0):.1f}%): their own kernel",
         *(f"{k} = {o.get(k, 0.0)!r}" for k in DEPTHWISE_KEYS),
         f"depthwise_channel_multiple = {o.get('depthwise_channel_multiple', 1)}  # the "
-        "INT8 depthwise kernel's channel block: int32 lanes",
+        "depthwise kernels' channel block (other channel counts at the unaligned rate)",
         "",
         "# measured: cycles per element of memory-bound operators (FP32 chains; "
         "maxpool: uint8 NHWC between INT8 convs)",

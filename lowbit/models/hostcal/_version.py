@@ -42,5 +42,8 @@ __all__ = ["CALIBRATION_VERSION"]
 #: VNNI), convs with uint8 weights timed and their GEMM's rate fitted; the quick sweep at
 #: three (batch, map) pairs, its profiler's cost fitted); 31: the copy bandwidth's buffers at
 #: fixed page offsets, and a timing taken while another thread shared the core (a vector
-#: probe read beside the clock) not kept where a pass caught it quiet, and measured again)
-CALIBRATION_VERSION = 31
+#: probe read beside the clock) not kept where a pass caught it quiet, and measured again;
+#: 32: the depthwise kernels' channel block 16 on x86 (ONNX Runtime's, AVX2 and AVX-512
+#: alike; it was the 32-bit lanes, 8 with AVX2, so 24-200 channels ran at the aligned rate),
+#: the FP32 depthwise kernel's cost per output row of a channel and its unaligned rate)
+CALIBRATION_VERSION = 32

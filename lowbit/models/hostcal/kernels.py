@@ -12,6 +12,9 @@ dispatch and the Run call cancel; :func:`lowbit.models.hostcal.bench.depth_slope
 (quantized by ONNX Runtime's own ``quantize_static``) and FP32; :func:`fit_depthwise` solves
 ``layer cycles - fixed cycles = per_mac * MACs + per_pixel * pixels`` by non-negative least
 squares on the relative error, per precision: a closed form, no starting point, no runaway.
+The float kernel also costs each output row of each channel (its row loop over the blocked
+layout), and either precision costs more per MAC when the channels are not a multiple of the
+kernel's channel block (:attr:`lowbit.models.hostcal.isa.Isa.depthwise_channel_block`).
 
 :func:`activation_pass_pairs` times the second pass a float conv makes over its
 output for a fused ReLU6 (data movement: :mod:`lowbit.models.hostcal.movement`).
@@ -104,52 +107,63 @@ def depthwise_sweep(
 def fit_depthwise(
     rows, *, fixed_cycles: dict[str, float], clock_hz: float, channel_multiple: int = 1
 ) -> dict[str, Any]:
-    """Cycles per MAC and per output pixel of each precision's depthwise kernel.
+    """Cycles per MAC, per output pixel and (FP32) per output row of one channel of each
+    precision's depthwise kernel.
 
     ``fixed_cycles``: what the profile already charges each such layer per precision (its
     dispatch, and an integer GEMM's fixed cost), taken off the measured layer time first.
-    Non-negative least squares of the relative error; each row gains ``simulated_s``.
-    INT8 rows whose channels are not a multiple of ``channel_multiple`` (the kernel's SIMD
-    block) give ``depthwise_unaligned_cycles_per_mac``, the aligned ones the rest.
-    Returns the profile keys (:data:`lowbit.hwsim.profile.DEPTHWISE_KEYS`) and the mean
-    absolute error per precision (``mean_abs_pct_error_<precision>_depthwise``)."""
+    Non-negative least squares of the relative error; each row gains ``simulated_s``. Rows
+    whose channels are not a multiple of ``channel_multiple`` (the kernel's SIMD block) give
+    the ``*_unaligned_cycles_per_mac`` (the other costs as the aligned ones'), the aligned
+    ones the rest. The chains are stride 1, batch 1: a row's output rows are its
+    ``spatial``. Returns the profile keys (:data:`lowbit.hwsim.profile.DEPTHWISE_KEYS`)
+    and the mean absolute error per precision (``mean_abs_pct_error_<precision>_depthwise``)."""
     from scipy.optimize import nnls
 
     out: dict[str, Any] = {}
 
-    def solve(sel, fixed: float, per_pixel: float | None):
-        """(per MAC, per pixel, simulated cycles); ``per_pixel`` given: fit per MAC only."""
+    def solve(sel, fixed: float, per_row: bool, given: tuple[float, float] | None):
+        """(per MAC, per pixel, per channel row, relative errors); ``given`` (per pixel,
+        per channel row): fit per MAC only."""
         measured = np.array([r["layer_s"] * clock_hz for r in sel])
         weight = 1.0 / measured
-        cols = (
-            [[r["macs"]] for r in sel]
-            if per_pixel is not None
-            else [[r["macs"], r["pixels"]] for r in sel]
-        )
-        target = measured - fixed - (per_pixel or 0.0) * np.array([r["pixels"] for r in sel])
-        solved, _ = nnls(np.array(cols, float) * weight[:, None], target * weight)
-        pp = per_pixel if per_pixel is not None else float(solved[1])
-        simulated = np.array([float(solved[0]) * r["macs"] + pp * r["pixels"] + fixed for r in sel])
+        extra = np.array([[r["pixels"], r["channels"] * r["spatial"]] for r in sel], float)
+        macs = np.array([[r["macs"]] for r in sel], float)
+        if given is None:
+            cols = np.hstack([macs, extra[:, :2] if per_row else extra[:, :1]])
+            solved, _ = nnls(cols * weight[:, None], (measured - fixed) * weight)
+            costs = (float(solved[0]), float(solved[1]), float(solved[2]) if per_row else 0.0)
+        else:
+            target = measured - fixed - extra @ np.array(given)
+            solved, _ = nnls(macs * weight[:, None], target * weight)
+            costs = (float(solved[0]), *given)
+        simulated = np.hstack([macs, extra]) @ np.array(costs) + fixed
         for row, cycles in zip(sel, simulated, strict=True):
             row["simulated_s"] = float(cycles / clock_hz)
-        return float(solved[0]), pp, simulated / measured - 1
+        return costs, simulated / measured - 1
+
+    def key(value: float) -> float:
+        return float(f"{value:.4g}")
 
     for precision, prefix in (("int8", ""), ("fp32", "fp32_")):
         sel = [r for r in rows if r["precision"] == precision]
         if not sel:
             continue
-        split = precision == "int8" and channel_multiple > 1
-        odd = [r for r in sel if split and r["channels"] % channel_multiple]
+        odd = [r for r in sel if channel_multiple > 1 and r["channels"] % channel_multiple]
         even = [r for r in sel if r not in odd] or odd
-        per_mac, per_pixel, errors = solve(even, fixed_cycles[precision], None)
+        per_row = precision == "fp32"
+        (per_mac, per_pixel, row_cost), errors = solve(even, fixed_cycles[precision], per_row, None)
+        unaligned = 0.0
         if odd and even is not odd:
-            unaligned, _, odd_errors = solve(odd, fixed_cycles[precision], per_pixel)
-            out["depthwise_unaligned_cycles_per_mac"] = float(f"{unaligned:.4g}")
+            (unaligned, *_), odd_errors = solve(
+                odd, fixed_cycles[precision], per_row, (per_pixel, row_cost)
+            )
             errors = np.concatenate([errors, odd_errors])
-        elif precision == "int8":
-            out["depthwise_unaligned_cycles_per_mac"] = 0.0
-        out[f"{prefix}depthwise_cycles_per_mac"] = float(f"{per_mac:.4g}")
-        out[f"{prefix}depthwise_cycles_per_pixel"] = float(f"{per_pixel:.4g}")
+        out[f"{prefix}depthwise_unaligned_cycles_per_mac"] = key(unaligned)
+        out[f"{prefix}depthwise_cycles_per_mac"] = key(per_mac)
+        out[f"{prefix}depthwise_cycles_per_pixel"] = key(per_pixel)
+        if per_row:
+            out["fp32_depthwise_cycles_per_channel_row"] = key(row_cost)
         out[f"mean_abs_pct_error_{precision}_depthwise"] = float(np.mean(np.abs(errors)) * 100)
     return out
 

@@ -18,7 +18,7 @@ from lowbit.models.hostcal._toml import PROFILE_NAME
 from lowbit.models.hostcal.bench import DEPTHS
 from lowbit.models.hostcal.clock import seconds_clock_hz
 from lowbit.models.hostcal.conv import without_profiler
-from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE
+from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, Isa
 from lowbit.models.hostcal.kernels import fit_depthwise
 from lowbit.models.hostcal.movement import transpose_s_per_row
 from lowbit.models.hostcal.quality import MeasurementError, measurement_problems
@@ -143,7 +143,9 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
         },
     )
     o = data["overheads"]
-    o["depthwise_channel_multiple"] = info["simd_lanes_32bit"]
+    o["depthwise_channel_multiple"] = Isa(
+        info.get("isa", "generic"), info["simd_lanes_32bit"]
+    ).depthwise_channel_block
     depthwise_fit = fit_depthwise(
         m["depthwise"],
         clock_hz=data["clock_hz"],
