@@ -288,10 +288,17 @@ def chain_slopes(
     )
 
 
-def bench_chains(shapes, *, repeats: int, passes: int = CHAIN_PASSES) -> list[dict[str, Any]]:
-    """Per-layer and per-run cost of every chain shape, INT8 and FP32 (:func:`chain_slopes`;
-    ``repeats`` runs per round, shared by the ``passes``; the median pass kept)."""
-    items = [(shape, int8) for shape in shapes for int8 in (True, False)]
+def bench_chains(
+    shapes,
+    *,
+    repeats: int,
+    passes: int = CHAIN_PASSES,
+    precisions: tuple[bool, ...] = (True, False),
+) -> list[dict[str, Any]]:
+    """Per-layer and per-run cost of every chain shape, INT8 and FP32 (``precisions``: which
+    of the two, True for INT8; :func:`chain_slopes`; ``repeats`` runs per round, shared by
+    the ``passes``; the median pass kept)."""
+    items = [(shape, int8) for shape in shapes for int8 in precisions]
 
     def build(item, depth: int):
         (kind, size, spatial, _), int8 = item

@@ -86,6 +86,7 @@ from lowbit.models.hostcal._overheads import (  # noqa: F401  (re-exported)
 from lowbit.models.hostcal._toml import PROFILE_NAME, profile_toml
 from lowbit.models.hostcal._version import CALIBRATION_VERSION
 from lowbit.models.hostcal.bench import (
+    DEPTHS,
     FULL_SHAPES,
     QUICK_SHAPES,
     bench_chains,
@@ -114,7 +115,7 @@ from lowbit.models.hostcal.kernels import (
 from lowbit.models.hostcal.movement import merged_spots, spot_costs
 from lowbit.models.hostcal.profile_fit import Calibration, from_measurements
 from lowbit.models.hostcal.quality import CalibrationError, MeasurementError, fit_problems
-from lowbit.models.hostcal.quiet import least_quiet, timed_quiet
+from lowbit.models.hostcal.quiet import faster_rows, least_quiet, streaming_shapes, timed_quiet
 from lowbit.models.hostcal.timing import PhaseClock
 
 __all__ = [
@@ -231,9 +232,10 @@ def _measure(*, quick: bool) -> dict[str, Any]:
             # (two calibrations a minute apart measured 21.5 and 28.4 GB/s once each)
             with phase("copy bandwidth"):
                 spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
-        # a tiny operator's dispatch, measured before and after the chains (seconds apart: a
-        # slow spell of a shared machine disturbs one of them), the least quiet one kept (on
-        # an AMD Zen 3 under KVM two calibrations' took 2284 and 1435 cycles without it)
+        # a tiny operator's dispatch, measured at three points tens of seconds apart (a slow
+        # spell of a shared machine disturbs one of them), the least quiet one kept (on an AMD
+        # Zen 3 under KVM two calibrations' took 2284 and 1435 cycles without it; with two
+        # points, before and after the chains, one still took 2820 against 1478)
         with phase("dispatch"):
             glue = [timed_quiet(lambda: glue_op_slope(repeats=repeats))]
         # data movement and the INT8 softmax take about a second: measured here, after the conv
@@ -257,6 +259,8 @@ def _measure(*, quick: bool) -> dict[str, Any]:
                     gemm_rounds.append(gemm_sweep(GEMM_SWEEP, repeats=4 * repeats))
 
         gemm_round()
+        with phase("dispatch"):
+            glue.append(timed_quiet(lambda: glue_op_slope(repeats=repeats)))
         with phase("layer chains"):
             rows = bench_chains(QUICK_SHAPES if quick else FULL_SHAPES, repeats=repeats)
         gemm_round()
@@ -313,6 +317,14 @@ def _measure(*, quick: bool) -> dict[str, Any]:
                 QUICK_DEPTHWISE_SWEEP if quick else DEPTHWISE_SWEEP,
                 repeats=max(2 * repeats // 3, 10),
             )
+        if not quick and "L2" in caches:
+            # GEMM chains streaming their weights from the shared L3 (its rate moves with
+            # other tenants' load for minutes), timed again: the faster kept (3 s; the convs'
+            # would take 5 s more)
+            streaming = streaming_shapes(FULL_SHAPES, cache_bytes=caches["L2"], depth=max(DEPTHS))
+            again = tuple(shape for shape in streaming if shape[0] == "gemm")
+            with phase("layer chains"):
+                rows = faster_rows(rows, bench_chains(again, repeats=repeats, precisions=(True,)))
         if spill:
             with phase("copy bandwidth"):
                 spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
