@@ -101,11 +101,14 @@ class GemmCall:
 @dataclass(frozen=True, slots=True)
 class RunShape:
     """What a GEMM's kernel runs: ``n`` outputs, reduction ``k`` (executed), and a conv's
-    ``in_channels`` per kernel position (0 for other layers)."""
+    ``in_channels`` per kernel position (0 for other layers); ``blocked_n``: the outputs its
+    arithmetic covers when the kernel computes them in blocks wider than the target's
+    mapping (0: ``n``; the rest of the cost -- output stages, per-output passes -- is ``n``'s)."""
 
     n: int
     k: int
     in_channels: int
+    blocked_n: int = 0
 
 
 @dataclass(frozen=True, slots=True)

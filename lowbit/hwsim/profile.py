@@ -186,6 +186,7 @@ class Overheads:
     elementwise_cycles_per_row: tuple[tuple[str, float], ...] = ()
     conv_channel_multiple: int = 1  # DirectConvKernel
     conv_min_out_channels: int = 1  # DirectConvKernel
+    conv_out_channel_block: int = 1  # DirectConvKernel
     unaligned_conv_cycles_per_pixel: float = 0.0  # DirectConvKernel
     unaligned_conv_cycles_per_output: float = 0.0  # DirectConvKernel
     im2col_copy_cycles: float = 0.0  # DirectConvKernel

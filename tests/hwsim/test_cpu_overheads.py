@@ -341,6 +341,40 @@ def test_padded_channels_cost_what_the_aligned_conv_costs(make_target, engine):
 
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())
+def test_the_direct_kernel_computes_output_channels_in_whole_blocks(make_target, engine):
+    """``conv_out_channel_block``: a direct-kernel integer conv's MACs cover its outputs
+    rounded up to the block (ONNX Runtime's AVX2 kernel: 16; 24 outputs cost what 32 do), on
+    a mapping of narrower columns; its per-output costs stay its own outputs'. The generic
+    path, float and depthwise convs and GEMM layers are left alone."""
+    modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
+    base = make_target(kind="vector", rows=1, cols=8, dataflow="vector", precisions=modes)
+    cpu = _with(base, conv_channel_multiple=4, conv_min_out_channels=16)
+    blocked = _with(cpu, conv_out_channel_block=16)
+
+    def cycles(layer, profile) -> int:
+        return hwsim.simulate_layer(layer, profile, engine=engine).compute_cycles
+
+    for out_c, whole in ((24, 32), (40, 48), (20, 32), (32, 32), (16, 16)):
+        assert cycles(_conv(16, out_c), blocked) == cycles(_conv(16, whole), cpu)
+    assert cycles(_conv(16, 24), cpu) < cycles(_conv(16, 32), cpu)  # without the block
+    # per output: 24 outputs' requantization, not 32's
+    requant = _with(blocked, requant_cycles_per_output=1.0)
+    assert cycles(_conv(16, 24), requant) - cycles(_conv(16, 24), blocked) == 24 * 64
+    # the generic path (too few outputs, uint8 weights), float and depthwise convs, GEMMs
+    for layer in (
+        _conv(16, 12),
+        _conv(16, 24, weight_storage="u8"),
+        _conv(16, 24).with_compression(Compression(w_bits=None, a_bits=None)),
+        _conv(24, 24, groups=24),
+        Linear(name="fc", in_features=16, out_features=24),
+    ):
+        assert cycles(layer, blocked) == cycles(layer, cpu)
+    # on top of the export's padding: 16 -> 20 outputs padded to 20, blocked to 32
+    padded = _with(blocked, pad_conv_channels=True)
+    assert cycles(_conv(16, 18), padded) == cycles(_conv(16, 32), cpu)
+
+
+@pytest.mark.parametrize("engine", hwsim.engine_names())
 def test_integer_gemms_pay_requantization_per_output(make_target, engine):
     modes = (Precision(8, 8, 1.0, 0.2), Precision(32, 32, 0.5, 1.0))
     base = make_target(kind="vector", rows=1, cols=32, dataflow="vector", precisions=modes)

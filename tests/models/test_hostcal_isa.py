@@ -58,6 +58,8 @@ def test_depthwise_channel_block_is_the_x86_kernels_16_channels(cpu):
     isa = detect_isa(RECORDED[cpu].split())
     expected = 4 if cpu.startswith(("neoverse", "cortex")) else 16
     assert isa.depthwise_channel_block == expected
+    # the integer conv kernels' output channels at a time: the same 16 on x86
+    assert isa.conv_out_channel_block == expected
 
 
 @pytest.mark.parametrize("cpu", sorted(RECORDED))

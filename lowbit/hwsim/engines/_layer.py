@@ -106,7 +106,8 @@ def _gemm_cycles(t: Target, call: GemmCall) -> int:
     shape = next((s for r in rules.shape if (s := r.run_shape(call)) is not None), None)
     if shape is None:
         shape = RunShape(g.N, call.k_eff, call.in_channels)
-    cycles = t.mapping.cycles(g.M, shape.n, shape.k, call.mode.macs_per_pe_per_cycle)
+    n = shape.blocked_n or shape.n
+    cycles = t.mapping.cycles(g.M, n, shape.k, call.mode.macs_per_pe_per_cycle)
     for rule in rules.adjust:
         cycles = rule.adjust_cycles(call, shape=shape, cycles=cycles)
     if rules.conv and call.conv:

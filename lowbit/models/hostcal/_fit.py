@@ -69,6 +69,8 @@ INT8_PARAMS = (
 
 #: the measured keys of the base profile's ``[overheads]`` a fit keeps (ActivationSpill's)
 SPILL_KEYS = ("activation_cache_bytes", "activation_spill_bytes_per_cycle")
+#: ``[overheads]`` keys set from the CPU's ISA before the fit (profile_fit._base_data)
+ISA_KEYS = ("conv_out_channel_block",)
 
 #: ONNX Runtime's generic conv path (an unaligned or grouped integer conv) is an im2col and
 #: the GEMM library its Gemm and MatMul run (MlasGemm), which packs each row of its first
@@ -130,7 +132,7 @@ def with_params(data: dict[str, Any], params: dict[str, float], glue: float) -> 
         # measured in steady state: a small model's weights stay in the last-level cache
         "warm_cache": True,
         # measured, not fitted (profile_fit._base_data): activations beyond L2 spill to L3
-        **{k: v for k, v in data.get("overheads", {}).items() if k in SPILL_KEYS},
+        **{k: v for k, v in data.get("overheads", {}).items() if k in SPILL_KEYS + ISA_KEYS},
     }
     if "stream" in params:
         # weights that overflow L2 stream from the largest cache (or DRAM) at every run, at

@@ -106,6 +106,8 @@ def profile_toml(calibration: _Calibrated) -> str:
         f"conv_channel_multiple = {o.get('conv_channel_multiple', 1)}  # the direct "
         "INT8 conv kernel's channel blocking (channel sweep)",
         f"conv_min_out_channels = {o.get('conv_min_out_channels', 1)}",
+        f"conv_out_channel_block = {o.get('conv_out_channel_block', 1)}  # the integer conv "
+        "kernels' output channels at a time (the ISA's)",
         "unaligned_conv_cycles_per_pixel = "
         f"{o.get('unaligned_conv_cycles_per_pixel', 0.0)!r}  # fitted: generic im2col path",
         "unaligned_conv_cycles_per_output = "

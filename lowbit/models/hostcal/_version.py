@@ -45,5 +45,8 @@ __all__ = ["CALIBRATION_VERSION"]
 #: probe read beside the clock) not kept where a pass caught it quiet, and measured again;
 #: 32: the depthwise kernels' channel block 16 on x86 (ONNX Runtime's, AVX2 and AVX-512
 #: alike; it was the 32-bit lanes, 8 with AVX2, so 24-200 channels ran at the aligned rate),
-#: the FP32 depthwise kernel's cost per output row of a channel and its unaligned rate)
-CALIBRATION_VERSION = 32
+#: the FP32 depthwise kernel's cost per output row of a channel and its unaligned rate; 33:
+#: the direct INT8 conv kernel's output channels in whole blocks of the ISA's (16 on x86),
+#: the operator dispatch timed at three points, the GEMM chains that stream their weights
+#: from L3 timed again at the end)
+CALIBRATION_VERSION = 33

@@ -104,6 +104,13 @@ class Isa:
         return 16 if self.name in _X86_256_BIT else self.simd_lanes_32bit
 
     @property
+    def conv_out_channel_block(self) -> int:
+        """Output channels ONNX Runtime's integer conv kernels compute at a time: 16 on x86
+        with AVX2 or better (two 256-bit registers of int32 accumulators; a partial last
+        block costs a whole one), the 32-bit lanes elsewhere."""
+        return 16 if self.name in _X86_256_BIT else self.simd_lanes_32bit
+
+    @property
     def label(self) -> str:
         """Human-readable, e.g. ``AVX-512 VNNI``."""
         return _LABELS.get(self.name, self.name)

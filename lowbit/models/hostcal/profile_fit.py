@@ -79,7 +79,16 @@ def _base_data(info: dict[str, Any], bandwidth: dict[str, float]) -> dict[str, A
         if spill and "L2" in info["caches_bytes"]
         else {}
     )
+    # the integer conv kernels' output-channel block, from the ISA (the fit's N blocking is
+    # the GEMM library's too: 8 lanes fit it best on an AMD Zen 3, where a conv of 24 outputs
+    # took what one of 32 did)
+    data["overheads"]["conv_out_channel_block"] = _isa(info).conv_out_channel_block
     return data
+
+
+def _isa(info: dict[str, Any]) -> Isa:
+    """The :class:`Isa` a sidecar's CPU record names (its best ISA and SIMD lanes)."""
+    return Isa(info.get("isa", "generic"), info["simd_lanes_32bit"])
 
 
 def from_measurements(measurements: dict[str, Any]) -> Calibration:
@@ -143,9 +152,7 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
         },
     )
     o = data["overheads"]
-    o["depthwise_channel_multiple"] = Isa(
-        info.get("isa", "generic"), info["simd_lanes_32bit"]
-    ).depthwise_channel_block
+    o["depthwise_channel_multiple"] = _isa(info).depthwise_channel_block
     depthwise_fit = fit_depthwise(
         m["depthwise"],
         clock_hz=data["clock_hz"],
