@@ -101,14 +101,11 @@ class GemmCall:
 @dataclass(frozen=True, slots=True)
 class RunShape:
     """What a GEMM's kernel runs: ``n`` outputs, reduction ``k`` (executed), and a conv's
-    ``in_channels`` per kernel position (0 for other layers); ``blocked_n``: the outputs its
-    arithmetic covers when the kernel computes them in blocks wider than the target's
-    mapping (0: ``n``; the rest of the cost -- output stages, per-output passes -- is ``n``'s)."""
+    ``in_channels`` per kernel position (0 for other layers)."""
 
     n: int
     k: int
     in_channels: int
-    blocked_n: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +167,12 @@ class CostRule:
         """The shape the GEMM's kernel runs instead of its own (None: no change). The first
         rule that gives one wins."""
         return None
+
+    def blocked_outputs(self, call: GemmCall, *, shape: RunShape) -> int:
+        """The outputs the kernel's arithmetic covers when it computes them in blocks wider
+        than the target's mapping (0: ``shape.n``; the first rule that gives one wins). Only
+        the MACs pay for them: per-output costs stay ``shape.n``'s."""
+        return 0
 
     def own_kernel(self, call: GemmCall) -> int | None:
         """Compute cycles of one instance when the GEMM runs a kernel of its own, not the
@@ -282,6 +285,7 @@ class RuleSet:
     __slots__ = (
         "steady",
         "shape",
+        "block",
         "kernel",
         "adjust",
         "conv",
@@ -301,6 +305,7 @@ class RuleSet:
 
         self.steady = having("steady_state")
         self.shape = having("run_shape")
+        self.block = having("blocked_outputs")
         self.kernel = having("own_kernel")
         self.adjust = having("adjust_cycles")
         self.conv = having("conv_rates")

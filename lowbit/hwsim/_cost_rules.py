@@ -11,7 +11,8 @@ the engines apply them in its order at each hook of
 (``steady_state``: a warm cache, :mod:`lowbit.hwsim._warm_cache`; applied by
 :mod:`lowbit.hwsim.engines._base`), then per layer (:mod:`lowbit.hwsim.engines._layer`)
 the shape a GEMM's kernel runs
-(``run_shape``: padded channels, blocked reduction), a kernel that is not a GEMM
+(``run_shape``: padded channels, blocked reduction), the outputs its arithmetic covers
+(``blocked_outputs``: a kernel's output-channel blocks), a kernel that is not a GEMM
 (``own_kernel``: depthwise; an NPU's attention matmul), a GEMM's cycles (``adjust_cycles``:
 output stage, requantization), an integer conv's per-pixel and per-image cycles
 (``conv_rates``), cycles once per layer (``fixed_cycles``: launches, extra operators, a
@@ -43,12 +44,12 @@ from ._cost_rule_base import (
     count_key,
     cycles_key,
     im2col_copies,
-    is_depthwise,
     overhead_keys,
     reads_in_place,
     register_cost_rule,
 )
 from ._decomposed_ops import ActivationMatmulKernel, DecomposedLayerCycles
+from ._depthwise import DepthwiseKernel
 from ._fused_bias import FusedBiasGemm
 from ._memory_op_costs import ElementwiseCosts, PoolChannelBlock
 from ._schema_types import Key
@@ -86,72 +87,6 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class DepthwiseKernel(CostRule):
-    """A depthwise convolution runs its own kernel on a CPU, not a GEMM: per MAC plus per
-    output pixel (all channels of one position: the window gather and requantization) plus
-    per output row of each channel (a float kernel's row loop over its blocked layout), on
-    top of its fixed costs; integer precisions at ``depthwise_*``, FP32 at
-    ``fp32_depthwise_*``. One whose channels are not a multiple of
-    ``depthwise_channel_multiple`` (the kernel's SIMD channel block) costs
-    ``depthwise_unaligned_cycles_per_mac`` (FP32: ``fp32_depthwise_unaligned_cycles_per_mac``)
-    per MAC instead (0: as aligned ones): the kernel ends each pixel's channels with a
-    narrower and a scalar pass, and the next pixel's loads start off the block (measured
-    1.7-1.9x the aligned rate with ONNX Runtime's 16-channel INT8 kernel on an AMD Zen 3,
-    3.5x on AVX-512 VNNI). ONNX Runtime's INT8 depthwise kernel is slower than its FP32 one
-    on small-channel layers. 0 per MAC: costed as a GEMM."""
-
-    keys = {
-        "depthwise_channel_multiple": count_key(1, 1, 1024),
-        "depthwise_cycles_per_mac": cycles_key(),
-        "depthwise_cycles_per_pixel": cycles_key(),
-        "depthwise_unaligned_cycles_per_mac": cycles_key(),
-        "fp32_depthwise_cycles_per_mac": cycles_key(),
-        "fp32_depthwise_cycles_per_pixel": cycles_key(),
-        "fp32_depthwise_unaligned_cycles_per_mac": cycles_key(),
-        "fp32_depthwise_cycles_per_channel_row": cycles_key(),
-    }
-    depthwise_channel_multiple: int = 1
-    depthwise_cycles_per_mac: float = 0.0
-    depthwise_cycles_per_pixel: float = 0.0
-    depthwise_unaligned_cycles_per_mac: float = 0.0
-    fp32_depthwise_cycles_per_mac: float = 0.0
-    fp32_depthwise_cycles_per_pixel: float = 0.0
-    fp32_depthwise_unaligned_cycles_per_mac: float = 0.0
-    fp32_depthwise_cycles_per_channel_row: float = 0.0
-
-    def cost(self, *, integer: bool, channels: int = 0) -> tuple[float, float, float]:
-        """(cycles per MAC, per output pixel, per output row of one channel) of a depthwise
-        conv of ``channels``."""
-        if integer:
-            per_mac, unaligned = (
-                self.depthwise_cycles_per_mac,
-                self.depthwise_unaligned_cycles_per_mac,
-            )
-            per_pixel, per_row = self.depthwise_cycles_per_pixel, 0.0
-        else:
-            per_mac = self.fp32_depthwise_cycles_per_mac
-            unaligned = self.fp32_depthwise_unaligned_cycles_per_mac
-            per_pixel = self.fp32_depthwise_cycles_per_pixel
-            per_row = self.fp32_depthwise_cycles_per_channel_row
-        if unaligned > 0 and per_mac > 0 and channels % self.depthwise_channel_multiple:
-            per_mac = unaligned
-        return per_mac, per_pixel, per_row
-
-    def own_kernel(self, call: GemmCall) -> int | None:
-        if not (call.first and is_depthwise(call.layer)):
-            return None
-        per_mac, per_pixel, per_row = self.cost(integer=call.integer, channels=call.layer.in_c)
-        if not per_mac > 0:
-            return None
-        # per MAC, per output pixel shared by the layer's instances (one per channel), and
-        # per output row of each of the instance's output channels
-        g, layer = call.gemm, call.layer
-        rows = g.N * layer.out_h * layer.batch
-        cycles = per_mac * g.M * g.N * call.k_eff + per_pixel * g.M / g.count + per_row * rows
-        return ceil(cycles - 1e-9)
-
-
-@dataclass(frozen=True, slots=True)
 class DirectConvKernel(CostRule):
     """A CPU's direct integer conv kernel takes input and output channels in multiples of
     ``conv_channel_multiple`` and at least ``conv_min_out_channels`` outputs. Other integer
@@ -161,33 +96,32 @@ class DirectConvKernel(CostRule):
     output channels in blocks of ``conv_out_channel_block``: the MACs of a last, partial
     block cost a whole one (ONNX Runtime's AVX2 kernel, 16 channels: on an AMD Zen 3 a
     batch-1 3x3 conv of 24 outputs took what one of 32 did, 40 what 48, 56 what 64). With
-    ``pad_conv_channels`` the
-    deployment pads ungrouped ones up to the kernel's channels with zero filters instead, as
-    lowbit's INT8 export does (``models._onnx_pad``): such a conv computes on the padded
-    counts, and a stem's input is widened by one more operator (a Pad: one dispatch).
-    The generic path also costs ``unaligned_conv_cycles_per_output`` per output element
-    (ONNX Runtime's MlasGemm writes int32 accumulators to a buffer, once per group, and
-    MlasRequantizeOutput reads them back in a second pass; the direct kernel requantizes
-    in registers): ~0.28 cycles on AVX-512 VNNI, where a 1->64 stem costs 1.6x a 1->4 one
-    (measured). Its im2col gathers a pixel's window with ``im2col_copy_cycles`` per
+    ``pad_conv_channels`` the deployment pads ungrouped ones up to the kernel's channels
+    with zero filters instead, as lowbit's INT8 export does (``models._onnx_pad``): such a
+    conv computes on the padded counts, and a stem's input is widened by one more operator
+    (a Pad: one dispatch). The generic path also costs ``unaligned_conv_cycles_per_output``
+    per output element (ONNX Runtime's MlasGemm writes int32 accumulators to a buffer, once
+    per group, and MlasRequantizeOutput reads them back in a second pass; the direct kernel
+    requantizes in registers): ~0.28 cycles on AVX-512 VNNI, where a 1->64 stem costs 1.6x a
+    1->4 one (measured). Its im2col gathers a pixel's window with ``im2col_copy_cycles`` per
     copy (:func:`im2col_copies`): a window row at once when a group covers all the input
     channels, one window tap at a time otherwise -- a 3x3 grouped conv makes 9 copies per
     pixel and group where an ungrouped one makes 3. Every other integer GEMM -- a Gemm or
     MatMul layer, an attention MatMul, a generic-path conv's -- runs the runtime's GEMM
     library, at ``gemm_library_speedup`` times the direct kernel's MAC rate (ONNX Runtime's
-    MlasGemm takes AMX tiles on a CPU with AMX-INT8, its direct conv kernel does not); a GEMM
-    whose second operand is an activation too (attention's QK^T and AV, ONNX Runtime's
+    MlasGemm takes AMX tiles on a CPU with AMX-INT8, its direct conv kernel does not); a
+    GEMM whose second operand is an activation too (attention's QK^T and AV, ONNX Runtime's
     QLinearMatMul: nothing pre-packed) at ``activation_gemm_speedup`` times it instead. A
     float GEMM that is not a convolution (a linear layer, a matmul: ONNX Runtime's SGEMM)
-    runs at ``float_gemm_library_speedup`` times the float MAC rate, which float convs
-    (its blocked NCHWc kernel) run at. The direct kernel takes int8 weights only: a conv
-    whose weights are stored as uint8 runs the generic path whatever its channels -- one
-    whose ``weight_storage`` says so (imported), or, on a profile with ``u8_weight_bits`` > 0,
-    one of at least that many weight bits whose storage the deployment chooses (lowbit's
-    export stores 8-bit weights as uint8 where ONNX Runtime's u8·s8 kernels saturate: on
-    AVX2 without VNNI; measured there at batch 64, 1.4-1.8x the int8 one, 1x1 1.5-2.2x), its
-    GEMM at ``u8_gemm_library_speedup`` times the direct kernel's rate (the u8·u8 library
-    widens both operands to int16; 0: at ``gemm_library_speedup``)."""
+    runs at ``float_gemm_library_speedup`` times the float MAC rate, which float convs (its
+    blocked NCHWc kernel) run at. The direct kernel takes int8 weights only: a conv whose
+    weights are stored as uint8 runs the generic path whatever its channels -- one whose
+    ``weight_storage`` says so (imported), or, on a profile with ``u8_weight_bits`` > 0, one
+    of at least that many weight bits whose storage the deployment chooses (lowbit's export
+    stores 8-bit weights as uint8 where ONNX Runtime's u8·s8 kernels saturate: on AVX2
+    without VNNI; measured there at batch 64, 1.4-1.8x the int8 one, 1x1 1.5-2.2x), its GEMM
+    at ``u8_gemm_library_speedup`` times the direct kernel's rate (the u8·u8 library widens
+    both operands to int16; 0: at ``gemm_library_speedup``)."""
 
     keys = {
         "conv_channel_multiple": count_key(1, 1, 1024),
@@ -220,21 +154,17 @@ class DirectConvKernel(CostRule):
         return self.pad_conv_channels and layer.groups == 1 and not layer.as_deployed
 
     def run_shape(self, call: GemmCall) -> RunShape | None:
-        if not call.conv or call.layer.groups != 1:
+        if not (call.conv and self._pads(call.layer)):
             return None
-        pads = self._pads(call.layer)
-        if pads:
-            n, k_padded = self._padded(call)
-            k, in_c = max(1, ceil(k_padded * call.compute_frac - 1e-9)), k_padded // call.window
-        else:
-            n, k, in_c = call.gemm.N, call.k_eff, call.in_channels
-        shape = RunShape(n, k, in_c)
-        if self._generic(call, shape):  # the block is the direct kernel's
-            return shape if pads else None
-        blocked = aligned_channels(n, multiple=self.conv_out_channel_block)
-        if not pads and blocked == n:
-            return None
-        return RunShape(n, k, in_c, blocked if blocked != n else 0)
+        n, k_padded = self._padded(call)
+        k = max(1, ceil(k_padded * call.compute_frac - 1e-9))
+        return RunShape(n, k, k_padded // call.window)
+
+    def blocked_outputs(self, call: GemmCall, *, shape: RunShape) -> int:
+        block = self.conv_out_channel_block
+        if block <= 1 or not call.conv or call.layer.groups != 1 or self._generic(call, shape):
+            return 0  # the block is the direct kernel's
+        return aligned_channels(shape.n, multiple=block)
 
     def _padded(self, call: GemmCall) -> tuple[int, int]:
         """(N, K) of the conv GEMM padded as ``models._onnx_pad`` does: outputs to a

@@ -369,9 +369,14 @@ def test_the_direct_kernel_computes_output_channels_in_whole_blocks(make_target,
         Linear(name="fc", in_features=16, out_features=24),
     ):
         assert cycles(layer, blocked) == cycles(layer, cpu)
-    # on top of the export's padding: 16 -> 20 outputs padded to 20, blocked to 32
+    # on top of the export's padding: 18 outputs padded to 20, blocked to 32
     padded = _with(blocked, pad_conv_channels=True)
     assert cycles(_conv(16, 18), padded) == cycles(_conv(16, 32), cpu)
+    # and of a reduction blocking (another rule's run shape): 12 input channels read as 16
+    reduced = _with(cpu, conv_in_channel_block=16)
+    both = _with(reduced, conv_out_channel_block=16)
+    assert cycles(_conv(12, 24), both) == cycles(_conv(16, 32), cpu)
+    assert cycles(_conv(12, 24), reduced) == cycles(_conv(16, 24), cpu)
 
 
 @pytest.mark.parametrize("engine", hwsim.engine_names())

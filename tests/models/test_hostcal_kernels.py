@@ -134,6 +134,16 @@ def test_a_float_depthwise_layer_pays_its_channel_rows():
     assert unaligned - cycles(24) == pytest.approx(0.2 * macs, rel=0.01)
 
 
+def test_few_aligned_float_rows_leave_the_channel_row_cost_out():
+    """A quick calibration's two aligned FP32 chains cannot tell three costs apart: the cost
+    per channel row is not fitted (0) and the other two fit them exactly."""
+    rows = _synthetic(0.11, 4.0, 800, "fp32", shapes=((32, 28), (128, 14)))
+    fit = fit_depthwise(rows, fixed_cycles={"fp32": 800}, clock_hz=CLOCK, channel_multiple=16)
+    assert fit["fp32_depthwise_cycles_per_channel_row"] == 0.0
+    assert fit["fp32_depthwise_cycles_per_mac"] == pytest.approx(0.11, rel=1e-3)
+    assert fit["fp32_depthwise_cycles_per_pixel"] == pytest.approx(4.0, rel=1e-3)
+
+
 def test_fit_never_goes_negative():
     # measurements below the fixed cost: the fit clamps at zero instead of running away
     rows = _synthetic(0.0, 0.0, 100, "int8")

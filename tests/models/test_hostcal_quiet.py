@@ -33,6 +33,7 @@ def test_faster_rows_keeps_the_faster_timing_of_the_same_chain():
     # same order; 384's INT8 re-timed faster (taken whole), 768's slower (kept), FP32 untouched
     assert [r["layer_s"] for r in merged] == [8e-6, 30e-6, 20e-6]
     assert merged[0] is again[0] and merged[1] is rows[1] and merged[2] is rows[2]
-    # a re-timed chain of another precision or shape replaces nothing
-    assert faster_rows(rows, [_row(384, "fp32", 1e-6)])[0] is rows[0]
+    # a re-timing replaces only its own precision's row; one of another shape, nothing
+    fp32 = _row(384, "fp32", 1e-6)
+    assert faster_rows(rows, [fp32]) == [rows[0], fp32, rows[2]]
     assert faster_rows(rows, [_row(512, "int8", 1e-9)]) == rows

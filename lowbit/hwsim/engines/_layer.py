@@ -106,7 +106,7 @@ def _gemm_cycles(t: Target, call: GemmCall) -> int:
     shape = next((s for r in rules.shape if (s := r.run_shape(call)) is not None), None)
     if shape is None:
         shape = RunShape(g.N, call.k_eff, call.in_channels)
-    n = shape.blocked_n or shape.n
+    n = next((b for r in rules.block if (b := r.blocked_outputs(call, shape=shape))), shape.n)
     cycles = t.mapping.cycles(g.M, n, shape.k, call.mode.macs_per_pe_per_cycle)
     for rule in rules.adjust:
         cycles = rule.adjust_cycles(call, shape=shape, cycles=cycles)

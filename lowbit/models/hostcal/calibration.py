@@ -232,8 +232,8 @@ def _measure(*, quick: bool) -> dict[str, Any]:
             # (two calibrations a minute apart measured 21.5 and 28.4 GB/s once each)
             with phase("copy bandwidth"):
                 spill.append(copy_bandwidth(2 * caches["L2"], repeats=2 if quick else 10))
-        # a tiny operator's dispatch, measured at three points tens of seconds apart (a slow
-        # spell of a shared machine disturbs one of them), the least quiet one kept (on an AMD
+        # a tiny operator's dispatch, measured at three points seconds apart (a slow spell of
+        # a shared machine disturbs one of them), the least quiet one kept (on an AMD
         # Zen 3 under KVM two calibrations' took 2284 and 1435 cycles without it; with two
         # points, before and after the chains, one still took 2820 against 1478)
         with phase("dispatch"):
@@ -318,9 +318,10 @@ def _measure(*, quick: bool) -> dict[str, Any]:
                 repeats=max(2 * repeats // 3, 10),
             )
         if not quick and "L2" in caches:
-            # GEMM chains streaming their weights from the shared L3 (its rate moves with
+            # INT8 GEMM chains streaming their weights from the shared L3 (its rate moves with
             # other tenants' load for minutes), timed again: the faster kept (3 s; the convs'
-            # would take 5 s more)
+            # would take 5 s more). The stream rate is fitted on INT8 chains only; the FP32
+            # ones keep their one timing
             streaming = streaming_shapes(FULL_SHAPES, cache_bytes=caches["L2"], depth=max(DEPTHS))
             again = tuple(shape for shape in streaming if shape[0] == "gemm")
             with phase("layer chains"):

@@ -95,19 +95,20 @@ class Isa:
 
     @property
     def depthwise_channel_block(self) -> int:
-        """Channels ONNX Runtime's depthwise kernels handle a step at a time: 16 on x86 with
-        AVX2 or better (its INT8 kernel widens 16 channels of uint8 to the 16-bit lanes of
-        one 256-bit register -- AVX-512 runs the same kernel -- then ends a pixel with an
-        8-channel half-width pass and a scalar loop), the 32-bit lanes elsewhere. A channel
-        count off this block costs more per MAC: on an AMD Zen 3 (AVX2) 24, 40, 72, 120 and
-        200 channels ran 1.7-1.9x the cycles per MAC of 16-192, INT8 and FP32 alike."""
+        """The channel block of ONNX Runtime's depthwise kernels: 16 on x86 with AVX2 or
+        better (it packs a depthwise conv's weights for its fast kernel only when the
+        channels are a multiple of 16, AVX2 and AVX-512 alike), the 32-bit lanes elsewhere
+        (not measured there). A channel count off this block costs more per MAC: on an AMD
+        Zen 3 (AVX2) 24, 40, 72, 120 and 200 channels ran 1.7-1.9x the cycles per MAC of
+        16-192 at INT8, 1.4-1.8x at FP32."""
         return 16 if self.name in _X86_256_BIT else self.simd_lanes_32bit
 
     @property
     def conv_out_channel_block(self) -> int:
-        """Output channels ONNX Runtime's integer conv kernels compute at a time: 16 on x86
-        with AVX2 or better (two 256-bit registers of int32 accumulators; a partial last
-        block costs a whole one), the 32-bit lanes elsewhere."""
+        """Output channels ONNX Runtime's direct integer conv kernel computes at a time, a
+        partial last block costing a whole one: 16 on x86 with AVX2 or better (measured on
+        an AMD Zen 3: 24 outputs took what 32 did, 40 what 48, 56 what 64), the 32-bit
+        lanes elsewhere (not measured there)."""
         return 16 if self.name in _X86_256_BIT else self.simd_lanes_32bit
 
     @property

@@ -123,8 +123,8 @@ def fit_depthwise(
     out: dict[str, Any] = {}
 
     def solve(sel, fixed: float, per_row: bool, given: tuple[float, float] | None):
-        """(per MAC, per pixel, per channel row, relative errors); ``given`` (per pixel,
-        per channel row): fit per MAC only."""
+        """((per MAC, per pixel, per channel row), relative errors of ``sel``); ``given``
+        (per pixel, per channel row): fit per MAC only."""
         measured = np.array([r["layer_s"] * clock_hz for r in sel])
         weight = 1.0 / measured
         extra = np.array([[r["pixels"], r["channels"] * r["spatial"]] for r in sel], float)
@@ -151,7 +151,9 @@ def fit_depthwise(
             continue
         odd = [r for r in sel if channel_multiple > 1 and r["channels"] % channel_multiple]
         even = [r for r in sel if r not in odd] or odd
-        per_row = precision == "fp32"
+        # the float kernel's cost per channel row, where the aligned rows outnumber the
+        # three costs (a quick calibration's two do not)
+        per_row = precision == "fp32" and len(even) > 3
         (per_mac, per_pixel, row_cost), errors = solve(even, fixed_cycles[precision], per_row, None)
         unaligned = 0.0
         if odd and even is not odd:
@@ -162,7 +164,7 @@ def fit_depthwise(
         out[f"{prefix}depthwise_unaligned_cycles_per_mac"] = key(unaligned)
         out[f"{prefix}depthwise_cycles_per_mac"] = key(per_mac)
         out[f"{prefix}depthwise_cycles_per_pixel"] = key(per_pixel)
-        if per_row:
+        if precision == "fp32":  # 0 where not fitted
             out["fp32_depthwise_cycles_per_channel_row"] = key(row_cost)
         out[f"mean_abs_pct_error_{precision}_depthwise"] = float(np.mean(np.abs(errors)) * 100)
     return out

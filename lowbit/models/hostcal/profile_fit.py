@@ -88,7 +88,7 @@ def _base_data(info: dict[str, Any], bandwidth: dict[str, float]) -> dict[str, A
 
 def _isa(info: dict[str, Any]) -> Isa:
     """The :class:`Isa` a sidecar's CPU record names (its best ISA and SIMD lanes)."""
-    return Isa(info.get("isa", "generic"), info["simd_lanes_32bit"])
+    return Isa(info["isa"], info["simd_lanes_32bit"])
 
 
 def from_measurements(measurements: dict[str, Any]) -> Calibration:
