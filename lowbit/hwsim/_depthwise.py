@@ -49,10 +49,8 @@ class DepthwiseKernel(CostRule):
         """(cycles per MAC, per output pixel, per output row of one channel) of a depthwise
         conv of ``channels``."""
         if integer:
-            per_mac, unaligned = (
-                self.depthwise_cycles_per_mac,
-                self.depthwise_unaligned_cycles_per_mac,
-            )
+            per_mac = self.depthwise_cycles_per_mac
+            unaligned = self.depthwise_unaligned_cycles_per_mac
             per_pixel, per_row = self.depthwise_cycles_per_pixel, 0.0
         else:
             per_mac = self.fp32_depthwise_cycles_per_mac

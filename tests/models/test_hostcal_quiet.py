@@ -3,8 +3,8 @@ shared last-level cache, and how a second timing of them is merged."""
 
 from __future__ import annotations
 
-from lowbit.models.hostcal.bench import DEPTHS, FULL_SHAPES
-from lowbit.models.hostcal.quiet import faster_rows, streaming_shapes
+from lowbit.models.hostcal.bench import DEPTHS, FULL_SHAPES, streaming_shapes
+from lowbit.models.hostcal.quiet import faster_rows
 
 
 def test_streaming_shapes_are_the_chains_whose_weights_overflow_l2():

@@ -58,6 +58,7 @@ from lowbit.models.export._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_C
 from lowbit.models.hostcal._fit_sim import chain_layer_s, gemm_kernel_s, sweep_kernel_s
 from lowbit.models.hostcal._fit_u8 import fit_u8
 from lowbit.models.hostcal._gauss_newton import _gauss_newton
+from lowbit.models.hostcal.bench import chain_weight_bytes
 from lowbit.models.hostcal.conv import without_profiler
 
 #: the INT8 parameters, each fitted as the coefficient of its simulated feature
@@ -329,10 +330,7 @@ def _undetermined(int8, gemms, data: dict[str, Any], depths: tuple[int, int]) ->
     if not any(r["kind"] == "matmul" for r in int8):
         out |= {"amac", "ainst"}
     caches = [m["size_bytes"] for m in _weight_caches(data)]
-    window = {"conv": 9, "gemm": 1}
-    deepest = max(
-        (window.get(r["kind"], 0) * r["size"] ** 2 * max(depths) for r in int8), default=0
-    )
+    deepest = max((chain_weight_bytes(r["kind"], r["size"], max(depths)) for r in int8), default=0)
     if len(caches) < 2 or deepest <= WARM_SHARE * caches[-2]:
         out.add("stream")
     return out

@@ -51,6 +51,8 @@ __all__ = [
     "QUICK_SHAPES",
     "bench_chains",
     "chain_model",
+    "chain_weight_bytes",
+    "streaming_shapes",
     "copy_bandwidth",
     "copy_buffers",
     "depth_slope",
@@ -98,6 +100,19 @@ def _input_dims(kind: str, size: int, spatial: int, batch: int | str) -> list:
         "conv": [batch, size, spatial, spatial],
         "matmul": [1, batch, size, size],
     }.get(kind, [batch, size])
+
+
+def chain_weight_bytes(kind: str, size: int, depth: int) -> int:
+    """Int8 weight bytes of a :func:`chain_model` chain of ``depth`` layers: a 3x3 conv's
+    ``size² · 9`` a layer, a GEMM's ``size²``; a matmul multiplies activations (none)."""
+    return {"conv": 9, "gemm": 1}.get(kind, 0) * size**2 * depth
+
+
+def streaming_shapes(shapes, *, cache_bytes: int, depth: int) -> tuple:
+    """The layer-chain shapes (``(kind, size, spatial, batch)``) whose chain of ``depth``
+    layers holds more int8 weights than ``cache_bytes`` (a core's L2): they stream their
+    weights from the shared last-level cache at every run."""
+    return tuple(s for s in shapes if chain_weight_bytes(s[0], s[1], depth) > cache_bytes)
 
 
 def chain_model(kind: str, size: int, spatial: int, depth: int, int8: bool):

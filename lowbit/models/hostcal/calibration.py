@@ -92,6 +92,7 @@ from lowbit.models.hostcal.bench import (
     bench_chains,
     copy_bandwidth,
     glue_op_slope,
+    streaming_shapes,
 )
 from lowbit.models.hostcal.clock import clock_track, with_clock_track, with_running_clock
 from lowbit.models.hostcal.conv import (
@@ -115,7 +116,7 @@ from lowbit.models.hostcal.kernels import (
 from lowbit.models.hostcal.movement import merged_spots, spot_costs
 from lowbit.models.hostcal.profile_fit import Calibration, from_measurements
 from lowbit.models.hostcal.quality import CalibrationError, MeasurementError, fit_problems
-from lowbit.models.hostcal.quiet import faster_rows, least_quiet, streaming_shapes, timed_quiet
+from lowbit.models.hostcal.quiet import faster_rows, least_quiet, timed_quiet
 from lowbit.models.hostcal.timing import PhaseClock
 
 __all__ = [

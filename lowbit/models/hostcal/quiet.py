@@ -19,7 +19,6 @@ __all__ = [
     "least_quiet",
     "lower_median",
     "quiet_only",
-    "streaming_shapes",
     "timed_quiet",
 ]
 
@@ -135,16 +134,6 @@ def least_quiet(
     if track is not None and not _caught_quiet(timed, track):
         track.contended += 1
     return min(quiet_only(timed, track=track), key=key)
-
-
-def streaming_shapes(shapes, *, cache_bytes: int, depth: int) -> tuple:
-    """The layer-chain shapes (``(kind, size, spatial, batch)``) whose chain of ``depth``
-    layers holds more int8 weights than ``cache_bytes`` (a core's L2): they stream their
-    weights from the shared last-level cache at every run."""
-    weights = {"conv": 9, "gemm": 1}
-    return tuple(
-        shape for shape in shapes if depth * weights.get(shape[0], 0) * shape[1] ** 2 > cache_bytes
-    )
 
 
 def faster_rows(rows: list[dict[str, Any]], again: list[dict[str, Any]]) -> list[dict[str, Any]]:
