@@ -257,6 +257,65 @@ def test_a_profiled_kernel_takes_the_runs_its_budget_allows(monkeypatch):
     assert averaged == [7] * len(kernels) and len(kernels) >= 3  # quantize, conv, ...
 
 
+@pytest.mark.parametrize("run_s", [0.005, 0.0001])
+def test_a_long_kernel_warms_up_on_a_budget(monkeypatch, run_s):
+    """The untimed runs stop once they took KERNEL_WARMUP_BUDGET_S (at least
+    KERNEL_LEAST_WARMUP of them: 5 ms runs); a fast kernel (0.1 ms) takes the 20 it was
+    asked for. Either way only the timed runs' events are averaged (a clock faked to
+    ``run_s`` a run: each warm-up run reads it twice)."""
+    from types import SimpleNamespace
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(hostconv, "time", SimpleNamespace(perf_counter=lambda: next(ticks) * run_s))
+    asked, averaged = [], []
+    monkeypatch.setattr(hostconv, "budgeted_runs", lambda runs, **kw: asked.append(kw) or 7)
+    monkeypatch.setattr(hostconv, "interquartile_mean", lambda v: averaged.append(len(v)) or 1.0)
+    hostconv._kernel_s(hostconv._model(16, 16, k=3), hostconv._input(16, 4, 1), repeats=80)
+    warmups = next(ticks) // 2
+    if run_s * hostconv.KERNEL_LEAST_WARMUP >= hostconv.KERNEL_WARMUP_BUDGET_S:
+        assert warmups == hostconv.KERNEL_LEAST_WARMUP
+    else:
+        assert run_s * 20 < hostconv.KERNEL_WARMUP_BUDGET_S and warmups == 20
+    assert asked[0]["per_run_s"] == pytest.approx(run_s)
+    # the warm-up's events dropped, whatever their count: the 7 timed runs' per node
+    assert set(averaged) == {7} and len(averaged) >= 3
+
+
+def test_chains_are_built_once_for_all_their_passes():
+    """chain_slopes builds each (item, depth) once and times it in every pass (a session
+    of its own each time); ``serialized`` builds a sweep's model once for all its calls."""
+    import numpy as np
+
+    from lowbit.models.hostcal.timing import serialized
+
+    built = []
+
+    def build(item, depth):
+        built.append((item, depth))
+        return hostbench.chain_model("gemm", item, 1, depth, False)
+
+    slopes = hostbench.chain_slopes(
+        [16, 32],
+        build=build,
+        inputs=lambda item: np.ones((1, item), np.float32),
+        what=str,
+        repeats=3,
+        depths=(1, 2),
+        passes=3,
+    )
+    assert len(slopes) == 2 and all(s.per_layer_s > 0 for s in slopes)
+    assert sorted(built) == [(16, 1), (16, 2), (32, 1), (32, 2)]
+    calls = []
+
+    def model(rows, *, form):
+        calls.append((rows, form))
+        return hostbench.chain_model("gemm", rows, 1, 1, False)
+
+    assert serialized(model, 16, form="a") == serialized(model, 16, form="a")
+    assert serialized(model, 32, form="a") != serialized(model, 16, form="a")
+    assert calls == [(16, "a"), (32, "a")]
+
+
 def test_int8_chain_runs_on_integer_kernels():
     from lowbit.models.export.ort import kernel_census
 

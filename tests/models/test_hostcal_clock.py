@@ -259,3 +259,25 @@ def test_phase_clock_adds_up_phases_entered_again(monkeypatch):
     except ValueError:
         pass
     assert phase.summary() == {"gemm sweep": 6.5, "conv sweep": 0.2, "total": 10.0}
+
+
+def test_a_reading_right_after_the_last_is_that_reading_again(monkeypatch):
+    """One timing's reading after it is the next one's before it when they are back to back
+    (less than _REUSE_S apart): recorded again, not read again; a reading later than that,
+    counted from the last fresh one, is read afresh."""
+    from types import SimpleNamespace
+
+    now = [0.0]
+    monkeypatch.setattr(clock, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    reads = iter([(3.0e9, 4.0), (2.9e9, 3.5), (2.8e9, 3.9)])
+    monkeypatch.setattr(ClockTrack, "_read", lambda self: next(reads))
+    track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
+    assert track.reading_hz() == 3.0e9
+    now[0] = 0.6 * clock._REUSE_S
+    assert track.reading_hz() == 3.0e9  # reused
+    now[0] = 1.2 * clock._REUSE_S  # within _REUSE_S of the last reading, not of the fresh one
+    assert track.reading_hz() == 2.9e9
+    now[0] = 5 * clock._REUSE_S
+    assert track.reading_hz() == 2.8e9
+    assert track.readings_hz == [3.0e9, 3.0e9, 2.9e9, 2.8e9]
+    assert track.ratios == [4.0, 4.0, 3.5, 3.9]  # a timing's least ratio sees the reused one

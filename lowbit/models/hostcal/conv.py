@@ -36,7 +36,7 @@ import numpy as np
 
 from lowbit.models.hostcal.bench import PASSES, least_disturbed
 from lowbit.models.hostcal.clock import at_reference_clock
-from lowbit.models.hostcal.timing import budgeted_runs
+from lowbit.models.hostcal.timing import budgeted_runs, serialized
 
 __all__ = [
     "CONV_SWEEP",
@@ -55,6 +55,11 @@ __all__ = [
 #: convs took 29 s of a calibration on an AMD Zen 3, most in the millisecond ones
 KERNEL_BUDGET_S = 0.03
 KERNEL_LEAST_RUNS = 20
+#: the untimed runs before them stop once they took this long, after at least
+#: KERNEL_LEAST_WARMUP (at most the ``warmup`` asked): twenty runs of the batch-64 convs
+#: (1-10 ms each) were up to seven times the timed runs' budget
+KERNEL_WARMUP_BUDGET_S = 0.015
+KERNEL_LEAST_WARMUP = 5
 
 #: (in channels, out channels, kernel, spatial, batch): 3x3 stems (1 in), pruned and
 #: unaligned channel counts (6, 8, 12), the direct kernel's (4k in, >= 16 out), at the zoo's
@@ -179,7 +184,9 @@ def _input(cin: int, spatial: int, batch: int) -> np.ndarray:
 def _kernel_s(model: Any, x: np.ndarray, *, repeats: int, warmup: int = 20) -> dict[str, Any]:
     """Median kernel seconds of one run per node of ``model`` (keyed by the node name ONNX
     Runtime gives it: the original name plus a suffix after fusion) with its operator, from
-    the per-node profiler, after ``warmup`` runs (at the reference clock under a clock track)."""
+    the per-node profiler, after up to ``warmup`` runs (at least :data:`KERNEL_LEAST_WARMUP`,
+    fewer than ``warmup`` once they took :data:`KERNEL_WARMUP_BUDGET_S`), at the reference clock
+    under a clock track."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -187,15 +194,18 @@ def _kernel_s(model: Any, x: np.ndarray, *, repeats: int, warmup: int = 20) -> d
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = os.path.join(tmp, "kernels")
-        session = ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        data = model if isinstance(model, bytes) else model.SerializeToString()
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: x}
-        warm = []
-        for _ in range(warmup):
+        warm: list[float] = []
+        # up to `warmup` runs, fewer for a long kernel (KERNEL_WARMUP_BUDGET_S)
+        while len(warm) < warmup and (
+            len(warm) < KERNEL_LEAST_WARMUP or sum(warm) < KERNEL_WARMUP_BUDGET_S
+        ):
             start = time.perf_counter()
             session.run(None, feed)
             warm.append(time.perf_counter() - start)
+        warmup = len(warm)
         per_run = float(np.median(warm)) if warm else 0.0  # not the cold first run's
         repeats = budgeted_runs(
             repeats, per_run_s=per_run, budget_s=KERNEL_BUDGET_S, least=KERNEL_LEAST_RUNS
@@ -270,7 +280,7 @@ def conv_sweep(
         cin, cout, k, spatial, batch, *grouped = shape
         groups = grouped[0] if grouped else 1
         seconds = probe_kernel_s(
-            _model(cin, cout, k=k, groups=groups, u8=u8),
+            serialized(_model, cin, cout, k=k, groups=groups, u8=u8),
             _input(cin, spatial, batch),
             repeats=max(repeats // passes, 5),
             kernel="QLinearConv",

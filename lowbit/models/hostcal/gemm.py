@@ -26,11 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.models.hostcal.bench import CHAIN_PASSES, least_disturbed, lower_median
+from lowbit.models.hostcal.bench import least_disturbed, lower_median
 from lowbit.models.hostcal.conv import probe_kernel_s, without_profiler
+from lowbit.models.hostcal.timing import serialized
 
 __all__ = [
     "FORMS",
+    "GEMM_PASSES",
     "GEMM_ROUNDS",
     "GEMM_SWEEP",
     "gemm_model",
@@ -122,8 +124,14 @@ def gemm_model(rows: int, fan_in: int, out: int, *, form: str = "gemm"):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+#: passes of one :func:`gemm_sweep` round (the median per GEMM): the rounds' spread over the
+#: calibration steadies the GEMMs (:data:`GEMM_ROUNDS`), not more passes in one; five passes
+#: a round were 12 s of a calibration's 135 s of measuring on an AMD Zen 3
+GEMM_PASSES = 3
+
+
 def gemm_sweep(
-    shapes=GEMM_SWEEP, *, repeats: int = 100, profiler_s: float = 0.0, passes: int = CHAIN_PASSES
+    shapes=GEMM_SWEEP, *, repeats: int = 100, profiler_s: float = 0.0, passes: int = GEMM_PASSES
 ) -> list[dict[str, Any]]:
     """Kernel time of one INT8 linear layer per ``(rows, in features, out features)`` shape
     and form (:data:`FORMS`: a Gemm and a MatMul each): rows of ``rows, in_features,
@@ -135,7 +143,7 @@ def gemm_sweep(
         (rows, fan_in, out), form = item
         onnx_op, kernel = FORMS[form]
         seconds = probe_kernel_s(
-            gemm_model(rows, fan_in, out, form=form),
+            serialized(gemm_model, rows, fan_in, out, form=form),
             np.random.default_rng(0).random((rows, fan_in), np.float32),
             repeats=max(repeats // passes, 5),
             kernel=kernel,
