@@ -111,7 +111,9 @@ def test_depth_slope_times_a_long_chain_fewer_times_a_round(monkeypatch):
     for per_run in (5e-3, 1e-4):
         monkeypatch.setattr(ort_module, "ort_session", lambda model: model)
         monkeypatch.setattr(hostbench, "bind", lambda session, *, x: session)
-        monkeypatch.setattr(hostbench, "warm_up", lambda s, *, binding, runs, t=per_run: t)
+        monkeypatch.setattr(
+            hostbench, "warm_up", lambda s, *, binding, runs, budget_s, t=per_run: t
+        )
 
         def fake_runs(session, *, binding, runs):
             asked.append(runs)
@@ -279,6 +281,21 @@ def test_a_long_kernel_warms_up_on_a_budget(monkeypatch, run_s):
     assert asked[0]["per_run_s"] == pytest.approx(run_s)
     # the warm-up's events dropped, whatever their count: the 7 timed runs' per node
     assert set(averaged) == {7} and len(averaged) >= 3
+
+
+@pytest.mark.parametrize(("run_s", "expected"), [(0.005, 3), (0.0001, 10)])
+def test_a_warm_up_stops_at_its_budget_after_the_least_runs(monkeypatch, run_s, expected):
+    from lowbit.models.hostcal import timing
+
+    calls = []
+    monkeypatch.setattr(
+        timing, "_timed_runs_s", lambda session, *, binding, runs: calls.append(runs) or [run_s]
+    )
+    assert timing.warm_up(None, binding=None, runs=10, budget_s=0.01, least=3) == run_s
+    assert len(calls) == expected
+    calls.clear()
+    assert timing.warm_up(None, binding=None, runs=10) == run_s and len(calls) == 10  # no budget
+    assert timing.warm_up(None, binding=None, runs=0) == 0.0
 
 
 def test_chains_are_built_once_for_all_their_passes():

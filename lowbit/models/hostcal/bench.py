@@ -211,8 +211,11 @@ class Slope:
 
 #: largest relative spread of the per-round slope estimates accepted without a retry
 MAX_SPREAD = 0.25
-#: untimed runs of each chain before :func:`depth_slope` times it
+#: untimed runs of each chain before :func:`depth_slope` times it, fewer once they took
+#: WARMUP_BUDGET_S (at least three): ten runs of the longest chains (2.5-8 ms each) took
+#: two thirds as long as the five rounds timed after them
 WARMUP_RUNS = 10
+WARMUP_BUDGET_S = 0.01
 #: a round of :func:`depth_slope` runs the longer chain for about this long at most (at
 #: least three runs; :func:`~lowbit.models.hostcal.timing.budgeted_runs`): the calibration's
 #: layer chains took 50 of its 141 s of measuring on an AMD Zen 3, two thirds of that in the
@@ -246,7 +249,8 @@ def depth_slope(
     sessions = [ort_session(build(d)) for d in depths]
     bindings = [bind(s, x=x) for s in sessions]
     per_run = [
-        warm_up(s, binding=b, runs=WARMUP_RUNS) for s, b in zip(sessions, bindings, strict=True)
+        warm_up(s, binding=b, runs=WARMUP_RUNS, budget_s=WARMUP_BUDGET_S)
+        for s, b in zip(sessions, bindings, strict=True)
     ]
     # the longer chain's run sets how many runs a round takes
     repeats = budgeted_runs(repeats, per_run_s=per_run[1], budget_s=ROUND_BUDGET_S, least=3)

@@ -68,10 +68,16 @@ def _timed_runs_s(session: Any, *, binding: Any, runs: int) -> np.ndarray:
     return times * 1e-9
 
 
-def warm_up(session: Any, *, binding: Any, runs: int) -> float:
-    """``runs`` Run calls, not kept (no clock reading beside them); returns the median
+def warm_up(
+    session: Any, *, binding: Any, runs: int, budget_s: float = math.inf, least: int = 3
+) -> float:
+    """``runs`` Run calls, not kept (no clock reading beside them) -- fewer once they took
+    ``budget_s``, never fewer than ``least`` (nor more than ``runs``); returns the median
     seconds of one, as timed (0 without runs), for :func:`budgeted_runs`."""
-    return float(np.median(_timed_runs_s(session, binding=binding, runs=runs))) if runs else 0.0
+    times: list[float] = []
+    while len(times) < runs and (len(times) < least or sum(times) < budget_s):
+        times.extend(_timed_runs_s(session, binding=binding, runs=1))
+    return float(np.median(times)) if times else 0.0
 
 
 def budgeted_runs(runs: int, *, per_run_s: float, budget_s: float, least: int) -> int:
