@@ -298,6 +298,22 @@ def test_a_warm_up_stops_at_its_budget_after_the_least_runs(monkeypatch, run_s, 
     assert timing.warm_up(None, binding=None, runs=0) == 0.0
 
 
+def test_a_single_conv_keeps_its_least_time_as_timed_not_after_the_conversion(monkeypatch):
+    """Three passes of one conv, steady as timed, one converted by a clock reading that erred
+    low: the pass least as timed is kept, with its conversion recorded beside it."""
+    passes = iter([(1.00e-4, 0.91), (0.99e-4, 1.01), (1.01e-4, 1.04)])  # (as timed, factor)
+
+    def fake(model, x, **_):
+        timed, factor = next(passes)
+        return timed * factor, factor
+
+    monkeypatch.setattr(hostconv, "probe_kernel_times", fake)
+    (row,) = hostconv.conv_sweep([(16, 16, 3, 4, 16)], repeats=9, profiler_s=1e-6, passes=3)
+    assert row["clock_factor"] == 1.01
+    assert row["profiled_kernel_s"] == pytest.approx(0.99e-4 * 1.01)
+    assert row["kernel_s"] == pytest.approx(0.99e-4 * 1.01 - 1e-6)
+
+
 def test_chains_are_built_once_for_all_their_passes():
     """chain_slopes builds each (item, depth) once and times it in every pass (a session
     of its own each time); ``serialized`` builds a sweep's model once for all its calls."""

@@ -186,6 +186,22 @@ def test_every_model_is_timed_once_per_pass_over_all_and_the_least_kept(monkeypa
     assert calls == ["a", "b"] * 3
 
 
+def test_the_least_time_is_chosen_as_timed_not_after_the_clock_conversion(monkeypatch):
+    """Three steady timings of one model, one converted by a clock reading that erred low:
+    the least as timed is kept (with its own conversion), not the one the error made least."""
+    from lowbit.models.hostcal import check as hostcheck
+
+    passes = iter([(0.501, 0.96), (0.499, 1.01), (0.506, 1.04)])  # (as timed, clock factor)
+
+    def fake(path, **_):
+        timed, factor = next(passes)
+        return hostcheck.Measured(timed * factor, timed)
+
+    monkeypatch.setattr(hostcheck, "measure_s", fake)
+    (kept,) = hostcheck.measure_all(["m"], repeats=5, passes=3)
+    assert kept.timed_s == 0.499 and kept.at_clock_s == pytest.approx(0.499 * 1.01)
+
+
 def test_one_case_is_checked_like_the_whole_set(monkeypatch):
     """``check_case`` is ``check`` of one case: the row of that case, timed and simulated."""
     from lowbit.hwsim.profiles import load_profile

@@ -47,6 +47,7 @@ __all__ = [
     "conv_sweep",
     "int8_maxpool_s_per_element",
     "probe_kernel_s",
+    "probe_kernel_times",
     "profiler_overhead_s",
 ]
 
@@ -182,11 +183,18 @@ def _input(cin: int, spatial: int, batch: int) -> np.ndarray:
 
 
 def _kernel_s(model: Any, x: np.ndarray, *, repeats: int, warmup: int = 20) -> dict[str, Any]:
-    """Median kernel seconds of one run per node of ``model`` (keyed by the node name ONNX
-    Runtime gives it: the original name plus a suffix after fusion) with its operator, from
-    the per-node profiler, after up to ``warmup`` runs (at least :data:`KERNEL_LEAST_WARMUP`,
-    fewer than ``warmup`` once they took :data:`KERNEL_WARMUP_BUDGET_S`), at the reference clock
-    under a clock track."""
+    """:func:`_kernel_times`' kernels (the clock factor left out)."""
+    return _kernel_times(model, x, repeats=repeats, warmup=warmup)[0]
+
+
+def _kernel_times(
+    model: Any, x: np.ndarray, *, repeats: int, warmup: int = 20
+) -> tuple[dict[str, Any], float]:
+    """(kernels, clock factor): median kernel seconds of one run per node of ``model`` (keyed
+    by the node name ONNX Runtime gives it: the original name plus a suffix after fusion)
+    with its operator, from the per-node profiler, after up to ``warmup`` runs (at least
+    :data:`KERNEL_LEAST_WARMUP`, fewer once they took :data:`KERNEL_WARMUP_BUDGET_S`), at
+    the reference clock under a clock track -- seconds as timed are these over the factor."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -230,10 +238,11 @@ def _kernel_s(model: Any, x: np.ndarray, *, repeats: int, warmup: int = 20) -> d
     # their middle half (one event per node and run): a load spike that hits a few runs is
     # not in it, and the profiler's whole microseconds average out to a finer time (a median
     # is one of them: 1 us of a 15 us kernel)
-    return {
+    kernels = {
         node: (ops[node], factor * interquartile_mean(v[len(v) * warmup // runs :]))
         for node, v in per_run.items()
     }
+    return kernels, factor
 
 
 def interquartile_mean(values) -> float:
@@ -255,10 +264,18 @@ def probe_kernel_s(model: Any, x: np.ndarray, *, repeats: int, kernel: str, what
     """Seconds of one run of ``model``'s node named ``probe`` (:func:`_kernel_s`), checked to
     be the ``kernel`` ONNX Runtime was meant to run it with (``what``: the probe, for the
     error)."""
-    op, seconds = _node(_kernel_s(model, x, repeats=repeats), "probe")
+    return probe_kernel_times(model, x, repeats=repeats, kernel=kernel, what=what)[0]
+
+
+def probe_kernel_times(
+    model: Any, x: np.ndarray, *, repeats: int, kernel: str, what: str
+) -> tuple[float, float]:
+    """(:func:`probe_kernel_s`, the clock factor it was converted by)."""
+    kernels, factor = _kernel_times(model, x, repeats=repeats)
+    op, seconds = _node(kernels, "probe")
     if op != kernel:
         raise RuntimeError(f"ONNX Runtime ran the {what} as {op}, not {kernel}")
-    return seconds
+    return seconds, factor
 
 
 def conv_sweep(
@@ -271,15 +288,16 @@ def conv_sweep(
 ) -> list[dict[str, Any]]:
     """Kernel time of one INT8 conv per shape (module docstring): rows of
     ``in_c, out_c, k, spatial, batch, groups, kernel_s`` (less the profiler's own ``profiler_s``,
-    :func:`profiler_overhead_s`; the time it reported is ``profiled_kernel_s``): the least
-    of ``passes`` medians of ``repeats / passes`` runs, one per pass over all shapes
+    :func:`profiler_overhead_s`; the time it reported is ``profiled_kernel_s``, the clock
+    factor it was converted by ``clock_factor``): the least as timed of ``passes`` medians of
+    ``repeats / passes`` runs, one per pass over all shapes
     (:func:`~lowbit.models.hostcal.bench.least_disturbed`). ``u8``: the weights stored as
     uint8 (rows marked ``"weights": "u8"``)."""
 
     def measure(shape: tuple[int, ...]) -> dict[str, Any]:
         cin, cout, k, spatial, batch, *grouped = shape
         groups = grouped[0] if grouped else 1
-        seconds = probe_kernel_s(
+        seconds, factor = probe_kernel_times(
             serialized(_model, cin, cout, k=k, groups=groups, u8=u8),
             _input(cin, spatial, batch),
             repeats=max(repeats // passes, 5),
@@ -295,10 +313,18 @@ def conv_sweep(
             "groups": groups,
             "kernel_s": without_profiler(seconds, profiler_s),
             "profiled_kernel_s": seconds,
+            "clock_factor": factor,
             **({"weights": "u8"} if u8 else {}),
         }
 
-    return least_disturbed(measure, shapes, key=lambda row: row["kernel_s"], passes=passes)
+    # the least as timed (not converted: the least of converted times is the one whose clock
+    # reading erred lowest, lowbit.models.hostcal.check.measure_all)
+    return least_disturbed(
+        measure,
+        shapes,
+        key=lambda row: row["profiled_kernel_s"] / row["clock_factor"],
+        passes=passes,
+    )
 
 
 def int8_maxpool_s_per_element(
