@@ -34,9 +34,10 @@ On a shared virtual machine a slow spell (another tenant on the core or its cach
 to seconds and slows whatever runs in it by 30-80 %. So every chain, single conv and
 element-wise shape is measured once in each of several passes over all of them
 (:func:`lowbit.models.hostcal.bench.least_disturbed`): the single convs keep the least
-disturbed of three, the layer chains, the depthwise chains and the element-wise shapes the
-median of five (each timing is converted to the reference clock by a reading beside it,
-and the least of several converted timings is the one whose conversion erred lowest); the
+of three as timed (each timing is converted to the reference clock by a reading beside it,
+and the least of several converted timings would be the one whose conversion erred
+lowest), the layer chains, the depthwise chains and the element-wise shapes the median of
+five, the single GEMMs the median of three in each of eight rounds; the
 few measurements that take milliseconds (a tiny operator's dispatch, the INT8 softmax)
 are taken at two or three points seconds apart, the least kept, each of them the median of
 its own rounds; the data movement's sessions (and the ReLU6 pass's pairs of chains) of
