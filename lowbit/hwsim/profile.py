@@ -147,6 +147,8 @@ DEPTHWISE_KEYS = (
     "fp32_depthwise_cycles_per_pixel",
     "fp32_depthwise_unaligned_cycles_per_mac",
     "fp32_depthwise_cycles_per_channel_row",
+    "fp32_depthwise_generic_cycles_per_output",
+    "fp32_depthwise_generic_cycles_per_channel",
 )
 
 
@@ -219,6 +221,9 @@ class Overheads:
     fp32_depthwise_cycles_per_pixel: float = 0.0  # DepthwiseKernel
     fp32_depthwise_unaligned_cycles_per_mac: float = 0.0  # DepthwiseKernel
     fp32_depthwise_cycles_per_channel_row: float = 0.0  # DepthwiseKernel
+    fp32_depthwise_layout_multiple: int = 1  # DepthwiseKernel
+    fp32_depthwise_generic_cycles_per_output: float = 0.0  # DepthwiseKernel
+    fp32_depthwise_generic_cycles_per_channel: float = 0.0  # DepthwiseKernel
     #: (kind, cycles once per layer) pairs, sorted by kind (DecomposedLayerCycles)
     elementwise_layer_cycles: tuple[tuple[str, float], ...] = ()
     activation_matmul_cycles_per_mac: float = 0.0  # ActivationMatmulKernel

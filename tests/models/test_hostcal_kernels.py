@@ -106,24 +106,31 @@ def test_float_fit_recovers_a_cost_per_channel_row_and_an_unaligned_rate():
         assert row["simulated_s"] == pytest.approx(row["layer_s"], rel=1e-3)
 
 
-def test_a_float_depthwise_layer_pays_its_channel_rows():
-    """hwsim: the cost per channel row times channels x output rows x batch, on top of the
-    MACs; off the channel block at the unaligned rate."""
+def _depthwise_cycles(channels: int, *, size: int, bits: int = 32, **over) -> int:
+    """hwsim's compute cycles of one 3x3 depthwise conv (batch 2, stride 1) on the x86
+    profile with ``over`` as its overheads."""
     from lowbit import hwsim
     from lowbit.hwsim.compression import Compression
     from lowbit.hwsim.workload import Conv2d, Workload
 
+    profile = hwsim.load_profile(
+        "cpu-x86-avx2", overrides={f"overheads.{k}": v for k, v in over.items()}
+    )
+    layer = Conv2d(
+        name="dw", in_h=size, in_w=size, in_c=channels, out_c=channels, k_h=3, k_w=3,
+        out_h=size, out_w=size, groups=channels, batch=2,
+        compression=Compression(w_bits=bits, a_bits=bits),
+    )  # fmt: skip
+    return hwsim.simulate(Workload("w", (layer,)), profile).layers[0].compute_cycles
+
+
+def test_a_float_depthwise_layer_pays_its_channel_rows():
+    """hwsim: the cost per channel row times channels x output rows x batch, on top of the
+    MACs; off the channel block at the unaligned rate."""
+
     def cycles(channels: int, **over) -> int:
         o = {"fp32_depthwise_cycles_per_mac": 0.1, "depthwise_channel_multiple": 16, **over}
-        profile = hwsim.load_profile(
-            "cpu-x86-avx2", overrides={f"overheads.{k}": v for k, v in o.items()}
-        )
-        layer = Conv2d(
-            name="dw", in_h=14, in_w=14, in_c=channels, out_c=channels, k_h=3, k_w=3,
-            out_h=14, out_w=14, groups=channels, batch=2,
-            compression=Compression(w_bits=32, a_bits=32),
-        )  # fmt: skip
-        return hwsim.simulate(Workload("w", (layer,)), profile).layers[0].compute_cycles
+        return _depthwise_cycles(channels, size=14, **o)
 
     base = cycles(32)
     assert cycles(32, fp32_depthwise_cycles_per_channel_row=10.0) - base == pytest.approx(
@@ -132,6 +139,62 @@ def test_a_float_depthwise_layer_pays_its_channel_rows():
     macs = 24 * 14 * 14 * 2 * 9
     unaligned = cycles(24, fp32_depthwise_unaligned_cycles_per_mac=0.3)
     assert unaligned - cycles(24) == pytest.approx(0.2 * macs, rel=0.01)
+
+
+def test_float_rows_off_the_layout_multiple_give_the_grouped_cost_alone():
+    """FP32 chains of 18 and 58 channels (not multiples of 4) run the grouped path: fitted
+    as one cost per output element, apart from the aligned rows' costs, which come out as
+    without them; INT8 rows of those counts stay in the INT8 fit; no layout multiple, no
+    grouped cost."""
+    fp32 = _synthetic(0.07, 4.0, 800, "fp32", per_row=60.0)
+    grouped = _synthetic(0.0, 0.0, 800, "fp32", shapes=((18, 28), (58, 28), (58, 14)))
+    for row in grouped:
+        row["layer_s"] += (8.0 * row["channels"] * row["pixels"] + 1200 * row["channels"]) / CLOCK
+    int8 = _synthetic(0.09, 21.0, 2600, "int8", shapes=((16, 56), (32, 28), (58, 28), (128, 14)))
+    fixed = {"int8": 2600, "fp32": 800}
+    kwargs = dict(fixed_cycles=fixed, clock_hz=CLOCK, channel_multiple=2)
+    fit = fit_depthwise(fp32 + grouped + int8, layout_multiple=4, **kwargs)
+    alone = fit_depthwise(fp32 + int8, layout_multiple=4, **kwargs)
+    assert fit["fp32_depthwise_generic_cycles_per_output"] == pytest.approx(8.0, rel=1e-3)
+    assert fit["fp32_depthwise_generic_cycles_per_channel"] == pytest.approx(1200, rel=1e-3)
+    for key in DEPTHWISE_KEYS:
+        if "generic" not in key:
+            assert fit[key] == alone[key]
+        else:
+            assert alone[key] == 0.0
+    assert fit["mean_abs_pct_error_fp32_depthwise"] < 0.1
+    for row in grouped:
+        assert row["simulated_s"] == pytest.approx(row["layer_s"], rel=1e-3)
+    assert fit_depthwise(fp32 + grouped, **kwargs)["fp32_depthwise_generic_cycles_per_output"] == 0
+    # two such rows: exactly determined by two costs -- one cost per output
+    two = fit_depthwise(fp32 + grouped[:2], layout_multiple=4, **kwargs)
+    assert two["fp32_depthwise_generic_cycles_per_channel"] == 0.0
+    assert two["fp32_depthwise_generic_cycles_per_output"] > 8.0
+
+
+def test_a_float_depthwise_layer_off_the_layout_multiple_runs_the_grouped_path():
+    """hwsim: an FP32 depthwise conv whose channels are not a multiple of
+    fp32_depthwise_layout_multiple costs fp32_depthwise_generic_cycles_per_output per output
+    element and fp32_depthwise_generic_cycles_per_channel per channel and image instead of
+    its kernel's costs; one on the multiple, or an INT8 one, is left alone."""
+
+    def cycles(channels: int, bits: int = 32, **over) -> int:
+        o = {"fp32_depthwise_cycles_per_mac": 0.1, "depthwise_cycles_per_mac": 0.2, **over}
+        return _depthwise_cycles(channels, size=28, bits=bits, **o)
+
+    generic = {
+        "fp32_depthwise_layout_multiple": 4,
+        "fp32_depthwise_generic_cycles_per_output": 9.0,
+        "fp32_depthwise_generic_cycles_per_channel": 1000.0,
+    }
+    for channels in (58, 29, 18):
+        outputs = channels * 28 * 28 * 2
+        expected = 9.0 * outputs + 1000.0 * channels * 2  # a GEMM per channel and image
+        assert cycles(channels, **generic) == pytest.approx(expected, rel=1e-6)
+        assert cycles(channels, **generic) > 5 * cycles(channels)
+        assert cycles(channels, 8, **generic) == cycles(channels, 8)  # integer: its own kernel
+    for channels in (60, 28, 12):
+        assert cycles(channels, **generic) == cycles(channels)
 
 
 def test_few_aligned_float_rows_leave_the_channel_row_cost_out():

@@ -165,6 +165,8 @@ def profile_toml(calibration: _Calibrated) -> str:
         *(f"{k} = {o.get(k, 0.0)!r}" for k in DEPTHWISE_KEYS),
         f"depthwise_channel_multiple = {o.get('depthwise_channel_multiple', 1)}  # the "
         "depthwise kernels' channel block (other channel counts at the unaligned rate)",
+        f"fp32_depthwise_layout_multiple = {o.get('fp32_depthwise_layout_multiple', 1)}  # "
+        "float depthwise convs of other channel counts run a grouped conv",
         "",
         "# measured: cycles per element of memory-bound operators (FP32 chains; "
         "maxpool: uint8 NHWC between INT8 convs)",

@@ -48,5 +48,7 @@ __all__ = ["CALIBRATION_VERSION"]
 #: the FP32 depthwise kernel's cost per output row of a channel and its unaligned rate; 33:
 #: the direct INT8 conv kernel's output channels in whole blocks of the ISA's (16 on x86),
 #: the operator dispatch timed at three points, the GEMM chains that stream their weights
-#: from L3 timed again at the end)
-CALIBRATION_VERSION = 33
+#: from L3 timed again at the end; 34: FP32 depthwise convs whose channels are not a multiple
+#: of 4 priced as the grouped conv ONNX Runtime runs them with (per output and per channel),
+#: timed on three such chains)
+CALIBRATION_VERSION = 34

@@ -45,6 +45,9 @@ __all__ = [
 DEPTHWISE_SWEEP = (
     (16, 56), (24, 28), (32, 112), (32, 28), (48, 56), (64, 56), (128, 28), (192, 28),
     (256, 14), (576, 14), (960, 7), (40, 28), (72, 14), (120, 14), (200, 7),
+    # channels off the float layout's multiple of 4 (ShuffleNetV2's 58): a grouped conv in
+    # FP32 (Isa.float_layout_channel_multiple), off the channel block in INT8
+    (18, 28), (58, 14), (30, 7),
 )  # fmt: skip
 QUICK_DEPTHWISE_SWEEP = ((32, 28), (128, 14), (24, 14))
 
@@ -105,7 +108,12 @@ def depthwise_sweep(
 
 
 def fit_depthwise(
-    rows, *, fixed_cycles: dict[str, float], clock_hz: float, channel_multiple: int = 1
+    rows,
+    *,
+    fixed_cycles: dict[str, float],
+    clock_hz: float,
+    channel_multiple: int = 1,
+    layout_multiple: int = 1,
 ) -> dict[str, Any]:
     """Cycles per MAC, per output pixel and (FP32) per output row of one channel of each
     precision's depthwise kernel.
@@ -115,8 +123,12 @@ def fit_depthwise(
     Non-negative least squares of the relative error; each row gains ``simulated_s``. Rows
     whose channels are not a multiple of ``channel_multiple`` (the kernel's SIMD block) give
     the ``*_unaligned_cycles_per_mac`` (the other costs as the aligned ones'), the aligned
-    ones the rest. The chains are stride 1, batch 1: a row's output rows are its
-    ``spatial``. Returns the profile keys (:data:`lowbit.hwsim.profile.DEPTHWISE_KEYS`)
+    ones the rest. FP32 rows whose channels are not a multiple of ``layout_multiple`` run a
+    grouped conv instead (:class:`lowbit.hwsim._depthwise.DepthwiseKernel`): they give
+    ``fp32_depthwise_generic_cycles_per_output`` and ``..._per_channel`` alone (per output
+    only from two such rows or fewer; 0 without them). The chains
+    are stride 1, batch 1: a row's output rows are its ``spatial``. Returns the profile
+    keys (:data:`lowbit.hwsim.profile.DEPTHWISE_KEYS`)
     and the mean absolute error per precision (``mean_abs_pct_error_<precision>_depthwise``)."""
     from scipy.optimize import nnls
 
@@ -145,8 +157,34 @@ def fit_depthwise(
     def key(value: float) -> float:
         return float(f"{value:.4g}")
 
+    def generic(row) -> bool:
+        return (
+            row["precision"] == "fp32"
+            and layout_multiple > 1
+            and bool(row["channels"] % layout_multiple)
+        )
+
+    grouped = [r for r in rows if generic(r)]
+    out["fp32_depthwise_generic_cycles_per_output"] = 0.0
+    out["fp32_depthwise_generic_cycles_per_channel"] = 0.0
+    grouped_errors = np.zeros(0)
+    if grouped:
+        measured = np.array([r["layer_s"] * clock_hz for r in grouped])
+        # per output element and per channel (a GEMM call each); per output alone where the
+        # rows do not outnumber the two costs
+        cols = np.array([[r["channels"] * r["pixels"], r["channels"]] for r in grouped], float)
+        cols = cols if len(grouped) > 2 else cols[:, :1]
+        weight = 1.0 / measured
+        solved, _ = nnls(cols * weight[:, None], (measured - fixed_cycles["fp32"]) * weight)
+        costs = [float(v) for v in solved] + [0.0] * (2 - len(solved))
+        out["fp32_depthwise_generic_cycles_per_output"] = key(costs[0])
+        out["fp32_depthwise_generic_cycles_per_channel"] = key(costs[1])
+        simulated = cols @ np.array(costs[: cols.shape[1]]) + fixed_cycles["fp32"]
+        for row, cycles in zip(grouped, simulated, strict=True):
+            row["simulated_s"] = float(cycles / clock_hz)
+        grouped_errors = simulated / measured - 1
     for precision, prefix in (("int8", ""), ("fp32", "fp32_")):
-        sel = [r for r in rows if r["precision"] == precision]
+        sel = [r for r in rows if r["precision"] == precision and not generic(r)]
         if not sel:
             continue
         odd = [r for r in sel if channel_multiple > 1 and r["channels"] % channel_multiple]
@@ -166,6 +204,8 @@ def fit_depthwise(
         out[f"{prefix}depthwise_cycles_per_pixel"] = key(per_pixel)
         if precision == "fp32":  # 0 where not fitted
             out["fp32_depthwise_cycles_per_channel_row"] = key(row_cost)
+        if precision == "fp32":
+            errors = np.concatenate([errors, grouped_errors])
         out[f"mean_abs_pct_error_{precision}_depthwise"] = float(np.mean(np.abs(errors)) * 100)
     return out
 

@@ -153,10 +153,12 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
     )
     o = data["overheads"]
     o["depthwise_channel_multiple"] = _isa(info).depthwise_channel_block
+    o["fp32_depthwise_layout_multiple"] = _isa(info).float_layout_channel_multiple
     depthwise_fit = fit_depthwise(
         m["depthwise"],
         clock_hz=data["clock_hz"],
         channel_multiple=o["depthwise_channel_multiple"],
+        layout_multiple=o["fp32_depthwise_layout_multiple"],
         fixed_cycles={"int8": o["layer_cycles"] + o["gemm_cycles"], "fp32": o["layer_cycles"]},
     )
     o.update({key: depthwise_fit[key] for key in DEPTHWISE_KEYS})
