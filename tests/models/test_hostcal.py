@@ -611,6 +611,7 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
     cpu_isa = isa.Isa(m["cpu"]["isa"], m["cpu"]["simd_lanes_32bit"])
     assert o.conv_out_channel_block == cpu_isa.conv_out_channel_block  # from the ISA, not fitted
     assert o.depthwise_channel_multiple == cpu_isa.depthwise_channel_block
+    assert o.fp32_depthwise_layout_multiple == cpu_isa.float_layout_channel_multiple
     assert o.pad_conv_channels  # lowbit's export pads conv channels (models._onnx_pad)
     # activations beyond a core's L2 move at the rate of a copy twice its size (measured)
     if "L2" in m["cpu"]["caches_bytes"]:

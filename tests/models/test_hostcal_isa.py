@@ -60,6 +60,9 @@ def test_depthwise_channel_block_is_the_x86_kernels_16_channels(cpu):
     assert isa.depthwise_channel_block == expected
     # the integer conv kernels' output channels at a time: the same 16 on x86
     assert isa.conv_out_channel_block == expected
+    # a float conv takes ONNX Runtime's blocked layout at a multiple of 4 channels on x86
+    # (none on Arm: every channel count is the plain path's)
+    assert isa.float_layout_channel_multiple == (1 if expected == 4 else 4)
 
 
 @pytest.mark.parametrize("cpu", sorted(RECORDED))
