@@ -36,7 +36,7 @@ import numpy as np
 
 from lowbit.models.hostcal.bench import PASSES, least_disturbed
 from lowbit.models.hostcal.clock import at_reference_clock
-from lowbit.models.hostcal.timing import budgeted_runs, serialized
+from lowbit.models.hostcal.timing import budgeted_runs, serialized, warm_runs_s
 
 __all__ = [
     "CONV_SWEEP",
@@ -205,14 +205,16 @@ def _kernel_times(
         data = model if isinstance(model, bytes) else model.SerializeToString()
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: x}
-        warm: list[float] = []
-        # up to `warmup` runs, fewer for a long kernel (KERNEL_WARMUP_BUDGET_S)
-        while len(warm) < warmup and (
-            len(warm) < KERNEL_LEAST_WARMUP or sum(warm) < KERNEL_WARMUP_BUDGET_S
-        ):
+
+        def timed_run() -> float:
             start = time.perf_counter()
             session.run(None, feed)
-            warm.append(time.perf_counter() - start)
+            return time.perf_counter() - start
+
+        # up to `warmup` runs, fewer for a long kernel (KERNEL_WARMUP_BUDGET_S)
+        warm = warm_runs_s(
+            timed_run, runs=warmup, budget_s=KERNEL_WARMUP_BUDGET_S, least=KERNEL_LEAST_WARMUP
+        )
         warmup = len(warm)
         per_run = float(np.median(warm)) if warm else 0.0  # not the cold first run's
         repeats = budgeted_runs(

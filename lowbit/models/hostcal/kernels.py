@@ -202,9 +202,8 @@ def fit_depthwise(
         out[f"{prefix}depthwise_unaligned_cycles_per_mac"] = key(unaligned)
         out[f"{prefix}depthwise_cycles_per_mac"] = key(per_mac)
         out[f"{prefix}depthwise_cycles_per_pixel"] = key(per_pixel)
-        if precision == "fp32":  # 0 where not fitted
+        if precision == "fp32":  # the row cost 0 where not fitted; the grouped rows' errors
             out["fp32_depthwise_cycles_per_channel_row"] = key(row_cost)
-        if precision == "fp32":
             errors = np.concatenate([errors, grouped_errors])
         out[f"mean_abs_pct_error_{precision}_depthwise"] = float(np.mean(np.abs(errors)) * 100)
     return out

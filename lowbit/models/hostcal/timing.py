@@ -28,6 +28,7 @@ __all__ = [
     "serialized",
     "time_session",
     "timing_of",
+    "warm_runs_s",
     "warm_up",
 ]
 
@@ -74,10 +75,25 @@ def warm_up(
     """``runs`` Run calls, not kept (no clock reading beside them) -- fewer once they took
     ``budget_s``, never fewer than ``least`` (nor more than ``runs``); returns the median
     seconds of one, as timed (0 without runs), for :func:`budgeted_runs`."""
+    times = warm_runs_s(
+        lambda: float(_timed_runs_s(session, binding=binding, runs=1)[0]),
+        runs=runs,
+        budget_s=budget_s,
+        least=least,
+    )
+    return float(np.median(times)) if times else 0.0
+
+
+def warm_runs_s(
+    timed_run: Callable[[], float], *, runs: int, budget_s: float = math.inf, least: int = 0
+) -> list[float]:
+    """The seconds of each ``timed_run()`` (one run, timed; no measurement keeps it): up to
+    ``runs`` of them, fewer once they took ``budget_s``, never fewer than ``least`` (nor
+    more than ``runs``) -- the warm-up of :func:`warm_up` and of a profiled kernel."""
     times: list[float] = []
     while len(times) < runs and (len(times) < least or sum(times) < budget_s):
-        times.extend(_timed_runs_s(session, binding=binding, runs=1))
-    return float(np.median(times)) if times else 0.0
+        times.append(timed_run())
+    return times
 
 
 def budgeted_runs(runs: int, *, per_run_s: float, budget_s: float, least: int) -> int:
