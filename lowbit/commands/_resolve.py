@@ -17,6 +17,7 @@ from lowbit.models.workloads import (
     parse_bits,
     read_plan,
     resolve_workload,
+    runs_unquantized_as_float,
 )
 
 if TYPE_CHECKING:
@@ -109,7 +110,12 @@ def resolve_target(args: argparse.Namespace) -> tuple[HardwareProfile, Workload]
     """The profile and the compressed workload the common arguments describe."""
     profile = resolve_profile(args.hardware, sets=args.sets)
     workload = resolve_workload(
-        args.workload, allow_unmapped=args.allow_unmapped, warn=_print_warning
+        args.workload,
+        allow_unmapped=args.allow_unmapped,
+        warn=_print_warning,
+        float_unquantized=args.bits is None
+        and not args.plan
+        and runs_unquantized_as_float(profile),
     )
     return profile, apply_compression(
         workload,

@@ -29,7 +29,9 @@ with ``allow_unmapped=True`` the workload is built without them and
 prints them on one warning line).
 
 Bit-widths: a graph without quantization ops describes shapes only and gets hwsim's default
-compression (W8A8), like the built-in workloads, so ``--bits`` chooses them. In a quantized
+compression (W8A8), like the built-in workloads, so ``--bits`` chooses them (``lowbit
+simulate`` on a CPU target takes it as the float model ONNX Runtime runs:
+``models.workloads.runs_unquantized_as_float``). In a quantized
 graph (QDQ or QLinear/Integer ops) each compute layer takes them from the graph: a weight out
 of a DequantizeLinear (or an integer weight of a QLinear op) has the bits of the grid its
 codes use per channel (``models._onnx_graph.span_bits``: int8 codes within [-8, 7], or on a

@@ -33,6 +33,7 @@ __all__ = [
     "parse_bits",
     "read_plan",
     "resolve_workload",
+    "runs_unquantized_as_float",
     "simulate",
 ]
 
@@ -42,13 +43,19 @@ _COMPUTE_OPS = ("conv2d", "linear", "matmul")
 
 
 def resolve_workload(
-    spec: str, *, allow_unmapped: bool = False, warn: Callable[[str], None] | None = None
+    spec: str,
+    *,
+    allow_unmapped: bool = False,
+    warn: Callable[[str], None] | None = None,
+    float_unquantized: bool = False,
 ) -> Workload:
     """A built-in (or registered) workload name, a SCALE-Sim topology CSV path or an ONNX
     model (``.onnx``, read by :mod:`lowbit.hwsim.onnx_workload`). An ONNX op hwsim cannot map is an
     error naming it; with ``allow_unmapped`` the rest is simulated and ``warn`` (if given)
     receives one line listing what was left out; ``warn`` also receives one line naming the
-    ops of a quantized graph that ONNX Runtime runs in float."""
+    ops of a quantized graph that ONNX Runtime runs in float. With ``float_unquantized``
+    (:func:`runs_unquantized_as_float` of the target) an ONNX graph without quantization
+    ops comes back float in every layer, and ``warn`` receives a note saying so."""
     from lowbit.hwsim.workloads import BUILTIN_WORKLOADS, builtin_workload
 
     if spec.lower().endswith(".csv"):
@@ -72,6 +79,13 @@ def resolve_workload(
                 f"note: {spec}: ONNX Runtime runs {len(imported.float_ops)} op(s) of this "
                 f"quantized graph in float (simulated so): {listed}"
             )
+        if float_unquantized and not imported.quantized:
+            if warn is not None:
+                warn(
+                    f"note: {spec} has no quantization ops: simulated as the float (FP32) "
+                    "model ONNX Runtime runs; --bits or --plan choose bit-widths"
+                )
+            return apply_bits(imported.workload, w_bits=None, a_bits=None)
         return imported.workload
     if spec not in BUILTIN_WORKLOADS and Path(spec).suffix:
         raise WorkloadError(
@@ -112,15 +126,32 @@ def parse_bits(text: str) -> tuple[int | None, int | None]:
 def apply_bits(workload: Workload, *, w_bits: int | None, a_bits: int | None) -> Workload:
     """Every compute layer (and a float conv's own activation pass) at (w_bits, a_bits) (None
     = float; 32 is read as float too), other compression settings kept. Matmul layers run
-    both operands at a_bits (see hwsim.workload.MatMul)."""
+    both operands at a_bits (see hwsim.workload.MatMul). With float activations (``a_bits``
+    None) the data-movement layers (concats, transposes, pools …) move float tensors too,
+    so they are set to float as well; with integer activations they keep their own bits."""
     by_name = {
         layer.name: replace(layer.compression, w_bits=w_bits, a_bits=a_bits)
         for layer in workload.layers
         # a float kernel's own pass (a fused ReLU6's) and the float layout's reorders run at
         # the convs' precision
-        if layer.op in _COMPUTE_OPS or getattr(layer, "kind", "") in FLOAT_ONLY_KINDS
+        if a_bits is None
+        or layer.op in _COMPUTE_OPS
+        or getattr(layer, "kind", "") in FLOAT_ONLY_KINDS
     }
     return workload.with_compression(by_name)
+
+
+def runs_unquantized_as_float(profile: HardwareProfile) -> bool:
+    """Whether an ONNX graph without quantization ops is simulated as the float model it is on
+    ``profile``: a CPU target with a float mode runs it so (ONNX Runtime executes the graph
+    as given). On other targets the graph describes shapes only and takes hwsim's default
+    compression (W8A8), which ``--bits`` or a plan change."""
+    from lowbit.hwsim.compression import FLOAT_BITS
+
+    return profile.family == "cpu" and any(
+        mode.w_bits >= FLOAT_BITS and mode.a_bits >= FLOAT_BITS
+        for mode in profile.compute.precisions
+    )
 
 
 def read_plan(path: str | Path) -> CompressionPlan:

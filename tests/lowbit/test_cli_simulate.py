@@ -257,3 +257,55 @@ def test_sweep_errors(capsys, tmp_path, vary, expected):
     argv = ["sweep", "--hardware", "npu-systolic-32", "--workload", "bert-base"]
     line = error_of(capsys, *argv, "--out", str(tmp_path), "--vary", vary)
     assert expected in line
+
+
+# --- unquantized ONNX graphs -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def float_graph(tmp_path_factory) -> str:
+    """A float ONNX graph with a channel split, a concat and a channel shuffle (data-movement
+    layers between the convs), as ShuffleNetV2's units are."""
+    onnx = pytest.importorskip("onnx")
+    from lowbit.models.hostcal.graphs import GraphBuilder
+
+    n = GraphBuilder("split-concat", (8, 16, 16), seed=0)
+    left, right = n.split2(n.conv("x", 16, 3))
+    x = n.shuffle(n.concat([left, n.conv(right, 8, 1)]))
+    path = tmp_path_factory.mktemp("onnx") / "float.onnx"
+    onnx.save(n.model(n.head(x, classes=10)), str(path))
+    return str(path)
+
+
+def test_an_unquantized_graph_is_float_on_a_cpu(capsys, float_graph):
+    argv = ["--hardware", "cpu-x86-avx2", "--workload", float_graph]
+    assert main(["simulate", *argv, "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "no quantization ops: simulated as the float (FP32) model" in captured.err
+    default = json.loads(captured.out)
+    wide = run_json(capsys, *argv, "--bits", "W32A32")
+    # every layer float, the data-movement layers too (a float concat moves 4-byte elements)
+    assert {(layer["w_bits"], layer["a_bits"]) for layer in default["layers"]} == {(32, 32)}
+    assert default == wide
+    # the same workload as the library's all-float route (the host check's FP32 side)
+    from lowbit.hwsim.onnx_workload import import_onnx
+    from lowbit.hwsim.workload import Compression
+
+    workload = import_onnx(float_graph).workload
+    workload = workload.with_compression(
+        {layer.name: Compression(w_bits=None, a_bits=None) for layer in workload.layers}
+    )
+    expected = hwsim.simulate(workload, load_profile("cpu-x86-avx2"))
+    assert default["total_cycles"] == expected.total_cycles
+    int8 = run_json(capsys, *argv, "--bits", "W8A8")
+    assert default["total_cycles"] != int8["total_cycles"]
+
+
+def test_an_unquantized_graph_keeps_the_shapes_default_off_a_cpu(capsys, float_graph):
+    argv = ["--hardware", "npu-systolic-32", "--workload", float_graph]
+    assert main(["simulate", *argv, "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "no quantization ops" not in captured.err
+    default = json.loads(captured.out)
+    assert default == run_json(capsys, *argv, "--bits", "W8A8")
+    assert "W32A32" in error_of(capsys, "simulate", *argv, "--bits", "W32A32")

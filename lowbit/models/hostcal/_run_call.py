@@ -43,10 +43,9 @@ def border_cycles(row: dict[str, Any], profile) -> float:
         # the chain's symbolic axis is "b": the batch of a conv or GEMM chain, a matmul's heads
         workload = import_onnx(path, batch=row["batch"], dims={"b": row["batch"]}).workload
     if row["precision"] != "int8":
-        from lowbit.hwsim.workload import Compression
+        from lowbit.models.workloads import apply_bits
 
-        wide = Compression(w_bits=None, a_bits=None)
-        workload = workload.with_compression({layer.name: wide for layer in workload.layers})
+        workload = apply_bits(workload, w_bits=None, a_bits=None)
     return float(
         sum(
             hwsim.simulate_layer(layer, profile).total_cycles

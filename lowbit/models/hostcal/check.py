@@ -112,12 +112,11 @@ def simulate_s(path: Path, profile, *, fp32: bool) -> tuple[float, int]:
     at 32 bits) and its MACs."""
     from lowbit import hwsim
     from lowbit.hwsim.onnx_workload import import_onnx
-    from lowbit.hwsim.workload import Compression
+    from lowbit.models.workloads import apply_bits
 
     workload = import_onnx(path).workload
-    if fp32:
-        wide = Compression(w_bits=None, a_bits=None)  # float
-        workload = workload.with_compression({layer.name: wide for layer in workload.layers})
+    if fp32:  # every layer float, as `lowbit simulate` takes an unquantized graph on a CPU
+        workload = apply_bits(workload, w_bits=None, a_bits=None)
     return hwsim.simulate(workload, profile).latency_s, int(workload.macs)
 
 
