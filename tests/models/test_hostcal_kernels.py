@@ -3,6 +3,8 @@ measurement of a depthwise chain on this CPU."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from lowbit.hwsim._cost_rules import DepthwiseKernel
@@ -321,26 +323,46 @@ def test_a_row_cost_and_an_element_cost_come_apart_on_two_row_lengths():
 
 
 def test_elementwise_rounds_keep_each_operators_middle_round():
-    """Of three rounds, per operator, the one whose longest chain ran in the middle: a round
-    slowed by a spell and an oddly fast one both lose; of two, the faster is kept; a
-    row-by-row operator's per-row and per-element costs come from the same round."""
-    from lowbit.models.hostcal.elementwise import ROW_SHAPES, middle_round
+    """Of three rounds, per operator, the middle cost: a round slowed by a spell and an
+    oddly fast one both lose; of two, the faster is kept. A row-by-row operator's two
+    timings (short rows, long rows) each take their own middle, and its costs are solved
+    from those: one round's disturbed short-row timing does not reach the cost per row."""
+    from lowbit.models.hostcal.elementwise import (
+        ELEMENTWISE_SHAPES,
+        ROW_SHAPES,
+        middle_round,
+        per_row_and_element,
+    )
 
     row_op = next(iter(ROW_SHAPES))
-    calm = ({"Add": 1.0e-9, row_op: 2.0e-9}, {row_op: 20e-9})
-    # Add slowed in this round; the row operator's per-element cost is lower here, but its
-    # per-row cost twice as high: its longest chain ran slower, so the calm round is kept
-    spell = ({"Add": 1.8e-9, row_op: 1.98e-9}, {row_op: 40e-9})
-    assert middle_round([spell, calm]) == calm
-    faster_add = ({"Add": 0.9e-9, row_op: 2.5e-9}, {row_op: 30e-9})
-    per_element, per_row = middle_round([calm, faster_add])
-    assert per_element == {"Add": 0.9e-9, row_op: 2.0e-9}
-    assert per_row == {row_op: 20e-9}
-    # three rounds: Add's middle is calm's (0.9 fast, 1.8 slow); the row operator's longest
-    # chain (136 rows of 256) ran 72 us in calm, 74 in spell and 91 in faster_add: its
-    # middle is spell's, both its costs from it
-    per_element, per_row = middle_round([spell, calm, faster_add])
-    assert per_element == {"Add": 1.0e-9, row_op: 1.98e-9}
-    assert per_row == {row_op: 40e-9}
+
+    def costs(add: float, short_s: float, long_s: float):
+        """A round's costs from its Add cost and the row operator's two timings."""
+        timings = [
+            (seconds, math.prod(shape[:-1]), math.prod(shape))
+            for seconds, shape in (
+                (short_s, ELEMENTWISE_SHAPES[row_op]),
+                (long_s, ROW_SHAPES[row_op]),
+            )
+        ]
+        per_row, per_element = per_row_and_element(*timings)
+        return {"Add": add, row_op: per_element}, {row_op: per_row}
+
+    calm = costs(1.0e-9, 60e-6, 50e-6)
+    spell = costs(1.8e-9, 80e-6, 51e-6)  # the short rows' timing disturbed (and Add)
+    faster = costs(0.9e-9, 61e-6, 49e-6)
+    # of two, the faster timing of each (here all calm's)
+    per_element, per_row = middle_round([spell, calm])
+    assert per_element == pytest.approx(calm[0], rel=1e-12)
+    assert per_row == pytest.approx(calm[1], rel=1e-12)
+    per_element, per_row = middle_round([spell, calm, faster])
+    # Add: 1.0 is the middle of 0.9, 1.0, 1.8; the row operator: the short rows' middle is
+    # 61 us (faster's), the long rows' 50 us (calm's): solved from those two
+    expected = costs(1.0e-9, 61e-6, 50e-6)
+    assert per_element == pytest.approx(expected[0], rel=1e-12)
+    assert per_row == pytest.approx(expected[1], rel=1e-12)
+    # the old rule (both costs from the round whose long-row timing was the middle) would
+    # have taken calm's costs: a different cost per row
+    assert per_row[row_op] != pytest.approx(calm[1][row_op], rel=1e-3)
     with pytest.raises(ValueError):
         middle_round([])

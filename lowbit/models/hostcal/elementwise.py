@@ -136,28 +136,26 @@ def middle_round(
     rounds: list[tuple[dict[str, float], dict[str, float]]],
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(per element, per row) of several :func:`elementwise_costs` rounds timed at different
-    times of a calibration: per operator, the round whose chain of its longest shape ran in
-    the middle (the lower middle of an even count: of two, the faster), a row-by-row
-    operator's two costs from the same round. A slow spell can outlast a round's passes: on
-    an Intel Xeon one round of a calibration measured every operator 1.2-1.8x slower than
-    the round a minute before, and LayerNorm's and softmax's cost per row twice as high. Of
-    two rounds the faster was kept; LayerNorm's and softmax's costs per row still came out
-    up to 5.9 % apart in consecutive calibrations (six pairs), hence a third round and its
-    middle."""
+    times of a calibration: per operator, the middle round's cost (the lower middle of an
+    even count: of two, the faster). A slow spell can outlast a round's passes: on an Intel
+    Xeon one round of a calibration measured every operator 1.2-1.8x slower than the round
+    a minute before. A row-by-row operator's two costs are solved again
+    (:func:`per_row_and_element`) from the middle of each of its two timings -- the short
+    rows' and the long rows', each rebuilt from a round's costs -- taken apart: its cost
+    per row is the small difference of the two, and one round's disturbed short-row timing
+    alone made LayerNorm's 150-160 cycles a row where the other calibrations on the same
+    AMD EPYC Zen 3 gave 91-102 (with the two costs kept from one round)."""
     if not rounds:
         raise ValueError("need at least one round")
     per_element, per_row = {}, {}
     for op in rounds[0][0]:
-
-        def cost(r: tuple[dict[str, float], dict[str, float]], op: str = op) -> float:
-            elements, rows = r
-            if op in ROW_SHAPES and op in rows:
-                shape = ROW_SHAPES[op]
-                return elements[op] * math.prod(shape) + rows[op] * math.prod(shape[:-1])
-            return elements[op]
-
-        best = lower_median(rounds, key=cost)
-        per_element[op] = best[0][op]
-        if op in best[1]:
-            per_row[op] = best[1][op]
+        if op in ROW_SHAPES and all(op in rows for _, rows in rounds):
+            timings = []
+            for shape in (ELEMENTWISE_SHAPES[op], ROW_SHAPES[op]):
+                lines, elements = math.prod(shape[:-1]), math.prod(shape)
+                seconds = [e[op] * elements + r[op] * lines for e, r in rounds]
+                timings.append((lower_median(seconds, key=float), lines, elements))
+            per_row[op], per_element[op] = per_row_and_element(*timings)
+        else:
+            per_element[op] = lower_median([e[op] for e, _ in rounds], key=float)
     return per_element, per_row
