@@ -212,3 +212,54 @@ def test_one_case_is_checked_like_the_whole_set(monkeypatch):
     row = hostcheck.check_case(case, load_profile("cpu-x86-avx2"), repeats=5)
     assert row.name == case.name and row.int8_measured_s == row.fp32_measured_s == 1e-3
     assert row.int8_simulated_s > 0 and row.macs > 0
+
+
+def test_cases_never_timed_on_a_quiet_core_are_flagged_and_summarized_apart(monkeypatch):
+    """Under a clock track with a vector probe, a case whose INT8 or FP32 model no pass timed
+    quiet (the probe read below QUIET_SHARE of a quiet core's ratio in every pass, and in the
+    extra ones) is marked contended; the table flags it and summarizes the quiet cases on
+    their own line beside the summary of all."""
+    from contextlib import contextmanager
+    from dataclasses import replace
+
+    from lowbit.hwsim.profiles import load_profile
+    from lowbit.models.hostcal import check as hostcheck
+    from lowbit.models.hostcal import clock, quiet
+    from lowbit.models.hostcal.clock import ClockTrack
+
+    monkeypatch.setattr(clock, "_REMEMBERED", {"quiet_ratio": 0.0})
+    track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
+    track.ratios += [4.0] * 20  # a quiet core reads 4 vector adds a cycle
+
+    @contextmanager
+    def fake_track(*, reference_hz):
+        yield track
+
+    for module in (hostcheck, quiet):
+        monkeypatch.setattr(module, "active_track", lambda: track)
+    monkeypatch.setattr(hostcheck, "clock_track", fake_track)
+    monkeypatch.setattr(ClockTrack, "wait_quiet", lambda self, timeout_s: None)
+    busy = {"b.fp32"}  # every timing of this one model ran on a shared core
+
+    def fake(path, **_):
+        track.ratios.append(2.0 if path in busy else 4.0)
+        return hostcheck.Measured(1e-3, 1e-3)
+
+    monkeypatch.setattr(hostcheck, "measure_s", fake)
+    prepared = [
+        hostcheck.Prepared(name, "layer", 10**6, f"{name}.int8", 1e-3, f"{name}.fp32", 1e-3)
+        for name in ("a", "b")
+    ]
+    rows = hostcheck.timed_rows(load_profile("cpu-x86-avx2"), prepared, repeats=5)
+    assert [r.contended for r in rows] == [False, True]
+    assert summarize(rows)["all"]["contended"] == 1
+    rows = [rows[0], replace(rows[1], int8_simulated_s=2e-3)]  # the busy one 2x off
+    text = table(rows, cpu_label="test CPU")
+    (line_b,) = [line for line in text.splitlines() if line.startswith("b ")]
+    assert line_b.endswith("WRONG *")
+    assert "* 1 of 2 cases were never timed on a quiet core" in text
+    assert "the cases timed quiet (1): INT8 100% within ±15%" in text
+    assert "all: 2 cases; INT8 Spearman nan, 50% within" in text
+    # all quiet: no flag, no extra lines
+    quiet_rows = [replace(r, contended=False) for r in rows]
+    assert "*" not in table(quiet_rows, cpu_label="test CPU")
