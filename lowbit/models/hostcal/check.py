@@ -68,7 +68,10 @@ class CheckRow:
     int8_timed_s: float | None = None
     fp32_timed_s: float | None = None
     #: no pass timed its INT8 or its FP32 model on a quiet core (the clock track's vector
-    #: probe read another tenant on it every time): its measured times run high
+    #: probe read another tenant on it every time): its measured times may run high (on an
+    #: AMD Zen 3 under KVM, 8 of 12 network timings so flagged came out 1.1-1.5x those of a
+    #: check five minutes later; in another check all six networks so flagged were within
+    #: 11 % of the simulation)
     contended: bool = False
 
     @property
@@ -309,8 +312,8 @@ def _contended_lines(rows: list[CheckRow]) -> list[str]:
         return []
     lines = [
         f"* {busy} of {len(rows)} cases were never timed on a quiet core (the vector probe read "
-        "another tenant sharing it in every pass): their measured times run high -- run the "
-        "check again when the machine is quiet"
+        "another tenant sharing it in every pass): their measured times may run high -- where "
+        "they miss, run the check again when the machine is quiet"
     ]
     quiet = summarize([r for r in rows if not r.contended]).get("all")
     if quiet:
