@@ -69,9 +69,9 @@ class CheckRow:
     fp32_timed_s: float | None = None
     #: no pass timed its INT8 or its FP32 model on a quiet core (the clock track's vector
     #: probe read another tenant on it every time): its measured times may run high (on an
-    #: AMD Zen 3 under KVM, 8 of 12 network timings so flagged came out 1.1-1.5x those of a
-    #: check five minutes later; in another check all six networks so flagged were within
-    #: 11 % of the simulation)
+    #: AMD Zen 3 under KVM, a busy check's network timings came out up to 1.3x those of a
+    #: check minutes later -- MobileNetV2's INT8 3.04 ms against 2.30 -- while the next
+    #: check, every network flagged too, had all six within 11 % of the simulation)
     contended: bool = False
 
     @property
