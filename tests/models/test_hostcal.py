@@ -396,6 +396,32 @@ def test_a_sidecar_refitted_gives_the_profile_it_was_written_with(quick_calibrat
     )
 
 
+def test_a_sidecar_with_footprints_gives_the_l3_its_measured_share(quick_calibration, tmp_path):
+    """A calibration that timed the weight footprints (hostcal.cache_share) sizes the
+    profile's L3 to the share this core keeps, and says so in the TOML; one that did not (a
+    quick one, or older) keeps the size the CPU reports."""
+    from lowbit.hwsim._warm_cache import WARM_SHARE
+
+    mb = 2**20
+    m = json.loads(json.dumps(quick_calibration.measurements))
+    m["cpu"]["caches_bytes"]["L3"] = 32 * mb  # a CPU that reports a 32 MB L3
+    assert not m["weight_footprints"]  # a quick calibration does not time them
+    plain = from_measurements(json.loads(json.dumps(m))).profile()
+    assert next(x for x in plain.memory if x.name == "l3").size_bytes == 32 * mb
+    dram = m["bandwidth_bytes_per_s"]["DRAM"]
+    m["weight_footprints"] = [
+        {"layers": 1, "weight_bytes": 4 * mb, "run_s": 4 * mb / (3 * dram)},
+        {"layers": 2, "weight_bytes": 8 * mb, "run_s": 8 * mb / dram},  # all from DRAM
+    ]
+    shared = from_measurements(m)
+    l3 = next(x for x in shared.profile().memory if x.name == "l3")
+    assert WARM_SHARE * l3.size_bytes == pytest.approx(4 * mb, abs=1)
+    assert m["fit"]["l3_weight_share_bytes"] == pytest.approx(4 * mb)
+    path = hostcal.write(shared, tmp_path / "host.toml")
+    assert "this core's share (measured: 4.0 MB of weights stay" in path.read_text()
+    assert load_profile(path).content_hash() == shared.profile().content_hash()
+
+
 def test_the_sidecars_seconds_become_cycles_at_their_own_clock(quick_calibration):
     """The fit turns the sidecar's seconds into cycles at the clock they were converted to
     (its track's reference); the profile runs at the median reading. The same seconds at a

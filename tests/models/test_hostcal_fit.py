@@ -58,6 +58,7 @@ def _rows(cols: int = 16):
         {"kind": kind, "size": size, "spatial": spatial, "batch": batch, "precision": prec}
         for kind, size, spatial, batch in (
             ("conv", 8, 8, 1), ("conv", 16, 8, 16), ("conv", 32, 8, 64), ("conv", 16, 4, 64),
+            ("conv", 64, 4, 16),  # four 16-lane blocks: a full pass of the float conv kernel
             ("gemm", 16, 1, 1), ("gemm", 128, 1, 64), ("gemm", 256, 1, 64),
             ("gemm", 32, 1, 1088),  # many narrow rows: the per-row cost apart from the rest
             ("conv", 512, 4, 1), ("gemm", 1536, 1, 1),  # 2.4 MB of weights: beyond L2
@@ -343,3 +344,27 @@ def test_fit_finds_a_wider_blocking_and_tries_no_wider_than_past_it(no_prior, bl
     fitted, summary = fit(chains, sweep, _base(), glue_cycles=GLUE, depths=DEPTHS, gemms=gemms)
     assert blockings_tried == [16, 32, 64] and summary["cols"] == 32
     assert summary["int8_macs_per_pe_per_cycle"] == pytest.approx(1 / TRUE["mac"], rel=0.05)
+
+
+def test_fp32_convs_of_narrow_passes_are_reported_not_fitted():
+    """ONNX Runtime's blocked float conv computes up to FP32_FULL_PASS_BLOCKS blocks of
+    output channels per pass; a conv of fewer (here 8-32 channels on 16 lanes) runs narrower
+    passes at a lower rate: such chains, here 1.4x their full-pass time, leave the FP32 rate
+    where the wide chains put it (without the rule they pulled it 10-20 % slow and every
+    wide float conv with it) and are reported at their error."""
+    chains, sweep, gemms = _rows()
+    lanes = _base()["compute"]["cols"]
+    narrow = [  # fewer than four blocks of output channels (ONNX Runtime's full pass)
+        r
+        for r in chains
+        if r["precision"] == "fp32" and r["kind"] == "conv" and r["size"] < 4 * lanes
+    ]
+    assert len(narrow) == 4 and any(
+        r["precision"] == "fp32" and r["kind"] == "conv" and r not in narrow for r in chains
+    )
+    for row in narrow:
+        row["layer_s"] *= 1.4
+    _, summary = fit(chains, sweep, _base(), glue_cycles=GLUE, depths=DEPTHS, gemms=gemms)
+    assert summary["fp32_macs_per_pe_per_cycle"] == pytest.approx(TRUE["m32"], rel=0.05)
+    for row in narrow:
+        assert row["simulated_s"] == pytest.approx(row["layer_s"] / 1.4, rel=0.05)

@@ -43,7 +43,8 @@ of them, so the fit is linearised around the estimate and solved again a few tim
 kernels' N blocking: 1, 2 or 4 SIMD registers) is the one that fits best. The FP32 MAC rate
 is then fitted on the FP32 chains with the rest fixed: the deployed graphs are INT8, so FP32
 layers must not pull the fit; its convs with channels off the SIMD block (another kernel,
-plus a reorder per layer) are reported, not fitted."""
+plus a reorder per layer) or of fewer than four blocks (narrower passes of the blocked
+kernel, :data:`FP32_FULL_PASS_BLOCKS`) are reported, not fitted."""
 
 from __future__ import annotations
 
@@ -84,6 +85,11 @@ ISA_KEYS = ("conv_out_channel_block",)
 #: 5 % against 41 (the per-row cost 2-5 % apart, was 15-71 %; the library's MAC rate 1-25 %,
 #: was 12-50 %); tying the per-output cost too gave 41, and a stem conv 1.21x measured
 GENERIC_IS_LIBRARY = "librow"
+
+#: ONNX Runtime's blocked float conv kernel (NCHWc) computes up to this many blocks of
+#: output channels per pass over its input, each input value broadcast once to all of them;
+#: a conv of fewer channels runs narrower passes at a lower rate
+FP32_FULL_PASS_BLOCKS = 4
 
 
 def _generic_costs(params: dict[str, float]) -> tuple[float, float]:
@@ -422,8 +428,16 @@ def fit(
     # Only convs of whole SIMD blocks of channels: ONNX Runtime runs the others with a
     # kernel that reads NCHW and then reorders each output back from its blocked layout
     # (on an Intel Xeon, 8-12 channel chains took 2-3x what the blocked rate gives them),
-    # which would drag the rate of every other float conv down by ~20 %.
-    blocked = [r for r in fp32 if r["kind"] != "conv" or r["size"] % lanes == 0] or fp32
+    # which would drag the rate of every other float conv down by ~20 %. Nor convs of fewer
+    # than FP32_FULL_PASS_BLOCKS blocks: on an AMD Zen 3 (AVX2) the 8- and 16-channel chains
+    # ran at 0.5-0.9 of the wider ones' rate and pulled it so that held-out float convs of
+    # 64-512 channels came out 1.03-1.25 slow.
+    blocked = [
+        r
+        for r in fp32
+        if r["kind"] != "conv"
+        or (r["size"] % lanes == 0 and r["size"] >= FP32_FULL_PASS_BLOCKS * lanes)
+    ] or fp32
     fp32_best, fp32_params = _fp32_fit(
         blocked, data, theta, glue=glue_cycles, depths=depths, min_mac=cols / peak_macs_per_cycle[1]
     )

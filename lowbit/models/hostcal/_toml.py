@@ -66,8 +66,15 @@ def profile_toml(calibration: _Calibrated) -> str:
             f"macs_per_pe_per_cycle = {mode['macs_per_pe_per_cycle']!r}",
             f"energy_pj_per_mac = {mode['energy_pj_per_mac']!r}  # cpu-x86-avx2 estimate",
         ]
+    share = fit.get("l3_weight_share_bytes")
     for mem in d["memory"]:
         size = "  # /proc/meminfo" if mem["name"] == "dram" else "  # /sys/.../cpu0/cache"
+        if mem["name"] == "l3" and share:
+            reported = cpu["caches_bytes"].get("L3")
+            size = (
+                f"  # this core's share (measured: {share / 2**20:.1f} MB of weights stay, the "
+                f"rest streams from DRAM; the CPU reports {reported})"
+            )
         lines += [
             "",
             f"# {mem['name']}: "

@@ -50,5 +50,8 @@ __all__ = ["CALIBRATION_VERSION"]
 #: the operator dispatch timed at three points, the GEMM chains that stream their weights
 #: from L3 timed again at the end; 34: FP32 depthwise convs whose channels are not a multiple
 #: of 4 priced as the grouped conv ONNX Runtime runs them with (per output and per channel),
-#: timed on three such chains)
-CALIBRATION_VERSION = 34
+#: timed on three such chains); 35: the share of the L3 that keeps this core's weights,
+#: timed on float GEMM chains of growing footprint (a shared L3 keeps far less than its
+#: size), and the float conv rate fitted on convs of at least four channel blocks (ONNX
+#: Runtime's NCHWc kernel computes up to four a pass; narrower ones pulled it slow)
+CALIBRATION_VERSION = 35

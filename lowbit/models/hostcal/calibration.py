@@ -95,6 +95,7 @@ from lowbit.models.hostcal.bench import (
     glue_op_slope,
     streaming_shapes,
 )
+from lowbit.models.hostcal.cache_share import footprint_timings
 from lowbit.models.hostcal.clock import clock_track, with_clock_track, with_running_clock
 from lowbit.models.hostcal.conv import (
     CONV_SWEEP,
@@ -227,6 +228,12 @@ def _measure(*, quick: bool) -> dict[str, Any]:
                 for level, size in caches.items():
                     # source and destination together fill half the level (not all of it)
                     bandwidth[level] = copy_bandwidth(size // 4, repeats=20)
+        # how much of the reported L3 keeps this core's weights (cache_share): a shared
+        # L3 gives a core far less than its size (a quick calibration leaves it as reported)
+        footprints = []
+        if not quick and "L3" in caches:
+            with phase("cache share"):
+                footprints = footprint_timings(cache_bytes=caches["L3"], repeats=20)
         spill = []
         if "L2" in caches:
             # source and destination twice the L2 each: a layer's activations that overflow it.
@@ -344,6 +351,7 @@ def _measure(*, quick: bool) -> dict[str, Any]:
         "threads": 1,
         "quick": quick,
         "bandwidth_bytes_per_s": bandwidth,
+        "weight_footprints": footprints,
         "chains": rows,
         "conv_sweep": sweep,
         "u8_conv_sweep": u8_sweep,

@@ -16,6 +16,7 @@ from lowbit.models.hostcal._overheads import _RECOMPUTED, overheads
 from lowbit.models.hostcal._run_call import run_call_cycles
 from lowbit.models.hostcal._toml import PROFILE_NAME
 from lowbit.models.hostcal.bench import DEPTHS
+from lowbit.models.hostcal.cache_share import weight_share_bytes, with_weight_share
 from lowbit.models.hostcal.clock import seconds_clock_hz
 from lowbit.models.hostcal.conv import without_profiler
 from lowbit.models.hostcal.isa import PEAK_MACS_PER_CYCLE, Isa
@@ -169,6 +170,13 @@ def from_measurements(measurements: dict[str, Any]) -> Calibration:
         o[key] = run_call_cycles(m["chains"], fitted_profile, int8=int8, clock_hz=info["clock_hz"])
     errors = {k: v for k, v in depthwise_fit.items() if k.startswith("mean_abs_pct_error")}
     m["fit"] = {**fitted, **errors}
+    # after the fit (its chains stay simulated on the reported caches, as they were fitted):
+    # the L3 this core's weights really keep (calibrations before v35: as reported)
+    share = weight_share_bytes(
+        m.get("weight_footprints") or [], dram_bytes_per_s=m["bandwidth_bytes_per_s"]["DRAM"]
+    )
+    if share is not None and with_weight_share(data, share):
+        m["fit"]["l3_weight_share_bytes"] = share
     data["clock_hz"] = m["cpu"]["clock_hz"]
     calibration = Calibration(data, m)
     calibration.profile()  # validated here: a profile that fails validation is a bug

@@ -62,6 +62,7 @@ _ROWS = (
     ("gemm_sweep", "profiled_kernel_s", False),
     ("gemm_sweep", "rounds_profiled_kernel_s", False),
     ("depthwise", "layer_s", False),
+    ("weight_footprints", "run_s", False),
 )
 #: single timings (differences of two: zero allowed)
 _SCALARS = ("run_overhead_s", "float_run_overhead_s", "op_overhead_s", "profiler_overhead_s")
