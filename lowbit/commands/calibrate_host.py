@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     fit, cpu, o = m["fit"], m["cpu"], calibration.data["overheads"]
     bw = ", ".join(f"{k} {v / 1e9:.0f} GB/s" for k, v in m["bandwidth_bytes_per_s"].items())
-    caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in cpu["caches_bytes"].items())
+    caches = _caches_note(cpu["caches_bytes"], fit)
     lines = [
         f"CPU: {cpu.get('label', cpu['model'])}, {cpu['clock_hz'] / 1e9:.2f} GHz"
         f"{_clock_note(cpu)}, {cpu['simd_lanes_32bit']} lanes of 32 bits",
@@ -178,6 +178,14 @@ def _sharing_note(cpu: dict) -> list[str]:
     return [
         f"core sharing: vector probe {quiet:.2f} adds/cycle quiet, {median:.2f} median; {verdict}"
     ]
+
+
+def _caches_note(caches: dict[str, int], fit: dict) -> str:
+    """The caches the CPU reports, and the share of its L3 this core's weights keep where
+    the calibration measured it (:mod:`lowbit.models.hostcal.cache_share`)."""
+    text = ", ".join(f"{k} {v // 1024} KiB" for k, v in caches.items())
+    share = fit.get("l3_weight_share_bytes")
+    return text + (f" (this core's weights keep {share / 2**20:.1f} MB of it)" if share else "")
 
 
 def _clock_note(cpu: dict) -> str:

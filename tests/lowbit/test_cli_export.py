@@ -46,6 +46,15 @@ def test_calibrate_host_names_the_clock_it_measured():
     assert _clock_note(several) == " (median of 3 readings, 2.88-3.35; the OS says 2.10)"
 
 
+def test_calibrate_host_names_the_l3_share_it_measured():
+    from lowbit.commands.calibrate_host import _caches_note
+
+    caches = {"L1": 32768, "L2": 524288, "L3": 33554432}
+    shared = _caches_note(caches, {"l3_weight_share_bytes": 8.0 * 2**20})
+    assert shared == "L1 32 KiB, L2 512 KiB, L3 32768 KiB (this core's weights keep 8.0 MB of it)"
+    assert _caches_note(caches, {}) == "L1 32 KiB, L2 512 KiB, L3 32768 KiB"  # not measured
+
+
 def test_calibrate_host_says_whether_the_core_was_shared():
     from lowbit.commands.calibrate_host import _sharing_note
 
