@@ -235,8 +235,7 @@ def test_cases_never_timed_on_a_quiet_core_are_flagged_and_summarized_apart(monk
     def fake_track(*, reference_hz):
         yield track
 
-    for module in (hostcheck, quiet):
-        monkeypatch.setattr(module, "active_track", lambda: track)
+    monkeypatch.setattr(quiet, "active_track", lambda: track)
     monkeypatch.setattr(hostcheck, "clock_track", fake_track)
     monkeypatch.setattr(ClockTrack, "wait_quiet", lambda self, timeout_s: None)
     busy = {"b.fp32"}  # every timing of this one model ran on a shared core

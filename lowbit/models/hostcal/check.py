@@ -25,9 +25,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lowbit.models.hostcal.bench import PASSES, least_disturbed
-from lowbit.models.hostcal.clock import active_track, clock_track
+from lowbit.models.hostcal.clock import clock_track
 from lowbit.models.hostcal.graphs import input_shape, quantize_int8
 from lowbit.models.hostcal.heldout import Case, cases
+from lowbit.models.hostcal.quiet import timed_quiet
 
 __all__ = [
     "CheckRow",
@@ -169,12 +170,10 @@ def measure_all(paths: list[Path], *, repeats: int, passes: int = PASSES) -> lis
     speed-up direction with them."""
 
     def timed(path: Path) -> Measured:
-        track = active_track()
-        mark = track.mark() if track is not None else 0
-        measured = measure_s(path, repeats=repeats, rounds=1, seconds=0.5 / passes)
-        if track is None:
-            return measured
-        return measured._replace(probe_ratio=track.least_ratio(mark))
+        measured, ratio = timed_quiet(
+            lambda: measure_s(path, repeats=repeats, rounds=1, seconds=0.5 / passes)
+        )
+        return measured._replace(probe_ratio=ratio)
 
     return least_disturbed(
         timed,
