@@ -92,7 +92,7 @@ def test_footprints_are_timed_per_chain_in_passes(monkeypatch):
 
     class Timed:
         def __init__(self, s: float) -> None:
-            self.median_s = s
+            self.median_s, self.clock_factor = s, 1.0
 
     def fake(session, x, *, warmup, repeats):
         timed.append(int(session.get_outputs()[0].name[1:]) + 1)  # "y{n - 1}": n layers
@@ -105,3 +105,25 @@ def test_footprints_are_timed_per_chain_in_passes(monkeypatch):
     assert timed == list(cache_share.FOOTPRINT_LAYERS) * cache_share.FOOTPRINT_PASSES
     # the least of each chain's passes: its first
     assert [r["run_s"] for r in rows] == pytest.approx([1e-4, 2e-4, 3e-4, 4e-4])
+
+
+def test_a_footprint_keeps_its_least_time_as_timed_not_after_the_clock_conversion(monkeypatch):
+    """Three passes of a chain, one converted by a clock reading that erred low: the least as
+    timed is kept, at the reference clock by its own reading (the held-out check's rule)."""
+    from lowbit.models.hostcal import quiet, timing
+
+    monkeypatch.setattr(quiet, "active_track", lambda: None)
+    passes = [(1.00e-4, 0.90), (0.98e-4, 1.0), (1.01e-4, 1.0)]  # (as timed, clock factor)
+    calls = []
+
+    class Timed:
+        def __init__(self, timed: float, factor: float) -> None:
+            self.median_s, self.clock_factor = timed * factor, factor
+
+    def fake(session, x, *, warmup, repeats):
+        calls.append(session)
+        return Timed(*passes[(len(calls) - 1) // len(cache_share.FOOTPRINT_LAYERS)])
+
+    monkeypatch.setattr(timing, "time_session", fake)
+    rows = cache_share.footprint_timings(cache_bytes=2 * MB, repeats=5)
+    assert [r["run_s"] for r in rows] == pytest.approx([0.98e-4] * len(rows))
