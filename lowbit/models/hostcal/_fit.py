@@ -44,7 +44,8 @@ kernels' N blocking: 1, 2 or 4 SIMD registers) is the one that fits best. The FP
 is then fitted on the FP32 chains with the rest fixed: the deployed graphs are INT8, so FP32
 layers must not pull the fit; its convs with channels off the SIMD block (another kernel,
 plus a reorder per layer) or of fewer than four blocks (narrower passes of the blocked
-kernel, :data:`FP32_FULL_PASS_BLOCKS`) are reported, not fitted."""
+kernel, :data:`~lowbit.models.hostcal._fit_fp32.FP32_FULL_PASS_BLOCKS`) are reported, not
+fitted (:mod:`lowbit.models.hostcal._fit_fp32`)."""
 
 from __future__ import annotations
 
@@ -56,9 +57,10 @@ import numpy as np
 
 from lowbit.hwsim._warm_cache import WARM_SHARE
 from lowbit.models.export._onnx_pad import CONV_CHANNEL_MULTIPLE, CONV_MIN_OUT_CHANNELS
+from lowbit.models.hostcal._fit_fp32 import fit_fp32, full_pass_chains
 from lowbit.models.hostcal._fit_sim import chain_layer_s, gemm_kernel_s, sweep_kernel_s
 from lowbit.models.hostcal._fit_u8 import fit_u8
-from lowbit.models.hostcal._gauss_newton import _gauss_newton
+from lowbit.models.hostcal._gauss_newton import _gauss_newton, log_error
 from lowbit.models.hostcal.bench import chain_weight_bytes
 from lowbit.models.hostcal.conv import without_profiler
 
@@ -85,11 +87,6 @@ ISA_KEYS = ("conv_out_channel_block",)
 #: 5 % against 41 (the per-row cost 2-5 % apart, was 15-71 %; the library's MAC rate 1-25 %,
 #: was 12-50 %); tying the per-output cost too gave 41, and a stem conv 1.21x measured
 GENERIC_IS_LIBRARY = "librow"
-
-#: ONNX Runtime's blocked float conv kernel (NCHWc) computes up to this many blocks of
-#: output channels per pass over its input, each input value broadcast once to all of them;
-#: a conv of fewer channels runs narrower passes at a lower rate
-FP32_FULL_PASS_BLOCKS = 4
 
 
 def _generic_costs(params: dict[str, float]) -> tuple[float, float]:
@@ -298,7 +295,7 @@ def _linear_fit(
     theta = _gauss_newton(
         simulate, measured, weight, start, lower=lower, prior=_PRIOR, robust=ROBUST_ERROR
     )
-    return float(np.mean(_log_error(simulate(theta), measured))), theta
+    return float(np.mean(log_error(simulate(theta), measured))), theta
 
 
 def _gemm_profiler_cycles(theta: dict[str, float]) -> float:
@@ -340,40 +337,6 @@ def _undetermined(int8, gemms, data: dict[str, Any], depths: tuple[int, int]) ->
     if len(caches) < 2 or deepest <= WARM_SHARE * caches[-2]:
         out.add("stream")
     return out
-
-
-def _log_error(sim: np.ndarray, measured: np.ndarray) -> np.ndarray:
-    return (np.log(np.maximum(sim, 1e-12)) - np.log(measured)) ** 2
-
-
-def _fp32_fit(
-    fp32, data, theta: dict[str, float], *, glue: float, depths, min_mac: float
-) -> tuple[float, dict[str, float]]:
-    """(mean squared log error, parameters) of the FP32 MAC rates fitted on the FP32 chains
-    with the INT8 parameters ``theta`` fixed: ``m32``, the conv kernel's rate, and ``lib32``,
-    the float GEMM library's speedup over it (its cycles per MAC fitted on the linear and
-    matmul chains; 1 without them); ``m32`` 1 without FP32 chains."""
-    if not fp32:
-        return 0.0, {"m32": 1.0, "lib32": 1.0}
-    measured = np.array([r["layer_s"] for r in fp32])
-
-    def params(th: dict[str, float]) -> dict[str, float]:
-        return {"m32": 1.0 / th["mac32"], "lib32": th["mac32"] / th.get("gemm32", th["mac32"])}
-
-    def simulate32(th: dict[str, float]) -> np.ndarray:
-        return chain_layer_s(fp32, with_params(data, {**theta, **params(th)}, glue), depths)
-
-    start = {"mac32": 0.5}
-    if any(r["kind"] != "conv" for r in fp32) and any(r["kind"] == "conv" for r in fp32):
-        start["gemm32"] = 0.5
-    fitted = _gauss_newton(
-        simulate32,
-        measured,
-        1.0 / measured,
-        start,
-        lower=dict.fromkeys(start, min_mac),
-    )
-    return float(np.mean(_log_error(simulate32(fitted), measured))), params(fitted)
 
 
 def fit(
@@ -424,22 +387,16 @@ def fit(
     least = min(value for value, _, _ in fits)
     best, theta, cols = next(f for f in fits if f[0] * (1 - BLOCKING_MARGIN) <= least)
     data = _with_cols(data, cols)
-    # FP32 cycles per MAC, the rest fixed: the deployed graphs are INT8, FP32 never pulls.
-    # Only convs of whole SIMD blocks of channels: ONNX Runtime runs the others with a
-    # kernel that reads NCHW and then reorders each output back from its blocked layout
-    # (on an Intel Xeon, 8-12 channel chains took 2-3x what the blocked rate gives them),
-    # which would drag the rate of every other float conv down by ~20 %. Nor convs of fewer
-    # than FP32_FULL_PASS_BLOCKS blocks: on an AMD Zen 3 (AVX2) the 8- and 16-channel chains
-    # ran at 0.5-0.9 of the wider ones' rate and pulled it so that held-out float convs of
-    # 64-512 channels came out 1.03-1.25 slow.
-    blocked = [
-        r
-        for r in fp32
-        if r["kind"] != "conv"
-        or (r["size"] % lanes == 0 and r["size"] >= FP32_FULL_PASS_BLOCKS * lanes)
-    ] or fp32
-    fp32_best, fp32_params = _fp32_fit(
-        blocked, data, theta, glue=glue_cycles, depths=depths, min_mac=cols / peak_macs_per_cycle[1]
+    # FP32 cycles per MAC, the rest fixed: the deployed graphs are INT8, FP32 never pulls
+    # (_fit_fp32: on the chains of full passes of the blocked float kernel only)
+    fp32_best, fp32_params = fit_fp32(
+        full_pass_chains(fp32, lanes=lanes),
+        data,
+        theta,
+        with_params=with_params,
+        glue=glue_cycles,
+        depths=depths,
+        min_mac=cols / peak_macs_per_cycle[1],
     )
     theta = {**theta, **fp32_params}
     if "prof" in theta:
