@@ -175,6 +175,12 @@ def _sharing_note(cpu: dict) -> list[str]:
         else f"{int(contended)} measurement(s) never caught the core quiet (their least timing "
         "kept: expect those a little slow)"
     )
+    retries = track.get("retries")
+    if isinstance(retries, dict) and isinstance(retries.get("cut"), int) and retries["cut"] > 0:
+        verdict += (
+            f"; timing again stopped at its budget ({retries.get('spent_s')} s) in "
+            f"{retries['cut']} measurement(s) -- calibrate again when the machine is quiet"
+        )
     return [
         f"core sharing: vector probe {quiet:.2f} adds/cycle quiet, {median:.2f} median; {verdict}"
     ]

@@ -70,7 +70,14 @@ def test_calibrate_host_says_whether_the_core_was_shared():
             == []
         )
     (shared,) = _sharing_note({"clock_track": {**track, "contended": 4}})
-    assert "4 measurement(s) never caught the core quiet" in shared
+    assert "4 measurement(s) never caught the core quiet" in shared and "budget" not in shared
+    # the extra passes' time budget ran out (quiet.retry_budget): said, with what it spent
+    retries = {"share": 0.1, "spent_s": 12.5, "cut": 3}
+    (cut,) = _sharing_note({"clock_track": {**track, "contended": 4, "retries": retries}})
+    assert "stopped at its budget (12.5 s) in 3 measurement(s)" in cut
+    for kept in ({**retries, "cut": 0}, {**retries, "cut": "3"}, "3"):  # none cut, or odd
+        (line,) = _sharing_note({"clock_track": {**track, "contended": 4, "retries": kept}})
+        assert "budget" not in line
 
 
 def test_calibrate_host_says_where_its_time_went():

@@ -595,6 +595,10 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
         track = m["cpu"]["clock_track"]
         assert track["readings"] > 10 and track["low_hz"] <= track["high_hz"]
         assert profile.clock_hz == track["median_hz"] and clock == track["reference_hz"]
+        # the extra passes kept to the calibration's budget (quiet.retry_budget)
+        retries = track["retries"]
+        assert retries["share"] == hostcal.RETRY_SHARE and retries["cut"] >= 0
+        assert 0 <= retries["spent_s"] <= hostcal.RETRY_FLOOR_S + m["phase_seconds"]["total"]
     # the Run call alone: the small chains' intercept less their border operators
     assert o.run_cycles == run_call_cycles(m["chains"], profile, int8=True, clock_hz=clock) > 0
     assert o.run_cycles < round(m["run_overhead_s"] * clock)

@@ -37,3 +37,75 @@ def test_faster_rows_keeps_the_faster_timing_of_the_same_chain():
     fp32 = _row(384, "fp32", 1e-6)
     assert faster_rows(rows, [fp32]) == [rows[0], fp32, rows[2]]
     assert faster_rows(rows, [_row(512, "int8", 1e-9)]) == rows
+
+
+def _contended_track(monkeypatch):
+    """A track whose every timing reads a shared core (the probe at half the quiet ratio),
+    made the active one, its wait for a quiet core instant."""
+    from lowbit.models.hostcal import clock, quiet
+    from lowbit.models.hostcal.clock import ClockTrack
+
+    monkeypatch.setattr(clock, "_REMEMBERED", {"quiet_ratio": 0.0})
+    track = ClockTrack(reference_hz=3e9, chain=lambda n: n)
+    track.ratios += [4.0] * 20
+    monkeypatch.setattr(quiet, "active_track", lambda: track)
+    monkeypatch.setattr(ClockTrack, "wait_quiet", lambda self, timeout_s: False)
+    return track
+
+
+def _fake_clock(monkeypatch):
+    """quiet's perf_counter made a counter the test advances (no wall clock)."""
+    from lowbit.models.hostcal import quiet
+
+    now = [100.0]
+    monkeypatch.setattr(quiet.time, "perf_counter", lambda: now[0])
+    return now
+
+
+def test_extra_passes_keep_to_the_retry_budget(monkeypatch):
+    """Each re-timing takes one (fake) second: with a floor of 2.5 s and no share, the first
+    three run (the third starts with 0.5 s left) and the rest are cut; the share adds its
+    part of the time spent on everything else; outside a budget, every extra pass runs."""
+    from lowbit.models.hostcal import quiet
+
+    track = _contended_track(monkeypatch)
+    now = _fake_clock(monkeypatch)
+    ran = []
+
+    def run(index):
+        now[0] += 1.0
+        track.ratios.append(2.0)  # still contended
+        ran.append(index)
+
+    results = [[(1.0, 2.0)], [(1.0, 2.0)]]
+    with quiet.retry_budget(share=0.0, floor_s=2.5) as budget:
+        quiet.again_until_quiet(results, run=run)
+        assert ran == [0, 1, 0] and budget.spent_s == 3.0 and budget.cut == 1
+        quiet.again_until_quiet(results, run=run)  # nothing left: no pass at all
+        assert len(ran) == 3 and budget.cut == 2
+    assert budget.summary() == {"share": 0.0, "spent_s": 3.0, "cut": 2}
+
+    ran.clear()
+    with quiet.retry_budget(share=0.2, floor_s=0.0) as budget:
+        now[0] += 10.0  # ten seconds of first passes: two seconds of extra ones
+        quiet.again_until_quiet(results, run=run)
+        assert ran == [0, 1] and budget.spent_s == 2.0 and budget.cut == 1
+
+    ran.clear()
+    quiet.again_until_quiet(results, run=run)  # no budget: EXTRA_PASSES passes over both
+    assert ran == [0, 1] * quiet.EXTRA_PASSES
+
+
+def test_a_retry_budget_refuses_a_negative_or_infinite_share():
+    import math
+
+    import pytest
+
+    from lowbit.models.hostcal import quiet
+
+    for share, floor_s in ((-0.1, 0.0), (math.inf, 0.0), (0.1, math.nan), (0.1, -1.0)):
+        with (
+            pytest.raises(ValueError, match="share"),
+            quiet.retry_budget(share=share, floor_s=floor_s),
+        ):
+            pass
