@@ -314,30 +314,49 @@ def test_a_single_conv_keeps_its_least_time_as_timed_not_after_the_conversion(mo
     assert row["kernel_s"] == pytest.approx(0.99e-4 * 1.01 - 1e-6)
 
 
-def test_chains_are_built_once_for_all_their_passes():
-    """chain_slopes builds each (item, depth) once and times it in every pass (a session
-    of its own each time); ``serialized`` builds a sweep's model once for all its calls."""
+def test_chains_are_built_once_for_all_their_passes(monkeypatch):
+    """chain_slopes builds each (item, depth) once and times it in every pass, its session
+    opened once (a new one each pass beyond KEPT_SESSION_BYTES of kept models); ``serialized``
+    builds a sweep's model once for all its calls."""
     import numpy as np
 
+    from lowbit.models.export import ort as export_ort
     from lowbit.models.hostcal.timing import serialized
 
-    built = []
+    built, opened = [], []
+    real_session = export_ort.ort_session
+
+    def counted(model, **kwargs):
+        opened.append(len(model))
+        return real_session(model, **kwargs)
+
+    monkeypatch.setattr(export_ort, "ort_session", counted)
 
     def build(item, depth):
         built.append((item, depth))
         return hostbench.chain_model("gemm", item, 1, depth, False)
 
-    slopes = hostbench.chain_slopes(
-        [16, 32],
-        build=build,
-        inputs=lambda item: np.ones((1, item), np.float32),
-        what=str,
-        repeats=3,
-        depths=(1, 2),
-        passes=3,
-    )
-    assert len(slopes) == 2 and all(s.per_layer_s > 0 for s in slopes)
+    def slopes():
+        return hostbench.chain_slopes(
+            [16, 32],
+            build=build,
+            inputs=lambda item: np.ones((1, item), np.float32),
+            what=str,
+            repeats=3,
+            depths=(1, 2),
+            passes=3,
+        )
+
+    found = slopes()
+    assert len(found) == 2 and all(s.per_layer_s > 0 for s in found)
     assert sorted(built) == [(16, 1), (16, 2), (32, 1), (32, 2)]
+    assert len(opened) == 4  # 2 items x 2 depths, kept for all 3 passes
+    # room for the two smallest models only (16 features: depth 1 and 2): the others anew
+    smallest = sorted(opened)[:2]
+    monkeypatch.setattr(hostbench, "KEPT_SESSION_BYTES", sum(smallest))
+    opened.clear()
+    slopes()
+    assert len(opened) == 2 + 2 * 3
     calls = []
 
     def model(rows, *, form):

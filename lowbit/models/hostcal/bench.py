@@ -221,6 +221,10 @@ WARMUP_BUDGET_S = 0.01
 #: layer chains took 50 of its 141 s of measuring on an AMD Zen 3, two thirds of that in the
 #: eight chains of 2.5-8 ms a run, timed 12 times a round
 ROUND_BUDGET_S = 0.015
+#: the most model bytes :func:`chain_slopes` keeps sessions of between its passes (kept in
+#: the order first opened; the rest opened anew each pass): keeping all of a calibration's
+#: layer chains open took its memory to 1.1 GB
+KEPT_SESSION_BYTES = 32 * 1024**2
 
 
 def depth_slope(
@@ -232,11 +236,14 @@ def depth_slope(
     rounds: int = 5,
     attempts: int = 3,
     what: str = "chain",
+    open_session: Callable[[int], Any] | None = None,
 ) -> Slope:
     """Per-layer cost of ``build(depth)`` (an ONNX model of ``depth`` identical layers) on
-    input ``x``: both depths are timed alternately in ``rounds`` rounds of ``repeats`` runs
-    -- fewer for a long chain, :data:`ROUND_BUDGET_S` -- (so a load spike hits both
-    alike), each round gives one slope, and the median slope is the answer. A non-positive
+    input ``x`` (``open_session(depth)``: a session of it to time, when the caller keeps
+    them open between measurements; a new one each time without): both depths are timed
+    alternately in ``rounds`` rounds of ``repeats`` runs -- fewer for a long chain,
+    :data:`ROUND_BUDGET_S` -- (so a load spike hits both alike), each round gives one
+    slope, and the median slope is the answer. A non-positive
     or scattered (relative IQR above :data:`MAX_SPREAD`) answer is measured again with
     twice the runs, up to ``attempts`` times; a scattered positive one is then accepted
     (its spread is recorded), a non-positive one raises :class:`MeasurementError` naming
@@ -246,7 +253,7 @@ def depth_slope(
     short, long = depths
     if not 0 < short < long:
         raise ValueError(f"need 0 < depths[0] < depths[1], got {depths}")
-    sessions = [ort_session(build(d)) for d in depths]
+    sessions = [open_session(d) if open_session else ort_session(build(d)) for d in depths]
     bindings = [bind(s, x=x) for s in sessions]
     per_run = [
         warm_up(s, binding=b, runs=WARMUP_RUNS, budget_s=WARMUP_BUDGET_S)
@@ -294,13 +301,30 @@ def chain_slopes(
     ran fastest (with ``median``, the median one). Each chain is built once, its serialized
     model kept for the later passes (each pass still opens a session of its own): building
     them again took a fifth of a calibration's layer chains on an AMD Zen 3, and the INT8
-    depthwise chains go through ONNX Runtime's quantizer."""
+    depthwise chains go through ONNX Runtime's quantizer. Its session too (opened once,
+    kept for the later passes): opening ~1,300 of them took 10 s of a calibration's 136 on an
+    AMD Zen 3, a run of each pass warms it again (:func:`depth_slope`)."""
+    from lowbit.models.export.ort import ort_session
+
     built: dict[tuple[int, int], bytes] = {}
+    opened: dict[tuple[int, int], Any] = {}
+    kept_bytes = 0
 
     def model(index: int, depth: int) -> bytes:
         if (index, depth) not in built:
             built[index, depth] = build(items[index], depth).SerializeToString()
         return built[index, depth]
+
+    def session(index: int, depth: int) -> Any:
+        nonlocal kept_bytes
+        if (index, depth) in opened:
+            return opened[index, depth]
+        data = model(index, depth)
+        new = ort_session(data)
+        if kept_bytes + len(data) <= KEPT_SESSION_BYTES:  # the large ones: opened each pass
+            opened[index, depth] = new
+            kept_bytes += len(data)
+        return new
 
     def measure(index: int) -> Slope:
         return depth_slope(
@@ -309,6 +333,7 @@ def chain_slopes(
             depths=depths,
             repeats=repeats,
             what=what(items[index]),
+            open_session=lambda depth: session(index, depth),
         )
 
     return least_disturbed(
