@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(path, flag="--out")
     check_output_file(path.with_suffix(".json"), flag="--out")  # the calibration sidecar
 
-    # measured on an AMD Zen 3 under KVM: 116-120 s, --quick 25 s (longer on a busy machine)
-    takes = "about half a minute" if args.quick else "about two minutes"
+    # measured on an AMD Zen 3 under KVM: 104-129 s quiet, 140-147 s with the fit in a busy
+    # hour (quiet.retry_budget bounds the re-timing), --quick 25 s
+    takes = "about half a minute" if args.quick else "about two minutes on a quiet core"
 
     def progress(phase: str, seconds: float) -> None:
         sys.stderr.write(f"\rcalibrating this CPU ({takes}): {phase:18} {seconds:4.0f} s")
@@ -173,13 +174,14 @@ def _sharing_note(cpu: dict) -> list[str]:
         "every measurement timed again caught the core quiet"
         if not contended
         else f"{int(contended)} measurement(s) never caught the core quiet (their least timing "
-        "kept: expect those a little slow)"
+        "kept: the profile runs slow where they weigh -- calibrate again when the machine is "
+        "quiet)"
     )
     retries = track.get("retries")
     if isinstance(retries, dict) and isinstance(retries.get("cut"), int) and retries["cut"] > 0:
         verdict += (
             f"; timing again stopped at its budget ({retries.get('spent_s')} s) in "
-            f"{retries['cut']} measurement(s) -- calibrate again when the machine is quiet"
+            f"{retries['cut']} measurement(s)"
         )
     return [
         f"core sharing: vector probe {quiet:.2f} adds/cycle quiet, {median:.2f} median; {verdict}"
