@@ -746,3 +746,32 @@ def test_copy_bandwidth_is_the_median_timing_not_the_fastest(monkeypatch):
     nbytes = 1 << 20
     bandwidth = hostbench.copy_bandwidth(nbytes, repeats=5)
     assert bandwidth == pytest.approx(2 * nbytes / 2e-3)  # times 2, 1, 2.2, 4, 1.8 ms
+
+
+def test_kernel_events_read_off_the_lines_equal_the_json_decoded(tmp_path):
+    """kernel_events reads each kernel event's duration, node and operator off its line of a
+    real ONNX Runtime profile: the same list the JSON decoder gives, in order; a file in
+    another layout (the same events on one line) goes through the decoder, to the same."""
+    import onnxruntime as ort
+
+    from lowbit.models.hostcal.gemm import gemm_model
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "kernels")
+    session = ort.InferenceSession(
+        gemm_model(4, 16, 16).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    for _ in range(3):
+        session.run(None, {"x": np.ones((4, 16), np.float32)})
+    path = session.end_profiling()
+    decoded = [
+        (e["name"].removesuffix("_kernel_time"), e["args"]["op_name"], e["dur"] * 1e-6)
+        for e in json.loads(Path(path).read_text())
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+    ]
+    found = hosttiming.kernel_events(path)
+    assert found == decoded and len(found) >= 3 and {op for _, op, _ in found} >= {"QGemm"}
+    one_line = tmp_path / "one_line.json"
+    one_line.write_text(json.dumps(json.loads(Path(path).read_text()), separators=(",", ":")))
+    assert hosttiming.kernel_events(str(one_line)) == decoded

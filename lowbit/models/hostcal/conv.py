@@ -26,7 +26,6 @@ the host profile to both kinds of measurement.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -36,7 +35,7 @@ import numpy as np
 
 from lowbit.models.hostcal.bench import PASSES, least_disturbed
 from lowbit.models.hostcal.clock import at_reference_clock
-from lowbit.models.hostcal.timing import budgeted_runs, serialized, warm_runs_s
+from lowbit.models.hostcal.timing import budgeted_runs, kernel_events, serialized, warm_runs_s
 
 __all__ = [
     "CONV_SWEEP",
@@ -226,15 +225,12 @@ def _kernel_times(
                 session.run(None, feed)
 
         factor = at_reference_clock(timed)[1]  # the kernels' seconds at the reference clock
-        with open(session.end_profiling()) as f:
-            events = json.load(f)
+        events = kernel_events(session.end_profiling())
     per_run: dict[str, list[float]] = {}
     ops: dict[str, str] = {}
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            node = event["name"].removesuffix("_kernel_time")
-            per_run.setdefault(node, []).append(event["dur"] * 1e-6)
-            ops[node] = event["args"]["op_name"]
+    for node, op, seconds in events:
+        per_run.setdefault(node, []).append(seconds)
+        ops[node] = op
     runs = warmup + repeats
     # the warmup runs' events are dropped: the last `repeats` runs of each node, the mean of
     # their middle half (one event per node and run): a load spike that hits a few runs is
