@@ -85,6 +85,9 @@ def test_calibrate_host_says_where_its_time_went():
 
     (line,) = _phase_note({"layer chains": 38.04, "clock": 0.4, "conv sweep": 52.0, "total": 131.2})
     assert line == "measured in 131 s: conv sweep 52 s, layer chains 38 s, clock 0 s"
+    # the fit's own seconds (calibration._calibrate_once) beside the measuring's, not a phase
+    (fitted,) = _phase_note({"conv sweep": 52.0, "fit": 9.6, "total": 131.2})
+    assert fitted == "measured in 131 s, fitted in 10 s: conv sweep 52 s"
     for broken in (None, [], {"clock": 1.0}, {"total": "131"}):  # an old or hand-edited sidecar
         assert _phase_note(broken) == []
     (skips,) = _phase_note({"total": 10, "x": "7", "y": True, "z": 3})  # odd values left out

@@ -40,7 +40,8 @@ def test_a_calibration_reports_each_phase_as_it_starts(quick_calibration):
     last = max(i for i, (name, _) in enumerate(_PHASES_SEEN) if name == "clock")
     names = [name for name, _ in _PHASES_SEEN[last:]]
     seconds = [s for _, s in _PHASES_SEEN[last:]]
-    assert set(names) == set(phases) - {"total"} and names[0] == "clock"
+    assert set(names) == set(phases) - {"total", "fit"} and names[0] == "clock"
+    assert phases["fit"] > 0  # the fit's own seconds, after the phases (not one announced)
     assert seconds == sorted(seconds) and seconds[0] >= 0
     assert seconds[-1] <= phases["total"] + 0.05  # the total is rounded to 0.1 s
     # the operator dispatch is timed at three points (a slow spell disturbs one of them),
