@@ -185,10 +185,14 @@ def _sharing_note(cpu: dict) -> list[str]:
         "quiet)"
     )
     retries = track.get("retries")
-    if isinstance(retries, dict) and isinstance(retries.get("cut"), int) and retries["cut"] > 0:
+    cut, spent = (retries.get(k) if isinstance(retries, dict) else None for k in ("cut", "spent_s"))
+    if (
+        all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (cut, spent))
+        and cut > 0
+    ):
         verdict += (
-            f"; timing again stopped at its budget ({retries.get('spent_s')} s) in "
-            f"{retries['cut']} measurement(s)"
+            f"; timing again stopped at its budget ({spent:.1f} s) with {int(cut)} "
+            "measurement(s) still contended"
         )
     return [
         f"core sharing: vector probe {quiet:.2f} adds/cycle quiet, {median:.2f} median; {verdict}"

@@ -618,7 +618,10 @@ def test_calibrated_profile_models_the_runtime_costs(quick_calibration):
         # the extra passes kept to the calibration's budget (quiet.retry_budget)
         retries = track["retries"]
         assert retries["share"] == hostcal.RETRY_SHARE and retries["cut"] >= 0
-        assert 0 <= retries["spent_s"] <= hostcal.RETRY_FLOOR_S + m["phase_seconds"]["total"]
+        # at most the floor and the share of the rest, and one re-timing past it (a quick
+        # calibration's longest measurement takes well under 5 s)
+        allowed = hostcal.RETRY_FLOOR_S + hostcal.RETRY_SHARE * m["phase_seconds"]["total"]
+        assert 0 <= retries["spent_s"] <= allowed + 5.0
     # the Run call alone: the small chains' intercept less their border operators
     assert o.run_cycles == run_call_cycles(m["chains"], profile, int8=True, clock_hz=clock) > 0
     assert o.run_cycles < round(m["run_overhead_s"] * clock)
@@ -773,6 +776,8 @@ def test_kernel_events_read_off_the_lines_equal_the_json_decoded(tmp_path):
     ]
     found = hosttiming.kernel_events(path)
     assert found == decoded and len(found) >= 3 and {op for _, op, _ in found} >= {"QGemm"}
+    # read off the lines, not by the fallback
+    assert hosttiming._kernel_event_lines(Path(path).read_text()) == decoded
     one_line = tmp_path / "one_line.json"
     one_line.write_text(json.dumps(json.loads(Path(path).read_text()), separators=(",", ":")))
     assert hosttiming.kernel_events(str(one_line)) == decoded

@@ -41,18 +41,20 @@ QUIET_WAIT_S = 2.0
 @dataclass(slots=True)
 class RetryBudget:
     """How long the extra passes of :func:`again_until_quiet` (and their waits for a quiet
-    core) may take under :func:`retry_budget`: at any moment, ``floor_s`` plus ``share`` of
-    the time spent on everything else since the budget began -- what is not spent carries
-    over to later measurements. On a busy AMD EPYC Zen 3 under KVM (another tenant on the
-    core most of the hour) the extra passes of one calibration took 54-75 s (16-22 s of
-    them waiting) on top of 115 s of first passes: it measured for three minutes where it
-    announced two. Once the budget is spent, the items still contended keep their least
-    timing and stay counted (:attr:`~lowbit.models.hostcal.clock.ClockTrack.contended`)."""
+    core) may take under :func:`retry_budget`: ``floor_s`` plus ``share`` of the time spent
+    on everything else since the budget began, checked before each re-timing (one may run
+    past it; the next then waits until the rest of the calibration has earned the excess
+    back) -- what is not spent carries over to later measurements. On a busy AMD EPYC Zen 3
+    under KVM (another tenant on the core most of the hour) the extra passes of one
+    calibration took 54-75 s (16-22 s of them waiting) on top of 115 s of first passes: it
+    measured for three minutes where it announced two. Once the budget is spent, the items
+    still contended keep their least timing and stay counted
+    (:attr:`~lowbit.models.hostcal.clock.ClockTrack.contended`; and in :attr:`cut`)."""
 
     share: float
     floor_s: float = 0.0
     spent_s: float = 0.0
-    #: the measurements whose extra passes stopped because the budget was spent
+    #: the measurements left contended when their extra passes stopped at the budget
     cut: int = 0
     started_s: float = field(default_factory=lambda: time.perf_counter())
 
@@ -150,15 +152,17 @@ def again_until_quiet(
     times, each once the core reads quiet or :data:`QUIET_WAIT_S` has passed (nothing without
     a track); under a :func:`retry_budget`, only while it has time left (the wait too)."""
     track = active_track()
+    if track is None:
+        return
     # outside a retry_budget: one that never runs out
     budget = _BUDGET.get() or RetryBudget(share=0.0, floor_s=math.inf)
-    for _ in range(EXTRA_PASSES if track is not None else 0):
+    for _ in range(EXTRA_PASSES):
         again = [i for i, timed in enumerate(results) if not _caught_quiet(timed, track)]
         if not again:
             return
         for index in [None, *again]:  # None: the wait for a quiet core
             if budget.left_s() <= 0:
-                budget.cut += 1
+                budget.cut += sum(not _caught_quiet(timed, track) for timed in results)
                 return
             if index is None:
                 budget.spend(lambda: track.wait_quiet(timeout_s=min(QUIET_WAIT_S, budget.left_s())))
