@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
+
+from lowbit.hwsim._profile_walk import is_number
 
 HELP = "microbenchmark this CPU (ONNX Runtime, 1 thread) and write a host hardware profile"
 
@@ -147,17 +148,13 @@ def _phase_note(phases: object) -> list[str]:
         (
             (float(v), str(k))
             for k, v in phases.items()
-            if k not in ("total", "fit") and isinstance(v, (int, float)) and not isinstance(v, bool)
+            if k not in ("total", "fit") and is_number(v)
         ),
         reverse=True,
     )
     spent = ", ".join(f"{name} {s:.0f} s" for s, name in parts)
     fit = phases.get("fit")
-    fitted = (
-        f", fitted in {float(fit):.0f} s"
-        if isinstance(fit, (int, float)) and not isinstance(fit, bool)
-        else ""
-    )
+    fitted = f", fitted in {float(fit):.0f} s" if is_number(fit) else ""
     return [f"measured in {float(phases['total']):.0f} s{fitted}: {spent}"]
 
 
@@ -171,10 +168,7 @@ def _sharing_note(cpu: dict) -> list[str]:
         track.get(k)
         for k in ("vector_adds_per_cycle_quiet", "vector_adds_per_cycle_median", "contended")
     ]
-    if not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        for v in numbers
-    ):
+    if not all(is_number(v) for v in numbers):
         return []  # no probe here (or a hand-edited sidecar): nothing to say
     quiet, median, contended = numbers
     verdict = (
@@ -186,10 +180,7 @@ def _sharing_note(cpu: dict) -> list[str]:
     )
     retries = track.get("retries")
     cut, spent = (retries.get(k) if isinstance(retries, dict) else None for k in ("cut", "spent_s"))
-    if (
-        all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (cut, spent))
-        and cut > 0
-    ):
+    if is_number(cut) and is_number(spent) and cut > 0:
         verdict += (
             f"; timing again stopped at its budget ({spent:.1f} s) with {int(cut)} "
             "measurement(s) still contended"

@@ -75,7 +75,14 @@ def test_calibrate_host_says_whether_the_core_was_shared():
     retries = {"share": 0.1, "spent_s": 12.5, "cut": 3}
     (cut,) = _sharing_note({"clock_track": {**track, "contended": 4, "retries": retries}})
     assert "stopped at its budget (12.5 s) with 3 measurement(s) still contended" in cut
-    odd = ({**retries, "cut": "3"}, {**retries, "cut": True}, {"cut": 3}, "3")  # hand-edited
+    odd = (  # hand-edited: a string, a boolean, no seconds, infinite or NaN numbers
+        {**retries, "cut": "3"},
+        {**retries, "cut": True},
+        {"cut": 3},
+        {**retries, "cut": float("inf")},
+        {**retries, "spent_s": float("nan")},
+        "3",
+    )
     for kept in ({**retries, "cut": 0}, *odd):  # none cut, or odd
         (line,) = _sharing_note({"clock_track": {**track, "contended": 4, "retries": kept}})
         assert "budget" not in line
@@ -89,6 +96,9 @@ def test_calibrate_host_says_where_its_time_went():
     # the fit's own seconds (calibration._calibrate_once) beside the measuring's, not a phase
     (fitted,) = _phase_note({"conv sweep": 52.0, "fit": 9.6, "total": 131.2})
     assert fitted == "measured in 131 s, fitted in 10 s: conv sweep 52 s"
+    for odd in (float("nan"), float("inf"), True, "9.6"):  # a hand-edited fit: left out
+        (line,) = _phase_note({"conv sweep": 52.0, "fit": odd, "total": 131.2})
+        assert line == "measured in 131 s: conv sweep 52 s"
     for broken in (None, [], {"clock": 1.0}, {"total": "131"}):  # an old or hand-edited sidecar
         assert _phase_note(broken) == []
     (skips,) = _phase_note({"total": 10, "x": "7", "y": True, "z": 3})  # odd values left out
